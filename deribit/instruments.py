@@ -1,0 +1,274 @@
+"""Deribit instrument names and instrument metadata.
+
+Names: options ``BTC-24SEP21-8000-P``, futures ``BTC-24SEP21``, perpetuals ``BTC-PERPETUAL``;
+linear (USDC-settled) instruments put the pair first: ``BTC_USDC-PERPETUAL``,
+``XRP_USDC-30AUG24-0d625-C`` (a fractional strike writes ``d`` for the decimal point). Dates
+are ``{day}{MON}{yy}`` with no leading zero on the day; every expiry is at 08:00 UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from typing import Literal
+
+import msgspec
+
+from messages.market import Instrument, InstrumentsLoaded, TickSizeStep
+
+__all__ = [
+    "Instrument",
+    "InstrumentName",
+    "InstrumentNameError",
+    "InstrumentsLoaded",
+    "TickSizeStep",
+    "amount_step",
+    "decode_instruments",
+    "expiry_ms",
+    "format_expiry",
+    "format_future_name",
+    "format_option_name",
+    "format_perpetual_name",
+    "format_strike",
+    "parse_expiry",
+    "parse_instrument_name",
+    "round_to_contract",
+    "round_to_tick",
+    "tick_size_at",
+]
+
+InstrumentKind = Literal["option", "future", "perpetual"]
+RoundingMode = Literal["nearest", "down", "up"]
+
+EXPIRY_HOUR_UTC = 8
+
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_MONTH_NUMBER = {name: number for number, name in enumerate(_MONTHS, start=1)}
+
+_EXPECTED_FORMS = (
+    "expected CUR-DMMMYY-STRIKE-C|P (option, e.g. BTC-24SEP21-8000-P), "
+    "CUR-DMMMYY (future, e.g. BTC-1OCT21) or CUR-PERPETUAL (e.g. BTC-PERPETUAL); "
+    "CUR is a coin like BTC or a pair like BTC_USDC"
+)
+_CURRENCY = re.compile(r"(?P<base>[A-Z0-9]+)(?:_(?P<counter>[A-Z0-9]+))?")
+_EXPIRY = re.compile(r"(?P<day>[1-9][0-9]?)(?P<month>[A-Z]{3})(?P<year>[0-9]{2})")
+_STRIKE = re.compile(r"(?P<whole>0|[1-9][0-9]*)(?:d(?P<fraction>[0-9]*[1-9]))?")
+
+
+class InstrumentNameError(ValueError):
+    """A text is not a Deribit option, future or perpetual name."""
+
+
+class InstrumentName(msgspec.Struct, frozen=True, kw_only=True):
+    """What an instrument name says.
+
+    ``currency`` is the base coin (``BTC`` also for ``BTC_USDC-...``); ``counter_currency`` is
+    the quote of a linear pair (``USDC``) and ``None`` for inverse instruments. ``expiry_ms`` is
+    08:00 UTC of the expiry date in milliseconds (``None`` for perpetuals)."""
+
+    name: str
+    currency: str
+    kind: InstrumentKind
+    expiry_ms: int | None = None
+    strike: float | None = None
+    option_type: Literal["call", "put"] | None = None
+    counter_currency: str | None = None
+
+    @property
+    def expiry_date(self) -> dt.date | None:
+        if self.expiry_ms is None:
+            return None
+        return dt.datetime.fromtimestamp(self.expiry_ms / 1000, tz=dt.UTC).date()
+
+    @property
+    def is_linear(self) -> bool:
+        return self.counter_currency is not None
+
+
+def expiry_ms(expiry: dt.date) -> int:
+    """08:00 UTC of ``expiry`` in milliseconds since the epoch."""
+    moment = dt.datetime(expiry.year, expiry.month, expiry.day, EXPIRY_HOUR_UTC, tzinfo=dt.UTC)
+    return int(moment.timestamp()) * 1000
+
+
+def format_expiry(expiry: dt.date) -> str:
+    """Deribit's date: ``1OCT21``, ``24SEP21`` (no leading zero; two-digit year)."""
+    if not 2000 <= expiry.year <= 2099:
+        raise ValueError(f"Deribit names hold two-digit years 2000-2099, got {expiry.year}")
+    return f"{expiry.day}{_MONTHS[expiry.month - 1]}{expiry.year % 100:02d}"
+
+
+def parse_expiry(text: str) -> dt.date:
+    """``24SEP21`` -> 2021-09-24. Raises :class:`InstrumentNameError`."""
+    match = _EXPIRY.fullmatch(text)
+    month = _MONTH_NUMBER.get(match["month"]) if match else None
+    if match is None or month is None:
+        raise InstrumentNameError(
+            f"bad expiry {text!r}: expected DMMMYY like 24SEP21 or 1OCT21 (day without leading zero)"
+        )
+    try:
+        return dt.date(2000 + int(match["year"]), month, int(match["day"]))
+    except ValueError as error:
+        raise InstrumentNameError(f"bad expiry {text!r}: {error}") from None
+
+
+def format_strike(strike: float) -> str:
+    """``8000.0`` -> ``8000``; ``0.625`` -> ``0d625`` (Deribit writes ``d`` for the point)."""
+    if not (math.isfinite(strike) and strike > 0):
+        raise ValueError(f"strike must be a positive finite number, got {strike!r}")
+    if strike == int(strike):
+        return str(int(strike))
+    # repr() is the shortest text that reads back as the same float; Decimal avoids exponents.
+    return format(Decimal(repr(strike)), "f").replace(".", "d")
+
+
+def _parse_strike(text: str, name: str) -> float:
+    match = _STRIKE.fullmatch(text)
+    if match is None:
+        raise InstrumentNameError(
+            f"bad strike {text!r} in {name!r}: expected digits, with d for a decimal point (0d625)"
+        )
+    fraction = match["fraction"]
+    strike = float(f"{match['whole']}.{fraction}" if fraction else match["whole"])
+    if strike <= 0:
+        raise InstrumentNameError(f"bad strike {text!r} in {name!r}: must be positive")
+    return strike
+
+
+def _format_currency(currency: str, counter_currency: str | None) -> str:
+    currency = currency.upper()
+    if not currency.isalnum():
+        raise ValueError(f"bad currency {currency!r}")
+    if counter_currency is None:
+        return currency
+    return f"{currency}_{counter_currency.upper()}"
+
+
+def format_option_name(
+    currency: str,
+    expiry: dt.date,
+    strike: float,
+    option_type: Literal["call", "put"],
+    counter_currency: str | None = None,
+) -> str:
+    """``("BTC", date(2021, 9, 24), 8000, "put")`` -> ``BTC-24SEP21-8000-P``."""
+    if option_type not in ("call", "put"):
+        raise ValueError(f"option_type must be 'call' or 'put', got {option_type!r}")
+    letter = "C" if option_type == "call" else "P"
+    prefix = _format_currency(currency, counter_currency)
+    return f"{prefix}-{format_expiry(expiry)}-{format_strike(strike)}-{letter}"
+
+
+def format_future_name(currency: str, expiry: dt.date, counter_currency: str | None = None) -> str:
+    """``("BTC", date(2021, 10, 1))`` -> ``BTC-1OCT21``."""
+    return f"{_format_currency(currency, counter_currency)}-{format_expiry(expiry)}"
+
+
+def format_perpetual_name(currency: str, counter_currency: str | None = None) -> str:
+    """``"BTC"`` -> ``BTC-PERPETUAL``; with ``"USDC"`` -> ``BTC_USDC-PERPETUAL``."""
+    return f"{_format_currency(currency, counter_currency)}-PERPETUAL"
+
+
+def parse_instrument_name(name: str) -> InstrumentName:
+    """Read an option, future or perpetual name. Raises :class:`InstrumentNameError` (a
+    ``ValueError``) saying which form was expected for anything else (spot pairs, combos,
+    lower case, leading zeros)."""
+    if not isinstance(name, str):
+        raise InstrumentNameError(f"instrument name must be a string, got {type(name).__name__}")
+    parts = name.split("-")
+    if len(parts) not in (2, 4):
+        raise InstrumentNameError(f"unknown instrument name {name!r}: {_EXPECTED_FORMS}")
+    currency_match = _CURRENCY.fullmatch(parts[0])
+    if currency_match is None:
+        raise InstrumentNameError(f"bad currency {parts[0]!r} in {name!r}: {_EXPECTED_FORMS}")
+    currency, counter = currency_match["base"], currency_match["counter"]
+    if len(parts) == 2:
+        if parts[1] == "PERPETUAL":
+            return InstrumentName(name=name, currency=currency, kind="perpetual", counter_currency=counter)
+        expiry = parse_expiry(parts[1])
+        return InstrumentName(
+            name=name, currency=currency, kind="future", expiry_ms=expiry_ms(expiry), counter_currency=counter
+        )
+    expiry = parse_expiry(parts[1])
+    strike = _parse_strike(parts[2], name)
+    if parts[3] not in ("C", "P"):
+        raise InstrumentNameError(f"bad option type {parts[3]!r} in {name!r}: expected C or P")
+    return InstrumentName(
+        name=name,
+        currency=currency,
+        kind="option",
+        expiry_ms=expiry_ms(expiry),
+        strike=strike,
+        option_type="call" if parts[3] == "C" else "put",
+        counter_currency=counter,
+    )
+
+
+# --- instrument metadata ---------------------------------------------------------------------
+
+
+class _InstrumentsResponse(msgspec.Struct):
+    result: tuple[Instrument, ...]
+
+
+_instruments_response_decoder = msgspec.json.Decoder(_InstrumentsResponse)
+_instruments_decoder = msgspec.json.Decoder(tuple[Instrument, ...])
+
+
+def decode_instruments(data: bytes | str) -> tuple[Instrument, ...]:
+    """Decode ``public/get_instruments``: a whole JSON-RPC response (``{"result": [...]}``) or
+    just its result array. Raises ``msgspec.ValidationError``/``DecodeError`` on bad input."""
+    if data.lstrip()[:1] in ("[", b"["):
+        return _instruments_decoder.decode(data)
+    return _instruments_response_decoder.decode(data).result
+
+
+def tick_size_at(instrument: Instrument, price: float) -> float:
+    """The tick size that applies at ``price`` (options have coarser ticks above a price,
+    listed in ``tick_size_steps``)."""
+    tick = instrument.tick_size
+    for step in sorted(instrument.tick_size_steps, key=lambda s: s.above_price):
+        if price > step.above_price:
+            tick = step.tick_size
+    return tick
+
+
+_ROUNDING = {"nearest": ROUND_HALF_UP, "down": ROUND_FLOOR, "up": ROUND_CEILING}
+
+
+def _round_to_step(value: float, step: float, mode: RoundingMode, what: str) -> float:
+    if not (math.isfinite(step) and step > 0):
+        raise ValueError(f"{what} must be a positive finite number, got {step!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"cannot round {value!r}")
+    # Decimal of repr() is the number as written (0.35 is 0.35, not 0.34999...), so halves
+    # and exact multiples behave as a trader expects.
+    exact_step = Decimal(repr(step))
+    steps = Decimal(repr(value)) / exact_step
+    nearest = steps.to_integral_value(ROUND_HALF_UP)
+    # Float noise (0.30000000000000004 for 0.3) must not push "up" to the next step.
+    if abs(steps - nearest) <= Decimal("1e-9") * max(Decimal(1), abs(steps)):
+        count = nearest
+    else:
+        count = steps.to_integral_value(_ROUNDING[mode])
+    return float(count * exact_step)
+
+
+def round_to_tick(price: float, tick_size: float, mode: RoundingMode = "nearest") -> float:
+    """``price`` on the tick grid: ``"nearest"`` (halves away from zero), or ``"down"``/``"up"``
+    (toward minus/plus infinity: a buyer who must not pay more rounds down, a seller up)."""
+    return _round_to_step(price, tick_size, mode, "tick_size")
+
+
+def round_to_contract(amount: float, contract_size: float, mode: RoundingMode = "nearest") -> float:
+    """``amount`` as a whole number of ``contract_size`` (use :func:`amount_step` for the
+    step an instrument's orders need: 10 USD for BTC futures, 0.1 BTC for BTC options)."""
+    return _round_to_step(amount, contract_size, mode, "contract_size")
+
+
+def amount_step(instrument: Instrument) -> float:
+    """The granularity of order amounts: Deribit's ``min_trade_amount`` (which for futures
+    equals the contract size, and for options is a fraction of one contract)."""
+    return instrument.min_trade_amount
