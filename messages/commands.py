@@ -3,8 +3,9 @@
 Order commands carry ``origin`` (who asked: ``"console"``, ``"hedger"``, ...) and
 ``request_key``, a correlation key unique per sender; the Connection answers every one of
 them with exactly one :class:`CommandResult` or :class:`CommandFailed` carrying both back.
-Order commands validate themselves on construction: an order that does not make sense raises
-``ValueError`` here, before anything reaches the exchange.
+Messages are plain data; :func:`check_command` says what is wrong with an exchange command
+(an order without a price, a stop without a trigger, ...). The encoder refuses such a command
+before anything reaches the exchange, and a sender may call it first for an early, clear error.
 """
 
 from __future__ import annotations
@@ -26,26 +27,14 @@ TRIGGER_ORDER_TYPES: frozenset[str] = frozenset({"stop_market", "stop_limit"})
 PRICED_ORDER_TYPES: frozenset[str] = frozenset({"limit", "stop_limit"})
 
 
-def _require_positive(name: str, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-
-
-def _require_key(request_key: str, origin: str) -> None:
-    if not request_key:
-        raise ValueError("request_key must be a non-empty correlation key")
-    if not origin:
-        raise ValueError("origin must name the sender")
-
-
 class PlaceOrder(Message, frozen=True, kw_only=True):
     """Buy or sell (``private/buy`` / ``private/sell``).
 
     ``amount``: USD for futures and perpetuals, coins for options. ``price`` is required for
     ``limit`` and ``stop_limit`` and must be absent for market types; ``trigger`` and
-    ``trigger_price`` are required exactly for ``stop_*`` types. ``post_only`` only applies to
-    limit orders. ``label`` is Deribit's free text (at most 64 characters) and comes back on
-    every order update and fill."""
+    ``trigger_price`` are required exactly for ``stop_*`` types (see :func:`check_command`).
+    ``post_only`` only applies to limit orders. ``label`` is Deribit's free text (at most 64
+    characters) and comes back on every order update and fill."""
 
     instrument_name: str
     side: Side
@@ -61,29 +50,6 @@ class PlaceOrder(Message, frozen=True, kw_only=True):
     trigger: Trigger | None = None
     label: str = ""
 
-    def __post_init__(self) -> None:
-        _require_key(self.request_key, self.origin)
-        if not self.instrument_name:
-            raise ValueError("instrument_name is empty")
-        _require_positive("amount", self.amount)
-        if self.type in PRICED_ORDER_TYPES:
-            if self.price is None:
-                raise ValueError(f"a {self.type} order needs a price")
-            _require_positive("price", self.price)
-        elif self.price is not None:
-            raise ValueError(f"a {self.type} order takes no price, got {self.price!r}")
-        if self.type in TRIGGER_ORDER_TYPES:
-            if self.trigger_price is None or self.trigger is None:
-                raise ValueError(f"a {self.type} order needs trigger and trigger_price")
-            _require_positive("trigger_price", self.trigger_price)
-        elif self.trigger_price is not None or self.trigger is not None:
-            raise ValueError(f"a {self.type} order takes no trigger")
-        if self.post_only and self.type != "limit":
-            raise ValueError("post_only applies to limit orders only")
-        if self.post_only and self.time_in_force in ("fill_or_kill", "immediate_or_cancel"):
-            raise ValueError(f"post_only contradicts time_in_force {self.time_in_force}")
-        if len(self.label) > 64:
-            raise ValueError("label is longer than Deribit's 64 characters")
 
 
 class EditOrder(Message, frozen=True, kw_only=True):
@@ -99,15 +65,6 @@ class EditOrder(Message, frozen=True, kw_only=True):
     reduce_only: bool = False
     trigger_price: float | None = None
 
-    def __post_init__(self) -> None:
-        _require_key(self.request_key, self.origin)
-        if not self.order_id:
-            raise ValueError("order_id is empty")
-        _require_positive("amount", self.amount)
-        if self.price is not None:
-            _require_positive("price", self.price)
-        if self.trigger_price is not None:
-            _require_positive("trigger_price", self.trigger_price)
 
 
 class CancelOrder(Message, frozen=True, kw_only=True):
@@ -117,10 +74,6 @@ class CancelOrder(Message, frozen=True, kw_only=True):
     origin: str
     request_key: str
 
-    def __post_init__(self) -> None:
-        _require_key(self.request_key, self.origin)
-        if not self.order_id:
-            raise ValueError("order_id is empty")
 
 
 class CancelAll(Message, frozen=True, kw_only=True):
@@ -134,12 +87,6 @@ class CancelAll(Message, frozen=True, kw_only=True):
     kind: Literal["future", "option", "spot", "future_combo", "option_combo", "combo", "any"] | None = None
     instrument_name: str | None = None
 
-    def __post_init__(self) -> None:
-        _require_key(self.request_key, self.origin)
-        if self.instrument_name is not None and (self.currency is not None or self.kind is not None):
-            raise ValueError("cancel by instrument_name or by currency/kind, not both")
-        if self.kind is not None and self.currency is None:
-            raise ValueError("kind narrows a currency: give the currency too")
 
 
 class CancelByLabel(Message, frozen=True, kw_only=True):
@@ -151,10 +98,6 @@ class CancelByLabel(Message, frozen=True, kw_only=True):
     request_key: str
     currency: str | None = None
 
-    def __post_init__(self) -> None:
-        _require_key(self.request_key, self.origin)
-        if not self.label:
-            raise ValueError("label is empty: that would not select any order")
 
 
 class ResubscribeInstrument(Message, frozen=True, kw_only=True):
@@ -212,3 +155,76 @@ class CommandFailed(Message, frozen=True, kw_only=True):
 
 #: Commands that are sent to the exchange and answered with CommandResult/CommandFailed.
 ExchangeCommand = PlaceOrder | EditOrder | CancelOrder | CancelAll | CancelByLabel
+
+
+class InvalidCommand(ValueError):
+    """An exchange command that must not be sent; the text says why."""
+
+
+def _positive_problem(name: str, value: float) -> str | None:
+    if not (math.isfinite(value) and value > 0):
+        return f"{name} must be a positive finite number, got {value!r}"
+    return None
+
+
+def _order_problems(command: PlaceOrder) -> list[str | None]:
+    problems: list[str | None] = [
+        None if command.instrument_name else "instrument_name is empty",
+        _positive_problem("amount", command.amount),
+    ]
+    if command.type in PRICED_ORDER_TYPES:
+        problems.append(
+            f"a {command.type} order needs a price"
+            if command.price is None
+            else _positive_problem("price", command.price)
+        )
+    elif command.price is not None:
+        problems.append(f"a {command.type} order takes no price, got {command.price!r}")
+    if command.type in TRIGGER_ORDER_TYPES:
+        if command.trigger_price is None or command.trigger is None:
+            problems.append(f"a {command.type} order needs trigger and trigger_price")
+        else:
+            problems.append(_positive_problem("trigger_price", command.trigger_price))
+    elif command.trigger_price is not None or command.trigger is not None:
+        problems.append(f"a {command.type} order takes no trigger")
+    if command.post_only and command.type != "limit":
+        problems.append("post_only applies to limit orders only")
+    if command.post_only and command.time_in_force in ("fill_or_kill", "immediate_or_cancel"):
+        problems.append(f"post_only contradicts time_in_force {command.time_in_force}")
+    if len(command.label) > 64:
+        problems.append("label is longer than Deribit's 64 characters")
+    return problems
+
+
+def _command_problems(command: ExchangeCommand) -> list[str | None]:
+    problems: list[str | None] = [
+        None if command.request_key else "request_key must be a non-empty correlation key",
+        None if command.origin else "origin must name the sender",
+    ]
+    match command:
+        case PlaceOrder():
+            problems += _order_problems(command)
+        case EditOrder():
+            problems.append(None if command.order_id else "order_id is empty")
+            problems.append(_positive_problem("amount", command.amount))
+            if command.price is not None:
+                problems.append(_positive_problem("price", command.price))
+            if command.trigger_price is not None:
+                problems.append(_positive_problem("trigger_price", command.trigger_price))
+        case CancelOrder():
+            problems.append(None if command.order_id else "order_id is empty")
+        case CancelAll():
+            if command.instrument_name is not None and (command.currency or command.kind):
+                problems.append("cancel by instrument_name or by currency/kind, not both")
+            if command.kind is not None and command.currency is None:
+                problems.append("kind narrows a currency: give the currency too")
+        case CancelByLabel():
+            problems.append(None if command.label else "label is empty: it would select no order")
+    return problems
+
+
+def check_command(command: ExchangeCommand) -> None:
+    """Raise :class:`InvalidCommand` listing everything wrong with ``command``."""
+    problems = [problem for problem in _command_problems(command) if problem]
+    if problems:
+        raise InvalidCommand(f"{type(command).__name__}: " + "; ".join(problems))
