@@ -1,0 +1,636 @@
+"""Deribit JSON-RPC frames in and out.
+
+Decoding is two-stage msgspec: an envelope whose ``params.data`` (or ``result``) stays raw
+bytes, then one prebuilt decoder per channel family that turns the data straight into message
+types (``messages.market``, ``messages.account``). Nothing goes through dicts, which is what
+makes this faster than ``json.loads``.
+
+Encoding turns commands (``messages.commands``) and the Connection's own requests (auth,
+heartbeat, subscribe, instruments, reconcile) into ``(method, params)`` and then into request
+frames with increasing integer ids. :func:`redact_frame` strips secrets from frames before
+anyone writes them down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import re
+import secrets
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, TypeVar
+
+import msgspec
+
+from deribit.channels import channel_prefix, is_private
+from messages.account import AccountSummary, OrderUpdate, PortfolioUpdate, Position, UserTrade
+from messages.base import Message
+from messages.commands import (
+    CancelAll,
+    CancelByLabel,
+    CancelOrder,
+    CommandFailed,
+    CommandResult,
+    EditOrder,
+    ExchangeCommand,
+    PlaceOrder,
+    check_command,
+)
+from messages.market import BookChange, BookSnapshot, IndexPrice, InstrumentState, Quote, Ticker, Trade
+
+#: Longest excerpt of a bad frame kept in a :class:`FrameError`.
+EXCERPT_CHARS = 200
+#: Deribit refuses heartbeat intervals below this many seconds.
+MIN_HEARTBEAT_INTERVAL_S = 10
+#: Methods whose result is an order (cancel) or ``{"order": ..., "trades": [...]}``.
+ORDER_METHODS: frozenset[str] = frozenset({"private/buy", "private/sell", "private/edit", "private/cancel"})
+
+_NO_DATA = msgspec.Raw(b"")
+
+
+# --- what a frame decodes to -----------------------------------------------------------------
+
+
+class FrameError(ValueError):
+    """A frame that is not valid JSON or not the shape Deribit sends. ``excerpt`` is at most
+    :data:`EXCERPT_CHARS` characters of the frame, with secrets redacted."""
+
+    def __init__(self, reason: str, frame: bytes | str) -> None:
+        self.reason = reason
+        self.excerpt = excerpt(frame)
+        super().__init__(f"{reason}; frame: {self.excerpt}")
+
+
+class Notification(msgspec.Struct, frozen=True, gc=False):
+    """A subscription notification: the channel and its data as typed messages (one for most
+    channels; any number for ``trades.*``, ``user.trades.*`` and aggregated ``user.orders.*``)."""
+
+    channel: str
+    messages: tuple[Message, ...]
+
+
+class RpcResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to request ``id``. ``result`` is still raw JSON: the caller knows which
+    request it answers and decodes it with the right type (see the ``decode_*`` functions).
+    ``us_in``/``us_out`` are Deribit's receive/send times in microseconds."""
+
+    id: int
+    result: msgspec.Raw
+    us_in: int | None = None
+    us_out: int | None = None
+    us_diff: int | None = None
+    testnet: bool | None = None
+
+    @property
+    def result_text(self) -> str:
+        return bytes(self.result).decode()
+
+
+class RpcError(msgspec.Struct, frozen=True, kw_only=True):
+    """Request ``id`` failed (``id`` is ``None`` when Deribit could not read the request).
+    ``data`` is the JSON text of the error's ``data`` (often the offending parameter), or
+    empty."""
+
+    id: int | None
+    code: int
+    message: str
+    data: str = ""
+    us_in: int | None = None
+    us_out: int | None = None
+    testnet: bool | None = None
+
+
+class Heartbeat(msgspec.Struct, frozen=True):
+    """Deribit's periodic heartbeat: the link is alive. Nothing to answer."""
+
+
+class TestRequest(msgspec.Struct, frozen=True):
+    """Deribit asks for proof of life: answer with ``public/test`` (:func:`answer_test_request`) or
+    the server closes the connection."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class
+
+
+class UnknownChannel(msgspec.Struct, frozen=True):
+    """A notification on a channel this codec has no message type for (log it once)."""
+
+    channel: str
+    data: msgspec.Raw
+
+
+Decoded = Notification | RpcResponse | RpcError | Heartbeat | TestRequest | UnknownChannel
+
+
+# --- the envelope ----------------------------------------------------------------------------
+
+
+class _Params(msgspec.Struct):
+    channel: str | None = None
+    data: msgspec.Raw = _NO_DATA
+    type: str | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    code: int
+    message: str = ""
+    data: msgspec.Raw = _NO_DATA
+
+
+class _Envelope(msgspec.Struct):
+    """Every frame Deribit sends: a notification (method + params), a response (id + result)
+    or an error (id + error). ``jsonrpc`` is not checked, so not declared."""
+
+    method: str | None = None
+    params: _Params | None = None
+    id: int | None = None
+    result: msgspec.Raw = _NO_DATA
+    error: _ErrorBody | None = None
+    us_in: int | None = msgspec.field(default=None, name="usIn")
+    us_out: int | None = msgspec.field(default=None, name="usOut")
+    us_diff: int | None = msgspec.field(default=None, name="usDiff")
+    testnet: bool | None = None
+
+
+_HEARTBEAT = Heartbeat()
+_TEST_REQUEST = TestRequest()
+
+#: Decodes a notification's raw data into its messages; ``None`` for a channel we do not read.
+_ChannelDecoder = Callable[[msgspec.Raw], "tuple[Message, ...] | None"]
+
+
+class FrameDecoder:
+    """Decodes frames from Deribit (``str`` or ``bytes``) into :data:`Decoded` values.
+
+    Reuses its msgspec decoders and remembers each channel's decoder, so a frame costs one
+    envelope decode, one dict lookup and one typed decode. Not shared between threads: the
+    Connection owns one."""
+
+    #: Bound on remembered channels; past it the cache restarts (a run subscribes far fewer).
+    MAX_CACHED_CHANNELS = 100_000
+
+    def __init__(self) -> None:
+        self._envelope = msgspec.json.Decoder(_Envelope)
+        self._book = msgspec.json.Decoder(BookSnapshot | BookChange)
+        self._book_snapshot = msgspec.json.Decoder(BookSnapshot)
+        self._book_change = msgspec.json.Decoder(BookChange)
+        self._ticker = msgspec.json.Decoder(Ticker)
+        self._quote = msgspec.json.Decoder(Quote)
+        self._index = msgspec.json.Decoder(IndexPrice)
+        self._instrument_state = msgspec.json.Decoder(InstrumentState)
+        self._trades = msgspec.json.Decoder(tuple[Trade, ...])
+        self._orders = msgspec.json.Decoder(OrderUpdate | tuple[OrderUpdate, ...])
+        self._user_trades = msgspec.json.Decoder(tuple[UserTrade, ...])
+        self._portfolio = msgspec.json.Decoder(PortfolioUpdate)
+        self._by_prefix: dict[str, _ChannelDecoder] = {
+            "ticker": lambda raw: (self._ticker.decode(raw),),
+            "quote": lambda raw: (self._quote.decode(raw),),
+            "deribit_price_index": lambda raw: (self._index.decode(raw),),
+            "instrument.state": lambda raw: (self._instrument_state.decode(raw),),
+            "trades": self._trades.decode,
+            "user.orders": self._decode_orders,
+            "user.trades": self._user_trades.decode,
+            "user.portfolio": lambda raw: (self._portfolio.decode(raw),),
+        }
+        self._by_channel: dict[str, _ChannelDecoder] = {}
+
+    def decode(self, frame: bytes | str) -> Decoded:
+        """Decode one frame. Raises :class:`FrameError` for bad JSON, a wrong field type or a
+        frame that is neither a notification, a heartbeat, a response nor an error."""
+        try:
+            envelope = self._envelope.decode(frame)
+        except msgspec.MsgspecError as error:
+            raise FrameError(f"not a Deribit frame ({error})", frame) from None
+        method = envelope.method
+        if method == "subscription":
+            return self._notification(envelope.params, frame)
+        if method == "heartbeat":
+            params = envelope.params
+            return _TEST_REQUEST if params is not None and params.type == "test_request" else _HEARTBEAT
+        if envelope.error is not None:
+            error_body = envelope.error
+            return RpcError(
+                id=envelope.id,
+                code=error_body.code,
+                message=error_body.message,
+                data=bytes(error_body.data).decode() if error_body.data else "",
+                us_in=envelope.us_in,
+                us_out=envelope.us_out,
+                testnet=envelope.testnet,
+            )
+        if envelope.id is not None and envelope.result:
+            return RpcResponse(
+                id=envelope.id,
+                result=envelope.result,
+                us_in=envelope.us_in,
+                us_out=envelope.us_out,
+                us_diff=envelope.us_diff,
+                testnet=envelope.testnet,
+            )
+        raise FrameError(f"unexpected frame (method {method!r}, no result or error)", frame)
+
+    def _notification(self, params: _Params | None, frame: bytes | str) -> Notification | UnknownChannel:
+        if params is None or params.channel is None or not params.data:
+            raise FrameError("subscription notification without channel or data", frame)
+        channel = params.channel
+        channel_decoder = self._by_channel.get(channel)
+        if channel_decoder is None:
+            channel_decoder = self._channel_decoder(channel)
+        try:
+            messages = channel_decoder(params.data)
+        except msgspec.MsgspecError as error:
+            raise FrameError(f"bad data on {channel} ({error})", frame) from None
+        if messages is None:
+            return UnknownChannel(channel, params.data)
+        return Notification(channel, messages)
+
+    def _channel_decoder(self, channel: str) -> _ChannelDecoder:
+        prefix = channel_prefix(channel)
+        if prefix == "book":
+            # book.{instrument}.{interval} is incremental; the grouped form
+            # book.{instrument}.{group}.{depth}.{interval} has other levels and is not read.
+            decoder = self._decode_book if channel.count(".") == 2 else _unknown
+        else:
+            decoder = self._by_prefix.get(prefix, _unknown)
+        if len(self._by_channel) >= self.MAX_CACHED_CHANNELS:
+            self._by_channel.clear()
+        self._by_channel[channel] = decoder
+        return decoder
+
+    def _decode_book(self, raw: msgspec.Raw) -> tuple[Message, ...]:
+        try:
+            return (self._book.decode(raw),)
+        except msgspec.ValidationError:
+            if b'"type"' in bytes(raw):
+                raise
+        # Older feeds omit "type": a change is the one that carries prev_change_id.
+        if b'"prev_change_id"' in bytes(raw):
+            return (self._book_change.decode(raw),)
+        return (self._book_snapshot.decode(raw),)
+
+    def _decode_orders(self, raw: msgspec.Raw) -> tuple[Message, ...]:
+        # raw interval: one order per notification; aggregated intervals: a list.
+        orders = self._orders.decode(raw)
+        return (orders,) if isinstance(orders, OrderUpdate) else orders
+
+
+def _unknown(_raw: msgspec.Raw) -> None:
+    return None
+
+
+# --- results of requests ---------------------------------------------------------------------
+
+
+class AuthResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The result of ``public/auth``. Its repr hides the tokens so that it cannot leak them
+    into a log line or an exception text."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    scope: str = ""
+    token_type: str = "bearer"
+
+    def __repr__(self) -> str:
+        return f"AuthResult(expires_in={self.expires_in}, scope={self.scope!r}, tokens=<redacted>)"
+
+
+class _OrderWithTrades(msgspec.Struct):
+    order: OrderUpdate
+    trades: tuple[UserTrade, ...] = ()
+
+
+_order_with_trades = msgspec.json.Decoder(_OrderWithTrades)
+_order = msgspec.json.Decoder(OrderUpdate)
+_result_keys = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_positions = msgspec.json.Decoder(tuple[Position, ...])
+_open_orders = msgspec.json.Decoder(tuple[OrderUpdate, ...])
+_account_summary = msgspec.json.Decoder(AccountSummary)
+_auth = msgspec.json.Decoder(AuthResult)
+_channels = msgspec.json.Decoder(tuple[str, ...])
+_result_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+ResultT = TypeVar("ResultT")
+
+
+def decode_result(raw: msgspec.Raw | bytes | str, result_type: type[ResultT]) -> ResultT:
+    """Decode a response's raw ``result`` as ``result_type`` (decoders are cached by type)."""
+    decoder = _result_decoders.get(result_type)
+    if decoder is None:
+        decoder = _result_decoders[result_type] = msgspec.json.Decoder(result_type)
+    return decoder.decode(raw)
+
+
+def decode_order_result(raw: msgspec.Raw | bytes | str) -> tuple[OrderUpdate, tuple[UserTrade, ...]]:
+    """The result of buy/sell/edit (``{"order": ..., "trades": [...]}``) or cancel (an order)."""
+    if "order" in _result_keys.decode(raw):
+        decoded = _order_with_trades.decode(raw)
+        return decoded.order, decoded.trades
+    return _order.decode(raw), ()
+
+
+def decode_positions(raw: msgspec.Raw | bytes | str) -> tuple[Position, ...]:
+    """The result of ``private/get_positions``."""
+    return _positions.decode(raw)
+
+
+def decode_open_orders(raw: msgspec.Raw | bytes | str) -> tuple[OrderUpdate, ...]:
+    """The result of ``private/get_open_orders_by_currency`` (or ``..._by_instrument``)."""
+    return _open_orders.decode(raw)
+
+
+def decode_account_summary(raw: msgspec.Raw | bytes | str) -> AccountSummary:
+    """The result of ``private/get_account_summary``."""
+    return _account_summary.decode(raw)
+
+
+def decode_auth_result(raw: msgspec.Raw | bytes | str) -> AuthResult:
+    """The result of ``public/auth``."""
+    return _auth.decode(raw)
+
+
+def decode_subscribed(raw: msgspec.Raw | bytes | str) -> tuple[str, ...]:
+    """The result of ``public/subscribe``/``private/subscribe``: the channels now subscribed."""
+    return _channels.decode(raw)
+
+
+def command_result(command: ExchangeCommand, method: str, response: RpcResponse) -> CommandResult:
+    """The answer to ``command`` once ``response`` arrived. For order methods the order and
+    fills are decoded too; should that fail, they are left empty and ``result`` still holds
+    the exchange's text, so the sender always hears back."""
+    order: OrderUpdate | None = None
+    trades: tuple[UserTrade, ...] = ()
+    if method in ORDER_METHODS:
+        try:
+            order, trades = decode_order_result(response.result)
+        except msgspec.MsgspecError:
+            order, trades = None, ()
+    return CommandResult(
+        request_key=command.request_key,
+        origin=command.origin,
+        method=method,
+        result=response.result_text,
+        order=order,
+        trades=trades,
+    )
+
+
+def command_failed(command: ExchangeCommand, method: str, error: RpcError) -> CommandFailed:
+    """The answer to ``command`` when Deribit returned an error."""
+    return CommandFailed(
+        request_key=command.request_key,
+        origin=command.origin,
+        method=method,
+        code=error.code,
+        message=error.message,
+        data=error.data,
+    )
+
+
+# --- requests --------------------------------------------------------------------------------
+
+Request = tuple[str, dict[str, Any]]
+
+
+class _RequestFrame(msgspec.Struct):
+    jsonrpc: str
+    id: int
+    method: str
+    params: dict[str, Any]
+
+
+class RequestEncoder:
+    """Numbers and encodes JSON-RPC requests. Ids increase from ``first_id``; ``next_id`` is
+    safe to call from several threads (``itertools.count`` is atomic under the GIL)."""
+
+    def __init__(self, first_id: int = 1) -> None:
+        self._ids = itertools.count(first_id)
+        self._encoder = msgspec.json.Encoder()
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def encode(
+        self, method: str, params: dict[str, Any] | None = None, request_id: int | None = None
+    ) -> tuple[int, bytes]:
+        """``(id, frame)`` for ``method``. Top-level ``None`` params are left out (Deribit
+        treats a missing optional parameter as its default, but may refuse ``null``)."""
+        if request_id is None:
+            request_id = self.next_id()
+        clean = {key: value for key, value in (params or {}).items() if value is not None}
+        return request_id, self._encoder.encode(_RequestFrame("2.0", request_id, method, clean))
+
+    def encode_request(self, request: Request, request_id: int | None = None) -> tuple[int, bytes]:
+        """Encode a ``(method, params)`` pair as built by the functions of this module."""
+        return self.encode(request[0], request[1], request_id)
+
+
+def place_order_request(command: PlaceOrder) -> Request:
+    """``private/buy`` or ``private/sell``."""
+    params: dict[str, Any] = {
+        "instrument_name": command.instrument_name,
+        "amount": command.amount,
+        "type": command.type,
+        "price": command.price,
+        "time_in_force": command.time_in_force,
+        "post_only": command.post_only,
+        "reduce_only": command.reduce_only,
+        "trigger": command.trigger,
+        "trigger_price": command.trigger_price,
+    }
+    if command.label:
+        params["label"] = command.label
+    return f"private/{command.side}", _without_none(params)
+
+
+def edit_order_request(command: EditOrder) -> Request:
+    params = {
+        "order_id": command.order_id,
+        "amount": command.amount,
+        "price": command.price,
+        "post_only": command.post_only,
+        "reduce_only": command.reduce_only,
+        "trigger_price": command.trigger_price,
+    }
+    return "private/edit", _without_none(params)
+
+
+def cancel_order_request(command: CancelOrder) -> Request:
+    return "private/cancel", {"order_id": command.order_id}
+
+
+def cancel_all_request(command: CancelAll) -> Request:
+    if command.instrument_name is not None:
+        return "private/cancel_all_by_instrument", {"instrument_name": command.instrument_name}
+    if command.currency is not None:
+        return "private/cancel_all_by_currency", _without_none(
+            {"currency": command.currency, "kind": command.kind}
+        )
+    return "private/cancel_all", {}
+
+
+def cancel_by_label_request(command: CancelByLabel) -> Request:
+    return "private/cancel_by_label", _without_none({"label": command.label, "currency": command.currency})
+
+
+def command_request(command: ExchangeCommand) -> Request:
+    """``(method, params)`` for any exchange command. Raises
+    :class:`messages.commands.InvalidCommand` (a ``ValueError``) for a command that must not
+    be sent, and ``TypeError`` for a message that is not an exchange command."""
+    check_command(command)
+    match command:
+        case PlaceOrder():
+            return place_order_request(command)
+        case EditOrder():
+            return edit_order_request(command)
+        case CancelOrder():
+            return cancel_order_request(command)
+        case CancelAll():
+            return cancel_all_request(command)
+        case CancelByLabel():
+            return cancel_by_label_request(command)
+    raise TypeError(f"{type(command).__name__} is not an exchange command")
+
+
+def subscribe_request(channels: Iterable[str], private: bool | None = None) -> Request:
+    """``public/subscribe``, or ``private/subscribe`` when any channel is private (or
+    ``private`` says so: an authenticated connection gets raw intervals only that way)."""
+    names = list(channels)
+    use_private = any(is_private(name) for name in names) if private is None else private
+    return ("private/subscribe" if use_private else "public/subscribe"), {"channels": names}
+
+
+def unsubscribe_request(channels: Iterable[str], private: bool | None = None) -> Request:
+    names = list(channels)
+    use_private = any(is_private(name) for name in names) if private is None else private
+    return ("private/unsubscribe" if use_private else "public/unsubscribe"), {"channels": names}
+
+
+def auth_client_credentials_request(client_id: str, client_secret: str, scope: str | None = None) -> Request:
+    """``public/auth`` with the secret itself (only over TLS; the wire log redacts it)."""
+    params = {
+        "grant_type": "client_credentials",
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "scope": scope,
+    }
+    return "public/auth", _without_none(params)
+
+
+def client_signature(client_secret: str, timestamp_ms: int, nonce: str, data: str = "") -> str:
+    """Deribit's signature: hex HMAC-SHA256 keyed by the secret over
+    ``"{timestamp}\\n{nonce}\\n{data}"``."""
+    message = f"{timestamp_ms}\n{nonce}\n{data}".encode()
+    return hmac.new(client_secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def new_nonce() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def auth_client_signature_request(
+    client_id: str,
+    client_secret: str,
+    timestamp_ms: int,
+    nonce: str | None = None,
+    data: str = "",
+    scope: str | None = None,
+) -> Request:
+    """``public/auth`` proving knowledge of the secret without sending it. ``timestamp_ms``
+    must be close to Deribit's clock (it rejects stale signatures)."""
+    nonce = new_nonce() if nonce is None else nonce
+    params = {
+        "grant_type": "client_signature",
+        "client_id": client_id,
+        "timestamp": timestamp_ms,
+        "signature": client_signature(client_secret, timestamp_ms, nonce, data),
+        "nonce": nonce,
+        "data": data,
+        "scope": scope,
+    }
+    return "public/auth", _without_none(params)
+
+
+def auth_refresh_request(refresh_token: str) -> Request:
+    """``public/auth`` renewing the session before its ``expires_in`` runs out."""
+    return "public/auth", {"grant_type": "refresh_token", "refresh_token": refresh_token}
+
+
+def set_heartbeat_request(interval_s: int) -> Request:
+    """Ask Deribit for a heartbeat every ``interval_s`` seconds (>= 10); it then sends
+    ``test_request`` heartbeats that must be answered with :func:`answer_test_request`."""
+    if interval_s < MIN_HEARTBEAT_INTERVAL_S:
+        raise ValueError(f"Deribit's heartbeat interval is at least {MIN_HEARTBEAT_INTERVAL_S} s")
+    return "public/set_heartbeat", {"interval": interval_s}
+
+
+def disable_heartbeat_request() -> Request:
+    return "public/disable_heartbeat", {}
+
+
+def answer_test_request() -> Request:
+    """``public/test``: the answer to a heartbeat ``test_request``."""
+    return "public/test", {}
+
+
+def enable_cancel_on_disconnect_request(scope: str = "connection") -> Request:
+    """Have Deribit cancel our orders if this connection drops (``scope`` ``connection`` or
+    ``account``)."""
+    return "private/enable_cancel_on_disconnect", {"scope": scope}
+
+
+def get_instruments_request(currency: str, kind: str | None = None, expired: bool = False) -> Request:
+    return "public/get_instruments", _without_none({"currency": currency, "kind": kind, "expired": expired})
+
+
+def get_positions_request(currency: str, kind: str | None = None) -> Request:
+    return "private/get_positions", _without_none({"currency": currency, "kind": kind})
+
+
+def get_open_orders_request(currency: str, kind: str | None = None) -> Request:
+    return "private/get_open_orders_by_currency", _without_none({"currency": currency, "kind": kind})
+
+
+def get_account_summary_request(currency: str, extended: bool = False) -> Request:
+    return "private/get_account_summary", {"currency": currency, "extended": extended}
+
+
+def _without_none(params: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in params.items() if value is not None}
+
+
+# --- redaction -------------------------------------------------------------------------------
+
+#: Keys whose string values are secrets.
+SECRET_KEYS: tuple[str, ...] = ("client_secret", "signature", "access_token", "refresh_token")
+_KEYS = "|".join(SECRET_KEYS)
+#: In a frame: a JSON string value (escapes included), or one cut off by truncation.
+_SECRET_IN_FRAME = re.compile(
+    r'"(?P<key>' + _KEYS + r')"(?P<colon>\s*:\s*)"(?:[^"\\]|\\.)*(?:"|$)', re.DOTALL
+)
+#: In a JSON string that holds a frame (a log line): quotes appear escaped as \".
+_SECRET_IN_STRING = re.compile(
+    r'\\"(?P<key>' + _KEYS + r')\\"(?P<colon>\s*:\s*)\\".*?(?:\\"|$)', re.DOTALL
+)
+REDACTED = "<redacted>"
+
+
+def redact_frame(frame: bytes | str) -> str:
+    """The frame's text with the values of client_secret, signature, access_token and
+    refresh_token replaced by ``<redacted>``; every other character unchanged. Also works on
+    a truncated frame and on a frame quoted inside another JSON string."""
+    text = frame.decode("utf-8", "replace") if isinstance(frame, bytes | bytearray | memoryview) else frame
+    if "_secret" not in text and "signature" not in text and "_token" not in text:
+        return text  # the common case: no auth frame, no regex
+    text = _SECRET_IN_FRAME.sub(lambda m: f'"{m["key"]}"{m["colon"]}"{REDACTED}"', text)
+    return _SECRET_IN_STRING.sub(lambda m: f'\\"{m["key"]}\\"{m["colon"]}\\"{REDACTED}\\"', text)
+
+
+def excerpt(frame: bytes | str, limit: int = EXCERPT_CHARS) -> str:
+    """At most ``limit`` characters of a frame, redacted, for error texts and logs."""
+    if isinstance(frame, bytes | bytearray | memoryview):
+        # A character is at most 4 bytes; a secret cut at the end is still redacted.
+        frame = bytes(frame[: limit * 4]).decode("utf-8", "replace")
+    text = redact_frame(frame)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
