@@ -19,6 +19,7 @@ import msgspec
 from messages.market import Instrument, InstrumentsLoaded, TickSizeStep
 
 __all__ = [
+    "EXPIRY_HOUR_UTC",
     "Instrument",
     "InstrumentName",
     "InstrumentNameError",
