@@ -224,7 +224,10 @@ def _command_problems(command: ExchangeCommand) -> list[str | None]:
 
 
 def check_command(command: ExchangeCommand) -> None:
-    """Raise :class:`InvalidCommand` listing everything wrong with ``command``."""
+    """Raise :class:`InvalidCommand` listing everything wrong with ``command`` (``TypeError``
+    for a message that is not an exchange command)."""
+    if not isinstance(command, PlaceOrder | EditOrder | CancelOrder | CancelAll | CancelByLabel):
+        raise TypeError(f"{type(command).__name__} is not an exchange command")
     problems = [problem for problem in _command_problems(command) if problem]
     if problems:
         raise InvalidCommand(f"{type(command).__name__}: " + "; ".join(problems))
