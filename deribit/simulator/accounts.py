@@ -144,8 +144,15 @@ class Account:
             return 0.075 + mark
         return max(0.15 - otm / underlying, 0.1) + mark
 
-    def order_margin(self, spec: InstrumentSpec, direction: str, amount: float, price: float,
-                     mark: float, underlying: float) -> float:
+    def order_margin(
+        self,
+        spec: InstrumentSpec,
+        direction: str,
+        amount: float,
+        price: float,
+        mark: float,
+        underlying: float,
+    ) -> float:
         """Initial margin an order would need, in coin, for the part that opens exposure."""
         pos = self.positions.get(spec.name)
         size = pos.size if pos else 0.0
@@ -258,26 +265,30 @@ class Account:
             im = -pos.size * self.option_short_margin(spec, mark, und, False) if pos.size < 0 else 0.0
             mm = -pos.size * self.option_short_margin(spec, mark, und, True) if pos.size < 0 else 0.0
             g = greeks or Greeks()
-            d.update({
-                "average_price_usd": round(pos.average_price * und, 2),
-                "floating_profit_loss_usd": round(floating * und, 2),
-                "realized_profit_loss": round(pos.realized_pnl, 8),
-                "delta": round(pos.size * g.delta, 6),
-                "gamma": round(pos.size * g.gamma, 6),
-                "vega": round(pos.size * g.vega, 6),
-                "theta": round(pos.size * g.theta, 6),
-                "initial_margin": round(im, 8),
-                "maintenance_margin": round(mm, 8),
-            })
+            d.update(
+                {
+                    "average_price_usd": round(pos.average_price * und, 2),
+                    "floating_profit_loss_usd": round(floating * und, 2),
+                    "realized_profit_loss": round(pos.realized_pnl, 8),
+                    "delta": round(pos.size * g.delta, 6),
+                    "gamma": round(pos.size * g.gamma, 6),
+                    "vega": round(pos.size * g.vega, 6),
+                    "theta": round(pos.size * g.theta, 6),
+                    "initial_margin": round(im, 8),
+                    "maintenance_margin": round(mm, 8),
+                }
+            )
         else:
             notional = abs(pos.size) / mark if mark else 0.0
-            d.update({
-                "size_currency": round(pos.size / mark, 8) if mark else 0.0,
-                "delta": round(pos.size / mark, 8) if mark else 0.0,
-                "initial_margin": round(notional * 0.02, 8),
-                "maintenance_margin": round(notional * 0.01, 8),
-                "leverage": 50,
-                "estimated_liquidation_price": None,
-                "interest_value": 0.0,
-            })
+            d.update(
+                {
+                    "size_currency": round(pos.size / mark, 8) if mark else 0.0,
+                    "delta": round(pos.size / mark, 8) if mark else 0.0,
+                    "initial_margin": round(notional * 0.02, 8),
+                    "maintenance_margin": round(notional * 0.01, 8),
+                    "leverage": 50,
+                    "estimated_liquidation_price": None,
+                    "interest_value": 0.0,
+                }
+            )
         return d

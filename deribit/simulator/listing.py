@@ -231,8 +231,12 @@ def strike_grid(
     return sorted(strikes)
 
 
-def build_listing(now_s: float, spots: dict[str, float], chain: Literal["full", "small"] = "full",
-                  currencies: tuple[str, ...] = ("BTC", "ETH")) -> list[InstrumentSpec]:
+def build_listing(
+    now_s: float,
+    spots: dict[str, float],
+    chain: Literal["full", "small"] = "full",
+    currencies: tuple[str, ...] = ("BTC", "ETH"),
+) -> list[InstrumentSpec]:
     """Every instrument live at ``now_s``: the perpetual, the futures and the options of each currency."""
     out: list[InstrumentSpec] = []
     for cur in currencies:
@@ -242,26 +246,70 @@ def build_listing(now_s: float, spots: dict[str, float], chain: Literal["full", 
     return out
 
 
-def list_expiry_instruments(currency: str, now_s: float, spot: float, e: Expiry | None,
-                            chain: Literal["full", "small"], created_s: float) -> list[InstrumentSpec]:
+def list_expiry_instruments(
+    currency: str,
+    now_s: float,
+    spot: float,
+    e: Expiry | None,
+    chain: Literal["full", "small"],
+    created_s: float,
+) -> list[InstrumentSpec]:
     """The future (if any) and the options of one expiry; ``e`` None is the perpetual."""
     spec = spec_for(currency)
     created_ms = int(created_s * 1000)
     if e is None:
-        return [InstrumentSpec(future_name(currency, None), currency, "future", None, "perpetual",
-                               spec.future_tick, spec.future_contract, spec.future_min, 0.0, 0.0005,
-                               created_ms)]
+        return [
+            InstrumentSpec(
+                future_name(currency, None),
+                currency,
+                "future",
+                None,
+                "perpetual",
+                spec.future_tick,
+                spec.future_contract,
+                spec.future_min,
+                0.0,
+                0.0005,
+                created_ms,
+            )
+        ]
     out: list[InstrumentSpec] = []
     if e.has_future:
         # Weekly futures pay makers a rebate on Deribit; the others are free for makers.
         maker = -0.0001 if e.period == "week" else 0.0
-        out.append(InstrumentSpec(future_name(currency, e.day), currency, "future", e.day, e.period,
-                                  spec.future_tick, spec.future_contract, spec.future_min, maker, 0.0005,
-                                  created_ms))
+        out.append(
+            InstrumentSpec(
+                future_name(currency, e.day),
+                currency,
+                "future",
+                e.day,
+                e.period,
+                spec.future_tick,
+                spec.future_contract,
+                spec.future_min,
+                maker,
+                0.0005,
+                created_ms,
+            )
+        )
     t = max(expiry_ms(e.day) / 1000.0 - now_s, 3600.0) / (365.0 * 86400.0)
     for k in strike_grid(spot, t, chain):
         for ot in ("call", "put"):
-            out.append(InstrumentSpec(option_name(currency, e.day, k, ot), currency, "option", e.day,
-                                      e.period, spec.option_tick, 1.0, spec.option_min, 0.0003, 0.0003,
-                                      created_ms, float(k), ot))
+            out.append(
+                InstrumentSpec(
+                    option_name(currency, e.day, k, ot),
+                    currency,
+                    "option",
+                    e.day,
+                    e.period,
+                    spec.option_tick,
+                    1.0,
+                    spec.option_min,
+                    0.0003,
+                    0.0003,
+                    created_ms,
+                    float(k),
+                    ot,
+                )
+            )
     return out

@@ -44,8 +44,9 @@ def black76_usd(
     return np.where(call, c, p)
 
 
-def implied_vol_coin(price: np.ndarray, f: np.ndarray, k: np.ndarray, t: np.ndarray, call: np.ndarray,
-                     guess: np.ndarray) -> np.ndarray:
+def implied_vol_coin(
+    price: np.ndarray, f: np.ndarray, k: np.ndarray, t: np.ndarray, call: np.ndarray, guess: np.ndarray
+) -> np.ndarray:
     """Vectorised implied vol (as a fraction) of coin prices; 0 where the price is below intrinsic.
 
     Newton from the mark vol with a bisection fallback bracket, so it converges for wings too.
@@ -243,9 +244,17 @@ class MarketModel:
         self._arrays["iv"] = iv
         floor = self._arrays["floor"]
         mark = np.maximum(np.where(floor < 1e-7, np.round(coin, 8), np.round(coin, 6)), floor)
-        self._cols = (mark.tolist(), iv.tolist(), np.round(f, 2).tolist(), np.round(delta, 5).tolist(),
-                      np.round(gamma, 5).tolist(), np.round(vega, 5).tolist(), np.round(theta, 5).tolist(),
-                      np.round(rho, 5).tolist(), (vega / f).tolist())
+        self._cols = (
+            mark.tolist(),
+            iv.tolist(),
+            np.round(f, 2).tolist(),
+            np.round(delta, 5).tolist(),
+            np.round(gamma, 5).tolist(),
+            np.round(vega, 5).tolist(),
+            np.round(theta, 5).tolist(),
+            np.round(rho, 5).tolist(),
+            (vega / f).tolist(),
+        )
 
     def quote(self, name: str) -> OptionQuote:
         """Mark figures of one option at the last ``advance``."""
@@ -262,6 +271,12 @@ class MarketModel:
             return []
         idx = np.array([self.option_index[n] for n in names], dtype=int)
         a = self._arrays
-        iv = implied_vol_coin(np.asarray(prices, dtype=float), a["f"][idx], a["k"][idx], a["t"][idx],
-                              a["call"][idx], a["iv"][idx] / 100.0)
+        iv = implied_vol_coin(
+            np.asarray(prices, dtype=float),
+            a["f"][idx],
+            a["k"][idx],
+            a["t"][idx],
+            a["call"][idx],
+            a["iv"][idx] / 100.0,
+        )
         return np.round(iv * 100.0, 2).tolist()
