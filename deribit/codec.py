@@ -152,6 +152,8 @@ class _Envelope(msgspec.Struct):
     testnet: bool | None = None
 
 
+#: msgspec's errors, and the RecursionError it raises for absurdly nested input.
+_DECODE_ERRORS = (msgspec.MsgspecError, RecursionError)
 _HEARTBEAT = Heartbeat()
 _TEST_REQUEST = TestRequest()
 
@@ -199,7 +201,7 @@ class FrameDecoder:
         frame that is neither a notification, a heartbeat, a response nor an error."""
         try:
             envelope = self._envelope.decode(frame)
-        except msgspec.MsgspecError as error:
+        except _DECODE_ERRORS as error:
             raise FrameError(f"not a Deribit frame ({error})", frame) from None
         method = envelope.method
         if method == "subscription":
@@ -238,7 +240,7 @@ class FrameDecoder:
             channel_decoder = self._channel_decoder(channel)
         try:
             messages = channel_decoder(params.data)
-        except msgspec.MsgspecError as error:
+        except _DECODE_ERRORS as error:
             raise FrameError(f"bad data on {channel} ({error})", frame) from None
         if messages is None:
             return UnknownChannel(channel, params.data)

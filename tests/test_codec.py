@@ -482,6 +482,13 @@ BAD_FRAMES = [
     pytest.param(
         notification("quote.BTC-PERPETUAL", {"instrument_name": "BTC-PERPETUAL"}), id="quote-missing-ts"
     ),
+    pytest.param('{"params":' * 10_000, id="nested-too-deep"),
+    pytest.param(
+        notification(
+            "ticker.X.raw", {"instrument_name": "X", "timestamp": 1, "state": "open", "mark_price": 0}
+        ).replace('"mark_price": 0', '"mark_price": 1e999'),
+        id="float-out-of-range",
+    ),
 ]
 
 
