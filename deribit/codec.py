@@ -404,14 +404,24 @@ class _RequestFrame(msgspec.Struct):
 
 class RequestEncoder:
     """Numbers and encodes JSON-RPC requests. Ids increase from ``first_id``; ``next_id`` is
-    safe to call from several threads (``itertools.count`` is atomic under the GIL)."""
+    safe to call from several threads (``itertools.count`` is atomic under the GIL).
+
+    Once given an access token (:meth:`set_access_token`), it adds it to every ``private/*``
+    request: a connection-scoped session may otherwise be refused. Frames holding it must go
+    through :func:`redact_frame` before they are logged."""
 
     def __init__(self, first_id: int = 1) -> None:
         self._ids = itertools.count(first_id)
         self._encoder = msgspec.json.Encoder()
+        self._access_token: str | None = None
 
     def next_id(self) -> int:
         return next(self._ids)
+
+    def set_access_token(self, access_token: str | None) -> None:
+        """Use ``access_token`` on private requests from now on (``None``: stop, e.g. after a
+        disconnect)."""
+        self._access_token = access_token
 
     def encode(
         self, method: str, params: dict[str, Any] | None = None, request_id: int | None = None
@@ -421,6 +431,8 @@ class RequestEncoder:
         if request_id is None:
             request_id = self.next_id()
         clean = {key: value for key, value in (params or {}).items() if value is not None}
+        if self._access_token is not None and method.startswith("private/"):
+            clean.setdefault("access_token", self._access_token)
         return request_id, self._encoder.encode(_RequestFrame("2.0", request_id, method, clean))
 
     def encode_request(self, request: Request, request_id: int | None = None) -> tuple[int, bytes]:

@@ -654,6 +654,20 @@ def test_request_encoder_numbers_and_encodes() -> None:
     )
 
 
+def test_private_requests_carry_the_access_token_once_set() -> None:
+    encoder = RequestEncoder()
+    encoder.set_access_token(ACCESS_TOKEN)
+    _, private = encoder.encode_request(
+        command_request(CancelOrder(order_id="1", origin="c", request_key="k"))
+    )
+    assert json.loads(private)["params"] == {"order_id": "1", "access_token": ACCESS_TOKEN}
+    assert ACCESS_TOKEN not in redact_frame(private)
+    _, public = encoder.encode_request(answer_test_request())
+    assert "access_token" not in json.loads(public)["params"]
+    encoder.set_access_token(None)
+    assert "access_token" not in json.loads(encoder.encode("private/cancel_all")[1])["params"]
+
+
 def test_place_order_requests() -> None:
     limit = PlaceOrder(
         instrument_name="BTC-24SEP21-8000-P",
