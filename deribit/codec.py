@@ -624,9 +624,7 @@ _SECRET_IN_FRAME = re.compile(
     r'"(?P<key>' + _KEYS + r')"(?P<colon>\s*:\s*)"(?:[^"\\]|\\.)*(?:"|$)', re.DOTALL
 )
 #: In a JSON string that holds a frame (a log line): quotes appear escaped as \".
-_SECRET_IN_STRING = re.compile(
-    r'\\"(?P<key>' + _KEYS + r')\\"(?P<colon>\s*:\s*)\\".*?(?:\\"|$)', re.DOTALL
-)
+_SECRET_IN_STRING = re.compile(r'\\"(?P<key>' + _KEYS + r')\\"(?P<colon>\s*:\s*)\\".*?(?:\\"|$)', re.DOTALL)
 REDACTED = "<redacted>"
 
 

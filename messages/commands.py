@@ -51,7 +51,6 @@ class PlaceOrder(Message, frozen=True, kw_only=True):
     label: str = ""
 
 
-
 class EditOrder(Message, frozen=True, kw_only=True):
     """Change an open order's amount and/or price (``private/edit``). ``amount`` is the new
     total amount, not a difference; Deribit requires it."""
@@ -66,14 +65,12 @@ class EditOrder(Message, frozen=True, kw_only=True):
     trigger_price: float | None = None
 
 
-
 class CancelOrder(Message, frozen=True, kw_only=True):
     """Cancel one order (``private/cancel``)."""
 
     order_id: str
     origin: str
     request_key: str
-
 
 
 class CancelAll(Message, frozen=True, kw_only=True):
@@ -88,7 +85,6 @@ class CancelAll(Message, frozen=True, kw_only=True):
     instrument_name: str | None = None
 
 
-
 class CancelByLabel(Message, frozen=True, kw_only=True):
     """Cancel every open order carrying ``label`` (``private/cancel_by_label``), optionally
     only in one currency."""
@@ -97,7 +93,6 @@ class CancelByLabel(Message, frozen=True, kw_only=True):
     origin: str
     request_key: str
     currency: str | None = None
-
 
 
 class ResubscribeInstrument(Message, frozen=True, kw_only=True):
