@@ -76,10 +76,12 @@ class InstrumentSpec:
     creation_ms: int
     strike: float = 0.0
     option_type: str = ""  # call or put
+    expiration_ms: int = 0  # filled from ``expiry`` (kept as a field: it is read on every quote)
 
-    @property
-    def expiration_ms(self) -> int:
-        return PERPETUAL_EXPIRY_MS if self.expiry is None else expiry_ms(self.expiry)
+    def __post_init__(self) -> None:
+        if not self.expiration_ms:
+            ms = PERPETUAL_EXPIRY_MS if self.expiry is None else expiry_ms(self.expiry)
+            object.__setattr__(self, "expiration_ms", ms)
 
     @property
     def is_option(self) -> bool:

@@ -234,15 +234,28 @@ class Book:
 
     def level(self, side: int, t: int) -> float:
         total = self.mm[side].get(t, 0.0)
-        for o in self.users[side].get(t, ()):
+        queue = self.users[side].get(t)
+        if not queue:
+            return total
+        for o in queue:
             total += o.remaining
         return clean(total)
 
     def best(self, side: int) -> int | None:
-        keys = [k for k in self.mm[side]] + [k for k, v in self.users[side].items() if v]
-        if not keys:
-            return None
-        return max(keys) if side == 0 else min(keys)
+        """Live best price in ticks (market maker and user orders, flushed or not)."""
+        mm = self.mm[side]
+        users = self.users[side]
+        if side == 0:
+            b = max(mm) if mm else None
+            for k, v in users.items():
+                if v and (b is None or k > b):
+                    b = k
+        else:
+            b = min(mm) if mm else None
+            for k, v in users.items():
+                if v and (b is None or k < b):
+                    b = k
+        return b
 
     def sorted_levels(self, side: int) -> list[tuple[int, float]]:
         keys = set(self.mm[side]) | {k for k, v in self.users[side].items() if v}
@@ -252,14 +265,15 @@ class Book:
         return out
 
     def top(self) -> tuple[float, float, float, float]:
-        """(best bid, bid amount, best ask, ask amount) with zeros for an empty side, like Deribit."""
-        bb = self.best(0)
-        ba = self.best(1)
+        """Published (best bid, bid amount, best ask, ask amount), zeros for an empty side like Deribit."""
+        bids, asks = self.published
+        bb = max(bids) if bids else None
+        ba = min(asks) if asks else None
         return (
             self.price_of(bb) if bb is not None else 0.0,
-            self.level(0, bb) if bb is not None else 0.0,
+            bids[bb] if bb is not None else 0.0,
             self.price_of(ba) if ba is not None else 0.0,
-            self.level(1, ba) if ba is not None else 0.0,
+            asks[ba] if ba is not None else 0.0,
         )
 
     def flush(self, change_id: int) -> tuple[list[list[Any]], list[list[Any]]] | None:
