@@ -358,16 +358,30 @@ class SimulatorServer:
     async def _flush(self, c: Client) -> None:
         out, c.out = c.out, []
         ws = c.ws
-        if ws.protocol.state is not State.OPEN:
+        if ws.protocol.state is not State.OPEN or ws.transport.is_closing():
             return
+        transport = ws.transport
         try:
             for frame in out:
                 ws.protocol.send_text(frame)
-            ws.send_data()
+            # One write for the whole batch (what send_data() does frame by frame); an empty chunk
+            # is the protocol asking for a half-close.
+            pending: list[bytes] = []
+            for chunk in ws.protocol.data_to_send():
+                if chunk:
+                    pending.append(chunk)
+                    continue
+                transport.write(b"".join(pending))
+                pending = []
+                if transport.can_write_eof():
+                    transport.write_eof()
+                else:
+                    transport.close()
+            if pending:
+                transport.write(b"".join(pending))
         except Exception:  # the socket went away between the state check and the write
             return
         self.frames_sent += len(out)
-        transport = ws.transport
         if transport.get_write_buffer_size() > HIGH_WATER:
             # A slow reader: wait for it (this is backpressure on the whole stream), then drop it.
             try:
