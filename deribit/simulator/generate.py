@@ -82,14 +82,22 @@ def generate_wire_log(
             _line(out, t, "in", frames.result(req_id, batch, us, us + 500, st.testnet))
             req_id += 1
         ex.now_s = t
-        ts = int(t * 1000)
-        for name, book in ex.books.items():
+        subscribed: set[str] = set()
+        sent_change: dict[str, int] = {}
+
+        def snapshot(name: str) -> None:
+            book = ex.books[name]
             bids, asks = book.snapshot()
-            data = frames.book_snapshot(name, book.change_id, bids, asks, ts)
+            data = frames.book_snapshot(name, book.change_id, bids, asks, ex.now_ms)
             _line(out, t, "in", frames.notification_raw(f"book.{name}.100ms".encode(), data))
             _line(out, t, "in", frames.notification(f"ticker.{name}.100ms", ex.ticker(name)))
             counts["book"] += 1
             counts["ticker"] += 1
+            subscribed.add(name)
+            sent_change[name] = book.change_id
+
+        for name in ex.books:
+            snapshot(name)
         end = t + minutes * 60.0
         step = st.step_s
         while t < end:
@@ -98,8 +106,13 @@ def generate_wire_log(
             events, ex.events = ex.events, []
             for ev in events:
                 kind = ev[0]
+                if kind in ("book", "ticker") and ev[1] not in subscribed:
+                    continue
                 if kind == "book":
                     _, name, prev, cid, bids, asks, ts = ev
+                    if cid <= sent_change[name]:
+                        continue  # already inside a snapshot taken later in this step
+                    sent_change[name] = cid
                     data = frames.book_change(name, prev, cid, bids, asks, ts)
                     _line(out, t, "in", frames.notification_raw(f"book.{name}.100ms".encode(), data))
                     counts["book"] += 1
@@ -124,6 +137,22 @@ def generate_wire_log(
                     data_s = {"timestamp": ts, "state": state, "instrument_name": spec.name}
                     _line(out, t, "in", frames.notification("instrument.state.any.any", data_s))
                     counts["state"] += 1
+                    if state == "started" and spec.name in ex.books:
+                        # What a client does on a new listing: subscribe it, then read its snapshot.
+                        new = [f"book.{spec.name}.100ms", f"ticker.{spec.name}.100ms"]
+                        if not spec.is_option:
+                            new.append(f"quote.{spec.name}")
+                        req = {
+                            "jsonrpc": "2.0",
+                            "id": req_id,
+                            "method": "public/subscribe",
+                            "params": {"channels": new},
+                        }
+                        _line(out, t, "out", frames.encode(req))
+                        us = int(t * 1e6)
+                        _line(out, t, "in", frames.result(req_id, new, us, us + 300, st.testnet))
+                        req_id += 1
+                        snapshot(spec.name)
         _line(out, t, "close")
     counts["frames"] = counts["book"] + counts["ticker"] + counts["quote"] + counts["index"] + counts["state"]
     counts["instruments"] = len(ex.instruments)
