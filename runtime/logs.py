@@ -1,0 +1,203 @@
+"""Structured logging: JSON Lines to ``logs/app-YYYYMMDD.jsonl``, a readable console rendering
+when attached to a terminal, and a processor that removes secrets before anything is written.
+
+Everything goes through the stdlib ``logging`` tree (structlog's ProcessorFormatter), so records
+from libraries (pykka, websocket-client, sqlalchemy) come out as the same JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+SECRET_KEY = re.compile(r"secret|token|signature|password|passwd|api[_-]?key|authorization", re.I)
+MASK = "***"
+_secrets: tuple[str, ...] = ()
+_secrets_pattern: re.Pattern[str] | None = None
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    """Values to remove wherever they appear (the configured client secret, tokens)."""
+    global _secrets, _secrets_pattern
+    found = {v for v in (*_secrets, *values) if v and len(v) >= 4}
+    _secrets = tuple(sorted(found, key=len, reverse=True))
+    _secrets_pattern = re.compile("|".join(re.escape(s) for s in _secrets)) if _secrets else None
+
+
+def scrub_text(text: str) -> str:
+    if _secrets_pattern is not None and text:
+        return _secrets_pattern.sub(MASK, text)
+    return text
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return scrub_text(value)
+    if depth > 6:
+        return value
+    if isinstance(value, dict):
+        return {k: (MASK if isinstance(k, str) and SECRET_KEY.search(k) and v else _scrub(v, depth + 1))
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v, depth + 1) for v in value)
+    return value
+
+
+def redact_secrets(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: mask values under secret-like keys and any registered secret."""
+    for key in list(event_dict):
+        value = event_dict[key]
+        if SECRET_KEY.search(key) and value not in (None, "", False):
+            event_dict[key] = MASK
+        else:
+            event_dict[key] = _scrub(value)
+    return event_dict
+
+
+def utc_timestamp(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    now = dt.datetime.now(dt.UTC)
+    event_dict["time"] = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return event_dict
+
+
+def _rename_event(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # stdlib records from libraries carry no actor; say where they came from instead.
+    if "actor" not in event_dict and "logger" in event_dict:
+        event_dict["actor"] = event_dict["logger"]
+    event_dict.pop("logger", None)
+    return event_dict
+
+
+def _order_fields(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # time, level, actor, event first: the lines read well with `tail -f` and `jq`.
+    head = {k: event_dict.pop(k) for k in ("time", "level", "actor", "event") if k in event_dict}
+    head.update(event_dict)
+    return head
+
+
+class DailyJsonlHandler(logging.Handler):
+    """Appends to ``<dir>/app-YYYYMMDD.jsonl`` (UTC date), switching file at midnight."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self.directory = directory
+        self._day = ""
+        self._stream: Any = None
+        self._lock_file = threading.Lock()
+
+    def path_for(self, day: str) -> Path:
+        return self.directory / f"app-{day}.jsonl"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            day = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+            with self._lock_file:
+                if day != self._day or self._stream is None:
+                    if self._stream is not None:
+                        self._stream.close()
+                    self.directory.mkdir(parents=True, exist_ok=True)
+                    self._stream = open(self.path_for(day), "a", encoding="utf-8")  # noqa: SIM115
+                    self._day = day
+                self._stream.write(line + "\n")
+                self._stream.flush()
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        with self._lock_file:
+            if self._stream is not None:
+                self._stream.close()
+                self._stream = None
+        super().close()
+
+
+_configured_handlers: list[logging.Handler] = []
+
+
+def setup_logging(
+    directory: str | os.PathLike[str] | None = "logs",
+    level: str = "info",
+    console: bool | None = None,
+    secrets: Iterable[str | None] = (),
+    console_level: str | None = None,
+) -> Path | None:
+    """Configure structlog and the stdlib root logger. Returns the JSON log directory.
+
+    ``console=None`` renders to stderr only when stderr is a terminal; otherwise only warnings
+    and errors are printed there (as one plain line each), so piped output stays clean.
+    """
+    register_secrets(secrets)
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown log level {level!r}; use debug, info, warning or error")
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        utc_timestamp,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    tail: list[Any] = [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        _rename_event,
+        structlog.processors.format_exc_info,
+        redact_secrets,
+    ]
+    root = logging.getLogger()
+    for handler in _configured_handlers:
+        root.removeHandler(handler)
+        handler.close()
+    _configured_handlers.clear()
+    root.setLevel(numeric)
+
+    path: Path | None = None
+    if directory is not None:
+        path = Path(directory)
+        file_handler = DailyJsonlHandler(path)
+        file_handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=shared,
+                processors=[*tail, _order_fields, structlog.processors.JSONRenderer(default=str, sort_keys=False)],
+            )
+        )
+        _configured_handlers.append(file_handler)
+
+    tty = sys.stderr.isatty() if console is None else console
+    stream = logging.StreamHandler(sys.stderr)
+    if tty:
+        stream.setLevel(logging.getLevelName((console_level or level).upper()))
+        renderer: Any = structlog.dev.ConsoleRenderer(colors=True)
+    else:
+        stream.setLevel(logging.WARNING)
+        renderer = structlog.processors.KeyValueRenderer(
+            key_order=["time", "level", "actor", "event"], drop_missing=True
+        )
+    stream.setFormatter(structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[*tail, renderer]))
+    _configured_handlers.append(stream)
+    for handler in _configured_handlers:
+        root.addHandler(handler)
+    # pykka logs an actor's crash itself; the supervisor's structured actor_failed line says more.
+    logging.getLogger("pykka").setLevel(logging.CRITICAL)
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    return path
+
+
+def shutdown_logging() -> None:
+    for handler in _configured_handlers:
+        handler.flush()
+    logging.shutdown()

@@ -1,0 +1,263 @@
+"""One-for-one supervision, the minute and rollover schedule, and orderly shutdown.
+
+The supervisor takes actors as factories and imports none of them. It starts them in order and
+stops them in reverse. An actor that raises while handling a message is restarted after a
+backoff (100 ms doubling to 5 s) and re-registered on the bus; more restarts than the intensity
+limit allows in the window publishes :class:`SafeShutdown` and ends the run with an error.
+"""
+
+from __future__ import annotations
+
+import heapq
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+import structlog
+
+from messages.system import ActorFailed, SafeShutdown, Shutdown
+from runtime.actor import ActorContext
+from runtime.bus import Bus
+from runtime.clock import Clock
+from runtime.schedule import Schedule
+
+log = structlog.get_logger(actor="supervisor")
+
+ActorFactory = Callable[[ActorContext], pykka.ActorRef]
+
+
+@dataclass(frozen=True)
+class ActorSpec:
+    name: str
+    factory: ActorFactory
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 5.0
+    max_restarts: int = 5
+    window_s: float = 60.0
+
+
+@dataclass
+class _Slot:
+    spec: ActorSpec
+    ref: pykka.ActorRef | None = None
+    failures: deque[float] = field(default_factory=deque)
+    consecutive: int = 0
+    last_error: str = ""
+    restarts: int = 0
+
+
+class TooManyRestarts(RuntimeError):
+    def __init__(self, actor: str, last_error: str, count: int, window_s: float) -> None:
+        super().__init__(
+            f"actor {actor!r} failed {count} times within {window_s:g} s; last error: {last_error}. "
+            "Hedging was switched off and open orders cancelled; see the log for tracebacks."
+        )
+        self.actor = actor
+        self.last_error = last_error
+
+
+class Supervisor:
+    def __init__(
+        self,
+        specs: list[ActorSpec],
+        *,
+        bus: Bus,
+        clock: Clock,
+        settings: Any,
+        policy: RestartPolicy | None = None,
+        rollover_utc: str = "08:00",
+        replay: bool = False,
+        safe_shutdown_grace_s: float = 1.5,
+    ) -> None:
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"actor names must be unique: {names}")
+        self.bus = bus
+        self.clock = clock
+        self.settings = settings
+        self.policy = policy or RestartPolicy()
+        self.replay = replay
+        self._grace = safe_shutdown_grace_s
+        self._slots = {s.name: _Slot(spec=s) for s in specs}
+        self._order = names
+        self._schedule = Schedule(clock.now(), rollover_utc)
+        self._schedule_lock = threading.Lock()
+        self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._restarts: list[tuple[float, str]] = []  # (monotonic due, name) heap
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self.fatal: TooManyRestarts | None = None
+        self._lock = threading.RLock()
+
+    # -- context given to actors -------------------------------------------------------------
+    def _context(self, name: str) -> ActorContext:
+        return ActorContext(
+            name=name,
+            clock=self.clock,
+            settings=self.settings,
+            publish=self.bus.publish,
+            report_failure=self._report_failure,
+            advance_time=self.advance_time if self.replay else (lambda _t: None),
+            replay=self.replay,
+        )
+
+    def _report_failure(self, name: str, error: BaseException, tb: str) -> None:
+        self._events.put(("failed", (name, f"{type(error).__name__}: {error}", tb)))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        for name in self._order:
+            self._start_one(name)
+        log.info("actors_started", actors=self._order)
+
+    def _start_one(self, name: str) -> None:
+        slot = self._slots[name]
+        ref = slot.spec.factory(self._context(name))
+        slot.ref = ref
+        self.bus.register(name, ref, ref.actor_class.subscriptions())
+
+    def refs(self) -> dict[str, pykka.ActorRef | None]:
+        return {name: slot.ref for name, slot in self._slots.items()}
+
+    def restarts(self, name: str) -> int:
+        return self._slots[name].restarts
+
+    def stop(self, reason: str = "stop requested", timeout_s: float = 2.0) -> None:
+        """Publish Shutdown, then stop actors in reverse start order (each drains its inbox)."""
+        with self._lock:
+            if self._stopped.is_set():
+                return
+            self._stopping.set()
+            self.bus.publish(Shutdown(reason=reason, at=self.clock.now()))
+            deadline = time.monotonic() + timeout_s
+            for name in reversed(self._order):
+                slot = self._slots[name]
+                self.bus.unregister(name)
+                if slot.ref is None:
+                    continue
+                remaining = max(0.05, deadline - time.monotonic())
+                try:
+                    slot.ref.stop(block=True, timeout=remaining)
+                except pykka.ActorDeadError:
+                    pass
+                except pykka.Timeout:
+                    log.warning("actor_stop_timeout", stopped_actor=name)
+                slot.ref = None
+            self._stopped.set()
+            self._events.put(("wake", None))
+            log.info("actors_stopped", reason=reason)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def request_stop(self, reason: str) -> None:
+        """Thread-safe (signal handlers, the console): ends :meth:`run`."""
+        self._events.put(("stop", reason))
+
+    # -- time ----------------------------------------------------------------------------------
+    def advance_time(self, now: float) -> None:
+        """Move the replay clock to ``now`` and publish every tick and rollover passed, from the
+        calling thread so that they stay in order with what that thread publishes next."""
+        with self._schedule_lock:
+            advance = getattr(self.clock, "advance_to", None)
+            if advance is not None:
+                now = advance(now)
+            events = self._schedule.advance(now)
+        for event in events:
+            self.bus.publish(event)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, until: threading.Event | None = None) -> int:
+        """Supervise until a stop is requested (or ``until`` is set). Returns the exit status:
+        0 after a clean stop, 1 after too many restarts."""
+        reason = "stop requested"
+        try:
+            while not self._stopped.is_set() and not (until is not None and until.is_set()):
+                timeout = self._next_wakeup()
+                try:
+                    kind, payload = self._events.get(timeout=timeout)
+                except queue.Empty:
+                    kind, payload = "timer", None
+                if kind == "failed":
+                    self._on_failure(*payload)
+                    if self.fatal is not None:
+                        break
+                elif kind == "stop":
+                    reason = payload
+                    break
+                self._run_due_restarts()
+                if not self.replay:
+                    self.advance_time_live()
+        finally:
+            if self.fatal is not None:
+                self._safe_shutdown(self.fatal)
+                self.stop(reason=str(self.fatal))
+            else:
+                self.stop(reason=reason)
+        return 1 if self.fatal is not None else 0
+
+    def advance_time_live(self) -> None:
+        with self._schedule_lock:
+            events = self._schedule.advance(self.clock.now())
+        for event in events:
+            self.bus.publish(event)
+
+    def _next_wakeup(self) -> float:
+        candidates = [1.0]
+        if self._restarts:
+            candidates.append(self._restarts[0][0] - time.monotonic())
+        if not self.replay:
+            candidates.append(self._schedule.next_event_time() - self.clock.now())
+        return max(0.0, min(candidates))
+
+    def _on_failure(self, name: str, error: str, tb: str) -> None:
+        slot = self._slots.get(name)
+        if slot is None or self._stopping.is_set():
+            return
+        self.bus.unregister(name)
+        slot.ref = None
+        now = time.monotonic()
+        while slot.failures and now - slot.failures[0] > self.policy.window_s:
+            slot.failures.popleft()
+        if not slot.failures:
+            slot.consecutive = 0
+        slot.failures.append(now)
+        slot.consecutive += 1
+        slot.last_error = error
+        log.error("actor_failed", failed_actor=name, error=error, traceback=tb, failures=len(slot.failures))
+        self.bus.publish(ActorFailed(actor=name, error=error, traceback=tb, at=self.clock.now()))
+        if len(slot.failures) > self.policy.max_restarts:
+            self.fatal = TooManyRestarts(name, error, len(slot.failures), self.policy.window_s)
+            log.critical("restart_intensity_exceeded", failed_actor=name, error=error)
+            return
+        delay = min(self.policy.backoff_initial_s * 2 ** (slot.consecutive - 1), self.policy.backoff_max_s)
+        heapq.heappush(self._restarts, (now + delay, name))
+        log.info("actor_restart_scheduled", restarting_actor=name, delay_s=delay)
+
+    def _run_due_restarts(self) -> None:
+        now = time.monotonic()
+        while self._restarts and self._restarts[0][0] <= now:
+            _, name = heapq.heappop(self._restarts)
+            slot = self._slots[name]
+            try:
+                self._start_one(name)
+            except Exception as exc:  # a factory that fails counts as another failure
+                self._on_failure(name, f"{type(exc).__name__}: {exc}", "")
+                continue
+            slot.restarts += 1
+            log.info("actor_restarted", restarted_actor=name, restarts=slot.restarts)
+
+    def _safe_shutdown(self, fatal: TooManyRestarts) -> None:
+        self.bus.publish(SafeShutdown(reason=str(fatal), at=self.clock.now()))
+        # Give the hedger and the connection time to switch off and cancel before stopping.
+        time.sleep(self._grace)

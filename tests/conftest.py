@@ -1,0 +1,35 @@
+"""Shared fixtures. PostgreSQL tests never skip: if no server can be found or started they fail."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO.parent / "shared" / "fixtures" / "deribit"
+WIRE_SAMPLE = FIXTURES / "wire-2021-07-22-options-sample.jsonl"
+
+os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """The shared PostgreSQL test server (TEST_DATABASE_URL, 127.0.0.1:5432, or a throwaway)."""
+    from tests.postgres import server_url
+
+    url, cluster = server_url()
+    try:
+        yield url
+    finally:
+        if cluster is not None:
+            cluster.destroy()
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    if not FIXTURES.exists():
+        pytest.fail(f"the real Deribit capture is missing: {FIXTURES} (shared/ must sit beside the repo)")
+    return FIXTURES

@@ -1,0 +1,43 @@
+"""Logs: every line valid JSON with time, level, actor and event; no secret anywhere."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import structlog
+
+from runtime.logs import setup_logging, shutdown_logging
+
+SECRET = "Zx9-fake-client-secret-0123"
+
+
+def test_json_lines_with_required_fields_and_no_secrets(tmp_path: Path) -> None:
+    setup_logging(tmp_path, "debug", console=False, secrets=[SECRET])
+    log = structlog.get_logger(actor="tester")
+    log.info("plain_event", value=1)
+    log.info("auth_sent", client_secret=SECRET, access_token="tok-abc-123456", nested={"refresh_token": "r-1"})
+    log.warning("echo", frame=f'{{"params": {{"client_secret": "{SECRET}"}}}}', signature="deadbeef")
+    try:
+        raise ValueError(f"login failed with {SECRET}")
+    except ValueError:
+        log.exception("login_failed")
+    logging.getLogger("some.library").error("library says %s", SECRET)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    files = list(tmp_path.glob("app-*.jsonl"))
+    assert len(files) == 1 and re.fullmatch(r"app-\d{8}\.jsonl", files[0].name)
+    text = files[0].read_text()
+    assert SECRET not in text
+    assert "tok-abc-123456" not in text and "deadbeef" not in text and "r-1" not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert len(lines) == 5
+    for line in lines:
+        assert {"time", "level", "event", "actor"} <= set(line)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
+    assert lines[0]["value"] == 1 and lines[0]["actor"] == "tester"
+    assert "ValueError" in lines[3]["exception"]
+    assert lines[4]["actor"] == "some.library" and lines[4]["level"] == "error"
+    shutdown_logging()
