@@ -25,6 +25,8 @@ class RpcClient:
 
     def _recv(self) -> dict[str, Any]:
         raw = self.ws.recv()
+        if raw == "":
+            raise ConnectionError("the server closed the connection")
         self.frames.append(raw)
         msg = json.loads(raw)
         if msg.get("method") in ("subscription", "heartbeat"):

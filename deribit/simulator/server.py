@@ -18,11 +18,13 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from deribit.simulator import errors, frames
@@ -163,6 +165,7 @@ class SimulatorServer:
             self._handler,
             host,
             port,
+            process_request=self._check_path,
             compression=None,
             max_size=2**22,
             ping_interval=None,
@@ -395,11 +398,13 @@ class SimulatorServer:
 
     # --- connections ---------------------------------------------------------------------------
 
+    @staticmethod
+    def _check_path(connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.split("?")[0].rstrip("/") != WS_PATH:
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        return None
+
     async def _handler(self, ws: ServerConnection) -> None:
-        path = ws.request.path if ws.request is not None else WS_PATH
-        if path.split("?")[0].rstrip("/") != WS_PATH:
-            await ws.close(1008, "unknown path")
-            return
         self._number += 1
         c = Client(ws, self._number)
         self.clients.add(c)
