@@ -1,0 +1,1 @@
+"""Data and loaders for the quant tests."""
