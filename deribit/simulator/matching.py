@@ -55,7 +55,6 @@ class Order:
     replaced: bool = False
     # Internal: the limit price in ticks (None while the order has no price).
     ticks: int | None = None
-    usd_value: float = 0.0
 
     @property
     def remaining(self) -> float:
@@ -111,8 +110,6 @@ class Order:
             d["triggered"] = bool(self.triggered)
         if self.state == "cancelled":
             d["cancel_reason"] = self.cancel_reason or "user_request"
-        if self.usd_value:
-            d["usd"] = self.usd_value
         return d
 
 

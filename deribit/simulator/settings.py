@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 DEFAULT_CLIENT_ID = "desk"
 DEFAULT_CLIENT_SECRET = "desk-simulator-secret"
@@ -56,6 +56,14 @@ class SimSettings:
     # Synthetic public trades per instrument per second (prints on trades.* channels).
     public_trades_per_s: float = 0.01
     access_token_ttl_s: int = 900
+
+    @classmethod
+    def for_account(
+        cls, client_id: str, client_secret: str, balances: dict[str, float], **overrides: Any
+    ) -> SimSettings:
+        """Settings with one account (what the program's ``[simulator]`` section describes)."""
+        account = SimAccount(client_id, client_secret, tuple(balances.items()))
+        return cls(accounts=(account,), **overrides)
 
     def spot_of(self, currency: str) -> float:
         return dict(self.spot).get(currency, 100.0)
