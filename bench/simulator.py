@@ -82,10 +82,7 @@ def measure(url: str, seconds: float, warmup: float) -> dict[str, Any]:
     ws = websocket.create_connection(url, timeout=30, enable_multithread=False)
     names: list[str] = []
     for cur in ("BTC", "ETH"):
-        names += [
-            i["instrument_name"]
-            for i in _rpc(ws, len(names) + 1, "public/get_instruments", {"currency": cur})
-        ]
+        names += [i["instrument_name"] for i in _rpc(ws, len(names) + 1, "public/get_instruments", {"currency": cur})]
     chans = [f"{kind}.{n}.raw" for n in names for kind in ("book", "ticker")]
     # From here on the socket is read raw: subscribe answers, snapshots and the stream are all counted
     # as frames, and the warm-up window swallows the first two.

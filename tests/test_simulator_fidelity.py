@@ -31,9 +31,7 @@ from deribit.simulator.market import black76_usd
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "deribit"
 WIRE = FIXTURES / "wire-2021-07-22-options-sample.jsonl"
 
-pytestmark = pytest.mark.skipif(
-    not WIRE.exists(), reason="the real Deribit capture is not beside the repository"
-)
+pytestmark = pytest.mark.skipif(not WIRE.exists(), reason="the real Deribit capture is not beside the repository")
 
 
 def jtype(v: Any) -> str:
@@ -119,9 +117,7 @@ def compare(real: Shapes, kind: str, frame: dict[str, Any]) -> list[str]:
     for p, ks in keysets(frame):
         want_keys = real.keys.get((kind, p))
         if want_keys is not None and ks not in want_keys:
-            problems.append(
-                f"{kind}{p}: keys {sorted(ks)} not as in the capture {sorted(next(iter(want_keys)))}"
-            )
+            problems.append(f"{kind}{p}: keys {sorted(ks)} not as in the capture {sorted(next(iter(want_keys)))}")
     return problems
 
 
@@ -139,9 +135,7 @@ def session(sim: Simulator) -> Iterator[RpcClient]:
     c = RpcClient(sim.url)
     c.login()
     names = [
-        i["instrument_name"]
-        for cur in ("BTC", "ETH")
-        for i in c.result("public/get_instruments", {"currency": cur})
+        i["instrument_name"] for cur in ("BTC", "ETH") for i in c.result("public/get_instruments", {"currency": cur})
     ]
     chans = [f"{k}.{n}.raw" for n in names for k in ("book", "ticker")] + [f"quote.{n}" for n in names]
     chans += [f"trades.{n}.100ms" for n in names]
@@ -155,9 +149,7 @@ def session(sim: Simulator) -> Iterator[RpcClient]:
     c.result("private/subscribe", {"channels": chans})
     perp = "BTC-PERPETUAL"
     bid = sim.book(perp)[0][0][0]
-    rest = c.result(
-        "private/buy", {"instrument_name": perp, "amount": 50, "price": bid - 10.0, "label": "fid"}
-    )
+    rest = c.result("private/buy", {"instrument_name": perp, "amount": 50, "price": bid - 10.0, "label": "fid"})
     c.result("private/edit", {"order_id": rest["order"]["order_id"], "amount": 60, "price": bid - 5.0})
     c.result("private/buy", {"instrument_name": perp, "amount": 100, "type": "market"})
     opt = next(n for n in names if n.startswith("BTC") and n.endswith("-C"))
@@ -256,10 +248,7 @@ def test_codec_decodes_private_answers(sim: Simulator) -> None:
     )
     assert order.order_state == "filled" and trades and trades[0].liquidity == "T"
     assert decode_positions(answer("private/get_positions", {"currency": "BTC"}).result)
-    assert (
-        decode_account_summary(answer("private/get_account_summary", {"currency": "BTC"}).result).currency
-        == "BTC"
-    )
+    assert decode_account_summary(answer("private/get_account_summary", {"currency": "BTC"}).result).currency == "BTC"
     decode_open_orders(answer("private/get_open_orders_by_currency", {"currency": "BTC"}).result)
     c.close()
 
@@ -321,9 +310,7 @@ def test_tickers_follow_deribit_conventions(session: RpcClient) -> None:
             np.array([meta.option_type == "call"]),
         )[0]
         price = usd / f
-        assert math.isclose(price, d["mark_price"], abs_tol=1e-4) or math.isclose(
-            price, d["mark_price"], rel_tol=5e-4
-        )
+        assert math.isclose(price, d["mark_price"], abs_tol=1e-4) or math.isclose(price, d["mark_price"], rel_tol=5e-4)
         if d["best_bid_price"]:
             assert d["bid_iv"] > 0
         checked += 1

@@ -228,9 +228,7 @@ def test_post_only_crossing_is_repriced_or_rejected() -> None:
     ex = new_exchange()
     book = ex.books["BTC-PERPETUAL"]
     ask = book.top()[2]
-    res = ex.place(
-        "alice", "buy", {"instrument_name": "BTC-PERPETUAL", "amount": 10, "price": ask, "post_only": True}
-    )
+    res = ex.place("alice", "buy", {"instrument_name": "BTC-PERPETUAL", "amount": 10, "price": ask, "post_only": True})
     assert res["order"]["price"] == book.price_of(book.ticks_of(ask) - 1)
     assert res["order"]["order_state"] == "open" and res["trades"] == []
     with pytest.raises(RpcError) as e:
@@ -321,9 +319,7 @@ def test_option_amount_step_and_funds() -> None:
     with pytest.raises(RpcError) as e:
         ex.place("alice", "buy", {"instrument_name": opt, "amount": 0.15, "type": "market"})
     assert e.value.data == {"reason": "must be a multiple of contract size", "param": "amount"}
-    poor = Exchange(
-        1, dataclasses.replace(SETTINGS, accounts=(SimAccount("alice", "x", (("BTC", 0.0001),)),)), START
-    )
+    poor = Exchange(1, dataclasses.replace(SETTINGS, accounts=(SimAccount("alice", "x", (("BTC", 0.0001),)),)), START)
     ask = poor.books[opt].top()[2]
     with pytest.raises(RpcError) as e:
         poor.place("alice", "buy", {"instrument_name": opt, "amount": 10.0, "price": ask})
@@ -335,9 +331,7 @@ def test_cancel_edit_and_ownership() -> None:
     book = ex.books["BTC-PERPETUAL"]
     bid = book.top()[0]
     price = book.price_of(book.ticks_of(bid) - 10)
-    res = ex.place(
-        "alice", "buy", {"instrument_name": "BTC-PERPETUAL", "amount": 20, "price": price, "label": "hedge"}
-    )
+    res = ex.place("alice", "buy", {"instrument_name": "BTC-PERPETUAL", "amount": 20, "price": price, "label": "hedge"})
     oid = res["order"]["order_id"]
     with pytest.raises(RpcError) as e:
         ex.cancel("bob", oid)
@@ -401,11 +395,7 @@ def test_reduce_only_is_clipped_to_the_position() -> None:
 def test_expiry_settles_and_lists() -> None:
     ex = new_exchange()
     first = min(s.expiration_ms for s in ex.instruments.values() if s.expiry is not None)
-    opt = next(
-        n
-        for n, s in ex.instruments.items()
-        if s.is_option and s.expiration_ms == first and s.currency == "BTC"
-    )
+    opt = next(n for n, s in ex.instruments.items() if s.is_option and s.expiration_ms == first and s.currency == "BTC")
     ex.place("alice", "buy", {"instrument_name": opt, "amount": 1.0, "type": "market"})
     bal = ex.accounts["alice"].balances["BTC"]
     ex.step(first / 1000 + 1, requote=False)

@@ -104,9 +104,7 @@ class Account:
             pos = self.positions[spec.name] = Position(spec)
         return pos
 
-    def apply_fill(
-        self, spec: InstrumentSpec, direction: str, amount: float, price: float, fee: float
-    ) -> float:
+    def apply_fill(self, spec: InstrumentSpec, direction: str, amount: float, price: float, fee: float) -> float:
         """Position, premium and fee of one fill; returns realised PnL (coin)."""
         cur = spec.currency
         realized = self.position(spec).apply(direction, amount, price)

@@ -45,9 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--chain", choices=("full", "small"), default="full", help="listing size")
-    p.add_argument(
-        "--updates-per-s", type=float, default=None, help="book/ticker updates per instrument per second"
-    )
+    p.add_argument("--updates-per-s", type=float, default=None, help="book/ticker updates per instrument per second")
     p.add_argument("--step-s", type=float, default=None, help="market step in seconds")
     p.add_argument("--client-id", default=None, help="the default account's client id")
     p.add_argument("--client-secret", default=None, help="the default account's client secret")

@@ -52,9 +52,7 @@ class Exchange:
         self.accounts: dict[str, Account] = {}
         for acc in settings.accounts:
             bal = {c: acc.balance(c) for c in settings.currencies}
-            self.accounts[acc.client_id] = Account(
-                acc.client_id, acc.client_secret, bal, initial_balances=dict(bal)
-            )
+            self.accounts[acc.client_id] = Account(acc.client_id, acc.client_secret, bal, initial_balances=dict(bal))
         self.orders: dict[str, Order] = {}
         self.open_orders: dict[str, dict[str, Order]] = {cid: {} for cid in self.accounts}
         self.user_trades: dict[str, list[dict[str, Any]]] = {cid: [] for cid in self.accounts}
@@ -185,9 +183,7 @@ class Exchange:
         for o in list(self.orders.values()):
             if o.is_open and o.time_in_force == "good_til_day":
                 self._close_order(o, "cancelled", "good_til_day")
-        self._add_instruments(
-            build_listing(now_s, self._spots(), self.settings.chain, self.settings.currencies), True
-        )
+        self._add_instruments(build_listing(now_s, self._spots(), self.settings.chain, self.settings.currencies), True)
         for cid, cur in sorted(touched):
             self.events.append(("portfolio", cid, cur))
 
@@ -288,9 +284,7 @@ class Exchange:
         last = self.last_price.get(name)
         return 0 if last is None or price > last else 2 if price < last else 1
 
-    def _public_trade(
-        self, spec: InstrumentSpec, direction: str, price: float, amount: float
-    ) -> dict[str, Any]:
+    def _public_trade(self, spec: InstrumentSpec, direction: str, price: float, amount: float) -> dict[str, Any]:
         self._trade_seq += 1
         seq = self._inst_seq[spec.name] = self._inst_seq.get(spec.name, 0) + 1
         book = self.books[spec.name]
@@ -464,11 +458,7 @@ class Exchange:
     def _check_amount(self, spec: InstrumentSpec, params: dict[str, Any]) -> float:
         amount = params.get("amount")
         if amount is None and "contracts" in params:
-            amount = (
-                params["contracts"] * spec.contract_size
-                if isinstance(params["contracts"], int | float)
-                else None
-            )
+            amount = params["contracts"] * spec.contract_size if isinstance(params["contracts"], int | float) else None
         if not isinstance(amount, int | float) or isinstance(amount, bool) or not math.isfinite(amount):
             raise invalid_params("amount", "must be a number")
         if amount <= 0:
@@ -579,9 +569,7 @@ class Exchange:
         assert opp is not None
         ticks = opp - 1 if order.is_buy else opp + 1
         if ticks < 1:
-            raise RpcError(
-                errors.POST_ONLY_REJECT, {"param": "post_only", "reason": "no price inside the spread"}
-            )
+            raise RpcError(errors.POST_ONLY_REJECT, {"param": "post_only", "reason": "no price inside the spread"})
         order.price = book.price_of(ticks)
 
     def _open_orders_margin(self, acc: Account, currency: str, skip: Order | None = None) -> float:
@@ -602,9 +590,7 @@ class Exchange:
         p = price if price is not None else (mark if spec.is_option else self.mark_price(spec))
         return acc.order_margin(spec, direction, amount, p, mark, und)
 
-    def _check_funds(
-        self, acc: Account, spec: InstrumentSpec, order: Order, skip: Order | None = None
-    ) -> None:
+    def _check_funds(self, acc: Account, spec: InstrumentSpec, order: Order, skip: Order | None = None) -> None:
         need = self._order_margin(acc, spec, order.direction, order.remaining, order.price)
         if spec.is_option and order.is_buy:
             need += fee_for(spec, order.price or self.mark_price(spec), order.remaining, False)
@@ -643,11 +629,7 @@ class Exchange:
         public: list[dict[str, Any]] = []
         for f in fills:
             price = book.price_of(f.ticks)
-            taker_dir = (
-                f.taker.direction
-                if f.taker is not None
-                else ("sell" if f.maker and f.maker.is_buy else "buy")
-            )
+            taker_dir = f.taker.direction if f.taker is not None else ("sell" if f.maker and f.maker.is_buy else "buy")
             for order, maker in ((f.taker, False), (f.maker, True)):
                 if order is None:
                     continue
@@ -860,9 +842,7 @@ class Exchange:
 
         return pred
 
-    def open_orders_json(
-        self, client_id: str, currency: str, kind: Any = None, otype: Any = None
-    ) -> list[dict]:
+    def open_orders_json(self, client_id: str, currency: str, kind: Any = None, otype: Any = None) -> list[dict]:
         pred = self.type_filter(kind, otype)
         out = []
         for o in self.open_orders[client_id].values():

@@ -67,14 +67,10 @@ def error(req_id: Any, err: dict[str, Any], us_in: int, us_out: int, testnet: bo
 HEARTBEAT_TEST_REQUEST = b'{"jsonrpc":"2.0","method":"heartbeat","params":{"type":"test_request"}}'
 HEARTBEAT = b'{"jsonrpc":"2.0","method":"heartbeat","params":{"type":"heartbeat"}}'
 # What a fault sends on purpose: a notification cut in the middle of its data.
-MALFORMED = (
-    b'{"jsonrpc":"2.0","method":"subscription","params":{"channel":"book.BTC-PERPETUAL.raw","data":{"ty'
-)
+MALFORMED = b'{"jsonrpc":"2.0","method":"subscription","params":{"channel":"book.BTC-PERPETUAL.raw","data":{"ty'
 
 
-def book_change(
-    name: str, prev_change_id: int, change_id: int, bids: list[Any], asks: list[Any], ts_ms: int
-) -> bytes:
+def book_change(name: str, prev_change_id: int, change_id: int, bids: list[Any], asks: list[Any], ts_ms: int) -> bytes:
     """The ``data`` of a book change, in Deribit's field order."""
     return _encode(
         {

@@ -206,9 +206,7 @@ def _nice_step(x: float) -> float:
     return best
 
 
-def strike_grid(
-    spot: float, t_years: float, chain: Literal["full", "small"] = "full", vol: float = 0.8
-) -> list[float]:
+def strike_grid(spot: float, t_years: float, chain: Literal["full", "small"] = "full", vol: float = 0.8) -> list[float]:
     """Strikes for one expiry: a fine grid within one standard deviation, coarser further out."""
     sd = vol * math.sqrt(max(t_years, 1.0 / 365.0))
     if chain == "small":

@@ -32,9 +32,7 @@ def npdf(x: np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
 
 
-def black76_usd(
-    f: np.ndarray, k: np.ndarray, t: np.ndarray, sigma: np.ndarray, call: np.ndarray
-) -> np.ndarray:
+def black76_usd(f: np.ndarray, k: np.ndarray, t: np.ndarray, sigma: np.ndarray, call: np.ndarray) -> np.ndarray:
     """Undiscounted Black-76 value in USD (r = 0, as Deribit's ``interest_rate`` is 0)."""
     sd = np.maximum(sigma * np.sqrt(t), 1e-12)
     d1 = (np.log(f / k) + 0.5 * sd * sd) / sd

@@ -337,9 +337,7 @@ class SimulatorServer:
             for sub in c.user_subs.values():
                 if kind == "portfolio":
                     if sub.what == "portfolio" and sub.currency in (ev[2], "ANY"):
-                        c.out.append(
-                            frames.notification(sub.channel, self.exchange.account_summary(cid, ev[2]))
-                        )
+                        c.out.append(frames.notification(sub.channel, self.exchange.account_summary(cid, ev[2])))
                     continue
                 spec: InstrumentSpec = ev[2]
                 if sub.what != ("orders" if kind == "order" else "trades"):
@@ -620,9 +618,7 @@ class SimulatorServer:
             if client_id is None:
                 raise RpcError(errors.INVALID_CREDENTIALS)
         else:
-            raise invalid_params(
-                "grant_type", "must be client_credentials, client_signature or refresh_token"
-            )
+            raise invalid_params("grant_type", "must be client_credentials, client_signature or refresh_token")
         c.client_id = client_id
         ttl = self.settings.access_token_ttl_s
         access = f"{int(self.clock() * 1000)}.{secrets.token_hex(8)}"
@@ -676,9 +672,7 @@ class SimulatorServer:
                 c.user_subs[ch] = arg
                 if arg.what == "portfolio":
                     for cur in self.settings.currencies if arg.currency == "ANY" else [arg.currency]:
-                        initial.append(
-                            frames.notification(ch, self.exchange.account_summary(c.client_id, cur))
-                        )
+                        initial.append(frames.notification(ch, self.exchange.account_summary(c.client_id, cur)))
             elif what == "depth":
                 c.depth_subs[ch] = arg
                 initial.append(frames.notification(ch, self._depth_data(*arg)))
@@ -697,9 +691,7 @@ class SimulatorServer:
             book = ex.books[arg]
             bids, asks = book.snapshot()
             return [
-                frames.notification_raw(
-                    ch.encode(), frames.book_snapshot(arg, book.change_id, bids, asks, ex.now_ms)
-                )
+                frames.notification_raw(ch.encode(), frames.book_snapshot(arg, book.change_id, bids, asks, ex.now_ms))
             ]
         if what == "ticker":
             return [frames.notification(ch, ex.ticker(arg))]
@@ -804,9 +796,7 @@ class SimulatorServer:
         return self.exchange.cancel_where(who, lambda o, s: o.label == label and cur in (None, s.currency))
 
     def _open_orders(self, c: Client, p: dict[str, Any]) -> list[dict[str, Any]]:
-        return self.exchange.open_orders_json(
-            self._who(c, p), self._currency(p), p.get("kind"), p.get("type")
-        )
+        return self.exchange.open_orders_json(self._who(c, p), self._currency(p), p.get("kind"), p.get("type"))
 
     def _order_state(self, c: Client, p: dict[str, Any]) -> dict[str, Any]:
         who = self._who(c, p)
