@@ -7,6 +7,7 @@ containers inside are tuples so that no receiver can mutate what another actor h
 from messages.account import (
     AccountFigures,
     AccountSummary,
+    ExchangeState,
     OrderUpdate,
     PortfolioUpdate,
     Position,
@@ -43,6 +44,7 @@ from messages.market import (
     TickSizeStep,
     Trade,
 )
+from messages.state import ChainSnapshot, FutureQuote, OptionQuote, PortfolioChanged, TopOfBook
 from messages.system import (
     ActorFailed,
     ConnectionState,
@@ -63,6 +65,7 @@ __all__ = [
     "CancelAll",
     "CancelByLabel",
     "CancelOrder",
+    "ChainSnapshot",
     "CommandFailed",
     "CommandResult",
     "ConnectionState",
@@ -70,6 +73,8 @@ __all__ = [
     "DailyRollover",
     "EditOrder",
     "ExchangeCommand",
+    "ExchangeState",
+    "FutureQuote",
     "Greeks",
     "IndexPrice",
     "Instrument",
@@ -78,8 +83,10 @@ __all__ = [
     "InvalidCommand",
     "Message",
     "MinuteTick",
+    "OptionQuote",
     "OrderUpdate",
     "PlaceOrder",
+    "PortfolioChanged",
     "PortfolioUpdate",
     "Position",
     "Quote",
@@ -91,6 +98,7 @@ __all__ = [
     "TickSizeStep",
     "Ticker",
     "TickerStats",
+    "TopOfBook",
     "Trade",
     "UserTrade",
     "check_command",

@@ -188,3 +188,17 @@ class AccountSummary(AccountFigures, frozen=True, kw_only=True):
     system_name: str | None = None
     type: str | None = None
     creation_timestamp: int | None = None
+
+
+class ExchangeState(Message, frozen=True, kw_only=True):
+    """What the exchange says is true for one currency, fetched on a reconcile
+    (``private/get_positions``, ``private/get_open_orders_by_currency``,
+    ``private/get_account_summary``): the Portfolio replaces its own picture with it.
+    ``at`` is when the last of the three answers arrived (unix seconds)."""
+
+    currency: str
+    positions: tuple[Position, ...]
+    open_orders: tuple[OrderUpdate, ...]
+    summary: AccountSummary | None
+    at: float
+    reason: str = ""

@@ -1,0 +1,838 @@
+"""The Connection: the only actor that touches the exchange's socket.
+
+Two threads make it up. The *link thread* owns the socket's receiving side: it connects and
+reconnects with backoff, decodes every frame and publishes market data straight onto the bus
+(one hop less on the hot path), answers heartbeats, and hands RPC answers to the actor. The
+*actor thread* (pykka) owns the conversation: auth and token refresh, the instrument list,
+subscriptions in rate-limited batches, order commands through a client-side rate limiter, and
+reconciliation requests. Link-level status (connected, disconnected) is published by the link
+thread so that it stays in order with the data it publishes.
+
+In replay the link thread reads a wire log instead of a socket, moves the replay clock to each
+frame's time, and requests are logged, not sent.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import structlog
+
+from deribit import channels as ch
+from deribit.codec import (
+    FrameDecoder,
+    FrameError,
+    Notification,
+    RequestEncoder,
+    RpcError,
+    RpcResponse,
+    TestRequest,
+    UnknownChannel,
+    answer_test_request,
+    auth_client_credentials_request,
+    auth_client_signature_request,
+    auth_refresh_request,
+    command_failed,
+    command_request,
+    command_result,
+    decode_account_summary,
+    decode_auth_result,
+    decode_open_orders,
+    decode_positions,
+    decode_subscribed,
+    enable_cancel_on_disconnect_request,
+    get_account_summary_request,
+    get_instruments_request,
+    get_open_orders_request,
+    get_positions_request,
+    redact_frame,
+    subscribe_request,
+    unsubscribe_request,
+)
+from deribit.instruments import decode_instruments
+from deribit.subscriptions import SubscriptionTracker, currency_channels, market_channels
+from deribit.throttle import Backoff, TokenBucket
+from deribit.transport import LinkClosed, WebsocketTransport
+from messages.account import ExchangeState
+from messages.commands import (
+    CancelAll,
+    CancelByLabel,
+    CancelOrder,
+    CommandFailed,
+    EditOrder,
+    InvalidCommand,
+    PlaceOrder,
+    ReconcilePortfolio,
+    RefreshInstruments,
+    ResubscribeInstrument,
+    check_command,
+)
+from messages.market import Instrument, InstrumentsLoaded, InstrumentState
+from messages.system import (
+    ConnectionState,
+    ConnectionStatus,
+    DailyRollover,
+    MinuteTick,
+    SafeShutdown,
+    Shutdown,
+)
+from runtime.actor import Actor, ActorContext, handles
+from runtime.wirelog import WireLogWriter, read_wire_log
+
+RATE_LIMIT_CODE = 10028  # Deribit's too_many_requests
+# Local refusals (never sent): negative codes, see CommandFailed.
+NOT_CONNECTED = -1
+ANSWER_LOST = -2
+TRADING_DISABLED = -3
+INVALID = -5
+LIVE_STATES = frozenset({"created", "started", "open"})
+GONE_STATES = frozenset({"settled", "closed", "terminated", "deactivated", "expired"})
+
+
+# -- messages between the Connection's own two threads (private to this module) -----------------
+class _LinkUp(msgspec.Struct, frozen=True):
+    generation: int
+
+
+class _LinkDown(msgspec.Struct, frozen=True):
+    generation: int
+    reason: str
+
+
+class _Answer(msgspec.Struct, frozen=True):
+    generation: int
+    answer: Any  # RpcResponse | RpcError
+
+
+class _Wake(msgspec.Struct, frozen=True):
+    pass
+
+
+class ReplayFinished(msgspec.Struct, frozen=True):
+    pass
+
+
+class GetReplaySummary(msgspec.Struct, frozen=True):
+    pass
+
+
+@dataclass
+class _Pending:
+    kind: str
+    sent_at: float
+    payload: Any = None
+    method: str = ""
+
+
+@dataclass
+class _Reconcile:
+    reason: str
+    positions: tuple[Any, ...] | None = None
+    orders: tuple[Any, ...] | None = None
+    summary: Any = None
+    summary_done: bool = False
+
+
+@dataclass
+class LinkStats:
+    """What the link thread saw (read by the actor only after the link thread ended)."""
+
+    in_frames: int = 0
+    notifications: collections.Counter[str] = field(default_factory=collections.Counter)
+    responses: int = 0
+    errors: int = 0
+    malformed: int = 0
+
+
+Transport = Any  # WebsocketTransport or a test double with connect/recv/send/close
+
+
+def method_of(command: Any) -> str:
+    """The Deribit method a command becomes (without validating it)."""
+    if isinstance(command, PlaceOrder):
+        return f"private/{command.side}"
+    if isinstance(command, CancelAll):
+        return "private/cancel_all_by_currency" if command.currency else "private/cancel_all"
+    return {EditOrder: "private/edit", CancelOrder: "private/cancel",
+            CancelByLabel: "private/cancel_by_label"}.get(type(command), type(command).__name__)
+
+
+class Connection(Actor):
+    def __init__(
+        self,
+        context: ActorContext,
+        *,
+        url: str | None = None,
+        replay_file: str | None = None,
+        replay_speed: float | None = None,
+        transport_factory: Callable[[str], Transport] | None = None,
+    ) -> None:
+        super().__init__(context)
+        s = context.settings
+        self.settings = s
+        self.dset = s.deribit
+        self.venue = s.venue
+        self.url = url
+        self.replay_file = replay_file
+        self.replay_speed = replay_speed  # None: as fast as possible
+        self.currencies: tuple[str, ...] = tuple(s.currencies)
+        self._transport_factory = transport_factory or (
+            lambda u: WebsocketTransport(u, connect_timeout_s=self.dset.request_timeout_s)
+        )
+        self.transport: Transport | None = None
+        self.decoder = FrameDecoder()
+        self.encoder = RequestEncoder()
+        self.wirelog: WireLogWriter | None = None
+        if self.dset.record_wire and not replay_file:
+            self.wirelog = WireLogWriter(self.dset.record_wire, redact=redact_frame)
+
+        # conversation state (actor thread)
+        self.generation = 0
+        self.link_up = False
+        self.authenticated = False
+        self.login_rejected = ""
+        self.access: Any = None  # AuthResult
+        self.refresh_at = 0.0
+        self.pending: dict[int, _Pending] = {}
+        self.instruments: dict[str, dict[str, Instrument]] = {}
+        self.instruments_in_flight: set[str] = set()
+        self.subs = SubscriptionTracker(batch_size=self.dset.subscribe_batch_size)
+        self.sub_bucket = TokenBucket(self.dset.subscribe_requests_per_s,
+                                      max(1.0, self.dset.subscribe_requests_per_s), time.monotonic())
+        self.sub_retry_at = 0.0
+        self.to_unsubscribe: set[str] = set()
+        self.order_bucket = TokenBucket(self.dset.order_requests_per_s, self.dset.order_burst, time.monotonic())
+        self.order_queue: collections.deque[tuple[Any, float, int]] = collections.deque()
+        self.reconciles: dict[str, _Reconcile] = {}
+        self.subscribed_announced = False
+        self.resyncs = 0
+        self.minutes = 0
+        self.cod_enabled = False
+
+        # link thread
+        self.stats = LinkStats()
+        self._stop = threading.Event()
+        self._link_thread: threading.Thread | None = None
+        self._link_done = threading.Event()
+        self._unknown_channels: set[str] = set()
+        self._attempt = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def on_start(self) -> None:
+        target = self._replay_loop if self.replay_file else self._link_loop
+        self._link_thread = threading.Thread(target=target, name=f"{self.context.name}-link", daemon=True)
+        self._link_thread.start()
+
+    def on_stop(self) -> None:
+        self._shutdown_link()
+
+    def on_failure(self, *args: Any) -> None:
+        self._shutdown_link()
+        super().on_failure(*args)
+
+    def _shutdown_link(self) -> None:
+        self._stop.set()
+        transport = self.transport
+        if transport is not None:
+            transport.close()
+        if self._link_thread is not None and self._link_thread is not threading.current_thread():
+            self._link_thread.join(timeout=1.0)
+        if self.wirelog is not None:
+            self.wirelog.close()
+
+    @property
+    def can_trade(self) -> bool:
+        return self.link_up and self.authenticated and self.settings.can_trade and not self.context.replay
+
+    def _status(self, state: ConnectionState, detail: str = "") -> None:
+        self.publish(ConnectionStatus(state=state, venue=self.venue, at=self.context.clock.now(),
+                                      authenticated=self.authenticated, can_trade=self.can_trade,
+                                      attempt=self._attempt, detail=detail))
+
+    # -- the link thread -------------------------------------------------------------------------
+    def _tell_self(self, message: object) -> bool:
+        try:
+            self.actor_ref.tell(message)
+            return True
+        except Exception:  # the actor is gone: the link thread ends
+            self._stop.set()
+            return False
+
+    def _link_loop(self) -> None:
+        log = structlog.get_logger(actor=self.context.name)
+        backoff = Backoff(self.dset.reconnect_initial_s, self.dset.reconnect_max_s)
+        dead_after = 2.0 * self.dset.heartbeat_s
+        generation = 0
+        try:
+            while not self._stop.is_set():
+                self._attempt += 1
+                self.publish(ConnectionStatus(state=ConnectionState.CONNECTING, venue=self.venue,
+                                              at=self.context.clock.now(), attempt=self._attempt))
+                transport = self._transport_factory(self.url or "")
+                self.transport = transport
+                try:
+                    transport.connect()
+                except LinkClosed as exc:
+                    delay = backoff.next_delay()
+                    log.warning("connect_failed", error=str(exc), retry_in_s=round(delay, 2), attempt=self._attempt)
+                    self.publish(ConnectionStatus(state=ConnectionState.DISCONNECTED, venue=self.venue,
+                                                  at=self.context.clock.now(), attempt=self._attempt,
+                                                  detail=f"{exc}; retrying in {delay:.1f} s"))
+                    self._stop.wait(delay)
+                    continue
+                generation += 1
+                connected_at = time.monotonic()
+                if self.wirelog is not None:
+                    self.wirelog.write(time.time(), "open")
+                log.info("connected", url=self.url, attempt=self._attempt)
+                self.publish(ConnectionStatus(state=ConnectionState.CONNECTED, venue=self.venue,
+                                              at=self.context.clock.now(), attempt=self._attempt))
+                if not self._tell_self(_LinkUp(generation)):
+                    break
+                reason = "stopped"
+                try:
+                    reason = self._receive_until_closed(transport, generation, dead_after)
+                except LinkClosed as exc:
+                    reason = str(exc)
+                transport.close()
+                if self.wirelog is not None:
+                    self.wirelog.write(time.time(), "close")
+                if self._stop.is_set():
+                    break
+                if time.monotonic() - connected_at >= self.dset.healthy_after_s:
+                    backoff.reset()
+                delay = backoff.next_delay()
+                log.warning("disconnected", reason=reason, retry_in_s=round(delay, 2))
+                self.publish(ConnectionStatus(state=ConnectionState.DISCONNECTED, venue=self.venue,
+                                              at=self.context.clock.now(), attempt=self._attempt,
+                                              detail=f"{reason}; reconnecting in {delay:.1f} s"))
+                if not self._tell_self(_LinkDown(generation, reason)):
+                    break
+                self._stop.wait(delay)
+        finally:
+            self._link_done.set()
+
+    def _receive_until_closed(self, transport: Transport, generation: int, dead_after: float) -> str:
+        last_frame = last_wake = time.monotonic()
+        recv = transport.recv
+        on_frame = self._on_frame
+        while not self._stop.is_set():
+            frame = recv(0.2)
+            now = time.monotonic()
+            if frame is not None:
+                last_frame = now
+                on_frame(frame, generation)
+            elif now - last_frame > dead_after:
+                return f"no frame for {now - last_frame:.1f} s (two heartbeat intervals): link dead"
+            if now - last_wake >= 0.1:
+                last_wake = now
+                if not self._tell_self(_Wake()):
+                    break
+        return "stopped"
+
+    def _on_frame(self, frame: str | bytes, generation: int) -> None:
+        if self.wirelog is not None:
+            self.wirelog.write(time.time(), "in", frame)
+        stats = self.stats
+        stats.in_frames += 1
+        try:
+            decoded = self.decoder.decode(frame)
+        except FrameError as exc:
+            stats.malformed += 1
+            self.log.warning("malformed_frame", reason=exc.reason, excerpt=exc.excerpt)
+            return
+        if decoded.__class__ is Notification:
+            stats.notifications[ch.channel_prefix(decoded.channel)] += 1
+            publish = self.context.publish
+            for message in decoded.messages:
+                publish(message)
+        elif decoded.__class__ is RpcResponse:
+            stats.responses += 1
+            self._tell_self(_Answer(generation, decoded))
+        elif decoded.__class__ is RpcError:
+            stats.errors += 1
+            self._tell_self(_Answer(generation, decoded))
+        elif decoded.__class__ is TestRequest:
+            self._send_now(*answer_test_request())
+        elif decoded.__class__ is UnknownChannel:
+            stats.notifications[ch.channel_prefix(decoded.channel)] += 1
+            if decoded.channel not in self._unknown_channels:
+                self._unknown_channels.add(decoded.channel)
+                self.log.info("unknown_channel_ignored", channel=decoded.channel)
+
+    def _send_now(self, method: str, params: dict[str, Any]) -> int:
+        """Encode and write a request (either thread; websocket-client serialises sends)."""
+        request_id, frame = self.encoder.encode(method, params)
+        if self.context.replay:
+            self.log.info("replay_request_not_sent", method=method)
+            return request_id
+        transport = self.transport
+        if transport is None:
+            raise LinkClosed("not connected")
+        if self.wirelog is not None:
+            self.wirelog.write(time.time(), "out", frame)
+        try:
+            transport.send(frame)
+        except LinkClosed as exc:
+            self.log.warning("send_failed", method=method, error=str(exc))
+            raise
+        return request_id
+
+    def _replay_loop(self) -> None:
+        assert self.replay_file is not None
+        first_t: float | None = None
+        started = time.monotonic()
+        generation = 0
+        try:
+            for record in read_wire_log(self.replay_file):
+                if self._stop.is_set():
+                    break
+                t = record.t
+                if self.replay_speed:
+                    if first_t is None:
+                        first_t = t
+                    due = started + (t - first_t) / self.replay_speed
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                self.context.advance_time(t)
+                direction = record.dir
+                if direction == "in" and record.frame is not None:
+                    self._on_frame(record.frame, generation)
+                elif direction == "open":
+                    generation += 1
+                    self.publish(ConnectionStatus(state=ConnectionState.CONNECTED, venue="replay", at=t))
+                    self._tell_self(_LinkUp(generation))
+                elif direction == "close":
+                    self.publish(ConnectionStatus(state=ConnectionState.DISCONNECTED, venue="replay", at=t,
+                                                  detail="closed in the log"))
+                    self._tell_self(_LinkDown(generation, "closed in the log"))
+        except Exception as exc:  # a bad log line: say which, and end the replay
+            self.log.error("replay_failed", error=str(exc))
+            self.stats.errors += 1
+        finally:
+            self._link_done.set()
+            self._tell_self(ReplayFinished())
+
+    # -- actor: link events ----------------------------------------------------------------------
+    @handles(_LinkUp)
+    def on_link_up(self, event: _LinkUp) -> None:
+        self.generation = event.generation
+        self.link_up = True
+        self.authenticated = False
+        self.cod_enabled = False
+        self.subscribed_announced = False
+        self.pending.clear()
+        self.subs.reset()
+        self.to_unsubscribe.clear()
+        if self.context.replay:
+            return
+        interval = max(10, round(self.dset.heartbeat_s))
+        self._request("heartbeat", "public/set_heartbeat", {"interval": interval})
+        creds = self.dset.client_id and self.dset.client_secret
+        if creds:
+            self._login()
+        for currency in self.currencies:
+            self.subs.want(currency_channels(currency, private=False))
+            self._load_instruments(currency)
+            if currency in self.instruments:
+                self.subs.want(market_channels(self.instruments[currency].values(), self.dset.book_interval))
+        self._pump()
+
+    @handles(_LinkDown)
+    def on_link_down(self, event: _LinkDown) -> None:
+        if event.generation != self.generation:
+            return
+        self.link_up = False
+        self.authenticated = False
+        self.instruments_in_flight.clear()
+        # Answers to requests in flight are lost with the link. An order's fate is unknown
+        # until the portfolio reconciles; say so instead of guessing.
+        for pending in self.pending.values():
+            if pending.kind == "order":
+                command = pending.payload[0]
+                self.publish(CommandFailed(
+                    request_key=command.request_key, origin=command.origin, method=pending.method,
+                    code=ANSWER_LOST,
+                    message="connection lost before the exchange answered; the order's state is unknown "
+                            "until the portfolio reconciles"))
+        self.pending.clear()
+        while self.order_queue:
+            command, _, _ = self.order_queue.popleft()
+            self._refuse(command, NOT_CONNECTED, f"connection lost ({event.reason}); not sent")
+        self.reconciles.clear()
+
+    @handles(_Wake)
+    def on_wake(self, _event: _Wake) -> None:
+        self._pump()
+
+    def _pump(self) -> None:
+        if not self.link_up or self.context.replay:
+            return
+        now = time.monotonic()
+        self._expire_requests(now)
+        if self.access is not None and self.authenticated and now >= self.refresh_at:
+            self.refresh_at = now + 30.0  # until the refresh answers
+            self._request("refresh", *auth_refresh_request(self.access.refresh_token))
+        self._pump_subscriptions(now)
+        self._pump_orders(now)
+
+    # -- requests ----------------------------------------------------------------------------------
+    def _request(self, kind: str, method: str, params: dict[str, Any], payload: Any = None) -> int | None:
+        try:
+            request_id = self._send_now(method, params)
+        except LinkClosed:
+            return None
+        self.pending[request_id] = _Pending(kind=kind, sent_at=time.monotonic(), payload=payload, method=method)
+        return request_id
+
+    def _expire_requests(self, now: float) -> None:
+        limit = self.dset.request_timeout_s
+        expired = [rid for rid, p in self.pending.items() if now - p.sent_at > limit]
+        for rid in expired:
+            pending = self.pending.pop(rid)
+            self.log.warning("request_timed_out", method=pending.method, kind=pending.kind, timeout_s=limit)
+            if pending.kind == "order":
+                command = pending.payload[0]
+                self.publish(CommandFailed(request_key=command.request_key, origin=command.origin,
+                                           method=pending.method, code=ANSWER_LOST,
+                                           message=f"no answer within {limit:g} s; the order's state is unknown "
+                                                   "until the portfolio reconciles"))
+            elif pending.kind == "subscribe":
+                self.subs.failed(rid)
+            elif pending.kind == "instruments":
+                self.instruments_in_flight.discard(pending.payload)
+
+    @handles(_Answer)
+    def on_answer(self, event: _Answer) -> None:
+        if event.generation != self.generation:
+            return
+        answer = event.answer
+        pending = self.pending.pop(answer.id, None) if answer.id is not None else None
+        if pending is None:
+            if answer.__class__ is RpcError:
+                self.log.warning("unmatched_error", code=answer.code, message=answer.message, data=answer.data)
+            return
+        handler = getattr(self, f"_answer_{pending.kind}")
+        handler(pending, answer)
+
+    def _answer_heartbeat(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
+        if answer.__class__ is RpcError:
+            self.log.warning("set_heartbeat_failed", code=answer.code, message=answer.message)
+
+    def _answer_test(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
+        pass
+
+    # -- auth ---------------------------------------------------------------------------------------
+    def _login(self) -> None:
+        if self.dset.auth_method == "client_credentials":
+            request = auth_client_credentials_request(self.dset.client_id, self.dset.client_secret)
+        else:
+            request = auth_client_signature_request(self.dset.client_id, self.dset.client_secret,
+                                                    int(time.time() * 1000))
+        self._request("auth", *request)
+
+    def _answer_auth(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
+        if answer.__class__ is RpcError:
+            self.login_rejected = f"{answer.message} (code {answer.code})"
+            self.log.error("login_rejected", code=answer.code, message=answer.message,
+                           hint="check DERIBIT_CLIENT_ID / DERIBIT_CLIENT_SECRET for this venue; "
+                                "public market data keeps flowing")
+            self._status(ConnectionState.CONNECTED, detail=f"login rejected: {self.login_rejected}")
+            return
+        self._authenticated(decode_auth_result(answer.result))
+
+    def _answer_refresh(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
+        if answer.__class__ is RpcError:
+            self.log.warning("token_refresh_failed", code=answer.code, message=answer.message)
+            self._login()  # a fresh login instead
+            return
+        self._authenticated(decode_auth_result(answer.result), refreshed=True)
+
+    def _authenticated(self, auth: Any, refreshed: bool = False) -> None:
+        self.access = auth
+        first = not self.authenticated
+        self.authenticated = True
+        self.login_rejected = ""
+        # Refresh well before expiry; Deribit tokens last expires_in seconds.
+        self.refresh_at = time.monotonic() + max(5.0, 0.8 * auth.expires_in)
+        if refreshed:
+            self.log.info("token_refreshed", expires_in_s=auth.expires_in)
+            return
+        self.log.info("authenticated", expires_in_s=auth.expires_in, method=self.dset.auth_method)
+        if first:
+            for currency in self.currencies:
+                self.subs.want(currency_channels(currency, private=True))
+            if self.settings.can_trade and self.dset.cancel_on_disconnect:
+                self._request("cod", *enable_cancel_on_disconnect_request())
+            self._status(ConnectionState.AUTHENTICATED)
+            self.subscribed_announced = False
+            self._pump()
+
+    def _answer_cod(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
+        if answer.__class__ is RpcError:
+            self.log.warning("cancel_on_disconnect_failed", code=answer.code, message=answer.message)
+        else:
+            self.cod_enabled = True
+
+    # -- instruments and subscriptions ------------------------------------------------------------
+    def _load_instruments(self, currency: str) -> None:
+        if currency in self.instruments_in_flight:
+            return
+        self.instruments_in_flight.add(currency)
+        if self._request("instruments", *get_instruments_request(currency), payload=currency) is None:
+            self.instruments_in_flight.discard(currency)
+
+    def _answer_instruments(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
+        currency = pending.payload
+        self.instruments_in_flight.discard(currency)
+        if answer.__class__ is RpcError:
+            self.log.error("get_instruments_failed", currency=currency, code=answer.code, message=answer.message)
+            return
+        listed = tuple(i for i in decode_instruments(bytes(answer.result)) if i.kind in ("option", "future"))
+        old = self.instruments.get(currency, {})
+        new = {i.instrument_name: i for i in listed}
+        self.instruments[currency] = new
+        gone = [old[n] for n in old.keys() - new.keys()]
+        added = new.keys() - old.keys()
+        if gone:
+            dropped = self.subs.drop(market_channels(gone, self.dset.book_interval))
+            self.to_unsubscribe |= dropped
+        self.subs.want(market_channels(listed, self.dset.book_interval))
+        self.log.info("instruments_loaded", currency=currency, options=sum(i.kind == "option" for i in listed),
+                      futures=sum(i.kind == "future" for i in listed), added=len(added) if old else None,
+                      removed=len(gone) if old else None)
+        self.publish(InstrumentsLoaded(currency=currency, instruments=listed, at=self.context.clock.now()))
+        self.subscribed_announced = False
+        self._pump()
+
+    def _pump_subscriptions(self, now: float) -> None:
+        if now < self.sub_retry_at:
+            return
+        if self.to_unsubscribe and self.sub_bucket.try_take(now):
+            batch = tuple(sorted(self.to_unsubscribe))[: self.subs.batch_size]
+            self.to_unsubscribe -= set(batch)
+            self._request("unsubscribe", *unsubscribe_request(batch), payload=batch)
+        while True:
+            batch = self.subs.next_batch()
+            if not batch:
+                break
+            if not self.authenticated:
+                batch = tuple(c for c in batch if not ch.is_private(c))
+                if not batch:
+                    break
+            if not self.sub_bucket.try_take(now):
+                return
+            request_id = self._request("subscribe", *subscribe_request(batch), payload=batch)
+            if request_id is None:
+                return
+            self.subs.sent(request_id, batch)
+        if not self.subscribed_announced and self.subs.complete and not self.subs.in_flight:
+            self.subscribed_announced = True
+            confirmed, wanted = self.subs.counts()
+            self.log.info("subscriptions_confirmed", channels=confirmed)
+            self._status(ConnectionState.SUBSCRIBED, detail=f"{confirmed} of {wanted} channels")
+
+    def _answer_subscribe(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
+        request_id = answer.id
+        if answer.__class__ is RpcError:
+            batch = self.subs.failed(request_id) if request_id is not None else ()
+            self.log.warning("subscribe_failed", code=answer.code, message=answer.message, channels=len(batch))
+            self._retry_subscriptions_later(answer.code)
+            return
+        refused = self.subs.answered(request_id, decode_subscribed(answer.result))
+        if refused:
+            self.log.warning("subscribe_refused", channels=list(refused[:5]), count=len(refused))
+            self.sub_retry_at = time.monotonic() + 1.0
+        self._pump()
+
+    def _retry_subscriptions_later(self, code: int) -> None:
+        delay = min(30.0, 0.5 * 2 ** min(self.subs.failures, 6))
+        if code == RATE_LIMIT_CODE:
+            self.sub_bucket.drain(time.monotonic())
+        self.sub_retry_at = time.monotonic() + delay
+
+    def _answer_unsubscribe(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
+        batch: tuple[str, ...] = pending.payload
+        if answer.__class__ is RpcError:
+            self.log.warning("unsubscribe_failed", code=answer.code, message=answer.message)
+            self.to_unsubscribe |= set(batch)
+            self._retry_subscriptions_later(answer.code)
+            return
+        # Channels still wanted were unsubscribed to be subscribed afresh (a book resync).
+        self.subs.forget(batch)
+        self._pump()
+
+    @handles(ResubscribeInstrument)
+    def on_resubscribe(self, command: ResubscribeInstrument) -> None:
+        self.resyncs += 1
+        channel = ch.book(command.instrument_name, self.dset.book_interval)  # type: ignore[arg-type]
+        if self.context.replay:
+            self.log.info("replay_request_not_sent", method="public/unsubscribe", channel=channel)
+            return
+        if channel in self.subs.wanted:
+            self.log.info("resubscribing", instrument=command.instrument_name, reason=command.reason)
+            if channel in self.subs.confirmed:
+                self.to_unsubscribe.add(channel)
+            self._pump()
+
+    @handles(RefreshInstruments)
+    def on_refresh(self, command: RefreshInstruments) -> None:
+        for currency in command.currencies or self.currencies:
+            if currency in self.currencies:
+                if self.context.replay:
+                    self.log.info("replay_request_not_sent", method="public/get_instruments", currency=currency)
+                elif self.link_up:
+                    self._load_instruments(currency)
+
+    @handles(DailyRollover)
+    def on_rollover(self, event: DailyRollover) -> None:
+        self.log.info("daily_rollover", day=event.day)
+        self.on_refresh(RefreshInstruments(origin="connection", reason=f"rollover {event.day}"))
+
+    @handles(InstrumentState)
+    def on_instrument_state(self, event: InstrumentState) -> None:
+        currency = event.instrument_name.split("-", 1)[0].split("_", 1)[0]
+        known = event.instrument_name in self.instruments.get(currency, {})
+        if (event.state in LIVE_STATES and not known) or (event.state in GONE_STATES and known):
+            self.log.info("instrument_state", instrument=event.instrument_name, state=event.state)
+            self.on_refresh(RefreshInstruments(origin="connection", reason=event.state, currencies=(currency,)))
+
+    @handles(MinuteTick)
+    def on_minute(self, _tick: MinuteTick) -> None:
+        self.minutes += 1
+
+    # -- orders ---------------------------------------------------------------------------------------
+    @handles(PlaceOrder, EditOrder, CancelOrder, CancelAll, CancelByLabel)
+    def on_command(self, command: Any) -> None:
+        if self.context.replay:
+            self.log.info("replay_request_not_sent", command=type(command).__name__, origin=command.origin)
+            return
+        if not self.settings.can_trade:
+            self._refuse(command, TRADING_DISABLED, "trading on mainnet needs the --live flag; not sent")
+            return
+        if not (self.link_up and self.authenticated):
+            why = "not connected" if not self.link_up else "not logged in"
+            if self.login_rejected:
+                why += f" (login rejected: {self.login_rejected})"
+            self._refuse(command, NOT_CONNECTED, f"{why}; not sent")
+            return
+        try:
+            check_command(command)
+        except InvalidCommand as exc:
+            self._refuse(command, INVALID, str(exc))
+            return
+        self.order_queue.append((command, 0.0, 0))
+        self._pump_orders(time.monotonic())
+
+    def _refuse(self, command: Any, code: int, message: str) -> None:
+        method = method_of(command)
+        self.log.warning("command_refused", command=type(command).__name__, origin=command.origin,
+                         request_key=command.request_key, reason=message)
+        self.publish(CommandFailed(request_key=command.request_key, origin=command.origin, method=method,
+                                   code=code, message=message))
+
+    def _pump_orders(self, now: float) -> None:
+        queue = self.order_queue
+        while queue:
+            command, not_before, retries = queue[0]
+            if now < not_before or not self.order_bucket.try_take(now):
+                return
+            queue.popleft()
+            method, params = command_request(command)
+            if self._request("order", method, params, payload=(command, retries)) is None:
+                self._refuse(command, NOT_CONNECTED, "connection lost; not sent")
+
+    def _answer_order(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
+        command, retries = pending.payload
+        if answer.__class__ is RpcError:
+            if answer.code == RATE_LIMIT_CODE:
+                # Too fast for the exchange: back off and send it again, never drop it.
+                delay = min(5.0, 0.25 * 2**retries)
+                now = time.monotonic()
+                self.order_bucket.drain(now)
+                self.order_queue.appendleft((command, now + delay, retries + 1))
+                self.log.warning("order_rate_limited", request_key=command.request_key, retry_in_s=delay)
+                return
+            self.log.warning("order_rejected", request_key=command.request_key, origin=command.origin,
+                             method=pending.method, code=answer.code, message=answer.message, data=answer.data)
+            self.publish(command_failed(command, pending.method, answer))
+            return
+        self.publish(command_result(command, pending.method, answer))
+
+    # -- reconciliation -------------------------------------------------------------------------------
+    @handles(ReconcilePortfolio)
+    def on_reconcile(self, command: ReconcilePortfolio) -> None:
+        if self.context.replay or not (self.link_up and self.authenticated):
+            return
+        for currency in command.currencies or self.currencies:
+            self.reconciles[currency] = _Reconcile(reason=command.reason)
+            self._request("positions", *get_positions_request(currency), payload=currency)
+            self._request("open_orders", *get_open_orders_request(currency), payload=currency)
+            self._request("summary", *get_account_summary_request(currency), payload=currency)
+
+    def _answer_positions(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
+        self._reconcile_part(pending.payload, "positions", answer, decode_positions)
+
+    def _answer_open_orders(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
+        self._reconcile_part(pending.payload, "orders", answer, decode_open_orders)
+
+    def _answer_summary(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
+        self._reconcile_part(pending.payload, "summary", answer, decode_account_summary)
+
+    def _reconcile_part(self, currency: str, part: str, answer: Any, decode: Callable[[Any], Any]) -> None:
+        state = self.reconciles.get(currency)
+        if state is None:
+            return
+        if answer.__class__ is RpcError:
+            self.log.warning("reconcile_failed", currency=currency, part=part, code=answer.code,
+                             message=answer.message)
+            self.reconciles.pop(currency, None)
+            return
+        setattr(state, part, decode(answer.result))
+        if part == "summary":
+            state.summary_done = True
+        if state.positions is not None and state.orders is not None and state.summary_done:
+            del self.reconciles[currency]
+            self.publish(ExchangeState(currency=currency, positions=state.positions, open_orders=state.orders,
+                                       summary=state.summary, at=self.context.clock.now(), reason=state.reason))
+
+    # -- shutdown ---------------------------------------------------------------------------------------
+    @handles(SafeShutdown)
+    def on_safe_shutdown(self, event: SafeShutdown) -> None:
+        if self.can_trade:
+            self.log.warning("cancelling_all_orders", reason=event.reason)
+            self.order_queue.clear()
+            self._request("order", *command_request(CancelAll(origin="connection", request_key="safe-shutdown")),
+                          payload=(CancelAll(origin="connection", request_key="safe-shutdown"), 0))
+
+    @handles(Shutdown)
+    def on_shutdown(self, _event: Shutdown) -> None:
+        if self.wirelog is not None:
+            self.wirelog.flush()
+
+    # -- replay ------------------------------------------------------------------------------------------
+    @handles(ReplayFinished)
+    def on_replay_finished(self, _event: ReplayFinished) -> None:
+        self.log.info("replay_finished", in_frames=self.stats.in_frames)
+
+    @handles(GetReplaySummary)
+    def on_summary(self, _request: GetReplaySummary) -> dict[str, Any] | None:
+        """The replay's counts once the whole log was read; None before that."""
+        if not self._link_done.is_set():
+            return None
+        return {
+            "in_frames": self.stats.in_frames,
+            "notifications": dict(sorted(self.stats.notifications.items())),
+            "responses": self.stats.responses,
+            "errors": self.stats.errors + self.stats.malformed,
+            "malformed": self.stats.malformed,
+            "resyncs": self.resyncs,
+            "minutes": self.minutes,
+        }

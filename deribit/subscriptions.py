@@ -1,0 +1,112 @@
+"""Which channels to subscribe, in batches within the subscribe rate limit, with confirmations
+tracked and failures retried (pure; the Connection actor calls it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from deribit import channels
+from messages.market import Instrument
+
+INDEX_NAMES = {"BTC": "btc_usd", "ETH": "eth_usd"}
+
+
+def market_channels(instruments: Iterable[Instrument], book_interval: str) -> set[str]:
+    """Every live option's book and ticker; futures' and perpetuals' top of book and ticker."""
+    out: set[str] = set()
+    for inst in instruments:
+        if inst.kind == "option":
+            out.add(channels.book(inst.instrument_name, book_interval))  # type: ignore[arg-type]
+            out.add(channels.ticker(inst.instrument_name, "100ms"))
+        elif inst.kind == "future":
+            out.add(channels.quote(inst.instrument_name))
+            out.add(channels.ticker(inst.instrument_name, "100ms"))
+    return out
+
+
+def currency_channels(currency: str, private: bool) -> set[str]:
+    out = {
+        channels.price_index(INDEX_NAMES.get(currency, f"{currency.lower()}_usd")),
+        channels.instrument_state("option", currency),
+        channels.instrument_state("future", currency),
+    }
+    if private:
+        out |= {
+            channels.user_orders("any", currency, "raw"),
+            channels.user_trades("any", currency, "raw"),
+            channels.user_portfolio(currency),
+        }
+    return out
+
+
+def instrument_channels(instrument: Instrument, book_interval: str) -> set[str]:
+    return market_channels((instrument,), book_interval)
+
+
+@dataclass
+class SubscriptionTracker:
+    """Wanted channels, which are confirmed, which are in flight; batches to send next."""
+
+    batch_size: int
+    wanted: set[str] = field(default_factory=set)
+    confirmed: set[str] = field(default_factory=set)
+    in_flight: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    failures: int = 0
+
+    def want(self, chans: Iterable[str]) -> None:
+        self.wanted.update(chans)
+
+    def drop(self, chans: Iterable[str]) -> set[str]:
+        """Stop wanting ``chans``; returns those that were confirmed (to unsubscribe)."""
+        chans = set(chans)
+        self.wanted -= chans
+        gone = self.confirmed & chans
+        self.confirmed -= chans
+        return gone
+
+    def forget(self, chans: Iterable[str]) -> None:
+        """Resubscribe these (e.g. a book found a gap): no longer confirmed, still wanted."""
+        self.confirmed -= set(chans)
+
+    def reset(self) -> None:
+        """After a reconnect nothing is subscribed."""
+        self.confirmed.clear()
+        self.in_flight.clear()
+
+    def _sending(self) -> set[str]:
+        return {c for batch in self.in_flight.values() for c in batch}
+
+    def next_batch(self) -> tuple[str, ...]:
+        """The next channels to subscribe (sorted for reproducible requests); empty if none."""
+        missing = self.wanted - self.confirmed - self._sending()
+        if not missing:
+            return ()
+        return tuple(sorted(missing)[: self.batch_size])
+
+    def sent(self, request_id: int, batch: tuple[str, ...]) -> None:
+        self.in_flight[request_id] = batch
+
+    def answered(self, request_id: int, subscribed: Iterable[str]) -> tuple[str, ...]:
+        """Record a subscribe answer; returns the channels of the batch that were refused."""
+        batch = self.in_flight.pop(request_id, ())
+        ok = set(subscribed)
+        self.confirmed |= ok & self.wanted
+        refused = tuple(c for c in batch if c not in ok)
+        if refused:
+            self.failures += 1
+        return refused
+
+    def failed(self, request_id: int) -> tuple[str, ...]:
+        self.failures += 1
+        return self.in_flight.pop(request_id, ())
+
+    def is_owner(self, request_id: int) -> bool:
+        return request_id in self.in_flight
+
+    @property
+    def complete(self) -> bool:
+        return not (self.wanted - self.confirmed)
+
+    def counts(self) -> tuple[int, int]:
+        return len(self.confirmed & self.wanted), len(self.wanted)

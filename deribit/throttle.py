@@ -1,0 +1,60 @@
+"""Rate limiting and reconnect backoff (pure; time is passed in)."""
+
+from __future__ import annotations
+
+import random
+
+
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``. Order methods take one token each; a request
+    that finds none waits (it is queued, never dropped)."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"a token bucket needs rate > 0 and burst >= 1, got {rate}, {burst}")
+        self.rate = rate
+        self.burst = float(burst)
+        self._tokens = float(burst)
+        self._at = now
+
+    def _refill(self, now: float) -> None:
+        if now > self._at:
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+
+    def try_take(self, now: float) -> bool:
+        self._refill(now)
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until a token is available."""
+        self._refill(now)
+        return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self.rate
+
+    def drain(self, now: float) -> None:
+        """The exchange said we are too fast: start again from an empty bucket."""
+        self._refill(now)
+        self._tokens = 0.0
+
+
+class Backoff:
+    """Exponential backoff with full jitter between ``initial`` and ``maximum``; reset after the
+    link has been healthy for a while."""
+
+    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.initial * 2**self.attempt)
+        self.attempt += 1
+        # Jitter keeps many clients from reconnecting in lockstep after an exchange outage.
+        return self._rng.uniform(self.initial / 2, ceiling) if ceiling > self.initial / 2 else ceiling
+
+    def reset(self) -> None:
+        self.attempt = 0

@@ -1,0 +1,104 @@
+"""What the BookKeepers and the Portfolio publish: the program's picture of market and account."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from messages.account import OrderUpdate, Position
+from messages.base import Message
+
+
+class TopOfBook(Message, frozen=True, kw_only=True):
+    """Best bid and ask of one instrument changed (or its book became stale or fresh again).
+
+    Prices are the exchange's (coin for options, USD for futures); ``None`` where that side is
+    empty. ``timestamp`` is the exchange's (ms); ``at`` the local clock when it was applied
+    (unix seconds). A ``stale`` book must not be traded on."""
+
+    instrument_name: str
+    kind: Literal["option", "future"]
+    bid: float | None
+    bid_amount: float
+    ask: float | None
+    ask_amount: float
+    timestamp: int
+    at: float
+    stale: bool = False
+    mark_price: float | None = None
+    index_price: float | None = None
+
+
+class OptionQuote(Message, frozen=True, kw_only=True):
+    """One option in a :class:`ChainSnapshot`: its book's top and its latest ticker's figures.
+
+    Prices in coin; ``mark_iv`` in percent as Deribit quotes it; greeks from the ticker;
+    ``age_s`` seconds since its book or ticker last changed; ``stale`` when its book is not
+    known to be the exchange's (gap, crossed, or not yet snapshotted since a reconnect)."""
+
+    instrument_name: str
+    expiry_ms: int
+    strike: float
+    option_type: Literal["call", "put"]
+    bid: float | None
+    bid_amount: float
+    ask: float | None
+    ask_amount: float
+    mark_price: float | None
+    mark_iv: float | None
+    underlying_price: float | None
+    index_price: float | None
+    open_interest: float | None
+    delta: float | None
+    gamma: float | None
+    vega: float | None
+    theta: float | None
+    age_s: float
+    stale: bool
+
+
+class FutureQuote(Message, frozen=True, kw_only=True):
+    """A future or perpetual in a :class:`ChainSnapshot` (prices in USD)."""
+
+    instrument_name: str
+    expiry_ms: int
+    bid: float | None
+    ask: float | None
+    mark_price: float | None
+    index_price: float | None
+    age_s: float
+    stale: bool
+
+
+class ChainSnapshot(Message, frozen=True, kw_only=True):
+    """A BookKeeper's whole family at one minute tick: ``at`` is the tick (unix seconds, a
+    multiple of 60). One per family (currency x kind) per tick."""
+
+    currency: str
+    kind: Literal["option", "future"]
+    at: float
+    index_price: float | None
+    options: tuple[OptionQuote, ...] = ()
+    futures: tuple[FutureQuote, ...] = ()
+
+
+class PortfolioChanged(Message, frozen=True, kw_only=True):
+    """The Portfolio's whole picture of one currency after any change.
+
+    ``reconciled`` is false from a (re)connect until the exchange's own figures were taken in:
+    no one may hedge on an unreconciled portfolio."""
+
+    currency: str
+    at: float
+    positions: tuple[Position, ...]
+    open_orders: tuple[OrderUpdate, ...]
+    equity: float | None = None
+    balance: float | None = None
+    available_funds: float | None = None
+    initial_margin: float | None = None
+    maintenance_margin: float | None = None
+    delta_total: float | None = None
+    options_delta: float | None = None
+    options_gamma: float | None = None
+    options_vega: float | None = None
+    options_theta: float | None = None
+    reconciled: bool = False
