@@ -58,6 +58,8 @@ class IVReason(IntEnum):
     BELOW_INTRINSIC = 3
     #: price at or above the upper bound (the forward for a call, the strike for a put)
     ABOVE_MAXIMUM = 4
+    #: no price to invert: that side of the book is empty (set by the surface, not the solver)
+    NO_QUOTE = 5
 
 
 # -- shape-preserving rational cubic interpolation (Delbourgo and Gregory 1985, as in LBR) ---------
