@@ -157,7 +157,7 @@ def _linear_fit(
 
 
 def _jacobian(params: FloatArray, k: FloatArray) -> FloatArray:
-    a, b, rho, m, sigma = _split(params)
+    _, b, rho, m, sigma = _split(params)
     y = k - m
     r = np.sqrt(y * y + sigma * sigma)
     ones = np.ones_like(y)

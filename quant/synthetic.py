@@ -13,8 +13,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from quant.black76 import black76_price
-from quant.svi import svi_total_variance
 from quant.surface import MS_PER_YEAR, ChainInputs
+from quant.svi import svi_total_variance
 
 FloatArray = NDArray[np.float64]
 
