@@ -157,9 +157,9 @@ class ExpiryFit:
     ``method`` is the one actually used ("svi", or "linear" by request or as the fallback);
     ``params`` is the SVI fit when ``method == "svi"``. ``rmse_vol_points`` is the fit's RMSE
     over its quotes in vol points (NaN for linear smiles, which pass through their quotes).
-    ``butterfly_ok`` and ``min_g`` describe the SVI smile (``wing_slope`` is b(1+|rho|));
-    ``calendar_ok`` is False when its total variance dips below the previous expiry's somewhere on
-    the grid.
+    ``butterfly_ok``, ``min_g`` and ``wing_slope`` (b(1+|rho|)) describe the SVI fit, also one
+    that was rejected for arbitrage; ``calendar_ok`` is False when its total variance dips below the
+    previous expiry's somewhere on the grid. ``notes`` say what was found and done.
     """
 
     expiry_ms: int
@@ -462,7 +462,7 @@ def build_surface(
             forward=float(fwd_e[pos]),
             method="svi" if use_svi[pos] else "linear",
             params=SVIParams.from_array(svi_params[pos]) if use_svi[pos] else None,
-            rmse_vol_points=float(rmse[pos]),
+            rmse_vol_points=float(rmse[pos]) if use_svi[pos] else float("nan"),
             n_quotes=int(n_quotes[pos]),
             butterfly_ok=bool(bfly_ok[pos]),
             min_g=float(min_g[pos]),
