@@ -1,11 +1,10 @@
-"""Vectorized special functions in plain numpy: erfc, erfcx, the normal cdf and its inverse.
+"""Vectorized special functions in plain numpy: erfc, erfcx and the normal cdf.
 
 numpy has no error function and scipy is not a runtime dependency, so these are W. J. Cody's
 rational Chebyshev approximations ("Rational Chebyshev approximations for the error function",
-Math. Comp. 1969) and Wichura's algorithm AS241 (Appl. Statist. 1988) for the inverse normal, the
-same approximations Peter Jaeckel's "Let's Be Rational" is built on. Relative accuracy is close to
-machine precision over the whole real line, including the far tails that implied-vol inversion of
-deep out-of-the-money prices needs.
+Math. Comp. 1969), the ones Peter Jaeckel's "Let's Be Rational" is built on. Relative accuracy is
+close to machine precision over the whole real line, including the far tails that implied-vol
+inversion of deep out-of-the-money prices needs. A rough inverse normal serves initial guesses.
 """
 
 from __future__ import annotations
@@ -149,109 +148,6 @@ def erfc(x: FloatArray) -> FloatArray:
 def norm_cdf(z: FloatArray) -> FloatArray:
     """Standard normal cumulative distribution function."""
     return 0.5 * erfc(-ONE_OVER_SQRT_TWO * np.asarray(z, dtype=np.float64))
-
-
-def norm_pdf(z: FloatArray) -> FloatArray:
-    z = np.asarray(z, dtype=np.float64)
-    return ONE_OVER_SQRT_TWO_PI * np.exp(-0.5 * z * z)
-
-
-# AS241 (PPND16) coefficients.
-_AS_A = (
-    3.3871328727963666080e0,
-    1.3314166789178437745e2,
-    1.9715909503065514427e3,
-    1.3731693765509461125e4,
-    4.5921953931549871457e4,
-    6.7265770927008700853e4,
-    3.3430575583588128105e4,
-    2.5090809287301226727e3,
-)
-_AS_B = (
-    1.0,
-    4.2313330701600911252e1,
-    6.8718700749205790830e2,
-    5.3941960214247511077e3,
-    2.1213794301586595867e4,
-    3.9307895800092710610e4,
-    2.8729085735721942674e4,
-    5.2264952788528545610e3,
-)
-_AS_C = (
-    1.42343711074968357734e0,
-    4.63033784615654529590e0,
-    5.76949722146069140550e0,
-    3.64784832476320460504e0,
-    1.27045825245236838258e0,
-    2.41780725177450611770e-1,
-    2.27238449892691845833e-2,
-    7.74545014278341407640e-4,
-)
-_AS_D = (
-    1.0,
-    2.05319162663775882187e0,
-    1.67638483018380384940e0,
-    6.89767334985100004550e-1,
-    1.48103976427480074590e-1,
-    1.51986665636164571966e-2,
-    5.47593808499534494600e-4,
-    1.05075007164441684324e-9,
-)
-_AS_E = (
-    6.65790464350110377720e0,
-    5.46378491116411436990e0,
-    1.78482653991729133580e0,
-    2.96560571828504891230e-1,
-    2.65321895265761230930e-2,
-    1.24266094738807843860e-3,
-    2.71155556874348757815e-5,
-    2.01033439929228813265e-7,
-)
-_AS_F = (
-    1.0,
-    5.99832206555887937690e-1,
-    1.36929880922735805310e-1,
-    1.48753612908506148525e-2,
-    7.86869131145613259100e-4,
-    1.84631831751005468180e-5,
-    1.42151175831644588870e-7,
-    2.04426310338993978564e-15,
-)
-
-
-# AS241 rationals for _rational, highest degree first.
-_AS_CENTRAL = (_AS_A[::-1], _AS_B[::-1])
-_AS_NEAR = (_AS_C[::-1], _AS_D[::-1])
-_AS_FAR = (_AS_E[::-1], _AS_F[::-1])
-
-
-def inverse_norm_cdf(u: FloatArray) -> FloatArray:
-    """Inverse of the standard normal cdf (AS241, about 1e-16 relative); NaN outside [0, 1]."""
-    u = np.asarray(u, dtype=np.float64)
-    shape = u.shape
-    u = u.ravel()
-    q = u - 0.5
-    out = np.full(u.shape, np.nan)
-    central = np.abs(q) <= 0.425
-    if central.any():
-        qc = q[central]
-        out[central] = qc * _rational(*_AS_CENTRAL, 0.180625 - qc * qc)
-    tail = np.nonzero(~central & (u > 0.0) & (u < 1.0))[0]
-    if tail.size:
-        qt = q[tail]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = np.sqrt(-np.log(np.where(qt < 0.0, u[tail], 1.0 - u[tail])))
-        val = np.empty_like(r)
-        near = r <= 5.0
-        if near.any():
-            val[near] = _rational(*_AS_NEAR, r[near] - 1.6)
-        far = ~near
-        if far.any():
-            val[far] = _rational(*_AS_FAR, r[far] - 5.0)
-        out[tail] = np.where(qt < 0.0, -val, val)
-    out[u == 0.0] = -np.inf
-    out[u == 1.0] = np.inf
-    return out.reshape(shape)
 
 
 def inverse_norm_cdf_rough(u: FloatArray) -> FloatArray:
