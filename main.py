@@ -1,7 +1,9 @@
 """Command line and the wiring of the actors: the one place that knows them all.
 
-    python main.py [run] [options]      the desk (default: embedded simulator, SQLite)
-    python main.py config show          the effective settings, secrets masked
+    python main.py [run] [options]         the desk (default: embedded simulator, SQLite)
+    python main.py replay FILE [options]   drive the actors from a wire log on the replay clock
+    python main.py simulator [options]     serve the local Deribit alone, or --generate a wire log
+    python main.py config show             the effective settings, secrets masked
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from config.settings import Settings, SettingsError, load_settings, render_toml, settings_as_dict
 
-COMMANDS = ("run", "config")
+COMMANDS = ("run", "replay", "simulator", "config")
 
 
 def _add_settings_options(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the desk (the default command)",
                          description="Run the desk: connect, keep the books, record, hedge, take commands.")
     _add_settings_options(run)
+    run.add_argument("--record-wire", metavar="FILE", help="write every frame to FILE (JSON Lines, auth redacted)")
+
+    replay = sub.add_parser("replay", help="drive the actors from a wire log",
+                            description="Replay a wire log through the same decoder and actors on the replay "
+                                        "clock; requests are logged, not sent. Prints one JSON summary line.")
+    replay.add_argument("file", metavar="FILE", help="wire log (JSON Lines: t, dir, frame)")
+    replay.add_argument("--speed", default="max", help="max (as fast as possible, the default) or a factor N")
+    _add_settings_options(replay)
+
+    simulator = sub.add_parser("simulator", help="serve the local Deribit alone, or generate a wire log",
+                               description="A local Deribit. Options are those of the simulator; see "
+                                           "`main.py simulator --help`.", add_help=False)
+    simulator.add_argument("args", nargs=argparse.REMAINDER)
 
     config = sub.add_parser("config", help="settings", description="Inspect the settings.")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -71,6 +86,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         out["logging.level"] = args.log_level
     if getattr(args, "currencies", None):
         out["currencies"] = [c.strip().upper() for c in args.currencies.split(",") if c.strip()]
+    if getattr(args, "record_wire", None):
+        out["deribit.record_wire"] = args.record_wire
     return out
 
 
@@ -87,49 +104,144 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
 
 
 # -- the wiring --------------------------------------------------------------------------------
-def actor_specs(settings: Settings) -> list[Any]:
-    """Every actor of the program, in start order (stopped in reverse)."""
-    return []
+def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str | None = None,
+                replay_speed: float | None = None) -> list[Any]:
+    """Every actor of the program, in start order (stopped in reverse). The Connection starts
+    first and stops last, so that orders cancelled on the way out still reach the exchange."""
+    from actors.connection import Connection
+    from runtime.supervisor import ActorSpec
+
+    return [
+        ActorSpec("connection", lambda ctx: Connection.start(ctx, url=url, replay_file=replay_file,
+                                                             replay_speed=replay_speed)),
+    ]
+
+
+def make_supervisor(settings: Settings, specs: list[Any], clock: Any, replay: bool = False) -> Any:
+    from runtime.bus import Bus
+    from runtime.supervisor import RestartPolicy, Supervisor
+
+    sup = settings.supervisor
+    return Supervisor(
+        specs, bus=Bus(), clock=clock, settings=settings, replay=replay,
+        policy=RestartPolicy(sup.backoff_initial_s, sup.backoff_max_s, sup.max_restarts, sup.restart_window_s),
+        rollover_utc=sup.rollover_utc,
+    )
+
+
+def start_embedded_simulator(settings: Settings) -> tuple[Any, Settings]:
+    """The local Deribit inside the program, on a free loopback port, with the settings' account;
+    the program logs in to it with that account so trading works out of the box."""
+    from deribit.simulator import Simulator
+    from deribit.simulator.settings import SimSettings
+
+    sim = settings.simulator
+    sim_settings = SimSettings.for_account(sim.client_id, sim.client_secret,
+                                           {"BTC": sim.initial_btc, "ETH": sim.initial_eth},
+                                           updates_per_s=sim.updates_per_s)
+    simulator = Simulator(seed=sim.seed, settings=sim_settings)
+    simulator.start_in_thread(port=sim.port)
+    if not settings.deribit.client_id:
+        import msgspec
+
+        settings = msgspec.structs.replace(
+            settings, deribit=msgspec.structs.replace(settings.deribit, client_id=sim.client_id,
+                                                      client_secret=sim.client_secret))
+    return simulator, settings
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from runtime.bus import Bus
+    from deribit.transport import VENUE_URLS
     from runtime.clock import WallClock
     from runtime.logs import setup_logging, shutdown_logging
-    from runtime.supervisor import RestartPolicy, Supervisor
 
     settings = settings_from_args(args)
     setup_logging(settings.logging.dir, settings.logging.level, secrets=settings.secrets())
     import structlog
 
-    log = structlog.get_logger().bind(actor="main")
-    log.info("starting", venue=settings.venue, currencies=list(settings.currencies),
+    log = structlog.get_logger(actor="main")
+    simulator = None
+    if settings.venue == "simulator":
+        simulator, settings = start_embedded_simulator(settings)
+        url = simulator.url
+    else:
+        url = VENUE_URLS[settings.venue]
+        if settings.venue == "mainnet" and not settings.live:
+            log.warning("read_only", reason="mainnet without --live: market data only, no orders will be sent")
+    log.info("starting", venue=settings.venue, url=url, currencies=list(settings.currencies),
              database=settings_as_dict(settings)["database"]["url"] or settings.database_url)
-    sup_settings = settings.supervisor
-    supervisor = Supervisor(
-        actor_specs(settings),
-        bus=Bus(),
-        clock=WallClock(),
-        settings=settings,
-        policy=RestartPolicy(sup_settings.backoff_initial_s, sup_settings.backoff_max_s,
-                             sup_settings.max_restarts, sup_settings.restart_window_s),
-        rollover_utc=sup_settings.rollover_utc,
-    )
+    supervisor = make_supervisor(settings, actor_specs(settings, url=url), WallClock())
 
     def on_signal(signum: int, _frame: Any) -> None:
         supervisor.request_stop(f"signal {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    supervisor.start()
-    if sys.stderr.isatty():
-        print("running; Ctrl-C stops", file=sys.stderr)
-    status = supervisor.run()
+    try:
+        supervisor.start()
+        if sys.stderr.isatty():
+            print(f"running on {settings.venue} ({url}); Ctrl-C stops", file=sys.stderr)
+        status = supervisor.run()
+    finally:
+        supervisor.stop()
+        if simulator is not None:
+            simulator.stop()
     if supervisor.fatal is not None:
         print(f"error: {supervisor.fatal}", file=sys.stderr)
     log.info("stopped", status=status)
     shutdown_logging()
     return status
+
+
+def command_replay(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from actors.connection import GetReplaySummary
+    from runtime.clock import ReplayClock
+    from runtime.logs import setup_logging, shutdown_logging
+    from runtime.wirelog import WireLogError, read_wire_log
+
+    settings = settings_from_args(args)
+    try:
+        speed = None if args.speed == "max" else float(args.speed)
+        if speed is not None and speed <= 0:
+            raise ValueError
+    except ValueError:
+        print(f"--speed {args.speed!r}: expected max or a positive factor such as 10", file=sys.stderr)
+        return 2
+    try:
+        first = next(iter(read_wire_log(args.file)), None)
+    except (OSError, WireLogError) as exc:
+        print(f"cannot replay {args.file}: {exc}", file=sys.stderr)
+        return 2
+    if first is None:
+        print(f"cannot replay {args.file}: the file holds no records", file=sys.stderr)
+        return 2
+    setup_logging(settings.logging.dir, settings.logging.level, secrets=settings.secrets(), console=False)
+    supervisor = make_supervisor(settings, actor_specs(settings, replay_file=args.file, replay_speed=speed),
+                                 ReplayClock(first.t), replay=True)
+    supervisor.start()
+    summary = None
+    try:
+        while summary is None:
+            ref = supervisor.refs()["connection"]
+            summary = ref.ask(GetReplaySummary(), timeout=30) if ref is not None else None
+            if summary is None:
+                time.sleep(0.05)
+        supervisor.drain()
+        summary = supervisor.refs()["connection"].ask(GetReplaySummary(), timeout=30)
+    finally:
+        supervisor.stop(reason="replay finished")
+        shutdown_logging()
+    print(json.dumps(summary))
+    return 0 if supervisor.fatal is None else 1
+
+
+def command_simulator(args: argparse.Namespace) -> int:
+    from deribit.simulator.cli import run_simulator_cli
+
+    return run_simulator_cli(list(args.args))
 
 
 def command_config(args: argparse.Namespace) -> int:
@@ -141,7 +253,8 @@ def command_config(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
-    handlers = {"run": command_run, "config": command_config}
+    handlers = {"run": command_run, "replay": command_replay, "simulator": command_simulator,
+                "config": command_config}
     try:
         return handlers[args.command](args)
     except SettingsError as exc:

@@ -217,7 +217,7 @@ class Connection(Actor):
 
         # link thread
         self.stats = LinkStats()
-        self._stop = threading.Event()
+        self._closing = threading.Event()
         self._link_thread: threading.Thread | None = None
         self._link_done = threading.Event()
         self._unknown_channels: set[str] = set()
@@ -237,7 +237,7 @@ class Connection(Actor):
         super().on_failure(*args)
 
     def _shutdown_link(self) -> None:
-        self._stop.set()
+        self._closing.set()
         transport = self.transport
         if transport is not None:
             transport.close()
@@ -261,7 +261,7 @@ class Connection(Actor):
             self.actor_ref.tell(message)
             return True
         except Exception:  # the actor is gone: the link thread ends
-            self._stop.set()
+            self._closing.set()
             return False
 
     def _link_loop(self) -> None:
@@ -270,7 +270,7 @@ class Connection(Actor):
         dead_after = 2.0 * self.dset.heartbeat_s
         generation = 0
         try:
-            while not self._stop.is_set():
+            while not self._closing.is_set():
                 self._attempt += 1
                 self.publish(ConnectionStatus(state=ConnectionState.CONNECTING, venue=self.venue,
                                               at=self.context.clock.now(), attempt=self._attempt))
@@ -284,7 +284,7 @@ class Connection(Actor):
                     self.publish(ConnectionStatus(state=ConnectionState.DISCONNECTED, venue=self.venue,
                                                   at=self.context.clock.now(), attempt=self._attempt,
                                                   detail=f"{exc}; retrying in {delay:.1f} s"))
-                    self._stop.wait(delay)
+                    self._closing.wait(delay)
                     continue
                 generation += 1
                 connected_at = time.monotonic()
@@ -303,7 +303,7 @@ class Connection(Actor):
                 transport.close()
                 if self.wirelog is not None:
                     self.wirelog.write(time.time(), "close")
-                if self._stop.is_set():
+                if self._closing.is_set():
                     break
                 if time.monotonic() - connected_at >= self.dset.healthy_after_s:
                     backoff.reset()
@@ -314,7 +314,7 @@ class Connection(Actor):
                                               detail=f"{reason}; reconnecting in {delay:.1f} s"))
                 if not self._tell_self(_LinkDown(generation, reason)):
                     break
-                self._stop.wait(delay)
+                self._closing.wait(delay)
         finally:
             self._link_done.set()
 
@@ -322,7 +322,7 @@ class Connection(Actor):
         last_frame = last_wake = time.monotonic()
         recv = transport.recv
         on_frame = self._on_frame
-        while not self._stop.is_set():
+        while not self._closing.is_set():
             frame = recv(0.2)
             now = time.monotonic()
             if frame is not None:
@@ -391,7 +391,7 @@ class Connection(Actor):
         generation = 0
         try:
             for record in read_wire_log(self.replay_file):
-                if self._stop.is_set():
+                if self._closing.is_set():
                     break
                 t = record.t
                 if self.replay_speed:

@@ -31,6 +31,10 @@ log = structlog.get_logger(actor="supervisor")
 ActorFactory = Callable[[ActorContext], pykka.ActorRef]
 
 
+class _Barrier:
+    """Asked of an actor to know it handled everything before it (no actor handles it)."""
+
+
 @dataclass(frozen=True)
 class ActorSpec:
     name: str
@@ -127,6 +131,19 @@ class Supervisor:
 
     def refs(self) -> dict[str, pykka.ActorRef | None]:
         return {name: slot.ref for name, slot in self._slots.items()}
+
+    def drain(self, rounds: int = 3, timeout_s: float = 30.0) -> None:
+        """Wait until every actor handled what was sent to it so far; repeated so that what
+        one actor sent another while draining is handled too."""
+        for _ in range(rounds):
+            for name in self._order:
+                ref = self._slots[name].ref
+                if ref is None:
+                    continue
+                try:
+                    ref.ask(_Barrier(), timeout=timeout_s)
+                except (pykka.ActorDeadError, pykka.Timeout):
+                    pass
 
     def restarts(self, name: str) -> int:
         return self._slots[name].restarts
