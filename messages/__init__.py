@@ -29,6 +29,7 @@ from messages.commands import (
     ResubscribeInstrument,
     check_command,
 )
+from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
 from messages.market import (
     BookChange,
     BookLevel,
@@ -53,6 +54,7 @@ from messages.system import (
     MinuteTick,
     SafeShutdown,
     Shutdown,
+    StopRequested,
 )
 
 __all__ = [
@@ -76,6 +78,8 @@ __all__ = [
     "ExchangeState",
     "FutureQuote",
     "Greeks",
+    "HedgerControl",
+    "HedgerStatus",
     "IndexPrice",
     "Instrument",
     "InstrumentState",
@@ -94,7 +98,9 @@ __all__ = [
     "RefreshInstruments",
     "ResubscribeInstrument",
     "SafeShutdown",
+    "SetHedgeBand",
     "Shutdown",
+    "StopRequested",
     "TickSizeStep",
     "Ticker",
     "TickerStats",

@@ -68,3 +68,10 @@ class ConnectionStatus(Message, frozen=True, kw_only=True):
     can_trade: bool = False
     attempt: int = 0
     detail: str = ""
+
+
+class StopRequested(Message, frozen=True, kw_only=True):
+    """Ask the supervisor to stop the program cleanly (the console's quit)."""
+
+    reason: str
+    origin: str = ""

@@ -20,8 +20,8 @@ from typing import Any
 import pykka
 import structlog
 
-from messages.system import ActorFailed, SafeShutdown, Shutdown
-from runtime.actor import ActorContext
+from messages.system import ActorFailed, SafeShutdown, Shutdown, StopRequested
+from runtime.actor import Actor, ActorContext, handles
 from runtime.bus import Bus
 from runtime.clock import Clock
 from runtime.schedule import Schedule
@@ -33,6 +33,18 @@ ActorFactory = Callable[[ActorContext], pykka.ActorRef]
 
 class _Barrier:
     """Asked of an actor to know it handled everything before it (no actor handles it)."""
+
+
+class _StopListener(Actor):
+    """Turns a StopRequested on the bus (the console's quit) into a supervisor stop."""
+
+    def __init__(self, context: ActorContext, on_stop: Callable[[str], None]) -> None:
+        super().__init__(context)
+        self._on_stop = on_stop
+
+    @handles(StopRequested)
+    def on_stop_requested(self, message: StopRequested) -> None:
+        self._on_stop(f"{message.reason} ({message.origin})" if message.origin else message.reason)
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,8 @@ class Supervisor:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
+        self._listener = _StopListener.start(self._context("supervisor"), self.request_stop)
+        self.bus.register("supervisor", self._listener, _StopListener.subscriptions())
         for name in self._order:
             self._start_one(name)
         log.info("actors_started", actors=self._order)
@@ -169,6 +183,13 @@ class Supervisor:
                 except pykka.Timeout:
                     log.warning("actor_stop_timeout", stopped_actor=name)
                 slot.ref = None
+            listener = getattr(self, "_listener", None)
+            if listener is not None:
+                self.bus.unregister("supervisor")
+                try:
+                    listener.stop(block=False)
+                except pykka.ActorDeadError:
+                    pass
             self._stopped.set()
             self._events.put(("wake", None))
             log.info("actors_stopped", reason=reason)

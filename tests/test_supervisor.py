@@ -182,3 +182,16 @@ def test_replay_time_publishes_ticks_through_the_bus() -> None:
     sup.stop()
     ticks = [m.at for m in seen if isinstance(m, MinuteTick)]
     assert ticks == [1_000_020.0, 1_000_080.0, 1_000_140.0, 1_000_200.0]
+
+
+def test_stop_requested_on_the_bus_ends_the_run() -> None:
+    from messages.system import StopRequested
+
+    sup, _, seen = make()
+    sup.start()
+    t, status = run_in_thread(sup)
+    sup.bus.publish(StopRequested(reason="quit typed", origin="console"))
+    t.join(5)
+    assert status == [0] and sup.stopped
+    shutdowns = [m for m in seen if isinstance(m, Shutdown)]
+    assert shutdowns and "quit typed" in shutdowns[0].reason
