@@ -72,6 +72,38 @@ class SupervisorSettings(Section, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ValueError(f"expected a UTC time of day as HH:MM, got {self.rollover_utc!r}")
 
 
+class SurfaceSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    method: Literal["svi", "linear"]
+    tenor_days: tuple[float, ...]
+    log_moneyness: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        # The 30-day figures (ATM vol beside the variance index) and the ATM term structure are read off the grid.
+        if not self.tenor_days or any(t <= 0 for t in self.tenor_days) or list(self.tenor_days) != sorted(
+                set(self.tenor_days)):
+            raise ValueError(f"tenor_days must be positive and strictly increasing, got {list(self.tenor_days)}")
+        if 30 not in self.tenor_days:
+            raise ValueError(f"tenor_days must include 30 (the variance index's tenor), got {list(self.tenor_days)}")
+        if list(self.log_moneyness) != sorted(set(self.log_moneyness)) or 0 not in self.log_moneyness:
+            raise ValueError(f"log_moneyness must be strictly increasing and include 0 (ATM), "
+                             f"got {list(self.log_moneyness)}")
+
+
+class RecorderSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    spool_dir: str
+    retry_initial_s: float
+    retry_max_s: float
+    sqlite_busy_timeout_s: float
+    connect_timeout_s: float
+
+    def __post_init__(self) -> None:
+        if not 0 < self.retry_initial_s <= self.retry_max_s:
+            raise ValueError(f"expected 0 < retry_initial_s <= retry_max_s, got {self.retry_initial_s} "
+                             f"and {self.retry_max_s}")
+        if self.sqlite_busy_timeout_s < 0 or self.connect_timeout_s <= 0:
+            raise ValueError("sqlite_busy_timeout_s must be >= 0 and connect_timeout_s > 0")
+
+
 class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     venue: Literal["simulator", "testnet", "mainnet"]
     live: bool
@@ -83,6 +115,8 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     database: DatabaseSettings
     logging: LoggingSettings
     supervisor: SupervisorSettings
+    surface: SurfaceSettings
+    recorder: RecorderSettings
 
     @property
     def database_url(self) -> str:
