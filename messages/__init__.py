@@ -46,6 +46,7 @@ from messages.market import (
     Trade,
 )
 from messages.state import ChainSnapshot, FutureQuote, OptionQuote, PortfolioChanged, TopOfBook
+from messages.surface import QuoteIV, RecorderStatus, SmileFit, SurfacePoint, SurfaceSnapshot, TenorFigures
 from messages.system import (
     ActorFailed,
     ConnectionState,
@@ -94,13 +95,19 @@ __all__ = [
     "PortfolioUpdate",
     "Position",
     "Quote",
+    "QuoteIV",
     "ReconcilePortfolio",
+    "RecorderStatus",
     "RefreshInstruments",
     "ResubscribeInstrument",
     "SafeShutdown",
     "SetHedgeBand",
     "Shutdown",
+    "SmileFit",
     "StopRequested",
+    "SurfacePoint",
+    "SurfaceSnapshot",
+    "TenorFigures",
     "TickSizeStep",
     "Ticker",
     "TickerStats",

@@ -1,0 +1,126 @@
+"""What the SurfaceBuilder publishes each minute, and the Recorder's status.
+
+One :class:`SurfaceSnapshot` per currency and minute: every quoted option with its implied vols
+(the rows of ``option_quotes``), the constant-maturity grid (``surface_points``), the per-expiry
+smile fits (``surface_fits``), the per-tenor ATM / 25-delta figures and the 30-day variance index
+(``volatility_index``). Volatilities are in percent (vol points, as Deribit quotes ``mark_iv``);
+``None`` where there is no number (an empty side, a price below intrinsic, an expiry not fitted).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from messages.base import Message
+
+
+class QuoteIV(Message, frozen=True, kw_only=True):
+    """One option at the minute: top of book, ticker figures and implied vols (percent).
+
+    ``bid_iv``, ``ask_iv`` and ``mid_iv`` are Black-76 vols of the book's prices with
+    F = ``underlying_price``; ``mark_iv`` is Deribit's own (ours from ``mark_price`` when the
+    ticker had none). ``stale``: the book was not known to be the exchange's (not fitted).
+    ``in_surface``: out of the money by the seed's filter, two-sided or one-sided, not stale, so
+    eligible for the smile fit."""
+
+    instrument_name: str
+    expiry_ms: int
+    strike: float
+    option_type: Literal["call", "put"]
+    underlying_price: float | None
+    index_price: float | None
+    bid: float | None
+    bid_amount: float
+    bid_iv: float | None
+    ask: float | None
+    ask_amount: float
+    ask_iv: float | None
+    mid_iv: float | None
+    mark_price: float | None
+    mark_iv: float | None
+    open_interest: float | None
+    delta: float | None
+    gamma: float | None
+    vega: float | None
+    theta: float | None
+    stale: bool
+    in_surface: bool
+
+
+class SurfacePoint(Message, frozen=True, kw_only=True):
+    """One node of the constant-maturity grid: vol (percent) at a tenor and ln(K/F)."""
+
+    tenor_days: float
+    log_moneyness: float
+    iv: float | None
+
+
+class SmileFit(Message, frozen=True, kw_only=True):
+    """One expiry's smile. ``method`` is what was used ("svi", or "linear" by request or as the
+    fallback); ``parameters`` the raw-SVI (a, b, rho, m, sigma) in total variance when SVI, else
+    empty; ``rmse`` the SVI fit's error in vol points. ``butterfly_ok`` / ``calendar_ok`` are the
+    arbitrage checks; ``notes`` say what was found and done."""
+
+    expiry_ms: int
+    years: float
+    forward: float | None
+    method: str
+    parameters: tuple[float, ...]
+    rmse: float | None
+    n_quotes: int
+    butterfly_ok: bool
+    calendar_ok: bool
+    min_g: float | None
+    wing_slope: float | None
+    notes: tuple[str, ...] = ()
+
+
+class TenorFigures(Message, frozen=True, kw_only=True):
+    """At one constant maturity: ATM vol, 25-delta risk reversal and butterfly (vol points)."""
+
+    tenor_days: float
+    atm_iv: float | None
+    rr25: float | None
+    bf25: float | None
+
+
+class SurfaceSnapshot(Message, frozen=True, kw_only=True):
+    """One currency's options at one minute tick ``at`` (unix seconds, a multiple of 60): the
+    quotes with IVs, the surface and its derived figures.
+
+    ``variance_index`` is the 30-day index (Cboe VIX method, percent) and ``atm_iv_30d`` the ATM
+    vol at 30 days beside it. ``n_unquoted`` options had neither bid nor ask and are not in
+    ``quotes``; ``surface_ok`` is false when the fit failed and only the quotes are usable."""
+
+    currency: str
+    at: float
+    method: str
+    index_price: float | None
+    quotes: tuple[QuoteIV, ...]
+    points: tuple[SurfacePoint, ...]
+    fits: tuple[SmileFit, ...]
+    tenors: tuple[TenorFigures, ...]
+    variance_index: float | None
+    atm_iv_30d: float | None
+    rr25_30d: float | None = None
+    bf25_30d: float | None = None
+    n_unquoted: int = 0
+    n_stale: int = 0
+    surface_ok: bool = True
+    notes: tuple[str, ...] = ()
+
+
+class RecorderStatus(Message, frozen=True, kw_only=True):
+    """The Recorder's state, published each minute and whenever reachability or the backlog
+    changes. ``backlog_minutes`` counts currency-minutes waiting in the spool (``backlog_batches``
+    also counts order-audit entries); ``last_written_minute`` is the latest minute committed
+    (unix seconds) or ``None``; ``last_error`` the database's last error text."""
+
+    at: float
+    database: str
+    reachable: bool
+    backlog_minutes: int
+    backlog_batches: int
+    last_written_minute: float | None
+    written_minutes: int
+    last_error: str = ""
