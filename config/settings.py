@@ -104,6 +104,23 @@ class RecorderSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields
             raise ValueError("sqlite_busy_timeout_s must be >= 0 and connect_timeout_s > 0")
 
 
+class BooksSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    publish_option_top: bool
+    resync_retry_s: float
+
+    def __post_init__(self) -> None:
+        if not self.resync_retry_s > 0:
+            raise ValueError(f"resync_retry_s must be positive, got {self.resync_retry_s}")
+
+
+class PortfolioSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    mark_publish_s: float
+
+    def __post_init__(self) -> None:
+        if self.mark_publish_s < 0:
+            raise ValueError(f"mark_publish_s must be >= 0, got {self.mark_publish_s}")
+
+
 class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     venue: Literal["simulator", "testnet", "mainnet"]
     live: bool
@@ -117,6 +134,8 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     supervisor: SupervisorSettings
     surface: SurfaceSettings
     recorder: RecorderSettings
+    books: BooksSettings
+    portfolio: PortfolioSettings
 
     @property
     def database_url(self) -> str:
