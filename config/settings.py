@@ -136,6 +136,7 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     recorder: RecorderSettings
     books: BooksSettings
     portfolio: PortfolioSettings
+    hedger: HedgerSettings
 
     @property
     def database_url(self) -> str:
@@ -334,3 +335,54 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class HedgerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The delta hedger (actors/hedger.py, logic in deribit/hedging.py and deribit/hedge_decision.py)."""
+
+    active_on_start: bool
+    currencies: tuple[Literal["BTC", "ETH"], ...]
+    instruments: tuple[str, ...]
+    mode: Literal["options_vs_hedge", "net"]
+    delta_source: Literal["black76", "premium_adjusted", "exchange"]
+    max_delta_mismatch: float
+    order_type: Literal["market", "limit"]
+    reprice_after_s: float
+    max_reprices: int
+    max_order_usd: float
+    max_orders_per_minute: int
+    max_daily_volume_usd: float
+    stale_after_s: float
+    delta_disagreement_warn: float
+    fill_wait_s: float
+    max_rejections: int
+    retry_after_reject_s: float
+
+    def __post_init__(self) -> None:
+        positive = {name: getattr(self, name) for name in (
+            "max_delta_mismatch", "reprice_after_s", "max_order_usd", "max_daily_volume_usd",
+            "stale_after_s", "delta_disagreement_warn", "fill_wait_s")}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"hedger.{name} must be positive, got {value!r}")
+        for name in ("max_orders_per_minute", "max_rejections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"hedger.{name} must be at least 1, got {getattr(self, name)!r}")
+        if self.max_reprices < 0 or self.retry_after_reject_s < 0:
+            raise ValueError("hedger.max_reprices and hedger.retry_after_reject_s must not be negative")
+        seen: set[str] = set()
+        for name in self.instruments:
+            currency, _, rest = name.partition("-")
+            if not rest or "_" in currency or rest.count("-") > 0:
+                raise ValueError(f"hedger.instruments: {name!r} is not a future or perpetual name "
+                                 "such as BTC-PERPETUAL or BTC-24SEP21")
+            if currency in seen:
+                raise ValueError(f"hedger.instruments: two hedge instruments for {currency}; give one per currency")
+            seen.add(currency)
+
+    def instrument_for(self, currency: str) -> str:
+        """The hedge instrument of ``currency``: the one listed in ``instruments``, else its perpetual."""
+        for name in self.instruments:
+            if name.partition("-")[0] == currency:
+                return name
+        return f"{currency}-PERPETUAL"
