@@ -57,7 +57,10 @@ class OptionQuote(Message, frozen=True, kw_only=True):
 
 
 class FutureQuote(Message, frozen=True, kw_only=True):
-    """A future or perpetual in a :class:`ChainSnapshot` (prices in USD)."""
+    """A future or perpetual in a :class:`ChainSnapshot` (prices in USD, amounts in USD).
+
+    Perpetuals carry Deribit's far-future expiry (year 3000). ``stale`` as for options; a future
+    whose top comes from the ``quote`` channel is stale from a reconnect until its next quote."""
 
     instrument_name: str
     expiry_ms: int
@@ -67,11 +70,15 @@ class FutureQuote(Message, frozen=True, kw_only=True):
     index_price: float | None
     age_s: float
     stale: bool
+    bid_amount: float = 0.0
+    ask_amount: float = 0.0
 
 
 class ChainSnapshot(Message, frozen=True, kw_only=True):
     """A BookKeeper's whole family at one minute tick: ``at`` is the tick (unix seconds, a
-    multiple of 60). One per family (currency x kind) per tick."""
+    multiple of 60). One per family (currency x kind) per tick. An option family fills
+    ``options`` (sorted by expiry, strike, type), a future family ``futures`` (by expiry, the
+    perpetual last); every instrument the keeper knows is in it, stale or not."""
 
     currency: str
     kind: Literal["option", "future"]

@@ -1,0 +1,159 @@
+"""The BookKeeper: one actor per instrument family (currency x kind), a thin shell over
+:class:`deribit.family.BookFamily`.
+
+It receives every family's book, quote and ticker messages from the bus (the Connection
+publishes them straight from its link thread) and ignores other families' with one lookup. It
+publishes top-of-book changes, one ``ChainSnapshot`` per minute tick, and a
+``ResubscribeInstrument`` once per stale episode (a gap, a crossed book, a change without a
+snapshot). A new link makes every book stale without asking: the Connection subscribes
+everything again and the snapshots follow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import msgspec
+
+from deribit.book import L2Book
+from deribit.family import BookFamily, Episode, FamilyStats
+from messages.commands import ResubscribeInstrument
+from messages.market import BookChange, BookSnapshot, IndexPrice, InstrumentsLoaded, InstrumentState, Quote, Ticker
+from messages.system import ConnectionState, ConnectionStatus, DailyRollover, MinuteTick
+from runtime.actor import Actor, ActorContext, handles
+
+#: States published when a link ends or a new one starts (by the Connection's link thread).
+_LINK_DOWN = frozenset({ConnectionState.DISCONNECTED, ConnectionState.CONNECTING, ConnectionState.STOPPED})
+
+
+class GetBooks(msgspec.Struct, frozen=True):
+    """Ask a BookKeeper for its books (tests, diagnostics): answered with ``{name: BookView}``."""
+
+
+class BookView(msgspec.Struct, frozen=True):
+    """One book as a keeper holds it: levels best first, the last change id, staleness."""
+
+    instrument_name: str
+    bids: tuple[tuple[float, float], ...]
+    asks: tuple[tuple[float, float], ...]
+    change_id: int
+    stale: bool
+    stale_reason: str
+
+
+class GetBookStats(msgspec.Struct, frozen=True):
+    """Ask a BookKeeper for its counts and completed stale episodes: answered with a dict
+    ``{"stats": FamilyStats, "episodes": [Episode], "stale": [name], "instruments": n}``."""
+
+
+def book_view(book: L2Book) -> BookView:
+    bids, asks = book.levels()
+    return BookView(book.instrument_name, tuple(bids), tuple(asks), book.change_id, book.stale, book.stale_reason)
+
+
+class BookKeeper(Actor):
+    def __init__(self, context: ActorContext, *, currency: str, kind: Literal["option", "future"]) -> None:
+        super().__init__(context)
+        books = context.settings.books
+        self.family = BookFamily(
+            currency=currency,
+            kind=kind,
+            name=context.name,
+            publish_top=kind == "future" or books.publish_option_top,
+            resync_retry_s=books.resync_retry_s,
+        )
+        self._clock = context.clock
+        self._publish = context.publish
+        self._link_attempt: int | None = None
+
+    def _send(self, messages: tuple[Any, ...]) -> None:
+        for message in messages:
+            if message.__class__ is ResubscribeInstrument:
+                self.log.warning("book_stale", instrument=message.instrument_name, reason=message.reason)
+            self._publish(message)
+
+    # -- market data ------------------------------------------------------------------------------
+    @handles(BookChange)
+    def on_change(self, change: BookChange) -> None:
+        out = self.family.on_change(change, self._clock.now())
+        if out:
+            self._send(out)
+
+    @handles(BookSnapshot)
+    def on_snapshot(self, snapshot: BookSnapshot) -> None:
+        out = self.family.on_snapshot(snapshot, self._clock.now())
+        if out:
+            self._send(out)
+
+    @handles(Quote)
+    def on_quote(self, quote: Quote) -> None:
+        out = self.family.on_quote(quote, self._clock.now())
+        if out:
+            self._send(out)
+
+    @handles(Ticker)
+    def on_ticker(self, ticker: Ticker) -> None:
+        self.family.on_ticker(ticker, self._clock.now())
+
+    @handles(IndexPrice)
+    def on_index(self, index: IndexPrice) -> None:
+        self.family.on_index(index)
+
+    # -- instruments ------------------------------------------------------------------------------
+    @handles(InstrumentsLoaded)
+    def on_instruments(self, loaded: InstrumentsLoaded) -> None:
+        if loaded.currency != self.family.currency:
+            return
+        gone = self.family.listed(loaded.instruments, self._clock.now())
+        if gone:
+            self.log.info("books_dropped", reason="no longer listed", count=len(gone), instruments=gone[:20])
+
+    @handles(InstrumentState)
+    def on_instrument_state(self, event: InstrumentState) -> None:
+        if self.family.instrument_state(event.instrument_name, event.state, self._clock.now()):
+            self.log.info("books_dropped", reason=event.state, count=1, instruments=[event.instrument_name])
+
+    @handles(DailyRollover)
+    def on_rollover(self, event: DailyRollover) -> None:
+        gone = self.family.drop_expired(event.at)
+        self.log.info("daily_rollover", day=event.day, dropped=len(gone), books=len(self.family.entries))
+
+    # -- the link and the clock -------------------------------------------------------------------
+    @handles(ConnectionStatus)
+    def on_status(self, status: ConnectionStatus) -> None:
+        now = self._clock.now()
+        if status.state in _LINK_DOWN:
+            self._send(self.family.link_lost(now))
+            self._link_attempt = None
+        elif status.state is ConnectionState.CONNECTED:
+            # The same link re-announced (a login refused) is no new link: its books stand.
+            if status.attempt and status.attempt == self._link_attempt:
+                return
+            self._link_attempt = status.attempt
+            self._send(self.family.link_lost(now))
+            self.family.link_restored()
+        else:
+            self.family.link_restored()
+
+    @handles(MinuteTick)
+    def on_minute(self, tick: MinuteTick) -> None:
+        now = self._clock.now()
+        self._publish(self.family.chain_snapshot(tick.at, now))
+        self._send(self.family.due_resyncs(now))
+
+    # -- inspection -------------------------------------------------------------------------------
+    @handles(GetBooks)
+    def on_get_books(self, _request: GetBooks) -> dict[str, BookView]:
+        return {name: book_view(book) for name, book in self.family.books().items()}
+
+    @handles(GetBookStats)
+    def on_get_stats(self, _request: GetBookStats) -> dict[str, Any]:
+        stats: FamilyStats = dataclasses.replace(self.family.stats)  # a copy: the caller is another thread
+        episodes: list[Episode] = list(self.family.episodes)
+        return {
+            "stats": stats,
+            "episodes": episodes,
+            "stale": self.family.stale_names(),
+            "instruments": len(self.family.entries),
+        }
