@@ -108,12 +108,16 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
                 replay_speed: float | None = None) -> list[Any]:
     """Every actor of the program, in start order (stopped in reverse). The Connection starts
     first and stops last, so that orders cancelled on the way out still reach the exchange."""
+    from actors.bookkeeper import BookKeeper
     from actors.connection import Connection
     from runtime.supervisor import ActorSpec
 
     return [
         ActorSpec("connection", lambda ctx: Connection.start(ctx, url=url, replay_file=replay_file,
                                                              replay_speed=replay_speed)),
+        *(ActorSpec(f"books-{currency}-{kind}",
+                    lambda ctx, c=currency, k=kind: BookKeeper.start(ctx, currency=c, kind=k))
+          for currency in settings.currencies for kind in ("option", "future")),
     ]
 
 
