@@ -1,0 +1,329 @@
+"""Our orders, positions and account figures as notifications build them, and the
+reconciliation that replaces them with the exchange's own (pure; the Portfolio actor calls it).
+
+Deribit's conventions: option amounts and prices are in coin, the average price is the
+amount-weighted mean; futures and perpetual amounts are USD and inverse, so the average price is
+the USD-weighted harmonic mean (``size / sum(usd_i / price_i)``) and PnL in coin is
+``size * (1 / average - 1 / mark)``. Reducing a position keeps its average; flipping it opens
+the rest at the fill's price.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass, field
+
+import msgspec
+
+from messages.account import AccountFigures, ExchangeState, OrderUpdate, Position, UserTrade
+from messages.market import Ticker
+from messages.state import PortfolioChanged
+
+#: Order states after which an order is gone from the open orders.
+CLOSED_ORDER_STATES = frozenset({"filled", "cancelled", "rejected"})
+#: How many closed order ids and applied trade ids are remembered (late duplicates are ignored).
+MEMORY = 10_000
+#: Amounts are sums of contract multiples: rounding away float dust keeps them exact.
+AMOUNT_DECIMALS = 8
+#: A position size or price this close is the same (float noise of the exchange's rounding).
+SIZE_TOLERANCE = 1e-8
+PRICE_RELATIVE_TOLERANCE = 1e-6
+
+
+def currency_of(instrument_name: str) -> str:
+    """``BTC`` for ``BTC-24SEP21-8000-P``, ``BTC-PERPETUAL`` and ``BTC_USDC-PERPETUAL``."""
+    return instrument_name.split("-", 1)[0].split("_", 1)[0]
+
+
+def kind_of(instrument_name: str) -> str:
+    """Deribit's position ``kind``: ``option`` for options, ``future`` for futures and perpetuals."""
+    return "option" if instrument_name.count("-") == 3 else "future"
+
+
+def _clean(x: float) -> float:
+    return round(x, AMOUNT_DECIMALS) + 0.0
+
+
+def apply_fill(position: Position | None, trade: UserTrade) -> Position | None:
+    """The position after one of our fills; ``None`` when it is flat."""
+    kind = position.kind if position is not None else kind_of(trade.instrument_name)
+    signed = trade.amount if trade.direction == "buy" else -trade.amount
+    size = position.size if position is not None else 0.0
+    average = position.average_price if position is not None else 0.0
+    price = trade.price
+    if size == 0 or (size > 0) == (signed > 0):
+        new_size = _clean(size + signed)
+        average = _opened_average(kind, size, average, signed, price, new_size)
+    else:
+        closing = min(abs(signed), abs(size))
+        new_size = _clean(size - math.copysign(closing, size))
+        rest = _clean(abs(signed) - closing)
+        if rest > 0:
+            new_size = math.copysign(rest, signed)
+            average = price
+        elif new_size == 0:
+            average = 0.0
+    if new_size == 0:
+        return None
+    mark = trade.mark_price if trade.mark_price is not None else (position.mark_price if position else None)
+    base = position or Position(instrument_name=trade.instrument_name, kind=kind, direction="zero", size=0.0)
+    updated = msgspec.structs.replace(
+        base,
+        size=new_size,
+        direction="buy" if new_size > 0 else "sell",
+        average_price=average,
+        mark_price=mark,
+        index_price=trade.index_price if trade.index_price is not None else base.index_price,
+    )
+    return with_mark(updated, mark, updated.index_price, None)
+
+
+def _opened_average(kind: str, size: float, average: float, signed: float, price: float, new_size: float) -> float:
+    if kind == "option":
+        return (abs(size) * average + abs(signed) * price) / abs(new_size)
+    coins = (size / average if size else 0.0) + signed / price
+    return new_size / coins
+
+
+def with_mark(position: Position, mark: float | None, index: float | None, ticker: Ticker | None) -> Position:
+    """The position's mark-dependent figures (delta, greeks, floating PnL) at ``mark``.
+    Greeks come from the option's ticker; a future's delta is its size in coin."""
+    if mark is None or mark <= 0:
+        return position
+    size = position.size
+    changes: dict[str, float | None] = {"mark_price": mark, "index_price": index}
+    if position.kind == "option":
+        floating = size * (mark - position.average_price)
+        greeks = ticker.greeks if ticker is not None else None
+        if greeks is not None:
+            changes.update(
+                delta=size * greeks.delta,
+                gamma=size * greeks.gamma,
+                vega=size * greeks.vega,
+                theta=size * greeks.theta,
+            )
+    else:
+        floating = size * (1.0 / position.average_price - 1.0 / mark) if position.average_price else 0.0
+        changes.update(size_currency=size / mark, delta=size / mark)
+    changes["floating_profit_loss"] = floating
+    if position.realized_profit_loss is not None:
+        changes["total_profit_loss"] = position.realized_profit_loss + floating
+    return msgspec.structs.replace(position, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One way our picture differed from the exchange's at a reconcile."""
+
+    currency: str
+    what: str  # "position" | "order"
+    key: str  # instrument or order id
+    field: str
+    ours: object
+    theirs: object
+
+    def __str__(self) -> str:
+        return f"{self.currency} {self.what} {self.key} {self.field}: ours {self.ours!r}, exchange {self.theirs!r}"
+
+
+def _close(a: float | None, b: float | None, relative: float, absolute: float) -> bool:
+    if a is None or b is None:
+        return a is b
+    return abs(a - b) <= max(absolute, relative * max(abs(a), abs(b)))
+
+
+def position_differences(currency: str, ours: dict[str, Position], theirs: dict[str, Position]) -> list[Difference]:
+    out: list[Difference] = []
+    for name in sorted(ours.keys() | theirs.keys()):
+        mine, real = ours.get(name), theirs.get(name)
+        if mine is None or real is None:
+            out.append(Difference(currency, "position", name, "size", mine.size if mine else 0.0,
+                                  real.size if real else 0.0))
+            continue
+        if not _close(mine.size, real.size, 0.0, SIZE_TOLERANCE):
+            out.append(Difference(currency, "position", name, "size", mine.size, real.size))
+        if not _close(mine.average_price, real.average_price, PRICE_RELATIVE_TOLERANCE, 1e-8):
+            out.append(Difference(currency, "position", name, "average_price", mine.average_price,
+                                  real.average_price))
+    return out
+
+
+_ORDER_FIELDS = ("instrument_name", "order_state", "direction", "amount", "filled_amount", "price", "trigger_price")
+
+
+def order_differences(currency: str, ours: dict[str, OrderUpdate], theirs: dict[str, OrderUpdate]) -> list[Difference]:
+    out: list[Difference] = []
+    for order_id in sorted(ours.keys() | theirs.keys()):
+        mine, real = ours.get(order_id), theirs.get(order_id)
+        if mine is None or real is None:
+            out.append(Difference(currency, "order", order_id, "presence",
+                                  "open" if mine else "absent", "open" if real else "absent"))
+            continue
+        for name in _ORDER_FIELDS:
+            a, b = getattr(mine, name), getattr(real, name)
+            same = _close(a, b, 1e-9, SIZE_TOLERANCE) if isinstance(a, float) and isinstance(b, float) else a == b
+            if not same:
+                out.append(Difference(currency, "order", order_id, name, a, b))
+    return out
+
+
+@dataclass
+class CurrencyAccount:
+    """One currency's open orders, positions and account figures."""
+
+    currency: str
+    orders: dict[str, OrderUpdate] = field(default_factory=dict)
+    positions: dict[str, Position] = field(default_factory=dict)
+    figures: AccountFigures | None = None
+    reconciled: bool = False
+    reconciled_at: float | None = None
+
+    def snapshot(self, at: float) -> PortfolioChanged:
+        figures = self.figures
+        orders = sorted(self.orders.values(), key=lambda o: (o.creation_timestamp, o.order_id))
+        return PortfolioChanged(
+            currency=self.currency,
+            at=at,
+            positions=tuple(self.positions[name] for name in sorted(self.positions)),
+            open_orders=tuple(orders),
+            equity=figures.equity if figures else None,
+            balance=figures.balance if figures else None,
+            available_funds=figures.available_funds if figures else None,
+            initial_margin=figures.initial_margin if figures else None,
+            maintenance_margin=figures.maintenance_margin if figures else None,
+            delta_total=figures.delta_total if figures else None,
+            options_delta=figures.options_delta if figures else None,
+            options_gamma=figures.options_gamma if figures else None,
+            options_vega=figures.options_vega if figures else None,
+            options_theta=figures.options_theta if figures else None,
+            reconciled=self.reconciled,
+        )
+
+
+class PortfolioBook:
+    """Every currency's :class:`CurrencyAccount`. Each ``on_*`` method returns the currency
+    whose picture changed (``None``: nothing changed)."""
+
+    def __init__(self, currencies: tuple[str, ...] = ()) -> None:
+        self.accounts: dict[str, CurrencyAccount] = {c: CurrencyAccount(c) for c in currencies}
+        self._closed: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._trades: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.tickers: dict[str, Ticker] = {}
+
+    def account(self, currency: str) -> CurrencyAccount:
+        account = self.accounts.get(currency)
+        if account is None:
+            account = self.accounts[currency] = CurrencyAccount(currency)
+        return account
+
+    @staticmethod
+    def _remember(memory: collections.OrderedDict[str, None], key: str) -> None:
+        memory[key] = None
+        if len(memory) > MEMORY:
+            memory.popitem(last=False)
+
+    # -- notifications ------------------------------------------------------------------------------
+    def on_order(self, order: OrderUpdate) -> str | None:
+        """An order's new state (``user.orders`` or the answer to our own command)."""
+        account = self.account(currency_of(order.instrument_name))
+        order_id = order.order_id
+        if order_id in self._closed:
+            return None  # a late duplicate of an order we saw end
+        known = account.orders.get(order_id)
+        if known is not None and order.last_update_timestamp < known.last_update_timestamp:
+            return None  # older than what we hold (an answer overtaken by a notification)
+        if order.order_state in CLOSED_ORDER_STATES:
+            self._remember(self._closed, order_id)
+            if account.orders.pop(order_id, None) is None:
+                return None
+            return account.currency
+        if known == order:
+            return None
+        account.orders[order_id] = order
+        return account.currency
+
+    def on_trade(self, trade: UserTrade) -> str | None:
+        """One of our fills: the position moves (each trade id counts once)."""
+        if trade.trade_id in self._trades:
+            return None
+        self._remember(self._trades, trade.trade_id)
+        account = self.account(currency_of(trade.instrument_name))
+        name = trade.instrument_name
+        position = apply_fill(account.positions.get(name), trade)
+        if position is None:
+            account.positions.pop(name, None)
+        else:
+            ticker = self.tickers.get(name)
+            if ticker is not None:
+                position = with_mark(position, ticker.mark_price, ticker.index_price, ticker)
+            account.positions[name] = position
+        return account.currency
+
+    def on_figures(self, figures: AccountFigures) -> str:
+        account = self.account(figures.currency)
+        account.figures = figures
+        return account.currency
+
+    def on_ticker(self, ticker: Ticker) -> str | None:
+        """A held instrument's marks; tickers of anything else are ignored (one lookup)."""
+        name = ticker.instrument_name
+        account = self.accounts.get(currency_of(name))
+        if account is None:
+            return None
+        position = account.positions.get(name)
+        if position is None:
+            return None
+        self.tickers[name] = ticker
+        account.positions[name] = with_mark(position, ticker.mark_price, ticker.index_price, ticker)
+        return account.currency
+
+    # -- the link and the exchange's truth ----------------------------------------------------------
+    def link_lost(self) -> list[str]:
+        """Notifications may have been lost: nothing is reconciled until the exchange says so."""
+        changed = [a.currency for a in self.accounts.values() if a.reconciled]
+        for account in self.accounts.values():
+            account.reconciled = False
+        return changed
+
+    def reconcile(self, state: ExchangeState) -> list[Difference]:
+        """Replace one currency's picture with the exchange's; returns how ours differed."""
+        account = self.account(state.currency)
+        theirs_positions = {p.instrument_name: p for p in state.positions if p.size != 0}
+        theirs_orders = {o.order_id: o for o in state.open_orders if o.order_state not in CLOSED_ORDER_STATES}
+        differences = position_differences(state.currency, account.positions, theirs_positions)
+        differences += order_differences(state.currency, account.orders, theirs_orders)
+        for order_id in theirs_orders:
+            self._closed.pop(order_id, None)
+        for name in account.positions.keys() - theirs_positions.keys():
+            self.tickers.pop(name, None)
+        account.positions = theirs_positions
+        account.orders = theirs_orders
+        if state.summary is not None:
+            account.figures = state.summary
+        account.reconciled = True
+        account.reconciled_at = state.at
+        return differences
+
+    # -- expiry -------------------------------------------------------------------------------------
+    def drop_instruments(self, names: set[str] | frozenset[str]) -> list[str]:
+        """Instruments that settled or are no longer listed leave positions and orders."""
+        changed = []
+        for account in self.accounts.values():
+            gone_positions = [n for n in account.positions if n in names]
+            gone_orders = [i for i, o in account.orders.items() if o.instrument_name in names]
+            for name in gone_positions:
+                del account.positions[name]
+                self.tickers.pop(name, None)
+            for order_id in gone_orders:
+                del account.orders[order_id]
+            if gone_positions or gone_orders:
+                changed.append(account.currency)
+        return changed
+
+    def held_instruments(self) -> set[str]:
+        names: set[str] = set()
+        for account in self.accounts.values():
+            names.update(account.positions)
+            names.update(o.instrument_name for o in account.orders.values())
+        return names
