@@ -110,6 +110,7 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
     first and stops last, so that orders cancelled on the way out still reach the exchange."""
     from actors.bookkeeper import BookKeeper
     from actors.connection import Connection
+    from actors.portfolio import Portfolio
     from runtime.supervisor import ActorSpec
 
     return [
@@ -118,6 +119,7 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
         *(ActorSpec(f"books-{currency}-{kind}",
                     lambda ctx, c=currency, k=kind: BookKeeper.start(ctx, currency=c, kind=k))
           for currency in settings.currencies for kind in ("option", "future")),
+        ActorSpec("portfolio", lambda ctx: Portfolio.start(ctx)),
     ]
 
 
