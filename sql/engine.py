@@ -1,0 +1,103 @@
+"""Engines from a URL, and the schema created idempotently with its version recorded.
+
+- SQLite (``sqlite:///data/deribit.sqlite3``): the file's directory is created, the journal is WAL
+  (readers such as ``main.py plot`` never block the Recorder) and a write waits ``busy_timeout_s``
+  for a lock before failing (the Recorder then spools the minute).
+- PostgreSQL (``postgresql+psycopg2://user@host/db``): a connection attempt gives up after
+  ``connect_timeout_s`` and pooled connections are checked before use, so a restarted server is
+  picked up again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from sql.tables import SCHEMA_VERSION, metadata, schema_version
+from sql.writers import insert_ignoring_conflicts
+
+URL_HELP = "expected sqlite:///path/to/file.sqlite3 or postgresql+psycopg2://user[:password]@host[:port]/database"
+
+
+class DatabaseURLError(ValueError):
+    """A database URL this program cannot use; the text says why and what is expected."""
+
+
+class SchemaVersionError(RuntimeError):
+    """The database was created by a newer version of the program."""
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced, for logs and error texts."""
+    return re.sub(r"://([^:/@]+):([^@]*)@", r"://\1:***@", url)
+
+
+def make_engine(url: str, *, busy_timeout_s: float = 2.0, connect_timeout_s: float = 3.0) -> Engine:
+    """An engine for SQLite or PostgreSQL; :class:`DatabaseURLError` for anything else."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseURLError(f"database URL {mask_url(url)!r} cannot be parsed; {URL_HELP}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed, busy_timeout_s)
+    if backend == "postgresql":
+        if parsed.get_driver_name() not in ("psycopg2", "postgresql"):
+            raise DatabaseURLError(f"database URL {mask_url(url)!r}: PostgreSQL is used through psycopg2; "
+                                   f"write postgresql+psycopg2://...")
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+        return create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2,
+                             connect_args={"connect_timeout": max(1, round(connect_timeout_s))})
+    raise DatabaseURLError(f"database URL {mask_url(url)!r}: unsupported database {backend!r}; {URL_HELP}")
+
+
+def _sqlite_engine(parsed: Any, busy_timeout_s: float) -> Engine:
+    database = parsed.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    # The sqlite3 module's own busy wait is the timeout argument (seconds).
+    engine = create_engine(parsed, connect_args={"timeout": busy_timeout_s})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        if database and database != ":memory:":
+            cursor.execute("PRAGMA journal_mode=WAL")
+        # WAL with synchronous=NORMAL is durable against a crash of the program (not of the OS)
+        # and lets a minute commit without an fsync per transaction.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+def create_schema(engine: Engine) -> int:
+    """Create every missing table and record the schema version; safe to call on every start.
+
+    Returns the database's schema version; :class:`SchemaVersionError` when the database is newer
+    than this program."""
+    with engine.begin() as conn:
+        metadata.create_all(conn, checkfirst=True)
+        recorded = conn.execute(select(func.max(schema_version.c.version))).scalar()
+        if recorded is None:
+            # Two programs starting at once may both get here: the second insert is ignored.
+            conn.execute(insert_ignoring_conflicts(schema_version, conn.dialect.name),
+                         [{"version": SCHEMA_VERSION, "applied_at": dt.datetime.now(dt.UTC)}])
+            return SCHEMA_VERSION
+        if recorded > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"the database's schema is version {recorded}, this program knows version {SCHEMA_VERSION}: "
+                "run a newer version of the program, or point --db at another database")
+        if recorded < SCHEMA_VERSION:
+            # Only version 1 exists so far; a later version adds its Alembic migration here.
+            raise SchemaVersionError(
+                f"the database's schema is version {recorded} and needs migrating to {SCHEMA_VERSION}")
+        return int(recorded)

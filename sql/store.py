@@ -1,0 +1,292 @@
+"""The Recorder's logic: write each batch in its own transaction, spool what the database cannot
+take, and write the spool back in order once it answers again. No threads, no actor: the Recorder
+calls :meth:`MinuteStore.record` for each batch and :meth:`MinuteStore.catch_up` on its timer.
+
+A batch is one currency-minute (all its rows in ``option_quotes``, ``surface_points``,
+``surface_fits`` and ``volatility_index``: one transaction) or one order-audit entry.
+
+- Database answering, nothing spooled: the batch is written at once.
+- A write fails for want of the database (connection refused or lost, SQLite file locked past the
+  busy timeout, ...): the batch is appended to the spool; the database is tried again after a
+  backoff (``retry_initial_s`` doubling to ``retry_max_s``, real time), and while anything is
+  spooled every new batch is spooled behind it so the order holds.
+- A batch the database refuses for what it holds (it never will take it) is moved to
+  ``<spool>/rejected/`` with the reason beside it, so one bad batch cannot stop the others.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from messages.surface import RecorderStatus, SurfaceSnapshot
+from sql.engine import SchemaVersionError, create_schema, make_engine, mask_url
+from sql.spool import Spool, SpoolError, SpoolRecord
+from sql.writers import OrderAuditEvent, write_audit, write_surface_snapshot
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached or used right now; the batch waits in the spool."""
+
+
+class _Refused(Exception):
+    """The database will never take this batch."""
+
+
+def _is_outage(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout | SchemaVersionError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+class MinuteStore:
+    def __init__(
+        self,
+        url: str,
+        spool_dir: str | Path,
+        *,
+        retry_initial_s: float = 1.0,
+        retry_max_s: float = 30.0,
+        busy_timeout_s: float = 2.0,
+        connect_timeout_s: float = 3.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        engine: Engine | None = None,
+    ) -> None:
+        self.url = url
+        self.engine = engine or make_engine(url, busy_timeout_s=busy_timeout_s, connect_timeout_s=connect_timeout_s)
+        self.database = f"{self.engine.dialect.name} {mask_url(url)}"
+        self.spool = Spool(spool_dir)
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self._monotonic = monotonic
+        self.log = structlog.get_logger(actor="recorder")
+        # Batches the spool itself could not take (disk full): kept here, behind the spool.
+        self._unspooled: deque[SpoolRecord] = deque()
+        self.schema_ready = False
+        self.reachable: bool | None = None  # None: not tried yet
+        self.failures = 0
+        self.retry_at = 0.0
+        self.last_error = ""
+        self.last_written_minute: float | None = None
+        self.written_minutes = 0
+        self.written_batches = 0
+        self.rejected = 0
+
+    # -- what the Recorder calls -------------------------------------------------------------------
+    @property
+    def backlog(self) -> int:
+        return len(self.spool) + len(self._unspooled)
+
+    @property
+    def backlog_minutes(self) -> int:
+        return self.spool.minutes + sum(1 for r in self._unspooled if r.snapshot is not None)
+
+    def due(self) -> bool:
+        """Whether trying the database now is allowed by the backoff."""
+        return self._monotonic() >= self.retry_at
+
+    def open(self) -> None:
+        """Create the schema if the database answers, then write back what a previous run spooled."""
+        if self._try(self._ensure_schema):
+            self.catch_up()
+
+    def record(self, record: SpoolRecord) -> bool:
+        """Write one batch now, or spool it. True when it was committed."""
+        if not self.backlog and self.due():
+            try:
+                self._write(record)
+                return True
+            except DatabaseUnavailable:
+                pass
+            except _Refused as exc:
+                self._keep(record)
+                self._reject_head(str(exc))
+                return False
+        self._keep(record)
+        if self.due():
+            self.catch_up()
+        return False
+
+    def catch_up(self, budget_s: float = 2.0) -> int:
+        """Write spooled batches, oldest first, while the database takes them and for at most
+        ``budget_s`` (the Recorder stays responsive with a long backlog). Returns batches written."""
+        written = 0
+        deadline = self._monotonic() + budget_s
+        while self.backlog and self.due() and self._monotonic() < deadline:
+            head = self._head()
+            if head is None:
+                continue  # an unreadable file was moved aside
+            path, record = head
+            try:
+                self._write(record)
+            except DatabaseUnavailable:
+                break
+            except _Refused as exc:
+                self._reject_head(str(exc))
+                continue
+            if path is not None:
+                self.spool.remove(path)
+            else:
+                self._unspooled.popleft()
+            written += 1
+        if written:
+            self.log.info("spool_written", batches=written, backlog=self.backlog, backlog_minutes=self.backlog_minutes)
+        return written
+
+    def flush(self) -> int:
+        """On a clean stop: write what the database takes now (ignoring the backoff); the rest stays
+        spooled for the next start."""
+        self.retry_at = 0.0
+        written = self.catch_up(budget_s=5.0)
+        if self._unspooled:
+            self._spool_memory()
+        if self.backlog:
+            self.log.warning("spool_left_for_next_start", backlog=self.backlog, backlog_minutes=self.backlog_minutes,
+                             spool=str(self.spool.directory))
+        return written
+
+    def status(self, at: float) -> RecorderStatus:
+        return RecorderStatus(at=at, database=self.database, reachable=bool(self.reachable),
+                              backlog_minutes=self.backlog_minutes, backlog_batches=self.backlog,
+                              last_written_minute=self.last_written_minute, written_minutes=self.written_minutes,
+                              last_error=self.last_error)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- inside ----------------------------------------------------------------------------------------
+    def _ensure_schema(self) -> None:
+        if not self.schema_ready:
+            create_schema(self.engine)
+            self.schema_ready = True
+
+    def _try(self, action: Callable[[], Any]) -> bool:
+        try:
+            action()
+        except Exception as exc:
+            if _is_outage(exc):
+                self._unreachable(exc)
+                return False
+            raise
+        self._reachable()
+        return True
+
+    def _write(self, record: SpoolRecord) -> None:
+        """One transaction; :class:`DatabaseUnavailable` or :class:`_Refused` when it failed."""
+        for attempt in (1, 2):
+            try:
+                self._ensure_schema()
+                with self.engine.begin() as conn:
+                    if record.snapshot is not None:
+                        write_surface_snapshot(conn, record.snapshot)
+                    elif record.audit is not None:
+                        write_audit(conn, record.audit)
+                break
+            except Exception as exc:
+                if _is_outage(exc):
+                    self._unreachable(exc)
+                    raise DatabaseUnavailable(_short(exc)) from exc
+                if isinstance(exc, ProgrammingError) and attempt == 1:
+                    # Tables dropped under us: create them again and retry once.
+                    self.schema_ready = False
+                    continue
+                self.log.error("batch_refused", error=_short(exc), traceback=traceback.format_exc())
+                raise _Refused(_short(exc)) from exc
+        self._reachable()
+        self.written_batches += 1
+        if record.snapshot is not None:
+            self._written(record.snapshot)
+
+    def _written(self, snapshot: SurfaceSnapshot) -> None:
+        self.written_minutes += 1
+        if self.last_written_minute is None or snapshot.at > self.last_written_minute:
+            self.last_written_minute = snapshot.at
+
+    def _reachable(self) -> None:
+        if self.reachable is not True:
+            self.log.info("database_reachable", database=self.database, backlog=self.backlog)
+        self.reachable = True
+        self.failures = 0
+        self.retry_at = 0.0
+
+    def _unreachable(self, exc: BaseException) -> None:
+        self.failures += 1
+        delay = min(self.retry_initial_s * 2 ** (self.failures - 1), self.retry_max_s)
+        self.retry_at = self._monotonic() + delay
+        self.last_error = _short(exc)
+        if self.reachable is not False:
+            self.log.warning("database_unreachable", database=self.database, error=self.last_error,
+                             retry_in_s=delay, backlog=self.backlog)
+        else:
+            self.log.info("database_still_unreachable", error=self.last_error, retry_in_s=delay,
+                          backlog=self.backlog, failures=self.failures)
+        self.reachable = False
+
+    def _keep(self, record: SpoolRecord) -> None:
+        """Spool a batch durably; if even that fails, keep it in memory behind the spool."""
+        if self._unspooled:
+            self._unspooled.append(record)
+            self._spool_memory()
+            return
+        try:
+            self.spool.append(record)
+        except OSError as exc:
+            self.log.error("spool_failed", error=str(exc), spool=str(self.spool.directory))
+            self._unspooled.append(record)
+
+    def _spool_memory(self) -> None:
+        while self._unspooled:
+            try:
+                self.spool.append(self._unspooled[0])
+            except OSError as exc:
+                self.log.error("spool_failed", error=str(exc), spool=str(self.spool.directory),
+                               in_memory=len(self._unspooled))
+                return
+            self._unspooled.popleft()
+
+    def _head(self) -> tuple[Path | None, SpoolRecord] | None:
+        if len(self.spool):
+            try:
+                return self.spool.peek()  # type: ignore[return-value]
+            except SpoolError as exc:
+                self._reject_head(str(exc))
+                return None
+        return None, self._unspooled[0]
+
+    def _reject_head(self, reason: str) -> None:
+        self.rejected += 1
+        path = self.spool.oldest()
+        if path is not None:
+            target = self.spool.reject(path, reason)
+            self.log.error("batch_rejected", reason=reason, moved_to=str(target))
+        elif self._unspooled:
+            record = self._unspooled.popleft()
+            self.log.error("batch_rejected", reason=reason, batch=record.kind, note="not spooled: disk refused it")
+
+
+def snapshot_record(snapshot: SurfaceSnapshot) -> SpoolRecord:
+    return SpoolRecord(snapshot=snapshot)
+
+
+def audit_record(event: OrderAuditEvent) -> SpoolRecord:
+    return SpoolRecord(audit=event)

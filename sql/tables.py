@@ -1,0 +1,139 @@
+"""The database's tables (SQLAlchemy Core), the same on SQLite and PostgreSQL.
+
+Every time is a UTC instant (``DateTime(timezone=True)``: ``timestamptz`` on PostgreSQL; SQLite
+keeps the UTC text). ``minute`` is the minute tick the row belongs to. Volatilities are in percent
+(vol points), prices as Deribit quotes them (coin for options). The natural keys are primary keys,
+so a minute written twice (a replay, a spool written again after a crash) adds nothing: the
+writers insert with ``ON CONFLICT DO NOTHING``.
+
+``SCHEMA_VERSION`` is recorded in ``schema_version``; raise it (and add an Alembic migration) when a
+table changes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+
+def _utc() -> DateTime:
+    return DateTime(timezone=True)
+
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("applied_at", _utc(), nullable=False),
+)
+
+option_quotes = Table(
+    "option_quotes",
+    metadata,
+    Column("minute", _utc(), primary_key=True),
+    Column("instrument", String(64), primary_key=True),
+    Column("currency", String(8), nullable=False),
+    Column("expiry", _utc(), nullable=False),
+    Column("strike", Double, nullable=False),
+    Column("option_type", String(4), nullable=False),
+    Column("underlying_price", Double),
+    Column("index_price", Double),
+    Column("bid", Double),
+    Column("bid_amount", Double, nullable=False),
+    Column("bid_iv", Double),
+    Column("ask", Double),
+    Column("ask_amount", Double, nullable=False),
+    Column("ask_iv", Double),
+    Column("mid_iv", Double),
+    Column("mark_price", Double),
+    Column("mark_iv", Double),
+    Column("open_interest", Double),
+    Column("delta", Double),
+    Column("gamma", Double),
+    Column("vega", Double),
+    Column("theta", Double),
+    Column("stale", Boolean, nullable=False),
+    Column("in_surface", Boolean, nullable=False),
+    Index("ix_option_quotes_currency_minute", "currency", "minute"),
+)
+
+surface_points = Table(
+    "surface_points",
+    metadata,
+    Column("minute", _utc(), primary_key=True),
+    Column("currency", String(8), primary_key=True),
+    Column("method", String(8), primary_key=True),
+    Column("tenor_days", Double, primary_key=True),
+    Column("log_moneyness", Double, primary_key=True),
+    Column("iv", Double),
+)
+
+surface_fits = Table(
+    "surface_fits",
+    metadata,
+    Column("minute", _utc(), primary_key=True),
+    Column("currency", String(8), primary_key=True),
+    Column("expiry", _utc(), primary_key=True),
+    Column("method", String(8), nullable=False),
+    Column("years", Double, nullable=False),
+    Column("forward", Double),
+    # JSON: {"a":..,"b":..,"rho":..,"m":..,"sigma":..} of the raw-SVI total variance; {} for linear
+    Column("parameters", Text, nullable=False),
+    Column("rmse", Double),
+    Column("n_quotes", Integer, nullable=False),
+    Column("butterfly_ok", Boolean, nullable=False),
+    Column("calendar_ok", Boolean, nullable=False),
+    Column("min_g", Double),
+    Column("wing_slope", Double),
+    Column("notes", Text),
+)
+
+volatility_index = Table(
+    "volatility_index",
+    metadata,
+    Column("minute", _utc(), primary_key=True),
+    Column("currency", String(8), primary_key=True),
+    Column("value", Double),
+    Column("atm_iv_30d", Double),
+    Column("rr25_30d", Double),
+    Column("bf25_30d", Double),
+)
+
+orders_audit = Table(
+    "orders_audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("origin", String(32), nullable=False),
+    Column("request_key", String(128), nullable=False),
+    Column("method", String(64), nullable=False),
+    Column("instrument", String(64)),
+    Column("requested_at", _utc()),
+    # the command as sent to the Connection (JSON)
+    Column("request", Text),
+    Column("answered_at", _utc()),
+    # CommandResult / CommandFailed (JSON)
+    Column("answer", Text),
+    # pending (no answer yet), accepted, rejected (by the exchange), refused (locally, never sent)
+    Column("outcome", String(16), nullable=False),
+    Column("error_code", Integer),
+    Column("error_message", Text),
+    UniqueConstraint("origin", "request_key", name="uq_orders_audit_request"),
+)
+
+#: The tables a minute's rows go into, in the order written.
+MINUTE_TABLES = (option_quotes, surface_points, surface_fits, volatility_index)

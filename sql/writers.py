@@ -1,0 +1,226 @@
+"""Batched inserts that ignore conflicts: a minute or an order-audit entry written twice adds nothing.
+
+``write_surface_snapshot(conn, snapshot)`` puts one currency-minute into ``option_quotes``,
+``surface_points``, ``surface_fits`` and ``volatility_index`` (one batch per table) inside the
+caller's transaction. ``write_audit(conn, event)`` records an order command or its answer in
+``orders_audit``, correlated by (origin, request_key) whichever arrives first.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import math
+from typing import Any, Literal, NamedTuple
+
+import msgspec
+from sqlalchemy import Column, Connection, MetaData, Table, and_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+from messages.commands import (
+    CancelAll,
+    CancelByLabel,
+    CancelOrder,
+    CommandFailed,
+    CommandResult,
+    EditOrder,
+    PlaceOrder,
+)
+from messages.surface import QuoteIV, SurfaceSnapshot
+from sql.tables import MINUTE_TABLES, option_quotes, orders_audit
+
+UTC = dt.UTC
+SVI_NAMES = ("a", "b", "rho", "m", "sigma")
+
+
+def insert_ignoring_conflicts(table: Table, dialect_name: str) -> Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING`` on PostgreSQL and SQLite."""
+    if dialect_name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect_name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise ValueError(f"unsupported database dialect {dialect_name!r}: only sqlite and postgresql")
+
+
+def utc(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, UTC)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+# option_quotes holds, after (minute, instrument, currency, expiry), a QuoteIV's fields in its order:
+# rows are built from msgspec's astuple without a per-field Python step.
+_QUOTE_TAIL = tuple(f for f in msgspec.structs.fields(QuoteIV) if f.name not in ("instrument_name", "expiry_ms"))
+assert [c.name for c in option_quotes.columns][4:] == [f.name for f in _QUOTE_TAIL], "option_quotes vs QuoteIV"
+
+
+class MinuteRows(NamedTuple):
+    table: Table
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
+def minute_rows(snapshot: SurfaceSnapshot, *, times_as_text: bool = False) -> list[MinuteRows]:
+    """The rows of one currency-minute, per table. Times are UTC datetimes, or ISO-8601 text with
+    the offset when ``times_as_text`` (for COPY)."""
+    cache: dict[float, Any] = {}
+
+    def when(seconds: float) -> Any:
+        found = cache.get(seconds)
+        if found is None:
+            found = utc(seconds)
+            if times_as_text:
+                found = found.isoformat()
+            cache[seconds] = found
+        return found
+
+    minute = when(snapshot.at)
+    currency = snapshot.currency
+    astuple = msgspec.structs.astuple
+    quotes = []
+    for q in snapshot.quotes:
+        t = astuple(q)
+        quotes.append((minute, t[0], currency, when(t[1] / 1000.0), *t[2:]))
+    method = snapshot.method
+    points = [(minute, currency, method, p.tenor_days, p.log_moneyness, _finite(p.iv)) for p in snapshot.points]
+    fits = [
+        (minute, currency, when(f.expiry_ms / 1000.0), f.method, f.years, _finite(f.forward),
+         json.dumps(dict(zip(SVI_NAMES, f.parameters, strict=True)) if f.parameters else {}),
+         _finite(f.rmse), f.n_quotes, f.butterfly_ok, f.calendar_ok, _finite(f.min_g), _finite(f.wing_slope),
+         "; ".join(f.notes) or None)
+        for f in snapshot.fits
+    ]
+    index = [(minute, currency, _finite(snapshot.variance_index), _finite(snapshot.atm_iv_30d),
+              _finite(snapshot.rr25_30d), _finite(snapshot.bf25_30d))]
+    return [MinuteRows(table, tuple(c.name for c in table.columns), rows)
+            for table, rows in zip(MINUTE_TABLES, (quotes, points, fits, index), strict=True)]
+
+
+def write_surface_snapshot(conn: Connection, snapshot: SurfaceSnapshot) -> dict[str, int]:
+    """Insert one currency-minute in the caller's transaction; returns rows offered per table.
+
+    PostgreSQL: COPY into a session-private staging table, then one
+    ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` per table (psycopg2's executemany is a round
+    trip per row). SQLite: one executemany of ``INSERT ... ON CONFLICT DO NOTHING`` per table."""
+    postgres = conn.dialect.name == "postgresql"
+    counts: dict[str, int] = {}
+    for part in minute_rows(snapshot, times_as_text=postgres):
+        counts[part.table.name] = len(part.rows)
+        if not part.rows:
+            continue
+        if postgres:
+            _copy_ignoring_conflicts(conn, part)
+        else:
+            conn.execute(insert_ignoring_conflicts(part.table, conn.dialect.name),
+                         [dict(zip(part.columns, row, strict=True)) for row in part.rows])
+    return counts
+
+
+def _staging(conn: Connection, table: Table) -> Table:
+    """A temporary table shaped like ``table``, emptied at each commit (one per connection)."""
+    name = f"staging_{table.name}"
+    info = conn.connection.info
+    made: set[str] = info.setdefault("desk_staging", set())
+    if name not in made:
+        conn.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} (LIKE {table.name}) "
+                             "ON COMMIT DELETE ROWS")
+        made.add(name)
+    return Table(name, MetaData(), *(Column(c.name, c.type) for c in table.columns))
+
+
+def _copy_ignoring_conflicts(conn: Connection, part: MinuteRows) -> None:
+    staging = _staging(conn, part.table)
+    buffer = io.StringIO()
+    # QUOTE_MINIMAL leaves None as an unquoted empty field, which COPY reads as NULL; no text
+    # column written here holds an empty string (notes are NULL when there are none).
+    csv.writer(buffer, lineterminator="\n").writerows(part.rows)
+    buffer.seek(0)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.copy_expert(f"COPY {staging.name} ({', '.join(part.columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
+    finally:
+        cursor.close()
+    columns = [part.table.c[name] for name in part.columns]
+    conn.execute(postgresql.insert(part.table).from_select(columns, select(*(staging.c[n] for n in part.columns)))
+                 .on_conflict_do_nothing())
+
+
+# -- orders audit ----------------------------------------------------------------------------------
+Command = PlaceOrder | EditOrder | CancelOrder | CancelAll | CancelByLabel
+Answer = CommandResult | CommandFailed
+
+
+class OrderAuditEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An order command seen on the bus, or its answer: one ``orders_audit`` row's worth."""
+
+    kind: Literal["request", "answer"]
+    origin: str
+    request_key: str
+    method: str
+    at: float
+    payload: str
+    outcome: str
+    instrument: str | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+
+
+def deribit_method(command: Command) -> str:
+    """The exchange method a command becomes (the Connection's encoder decides the same)."""
+    match command:
+        case PlaceOrder():
+            return f"private/{command.side}"
+        case EditOrder():
+            return "private/edit"
+        case CancelOrder():
+            return "private/cancel"
+        case CancelAll():
+            if command.instrument_name:
+                return "private/cancel_all_by_instrument"
+            return "private/cancel_all_by_currency" if command.currency else "private/cancel_all"
+        case CancelByLabel():
+            return "private/cancel_by_label"
+    raise TypeError(f"{type(command).__name__} is not an order command")
+
+
+def audit_request(command: Command, at: float) -> OrderAuditEvent:
+    instrument = getattr(command, "instrument_name", None)
+    payload = {"type": type(command).__name__, **msgspec.to_builtins(command)}
+    return OrderAuditEvent(kind="request", origin=command.origin, request_key=command.request_key,
+                           method=deribit_method(command), at=at, payload=json.dumps(payload),
+                           outcome="pending", instrument=instrument)
+
+
+def audit_answer(answer: Answer, at: float) -> OrderAuditEvent:
+    payload = {"type": type(answer).__name__, **msgspec.to_builtins(answer)}
+    if isinstance(answer, CommandResult):
+        return OrderAuditEvent(kind="answer", origin=answer.origin, request_key=answer.request_key,
+                               method=answer.method, at=at, payload=json.dumps(payload), outcome="accepted")
+    # A negative code is the Connection's own refusal: the command never reached the exchange.
+    return OrderAuditEvent(kind="answer", origin=answer.origin, request_key=answer.request_key,
+                           method=answer.method, at=at, payload=json.dumps(payload),
+                           outcome="refused" if answer.code < 0 else "rejected",
+                           error_code=answer.code, error_message=answer.message)
+
+
+def write_audit(conn: Connection, event: OrderAuditEvent) -> None:
+    """Record a request or an answer; the other half may already be there (or come later)."""
+    key = and_(orders_audit.c.origin == event.origin, orders_audit.c.request_key == event.request_key)
+    when = utc(event.at)
+    if event.kind == "request":
+        values = {"requested_at": when, "request": event.payload, "instrument": event.instrument}
+        row = {"origin": event.origin, "request_key": event.request_key, "method": event.method,
+               "outcome": event.outcome, **values}
+        conn.execute(insert_ignoring_conflicts(orders_audit, conn.dialect.name), [row])
+        conn.execute(orders_audit.update().where(key, orders_audit.c.request.is_(None)).values(**values))
+        return
+    values = {"answered_at": when, "answer": event.payload, "outcome": event.outcome, "method": event.method,
+              "error_code": event.error_code, "error_message": event.error_message}
+    row = {"origin": event.origin, "request_key": event.request_key, "instrument": None, **values}
+    conn.execute(insert_ignoring_conflicts(orders_audit, conn.dialect.name), [row])
+    conn.execute(orders_audit.update().where(key).values(**values))
