@@ -568,6 +568,8 @@ def orders_for(command: OrderCommand, ctx: TradingContext, first_label: int) -> 
             orders.extend((side, p, {"post_only": True}) for p in prices)
         case StopOrder(side=side, trigger_price=typed):
             trigger = round_to_tick(typed, tick_size_at(inst, typed))
+            if trigger <= 0:
+                return Refusal(f"trigger {typed:g} is below {name}'s tick", "type a real trigger price")
             if side == "buy":
                 if ctx.ask is None:
                     return Refusal(f"no ask in {name}'s book to check the stop against", "try again when quoted")
