@@ -137,6 +137,7 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     books: BooksSettings
     portfolio: PortfolioSettings
     hedger: HedgerSettings
+    console: ConsoleSettings
 
     @property
     def database_url(self) -> str:
@@ -386,3 +387,28 @@ class HedgerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=T
             if name.partition("-")[0] == currency:
                 return name
         return f"{currency}-PERPETUAL"
+
+
+class ConsoleSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The console (actors/console.py; the language in deribit/console_grammar.py)."""
+
+    instrument: str
+    size_multiplier: float
+    max_notional_usd: float
+    max_price_deviation_pct: float
+    max_option_price_deviation_pct: float
+    max_ladder_orders: int
+    history_file: str
+    startup_timeout_s: float
+    order_wait_s: float
+    hedger_wait_s: float
+
+    def __post_init__(self) -> None:
+        for name in ("max_notional_usd", "max_price_deviation_pct", "max_option_price_deviation_pct",
+                     "startup_timeout_s", "order_wait_s", "hedger_wait_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"console.{name} must be positive, got {getattr(self, name)!r}")
+        if self.size_multiplier < 0:
+            raise ValueError(f"console.size_multiplier must be positive (or 0: ask), got {self.size_multiplier!r}")
+        if self.max_ladder_orders < 2:
+            raise ValueError(f"console.max_ladder_orders must be at least 2, got {self.max_ladder_orders!r}")
