@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run the desk: connect, keep the books, record, hedge, take commands.")
     _add_settings_options(run)
     run.add_argument("--record-wire", metavar="FILE", help="write every frame to FILE (JSON Lines, auth redacted)")
+    run.add_argument("--instrument", metavar="NAME", help="the future the console trades, e.g. BTC-PERPETUAL "
+                                                          "(default: chosen at start-up)")
+    run.add_argument("--size-multiplier", metavar="X", type=float,
+                     help="the console's amount multiplier, e.g. 10: a2 buys 20 USD (default: asked at start-up)")
 
     replay = sub.add_parser("replay", help="drive the actors from a wire log",
                             description="Replay a wire log through the same decoder and actors on the replay "
@@ -88,6 +92,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         out["currencies"] = [c.strip().upper() for c in args.currencies.split(",") if c.strip()]
     if getattr(args, "record_wire", None):
         out["deribit.record_wire"] = args.record_wire
+    if getattr(args, "instrument", None):
+        out["console.instrument"] = args.instrument.strip().upper()
+    if getattr(args, "size_multiplier", None) is not None:
+        out["console.size_multiplier"] = args.size_multiplier
     return out
 
 
