@@ -1,0 +1,45 @@
+"""The SurfaceBuilder: each minute's option ChainSnapshot into quotes with implied vols and the
+volatility surface (:class:`SurfaceSnapshot`), for the Recorder and the Console.
+
+A thin shell: the work is :func:`sql.surface_snapshot.build_surface_snapshot` (see there for the
+filters and the maths). Futures snapshots are not its business; a chain with no bid or ask at all
+(books not loaded yet) publishes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+
+from messages.state import ChainSnapshot
+from messages.surface import SurfaceSnapshot
+from quant import SurfaceGrid
+from runtime.actor import Actor, ActorContext, handles
+from sql.surface_snapshot import build_surface_snapshot
+
+
+class SurfaceBuilder(Actor):
+    def __init__(self, context: ActorContext) -> None:
+        super().__init__(context)
+        surface = context.settings.surface
+        self.method = surface.method
+        self.grid = SurfaceGrid(tenor_days=tuple(surface.tenor_days), log_moneyness=tuple(surface.log_moneyness))
+        self.last: dict[str, SurfaceSnapshot] = {}
+
+    @handles(ChainSnapshot)
+    def on_chain(self, chain: ChainSnapshot) -> SurfaceSnapshot | None:
+        if chain.kind != "option":
+            return None
+        if not any(o.bid or o.ask for o in chain.options):
+            # Nothing quoted (books not loaded yet, or all empty): no vol to record this minute.
+            self.log.warning("no_quoted_options", currency=chain.currency, minute=chain.at, options=len(chain.options))
+            return None
+        started = time.perf_counter()  # how long the build took, not business time
+        snapshot = build_surface_snapshot(chain, grid=self.grid, method=self.method)
+        self.publish(snapshot)
+        self.last[chain.currency] = snapshot
+        self.log.info("surface_built", currency=chain.currency, minute=chain.at, quotes=len(snapshot.quotes),
+                      unquoted=snapshot.n_unquoted, stale=snapshot.n_stale, expiries=len(snapshot.fits),
+                      surface_ok=snapshot.surface_ok, variance_index=snapshot.variance_index,
+                      atm_iv_30d=snapshot.atm_iv_30d, build_ms=round((time.perf_counter() - started) * 1e3, 1),
+                      notes=list(snapshot.notes))
+        return snapshot
