@@ -119,6 +119,8 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
     from actors.bookkeeper import BookKeeper
     from actors.connection import Connection
     from actors.portfolio import Portfolio
+    from actors.recorder import Recorder
+    from actors.surface_builder import SurfaceBuilder
     from runtime.supervisor import ActorSpec
 
     return [
@@ -128,6 +130,8 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
                     lambda ctx, c=currency, k=kind: BookKeeper.start(ctx, currency=c, kind=k))
           for currency in settings.currencies for kind in ("option", "future")),
         ActorSpec("portfolio", lambda ctx: Portfolio.start(ctx)),
+        ActorSpec("surface_builder", lambda ctx: SurfaceBuilder.start(ctx)),
+        ActorSpec("recorder", lambda ctx: Recorder.start(ctx)),
     ]
 
 
