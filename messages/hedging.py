@@ -49,3 +49,7 @@ class HedgerStatus(Message, frozen=True, kw_only=True):
     last_reason: str = ""
     message: str = ""
     request_key: str = ""
+    # The order in flight's phase (idle, sent, resting, amending, settling, unknown) and label.
+    phase: str = "idle"
+    order_label: str = ""
+    delta_source: str = ""
