@@ -2,11 +2,15 @@
 
 Two threads make it up. The *link thread* owns the socket's receiving side: it connects and
 reconnects with backoff, decodes every frame and publishes market data straight onto the bus
-(one hop less on the hot path), answers heartbeats, and hands RPC answers to the actor. The
-*actor thread* (pykka) owns the conversation: auth and token refresh, the instrument list,
+(one hop less on the hot path), answers heartbeats, probes a quiet link and declares it dead
+after two heartbeat intervals of silence, and hands RPC answers to the actor. The *actor
+thread* (pykka) owns the conversation: auth and token refresh, the instrument list,
 subscriptions in rate-limited batches, order commands through a client-side rate limiter, and
-reconciliation requests. Link-level status (connected, disconnected) is published by the link
-thread so that it stays in order with the data it publishes.
+reconciliation requests. Link-level status (connecting, connected, disconnected) is published by
+the link thread so that it stays in order with the data it publishes.
+
+Every order command is answered exactly once, with CommandResult or CommandFailed; a negative
+CommandFailed code means it was refused here and never sent (see the codes below).
 
 In replay the link thread reads a wire log instead of a socket, moves the replay clock to each
 frame's time, and requests are logged, not sent.
@@ -22,10 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import structlog
 
+from config.settings import SettingsError
 from deribit import channels as ch
 from deribit.codec import (
+    MIN_HEARTBEAT_INTERVAL_S,
     FrameDecoder,
     FrameError,
     Notification,
@@ -52,12 +57,13 @@ from deribit.codec import (
     get_open_orders_request,
     get_positions_request,
     redact_frame,
+    set_heartbeat_request,
     subscribe_request,
     unsubscribe_request,
 )
 from deribit.instruments import decode_instruments
 from deribit.subscriptions import SubscriptionTracker, currency_channels, market_channels
-from deribit.throttle import Backoff, TokenBucket
+from deribit.throttle import Backoff, TokenBucket, retry_delay, token_refresh_delay
 from deribit.transport import LinkClosed, WebsocketTransport
 from messages.account import ExchangeState
 from messages.commands import (
@@ -87,10 +93,19 @@ from runtime.wirelog import WireLogWriter, read_wire_log
 
 RATE_LIMIT_CODE = 10028  # Deribit's too_many_requests
 # Local refusals (never sent): negative codes, see CommandFailed.
-NOT_CONNECTED = -1
-ANSWER_LOST = -2
-TRADING_DISABLED = -3
-INVALID = -5
+NOT_CONNECTED = -1  # link down or not logged in
+ANSWER_LOST = -2  # sent, but the answer was lost (link dropped, timeout): state unknown until reconciled
+TRADING_DISABLED = -3  # mainnet without --live
+QUEUED_TOO_LONG = -4  # an order or edit waited in the local rate limiter too long to still be justified
+INVALID = -5  # the command itself is wrong (check_command)
+PAPER_ONLY = -6  # paper mode: logged, not sent
+REPLAY_ONLY = -7  # a replay sends nothing
+#: Sends of one command after Deribit's rate-limit answer before giving up with its error.
+MAX_RATE_LIMIT_RETRIES = 5
+#: How often the link thread wakes the actor (timers: batches, retries, timeouts, refresh).
+WAKE_EVERY_S = 0.1
+#: How long recv blocks; bounds how fast the link thread notices a stop.
+RECV_SLICE_S = 0.2
 LIVE_STATES = frozenset({"created", "started", "open"})
 GONE_STATES = frozenset({"settled", "closed", "terminated", "deactivated", "expired"})
 
@@ -103,6 +118,10 @@ class _LinkUp(msgspec.Struct, frozen=True):
 class _LinkDown(msgspec.Struct, frozen=True):
     generation: int
     reason: str
+
+
+class _LinkFailed(msgspec.Struct, frozen=True):
+    error: str
 
 
 class _Answer(msgspec.Struct, frozen=True):
@@ -120,6 +139,10 @@ class ReplayFinished(msgspec.Struct, frozen=True):
 
 class GetReplaySummary(msgspec.Struct, frozen=True):
     pass
+
+
+class GetLinkStats(msgspec.Struct, frozen=True):
+    """Ask the Connection what its link saw so far (the replay summary's counts, live)."""
 
 
 @dataclass
@@ -140,17 +163,32 @@ class _Reconcile:
 
 
 @dataclass
+class _Queued:
+    command: Any
+    queued_at: float
+    not_before: float = 0.0
+    retries: int = 0
+
+
+@dataclass
 class LinkStats:
-    """What the link thread saw (read by the actor only after the link thread ended)."""
+    """What the link thread saw. Counted per channel (cheap on the hot path), summed per
+    channel family when reported."""
 
     in_frames: int = 0
-    notifications: collections.Counter[str] = field(default_factory=collections.Counter)
+    channels: collections.Counter[str] = field(default_factory=collections.Counter)
     responses: int = 0
     errors: int = 0
     malformed: int = 0
 
+    def notifications(self) -> dict[str, int]:
+        by_prefix: collections.Counter[str] = collections.Counter()
+        for channel, count in list(self.channels.items()):
+            by_prefix[ch.channel_prefix(channel)] += count
+        return dict(sorted(by_prefix.items()))
 
-Transport = Any  # WebsocketTransport or a test double with connect/recv/send/close
+
+Transport = Any  # WebsocketTransport or a test double with connect/recv/send/close/abort
 
 
 def method_of(command: Any) -> str:
@@ -158,9 +196,26 @@ def method_of(command: Any) -> str:
     if isinstance(command, PlaceOrder):
         return f"private/{command.side}"
     if isinstance(command, CancelAll):
+        if command.instrument_name is not None:
+            return "private/cancel_all_by_instrument"
         return "private/cancel_all_by_currency" if command.currency else "private/cancel_all"
     return {EditOrder: "private/edit", CancelOrder: "private/cancel",
             CancelByLabel: "private/cancel_by_label"}.get(type(command), type(command).__name__)
+
+
+def check_link_settings(dset: Any) -> None:
+    """Raise SettingsError naming the first [deribit] setting the Connection cannot work with."""
+    positive = ("heartbeat_s", "subscribe_requests_per_s", "order_requests_per_s", "reconnect_initial_s",
+                "request_timeout_s")
+    for name in positive:
+        if not getattr(dset, name) > 0:
+            raise SettingsError(f"deribit.{name} must be greater than 0, got {getattr(dset, name)!r}")
+    if dset.subscribe_batch_size < 1 or dset.order_burst < 1:
+        raise SettingsError("deribit.subscribe_batch_size and deribit.order_burst must be at least 1, got "
+                            f"{dset.subscribe_batch_size!r} and {dset.order_burst!r}")
+    if dset.reconnect_max_s < dset.reconnect_initial_s:
+        raise SettingsError(f"deribit.reconnect_max_s ({dset.reconnect_max_s!r}) must not be below "
+                            f"deribit.reconnect_initial_s ({dset.reconnect_initial_s!r})")
 
 
 class Connection(Actor):
@@ -177,6 +232,10 @@ class Connection(Actor):
         s = context.settings
         self.settings = s
         self.dset = s.deribit
+        check_link_settings(self.dset)
+        if not replay_file and not url:
+            raise ValueError("the Connection needs the exchange's websocket URL (ws:// or wss://) or a wire log "
+                             "to replay")
         self.venue = s.venue
         self.url = url
         self.replay_file = replay_file
@@ -201,19 +260,24 @@ class Connection(Actor):
         self.refresh_at = 0.0
         self.pending: dict[int, _Pending] = {}
         self.instruments: dict[str, dict[str, Instrument]] = {}
+        self.instruments_needed: set[str] = set()  # currencies whose list must be (re)loaded
         self.instruments_in_flight: set[str] = set()
+        self.instruments_failures: collections.Counter[str] = collections.Counter()
+        self.instruments_retry_at: dict[str, float] = {}
         self.subs = SubscriptionTracker(batch_size=self.dset.subscribe_batch_size)
-        self.sub_bucket = TokenBucket(self.dset.subscribe_requests_per_s,
-                                      max(1.0, self.dset.subscribe_requests_per_s), time.monotonic())
+        # Burst 1: subscribe requests go out evenly spaced, never more than the rate in a second.
+        self.sub_bucket = TokenBucket(self.dset.subscribe_requests_per_s, 1.0, time.monotonic())
         self.sub_retry_at = 0.0
         self.to_unsubscribe: set[str] = set()
         self.order_bucket = TokenBucket(self.dset.order_requests_per_s, self.dset.order_burst, time.monotonic())
-        self.order_queue: collections.deque[tuple[Any, float, int]] = collections.deque()
+        self.order_queue: collections.deque[_Queued] = collections.deque()
         self.reconciles: dict[str, _Reconcile] = {}
+        self.reconcile_deferred: ReconcilePortfolio | None = None
         self.subscribed_announced = False
         self.resyncs = 0
         self.minutes = 0
         self.cod_enabled = False
+        self._wirelog_flushed_at = 0.0
 
         # link thread
         self.stats = LinkStats()
@@ -222,6 +286,9 @@ class Connection(Actor):
         self._link_done = threading.Event()
         self._unknown_channels: set[str] = set()
         self._attempt = 0
+        self._publish = context.publish  # hot path: one attribute less per message
+        self._decode = self.decoder.decode
+        self._backoff = Backoff(self.dset.reconnect_initial_s, self.dset.reconnect_max_s)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -230,7 +297,10 @@ class Connection(Actor):
         self._link_thread.start()
 
     def on_stop(self) -> None:
+        while self.order_queue:
+            self._refuse(self.order_queue.popleft().command, NOT_CONNECTED, "the program is stopping; not sent")
         self._shutdown_link()
+        self.log.info("link_stats", **self._summary())
 
     def on_failure(self, *args: Any) -> None:
         self._shutdown_link()
@@ -238,17 +308,26 @@ class Connection(Actor):
 
     def _shutdown_link(self) -> None:
         self._closing.set()
-        transport = self.transport
-        if transport is not None:
-            transport.close()
-        if self._link_thread is not None and self._link_thread is not threading.current_thread():
-            self._link_thread.join(timeout=1.0)
+        thread = self._link_thread
+        if thread is not None and thread is not threading.current_thread():
+            # The link thread notices within one recv slice and closes the socket itself (one
+            # reader at a time); cut the socket only if it does not.
+            thread.join(timeout=1.0)
+            if thread.is_alive() and self.transport is not None:
+                self.transport.abort()
+                thread.join(timeout=0.5)
         if self.wirelog is not None:
             self.wirelog.close()
 
     @property
-    def can_trade(self) -> bool:
+    def may_send_orders(self) -> bool:
+        """Orders and cancels may go out now: logged in on a live link, trading allowed."""
         return self.link_up and self.authenticated and self.settings.can_trade and not self.context.replay
+
+    @property
+    def can_trade(self) -> bool:
+        """What ConnectionStatus.can_trade promises: logged in, every channel confirmed, trading allowed."""
+        return self.may_send_orders and self.subscribed_announced
 
     def _status(self, state: ConnectionState, detail: str = "") -> None:
         self.publish(ConnectionStatus(state=state, venue=self.venue, at=self.context.clock.now(),
@@ -264,16 +343,18 @@ class Connection(Actor):
             self._closing.set()
             return False
 
+    def _link_status(self, state: ConnectionState, detail: str = "") -> None:
+        self._publish(ConnectionStatus(state=state, venue=self.venue, at=self.context.clock.now(),
+                                       attempt=self._attempt, detail=detail))
+
     def _link_loop(self) -> None:
-        log = structlog.get_logger(actor=self.context.name)
-        backoff = Backoff(self.dset.reconnect_initial_s, self.dset.reconnect_max_s)
-        dead_after = 2.0 * self.dset.heartbeat_s
+        log = self.log
+        backoff = self._backoff
         generation = 0
         try:
             while not self._closing.is_set():
                 self._attempt += 1
-                self.publish(ConnectionStatus(state=ConnectionState.CONNECTING, venue=self.venue,
-                                              at=self.context.clock.now(), attempt=self._attempt))
+                self._link_status(ConnectionState.CONNECTING)
                 transport = self._transport_factory(self.url or "")
                 self.transport = transport
                 try:
@@ -281,87 +362,101 @@ class Connection(Actor):
                 except LinkClosed as exc:
                     delay = backoff.next_delay()
                     log.warning("connect_failed", error=str(exc), retry_in_s=round(delay, 2), attempt=self._attempt)
-                    self.publish(ConnectionStatus(state=ConnectionState.DISCONNECTED, venue=self.venue,
-                                                  at=self.context.clock.now(), attempt=self._attempt,
-                                                  detail=f"{exc}; retrying in {delay:.1f} s"))
+                    self._link_status(ConnectionState.DISCONNECTED, f"{exc}; retrying in {delay:.1f} s")
                     self._closing.wait(delay)
                     continue
                 generation += 1
                 connected_at = time.monotonic()
                 if self.wirelog is not None:
-                    self.wirelog.write(time.time(), "open")
+                    self.wirelog.write(self.context.clock.now(), "open")
                 log.info("connected", url=self.url, attempt=self._attempt)
-                self.publish(ConnectionStatus(state=ConnectionState.CONNECTED, venue=self.venue,
-                                              at=self.context.clock.now(), attempt=self._attempt))
+                self._link_status(ConnectionState.CONNECTED)
                 if not self._tell_self(_LinkUp(generation)):
+                    transport.close()
                     break
-                reason = "stopped"
                 try:
-                    reason = self._receive_until_closed(transport, generation, dead_after)
+                    reason = self._receive_until_closed(transport, generation)
                 except LinkClosed as exc:
                     reason = str(exc)
                 transport.close()
                 if self.wirelog is not None:
-                    self.wirelog.write(time.time(), "close")
+                    self.wirelog.write(self.context.clock.now(), "close")
                 if self._closing.is_set():
                     break
                 if time.monotonic() - connected_at >= self.dset.healthy_after_s:
                     backoff.reset()
+                    self._attempt = 0
                 delay = backoff.next_delay()
                 log.warning("disconnected", reason=reason, retry_in_s=round(delay, 2))
-                self.publish(ConnectionStatus(state=ConnectionState.DISCONNECTED, venue=self.venue,
-                                              at=self.context.clock.now(), attempt=self._attempt,
-                                              detail=f"{reason}; reconnecting in {delay:.1f} s"))
+                self._link_status(ConnectionState.DISCONNECTED, f"{reason}; reconnecting in {delay:.1f} s")
                 if not self._tell_self(_LinkDown(generation, reason)):
                     break
                 self._closing.wait(delay)
+        except Exception as exc:  # a bug, not a link problem: let the supervisor restart the actor
+            log.exception("link_thread_failed", error=f"{type(exc).__name__}: {exc}")
+            self._tell_self(_LinkFailed(f"{type(exc).__name__}: {exc}"))
         finally:
             self._link_done.set()
 
-    def _receive_until_closed(self, transport: Transport, generation: int, dead_after: float) -> str:
-        last_frame = last_wake = time.monotonic()
+    def _receive_until_closed(self, transport: Transport, generation: int) -> str:
+        """Read frames until the link fails, goes silent or the actor stops; returns why.
+
+        Deribit heartbeats at no less than 10 s; to notice a dead link sooner (heartbeat_s may be
+        lower), a link quiet for heartbeat_s is probed with ``public/test``, and one that stays
+        silent for two heartbeat intervals is dead."""
+        probe_after = self.dset.heartbeat_s
+        dead_after = 2.0 * probe_after
+        last_frame = last_wake = last_probe = time.monotonic()
         recv = transport.recv
         on_frame = self._on_frame
-        while not self._closing.is_set():
-            frame = recv(0.2)
+        closing = self._closing
+        while not closing.is_set():
+            frame = recv(RECV_SLICE_S)
             now = time.monotonic()
             if frame is not None:
                 last_frame = now
                 on_frame(frame, generation)
-            elif now - last_frame > dead_after:
-                return f"no frame for {now - last_frame:.1f} s (two heartbeat intervals): link dead"
-            if now - last_wake >= 0.1:
+            else:
+                silent = now - last_frame
+                if silent > dead_after:
+                    return f"no frame for {silent:.1f} s (two heartbeat intervals): link dead"
+                if silent > probe_after and now - last_probe > probe_after:
+                    last_probe = now
+                    self._send_now("public/test", {})
+            if now - last_wake >= WAKE_EVERY_S:
                 last_wake = now
                 if not self._tell_self(_Wake()):
                     break
         return "stopped"
 
     def _on_frame(self, frame: str | bytes, generation: int) -> None:
+        """The hot path: one frame from the link, decoded and published (link thread)."""
         if self.wirelog is not None:
-            self.wirelog.write(time.time(), "in", frame)
+            self.wirelog.write(self.context.clock.now(), "in", frame)
         stats = self.stats
         stats.in_frames += 1
         try:
-            decoded = self.decoder.decode(frame)
+            decoded = self._decode(frame)
         except FrameError as exc:
             stats.malformed += 1
             self.log.warning("malformed_frame", reason=exc.reason, excerpt=exc.excerpt)
             return
-        if decoded.__class__ is Notification:
-            stats.notifications[ch.channel_prefix(decoded.channel)] += 1
-            publish = self.context.publish
+        cls = decoded.__class__
+        if cls is Notification:
+            stats.channels[decoded.channel] += 1
+            publish = self._publish
             for message in decoded.messages:
                 publish(message)
-        elif decoded.__class__ is RpcResponse:
+        elif cls is RpcResponse:
             stats.responses += 1
             self._tell_self(_Answer(generation, decoded))
-        elif decoded.__class__ is RpcError:
+        elif cls is RpcError:
             stats.errors += 1
             self._tell_self(_Answer(generation, decoded))
-        elif decoded.__class__ is TestRequest:
+        elif cls is TestRequest:
             self._send_now(*answer_test_request())
-        elif decoded.__class__ is UnknownChannel:
-            stats.notifications[ch.channel_prefix(decoded.channel)] += 1
+        elif cls is UnknownChannel:
+            stats.channels[decoded.channel] += 1
             if decoded.channel not in self._unknown_channels:
                 self._unknown_channels.add(decoded.channel)
                 self.log.info("unknown_channel_ignored", channel=decoded.channel)
@@ -376,7 +471,7 @@ class Connection(Actor):
         if transport is None:
             raise LinkClosed("not connected")
         if self.wirelog is not None:
-            self.wirelog.write(time.time(), "out", frame)
+            self.wirelog.write(self.context.clock.now(), "out", frame)
         try:
             transport.send(frame)
         except LinkClosed as exc:
@@ -407,11 +502,11 @@ class Connection(Actor):
                     self._on_frame(record.frame, generation)
                 elif direction == "open":
                     generation += 1
-                    self.publish(ConnectionStatus(state=ConnectionState.CONNECTED, venue="replay", at=t))
+                    self._publish(ConnectionStatus(state=ConnectionState.CONNECTED, venue="replay", at=t))
                     self._tell_self(_LinkUp(generation))
                 elif direction == "close":
-                    self.publish(ConnectionStatus(state=ConnectionState.DISCONNECTED, venue="replay", at=t,
-                                                  detail="closed in the log"))
+                    self._publish(ConnectionStatus(state=ConnectionState.DISCONNECTED, venue="replay", at=t,
+                                                   detail="closed in the log"))
                     self._tell_self(_LinkDown(generation, "closed in the log"))
         except Exception as exc:  # a bad log line: say which, and end the replay
             self.log.error("replay_failed", error=str(exc))
@@ -430,19 +525,24 @@ class Connection(Actor):
         self.subscribed_announced = False
         self.pending.clear()
         self.subs.reset()
+        # Private channels come back once this connection is logged in (a rejected login must
+        # not keep SUBSCRIBED from being announced for the public ones).
+        self.subs.drop({c for c in self.subs.wanted if ch.is_private(c)})
         self.to_unsubscribe.clear()
+        self.sub_retry_at = 0.0
+        self.instruments_retry_at.clear()
         if self.context.replay:
             return
-        interval = max(10, round(self.dset.heartbeat_s))
-        self._request("heartbeat", "public/set_heartbeat", {"interval": interval})
-        creds = self.dset.client_id and self.dset.client_secret
-        if creds:
+        # Deribit refuses intervals below 10 s; a shorter heartbeat_s is kept by our own probe.
+        interval = max(MIN_HEARTBEAT_INTERVAL_S, round(self.dset.heartbeat_s))
+        self._request("heartbeat", *set_heartbeat_request(interval))
+        if self.dset.client_id and self.dset.client_secret:
             self._login()
         for currency in self.currencies:
             self.subs.want(currency_channels(currency, private=False))
-            self._load_instruments(currency)
             if currency in self.instruments:
                 self.subs.want(market_channels(self.instruments[currency].values(), self.dset.book_interval))
+            self.instruments_needed.add(currency)
         self._pump()
 
     @handles(_LinkDown)
@@ -451,6 +551,7 @@ class Connection(Actor):
             return
         self.link_up = False
         self.authenticated = False
+        self.subscribed_announced = False
         self.instruments_in_flight.clear()
         # Answers to requests in flight are lost with the link. An order's fate is unknown
         # until the portfolio reconciles; say so instead of guessing.
@@ -460,26 +561,39 @@ class Connection(Actor):
                 self.publish(CommandFailed(
                     request_key=command.request_key, origin=command.origin, method=pending.method,
                     code=ANSWER_LOST,
-                    message="connection lost before the exchange answered; the order's state is unknown "
-                            "until the portfolio reconciles"))
+                    message=f"connection lost ({event.reason}) before the exchange answered; the order's state "
+                            "is unknown until the portfolio reconciles"))
         self.pending.clear()
         while self.order_queue:
-            command, _, _ = self.order_queue.popleft()
-            self._refuse(command, NOT_CONNECTED, f"connection lost ({event.reason}); not sent")
+            self._refuse(self.order_queue.popleft().command, NOT_CONNECTED,
+                         f"connection lost ({event.reason}); not sent")
         self.reconciles.clear()
+
+    @handles(_LinkFailed)
+    def on_link_failed(self, event: _LinkFailed) -> None:
+        raise RuntimeError(f"the Connection's link thread failed: {event.error}")
 
     @handles(_Wake)
     def on_wake(self, _event: _Wake) -> None:
         self._pump()
+        if self.wirelog is not None:
+            now = time.monotonic()
+            if now - self._wirelog_flushed_at >= 1.0:
+                self._wirelog_flushed_at = now
+                self.wirelog.flush()
 
     def _pump(self) -> None:
+        """Everything due now: timeouts, token refresh, instrument loads, subscriptions, orders."""
         if not self.link_up or self.context.replay:
             return
         now = time.monotonic()
         self._expire_requests(now)
         if self.access is not None and self.authenticated and now >= self.refresh_at:
-            self.refresh_at = now + 30.0  # until the refresh answers
+            self.refresh_at = now + self.dset.request_timeout_s  # until the refresh answers
             self._request("refresh", *auth_refresh_request(self.access.refresh_token))
+        for currency in sorted(self.instruments_needed - self.instruments_in_flight):
+            if now >= self.instruments_retry_at.get(currency, 0.0):
+                self._load_instruments(currency)
         self._pump_subscriptions(now)
         self._pump_orders(now)
 
@@ -498,16 +612,25 @@ class Connection(Actor):
         for rid in expired:
             pending = self.pending.pop(rid)
             self.log.warning("request_timed_out", method=pending.method, kind=pending.kind, timeout_s=limit)
-            if pending.kind == "order":
+            kind = pending.kind
+            if kind == "order":
                 command = pending.payload[0]
                 self.publish(CommandFailed(request_key=command.request_key, origin=command.origin,
                                            method=pending.method, code=ANSWER_LOST,
                                            message=f"no answer within {limit:g} s; the order's state is unknown "
                                                    "until the portfolio reconciles"))
-            elif pending.kind == "subscribe":
+            elif kind == "subscribe":
                 self.subs.failed(rid)
-            elif pending.kind == "instruments":
-                self.instruments_in_flight.discard(pending.payload)
+                self._retry_subscriptions_later(0)
+            elif kind == "unsubscribe":
+                self.to_unsubscribe |= set(pending.payload)
+            elif kind == "instruments":
+                self._instruments_failed(pending.payload)
+            elif kind == "auth":
+                self._login()
+            elif kind in ("positions", "open_orders", "summary") and self.reconciles.pop(pending.payload, None):
+                self.log.warning("reconcile_failed", currency=pending.payload, part=kind,
+                                 message=f"no answer within {limit:g} s")
 
     @handles(_Answer)
     def on_answer(self, event: _Answer) -> None:
@@ -520,20 +643,26 @@ class Connection(Actor):
                 self.log.warning("unmatched_error", code=answer.code, message=answer.message, data=answer.data)
             return
         handler = getattr(self, f"_answer_{pending.kind}")
-        handler(pending, answer)
+        try:
+            handler(pending, answer)
+        except msgspec.MsgspecError as exc:
+            # An answer of the wrong shape is the exchange's problem, not a reason to crash.
+            shown = answer.__class__ is RpcResponse and pending.kind not in ("auth", "refresh")  # tokens
+            self.log.error("bad_answer", method=pending.method, error=str(exc),
+                           excerpt=bytes(answer.result)[:200].decode("utf-8", "replace") if shown else "")
+            if pending.kind == "instruments":
+                self._instruments_failed(pending.payload)
 
     def _answer_heartbeat(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
         if answer.__class__ is RpcError:
             self.log.warning("set_heartbeat_failed", code=answer.code, message=answer.message)
-
-    def _answer_test(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
-        pass
 
     # -- auth ---------------------------------------------------------------------------------------
     def _login(self) -> None:
         if self.dset.auth_method == "client_credentials":
             request = auth_client_credentials_request(self.dset.client_id, self.dset.client_secret)
         else:
+            # The signature's timestamp must be the exchange's (real) time, whatever clock drives us.
             request = auth_client_signature_request(self.dset.client_id, self.dset.client_secret,
                                                     int(time.time() * 1000))
         self._request("auth", *request)
@@ -542,8 +671,9 @@ class Connection(Actor):
         if answer.__class__ is RpcError:
             self.login_rejected = f"{answer.message} (code {answer.code})"
             self.log.error("login_rejected", code=answer.code, message=answer.message,
+                           client_id=self.dset.client_id, auth_method=self.dset.auth_method,
                            hint="check DERIBIT_CLIENT_ID / DERIBIT_CLIENT_SECRET for this venue; "
-                                "public market data keeps flowing")
+                                "public market data keeps flowing, orders are refused")
             self._status(ConnectionState.CONNECTED, detail=f"login rejected: {self.login_rejected}")
             return
         self._authenticated(decode_auth_result(answer.result))
@@ -560,56 +690,67 @@ class Connection(Actor):
         first = not self.authenticated
         self.authenticated = True
         self.login_rejected = ""
-        # Refresh well before expiry; Deribit tokens last expires_in seconds.
-        self.refresh_at = time.monotonic() + max(5.0, 0.8 * auth.expires_in)
-        if refreshed:
-            self.log.info("token_refreshed", expires_in_s=auth.expires_in)
+        self.refresh_at = time.monotonic() + token_refresh_delay(auth.expires_in)
+        if not first:
+            self.log.info("token_refreshed" if refreshed else "logged_in_again", expires_in_s=auth.expires_in)
             return
         self.log.info("authenticated", expires_in_s=auth.expires_in, method=self.dset.auth_method)
-        if first:
-            for currency in self.currencies:
-                self.subs.want(currency_channels(currency, private=True))
-            if self.settings.can_trade and self.dset.cancel_on_disconnect:
-                self._request("cod", *enable_cancel_on_disconnect_request())
-            self._status(ConnectionState.AUTHENTICATED)
-            self.subscribed_announced = False
-            self._pump()
+        for currency in self.currencies:
+            if self.subs.want(currency_channels(currency, private=True)):
+                self.subscribed_announced = False
+        if self.settings.can_trade and self.dset.cancel_on_disconnect and not self.settings.paper:
+            self._request("cod", *enable_cancel_on_disconnect_request())
+        self._status(ConnectionState.AUTHENTICATED)
+        if self.reconcile_deferred is not None:
+            deferred, self.reconcile_deferred = self.reconcile_deferred, None
+            self.on_reconcile(deferred)
+        self._pump()
 
     def _answer_cod(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
         if answer.__class__ is RpcError:
             self.log.warning("cancel_on_disconnect_failed", code=answer.code, message=answer.message)
         else:
             self.cod_enabled = True
+            self.log.info("cancel_on_disconnect_enabled")
 
     # -- instruments and subscriptions ------------------------------------------------------------
     def _load_instruments(self, currency: str) -> None:
+        self.instruments_needed.add(currency)
         if currency in self.instruments_in_flight:
             return
         self.instruments_in_flight.add(currency)
         if self._request("instruments", *get_instruments_request(currency), payload=currency) is None:
             self.instruments_in_flight.discard(currency)
 
+    def _instruments_failed(self, currency: str) -> None:
+        self.instruments_in_flight.discard(currency)
+        self.instruments_failures[currency] += 1
+        delay = retry_delay(self.instruments_failures[currency], initial=1.0)
+        self.instruments_retry_at[currency] = time.monotonic() + delay
+        self.log.warning("instruments_retry", currency=currency, retry_in_s=delay)
+
     def _answer_instruments(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
         currency = pending.payload
-        self.instruments_in_flight.discard(currency)
         if answer.__class__ is RpcError:
             self.log.error("get_instruments_failed", currency=currency, code=answer.code, message=answer.message)
+            self._instruments_failed(currency)
             return
         listed = tuple(i for i in decode_instruments(bytes(answer.result)) if i.kind in ("option", "future"))
+        self.instruments_in_flight.discard(currency)
+        self.instruments_needed.discard(currency)
+        self.instruments_failures.pop(currency, None)
         old = self.instruments.get(currency, {})
         new = {i.instrument_name: i for i in listed}
         self.instruments[currency] = new
         gone = [old[n] for n in old.keys() - new.keys()]
-        added = new.keys() - old.keys()
         if gone:
-            dropped = self.subs.drop(market_channels(gone, self.dset.book_interval))
-            self.to_unsubscribe |= dropped
-        self.subs.want(market_channels(listed, self.dset.book_interval))
+            self.to_unsubscribe |= self.subs.drop(market_channels(gone, self.dset.book_interval))
+        if self.subs.want(market_channels(listed, self.dset.book_interval)):
+            self.subscribed_announced = False
         self.log.info("instruments_loaded", currency=currency, options=sum(i.kind == "option" for i in listed),
-                      futures=sum(i.kind == "future" for i in listed), added=len(added) if old else None,
-                      removed=len(gone) if old else None)
+                      futures=sum(i.kind == "future" for i in listed),
+                      added=len(new.keys() - old.keys()) if old else None, removed=len(gone) if old else None)
         self.publish(InstrumentsLoaded(currency=currency, instruments=listed, at=self.context.clock.now()))
-        self.subscribed_announced = False
         self._pump()
 
     def _pump_subscriptions(self, now: float) -> None:
@@ -618,22 +759,19 @@ class Connection(Actor):
         if self.to_unsubscribe and self.sub_bucket.try_take(now):
             batch = tuple(sorted(self.to_unsubscribe))[: self.subs.batch_size]
             self.to_unsubscribe -= set(batch)
-            self._request("unsubscribe", *unsubscribe_request(batch), payload=batch)
+            if self._request("unsubscribe", *unsubscribe_request(batch), payload=batch) is None:
+                self.to_unsubscribe |= set(batch)
+                return
         while True:
             batch = self.subs.next_batch()
-            if not batch:
+            if not batch or not self.sub_bucket.try_take(now):
                 break
-            if not self.authenticated:
-                batch = tuple(c for c in batch if not ch.is_private(c))
-                if not batch:
-                    break
-            if not self.sub_bucket.try_take(now):
-                return
             request_id = self._request("subscribe", *subscribe_request(batch), payload=batch)
             if request_id is None:
                 return
             self.subs.sent(request_id, batch)
-        if not self.subscribed_announced and self.subs.complete and not self.subs.in_flight:
+        if (not self.subscribed_announced and self.subs.complete and not self.subs.in_flight
+                and not self.instruments_needed and not self.to_unsubscribe):
             self.subscribed_announced = True
             confirmed, wanted = self.subs.counts()
             self.log.info("subscriptions_confirmed", channels=confirmed)
@@ -646,17 +784,21 @@ class Connection(Actor):
             self.log.warning("subscribe_failed", code=answer.code, message=answer.message, channels=len(batch))
             self._retry_subscriptions_later(answer.code)
             return
-        refused = self.subs.answered(request_id, decode_subscribed(answer.result))
+        refused, unwanted = self.subs.answered(request_id, decode_subscribed(answer.result))
         if refused:
             self.log.warning("subscribe_refused", channels=list(refused[:5]), count=len(refused))
-            self.sub_retry_at = time.monotonic() + 1.0
+            self._retry_subscriptions_later(0)
+        if unwanted:
+            self.to_unsubscribe |= set(unwanted)
         self._pump()
 
     def _retry_subscriptions_later(self, code: int) -> None:
-        delay = min(30.0, 0.5 * 2 ** min(self.subs.failures, 6))
+        delay = retry_delay(self.subs.failures, initial=0.5)
+        now = time.monotonic()
         if code == RATE_LIMIT_CODE:
-            self.sub_bucket.drain(time.monotonic())
-        self.sub_retry_at = time.monotonic() + delay
+            self.sub_bucket.drain(now)
+        self.sub_retry_at = now + delay
+        self.log.info("subscriptions_retry", retry_in_s=delay)
 
     def _answer_unsubscribe(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
         batch: tuple[str, ...] = pending.payload
@@ -676,19 +818,28 @@ class Connection(Actor):
         if self.context.replay:
             self.log.info("replay_request_not_sent", method="public/unsubscribe", channel=channel)
             return
-        if channel in self.subs.wanted:
-            self.log.info("resubscribing", instrument=command.instrument_name, reason=command.reason)
-            if channel in self.subs.confirmed:
-                self.to_unsubscribe.add(channel)
-            self._pump()
+        if channel not in self.subs.wanted:
+            self.log.warning("resubscribe_unknown_instrument", instrument=command.instrument_name,
+                             origin=command.origin, reason=command.reason)
+            return
+        self.log.info("resubscribing", instrument=command.instrument_name, origin=command.origin,
+                      reason=command.reason)
+        if channel in self.subs.confirmed:
+            self.to_unsubscribe.add(channel)
+        # Not yet confirmed: its subscribe answer brings a fresh snapshot anyway.
+        self._pump()
 
     @handles(RefreshInstruments)
     def on_refresh(self, command: RefreshInstruments) -> None:
         for currency in command.currencies or self.currencies:
-            if currency in self.currencies:
-                if self.context.replay:
-                    self.log.info("replay_request_not_sent", method="public/get_instruments", currency=currency)
-                elif self.link_up:
+            if currency not in self.currencies:
+                self.log.warning("refresh_unknown_currency", currency=currency, configured=list(self.currencies))
+            elif self.context.replay:
+                self.log.info("replay_request_not_sent", method="public/get_instruments", currency=currency)
+            else:
+                # Loaded now if the link is up, else on the next connect (every connect loads all).
+                self.instruments_needed.add(currency)
+                if self.link_up:
                     self._load_instruments(currency)
 
     @handles(DailyRollover)
@@ -711,11 +862,22 @@ class Connection(Actor):
     # -- orders ---------------------------------------------------------------------------------------
     @handles(PlaceOrder, EditOrder, CancelOrder, CancelAll, CancelByLabel)
     def on_command(self, command: Any) -> None:
+        try:
+            check_command(command)
+        except InvalidCommand as exc:
+            self._refuse(command, INVALID, str(exc))
+            return
         if self.context.replay:
-            self.log.info("replay_request_not_sent", command=type(command).__name__, origin=command.origin)
+            self._refuse(command, REPLAY_ONLY, "replaying a wire log: nothing is sent")
             return
         if not self.settings.can_trade:
             self._refuse(command, TRADING_DISABLED, "trading on mainnet needs the --live flag; not sent")
+            return
+        if self.settings.paper:
+            method, params = command_request(command)
+            self.log.warning("paper_order", command=type(command).__name__, origin=command.origin,
+                             request_key=command.request_key, method=method, params=params)
+            self._refuse(command, PAPER_ONLY, f"paper mode: {method} {params} logged, not sent")
             return
         if not (self.link_up and self.authenticated):
             why = "not connected" if not self.link_up else "not logged in"
@@ -723,42 +885,50 @@ class Connection(Actor):
                 why += f" (login rejected: {self.login_rejected})"
             self._refuse(command, NOT_CONNECTED, f"{why}; not sent")
             return
-        try:
-            check_command(command)
-        except InvalidCommand as exc:
-            self._refuse(command, INVALID, str(exc))
-            return
-        self.order_queue.append((command, 0.0, 0))
-        self._pump_orders(time.monotonic())
+        now = time.monotonic()
+        self.order_queue.append(_Queued(command, queued_at=now))
+        self._pump_orders(now)
 
     def _refuse(self, command: Any, code: int, message: str) -> None:
         method = method_of(command)
         self.log.warning("command_refused", command=type(command).__name__, origin=command.origin,
-                         request_key=command.request_key, reason=message)
+                         request_key=command.request_key, code=code, reason=message)
         self.publish(CommandFailed(request_key=command.request_key, origin=command.origin, method=method,
                                    code=code, message=message))
 
     def _pump_orders(self, now: float) -> None:
         queue = self.order_queue
+        limit = self.dset.request_timeout_s
         while queue:
-            command, not_before, retries = queue[0]
-            if now < not_before or not self.order_bucket.try_take(now):
+            head = queue[0]
+            command = head.command
+            # A new order or edit decided on the market of many seconds ago is no longer
+            # justified; cancels always go (they only reduce risk).
+            if now - head.queued_at > limit and isinstance(command, PlaceOrder | EditOrder):
+                queue.popleft()
+                self._refuse(command, QUEUED_TOO_LONG,
+                             f"waited {now - head.queued_at:.1f} s for the rate limit (over {limit:g} s); not sent")
+                continue
+            if now < head.not_before or not self.order_bucket.try_take(now):
                 return
             queue.popleft()
             method, params = command_request(command)
-            if self._request("order", method, params, payload=(command, retries)) is None:
+            if self._request("order", method, params, payload=(command, head)) is None:
                 self._refuse(command, NOT_CONNECTED, "connection lost; not sent")
 
     def _answer_order(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
-        command, retries = pending.payload
+        command, queued = pending.payload
         if answer.__class__ is RpcError:
-            if answer.code == RATE_LIMIT_CODE:
-                # Too fast for the exchange: back off and send it again, never drop it.
-                delay = min(5.0, 0.25 * 2**retries)
+            if answer.code == RATE_LIMIT_CODE and queued.retries < MAX_RATE_LIMIT_RETRIES:
+                # Too fast for the exchange (nothing was done): back off and send it again.
+                queued.retries += 1
+                delay = retry_delay(queued.retries, initial=0.25, maximum=5.0)
                 now = time.monotonic()
+                queued.not_before = now + delay
                 self.order_bucket.drain(now)
-                self.order_queue.appendleft((command, now + delay, retries + 1))
-                self.log.warning("order_rate_limited", request_key=command.request_key, retry_in_s=delay)
+                self.order_queue.appendleft(queued)
+                self.log.warning("order_rate_limited", request_key=command.request_key, retry_in_s=delay,
+                                 retry=queued.retries)
                 return
             self.log.warning("order_rejected", request_key=command.request_key, origin=command.origin,
                              method=pending.method, code=answer.code, message=answer.message, data=answer.data)
@@ -769,7 +939,12 @@ class Connection(Actor):
     # -- reconciliation -------------------------------------------------------------------------------
     @handles(ReconcilePortfolio)
     def on_reconcile(self, command: ReconcilePortfolio) -> None:
-        if self.context.replay or not (self.link_up and self.authenticated):
+        if self.context.replay:
+            return
+        if not (self.link_up and self.authenticated):
+            # Done as soon as this connection is logged in.
+            self.reconcile_deferred = command
+            self.log.info("reconcile_deferred", origin=command.origin, reason=command.reason)
             return
         for currency in command.currencies or self.currencies:
             self.reconciles[currency] = _Reconcile(reason=command.reason)
@@ -795,7 +970,11 @@ class Connection(Actor):
                              message=answer.message)
             self.reconciles.pop(currency, None)
             return
-        setattr(state, part, decode(answer.result))
+        try:
+            setattr(state, part, decode(answer.result))
+        except msgspec.MsgspecError:
+            self.reconciles.pop(currency, None)
+            raise
         if part == "summary":
             state.summary_done = True
         if state.positions is not None and state.orders is not None and state.summary_done:
@@ -806,18 +985,30 @@ class Connection(Actor):
     # -- shutdown ---------------------------------------------------------------------------------------
     @handles(SafeShutdown)
     def on_safe_shutdown(self, event: SafeShutdown) -> None:
-        if self.can_trade:
+        self.order_queue.clear()  # nothing new goes out; their senders are stopping too
+        if self.may_send_orders and not self.settings.paper:
             self.log.warning("cancelling_all_orders", reason=event.reason)
-            self.order_queue.clear()
-            self._request("order", *command_request(CancelAll(origin="connection", request_key="safe-shutdown")),
-                          payload=(CancelAll(origin="connection", request_key="safe-shutdown"), 0))
+            cancel = CancelAll(origin="connection", request_key="safe-shutdown")
+            self._request("order", *command_request(cancel), payload=(cancel, _Queued(cancel, time.monotonic())))
 
     @handles(Shutdown)
     def on_shutdown(self, _event: Shutdown) -> None:
         if self.wirelog is not None:
             self.wirelog.flush()
 
-    # -- replay ------------------------------------------------------------------------------------------
+    # -- replay and statistics ---------------------------------------------------------------------------
+    def _summary(self) -> dict[str, Any]:
+        stats = self.stats
+        return {
+            "in_frames": stats.in_frames,
+            "notifications": stats.notifications(),
+            "responses": stats.responses,
+            "errors": stats.errors + stats.malformed,
+            "malformed": stats.malformed,
+            "resyncs": self.resyncs,
+            "minutes": self.minutes,
+        }
+
     @handles(ReplayFinished)
     def on_replay_finished(self, _event: ReplayFinished) -> None:
         self.log.info("replay_finished", in_frames=self.stats.in_frames)
@@ -827,12 +1018,9 @@ class Connection(Actor):
         """The replay's counts once the whole log was read; None before that."""
         if not self._link_done.is_set():
             return None
-        return {
-            "in_frames": self.stats.in_frames,
-            "notifications": dict(sorted(self.stats.notifications.items())),
-            "responses": self.stats.responses,
-            "errors": self.stats.errors + self.stats.malformed,
-            "malformed": self.stats.malformed,
-            "resyncs": self.resyncs,
-            "minutes": self.minutes,
-        }
+        return self._summary()
+
+    @handles(GetLinkStats)
+    def on_link_stats(self, _request: GetLinkStats) -> dict[str, Any]:
+        """The same counts at any time (the link thread may be counting on)."""
+        return self._summary()

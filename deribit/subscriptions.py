@@ -46,7 +46,10 @@ def instrument_channels(instrument: Instrument, book_interval: str) -> set[str]:
 
 @dataclass
 class SubscriptionTracker:
-    """Wanted channels, which are confirmed, which are in flight; batches to send next."""
+    """Wanted channels, which are confirmed, which are in flight; batches to send next.
+
+    ``failures`` counts consecutive failed or partly refused subscribe requests (for the retry
+    delay); a fully confirmed batch resets it."""
 
     batch_size: int
     wanted: set[str] = field(default_factory=set)
@@ -54,8 +57,15 @@ class SubscriptionTracker:
     in_flight: dict[int, tuple[str, ...]] = field(default_factory=dict)
     failures: int = 0
 
-    def want(self, chans: Iterable[str]) -> None:
-        self.wanted.update(chans)
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"subscribe batch size must be at least 1, got {self.batch_size}")
+
+    def want(self, chans: Iterable[str]) -> set[str]:
+        """Want ``chans`` too; returns those that were not wanted before."""
+        added = set(chans) - self.wanted
+        self.wanted |= added
+        return added
 
     def drop(self, chans: Iterable[str]) -> set[str]:
         """Stop wanting ``chans``; returns those that were confirmed (to unsubscribe)."""
@@ -87,22 +97,25 @@ class SubscriptionTracker:
     def sent(self, request_id: int, batch: tuple[str, ...]) -> None:
         self.in_flight[request_id] = batch
 
-    def answered(self, request_id: int, subscribed: Iterable[str]) -> tuple[str, ...]:
-        """Record a subscribe answer; returns the channels of the batch that were refused."""
+    def answered(self, request_id: int, subscribed: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Record a subscribe answer. Returns ``(refused, unwanted)``: the channels of the batch
+        the exchange did not subscribe (to retry), and those it subscribed that are no longer
+        wanted (dropped while the request was in flight: to unsubscribe)."""
         batch = self.in_flight.pop(request_id, ())
         ok = set(subscribed)
         self.confirmed |= ok & self.wanted
         refused = tuple(c for c in batch if c not in ok)
+        unwanted = tuple(sorted(c for c in ok if c not in self.wanted))
         if refused:
             self.failures += 1
-        return refused
+        elif batch:
+            self.failures = 0
+        return refused, unwanted
 
     def failed(self, request_id: int) -> tuple[str, ...]:
+        """A subscribe request failed or was never answered: its channels are missing again."""
         self.failures += 1
         return self.in_flight.pop(request_id, ())
-
-    def is_owner(self, request_id: int) -> bool:
-        return request_id in self.in_flight
 
     @property
     def complete(self) -> bool:

@@ -1,4 +1,4 @@
-"""Rate limiting and reconnect backoff (pure; time is passed in)."""
+"""Rate limiting, reconnect backoff and the Connection's other timing rules (pure; time is passed in)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ class Backoff:
     link has been healthy for a while."""
 
     def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
+        if initial <= 0 or maximum < initial:
+            raise ValueError(f"backoff needs 0 < initial <= maximum, got {initial}, {maximum}")
         self.initial = initial
         self.maximum = maximum
         self.attempt = 0
@@ -54,7 +56,19 @@ class Backoff:
         ceiling = min(self.maximum, self.initial * 2**self.attempt)
         self.attempt += 1
         # Jitter keeps many clients from reconnecting in lockstep after an exchange outage.
-        return self._rng.uniform(self.initial / 2, ceiling) if ceiling > self.initial / 2 else ceiling
+        return self._rng.uniform(self.initial / 2, ceiling)
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def token_refresh_delay(expires_in_s: float) -> float:
+    """Seconds after a login at which to renew the session: at 80% of its life, so the renewal
+    answers well before the token expires (also for the short-lived tokens of a test server)."""
+    return max(0.5, 0.8 * expires_in_s)
+
+
+def retry_delay(failures: int, initial: float = 0.25, maximum: float = 30.0) -> float:
+    """Delay before retrying after ``failures`` consecutive failures (1 or more): doubling from
+    ``initial`` up to ``maximum``."""
+    return min(maximum, initial * 2 ** max(0, min(failures - 1, 16)))

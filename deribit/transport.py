@@ -1,6 +1,12 @@
-"""The websocket itself (websocket-client), behind a small interface the Connection uses."""
+"""The websocket itself (websocket-client), behind a small interface the Connection uses.
+
+One thread receives (the Connection's link thread); any thread may send (websocket-client
+serialises sends with ``enable_multithread``). Every failure becomes :class:`LinkClosed`.
+"""
 
 from __future__ import annotations
+
+import socket
 
 import websocket
 
@@ -24,12 +30,14 @@ class WebsocketTransport:
         try:
             ws = websocket.create_connection(self.url, timeout=self._timeout, enable_multithread=True,
                                              skip_utf8_validation=True)
-        except (OSError, websocket.WebSocketException) as exc:
+        except (OSError, ValueError, websocket.WebSocketException) as exc:
+            # ValueError: a malformed URL; retrying will not help, but the message says why.
             raise LinkClosed(f"cannot connect to {self.url}: {exc}") from None
         self._ws = ws
 
     def recv(self, timeout_s: float) -> str | bytes | None:
-        """One frame, or None when nothing arrived within ``timeout_s``."""
+        """One frame, or None when nothing arrived within ``timeout_s`` (a timeout in the middle
+        of a frame keeps what was read: websocket-client resumes the frame on the next call)."""
         ws = self._ws
         if ws is None:
             raise LinkClosed("not connected")
@@ -54,11 +62,22 @@ class WebsocketTransport:
             raise LinkClosed(f"send failed: {exc}") from None
 
     def close(self) -> None:
+        """Close with the websocket closing handshake (waits at most 0.5 s for the server)."""
         ws, self._ws = self._ws, None
         if ws is not None:
             try:
                 ws.close(timeout=0.5)
             except (OSError, websocket.WebSocketException):
+                pass
+
+    def abort(self) -> None:
+        """Cut the socket without a handshake, from any thread: a blocked ``recv`` returns at once."""
+        ws = self._ws
+        sock = ws.sock if ws is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
                 pass
 
     @property

@@ -22,6 +22,10 @@ class WireRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     frame: str | None = None
 
 
+class WireLogError(ValueError):
+    """A wire log that cannot be written or read; the text names the file (and line)."""
+
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(WireRecord)
 
@@ -29,16 +33,25 @@ _decoder = msgspec.json.Decoder(WireRecord)
 class WireLogWriter:
     """Thread-safe appender (the reader thread writes ``in``, the actor thread ``out``).
 
-    ``redact`` is applied to every frame text before it is written."""
+    ``redact`` is applied to every frame text before it is written. Lines reach the disk every
+    ``flush_every`` lines or ``flush_after_s`` seconds of record time, whichever comes first, and
+    at every open and close, so a crash loses at most about a second of frames."""
 
-    def __init__(self, path: str | Path, redact: Callable[[str], str] | None = None, flush_every: int = 256) -> None:
+    def __init__(self, path: str | Path, redact: Callable[[str], str] | None = None, flush_every: int = 256,
+                 flush_after_s: float = 1.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[bytes] | None = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: IO[bytes] | None = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise WireLogError(f"cannot write the wire log {self.path}: {exc.strerror or exc}; "
+                               "give a writable path (deribit.record_wire / --record-wire)") from None
         self._redact = redact
         self._lock = threading.Lock()
         self._pending = 0
         self._flush_every = flush_every
+        self._flush_after_s = flush_after_s
+        self._flushed_at: float | None = None
 
     def write(self, t: float, direction: Direction, frame: str | bytes | None = None) -> None:
         text: str | None
@@ -54,9 +67,13 @@ class WireLogWriter:
                 return
             self._file.write(line)
             self._pending += 1
-            if self._pending >= self._flush_every or direction in ("open", "close"):
+            if self._flushed_at is None:
+                self._flushed_at = t
+            if (self._pending >= self._flush_every or direction in ("open", "close")
+                    or t - self._flushed_at >= self._flush_after_s):
                 self._file.flush()
                 self._pending = 0
+                self._flushed_at = t
 
     def flush(self) -> None:
         with self._lock:
@@ -69,10 +86,6 @@ class WireLogWriter:
             if self._file is not None:
                 self._file.close()
                 self._file = None
-
-
-class WireLogError(ValueError):
-    pass
 
 
 def read_wire_log(path: str | Path) -> Iterator[WireRecord]:
