@@ -17,7 +17,7 @@ from typing import Any
 
 from config.settings import Settings, SettingsError, load_settings, render_toml, settings_as_dict
 
-COMMANDS = ("run", "replay", "simulator", "config")
+COMMANDS = ("run", "replay", "simulator", "plot", "config")
 
 
 def _add_settings_options(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
                                description="A local Deribit. Options are those of the simulator; see "
                                            "`main.py simulator --help`.", add_help=False)
     simulator.add_argument("args", nargs=argparse.REMAINDER)
+
+    plot = sub.add_parser("plot", help="draw a smile, the surface or the ATM term structure from the database",
+                          description="Draw one recorded minute (the latest, or the latest at or before --at) "
+                                      "from the database into a PNG.")
+    plot.add_argument("--what", required=True, choices=("smile", "surface", "term"),
+                      help="smile: bid/ask vols and the fit per expiry; surface: the grid as a heatmap; "
+                           "term: ATM term structure with the variance index")
+    plot.add_argument("--currency", required=True, type=str.upper, help="BTC or ETH")
+    plot.add_argument("--at", metavar="TIME", help="UTC time, ISO 8601 (2021-07-22T22:43) or unix seconds")
+    plot.add_argument("--out", required=True, metavar="FILE.png", help="the PNG to write")
+    plot.add_argument("--size", default="1200x800", metavar="WxH", help="pixels (default 1200x800)")
+    _add_settings_options(plot)
 
     config = sub.add_parser("config", help="settings", description="Inspect the settings.")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -262,6 +274,20 @@ def command_simulator(args: argparse.Namespace) -> int:
     return run_simulator_cli(list(args.args))
 
 
+def command_plot(args: argparse.Namespace) -> int:
+    from sql.plots import PlotError, parse_size, parse_time, plot_from_database
+
+    settings = settings_from_args(args)
+    try:
+        path, minute = plot_from_database(settings.database_url, what=args.what, currency=args.currency, out=args.out,
+                                          at=parse_time(args.at) if args.at else None, size=parse_size(args.size))
+    except PlotError as exc:
+        print(f"cannot plot: {exc}", file=sys.stderr)
+        return 2
+    print(f"{path}: {args.what} of {args.currency} at {minute:%Y-%m-%d %H:%M} UTC")
+    return 0
+
+
 def command_config(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     sys.stdout.write(render_toml(settings_as_dict(settings, mask=True)))
@@ -272,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
     handlers = {"run": command_run, "replay": command_replay, "simulator": command_simulator,
-                "config": command_config}
+                "plot": command_plot, "config": command_config}
     try:
         return handlers[args.command](args)
     except SettingsError as exc:
