@@ -1,0 +1,250 @@
+"""The Hedger: keeps each hedged currency's option delta inside a band with one future.
+
+A thin shell over :class:`deribit.hedging.CurrencyHedger` (one per currency in
+``hedger.currencies``): it routes bus messages to it, gives it the clock, publishes what it
+emits (orders to the Connection, ``HedgerStatus`` to the Console, reconcile requests) and wakes
+it when one of its timeouts is due (a limit order to reprice, a fill the Portfolio has not
+shown yet, an answer that never came).
+
+Option tickers come straight from the Connection (one hop from the socket): the Hedger computes
+option deltas from them itself instead of waiting for the Portfolio to republish marks, and
+takes positions, open orders and the ``reconciled`` flag from ``PortfolioChanged``.
+
+Controls (from the Console): ``HedgerControl`` activate / deactivate / status and
+``SetHedgeBand``; both are answered with ``HedgerStatus`` on the bus, and, for ``ask``, with the
+list of statuses.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import msgspec
+import pykka
+
+from deribit.hedging import ORIGIN, CurrencyHedger, currency_of
+from messages.account import ExchangeState, OrderUpdate, UserTrade
+from messages.commands import CommandFailed, CommandResult, PlaceOrder, RefreshInstruments
+from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
+from messages.market import InstrumentsLoaded, Quote, Ticker
+from messages.state import PortfolioChanged, TopOfBook
+from messages.system import ConnectionStatus, DailyRollover, MinuteTick, SafeShutdown
+from runtime.actor import Actor, ActorContext, handles
+
+#: Benchmarks and tests only: called with (order, the message that triggered it) right after a
+#: hedge order is published. None in the program.
+order_probe: Callable[[PlaceOrder, object], None] | None = None
+
+
+class _Wake(msgspec.Struct, frozen=True):
+    """A timeout of one of the currency hedgers is due (sent by the Hedger's own timer)."""
+
+
+class Hedger(Actor):
+    def __init__(self, context: ActorContext) -> None:
+        super().__init__(context)
+        settings = context.settings
+        hedger_settings = settings.hedger
+        now = context.clock.now()
+        self._last_number = 0
+        self.hedgers: dict[str, CurrencyHedger] = {
+            currency: CurrencyHedger(currency, hedger_settings, self.publish, self.log, self._number, now,
+                                     on_order=order_probe)
+            for currency in hedger_settings.currencies if currency in settings.currencies
+        }
+        self._timer: threading.Timer | None = None
+        self._timer_due: float | None = None
+
+    def _number(self, now: float) -> int:
+        # Labels hedge-<n>: n is the decision's unix milliseconds, strictly increasing, so that a
+        # restarted hedger never reuses a label of an order that may still be open.
+        number = max(self._last_number + 1, int(now * 1000))
+        self._last_number = number
+        return number
+
+    def on_start(self) -> None:
+        now = self.context.clock.now()
+        self.log.info("hedger_started", currencies=list(self.hedgers),
+                      instruments={c: h.instrument for c, h in self.hedgers.items()},
+                      active=[c for c, h in self.hedgers.items() if h.active])
+        # A restarted hedger needs the hedge instruments' contract sizes: ask for the lists again
+        # (the Connection ignores this while it is not connected; it loads them on connect).
+        if self.hedgers:
+            self.publish(RefreshInstruments(origin=ORIGIN, reason="hedger started", currencies=tuple(self.hedgers)))
+        for hedger in self.hedgers.values():
+            hedger.publish_status(now, force=True)
+
+    def on_stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    # -- timers -------------------------------------------------------------------------------------
+    def _arm(self) -> None:
+        dues = [due for due in (h.next_due() for h in self.hedgers.values()) if due is not None]
+        if not dues:
+            return
+        due = min(dues)
+        if self._timer is not None and self._timer_due is not None and self._timer_due <= due:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        delay = max(0.0, due - self.context.clock.now())
+        self._timer_due = due
+        self._timer = threading.Timer(delay, self._wake)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _wake(self) -> None:
+        try:
+            self.actor_ref.tell(_Wake())
+        except pykka.ActorDeadError:
+            pass
+
+    @handles(_Wake)
+    def on_wake(self, _wake: _Wake) -> None:
+        self._timer = None
+        self._timer_due = None
+        now = self.context.clock.now()
+        for hedger in self.hedgers.values():
+            hedger.on_time(now)
+        self._arm()
+
+    # -- market data (the hot path) ---------------------------------------------------------------
+    @handles(Ticker)
+    def on_ticker(self, ticker: Ticker) -> None:
+        hedger = self.hedgers.get(ticker.instrument_name.partition("-")[0])
+        if hedger is not None and hedger.on_ticker(ticker, self.context.clock.now()):
+            self._arm()
+
+    @handles(Quote)
+    def on_quote(self, quote: Quote) -> None:
+        hedger = self.hedgers.get(quote.instrument_name.partition("-")[0])
+        if hedger is not None and hedger.on_quote(quote, self.context.clock.now()):
+            self._arm()
+
+    @handles(TopOfBook)
+    def on_top_of_book(self, top: TopOfBook) -> None:
+        if top.kind != "future":
+            return
+        hedger = self.hedgers.get(top.instrument_name.partition("-")[0])
+        if hedger is not None and hedger.on_top_of_book(top, self.context.clock.now()):
+            self._arm()
+
+    # -- account and link ---------------------------------------------------------------------------
+    @handles(PortfolioChanged)
+    def on_portfolio(self, portfolio: PortfolioChanged) -> None:
+        hedger = self.hedgers.get(portfolio.currency)
+        if hedger is not None:
+            hedger.on_portfolio(portfolio, self.context.clock.now())
+            self._arm()
+
+    @handles(InstrumentsLoaded)
+    def on_instruments(self, loaded: InstrumentsLoaded) -> None:
+        hedger = self.hedgers.get(loaded.currency)
+        if hedger is not None:
+            hedger.instruments_loaded(loaded, self.context.clock.now())
+            self._arm()
+
+    @handles(ConnectionStatus)
+    def on_connection(self, status: ConnectionStatus) -> None:
+        now = self.context.clock.now()
+        for hedger in self.hedgers.values():
+            hedger.on_connection(status.can_trade, now)
+        self._arm()
+
+    @handles(CommandResult)
+    def on_result(self, result: CommandResult) -> None:
+        if result.origin != ORIGIN:
+            return
+        now = self.context.clock.now()
+        for hedger in self.hedgers.values():
+            hedger.on_result(result, now)
+        self._arm()
+
+    @handles(CommandFailed)
+    def on_failed(self, failed: CommandFailed) -> None:
+        if failed.origin != ORIGIN:
+            return
+        now = self.context.clock.now()
+        for hedger in self.hedgers.values():
+            hedger.on_failed(failed, now)
+        self._arm()
+
+    @handles(OrderUpdate)
+    def on_order_update(self, update: OrderUpdate) -> None:
+        hedger = self.hedgers.get(currency_of(update.instrument_name))
+        if hedger is not None:
+            hedger.on_order_update(update, self.context.clock.now())
+            self._arm()
+
+    @handles(UserTrade)
+    def on_user_trade(self, trade: UserTrade) -> None:
+        hedger = self.hedgers.get(currency_of(trade.instrument_name))
+        if hedger is not None:
+            hedger.on_user_trade(trade, self.context.clock.now())
+            self._arm()
+
+    @handles(ExchangeState)
+    def on_exchange_state(self, state: ExchangeState) -> None:
+        hedger = self.hedgers.get(state.currency)
+        if hedger is not None:
+            hedger.on_exchange_state(state, self.context.clock.now())
+            self._arm()
+
+    # -- controls -------------------------------------------------------------------------------------
+    def _targets(self, currency: str, request_key: str, origin: str) -> list[CurrencyHedger]:
+        if not currency:
+            return list(self.hedgers.values())
+        hedger = self.hedgers.get(currency.upper())
+        if hedger is None:
+            # Say so on the bus: the console shows it as the answer.
+            hedged = ", ".join(self.hedgers) or "none"
+            self.log.warning("hedger_control_refused", currency=currency, origin=origin,
+                             reason=f"not hedged (hedged: {hedged})")
+            settings = self.context.settings.hedger
+            self.publish(HedgerStatus(
+                currency=currency, active=False, instrument="", mode=settings.mode,
+                band=settings.max_delta_mismatch, at=self.context.clock.now(), request_key=request_key,
+                message=f"{currency} is not hedged (hedged: {hedged}); see hedger.currencies"))
+            return []
+        return [hedger]
+
+    @handles(HedgerControl)
+    def on_control(self, control: HedgerControl) -> list[HedgerStatus]:
+        now = self.context.clock.now()
+        targets = self._targets(control.currency, control.request_key, control.origin)
+        for hedger in targets:
+            hedger.on_control(control, now)
+        self._arm()
+        return [hedger.status(now, control.request_key) for hedger in targets]
+
+    @handles(SetHedgeBand)
+    def on_set_band(self, change: SetHedgeBand) -> list[HedgerStatus]:
+        now = self.context.clock.now()
+        targets = self._targets(change.currency, change.request_key, change.origin)
+        for hedger in targets:
+            hedger.on_set_band(change, now)
+        self._arm()
+        return [hedger.status(now, change.request_key) for hedger in targets]
+
+    # -- time and shutdown ------------------------------------------------------------------------------
+    @handles(MinuteTick)
+    def on_minute(self, _tick: MinuteTick) -> None:
+        now = self.context.clock.now()
+        for hedger in self.hedgers.values():
+            hedger.on_minute(now)
+        self._arm()
+
+    @handles(DailyRollover)
+    def on_rollover(self, event: DailyRollover) -> None:
+        now = self.context.clock.now()
+        self.log.info("hedge_day_reset", day=event.day)
+        for hedger in self.hedgers.values():
+            hedger.on_rollover(now)
+
+    @handles(SafeShutdown)
+    def on_safe_shutdown(self, event: SafeShutdown) -> None:
+        now = self.context.clock.now()
+        for hedger in self.hedgers.values():
+            hedger.safe_shutdown(event.reason, now)
