@@ -130,6 +130,7 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
     first and stops last, so that orders cancelled on the way out still reach the exchange."""
     from actors.bookkeeper import BookKeeper
     from actors.connection import Connection
+    from actors.hedger import Hedger
     from actors.portfolio import Portfolio
     from actors.recorder import Recorder
     from actors.surface_builder import SurfaceBuilder
@@ -144,6 +145,7 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
         ActorSpec("portfolio", lambda ctx: Portfolio.start(ctx)),
         ActorSpec("surface_builder", lambda ctx: SurfaceBuilder.start(ctx)),
         ActorSpec("recorder", lambda ctx: Recorder.start(ctx)),
+        ActorSpec("hedger", lambda ctx: Hedger.start(ctx)),
     ]
 
 
