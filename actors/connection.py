@@ -109,6 +109,12 @@ RECV_SLICE_S = 0.2
 LIVE_STATES = frozenset({"created", "started", "open"})
 GONE_STATES = frozenset({"settled", "closed", "terminated", "deactivated", "expired"})
 
+#: Latency measurement hook for benchmarks and tests (bench/latency.py); None in the program,
+#: which costs one global lookup per frame. When set: ``received(messages, t_ns)`` is called
+#: with each notification's decoded messages and the perf_counter_ns() at which its frame came
+#: off the socket, and ``sent(command, t_ns)`` after an order command's frame was written.
+latency_probe: Any = None
+
 
 # -- messages between the Connection's own two threads (private to this module) -----------------
 class _LinkUp(msgspec.Struct, frozen=True):
@@ -431,6 +437,8 @@ class Connection(Actor):
 
     def _on_frame(self, frame: str | bytes, generation: int) -> None:
         """The hot path: one frame from the link, decoded and published (link thread)."""
+        probe = latency_probe
+        received_ns = time.perf_counter_ns() if probe is not None else 0
         if self.wirelog is not None:
             self.wirelog.write(self.context.clock.now(), "in", frame)
         stats = self.stats
@@ -444,6 +452,8 @@ class Connection(Actor):
         cls = decoded.__class__
         if cls is Notification:
             stats.channels[decoded.channel] += 1
+            if probe is not None:
+                probe.received(decoded.messages, received_ns)
             publish = self._publish
             for message in decoded.messages:
                 publish(message)
@@ -915,6 +925,8 @@ class Connection(Actor):
             method, params = command_request(command)
             if self._request("order", method, params, payload=(command, head)) is None:
                 self._refuse(command, NOT_CONNECTED, "connection lost; not sent")
+            elif latency_probe is not None:
+                latency_probe.sent(command, time.perf_counter_ns())
 
     def _answer_order(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
         command, queued = pending.payload
