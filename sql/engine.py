@@ -49,8 +49,7 @@ def make_engine(url: str, *, busy_timeout_s: float = 2.0, connect_timeout_s: flo
         return _sqlite_engine(parsed, busy_timeout_s)
     if backend == "postgresql":
         if parsed.get_driver_name() not in ("psycopg2", "postgresql"):
-            raise DatabaseURLError(f"database URL {mask_url(url)!r}: PostgreSQL is used through psycopg2; "
-                                   f"write postgresql+psycopg2://...")
+            raise DatabaseURLError(f"database URL {mask_url(url)!r}: PostgreSQL is used through psycopg2; {URL_HELP}")
         parsed = parsed.set(drivername="postgresql+psycopg2")
         return create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2,
                              connect_args={"connect_timeout": max(1, round(connect_timeout_s))})

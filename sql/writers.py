@@ -190,14 +190,14 @@ def deribit_method(command: Command) -> str:
 
 def audit_request(command: Command, at: float) -> OrderAuditEvent:
     instrument = getattr(command, "instrument_name", None)
-    payload = {"type": type(command).__name__, **msgspec.to_builtins(command)}
+    payload = {"message": type(command).__name__, **msgspec.to_builtins(command)}
     return OrderAuditEvent(kind="request", origin=command.origin, request_key=command.request_key,
                            method=deribit_method(command), at=at, payload=json.dumps(payload),
                            outcome="pending", instrument=instrument)
 
 
 def audit_answer(answer: Answer, at: float) -> OrderAuditEvent:
-    payload = {"type": type(answer).__name__, **msgspec.to_builtins(answer)}
+    payload = {"message": type(answer).__name__, **msgspec.to_builtins(answer)}
     if isinstance(answer, CommandResult):
         return OrderAuditEvent(kind="answer", origin=answer.origin, request_key=answer.request_key,
                                method=answer.method, at=at, payload=json.dumps(payload), outcome="accepted")
