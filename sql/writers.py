@@ -122,14 +122,10 @@ def write_surface_snapshot(conn: Connection, snapshot: SurfaceSnapshot) -> dict[
 
 
 def _staging(conn: Connection, table: Table) -> Table:
-    """A temporary table shaped like ``table``, emptied at each commit (one per connection)."""
+    """A temporary table shaped like ``table``, emptied at each commit. Created in every
+    transaction (IF NOT EXISTS): one created in a transaction that rolled back is gone."""
     name = f"staging_{table.name}"
-    info = conn.connection.info
-    made: set[str] = info.setdefault("desk_staging", set())
-    if name not in made:
-        conn.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} (LIKE {table.name}) "
-                             "ON COMMIT DELETE ROWS")
-        made.add(name)
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} (LIKE {table.name}) ON COMMIT DELETE ROWS")
     return Table(name, MetaData(), *(Column(c.name, c.type) for c in table.columns))
 
 
