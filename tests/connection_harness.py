@@ -139,6 +139,17 @@ class Desk:
                                      f"statuses: {self.states()}")
             time.sleep(0.03)
 
+    @staticmethod
+    def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = condition()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:g} s waiting for {what or condition}")
+            time.sleep(0.05)
+
     def statuses(self) -> list[ConnectionStatus]:
         return self.seen(ConnectionStatus)
 
