@@ -677,3 +677,36 @@ def describe_order(order: PlaceOrder) -> str:
                                                                             order.time_in_force))
     parts.append(f"[{order.label}]")
     return " ".join(parts)
+
+
+# -- the start-up prompts ----------------------------------------------------------------------------
+#: The largest size multiplier the prompt accepts (a typo guard: 10,000 x 100,000 is already 1e9 USD).
+MAX_SIZE_MULTIPLIER = 100_000.0
+
+
+def pick_future(text: str, futures: list[Instrument]) -> Instrument | ParseError:
+    """The future a start-up answer names: its number in the listed order (from 1) or its name."""
+    choice = " ".join(str(text).split()).upper()
+    names = [f.instrument_name for f in futures]
+    listing = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    if not futures:
+        return ParseError(choice, "no futures are listed yet", "wait for the instrument list")
+    if choice.isdigit() and 1 <= int(choice) <= len(futures):
+        return futures[int(choice) - 1]
+    for future in futures:
+        if future.instrument_name == choice:
+            return future
+    return ParseError(choice, f"{choice or 'nothing'} is not a listed future",
+                      f"type its number (1 to {len(futures)}) or its name: {listing}")
+
+
+def parse_size_multiplier(text: str) -> float | ParseError:
+    """A positive size multiplier, at most :data:`MAX_SIZE_MULTIPLIER`."""
+    value = _number(str(text).strip())
+    if value is None or value <= 0:
+        return ParseError(str(text), f"size multiplier {str(text).strip()!r} is not a positive number",
+                          "type e.g. 10 (then a2 trades 2 x 10)")
+    if value > MAX_SIZE_MULTIPLIER:
+        return ParseError(str(text), f"size multiplier {value:g} is above {MAX_SIZE_MULTIPLIER:,.0f}",
+                          "type a smaller multiplier")
+    return value

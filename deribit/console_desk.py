@@ -1,0 +1,512 @@
+"""What the console knows and shows: the desk's picture from the bus, start-up progress, what a
+piped line waits for, and the tables.
+
+Plain classes and functions over the messages (no actor, no terminal): the Console actor feeds
+:class:`DeskState` every message it receives and renders its answers with the ``*_table``
+functions (rich renderables); tests call them directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from deribit.instruments import InstrumentNameError, format_expiry, parse_instrument_name
+from messages.account import OrderUpdate, Position, UserTrade
+from messages.commands import CommandFailed, CommandResult
+from messages.hedging import HedgerStatus
+from messages.market import IndexPrice, Instrument, InstrumentsLoaded
+from messages.state import ChainSnapshot, OptionQuote, PortfolioChanged, TopOfBook
+from messages.surface import RecorderStatus, SurfaceSnapshot
+from messages.system import ConnectionState, ConnectionStatus
+
+_PERPETUAL_EXPIRY_MS = 32503708800000  # Deribit's year-3000 expiry of perpetuals
+
+
+def fmt(value: float | None, digits: int | None = None) -> str:
+    """A number for a table: ``-`` when unknown, thousands separated, ``digits`` decimals (else
+    as short as exact)."""
+    if value is None:
+        return "-"
+    if digits is None:
+        return f"{value:,.10g}" if abs(value) < 1e15 else f"{value:.6g}"
+    return f"{value:,.{digits}f}"
+
+
+def currency_of(name: str) -> str | None:
+    try:
+        return parse_instrument_name(name).currency
+    except InstrumentNameError:
+        return None
+
+
+def expiry_label(expiry_ms: int) -> str:
+    if expiry_ms >= _PERPETUAL_EXPIRY_MS:
+        return "PERPETUAL"
+    return format_expiry(dt.datetime.fromtimestamp(expiry_ms / 1000, tz=dt.UTC).date())
+
+
+# -- the desk's picture ---------------------------------------------------------------------------
+class DeskState:
+    """The latest of everything the console shows, fed message by message."""
+
+    def __init__(self, currencies: Iterable[str]) -> None:
+        self.currencies = tuple(currencies)
+        self.connection: ConnectionStatus | None = None
+        self.subscribed = False  # every channel confirmed since the last (re)connect
+        self.instruments: dict[str, dict[str, Instrument]] = {}
+        self.tops: dict[str, TopOfBook] = {}
+        self.index: dict[str, float] = {}
+        self.portfolios: dict[str, PortfolioChanged] = {}
+        self.hedgers: dict[str, HedgerStatus] = {}
+        self.chains: dict[tuple[str, str], ChainSnapshot] = {}
+        self.surfaces: dict[str, SurfaceSnapshot] = {}
+        self.recorder: RecorderStatus | None = None
+
+    # Each ``on_*`` takes one message type; the actor dispatches by type.
+    def on_connection(self, status: ConnectionStatus) -> None:
+        if status.state is ConnectionState.SUBSCRIBED:
+            self.subscribed = True
+        elif status.state in (ConnectionState.CONNECTING, ConnectionState.DISCONNECTED, ConnectionState.STOPPED):
+            self.subscribed = False
+        self.connection = status
+
+    def on_instruments(self, loaded: InstrumentsLoaded) -> None:
+        self.instruments[loaded.currency] = {i.instrument_name: i for i in loaded.instruments}
+        gone = [name for name in self.tops if currency_of(name) == loaded.currency
+                and name not in self.instruments[loaded.currency]]
+        for name in gone:
+            del self.tops[name]
+
+    def on_top(self, top: TopOfBook) -> None:
+        self.tops[top.instrument_name] = top
+
+    def on_index(self, index: IndexPrice) -> None:
+        currency = index.index_name.partition("_")[0].upper()
+        self.index[currency] = index.price
+
+    def on_portfolio(self, portfolio: PortfolioChanged) -> None:
+        self.portfolios[portfolio.currency] = portfolio
+
+    def on_hedger(self, status: HedgerStatus) -> None:
+        self.hedgers[status.currency] = status
+
+    def on_chain(self, chain: ChainSnapshot) -> None:
+        self.chains[(chain.currency, chain.kind)] = chain
+
+    def on_surface(self, surface: SurfaceSnapshot) -> None:
+        self.surfaces[surface.currency] = surface
+
+    def on_recorder(self, status: RecorderStatus) -> None:
+        self.recorder = status
+
+    # -- questions -----------------------------------------------------------------------------
+    @property
+    def can_trade(self) -> bool:
+        return self.connection is not None and self.connection.can_trade
+
+    def instrument(self, name: str) -> Instrument | None:
+        currency = currency_of(name)
+        return self.instruments.get(currency or "", {}).get(name)
+
+    def futures(self, currency: str | None = None) -> list[Instrument]:
+        """Futures and perpetuals, perpetual first then by expiry, of one or every currency."""
+        out = [i for c, listing in self.instruments.items() if currency in (None, c) for i in listing.values()
+               if i.kind == "future"]
+        return sorted(out, key=lambda i: (i.base_currency, i.settlement_period != "perpetual",
+                                          i.expiration_timestamp, i.instrument_name))
+
+    def options(self, currency: str) -> list[Instrument]:
+        listing = self.instruments.get(currency, {}).values()
+        return sorted((i for i in listing if i.kind == "option"),
+                      key=lambda i: (i.expiration_timestamp, i.strike or 0.0, i.option_type or ""))
+
+    def open_orders(self) -> list[OrderUpdate]:
+        return [o for p in self.portfolios.values() for o in p.open_orders]
+
+    def positions(self) -> list[Position]:
+        return [p for pf in self.portfolios.values() for p in pf.positions if p.size]
+
+    def position_size(self, name: str) -> float:
+        portfolio = self.portfolios.get(currency_of(name) or "")
+        if portfolio is None:
+            return 0.0
+        return sum(p.size for p in portfolio.positions if p.instrument_name == name)
+
+    def index_price(self, currency: str) -> float | None:
+        if currency in self.index:
+            return self.index[currency]
+        for top in self.tops.values():
+            if top.index_price and currency_of(top.instrument_name) == currency:
+                return top.index_price
+        chain = self.chains.get((currency, "option"))
+        return chain.index_price if chain is not None else None
+
+    def option_quote(self, name: str) -> OptionQuote | None:
+        chain = self.chains.get((currency_of(name) or "", "option"))
+        if chain is None:
+            return None
+        for quote in chain.options:
+            if quote.instrument_name == name:
+                return quote
+        return None
+
+    def books_synced(self) -> tuple[int, int]:
+        """Futures books known to be the exchange's, of all listed futures (options are judged
+        by the minute's chain snapshot: see :meth:`option_books_synced`)."""
+        names = [i.instrument_name for c in self.currencies for i in self.futures(c)]
+        fresh = sum(1 for n in names if n in self.tops and not self.tops[n].stale)
+        return fresh, len(names)
+
+    def option_books_synced(self) -> tuple[int, int] | None:
+        chains = [self.chains[(c, "option")] for c in self.currencies if (c, "option") in self.chains]
+        if not chains:
+            return None
+        quotes = [q for chain in chains for q in chain.options]
+        return sum(1 for q in quotes if not q.stale), len(quotes)
+
+
+# -- start-up -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    done: bool
+    detail: str = ""
+    completed: int = 0
+    total: int = 1
+
+
+def startup_stages(state: DeskState) -> tuple[Stage, ...]:
+    """Connecting, instruments loaded, subscriptions confirmed, books synced (n of N), portfolio
+    reconciled: where the start-up stands."""
+    status = state.connection
+    connected = status is not None and status.state in (ConnectionState.CONNECTED, ConnectionState.AUTHENTICATED,
+                                                        ConnectionState.SUBSCRIBED)
+    conn_detail = "" if status is None else status.state.value + (f" ({status.detail})" if status.detail else "")
+    loaded = [c for c in state.currencies if c in state.instruments]
+    counts = ", ".join(f"{c} {len(state.instruments[c])}" for c in loaded)
+    fresh, total = state.books_synced()
+    reconciled = [c for c in state.currencies if c in state.portfolios and state.portfolios[c].reconciled]
+    n = len(state.currencies)
+    return (
+        Stage("connecting", connected, conn_detail),
+        Stage("instruments loaded", len(loaded) == n, counts, len(loaded), n),
+        Stage("subscriptions confirmed", state.subscribed),
+        Stage(f"books synced ({fresh} of {total})", total > 0 and fresh == total, "", fresh, max(total, 1)),
+        Stage("portfolio reconciled", len(reconciled) == n, ", ".join(reconciled), len(reconciled), n),
+    )
+
+
+# -- what a piped line waits for -----------------------------------------------------------------------
+@dataclass
+class ScriptWait:
+    """One piped order or cancel line: the answers it waits for, then the portfolio showing
+    what the answers said (open orders present, closed or cancelled ones gone, positions moved
+    by the fills). ``gone`` holds order ids a cancel must remove."""
+
+    request_keys: set[str]
+    deadline: float
+    baseline: dict[str, float] = field(default_factory=dict)
+    gone: set[str] = field(default_factory=set)
+    expect_open: set[str] = field(default_factory=set)
+    delta: dict[str, float] = field(default_factory=dict)
+    answered: set[str] = field(default_factory=set)
+
+    def on_answer(self, answer: CommandResult | CommandFailed) -> None:
+        if answer.request_key not in self.request_keys:
+            return
+        self.answered.add(answer.request_key)
+        if isinstance(answer, CommandFailed):
+            return
+        order = answer.order
+        if order is not None:
+            if answer.method == "private/cancel":
+                self.gone.add(order.order_id)
+            elif order.order_state in ("open", "untriggered"):
+                self.expect_open.add(order.order_id)
+            else:
+                self.gone.add(order.order_id)
+        for trade in answer.trades:
+            self._fill(trade)
+
+    def _fill(self, trade: UserTrade) -> None:
+        signed = trade.amount if trade.direction == "buy" else -trade.amount
+        self.delta[trade.instrument_name] = self.delta.get(trade.instrument_name, 0.0) + signed
+
+    def missing(self, state: DeskState) -> list[str]:
+        """What is still awaited; empty when the line is done."""
+        out = [f"answer to {key}" for key in sorted(self.request_keys - self.answered)]
+        open_ids = {o.order_id for o in state.open_orders()}
+        out += [f"order {oid} in the portfolio" for oid in sorted(self.expect_open - open_ids)]
+        out += [f"order {oid} gone from the portfolio" for oid in sorted(self.gone & open_ids)]
+        for name, delta in sorted(self.delta.items()):
+            want = self.baseline.get(name, 0.0) + delta
+            if abs(state.position_size(name) - want) > 1e-9 * max(1.0, abs(want)):
+                out.append(f"position {name} {fmt(want)}")
+        return out
+
+
+@dataclass
+class HedgerWait:
+    """A piped hedging line: waits for the hedger's status answering ``request_key``."""
+
+    request_key: str
+    deadline: float
+    answered: bool = False
+
+    def on_status(self, status: HedgerStatus) -> None:
+        if status.request_key == self.request_key:
+            self.answered = True
+
+    def missing(self, _state: DeskState) -> list[str]:
+        return [] if self.answered else ["the hedger's answer"]
+
+
+# -- answers as text --------------------------------------------------------------------------------
+def describe_answer(answer: CommandResult | CommandFailed) -> str:
+    if isinstance(answer, CommandFailed):
+        where = "refused locally" if answer.code < 0 else f"rejected by the exchange ({answer.code})"
+        data = f" {answer.data}" if answer.data else ""
+        return f"{where}: {answer.message}{data} [{answer.request_key}]"
+    order = answer.order
+    if order is not None:
+        price = order.price if isinstance(order.price, float | int) else None
+        text = (f"{order.order_state}: {order.direction} {fmt(order.amount)} {order.instrument_name}"
+                f"{' @ ' + fmt(price) if price is not None else ''}, filled {fmt(order.filled_amount)}"
+                f"{' avg ' + fmt(order.average_price) if order.filled_amount and order.average_price else ''}"
+                f" [{order.label or order.order_id}] (order {order.order_id})")
+        if order.order_state == "cancelled" and not order.filled_amount and order.time_in_force in (
+                "immediate_or_cancel", "fill_or_kill"):
+            text += ": nothing at that price"
+        return text
+    try:
+        result = json.loads(answer.result)
+    except ValueError:
+        result = answer.result
+    if answer.method.startswith("private/cancel") and isinstance(result, int):
+        return f"cancelled {result} order{'s' if result != 1 else ''}"
+    return f"{answer.method}: {answer.result}"
+
+
+def describe_fill(trade: UserTrade) -> str:
+    return (f"filled: {trade.direction} {fmt(trade.amount)} {trade.instrument_name} @ {fmt(trade.price)}"
+            f"{' [' + trade.label + ']' if trade.label else ''} (fee {fmt(trade.fee)} {trade.fee_currency})")
+
+
+def describe_hedger(status: HedgerStatus) -> str:
+    state = "active" if status.active else "inactive"
+    parts = [f"hedger {status.currency}: {state} on {status.instrument} ({status.mode}, band {fmt(status.band)})"]
+    if status.mismatch is not None:
+        parts.append(f"options delta {fmt(status.options_delta, 4)}, hedge {fmt(status.hedge_delta, 4)}, "
+                     f"mismatch {fmt(status.mismatch, 4)}")
+    if status.in_flight:
+        parts.append("order in flight")
+    if status.message:
+        parts.append(status.message)
+    return "; ".join(parts)
+
+
+def describe_connection(status: ConnectionStatus | None) -> str:
+    if status is None:
+        return "connection: no status yet"
+    text = (f"connection: {status.state.value} to {status.venue}, "
+            f"{'logged in' if status.authenticated else 'not logged in'}, "
+            f"{'trading allowed' if status.can_trade else 'no trading'}")
+    if status.attempt:
+        text += f", attempt {status.attempt}"
+    if status.detail:
+        text += f" ({status.detail})"
+    return text
+
+
+# -- tables -------------------------------------------------------------------------------------------
+def positions_table(positions: Iterable[Position]) -> Table:
+    table = Table(title="positions", title_justify="left")
+    for column in ("instrument", "size", "avg price", "mark", "PnL", "delta", "gamma", "vega", "theta"):
+        table.add_column(column, justify="left" if column == "instrument" else "right")
+    for p in sorted(positions, key=lambda p: p.instrument_name):
+        table.add_row(p.instrument_name, fmt(p.size), fmt(p.average_price), fmt(p.mark_price),
+                      fmt(p.total_profit_loss, 6), fmt(p.delta, 4), fmt(p.gamma, 6), fmt(p.vega, 2),
+                      fmt(p.theta, 2))
+    if not table.row_count:
+        table.add_row("(no positions)", *[""] * 8)
+    return table
+
+
+def orders_table(orders: Iterable[OrderUpdate]) -> Table:
+    table = Table(title="open orders", title_justify="left")
+    for column in ("label", "instrument", "side", "amount", "filled", "type", "price", "trigger", "flags",
+                   "order id"):
+        table.add_column(column, justify="right" if column in ("amount", "filled", "price", "trigger") else "left")
+    for o in sorted(orders, key=lambda o: (o.instrument_name, o.creation_timestamp, o.order_id)):
+        price = o.price if isinstance(o.price, float | int) else None
+        flags = " ".join(f for f, on in (("post-only", o.post_only), ("reduce-only", o.reduce_only)) if on)
+        trigger = f"{fmt(o.trigger_price)} {o.trigger}" if o.trigger_price is not None else ""
+        table.add_row(o.label, o.instrument_name, o.direction, fmt(o.amount), fmt(o.filled_amount), o.order_type,
+                      fmt(price), trigger, flags, o.order_id)
+    if not table.row_count:
+        table.add_row("(no open orders)", *[""] * 9)
+    return table
+
+
+def funds_table(portfolios: Iterable[PortfolioChanged]) -> Table:
+    table = Table(title="funds", title_justify="left")
+    for column in ("currency", "equity", "balance", "available", "initial margin", "maint. margin", "delta total",
+                   "reconciled"):
+        table.add_column(column, justify="left" if column == "currency" else "right")
+    for p in sorted(portfolios, key=lambda p: p.currency):
+        table.add_row(p.currency, fmt(p.equity, 6), fmt(p.balance, 6), fmt(p.available_funds, 6),
+                      fmt(p.initial_margin, 6), fmt(p.maintenance_margin, 6), fmt(p.delta_total, 4),
+                      "yes" if p.reconciled else "no")
+    if not table.row_count:
+        table.add_row("(no account figures yet)", *[""] * 7)
+    return table
+
+
+def tops_table(tops: Iterable[TopOfBook], title: str = "futures") -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("instrument", "bid", "bid amount", "ask", "ask amount", "mark", "index", "book"):
+        table.add_column(column, justify="left" if column in ("instrument", "book") else "right")
+    for t in tops:
+        table.add_row(t.instrument_name, fmt(t.bid), fmt(t.bid_amount), fmt(t.ask), fmt(t.ask_amount),
+                      fmt(t.mark_price), fmt(t.index_price), "STALE" if t.stale else "live")
+    if not table.row_count:
+        table.add_row("(no quotes yet)", *[""] * 7)
+    return table
+
+
+def hedger_table(statuses: Iterable[HedgerStatus]) -> Table:
+    table = Table(title="delta hedging", title_justify="left")
+    for column in ("currency", "state", "instrument", "band", "options delta", "hedge delta", "mismatch",
+                   "orders today", "message"):
+        table.add_column(column, justify="right" if column in ("band", "options delta", "hedge delta", "mismatch",
+                                                                "orders today") else "left")
+    for s in sorted(statuses, key=lambda s: s.currency):
+        table.add_row(s.currency, "active" if s.active else "inactive", s.instrument, fmt(s.band),
+                      fmt(s.options_delta, 4), fmt(s.hedge_delta, 4), fmt(s.mismatch, 4), str(s.orders_today),
+                      s.message or s.last_reason)
+    if not table.row_count:
+        table.add_row("(no status from the hedger yet)", *[""] * 8)
+    return table
+
+
+def recorder_text(status: RecorderStatus | None) -> Text:
+    if status is None:
+        return Text("recorder: no status yet")
+    last = (dt.datetime.fromtimestamp(status.last_written_minute, tz=dt.UTC).strftime("%H:%M UTC")
+            if status.last_written_minute is not None else "none")
+    text = (f"recorder: database {status.database} {'reachable' if status.reachable else 'UNREACHABLE'}, "
+            f"last minute written {last}, {status.written_minutes} written, backlog {status.backlog_minutes} "
+            f"minutes")
+    if status.last_error:
+        text += f", last error: {status.last_error}"
+    return Text(text)
+
+
+def status_view(state: DeskState, instrument: str | None) -> RenderableType:
+    """``status``: positions with greeks, futures tickers, hedger and recorder, book sync."""
+    tops = [state.tops[i.instrument_name] for i in state.futures() if i.instrument_name in state.tops]
+    fresh, total = state.books_synced()
+    options = state.option_books_synced()
+    books = f"books: futures {fresh} of {total} synced" + (
+        f", options {options[0]} of {options[1]} at the last minute" if options else "")
+    parts: list[RenderableType] = [
+        Text(describe_connection(state.connection) + (f"; trading {instrument}" if instrument else "")),
+        positions_table(state.positions()),
+        tops_table(tops),
+        hedger_table(state.hedgers.values()),
+        recorder_text(state.recorder),
+        Text(books),
+    ]
+    return Group(*parts)
+
+
+def price_view(state: DeskState, instrument: str | None, option: str | None) -> RenderableType:
+    parts: list[RenderableType] = []
+    if instrument is not None:
+        top = state.tops.get(instrument)
+        parts.append(tops_table([top] if top is not None else [], title=f"{instrument}"))
+    if option is not None:
+        parts.append(chain_rows_table([q for q in [state.option_quote(option)] if q is not None], option))
+    if not parts:
+        parts.append(Text("no instrument chosen yet"))
+    return Group(*parts)
+
+
+def chain_rows_table(quotes: Iterable[OptionQuote], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("option", "bid", "ask", "mark", "IV", "delta", "book"):
+        table.add_column(column, justify="left" if column in ("option", "book") else "right")
+    for q in quotes:
+        table.add_row(q.instrument_name, fmt(q.bid, 4), fmt(q.ask, 4), fmt(q.mark_price, 4), fmt(q.mark_iv, 2),
+                      fmt(q.delta, 3), "STALE" if q.stale else "live")
+    if not table.row_count:
+        table.add_row("(no quote at the last minute)", *[""] * 6)
+    return table
+
+
+def chain_tables(chain: ChainSnapshot | None, expiry: str | None = None) -> RenderableType:
+    """``chain [EXPIRY]``: one T-table per expiry: calls (bid, ask, mark, IV) | strike | puts."""
+    if chain is None:
+        return Text("no option chain yet: the books publish one at each full minute")
+    by_expiry: dict[int, dict[float, dict[str, OptionQuote]]] = {}
+    for q in chain.options:
+        by_expiry.setdefault(q.expiry_ms, {}).setdefault(q.strike, {})[q.option_type] = q
+    when = dt.datetime.fromtimestamp(chain.at, tz=dt.UTC).strftime("%H:%M UTC")
+    tables: list[RenderableType] = []
+    for expiry_ms in sorted(by_expiry):
+        name = expiry_label(expiry_ms)
+        if expiry is not None and name != expiry:
+            continue
+        table = Table(title=f"{chain.currency} {name} (at {when}, index {fmt(chain.index_price, 2)}; prices in "
+                            f"{chain.currency}, IV in %)", title_justify="left")
+        for column in ("C bid", "C ask", "C mark", "C IV", "strike", "P bid", "P ask", "P mark", "P IV"):
+            table.add_column(column, justify="center" if column == "strike" else "right",
+                             style="bold" if column == "strike" else None)
+        for strike in sorted(by_expiry[expiry_ms]):
+            row = by_expiry[expiry_ms][strike]
+
+            def cells(q: OptionQuote | None) -> list[str]:
+                if q is None:
+                    return ["", "", "", ""]
+                mark = fmt(q.mark_price, 4) + ("*" if q.stale else "")
+                return [fmt(q.bid, 4), fmt(q.ask, 4), mark, fmt(q.mark_iv, 1)]
+
+            table.add_row(*cells(row.get("call")), fmt(strike), *cells(row.get("put")))
+        tables.append(table)
+    if not tables:
+        known = ", ".join(expiry_label(e) for e in sorted(by_expiry))
+        return Text(f"no expiry {expiry} in the {chain.currency} chain; expiries: {known or 'none'}")
+    tables.append(Text("* stale book"))
+    return Group(*tables)
+
+
+def surface_view(surface: SurfaceSnapshot | None, currency: str) -> RenderableType:
+    """``surface``: the ATM term structure with 25-delta risk reversal and butterfly."""
+    if surface is None:
+        return Text(f"no {currency} surface yet: the SurfaceBuilder publishes one at each full minute")
+    when = dt.datetime.fromtimestamp(surface.at, tz=dt.UTC).strftime("%H:%M UTC")
+    table = Table(title=f"{currency} volatility surface at {when} ({surface.method}), vol points",
+                  title_justify="left")
+    for column in ("tenor (days)", "ATM IV", "25d RR", "25d BF"):
+        table.add_column(column, justify="right")
+    for tenor in sorted(surface.tenors, key=lambda t: t.tenor_days):
+        table.add_row(fmt(tenor.tenor_days), fmt(tenor.atm_iv, 2), fmt(tenor.rr25, 2), fmt(tenor.bf25, 2))
+    if not table.row_count:
+        table.add_row("(no tenors)", "", "", "")
+    notes = (f"30-day: ATM {fmt(surface.atm_iv_30d, 2)}, RR {fmt(surface.rr25_30d, 2)}, "
+             f"BF {fmt(surface.bf25_30d, 2)}, variance index {fmt(surface.variance_index, 2)}")
+    if not surface.surface_ok:
+        notes += "; the fit failed, quotes only"
+    return Group(table, Text(notes))
+
+
+def startup_text(stages: Iterable[Stage]) -> str:
+    return "; ".join(f"{s.name}: {'done' if s.done else 'waiting'}{' (' + s.detail + ')' if s.detail else ''}"
+                     for s in stages)
