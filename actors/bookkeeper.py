@@ -42,6 +42,11 @@ class BookView(msgspec.Struct, frozen=True):
     stale_reason: str
 
 
+class GetTops(msgspec.Struct, frozen=True):
+    """Ask a BookKeeper for every instrument's top of book: answered with
+    ``{name: (bid, bid_amount, ask, ask_amount, stale)}`` (futures without a book included)."""
+
+
 class GetBookStats(msgspec.Struct, frozen=True):
     """Ask a BookKeeper for its counts and completed stale episodes: answered with a dict
     ``{"stats": FamilyStats, "episodes": [Episode], "stale": [name], "instruments": n}``."""
@@ -146,6 +151,10 @@ class BookKeeper(Actor):
     @handles(GetBooks)
     def on_get_books(self, _request: GetBooks) -> dict[str, BookView]:
         return {name: book_view(book) for name, book in self.family.books().items()}
+
+    @handles(GetTops)
+    def on_get_tops(self, _request: GetTops) -> dict[str, tuple[float | None, float, float | None, float, bool]]:
+        return {name: (*entry.top(), entry.stale) for name, entry in self.family.entries.items()}
 
     @handles(GetBookStats)
     def on_get_stats(self, _request: GetBookStats) -> dict[str, Any]:

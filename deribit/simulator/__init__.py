@@ -142,6 +142,10 @@ class Simulator:
         """Skip the next ``n`` book notifications (and each later one with ``probability``): a gap."""
         self.call(lambda: self.server.fault("drop_book_notifications", n=n, probability=probability))
 
+    def dropped_book_notifications(self) -> list[tuple[str, int, int]]:
+        """``(instrument, prev_change_id, change_id)`` of every book notification dropped so far."""
+        return self.call(lambda: list(self.server.faults.dropped_books))
+
     def close_connections(self) -> int:
         return self.call(self.server.close_connections)
 

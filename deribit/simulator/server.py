@@ -55,6 +55,8 @@ class Faults:
     rate_limit_n: int = 0
     malformed_n: int = 0
     dropped: int = 0
+    # (instrument, prev_change_id, change_id) of every dropped book notification, for tests.
+    dropped_books: list[tuple[str, int, int]] = field(default_factory=list)
     rng: random.Random = field(default_factory=lambda: random.Random(7))
 
     def drop_book(self) -> bool:
@@ -230,6 +232,7 @@ class SimulatorServer:
                 targets = [(ch, subs.get(ch)) for ch in chans[0:2]]
                 if any(t for _, t in targets):
                     if self.faults.drop_book():
+                        self.faults.dropped_books.append((name, prev, cid))
                         continue
                     data = frames.book_change(name, prev, cid, bids, asks, ts)
                     for ch, clients in targets:
