@@ -130,6 +130,7 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
     first and stops last, so that orders cancelled on the way out still reach the exchange."""
     from actors.bookkeeper import BookKeeper
     from actors.connection import Connection
+    from actors.console import Console
     from actors.hedger import Hedger
     from actors.portfolio import Portfolio
     from actors.recorder import Recorder
@@ -146,6 +147,8 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
         ActorSpec("surface_builder", lambda ctx: SurfaceBuilder.start(ctx)),
         ActorSpec("recorder", lambda ctx: Recorder.start(ctx)),
         ActorSpec("hedger", lambda ctx: Hedger.start(ctx)),
+        # The console owns standard input; a replay has none (its stdout is the JSON summary).
+        *([ActorSpec("console", lambda ctx: Console.start(ctx))] if replay_file is None else []),
     ]
 
 
