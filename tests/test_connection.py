@@ -4,11 +4,13 @@ subscribe batching and retries, and the rules that keep orders safe."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pykka
 import pytest
 
 from actors.connection import (
@@ -16,9 +18,12 @@ from actors.connection import (
     INVALID,
     NOT_CONNECTED,
     PAPER_ONLY,
+    QUEUED_TOO_LONG,
     TRADING_DISABLED,
+    Connection,
     GetLinkStats,
 )
+from main import make_supervisor
 from messages.account import ExchangeState
 from messages.commands import (
     CancelOrder,
@@ -30,7 +35,10 @@ from messages.commands import (
     ResubscribeInstrument,
 )
 from messages.market import BookSnapshot, InstrumentsLoaded, Ticker
-from messages.system import ConnectionState, ConnectionStatus
+from messages.system import ConnectionState, ConnectionStatus, SafeShutdown
+from runtime.actor import ActorContext
+from runtime.clock import WallClock
+from runtime.supervisor import ActorSpec
 from tests.connection_harness import Desk, test_settings
 from tests.scripted_server import ScriptedServer, _option
 
@@ -440,3 +448,77 @@ def test_instrument_listings_and_expiries_follow_instrument_state(run_desk: RunD
     assert sorted(unsubscribe.params["channels"]) == [f"book.{PUT}.100ms", f"ticker.{PUT}.100ms"]
     server.wait_until(lambda: not {f"book.{PUT}.100ms", f"ticker.{PUT}.100ms"} & server.subscribed(),
                       what="the expired option unsubscribed")
+
+
+def test_orders_stuck_behind_the_rate_limit_are_not_sent_late(run_desk: RunDesk, server: ScriptedServer) -> None:
+    desk = run_desk(deribit__order_requests_per_s=0.4, deribit__order_burst=1, deribit__request_timeout_s=1.0)
+    desk.wait_state(S.SUBSCRIBED)
+    desk.publish(order("q-1"))
+    desk.publish(order("q-2"))  # a token only every 2.5 s: waits longer than the 1 s it may
+    desk.publish(CancelOrder(order_id="SCR-1000", origin="test", request_key="q-3"))
+    assert isinstance(desk.wait_answer("q-1"), CommandResult)
+    late = desk.wait_answer("q-2", timeout=5)
+    assert isinstance(late, CommandFailed) and late.code == QUEUED_TOO_LONG and "not sent" in late.message
+    assert isinstance(desk.wait_answer("q-3", timeout=5), CommandResult)  # a cancel always goes
+    assert len(server.calls("private/buy")) == 1 and len(server.calls("private/cancel")) == 1
+
+
+def test_safe_shutdown_cancels_every_order(run_desk: RunDesk, server: ScriptedServer) -> None:
+    desk = run_desk()
+    desk.wait_state(S.SUBSCRIBED)
+    desk.publish(order("s-1"))
+    desk.wait_answer("s-1")
+    desk.publish(SafeShutdown(reason="too many restarts"))
+    (cancel_all,) = server.wait_for_call("private/cancel_all")
+    assert cancel_all.params == {}
+    answer = desk.wait_answer("safe-shutdown")
+    assert isinstance(answer, CommandResult) and answer.origin == "connection" and answer.result == "1"
+    assert desk.log_events("cancelling_all_orders")[0]["reason"] == "too many restarts"
+
+
+class _BrokenTransport:
+    """Connects, then fails in a way no link problem does (a bug in the receiving code)."""
+
+    def __init__(self, _url: str) -> None:
+        self.closed = False
+
+    def connect(self) -> None:
+        pass
+
+    def recv(self, _timeout_s: float) -> str | None:
+        raise KeyError("a bug, not a closed socket")
+
+    def send(self, _frame: bytes | str) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+def test_a_failing_link_thread_fails_the_actor_for_the_supervisor(tmp_path: Path) -> None:
+    settings = test_settings(tmp_path, supervisor__backoff_initial_s=0.05)
+    supervisor = make_supervisor(settings, [ActorSpec("connection", lambda ctx: Connection.start(
+        ctx, url="ws://unused", transport_factory=_BrokenTransport))], WallClock())
+    stop = threading.Event()
+    runner = threading.Thread(target=supervisor.run, args=(stop,), daemon=True)
+    supervisor.start()
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while supervisor.restarts("connection") < 1:
+            assert time.monotonic() < deadline, "the Connection was not restarted"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        runner.join(5)
+        supervisor.stop()
+        pykka.ActorRegistry.stop_all()
+
+
+def test_the_connection_needs_a_url_or_a_replay_file(tmp_path: Path) -> None:
+    settings = test_settings(tmp_path)
+    with pytest.raises(ValueError, match="websocket URL"):
+        Connection(ActorContext(name="c", clock=WallClock(), settings=settings, publish=lambda _m: None))
