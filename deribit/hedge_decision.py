@@ -12,7 +12,11 @@ a whole number of contracts (10 USD for BTC, 1 USD for ETH).
 Delta sources for options:
 
 - ``black76``: Black-76 at the ticker's ``mark_iv`` with F = ``underlying_price`` and
-  T = (expiry - now) / 365 days, r = 0 (how Deribit computes its greeks);
+  T = (expiry - now) / 365 days, r = 0 (how Deribit computes its greeks). F is carried
+  forward by the hedge instrument's move since the ticker arrived (F x price now / price
+  then): the perpetual's quote and the option tickers of one market move arrive one after the
+  other, and without this the hedger would see the hedge leg move before the options and send
+  two orders for one move;
 - ``premium_adjusted``: the same minus the premium in coin (price / F): a coin-settled option's
   value is itself a coin exposure;
 - ``exchange``: the ticker's ``greeks.delta`` x size (the position's ``delta`` from the
@@ -55,9 +59,10 @@ class OptionMark:
     underlying_price: float | None
     exchange_delta: float | None  # per coin of position (the ticker's greeks.delta)
     received_at: float
+    hedge_price: float | None = None  # the hedge instrument's price when it was received
 
     @classmethod
-    def from_ticker(cls, ticker: Ticker, received_at: float) -> OptionMark:
+    def from_ticker(cls, ticker: Ticker, received_at: float, hedge_price: float | None = None) -> OptionMark:
         greeks = ticker.greeks
         return cls(
             instrument_name=ticker.instrument_name,
@@ -66,6 +71,7 @@ class OptionMark:
             underlying_price=ticker.underlying_price,
             exchange_delta=greeks.delta if greeks is not None else None,
             received_at=received_at,
+            hedge_price=hedge_price,
         )
 
 
@@ -123,7 +129,9 @@ class HedgeDecision:
     data does not allow a decision). ``code`` is a short stable key of the reason (for change
     detection); ``reason`` the readable text. ``hedge_delta`` is the hedge instrument's
     position (``options_vs_hedge``) or every future's (``net``); ``after`` the mismatch
-    expected once the order fills."""
+    expected once the order fills. ``ours_options_delta`` is our plain Black-76 figure at the
+    tickers' own forwards and ``exchange_options_delta`` the tickers' (for the disagreement
+    warning)."""
 
     action: Action
     code: str
@@ -193,10 +201,11 @@ class _Blocked(Exception):
 
 
 def _option_deltas(
-    pos: Position, mark: OptionMark | None, policy: HedgePolicy, now: float
-) -> tuple[float | None, float | None, float | None]:
-    """(ours, ours premium-adjusted, exchange's) position delta of one option in coin; ``None``
-    where the data for that figure is missing. Raises _Blocked for missing or old data."""
+    pos: Position, mark: OptionMark | None, policy: HedgePolicy, now: float, price: float
+) -> tuple[float | None, float | None, float | None, float | None]:
+    """(ours, ours premium-adjusted, exchange's, ours at the ticker's own forward) position
+    delta of one option in coin; ``None`` where the data for that figure is missing. Raises
+    _Blocked for missing or old data. ``price`` is the hedge instrument's price now."""
     name = pos.instrument_name
     if mark is None:
         raise _Blocked("no_ticker", f"no ticker for the option {name} yet")
@@ -210,15 +219,19 @@ def _option_deltas(
         exchange = size * mark.exchange_delta
     elif pos.delta is not None:
         exchange = pos.delta
-    ours = ours_pa = None
+    ours = ours_pa = as_quoted = None
     iv, forward = mark.mark_iv, mark.underlying_price
     if iv is not None and iv > 0 and forward is not None and forward > 0:
         parsed = _parsed(name)
         assert parsed.expiry_ms is not None and parsed.strike is not None
         years = (parsed.expiry_ms / 1000.0 - now) / SECONDS_PER_YEAR
-        delta, delta_pa = black76_delta(forward, parsed.strike, years, iv / 100.0, parsed.option_type == "call")
+        vol, strike, is_call = iv / 100.0, parsed.strike, parsed.option_type == "call"
+        then = mark.hedge_price
+        live = forward * price / then if then and then > 0 and then != price else forward
+        delta, delta_pa = black76_delta(live, strike, years, vol, is_call)
         ours, ours_pa = size * delta, size * delta_pa
-    return ours, ours_pa, exchange
+        as_quoted = ours if live == forward else size * black76_delta(forward, strike, years, vol, is_call)[0]
+    return ours, ours_pa, exchange, as_quoted
 
 
 def _future_delta(pos: Position, price: float | None) -> float:
@@ -277,7 +290,7 @@ def _decide(
     source = policy.delta_source
     net = policy.mode == "net"
     deltas: list[PositionDelta] = []
-    ours_total = ours_pa_total = exchange_total = 0.0
+    ours_total = ours_pa_total = exchange_total = quoted_total = 0.0
     ours_known = exchange_known = True
     hedge_delta = 0.0
     for pos in positions:
@@ -286,12 +299,13 @@ def _decide(
             continue
         name = pos.instrument_name
         if pos.kind == "option":
-            ours, ours_pa, exchange = _option_deltas(pos, marks.get(name), policy, now)
+            ours, ours_pa, exchange, as_quoted = _option_deltas(pos, marks.get(name), policy, now, price)
             if ours is None:
                 ours_known = False
             else:
                 ours_total += ours
                 ours_pa_total += ours_pa  # type: ignore[operator]
+                quoted_total += as_quoted  # type: ignore[operator]
             if exchange is None:
                 exchange_known = False
             else:
@@ -314,12 +328,13 @@ def _decide(
     options_delta = exchange_total if source == "exchange" else ours_total if source == "black76" else ours_pa_total
     mismatch = options_delta + hedge_delta
     warning = ""
-    if ours_known and exchange_known and abs(ours_total - exchange_total) > policy.disagreement_warn:
-        warning = (f"our Black-76 option delta {ours_total:+.6f} and the exchange's {exchange_total:+.6f} "
+    # Compared at the tickers' own forwards: both figures as of the same ticker.
+    if ours_known and exchange_known and abs(quoted_total - exchange_total) > policy.disagreement_warn:
+        warning = (f"our Black-76 option delta {quoted_total:+.6f} and the exchange's {exchange_total:+.6f} "
                    f"differ by more than {policy.disagreement_warn:g}")
     figures = dict(band=band, options_delta=options_delta, hedge_delta=hedge_delta, mismatch=mismatch, price=price,
                    exchange_options_delta=exchange_total if exchange_known else None,
-                   ours_options_delta=ours_total if ours_known else None, deltas=tuple(deltas), warning=warning)
+                   ours_options_delta=quoted_total if ours_known else None, deltas=tuple(deltas), warning=warning)
     # The tolerance keeps float noise (0.1 x 0.025 = 0.0025000000000000005) on the edge inside.
     if not abs(mismatch) - band > 1e-12:
         return HedgeDecision(action="hold", code="within_band",

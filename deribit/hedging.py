@@ -183,7 +183,8 @@ class CurrencyHedger:
         """A ticker of this currency. True when it could change the decision (and was evaluated)."""
         name = ticker.instrument_name
         if ticker.greeks is not None or ticker.mark_iv is not None:
-            self.marks[name] = OptionMark.from_ticker(ticker, now)
+            quote = self.quote
+            self.marks[name] = OptionMark.from_ticker(ticker, now, quote.price if quote is not None else None)
             if name in self.held_options:
                 self._evaluate(now, ticker)
                 return True
@@ -259,7 +260,7 @@ class CurrencyHedger:
         order = self.order
         if order is not None and order.phase == UNKNOWN:
             self._ask_reconcile(order, now)
-        self._evaluate(now, None)
+        self._evaluate(now, "connected")
 
     # -- inputs: our order's life ------------------------------------------------------------------------
     def on_result(self, result: CommandResult, now: float) -> None:
@@ -430,9 +431,9 @@ class CurrencyHedger:
             self._timeout(order, now)
         if self.order is None and self.retry_at and now >= self.retry_at:
             self.retry_at = 0.0
-            self._evaluate(now, None)
+            self._evaluate(now, "pause after a rejection over")
         elif self.order is None and self.last_code == "rate_limit":
-            self._evaluate(now, None)
+            self._evaluate(now, "rate window moved")
 
     def _timeout(self, order: HedgeOrder, now: float) -> None:
         if order.phase == RESTING:
@@ -642,7 +643,7 @@ class CurrencyHedger:
         if order.filled == 0:
             self.order = None
             self.publish_status(now)
-            self._evaluate(now, None)
+            self._evaluate(now, "previous hedge closed unfilled")
             return
         self._settle(order, order.size_before + order.signed_filled, now)
 
@@ -668,7 +669,7 @@ class CurrencyHedger:
         self.log.info("hedge_settled", currency=self.currency, label=order.label, hedge_position=self._hedge_size(),
                       waited_s=round(now - order.placed_at, 3))
         self.publish_status(now)
-        self._evaluate(now, None)
+        self._evaluate(now, "previous hedge settled")
 
     def _unknown(self, order: HedgeOrder, why: str, now: float) -> None:
         order.phase = UNKNOWN
@@ -754,8 +755,8 @@ class CurrencyHedger:
 
 
 def _describe(trigger: object) -> str:
-    if trigger is None:
-        return "timer"
+    if isinstance(trigger, str):
+        return trigger
     name = getattr(trigger, "instrument_name", None)
     return f"{type(trigger).__name__} {name}" if name else type(trigger).__name__
 
