@@ -679,6 +679,8 @@ class Connection(Actor):
 
     def _answer_auth(self, pending: _Pending, answer: RpcResponse | RpcError) -> None:
         if answer.__class__ is RpcError:
+            # Also after a refused refresh: the session is gone, so no more orders on it.
+            self.authenticated = False
             self.login_rejected = f"{answer.message} (code {answer.code})"
             self.log.error("login_rejected", code=answer.code, message=answer.message,
                            client_id=self.dset.client_id, auth_method=self.dset.auth_method,
@@ -825,6 +827,8 @@ class Connection(Actor):
     def on_resubscribe(self, command: ResubscribeInstrument) -> None:
         self.resyncs += 1
         channel = ch.book(command.instrument_name, self.dset.book_interval)  # type: ignore[arg-type]
+        if channel not in self.subs.wanted and ch.quote(command.instrument_name) in self.subs.wanted:
+            channel = ch.quote(command.instrument_name)  # a future's top of book: a fresh quote follows
         if self.context.replay:
             self.log.info("replay_request_not_sent", method="public/unsubscribe", channel=channel)
             return

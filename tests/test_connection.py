@@ -248,6 +248,21 @@ def test_refused_refresh_logs_in_afresh(run_desk: RunDesk, server: ScriptedServe
     assert desk.log_events("token_refresh_failed")
 
 
+def test_refused_refresh_and_login_end_trading_on_that_session(run_desk: RunDesk, server: ScriptedServer) -> None:
+    server.expires_in = 2
+    desk = run_desk()
+    desk.wait_state(S.SUBSCRIBED)
+    server.refuse_logins = True  # the refresh, then the fresh login, are refused
+    rejected = desk.wait_seen(ConnectionStatus, lambda s: s.detail.startswith("login rejected"), timeout=5)[0]
+    assert not rejected.authenticated and not rejected.can_trade
+    grants = [c.params["grant_type"] for c in server.calls("public/auth")]
+    assert grants == ["client_signature", "refresh_token", "client_signature"]
+    desk.publish(order("after-1"))
+    answer = desk.wait_answer("after-1")
+    assert isinstance(answer, CommandFailed) and answer.code == NOT_CONNECTED and "not logged in" in answer.message
+    assert not server.calls("private/buy")
+
+
 # -- subscriptions -------------------------------------------------------------------------------------------
 def test_subscribe_requests_are_batched_within_the_rate_limit(run_desk: RunDesk, server: ScriptedServer) -> None:
     rate = 4.0
@@ -293,7 +308,12 @@ def test_resubscribe_instrument_unsubscribes_then_subscribes_its_book(
     fresh = desk.wait_seen(BookSnapshot, lambda b: b.instrument_name == CALL and b.change_id > first.change_id)
     assert fresh
     assert desk.connection().ask(GetLinkStats(), timeout=5)["resyncs"] == 1
-    assert server.subscribed() == PUBLIC_BTC | PRIVATE_BTC
+    # A future's top of book is its quote channel: that is what starts afresh.
+    desk.publish(ResubscribeInstrument(instrument_name="BTC-PERPETUAL", origin="books", reason="crossed"))
+    unsubscribe = server.wait_for_call("public/unsubscribe", count=2)[1]
+    server.wait_for_call("public/subscribe", where=lambda c: c.at > unsubscribe.at)
+    assert unsubscribe.params["channels"] == ["quote.BTC-PERPETUAL"]
+    server.wait_until(lambda: server.subscribed() == PUBLIC_BTC | PRIVATE_BTC, what="every channel back")
 
 
 # -- orders ----------------------------------------------------------------------------------------------
