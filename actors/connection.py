@@ -89,7 +89,7 @@ from messages.system import (
     Shutdown,
 )
 from runtime.actor import Actor, ActorContext, handles
-from runtime.wirelog import WireLogWriter, read_wire_log
+from runtime.wirelog import WireLogError, WireLogWriter, read_wire_log
 
 RATE_LIMIT_CODE = 10028  # Deribit's too_many_requests
 # Local refusals (never sent): negative codes, see CommandFailed.
@@ -255,7 +255,10 @@ class Connection(Actor):
         self.encoder = RequestEncoder()
         self.wirelog: WireLogWriter | None = None
         if self.dset.record_wire and not replay_file:
-            self.wirelog = WireLogWriter(self.dset.record_wire, redact=redact_frame)
+            try:
+                self.wirelog = WireLogWriter(self.dset.record_wire, redact=redact_frame)
+            except WireLogError as exc:
+                raise SettingsError(str(exc)) from None  # the program stops with this message, status 2
 
         # conversation state (actor thread)
         self.generation = 0

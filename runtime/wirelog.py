@@ -40,12 +40,16 @@ class WireLogWriter:
     def __init__(self, path: str | Path, redact: Callable[[str], str] | None = None, flush_every: int = 256,
                  flush_after_s: float = 1.0) -> None:
         self.path = Path(path)
+        hint = "give a writable path (deribit.record_wire / --record-wire)"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WireLogError(f"cannot write the wire log {self.path}: cannot create the directory "
+                               f"{self.path.parent} ({exc.strerror or exc}); {hint}") from None
+        try:
             self._file: IO[bytes] | None = open(self.path, "ab")  # noqa: SIM115 - closed in close()
         except OSError as exc:
-            raise WireLogError(f"cannot write the wire log {self.path}: {exc.strerror or exc}; "
-                               "give a writable path (deribit.record_wire / --record-wire)") from None
+            raise WireLogError(f"cannot write the wire log {self.path}: {exc.strerror or exc}; {hint}") from None
         self._redact = redact
         self._lock = threading.Lock()
         self._pending = 0

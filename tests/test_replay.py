@@ -184,3 +184,14 @@ def test_a_bad_line_ends_the_replay_with_an_error_naming_it(tmp_path: Path) -> N
     missing = tmp_path / "missing.jsonl"
     status, summary, stderr = replay_cli(missing, tmp_path)
     assert status == 2 and summary is None and f"cannot replay {missing}" in stderr
+
+
+def test_record_wire_to_an_unwritable_path_stops_the_program_with_a_clear_message(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DERIBIT_", "DESK__"))}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "run", "--record-wire", str(tmp_path), "--set",
+         f"logging.dir={tmp_path / 'logs'}", "--set", f"data_dir={tmp_path / 'data'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2
+    assert f"cannot write the wire log {tmp_path}: Is a directory" in proc.stderr
+    assert "--record-wire" in proc.stderr and "Traceback" not in proc.stderr
