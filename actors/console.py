@@ -47,6 +47,7 @@ from deribit.console_desk import (
     orders_table,
     positions_table,
     price_view,
+    reference_mark,
     startup_stages,
     startup_text,
     status_view,
@@ -81,7 +82,16 @@ from deribit.console_grammar import (
     pick_future,
 )
 from messages.account import UserTrade
-from messages.commands import CancelAll, CancelByLabel, CancelOrder, CommandFailed, CommandResult, PlaceOrder
+from messages.commands import (
+    CancelAll,
+    CancelByLabel,
+    CancelOrder,
+    CommandFailed,
+    CommandResult,
+    PlaceOrder,
+    ReconcilePortfolio,
+    RefreshInstruments,
+)
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
 from messages.market import IndexPrice, InstrumentsLoaded
 from messages.state import ChainSnapshot, PortfolioChanged, TopOfBook
@@ -92,6 +102,8 @@ from runtime.actor import Actor, ActorContext, handles
 ORIGIN = "console"
 #: A chain snapshot older than this cannot vouch for an option's mark (they come each minute).
 OPTION_QUOTE_MAX_AGE_S = 150.0
+#: Subscribed this long without a reconciled portfolio: ask for a reconcile (start-up only).
+RECONCILE_AFTER_S = 5.0
 _REPO = Path(__file__).resolve().parent.parent
 
 
@@ -177,7 +189,10 @@ class Console(Actor):
         self.pending: dict[str, Any] = {}  # request key -> command sent, not answered yet
         self.waits: dict[str, ScriptWait | HedgerWait] = {}
         self.seen_trades: deque[str] = deque(maxlen=2000)
+        self.hedger_said: dict[str, str] = {}
         self.started = False
+        self.subscribed_at: float | None = None
+        self.asked_reconcile = False
         self.stdin = sys.stdin if stdin is None else stdin
         self.interactive = _isatty(self.stdin) if interactive is None else interactive
         self.out = out or RichConsole(markup=False, highlight=False, emoji=False,
@@ -215,6 +230,14 @@ class Console(Actor):
     def on_connection(self, status: ConnectionStatus) -> None:
         before = self.desk.connection
         self.desk.on_connection(status)
+        if status.state is ConnectionState.SUBSCRIBED:
+            self.subscribed_at = time.monotonic()
+            # Subscriptions follow the instrument lists: a list we do not have was published
+            # before this actor joined the bus. Ask for it again rather than trade blind.
+            missing = tuple(c for c in self.settings.currencies if c not in self.desk.instruments)
+            if missing:
+                self.log.info("console_asks_instruments", currencies=list(missing))
+                self.publish(RefreshInstruments(origin=ORIGIN, reason="console joined late", currencies=missing))
         if self.started and (before is None or before.state is not status.state) and status.state in (
                 ConnectionState.DISCONNECTED, ConnectionState.SUBSCRIBED):
             self.say(describe_connection(status), "bold red" if not status.can_trade else "green")
@@ -261,8 +284,11 @@ class Console(Actor):
         self.desk.on_hedger(status)
         ours = status.request_key.startswith(self.key_prefix)
         changed = before is None or before.active != status.active or before.message != status.message
-        if ours or (changed and self.started):
-            self.say(describe_hedger(status), "" if status.active or ours else "yellow")
+        text = describe_hedger(status)
+        # The hedger answers a control and also announces the change: print that once.
+        if (ours or (changed and self.started)) and self.hedger_said.get(status.currency) != text:
+            self.hedger_said[status.currency] = text
+            self.say(text, "" if status.active or ours else "yellow")
         for wait in self.waits.values():
             if isinstance(wait, HedgerWait):
                 wait.on_status(status)
@@ -295,7 +321,17 @@ class Console(Actor):
     # -- the terminal's questions -----------------------------------------------------------------------
     @handles(GetStartup)
     def on_get_startup(self, _request: GetStartup) -> tuple[Stage, ...]:
-        return startup_stages(self.desk)
+        stages = startup_stages(self.desk)
+        # A reconciled portfolio published before this actor joined the bus is not sent again
+        # until something changes: once subscribed for a while without one, ask for a reconcile.
+        waiting = [c for c in self.settings.currencies
+                   if not (c in self.desk.portfolios and self.desk.portfolios[c].reconciled)]
+        if (waiting and not self.asked_reconcile and self.subscribed_at is not None
+                and time.monotonic() - self.subscribed_at > RECONCILE_AFTER_S):
+            self.asked_reconcile = True
+            self.log.info("console_asks_reconcile", currencies=waiting)
+            self.publish(ReconcilePortfolio(origin=ORIGIN, reason="console start-up", currencies=tuple(waiting)))
+        return stages
 
     @handles(GetChoices)
     def on_get_choices(self, _request: GetChoices) -> Choices:
@@ -479,8 +515,8 @@ class Console(Actor):
         if top is None:
             return Refusal(f"no book for {self.instrument} yet", "wait until its book is synced (status)")
         return TradingContext(instrument=inst, size_multiplier=self.size_multiplier, bid=top.bid, ask=top.ask,
-                              mark=top.mark_price, index_price=self.desk.index_price(inst.base_currency),
-                              stale=top.stale, **common)
+                              mark=reference_mark(top, self.cs.max_price_deviation_pct),
+                              index_price=self.desk.index_price(inst.base_currency), stale=top.stale, **common)
 
     def _order(self, command: Any, wait: bool) -> LineOutcome:
         ctx = self._trading_context(command)
@@ -696,8 +732,10 @@ class Terminal:
         seen: set[str] = set()
 
         def show(stages: tuple[Stage, ...]) -> None:
-            for stage in stages:
-                if stage.done and stage.name.split(" (")[0] not in seen:
+            for stage in stages:  # in order: a stage is told once those before it are
+                if not stage.done:
+                    return
+                if stage.name.split(" (")[0] not in seen:
                     seen.add(stage.name.split(" (")[0])
                     self.ask(Say(f"start-up: {stage.name}{' (' + stage.detail + ')' if stage.detail else ''}"))
 
@@ -824,8 +862,9 @@ class Terminal:
 
         session: Any = PromptSession(history=history, completer=Words(), complete_while_typing=False)
         with self._quiet_logs():
-            progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
-                                console=self.out, transient=False)
+            progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                                TextColumn("{task.fields[detail]}", markup=False), console=self.out,
+                                transient=False)
             tasks: dict[str, Any] = {}
 
             def show(stages: tuple[Stage, ...]) -> None:
@@ -833,7 +872,7 @@ class Terminal:
                     key = stage.name.split(" (")[0]
                     if key not in tasks:
                         tasks[key] = progress.add_task(stage.name, total=stage.total, detail=stage.detail)
-                    progress.update(tasks[key], description=("[done] " if stage.done else "       ") + stage.name,
+                    progress.update(tasks[key], description=("done    " if stage.done else "waiting ") + stage.name,
                                     completed=stage.total if stage.done else stage.completed, total=stage.total,
                                     detail=stage.detail)
 

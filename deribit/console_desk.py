@@ -172,6 +172,19 @@ class DeskState:
         return sum(1 for q in quotes if not q.stale), len(quotes)
 
 
+def reference_mark(top: TopOfBook, max_spread_pct: float) -> float | None:
+    """The mark an order on a future is checked against: the top of book's (the latest ticker
+    the book keeper saw), else the mid of a two-sided book whose spread is within
+    ``max_spread_pct`` of it (a tight book's mid cannot be far from the mark). None otherwise."""
+    if top.mark_price:
+        return top.mark_price
+    if top.bid and top.ask and top.ask >= top.bid:
+        mid = (top.bid + top.ask) / 2
+        if (top.ask - top.bid) / mid * 100 <= max_spread_pct:
+            return mid
+    return None
+
+
 # -- start-up -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Stage:

@@ -18,7 +18,7 @@ from rich.console import Console as RichConsole
 
 from actors.console import Console, GetStartup, RunLine, WaitDone
 from config.settings import Settings, load_settings
-from deribit.console_desk import DeskState, chain_tables, startup_stages, surface_view
+from deribit.console_desk import DeskState, chain_tables, reference_mark, startup_stages, surface_view
 from deribit.instruments import decode_instruments
 from messages.account import OrderUpdate, Position, UserTrade
 from messages.commands import CancelAll, CommandFailed, CommandResult, PlaceOrder
@@ -180,6 +180,16 @@ def test_paper_mode_prints_orders_and_sends_none(tmp_path: Any) -> None:
     h.run("ca")
     assert h.sent(PlaceOrder) == [] and h.sent(CancelAll) == []
     assert "paper (not sent): buy 20 BTC-PERPETUAL limit 60060 IOC [manual_api_1]" in h.output()
+
+
+def test_the_reference_mark() -> None:
+    top = TopOfBook(instrument_name=PERP, kind="future", bid=59990.0, bid_amount=1, ask=60010.0, ask_amount=1,
+                    timestamp=0, at=NOW, mark_price=60003.0)
+    assert reference_mark(top, 3.0) == 60003.0
+    no_ticker = msgspec.structs.replace(top, mark_price=None)
+    assert reference_mark(no_ticker, 3.0) == 60000.0
+    assert reference_mark(no_ticker, 0.01) is None  # a spread of 0.033% is wider than 0.01%
+    assert reference_mark(msgspec.structs.replace(no_ticker, ask=None), 3.0) is None
 
 
 def test_a_piped_order_waits_for_its_answer_and_for_the_portfolio(tmp_path: Any) -> None:
