@@ -1,0 +1,145 @@
+"""The Portfolio actor: when it asks for reconciliations, the reconciled flag, mark throttling,
+lost answers and expiry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pykka
+
+from actors.portfolio import GetPortfolio, GetReconcileReport, Portfolio
+from config.settings import load_settings
+from messages.account import ExchangeState, OrderUpdate, Position, UserTrade
+from messages.commands import CommandFailed, CommandResult, ReconcilePortfolio
+from messages.market import InstrumentState, Ticker
+from messages.state import PortfolioChanged
+from messages.system import ConnectionState, ConnectionStatus, DailyRollover, MinuteTick
+from runtime.actor import ActorContext
+from runtime.clock import ReplayClock
+
+T0 = 1_795_161_000.0  # 2026-11-20 07:50 UTC
+OPTION = "BTC-20NOV26-60000-C"  # expires at 08:00 that day
+LATER = "BTC-27NOV26-60000-C"
+
+
+class Published:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    def __call__(self, message: Any) -> None:
+        self.messages.append(message)
+
+    def take(self) -> list[Any]:
+        out, self.messages = self.messages, []
+        return out
+
+
+def status(state: ConnectionState, attempt: int = 1, authenticated: bool = False) -> ConnectionStatus:
+    return ConnectionStatus(state=state, venue="test", at=T0, attempt=attempt, authenticated=authenticated)
+
+
+def fill(name: str, amount: float, trade_id: str) -> UserTrade:
+    return UserTrade(trade_id=trade_id, order_id="O1", instrument_name=name, timestamp=1, direction="buy",
+                     price=0.05, amount=amount, fee=0.0, fee_currency="BTC", mark_price=0.05)
+
+
+def start(published: Published, clock: ReplayClock) -> pykka.ActorRef:
+    settings = load_settings(environ={}, overrides={"portfolio.mark_publish_s": 1.0}, cwd=Path("/nonexistent"))
+    return Portfolio.start(ActorContext(name="portfolio", clock=clock, settings=settings, publish=published))
+
+
+def reasons(messages: list[Any]) -> list[str]:
+    return [m.reason for m in messages if isinstance(m, ReconcilePortfolio)]
+
+
+def changed(messages: list[Any], currency: str = "BTC") -> list[PortfolioChanged]:
+    return [m for m in messages if isinstance(m, PortfolioChanged) and m.currency == currency]
+
+
+def test_reconciliations_and_the_reconciled_flag() -> None:
+    published, clock = Published(), ReplayClock(T0)
+    ref = start(published, clock)
+    try:
+        ref.ask(GetPortfolio(), timeout=5)
+        assert [(m.currency, m.reconciled) for m in published.take()] == [("BTC", False), ("ETH", False)]
+        ref.tell(status(ConnectionState.CONNECTED))
+        ref.tell(status(ConnectionState.AUTHENTICATED, authenticated=True))
+        ref.tell(status(ConnectionState.AUTHENTICATED, authenticated=True))
+        ref.tell(status(ConnectionState.SUBSCRIBED, authenticated=True))
+        ref.tell(status(ConnectionState.SUBSCRIBED, authenticated=True))  # after an instrument reload
+        ref.ask(GetPortfolio(), timeout=5)
+        assert reasons(published.take()) == ["reconnect", "subscribed"]
+        position = Position(instrument_name=LATER, kind="option", direction="buy", size=1.0, average_price=0.05)
+        ref.tell(ExchangeState(currency="BTC", positions=(position,), open_orders=(), summary=None, at=T0,
+                               reason="reconnect"))
+        ref.ask(GetPortfolio(), timeout=5)
+        [state] = changed(published.take())
+        assert state.reconciled and state.positions == (position,)
+        ref.tell(status(ConnectionState.DISCONNECTED))
+        ref.ask(GetPortfolio(), timeout=5)
+        [lost] = changed(published.take())
+        assert not lost.reconciled and lost.positions == (position,)
+        # A new link asks again.
+        ref.tell(status(ConnectionState.CONNECTED, attempt=2))
+        ref.tell(status(ConnectionState.AUTHENTICATED, attempt=2, authenticated=True))
+        # An order whose answer was lost with the link: only the exchange knows its fate.
+        ref.tell(CommandFailed(request_key="k1", origin="hedger", method="private/buy", code=-2, message="lost"))
+        ref.tell(CommandFailed(request_key="k2", origin="hedger", method="private/buy", code=10009,
+                               message="not_enough_funds"))
+        ref.ask(GetPortfolio(), timeout=5)
+        assert reasons(published.take()) == ["reconnect", "answer lost: private/buy k1"]
+        assert ref.ask(GetReconcileReport(), timeout=5)["count"] == 1
+    finally:
+        ref.stop()
+
+
+def test_marks_are_published_at_most_once_per_interval_and_on_the_minute() -> None:
+    published, clock = Published(), ReplayClock(T0)
+    ref = start(published, clock)
+    try:
+        ref.tell(fill(LATER, 2.0, "T1"))
+        ticker = Ticker(instrument_name=LATER, timestamp=1, state="open", mark_price=0.06)
+        ref.tell(ticker)  # within the interval of the fill's publication: held back
+        ref.tell(Ticker(instrument_name="BTC-27NOV26-70000-C", timestamp=1, state="open", mark_price=0.01))
+        ref.ask(GetPortfolio(), timeout=5)
+        published.take()
+        clock.advance_to(T0 + 0.5)
+        ref.tell(Ticker(instrument_name=LATER, timestamp=2, state="open", mark_price=0.07))
+        ref.ask(GetPortfolio(), timeout=5)
+        assert changed(published.take()) == []
+        ref.tell(MinuteTick(at=T0 + 60))
+        ref.ask(GetPortfolio(), timeout=5)
+        [marked] = changed(published.take())
+        assert marked.positions[0].mark_price == 0.07
+        assert abs(marked.positions[0].floating_profit_loss - 2.0 * 0.02) < 1e-12
+        clock.advance_to(T0 + 2.0)
+        ref.tell(Ticker(instrument_name=LATER, timestamp=3, state="open", mark_price=0.08))
+        ref.ask(GetPortfolio(), timeout=5)
+        assert len(changed(published.take())) == 1
+    finally:
+        ref.stop()
+
+
+def test_answers_update_orders_and_expired_instruments_leave() -> None:
+    published, clock = Published(), ReplayClock(T0)
+    ref = start(published, clock)
+    try:
+        order = OrderUpdate(order_id="A", instrument_name=LATER, order_state="open", order_type="limit",
+                            direction="buy", amount=1.0, price=0.04, last_update_timestamp=1)
+        ref.tell(CommandResult(request_key="k", origin="console", method="private/buy", result="{}", order=order))
+        ref.tell(fill(OPTION, 1.0, "T1"))
+        ref.tell(fill(LATER, 1.0, "T2"))
+        state = ref.ask(GetPortfolio(), timeout=5)["BTC"]
+        assert {p.instrument_name for p in state.positions} == {OPTION, LATER}
+        assert [o.order_id for o in state.open_orders] == ["A"]
+        published.take()
+        ref.tell(DailyRollover(at=T0 + 600, day="2026-11-20"))
+        state = ref.ask(GetPortfolio(), timeout=5)["BTC"]
+        assert {p.instrument_name for p in state.positions} == {LATER}
+        assert reasons(published.take()) == ["rollover 2026-11-20"]
+        ref.tell(InstrumentState(instrument_name=LATER, state="settled", timestamp=1))
+        state = ref.ask(GetPortfolio(), timeout=5)["BTC"]
+        assert state.positions == () and state.open_orders == ()
+    finally:
+        ref.stop()
