@@ -21,7 +21,14 @@ from config.settings import Settings, load_settings
 from deribit.console_desk import DeskState, chain_tables, reference_mark, startup_stages, surface_view
 from deribit.instruments import decode_instruments
 from messages.account import OrderUpdate, Position, UserTrade
-from messages.commands import CancelAll, CommandFailed, CommandResult, PlaceOrder
+from messages.commands import (
+    CancelAll,
+    CommandFailed,
+    CommandResult,
+    PlaceOrder,
+    ReconcilePortfolio,
+    RefreshInstruments,
+)
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
 from messages.market import InstrumentsLoaded
 from messages.state import ChainSnapshot, OptionQuote, PortfolioChanged, TopOfBook
@@ -73,9 +80,9 @@ class Harness:
 
     def feed_market(self, bid: float = 59990.0, ask: float = 60000.0, stale: bool = False) -> None:
         self.tell(
+            InstrumentsLoaded(currency="BTC", instruments=BTC, at=NOW),
             ConnectionStatus(state=ConnectionState.SUBSCRIBED, venue="simulator", at=NOW, authenticated=True,
                              can_trade=True),
-            InstrumentsLoaded(currency="BTC", instruments=BTC, at=NOW),
             *[TopOfBook(instrument_name=i.instrument_name, kind="future", bid=bid, bid_amount=1000.0, ask=ask,
                         ask_amount=2000.0, timestamp=0, at=NOW, stale=stale, mark_price=(bid + ask) / 2,
                         index_price=59950.0) for i in BTC if i.kind == "future"],
@@ -442,3 +449,22 @@ def test_a_restarted_console_keeps_its_terminal(tmp_path: Any) -> None:
     writer.close()
     wait_until(lambda: any(isinstance(m, StopRequested) for m in published))
     second.stop()
+
+
+def test_what_was_published_before_the_console_joined_is_asked_for_again(tmp_path: Any,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("actors.console.RECONCILE_AFTER_S", 0.0)
+    h = Harness(tmp_path)
+    h.tell(ConnectionStatus(state=ConnectionState.SUBSCRIBED, venue="simulator", at=NOW, authenticated=True,
+                            can_trade=True))
+    refresh = h.sent(RefreshInstruments)
+    assert [(r.origin, r.currencies) for r in refresh] == [("console", ("BTC",))]
+    h.ref.ask(GetStartup())
+    h.ref.ask(GetStartup())
+    assert [(r.origin, r.currencies) for r in h.sent(ReconcilePortfolio)] == [("console", ("BTC",))]
+    # With the lists and a reconciled portfolio in hand it asks for nothing.
+    h2 = Harness(tmp_path)
+    h2.feed_market()
+    h2.tell(ConnectionStatus(state=ConnectionState.SUBSCRIBED, venue="simulator", at=NOW, can_trade=True))
+    h2.ref.ask(GetStartup())
+    assert h2.sent(RefreshInstruments) == [] and h2.sent(ReconcilePortfolio) == []

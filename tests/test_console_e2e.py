@@ -230,3 +230,18 @@ def test_end_of_input(tmp_path: Path, stdin: str) -> None:
         assert done.returncode == 0, done.stderr
         assert "connection: subscribed to simulator, logged in, trading allowed" in done.stdout
         assert any(e["event"] == "console_end_of_input" for e in log_lines(tmp_path))
+
+
+def test_ctrl_d_at_the_prompt_stops_the_program_cleanly(tmp_path: Path) -> None:
+    term = PseudoTerminal(program_args(tmp_path, "--instrument", "BTC-PERPETUAL", "--size-multiplier", "2"),
+                          tmp_path)
+    try:
+        term.expect(r"trading BTC-PERPETUAL, size multiplier 2 \(a1 = 2 USD\)", timeout=60)
+        term.expect(r"BTC-PERPETUAL x2>")
+        term.type("show size multiplier\r")
+        term.expect(r"size multiplier: 2\b")
+        term.type("\x04")
+        assert term.proc.wait(timeout=15) == 0
+    finally:
+        term.close()
+    assert any(line["event"] == "actors_stopped" and "quit" in line["reason"] for line in log_lines(tmp_path))
