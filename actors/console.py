@@ -671,11 +671,16 @@ class Terminal:
     # -- asking the actor, across its restarts ----------------------------------------------------------
     def ask(self, message: Any, timeout: float = 30.0) -> Any:
         while not self.stopped.is_set():
+            ref = self.ref
             try:
-                return self.ref.ask(message, timeout=timeout)
+                return ref.ask(message, timeout=timeout)
             except pykka.ActorDeadError:
+                if self.ref is not ref:
+                    continue
                 self.attached.clear()
-                if not self.attached.wait(timeout=15.0):
+                # attach() sets the ref before the event: a new ref seen here was attached
+                # between the two checks, and one attached after them sets the event again.
+                if self.ref is ref and not self.attached.wait(timeout=15.0):
                     raise
         raise pykka.ActorDeadError("console stopped")
 
