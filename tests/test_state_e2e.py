@@ -131,10 +131,12 @@ def run_with_drops(desk: Desk, drops: int, reconnect: bool) -> None:
     wait_for(desk.all_fresh, 30, "every book's first snapshot")
     sim.drop_book_notifications(0, probability=0.3)
     reconnected = not reconnect
+    deadline = time.monotonic() + 120
     while True:
         dropped = len(sim.dropped_book_notifications())
         if dropped >= drops:
             break
+        assert time.monotonic() < deadline, f"only {dropped} book notifications dropped in 120 s"
         if not reconnected and dropped >= drops // 2:
             assert sim.close_connections() == 1
             reconnected = True
