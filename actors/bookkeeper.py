@@ -99,7 +99,9 @@ class BookKeeper(Actor):
 
     @handles(Ticker)
     def on_ticker(self, ticker: Ticker) -> None:
-        self.family.on_ticker(ticker, self._clock.now())
+        out = self.family.on_ticker(ticker, self._clock.now())
+        if out:
+            self._send(out)
 
     @handles(IndexPrice)
     def on_index(self, index: IndexPrice) -> None:

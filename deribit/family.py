@@ -329,18 +329,33 @@ class BookFamily:
             return _NOTHING
         return (self._top_message(entry, now),)
 
-    def on_ticker(self, ticker: Ticker, now: float) -> None:
+    def on_ticker(self, ticker: Ticker, now: float) -> tuple[Message, ...]:
         entry = self.entries.get(ticker.instrument_name)
         if entry is None:
             if ticker.instrument_name in self._ignored:
-                return
+                return _NOTHING
             entry = self._entry_for(ticker.instrument_name, now)
             if entry is None:
-                return
+                return _NOTHING
         entry.ticker = ticker
         entry.updated_at = now
         if ticker.index_price is not None:
             self.index_price = ticker.index_price
+        if entry.book is None and (entry.quote is None or ticker.timestamp > entry.quote.timestamp):
+            # A book-less future: a ticker newer than the last quote carries the newer top
+            # (after a reconnect it may come before the first quote).
+            return self.on_quote(
+                Quote(
+                    instrument_name=ticker.instrument_name,
+                    timestamp=ticker.timestamp,
+                    best_bid_price=ticker.best_bid_price,
+                    best_bid_amount=ticker.best_bid_amount,
+                    best_ask_price=ticker.best_ask_price,
+                    best_ask_amount=ticker.best_ask_amount,
+                ),
+                now,
+            )
+        return _NOTHING
 
     def on_index(self, index: IndexPrice) -> None:
         if index.index_name == self._index_name:

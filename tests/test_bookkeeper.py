@@ -120,6 +120,13 @@ def test_futures_take_their_top_from_quotes_and_publish_every_change() -> None:
     assert stale.stale and stale.instrument_name == "BTC-PERPETUAL"
     [fresh] = family.on_quote(quote, T0 + 3)
     assert not fresh.stale
+    # After a reconnect a ticker newer than the last quote may bring the top first.
+    family.link_lost(T0 + 4)
+    ticker = Ticker(instrument_name="BTC-PERPETUAL", timestamp=6, state="open", mark_price=40_000.2,
+                    best_bid_price=40_000.0, best_bid_amount=100.0, best_ask_price=40_000.5, best_ask_amount=200.0)
+    [fresh] = family.on_ticker(ticker, T0 + 3)
+    assert not fresh.stale and fresh.mark_price == 40_000.2
+    assert family.on_ticker(ticker, T0 + 3) == ()
     chain = family.chain_snapshot(T0 + 60, T0 + 63)
     [future] = chain.futures
     assert (future.bid, future.bid_amount, future.ask, future.age_s, future.stale) == (
