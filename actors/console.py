@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import pykka
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
 from rich.console import Console as RichConsole
 from rich.console import RenderableType
 from rich.text import Text
@@ -609,6 +611,31 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
+class CommandCompleter(Completer):
+    """Tab completion: the command words; option names after ``setContractType:``; expiries after
+    ``chain``; future names while the instrument is asked for. ``source`` has ``choices`` (what
+    the actor last said the prompts offer) and ``asking_instrument``."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
+        text = document.text_before_cursor.lstrip()
+        choices: Choices = self.source.choices
+        candidates: list[str] = list(COMPLETION_WORDS)
+        if text.lower().startswith("setcontracttype:"):
+            prefix, rest = text[:16], text[16:].upper()
+            candidates = [prefix + n for n in choices.options if n.startswith(rest)]
+        elif text.lower().startswith("chain "):
+            expiries = dict.fromkeys(n.split("-")[1] for n in choices.options)
+            candidates = [f"chain {e}" for e in expiries]
+        elif self.source.asking_instrument:
+            candidates = [f.instrument_name for f in choices.futures]
+        for word in candidates:
+            if word.lower().startswith(text.lower()) and word != text:
+                yield Completion(word, start_position=-len(text))
+
+
 # -- the terminal ---------------------------------------------------------------------------------------
 class Terminal:
     """Standard input's thread. It outlives a restart of its actor (re-attached by the new one,
@@ -837,7 +864,6 @@ class Terminal:
 
     def _run_interactive(self) -> None:
         from prompt_toolkit import PromptSession
-        from prompt_toolkit.completion import Completer, Completion
         from prompt_toolkit.history import FileHistory, InMemoryHistory
         from prompt_toolkit.patch_stdout import patch_stdout
         from rich.progress import BarColumn, Progress, TextColumn
@@ -849,23 +875,7 @@ class Terminal:
         except OSError as exc:
             self.log.warning("console_history_unavailable", path=str(history_path), error=str(exc))
             history = InMemoryHistory()
-        terminal = self
-
-        class Words(Completer):
-            def get_completions(self, document: Any, complete_event: Any) -> Any:
-                text = document.text_before_cursor.lstrip()
-                choices = terminal.choices
-                candidates: list[str] = list(COMPLETION_WORDS)
-                if text.lower().startswith("setcontracttype:"):
-                    prefix, rest = text[:16], text[16:].upper()
-                    candidates = [prefix + n for n in choices.options if n.startswith(rest)]
-                elif terminal.asking_instrument:
-                    candidates = [f.instrument_name for f in choices.futures]
-                for word in candidates:
-                    if word.lower().startswith(text.lower()) and word != text:
-                        yield Completion(word, start_position=-len(text))
-
-        session: Any = PromptSession(history=history, completer=Words(), complete_while_typing=False)
+        session: Any = PromptSession(history=history, completer=CommandCompleter(self), complete_while_typing=False)
         with self._quiet_logs():
             progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
                                 TextColumn("{task.fields[detail]}", markup=False), console=self.out,

@@ -468,3 +468,36 @@ def test_what_was_published_before_the_console_joined_is_asked_for_again(tmp_pat
     h2.tell(ConnectionStatus(state=ConnectionState.SUBSCRIBED, venue="simulator", at=NOW, can_trade=True))
     h2.ref.ask(GetStartup())
     assert h2.sent(RefreshInstruments) == [] and h2.sent(ReconcilePortfolio) == []
+
+
+def test_plot_runs_the_plot_command(tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.run("plot --help")
+    wait_until(lambda: "usage:" in h.buffer.getvalue(), timeout=60)
+    assert "plotting: --help" in h.output()
+    assert "--what" in h.output()
+
+
+def test_completion_of_commands_and_instrument_names() -> None:
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from actors.console import Choices, CommandCompleter
+
+    futures = tuple(i for i in BTC if i.kind == "future")
+    options = tuple(i.instrument_name for i in BTC if i.kind == "option")
+
+    class Source:
+        choices = Choices(futures, options, PERP, 10.0)
+        asking_instrument = False
+
+    def complete(text: str) -> list[str]:
+        return [c.text for c in CommandCompleter(Source).get_completions(Document(text), CompleteEvent())]
+
+    assert complete("act") == ["activate delta hedging"]
+    assert set(complete("c")) >= {"ca", "cc", "cb", "cs", "cstops", "connection status", "change instrument"}
+    assert sorted(complete("setContractType:BTC-24SEP21-40000-")) == ["setContractType:BTC-24SEP21-40000-C",
+                                                              "setContractType:BTC-24SEP21-40000-P"]
+    assert "chain 24SEP21" in complete("chain 2")
+    Source.asking_instrument = True
+    assert complete("BTC-P") == [PERP]
