@@ -37,7 +37,7 @@ class GetPortfolio(msgspec.Struct, frozen=True):
 
 class GetReconcileReport(msgspec.Struct, frozen=True):
     """Ask for the reconciliations so far: ``{"count": n, "differences": [Difference]}``
-    (the differences of the last ``limit`` reconciliations that found any)."""
+    (the last 1,000 differences found, oldest first)."""
 
 
 class Portfolio(Actor):
