@@ -301,8 +301,16 @@ class Connection(Actor):
 
     # -- lifecycle -------------------------------------------------------------------------------
     def on_start(self) -> None:
-        target = self._replay_loop if self.replay_file else self._link_loop
-        self._link_thread = threading.Thread(target=target, name=f"{self.context.name}-link", daemon=True)
+        loop = self._replay_loop if self.replay_file else self._link_loop
+
+        def run() -> None:
+            # The Connection starts first; what it publishes must find the actors started after it
+            # (a replay's first book snapshots would otherwise be lost for good).
+            if not self.context.wait_started(30.0):
+                self.log.warning("started_before_the_other_actors")
+            loop()
+
+        self._link_thread = threading.Thread(target=run, name=f"{self.context.name}-link", daemon=True)
         self._link_thread.start()
 
     def on_stop(self) -> None:

@@ -42,6 +42,9 @@ class ActorContext:
     # own thread, so that ticks and data stay in log order; live it is a no-op.
     advance_time: Callable[[float], None] = field(default=lambda _t: None)
     replay: bool = False
+    # Blocks until every actor of the program is started and on the bus (True), or the timeout
+    # passes (False). A producer thread waits on it so nothing it publishes goes unheard.
+    wait_started: Callable[[float], bool] = field(default=lambda _timeout: True)
 
     @property
     def log(self) -> Any:

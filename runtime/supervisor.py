@@ -111,6 +111,7 @@ class Supervisor:
         self._restarts: list[tuple[float, str]] = []  # (monotonic due, name) heap
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+        self._all_started = threading.Event()
         self.fatal: TooManyRestarts | None = None
         self._lock = threading.RLock()
 
@@ -124,6 +125,7 @@ class Supervisor:
             report_failure=self._report_failure,
             advance_time=self.advance_time if self.replay else (lambda _t: None),
             replay=self.replay,
+            wait_started=self._all_started.wait,
         )
 
     def _report_failure(self, name: str, error: BaseException, tb: str) -> None:
@@ -135,6 +137,7 @@ class Supervisor:
         self.bus.register("supervisor", self._listener, _StopListener.subscriptions())
         for name in self._order:
             self._start_one(name)
+        self._all_started.set()
         log.info("actors_started", actors=self._order)
 
     def _start_one(self, name: str) -> None:

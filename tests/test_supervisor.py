@@ -195,3 +195,20 @@ def test_stop_requested_on_the_bus_ends_the_run() -> None:
     assert status == [0] and sup.stopped
     shutdowns = [m for m in seen if isinstance(m, Shutdown)]
     assert shutdowns and "quit typed" in shutdowns[0].reason
+
+
+def test_producers_can_wait_until_every_actor_is_on_the_bus() -> None:
+    contexts: list[ActorContext] = []
+
+    def factory(ctx: ActorContext) -> pykka.ActorRef:
+        contexts.append(ctx)
+        assert ctx.wait_started(0.01) is False  # nothing started yet while we are being built
+        return Counter.start(ctx, [])
+
+    sup = Supervisor([ActorSpec("counter", factory)], bus=Bus(), clock=ReplayClock(0.0), settings=None,
+                     replay=True)
+    sup.start()
+    try:
+        assert contexts[0].wait_started(0.01) is True
+    finally:
+        sup.stop()
