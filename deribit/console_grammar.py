@@ -250,6 +250,7 @@ _WORDS: dict[str, Command] = {
     "cs": Cancel("sells"),
     "cstops": Cancel("stops"),
 }
+_SHORTCUT_WORDS = frozenset({"ca", "cc", "cb", "cs", "cstops"})
 _FMZ = ("setContractType", "buyOption", "sellOption", "setHedgeDeltaStep")
 
 #: Everything the completer offers (words, and FMZ prefixes ending in a colon).
@@ -306,7 +307,8 @@ def parse_line(text: str) -> Command | ParseError | None:
     if not line.isprintable():
         return ParseError(line, "the line holds control characters", "retype it")
     words = " ".join(line.split())
-    command = _WORDS.get(words.lower())
+    # Word commands read in any case; shortcuts (cancels as orders) only as typed, lower case.
+    command = _WORDS.get(words if words.lower() in _SHORTCUT_WORDS else words.lower())
     if command is not None:
         return command
     if line.endswith("c"):
