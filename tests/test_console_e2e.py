@@ -232,7 +232,8 @@ def test_end_of_input(tmp_path: Path, stdin: str) -> None:
         assert any(e["event"] == "console_end_of_input" for e in log_lines(tmp_path))
 
 
-def test_ctrl_d_at_the_prompt_stops_the_program_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["ctrl-d", "sigterm"])
+def test_leaving_the_prompt_stops_cleanly_and_restores_the_terminal(tmp_path: Path, how: str) -> None:
     term = PseudoTerminal(program_args(tmp_path, "--instrument", "BTC-PERPETUAL", "--size-multiplier", "2"),
                           tmp_path)
     try:
@@ -240,8 +241,16 @@ def test_ctrl_d_at_the_prompt_stops_the_program_cleanly(tmp_path: Path) -> None:
         term.expect(r"BTC-PERPETUAL x2>")
         term.type("show size multiplier\r")
         term.expect(r"size multiplier: 2\b")
-        term.type("\x04")
+        assert not termios.tcgetattr(term.master)[3] & termios.ICANON  # the prompt runs in raw mode
+        started = time.monotonic()
+        if how == "ctrl-d":
+            term.type("\x04")
+        else:
+            term.proc.send_signal(signal.SIGTERM)
         assert term.proc.wait(timeout=15) == 0
+        assert time.monotonic() - started < 2.0
+        assert termios.tcgetattr(term.master)[3] & termios.ICANON  # cooked mode again
     finally:
         term.close()
-    assert any(line["event"] == "actors_stopped" and "quit" in line["reason"] for line in log_lines(tmp_path))
+    stopped = [line for line in log_lines(tmp_path) if line["event"] == "actors_stopped"]
+    assert stopped and ("quit" in stopped[0]["reason"]) == (how == "ctrl-d")
