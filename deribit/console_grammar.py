@@ -23,7 +23,7 @@ line                  type         price                       post_only  reduce
 ``aw200`` / ``ds200`` limit        ask / bid                   no         no           IOC
 ``as100 16000``       limit        16000 (overrides s/w)       yes        no           GTC
 ``dw200 18000s``      stop_market  none; trigger 18000 (mark)  no         yes          GTC
-``a100 16000 18000    limit x 10   16000, 16222.5, ... 18000   yes        no           GTC
+``a100 16000 18000    limit x 10   16000, 16222, ..., 18000    yes        no           GTC
 10``                               (buys from the low bound
                                    up, sells from the high
                                    bound down)
