@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from config.settings import SettingsError
 from messages.commands import (
     CancelAll,
     CancelByLabel,
@@ -28,6 +29,7 @@ from messages.commands import (
 from messages.surface import RecorderStatus, SurfaceSnapshot
 from messages.system import MinuteTick, Shutdown
 from runtime.actor import Actor, ActorContext, handles
+from sql.engine import DatabaseURLError
 from sql.store import MinuteStore, audit_record, snapshot_record
 from sql.writers import audit_answer, audit_request
 
@@ -49,9 +51,13 @@ class Recorder(Actor):
         super().__init__(context)
         s = context.settings
         r = s.recorder
-        self.store = MinuteStore(url or s.database_url, spool_directory(s), retry_initial_s=r.retry_initial_s,
-                                 retry_max_s=r.retry_max_s, busy_timeout_s=r.sqlite_busy_timeout_s,
-                                 connect_timeout_s=r.connect_timeout_s)
+        try:
+            self.store = MinuteStore(url or s.database_url, spool_directory(s), retry_initial_s=r.retry_initial_s,
+                                     retry_max_s=r.retry_max_s, busy_timeout_s=r.sqlite_busy_timeout_s,
+                                     connect_timeout_s=r.connect_timeout_s)
+        except DatabaseURLError as exc:
+            # A URL that can never work stops the program at start with the settings' kind of message.
+            raise SettingsError(f"database.url: {exc}") from None
         self.wake_interval_s = wake_interval_s
         self._stop_timer = threading.Event()
         self._timer: threading.Thread | None = None

@@ -23,7 +23,6 @@ class SurfaceBuilder(Actor):
         surface = context.settings.surface
         self.method = surface.method
         self.grid = SurfaceGrid(tenor_days=tuple(surface.tenor_days), log_moneyness=tuple(surface.log_moneyness))
-        self.last: dict[str, SurfaceSnapshot] = {}
 
     @handles(ChainSnapshot)
     def on_chain(self, chain: ChainSnapshot) -> SurfaceSnapshot | None:
@@ -36,7 +35,6 @@ class SurfaceBuilder(Actor):
         started = time.perf_counter()  # how long the build took, not business time
         snapshot = build_surface_snapshot(chain, grid=self.grid, method=self.method)
         self.publish(snapshot)
-        self.last[chain.currency] = snapshot
         self.log.info("surface_built", currency=chain.currency, minute=chain.at, quotes=len(snapshot.quotes),
                       unquoted=snapshot.n_unquoted, stale=snapshot.n_stale, expiries=len(snapshot.fits),
                       surface_ok=snapshot.surface_ok, variance_index=snapshot.variance_index,

@@ -313,3 +313,10 @@ def test_the_actor_catches_up_by_itself_after_an_outage(
             ref.stop()  # type: ignore[attr-defined]
         assert_each_minute_once(url, snapshots[:5])
         assert bus.statuses()[-1].reachable and bus.statuses()[-1].backlog_minutes == 0
+
+
+def test_a_database_url_that_can_never_work_stops_the_start_with_a_settings_error(tmp_path: Path) -> None:
+    from config.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=r"database\.url: .*unsupported database 'mysql'.*postgresql\+psycopg2://"):
+        start_recorder("mysql://desk:pw@db/x", tmp_path / "spool", Bus())
