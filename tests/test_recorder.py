@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from actors.recorder import GetRecorderStatus, Recorder
-from config.settings import load_settings
+from config.settings import SettingsError, load_settings
 from messages.commands import CommandResult, PlaceOrder
 from messages.surface import RecorderStatus, SurfaceSnapshot
 from messages.system import MinuteTick
@@ -316,7 +316,5 @@ def test_the_actor_catches_up_by_itself_after_an_outage(
 
 
 def test_a_database_url_that_can_never_work_stops_the_start_with_a_settings_error(tmp_path: Path) -> None:
-    from config.settings import SettingsError
-
     with pytest.raises(SettingsError, match=r"database\.url: .*unsupported database 'mysql'.*postgresql\+psycopg2://"):
         start_recorder("mysql://desk:pw@db/x", tmp_path / "spool", Bus())
