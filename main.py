@@ -191,7 +191,9 @@ def command_run(args: argparse.Namespace) -> int:
     from runtime.logs import setup_logging, shutdown_logging
 
     settings = settings_from_args(args)
-    setup_logging(settings.logging.dir, settings.logging.level, secrets=settings.secrets())
+    # With the console on a terminal, only warnings go to the screen; the JSON log has everything.
+    setup_logging(settings.logging.dir, settings.logging.level, secrets=settings.secrets(),
+                  console_level="warning" if sys.stdin.isatty() else None)
     import structlog
 
     log = structlog.get_logger(actor="main")
