@@ -19,9 +19,9 @@ class QuoteIV(Message, frozen=True, kw_only=True):
 
     ``bid_iv``, ``ask_iv`` and ``mid_iv`` are Black-76 vols of the book's prices with
     F = ``underlying_price``; ``mark_iv`` is Deribit's own (ours from ``mark_price`` when the
-    ticker had none). ``stale``: the book was not known to be the exchange's (not fitted).
-    ``in_surface``: out of the money by the seed's filter, two-sided or one-sided, not stale, so
-    eligible for the smile fit."""
+    ticker had none). ``stale``: the book was not known to be the exchange's. ``in_surface``: kept by the seed's
+    filter (out of the money, a bid or an ask, not expired) and not stale: the quotes the surface
+    is built from."""
 
     instrument_name: str
     expiry_ms: int
