@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulator = sub.add_parser("simulator", help="serve the local Deribit alone, or generate a wire log",
                                description="A local Deribit. Options are those of the simulator; see "
                                            "`main.py simulator --help`.", add_help=False)
-    simulator.add_argument("args", nargs=argparse.REMAINDER)
+    simulator.add_argument("args", nargs=argparse.REMAINDER)  # listed here; main() hands them over
 
     plot = sub.add_parser("plot", help="draw a smile, the surface or the ATM term structure from the database",
                           description="Draw one recorded minute (the latest, or the latest at or before --at) "
@@ -144,8 +144,10 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
                     lambda ctx, c=currency, k=kind: BookKeeper.start(ctx, currency=c, kind=k))
           for currency in settings.currencies for kind in ("option", "future")),
         ActorSpec("portfolio", lambda ctx: Portfolio.start(ctx)),
-        ActorSpec("surface_builder", lambda ctx: SurfaceBuilder.start(ctx)),
+        # The recorder starts before the surface builder so that it stops after it: the last
+        # minute built on the way out is still written (or spooled).
         ActorSpec("recorder", lambda ctx: Recorder.start(ctx)),
+        ActorSpec("surface_builder", lambda ctx: SurfaceBuilder.start(ctx)),
         ActorSpec("hedger", lambda ctx: Hedger.start(ctx)),
         # The console owns standard input; a replay has none (its stdout is the JSON summary).
         *([ActorSpec("console", lambda ctx: Console.start(ctx))] if replay_file is None else []),
@@ -275,12 +277,6 @@ def command_replay(args: argparse.Namespace) -> int:
     return 0 if supervisor.fatal is None else 1
 
 
-def command_simulator(args: argparse.Namespace) -> int:
-    from deribit.simulator.cli import run_simulator_cli
-
-    return run_simulator_cli(list(args.args))
-
-
 def command_plot(args: argparse.Namespace) -> int:
     from sql.plots import PlotError, parse_size, parse_time, plot_from_database
 
@@ -302,10 +298,15 @@ def command_config(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulator"]:
+        # The simulator has its own parser; argparse's REMAINDER would refuse a leading option.
+        from deribit.simulator.cli import run_simulator_cli
+
+        return run_simulator_cli(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
-    handlers = {"run": command_run, "replay": command_replay, "simulator": command_simulator,
-                "plot": command_plot, "config": command_config}
+    args = parser.parse_args(normalise_argv(argv))
+    handlers = {"run": command_run, "replay": command_replay, "plot": command_plot, "config": command_config}
     try:
         return handlers[args.command](args)
     except SettingsError as exc:

@@ -56,3 +56,12 @@ def test_help_of_each_command() -> None:
         result = subprocess.run([sys.executable, str(REPO / "main.py"), *args], capture_output=True, text=True,
                                 timeout=30)
         assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_simulator_generate_from_the_command_line(tmp_path: Path) -> None:
+    out = tmp_path / "log.jsonl"
+    result = subprocess.run([sys.executable, str(REPO / "main.py"), "simulator", "--generate", str(out),
+                             "--minutes", "0.05", "--chain", "small"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    first = json.loads(out.read_text().splitlines()[0])
+    assert first["dir"] == "open"
