@@ -1,0 +1,407 @@
+"""Hedge latency: from the frame that pushes the mismatch past the band to the hedge order on the
+socket, with the simulator streaming the full BTC and ETH chains.
+
+The simulator runs in a subprocess (one core for it, one for the desk); the desk is the
+program's own wiring (``main.actor_specs``: Connection, four BookKeepers, Portfolio,
+SurfaceBuilder, Recorder on SQLite in a temporary directory, Hedger, Console) on the wall clock.
+A plain JSON-RPC client of the bench's own buys at-the-money BTC calls, moves the index through
+``simulator/set_index`` and reads the exchange's positions, tickers and perpetual book.
+
+Two runs. The scripted path: the simulator's own index diffusion is off, the bench moves the
+index by 0.15-0.6% at a time (each move requotes the whole chain at once: a burst of some 2,600
+frames, the perpetual's first) and after each settle computes the mismatch from the exchange's
+figures. The stream: the simulator's own diffusion (60% a year, jumps) moves the market in
+50 ms steps and no scripted move is made; its hedges are triggered by ordinary frames.
+
+Timing uses two probes that cost nothing when not installed: the Connection's
+``latency_probe`` stamps each notification frame as it comes off the socket (perf_counter_ns,
+before decoding) and each order frame right after it was written; the Hedger's ``order_probe``
+names the message that triggered each order (stamped when the order was published). Latency =
+send stamp - receive stamp of the frame that carried the trigger (for a BookKeeper's TopOfBook,
+the frame of the quote it came from). Orders triggered by something other than a frame (a
+settled fill, a control) are counted, not timed.
+
+    python -m bench latency [--moves 30] [--stream-s 40] [--updates-per-s 2.5] [--calls 3] --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pykka
+
+CLIENT_ID, CLIENT_SECRET = "desk", "desk-simulator-secret"
+PERP = "BTC-PERPETUAL"
+
+
+class Probe:
+    """Receive stamps of the watched instruments' messages, trigger of each order, send stamps."""
+
+    def __init__(self) -> None:
+        self.watch: frozenset[str] = frozenset()
+        self.frames = 0
+        self.by_identity: dict[int, tuple[object, int]] = {}  # id(message) -> (message, t_ns)
+        self.by_key: dict[tuple[str, int], int] = {}  # (instrument, exchange timestamp) -> t_ns
+        self.recent: collections.deque[tuple[int, int, tuple[str, int]]] = collections.deque()
+        self.triggers: dict[str, object] = {}
+        self.received_ns: dict[str, int] = {}  # request_key -> receive stamp of its trigger's frame
+        self.decided_ns: dict[str, int] = {}
+        self.sent_ns: dict[str, int] = {}
+
+    # Connection link thread: keep it cheap.
+    def received(self, messages: tuple[object, ...], t_ns: int) -> None:
+        self.frames += 1
+        watch = self.watch
+        for message in messages:
+            name = getattr(message, "instrument_name", None)
+            if name in watch:
+                key = (name, getattr(message, "timestamp", 0))
+                self.by_identity[id(message)] = (message, t_ns)
+                self.by_key.setdefault(key, t_ns)
+                self.recent.append((t_ns, id(message), key))
+        # Forget what is older than 30 s (a trigger is handled within milliseconds).
+        recent = self.recent
+        horizon = t_ns - 30_000_000_000
+        while recent and recent[0][0] < horizon:
+            _, identity, key = recent.popleft()
+            self.by_identity.pop(identity, None)
+            self.by_key.pop(key, None)
+
+    # Connection actor thread.
+    def sent(self, command: Any, t_ns: int) -> None:
+        self.sent_ns.setdefault(command.request_key, t_ns)
+
+    # Hedger thread.
+    def on_order(self, order: Any, trigger: object) -> None:
+        # Called right after the Hedger published the order: the decision's time. The trigger's
+        # frame was stamped milliseconds ago: look it up now, before it is forgotten.
+        key = order.request_key
+        self.decided_ns[key] = time.perf_counter_ns()
+        self.triggers[key] = trigger
+        hit = self.by_identity.get(id(trigger))
+        if hit is not None and hit[0] is trigger:
+            self.received_ns[key] = hit[1]
+        elif type(trigger).__name__ == "TopOfBook":
+            received = self.by_key.get((getattr(trigger, "instrument_name", ""), getattr(trigger, "timestamp", -1)))
+            if received is not None:
+                self.received_ns[key] = received
+
+    def timing(self, request_key: str) -> tuple[int | None, int | None, str]:
+        """(frame received -> order published, -> order written, in ns; what triggered it)."""
+        trigger = self.triggers.get(request_key)
+        sent = self.sent_ns.get(request_key)
+        decided = self.decided_ns.get(request_key)
+        what = trigger if isinstance(trigger, str) else \
+            f"{type(trigger).__name__} {getattr(trigger, 'instrument_name', '')}".strip()
+        received = self.received_ns.get(request_key)
+        if sent is None or decided is None or received is None:
+            return None, None, what
+        return decided - received, sent - received, what
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100.0 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _start_simulator(updates_per_s: float, step_s: float, index_vol: float, jumps_per_year: float
+                     ) -> tuple[subprocess.Popen[str], str]:
+    """The full chain served from a subprocess; index dynamics as given (0: only the bench moves it)."""
+    settings = (f"SimSettings.for_account({CLIENT_ID!r}, {CLIENT_SECRET!r}, {{'BTC': 10.0, 'ETH': 100.0}}, "
+                f"chain='full', updates_per_s={updates_per_s!r}, step_s={step_s!r}, index_vol={index_vol!r}, "
+                f"jumps_per_year={jumps_per_year!r})")
+    code = ("from deribit.simulator.cli import serve; from deribit.simulator.settings import SimSettings; "
+            f"serve(0, 1, {settings})")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("simulator listening on "):
+        proc.kill()
+        raise RuntimeError(f"the simulator did not start: {line!r}")
+    return proc, line.rsplit(" ", 1)[1]
+
+
+class Exchange:
+    """The bench's own view of the simulator (not the desk's): trading and reading its state."""
+
+    def __init__(self, url: str) -> None:
+        from deribit.simulator.client import RpcClient
+
+        self.rpc = RpcClient(url, timeout=10.0)
+        self.rpc.login(CLIENT_ID, CLIENT_SECRET)
+
+    def index(self) -> float:
+        return float(self.rpc.result("public/get_index_price", {"index_name": "btc_usd"})["index_price"])
+
+    def set_index(self, price: float) -> None:
+        self.rpc.result("simulator/set_index", {"currency": "BTC", "price": price})
+
+    def deltas(self) -> tuple[float, float, float]:
+        """(options delta, perpetual delta, one contract) in BTC."""
+        book = self.rpc.result("public/get_order_book", {"instrument_name": PERP, "depth": 1})
+        mid = 0.5 * (book["bids"][0][0] + book["asks"][0][0])
+        options = hedge = 0.0
+        for position in self.rpc.result("private/get_positions", {"currency": "BTC"}):
+            if position["kind"] == "option":
+                delta = self.rpc.result("public/ticker", {"instrument_name": position["instrument_name"]})["greeks"]
+                options += position["size"] * delta["delta"]
+            elif position["instrument_name"] == PERP:
+                hedge += position["size"] / mid
+        return options, hedge, 10.0 / mid
+
+    def atm_call(self, min_days: float) -> str:
+        from deribit.instruments import parse_instrument_name
+
+        index = self.index()
+        now_ms = time.time() * 1000
+        calls = [parse_instrument_name(i["instrument_name"]) for i in
+                 self.rpc.result("public/get_instruments", {"currency": "BTC", "kind": "option"})
+                 if i["option_type"] == "call"]
+        eligible = [c for c in calls if (c.expiry_ms or 0) - now_ms > min_days * 86_400_000]
+        expiry = min(c.expiry_ms or 0 for c in eligible)
+        return min((c for c in eligible if c.expiry_ms == expiry), key=lambda c: abs((c.strike or 0) - index)).name
+
+
+def _wait(condition: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+class Session:
+    """One simulator subprocess and the whole desk on it, with BTC calls bought and hedging on."""
+
+    def __init__(self, opts: argparse.Namespace, index_vol: float, jumps_per_year: float) -> None:
+        import actors.connection as connection_module
+        import actors.hedger as hedger_module
+        import main
+        from config.settings import load_settings
+        from messages.hedging import HedgerControl
+        from runtime.clock import WallClock
+        from runtime.logs import setup_logging
+
+        self.probe = Probe()
+        self._modules = (connection_module, hedger_module)
+        self.supervisor: Any = None
+        self.stop_event = threading.Event()
+        self.proc, self.url = _start_simulator(opts.updates_per_s, opts.step_s, index_vol, jumps_per_year)
+        print(f"simulator at {self.url}: full chain, {opts.updates_per_s:g} updates/instrument/s, "
+              f"index vol {index_vol:g}", file=sys.stderr)
+        connection_module.latency_probe = self.probe
+        hedger_module.order_probe = self.probe.on_order
+        workdir = Path(tempfile.mkdtemp(prefix="bench-latency-"))
+        self.settings = load_settings(environ={}, cwd=workdir, overrides={
+            "deribit.client_id": CLIENT_ID, "deribit.client_secret": CLIENT_SECRET, "data_dir": str(workdir),
+            "logging.dir": str(workdir / "logs"), "hedger.currencies": ["BTC"],
+            # The scripted path moves the market every second or two: room for an order per move.
+            "hedger.max_orders_per_minute": 120})
+        setup_logging(self.settings.logging.dir, "info", console=False, secrets=self.settings.secrets())
+        self.supervisor = main.make_supervisor(self.settings, main.actor_specs(self.settings, url=self.url),
+                                               WallClock())
+        self.supervisor.start()
+        threading.Thread(target=self.supervisor.run, kwargs={"until": self.stop_event}, daemon=True).start()
+        _wait(lambda: self.portfolio().reconciled, 60, "the desk to connect and reconcile")
+        self.exchange = Exchange(self.url)
+        call = self.exchange.atm_call(min_days=3)
+        self.exchange.rpc.result("private/buy", {"instrument_name": call, "amount": opts.calls, "type": "market",
+                                                 "label": "bench-calls"})
+        _wait(lambda: any(p.instrument_name == call for p in self.portfolio().positions), 30, "the option position")
+        self.probe.watch = frozenset({call, PERP})
+        print(f"bought {opts.calls:g} {call}; letting the subscriptions settle", file=sys.stderr)
+        time.sleep(3.0)
+        self.supervisor.bus.publish(HedgerControl(action="activate", origin="bench", currency="BTC"))
+        self.settle()
+        self.frames0, self.t0, self.cpu0 = self.probe.frames, time.perf_counter(), time.process_time()
+        self.first = len(self.probe.triggers)
+
+    def portfolio(self) -> Any:
+        from actors.portfolio import GetPortfolio
+
+        return self.supervisor.refs()["portfolio"].ask(GetPortfolio(), timeout=10)["BTC"]
+
+    def hedger_status(self) -> Any:
+        from messages.hedging import HedgerControl
+
+        [status] = self.supervisor.refs()["hedger"].ask(
+            HedgerControl(action="status", origin="bench", currency="BTC"), timeout=10)
+        return status
+
+    def settle(self, timeout_s: float = 10.0) -> None:
+        """Until the hedger has nothing in flight and sent nothing for 0.3 s."""
+        time.sleep(0.2)
+        deadline = time.monotonic() + timeout_s
+        quiet = 0
+        sent = len(self.probe.triggers)
+        while time.monotonic() < deadline:
+            status = self.hedger_status()
+            if status.phase == "idle" and len(self.probe.triggers) == sent:
+                quiet += 1
+                if quiet >= 3:
+                    return
+            else:
+                quiet = 0
+            sent = len(self.probe.triggers)
+            time.sleep(0.1)
+        raise RuntimeError(f"the hedger did not settle within {timeout_s:g} s: {self.hedger_status()}")
+
+    def figures(self) -> dict[str, Any]:
+        elapsed = time.perf_counter() - self.t0
+        return {"keys": list(self.probe.triggers)[self.first:], "probe": self.probe,
+                "frames_per_s": (self.probe.frames - self.frames0) / elapsed,
+                "desk_cpu_per_s": (time.process_time() - self.cpu0) / elapsed, "seconds": elapsed}
+
+    def close(self) -> None:
+        from runtime.logs import shutdown_logging
+
+        self.stop_event.set()
+        try:
+            if self.supervisor is not None:
+                self.supervisor.stop(reason="bench finished")
+        finally:
+            for module in self._modules:
+                if hasattr(module, "latency_probe"):
+                    module.latency_probe = None
+                if hasattr(module, "order_probe"):
+                    module.order_probe = None
+            pykka.ActorRegistry.stop_all()
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            shutdown_logging()
+
+
+def scripted_path(session: Session, moves: int, pause_s: float, seed: int) -> tuple[list[float], float]:
+    """Index moves of 0.15-0.6%, each a burst of the whole chain requoted (the perpetual's frames
+    first); after each settle, the mismatch from the exchange's own figures."""
+    rng = random.Random(seed)
+    exchange = session.exchange
+    price = start = exchange.index()
+    mismatches: list[float] = []
+    contract = 0.0
+    for n in range(moves):
+        size = rng.uniform(0.15, 0.6) / 100.0
+        # Biased back toward the start, so that the path oscillates.
+        direction = -1.0 if price > start * 1.004 else 1.0 if price < start * 0.996 else rng.choice((-1.0, 1.0))
+        price = exchange.index() * (1.0 + direction * size)
+        exchange.set_index(price)
+        time.sleep(pause_s)
+        session.settle()
+        status = session.hedger_status()
+        options, hedge, contract = exchange.deltas()
+        mismatches.append(abs(options + hedge))
+        print(f"move {n + 1}/{moves}: {direction * size * 100:+.2f}% -> {price:.1f}; "
+              f"orders {len(session.probe.triggers) - session.first}; options {options:+.5f} hedge {hedge:+.5f} "
+              f"= {options + hedge:+.5f} (the hedger's {status.options_delta:+.5f} {status.hedge_delta:+.5f})",
+              file=sys.stderr)
+    return mismatches, contract
+
+
+def stats(probe: Probe, keys: list[str]) -> dict[str, Any]:
+    total: list[float] = []
+    to_decision: list[float] = []
+    untimed: collections.Counter[str] = collections.Counter()
+    triggers: collections.Counter[str] = collections.Counter()
+    for key in keys:
+        decided, sent, what = probe.timing(key)
+        triggers[what] += 1
+        if decided is None or sent is None:
+            untimed[what] += 1
+        else:
+            total.append(sent / 1000.0)
+            to_decision.append(decided / 1000.0)
+    return {
+        "p50_us": round(_percentile(total, 50), 1),
+        "p99_us": round(_percentile(total, 99), 1),
+        "max_us": round(max(total), 1) if total else None,
+        "mean_us": round(statistics.fmean(total), 1) if total else None,
+        # From the frame to the Hedger's published order; the rest is the Connection's.
+        "p50_to_decision_us": round(_percentile(to_decision, 50), 1),
+        "p99_to_decision_us": round(_percentile(to_decision, 99), 1),
+        "orders": len(keys),
+        "timed_orders": len(total),
+        "untimed_orders": dict(untimed),
+        "triggers": dict(triggers),
+    }
+
+
+def run(args: list[str]) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench latency")
+    parser.add_argument("--moves", type=int, default=30, help="scripted index moves")
+    parser.add_argument("--pause-s", type=float, default=1.0, help="time between moves")
+    parser.add_argument("--stream-s", type=float, default=40.0,
+                        help="seconds of the second run: the simulator's own index diffusion, no scripted moves")
+    parser.add_argument("--updates-per-s", type=float, default=2.5, help="simulator updates per instrument per s")
+    parser.add_argument("--step-s", type=float, default=0.05, help="simulator market step")
+    parser.add_argument("--calls", type=float, default=3.0, help="BTC of at-the-money calls to hedge")
+    parser.add_argument("--switch-interval-us", type=float, default=None,
+                        help="sys.setswitchinterval for this run (default: Python's, 5000)")
+    parser.add_argument("--seed", type=int, default=7)
+    opts = parser.parse_args(args)
+    if opts.switch_interval_us:
+        sys.setswitchinterval(opts.switch_interval_us / 1e6)
+
+    # Run 1: the scripted path on a market that only the bench moves, so that the mismatch after
+    # each settle measures the hedger, not the market's drift while the bench reads it.
+    session = Session(opts, index_vol=0.0, jumps_per_year=0.0)
+    try:
+        mismatches, contract = scripted_path(session, opts.moves, opts.pause_s, opts.seed)
+        path = session.figures()
+        band = session.settings.hedger.max_delta_mismatch
+    finally:
+        session.close()
+    # Run 2: the simulator's own index diffusion (60% a year, jumps), no scripted moves: the
+    # hedges are triggered by ordinary frames of the stream rather than at the head of a burst.
+    stream: dict[str, Any] | None = None
+    if opts.stream_s > 0:
+        session = Session(opts, index_vol=0.6, jumps_per_year=25.0)
+        try:
+            print(f"streaming {opts.stream_s:g} s", file=sys.stderr)
+            time.sleep(opts.stream_s)
+            session.settle()
+            stream = session.figures()
+        finally:
+            session.close()
+
+    path_stats = stats(path["probe"], path["keys"])
+    stream_stats = stats(stream["probe"], stream["keys"]) if stream else None
+    merged = Probe()
+    for figures in (path, stream):
+        if figures is not None:
+            for attribute in ("triggers", "received_ns", "decided_ns", "sent_ns"):
+                getattr(merged, attribute).update(getattr(figures["probe"], attribute))
+    everything = stats(merged, path["keys"] + (stream["keys"] if stream else []))
+    runs = [f for f in (path, stream) if f is not None]
+    return {
+        **everything,
+        "path": path_stats,
+        "stream": stream_stats,
+        "moves": opts.moves,
+        "stream_s": opts.stream_s,
+        "frames_per_s": round(min(f["frames_per_s"] for f in runs)),
+        # CPU seconds per second of the desk's process (the simulator's is not counted).
+        "desk_cpu_per_s": round(max(f["desk_cpu_per_s"] for f in runs), 2),
+        "switch_interval_us": round(sys.getswitchinterval() * 1e6),
+        "max_abs_mismatch_after_settle": round(max(mismatches), 6),
+        "band": band,
+        "one_contract": round(contract, 8),
+        "within_band_plus_contract": max(mismatches) <= band + contract,
+    }
