@@ -33,3 +33,11 @@ def fixtures_dir() -> Path:
     if not FIXTURES.exists():
         pytest.fail(f"the real Deribit capture is missing: {FIXTURES} (shared/ must sit beside the repo)")
     return FIXTURES
+
+
+@pytest.fixture
+def isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in a temporary directory, so that the program's relative data/ and logs/ (SQLite file,
+    spool, console history) land there and not in the repository."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

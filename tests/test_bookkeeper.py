@@ -32,6 +32,8 @@ from runtime.clock import ReplayClock
 from runtime.logs import setup_logging, shutdown_logging
 from tests.conftest import WIRE_SAMPLE
 
+pytestmark = pytest.mark.usefixtures("isolated_cwd")  # the program's data/ goes to a temp dir
+
 CALL = "BTC-24SEP21-40000-C"
 PUT = "BTC-24SEP21-30000-P"
 T0 = 1_626_993_720.0  # 2021-07-22, before every expiry used here

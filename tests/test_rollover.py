@@ -26,6 +26,8 @@ from runtime.logs import setup_logging, shutdown_logging
 from runtime.supervisor import ActorSpec
 from runtime.wirelog import read_wire_log
 
+pytestmark = pytest.mark.usefixtures("isolated_cwd")  # the program's data/ goes to a temp dir
+
 ROLLOVER = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC).timestamp()
 EXPIRING, LISTED = "20NOV26", "21NOV26"
 

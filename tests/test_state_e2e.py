@@ -29,6 +29,8 @@ from runtime.actor import Actor, handles
 from runtime.clock import WallClock
 from runtime.logs import setup_logging, shutdown_logging
 
+pytestmark = pytest.mark.usefixtures("isolated_cwd")  # the program's data/ goes to a temp dir
+
 CLIENT_ID, CLIENT_SECRET = "desk", "desk-simulator-secret"
 OPTION_KEEPERS = ("books-BTC-option", "books-ETH-option")
 FUTURE_KEEPERS = ("books-BTC-future", "books-ETH-future")
