@@ -280,7 +280,10 @@ class Session:
                     module.latency_probe = None
                 if hasattr(module, "order_probe"):
                     module.order_probe = None
-            pykka.ActorRegistry.stop_all()
+            try:  # anything the supervisor could not stop in time (an actor stopping as we ask can hang stop_all)
+                pykka.ActorRegistry.stop_all(timeout=5)
+            except pykka.Timeout:
+                print("some actors did not stop within 5 s", file=sys.stderr)
             self.proc.terminate()
             try:
                 self.proc.wait(10)
