@@ -146,7 +146,10 @@ def desk(tmp_path: Path) -> Iterator[Callable[..., Desk]]:
                 running.supervisor.stop()
             finally:
                 running.sim.stop()
-        pykka.ActorRegistry.stop_all()
+        try:
+            pykka.ActorRegistry.stop_all(timeout=5)
+        except pykka.Timeout:
+            pass  # an actor stopped while being asked to: nothing is left running that matters
         shutdown_logging()
 
 
