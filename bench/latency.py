@@ -117,11 +117,11 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def _start_simulator(updates_per_s: float, step_s: float, index_vol: float, jumps_per_year: float
+def _start_simulator(chain: str, updates_per_s: float, step_s: float, index_vol: float, jumps_per_year: float
                      ) -> tuple[subprocess.Popen[str], str]:
-    """The full chain served from a subprocess; index dynamics as given (0: only the bench moves it)."""
+    """The chain served from a subprocess; index dynamics as given (0: only the bench moves it)."""
     settings = (f"SimSettings.for_account({CLIENT_ID!r}, {CLIENT_SECRET!r}, {{'BTC': 10.0, 'ETH': 100.0}}, "
-                f"chain='full', updates_per_s={updates_per_s!r}, step_s={step_s!r}, index_vol={index_vol!r}, "
+                f"chain={chain!r}, updates_per_s={updates_per_s!r}, step_s={step_s!r}, index_vol={index_vol!r}, "
                 f"jumps_per_year={jumps_per_year!r})")
     code = ("from deribit.simulator.cli import serve; from deribit.simulator.settings import SimSettings; "
             f"serve(0, 1, {settings})")
@@ -201,8 +201,9 @@ class Session:
         self._modules = (connection_module, hedger_module)
         self.supervisor: Any = None
         self.stop_event = threading.Event()
-        self.proc, self.url = _start_simulator(opts.updates_per_s, opts.step_s, index_vol, jumps_per_year)
-        print(f"simulator at {self.url}: full chain, {opts.updates_per_s:g} updates/instrument/s, "
+        self.proc, self.url = _start_simulator(opts.chain, opts.updates_per_s, opts.step_s, index_vol,
+                                               jumps_per_year)
+        print(f"simulator at {self.url}: {opts.chain} chain, {opts.updates_per_s:g} updates/instrument/s, "
               f"index vol {index_vol:g}", file=sys.stderr)
         connection_module.latency_probe = self.probe
         hedger_module.order_probe = self.probe.on_order
@@ -213,8 +214,8 @@ class Session:
             # The scripted path moves the market every second or two: room for an order per move.
             "hedger.max_orders_per_minute": 120})
         setup_logging(self.settings.logging.dir, "info", console=False, secrets=self.settings.secrets())
-        self.supervisor = main.make_supervisor(self.settings, main.actor_specs(self.settings, url=self.url),
-                                               WallClock())
+        specs = [spec for spec in main.actor_specs(self.settings, url=self.url) if spec.name not in opts.skip_actor]
+        self.supervisor = main.make_supervisor(self.settings, specs, WallClock())
         self.supervisor.start()
         threading.Thread(target=self.supervisor.run, kwargs={"until": self.stop_event}, daemon=True).start()
         _wait(lambda: self.portfolio().reconciled, 60, "the desk to connect and reconcile")
@@ -354,6 +355,10 @@ def run(args: list[str]) -> dict[str, Any]:
                         help="seconds of the second run: the simulator's own index diffusion, no scripted moves")
     parser.add_argument("--updates-per-s", type=float, default=2.5, help="simulator updates per instrument per s")
     parser.add_argument("--step-s", type=float, default=0.05, help="simulator market step")
+    parser.add_argument("--skip-actor", action="append", default=[], metavar="NAME",
+                        help="leave this actor of main.actor_specs out (diagnosis; repeatable)")
+    parser.add_argument("--chain", choices=("full", "small"), default="full",
+                        help="small: a few instruments, to see the floor without the stream's load")
     parser.add_argument("--calls", type=float, default=3.0, help="BTC of at-the-money calls to hedge")
     parser.add_argument("--switch-interval-us", type=float, default=None,
                         help="sys.setswitchinterval for this run (default: Python's, 5000)")
@@ -403,6 +408,7 @@ def run(args: list[str]) -> dict[str, Any]:
         # CPU seconds per second of the desk's process (the simulator's is not counted).
         "desk_cpu_per_s": round(max(f["desk_cpu_per_s"] for f in runs), 2),
         "switch_interval_us": round(sys.getswitchinterval() * 1e6),
+        "skipped_actors": opts.skip_actor,
         "max_abs_mismatch_after_settle": round(max(mismatches), 6),
         "band": band,
         "one_contract": round(contract, 8),

@@ -604,7 +604,7 @@ class CurrencyHedger:
     def _order_state(self, order: HedgeOrder, update: OrderUpdate, now: float) -> None:
         order.order_id = update.order_id
         order.filled = max(order.filled, update.filled_amount)
-        if update.order_state != "rejected":
+        if update.filled_amount > 0 or update.order_state == "open":
             self.rejections = 0  # accepted: the run of rejections is over
         if update.order_state in CLOSED_STATES:
             self._closed(order, update.order_state, now)
@@ -630,13 +630,17 @@ class CurrencyHedger:
             return
         unfilled = max(order.amount - order.filled, 0.0)
         self.volume_today -= unfilled
-        if state == "rejected" and order.filled == 0:
+        # A rejected order, or a market order that closed without any fill (no liquidity), is a
+        # failure like an error answer: it counts toward switching hedging off.
+        failed = order.filled == 0 and (state == "rejected" or (state == "cancelled" and order.order_type == "market"))
+        if failed:
             self.order = None
             self.rejections += 1
             self.retry_at = now + self.settings.retry_after_reject_s
-            self.log.warning("hedge_rejected", currency=self.currency, label=order.label, code=0,
-                             message="order rejected", rejections_in_a_row=self.rejections)
-            self._after_rejection("the exchange rejected the order", now)
+            why = "the exchange rejected the order" if state == "rejected" else "the market order closed unfilled"
+            self.log.warning("hedge_rejected", currency=self.currency, label=order.label, code=0, message=why,
+                             rejections_in_a_row=self.rejections)
+            self._after_rejection(why, now)
             return
         self.log.info("hedge_closed", currency=self.currency, label=order.label, state=state, filled=order.filled,
                       amount=order.amount, reprices=order.reprices)

@@ -496,3 +496,15 @@ def test_status_on_request_carries_the_request_key() -> None:
     status = rig.last_status()
     assert status.request_key == "s1" and status.active and status.instrument == PERP
     assert status.delta_source == "exchange" and status.phase == "idle" and status.mismatch == 0.0
+
+
+def test_market_orders_that_never_fill_count_as_rejections() -> None:
+    rig = Rig(retry_after_reject_s=0.0, max_rejections=2)
+    rig.ready(option_size=1.0, delta=0.5)
+    for _ in range(2):
+        command = rig.sent()[-1]
+        rig.h.on_order_update(order(command.label, "cancelled", command.amount, 0.0, f"o-{command.label}"), rig.now)
+        rig.tick()
+        rig.delta(0.5)
+    assert len(rig.sent()) == 2 and not rig.h.active
+    assert "closed unfilled" in rig.last_status().message
