@@ -8,6 +8,7 @@ tickers' deltas and its perpetual book), not from the Hedger's figures.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,7 +33,7 @@ from runtime.supervisor import ActorSpec
 CLIENT_ID, CLIENT_SECRET = "desk", "desk-simulator-secret"
 PERP = "BTC-PERPETUAL"
 BAND = 0.0025
-WANTED = {"connection", "books-BTC-option", "books-BTC-future", "portfolio", "hedger"}
+WANTED = {"connection", "books-BTC-option", "books-BTC-future", "portfolio", "hedger", "recorder"}
 
 
 class Tap(Actor):
@@ -48,10 +49,11 @@ class Tap(Actor):
 
 
 class Desk:
-    def __init__(self, simulator: Simulator, supervisor: Any, tapped: list[object]) -> None:
+    def __init__(self, simulator: Simulator, supervisor: Any, tapped: list[object], data_dir: Path) -> None:
         self.sim = simulator
         self.supervisor = supervisor
         self.tapped = tapped
+        self.data_dir = data_dir
 
     def publish(self, message: object) -> None:
         self.supervisor.bus.publish(message)
@@ -133,7 +135,7 @@ def desk(tmp_path: Path) -> Iterator[Callable[..., Desk]]:
         specs = [s for s in main.actor_specs(settings, url=url) if s.name in WANTED]
         specs.append(ActorSpec("tap", lambda ctx: Tap.start(ctx, tapped)))
         supervisor = main.make_supervisor(settings, specs, WallClock())
-        running = Desk(simulator, supervisor, tapped)
+        running = Desk(simulator, supervisor, tapped, tmp_path)
         started.append(running)
         supervisor.start()
         return running
@@ -247,6 +249,13 @@ def test_hedges_moves_up_down_and_an_oscillation_at_the_band_edge(desk: Callable
     labels = [o.label for o in running.hedge_orders()]
     assert len(labels) == len(set(labels))
     assert {t["label"] for t in running.hedge_trades()} <= set(labels)
+    # And each is a row of the Recorder's orders_audit, answered.
+    running.supervisor.stop()
+    with sqlite3.connect(running.data_dir / "deribit.sqlite3") as db:
+        rows = db.execute("select request_key, method, instrument, outcome from orders_audit "
+                          "where origin = 'hedger'").fetchall()
+    assert sorted(r[0] for r in rows) == sorted(labels)
+    assert {(r[2], r[3]) for r in rows} == {(PERP, "accepted")}
 
 
 def test_disconnect_with_a_hedge_in_flight_sends_no_duplicate(desk: Callable[..., Desk]) -> None:
