@@ -699,10 +699,12 @@ class CurrencyHedger:
             return
         touch = self.hedge_bid if order.side == "buy" else self.hedge_ask
         if order.reprices < self.settings.max_reprices and touch is not None and self.can_trade:
-            if touch == order.price:
-                order.due = now + self.settings.reprice_after_s  # still at the touch
-                return
+            # Each timeout is a round, repriced or not (still the touch: nothing to edit), so
+            # that an order nobody trades against ends at market after max_reprices rounds.
             order.reprices += 1
+            if touch == order.price:
+                order.due = now + self.settings.reprice_after_s
+                return
             order.amends += 1
             order.price = touch
             order.phase = AMENDING

@@ -508,3 +508,24 @@ def test_market_orders_that_never_fill_count_as_rejections() -> None:
         rig.delta(0.5)
     assert len(rig.sent()) == 2 and not rig.h.active
     assert "closed unfilled" in rig.last_status().message
+
+
+def test_a_limit_order_nobody_trades_against_ends_at_market() -> None:
+    rig = Rig(order_type="limit", reprice_after_s=1.0, max_reprices=2)
+    rig.ready(option_size=1.0, delta=0.5)
+    [command] = rig.sent()
+    rig.h.on_order_update(order(command.label, "open", 20000.0, 0.0, "o-1", order_type="limit",
+                                price=command.price), rig.now)
+    for _ in range(2):  # the touch does not move: nothing to edit, but each round counts
+        rig.tick(1.1)
+        rig.quote()
+        rig.h.on_time(rig.now)
+    assert rig.sent(EditOrder) == [] and rig.sent(CancelOrder) == []
+    rig.tick(1.1)
+    rig.quote()
+    rig.h.on_time(rig.now)
+    [cancel] = rig.sent(CancelOrder)
+    assert cancel.order_id == "o-1"
+    rig.h.on_order_update(order(command.label, "cancelled", 20000.0, 0.0, "o-1", order_type="limit"), rig.now)
+    [_, market] = rig.sent()
+    assert market.type == "market" and market.amount == 20000.0 and rig.h.rejections == 0

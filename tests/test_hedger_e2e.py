@@ -288,3 +288,18 @@ def test_disconnect_with_a_hedge_in_flight_sends_no_duplicate(desk: Callable[...
     assert new_orders[0].label in executed  # with the request on the exchange's side, the first ran
     assert running.perp_size() < size_before
     assert running.status().active
+
+
+def test_limit_orders_at_the_touch_then_market(desk: Callable[..., Desk]) -> None:
+    running = desk(**{"hedger.order_type": "limit", "hedger.reprice_after_s": 0.4, "hedger.max_reprices": 1})
+    buy_calls_and_hedge(running)
+    running.settle(timeout_s=20)
+    running.assert_within_band()
+    orders = running.hedge_orders()
+    first = orders[0]
+    assert first.type == "limit" and first.post_only and first.price is not None and first.side == "sell"
+    # Whatever the limit orders did not fill was hedged at market in the end, once each.
+    assert all(o.type in ("limit", "market") for o in orders)
+    labels = [o.label for o in orders]
+    assert len(labels) == len(set(labels))
+    assert running.perp_size() < 0
