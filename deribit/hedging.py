@@ -623,6 +623,10 @@ class CurrencyHedger:
     def _rest(self, order: HedgeOrder, now: float) -> None:
         order.phase = RESTING
         order.due = now + self.settings.reprice_after_s
+        if order.order_type != "limit":
+            # A market order left open (not enough on the book): nothing to reprice; cancel it
+            # at the timeout and hedge what is still needed afresh.
+            order.reprices = self.settings.max_reprices
         self.publish_status(now)
 
     def _closed(self, order: HedgeOrder, state: str, now: float) -> None:

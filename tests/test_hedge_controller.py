@@ -529,3 +529,19 @@ def test_a_limit_order_nobody_trades_against_ends_at_market() -> None:
     rig.h.on_order_update(order(command.label, "cancelled", 20000.0, 0.0, "o-1", order_type="limit"), rig.now)
     [_, market] = rig.sent()
     assert market.type == "market" and market.amount == 20000.0 and rig.h.rejections == 0
+
+
+def test_a_market_order_left_open_is_cancelled_at_the_timeout() -> None:
+    rig = Rig(reprice_after_s=1.0)
+    rig.ready(option_size=1.0, delta=0.5)
+    [command] = rig.sent()
+    rig.h.on_result(CommandResult(request_key=command.request_key, origin="hedger", method="private/sell",
+                                  result="{}", order=order(command.label, "open", 20000.0, 12000.0, "o-3")), rig.now)
+    assert rig.h.order.phase == "resting"
+    rig.tick(1.1)
+    rig.h.on_time(rig.now)
+    assert rig.sent(EditOrder) == []
+    [cancel] = rig.sent(CancelOrder)
+    assert cancel.order_id == "o-3"
+    rig.h.on_order_update(order(command.label, "cancelled", 20000.0, 12000.0, "o-3"), rig.now)
+    assert rig.h.order.phase == "settling" and rig.h.order.expected_size == -12000.0
