@@ -364,6 +364,10 @@ def run(args: list[str]) -> dict[str, Any]:
                         help="sys.setswitchinterval for this run (default: Python's, 5000)")
     parser.add_argument("--seed", type=int, default=7)
     opts = parser.parse_args(args)
+    if sys.stdin.isatty() and "console" not in opts.skip_actor:
+        # The console would take over this terminal; it is not on the hot path.
+        print("leaving the console out: standard input is a terminal", file=sys.stderr)
+        opts.skip_actor.append("console")
     if opts.switch_interval_us:
         sys.setswitchinterval(opts.switch_interval_us / 1e6)
 
