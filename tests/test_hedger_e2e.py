@@ -30,6 +30,8 @@ from runtime.clock import WallClock
 from runtime.logs import setup_logging, shutdown_logging
 from runtime.supervisor import ActorSpec
 
+pytestmark = pytest.mark.usefixtures("isolated_cwd")  # the program's data/ goes to a temp dir
+
 CLIENT_ID, CLIENT_SECRET = "desk", "desk-simulator-secret"
 PERP = "BTC-PERPETUAL"
 BAND = 0.0025
