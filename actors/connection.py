@@ -83,6 +83,7 @@ from messages.market import Instrument, InstrumentsLoaded, InstrumentState
 from messages.system import (
     ConnectionState,
     ConnectionStatus,
+    ConnectionStatusRequest,
     DailyRollover,
     MinuteTick,
     SafeShutdown,
@@ -350,6 +351,18 @@ class Connection(Actor):
         self.publish(ConnectionStatus(state=state, venue=self.venue, at=self.context.clock.now(),
                                       authenticated=self.authenticated, can_trade=self.can_trade,
                                       attempt=self._attempt, detail=detail))
+
+    @handles(ConnectionStatusRequest)
+    def on_status_request(self, request: ConnectionStatusRequest) -> None:
+        if not self.link_up:
+            state = ConnectionState.DISCONNECTED
+        elif self.subscribed_announced:
+            state = ConnectionState.SUBSCRIBED
+        elif self.authenticated:
+            state = ConnectionState.AUTHENTICATED
+        else:
+            state = ConnectionState.CONNECTED
+        self._status(state, detail=f"current status, asked by {request.origin or 'an actor'}")
 
     # -- the link thread -------------------------------------------------------------------------
     def _tell_self(self, message: object) -> bool:

@@ -29,7 +29,7 @@ from messages.commands import CommandFailed, CommandResult, PlaceOrder, RefreshI
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
 from messages.market import InstrumentsLoaded, Quote, Ticker
 from messages.state import PortfolioChanged, TopOfBook
-from messages.system import ConnectionStatus, DailyRollover, MinuteTick, SafeShutdown
+from messages.system import ConnectionStatus, ConnectionStatusRequest, DailyRollover, MinuteTick, SafeShutdown
 from runtime.actor import Actor, ActorContext, handles
 
 #: Benchmarks and tests only: called with (order, the message that triggered it) right after a
@@ -72,6 +72,8 @@ class Hedger(Actor):
         # (the Connection ignores this while it is not connected; it loads them on connect).
         if self.hedgers:
             self.publish(RefreshInstruments(origin=ORIGIN, reason="hedger started", currencies=tuple(self.hedgers)))
+            # ...and the link's state, which a restarted hedger would otherwise learn only at the next change.
+            self.publish(ConnectionStatusRequest(origin=ORIGIN))
         for hedger in self.hedgers.values():
             hedger.publish_status(now, force=True)
 

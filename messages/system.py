@@ -75,3 +75,10 @@ class StopRequested(Message, frozen=True, kw_only=True):
 
     reason: str
     origin: str = ""
+
+
+class ConnectionStatusRequest(Message, frozen=True, kw_only=True):
+    """Ask the Connection to publish its current ConnectionStatus again (an actor that was
+    restarted missed the last one)."""
+
+    origin: str
