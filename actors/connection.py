@@ -294,6 +294,7 @@ class Connection(Actor):
         self._closing = threading.Event()
         self._link_thread: threading.Thread | None = None
         self._link_done = threading.Event()
+        self._replay_finished = False
         self._unknown_channels: set[str] = set()
         self._attempt = 0
         self._publish = context.publish  # hot path: one attribute less per message
@@ -1051,12 +1052,14 @@ class Connection(Actor):
 
     @handles(ReplayFinished)
     def on_replay_finished(self, _event: ReplayFinished) -> None:
+        self._replay_finished = True
         self.log.info("replay_finished", in_frames=self.stats.in_frames)
 
     @handles(GetReplaySummary)
     def on_summary(self, _request: GetReplaySummary) -> dict[str, Any] | None:
-        """The replay's counts once the whole log was read; None before that."""
-        if not self._link_done.is_set():
+        """The replay's counts once the whole log was read and everything the link thread sent this
+        actor before the end (minute ticks, answers) was handled; None before that."""
+        if not (self._link_done.is_set() and self._replay_finished):
             return None
         return self._summary()
 
