@@ -355,6 +355,10 @@ class Connection(Actor):
 
     @handles(ConnectionStatusRequest)
     def on_status_request(self, request: ConnectionStatusRequest) -> None:
+        if self.context.replay:
+            # The log's open and close records are the link's status; an answer from this thread
+            # would land out of order with the data and read as a new link to the BookKeepers.
+            return
         if not self.link_up:
             state = ConnectionState.DISCONNECTED
         elif self.subscribed_announced:
