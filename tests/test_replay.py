@@ -23,7 +23,7 @@ from main import build_parser, make_supervisor, overrides_from_args
 from messages.base import Message
 from messages.commands import CommandFailed, PlaceOrder
 from messages.market import Ticker
-from messages.system import ConnectionState, DailyRollover, MinuteTick
+from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, DailyRollover, MinuteTick
 from runtime.clock import ReplayClock
 from runtime.logs import setup_logging
 from runtime.supervisor import ActorSpec
@@ -127,6 +127,9 @@ def replay_in_process(path: Path, tmp_path: Path) -> tuple[dict[str, Any], list[
         assert connection is not None
         supervisor.bus.publish(PlaceOrder(instrument_name="BTC-PERPETUAL", side="buy", amount=10, type="market",
                                           origin="test", request_key="replay-1"))
+        # A restarted actor's question: in replay only the log's open/close records are the
+        # link's status (an answer here would land mid-log and read as a new link).
+        supervisor.bus.publish(ConnectionStatusRequest(origin="test"))
         deadline = time.monotonic() + 60
         summary = None
         while summary is None:
@@ -159,6 +162,9 @@ def test_generated_log_replays_identically_with_ticks_and_rollover_in_order(tmp_
     assert first["notifications"]["deribit_price_index"] == made["index"]
     assert first["notifications"].get("instrument.state", 0) == made["state"]
     assert first["minutes"] == 2 and first["errors"] == 0
+    statuses = [m for m in seen if isinstance(m, ConnectionStatus)]
+    assert [(s.state, s.venue) for s in statuses] == [(ConnectionState.CONNECTED, "replay"),
+                                                      (ConnectionState.DISCONNECTED, "replay")]
 
     ticks = [(i, m) for i, m in enumerate(seen) if isinstance(m, MinuteTick | DailyRollover)]
     assert [(type(m).__name__, m.at - start) for _, m in ticks] == [
