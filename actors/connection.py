@@ -66,7 +66,14 @@ from deribit.subscriptions import SubscriptionTracker, currency_channels, market
 from deribit.throttle import Backoff, TokenBucket, retry_delay, token_refresh_delay
 from deribit.transport import LinkClosed, WebsocketTransport
 from messages.account import ExchangeState
-from messages.commands import (
+from messages.commands import (  # the refusal codes are re-exported for tests
+    ANSWER_LOST,
+    INVALID,
+    NOT_CONNECTED,
+    PAPER_ONLY,
+    QUEUED_TOO_LONG,
+    REPLAY_ONLY,
+    TRADING_DISABLED,
     CancelAll,
     CancelByLabel,
     CancelOrder,
@@ -93,14 +100,6 @@ from runtime.actor import Actor, ActorContext, handles
 from runtime.wirelog import WireLogError, WireLogWriter, read_wire_log
 
 RATE_LIMIT_CODE = 10028  # Deribit's too_many_requests
-# Local refusals (never sent): negative codes, see CommandFailed.
-NOT_CONNECTED = -1  # link down or not logged in
-ANSWER_LOST = -2  # sent, but the answer was lost (link dropped, timeout): state unknown until reconciled
-TRADING_DISABLED = -3  # mainnet without --live
-QUEUED_TOO_LONG = -4  # an order or edit waited in the local rate limiter too long to still be justified
-INVALID = -5  # the command itself is wrong (check_command)
-PAPER_ONLY = -6  # paper mode: logged, not sent
-REPLAY_ONLY = -7  # a replay sends nothing
 #: Sends of one command after Deribit's rate-limit answer before giving up with its error.
 MAX_RATE_LIMIT_RETRIES = 5
 #: How often the link thread wakes the actor (timers: batches, retries, timeouts, refresh).

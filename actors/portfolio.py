@@ -18,14 +18,12 @@ import msgspec
 from deribit.instruments import InstrumentNameError, parse_instrument_name
 from deribit.portfolio import Difference, PortfolioBook, currency_of
 from messages.account import AccountFigures, ExchangeState, OrderUpdate, PortfolioUpdate, UserTrade
-from messages.commands import CommandFailed, CommandResult, ReconcilePortfolio
+from messages.commands import ANSWER_LOST, CommandFailed, CommandResult, ReconcilePortfolio
 from messages.market import InstrumentsLoaded, InstrumentState, Ticker
 from messages.state import PortfolioChanged
 from messages.system import ConnectionState, ConnectionStatus, DailyRollover, MinuteTick
 from runtime.actor import Actor, ActorContext, handles
 
-#: The Connection's CommandFailed code for "sent, but the answer was lost with the link".
-ANSWER_LOST_CODE = -2
 GONE_STATES = frozenset({"settled", "closed", "terminated", "deactivated", "expired"})
 _LINK_DOWN = frozenset({ConnectionState.DISCONNECTED, ConnectionState.CONNECTING, ConnectionState.STOPPED})
 
@@ -101,7 +99,7 @@ class Portfolio(Actor):
 
     @handles(CommandFailed)
     def on_failed(self, failed: CommandFailed) -> None:
-        if failed.code == ANSWER_LOST_CODE:
+        if failed.code == ANSWER_LOST:
             self._reconcile(f"answer lost: {failed.method} {failed.request_key}")
 
     # -- the exchange's truth ---------------------------------------------------------------------

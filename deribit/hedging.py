@@ -45,6 +45,7 @@ from deribit.hedge_decision import (
 from deribit.instruments import amount_step, round_to_contract
 from messages.account import ExchangeState, OrderUpdate, Position, UserTrade
 from messages.commands import (
+    ANSWER_LOST,
     CancelOrder,
     CommandFailed,
     CommandResult,
@@ -58,9 +59,6 @@ from messages.state import PortfolioChanged, TopOfBook
 
 ORIGIN = "hedger"
 LABEL_PREFIX = "hedge-"
-#: The Connection's CommandFailed code for "sent, but the answer was lost": the order's fate
-#: is unknown, which is not a rejection.
-ANSWER_LOST = -2
 CLOSED_STATES = frozenset({"filled", "cancelled", "rejected"})
 
 # Phases of the order in flight.

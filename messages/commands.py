@@ -135,6 +135,16 @@ class CommandResult(Message, frozen=True, kw_only=True):
     trades: tuple[UserTrade, ...] = ()
 
 
+# Codes of CommandFailed when the Connection refused a command locally (never sent).
+NOT_CONNECTED = -1  # link down or not logged in
+ANSWER_LOST = -2  # sent, but the answer was lost (link dropped, timeout): state unknown until reconciled
+TRADING_DISABLED = -3  # mainnet without --live
+QUEUED_TOO_LONG = -4  # an order or edit waited in the local rate limiter too long to still be justified
+INVALID = -5  # the command itself is wrong (check_command)
+PAPER_ONLY = -6  # paper mode: logged, not sent
+REPLAY_ONLY = -7  # a replay sends nothing
+
+
 class CommandFailed(Message, frozen=True, kw_only=True):
     """A command failed. ``code`` and ``message`` are Deribit's JSON-RPC error (``data`` its
     JSON text, often naming the offending parameter); a negative ``code`` means the Connection
