@@ -6,7 +6,10 @@ reconnects with backoff, decodes every frame and publishes market data straight 
 after two heartbeat intervals of silence, and hands RPC answers to the actor. The *actor
 thread* (pykka) owns the conversation: auth and token refresh, the instrument list,
 subscriptions in rate-limited batches, order commands through a client-side rate limiter, and
-reconciliation requests. Link-level status (connecting, connected, disconnected) is published by
+reconciliation requests. Order commands are handled immediately (``@handles(..., immediate=True)``):
+in the thread that published them, under the actor's lock, so that a hedge decided on a frame is
+written to the socket without waiting for the actor thread to be scheduled (websocket-client
+serialises sends). Link-level status (connecting, connected, disconnected) is published by
 the link thread so that it stays in order with the data it publishes.
 
 Every order command is answered exactly once, with CommandResult or CommandFailed; a negative
@@ -902,7 +905,7 @@ class Connection(Actor):
         self.minutes += 1
 
     # -- orders ---------------------------------------------------------------------------------------
-    @handles(PlaceOrder, EditOrder, CancelOrder, CancelAll, CancelByLabel)
+    @handles(PlaceOrder, EditOrder, CancelOrder, CancelAll, CancelByLabel, immediate=True)
     def on_command(self, command: Any) -> None:
         try:
             check_command(command)

@@ -6,9 +6,14 @@ emits (orders to the Connection, ``HedgerStatus`` to the Console, reconcile requ
 it when one of its timeouts is due (a limit order to reprice, a fill the Portfolio has not
 shown yet, an answer that never came).
 
-Option tickers come straight from the Connection (one hop from the socket): the Hedger computes
-option deltas from them itself instead of waiting for the Portfolio to republish marks, and
-takes positions, open orders and the ``reconciled`` flag from ``PortfolioChanged``.
+Option tickers come straight from the Connection: the Hedger computes option deltas from them
+itself instead of waiting for the Portfolio to republish marks, and takes positions, open orders
+and the ``reconciled`` flag from ``PortfolioChanged``. Market data (tickers, quotes, top of book)
+is handled immediately, in the thread that published it (``@handles(..., immediate=True)``):
+a frame that pushes the mismatch past the band becomes an order without waiting for a thread
+switch, and the Connection takes orders immediately too, so the order is written to the socket
+by the thread that read the frame. Everything else is queued as usual; the actor's lock keeps
+its state to one thread at a time.
 
 Controls (from the Console): ``HedgerControl`` activate / deactivate / status and
 ``SetHedgeBand``; both are answered with ``HedgerStatus`` on the bus, and, for ``ask``, with the
@@ -113,19 +118,19 @@ class Hedger(Actor):
         self._arm()
 
     # -- market data (the hot path) ---------------------------------------------------------------
-    @handles(Ticker)
+    @handles(Ticker, immediate=True)
     def on_ticker(self, ticker: Ticker) -> None:
         hedger = self.hedgers.get(ticker.instrument_name.partition("-")[0])
         if hedger is not None and hedger.on_ticker(ticker, self.context.clock.now()):
             self._arm()
 
-    @handles(Quote)
+    @handles(Quote, immediate=True)
     def on_quote(self, quote: Quote) -> None:
         hedger = self.hedgers.get(quote.instrument_name.partition("-")[0])
         if hedger is not None and hedger.on_quote(quote, self.context.clock.now()):
             self._arm()
 
-    @handles(TopOfBook)
+    @handles(TopOfBook, immediate=True)
     def on_top_of_book(self, top: TopOfBook) -> None:
         if top.kind != "future":
             return

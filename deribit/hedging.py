@@ -136,6 +136,7 @@ class CurrencyHedger:
         self.hedge_ask: float | None = None
         self.hedge_mark: float | None = None
         self.hedge_at: float | None = None
+        self.hedge_timestamp = 0  # the exchange's ms of the touch we hold
         self.hedge_stale = False
         self.quote: HedgeQuote | None = None
         # The order in flight and the counters that bound what we send.
@@ -188,8 +189,9 @@ class CurrencyHedger:
                 return True
             return False
         if name == self.instrument:
-            self.hedge_mark = ticker.mark_price
-            self._hedge_update(ticker.best_bid_price, ticker.best_ask_price, now, None)
+            if not self._hedge_update(ticker.best_bid_price, ticker.best_ask_price, now, None, ticker.timestamp,
+                                      ticker.mark_price):
+                return False
             self._evaluate(now, ticker)
             return True
         self.future_prices[name] = ticker.mark_price
@@ -198,7 +200,8 @@ class CurrencyHedger:
     def on_quote(self, quote: Quote, now: float) -> bool:
         if quote.instrument_name != self.instrument:
             return False
-        self._hedge_update(quote.best_bid_price, quote.best_ask_price, now, None)
+        if not self._hedge_update(quote.best_bid_price, quote.best_ask_price, now, None, quote.timestamp):
+            return False
         self._evaluate(now, quote)
         return True
 
@@ -207,21 +210,35 @@ class CurrencyHedger:
             if top.kind == "future" and top.bid and top.ask:
                 self.future_prices[top.instrument_name] = 0.5 * (top.bid + top.ask)
             return False
-        if top.mark_price:
-            self.hedge_mark = top.mark_price
-        self._hedge_update(top.bid, top.ask, now, top.stale)
+        if not self._hedge_update(top.bid, top.ask, now, top.stale, top.timestamp, top.mark_price):
+            return False
         self._evaluate(now, top)
         return True
 
-    def _hedge_update(self, bid: float | None, ask: float | None, now: float, stale: bool | None) -> None:
-        # Deribit sends 0 or null for an empty side.
-        self.hedge_bid = bid if bid else None
-        self.hedge_ask = ask if ask else None
-        self.hedge_at = now
-        if stale is not None:  # only the book keeper knows whether the book is to be trusted
+    def _hedge_update(self, bid: float | None, ask: float | None, now: float, stale: bool | None,
+                      timestamp: int, mark: float | None = None) -> bool:
+        """Take the hedge instrument's touch; False when it is older than the one we have (the
+        ticker comes from the Connection's thread, the book's top from a BookKeeper's: the two
+        may arrive out of the exchange's order) and changed nothing."""
+        newer = timestamp >= self.hedge_timestamp
+        # Only the book keeper knows whether the book is to be trusted (its tops arrive in order).
+        stale_changed = stale is not None and stale != self.hedge_stale
+        if not newer and not stale_changed:
+            return False
+        if stale is not None:
             self.hedge_stale = stale
+        if newer:
+            # Deribit sends 0 or null for an empty side.
+            self.hedge_bid = bid if bid else None
+            self.hedge_ask = ask if ask else None
+            self.hedge_timestamp = timestamp
+            self.hedge_at = now
+            if mark:
+                self.hedge_mark = mark
         self.quote = HedgeQuote(instrument_name=self.instrument, bid=self.hedge_bid, ask=self.hedge_ask,
-                                mark_price=self.hedge_mark, received_at=now, stale=self.hedge_stale)
+                                mark_price=self.hedge_mark, received_at=self.hedge_at or now,
+                                stale=self.hedge_stale)
+        return True
 
     def on_portfolio(self, portfolio: PortfolioChanged, now: float) -> None:
         self.portfolio = portfolio

@@ -2,11 +2,25 @@
 
 An actor declares what it handles with ``@handles(MessageType, ...)`` on methods; those types are
 its bus subscriptions. It publishes through its context and never holds another actor's ref.
+
+Immediate delivery, for the few hops where a thread switch costs more than the work:
+``@handles(T, immediate=True)`` has the bus run the handler in the publisher's thread instead of
+queueing the message (the Hedger's market data, the Connection's orders). The message is the
+same typed, immutable message; only the thread differs. Such an actor serialises everything it
+does under its own lock (an RLock held around every handler and ``on_start``), so its
+state is still touched by one thread at a time; an immediate handler can run before ``on_start``
+(it sees the state built in ``__init__``) and never after the actor stopped or failed. A failure
+in an immediate handler is raised again in the actor's own thread, so the supervisor sees it
+exactly like any other. Locks are taken in publishing order (the Hedger's, then the
+Connection's): an actor must not deliver immediately to one that delivers immediately to it.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
 import traceback
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -20,12 +34,70 @@ from runtime.clock import Clock
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def handles(*message_types: type) -> Callable[[F], F]:
+def handles(*message_types: type, immediate: bool = False) -> Callable[[F], F]:
+    """Mark a method as the handler of ``message_types``; ``immediate``: run it in the
+    publisher's thread (see the module doc)."""
+
     def mark(method: F) -> F:
         method.__handles__ = message_types  # type: ignore[attr-defined]
+        method.__immediate__ = immediate  # type: ignore[attr-defined]
         return method
 
     return mark
+
+
+# Live actors with immediate handlers, by actor_urn: how the bus finds the actor behind a ref.
+_immediate_actors: weakref.WeakValueDictionary[str, Actor] = weakref.WeakValueDictionary()
+
+
+def immediate_delivery(ref: pykka.ActorRef) -> tuple[tuple[type, ...], Callable[[object], None]] | None:
+    """(the types ``ref``'s actor handles immediately, the function that delivers them), or
+    None when it has no immediate handlers."""
+    actor = _immediate_actors.get(ref.actor_urn)
+    if actor is None:
+        return None
+    return actor.immediate_subscriptions(), actor.deliver_now
+
+
+class _ImmediateFailure:
+    """An immediate handler raised: the actor's own thread raises it again (pykka's failure path)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _under_state_lock(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``on_start`` runs holding the state lock: an immediate handler waits until it is done."""
+
+    @functools.wraps(method)
+    def locked(self: Actor, *args: Any) -> Any:
+        lock = self._state_lock
+        if lock is None:
+            return method(self, *args)
+        with lock:
+            return method(self, *args)
+
+    locked.__state_locked__ = True  # type: ignore[attr-defined]
+    return locked
+
+
+def _after_state_lock(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``on_stop`` and ``on_failure`` run once any immediate handler still running has returned
+    (pykka marks the actor stopped before calling them, so none starts after); they do not hold
+    the lock, so that they may wait for a thread that is itself waiting for it."""
+
+    @functools.wraps(method)
+    def after(self: Actor, *args: Any) -> Any:
+        lock = self._state_lock
+        if lock is not None:
+            with lock:
+                pass
+        return method(self, *args)
+
+    after.__state_locked__ = True  # type: ignore[attr-defined]
+    return after
 
 
 @dataclass(frozen=True)
@@ -51,40 +123,89 @@ class ActorContext:
         return structlog.get_logger(actor=self.name)
 
 
+
 class Actor(pykka.ThreadingActor):
     _handlers: ClassVar[dict[type, Callable[[Any, Any], Any]]] = {}
+    _immediate: ClassVar[tuple[type, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         handlers: dict[type, Callable[[Any, Any], Any]] = {}
+        immediate: dict[type, bool] = {}
         for klass in reversed(cls.__mro__):
             for attr in vars(klass).values():
                 for message_type in getattr(attr, "__handles__", ()):
                     handlers[message_type] = attr
+                    immediate[message_type] = bool(getattr(attr, "__immediate__", False))
         cls._handlers = handlers
+        cls._immediate = tuple(t for t, now in immediate.items() if now)
+        # The lifecycle hooks keep immediate handlers out (a no-op for actors without a lock).
+        for hook, wrap in (("on_start", _under_state_lock), ("on_stop", _after_state_lock),
+                           ("on_failure", _after_state_lock)):
+            method = cls.__dict__.get(hook)
+            if method is not None and not getattr(method, "__state_locked__", False):
+                setattr(cls, hook, wrap(method))
 
     def __init__(self, context: ActorContext) -> None:
         super().__init__()
         self.context = context
         self.log = context.log
+        # Only an actor with immediate handlers has other threads in it: only it pays for a lock.
+        self._state_lock: threading.RLock | None = threading.RLock() if self._immediate else None
+        self._failed_immediately = False
+        if self._immediate:
+            _immediate_actors[self.actor_urn] = self
 
     @classmethod
     def subscriptions(cls) -> tuple[type, ...]:
         return tuple(cls._handlers)
 
+    @classmethod
+    def immediate_subscriptions(cls) -> tuple[type, ...]:
+        return cls._immediate
+
     def publish(self, message: object) -> None:
         self.context.publish(message)
 
-    def on_receive(self, message: Any) -> Any:
+    def _handler_for(self, message: Any) -> Callable[[Any, Any], Any] | None:
         handler = self._handlers.get(message.__class__)
         if handler is None:
             for message_type, candidate in self._handlers.items():
                 if isinstance(message, message_type):
-                    handler = candidate
-                    break
-            else:
-                return None
-        return handler(self, message)
+                    return candidate
+        return handler
+
+    def on_receive(self, message: Any) -> Any:
+        if message.__class__ is _ImmediateFailure:
+            raise message.error
+        handler = self._handler_for(message)
+        if handler is None:
+            return None
+        lock = self._state_lock
+        if lock is None:
+            return handler(self, message)
+        with lock:
+            return handler(self, message)
+
+    def deliver_now(self, message: Any) -> None:
+        """Handle ``message`` in the caller's thread (the bus calls this for immediate types)."""
+        handler = self._handler_for(message)
+        lock = self._state_lock
+        if handler is None or lock is None:
+            return
+        with lock:
+            if self._failed_immediately or self.actor_stopped.is_set():
+                return  # a stopped actor handles nothing, as a dead ref would not
+            try:
+                handler(self, message)
+            except Exception as exc:
+                self._failed_immediately = True
+                # The actor's own thread raises it: pykka logs it, stops the actor and calls
+                # on_failure there, which reports to the supervisor as for any other failure.
+                try:
+                    self.actor_ref.tell(_ImmediateFailure(exc))
+                except pykka.ActorDeadError:  # stopped meanwhile: nothing left to restart
+                    self.log.error("immediate_handler_failed_while_stopping", error=f"{type(exc).__name__}: {exc}")
 
     def on_failure(
         self,
@@ -95,3 +216,5 @@ class Actor(pykka.ThreadingActor):
         if exception_value is not None:
             text = "".join(traceback.format_exception(exception_type, exception_value, tb))
             self.context.report_failure(self.context.name, exception_value, text)
+
+    on_failure = _after_state_lock(on_failure)
