@@ -2,7 +2,12 @@
 :class:`deribit.family.BookFamily`.
 
 It receives every family's book, quote and ticker messages from the bus (the Connection
-publishes them straight from its link thread) and ignores other families' with one lookup. It
+publishes them straight from its link thread) and ignores other families' with one lookup.
+Market data and link status are handled immediately, in the link thread (``@handles(...,
+immediate=True)``): under the GIL a thread of its own per family bought no parallelism, only a
+queue and a thread switch per message, and those threads woken by every frame were what kept
+the link thread from the CPU when a hedge was due. The link's status comes the same way so that
+it stays in order with the data of that link; instruments, ticks and questions are queued. It
 publishes top-of-book changes, one ``ChainSnapshot`` per minute tick, and a
 ``ResubscribeInstrument`` once per stale episode (a gap, a crossed book, a change without a
 snapshot). A new link makes every book stale without asking: the Connection subscribes
@@ -69,7 +74,7 @@ class BookKeeper(Actor):
             resync_retry_s=books.resync_retry_s,
         )
         self._clock = context.clock
-        self._publish = context.publish
+        self._publish = self.publish  # held until the handler returns (see runtime.actor)
         self._link_attempt: int | None = None
 
     def _send(self, messages: tuple[Any, ...]) -> None:
@@ -79,31 +84,31 @@ class BookKeeper(Actor):
             self._publish(message)
 
     # -- market data ------------------------------------------------------------------------------
-    @handles(BookChange)
+    @handles(BookChange, immediate=True)
     def on_change(self, change: BookChange) -> None:
         out = self.family.on_change(change, self._clock.now())
         if out:
             self._send(out)
 
-    @handles(BookSnapshot)
+    @handles(BookSnapshot, immediate=True)
     def on_snapshot(self, snapshot: BookSnapshot) -> None:
         out = self.family.on_snapshot(snapshot, self._clock.now())
         if out:
             self._send(out)
 
-    @handles(Quote)
+    @handles(Quote, immediate=True)
     def on_quote(self, quote: Quote) -> None:
         out = self.family.on_quote(quote, self._clock.now())
         if out:
             self._send(out)
 
-    @handles(Ticker)
+    @handles(Ticker, immediate=True)
     def on_ticker(self, ticker: Ticker) -> None:
         out = self.family.on_ticker(ticker, self._clock.now())
         if out:
             self._send(out)
 
-    @handles(IndexPrice)
+    @handles(IndexPrice, immediate=True)
     def on_index(self, index: IndexPrice) -> None:
         self.family.on_index(index)
 
@@ -127,7 +132,7 @@ class BookKeeper(Actor):
         self.log.info("daily_rollover", day=event.day, dropped=len(gone), books=len(self.family.entries))
 
     # -- the link and the clock -------------------------------------------------------------------
-    @handles(ConnectionStatus)
+    @handles(ConnectionStatus, immediate=True)
     def on_status(self, status: ConnectionStatus) -> None:
         now = self._clock.now()
         if status.state in _LINK_DOWN:

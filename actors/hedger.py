@@ -22,8 +22,9 @@ list of statuses.
 
 from __future__ import annotations
 
-import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import pykka
@@ -36,6 +37,7 @@ from messages.market import InstrumentsLoaded, Quote, Ticker
 from messages.state import PortfolioChanged, TopOfBook
 from messages.system import ConnectionStatus, ConnectionStatusRequest, DailyRollover, MinuteTick, SafeShutdown
 from runtime.actor import Actor, ActorContext, handles
+from runtime.alarm import Alarm
 
 #: Benchmarks and tests only: called with (order, the message that triggered it) right after a
 #: hedge order is published. None in the program.
@@ -54,12 +56,20 @@ class Hedger(Actor):
         now = context.clock.now()
         self._last_number = 0
         self.hedgers: dict[str, CurrencyHedger] = {
-            currency: CurrencyHedger(currency, hedger_settings, self.publish, self.log, self._number, now,
-                                     on_order=order_probe)
+            # Its log lines are written after the order it decides went out (hot path first).
+            currency: CurrencyHedger(currency, hedger_settings, self.publish, self.deferred_log, self._number, now,
+                                     on_order=self._probe_later if order_probe is not None else None)
             for currency in hedger_settings.currencies if currency in settings.currencies
         }
-        self._timer: threading.Timer | None = None
-        self._timer_due: float | None = None
+        # One thread for every deadline (a limit order to reprice, a fill to see settled): arming
+        # it from a hot handler is a notify, not a thread start.
+        self._alarm = Alarm(self._wake, name=f"{context.name}-alarm")
+        self._alarm_due: float | None = None  # clock time of the deadline set
+
+    def _probe_later(self, order: PlaceOrder, trigger: object) -> None:
+        probe = order_probe
+        if probe is not None:
+            self.later(probe, order, trigger)  # after the order went out, as the log lines
 
     def _number(self, now: float) -> int:
         # Labels hedge-<n>: n is the decision's unix milliseconds, strictly increasing, so that a
@@ -83,8 +93,11 @@ class Hedger(Actor):
             hedger.publish_status(now, force=True)
 
     def on_stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._alarm.close()
+
+    def on_failure(self, *args: Any) -> None:
+        self._alarm.close()
+        super().on_failure(*args)
 
     # -- timers -------------------------------------------------------------------------------------
     def _arm(self) -> None:
@@ -92,15 +105,10 @@ class Hedger(Actor):
         if not dues:
             return
         due = min(dues)
-        if self._timer is not None and self._timer_due is not None and self._timer_due <= due:
+        if self._alarm_due is not None and self._alarm_due <= due:
             return
-        if self._timer is not None:
-            self._timer.cancel()
-        delay = max(0.0, due - self.context.clock.now())
-        self._timer_due = due
-        self._timer = threading.Timer(delay, self._wake)
-        self._timer.daemon = True
-        self._timer.start()
+        self._alarm_due = due
+        self._alarm.set(time.monotonic() + max(0.0, due - self.context.clock.now()))
 
     def _wake(self) -> None:
         try:
@@ -110,8 +118,7 @@ class Hedger(Actor):
 
     @handles(_Wake)
     def on_wake(self, _wake: _Wake) -> None:
-        self._timer = None
-        self._timer_due = None
+        self._alarm_due = None
         now = self.context.clock.now()
         for hedger in self.hedgers.values():
             hedger.on_time(now)

@@ -80,7 +80,7 @@ class Portfolio(Actor):
     def on_figures(self, figures: AccountFigures) -> None:
         self._publish_state(self.book.on_figures(figures))
 
-    @handles(Ticker)
+    @handles(Ticker, immediate=True)
     def on_ticker(self, ticker: Ticker) -> None:
         currency = self.book.on_ticker(ticker)
         if currency is None:

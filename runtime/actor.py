@@ -11,8 +11,14 @@ does under its own lock (an RLock held around every handler and ``on_start``), s
 state is still touched by one thread at a time; an immediate handler can run before ``on_start``
 (it sees the state built in ``__init__``) and never after the actor stopped or failed. A failure
 in an immediate handler is raised again in the actor's own thread, so the supervisor sees it
-exactly like any other. Locks are taken in publishing order (the Hedger's, then the
-Connection's): an actor must not deliver immediately to one that delivers immediately to it.
+exactly like any other.
+
+Such an actor never publishes while it holds its lock: what a handler publishes is kept and
+goes out, in order, as soon as the handler returns and the lock is released. So no thread ever
+holds two actors' locks, and immediate deliveries cannot deadlock however they chain (a
+BookKeeper's top of book to the Hedger, the Hedger's order to the Connection, the Connection's
+status to the BookKeepers). ``later`` and ``deferred_log`` put work in the same queue: a hot
+handler's log lines are written after its messages went out, not before.
 """
 
 from __future__ import annotations
@@ -68,16 +74,40 @@ class _ImmediateFailure:
         self.error = error
 
 
+class _Later:
+    """A call kept in a handler's outbox, made in order with its messages once the lock is released."""
+
+    __slots__ = ("args", "function", "kwargs")
+
+    def __init__(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.function = function
+        self.args = args
+        self.kwargs = kwargs
+
+
+class _DeferredLog:
+    """A logger whose lines are written once the running handler returned (see ``Actor.later``)."""
+
+    __slots__ = ("_actor", "_log")
+
+    def __init__(self, actor: Actor, log: Any) -> None:
+        self._actor = actor
+        self._log = log
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        method = getattr(self._log, level)
+        later = self._actor.later
+        return lambda *args, **kwargs: later(method, *args, **kwargs)
+
+
 def _under_state_lock(method: Callable[..., Any]) -> Callable[..., Any]:
     """``on_start`` runs holding the state lock: an immediate handler waits until it is done."""
 
     @functools.wraps(method)
     def locked(self: Actor, *args: Any) -> Any:
-        lock = self._state_lock
-        if lock is None:
+        if self._state_lock is None:
             return method(self, *args)
-        with lock:
-            return method(self, *args)
+        return self._locked(method, self, *args)
 
     locked.__state_locked__ = True  # type: ignore[attr-defined]
     return locked
@@ -152,6 +182,8 @@ class Actor(pykka.ThreadingActor):
         self.log = context.log
         # Only an actor with immediate handlers has other threads in it: only it pays for a lock.
         self._state_lock: threading.RLock | None = threading.RLock() if self._immediate else None
+        # Per thread: what the handler running in it has published so far (None: no handler).
+        self._outbox: threading.local | None = threading.local() if self._immediate else None
         self._failed_immediately = False
         if self._immediate:
             _immediate_actors[self.actor_urn] = self
@@ -165,7 +197,51 @@ class Actor(pykka.ThreadingActor):
         return cls._immediate
 
     def publish(self, message: object) -> None:
+        outbox = self._outbox
+        if outbox is not None:
+            held = getattr(outbox, "messages", None)
+            if held is not None:  # inside a handler, holding the lock: out when it returns
+                held.append(message)
+                return
         self.context.publish(message)
+
+    def later(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Call ``function`` once the running handler returned and its messages went out (now,
+        outside a handler or in an actor without immediate handlers)."""
+        outbox = self._outbox
+        if outbox is not None:
+            held = getattr(outbox, "messages", None)
+            if held is not None:
+                held.append(_Later(function, args, kwargs))
+                return
+        function(*args, **kwargs)
+
+    @property
+    def deferred_log(self) -> Any:
+        """``self.log`` whose lines are written after the running handler's messages went out."""
+        return _DeferredLog(self, self.log)
+
+    def _locked(self, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)`` holding the state lock; what it publishes goes out after."""
+        lock = self._state_lock
+        outbox = self._outbox
+        assert lock is not None and outbox is not None
+        if getattr(outbox, "messages", None) is not None:  # re-entered: the outer call sends
+            with lock:
+                return function(*args)
+        held: list[object] = []
+        outbox.messages = held
+        try:
+            with lock:
+                return function(*args)
+        finally:
+            outbox.messages = None
+            publish = self.context.publish
+            for message in held:
+                if message.__class__ is _Later:
+                    message.function(*message.args, **message.kwargs)  # type: ignore[attr-defined]
+                else:
+                    publish(message)
 
     def _handler_for(self, message: Any) -> Callable[[Any, Any], Any] | None:
         handler = self._handlers.get(message.__class__)
@@ -181,31 +257,30 @@ class Actor(pykka.ThreadingActor):
         handler = self._handler_for(message)
         if handler is None:
             return None
-        lock = self._state_lock
-        if lock is None:
+        if self._state_lock is None:
             return handler(self, message)
-        with lock:
-            return handler(self, message)
+        return self._locked(handler, self, message)
 
     def deliver_now(self, message: Any) -> None:
         """Handle ``message`` in the caller's thread (the bus calls this for immediate types)."""
         handler = self._handler_for(message)
-        lock = self._state_lock
-        if handler is None or lock is None:
+        if handler is None or self._state_lock is None:
             return
-        with lock:
-            if self._failed_immediately or self.actor_stopped.is_set():
-                return  # a stopped actor handles nothing, as a dead ref would not
+        self._locked(self._handle_now, handler, message)
+
+    def _handle_now(self, handler: Callable[[Any, Any], Any], message: Any) -> None:
+        if self._failed_immediately or self.actor_stopped.is_set():
+            return  # a stopped actor handles nothing, as a dead ref would not
+        try:
+            handler(self, message)
+        except Exception as exc:
+            self._failed_immediately = True
+            # The actor's own thread raises it: pykka logs it, stops the actor and calls
+            # on_failure there, which reports to the supervisor as for any other failure.
             try:
-                handler(self, message)
-            except Exception as exc:
-                self._failed_immediately = True
-                # The actor's own thread raises it: pykka logs it, stops the actor and calls
-                # on_failure there, which reports to the supervisor as for any other failure.
-                try:
-                    self.actor_ref.tell(_ImmediateFailure(exc))
-                except pykka.ActorDeadError:  # stopped meanwhile: nothing left to restart
-                    self.log.error("immediate_handler_failed_while_stopping", error=f"{type(exc).__name__}: {exc}")
+                self.actor_ref.tell(_ImmediateFailure(exc))
+            except pykka.ActorDeadError:  # stopped meanwhile: nothing left to restart
+                self.log.error("immediate_handler_failed_while_stopping", error=f"{type(exc).__name__}: {exc}")
 
     def on_failure(
         self,
