@@ -87,7 +87,6 @@ from messages.commands import (  # the refusal codes are re-exported for tests
     ReconcilePortfolio,
     RefreshInstruments,
     ResubscribeInstrument,
-    check_command,
 )
 from messages.market import Instrument, InstrumentsLoaded, InstrumentState
 from messages.system import (
@@ -154,7 +153,7 @@ class GetLinkStats(msgspec.Struct, frozen=True):
     """Ask the Connection what its link saw so far (the replay summary's counts, live)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     kind: str
     sent_at: float
@@ -171,12 +170,13 @@ class _Reconcile:
     summary_done: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class _Queued:
     command: Any
     queued_at: float
     not_before: float = 0.0
     retries: int = 0
+    request: tuple[str, dict[str, Any]] | None = None  # (method, params), made once when it was checked
 
 
 @dataclass
@@ -908,7 +908,7 @@ class Connection(Actor):
     @handles(PlaceOrder, EditOrder, CancelOrder, CancelAll, CancelByLabel, immediate=True)
     def on_command(self, command: Any) -> None:
         try:
-            check_command(command)
+            request = command_request(command)  # checks it: what is wrong is said, nothing sent
         except InvalidCommand as exc:
             self._refuse(command, INVALID, str(exc))
             return
@@ -919,7 +919,7 @@ class Connection(Actor):
             self._refuse(command, TRADING_DISABLED, "trading on mainnet needs the --live flag; not sent")
             return
         if self.settings.paper:
-            method, params = command_request(command)
+            method, params = request
             self.log.warning("paper_order", command=type(command).__name__, origin=command.origin,
                              request_key=command.request_key, method=method, params=params)
             self._refuse(command, PAPER_ONLY, f"paper mode: {method} {params} logged, not sent")
@@ -931,7 +931,7 @@ class Connection(Actor):
             self._refuse(command, NOT_CONNECTED, f"{why}; not sent")
             return
         now = time.monotonic()
-        self.order_queue.append(_Queued(command, queued_at=now))
+        self.order_queue.append(_Queued(command, queued_at=now, request=request))
         self._pump_orders(now)
 
     def _refuse(self, command: Any, code: int, message: str) -> None:
@@ -957,7 +957,7 @@ class Connection(Actor):
             if now < head.not_before or not self.order_bucket.try_take(now):
                 return
             queue.popleft()
-            method, params = command_request(command)
+            method, params = head.request or command_request(command)
             if self._request("order", method, params, payload=(command, head)) is None:
                 self._refuse(command, NOT_CONNECTED, "connection lost; not sent")
             elif latency_probe is not None:

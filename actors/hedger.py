@@ -58,7 +58,8 @@ class Hedger(Actor):
         self.hedgers: dict[str, CurrencyHedger] = {
             # Its log lines are written after the order it decides went out (hot path first).
             currency: CurrencyHedger(currency, hedger_settings, self.publish, self.deferred_log, self._number, now,
-                                     on_order=self._probe_later if order_probe is not None else None)
+                                     on_order=self._probe_later if order_probe is not None else None,
+                                     later=self.later_locked)
             for currency in hedger_settings.currencies if currency in settings.currencies
         }
         # One thread for every deadline (a limit order to reprice, a fill to see settled): arming
@@ -129,13 +130,13 @@ class Hedger(Actor):
     def on_ticker(self, ticker: Ticker) -> None:
         hedger = self.hedgers.get(ticker.instrument_name.partition("-")[0])
         if hedger is not None and hedger.on_ticker(ticker, self.context.clock.now()):
-            self._arm()
+            self.later_locked(self._arm)  # after the order this may have decided
 
     @handles(Quote, immediate=True)
     def on_quote(self, quote: Quote) -> None:
         hedger = self.hedgers.get(quote.instrument_name.partition("-")[0])
         if hedger is not None and hedger.on_quote(quote, self.context.clock.now()):
-            self._arm()
+            self.later_locked(self._arm)
 
     @handles(TopOfBook, immediate=True)
     def on_top_of_book(self, top: TopOfBook) -> None:
@@ -143,7 +144,7 @@ class Hedger(Actor):
             return
         hedger = self.hedgers.get(top.instrument_name.partition("-")[0])
         if hedger is not None and hedger.on_top_of_book(top, self.context.clock.now()):
-            self._arm()
+            self.later_locked(self._arm)
 
     # -- account and link ---------------------------------------------------------------------------
     @handles(PortfolioChanged)

@@ -33,8 +33,9 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 from deribit.instruments import InstrumentName, parse_instrument_name, round_to_contract
 from messages.account import Position
@@ -49,8 +50,7 @@ SECONDS_PER_YEAR = 365.0 * 86400.0
 _SQRT_HALF = math.sqrt(0.5)
 
 
-@dataclass(frozen=True, slots=True)
-class OptionMark:
+class OptionMark(msgspec.Struct, frozen=True):
     """What the latest ticker of one option says, and when we received it (local clock)."""
 
     instrument_name: str
@@ -75,8 +75,7 @@ class OptionMark:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class HedgeQuote:
+class HedgeQuote(msgspec.Struct, frozen=True):
     """The hedge instrument's top of book (USD prices), when it was last confirmed (local
     clock), and whether the book keeper flagged it stale."""
 
@@ -98,8 +97,7 @@ class HedgeQuote:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class HedgePolicy:
+class HedgePolicy(msgspec.Struct, frozen=True):
     """What the decision needs from the settings (the band can change live)."""
 
     instrument: str
@@ -112,16 +110,14 @@ class HedgePolicy:
     disagreement_warn: float = 0.01
 
 
-@dataclass(frozen=True, slots=True)
-class PositionDelta:
+class PositionDelta(msgspec.Struct, frozen=True):
     instrument_name: str
     kind: str
     size: float
     delta: float  # coin
 
 
-@dataclass(frozen=True, slots=True)
-class HedgeDecision:
+class HedgeDecision(msgspec.Struct, frozen=True):
     """What to do, why, and the figures it rests on.
 
     ``action``: ``trade`` (send ``side`` ``amount`` USD of the hedge instrument), ``hold``

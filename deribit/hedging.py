@@ -30,8 +30,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from deribit.hedge_decision import (
     HedgeDecision,
@@ -69,8 +70,7 @@ SETTLING = "settling"  # closed with a fill: waiting for the Portfolio to show i
 UNKNOWN = "unknown"  # the answer was lost: waiting for the exchange's picture
 
 
-@dataclass
-class HedgeOrder:
+class HedgeOrder(msgspec.Struct):
     """The one hedge order in flight and where it stands."""
 
     label: str
@@ -94,7 +94,7 @@ class HedgeOrder:
     link_lost: bool = False  # the link dropped after it was sent
     amends: int = 0
     traded: float = 0.0
-    trade_ids: set[str] = field(default_factory=set)
+    trade_ids: set[str] = msgspec.field(default_factory=set)
 
     @property
     def signed_filled(self) -> float:
@@ -113,6 +113,7 @@ class CurrencyHedger:
         next_number: Callable[[float], int],
         now: float,
         on_order: Callable[[PlaceOrder, object], None] | None = None,
+        later: Callable[..., None] | None = None,
     ) -> None:
         self.currency = currency
         self.settings = settings
@@ -123,6 +124,11 @@ class CurrencyHedger:
         self.log = log
         self._next_number = next_number
         self._on_order = on_order
+        # Work that may wait until the order decided went out (the Hedger's ``Actor.later``;
+        # plain callers: at once).
+        self._later: Callable[..., None] = later or (lambda function, *args: function(*args))
+        self._policy: HedgePolicy | None = None
+        self._policy_key: tuple[Any, ...] = ()
         self.contract_size: float | None = None
         self.tick_size: float | None = None
         # What we know, with when we received it.
@@ -501,10 +507,16 @@ class CurrencyHedger:
 
     # -- the decision --------------------------------------------------------------------------------------
     def policy(self) -> HedgePolicy:
-        s = self.settings
-        return HedgePolicy(instrument=self.instrument, contract_size=self.contract_size or 0.0, band=self.band,
-                           mode=s.mode, delta_source=s.delta_source, max_order_usd=s.max_order_usd,
-                           stale_after_s=s.stale_after_s, disagreement_warn=s.delta_disagreement_warn)
+        """The decision's view of the settings; made again only when one of them changed."""
+        key = (self.settings, self.contract_size, self.band)
+        if self._policy is None or self._policy_key != key:
+            s = self.settings
+            self._policy_key = key
+            self._policy = HedgePolicy(
+                instrument=self.instrument, contract_size=self.contract_size or 0.0, band=self.band, mode=s.mode,
+                delta_source=s.delta_source, max_order_usd=s.max_order_usd, stale_after_s=s.stale_after_s,
+                disagreement_warn=s.delta_disagreement_warn)
+        return self._policy
 
     def current_decision(self, now: float) -> HedgeDecision:
         """What :func:`decide` says now, whatever the gates (for the status and tests)."""
@@ -603,14 +615,18 @@ class CurrencyHedger:
         self.last = decision
         self.last_code = "trade"
         self.last_reason = decision.reason
-        self.log.info("hedge_order", currency=self.currency, label=label, side=side, amount=amount,
-                      order_type=order_type, price=price, instrument=self.instrument, reason=decision.reason,
-                      options_delta=decision.options_delta, hedge_delta=decision.hedge_delta,
+        # The line is made (and written) once the order went out: see ``later``.
+        self._later(self._log_order, command, decision, trigger)
+        self._later(self.publish_status, now)
+
+    def _log_order(self, command: PlaceOrder, decision: HedgeDecision, trigger: object) -> None:
+        self.log.info("hedge_order", currency=self.currency, label=command.label, side=command.side,
+                      amount=command.amount, order_type=command.type, price=command.price, instrument=self.instrument,
+                      reason=decision.reason, options_delta=decision.options_delta, hedge_delta=decision.hedge_delta,
                       mismatch=decision.mismatch, band=decision.band, expected_after=decision.after,
                       hedge_price=decision.price, mode=self.settings.mode, delta_source=self.settings.delta_source,
                       trigger=_describe(trigger), deltas=[(d.instrument_name, round(d.delta, 8))
                                                           for d in decision.deltas])
-        self.publish_status(now)
 
     # -- the order's life ------------------------------------------------------------------------------------
     def _is_ours(self, order: HedgeOrder, label: str, order_id: str) -> bool:

@@ -237,6 +237,10 @@ def tick_size_at(instrument: Instrument, price: float) -> float:
 
 
 _ROUNDING = {"nearest": ROUND_HALF_UP, "down": ROUND_FLOOR, "up": ROUND_CEILING}
+# The float path: values whose steps are exact in a double with room to spare, and fractions of
+# a step clear of the points where the exact path's rules (noise snap, halves) apply.
+_FAST_LIMIT = 2.0**40
+_FAST_MARGIN = 1e-6
 
 
 def _round_to_step(value: float, step: float, mode: RoundingMode, what: str) -> float:
@@ -244,6 +248,23 @@ def _round_to_step(value: float, step: float, mode: RoundingMode, what: str) -> 
         raise ValueError(f"{what} must be a positive finite number, got {step!r}")
     if not math.isfinite(value):
         raise ValueError(f"cannot round {value!r}")
+    if step.is_integer() and abs(value) < _FAST_LIMIT:
+        # Whole steps (futures contracts: 10 USD, 1 USD) in float, off the hedger's hot path's
+        # Decimal set-up, wherever float noise cannot matter: away from an exact multiple
+        # and, for "nearest", from a half. Elsewhere the exact way below decides.
+        steps_f = value / step
+        floor = math.floor(steps_f)
+        frac = steps_f - floor
+        # Wider than the exact path's noise snap (1e-9 relative) and any float error here.
+        margin = _FAST_MARGIN + 2e-9 * abs(steps_f)
+        if margin < frac < 1.0 - margin and (mode != "nearest" or abs(frac - 0.5) > margin):
+            if mode == "down":
+                count_f = floor
+            elif mode == "up":
+                count_f = floor + 1
+            else:  # clear of a half, the nearest is the nearest whatever the sign
+                count_f = floor + 1 if frac > 0.5 else floor
+            return float(count_f * step)
     # Decimal of repr() is the number as written (0.35 is 0.35, not 0.34999...), so halves
     # and exact multiples behave as a trader expects.
     exact_step = Decimal(repr(step))

@@ -6,7 +6,9 @@ serialises sends with ``enable_multithread``). Every failure becomes :class:`Lin
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 
 import websocket
 
@@ -20,6 +22,27 @@ class LinkClosed(Exception):
     """The socket closed or failed; the Connection reconnects."""
 
 
+class MaskKeys:
+    """Masking keys for client frames (RFC 6455 5.3: from a strong source of entropy), drawn
+    from ``os.urandom`` 4 KiB at a time: websocket-client's default calls ``os.urandom`` for
+    every frame, a system call that also hands the GIL to another thread on the order's path."""
+
+    def __init__(self, pool_bytes: int = 4096) -> None:
+        self._size = pool_bytes
+        self._pool = b""
+        self._at = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, length: int) -> bytes:
+        with self._lock:
+            at = self._at
+            if at + length > len(self._pool):
+                self._pool = os.urandom(max(self._size, length))
+                at = 0
+            self._at = at + length
+            return self._pool[at:at + length]
+
+
 class WebsocketTransport:
     def __init__(self, url: str, connect_timeout_s: float = 10.0) -> None:
         self.url = url
@@ -30,6 +53,7 @@ class WebsocketTransport:
         try:
             ws = websocket.create_connection(self.url, timeout=self._timeout, enable_multithread=True,
                                              skip_utf8_validation=True)
+            ws.set_mask_key(MaskKeys())
         except (OSError, ValueError, websocket.WebSocketException) as exc:
             # ValueError: a malformed URL; retrying will not help, but the message says why.
             raise LinkClosed(f"cannot connect to {self.url}: {exc}") from None

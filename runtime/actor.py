@@ -216,6 +216,14 @@ class Actor(pykka.ThreadingActor):
                 return
         function(*args, **kwargs)
 
+    def later_locked(self, function: Callable[..., Any], *args: Any) -> None:
+        """As :meth:`later`, with the state lock held again for the call (for work on the
+        actor's state that can wait until the running handler's messages went out)."""
+        if self._state_lock is None:
+            self.later(function, *args)
+        else:
+            self.later(self._locked, function, *args)
+
     @property
     def deferred_log(self) -> Any:
         """``self.log`` whose lines are written after the running handler's messages went out."""

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from deribit import instruments
 from deribit.instruments import (
     Instrument,
     InstrumentName,
@@ -292,3 +293,22 @@ def test_tick_size_steps_and_amount_step() -> None:
     assert tick_size_at(option, 0.004) == 0.0001
     assert tick_size_at(option, 0.02) == 0.0005
     assert amount_step(option) == 0.1
+
+
+# -- the float path for whole steps agrees with the exact (Decimal) one ---------------------------
+@given(
+    step=st.sampled_from([1.0, 5.0, 10.0, 100.0]),
+    whole=st.integers(-100_000, 100_000),
+    offset=st.one_of(st.floats(-1.0, 1.0), st.sampled_from([0.0, 0.5, -0.5, 1e-12, -1e-12, 0.4999999, 0.5000001])),
+    mode=st.sampled_from(["nearest", "down", "up"]),
+)
+def test_whole_step_rounding_matches_the_exact_path(step: float, whole: int, offset: float, mode: str) -> None:
+    value = whole * step + offset * step
+    fast = instruments._round_to_step(value, step, mode, "step")  # type: ignore[arg-type]
+    saved = instruments._FAST_LIMIT
+    instruments._FAST_LIMIT = -1.0  # every value takes the Decimal path
+    try:
+        exact = instruments._round_to_step(value, step, mode, "step")  # type: ignore[arg-type]
+    finally:
+        instruments._FAST_LIMIT = saved
+    assert fast == exact
