@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import websocket
 
-from deribit.transport import MaskKeys
+from deribit.transport import MaskKeys, text_frame
 
 
 def test_keys_have_the_length_asked_and_do_not_repeat() -> None:
@@ -35,3 +36,12 @@ def test_frames_masked_with_them_unmask_to_the_payload() -> None:
     assert wire[1] & 0x80 and wire[1] & 0x7F == len(payload)
     key, masked = wire[2:6], wire[6:]
     assert bytes(b ^ key[i % 4] for i, b in enumerate(masked)) == payload
+
+
+@pytest.mark.parametrize("length", [0, 1, 3, 4, 125, 126, 127, 1000, 65535, 65536, 70001])
+def test_our_text_frames_are_byte_for_byte_websocket_clients(length: int) -> None:
+    payload = bytes((i * 7 + 3) % 256 for i in range(length))
+    key = b"\x9a\x01\xf3\x5c"
+    theirs = websocket.ABNF.create_frame(payload, websocket.ABNF.OPCODE_TEXT)
+    theirs.get_mask_key = lambda _n: key
+    assert text_frame(payload, key) == theirs.format()
