@@ -56,13 +56,13 @@ def handles(*message_types: type, immediate: bool = False) -> Callable[[F], F]:
 _immediate_actors: weakref.WeakValueDictionary[str, Actor] = weakref.WeakValueDictionary()
 
 
-def immediate_delivery(ref: pykka.ActorRef) -> tuple[tuple[type, ...], Callable[[object], None]] | None:
-    """(the types ``ref``'s actor handles immediately, the function that delivers them), or
-    None when it has no immediate handlers."""
+def immediate_delivery(ref: pykka.ActorRef) -> tuple[Callable[[type], bool], Callable[[object], None]] | None:
+    """(whether ``ref``'s actor handles a message type immediately, the function that delivers
+    such messages), or None when it has no immediate handlers."""
     actor = _immediate_actors.get(ref.actor_urn)
     if actor is None:
         return None
-    return actor.immediate_subscriptions(), actor.deliver_now
+    return actor.handles_immediately, actor.deliver_now
 
 
 class _ImmediateFailure:
@@ -196,6 +196,23 @@ class Actor(pykka.ThreadingActor):
     def immediate_subscriptions(cls) -> tuple[type, ...]:
         return cls._immediate
 
+    @classmethod
+    def _handler_of(cls, message_type: type) -> Callable[[Any, Any], Any] | None:
+        """The handler a message of ``message_type`` gets: its own type's, else the first
+        registered for a base class of it."""
+        handler = cls._handlers.get(message_type)
+        if handler is None:
+            for handled, candidate in cls._handlers.items():
+                if issubclass(message_type, handled):
+                    return candidate
+        return handler
+
+    @classmethod
+    def handles_immediately(cls, message_type: type) -> bool:
+        """Whether the handler that ``message_type`` gets runs in the publisher's thread."""
+        handler = cls._handler_of(message_type)
+        return handler is not None and bool(getattr(handler, "__immediate__", False))
+
     def publish(self, message: object) -> None:
         outbox = self._outbox
         if outbox is not None:
@@ -254,9 +271,7 @@ class Actor(pykka.ThreadingActor):
     def _handler_for(self, message: Any) -> Callable[[Any, Any], Any] | None:
         handler = self._handlers.get(message.__class__)
         if handler is None:
-            for message_type, candidate in self._handlers.items():
-                if isinstance(message, message_type):
-                    return candidate
+            return self._handler_of(message.__class__)
         return handler
 
     def on_receive(self, message: Any) -> Any:

@@ -22,9 +22,9 @@ Deliver = Callable[[object], None]
 class Bus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # name -> (ref, its types, (the types it handles immediately, their deliverer) or None)
+        # name -> (ref, its types, (whether it handles a type immediately, its deliverer) or None)
         self._members: dict[str, tuple[pykka.ActorRef, tuple[type, ...],
-                                       tuple[tuple[type, ...], Deliver] | None]] = {}
+                                       tuple[Callable[[type], bool], Deliver] | None]] = {}
         # Concrete message type -> how to deliver it to each subscriber; filled lazily so that a
         # subscription to a base class also receives its subclasses.
         self._routes: dict[type, tuple[Deliver, ...]] = {}
@@ -74,7 +74,7 @@ class Bus:
                 if not any(issubclass(message_type, t) for t in types):
                     continue
                 refs.append(ref)
-                if immediate is not None and any(issubclass(message_type, t) for t in immediate[0]):
+                if immediate is not None and immediate[0](message_type):
                     delivers.append(immediate[1])
                 else:
                     delivers.append(ref.tell)

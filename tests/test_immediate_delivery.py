@@ -447,9 +447,6 @@ class BaseNowDerivedQueued(Actor):
         self.done.set()
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/bus.py:77 routes by issubclass of the immediate types, not by the "
-                                       "handler chosen for the concrete type: a queued handler of a subclass of an "
-                                       "immediate type runs in the publisher's thread")
 def test_a_queued_handler_for_a_subclass_of_an_immediate_type_runs_in_the_actor_thread() -> None:
     bus = Bus()
     ref = BaseNowDerivedQueued.start(ctx("split", bus))
