@@ -140,6 +140,8 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
     return [
         ActorSpec("connection", lambda ctx: Connection.start(ctx, url=url, replay_file=replay_file,
                                                              replay_speed=replay_speed)),
+        # The hedger is on the bus before the others: it is the first to hear a ticker.
+        ActorSpec("hedger", lambda ctx: Hedger.start(ctx)),
         *(ActorSpec(f"books-{currency}-{kind}",
                     lambda ctx, c=currency, k=kind: BookKeeper.start(ctx, currency=c, kind=k))
           for currency in settings.currencies for kind in ("option", "future")),
@@ -148,7 +150,6 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
         # minute built on the way out is still written (or spooled).
         ActorSpec("recorder", lambda ctx: Recorder.start(ctx)),
         ActorSpec("surface_builder", lambda ctx: SurfaceBuilder.start(ctx)),
-        ActorSpec("hedger", lambda ctx: Hedger.start(ctx)),
         # The console owns standard input; a replay has none (its stdout is the JSON summary).
         *([ActorSpec("console", lambda ctx: Console.start(ctx))] if replay_file is None else []),
     ]

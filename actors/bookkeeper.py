@@ -1,8 +1,9 @@
 """The BookKeeper: one actor per instrument family (currency x kind), a thin shell over
 :class:`deribit.family.BookFamily`.
 
-It receives every family's book, quote and ticker messages from the bus (the Connection
-publishes them straight from its link thread) and ignores other families' with one lookup.
+It receives its family's book, quote and ticker messages from the bus (the Connection
+publishes them straight from its link thread; the bus keys them by family, see ``route_by``) and
+would ignore another family's with one lookup.
 Market data and link status are handled immediately, in the link thread (``@handles(...,
 immediate=True)``): under the GIL a thread of its own per family bought no parallelism, only a
 queue and a thread switch per message, and those threads woken by every frame were what kept
@@ -17,12 +18,14 @@ everything again and the snapshots follow.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
 from deribit.book import L2Book
 from deribit.family import BookFamily, Episode, FamilyStats
+from deribit.instruments import instrument_family
 from messages.commands import ResubscribeInstrument
 from messages.market import BookChange, BookSnapshot, IndexPrice, InstrumentsLoaded, InstrumentState, Quote, Ticker
 from messages.system import ConnectionState, ConnectionStatus, DailyRollover, MinuteTick
@@ -63,8 +66,14 @@ def book_view(book: L2Book) -> BookView:
 
 
 class BookKeeper(Actor):
+    # The bus hands each keeper only its own family's books, quotes and tickers.
+    route_by: ClassVar[dict[type, Callable[[Any], Any]]] = {
+        BookChange: instrument_family, BookSnapshot: instrument_family, Quote: instrument_family,
+        Ticker: instrument_family}
+
     def __init__(self, context: ActorContext, *, currency: str, kind: Literal["option", "future"]) -> None:
         super().__init__(context)
+        self.route_key = (currency, kind)
         books = context.settings.books
         self.family = BookFamily(
             currency=currency,

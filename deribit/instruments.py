@@ -12,7 +12,7 @@ import datetime as dt
 import math
 import re
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -170,6 +170,20 @@ def format_future_name(currency: str, expiry: dt.date, counter_currency: str | N
 def format_perpetual_name(currency: str, counter_currency: str | None = None) -> str:
     """``"BTC"`` -> ``BTC-PERPETUAL``; with ``"USDC"`` -> ``BTC_USDC-PERPETUAL``."""
     return f"{_format_currency(currency, counter_currency)}-PERPETUAL"
+
+
+def instrument_family(message: Any) -> tuple[str, str]:
+    """(currency, "option" or "future") of a market message's ``instrument_name``, from its
+    shape alone (three dashes: an option; one: a future or perpetual), with no parsing: the bus
+    calls it for every book and ticker message to pick the BookKeeper of that family. Names of
+    other shapes give ``("", "")``, which no family takes."""
+    name: str = message.instrument_name
+    dashes = name.count("-")
+    if dashes == 3:
+        return name[:name.index("-")], "option"
+    if dashes == 1:
+        return name[:name.index("-")], "future"
+    return "", ""
 
 
 def parse_instrument_name(name: str) -> InstrumentName:

@@ -52,17 +52,26 @@ def handles(*message_types: type, immediate: bool = False) -> Callable[[F], F]:
     return mark
 
 
-# Live actors with immediate handlers, by actor_urn: how the bus finds the actor behind a ref.
-_immediate_actors: weakref.WeakValueDictionary[str, Actor] = weakref.WeakValueDictionary()
+# Live actors by actor_urn: how the bus finds the actor behind a ref.
+_actors: weakref.WeakValueDictionary[str, Actor] = weakref.WeakValueDictionary()
 
 
 def immediate_delivery(ref: pykka.ActorRef) -> tuple[Callable[[type], bool], Callable[[object], None]] | None:
     """(whether ``ref``'s actor handles a message type immediately, the function that delivers
     such messages), or None when it has no immediate handlers."""
-    actor = _immediate_actors.get(ref.actor_urn)
-    if actor is None:
+    actor = _actors.get(ref.actor_urn)
+    if actor is None or not actor._immediate:
         return None
     return actor.handles_immediately, actor.deliver_now
+
+
+def route_keys(ref: pykka.ActorRef) -> tuple[dict[type, Callable[[Any], Any]], Any]:
+    """(how to key each message type ``ref``'s actor takes by key, the key it takes), or
+    ``({}, None)``: every message of its types."""
+    actor = _actors.get(ref.actor_urn)
+    if actor is None or actor.route_key is None:
+        return {}, None
+    return actor.route_by, actor.route_key
 
 
 class _ImmediateFailure:
@@ -157,6 +166,9 @@ class ActorContext:
 class Actor(pykka.ThreadingActor):
     _handlers: ClassVar[dict[type, Callable[[Any, Any], Any]]] = {}
     _immediate: ClassVar[tuple[type, ...]] = ()
+    #: Message types this actor takes only when their key (the function's result) equals its
+    #: ``route_key``; the bus skips it for the others (a BookKeeper hears only its family).
+    route_by: ClassVar[dict[type, Callable[[Any], Any]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -185,8 +197,8 @@ class Actor(pykka.ThreadingActor):
         # Per thread: what the handler running in it has published so far (None: no handler).
         self._outbox: threading.local | None = threading.local() if self._immediate else None
         self._failed_immediately = False
-        if self._immediate:
-            _immediate_actors[self.actor_urn] = self
+        self.route_key: Any = None  # see route_by; None: every message of its types
+        _actors[self.actor_urn] = self
 
     @classmethod
     def subscriptions(cls) -> tuple[type, ...]:

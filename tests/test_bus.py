@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import pykka
 import pytest
@@ -167,3 +168,68 @@ def test_registration_while_publishing_is_safe() -> None:
     t.join()
     assert errors == []
     assert set(bus.members()) == {f"r{i}" for i in range(50) if i % 3}
+
+
+# -- keyed routes: a subscriber that takes only its key of a type ---------------------------------
+class Tagged(Message, frozen=True, kw_only=True):
+    tag: str
+    n: int = 0
+
+
+def tag_of(message: Tagged) -> str:
+    return message.tag
+
+
+class KeyedRecorder(Recorder):
+    route_by: ClassVar[dict[type, Callable[[Any], Any]]] = {Tagged: tag_of}
+
+    def __init__(self, context: ActorContext, seen: list[object], key: str) -> None:
+        super().__init__(context, seen)
+        self.route_key = key
+
+    @handles(Tagged)
+    def on_tagged(self, message: object) -> None:
+        self._note(message)
+
+
+class OtherKeying(KeyedRecorder):
+    route_by: ClassVar[dict[type, Callable[[Any], Any]]] = {Tagged: lambda m: m.tag.upper()}
+
+
+class TaggedRecorder(Recorder):
+    @handles(Tagged)
+    def on_tagged(self, message: object) -> None:
+        self._note(message)
+
+
+def test_keyed_subscribers_get_only_their_key_and_the_others_everything() -> None:
+    bus = Bus()
+    a_seen: list[object] = []
+    b_seen: list[object] = []
+    all_seen: list[object] = []
+    a = KeyedRecorder.start(ctx("a", bus), a_seen, "a")
+    b = KeyedRecorder.start(ctx("b", bus), b_seen, "b")
+    every = TaggedRecorder.start(ctx("all", bus), all_seen)
+    for name, ref in (("a", a), ("b", b), ("all", every)):
+        bus.register(name, ref, ref.actor_class.subscriptions())
+    sent = [Tagged(tag=tag, n=n) for n, tag in enumerate("abcab")]
+    for message in sent:
+        bus.publish(message)
+    tick = MinuteTick(at=60.0)  # not keyed: every subscriber of the type
+    bus.publish(tick)
+    for ref in (a, b, every):
+        ref.stop()
+    assert a_seen == [m for m in sent if m.tag == "a"] + [tick]
+    assert b_seen == [m for m in sent if m.tag == "b"] + [tick]
+    assert all_seen == [*sent, tick]  # a key nobody takes still reaches the unkeyed ones, in order
+    assert set(bus.subscribers(Tagged)) == {a, b, every}
+
+
+def test_subscribers_keying_a_type_in_different_ways_are_refused() -> None:
+    bus = Bus()
+    a = KeyedRecorder.start(ctx("a", bus), [], "a")
+    b = OtherKeying.start(ctx("b", bus), [], "b")
+    bus.register("a", a, KeyedRecorder.subscriptions())
+    bus.register("b", b, OtherKeying.subscriptions())
+    with pytest.raises(ValueError, match="key it in different ways"):
+        bus.publish(Tagged(tag="a"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import msgspec
 import pytest
@@ -25,6 +26,7 @@ from deribit.instruments import (
     format_option_name,
     format_perpetual_name,
     format_strike,
+    instrument_family,
     parse_instrument_name,
     round_to_contract,
     round_to_tick,
@@ -312,3 +314,20 @@ def test_whole_step_rounding_matches_the_exact_path(step: float, whole: int, off
     finally:
         instruments._FAST_LIMIT = saved
     assert fast == exact
+
+
+# -- the bus's family key agrees with the parser ---------------------------------------------------
+@pytest.mark.parametrize("currency", sorted(INSTRUMENT_FILES))
+def test_instrument_family_agrees_with_the_parser_on_every_listed_name(currency: str) -> None:
+    path, _, _ = INSTRUMENT_FILES[currency]
+    names = [i.instrument_name for i in decode_instruments(path.read_bytes())]
+    assert len(names) > 300
+    for name in [*names, f"{currency}-PERPETUAL"]:
+        parsed = parse_instrument_name(name)
+        kind = "option" if parsed.kind == "option" else "future"
+        assert instrument_family(SimpleNamespace(instrument_name=name)) == (parsed.currency, kind)
+
+
+@pytest.mark.parametrize("name", ["BTC", "BTC-FS-27DEC26_PERP-X-Y", "BTC_USDC", ""])
+def test_instrument_family_of_other_shapes_is_nobodys(name: str) -> None:
+    assert instrument_family(SimpleNamespace(instrument_name=name)) == ("", "")
