@@ -13,8 +13,9 @@ extracted one per line. Then, in the same run, best of several passes each:
   ask are ``max``/``min`` over the levels after each update (the seed program's way);
 - ``rss_mb``: the process's resident memory with the whole chain loaded in the four families;
 - ``bus_frames_per_s`` / ``bus_owner_frames_per_s`` (unless ``--no-actors``): decoded messages
-  published through the real bus into four BookKeeper actors, against a tell to the owning
-  keeper only: what routing every message to every keeper costs the running program.
+  published through the real bus into four BookKeeper actors as the program runs them (keyed by
+  family, handled immediately in the publishing thread), against a plain ``tell`` to the owning
+  keeper's own thread (a queue and a thread switch per message).
 
 ``python -m bench feed [--frames 200000] [--passes 3] [--no-actors] [--json]``
 """
@@ -198,8 +199,8 @@ def reference_pass(path: Path, limit: int) -> tuple[int, float, dict[str, Any]]:
 
 
 def bus_pass(path: Path, limit: int, owner_only: bool) -> tuple[int, float]:
-    """Decoded messages into four BookKeeper actors through the real bus (or a tell to the
-    owning keeper only); timed until every keeper handled everything."""
+    """Decoded messages into four BookKeeper actors through the real bus (or a tell, queued, to
+    the owning keeper only); timed until every keeper handled everything."""
     import pykka
 
     from actors.bookkeeper import BookKeeper, GetBookStats

@@ -13,10 +13,15 @@ frames, the perpetual's first) and after each settle computes the mismatch from 
 figures. The stream: the simulator's own diffusion (60% a year, jumps) moves the market in
 50 ms steps and no scripted move is made; its hedges are triggered by ordinary frames.
 
+The path measured is the program's own: the link thread decodes the frame and publishes it; the
+Hedger handles market data immediately in that thread (so do the BookKeepers), decides, and
+publishes the order, which the Connection also handles immediately: the frame that triggered a
+hedge and the order it led to are read and written by the same thread, with no queue between.
+
 Timing uses two probes that cost nothing when not installed: the Connection's
 ``latency_probe`` stamps each notification frame as it comes off the socket (perf_counter_ns,
 before decoding) and each order frame right after it was written; the Hedger's ``order_probe``
-names the message that triggered each order (stamped when the order was published). Latency =
+names the message that triggered each order (called once the order went out). Latency =
 send stamp - receive stamp of the frame that carried the trigger (for a BookKeeper's TopOfBook,
 the frame of the quote it came from). Orders triggered by something other than a frame (a
 settled fill, a control) are counted, not timed.
@@ -55,7 +60,6 @@ class Probe:
         self.recent: collections.deque[tuple[int, int, tuple[str, int]]] = collections.deque()
         self.triggers: dict[str, object] = {}
         self.received_ns: dict[str, int] = {}  # request_key -> receive stamp of its trigger's frame
-        self.decided_ns: dict[str, int] = {}
         self.sent_ns: dict[str, int] = {}
 
     # Connection link thread: keep it cheap.
@@ -83,10 +87,9 @@ class Probe:
 
     # Hedger thread.
     def on_order(self, order: Any, trigger: object) -> None:
-        # Called right after the Hedger published the order: the decision's time. The trigger's
-        # frame was stamped milliseconds ago: look it up now, before it is forgotten.
+        # Called once the order went out. The trigger's frame was stamped a moment ago: look it
+        # up now, before it is forgotten.
         key = order.request_key
-        self.decided_ns[key] = time.perf_counter_ns()
         self.triggers[key] = trigger
         hit = self.by_identity.get(id(trigger))
         if hit is not None and hit[0] is trigger:
@@ -96,17 +99,16 @@ class Probe:
             if received is not None:
                 self.received_ns[key] = received
 
-    def timing(self, request_key: str) -> tuple[int | None, int | None, str]:
-        """(frame received -> order published, -> order written, in ns; what triggered it)."""
+    def timing(self, request_key: str) -> tuple[int | None, str]:
+        """(frame received -> order written, in ns, or None when not timed; what triggered it)."""
         trigger = self.triggers.get(request_key)
         sent = self.sent_ns.get(request_key)
-        decided = self.decided_ns.get(request_key)
         what = trigger if isinstance(trigger, str) else \
             f"{type(trigger).__name__} {getattr(trigger, 'instrument_name', '')}".strip()
         received = self.received_ns.get(request_key)
-        if sent is None or decided is None or received is None:
-            return None, None, what
-        return decided - received, sent - received, what
+        if sent is None or received is None:
+            return None, what
+        return sent - received, what
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -327,25 +329,20 @@ def scripted_path(session: Session, moves: int, pause_s: float, seed: int) -> tu
 
 def stats(probe: Probe, keys: list[str]) -> dict[str, Any]:
     total: list[float] = []
-    to_decision: list[float] = []
     untimed: collections.Counter[str] = collections.Counter()
     triggers: collections.Counter[str] = collections.Counter()
     for key in keys:
-        decided, sent, what = probe.timing(key)
+        sent, what = probe.timing(key)
         triggers[what] += 1
-        if decided is None or sent is None:
+        if sent is None:
             untimed[what] += 1
         else:
             total.append(sent / 1000.0)
-            to_decision.append(decided / 1000.0)
     return {
         "p50_us": round(_percentile(total, 50), 1),
         "p99_us": round(_percentile(total, 99), 1),
         "max_us": round(max(total), 1) if total else None,
         "mean_us": round(statistics.fmean(total), 1) if total else None,
-        # From the frame to the Hedger's published order; the rest is the Connection's.
-        "p50_to_decision_us": round(_percentile(to_decision, 50), 1),
-        "p99_to_decision_us": round(_percentile(to_decision, 99), 1),
         "orders": len(keys),
         "timed_orders": len(total),
         "untimed_orders": dict(untimed),
@@ -404,7 +401,7 @@ def run(args: list[str]) -> dict[str, Any]:
     merged = Probe()
     for figures in (path, stream):
         if figures is not None:
-            for attribute in ("triggers", "received_ns", "decided_ns", "sent_ns"):
+            for attribute in ("triggers", "received_ns", "sent_ns"):
                 getattr(merged, attribute).update(getattr(figures["probe"], attribute))
     everything = stats(merged, path["keys"] + (stream["keys"] if stream else []))
     runs = [f for f in (path, stream) if f is not None]
