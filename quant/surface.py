@@ -233,7 +233,8 @@ class _Smiles:
         out = np.empty((self.years.size, k.size))
         if self.use_svi.any():
             out[self.use_svi] = svi_total_variance(self.svi_params[self.use_svi], k)
-        moneyness = np.exp(k)
+        # Far wings (|k| > 50) are flat beyond the last node anyway; clipping keeps exp finite.
+        moneyness = np.exp(np.clip(k, -50.0, 50.0))
         for e in np.nonzero(~self.use_svi)[0]:
             m, iv = self.nodes[e]
             out[e] = np.interp(moneyness, m, iv) ** 2 * self.years[e]

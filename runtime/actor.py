@@ -5,13 +5,13 @@ its bus subscriptions. It publishes through its context and never holds another 
 
 Immediate delivery, for the few hops where a thread switch costs more than the work:
 ``@handles(T, immediate=True)`` has the bus run the handler in the publisher's thread instead of
-queueing the message (the Hedger's market data, the Connection's orders). The message is the
-same typed, immutable message; only the thread differs. Such an actor serialises everything it
-does under its own lock (an RLock held around every handler and ``on_start``), so its
-state is still touched by one thread at a time; an immediate handler can run before ``on_start``
-(it sees the state built in ``__init__``) and never after the actor stopped or failed. A failure
-in an immediate handler is raised again in the actor's own thread, so the supervisor sees it
-exactly like any other.
+queueing the message (the BookKeepers' and the Hedger's market data, the Connection's orders).
+The message is the same typed, immutable message; only the thread differs. Such an actor
+serialises everything it does under its own lock (an RLock held around every handler and
+``on_start``), so its state is still touched by one thread at a time; an immediate handler can
+run before ``on_start`` (it sees the state built in ``__init__``) and never after the actor
+stopped or failed. A failure in an immediate handler is raised again in the actor's own thread,
+so the supervisor sees it exactly like any other.
 
 Such an actor never publishes while it holds its lock: what a handler publishes is kept and
 goes out, in order, as soon as the handler returns and the lock is released. So no thread ever
@@ -160,7 +160,6 @@ class ActorContext:
     @property
     def log(self) -> Any:
         return structlog.get_logger(actor=self.name)
-
 
 
 class Actor(pykka.ThreadingActor):
