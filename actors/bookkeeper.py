@@ -4,11 +4,13 @@
 It receives its family's book, quote and ticker messages from the bus (the Connection
 publishes them straight from its link thread; the bus keys them by family, see ``route_by``) and
 would ignore another family's with one lookup.
-Market data and link status are handled immediately, in the link thread (``@handles(...,
-immediate=True)``): under the GIL a thread of its own per family bought no parallelism, only a
-queue and a thread switch per message, and those threads woken by every frame were what kept
-the link thread from the CPU when a hedge was due. The link's status comes the same way so that
-it stays in order with the data of that link; instruments, ticks and questions are queued. It
+Everything the bus brings it is handled immediately, in the publisher's thread (``@handles(...,
+immediate=True)``): market data in the link thread, where under the GIL a thread of its own per
+family bought no parallelism, only a queue and a thread switch per message (and those threads,
+woken by every frame, kept the link thread from the CPU when a hedge was due). The link's status,
+instrument changes, the minute tick and the rollover come the same way so that they stay in the
+order they were published in with the data: in a replay the minute's snapshot holds exactly the
+frames before the tick. Only questions (``ask``) are answered in its own thread. It
 publishes top-of-book changes, one ``ChainSnapshot`` per minute tick, and a
 ``ResubscribeInstrument`` once per stale episode (a gap, a crossed book, a change without a
 snapshot). A new link makes every book stale without asking: the Connection subscribes
@@ -122,7 +124,7 @@ class BookKeeper(Actor):
         self.family.on_index(index)
 
     # -- instruments ------------------------------------------------------------------------------
-    @handles(InstrumentsLoaded)
+    @handles(InstrumentsLoaded, immediate=True)
     def on_instruments(self, loaded: InstrumentsLoaded) -> None:
         if loaded.currency != self.family.currency:
             return
@@ -130,12 +132,12 @@ class BookKeeper(Actor):
         if gone:
             self.log.info("books_dropped", reason="no longer listed", count=len(gone), instruments=gone[:20])
 
-    @handles(InstrumentState)
+    @handles(InstrumentState, immediate=True)
     def on_instrument_state(self, event: InstrumentState) -> None:
         if self.family.instrument_state(event.instrument_name, event.state, self._clock.now()):
             self.log.info("books_dropped", reason=event.state, count=1, instruments=[event.instrument_name])
 
-    @handles(DailyRollover)
+    @handles(DailyRollover, immediate=True)
     def on_rollover(self, event: DailyRollover) -> None:
         gone = self.family.drop_expired(event.at)
         self.log.info("daily_rollover", day=event.day, dropped=len(gone), books=len(self.family.entries))
@@ -157,7 +159,7 @@ class BookKeeper(Actor):
         else:
             self.family.link_restored()
 
-    @handles(MinuteTick)
+    @handles(MinuteTick, immediate=True)
     def on_minute(self, tick: MinuteTick) -> None:
         now = self._clock.now()
         self._publish(self.family.chain_snapshot(tick.at, now))
