@@ -483,11 +483,11 @@ class Connection(Actor):
         cls = decoded.__class__
         if cls is Notification:
             stats.channels[decoded.channel] += 1
-            if probe is not None:
-                probe.received(decoded.messages, received_ns)
             publish = self._publish
             for message in decoded.messages:
                 publish(message)
+            if probe is not None:  # after: its own bookkeeping is not the program's latency
+                probe.received(decoded.messages, received_ns)
         elif cls is RpcResponse:
             stats.responses += 1
             self._tell_self(_Answer(generation, decoded))

@@ -61,8 +61,10 @@ class Probe:
         self.triggers: dict[str, object] = {}
         self.received_ns: dict[str, int] = {}  # request_key -> receive stamp of its trigger's frame
         self.sent_ns: dict[str, int] = {}
+        self.unmatched: list[tuple[str, object]] = []  # orders whose trigger's frame is not recorded yet
 
-    # Connection link thread: keep it cheap.
+    # Connection link thread, after the frame's messages were published (and any order they led
+    # to was written): recording them here is not counted in the latency it measures.
     def received(self, messages: tuple[object, ...], t_ns: int) -> None:
         self.frames += 1
         watch = self.watch
@@ -80,6 +82,8 @@ class Probe:
             _, identity, key = recent.popleft()
             self.by_identity.pop(identity, None)
             self.by_key.pop(key, None)
+        if self.unmatched:
+            self.unmatched = [(key, trigger) for key, trigger in self.unmatched if not self._match(key, trigger)]
 
     # Connection actor thread.
     def sent(self, command: Any, t_ns: int) -> None:
@@ -87,17 +91,24 @@ class Probe:
 
     # Hedger thread.
     def on_order(self, order: Any, trigger: object) -> None:
-        # Called once the order went out. The trigger's frame was stamped a moment ago: look it
-        # up now, before it is forgotten.
+        # Called once the order went out, while the frame that triggered it is still being
+        # published: matched to that frame's stamp when the frame is recorded.
         key = order.request_key
         self.triggers[key] = trigger
+        if not isinstance(trigger, str) and not self._match(key, trigger):
+            self.unmatched.append((key, trigger))  # its frame is recorded once it was published
+
+    def _match(self, key: str, trigger: object) -> bool:
         hit = self.by_identity.get(id(trigger))
         if hit is not None and hit[0] is trigger:
             self.received_ns[key] = hit[1]
-        elif type(trigger).__name__ == "TopOfBook":
+            return True
+        if type(trigger).__name__ == "TopOfBook":
             received = self.by_key.get((getattr(trigger, "instrument_name", ""), getattr(trigger, "timestamp", -1)))
             if received is not None:
                 self.received_ns[key] = received
+                return True
+        return False
 
     def timing(self, request_key: str) -> tuple[int | None, str]:
         """(frame received -> order written, in ns, or None when not timed; what triggered it)."""

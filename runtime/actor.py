@@ -190,7 +190,9 @@ class Actor(pykka.ThreadingActor):
     def __init__(self, context: ActorContext) -> None:
         super().__init__()
         self.context = context
-        self.log = context.log
+        # Named for the actor's module: otherwise the name is that of the first caller, which for
+        # a line written after its handler returned (``later``) is this module.
+        self.log = structlog.get_logger(type(self).__module__, actor=context.name)
         # Only an actor with immediate handlers has other threads in it: only it pays for a lock.
         self._state_lock: threading.RLock | None = threading.RLock() if self._immediate else None
         # Per thread: what the handler running in it has published so far (None: no handler).
