@@ -151,10 +151,6 @@ class HedgeDecision(msgspec.Struct, frozen=True):
 
 
 # -- Black-76, scalar ------------------------------------------------------------------------
-def _norm_cdf(x: float) -> float:
-    return 0.5 * math.erfc(-x * _SQRT_HALF)
-
-
 def black76_delta(forward: float, strike: float, years: float, vol: float, is_call: bool) -> tuple[float, float]:
     """(delta, premium-adjusted delta) of one option per unit of underlying, undiscounted
     Black-76 (r = 0). At or past expiry, or at zero vol, delta is the intrinsic step (0.5 at
@@ -165,12 +161,14 @@ def black76_delta(forward: float, strike: float, years: float, vol: float, is_ca
     if s > 0:
         d1 = math.log(forward / strike) / s + 0.5 * s
         d2 = d1 - s
+        # N(x) = erfc(-x / sqrt 2) / 2, written out: this runs on the path to a hedge order.
+        erfc = math.erfc
         if is_call:
-            delta = _norm_cdf(d1)
-            price = forward * delta - strike * _norm_cdf(d2)
+            delta = 0.5 * erfc(-d1 * _SQRT_HALF)
+            price = forward * delta - strike * 0.5 * erfc(-d2 * _SQRT_HALF)
         else:
-            delta = -_norm_cdf(-d1)
-            price = strike * _norm_cdf(-d2) + forward * delta
+            delta = -0.5 * erfc(d1 * _SQRT_HALF)
+            price = strike * 0.5 * erfc(d2 * _SQRT_HALF) + forward * delta
         price = max(price, 0.0)
     else:
         step = 1.0 if forward > strike else 0.0 if forward < strike else 0.5

@@ -274,12 +274,17 @@ class Actor(pykka.ThreadingActor):
                 return function(*args)
         finally:
             outbox.messages = None
-            publish = self.context.publish
-            for message in held:
-                if message.__class__ is _Later:
-                    message.function(*message.args, **message.kwargs)  # type: ignore[attr-defined]
-                else:
-                    publish(message)
+            if held:
+                self._send_held(held)
+
+    def _send_held(self, held: list[object]) -> None:
+        """What a handler published and deferred, in order, now that it returned."""
+        publish = self.context.publish
+        for message in held:
+            if message.__class__ is _Later:
+                message.function(*message.args, **message.kwargs)  # type: ignore[attr-defined]
+            else:
+                publish(message)
 
     def _handler_for(self, message: Any) -> Callable[[Any, Any], Any] | None:
         handler = self._handlers.get(message.__class__)
@@ -298,11 +303,32 @@ class Actor(pykka.ThreadingActor):
         return self._locked(handler, self, message)
 
     def deliver_now(self, message: Any) -> None:
-        """Handle ``message`` in the caller's thread (the bus calls this for immediate types)."""
-        handler = self._handler_for(message)
-        if handler is None or self._state_lock is None:
+        """Handle ``message`` in the caller's thread (the bus calls this for immediate types).
+
+        What ``_locked`` and a handler call do, written out: this is on the path from a frame
+        to an order, where every call is paid for."""
+        handler = self._handlers.get(message.__class__) or self._handler_of(message.__class__)
+        lock = self._state_lock
+        outbox = self._outbox
+        if handler is None or lock is None or outbox is None:
             return
-        self._locked(self._handle_now, handler, message)
+        if getattr(outbox, "messages", None) is not None:  # re-entered: the outer call sends
+            with lock:
+                self._handle_now(handler, message)
+            return
+        held: list[object] = []
+        outbox.messages = held
+        try:
+            with lock:
+                if not self._failed_immediately and not self.actor_stopped.is_set():
+                    try:
+                        handler(self, message)
+                    except Exception as exc:
+                        self._fail_immediately(exc)
+        finally:
+            outbox.messages = None
+            if held:
+                self._send_held(held)
 
     def _handle_now(self, handler: Callable[[Any, Any], Any], message: Any) -> None:
         if self._failed_immediately or self.actor_stopped.is_set():
@@ -310,13 +336,16 @@ class Actor(pykka.ThreadingActor):
         try:
             handler(self, message)
         except Exception as exc:
-            self._failed_immediately = True
-            # The actor's own thread raises it: pykka logs it, stops the actor and calls
-            # on_failure there, which reports to the supervisor as for any other failure.
-            try:
-                self.actor_ref.tell(_ImmediateFailure(exc))
-            except pykka.ActorDeadError:  # stopped meanwhile: nothing left to restart
-                self.log.error("immediate_handler_failed_while_stopping", error=f"{type(exc).__name__}: {exc}")
+            self._fail_immediately(exc)
+
+    def _fail_immediately(self, exc: Exception) -> None:
+        self._failed_immediately = True
+        # The actor's own thread raises it: pykka logs it, stops the actor and calls on_failure
+        # there, which reports to the supervisor as for any other failure.
+        try:
+            self.actor_ref.tell(_ImmediateFailure(exc))
+        except pykka.ActorDeadError:  # stopped meanwhile: nothing left to restart
+            self.log.error("immediate_handler_failed_while_stopping", error=f"{type(exc).__name__}: {exc}")
 
     def on_failure(
         self,
