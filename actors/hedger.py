@@ -80,6 +80,11 @@ class Hedger(Actor):
         return number
 
     def on_start(self) -> None:
+        # Its first status is for the Console, which starts after it: wait until every actor is
+        # on the bus (at once for a restarted hedger). Nothing reaches it meanwhile: the link
+        # thread waits for the same.
+        if not self.context.wait_started(10.0):
+            self.log.warning("started_before_the_other_actors")
         now = self.context.clock.now()
         self.log.info("hedger_started", currencies=list(self.hedgers),
                       instruments={c: h.instrument for c, h in self.hedgers.items()},

@@ -181,7 +181,7 @@ def test_trading_in_a_pseudo_terminal_against_the_simulator(tmp_path: Path) -> N
 def test_piped_commands_without_a_terminal(tmp_path: Path) -> None:
     """``printf 'a2\\npositions\\nca\\nquit\\n' | python main.py --instrument BTC-PERPETUAL
     --size-multiplier 10``, with two invalid lines that must print their error and send nothing."""
-    script = "a2\\npositions\\nas1 1000 2000\\na2c\\nca\\nquit\\n"
+    script = "a2\\npositions\\ndelta hedging status\\nas1 1000 2000\\na2c\\nca\\nquit\\n"
     command = " ".join([f"printf '{script}'", "|", *(f"'{a}'" for a in program_args(
         tmp_path, "--instrument", "BTC-PERPETUAL", "--size-multiplier", "10"))])
     done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120, cwd=tmp_path,
@@ -192,6 +192,9 @@ def test_piped_commands_without_a_terminal(tmp_path: Path) -> None:
     assert re.search(r"filled: buy 20 BTC-PERPETUAL @ [\d,.]+ \[manual_api_1\]", out)
     # The order waited for its fill to reach the portfolio: the next line shows the position.
     assert re.search(r"│ BTC-PERPETUAL\s*│\s*20 │", out.split("> positions")[1].split("> as1")[0])
+    # The hedger's first status reached the console (it starts before the console does).
+    status = out.split("> delta hedging status")[1].split("> as1")[0]
+    assert re.search(r"│ BTC\s*│ inactive\s*│ BTC-PERPETUAL", status) and "no status from the hedger" not in status
     assert "not understood, nothing sent: a ladder needs a count after its two bounds" in out
     assert "not understood, nothing sent: last letter is c" in out
     assert re.search(r"cancelled \d+ orders?", out)
