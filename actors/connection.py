@@ -286,6 +286,7 @@ class Connection(Actor):
         self.reconciles: dict[str, _Reconcile] = {}
         self.reconcile_deferred: ReconcilePortfolio | None = None
         self.subscribed_announced = False
+        self.shutting_down = False  # after SafeShutdown: cancels only
         self.resyncs = 0
         self.minutes = 0
         self.cod_enabled = False
@@ -325,6 +326,17 @@ class Connection(Actor):
 
     def on_failure(self, *args: Any) -> None:
         self._shutdown_link()
+        # Every order command is answered once: what waits is refused, what is out is unknown.
+        while self.order_queue:
+            self._refuse(self.order_queue.popleft().command, NOT_CONNECTED, "the connection failed; not sent")
+        for pending in list(self.pending.values()):
+            if pending.kind == "order":
+                command = pending.payload[0]
+                self.publish(CommandFailed(request_key=command.request_key, origin=command.origin,
+                                           method=pending.method, code=ANSWER_LOST,
+                                           message="the connection failed before the answer; the order's state is "
+                                                   "unknown until the portfolio reconciles"))
+        self.pending.clear()
         super().on_failure(*args)
 
     def _shutdown_link(self) -> None:
@@ -918,6 +930,9 @@ class Connection(Actor):
         if not self.settings.can_trade:
             self._refuse(command, TRADING_DISABLED, "trading on mainnet needs the --live flag; not sent")
             return
+        if self.shutting_down and isinstance(command, PlaceOrder | EditOrder):
+            self._refuse(command, NOT_CONNECTED, "safe shutdown: no new orders; not sent")
+            return
         if self.settings.paper:
             method, params = request
             self.log.warning("paper_order", command=type(command).__name__, origin=command.origin,
@@ -1032,7 +1047,10 @@ class Connection(Actor):
     # -- shutdown ---------------------------------------------------------------------------------------
     @handles(SafeShutdown)
     def on_safe_shutdown(self, event: SafeShutdown) -> None:
-        self.order_queue.clear()  # nothing new goes out; their senders are stopping too
+        # Nothing new goes out from now on: what waits is refused, and so is every new order.
+        self.shutting_down = True
+        while self.order_queue:
+            self._refuse(self.order_queue.popleft().command, NOT_CONNECTED, "safe shutdown; not sent")
         if self.may_send_orders and not self.settings.paper:
             self.log.warning("cancelling_all_orders", reason=event.reason)
             cancel = CancelAll(origin="connection", request_key="safe-shutdown")

@@ -12,8 +12,11 @@ and the ``reconciled`` flag from ``PortfolioChanged``. Market data (tickers, quo
 is handled immediately, in the thread that published it (``@handles(..., immediate=True)``):
 a frame that pushes the mismatch past the band becomes an order without waiting for a thread
 switch, and the Connection takes orders immediately too, so the order is written to the socket
-by the thread that read the frame. Everything else is queued as usual; the actor's lock keeps
-its state to one thread at a time.
+by the thread that read the frame. So is everything else the bus brings it (link status,
+portfolio, answers, controls, ticks, safe shutdown): each publisher's messages are then handled
+in the order they were published, a link loss before the new link's data, a safe shutdown before
+the next frame. The actor's lock keeps its state to one thread at a time; its own thread only
+answers questions and its alarm.
 
 Controls (from the Console): ``HedgerControl`` activate / deactivate / status and
 ``SetHedgeBand``; both are answered with ``HedgerStatus`` on the bus, and, for ``ask``, with the
@@ -152,28 +155,28 @@ class Hedger(Actor):
             self.later_locked(self._arm)
 
     # -- account and link ---------------------------------------------------------------------------
-    @handles(PortfolioChanged)
+    @handles(PortfolioChanged, immediate=True)
     def on_portfolio(self, portfolio: PortfolioChanged) -> None:
         hedger = self.hedgers.get(portfolio.currency)
         if hedger is not None:
             hedger.on_portfolio(portfolio, self.context.clock.now())
             self._arm()
 
-    @handles(InstrumentsLoaded)
+    @handles(InstrumentsLoaded, immediate=True)
     def on_instruments(self, loaded: InstrumentsLoaded) -> None:
         hedger = self.hedgers.get(loaded.currency)
         if hedger is not None:
             hedger.instruments_loaded(loaded, self.context.clock.now())
             self._arm()
 
-    @handles(ConnectionStatus)
+    @handles(ConnectionStatus, immediate=True)
     def on_connection(self, status: ConnectionStatus) -> None:
         now = self.context.clock.now()
         for hedger in self.hedgers.values():
             hedger.on_connection(status.can_trade, now)
         self._arm()
 
-    @handles(CommandResult)
+    @handles(CommandResult, immediate=True)
     def on_result(self, result: CommandResult) -> None:
         if result.origin != ORIGIN:
             return
@@ -182,7 +185,7 @@ class Hedger(Actor):
             hedger.on_result(result, now)
         self._arm()
 
-    @handles(CommandFailed)
+    @handles(CommandFailed, immediate=True)
     def on_failed(self, failed: CommandFailed) -> None:
         if failed.origin != ORIGIN:
             return
@@ -191,21 +194,21 @@ class Hedger(Actor):
             hedger.on_failed(failed, now)
         self._arm()
 
-    @handles(OrderUpdate)
+    @handles(OrderUpdate, immediate=True)
     def on_order_update(self, update: OrderUpdate) -> None:
         hedger = self.hedgers.get(currency_of(update.instrument_name))
         if hedger is not None:
             hedger.on_order_update(update, self.context.clock.now())
             self._arm()
 
-    @handles(UserTrade)
+    @handles(UserTrade, immediate=True)
     def on_user_trade(self, trade: UserTrade) -> None:
         hedger = self.hedgers.get(currency_of(trade.instrument_name))
         if hedger is not None:
             hedger.on_user_trade(trade, self.context.clock.now())
             self._arm()
 
-    @handles(ExchangeState)
+    @handles(ExchangeState, immediate=True)
     def on_exchange_state(self, state: ExchangeState) -> None:
         hedger = self.hedgers.get(state.currency)
         if hedger is not None:
@@ -230,7 +233,7 @@ class Hedger(Actor):
             return []
         return [hedger]
 
-    @handles(HedgerControl)
+    @handles(HedgerControl, immediate=True)
     def on_control(self, control: HedgerControl) -> list[HedgerStatus]:
         now = self.context.clock.now()
         targets = self._targets(control.currency, control.request_key, control.origin)
@@ -239,7 +242,7 @@ class Hedger(Actor):
         self._arm()
         return [hedger.status(now, control.request_key) for hedger in targets]
 
-    @handles(SetHedgeBand)
+    @handles(SetHedgeBand, immediate=True)
     def on_set_band(self, change: SetHedgeBand) -> list[HedgerStatus]:
         now = self.context.clock.now()
         targets = self._targets(change.currency, change.request_key, change.origin)
@@ -249,21 +252,21 @@ class Hedger(Actor):
         return [hedger.status(now, change.request_key) for hedger in targets]
 
     # -- time and shutdown ------------------------------------------------------------------------------
-    @handles(MinuteTick)
+    @handles(MinuteTick, immediate=True)
     def on_minute(self, _tick: MinuteTick) -> None:
         now = self.context.clock.now()
         for hedger in self.hedgers.values():
             hedger.on_minute(now)
         self._arm()
 
-    @handles(DailyRollover)
+    @handles(DailyRollover, immediate=True)
     def on_rollover(self, event: DailyRollover) -> None:
         now = self.context.clock.now()
         self.log.info("hedge_day_reset", day=event.day)
         for hedger in self.hedgers.values():
             hedger.on_rollover(now)
 
-    @handles(SafeShutdown)
+    @handles(SafeShutdown, immediate=True)
     def on_safe_shutdown(self, event: SafeShutdown) -> None:
         now = self.context.clock.now()
         for hedger in self.hedgers.values():

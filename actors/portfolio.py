@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import pykka
 
 from deribit.instruments import InstrumentNameError, parse_instrument_name
 from deribit.portfolio import Difference, PortfolioBook, currency_of
@@ -36,6 +37,12 @@ class GetPortfolio(msgspec.Struct, frozen=True):
 class GetReconcileReport(msgspec.Struct, frozen=True):
     """Ask for the reconciliations so far: ``{"count": n, "differences": [Difference]}``
     (the last 1,000 differences found, oldest first)."""
+
+
+class _PublishMarks(msgspec.Struct, frozen=True, kw_only=True):
+    """Marks of ``currency`` changed: publish its picture (sent to itself from the link thread)."""
+
+    currency: str
 
 
 class Portfolio(Actor):
@@ -82,14 +89,28 @@ class Portfolio(Actor):
 
     @handles(Ticker, immediate=True)
     def on_ticker(self, ticker: Ticker) -> None:
+        # In the link thread. The picture with the new marks is published from the Portfolio's
+        # own thread, as every other: two threads publishing snapshots could deliver them out of
+        # the order they were made in (an old position after a fill, to the Hedger).
         currency = self.book.on_ticker(ticker)
         if currency is None:
             return
+        self._marks_dirty.add(currency)
         now = self.context.clock.now()
         if now - self._last_published.get(currency, 0.0) >= self.mark_publish_s:
-            self._publish_state(currency)
-        else:
-            self._marks_dirty.add(currency)
+            self._last_published[currency] = now  # one request per interval
+            self.later(self._ask_publish, currency)
+
+    def _ask_publish(self, currency: str) -> None:
+        try:
+            self.actor_ref.tell(_PublishMarks(currency=currency))
+        except pykka.ActorDeadError:
+            pass
+
+    @handles(_PublishMarks)
+    def on_publish_marks(self, request: _PublishMarks) -> None:
+        if request.currency in self._marks_dirty:
+            self._publish_state(request.currency)
 
     @handles(CommandResult)
     def on_result(self, result: CommandResult) -> None:

@@ -198,6 +198,7 @@ class Actor(pykka.ThreadingActor):
         # Per thread: what the handler running in it has published so far (None: no handler).
         self._outbox: threading.local | None = threading.local() if self._immediate else None
         self._failed_immediately = False
+        self._failure: Exception | None = None  # what an immediate handler raised
         self.route_key: Any = None  # see route_by; None: every message of its types
         _actors[self.actor_urn] = self
 
@@ -278,11 +279,17 @@ class Actor(pykka.ThreadingActor):
                 self._send_held(held)
 
     def _send_held(self, held: list[object]) -> None:
-        """What a handler published and deferred, in order, now that it returned."""
+        """What a handler published and deferred, in order, now that it returned. A deferred
+        call that raises fails this actor, not the thread that delivered to it (the link
+        thread, for market data)."""
         publish = self.context.publish
         for message in held:
             if message.__class__ is _Later:
-                message.function(*message.args, **message.kwargs)  # type: ignore[attr-defined]
+                try:
+                    message.function(*message.args, **message.kwargs)  # type: ignore[attr-defined]
+                except Exception as exc:
+                    self._fail_immediately(exc)
+                    return  # the rest was decided by what just failed
             else:
                 publish(message)
 
@@ -295,10 +302,18 @@ class Actor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if message.__class__ is _ImmediateFailure:
             raise message.error
+        if self._failure is not None:
+            # Failed in another thread: the failure is raised at the next message, which is
+            # not handled on state the failure may have left half-changed.
+            raise self._failure
         handler = self._handler_for(message)
+        lock = self._state_lock
         if handler is None:
+            if lock is not None:
+                with lock:  # a barrier (Supervisor.drain) waits for a running immediate handler
+                    pass
             return None
-        if self._state_lock is None:
+        if lock is None:
             return handler(self, message)
         return self._locked(handler, self, message)
 
@@ -339,7 +354,10 @@ class Actor(pykka.ThreadingActor):
             self._fail_immediately(exc)
 
     def _fail_immediately(self, exc: Exception) -> None:
+        if self._failed_immediately:
+            return
         self._failed_immediately = True
+        self._failure = exc
         # The actor's own thread raises it: pykka logs it, stops the actor and calls on_failure
         # there, which reports to the supervisor as for any other failure.
         try:

@@ -494,6 +494,13 @@ def test_safe_shutdown_cancels_every_order(run_desk: RunDesk, server: ScriptedSe
     answer = desk.wait_answer("safe-shutdown")
     assert isinstance(answer, CommandResult) and answer.origin == "connection" and answer.result == "1"
     assert desk.log_events("cancelling_all_orders")[0]["reason"] == "too many restarts"
+    # From then on no new order goes out (a hedger deciding on the next frame is refused); cancels do.
+    desk.publish(order("s-2"))
+    refused = desk.wait_answer("s-2")
+    assert isinstance(refused, CommandFailed) and refused.code == NOT_CONNECTED and "safe shutdown" in refused.message
+    desk.publish(CancelOrder(order_id="SCR-1", origin="test", request_key="s-3"))
+    desk.wait_answer("s-3")
+    assert len(server.calls("private/buy")) == 1 and len(server.calls("private/cancel")) == 1
 
 
 class _BrokenTransport:

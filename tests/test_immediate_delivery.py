@@ -455,3 +455,67 @@ def test_a_queued_handler_for_a_subclass_of_an_immediate_type_runs_in_the_actor_
     bus.publish(Derived())
     assert actor.done.wait(5)
     assert actor.derived_threads != [threading.get_ident()]
+
+
+class LateBreaker(Actor):
+    """Its immediate handler succeeds but defers a call that raises; Slow is queued."""
+
+    def __init__(self, context: ActorContext) -> None:
+        super().__init__(context)
+        self.slow_calls = 0
+        self.gate = threading.Event()
+
+    @handles(Fast, immediate=True)
+    def on_fast(self, _m: Fast) -> None:
+        self.publish(Out(n=1))
+        self.later(self.explode)
+
+    def explode(self) -> None:
+        raise ValueError("deferred kaput")
+
+    @handles(Trigger)
+    def on_trigger(self, _m: Trigger) -> None:
+        self.gate.wait(5.0)  # holds the actor's thread while the test fails it from outside
+
+    @handles(Slow)
+    def on_slow(self, _m: Slow) -> None:
+        self.slow_calls += 1
+
+
+class OutSeen(Actor):
+    def __init__(self, context: ActorContext, seen: list[object]) -> None:
+        super().__init__(context)
+        self.seen = seen
+
+    @handles(Out, Fast, immediate=True)
+    def on_any(self, message: object) -> None:
+        self.seen.append(message)
+
+
+def test_a_deferred_call_that_raises_fails_its_actor_not_the_publisher() -> None:
+    bus = Bus()
+    reported: list[Failure] = []
+    ref = LateBreaker.start(ctx("late", bus, lambda *args: reported.append(args)))
+    seen: list[object] = []
+    other = OutSeen.start(ctx("other", bus), seen)
+    for name, r in (("late", ref), ("other", other)):
+        bus.register(name, r, r.actor_class.subscriptions())
+    bus.publish(Fast())  # must not raise in this (the publishing) thread
+    # The other subscriber of Fast, after the failing one, still got it; so did Out.
+    assert [type(m).__name__ for m in seen] == ["Out", "Fast"]
+    wait_for(lambda: len(reported) == 1 and not ref.is_alive())
+    assert reported[0][0] == "late" and isinstance(reported[0][1], ValueError)
+
+
+def test_queued_messages_after_an_immediate_failure_are_not_handled() -> None:
+    bus = Bus()
+    reported: list[Failure] = []
+    ref = LateBreaker.start(ctx("late", bus, lambda *args: reported.append(args)))
+    bus.register("late", ref, LateBreaker.subscriptions())
+    actor: LateBreaker = _instance(ref)
+    ref.tell(Trigger())  # the actor's thread is busy with this
+    ref.tell(Slow())  # queued behind it
+    bus.publish(Fast())  # fails the actor from this thread meanwhile
+    actor.gate.set()
+    wait_for(lambda: len(reported) == 1 and not ref.is_alive())
+    assert actor.slow_calls == 0  # not handled on what the failure may have left half-changed

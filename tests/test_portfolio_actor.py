@@ -3,6 +3,7 @@ lost answers and expiry."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from messages.commands import CommandFailed, CommandResult, ReconcilePortfolio
 from messages.market import InstrumentState, Ticker
 from messages.state import PortfolioChanged
 from messages.system import ConnectionState, ConnectionStatus, DailyRollover, MinuteTick
-from runtime.actor import ActorContext
+from runtime.actor import ActorContext, immediate_delivery
 from runtime.clock import ReplayClock
 
 T0 = 1_795_161_000.0  # 2026-11-20 07:50 UTC
@@ -47,6 +48,12 @@ def fill(name: str, amount: float, trade_id: str) -> UserTrade:
 def start(published: Published, clock: ReplayClock) -> pykka.ActorRef:
     settings = load_settings(environ={}, overrides={"portfolio.mark_publish_s": 1.0}, cwd=Path("/nonexistent"))
     return Portfolio.start(ActorContext(name="portfolio", clock=clock, settings=settings, publish=published))
+
+
+def settle(ref: pykka.ActorRef) -> None:
+    """Until what the Portfolio sent itself while handling what was told before is handled too."""
+    ref.ask(GetPortfolio(), timeout=5)
+    ref.ask(GetPortfolio(), timeout=5)
 
 
 def reasons(messages: list[Any]) -> list[str]:
@@ -102,20 +109,20 @@ def test_marks_are_published_at_most_once_per_interval_and_on_the_minute() -> No
         ticker = Ticker(instrument_name=LATER, timestamp=1, state="open", mark_price=0.06)
         ref.tell(ticker)  # within the interval of the fill's publication: held back
         ref.tell(Ticker(instrument_name="BTC-27NOV26-70000-C", timestamp=1, state="open", mark_price=0.01))
-        ref.ask(GetPortfolio(), timeout=5)
+        settle(ref)
         published.take()
         clock.advance_to(T0 + 0.5)
         ref.tell(Ticker(instrument_name=LATER, timestamp=2, state="open", mark_price=0.07))
-        ref.ask(GetPortfolio(), timeout=5)
+        settle(ref)
         assert changed(published.take()) == []
         ref.tell(MinuteTick(at=T0 + 60))
-        ref.ask(GetPortfolio(), timeout=5)
+        settle(ref)
         [marked] = changed(published.take())
         assert marked.positions[0].mark_price == 0.07
         assert abs(marked.positions[0].floating_profit_loss - 2.0 * 0.02) < 1e-12
         clock.advance_to(T0 + 2.0)
         ref.tell(Ticker(instrument_name=LATER, timestamp=3, state="open", mark_price=0.08))
-        ref.ask(GetPortfolio(), timeout=5)
+        settle(ref)
         assert len(changed(published.take())) == 1
     finally:
         ref.stop()
@@ -141,5 +148,34 @@ def test_answers_update_orders_and_expired_instruments_leave() -> None:
         ref.tell(InstrumentState(instrument_name=LATER, state="settled", timestamp=1))
         state = ref.ask(GetPortfolio(), timeout=5)["BTC"]
         assert state.positions == () and state.open_orders == ()
+    finally:
+        ref.stop()
+
+
+def test_marks_from_immediate_tickers_are_published_from_the_portfolios_own_thread() -> None:
+    """Tickers are handled in the link thread; the picture they change goes out from the
+    Portfolio's thread, as every other, so that two snapshots never overtake each other."""
+    threads: list[int] = []
+    published = Published()
+
+    def publish(message: Any) -> None:
+        if isinstance(message, PortfolioChanged):
+            threads.append(threading.get_ident())
+        published(message)
+
+    clock = ReplayClock(T0)
+    settings = load_settings(environ={}, overrides={"portfolio.mark_publish_s": 1.0}, cwd=Path("/nonexistent"))
+    ref = Portfolio.start(ActorContext(name="portfolio", clock=clock, settings=settings, publish=publish))
+    try:
+        ref.tell(fill(LATER, 2.0, "T1"))
+        settle(ref)
+        own = threads[-1]  # the fill's picture: published by the actor's own thread
+        clock.advance_to(T0 + 2.0)
+        deliver = immediate_delivery(ref)
+        assert deliver is not None and deliver[0](Ticker)
+        deliver[1](Ticker(instrument_name=LATER, timestamp=2, state="open", mark_price=0.07))  # this thread
+        settle(ref)
+        assert threads[-1] == own != threading.get_ident()
+        assert changed(published.take())[-1].positions[0].mark_price == 0.07
     finally:
         ref.stop()
