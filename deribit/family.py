@@ -145,6 +145,8 @@ class BookFamily:
     def _entry_for(self, name: str, now: float) -> Entry | None:
         """The entry of a name not seen before, created if it belongs to this family and has
         not expired; ``None`` (and remembered as ignored) otherwise."""
+        if name in self._ignored:
+            return None
         try:
             parsed = parse_instrument_name(name)
         except InstrumentNameError:
@@ -201,7 +203,7 @@ class BookFamily:
             if name not in self._ignored:
                 self._ignored.add(name)  # settled before we ever saw it: never create it
             return False
-        if state in LISTED_STATES and name not in self.entries and name not in self._ignored:
+        if state in LISTED_STATES and name not in self.entries:
             self._entry_for(name, now)
         return False
 
@@ -244,13 +246,9 @@ class BookFamily:
 
     # -- market data (the hot path) ---------------------------------------------------------------
     def on_change(self, change: BookChange, now: float) -> tuple[Message, ...]:
-        entry = self.entries.get(change.instrument_name)
+        entry = self.entries.get(change.instrument_name) or self._entry_for(change.instrument_name, now)
         if entry is None:
-            if change.instrument_name in self._ignored:
-                return _NOTHING
-            entry = self._entry_for(change.instrument_name, now)
-            if entry is None:
-                return _NOTHING
+            return _NOTHING
         book = entry.book
         if book is None:
             # A future's first book notification is a change: its snapshot was missed.
@@ -277,13 +275,9 @@ class BookFamily:
         return self._stale_episode(entry, "crossed", now)
 
     def on_snapshot(self, snapshot: BookSnapshot, now: float) -> tuple[Message, ...]:
-        entry = self.entries.get(snapshot.instrument_name)
+        entry = self.entries.get(snapshot.instrument_name) or self._entry_for(snapshot.instrument_name, now)
         if entry is None:
-            if snapshot.instrument_name in self._ignored:
-                return _NOTHING
-            entry = self._entry_for(snapshot.instrument_name, now)
-            if entry is None:
-                return _NOTHING
+            return _NOTHING
         if entry.book is None:
             entry.book = L2Book(entry.name)
         self.stats.snapshots += 1
@@ -310,13 +304,9 @@ class BookFamily:
         return (self._top_message(entry, now),) if self.publish_top else _NOTHING
 
     def on_quote(self, quote: Quote, now: float) -> tuple[Message, ...]:
-        entry = self.entries.get(quote.instrument_name)
+        entry = self.entries.get(quote.instrument_name) or self._entry_for(quote.instrument_name, now)
         if entry is None:
-            if quote.instrument_name in self._ignored:
-                return _NOTHING
-            entry = self._entry_for(quote.instrument_name, now)
-            if entry is None:
-                return _NOTHING
+            return _NOTHING
         if entry.book is not None:
             return _NOTHING  # the L2 book is the authority where there is one
         entry.quote = quote
@@ -330,13 +320,9 @@ class BookFamily:
         return (self._top_message(entry, now),)
 
     def on_ticker(self, ticker: Ticker, now: float) -> tuple[Message, ...]:
-        entry = self.entries.get(ticker.instrument_name)
+        entry = self.entries.get(ticker.instrument_name) or self._entry_for(ticker.instrument_name, now)
         if entry is None:
-            if ticker.instrument_name in self._ignored:
-                return _NOTHING
-            entry = self._entry_for(ticker.instrument_name, now)
-            if entry is None:
-                return _NOTHING
+            return _NOTHING
         entry.ticker = ticker
         entry.updated_at = now
         if ticker.index_price is not None:
