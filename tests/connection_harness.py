@@ -24,6 +24,7 @@ from runtime.clock import WallClock
 from runtime.logs import setup_logging
 from runtime.supervisor import ActorSpec, Supervisor
 from tests.scripted_server import CLIENT_ID, CLIENT_SECRET
+from tests.waiting import wait_until
 
 M = TypeVar("M")
 
@@ -139,16 +140,7 @@ class Desk:
                                      f"statuses: {self.states()}")
             time.sleep(0.03)
 
-    @staticmethod
-    def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = condition()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:g} s waiting for {what or condition}")
-            time.sleep(0.05)
+    wait_until = staticmethod(wait_until)
 
     def statuses(self) -> list[ConnectionStatus]:
         return self.seen(ConnectionStatus)

@@ -27,6 +27,8 @@ from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response as HttpResponse
 from websockets.sync.server import Server, ServerConnection, serve
 
+from tests.waiting import wait_until
+
 CLIENT_ID = "scripted-desk"
 CLIENT_SECRET = "fake-secret-Qm9vZ2llLTQ1Njc4OTAxMjM"  # a made-up secret the tests look for in logs
 EXPIRY_MS = 4_102_444_800_000  # 2100-01-01 08:00 UTC: never expires during a test
@@ -153,14 +155,7 @@ class ScriptedServer:
 
     def wait_until(self, condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
         """Poll ``condition`` until it returns something truthy; fail the test with ``what`` otherwise."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = condition()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:g} s waiting for {what or condition}")
-            time.sleep(0.02)
+        return wait_until(condition, timeout, what)
 
     def wait_for_call(self, method: str, count: int = 1, timeout: float = 10.0,
                       where: Callable[[Received], bool] | None = None) -> list[Received]:

@@ -8,7 +8,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -37,6 +37,7 @@ from messages.system import ConnectionState, ConnectionStatus, StopRequested
 from runtime.actor import ActorContext, handles
 from runtime.clock import WallClock
 from tests.conftest import FIXTURES
+from tests.waiting import wait_until
 
 BTC = decode_instruments((FIXTURES / "instruments-BTC-2021-07-22.json").read_bytes())
 PERP = "BTC-PERPETUAL"
@@ -110,13 +111,6 @@ def open_order(order_id: str, label: str, direction: str = "buy", price: float =
 def stop_actors() -> Iterator[None]:
     yield
     pykka.ActorRegistry.stop_all()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_startup_stages_follow_the_bus(tmp_path: Any) -> None:

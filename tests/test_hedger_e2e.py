@@ -29,6 +29,7 @@ from runtime.actor import Actor, ActorContext, handles
 from runtime.clock import WallClock
 from runtime.logs import setup_logging, shutdown_logging
 from runtime.supervisor import ActorSpec
+from tests.waiting import wait_until as wait_for
 
 pytestmark = pytest.mark.usefixtures("isolated_cwd")  # the program's data/ goes to a temp dir
 
@@ -155,16 +156,6 @@ def desk(tmp_path: Path) -> Iterator[Callable[..., Desk]]:
         except pykka.Timeout:
             pass  # an actor stopped while being asked to: nothing is left running that matters
         shutdown_logging()
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def buy_calls_and_hedge(desk: Desk, amount: float = 1.0) -> str:

@@ -15,6 +15,7 @@ from messages.base import Message
 from runtime.actor import Actor, ActorContext, handles, immediate_delivery
 from runtime.bus import Bus
 from runtime.clock import WallClock
+from tests.waiting import wait_until as wait_for
 
 
 class Fast(Message, frozen=True, kw_only=True):
@@ -49,14 +50,6 @@ def ctx(name: str, bus: Bus, report_failure: Callable[[str, BaseException, str],
         return ActorContext(name=name, clock=WallClock(), settings=None, publish=bus.publish)
     return ActorContext(name=name, clock=WallClock(), settings=None, publish=bus.publish,
                         report_failure=report_failure)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.005)
 
 
 @pytest.fixture(autouse=True)

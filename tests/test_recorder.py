@@ -7,6 +7,7 @@ under an exclusive lock by another connection.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import sqlite3
 import threading
 import time
@@ -30,6 +31,10 @@ from sql.tables import option_quotes, orders_audit, surface_points, volatility_i
 from sql.writers import audit_request
 from tests.postgres import ThrowawayCluster, _free_port
 from tests.test_sql import AT, count, private_schema, small_snapshot
+from tests.waiting import wait_until
+
+# A minute's rows may wait for a throwaway cluster's restart.
+wait_for = functools.partial(wait_until, timeout=30.0)
 
 
 class FakeMonotonic:
@@ -244,14 +249,6 @@ def start_recorder(url: str, spool: Path, bus: Bus, **settings: object) -> objec
     s = load_settings(None, environ={}, overrides=overrides)
     context = ActorContext(name="recorder", clock=ReplayClock(AT), settings=s, publish=bus.publish)
     return Recorder.start(context, wake_interval_s=0.05)
-
-
-def wait_for(predicate: object, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
 
 
 def test_the_actor_records_minutes_and_orders_and_publishes_its_status(

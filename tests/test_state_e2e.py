@@ -28,22 +28,13 @@ from messages.commands import CancelOrder, CommandFailed, CommandResult, PlaceOr
 from runtime.actor import Actor, handles
 from runtime.clock import WallClock
 from runtime.logs import setup_logging, shutdown_logging
+from tests.waiting import wait_until as wait_for
 
 pytestmark = pytest.mark.usefixtures("isolated_cwd")  # the program's data/ goes to a temp dir
 
 CLIENT_ID, CLIENT_SECRET = "desk", "desk-simulator-secret"
 OPTION_KEEPERS = ("books-BTC-option", "books-ETH-option")
 FUTURE_KEEPERS = ("books-BTC-future", "books-ETH-future")
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 class Desk:

@@ -15,6 +15,7 @@ from runtime.actor import Actor, ActorContext, handles
 from runtime.bus import Bus
 from runtime.clock import ReplayClock
 from runtime.supervisor import ActorSpec, RestartPolicy, Supervisor
+from tests.waiting import wait_until as wait_for
 
 
 class Count(Message, frozen=True, kw_only=True):
@@ -90,14 +91,6 @@ def run_in_thread(sup: Supervisor) -> tuple[threading.Thread, list[int]]:
     t = threading.Thread(target=lambda: status.append(sup.run()), daemon=True)
     t.start()
     return t, status
-
-
-def wait_for(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.01)
 
 
 def count(sup: Supervisor) -> int:
