@@ -327,31 +327,23 @@ class Actor(pykka.ThreadingActor):
         outbox = self._outbox
         if handler is None or lock is None or outbox is None:
             return
-        if getattr(outbox, "messages", None) is not None:  # re-entered: the outer call sends
-            with lock:
-                self._handle_now(handler, message)
-            return
-        held: list[object] = []
-        outbox.messages = held
+        outermost = getattr(outbox, "messages", None) is None  # else re-entered: the outer call sends
+        if outermost:
+            held: list[object] = []
+            outbox.messages = held
         try:
             with lock:
+                # A stopped or failed actor handles nothing, as a dead ref would not.
                 if not self._failed_immediately and not self.actor_stopped.is_set():
                     try:
                         handler(self, message)
                     except Exception as exc:
                         self._fail_immediately(exc)
         finally:
-            outbox.messages = None
-            if held:
-                self._send_held(held)
-
-    def _handle_now(self, handler: Callable[[Any, Any], Any], message: Any) -> None:
-        if self._failed_immediately or self.actor_stopped.is_set():
-            return  # a stopped actor handles nothing, as a dead ref would not
-        try:
-            handler(self, message)
-        except Exception as exc:
-            self._fail_immediately(exc)
+            if outermost:
+                outbox.messages = None
+                if held:
+                    self._send_held(held)
 
     def _fail_immediately(self, exc: Exception) -> None:
         if self._failed_immediately:
