@@ -38,7 +38,14 @@ from messages.commands import CommandFailed, CommandResult, PlaceOrder, RefreshI
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
 from messages.market import InstrumentsLoaded, Quote, Ticker
 from messages.state import PortfolioChanged, TopOfBook
-from messages.system import ConnectionStatus, ConnectionStatusRequest, DailyRollover, MinuteTick, SafeShutdown
+from messages.system import (
+    ConnectionStatus,
+    ConnectionStatusRequest,
+    DailyRollover,
+    MinuteTick,
+    SafeShutdown,
+    WarmUp,
+)
 from runtime.actor import Actor, ActorContext, handles
 from runtime.alarm import Alarm
 
@@ -153,6 +160,13 @@ class Hedger(Actor):
         hedger = self.hedgers.get(top.instrument_name.partition("-")[0])
         if hedger is not None and hedger.on_top_of_book(top, self.context.clock.now()):
             self.later_locked(self._arm)
+
+    @handles(WarmUp, immediate=True)
+    def on_warm_up(self, _warm_up: WarmUp) -> None:
+        # The link is idle: decide and build the order again, and drop it (see WarmUp).
+        now = self.context.clock.now()
+        for hedger in self.hedgers.values():
+            hedger.warm_up(now)
 
     # -- account and link ---------------------------------------------------------------------------
     @handles(PortfolioChanged, immediate=True)

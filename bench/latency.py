@@ -228,7 +228,8 @@ class Session:
             "deribit.client_id": CLIENT_ID, "deribit.client_secret": CLIENT_SECRET, "data_dir": str(workdir),
             "logging.dir": str(workdir / "logs"), "hedger.currencies": ["BTC"],
             # The scripted path moves the market every second or two: room for an order per move.
-            "hedger.max_orders_per_minute": 120})
+            "hedger.max_orders_per_minute": 120,
+            **({"deribit.warm_up_ms": opts.warm_up_ms} if opts.warm_up_ms is not None else {})})
         setup_logging(self.settings.logging.dir, "info", console=False, secrets=self.settings.secrets())
         specs = [spec for spec in main.actor_specs(self.settings, url=self.url) if spec.name not in opts.skip_actor]
         self.supervisor = main.make_supervisor(self.settings, specs, WallClock())
@@ -376,6 +377,8 @@ def run(args: list[str]) -> dict[str, Any]:
     parser.add_argument("--calls", type=float, default=3.0, help="BTC of at-the-money calls to hedge")
     parser.add_argument("--switch-interval-us", type=float, default=None,
                         help="sys.setswitchinterval for this run (default: Python's, 5000)")
+    parser.add_argument("--warm-up-ms", type=float, default=None,
+                        help="deribit.warm_up_ms for this run (default: the program's; 0: no warm-ups)")
     parser.add_argument("--seed", type=int, default=7)
     opts = parser.parse_args(args)
     if sys.stdin.isatty() and "console" not in opts.skip_actor:

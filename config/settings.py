@@ -39,6 +39,7 @@ class DeribitSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     request_timeout_s: float
     cancel_on_disconnect: bool
     record_wire: str
+    warm_up_ms: float
 
 
 class SimulatorSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

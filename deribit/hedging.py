@@ -543,6 +543,16 @@ class CurrencyHedger:
                                   f"(max_orders_per_minute {self.settings.max_orders_per_minute})")
         return None
 
+    def warm_up(self, now: float) -> None:
+        """What a frame that pushes the mismatch past the band leads to, without its effects:
+        the decision and the order it would place, made and dropped, so that they are in the
+        CPU's caches when such a frame comes (see ``messages.system.WarmUp``). Changes,
+        publishes and logs nothing; numbers no label."""
+        if not self.active or self.order is not None or self.quote is None or self.contract_size is None:
+            return  # nothing would be sent now: nothing to keep warm
+        decision = decide(self.positions.values(), self.marks, self.quote, self.policy(), now, self.future_prices)
+        self._order(decision.side or "sell", decision.amount or self.contract_size, f"{LABEL_PREFIX}0")
+
     def _evaluate(self, now: float, trigger: object) -> None:
         if not self.active or self.order is not None:
             return
@@ -587,22 +597,27 @@ class CurrencyHedger:
             self.log.info("hedge_blocked", currency=self.currency, code=code, reason=reason)
             self.publish_status(now)
 
-    def _place(self, decision: HedgeDecision, amount: float, now: float, trigger: object) -> None:
-        number = self._next_number(now)
-        label = f"{LABEL_PREFIX}{number}"
-        assert decision.side is not None
-        side: Side = decision.side
+    def _order(self, side: Side, amount: float, label: str) -> PlaceOrder:
+        """The hedge order to send now: post-only at our side's touch when the settings ask for
+        limit orders (and the last one did not time out), else market."""
         price = None
         order_type = "market"
         if self.settings.order_type == "limit" and not self.escalate_to_market:
             price = self.hedge_bid if side == "buy" else self.hedge_ask
             if price is not None:
                 order_type = "limit"
-        command = PlaceOrder(instrument_name=self.instrument, side=side, amount=amount, origin=ORIGIN,
-                             request_key=label, type=order_type, price=price, post_only=order_type == "limit",
-                             label=label)  # type: ignore[arg-type]
-        self.order = HedgeOrder(label=label, request_key=label, side=side, amount=amount, order_type=order_type,
-                                placed_at=now, size_before=self._hedge_size(), price=price,
+        return PlaceOrder(instrument_name=self.instrument, side=side, amount=amount, origin=ORIGIN,
+                          request_key=label, type=order_type, price=price, post_only=order_type == "limit",
+                          label=label)  # type: ignore[arg-type]
+
+    def _place(self, decision: HedgeDecision, amount: float, now: float, trigger: object) -> None:
+        number = self._next_number(now)
+        label = f"{LABEL_PREFIX}{number}"
+        assert decision.side is not None
+        side: Side = decision.side
+        command = self._order(side, amount, label)
+        self.order = HedgeOrder(label=label, request_key=label, side=side, amount=amount, order_type=command.type,
+                                placed_at=now, size_before=self._hedge_size(), price=command.price,
                                 due=now + self.settings.fill_wait_s)
         self.own_labels.add(label)
         self.sent_times.append(now)

@@ -11,6 +11,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 import websocket
 
@@ -66,6 +67,7 @@ class WebsocketTransport:
         self.url = url
         self._timeout = connect_timeout_s
         self._ws: websocket.WebSocket | None = None
+        self._recv_timeout: float | None = None
         self._mask_keys = MaskKeys()
 
     def connect(self) -> None:
@@ -77,6 +79,7 @@ class WebsocketTransport:
             # ValueError: a malformed URL; retrying will not help, but the message says why.
             raise LinkClosed(f"cannot connect to {self.url}: {exc}") from None
         self._ws = ws
+        self._recv_timeout: float | None = None  # the connect timeout is on the socket
 
     def recv(self, timeout_s: float) -> str | bytes | None:
         """One frame, or None when nothing arrived within ``timeout_s`` (a timeout in the middle
@@ -84,7 +87,9 @@ class WebsocketTransport:
         ws = self._ws
         if ws is None:
             raise LinkClosed("not connected")
-        ws.settimeout(timeout_s)
+        if timeout_s != self._recv_timeout:  # a system call each time: only when it changes
+            ws.settimeout(timeout_s)
+            self._recv_timeout = timeout_s
         try:
             data = ws.recv()
         except websocket.WebSocketTimeoutException:
@@ -99,15 +104,38 @@ class WebsocketTransport:
         ws = self._ws
         if ws is None:
             raise LinkClosed("not connected")
-        data = text_frame(frame.encode() if isinstance(frame, str) else frame, self._mask_keys(4))
+        data = self._frame(frame)
         try:
             with ws.lock:  # websocket-client's own send lock: one frame at a time on the socket
                 sock = ws.sock
                 if sock is None:
                     raise LinkClosed("not connected")
-                sock.sendall(data)
+                sent = sock.send(data)  # the whole frame, unless the socket's buffer is full
+                if sent < len(data):
+                    self._send_rest(sock, memoryview(data)[sent:])
         except (OSError, websocket.WebSocketException) as exc:
             raise LinkClosed(f"send failed: {exc}") from None
+
+    def _send_rest(self, sock: socket.socket, rest: memoryview) -> None:
+        """Write the rest of a frame within the connect timeout. Not ``sendall``: the socket's
+        timeout is the receive slice (milliseconds), and a ``sendall`` that times out has
+        written an unknown part of the frame, which nothing could complete."""
+        deadline = time.monotonic() + self._timeout
+        while rest:
+            try:
+                rest = rest[sock.send(rest):]
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise LinkClosed(f"send failed: the socket took no data for {self._timeout:g} s, "
+                                     f"{len(rest)} bytes of a frame unsent") from None
+
+    def _frame(self, frame: bytes | str) -> bytes:
+        return text_frame(frame.encode() if isinstance(frame, str) else frame, self._mask_keys(4))
+
+    def warm_up(self, frame: bytes | str) -> None:
+        """Make the bytes :meth:`send` would write for ``frame`` and drop them (an idle link's
+        warm-up: see ``deribit.warm_up_ms``). Writes nothing."""
+        self._frame(frame)
 
     def close(self) -> None:
         """Close with the websocket closing handshake (waits at most 0.5 s for the server)."""

@@ -161,6 +161,8 @@ def test_method_of_each_command() -> None:
     ("subscribe_requests_per_s", -1.0, "deribit.subscribe_requests_per_s must be greater than 0"),
     ("subscribe_batch_size", 0, "deribit.subscribe_batch_size and deribit.order_burst must be at least 1"),
     ("reconnect_max_s", 0.1, "deribit.reconnect_max_s (0.1) must not be below deribit.reconnect_initial_s"),
+    ("warm_up_ms", -1.0, "deribit.warm_up_ms must be 0 (off) or more, got -1.0"),
+    ("warm_up_ms", float("nan"), "deribit.warm_up_ms must be 0 (off) or more, got nan"),
 ])
 def test_link_settings_that_cannot_work_are_named(tmp_path: Path, key: str, value: object, message: str) -> None:
     settings = load_settings(environ={}, cwd=tmp_path)

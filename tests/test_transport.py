@@ -1,13 +1,18 @@
-"""The websocket transport's masking keys: every frame its own key, from os.urandom in blocks."""
+"""The websocket transport: masking keys (every frame its own, from os.urandom in blocks), frames as
+websocket-client makes them, and writes that outlast the receive timeout."""
 
 from __future__ import annotations
 
 import itertools
+import socket
+import threading
+import time
+import types
 
 import pytest
 import websocket
 
-from deribit.transport import MaskKeys, text_frame
+from deribit.transport import LinkClosed, MaskKeys, WebsocketTransport, text_frame
 
 
 def test_keys_have_the_length_asked_and_do_not_repeat() -> None:
@@ -45,3 +50,65 @@ def test_our_text_frames_are_byte_for_byte_websocket_clients(length: int) -> Non
     theirs = websocket.ABNF.create_frame(payload, websocket.ABNF.OPCODE_TEXT)
     theirs.get_mask_key = lambda _n: key
     assert text_frame(payload, key) == theirs.format()
+
+
+def _transport_on(sock: socket.socket, timeout_s: float) -> WebsocketTransport:
+    """A transport whose websocket is ``sock`` (as after connect), with the receive slice as the
+    socket's timeout."""
+    transport = WebsocketTransport("ws://127.0.0.1:9/unused", connect_timeout_s=timeout_s)
+    transport._ws = types.SimpleNamespace(sock=sock, lock=threading.Lock(), connected=True)  # type: ignore[assignment]
+    sock.settimeout(0.001)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    return transport
+
+
+def _unmask(wire: bytes) -> bytes:
+    assert wire[0] == 0x81 and wire[1] == 0x80 | 127  # final text frame, masked, 64-bit length
+    length = int.from_bytes(wire[2:10], "big")
+    key, masked = wire[10:14], wire[14:]
+    assert len(masked) == length
+    return bytes(b ^ key[i % 4] for i, b in enumerate(masked))
+
+
+def test_a_frame_bigger_than_the_socket_buffer_goes_out_whole_past_the_receive_timeout() -> None:
+    # The socket's timeout is the receive slice (1 ms here); a reader that comes back only
+    # after 50 ms must still get the whole frame, not half of it and a dead link.
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        transport = _transport_on(ours, timeout_s=5.0)
+        payload = bytes(range(256)) * 1024  # 256 KiB
+        received = bytearray()
+
+        def read_late() -> None:
+            time.sleep(0.05)
+            while len(received) < 14 + len(payload):
+                chunk = peer.recv(65536)
+                if not chunk:
+                    return
+                received.extend(chunk)
+
+        reader = threading.Thread(target=read_late)
+        reader.start()
+        transport.send(payload)
+        reader.join(5)
+        assert _unmask(bytes(received)) == payload
+
+
+def test_a_peer_that_takes_nothing_fails_the_send_after_the_timeout() -> None:
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        transport = _transport_on(ours, timeout_s=0.2)
+        started = time.monotonic()
+        with pytest.raises(LinkClosed, match=r"the socket took no data for 0.2 s, \d+ bytes of a frame unsent"):
+            transport.send(bytes(1 << 22))
+        assert 0.2 <= time.monotonic() - started < 2.0
+
+
+def test_warm_up_makes_the_frame_and_writes_nothing() -> None:
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        transport = _transport_on(ours, timeout_s=1.0)
+        transport.warm_up(b'{"jsonrpc":"2.0","id":0,"method":"private/sell","params":{"amount":10.0}}')
+        peer.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            peer.recv(1)

@@ -1,0 +1,179 @@
+"""An idle link's warm-up (``deribit.warm_up_ms``): the path from a frame to an order is run again
+without its effects, in the link thread, and nothing is sent, numbered, changed or logged."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from actors.bookkeeper import BookKeeper
+from actors.connection import Connection
+from actors.console import Console
+from actors.hedger import Hedger
+from actors.portfolio import Portfolio
+from actors.recorder import Recorder
+from actors.surface_builder import SurfaceBuilder
+from deribit.transport import WebsocketTransport
+from main import make_supervisor
+from messages.commands import PlaceOrder
+from messages.market import Ticker
+from messages.system import ConnectionState, WarmUp
+from runtime.actor import Actor, ActorContext, handles
+from runtime.clock import WallClock
+from runtime.logs import setup_logging
+from runtime.supervisor import ActorSpec
+from tests.connection_harness import Desk, Probe, test_settings
+from tests.scripted_server import ScriptedServer
+from tests.test_hedge_controller import Rig, option_ticker
+
+CALL = "BTC-1JAN00-60000-C"
+
+
+class GetWarmUps(msgspec.Struct, frozen=True):
+    """Ask the WarmUpProbe what it saw."""
+
+
+class WarmUpProbe(Actor):
+    """Counts warm-ups and names the threads they ran in."""
+
+    def __init__(self, context: ActorContext) -> None:
+        super().__init__(context)
+        self.threads: set[str] = set()
+        self.count = 0
+
+    @handles(WarmUp, immediate=True)
+    def on_warm_up(self, _warm_up: WarmUp) -> None:
+        self.count += 1
+        self.threads.add(threading.current_thread().name)
+
+    @handles(GetWarmUps)
+    def on_ask(self, _ask: GetWarmUps) -> tuple[int, set[str]]:
+        return self.count, set(self.threads)
+
+
+class WarmUpFails(WebsocketTransport):
+    """A real websocket whose warm-up raises (a bug in it must not cost the link)."""
+
+    def warm_up(self, frame: bytes | str) -> None:
+        raise RuntimeError("a bug in the warm-up")
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    with ScriptedServer() as s:
+        yield s
+
+
+def start_desk(tmp_path: Path, url: str, transport: type[WebsocketTransport] = WebsocketTransport,
+               **overrides: Any) -> Desk:
+    settings = test_settings(tmp_path, **overrides)
+    setup_logging(Path(settings.logging.dir), settings.logging.level, console=False, secrets=settings.secrets())
+    specs = [
+        ActorSpec("probe", lambda ctx: Probe.start(ctx)),
+        ActorSpec("warm_up_probe", lambda ctx: WarmUpProbe.start(ctx)),
+        ActorSpec("connection", lambda ctx: Connection.start(ctx, url=url, transport_factory=transport)),
+    ]
+    supervisor = make_supervisor(settings, specs, WallClock())
+    supervisor.start()
+    return Desk(settings, supervisor, Path(settings.logging.dir))
+
+
+def warm_ups(desk: Desk) -> tuple[int, set[str]]:
+    ref = desk.supervisor.refs()["warm_up_probe"]
+    assert ref is not None
+    return ref.ask(GetWarmUps(), timeout=10)
+
+
+def test_an_idle_link_warms_the_path_up_in_its_own_thread_and_sends_nothing(
+        tmp_path: Path, server: ScriptedServer) -> None:
+    desk = start_desk(tmp_path, server.url, deribit__warm_up_ms=1.0)
+    try:
+        desk.wait_state(ConnectionState.SUBSCRIBED)
+        # Market data to decode again: a ticker, a quote and a book change.
+        server.push(f"ticker.{CALL}.100ms", server.ticker(CALL))
+        server.push("quote.BTC-PERPETUAL", {"instrument_name": "BTC-PERPETUAL", "timestamp": 1,
+                                            "best_bid_price": 60000.0, "best_bid_amount": 10.0,
+                                            "best_ask_price": 60000.5, "best_ask_amount": 10.0})
+        desk.wait_seen(Ticker)
+        before = len(server.calls())
+        _count, threads = desk.wait_until(lambda: (w := warm_ups(desk))[0] >= 50 and w, 10, "50 warm-ups")
+        assert threads == {"connection-link"}, threads
+        time.sleep(0.1)  # more warm-ups
+        assert len(server.calls()) == before, [c.method for c in server.calls()[before:]]
+        assert not desk.log_events("warm_up_failed")
+
+        # A real order afterwards takes the next request id: the warm-ups numbered nothing.
+        desk.publish(PlaceOrder(instrument_name=CALL, side="buy", amount=0.1, price=0.05, origin="test",
+                                request_key="o-1"))
+        desk.wait_answer("o-1")
+        ids = [c.id for c in server.calls() if c.id is not None]
+        assert ids == list(range(ids[0], ids[0] + len(ids))), ids
+        assert [c.method for c in server.calls()[before:]] == ["private/buy"]
+    finally:
+        desk.stop()
+
+
+def test_no_warm_ups_when_off(tmp_path: Path, server: ScriptedServer) -> None:
+    desk = start_desk(tmp_path, server.url, deribit__warm_up_ms=0.0)
+    try:
+        desk.wait_state(ConnectionState.SUBSCRIBED)
+        time.sleep(0.3)
+        assert warm_ups(desk) == (0, set())
+    finally:
+        desk.stop()
+
+
+def test_a_failing_warm_up_is_logged_and_switched_off_and_the_link_goes_on(
+        tmp_path: Path, server: ScriptedServer) -> None:
+    desk = start_desk(tmp_path, server.url, WarmUpFails, deribit__warm_up_ms=1.0)
+    try:
+        desk.wait_state(ConnectionState.SUBSCRIBED)
+        failed = desk.wait_log("warm_up_failed")
+        assert failed["level"] == "error" and "a bug in the warm-up" in failed["error"]
+        assert "trading is not affected" in failed["detail"]
+        time.sleep(0.1)
+        count, _threads = warm_ups(desk)
+        time.sleep(0.2)
+        assert warm_ups(desk)[0] == count, "warm-ups go on after a failure"
+        assert len(desk.log_events("warm_up_failed")) == 1
+        server.push("ticker.BTC-PERPETUAL.100ms", server.ticker("BTC-PERPETUAL", mark_price=61000.0))
+        desk.wait_seen(Ticker, lambda t: t.mark_price == 61000.0)
+        assert [s.state for s in desk.statuses()].count(ConnectionState.DISCONNECTED) == 0
+    finally:
+        desk.stop()
+
+
+def test_the_hedgers_warm_up_changes_publishes_and_numbers_nothing() -> None:
+    rig = Rig()
+    rig.ready(option_size=1.0, hedge_size=-20_000.0, delta=0.5)  # balanced: nothing sent
+    assert rig.sent() == []
+    # The portfolio is being reconciled, the delta moves: the decision would trade, the gate holds it back.
+    rig.portfolio(reconciled=False)
+    rig.h.on_ticker(option_ticker(0.6), rig.now)
+    assert rig.h.current_decision(rig.now).trade
+    out, events = len(rig.out), len(rig.log.events)
+    state = {name: repr(value) for name, value in vars(rig.h).items()}
+    for _ in range(3):
+        rig.h.warm_up(rig.now)
+    assert {name: repr(value) for name, value in vars(rig.h).items()} == state
+    assert len(rig.out) == out and len(rig.log.events) == events
+    # Reconciled, the order it decides is the first one numbered.
+    rig.portfolio(reconciled=True)
+    rig.tick()
+    rig.h.on_ticker(option_ticker(0.6), rig.now)
+    [command] = rig.sent()
+    assert command.label == "hedge-1" and command.side == "sell" and command.amount == 4000.0
+
+
+def test_every_actor_that_takes_warm_up_takes_it_immediately() -> None:
+    # Published every few milliseconds while the link is idle: a queued handler would fill its inbox.
+    takers = [cls for cls in (Connection, Hedger, BookKeeper, Portfolio, Recorder, SurfaceBuilder, Console)
+              if cls._handler_of(WarmUp) is not None]
+    assert takers == [Hedger]
+    assert all(cls.handles_immediately(WarmUp) for cls in takers)
