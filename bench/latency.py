@@ -262,14 +262,15 @@ class Session:
         return status
 
     def settle(self, timeout_s: float = 10.0) -> None:
-        """Until the hedger has nothing in flight and sent nothing for 0.3 s."""
+        """Until the hedger has nothing in flight, is not pausing after a rejection (a market
+        order the simulator's thin book left unfilled) and sent nothing for 0.3 s."""
         time.sleep(0.2)
         deadline = time.monotonic() + timeout_s
         quiet = 0
         sent = len(self.probe.triggers)
         while time.monotonic() < deadline:
             status = self.hedger_status()
-            if status.phase == "idle" and len(self.probe.triggers) == sent:
+            if status.phase == "idle" and status.code != "cooldown" and len(self.probe.triggers) == sent:
                 quiet += 1
                 if quiet >= 3:
                     return

@@ -492,7 +492,7 @@ class CurrencyHedger:
             hedge_delta=last.hedge_delta if last else None,
             mismatch=last.mismatch if last else None,
             in_flight=order is not None, orders_today=self.orders_today, volume_today=self.volume_today,
-            last_reason=self.last_reason, message=self.message, request_key=request_key,
+            last_reason=self.last_reason, code=self.last_code, message=self.message, request_key=request_key,
             phase=order.phase if order is not None else "idle", delta_source=self.settings.delta_source,
             order_label=order.label if order is not None else "",
         )

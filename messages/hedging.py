@@ -47,6 +47,8 @@ class HedgerStatus(Message, frozen=True, kw_only=True):
     orders_today: int = 0
     volume_today: float = 0.0
     last_reason: str = ""
+    # The short key of last_reason (within_band, trade, cooldown, rate_limit, stale_ticker, ...).
+    code: str = ""
     message: str = ""
     request_key: str = ""
     # The order in flight's phase (idle, sent, resting, amending, settling, unknown) and label.

@@ -270,6 +270,10 @@ def test_three_rejections_in_a_row_switch_hedging_off() -> None:
         rig.tick(0.5)
         rig.delta(0.5)
         assert len(rig.sent()) == n + 1  # paused after each rejection
+        if n < 2:
+            paused = rig.h.status(rig.now)
+            assert paused.code == "cooldown" and paused.phase == "idle" and not paused.in_flight
+            assert paused.last_reason == "pausing 0.5 s after a rejection"  # of 1.0 s, 0.5 s ago
         rig.tick(0.6)
         rig.h.on_time(rig.now)
     assert len(rig.sent()) == 3
