@@ -8,10 +8,13 @@ interleave. Every failure becomes :class:`LinkClosed`.
 from __future__ import annotations
 
 import os
+import select
 import socket
+import ssl
 import struct
 import threading
 import time
+from collections.abc import Callable
 
 import websocket
 
@@ -67,7 +70,10 @@ class WebsocketTransport:
         self.url = url
         self._timeout = connect_timeout_s
         self._ws: websocket.WebSocket | None = None
-        self._recv_timeout: float | None = None
+        self._poll: Callable[[float], list[tuple[int, int]]] | None = None
+        self._tls_pending: Callable[[], int] | None = None
+        self._timeout_s: float | None = None  # the socket's, as last set
+        self._idle = True  # the last recv returned nothing
         self._mask_keys = MaskKeys()
 
     def connect(self) -> None:
@@ -78,26 +84,43 @@ class WebsocketTransport:
         except (OSError, ValueError, websocket.WebSocketException) as exc:
             # ValueError: a malformed URL; retrying will not help, but the message says why.
             raise LinkClosed(f"cannot connect to {self.url}: {exc}") from None
+        self._timeout_s = None  # the connect timeout is on the socket
+        self._idle = True
+        poller = select.poll()
+        poller.register(ws.sock, select.POLLIN)
+        self._poll = poller.poll
+        # TLS may hold decrypted bytes of the next frame that the socket no longer shows.
+        self._tls_pending = ws.sock.pending if isinstance(ws.sock, ssl.SSLSocket) else None
         self._ws = ws
-        self._recv_timeout: float | None = None  # the connect timeout is on the socket
 
     def recv(self, timeout_s: float) -> str | bytes | None:
-        """One frame, or None when nothing arrived within ``timeout_s`` (a timeout in the middle
-        of a frame keeps what was read: websocket-client resumes the frame on the next call)."""
+        """One frame, or None when nothing arrived within ``timeout_s``.
+
+        After a frame, the next is read straight away (in a burst it is already there). On an
+        idle link the wait is a poll: it wakes up every few milliseconds (``warm_up_ms``), and
+        a socket timeout is an exception through websocket-client's reader, several times the
+        cost. A frame that stops half-way returns None after ``timeout_s``; websocket-client
+        keeps what was read and resumes the frame on the next call."""
         ws = self._ws
-        if ws is None:
+        if ws is None or self._poll is None:
             raise LinkClosed("not connected")
-        if timeout_s != self._recv_timeout:  # a system call each time: only when it changes
+        if timeout_s != self._timeout_s:  # a system call: only when it changes
             ws.settimeout(timeout_s)
-            self._recv_timeout = timeout_s
+            self._timeout_s = timeout_s
+        if self._idle:
+            tls_pending = self._tls_pending  # TLS may hold bytes the socket no longer shows
+            if not (tls_pending is not None and tls_pending()) and not self._poll(timeout_s * 1000.0):
+                return None
         try:
             data = ws.recv()
         except websocket.WebSocketTimeoutException:
+            self._idle = True
             return None
         except (OSError, websocket.WebSocketException) as exc:
             raise LinkClosed(f"receive failed: {exc}") from None
         if data == "" and not ws.connected:
             raise LinkClosed("closed by the server")
+        self._idle = False
         return data
 
     def send(self, frame: bytes | str) -> None:
@@ -110,7 +133,10 @@ class WebsocketTransport:
                 sock = ws.sock
                 if sock is None:
                     raise LinkClosed("not connected")
-                sent = sock.send(data)  # the whole frame, unless the socket's buffer is full
+                try:
+                    sent = sock.send(data)  # the whole frame, unless the socket's buffer is full
+                except TimeoutError:
+                    sent = 0
                 if sent < len(data):
                     self._send_rest(sock, memoryview(data)[sent:])
         except (OSError, websocket.WebSocketException) as exc:
@@ -118,7 +144,7 @@ class WebsocketTransport:
 
     def _send_rest(self, sock: socket.socket, rest: memoryview) -> None:
         """Write the rest of a frame within the connect timeout. Not ``sendall``: the socket's
-        timeout is the receive slice (milliseconds), and a ``sendall`` that times out has
+        timeout is the receive wait (milliseconds), and a ``sendall`` that times out has
         written an unknown part of the frame, which nothing could complete."""
         deadline = time.monotonic() + self._timeout
         while rest:

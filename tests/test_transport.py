@@ -3,7 +3,10 @@ websocket-client makes them, and writes that outlast the receive timeout."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
+import re
 import socket
 import threading
 import time
@@ -112,3 +115,91 @@ def test_warm_up_makes_the_frame_and_writes_nothing() -> None:
         peer.setblocking(False)
         with pytest.raises(BlockingIOError):
             peer.recv(1)
+
+
+class _Peer:
+    """The server's end of a real websocket on loopback: a bare handshake, then raw bytes."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"ws://127.0.0.1:{self._server.getsockname()[1]}/ws/api/v2"
+        self.conn: socket.socket | None = None
+        self._accepted = threading.Thread(target=self._accept)
+        self._accepted.start()
+
+    def _accept(self) -> None:
+        conn, _ = self._server.accept()
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        key = re.search(rb"Sec-WebSocket-Key: (\S+)", request, re.IGNORECASE)
+        assert key is not None
+        accept = base64.b64encode(hashlib.sha1(key.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        self.conn = conn
+
+    def connected(self) -> socket.socket:
+        self._accepted.join(5)
+        assert self.conn is not None
+        return self.conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self._server.close()
+
+
+def _server_frame(text: str) -> bytes:
+    payload = text.encode()
+    assert len(payload) < 126
+    return bytes((0x81, len(payload))) + payload  # a server's frames are not masked
+
+
+def test_recv_polls_for_the_timeout_and_reads_frames_that_came_together_one_by_one() -> None:
+    peer = _Peer()
+    transport = WebsocketTransport(peer.url, connect_timeout_s=5.0)
+    try:
+        transport.connect()
+        conn = peer.connected()
+        started = time.monotonic()
+        assert transport.recv(0.02) is None
+        assert 0.015 <= time.monotonic() - started < 0.5
+        conn.sendall(_server_frame('{"n":1}') + _server_frame('{"n":2}'))
+        assert transport.recv(1.0) == '{"n":1}'
+        started = time.monotonic()
+        assert transport.recv(1.0) == '{"n":2}'
+        assert time.monotonic() - started < 0.1  # no wait: it was already there
+    finally:
+        transport.close()
+        peer.close()
+
+
+def test_a_frame_that_stops_half_way_is_resumed_on_the_next_call() -> None:
+    peer = _Peer()
+    transport = WebsocketTransport(peer.url, connect_timeout_s=5.0)
+    try:
+        transport.connect()
+        conn = peer.connected()
+        frame = _server_frame('{"jsonrpc":"2.0","method":"subscription","params":{}}')
+        conn.sendall(frame[:20])
+        assert transport.recv(0.01) is None  # the start came, the rest did not within the timeout
+        assert transport.recv(0.01) is None  # nothing new
+        conn.sendall(frame[20:])
+        assert transport.recv(1.0) == '{"jsonrpc":"2.0","method":"subscription","params":{}}'
+    finally:
+        transport.close()
+        peer.close()
+
+
+def test_a_peer_that_closes_ends_the_link() -> None:
+    peer = _Peer()
+    transport = WebsocketTransport(peer.url, connect_timeout_s=5.0)
+    try:
+        transport.connect()
+        peer.connected().close()
+        with pytest.raises(LinkClosed):
+            transport.recv(1.0)
+    finally:
+        transport.close()
+        peer.close()
