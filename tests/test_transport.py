@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 import types
+from collections.abc import Iterator
 
 import pytest
 import websocket
@@ -156,50 +157,45 @@ def _server_frame(text: str) -> bytes:
     return bytes((0x81, len(payload))) + payload  # a server's frames are not masked
 
 
-def test_recv_polls_for_the_timeout_and_reads_frames_that_came_together_one_by_one() -> None:
+@pytest.fixture
+def linked() -> Iterator[tuple[WebsocketTransport, socket.socket]]:
+    """A transport connected to a bare peer, and the peer's socket."""
     peer = _Peer()
     transport = WebsocketTransport(peer.url, connect_timeout_s=5.0)
     try:
         transport.connect()
-        conn = peer.connected()
-        started = time.monotonic()
-        assert transport.recv(0.02) is None
-        assert 0.015 <= time.monotonic() - started < 0.5
-        conn.sendall(_server_frame('{"n":1}') + _server_frame('{"n":2}'))
-        assert transport.recv(1.0) == '{"n":1}'
-        started = time.monotonic()
-        assert transport.recv(1.0) == '{"n":2}'
-        assert time.monotonic() - started < 0.1  # no wait: it was already there
+        yield transport, peer.connected()
     finally:
         transport.close()
         peer.close()
 
 
-def test_a_frame_that_stops_half_way_is_resumed_on_the_next_call() -> None:
-    peer = _Peer()
-    transport = WebsocketTransport(peer.url, connect_timeout_s=5.0)
-    try:
-        transport.connect()
-        conn = peer.connected()
-        frame = _server_frame('{"jsonrpc":"2.0","method":"subscription","params":{}}')
-        conn.sendall(frame[:20])
-        assert transport.recv(0.01) is None  # the start came, the rest did not within the timeout
-        assert transport.recv(0.01) is None  # nothing new
-        conn.sendall(frame[20:])
-        assert transport.recv(1.0) == '{"jsonrpc":"2.0","method":"subscription","params":{}}'
-    finally:
-        transport.close()
-        peer.close()
+def test_recv_polls_for_the_timeout_and_reads_frames_that_came_together_one_by_one(
+        linked: tuple[WebsocketTransport, socket.socket]) -> None:
+    transport, conn = linked
+    started = time.monotonic()
+    assert transport.recv(0.02) is None
+    assert 0.015 <= time.monotonic() - started < 0.5
+    conn.sendall(_server_frame('{"n":1}') + _server_frame('{"n":2}'))
+    assert transport.recv(1.0) == '{"n":1}'
+    started = time.monotonic()
+    assert transport.recv(1.0) == '{"n":2}'
+    assert time.monotonic() - started < 0.1  # no wait: it was already there
 
 
-def test_a_peer_that_closes_ends_the_link() -> None:
-    peer = _Peer()
-    transport = WebsocketTransport(peer.url, connect_timeout_s=5.0)
-    try:
-        transport.connect()
-        peer.connected().close()
-        with pytest.raises(LinkClosed):
-            transport.recv(1.0)
-    finally:
-        transport.close()
-        peer.close()
+def test_a_frame_that_stops_half_way_is_resumed_on_the_next_call(
+        linked: tuple[WebsocketTransport, socket.socket]) -> None:
+    transport, conn = linked
+    frame = _server_frame('{"jsonrpc":"2.0","method":"subscription","params":{}}')
+    conn.sendall(frame[:20])
+    assert transport.recv(0.01) is None  # the start came, the rest did not within the timeout
+    assert transport.recv(0.01) is None  # nothing new
+    conn.sendall(frame[20:])
+    assert transport.recv(1.0) == '{"jsonrpc":"2.0","method":"subscription","params":{}}'
+
+
+def test_a_peer_that_closes_ends_the_link(linked: tuple[WebsocketTransport, socket.socket]) -> None:
+    transport, conn = linked
+    conn.close()
+    with pytest.raises(LinkClosed):
+        transport.recv(1.0)
