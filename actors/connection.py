@@ -113,6 +113,8 @@ RECV_SLICE_S = 0.2
 WARM_UP_ORDER = PlaceOrder(instrument_name="BTC-PERPETUAL", side="sell", amount=10.0, origin="warm-up",
                            request_key="warm-up", type="market", label="hedge-0")
 _WARM_UP = WarmUp()
+#: The most of an idle link's time its warm-ups may take.
+WARM_UP_SHARE = 0.05
 #: The market data a hedge can be decided on: an idle link decodes the latest frame of each again.
 WARM_UP_TYPES = frozenset({Ticker, BookChange, Quote})
 LIVE_STATES = frozenset({"created", "started", "open"})
@@ -471,16 +473,20 @@ class Connection(Actor):
         recv = transport.recv
         on_frame = self._on_frame
         closing = self._closing
+        warm_up_next = 0.0
         while not closing.is_set():
             warm_up_s = self._warm_up_s  # 0 once a warm-up failed
-            frame = recv(warm_up_s if warm_up_s else RECV_SLICE_S)
+            frame = recv(min(warm_up_s, RECV_SLICE_S) if warm_up_s else RECV_SLICE_S)
             now = time.monotonic()
             if frame is not None:
                 last_frame = now
                 on_frame(frame, generation)
             else:
-                if warm_up_s:
+                if warm_up_s and now >= warm_up_next:
                     self._warm_up(transport)
+                    # At most WARM_UP_SHARE of the link thread's idle time: the decision grows with
+                    # the options held (about 0.5 ms for 200), its cost with it.
+                    warm_up_next = now + (time.monotonic() - now) / WARM_UP_SHARE
                 silent = now - last_frame
                 if silent > dead_after:
                     return f"no frame for {silent:.1f} s (two heartbeat intervals): link dead"
@@ -540,7 +546,8 @@ class Connection(Actor):
         another, and so did every step after it. Decodes the latest market data frames again,
         publishes WarmUp (the Hedger decides and builds its order, and drops it), then checks,
         encodes and frames an order as :meth:`on_command` and :meth:`_send_now` would, and
-        drops it. Nothing is sent, counted, published (but WarmUp) or logged."""
+        drops it. Nothing is sent, numbered, counted, published (but WarmUp) or logged; what
+        changes is only caches (the decoder's channel table, the masking key pool's position)."""
         try:
             decode = self._decode
             for frame in tuple(self._warm_frames.values()):
@@ -555,7 +562,8 @@ class Connection(Actor):
         except Exception as exc:  # a bug here must not cost the link: warm-ups stop, the link goes on
             self._warm_up_s = 0.0
             self.log.exception("warm_up_failed", error=f"{type(exc).__name__}: {exc}",
-                               detail="warm-ups are off until the program restarts; trading is not affected")
+                               detail="the link's warm-ups are off until the Connection restarts; "
+                                      "trading is not affected")
 
     def _send_now(self, method: str, params: dict[str, Any]) -> int:
         """Encode and write a request (either thread; websocket-client serialises sends)."""

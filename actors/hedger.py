@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from traceback import format_exc
 from typing import Any
 
 import msgspec
@@ -76,6 +77,7 @@ class Hedger(Actor):
         # it from a hot handler is a notify, not a thread start.
         self._alarm = Alarm(self._wake, name=f"{context.name}-alarm")
         self._alarm_due: float | None = None  # clock time of the deadline set
+        self._warm_ups = True  # off after one failed
 
     def _probe_later(self, order: PlaceOrder, trigger: object) -> None:
         probe = order_probe
@@ -163,10 +165,18 @@ class Hedger(Actor):
 
     @handles(WarmUp, immediate=True)
     def on_warm_up(self, _warm_up: WarmUp) -> None:
-        # The link is idle: decide and build the order again, and drop it (see WarmUp).
+        # The link is idle: decide and build the order again, and drop it (see WarmUp). A bug
+        # here must not fail the Hedger (a restart forgets the order in flight): warm-ups stop.
+        if not self._warm_ups:
+            return
         now = self.context.clock.now()
-        for hedger in self.hedgers.values():
-            hedger.warm_up(now)
+        try:
+            for hedger in self.hedgers.values():
+                hedger.warm_up(now)
+        except Exception as exc:
+            self._warm_ups = False
+            self.deferred_log.error("warm_up_failed", error=f"{type(exc).__name__}: {exc}", traceback=format_exc(),
+                                    detail="the Hedger's warm-ups are off until it restarts; hedging goes on")
 
     # -- account and link ---------------------------------------------------------------------------
     @handles(PortfolioChanged, immediate=True)

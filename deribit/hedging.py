@@ -546,8 +546,8 @@ class CurrencyHedger:
     def warm_up(self, now: float) -> None:
         """What a frame that pushes the mismatch past the band leads to, without its effects:
         the decision and the order it would place, made and dropped, so that they are in the
-        CPU's caches when such a frame comes (see ``messages.system.WarmUp``). Changes,
-        publishes and logs nothing; numbers no label."""
+        CPU's caches when such a frame comes (see ``messages.system.WarmUp``). Publishes and
+        logs nothing, numbers no label, changes nothing but the policy's cache."""
         if not self.active or self.order is not None or self.quote is None or self.contract_size is None:
             return  # nothing would be sent now: nothing to keep warm
         decision = decide(self.positions.values(), self.marks, self.quote, self.policy(), now, self.future_prices)
@@ -797,6 +797,9 @@ class CurrencyHedger:
                              "off: check the account and the hedge instrument, then activate again", now, warn=True)
         else:
             self.message = f"hedge order rejected: {why}"
+            if now < self.retry_at:  # the status says so at once, not at the next evaluation
+                self.last_code = "cooldown"
+                self.last_reason = f"pausing {self.retry_at - now:.1f} s after a rejection"
             self.publish_status(now)
 
     # -- helpers ---------------------------------------------------------------------------------------------

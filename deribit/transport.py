@@ -24,6 +24,15 @@ VENUE_URLS = {
 }
 
 
+#: The socket's own timeout: how long a frame that has begun to arrive may take to arrive whole
+#: before ``recv`` returns None (resuming it on the next call), and how long a write (ours, or a
+#: pong websocket-client answers inside ``recv``) waits for room at a time.
+SOCKET_TIMEOUT_S = 0.2
+#: How long a frame may take to go out whole when the socket's buffer is full; past it the link
+#: is declared dead (a frame cut short would corrupt every frame after it).
+SEND_TIMEOUT_S = 1.0
+
+
 class LinkClosed(Exception):
     """The socket closed or failed; the Connection reconnects."""
 
@@ -72,8 +81,6 @@ class WebsocketTransport:
         self._ws: websocket.WebSocket | None = None
         self._poll: Callable[[float], list[tuple[int, int]]] | None = None
         self._tls_pending: Callable[[], int] | None = None
-        self._timeout_s: float | None = None  # the socket's, as last set
-        self._idle = True  # the last recv returned nothing
         self._mask_keys = MaskKeys()
 
     def connect(self) -> None:
@@ -84,8 +91,7 @@ class WebsocketTransport:
         except (OSError, ValueError, websocket.WebSocketException) as exc:
             # ValueError: a malformed URL; retrying will not help, but the message says why.
             raise LinkClosed(f"cannot connect to {self.url}: {exc}") from None
-        self._timeout_s = None  # the connect timeout is on the socket
-        self._idle = True
+        ws.settimeout(SOCKET_TIMEOUT_S)
         poller = select.poll()
         poller.register(ws.sock, select.POLLIN)
         self._poll = poller.poll
@@ -96,31 +102,26 @@ class WebsocketTransport:
     def recv(self, timeout_s: float) -> str | bytes | None:
         """One frame, or None when nothing arrived within ``timeout_s``.
 
-        After a frame, the next is read straight away (in a burst it is already there). On an
-        idle link the wait is a poll: it wakes up every few milliseconds (``warm_up_ms``), and
-        a socket timeout is an exception through websocket-client's reader, several times the
-        cost. A frame that stops half-way returns None after ``timeout_s``; websocket-client
+        The wait is a poll, not the socket's timeout: an idle link wakes up every few
+        milliseconds (``warm_up_ms``), and a socket timeout that short would also bound the
+        pongs websocket-client writes inside ``recv`` (one cut short corrupts the stream), while
+        a timeout is an exception through websocket-client's reader, several times the poll's
+        cost. A frame that stops half-way returns None after SOCKET_TIMEOUT_S; websocket-client
         keeps what was read and resumes the frame on the next call."""
         ws = self._ws
         if ws is None or self._poll is None:
             raise LinkClosed("not connected")
-        if timeout_s != self._timeout_s:  # a system call: only when it changes
-            ws.settimeout(timeout_s)
-            self._timeout_s = timeout_s
-        if self._idle:
-            tls_pending = self._tls_pending  # TLS may hold bytes the socket no longer shows
-            if not (tls_pending is not None and tls_pending()) and not self._poll(timeout_s * 1000.0):
-                return None
+        tls_pending = self._tls_pending  # TLS may hold decrypted bytes the socket no longer shows
+        if not (tls_pending is not None and tls_pending()) and not self._poll(timeout_s * 1000.0):
+            return None
         try:
             data = ws.recv()
         except websocket.WebSocketTimeoutException:
-            self._idle = True
             return None
         except (OSError, websocket.WebSocketException) as exc:
             raise LinkClosed(f"receive failed: {exc}") from None
         if data == "" and not ws.connected:
             raise LinkClosed("closed by the server")
-        self._idle = False
         return data
 
     def send(self, frame: bytes | str) -> None:
@@ -143,16 +144,15 @@ class WebsocketTransport:
             raise LinkClosed(f"send failed: {exc}") from None
 
     def _send_rest(self, sock: socket.socket, rest: memoryview) -> None:
-        """Write the rest of a frame within the connect timeout. Not ``sendall``: the socket's
-        timeout is the receive wait (milliseconds), and a ``sendall`` that times out has
-        written an unknown part of the frame, which nothing could complete."""
-        deadline = time.monotonic() + self._timeout
+        """Write the rest of a frame within SEND_TIMEOUT_S. Not ``sendall``: one that times
+        out has written an unknown part of the frame, which nothing could complete."""
+        deadline = time.monotonic() + SEND_TIMEOUT_S
         while rest:
             try:
                 rest = rest[sock.send(rest):]
             except TimeoutError:
                 if time.monotonic() > deadline:
-                    raise LinkClosed(f"send failed: the socket took no data for {self._timeout:g} s, "
+                    raise LinkClosed(f"send failed: the socket took no data for {SEND_TIMEOUT_S:g} s, "
                                      f"{len(rest)} bytes of a frame unsent") from None
 
     def _frame(self, frame: bytes | str) -> bytes:

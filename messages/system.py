@@ -86,7 +86,7 @@ class ConnectionStatusRequest(Message, frozen=True, kw_only=True):
 
 class WarmUp(Message, frozen=True, kw_only=True):
     """The link has been idle for ``deribit.warm_up_ms``: run the path from a frame to an order
-    again without its effects (decide, build the order, drop it; change, publish, log nothing),
+    again without its effects (decide, build the order, drop it; publish, log, number nothing),
     so that its code and data are in the CPU's caches when the next frame comes.
 
     Published by the Connection's link thread every ``warm_up_ms`` while no frame comes; take

@@ -267,13 +267,15 @@ def test_three_rejections_in_a_row_switch_hedging_off() -> None:
         command = rig.sent()[-1]
         rig.h.on_failed(CommandFailed(request_key=command.request_key, origin="hedger", method="private/sell",
                                       code=10009, message="not_enough_funds"), rig.now)
+        if n < 2:  # the status says it is pausing at once, before anything is evaluated again
+            assert rig.last_status().code == "cooldown"
         rig.tick(0.5)
         rig.delta(0.5)
         assert len(rig.sent()) == n + 1  # paused after each rejection
         if n < 2:
             paused = rig.h.status(rig.now)
             assert paused.code == "cooldown" and paused.phase == "idle" and not paused.in_flight
-            assert paused.last_reason == "pausing 0.5 s after a rejection"  # of 1.0 s, 0.5 s ago
+            assert paused.last_reason == "pausing 1.0 s after a rejection"  # said when it began
         rig.tick(0.6)
         rig.h.on_time(rig.now)
     assert len(rig.sent()) == 3

@@ -7,16 +7,20 @@ import base64
 import hashlib
 import itertools
 import re
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 import types
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import websocket
 
-from deribit.transport import LinkClosed, MaskKeys, WebsocketTransport, text_frame
+from deribit.transport import SEND_TIMEOUT_S, LinkClosed, MaskKeys, WebsocketTransport, text_frame
 
 
 def test_keys_have_the_length_asked_and_do_not_repeat() -> None:
@@ -56,10 +60,9 @@ def test_our_text_frames_are_byte_for_byte_websocket_clients(length: int) -> Non
     assert text_frame(payload, key) == theirs.format()
 
 
-def _transport_on(sock: socket.socket, timeout_s: float) -> WebsocketTransport:
-    """A transport whose websocket is ``sock`` (as after connect), with the receive slice as the
-    socket's timeout."""
-    transport = WebsocketTransport("ws://127.0.0.1:9/unused", connect_timeout_s=timeout_s)
+def _transport_on(sock: socket.socket) -> WebsocketTransport:
+    """A transport whose websocket is ``sock`` (as after connect), with a 1 ms socket timeout."""
+    transport = WebsocketTransport("ws://127.0.0.1:9/unused", connect_timeout_s=5.0)
     transport._ws = types.SimpleNamespace(sock=sock, lock=threading.Lock(), connected=True)  # type: ignore[assignment]
     sock.settimeout(0.001)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
@@ -79,7 +82,7 @@ def test_a_frame_bigger_than_the_socket_buffer_goes_out_whole_past_the_receive_t
     # after 50 ms must still get the whole frame, not half of it and a dead link.
     ours, peer = socket.socketpair()
     with ours, peer:
-        transport = _transport_on(ours, timeout_s=5.0)
+        transport = _transport_on(ours)
         payload = bytes(range(256)) * 1024  # 256 KiB
         received = bytearray()
 
@@ -101,17 +104,17 @@ def test_a_frame_bigger_than_the_socket_buffer_goes_out_whole_past_the_receive_t
 def test_a_peer_that_takes_nothing_fails_the_send_after_the_timeout() -> None:
     ours, peer = socket.socketpair()
     with ours, peer:
-        transport = _transport_on(ours, timeout_s=0.2)
+        transport = _transport_on(ours)
         started = time.monotonic()
-        with pytest.raises(LinkClosed, match=r"the socket took no data for 0.2 s, \d+ bytes of a frame unsent"):
+        with pytest.raises(LinkClosed, match=r"the socket took no data for 1 s, \d+ bytes of a frame unsent"):
             transport.send(bytes(1 << 22))
-        assert 0.2 <= time.monotonic() - started < 2.0
+        assert SEND_TIMEOUT_S <= time.monotonic() - started < SEND_TIMEOUT_S + 1.0
 
 
 def test_warm_up_makes_the_frame_and_writes_nothing() -> None:
     ours, peer = socket.socketpair()
     with ours, peer:
-        transport = _transport_on(ours, timeout_s=1.0)
+        transport = _transport_on(ours)
         transport.warm_up(b'{"jsonrpc":"2.0","id":0,"method":"private/sell","params":{"amount":10.0}}')
         peer.setblocking(False)
         with pytest.raises(BlockingIOError):
@@ -119,17 +122,22 @@ def test_warm_up_makes_the_frame_and_writes_nothing() -> None:
 
 
 class _Peer:
-    """The server's end of a real websocket on loopback: a bare handshake, then raw bytes."""
+    """The server's end of a real websocket on loopback: a bare handshake, then raw bytes (over
+    TLS when given a server context)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self._server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"ws://127.0.0.1:{self._server.getsockname()[1]}/ws/api/v2"
+        scheme = "wss" if tls is not None else "ws"
+        self.url = f"{scheme}://127.0.0.1:{self._server.getsockname()[1]}/ws/api/v2"
         self.conn: socket.socket | None = None
+        self._tls = tls
         self._accepted = threading.Thread(target=self._accept)
         self._accepted.start()
 
     def _accept(self) -> None:
         conn, _ = self._server.accept()
+        if self._tls is not None:
+            conn = self._tls.wrap_socket(conn, server_side=True)
         request = b""
         while b"\r\n\r\n" not in request:
             request += conn.recv(4096)
@@ -199,3 +207,39 @@ def test_a_peer_that_closes_ends_the_link(linked: tuple[WebsocketTransport, sock
     conn.close()
     with pytest.raises(LinkClosed):
         transport.recv(1.0)
+
+
+@pytest.fixture
+def tls_linked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[WebsocketTransport, socket.socket]]:
+    """A transport connected over TLS (a certificate of its own for 127.0.0.1, trusted through
+    websocket-client's WEBSOCKET_CLIENT_CA_BUNDLE) to a bare peer, and the peer's socket."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed: no certificate for the TLS peer")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    monkeypatch.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", str(cert))
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    peer = _Peer(tls=server_context)
+    transport = WebsocketTransport(peer.url, connect_timeout_s=5.0)
+    try:
+        transport.connect()
+        yield transport, peer.connected()
+    finally:
+        transport.close()
+        peer.close()
+
+
+def test_over_tls_a_frame_already_decrypted_is_read_without_waiting(
+        tls_linked: tuple[WebsocketTransport, socket.socket]) -> None:
+    # Two frames in one TLS record: reading the first decrypts both, and the socket shows
+    # nothing more; the second must come at once, not when the next packet or the timeout does.
+    transport, conn = tls_linked
+    conn.sendall(_server_frame('{"n":1}') + _server_frame('{"n":2}'))
+    assert transport.recv(2.0) == '{"n":1}'
+    started = time.monotonic()
+    assert transport.recv(2.0) == '{"n":2}'
+    assert time.monotonic() - started < 0.5

@@ -3,6 +3,8 @@ without its effects, in the link thread, and nothing is sent, numbered, changed 
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import threading
 import time
 from collections.abc import Iterator
@@ -12,17 +14,14 @@ from typing import Any
 import msgspec
 import pytest
 
-from actors.bookkeeper import BookKeeper
+import actors
 from actors.connection import Connection
-from actors.console import Console
 from actors.hedger import Hedger
-from actors.portfolio import Portfolio
-from actors.recorder import Recorder
-from actors.surface_builder import SurfaceBuilder
+from deribit.hedging import CurrencyHedger
 from deribit.transport import WebsocketTransport
 from main import make_supervisor
 from messages.commands import PlaceOrder
-from messages.market import Ticker
+from messages.market import Quote, Ticker
 from messages.system import ConnectionState, WarmUp
 from runtime.actor import Actor, ActorContext, handles
 from runtime.clock import WallClock
@@ -40,7 +39,9 @@ class GetWarmUps(msgspec.Struct, frozen=True):
 
 
 class WarmUpProbe(Actor):
-    """Counts warm-ups and names the threads they ran in."""
+    """Counts warm-ups and names the threads they ran in; each takes ``sleep_s``."""
+
+    sleep_s = 0.0
 
     def __init__(self, context: ActorContext) -> None:
         super().__init__(context)
@@ -51,6 +52,8 @@ class WarmUpProbe(Actor):
     def on_warm_up(self, _warm_up: WarmUp) -> None:
         self.count += 1
         self.threads.add(threading.current_thread().name)
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
 
     @handles(GetWarmUps)
     def on_ask(self, _ask: GetWarmUps) -> tuple[int, set[str]]:
@@ -71,13 +74,14 @@ def server() -> Iterator[ScriptedServer]:
 
 
 def start_desk(tmp_path: Path, url: str, transport: type[WebsocketTransport] = WebsocketTransport,
-               **overrides: Any) -> Desk:
+               hedger: bool = False, **overrides: Any) -> Desk:
     settings = test_settings(tmp_path, **overrides)
     setup_logging(Path(settings.logging.dir), settings.logging.level, console=False, secrets=settings.secrets())
     specs = [
         ActorSpec("probe", lambda ctx: Probe.start(ctx)),
         ActorSpec("warm_up_probe", lambda ctx: WarmUpProbe.start(ctx)),
         ActorSpec("connection", lambda ctx: Connection.start(ctx, url=url, transport_factory=transport)),
+        *([ActorSpec("hedger", lambda ctx: Hedger.start(ctx))] if hedger else []),
     ]
     supervisor = make_supervisor(settings, specs, WallClock())
     supervisor.start()
@@ -101,11 +105,15 @@ def test_an_idle_link_warms_the_path_up_in_its_own_thread_and_sends_nothing(
                                             "best_bid_price": 60000.0, "best_bid_amount": 10.0,
                                             "best_ask_price": 60000.5, "best_ask_amount": 10.0})
         desk.wait_seen(Ticker)
+        desk.wait_seen(Quote)
         before = len(server.calls())
-        _count, threads = desk.wait_until(lambda: (w := warm_ups(desk))[0] >= 50 and w, 10, "50 warm-ups")
+        seen = {name: desk.counts().get(name, 0) for name in ("Ticker", "Quote", "BookChange", "BookSnapshot")}
+        count, threads = desk.wait_until(lambda: (w := warm_ups(desk))[0] >= 50 and w, 10, "50 warm-ups")
         assert threads == {"connection-link"}, threads
-        time.sleep(0.1)  # more warm-ups
+        desk.wait_until(lambda: warm_ups(desk)[0] >= count + 50, 10, "50 more warm-ups")
         assert len(server.calls()) == before, [c.method for c in server.calls()[before:]]
+        # The frames decoded again are not published again (they would look fresh to the Hedger).
+        assert {name: desk.counts().get(name, 0) for name in seen} == seen
         assert not desk.log_events("warm_up_failed")
 
         # A real order afterwards takes the next request id: the warm-ups numbered nothing.
@@ -149,6 +157,43 @@ def test_a_failing_warm_up_is_logged_and_switched_off_and_the_link_goes_on(
         desk.stop()
 
 
+def test_warm_ups_take_at_most_a_twentieth_of_the_idle_time(
+        tmp_path: Path, server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each takes 2 ms (as a decision over a few hundred options would): one every 40 ms at most,
+    # not every millisecond.
+    monkeypatch.setattr(WarmUpProbe, "sleep_s", 0.002)
+    desk = start_desk(tmp_path, server.url, deribit__warm_up_ms=1.0)
+    try:
+        desk.wait_state(ConnectionState.SUBSCRIBED)
+        desk.wait_until(lambda: warm_ups(desk)[0] >= 1, 10, "a warm-up")
+        first = warm_ups(desk)[0]
+        time.sleep(1.0)
+        assert 5 <= warm_ups(desk)[0] - first <= 1.0 / 0.040 + 3
+    finally:
+        desk.stop()
+
+
+def test_a_failing_warm_up_in_the_hedger_is_logged_once_and_does_not_fail_it(
+        tmp_path: Path, server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(_self: CurrencyHedger, _now: float) -> None:
+        raise ZeroDivisionError("a bug in the hedger's warm-up")
+
+    monkeypatch.setattr(CurrencyHedger, "warm_up", broken)
+    desk = start_desk(tmp_path, server.url, hedger=True, deribit__warm_up_ms=1.0)
+    try:
+        desk.wait_state(ConnectionState.SUBSCRIBED)
+        failed = desk.wait_log("warm_up_failed")
+        assert failed["actor"] == "hedger" and failed["level"] == "error"
+        assert "ZeroDivisionError: a bug in the hedger's warm-up" in failed["error"] and failed["traceback"]
+        count = warm_ups(desk)[0]
+        desk.wait_until(lambda: warm_ups(desk)[0] >= count + 50, 10, "the link's warm-ups going on")
+        assert len(desk.log_events("warm_up_failed")) == 1
+        assert "ActorFailed" not in desk.counts()
+        assert desk.supervisor.refs()["hedger"] is not None
+    finally:
+        desk.stop()
+
+
 def test_the_hedgers_warm_up_changes_publishes_and_numbers_nothing() -> None:
     rig = Rig()
     rig.ready(option_size=1.0, hedge_size=-20_000.0, delta=0.5)  # balanced: nothing sent
@@ -171,9 +216,23 @@ def test_the_hedgers_warm_up_changes_publishes_and_numbers_nothing() -> None:
     assert command.label == "hedge-1" and command.side == "sell" and command.amount == 4000.0
 
 
+def _program_actors() -> set[type[Actor]]:
+    for module in pkgutil.iter_modules(actors.__path__):
+        importlib.import_module(f"actors.{module.name}")
+    found: set[type[Actor]] = set()
+    pending = list(Actor.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending += cls.__subclasses__()
+        if cls.__module__.startswith("actors."):
+            found.add(cls)
+    return found
+
+
 def test_every_actor_that_takes_warm_up_takes_it_immediately() -> None:
     # Published every few milliseconds while the link is idle: a queued handler would fill its inbox.
-    takers = [cls for cls in (Connection, Hedger, BookKeeper, Portfolio, Recorder, SurfaceBuilder, Console)
-              if cls._handler_of(WarmUp) is not None]
-    assert takers == [Hedger]
+    program = _program_actors()
+    assert {Connection, Hedger} <= program
+    takers = {cls for cls in program if cls._handler_of(WarmUp) is not None}
+    assert takers == {Hedger}
     assert all(cls.handles_immediately(WarmUp) for cls in takers)
