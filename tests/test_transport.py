@@ -165,10 +165,7 @@ def _server_frame(text: str) -> bytes:
     return bytes((0x81, len(payload))) + payload  # a server's frames are not masked
 
 
-@pytest.fixture
-def linked() -> Iterator[tuple[WebsocketTransport, socket.socket]]:
-    """A transport connected to a bare peer, and the peer's socket."""
-    peer = _Peer()
+def _connected_to(peer: _Peer) -> Iterator[tuple[WebsocketTransport, socket.socket]]:
     transport = WebsocketTransport(peer.url, connect_timeout_s=5.0)
     try:
         transport.connect()
@@ -176,6 +173,12 @@ def linked() -> Iterator[tuple[WebsocketTransport, socket.socket]]:
     finally:
         transport.close()
         peer.close()
+
+
+@pytest.fixture
+def linked() -> Iterator[tuple[WebsocketTransport, socket.socket]]:
+    """A transport connected to a bare peer, and the peer's socket."""
+    yield from _connected_to(_Peer())
 
 
 def test_recv_polls_for_the_timeout_and_reads_frames_that_came_together_one_by_one(
@@ -223,14 +226,7 @@ def tls_linked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
     monkeypatch.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", str(cert))
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(cert, key)
-    peer = _Peer(tls=server_context)
-    transport = WebsocketTransport(peer.url, connect_timeout_s=5.0)
-    try:
-        transport.connect()
-        yield transport, peer.connected()
-    finally:
-        transport.close()
-        peer.close()
+    yield from _connected_to(_Peer(tls=server_context))
 
 
 def test_over_tls_a_frame_already_decrypted_is_read_without_waiting(
