@@ -523,7 +523,7 @@ class Connection(Actor):
             if messages and (kind := messages[0].__class__) in WARM_UP_TYPES:
                 self._warm_frames[kind] = frame
             if probe is not None:  # after: its own bookkeeping is not the program's latency
-                probe.received(decoded.messages, received_ns)
+                probe.received(messages, received_ns)
         elif cls is RpcResponse:
             stats.responses += 1
             self._tell_self(_Answer(generation, decoded))

@@ -288,12 +288,16 @@ def test_later_runs_at_once_outside_a_handler() -> None:
     assert events.lines[-1] == "now"
 
 
-class PingSide(Actor):
+class _Bouncer(Actor):
+    """Answers what it takes with the other type, up to ``limit`` hops, counting in ``counts``."""
+
     def __init__(self, context: ActorContext, counts: dict[str, int], limit: int) -> None:
         super().__init__(context)
         self.counts = counts
         self.limit = limit
 
+
+class PingSide(_Bouncer):
     @handles(Ping, immediate=True)
     def on_ping(self, m: Ping) -> None:
         self.counts["ping"] += 1  # under this actor's lock
@@ -302,12 +306,7 @@ class PingSide(Actor):
             self.publish(Pong(hops=m.hops + 1))
 
 
-class PongSide(Actor):
-    def __init__(self, context: ActorContext, counts: dict[str, int], limit: int) -> None:
-        super().__init__(context)
-        self.counts = counts
-        self.limit = limit
-
+class PongSide(_Bouncer):
     @handles(Pong, immediate=True)
     def on_pong(self, m: Pong) -> None:
         self.counts["pong"] += 1
