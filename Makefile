@@ -22,9 +22,10 @@ run: venv
 
 lint: venv
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 test: venv lint
-	$(PY) -m tests.postgres ensure
+	$(PY) -m tests.support.postgres ensure
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: venv

@@ -170,8 +170,8 @@ def make_supervisor(settings: Settings, specs: list[Any], clock: Any, replay: bo
 def start_embedded_simulator(settings: Settings) -> tuple[Any, Settings]:
     """The local Deribit inside the program, on a free loopback port, with the settings' account;
     the program logs in to it with that account so trading works out of the box."""
-    from deribit.simulator import Simulator
-    from deribit.simulator.settings import SimSettings
+    from simulator import Simulator
+    from simulator.settings import SimSettings
 
     sim = settings.simulator
     sim_settings = SimSettings.for_account(sim.client_id, sim.client_secret,
@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["simulator"]:
         # The simulator has its own parser; argparse's REMAINDER would refuse a leading option.
-        from deribit.simulator.cli import run_simulator_cli
+        from simulator.cli import run_simulator_cli
 
         return run_simulator_cli(argv[1:])
     parser = build_parser()

@@ -1,5 +1,5 @@
 """The BookKeeper: one actor per instrument family (currency x kind), a thin shell over
-:class:`deribit.family.BookFamily`.
+:class:`desk.book_family.BookFamily`.
 
 It receives its family's book, quote and ticker messages from the bus (the Connection
 publishes them straight from its link thread; the bus keys them by family, see ``route_by``) and
@@ -25,9 +25,9 @@ from typing import Any, ClassVar, Literal
 
 import msgspec
 
-from deribit.book import L2Book
-from deribit.family import BookFamily, Episode, FamilyStats
 from deribit.instruments import instrument_family
+from desk.book import L2Book
+from desk.book_family import BookFamily, Episode, FamilyStats
 from messages.commands import ResubscribeInstrument
 from messages.market import BookChange, BookSnapshot, IndexPrice, InstrumentsLoaded, InstrumentState, Quote, Ticker
 from messages.system import ConnectionState, ConnectionStatus, DailyRollover, MinuteTick

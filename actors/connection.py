@@ -66,7 +66,6 @@ from deribit.codec import (
 )
 from deribit.instruments import decode_instruments
 from deribit.subscriptions import SubscriptionTracker, currency_channels, market_channels
-from deribit.throttle import Backoff, TokenBucket, retry_delay, token_refresh_delay
 from deribit.transport import LinkClosed, WebsocketTransport
 from messages.account import ExchangeState
 from messages.commands import (  # the refusal codes are re-exported for tests
@@ -100,6 +99,7 @@ from messages.system import (
     WarmUp,
 )
 from runtime.actor import Actor, ActorContext, handles
+from runtime.throttle import Backoff, TokenBucket, retry_delay, token_refresh_delay
 from runtime.wirelog import WireLogError, WireLogWriter, read_wire_log
 
 RATE_LIMIT_CODE = 10028  # Deribit's too_many_requests

@@ -1,5 +1,5 @@
-"""The Console: the trader's keyboard. A thin shell over :mod:`deribit.console_grammar` (what a
-line means, which orders it stands for) and :mod:`deribit.console_desk` (the desk's picture,
+"""The Console: the trader's keyboard. A thin shell over :mod:`console.grammar` (what a
+line means, which orders it stands for) and :mod:`console.views` (the desk's picture,
 start-up progress, script waits, tables).
 
 The actor keeps the picture from the bus and executes commands; a :class:`Terminal` thread owns
@@ -33,29 +33,7 @@ from rich.console import Console as RichConsole
 from rich.console import RenderableType
 from rich.text import Text
 
-from deribit.console_desk import (
-    DeskState,
-    HedgerWait,
-    ScriptWait,
-    Stage,
-    chain_tables,
-    currency_of,
-    describe_answer,
-    describe_connection,
-    describe_fill,
-    describe_hedger,
-    funds_table,
-    hedger_table,
-    orders_table,
-    positions_table,
-    price_view,
-    reference_mark,
-    startup_stages,
-    startup_text,
-    status_view,
-    surface_view,
-)
-from deribit.console_grammar import (
+from console.grammar import (
     COMPLETION_WORDS,
     HELP,
     ORDER_COMMANDS,
@@ -82,6 +60,28 @@ from deribit.console_grammar import (
     parse_line,
     parse_size_multiplier,
     pick_future,
+)
+from console.views import (
+    DeskState,
+    HedgerWait,
+    ScriptWait,
+    Stage,
+    chain_tables,
+    currency_of,
+    describe_answer,
+    describe_connection,
+    describe_fill,
+    describe_hedger,
+    funds_table,
+    hedger_table,
+    orders_table,
+    positions_table,
+    price_view,
+    reference_mark,
+    startup_stages,
+    startup_text,
+    status_view,
+    surface_view,
 )
 from messages.account import UserTrade
 from messages.commands import (

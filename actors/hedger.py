@@ -1,6 +1,6 @@
 """The Hedger: keeps each hedged currency's option delta inside a band with one future.
 
-A thin shell over :class:`deribit.hedging.CurrencyHedger` (one per currency in
+A thin shell over :class:`desk.hedging.CurrencyHedger` (one per currency in
 ``hedger.currencies``): it routes bus messages to it, gives it the clock, publishes what it
 emits (orders to the Connection, ``HedgerStatus`` to the Console, reconcile requests) and wakes
 it when one of its timeouts is due (a limit order to reprice, a fill the Portfolio has not
@@ -33,7 +33,7 @@ from typing import Any
 import msgspec
 import pykka
 
-from deribit.hedging import ORIGIN, CurrencyHedger, currency_of
+from desk.hedging import ORIGIN, CurrencyHedger, currency_of
 from messages.account import ExchangeState, OrderUpdate, UserTrade
 from messages.commands import CommandFailed, CommandResult, PlaceOrder, RefreshInstruments
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand

@@ -1,5 +1,5 @@
 """The Portfolio: our open orders, positions and account figures per currency, a thin shell over
-:class:`deribit.portfolio.PortfolioBook`.
+:class:`desk.portfolio.PortfolioBook`.
 
 Notifications (``user.orders``, ``user.trades``, ``user.portfolio``) and our commands' answers
 build the picture; after every (re)connect, after an answer lost with the link, after the daily
@@ -17,7 +17,7 @@ import msgspec
 import pykka
 
 from deribit.instruments import InstrumentNameError, parse_instrument_name
-from deribit.portfolio import Difference, PortfolioBook, currency_of
+from desk.portfolio import Difference, PortfolioBook, currency_of
 from messages.account import AccountFigures, ExchangeState, OrderUpdate, PortfolioUpdate, UserTrade
 from messages.commands import ANSWER_LOST, CommandFailed, CommandResult, ReconcilePortfolio
 from messages.market import InstrumentsLoaded, InstrumentState, Ticker

@@ -1,7 +1,7 @@
 """The SurfaceBuilder: each minute's option ChainSnapshot into quotes with implied vols and the
 volatility surface (:class:`SurfaceSnapshot`), for the Recorder and the Console.
 
-A thin shell: the work is :func:`sql.surface_snapshot.build_surface_snapshot` (see there for the
+A thin shell: the work is :func:`desk.surface_snapshot.build_surface_snapshot` (see there for the
 filters and the maths). Futures snapshots are not its business; a chain with no bid or ask at all
 (books not loaded yet) publishes nothing.
 """
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 
+from desk.surface_snapshot import build_surface_snapshot
 from messages.state import ChainSnapshot
 from messages.surface import SurfaceSnapshot
 from quant import SurfaceGrid
 from runtime.actor import Actor, ActorContext, handles
-from sql.surface_snapshot import build_surface_snapshot
 
 
 class SurfaceBuilder(Actor):

@@ -17,7 +17,7 @@ from rich.console import Console as RichConsole
 
 from actors.console import Console, GetStartup, RunLine
 from config.settings import load_settings
-from deribit.console_grammar import ORDER_COMMANDS, OrderLimits, TradingContext, orders_for, parse_line
+from console.grammar import ORDER_COMMANDS, OrderLimits, TradingContext, orders_for, parse_line
 from deribit.instruments import decode_instruments
 from messages.market import InstrumentsLoaded
 from messages.state import PortfolioChanged, TopOfBook

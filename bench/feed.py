@@ -6,7 +6,7 @@ generated in a subprocess so that the simulator's memory is not counted), its in
 extracted one per line. Then, in the same run, best of several passes each:
 
 - ``frames_per_s``: ``deribit.codec.FrameDecoder`` and the owning family's
-  ``deribit.family.BookFamily`` (L2 apply, top of book, tickers), as one BookKeeper runs it;
+  ``desk.book_family.BookFamily`` (L2 apply, top of book, tickers), as one BookKeeper runs it;
 - ``all_keepers_frames_per_s``: the same, but every message offered to all four families, as
   the bus does (each keeper ignores other families' instruments with one lookup);
 - ``reference_frames_per_s``: ``json.loads`` and a plain dict-of-levels book whose best bid and
@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from deribit.codec import FrameDecoder, Notification
-from deribit.family import BookFamily
 from deribit.instruments import InstrumentNameError, parse_instrument_name
+from desk.book_family import BookFamily
 from messages.market import BookChange, BookSnapshot, IndexPrice, Quote, Ticker
 
 CURRENCIES = ("BTC", "ETH")
@@ -48,7 +48,7 @@ START = 1_795_168_800.0  # a fixed Friday 10:00 UTC: the same log every run
 
 
 def _generate(path: str, minutes: float) -> None:
-    from deribit.simulator.generate import generate_wire_log
+    from simulator.generate import generate_wire_log
 
     generate_wire_log(path, minutes, seed=1, start=START, updates_per_s=UPDATES_PER_S)
 

@@ -141,7 +141,7 @@ def _start_simulator(chain: str, updates_per_s: float, step_s: float, index_vol:
     settings = (f"SimSettings.for_account({CLIENT_ID!r}, {CLIENT_SECRET!r}, {{'BTC': 10.0, 'ETH': 100.0}}, "
                 f"chain={chain!r}, updates_per_s={updates_per_s!r}, step_s={step_s!r}, index_vol={index_vol!r}, "
                 f"jumps_per_year={jumps_per_year!r})")
-    code = ("from deribit.simulator.cli import serve; from deribit.simulator.settings import SimSettings; "
+    code = ("from simulator.cli import serve; from simulator.settings import SimSettings; "
             f"serve(0, 1, {settings})")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -156,7 +156,7 @@ class Exchange:
     """The bench's own view of the simulator (not the desk's): trading and reading its state."""
 
     def __init__(self, url: str) -> None:
-        from deribit.simulator.client import RpcClient
+        from simulator.client import RpcClient
 
         self.rpc = RpcClient(url, timeout=10.0)
         self.rpc.login(CLIENT_ID, CLIENT_SECRET)

@@ -20,7 +20,7 @@ from typing import Any
 
 import websocket
 
-from deribit.simulator import SimSettings, Simulator
+from simulator import SimSettings, Simulator
 
 
 def _rpc(ws: websocket.WebSocket, req_id: int, method: str, params: dict[str, Any]) -> Any:
@@ -141,7 +141,7 @@ def run(args: list[str]) -> dict[str, Any]:
     cmd = [
         sys.executable,
         "-m",
-        "deribit.simulator.cli",
+        "simulator.cli",
         "--updates-per-s",
         str(ns.updates_per_s),
         "--step-s",

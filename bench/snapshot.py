@@ -15,7 +15,7 @@ BookKeepers publish on a minute tick. Timed per minute, each repetition a new mi
   smiles interpolated onto the same grid, and ``DataFrame.to_sql`` of the quotes and the grid.
 
 PostgreSQL: ``--pg-url URL``, else ``TEST_DATABASE_URL``, else 127.0.0.1:5432/test, else a
-throwaway cluster (tests.postgres). Everything is written into a private schema that is dropped at
+throwaway cluster (tests.support.postgres). Everything is written into a private schema that is dropped at
 the end. Progress goes to stderr; the runner prints the result as the last line.
 """
 
@@ -156,7 +156,7 @@ def _median_ms(fn: Callable[[int], Any], repeat: int) -> float:
 def _pg_base_url(explicit: str | None) -> tuple[str, Any]:
     if explicit:
         return explicit, None
-    from tests.postgres import server_url
+    from tests.support.postgres import server_url
 
     return server_url()
 
@@ -173,9 +173,9 @@ def run(args: list[str]) -> dict:
 
     from sqlalchemy import text
 
+    from desk.surface_snapshot import build_surface_snapshot
     from sql.engine import make_engine
     from sql.store import MinuteStore, snapshot_record
-    from sql.surface_snapshot import build_surface_snapshot
 
     grid = SurfaceGrid()
     chain = synthetic_chain_snapshot(n_quotes=opts.quotes, n_expiries=opts.expiries, seed=opts.seed)

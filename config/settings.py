@@ -340,7 +340,7 @@ def _toml_value(value: Any) -> str:
 
 
 class HedgerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The delta hedger (actors/hedger.py, logic in deribit/hedging.py and deribit/hedge_decision.py)."""
+    """The delta hedger (actors/hedger.py, logic in desk/hedging.py and desk/hedge_decision.py)."""
 
     active_on_start: bool
     currencies: tuple[Literal["BTC", "ETH"], ...]
@@ -391,7 +391,7 @@ class HedgerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 
 class ConsoleSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The console (actors/console.py; the language in deribit/console_grammar.py)."""
+    """The console (actors/console.py; the language in console/grammar.py)."""
 
     instrument: str
     size_multiplier: float

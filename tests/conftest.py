@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO.parent / "shared" / "fixtures" / "deribit"
-WIRE_SAMPLE = FIXTURES / "wire-2021-07-22-options-sample.jsonl"
+from tests.support.paths import SHARED_FIXTURES as FIXTURES
 
 os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")
 
@@ -18,7 +16,7 @@ os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """The shared PostgreSQL test server (TEST_DATABASE_URL, 127.0.0.1:5432, or a throwaway)."""
-    from tests.postgres import server_url
+    from tests.support.postgres import server_url
 
     url, cluster = server_url()
     try:

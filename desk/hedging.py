@@ -1,0 +1,824 @@
+"""The hedger's logic for one currency: what it knows, when it may act, its one order's life.
+
+:class:`CurrencyHedger` is a plain class (no thread, no clock of its own: every method takes
+``now``); the Hedger actor routes bus messages to it and publishes what it emits through the
+``publish`` callable. The decision itself is :func:`desk.hedge_decision.decide`.
+
+Safety, in the order it is checked before a decision is even made:
+
+- hedging is active (off at start unless ``active_on_start``; the console switches it);
+- the Connection says it can trade (up, logged in, subscribed);
+- the Portfolio's picture is reconciled with the exchange;
+- the hedge instrument is listed (its contract size is known);
+- no hedge order is in flight: one at a time, and after a fill the Portfolio must show the
+  new hedge position before anything is decided again;
+- no hedge order of an earlier run is still open (it is cancelled first);
+- not in the pause after a rejection; fewer than ``max_orders_per_minute`` orders in the last
+  60 s; the day's volume leaves room for at least one contract;
+
+then :func:`decide` refuses stale or missing market data. ``max_rejections`` rejections in a
+row switch hedging off with a message; so does a fill the Portfolio never shows.
+
+An order whose fate is unknown (its answer was lost with the link, or never came) blocks
+everything until the exchange's own picture (``ExchangeState``, fetched after the loss) says
+where the hedge position stands and whether the order is still open: a reconnect never leads
+to a second order for the same mismatch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from deribit.instruments import amount_step, round_to_contract
+from desk.hedge_decision import (
+    HedgeDecision,
+    HedgePolicy,
+    HedgeQuote,
+    OptionMark,
+    Side,
+    decide,
+    hedge_currency,
+)
+from messages.account import ExchangeState, OrderUpdate, Position, UserTrade
+from messages.commands import (
+    ANSWER_LOST,
+    CancelOrder,
+    CommandFailed,
+    CommandResult,
+    EditOrder,
+    PlaceOrder,
+    ReconcilePortfolio,
+)
+from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
+from messages.market import InstrumentsLoaded, Quote, Ticker
+from messages.state import PortfolioChanged, TopOfBook
+
+ORIGIN = "hedger"
+LABEL_PREFIX = "hedge-"
+CLOSED_STATES = frozenset({"filled", "cancelled", "rejected"})
+
+# Phases of the order in flight.
+SENT = "sent"  # PlaceOrder published, no answer yet
+RESTING = "resting"  # a limit order open on the book
+AMENDING = "amending"  # an edit or cancel of the resting order awaits its answer
+SETTLING = "settling"  # closed with a fill: waiting for the Portfolio to show it
+UNKNOWN = "unknown"  # the answer was lost: waiting for the exchange's picture
+
+
+class HedgeOrder(msgspec.Struct):
+    """The one hedge order in flight and where it stands."""
+
+    label: str
+    request_key: str
+    side: Side
+    amount: float
+    order_type: str
+    placed_at: float
+    size_before: float  # the hedge position (USD) when it was sent
+    phase: str = SENT
+    price: float | None = None
+    order_id: str | None = None
+    filled: float = 0.0
+    reprices: int = 0
+    due: float | None = None  # when this phase times out
+    pending_key: str | None = None  # the edit or cancel awaiting its answer
+    cancelling: bool = False
+    expected_size: float | None = None  # SETTLING: the hedge position the Portfolio must show
+    reconcile_asked: bool = False
+    unknown_since: float | None = None
+    link_lost: bool = False  # the link dropped after it was sent
+    amends: int = 0
+    traded: float = 0.0
+    trade_ids: set[str] = msgspec.field(default_factory=set)
+
+    @property
+    def signed_filled(self) -> float:
+        return self.filled if self.side == "buy" else -self.filled
+
+
+class CurrencyHedger:
+    """Delta hedging of one currency's options with one future (see the module doc)."""
+
+    def __init__(
+        self,
+        currency: str,
+        settings: Any,  # config.settings.HedgerSettings
+        publish: Callable[[object], None],
+        log: Any,
+        next_number: Callable[[float], int],
+        now: float,
+        on_order: Callable[[PlaceOrder, object], None] | None = None,
+        later: Callable[..., None] | None = None,
+    ) -> None:
+        self.currency = currency
+        self.settings = settings
+        self.instrument: str = settings.instrument_for(currency)
+        self.band: float = settings.max_delta_mismatch
+        self.active: bool = bool(settings.active_on_start)
+        self._publish = publish
+        self.log = log
+        self._next_number = next_number
+        self._on_order = on_order
+        # Work that may wait until the order decided went out (the Hedger's ``Actor.later``;
+        # plain callers: at once).
+        self._later: Callable[..., None] = later or (lambda function, *args: function(*args))
+        self._policy: HedgePolicy | None = None
+        self._policy_key: tuple[Any, ...] = ()
+        self.contract_size: float | None = None
+        self.tick_size: float | None = None
+        # What we know, with when we received it.
+        self.can_trade = False
+        self.portfolio: PortfolioChanged | None = None
+        self.positions: dict[str, Position] = {}
+        self.held_options: frozenset[str] = frozenset()
+        self.marks: dict[str, OptionMark] = {}
+        self.future_prices: dict[str, float] = {}
+        self.hedge_bid: float | None = None
+        self.hedge_ask: float | None = None
+        self.hedge_mark: float | None = None
+        self.hedge_at: float | None = None
+        self.hedge_timestamp = 0  # the exchange's ms of the touch we hold
+        self.hedge_stale = False
+        self.quote: HedgeQuote | None = None
+        # The order in flight and the counters that bound what we send.
+        self.order: HedgeOrder | None = None
+        self.escalate_to_market = False
+        self.own_labels: set[str] = set()
+        self.orphans_cancelled: set[str] = set()
+        self.orphans: tuple[OrderUpdate, ...] = ()
+        self.sent_times: deque[float] = deque()
+        self.orders_today = 0
+        self.volume_today = 0.0
+        self.rejections = 0
+        self.retry_at = 0.0
+        self.link_epoch = 0
+        # What was last said (log lines and status only on change).
+        self.last: HedgeDecision | None = None
+        self.last_code = ""
+        self.last_reason = ""
+        self.message = "hedging is on" if self.active else "hedging is off"
+        self.warned = False
+        self._status_key: tuple[Any, ...] = ()
+        self.created_at = now
+
+    # -- inputs: instruments, market data, portfolio, link ------------------------------------------
+    def instruments_loaded(self, loaded: InstrumentsLoaded, now: float) -> None:
+        for instrument in loaded.instruments:
+            if instrument.instrument_name == self.instrument:
+                first = self.contract_size is None
+                self.contract_size = amount_step(instrument)
+                self.tick_size = instrument.tick_size
+                if first:
+                    self.log.info("hedge_instrument_listed", currency=self.currency, instrument=self.instrument,
+                                  contract_size=self.contract_size, tick_size=self.tick_size)
+                self._evaluate(now, loaded)
+                return
+        if self.contract_size is not None or not self.last_code:
+            self.log.warning("hedge_instrument_not_listed", currency=self.currency, instrument=self.instrument,
+                             hint="set hedger.instruments to a listed future or perpetual")
+        self.contract_size = None
+        self._note_block("not_listed", f"the hedge instrument {self.instrument} is not listed", now)
+
+    def on_ticker(self, ticker: Ticker, now: float) -> bool:
+        """A ticker of this currency. True when it could change the decision (and was evaluated)."""
+        name = ticker.instrument_name
+        if ticker.greeks is not None or ticker.mark_iv is not None:
+            quote = self.quote
+            self.marks[name] = OptionMark.from_ticker(ticker, now, quote.price if quote is not None else None)
+            if name in self.held_options:
+                self._evaluate(now, ticker)
+                return True
+            return False
+        if name == self.instrument:
+            if not self._hedge_update(ticker.best_bid_price, ticker.best_ask_price, now, None, ticker.timestamp,
+                                      ticker.mark_price):
+                return False
+            self._evaluate(now, ticker)
+            return True
+        self.future_prices[name] = ticker.mark_price
+        return False
+
+    def on_quote(self, quote: Quote, now: float) -> bool:
+        if quote.instrument_name != self.instrument:
+            return False
+        if not self._hedge_update(quote.best_bid_price, quote.best_ask_price, now, None, quote.timestamp):
+            return False
+        self._evaluate(now, quote)
+        return True
+
+    def on_top_of_book(self, top: TopOfBook, now: float) -> bool:
+        if top.instrument_name != self.instrument:
+            if top.kind == "future" and top.bid and top.ask:
+                self.future_prices[top.instrument_name] = 0.5 * (top.bid + top.ask)
+            return False
+        if not self._hedge_update(top.bid, top.ask, now, top.stale, top.timestamp, top.mark_price):
+            return False
+        self._evaluate(now, top)
+        return True
+
+    def _hedge_update(self, bid: float | None, ask: float | None, now: float, stale: bool | None,
+                      timestamp: int, mark: float | None = None) -> bool:
+        """Take the hedge instrument's touch; False when it is older than the one we have (the
+        ticker comes from the Connection's thread, the book's top from a BookKeeper's: the two
+        may arrive out of the exchange's order) and changed nothing."""
+        newer = timestamp >= self.hedge_timestamp
+        # Only the book keeper knows whether the book is to be trusted (its tops arrive in order).
+        stale_changed = stale is not None and stale != self.hedge_stale
+        if not newer and not stale_changed:
+            return False
+        if stale is not None:
+            self.hedge_stale = stale
+        if newer:
+            # Deribit sends 0 or null for an empty side.
+            self.hedge_bid = bid if bid else None
+            self.hedge_ask = ask if ask else None
+            self.hedge_timestamp = timestamp
+            self.hedge_at = now
+            if mark:
+                self.hedge_mark = mark
+        self.quote = HedgeQuote(instrument_name=self.instrument, bid=self.hedge_bid, ask=self.hedge_ask,
+                                mark_price=self.hedge_mark, received_at=self.hedge_at or now,
+                                stale=self.hedge_stale)
+        return True
+
+    def on_portfolio(self, portfolio: PortfolioChanged, now: float) -> None:
+        self.portfolio = portfolio
+        self.positions = {p.instrument_name: p for p in portfolio.positions}
+        self.held_options = frozenset(p.instrument_name for p in portfolio.positions
+                                      if p.kind == "option" and p.size != 0)
+        self.orphans = tuple(
+            o for o in portfolio.open_orders
+            if o.label.startswith(LABEL_PREFIX) and o.label not in self.own_labels
+            and o.order_state not in CLOSED_STATES)
+        order = self.order
+        if order is not None and order.phase == SETTLING and self._reflected(order):
+            self._settled(order, now)
+        self._evaluate(now, portfolio)
+
+    def on_connection(self, can_trade: bool, now: float) -> None:
+        if can_trade == self.can_trade:
+            return
+        self.can_trade = can_trade
+        if not can_trade:
+            self.link_epoch += 1
+            # Whatever arrives after the reconnect must be fresh: forget the market picture.
+            self.quote = None
+            self.hedge_at = None
+            self.marks.clear()
+            order = self.order
+            if order is not None:
+                order.link_lost = True
+                if order.phase in (RESTING, AMENDING):
+                    # Cancel-on-disconnect may or may not have taken it: only the exchange knows.
+                    self._unknown(order, "the link dropped while the order was open", now)
+            self._note_block("disconnected", "not connected to the exchange", now)
+            return
+        order = self.order
+        if order is not None and order.phase == UNKNOWN:
+            self._ask_reconcile(order, now)
+        self._evaluate(now, "connected")
+
+    # -- inputs: our order's life ------------------------------------------------------------------------
+    def on_result(self, result: CommandResult, now: float) -> None:
+        order = self.order
+        if order is None:
+            return
+        if result.request_key == order.request_key:
+            if order.phase != SENT:
+                return  # a late answer after we gave up on it: the exchange's picture rules
+            if result.order is not None:
+                self._order_state(order, result.order, now)
+                if order.phase == SENT:  # still open: a resting limit order
+                    self._rest(order, now)
+            for trade in result.trades:
+                self._trade(order, trade)
+            return
+        if result.request_key == order.pending_key:
+            order.pending_key = None
+            if result.order is not None:
+                self._order_state(order, result.order, now)  # may close it
+            if self.order is order and order.phase == AMENDING and not order.cancelling:
+                self._rest(order, now)  # repriced: wait again at the new price
+
+    def on_failed(self, failed: CommandFailed, now: float) -> None:
+        order = self.order
+        if order is None:
+            return
+        if failed.request_key == order.request_key and order.phase == SENT:
+            if failed.code == ANSWER_LOST:
+                self._unknown(order, failed.message, now)
+                return
+            self.order = None
+            self.rejections += 1
+            self.volume_today -= order.amount
+            self.retry_at = now + self.settings.retry_after_reject_s
+            self.log.warning("hedge_rejected", currency=self.currency, label=order.label, code=failed.code,
+                             message=failed.message, data=failed.data, rejections_in_a_row=self.rejections)
+            self._after_rejection(f"{failed.message} (code {failed.code})", now)
+            return
+        if failed.request_key == order.pending_key:
+            order.pending_key = None
+            self.log.warning("hedge_amend_failed", currency=self.currency, label=order.label, code=failed.code,
+                             message=failed.message, method=failed.method)
+            if failed.code == ANSWER_LOST:
+                self._unknown(order, failed.message, now)
+            elif order.phase == AMENDING:
+                # Usually the order filled or closed meanwhile; its update says so. Try again later.
+                order.phase = RESTING
+                order.due = now + self.settings.reprice_after_s
+
+    def on_order_update(self, update: OrderUpdate, now: float) -> None:
+        order = self.order
+        if order is None or not self._is_ours(order, update.label, update.order_id):
+            return
+        if order.phase in (UNKNOWN, SETTLING):
+            return
+        self._order_state(order, update, now)
+        if order.phase == SENT and update.order_state == "open" and order.order_type == "limit":
+            self._rest(order, now)
+
+    def on_user_trade(self, trade: UserTrade, now: float) -> None:
+        order = self.order
+        if order is None or not self._is_ours(order, trade.label, trade.order_id):
+            return
+        if order.phase in (UNKNOWN, SETTLING):
+            return
+        self._trade(order, trade)
+        if trade.state in CLOSED_STATES:
+            self._closed(order, trade.state or "filled", now)
+
+    def on_exchange_state(self, state: ExchangeState, now: float) -> None:
+        """The exchange's own picture: the one thing that resolves an order of unknown fate."""
+        order = self.order
+        if order is None or order.phase != UNKNOWN:
+            return
+        assert order.unknown_since is not None
+        if state.at < order.unknown_since or (order.link_lost and not self.can_trade):
+            return  # fetched before we knew the answer was lost
+        still_open = [o for o in state.open_orders if o.label == order.label and o.order_state not in CLOSED_STATES]
+        size = next((p.size for p in state.positions if p.instrument_name == self.instrument), 0.0)
+        if still_open:
+            # Still on the book after all: cancel it; its final state then settles it as usual.
+            found = still_open[0]
+            order.order_id = found.order_id
+            order.filled = max(order.filled, found.filled_amount)
+            self.log.warning("hedge_order_found_open", currency=self.currency, label=order.label,
+                             order_id=found.order_id, filled=found.filled_amount)
+            self._cancel(order, now)
+            return
+        self.log.info("hedge_order_resolved", currency=self.currency, label=order.label,
+                      hedge_position=size, before=order.size_before)
+        self._settle(order, size, now)
+
+    # -- controls ----------------------------------------------------------------------------------------
+    def on_control(self, control: HedgerControl, now: float) -> None:
+        if control.action == "activate":
+            self.active = True
+            self.rejections = 0
+            self.retry_at = 0.0
+            self.message = f"hedging activated by {control.origin}"
+            self.last_code = ""
+            self.log.info("hedging_activated", currency=self.currency, origin=control.origin,
+                          band=self.band, instrument=self.instrument)
+            self._evaluate(now, control)
+        elif control.action == "deactivate":
+            self._switch_off(f"hedging deactivated by {control.origin}", now, warn=False)
+        self.publish_status(now, control.request_key)
+
+    def on_set_band(self, change: SetHedgeBand, now: float) -> None:
+        value = change.max_delta_mismatch
+        if not (math.isfinite(value) and value > 0):
+            self.message = f"band {value!r} refused: give a positive number of {self.currency}"
+            self.log.warning("hedge_band_refused", currency=self.currency, band=value, origin=change.origin)
+        else:
+            self.log.info("hedge_band_changed", currency=self.currency, band=value, was=self.band,
+                          origin=change.origin)
+            self.band = value
+            self.message = f"band set to {value:g} {self.currency} by {change.origin}"
+            self._evaluate(now, change)
+        self.publish_status(now, change.request_key)
+
+    def safe_shutdown(self, reason: str, now: float) -> None:
+        self._switch_off(f"safe shutdown: {reason}", now, warn=True)
+
+    def _switch_off(self, message: str, now: float, warn: bool) -> None:
+        was = self.active
+        self.active = False
+        self.message = message
+        (self.log.warning if warn else self.log.info)(
+            "hedging_switched_off" if warn else "hedging_deactivated", currency=self.currency, reason=message,
+            was_active=was)
+        order = self.order
+        if order is not None and order.phase == RESTING and order.order_id:
+            self._cancel(order, now)
+        self.publish_status(now)
+
+    # -- time --------------------------------------------------------------------------------------------
+    def on_minute(self, now: float) -> None:
+        self._prune(now)
+        last = self.last
+        self.log.info("hedge_state", currency=self.currency, active=self.active, code=self.last_code,
+                      options_delta=last.options_delta if last else None,
+                      hedge_delta=last.hedge_delta if last else None,
+                      mismatch=last.mismatch if last else None, band=self.band,
+                      phase=self.order.phase if self.order else "idle", orders_today=self.orders_today,
+                      volume_today=self.volume_today)
+        self.publish_status(now, force=True)
+
+    def on_rollover(self, now: float) -> None:
+        self.orders_today = 0
+        self.volume_today = 0.0
+        self.publish_status(now, force=True)
+
+    def next_due(self) -> float | None:
+        dues = []
+        if self.order is not None and self.order.due is not None:
+            dues.append(self.order.due)
+        if self.active and self.order is None and self.retry_at:
+            dues.append(self.retry_at)
+        if self.active and self.order is None and self.last_code == "rate_limit" and self.sent_times:
+            dues.append(self.sent_times[0] + 60.0)
+        return min(dues) if dues else None
+
+    def on_time(self, now: float) -> None:
+        order = self.order
+        if order is not None and order.due is not None and now >= order.due:
+            order.due = None
+            self._timeout(order, now)
+        if self.order is None and self.retry_at and now >= self.retry_at:
+            self.retry_at = 0.0
+            self._evaluate(now, "pause after a rejection over")
+        elif self.order is None and self.last_code == "rate_limit":
+            self._evaluate(now, "rate window moved")
+
+    def _timeout(self, order: HedgeOrder, now: float) -> None:
+        if order.phase == RESTING:
+            self._reprice_or_cancel(order, now)
+        elif order.phase == SENT:
+            self._unknown(order, f"no answer within {self.settings.fill_wait_s:g} s", now)
+        elif order.phase == AMENDING:
+            self._unknown(order, "no answer to the edit or cancel", now)
+        elif order.phase == SETTLING:
+            if not order.reconcile_asked:
+                self.log.warning("hedge_fill_not_shown", currency=self.currency, label=order.label,
+                                 expected=order.expected_size, shown=self._hedge_size(),
+                                 waited_s=self.settings.fill_wait_s)
+                order.reconcile_asked = True
+                order.due = now + self.settings.fill_wait_s
+                self._publish(ReconcilePortfolio(origin=ORIGIN, currencies=(self.currency,),
+                                                 reason=f"hedger: fill of {order.label} not shown"))
+            else:
+                self.order = None
+                self._switch_off(
+                    f"the portfolio never showed the fill of {order.label} (hedge position "
+                    f"{self._hedge_size():g} USD, expected {order.expected_size:g} USD); hedging switched off: "
+                    "check the positions, then activate again", now, warn=True)
+        elif order.phase == UNKNOWN:
+            self._ask_reconcile(order, now)
+
+    # -- status ------------------------------------------------------------------------------------------
+    def status(self, now: float, request_key: str = "") -> HedgerStatus:
+        last = self.last
+        order = self.order
+        return HedgerStatus(
+            currency=self.currency, active=self.active, instrument=self.instrument,
+            mode=self.settings.mode, band=self.band, at=now,
+            options_delta=last.options_delta if last else None,
+            hedge_delta=last.hedge_delta if last else None,
+            mismatch=last.mismatch if last else None,
+            in_flight=order is not None, orders_today=self.orders_today, volume_today=self.volume_today,
+            last_reason=self.last_reason, code=self.last_code, message=self.message, request_key=request_key,
+            phase=order.phase if order is not None else "idle", delta_source=self.settings.delta_source,
+            order_label=order.label if order is not None else "",
+        )
+
+    def publish_status(self, now: float, request_key: str = "", force: bool = False) -> None:
+        order = self.order
+        key = (self.active, order.phase if order else None, order.label if order else None, self.band,
+               self.last_code, self.orders_today, self.message)
+        if force or request_key or key != self._status_key:
+            self._status_key = key
+            self._publish(self.status(now, request_key))
+
+    # -- the decision --------------------------------------------------------------------------------------
+    def policy(self) -> HedgePolicy:
+        """The decision's view of the settings; made again only when one of them changed."""
+        key = (self.settings, self.contract_size, self.band)
+        if self._policy is None or self._policy_key != key:
+            s = self.settings
+            self._policy_key = key
+            self._policy = HedgePolicy(
+                instrument=self.instrument, contract_size=self.contract_size or 0.0, band=self.band, mode=s.mode,
+                delta_source=s.delta_source, max_order_usd=s.max_order_usd, stale_after_s=s.stale_after_s,
+                disagreement_warn=s.delta_disagreement_warn)
+        return self._policy
+
+    def current_decision(self, now: float) -> HedgeDecision:
+        """What :func:`decide` says now, whatever the gates (for the status and tests)."""
+        return decide(self.positions.values(), self.marks, self.quote, self.policy(), now, self.future_prices)
+
+    def _gate(self, now: float) -> tuple[str, str] | None:
+        if not self.can_trade:
+            return "disconnected", "not connected to the exchange (or not logged in and subscribed)"
+        portfolio = self.portfolio
+        if portfolio is None:
+            return "no_portfolio", "no portfolio yet"
+        if not portfolio.reconciled:
+            return "unreconciled", "the portfolio is not reconciled with the exchange yet"
+        if self.contract_size is None:
+            return "not_listed", f"the hedge instrument {self.instrument} is not listed (yet)"
+        if self.orphans:
+            self._cancel_orphans(now)
+            return "orphan_orders", f"{len(self.orphans)} hedge order(s) of an earlier run are open: cancelling"
+        if now < self.retry_at:
+            return "cooldown", f"pausing {self.retry_at - now:.1f} s after a rejection"
+        self._prune(now)
+        if len(self.sent_times) >= self.settings.max_orders_per_minute:
+            return "rate_limit", (f"{len(self.sent_times)} hedge orders in the last 60 s "
+                                  f"(max_orders_per_minute {self.settings.max_orders_per_minute})")
+        return None
+
+    def warm_up(self, now: float) -> None:
+        """What a frame that pushes the mismatch past the band leads to, without its effects:
+        the decision and the order it would place, made and dropped, so that they are in the
+        CPU's caches when such a frame comes (see ``messages.system.WarmUp``). Publishes and
+        logs nothing, numbers no label, changes nothing but the policy's cache."""
+        if not self.active or self.order is not None or self.quote is None or self.contract_size is None:
+            return  # nothing would be sent now: nothing to keep warm
+        decision = decide(self.positions.values(), self.marks, self.quote, self.policy(), now, self.future_prices)
+        self._order(decision.side or "sell", decision.amount or self.contract_size, f"{LABEL_PREFIX}0")
+
+    def _evaluate(self, now: float, trigger: object) -> None:
+        if not self.active or self.order is not None:
+            return
+        gate = self._gate(now)
+        if gate is not None:
+            self._note_block(*gate, now)
+            return
+        decision = decide(self.positions.values(), self.marks, self.quote, self.policy(), now, self.future_prices)
+        self.last = decision
+        if decision.warning and not self.warned:
+            self.log.warning("delta_disagreement", currency=self.currency, detail=decision.warning,
+                             ours=decision.ours_options_delta, exchange=decision.exchange_options_delta)
+        self.warned = bool(decision.warning)
+        if not decision.trade:
+            self._note(decision, now)
+            return
+        amount = decision.amount
+        room = self.settings.max_daily_volume_usd - self.volume_today
+        if amount > room:
+            assert self.contract_size is not None
+            amount = round_to_contract(max(room, 0.0), self.contract_size, "down")
+            if amount <= 0:
+                self._note_block("daily_volume", f"the day's hedge volume {self.volume_today:g} USD reached "
+                                 f"max_daily_volume_usd {self.settings.max_daily_volume_usd:g}", now)
+                return
+        self._place(decision, amount, now, trigger)
+
+    def _note(self, decision: HedgeDecision, now: float) -> None:
+        if decision.code != self.last_code:
+            self.last_code = decision.code
+            self.last_reason = decision.reason
+            self.log.info("hedge_blocked" if decision.action == "blocked" else "hedge_hold",
+                          currency=self.currency, code=decision.code, reason=decision.reason,
+                          options_delta=decision.options_delta, hedge_delta=decision.hedge_delta,
+                          mismatch=decision.mismatch, band=decision.band)
+            self.publish_status(now)
+
+    def _note_block(self, code: str, reason: str, now: float) -> None:
+        if code != self.last_code:
+            self.last_code = code
+            self.last_reason = reason
+            self.log.info("hedge_blocked", currency=self.currency, code=code, reason=reason)
+            self.publish_status(now)
+
+    def _order(self, side: Side, amount: float, label: str) -> PlaceOrder:
+        """The hedge order to send now: post-only at our side's touch when the settings ask for
+        limit orders (and the last one did not time out), else market."""
+        price = None
+        order_type = "market"
+        if self.settings.order_type == "limit" and not self.escalate_to_market:
+            price = self.hedge_bid if side == "buy" else self.hedge_ask
+            if price is not None:
+                order_type = "limit"
+        return PlaceOrder(instrument_name=self.instrument, side=side, amount=amount, origin=ORIGIN,
+                          request_key=label, type=order_type, price=price, post_only=order_type == "limit",
+                          label=label)  # type: ignore[arg-type]
+
+    def _place(self, decision: HedgeDecision, amount: float, now: float, trigger: object) -> None:
+        number = self._next_number(now)
+        label = f"{LABEL_PREFIX}{number}"
+        assert decision.side is not None
+        side: Side = decision.side
+        command = self._order(side, amount, label)
+        self.order = HedgeOrder(label=label, request_key=label, side=side, amount=amount, order_type=command.type,
+                                placed_at=now, size_before=self._hedge_size(), price=command.price,
+                                due=now + self.settings.fill_wait_s)
+        self.own_labels.add(label)
+        self.sent_times.append(now)
+        self.orders_today += 1
+        self.volume_today += amount
+        self.escalate_to_market = False
+        self._publish(command)  # first: the order is the hot path; bookkeeping and logging follow
+        if self._on_order is not None:
+            self._on_order(command, trigger)
+        self.last = decision
+        self.last_code = "trade"
+        self.last_reason = decision.reason
+        # The line is made (and written) once the order went out: see ``later``.
+        self._later(self._log_order, command, decision, trigger)
+        self._later(self.publish_status, now)
+
+    def _log_order(self, command: PlaceOrder, decision: HedgeDecision, trigger: object) -> None:
+        self.log.info("hedge_order", currency=self.currency, label=command.label, side=command.side,
+                      amount=command.amount, order_type=command.type, price=command.price, instrument=self.instrument,
+                      reason=decision.reason, options_delta=decision.options_delta, hedge_delta=decision.hedge_delta,
+                      mismatch=decision.mismatch, band=decision.band, expected_after=decision.after,
+                      hedge_price=decision.price, mode=self.settings.mode, delta_source=self.settings.delta_source,
+                      trigger=_describe(trigger), deltas=[(d.instrument_name, round(d.delta, 8))
+                                                          for d in decision.deltas])
+
+    # -- the order's life ------------------------------------------------------------------------------------
+    def _is_ours(self, order: HedgeOrder, label: str, order_id: str) -> bool:
+        return (order.order_id is not None and order_id == order.order_id) or label == order.label
+
+    def _order_state(self, order: HedgeOrder, update: OrderUpdate, now: float) -> None:
+        order.order_id = update.order_id
+        order.filled = max(order.filled, update.filled_amount)
+        if update.filled_amount > 0 or update.order_state == "open":
+            self.rejections = 0  # accepted: the run of rejections is over
+        if update.order_state in CLOSED_STATES:
+            self._closed(order, update.order_state, now)
+
+    def _trade(self, order: HedgeOrder, trade: UserTrade) -> None:
+        # Fills arrive as trades and in order states (filled_amount): two running totals of the
+        # same thing, either may lag, so the larger one is right (each trade counts once).
+        if not order.order_id:
+            order.order_id = trade.order_id
+        if trade.trade_id in order.trade_ids:
+            return
+        order.trade_ids.add(trade.trade_id)
+        order.traded += trade.amount
+        order.filled = max(order.filled, order.traded)
+
+    def _rest(self, order: HedgeOrder, now: float) -> None:
+        order.phase = RESTING
+        order.due = now + self.settings.reprice_after_s
+        if order.order_type != "limit":
+            # A market order left open (not enough on the book): nothing to reprice; cancel it
+            # at the timeout and hedge what is still needed afresh.
+            order.reprices = self.settings.max_reprices
+        self.publish_status(now)
+
+    def _closed(self, order: HedgeOrder, state: str, now: float) -> None:
+        if order.phase in (SETTLING, UNKNOWN):
+            return
+        unfilled = max(order.amount - order.filled, 0.0)
+        self.volume_today -= unfilled
+        # A rejected order, or a market order that closed without any fill (no liquidity), is a
+        # failure like an error answer: it counts toward switching hedging off.
+        failed = order.filled == 0 and (state == "rejected" or (state == "cancelled" and order.order_type == "market"))
+        if failed:
+            self.order = None
+            self.rejections += 1
+            self.retry_at = now + self.settings.retry_after_reject_s
+            why = "the exchange rejected the order" if state == "rejected" else "the market order closed unfilled"
+            self.log.warning("hedge_rejected", currency=self.currency, label=order.label, code=0, message=why,
+                             rejections_in_a_row=self.rejections)
+            self._after_rejection(why, now)
+            return
+        self.log.info("hedge_closed", currency=self.currency, label=order.label, state=state, filled=order.filled,
+                      amount=order.amount, reprices=order.reprices)
+        if order.filled == 0:
+            self.order = None
+            self.publish_status(now)
+            self._evaluate(now, "previous hedge closed unfilled")
+            return
+        self._settle(order, order.size_before + order.signed_filled, now)
+
+    def _settle(self, order: HedgeOrder, expected_size: float, now: float) -> None:
+        order.phase = SETTLING
+        order.expected_size = expected_size
+        order.pending_key = None
+        order.due = now + self.settings.fill_wait_s
+        if self._reflected(order):
+            self._settled(order, now)
+        else:
+            self.publish_status(now)
+
+    def _reflected(self, order: HedgeOrder) -> bool:
+        assert order.expected_size is not None
+        half_contract = 0.5 * (self.contract_size or 1.0)
+        portfolio = self.portfolio
+        return (portfolio is not None and portfolio.reconciled
+                and abs(self._hedge_size() - order.expected_size) < half_contract)
+
+    def _settled(self, order: HedgeOrder, now: float) -> None:
+        self.order = None
+        self.log.info("hedge_settled", currency=self.currency, label=order.label, hedge_position=self._hedge_size(),
+                      waited_s=round(now - order.placed_at, 3))
+        self.publish_status(now)
+        self._evaluate(now, "previous hedge settled")
+
+    def _unknown(self, order: HedgeOrder, why: str, now: float) -> None:
+        order.phase = UNKNOWN
+        order.unknown_since = now
+        order.pending_key = None
+        order.reconcile_asked = False
+        self.log.warning("hedge_order_unknown", currency=self.currency, label=order.label, reason=why,
+                         hint="no hedging until the exchange's positions and orders are fetched")
+        self._ask_reconcile(order, now)
+        self.publish_status(now)
+
+    def _ask_reconcile(self, order: HedgeOrder, now: float) -> None:
+        order.due = now + self.settings.fill_wait_s
+        if not self.can_trade:
+            return  # asked again once the link is back
+        order.reconcile_asked = True
+        self._publish(ReconcilePortfolio(origin=ORIGIN, currencies=(self.currency,),
+                                         reason=f"hedger: state of {order.label} unknown"))
+
+    def _reprice_or_cancel(self, order: HedgeOrder, now: float) -> None:
+        if order.order_id is None:
+            order.due = now + self.settings.reprice_after_s
+            return
+        touch = self.hedge_bid if order.side == "buy" else self.hedge_ask
+        if order.reprices < self.settings.max_reprices and touch is not None and self.can_trade:
+            # Each timeout is a round, repriced or not (still the touch: nothing to edit), so
+            # that an order nobody trades against ends at market after max_reprices rounds.
+            order.reprices += 1
+            if touch == order.price:
+                order.due = now + self.settings.reprice_after_s
+                return
+            order.amends += 1
+            order.price = touch
+            order.phase = AMENDING
+            order.pending_key = f"{order.label}/edit{order.amends}"
+            order.due = now + self.settings.fill_wait_s
+            self.log.info("hedge_repriced", currency=self.currency, label=order.label, price=touch,
+                          reprices=order.reprices)
+            self._publish(EditOrder(order_id=order.order_id, amount=order.amount, price=touch, post_only=True,
+                                    origin=ORIGIN, request_key=order.pending_key))
+            return
+        # Last resort: cancel, then hedge what is left with a market order.
+        self.escalate_to_market = True
+        self._cancel(order, now)
+
+    def _cancel(self, order: HedgeOrder, now: float) -> None:
+        if order.order_id is None:
+            return
+        order.amends += 1
+        order.phase = AMENDING
+        order.cancelling = True
+        order.pending_key = f"{order.label}/cancel{order.amends}"
+        order.due = now + self.settings.fill_wait_s
+        self.log.info("hedge_cancel", currency=self.currency, label=order.label, order_id=order.order_id,
+                      filled=order.filled)
+        self._publish(CancelOrder(order_id=order.order_id, origin=ORIGIN, request_key=order.pending_key))
+
+    def _cancel_orphans(self, now: float) -> None:
+        for orphan in self.orphans:
+            if orphan.order_id in self.orphans_cancelled:
+                continue
+            self.orphans_cancelled.add(orphan.order_id)
+            self.log.warning("hedge_orphan_cancelled", currency=self.currency, label=orphan.label,
+                             order_id=orphan.order_id, instrument=orphan.instrument_name)
+            self._publish(CancelOrder(order_id=orphan.order_id, origin=ORIGIN,
+                                      request_key=f"hedger-orphan-{orphan.order_id}"))
+
+    def _after_rejection(self, why: str, now: float) -> None:
+        if self.rejections >= self.settings.max_rejections:
+            self._switch_off(f"{self.rejections} hedge orders rejected in a row (last: {why}); hedging switched "
+                             "off: check the account and the hedge instrument, then activate again", now, warn=True)
+        else:
+            self.message = f"hedge order rejected: {why}"
+            if now < self.retry_at:  # the status says so at once, not at the next evaluation
+                self.last_code = "cooldown"
+                self.last_reason = f"pausing {self.retry_at - now:.1f} s after a rejection"
+            self.publish_status(now)
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _hedge_size(self) -> float:
+        position = self.positions.get(self.instrument)
+        return position.size if position is not None else 0.0
+
+    def _prune(self, now: float) -> None:
+        times = self.sent_times
+        while times and now - times[0] >= 60.0:
+            times.popleft()
+
+
+def _describe(trigger: object) -> str:
+    if isinstance(trigger, str):
+        return trigger
+    name = getattr(trigger, "instrument_name", None)
+    return f"{type(trigger).__name__} {name}" if name else type(trigger).__name__
+
+
+def currency_of(instrument_name: str) -> str:
+    return hedge_currency(instrument_name)

@@ -1,0 +1,320 @@
+"""End to end on the simulator: buy calls, switch hedging on, move the index; the Hedger keeps
+the book inside its band through the Connection, the BookKeepers and the Portfolio.
+
+The simulator's own index diffusion and jumps are off so that only the test moves the market;
+the mismatch after each settle is computed from the simulator's state (its positions, its
+tickers' deltas and its perpetual book), not from the Hedger's figures.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pykka
+import pytest
+
+import main
+from actors.portfolio import GetPortfolio
+from config.settings import load_settings
+from deribit.instruments import parse_instrument_name
+from messages.commands import CommandFailed, CommandResult, PlaceOrder
+from messages.hedging import HedgerControl, HedgerStatus
+from runtime.actor import Actor, ActorContext, handles
+from runtime.clock import WallClock
+from runtime.logs import setup_logging, shutdown_logging
+from runtime.supervisor import ActorSpec
+from simulator import Simulator
+from simulator.settings import SimSettings
+from tests.support.waiting import wait_until as wait_for
+
+pytestmark = pytest.mark.usefixtures("isolated_cwd")  # the program's data/ goes to a temp dir
+
+CLIENT_ID, CLIENT_SECRET = "desk", "desk-simulator-secret"
+PERP = "BTC-PERPETUAL"
+BAND = 0.0025
+WANTED = {"connection", "books-BTC-option", "books-BTC-future", "portfolio", "hedger", "recorder"}
+
+
+class Tap(Actor):
+    """Collects order commands and their answers from the bus."""
+
+    def __init__(self, context: ActorContext, sink: list[object]) -> None:
+        super().__init__(context)
+        self.sink = sink
+
+    @handles(PlaceOrder, CommandResult, CommandFailed)
+    def on_message(self, message: object) -> None:
+        self.sink.append(message)
+
+
+class Desk:
+    def __init__(self, simulator: Simulator, supervisor: Any, tapped: list[object], data_dir: Path) -> None:
+        self.sim = simulator
+        self.supervisor = supervisor
+        self.tapped = tapped
+        self.data_dir = data_dir
+
+    def publish(self, message: object) -> None:
+        self.supervisor.bus.publish(message)
+
+    def ask(self, name: str, message: object) -> Any:
+        return self.supervisor.refs()[name].ask(message, timeout=10)
+
+    def status(self) -> HedgerStatus:
+        [status] = self.ask("hedger", HedgerControl(action="status", origin="test", currency="BTC"))
+        return status
+
+    def hedge_orders(self) -> list[PlaceOrder]:
+        return [m for m in list(self.tapped) if isinstance(m, PlaceOrder) and m.origin == "hedger"]
+
+    def hedge_trades(self) -> list[dict[str, Any]]:
+        exchange = self.sim.server.exchange
+        return self.sim.call(lambda: [t for t in exchange.user_trades[CLIENT_ID]
+                                      if t["instrument_name"] == PERP])
+
+    def perp_size(self) -> float:
+        return next((p["size"] for p in self.sim.positions(CLIENT_ID, "BTC") if p["instrument_name"] == PERP), 0.0)
+
+    def mismatch(self) -> tuple[float, float]:
+        """(options delta + perpetual delta, one contract) in BTC, from the simulator's state."""
+        bids, asks = self.sim.book(PERP)
+        mid = 0.5 * (bids[0][0] + asks[0][0])
+        total = 0.0
+        for position in self.sim.positions(CLIENT_ID, "BTC"):
+            if position["kind"] == "option":
+                total += position["size"] * self.sim.ticker(position["instrument_name"])["greeks"]["delta"]
+            elif position["instrument_name"] == PERP:
+                total += position["size"] / mid
+        return total, 10.0 / mid
+
+    def settle(self, timeout_s: float = 15.0) -> HedgerStatus:
+        """Wait until the hedger has nothing in flight, sent nothing for a while, and the
+        Portfolio shows what the exchange holds."""
+        time.sleep(0.3)  # let the move's tickers reach the hedger
+        deadline = time.monotonic() + timeout_s
+        quiet = 0
+        orders = len(self.hedge_orders())
+        while time.monotonic() < deadline:
+            status = self.status()
+            now_orders = len(self.hedge_orders())
+            portfolio = self.ask("portfolio", GetPortfolio())["BTC"]
+            shown = next((p.size for p in portfolio.positions if p.instrument_name == PERP), 0.0)
+            if status.phase == "idle" and now_orders == orders and shown == self.perp_size():
+                quiet += 1
+                if quiet >= 4:
+                    return status
+            else:
+                quiet = 0
+            orders = now_orders
+            time.sleep(0.1)
+        raise AssertionError(f"the hedger did not settle within {timeout_s} s: {self.status()}; "
+                             f"portfolio shows {shown} USD of {PERP}, the exchange {self.perp_size()}")
+
+    def assert_within_band(self) -> float:
+        mismatch, contract = self.mismatch()
+        assert abs(mismatch) <= BAND + contract, (mismatch, BAND, contract, self.status())
+        return mismatch
+
+
+@pytest.fixture
+def desk(tmp_path: Path) -> Iterator[Callable[..., Desk]]:
+    started: list[Desk] = []
+
+    def start(**overrides: Any) -> Desk:
+        setup_logging(tmp_path / "logs", "info", console=False, secrets=[CLIENT_SECRET])
+        sim_settings = SimSettings.for_account(CLIENT_ID, CLIENT_SECRET, {"BTC": 10.0, "ETH": 100.0}, chain="small",
+                                               updates_per_s=2.0, index_vol=0.0, jumps_per_year=0.0)
+        simulator = Simulator(seed=5, settings=sim_settings)
+        url = simulator.start_in_thread()
+        values = {"deribit.client_id": CLIENT_ID, "deribit.client_secret": CLIENT_SECRET, "currencies": ["BTC"],
+                  "deribit.reconnect_initial_s": 0.2, "hedger.currencies": ["BTC"],
+                  "hedger.max_orders_per_minute": 60, "data_dir": str(tmp_path), **overrides}
+        settings = load_settings(environ={}, overrides=values, cwd=Path("/nonexistent"))
+        tapped: list[object] = []
+        specs = [s for s in main.actor_specs(settings, url=url) if s.name in WANTED]
+        specs.append(ActorSpec("tap", lambda ctx: Tap.start(ctx, tapped)))
+        supervisor = main.make_supervisor(settings, specs, WallClock())
+        running = Desk(simulator, supervisor, tapped, tmp_path)
+        started.append(running)
+        supervisor.start()
+        return running
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            try:
+                running.supervisor.stop()
+            finally:
+                running.sim.stop()
+        try:
+            pykka.ActorRegistry.stop_all(timeout=5)
+        except pykka.Timeout:
+            pass  # an actor stopped while being asked to: nothing is left running that matters
+        shutdown_logging()
+
+
+def buy_calls_and_hedge(desk: Desk, amount: float = 1.0) -> str:
+    """Buy ``amount`` BTC of the later expiry's at-the-money call, then switch hedging on."""
+    calls = [parse_instrument_name(n) for n in desk.sim.instruments("BTC") if n.endswith("-C")]
+    last_expiry = max(c.expiry_ms or 0 for c in calls)
+    index = desk.sim.index("BTC")
+    call = min((c for c in calls if c.expiry_ms == last_expiry), key=lambda c: abs((c.strike or 0) - index)).name
+    wait_for(lambda: desk.ask("portfolio", GetPortfolio())["BTC"].reconciled, 20, "a reconciled portfolio")
+    desk.publish(PlaceOrder(instrument_name=call, side="buy", amount=amount, type="market", origin="test",
+                            request_key="buy-calls", label="test-buy"))
+    answer = wait_for(lambda: [m for m in desk.tapped if isinstance(m, CommandResult | CommandFailed)
+                               and m.request_key == "buy-calls"], 10, "the option order's answer")[0]
+    assert isinstance(answer, CommandResult), answer
+    wait_for(lambda: any(p.instrument_name == call for p in desk.ask("portfolio", GetPortfolio())["BTC"].positions),
+             10, "the option position in the portfolio")
+    assert desk.status().active is False and desk.hedge_orders() == []  # off until switched on
+    desk.sim.set_index("BTC", index)  # fresh tickers for everything
+    desk.publish(HedgerControl(action="activate", origin="test", currency="BTC"))
+    return call
+
+
+def test_hedges_moves_up_down_and_an_oscillation_at_the_band_edge(desk: Callable[..., Desk]) -> None:
+    running = desk()
+    buy_calls_and_hedge(running)
+    status = running.settle()
+    assert status.active and len(running.hedge_orders()) >= 1
+    first = running.hedge_orders()[0]
+    assert first.side == "sell" and first.type == "market" and first.label.startswith("hedge-")
+    assert running.perp_size() < 0  # long calls, short perpetual
+    running.assert_within_band()
+    assert running.status().mismatch == pytest.approx(running.mismatch()[0], abs=2e-4)
+
+    index = running.sim.index("BTC")
+    for pct in (2.0, -3.0, 1.5):  # up, down, up again
+        before = len(running.hedge_orders())
+        running.sim.set_index("BTC", index * (1 + pct / 100))
+        running.settle()
+        assert len(running.hedge_orders()) > before, f"no hedge after a {pct}% move"
+        side = running.hedge_orders()[-1].side
+        assert side == ("sell" if pct > 0 else "buy")  # more delta from the calls: sell more
+        running.assert_within_band()
+        index = running.sim.index("BTC")
+
+    # Find the band's edge by creeping up, then oscillate around it: one hedge at the first
+    # crossing, and then nothing while the price swings by less than a band each way.
+    base = running.sim.index("BTC")
+    orders = len(running.hedge_orders())
+    step = 0.0
+    for _ in range(60):
+        step += 0.0002
+        running.sim.set_index("BTC", base * (1 + step))
+        time.sleep(0.15)
+        if len(running.hedge_orders()) > orders:
+            break
+    else:
+        pytest.fail("creeping up never crossed the band")
+    running.settle()
+    edge = running.sim.index("BTC")
+    crossed_at = len(running.hedge_orders())
+    swing = 0.0002 * base
+    for _ in range(8):
+        for price in (edge - swing, edge + swing):
+            running.sim.set_index("BTC", price)
+            time.sleep(0.15)
+    running.settle()
+    running.assert_within_band()
+    assert len(running.hedge_orders()) - crossed_at <= 1, [o.side for o in running.hedge_orders()[crossed_at:]]
+
+    # Deactivated means no orders, whatever the market does.
+    running.publish(HedgerControl(action="deactivate", origin="test", currency="BTC"))
+    wait_for(lambda: not running.status().active, 5, "hedging off")
+    orders, trades = len(running.hedge_orders()), len(running.hedge_trades())
+    running.sim.set_index("BTC", edge * 1.03)
+    time.sleep(1.5)
+    assert len(running.hedge_orders()) == orders and len(running.hedge_trades()) == trades
+    assert abs(running.mismatch()[0]) > BAND  # it would hedge if it were on
+    # Switched on again, it catches up in one go.
+    running.publish(HedgerControl(action="activate", origin="test", currency="BTC"))
+    running.settle()
+    assert len(running.hedge_orders()) == orders + 1
+    running.assert_within_band()
+    # Every hedge order reached the exchange once: one label per trade set, none repeated.
+    labels = [o.label for o in running.hedge_orders()]
+    assert len(labels) == len(set(labels))
+    assert {t["label"] for t in running.hedge_trades()} <= set(labels)
+    # And each is a row of the Recorder's orders_audit, answered.
+    running.supervisor.stop()
+    with sqlite3.connect(running.data_dir / "deribit.sqlite3") as db:
+        rows = db.execute("select request_key, method, instrument, outcome from orders_audit "
+                          "where origin = 'hedger'").fetchall()
+    assert sorted(r[0] for r in rows) == sorted(labels)
+    assert {(r[2], r[3]) for r in rows} == {(PERP, "accepted")}
+
+
+def test_disconnect_with_a_hedge_in_flight_sends_no_duplicate(desk: Callable[..., Desk]) -> None:
+    running = desk()
+    buy_calls_and_hedge(running)
+    running.settle()
+    running.assert_within_band()
+    orders, trades = len(running.hedge_orders()), len(running.hedge_trades())
+    size_before = running.perp_size()
+
+    # The exchange goes quiet (requests wait, answers and notifications with them), the market
+    # moves, the hedger sends its order, and the link drops before any answer.
+    running.sim.stall(1.5)
+    running.sim.set_index("BTC", running.sim.index("BTC") * 1.02)
+    wait_for(lambda: len(running.hedge_orders()) > orders, 5, "the hedge order")
+    assert running.status().phase == "sent"
+    time.sleep(0.2)  # the request reaches the exchange, which holds it until the stall ends
+    running.sim.close_connections()
+    wait_for(lambda: running.status().phase == "unknown", 5, "the order's fate to be unknown")
+
+    running.settle(timeout_s=30)
+    running.assert_within_band()
+    # The order sent before the drop executed once on the exchange (when the stall ended); after
+    # the reconnect the hedger learnt that from the exchange and did not send it again.
+    new_orders = running.hedge_orders()[orders:]
+    executed = {t["label"] for t in running.hedge_trades()[trades:]}
+    assert len(executed) == 1, executed
+    assert len(new_orders) == 1 or (len(new_orders) == 2 and new_orders[0].label not in executed), \
+        "a second hedge order is only justified if the first never reached the exchange"
+    assert new_orders[0].label in executed  # with the request on the exchange's side, the first ran
+    assert running.perp_size() < size_before
+    assert running.status().active
+
+
+def test_limit_orders_at_the_touch_then_market(desk: Callable[..., Desk]) -> None:
+    running = desk(**{"hedger.order_type": "limit", "hedger.reprice_after_s": 0.4, "hedger.max_reprices": 1})
+    buy_calls_and_hedge(running)
+    running.settle(timeout_s=20)
+    running.assert_within_band()
+    orders = running.hedge_orders()
+    first = orders[0]
+    assert first.type == "limit" and first.post_only and first.price is not None and first.side == "sell"
+    # Whatever the limit orders did not fill was hedged at market in the end, once each.
+    assert all(o.type in ("limit", "market") for o in orders)
+    labels = [o.label for o in orders]
+    assert len(labels) == len(set(labels))
+    assert running.perp_size() < 0
+
+
+def test_a_restarted_hedger_starts_off_and_asks_for_the_link_state(desk: Callable[..., Desk]) -> None:
+    running = desk()
+    buy_calls_and_hedge(running)
+    running.settle()
+    # What the supervisor does after a crash: a fresh Hedger under the same name.
+    running.supervisor.refs()["hedger"].stop()
+    running.supervisor._start_one("hedger")
+    status = wait_for(lambda: running.status(), 5, "the new hedger")
+    assert not status.active  # a crash switches hedging off until someone switches it on again
+    orders = len(running.hedge_orders())
+    running.sim.set_index("BTC", running.sim.index("BTC") * 1.02)
+    time.sleep(1.0)
+    assert len(running.hedge_orders()) == orders  # off means off, whatever the market does
+    # It asked the Connection for the link's state on start, so once switched on it hedges at
+    # once, without waiting for the next link event.
+    running.publish(HedgerControl(action="activate", origin="test", currency="BTC"))
+    wait_for(lambda: len(running.hedge_orders()) > orders, 30, "a hedge after the restart")
+    running.settle()
+    assert len(running.hedge_orders()) == orders + 1, running.status()
+    running.assert_within_band()

@@ -1,0 +1,203 @@
+"""Replay (issue 3): `main.py replay` on the real capture; record a live session against the
+simulator with --record-wire and replay it to the same counts; a generated log replays the same
+way twice, with minute ticks and the 08:00 rollover in order with the data; bad logs are reported."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pykka
+
+from actors.connection import REPLAY_ONLY, Connection, GetReplaySummary
+from deribit.channels import channel_prefix
+from main import build_parser, make_supervisor, overrides_from_args
+from messages.base import Message
+from messages.commands import CommandFailed, PlaceOrder
+from messages.market import Ticker
+from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, DailyRollover, MinuteTick
+from runtime.clock import ReplayClock
+from runtime.logs import setup_logging
+from runtime.supervisor import ActorSpec
+from runtime.wirelog import read_wire_log
+from simulator import SimSettings, Simulator, generate_wire_log
+from tests.support.connection_harness import Desk, GetSeen, Probe, test_settings
+from tests.support.paths import REPO, WIRE_SAMPLE
+
+
+def replay_cli(path: Path, tmp_path: Path) -> tuple[int, dict[str, Any] | None, str]:
+    """`python main.py replay FILE` in a clean environment; (status, summary or None, stderr)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DERIBIT_", "DESK__")) and k not in ("DATABASE_URL", "LOG_LEVEL")}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "replay", str(path), "--set", f"logging.dir={tmp_path / 'logs'}",
+         "--set", f"data_dir={tmp_path / 'data'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.strip().splitlines()
+    return proc.returncode, json.loads(lines[-1]) if lines else None, proc.stderr
+
+
+def counts_in_file(path: Path) -> dict[str, Any]:
+    """What a wire log holds, counted with plain json: in frames and notifications per channel family."""
+    in_frames = 0
+    notifications: collections.Counter[str] = collections.Counter()
+    responses = 0
+    for record in read_wire_log(path):
+        if record.dir != "in" or record.frame is None:
+            continue
+        in_frames += 1
+        frame = json.loads(record.frame)
+        if frame.get("method") == "subscription":
+            notifications[channel_prefix(frame["params"]["channel"])] += 1
+        elif "result" in frame:
+            responses += 1
+    return {"in_frames": in_frames, "notifications": dict(notifications), "responses": responses}
+
+
+def test_replay_of_the_real_capture_prints_its_counts(tmp_path: Path) -> None:
+    status, summary, stderr = replay_cli(WIRE_SAMPLE, tmp_path)
+    assert status == 0, stderr
+    assert summary is not None
+    assert summary["in_frames"] == 136
+    assert summary["notifications"]["book"] == 46 and summary["notifications"]["ticker"] == 89
+    assert summary["errors"] == 0 and summary["malformed"] == 0
+    independent = counts_in_file(WIRE_SAMPLE)
+    assert summary["in_frames"] == independent["in_frames"]
+    assert summary["notifications"] == independent["notifications"]
+    assert summary["responses"] == independent["responses"] == 1
+
+
+def test_record_then_replay_gives_the_recorded_counts(tmp_path: Path) -> None:
+    wire = tmp_path / "recorded.jsonl"
+    args = build_parser().parse_args(["run", "--record-wire", str(wire), "--currencies", "BTC"])
+    overrides = overrides_from_args(args)
+    assert overrides["deribit.record_wire"] == str(wire)
+    sim = Simulator(seed=5, settings=SimSettings.for_account("rec", "rec-secret-0000", {"BTC": 10.0, "ETH": 100.0},
+                                                             chain="small", updates_per_s=5.0))
+    sim.start_in_thread()
+    try:
+        settings = test_settings(tmp_path, **{k.replace(".", "__"): v for k, v in overrides.items()},
+                                 deribit__client_id="rec", deribit__client_secret="rec-secret-0000")
+        desk = Desk.start(settings, sim.url, keep=lambda m: not isinstance(m, Ticker))
+        try:
+            desk.wait_state(ConnectionState.SUBSCRIBED, timeout=20)
+            desk.publish(PlaceOrder(instrument_name="BTC-PERPETUAL", side="buy", amount=10, type="market",
+                                    origin="test", request_key="rec-1"))
+            desk.wait_answer("rec-1")
+            time.sleep(1.5)
+        finally:
+            desk.stop()
+        live = desk.log_events("link_stats")[-1]
+        setup_logging(None, "warning", console=False)
+    finally:
+        sim.stop()
+
+    records = list(read_wire_log(wire))
+    assert [records[0].dir, records[-1].dir] == ["open", "close"]
+    assert any(r.dir == "out" and r.frame and '"private/buy"' in r.frame for r in records)
+    status, summary, stderr = replay_cli(wire, tmp_path)
+    assert status == 0, stderr
+    assert summary is not None
+    for key in ("in_frames", "notifications", "responses", "errors", "malformed"):
+        assert summary[key] == live[key], key
+    assert summary["malformed"] == 0 and summary["errors"] == 0
+    independent = counts_in_file(wire)
+    assert summary["in_frames"] == independent["in_frames"] > 100
+    assert summary["notifications"] == independent["notifications"]
+    assert {"book", "ticker", "quote", "user.orders", "user.portfolio"} <= set(summary["notifications"])
+
+
+def replay_in_process(path: Path, tmp_path: Path) -> tuple[dict[str, Any], list[Message]]:
+    """Replay ``path`` through the Connection and a probe on the replay clock; (summary, bus messages)."""
+    settings = test_settings(tmp_path, currencies=["BTC", "ETH"])
+    first = next(iter(read_wire_log(path)))
+    specs = [ActorSpec("probe", lambda ctx: Probe.start(ctx, lambda m: not isinstance(m, Ticker))),
+             ActorSpec("connection", lambda ctx: Connection.start(ctx, replay_file=str(path)))]
+    supervisor = make_supervisor(settings, specs, ReplayClock(first.t), replay=True)
+    supervisor.start()
+    try:
+        connection = supervisor.refs()["connection"]
+        assert connection is not None
+        supervisor.bus.publish(PlaceOrder(instrument_name="BTC-PERPETUAL", side="buy", amount=10, type="market",
+                                          origin="test", request_key="replay-1"))
+        # A restarted actor's question: in replay only the log's open/close records are the
+        # link's status (an answer here would land mid-log and read as a new link).
+        supervisor.bus.publish(ConnectionStatusRequest(origin="test"))
+        deadline = time.monotonic() + 60
+        summary = None
+        while summary is None:
+            assert time.monotonic() < deadline, "the replay did not finish"
+            summary = connection.ask(GetReplaySummary(), timeout=10)
+            time.sleep(0.02)
+        supervisor.drain()
+        probe = supervisor.refs()["probe"]
+        assert probe is not None
+        seen, _ = probe.ask(GetSeen(), timeout=10)
+        connection_answers = [m for m in seen if isinstance(m, CommandFailed)]
+        assert [(a.request_key, a.code) for a in connection_answers] == [("replay-1", REPLAY_ONLY)]
+        return summary, seen
+    finally:
+        supervisor.stop()
+        pykka.ActorRegistry.stop_all()
+
+
+def test_generated_log_replays_identically_with_ticks_and_rollover_in_order(tmp_path: Path) -> None:
+    start = dt.datetime(2025, 1, 6, 7, 58, 30, tzinfo=dt.UTC).timestamp()
+    wire = tmp_path / "generated.jsonl"
+    made = generate_wire_log(wire, minutes=2, seed=3, start=start, settings=SimSettings(chain="small"),
+                             updates_per_s=0.5)
+    first, seen = replay_in_process(wire, tmp_path)
+    second, _ = replay_in_process(wire, tmp_path)
+    assert first == second
+    assert first["notifications"]["book"] == made["book"]
+    assert first["notifications"]["ticker"] == made["ticker"]
+    assert first["notifications"]["quote"] == made["quote"]
+    assert first["notifications"]["deribit_price_index"] == made["index"]
+    assert first["notifications"].get("instrument.state", 0) == made["state"]
+    assert first["minutes"] == 2 and first["errors"] == 0
+    statuses = [m for m in seen if isinstance(m, ConnectionStatus)]
+    assert [(s.state, s.venue) for s in statuses] == [(ConnectionState.CONNECTED, "replay"),
+                                                      (ConnectionState.DISCONNECTED, "replay")]
+
+    ticks = [(i, m) for i, m in enumerate(seen) if isinstance(m, MinuteTick | DailyRollover)]
+    assert [(type(m).__name__, m.at - start) for _, m in ticks] == [
+        ("MinuteTick", 30.0), ("MinuteTick", 90.0), ("DailyRollover", 90.0)]
+    # Data stamped before a tick's instant was published before it; data from that instant on, after it.
+    stamped = [(i, m.timestamp / 1000) for i, m in enumerate(seen) if hasattr(m, "timestamp")]
+    assert len(stamped) > 100
+    for position, tick in ticks:
+        assert all(t < tick.at for i, t in stamped if i < position)
+        assert all(t >= tick.at for i, t in stamped if i > position)
+
+
+def test_a_bad_line_ends_the_replay_with_an_error_naming_it(tmp_path: Path) -> None:
+    lines = WIRE_SAMPLE.read_text().splitlines()
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("\n".join([*lines[:10], "{this is no record", *lines[10:]]) + "\n")
+    status, summary, stderr = replay_cli(broken, tmp_path)
+    assert status == 0 and summary is not None
+    assert summary["errors"] == 1
+    assert summary["in_frames"] == sum(1 for line in lines[:10] if '"dir": "in"' in line)
+    assert "broken.jsonl:11: not a wire-log record" in stderr
+
+    missing = tmp_path / "missing.jsonl"
+    status, summary, stderr = replay_cli(missing, tmp_path)
+    assert status == 2 and summary is None and f"cannot replay {missing}" in stderr
+
+
+def test_record_wire_to_an_unwritable_path_stops_the_program_with_a_clear_message(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DERIBIT_", "DESK__"))}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "run", "--record-wire", str(tmp_path), "--set",
+         f"logging.dir={tmp_path / 'logs'}", "--set", f"data_dir={tmp_path / 'data'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2
+    assert f"cannot write the wire log {tmp_path}: Is a directory" in proc.stderr
+    assert "--record-wire" in proc.stderr and "Traceback" not in proc.stderr

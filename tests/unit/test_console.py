@@ -1,0 +1,497 @@
+"""The Console actor on a fed bus (no exchange): what it publishes for each line, what piped lines
+wait for, what it prints, and the piped terminal's start, end and no-input behaviour."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import pykka
+import pytest
+from rich.console import Console as RichConsole
+
+from actors.console import Console, GetStartup, RunLine, WaitDone
+from config.settings import Settings, load_settings
+from console.views import DeskState, chain_tables, reference_mark, startup_stages, surface_view
+from deribit.instruments import decode_instruments
+from messages.account import OrderUpdate, Position, UserTrade
+from messages.commands import (
+    CancelAll,
+    CommandFailed,
+    CommandResult,
+    PlaceOrder,
+    ReconcilePortfolio,
+    RefreshInstruments,
+)
+from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
+from messages.market import InstrumentsLoaded
+from messages.state import ChainSnapshot, OptionQuote, PortfolioChanged, TopOfBook
+from messages.surface import SurfaceSnapshot, TenorFigures
+from messages.system import ConnectionState, ConnectionStatus, StopRequested
+from runtime.actor import ActorContext, handles
+from runtime.clock import WallClock
+from tests.support.paths import SHARED_FIXTURES as FIXTURES
+from tests.support.waiting import wait_until
+
+BTC = decode_instruments((FIXTURES / "instruments-BTC-2021-07-22.json").read_bytes())
+PERP = "BTC-PERPETUAL"
+NOW = 1626940800.0  # 2021-07-22 08:00 UTC
+
+
+def settings(tmp_path: Any, **console: Any) -> Settings:
+    overrides = {"currencies": ["BTC"], "data_dir": str(tmp_path), "console.instrument": PERP,
+                 "console.size_multiplier": 10.0, **{f"console.{k}": v for k, v in console.items()}}
+    return load_settings(environ={}, overrides=overrides, cwd=tmp_path)
+
+
+class Harness:
+    """A Console actor whose bus is a list, with its output in a string."""
+
+    def __init__(self, tmp_path: Any, stdin: Any = None, terminal: bool = False, paper: bool = False,
+                 **console: Any) -> None:
+        s = settings(tmp_path, **console)
+        if paper:
+            s = msgspec.structs.replace(s, paper=True)
+        self.published: list[Any] = []
+        self.buffer = io.StringIO()
+        out = RichConsole(file=self.buffer, width=160, markup=False, highlight=False, emoji=False)
+        context = ActorContext(name="console", clock=WallClock(), settings=s, publish=self.published.append)
+        self.ref = Console.start(context, stdin=stdin, out=out, interactive=False, terminal=terminal)
+
+    def tell(self, *messages: Any) -> None:
+        for message in messages:
+            self.ref.tell(message)
+
+    def run(self, line: str, wait: bool = False) -> Any:
+        return self.ref.ask(RunLine(line, wait=wait), timeout=10)
+
+    def sent(self, kind: type) -> list[Any]:
+        self.ref.ask(GetStartup(), timeout=10)  # a barrier: everything before it was handled
+        return [m for m in self.published if isinstance(m, kind)]
+
+    def output(self) -> str:
+        self.ref.ask(GetStartup(), timeout=10)
+        return self.buffer.getvalue()
+
+    def feed_market(self, bid: float = 59990.0, ask: float = 60000.0, stale: bool = False) -> None:
+        self.tell(
+            InstrumentsLoaded(currency="BTC", instruments=BTC, at=NOW),
+            ConnectionStatus(state=ConnectionState.SUBSCRIBED, venue="simulator", at=NOW, authenticated=True,
+                             can_trade=True),
+            *[TopOfBook(instrument_name=i.instrument_name, kind="future", bid=bid, bid_amount=1000.0, ask=ask,
+                        ask_amount=2000.0, timestamp=0, at=NOW, stale=stale, mark_price=(bid + ask) / 2,
+                        index_price=59950.0) for i in BTC if i.kind == "future"],
+            portfolio(),
+        )
+
+
+def portfolio(positions: tuple[Position, ...] = (), orders: tuple[OrderUpdate, ...] = ()) -> PortfolioChanged:
+    return PortfolioChanged(currency="BTC", at=NOW, positions=positions, open_orders=orders, equity=10.0,
+                            balance=10.0, available_funds=9.5, initial_margin=0.5, maintenance_margin=0.3,
+                            reconciled=True)
+
+
+def position(size: float) -> Position:
+    return Position(instrument_name=PERP, kind="future", direction="buy" if size > 0 else "sell", size=size,
+                    average_price=60000.0, mark_price=59995.0, delta=size / 60000.0)
+
+
+def open_order(order_id: str, label: str, direction: str = "buy", price: float = 1000.0) -> OrderUpdate:
+    return OrderUpdate(order_id=order_id, instrument_name=PERP, order_state="open", order_type="limit",
+                       direction=direction, amount=10.0, price=price, label=label, post_only=True)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def stop_actors() -> Iterator[None]:
+    yield
+    pykka.ActorRegistry.stop_all()
+
+
+def test_startup_stages_follow_the_bus(tmp_path: Any) -> None:
+    desk = DeskState(["BTC"])
+    assert [s.done for s in startup_stages(desk)] == [False] * 5
+    desk.on_connection(ConnectionStatus(state=ConnectionState.AUTHENTICATED, venue="x", at=NOW))
+    desk.on_instruments(InstrumentsLoaded(currency="BTC", instruments=BTC, at=NOW))
+    stages = startup_stages(desk)
+    assert [s.done for s in stages] == [True, True, False, False, False]
+    assert stages[3].name == "books synced (0 of 8)"
+    desk.on_connection(ConnectionStatus(state=ConnectionState.SUBSCRIBED, venue="x", at=NOW, can_trade=True))
+    for i in BTC:
+        if i.kind == "future":
+            desk.on_top(TopOfBook(instrument_name=i.instrument_name, kind="future", bid=1.0, bid_amount=1, ask=2.0,
+                                  ask_amount=1, timestamp=0, at=NOW, stale=i.instrument_name == PERP))
+    assert startup_stages(desk)[3].name == "books synced (7 of 8)"
+    desk.on_top(TopOfBook(instrument_name=PERP, kind="future", bid=1.0, bid_amount=1, ask=2.0, ask_amount=1,
+                          timestamp=0, at=NOW))
+    desk.on_portfolio(portfolio())
+    assert all(s.done for s in startup_stages(desk))
+    desk.on_connection(ConnectionStatus(state=ConnectionState.DISCONNECTED, venue="x", at=NOW))
+    assert not startup_stages(desk)[2].done
+
+
+def test_an_order_line_publishes_exactly_its_orders(tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.feed_market()
+    h.run("a2")
+    h.run("as1 1000")
+    orders = h.sent(PlaceOrder)
+    assert [(o.side, o.amount, o.type, o.price, o.post_only, o.time_in_force, o.label) for o in orders] == [
+        ("buy", 20.0, "limit", 60060.0, False, "immediate_or_cancel", "manual_api_1"),
+        ("buy", 10.0, "limit", 1000.0, True, "good_til_cancelled", "manual_api_2"),
+    ]
+    assert all(o.origin == "console" for o in orders)
+    assert "sent: buy 20 BTC-PERPETUAL limit 60060 IOC [manual_api_1]" in h.output()
+
+
+def test_labels_continue_after_the_highest_open_one(tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.feed_market()
+    h.tell(portfolio(orders=(open_order("o1", "manual_api_41"), open_order("o2", "web"))))
+    h.run("as1 1000")
+    assert h.sent(PlaceOrder)[0].label == "manual_api_42"
+
+
+def test_nothing_is_sent_for_a_bad_line_stale_data_or_a_lost_link(tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.feed_market()
+    assert h.run("a200c").error
+    assert h.run("a2 5 6").error
+    h.feed_market(stale=True)
+    assert h.run("a2").error
+    h.feed_market()
+    h.tell(ConnectionStatus(state=ConnectionState.DISCONNECTED, venue="simulator", at=NOW))
+    assert h.run("a2").error
+    assert h.sent(PlaceOrder) == []
+    text = h.output()
+    assert "not understood, nothing sent: last letter is c" in text
+    assert "a ladder needs a count" in text
+    assert "stale" in text and "not connected" in text
+
+
+def test_paper_mode_prints_orders_and_sends_none(tmp_path: Any) -> None:
+    h = Harness(tmp_path, paper=True)
+    h.feed_market()
+    h.run("a2")
+    h.run("ca")
+    assert h.sent(PlaceOrder) == [] and h.sent(CancelAll) == []
+    assert "paper (not sent): buy 20 BTC-PERPETUAL limit 60060 IOC [manual_api_1]" in h.output()
+
+
+def test_the_reference_mark() -> None:
+    top = TopOfBook(instrument_name=PERP, kind="future", bid=59990.0, bid_amount=1, ask=60010.0, ask_amount=1,
+                    timestamp=0, at=NOW, mark_price=60003.0)
+    assert reference_mark(top, 3.0) == 60003.0
+    no_ticker = msgspec.structs.replace(top, mark_price=None)
+    assert reference_mark(no_ticker, 3.0) == 60000.0
+    assert reference_mark(no_ticker, 0.01) is None  # a spread of 0.033% is wider than 0.01%
+    assert reference_mark(msgspec.structs.replace(no_ticker, ask=None), 3.0) is None
+
+
+def test_a_piped_order_waits_for_its_answer_and_for_the_portfolio(tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.feed_market()
+    h.tell(portfolio(positions=(position(30.0),)))
+    outcome = h.run("a2", wait=True)
+    assert outcome.wait_key is not None
+    order = h.sent(PlaceOrder)[0]
+    assert h.ref.ask(WaitDone(outcome.wait_key)) is False
+    filled = OrderUpdate(order_id="42", instrument_name=PERP, order_state="filled", order_type="limit",
+                         direction="buy", amount=20.0, price=60060.0, filled_amount=20.0, average_price=60000.0,
+                         label=order.label, time_in_force="immediate_or_cancel")
+    trade = UserTrade(trade_id="t1", order_id="42", instrument_name=PERP, timestamp=0, direction="buy",
+                      price=60000.0, amount=20.0, fee=0.0, fee_currency="BTC", label=order.label)
+    h.tell(CommandResult(request_key=order.request_key, origin="console", method="private/buy", result="{}",
+                         order=filled, trades=(trade,)))
+    assert h.ref.ask(WaitDone(outcome.wait_key)) is False  # the portfolio still shows 30
+    h.tell(trade, portfolio(positions=(position(50.0),)))
+    assert h.ref.ask(WaitDone(outcome.wait_key)) is True
+    text = h.output()
+    assert "filled: buy 20 BTC-PERPETUAL @ 60,000 [manual_api_1]" in text
+    assert "filled: buy 20 BTC-PERPETUAL @ 60,060, filled 20 avg 60,000 [manual_api_1] (order 42)" in text
+
+
+def test_a_piped_line_gives_up_after_its_timeout(tmp_path: Any) -> None:
+    h = Harness(tmp_path, order_wait_s=0.2)
+    h.feed_market()
+    outcome = h.run("as1 1000", wait=True)
+    time.sleep(0.3)
+    assert h.ref.ask(WaitDone(outcome.wait_key)) is True
+    assert "still waiting for answer to console-" in h.output()
+
+
+def test_a_refused_order_ends_the_wait_and_says_why(tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.feed_market()
+    outcome = h.run("as1 1000", wait=True)
+    order = h.sent(PlaceOrder)[0]
+    h.tell(CommandFailed(request_key=order.request_key, origin="console", method="private/buy", code=10009,
+                         message="not_enough_funds"))
+    assert h.ref.ask(WaitDone(outcome.wait_key)) is True
+    assert "rejected by the exchange (10009): not_enough_funds" in h.output()
+
+
+def test_cancel_all_waits_until_the_orders_are_gone(tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.feed_market()
+    h.tell(portfolio(orders=(open_order("o1", "manual_api_1"), open_order("o2", "other"))))
+    outcome = h.run("ca", wait=True)
+    cancel = h.sent(CancelAll)[0]
+    assert cancel == CancelAll(origin="console", request_key=cancel.request_key)
+    h.tell(CommandResult(request_key=cancel.request_key, origin="console", method="private/cancel_all",
+                         result="2"))
+    assert h.ref.ask(WaitDone(outcome.wait_key)) is False
+    h.tell(portfolio())
+    assert h.ref.ask(WaitDone(outcome.wait_key)) is True
+    assert "cancelled 2 orders" in h.output()
+
+
+def test_hedging_commands_go_to_the_hedger(tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.feed_market()
+    outcome = h.run("activate delta hedging", wait=True)
+    h.run("setHedgeDeltaStep:0.01")
+    control = h.sent(HedgerControl)[0]
+    assert (control.action, control.currency, control.origin) == ("activate", "BTC", "console")
+    assert h.sent(SetHedgeBand)[0].max_delta_mismatch == 0.01
+    assert h.ref.ask(WaitDone(outcome.wait_key)) is False
+    h.tell(HedgerStatus(currency="BTC", active=True, instrument=PERP, mode="options_vs_hedge", band=0.0025, at=NOW,
+                        options_delta=0.1, hedge_delta=-0.1, mismatch=0.0, request_key=control.request_key))
+    assert h.ref.ask(WaitDone(outcome.wait_key)) is True
+    h.run("status")
+    text = h.output()
+    assert "hedger BTC: active on BTC-PERPETUAL" in text
+    assert re.search(r"│ BTC\s*│ active\s*│ BTC-PERPETUAL\s*│\s*0.0025 │", text)  # the status table
+
+
+def test_information_tables(tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.feed_market()
+    h.tell(portfolio(positions=(position(20.0),), orders=(open_order("o9", "manual_api_3"),)))
+    for line in ("positions", "orders", "funds", "price", "connection status", "show size multiplier", "help"):
+        h.run(line)
+    text = h.output()
+    assert re.search(r"│ BTC-PERPETUAL\s*│\s*20 │\s*60,000 │", text)
+    assert "manual_api_3" in text and "o9" in text and "post-only" in text
+    assert "9.500000" in text  # available funds
+    assert "59,990" in text and "60,000" in text
+    assert "connection: subscribed to simulator, logged in, trading allowed" in text
+    assert "size multiplier: 10" in text
+    assert "a100 16000 18000 10" in text
+
+
+def test_cancel_shortcuts_on_the_actor(tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.feed_market()
+    h.run("cb")
+    assert "nothing sent: no open manual buy orders to cancel" in h.output()
+    h.tell(portfolio(orders=(open_order("o1", "manual_api_1"), open_order("o2", "manual_api_2", "sell", 90000.0))))
+    h.run("cs")
+    h.run("cc")
+    sent = [m for m in h.published if type(m).__name__ in ("CancelOrder", "CancelByLabel")]
+    assert [(type(m).__name__, getattr(m, "order_id", getattr(m, "label", ""))) for m in sent] == [
+        ("CancelOrder", "o2"), ("CancelByLabel", "manual_api_2")]
+
+
+def quote(strike: float, option_type: str, bid: float | None, ask: float, stale: bool = False) -> OptionQuote:
+    return OptionQuote(instrument_name=f"BTC-24SEP21-{strike:g}-{option_type[0].upper()}", expiry_ms=1632470400000,
+                       strike=strike, option_type=option_type, bid=bid, bid_amount=1, ask=ask,  # type: ignore[arg-type]
+                       ask_amount=1, mark_price=ask - 0.001, mark_iv=80.5, underlying_price=32000.0,
+                       index_price=31900.0, open_interest=1.0, delta=0.5, gamma=None, vega=None, theta=None, age_s=1.0,
+                       stale=stale)
+
+
+def test_chain_and_surface_views(tmp_path: Any) -> None:
+    chain = ChainSnapshot(currency="BTC", kind="option", at=NOW, index_price=31900.0, options=(
+        quote(30000, "call", 0.1, 0.11), quote(30000, "put", 0.02, 0.025), quote(35000, "call", None, 0.03, True)))
+    out = io.StringIO()
+    RichConsole(file=out, width=160).print(chain_tables(chain))
+    text = out.getvalue()
+    assert "BTC 24SEP21" in text and "30,000" in text and "0.1000" in text and "0.0290*" in text
+    out = io.StringIO()
+    RichConsole(file=out, width=160).print(chain_tables(chain, "1OCT21"))
+    assert "no expiry 1OCT21 in the BTC chain; expiries: 24SEP21" in out.getvalue()
+    surface = SurfaceSnapshot(currency="BTC", at=NOW, method="svi", index_price=31900.0, quotes=(), points=(),
+                              fits=(), tenors=(TenorFigures(tenor_days=7, atm_iv=80.1, rr25=-3.2, bf25=1.1),
+                                               TenorFigures(tenor_days=30, atm_iv=78.0, rr25=-2.0, bf25=0.9)),
+                              variance_index=79.5, atm_iv_30d=78.0, rr25_30d=-2.0, bf25_30d=0.9)
+    out = io.StringIO()
+    RichConsole(file=out, width=160).print(surface_view(surface, "BTC"))
+    text = out.getvalue()
+    assert "80.10" in text and "-3.20" in text and "variance index 79.50" in text
+
+
+def test_option_orders_use_the_chosen_contract(tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.feed_market()
+    assert h.run("buyOption:0.05,1").error
+    h.run("setContractType:BTC-24SEP21-40000-P")
+    assert h.run("buyOption:0.05,1").error
+    assert "no quote for BTC-24SEP21-40000-P yet" in h.output()
+    chain = ChainSnapshot(currency="BTC", kind="option", at=time.time(), index_price=31900.0, options=(
+        msgspec.structs.replace(quote(40000, "put", 0.28, 0.29), instrument_name="BTC-24SEP21-40000-P"),))
+    h.tell(chain)
+    h.run("buyOption:0.2812,1.25")
+    order = h.sent(PlaceOrder)[0]
+    assert (order.instrument_name, order.side, order.amount, order.price, order.type, order.post_only) == (
+        "BTC-24SEP21-40000-P", "buy", 1.2, 0.281, "limit", False)
+
+
+# -- the piped terminal ----------------------------------------------------------------------------------
+def pipe_with(lines: str) -> Any:
+    read_fd, write_fd = os.pipe()
+    reader = os.fdopen(read_fd, "r")
+    writer = os.fdopen(write_fd, "w")
+    writer.write(lines)
+    writer.flush()
+    return reader, writer
+
+
+def test_piped_lines_run_in_order_and_end_of_input_stops(tmp_path: Any) -> None:
+    reader, writer = pipe_with("positions\nbogus line\n")
+    writer.close()
+    h = Harness(tmp_path, stdin=reader, terminal=True, startup_timeout_s=5.0)
+    h.feed_market()
+    wait_until(lambda: any(isinstance(m, StopRequested) for m in h.published))
+    text = h.output()
+    assert text.index("> positions") < text.index("> bogus line") < text.index("not understood, nothing sent")
+    assert "start-up: portfolio reconciled" in text
+    assert "trading BTC-PERPETUAL, size multiplier 10 (a1 = 10 USD)" in text
+    stop = next(m for m in h.published if isinstance(m, StopRequested))
+    assert stop.origin == "console" and "end of console input" in stop.reason
+
+
+def test_no_input_at_all_keeps_the_program_running(tmp_path: Any) -> None:
+    reader, writer = pipe_with("")
+    writer.close()
+    h = Harness(tmp_path, stdin=reader, terminal=True, startup_timeout_s=5.0)
+    h.feed_market()
+    time.sleep(0.5)
+    assert not any(isinstance(m, StopRequested) for m in h.published)
+    assert h.ref.is_alive()
+
+
+def test_instrument_and_multiplier_read_from_the_pipe_when_not_given(tmp_path: Any) -> None:
+    reader, writer = pipe_with("btc-perpetual\n5\nshow size multiplier\nquit\n")
+    writer.close()
+    h = Harness(tmp_path, stdin=reader, terminal=True, startup_timeout_s=5.0, instrument="", size_multiplier=0.0)
+    h.feed_market()
+    wait_until(lambda: any(isinstance(m, StopRequested) for m in h.published))
+    text = h.output()
+    assert "futures: 1 BTC-PERPETUAL" in text
+    assert "size multiplier: 5" in text
+    assert next(m for m in h.published if isinstance(m, StopRequested)).reason == "quit"
+
+
+def test_an_unlisted_instrument_in_a_script_stops_with_a_reason(tmp_path: Any) -> None:
+    reader, writer = pipe_with("a2\n")
+    writer.close()
+    h = Harness(tmp_path, stdin=reader, terminal=True, startup_timeout_s=5.0, instrument="BTC-1JAN30")
+    h.feed_market()
+    wait_until(lambda: any(isinstance(m, StopRequested) for m in h.published))
+    assert "BTC-1JAN30 is not a listed future" in h.output()
+    assert h.sent(PlaceOrder) == []
+
+
+class Boom:
+    """Makes the test console raise, as a bug would."""
+
+
+class CrashingConsole(Console):
+    @handles(Boom)
+    def on_boom(self, _message: Boom) -> None:
+        raise RuntimeError("boom")
+
+
+def test_a_restarted_console_keeps_its_terminal(tmp_path: Any) -> None:
+    """The terminal thread outlives its actor: the restarted actor re-attaches it, is told the
+    instrument and multiplier again, and the next piped line runs on it."""
+    read_fd, write_fd = os.pipe()
+    reader, writer = os.fdopen(read_fd, "r"), os.fdopen(write_fd, "w")
+    s = settings(tmp_path, startup_timeout_s=1.0, order_wait_s=0.5)
+    published: list[Any] = []
+    buffer = io.StringIO()
+    out = RichConsole(file=buffer, width=160, markup=False, highlight=False, emoji=False)
+
+    def start() -> pykka.ActorRef:
+        context = ActorContext(name="console", clock=WallClock(), settings=s, publish=published.append)
+        ref = CrashingConsole.start(context, stdin=reader, out=out, interactive=False)
+        ref.tell(ConnectionStatus(state=ConnectionState.SUBSCRIBED, venue="simulator", at=NOW, authenticated=True,
+                                  can_trade=True))
+        ref.tell(InstrumentsLoaded(currency="BTC", instruments=BTC, at=NOW))
+        ref.tell(TopOfBook(instrument_name=PERP, kind="future", bid=59990.0, bid_amount=1, ask=60000.0, ask_amount=1,
+                           timestamp=0, at=NOW, mark_price=59995.0))
+        ref.tell(portfolio())
+        return ref
+
+    first = start()
+    wait_until(lambda: "trading BTC-PERPETUAL" in buffer.getvalue())
+    first.tell(Boom())
+    wait_until(lambda: not first.is_alive())
+    writer.write("as1 1000\n")
+    writer.flush()
+    second = start()
+    wait_until(lambda: any(isinstance(m, PlaceOrder) for m in published))
+    order = next(m for m in published if isinstance(m, PlaceOrder))
+    assert (order.amount, order.price, order.label) == (10.0, 1000.0, "manual_api_1")
+    assert [t.name for t in threading.enumerate()].count("console-terminal") == 1
+    writer.close()
+    wait_until(lambda: any(isinstance(m, StopRequested) for m in published))
+    second.stop()
+
+
+def test_what_was_published_before_the_console_joined_is_asked_for_again(tmp_path: Any,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("actors.console.RECONCILE_AFTER_S", 0.0)
+    h = Harness(tmp_path)
+    h.tell(ConnectionStatus(state=ConnectionState.SUBSCRIBED, venue="simulator", at=NOW, authenticated=True,
+                            can_trade=True))
+    refresh = h.sent(RefreshInstruments)
+    assert [(r.origin, r.currencies) for r in refresh] == [("console", ("BTC",))]
+    h.ref.ask(GetStartup())
+    h.ref.ask(GetStartup())
+    assert [(r.origin, r.currencies) for r in h.sent(ReconcilePortfolio)] == [("console", ("BTC",))]
+    # With the lists and a reconciled portfolio in hand it asks for nothing.
+    h2 = Harness(tmp_path)
+    h2.feed_market()
+    h2.tell(ConnectionStatus(state=ConnectionState.SUBSCRIBED, venue="simulator", at=NOW, can_trade=True))
+    h2.ref.ask(GetStartup())
+    assert h2.sent(RefreshInstruments) == [] and h2.sent(ReconcilePortfolio) == []
+
+
+def test_plot_runs_the_plot_command(tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.run("plot --help")
+    wait_until(lambda: "usage:" in h.buffer.getvalue(), timeout=60)
+    assert "plotting: --help" in h.output()
+    assert "--what" in h.output()
+
+
+def test_completion_of_commands_and_instrument_names() -> None:
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from actors.console import Choices, CommandCompleter
+
+    futures = tuple(i for i in BTC if i.kind == "future")
+    options = tuple(i.instrument_name for i in BTC if i.kind == "option")
+
+    class Source:
+        choices = Choices(futures, options, PERP, 10.0)
+        asking_instrument = False
+
+    def complete(text: str) -> list[str]:
+        return [c.text for c in CommandCompleter(Source).get_completions(Document(text), CompleteEvent())]
+
+    assert complete("act") == ["activate delta hedging"]
+    assert set(complete("c")) >= {"ca", "cc", "cb", "cs", "cstops", "connection status", "change instrument"}
+    assert sorted(complete("setContractType:BTC-24SEP21-40000-")) == ["setContractType:BTC-24SEP21-40000-C",
+                                                              "setContractType:BTC-24SEP21-40000-P"]
+    assert "chain 24SEP21" in complete("chain 2")
+    Source.asking_instrument = True
+    assert complete("BTC-P") == [PERP]

@@ -1,0 +1,270 @@
+"""The console's language: every example of the issue gives exactly the expected orders; every
+bad line gives a reason and a hint; the safety checks refuse what must not be sent."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from console.grammar import (
+    COMPLETION_WORDS,
+    Cancel,
+    ChangeInstrument,
+    Hedging,
+    LadderOrder,
+    LimitOrder,
+    MarketOrder,
+    OptionOrder,
+    OrderLimits,
+    ParseError,
+    Plot,
+    Quit,
+    Refusal,
+    ResetSizeMultiplier,
+    SetContractType,
+    SetHedgeStep,
+    Show,
+    ShowChain,
+    StopOrder,
+    TouchOrder,
+    TradingContext,
+    cancels_for,
+    describe_order,
+    next_label_number,
+    orders_for,
+    parse_line,
+)
+from deribit.instruments import decode_instruments
+from messages.account import OrderUpdate
+from messages.commands import CancelAll, CancelByLabel, CancelOrder, PlaceOrder, check_command
+from tests.support.paths import SHARED_FIXTURES as FIXTURES
+
+INSTRUMENTS = {i.instrument_name: i for i in decode_instruments((FIXTURES / "instruments-BTC-2021-07-22.json")
+                                                                .read_bytes())}
+PERPETUAL = INSTRUMENTS["BTC-PERPETUAL"]
+OPTION = INSTRUMENTS["BTC-24SEP21-40000-P"]
+LIMITS = OrderLimits(max_notional_usd=1_000_000, max_price_deviation_pct=3.0, max_option_price_deviation_pct=50.0,
+                     max_ladder_orders=20)
+# A BTC-PERPETUAL market: bid 18990, ask 19000, mark 18995; size multiplier 10.
+MARKET = TradingContext(instrument=PERPETUAL, size_multiplier=10, bid=18990.0, ask=19000.0, mark=18995.0,
+                        index_price=18990.0, limits=LIMITS)
+FIELDS = ("side", "amount", "type", "price", "post_only", "reduce_only", "trigger", "trigger_price",
+          "time_in_force", "label")
+
+
+def order(side: str, amount: float, type_: str, price: float | None, post_only: bool, reduce_only: bool = False,
+          trigger: str | None = None, trigger_price: float | None = None, tif: str = "good_til_cancelled",
+          label: str = "manual_api_1") -> dict[str, Any]:
+    return {"side": side, "amount": amount, "type": type_, "price": price, "post_only": post_only,
+            "reduce_only": reduce_only, "trigger": trigger, "trigger_price": trigger_price, "time_in_force": tif,
+            "label": label}
+
+
+def fields(o: PlaceOrder) -> dict[str, Any]:
+    return {name: getattr(o, name) for name in FIELDS}
+
+
+def place(line: str, ctx: TradingContext = MARKET, first_label: int = 1) -> tuple[PlaceOrder, ...] | Refusal:
+    command = parse_line(line)
+    assert not isinstance(command, ParseError), command
+    return orders_for(command, ctx, first_label)
+
+
+IOC = "immediate_or_cancel"
+EXAMPLES = [
+    # a200: marketable limit 0.1% through the ask: 19000 x 1.001 = 19019 (on the 0.5 tick).
+    ("a200", [order("buy", 2000, "limit", 19019.0, False, tif=IOC)]),
+    # d200: 18990 x 0.999 = 18971.01, rounded up (a seller never takes less) to 18971.5.
+    ("d200", [order("sell", 2000, "limit", 18971.5, False, tif=IOC)]),
+    ("as200", [order("buy", 2000, "limit", 18990.0, True)]),
+    ("dw200", [order("sell", 2000, "limit", 19000.0, True)]),
+    ("aw200", [order("buy", 2000, "limit", 19000.0, False, tif=IOC)]),
+    ("ds200", [order("sell", 2000, "limit", 18990.0, False, tif=IOC)]),
+    ("as100 16000", [order("buy", 1000, "limit", 16000.0, True)]),
+    ("aw100 16000", [order("buy", 1000, "limit", 16000.0, True)]),
+    ("a100 16000", [order("buy", 1000, "limit", 16000.0, True)]),
+    ("dw200 18000s", [order("sell", 2000, "stop_market", None, False, True, "mark_price", 18000.0)]),
+    ("as200 20000s", [order("buy", 2000, "stop_market", None, False, True, "mark_price", 20000.0)]),
+    # Ladder: 16000 + i x 2000/9, buys rounded down to the tick, from the low bound up.
+    ("a100 16000 18000 10", [order("buy", 1000, "limit", p, True, label=f"manual_api_{i + 1}") for i, p in enumerate(
+        [16000.0, 16222.0, 16444.0, 16666.5, 16888.5, 17111.0, 17333.0, 17555.5, 17777.5, 18000.0])]),
+    # Sells from the high bound down, rounded up; bounds in either order.
+    ("d50 22000 20000 5", [order("sell", 500, "limit", p, True, label=f"manual_api_{i + 1}") for i, p in enumerate(
+        [22000.0, 21500.0, 21000.0, 20500.0, 20000.0])]),
+    # Amounts round down to the 10 USD contract: 1.5 x 10 = 15 -> 10.
+    ("a1.5", [order("buy", 10, "limit", 19019.0, False, tif=IOC)]),
+    ("as100 16000.3", [order("buy", 1000, "limit", 16000.0, True)]),
+    ("dw100 20000.3", [order("sell", 1000, "limit", 20000.5, True)]),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), EXAMPLES, ids=[e[0] for e in EXAMPLES])
+def test_every_example_gives_exactly_the_expected_orders(line: str, expected: list[dict[str, Any]]) -> None:
+    orders = place(line)
+    assert not isinstance(orders, Refusal), orders
+    assert [fields(o) for o in orders] == expected
+    for o in orders:
+        assert o.instrument_name == "BTC-PERPETUAL" and o.origin == "console"
+        assert o.request_key == f"console-{o.label}"
+        check_command(o)  # what the Connection's encoder would accept
+
+
+def test_labels_continue_after_the_highest_open_manual_label() -> None:
+    open_orders = [OrderUpdate(order_id=str(n), instrument_name="BTC-PERPETUAL", order_state="open",
+                               order_type="limit", direction="buy", amount=10, label=label)
+                   for n, label in enumerate(["manual_api_7", "manual_api_12", "hedger-3", "manual_api_x", ""])]
+    assert next_label_number(open_orders) == 13
+    assert next_label_number([], last_used=20) == 21
+    assert next_label_number(open_orders, last_used=5) == 13
+    orders = place("a100 16000 18000 3", first_label=13)
+    assert [o.label for o in orders] == ["manual_api_13", "manual_api_14", "manual_api_15"]
+
+
+def test_option_orders_on_the_chosen_contract() -> None:
+    option_market = TradingContext(instrument=OPTION, size_multiplier=10, bid=0.05, ask=0.0555, mark=0.053,
+                                   index_price=32000.0, limits=LIMITS)
+    buy = orders_for(parse_line("buyOption:0.0512,1.25"), option_market, 4)  # type: ignore[arg-type]
+    assert [fields(o) for o in buy] == [order("buy", 1.2, "limit", 0.051, False, label="manual_api_4")]
+    sell = orders_for(parse_line("sellOption:0.0612,2"), option_market, 5)  # type: ignore[arg-type]
+    assert [fields(o) for o in sell] == [order("sell", 2.0, "limit", 0.0615, False, label="manual_api_5")]
+    # A future's shortcut on an option, or an option order on a future, is refused.
+    assert isinstance(orders_for(parse_line("a200"), option_market, 1), Refusal)  # type: ignore[arg-type]
+    assert isinstance(orders_for(parse_line("buyOption:0.05,1"), MARKET, 1), Refusal)  # type: ignore[arg-type]
+
+
+PARSED = [
+    ("price", Show("price")), ("funds", Show("funds")), ("orders", Show("orders")),
+    ("positions", Show("positions")), ("connection status", Show("connection")),
+    ("show size multiplier", Show("size_multiplier")), ("reset size multiplier", ResetSizeMultiplier()),
+    ("change instrument", ChangeInstrument()), ("help", Show("help")), ("quit", Quit()), ("shutdown", Quit()),
+    ("status", Show("status")), ("surface", Show("surface")), ("chain", ShowChain()),
+    ("chain 24sep21", ShowChain("24SEP21")), ("plot surface BTC", Plot(("surface", "BTC"))),
+    ("activate delta hedging", Hedging("activate")), ("deactivate delta hedging", Hedging("deactivate")),
+    ("delta hedging status", Show("hedging")), ("  Connection   Status ", Show("connection")),
+    ("ca", Cancel("all")), ("cc", Cancel("last")), ("cb", Cancel("buys")), ("cs", Cancel("sells")),
+    ("cstops", Cancel("stops")),
+    ("setContractType:BTC-24SEP21-40000-C", SetContractType("BTC-24SEP21-40000-C")),
+    ("setcontracttype:btc-24sep21-40000-P", SetContractType("BTC-24SEP21-40000-P")),
+    ("setHedgeDeltaStep:0.01", SetHedgeStep(0.01)),
+    ("buyOption:0.05,1", OptionOrder("buy", 0.05, 1.0)), ("sellOption:0.06, 2", OptionOrder("sell", 0.06, 2.0)),
+    ("a200", MarketOrder("buy", 200.0)), ("ds10", TouchOrder("sell", 10.0, "bid")),
+    ("as100 16000", LimitOrder("buy", 100.0, 16000.0)), ("dw200 18000s", StopOrder("sell", 200.0, 18000.0)),
+    ("a100 16000 18000 10", LadderOrder("buy", 100.0, 16000.0, 18000.0, 10)),
+    ("a10000", MarketOrder("buy", 10000.0)), ("", None), ("   ", None),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), PARSED, ids=[repr(p[0]) for p in PARSED])
+def test_parse(line: str, expected: object) -> None:
+    assert parse_line(line) == expected
+
+
+BAD = [
+    ("a200c", "last letter is c"), ("as100 16000c", "last letter is c"), ("pric", "last letter is c"),
+    ("a10001", "above the maximum of 10,000"), ("a0", "must be positive"), ("a", "needs an amount"),
+    ("ds", "needs an amount"), ("ax200", "second letter 'x'"), ("a2e3", "not a plain number"),
+    ("a-5", "not a plain number"), ("a1,000", "not a plain number"), ("a007", "not a plain number"),
+    ("d 200", "needs an amount"), ("A200", "lower case"), ("a200 xyz", "price 'xyz'"),
+    ("a200 -5", "price '-5'"), ("a200 0", "price '0'"), ("a100 16000 18000", "needs a count"),
+    ("a100 16000 18000 1", "at least 2"), ("a100 16000 18000 x", "count 'x'"),
+    ("a100 16000s 18000 10", "no stop"), ("a100 16000 16000 4", "bounds are equal"),
+    ("a1 2 3 4 5", "too many words"), ("activate hedging", "did you mean 'activate delta hedging'"),
+    ("buyOption:0.05", "needs a price and an amount"), ("buyOption:0,1", "must be positive"),
+    ("setHedgeDeltaStep:-1", "not a positive number"), ("setContractType:BTC-PERPETUAL", "is not an option"),
+    ("setContractType:BTC-99XYZ21-1-C", "bad expiry"), ("foo:bar", "unknown command"),
+    ("chain 2021-09-24", "bad expiry"), ("hello", "unknown command"), ("a" * 300, "longer than"),
+    ("a200\x1b[A", "control characters"), ("a200 nan", "price 'nan'"), ("a200 inf", "price 'inf'"),
+]
+
+
+@pytest.mark.parametrize(("line", "reason"), BAD, ids=[repr(b[0])[:30] for b in BAD])
+def test_bad_lines_say_what_is_wrong_and_what_to_do(line: str, reason: str) -> None:
+    result = parse_line(line)
+    assert isinstance(result, ParseError), result
+    assert reason in str(result)
+    assert result.hint, "every error carries a hint"
+
+
+def refused(line: str, ctx: TradingContext = MARKET) -> str:
+    result = place(line, ctx)
+    assert isinstance(result, Refusal), result
+    return str(result)
+
+
+def test_stops_on_the_wrong_side_of_the_market_are_refused() -> None:
+    assert "at or above the bid" in refused("dw200 18990s")
+    assert "at or above the bid" in refused("ds200 19500s")
+    assert "at or below the ask" in refused("as200 19000s")
+    assert "at or below the ask" in refused("aw200 18000s")
+    assert isinstance(place("dw200 18989.5s"), tuple)
+    assert isinstance(place("as200 19000.5s"), tuple)
+
+
+def test_safety_limits() -> None:
+    # Notional: 10,000 x 10 = 100,000 USD passes a 1e6 limit, not a 50,000 one; a ladder counts whole.
+    small = replace(MARKET, limits=OrderLimits(50_000, 3.0, 50.0, 20))
+    assert "above the limit of 50,000 USD" in refused("a10000", small)
+    assert "above the limit" in refused("as1000 16000 17000 6", small)
+    assert isinstance(place("as1000 16000 17000 5", small), tuple)
+    # A buy more than 3% above the mark, or a sell more than 3% below, is refused; passive is fine.
+    assert "above the mark" in refused("as100 19600")
+    assert "below the mark" in refused("dw100 18400")
+    assert isinstance(place("as1 1000"), tuple)
+    assert isinstance(place("dw1 90000"), tuple)
+    # A wide touch makes the marketable order itself too far from the mark.
+    wide = replace(MARKET, ask=20000.0)
+    assert "above the mark" in refused("a200", wide)
+    assert "above the limit of 20" in refused("a1 16000 17000 21")
+    assert "finer than" in refused("a1 16000 16001 5")
+
+
+def test_no_order_on_stale_data_while_disconnected_or_without_live() -> None:
+    assert "stale" in refused("a200", replace(MARKET, stale=True))
+    assert "not connected" in refused("as100 16000", replace(MARKET, connected=False))
+    assert "--live" in refused("a200", replace(MARKET, trading_allowed=False))
+    # Paper mode prints orders even on mainnet without --live; the data must still be good.
+    assert isinstance(place("a200", replace(MARKET, trading_allowed=False, paper=True)), tuple)
+    assert "no ask" in refused("a200", replace(MARKET, ask=None))
+    assert "no bid" in refused("ds1", replace(MARKET, bid=None))
+    assert "no mark" in refused("as1 16000", replace(MARKET, mark=None))
+    assert "below BTC-PERPETUAL's minimum of 10" in refused("a0.5")
+
+
+def open_order(order_id: str, direction: str, label: str, order_type: str = "limit",
+               trigger: str | None = None) -> OrderUpdate:
+    return OrderUpdate(order_id=order_id, instrument_name="BTC-PERPETUAL", order_state="open", order_type=order_type,
+                       direction=direction, amount=10, label=label, trigger=trigger,  # type: ignore[arg-type]
+                       price=18000.0 if order_type == "limit" else "market_price")
+
+
+OPEN = [
+    open_order("b1", "buy", "manual_api_3"), open_order("b2", "buy", "manual_api_5"),
+    open_order("s1", "sell", "manual_api_4"), open_order("h1", "buy", "hedger"),
+    open_order("st1", "sell", "manual_api_2", "stop_market", "mark_price"),
+]
+
+
+def test_cancel_shortcuts() -> None:
+    assert cancels_for(Cancel("all"), OPEN, request_key="k") == (CancelAll(origin="console", request_key="k"),)
+    assert cancels_for(Cancel("last"), OPEN, request_key="k", currency="BTC") == (
+        CancelByLabel(label="manual_api_5", origin="console", request_key="k", currency="BTC"),)
+    # An order sent and not answered yet is the last one.
+    assert cancels_for(Cancel("last"), OPEN, ["manual_api_9"], request_key="k")[0].label == "manual_api_9"  # type: ignore[index, union-attr]
+    buys = cancels_for(Cancel("buys"), OPEN, request_key="k")
+    assert buys == (CancelOrder(order_id="b1", origin="console", request_key="k-0"),
+                    CancelOrder(order_id="b2", origin="console", request_key="k-1"))
+    assert [c.order_id for c in cancels_for(Cancel("sells"), OPEN)] == ["s1"]  # type: ignore[union-attr]
+    assert [c.order_id for c in cancels_for(Cancel("stops"), OPEN)] == ["st1"]  # type: ignore[union-attr]
+    assert isinstance(cancels_for(Cancel("last"), []), Refusal)
+    assert "no open manual sell orders" in str(cancels_for(Cancel("sells"), OPEN[:2]))
+
+
+def test_describe_order_and_completion_words() -> None:
+    orders = place("dw200 18000s")
+    assert describe_order(orders[0]) == (  # type: ignore[index]
+        "sell 2000 BTC-PERPETUAL stop_market trigger 18000 (mark_price) reduce-only [manual_api_1]")
+    assert describe_order(place("a200")[0]) == "buy 2000 BTC-PERPETUAL limit 19019 IOC [manual_api_1]"  # type: ignore[index]
+    for word in ("connection status", "activate delta hedging", "setContractType:", "cstops"):
+        assert word in COMPLETION_WORDS
