@@ -67,7 +67,6 @@ from console.views import (
     ScriptWait,
     Stage,
     chain_tables,
-    currency_of,
     describe_answer,
     describe_connection,
     describe_fill,
@@ -83,6 +82,7 @@ from console.views import (
     status_view,
     surface_view,
 )
+from deribit.instruments import currency_of
 from messages.account import UserTrade
 from messages.commands import (
     CancelAll,

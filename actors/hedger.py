@@ -33,7 +33,8 @@ from typing import Any
 import msgspec
 import pykka
 
-from desk.hedging import ORIGIN, CurrencyHedger, currency_of
+from deribit.instruments import currency_of
+from desk.hedging import ORIGIN, CurrencyHedger
 from messages.account import ExchangeState, OrderUpdate, UserTrade
 from messages.commands import CommandFailed, CommandResult, PlaceOrder, RefreshInstruments
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand

@@ -16,8 +16,8 @@ from typing import Any
 import msgspec
 import pykka
 
-from deribit.instruments import InstrumentNameError, parse_instrument_name
-from desk.portfolio import Difference, PortfolioBook, currency_of
+from deribit.instruments import InstrumentNameError, currency_of, parse_instrument_name
+from desk.portfolio import Difference, PortfolioBook
 from messages.account import AccountFigures, ExchangeState, OrderUpdate, PortfolioUpdate, UserTrade
 from messages.commands import ANSWER_LOST, CommandFailed, CommandResult, ReconcilePortfolio
 from messages.market import InstrumentsLoaded, InstrumentState, Ticker

@@ -17,7 +17,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from deribit.instruments import InstrumentNameError, format_expiry, parse_instrument_name
+from deribit.instruments import currency_of, format_expiry
 from messages.account import OrderUpdate, Position, UserTrade
 from messages.commands import CommandFailed, CommandResult
 from messages.hedging import HedgerStatus
@@ -37,13 +37,6 @@ def fmt(value: float | None, digits: int | None = None) -> str:
     if digits is None:
         return f"{value:,.10g}" if abs(value) < 1e15 else f"{value:.6g}"
     return f"{value:,.{digits}f}"
-
-
-def currency_of(name: str) -> str | None:
-    try:
-        return parse_instrument_name(name).currency
-    except InstrumentNameError:
-        return None
 
 
 def expiry_label(expiry_ms: int) -> str:

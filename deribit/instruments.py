@@ -172,11 +172,26 @@ def format_perpetual_name(currency: str, counter_currency: str | None = None) ->
     return f"{_format_currency(currency, counter_currency)}-PERPETUAL"
 
 
+def currency_of(instrument_name: str) -> str:
+    """The base coin of an instrument, from its name alone: ``BTC`` for ``BTC-24SEP21-8000-P``,
+    ``BTC-PERPETUAL`` and ``BTC_USDC-PERPETUAL``. Positions, accounts and deltas are kept per base
+    coin; whether an instrument is inverse or linear comes from its metadata, not from here."""
+    return instrument_name.partition("-")[0].partition("_")[0]
+
+
+def kind_of(instrument_name: str) -> str:
+    """Deribit's position ``kind`` from the name's shape: ``option`` (three dashes), else ``future``
+    (futures and perpetuals)."""
+    return "option" if instrument_name.count("-") == 3 else "future"
+
+
 def instrument_family(message: Any) -> tuple[str, str]:
     """(currency, "option" or "future") of a market message's ``instrument_name``, from its
     shape alone (three dashes: an option; one: a future or perpetual), with no parsing: the bus
-    calls it for every book and ticker message to pick the BookKeeper of that family. Names of
-    other shapes give ``("", "")``, which no family takes."""
+    calls it for every book and ticker message to pick the BookKeeper of that family. The family's
+    currency is the whole first segment, so linear ``BTC_USDC-...`` books form families of their
+    own and never mix with the inverse ``BTC`` ones. Names of other shapes give ``("", "")``, which
+    no family takes."""
     name: str = message.instrument_name
     dashes = name.count("-")
     if dashes == 3:

@@ -182,11 +182,6 @@ def _parsed(name: str) -> InstrumentName:
     return parse_instrument_name(name)
 
 
-def hedge_currency(name: str) -> str:
-    """The coin an instrument's delta is in (``BTC`` for ``BTC-...`` and ``BTC_USDC-...``)."""
-    return name.partition("-")[0].partition("_")[0]
-
-
 class _Blocked(Exception):
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(reason)

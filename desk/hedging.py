@@ -42,7 +42,6 @@ from desk.hedge_decision import (
     OptionMark,
     Side,
     decide,
-    hedge_currency,
 )
 from messages.account import ExchangeState, OrderUpdate, Position, UserTrade
 from messages.commands import (
@@ -819,6 +818,3 @@ def _describe(trigger: object) -> str:
     name = getattr(trigger, "instrument_name", None)
     return f"{type(trigger).__name__} {name}" if name else type(trigger).__name__
 
-
-def currency_of(instrument_name: str) -> str:
-    return hedge_currency(instrument_name)

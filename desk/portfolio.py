@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from deribit.instruments import currency_of, kind_of
 from messages.account import AccountFigures, ExchangeState, OrderUpdate, Position, UserTrade
 from messages.market import Ticker
 from messages.state import PortfolioChanged
@@ -29,16 +30,6 @@ AMOUNT_DECIMALS = 8
 #: A position size or price this close is the same (float noise of the exchange's rounding).
 SIZE_TOLERANCE = 1e-8
 PRICE_RELATIVE_TOLERANCE = 1e-6
-
-
-def currency_of(instrument_name: str) -> str:
-    """``BTC`` for ``BTC-24SEP21-8000-P``, ``BTC-PERPETUAL`` and ``BTC_USDC-PERPETUAL``."""
-    return instrument_name.split("-", 1)[0].split("_", 1)[0]
-
-
-def kind_of(instrument_name: str) -> str:
-    """Deribit's position ``kind``: ``option`` for options, ``future`` for futures and perpetuals."""
-    return "option" if instrument_name.count("-") == 3 else "future"
 
 
 def _clean(x: float) -> float:

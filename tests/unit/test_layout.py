@@ -13,7 +13,9 @@ import pytest
 
 from tests.support.paths import REPO
 
-PACKAGES = ("actors", "bench", "config", "console", "deribit", "desk", "messages", "quant", "runtime", "simulator", "sql")
+PACKAGES = (
+    "actors", "bench", "config", "console", "deribit", "desk", "messages", "quant", "runtime", "simulator", "sql",
+)
 
 
 def project_imports(path: Path) -> Iterator[tuple[int, tuple[str, ...]]]:
@@ -39,9 +41,8 @@ def _forbidden(package: str, path: Path, module: str) -> str | None:
         return None if package == "bench" else "main.py wires the actors; nothing but a benchmark imports it"
     if package in ("messages", "quant"):
         return None if top == package else f"{package}/ imports nothing of the project but itself"
-    if package == "runtime":
-        if top in ("actors", "deribit", "desk", "console", "simulator"):
-            return "runtime/ imports no actor and nothing of deribit/, desk/, console/"
+    if package == "runtime" and top in ("actors", "deribit", "desk", "console", "simulator"):
+        return "runtime/ imports no actor and nothing of deribit/, desk/, console/"
     if package == "actors" and top == "actors" and module != "actors":
         own = f"actors.{path.stem}"
         if module != own and not module.startswith(own + "."):
@@ -50,9 +51,8 @@ def _forbidden(package: str, path: Path, module: str) -> str | None:
         return f"{package}/ imports no actor"
     if package == "deribit" and top in ("actors", "desk", "console", "simulator"):
         return "deribit/ is the exchange edge: it imports no actor, desk, console or simulator code"
-    if package == "simulator":
-        if top in ("desk", "console", "actors") or module.startswith("deribit.codec"):
-            return "simulator/ shares no code with the desk: nothing of desk/, console/, actors/ nor the codec"
+    if package == "simulator" and (top in ("desk", "console", "actors") or module.startswith("deribit.codec")):
+        return "simulator/ shares no code with the desk: nothing of desk/, console/, actors/ nor the codec"
     return None
 
 

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from desk.portfolio import PortfolioBook, apply_fill, currency_of, kind_of, with_mark
+from deribit.instruments import currency_of, kind_of
+from desk.portfolio import PortfolioBook, apply_fill, with_mark
 from messages.account import AccountSummary, ExchangeState, OrderUpdate, PortfolioUpdate, Position, UserTrade
 from messages.market import Greeks, Ticker
 from simulator.accounts import Position as SimPosition
