@@ -15,9 +15,11 @@ from typing import Any
 import pykka
 from rich.console import Console as RichConsole
 
-from actors.console import Console, GetStartup, RunLine
+from actors.console import Console
 from config.settings import load_settings
-from console.grammar import ORDER_COMMANDS, OrderLimits, TradingContext, orders_for, parse_line
+from console.grammar import ORDER_COMMANDS, parse_line
+from console.orders import OrderLimits, TradingContext, orders_for
+from console.terminal import GetStartup, RunLine
 from deribit.instruments import decode_instruments
 from messages.market import InstrumentsLoaded
 from messages.state import PortfolioChanged, TopOfBook

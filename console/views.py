@@ -1,9 +1,7 @@
-"""What the console knows and shows: the desk's picture from the bus, start-up progress, what a
-piped line waits for, and the tables.
+"""What the console shows: the answers, fills and statuses as lines, and the tables.
 
-Plain classes and functions over the messages (no actor, no terminal): the Console actor feeds
-:class:`DeskState` every message it receives and renders its answers with the ``*_table``
-functions (rich renderables); tests call them directly.
+Plain functions over the messages and :class:`~console.desk_state.DeskState` (no actor, no
+terminal), returning text or rich renderables; tests call them directly.
 """
 
 from __future__ import annotations
@@ -11,20 +9,23 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from deribit.instruments import currency_of, format_expiry
+from console.grammar import HELP, Topic
+from deribit.instruments import format_expiry
 from messages.account import OrderUpdate, Position, UserTrade
 from messages.commands import CommandFailed, CommandResult
 from messages.hedging import HedgerStatus
-from messages.market import IndexPrice, Instrument, InstrumentsLoaded
 from messages.state import ChainSnapshot, OptionQuote, PortfolioChanged, TopOfBook
 from messages.surface import RecorderStatus, SurfaceSnapshot
-from messages.system import ConnectionState, ConnectionStatus
+from messages.system import ConnectionStatus
+
+if TYPE_CHECKING:  # desk_state renders its waits with fmt from here
+    from console.desk_state import DeskState, Stage
 
 _PERPETUAL_EXPIRY_MS = 32503708800000  # Deribit's year-3000 expiry of perpetuals
 
@@ -43,235 +44,6 @@ def expiry_label(expiry_ms: int) -> str:
     if expiry_ms >= _PERPETUAL_EXPIRY_MS:
         return "PERPETUAL"
     return format_expiry(dt.datetime.fromtimestamp(expiry_ms / 1000, tz=dt.UTC).date())
-
-
-# -- the desk's picture ---------------------------------------------------------------------------
-class DeskState:
-    """The latest of everything the console shows, fed message by message."""
-
-    def __init__(self, currencies: Iterable[str]) -> None:
-        self.currencies = tuple(currencies)
-        self.connection: ConnectionStatus | None = None
-        self.subscribed = False  # every channel confirmed since the last (re)connect
-        self.instruments: dict[str, dict[str, Instrument]] = {}
-        self.tops: dict[str, TopOfBook] = {}
-        self.index: dict[str, float] = {}
-        self.portfolios: dict[str, PortfolioChanged] = {}
-        self.hedgers: dict[str, HedgerStatus] = {}
-        self.chains: dict[tuple[str, str], ChainSnapshot] = {}
-        self.surfaces: dict[str, SurfaceSnapshot] = {}
-        self.recorder: RecorderStatus | None = None
-
-    # Each ``on_*`` takes one message type; the actor dispatches by type.
-    def on_connection(self, status: ConnectionStatus) -> None:
-        if status.state is ConnectionState.SUBSCRIBED:
-            self.subscribed = True
-        elif status.state in (ConnectionState.CONNECTING, ConnectionState.DISCONNECTED, ConnectionState.STOPPED):
-            self.subscribed = False
-        self.connection = status
-
-    def on_instruments(self, loaded: InstrumentsLoaded) -> None:
-        self.instruments[loaded.currency] = {i.instrument_name: i for i in loaded.instruments}
-        gone = [name for name in self.tops if currency_of(name) == loaded.currency
-                and name not in self.instruments[loaded.currency]]
-        for name in gone:
-            del self.tops[name]
-
-    def on_top(self, top: TopOfBook) -> None:
-        self.tops[top.instrument_name] = top
-
-    def on_index(self, index: IndexPrice) -> None:
-        currency = index.index_name.partition("_")[0].upper()
-        self.index[currency] = index.price
-
-    def on_portfolio(self, portfolio: PortfolioChanged) -> None:
-        self.portfolios[portfolio.currency] = portfolio
-
-    def on_hedger(self, status: HedgerStatus) -> None:
-        self.hedgers[status.currency] = status
-
-    def on_chain(self, chain: ChainSnapshot) -> None:
-        self.chains[(chain.currency, chain.kind)] = chain
-
-    def on_surface(self, surface: SurfaceSnapshot) -> None:
-        self.surfaces[surface.currency] = surface
-
-    def on_recorder(self, status: RecorderStatus) -> None:
-        self.recorder = status
-
-    # -- questions -----------------------------------------------------------------------------
-    @property
-    def can_trade(self) -> bool:
-        return self.connection is not None and self.connection.can_trade
-
-    def instrument(self, name: str) -> Instrument | None:
-        currency = currency_of(name)
-        return self.instruments.get(currency or "", {}).get(name)
-
-    def futures(self, currency: str | None = None) -> list[Instrument]:
-        """Futures and perpetuals, perpetual first then by expiry, of one or every currency."""
-        out = [i for c, listing in self.instruments.items() if currency in (None, c) for i in listing.values()
-               if i.kind == "future"]
-        return sorted(out, key=lambda i: (i.base_currency, i.settlement_period != "perpetual",
-                                          i.expiration_timestamp, i.instrument_name))
-
-    def options(self, currency: str) -> list[Instrument]:
-        listing = self.instruments.get(currency, {}).values()
-        return sorted((i for i in listing if i.kind == "option"),
-                      key=lambda i: (i.expiration_timestamp, i.strike or 0.0, i.option_type or ""))
-
-    def open_orders(self) -> list[OrderUpdate]:
-        return [o for p in self.portfolios.values() for o in p.open_orders]
-
-    def positions(self) -> list[Position]:
-        return [p for pf in self.portfolios.values() for p in pf.positions if p.size]
-
-    def position_size(self, name: str) -> float:
-        portfolio = self.portfolios.get(currency_of(name) or "")
-        if portfolio is None:
-            return 0.0
-        return sum(p.size for p in portfolio.positions if p.instrument_name == name)
-
-    def index_price(self, currency: str) -> float | None:
-        if currency in self.index:
-            return self.index[currency]
-        for top in self.tops.values():
-            if top.index_price and currency_of(top.instrument_name) == currency:
-                return top.index_price
-        chain = self.chains.get((currency, "option"))
-        return chain.index_price if chain is not None else None
-
-    def option_quote(self, name: str) -> OptionQuote | None:
-        chain = self.chains.get((currency_of(name) or "", "option"))
-        if chain is None:
-            return None
-        for quote in chain.options:
-            if quote.instrument_name == name:
-                return quote
-        return None
-
-    def books_synced(self) -> tuple[int, int]:
-        """Futures books known to be the exchange's, of all listed futures (options are judged
-        by the minute's chain snapshot: see :meth:`option_books_synced`)."""
-        names = [i.instrument_name for c in self.currencies for i in self.futures(c)]
-        fresh = sum(1 for n in names if n in self.tops and not self.tops[n].stale)
-        return fresh, len(names)
-
-    def option_books_synced(self) -> tuple[int, int] | None:
-        chains = [self.chains[(c, "option")] for c in self.currencies if (c, "option") in self.chains]
-        if not chains:
-            return None
-        quotes = [q for chain in chains for q in chain.options]
-        return sum(1 for q in quotes if not q.stale), len(quotes)
-
-
-def reference_mark(top: TopOfBook, max_spread_pct: float) -> float | None:
-    """The mark an order on a future is checked against: the top of book's (the latest ticker
-    the book keeper saw), else the mid of a two-sided book whose spread is within
-    ``max_spread_pct`` of it (a tight book's mid cannot be far from the mark). None otherwise."""
-    if top.mark_price:
-        return top.mark_price
-    if top.bid and top.ask and top.ask >= top.bid:
-        mid = (top.bid + top.ask) / 2
-        if (top.ask - top.bid) / mid * 100 <= max_spread_pct:
-            return mid
-    return None
-
-
-# -- start-up -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    done: bool
-    detail: str = ""
-    completed: int = 0
-    total: int = 1
-
-
-def startup_stages(state: DeskState) -> tuple[Stage, ...]:
-    """Connecting, instruments loaded, subscriptions confirmed, books synced (n of N), portfolio
-    reconciled: where the start-up stands."""
-    status = state.connection
-    connected = status is not None and status.state in (ConnectionState.CONNECTED, ConnectionState.AUTHENTICATED,
-                                                        ConnectionState.SUBSCRIBED)
-    conn_detail = "" if status is None else status.state.value + (f" ({status.detail})" if status.detail else "")
-    loaded = [c for c in state.currencies if c in state.instruments]
-    counts = ", ".join(f"{c} {len(state.instruments[c])}" for c in loaded)
-    fresh, total = state.books_synced()
-    reconciled = [c for c in state.currencies if c in state.portfolios and state.portfolios[c].reconciled]
-    n = len(state.currencies)
-    return (
-        Stage("connecting", connected, conn_detail),
-        Stage("instruments loaded", len(loaded) == n, counts, len(loaded), n),
-        Stage("subscriptions confirmed", state.subscribed),
-        Stage(f"books synced ({fresh} of {total})", total > 0 and fresh == total, "", fresh, max(total, 1)),
-        Stage("portfolio reconciled", len(reconciled) == n, ", ".join(reconciled), len(reconciled), n),
-    )
-
-
-# -- what a piped line waits for -----------------------------------------------------------------------
-@dataclass
-class ScriptWait:
-    """One piped order or cancel line: the answers it waits for, then the portfolio showing
-    what the answers said (open orders present, closed or cancelled ones gone, positions moved
-    by the fills). ``gone`` holds order ids a cancel must remove."""
-
-    request_keys: set[str]
-    deadline: float
-    baseline: dict[str, float] = field(default_factory=dict)
-    gone: set[str] = field(default_factory=set)
-    expect_open: set[str] = field(default_factory=set)
-    delta: dict[str, float] = field(default_factory=dict)
-    answered: set[str] = field(default_factory=set)
-
-    def on_answer(self, answer: CommandResult | CommandFailed) -> None:
-        if answer.request_key not in self.request_keys:
-            return
-        self.answered.add(answer.request_key)
-        if isinstance(answer, CommandFailed):
-            return
-        order = answer.order
-        if order is not None:
-            if answer.method == "private/cancel":
-                self.gone.add(order.order_id)
-            elif order.order_state in ("open", "untriggered"):
-                self.expect_open.add(order.order_id)
-            else:
-                self.gone.add(order.order_id)
-        for trade in answer.trades:
-            self._fill(trade)
-
-    def _fill(self, trade: UserTrade) -> None:
-        signed = trade.amount if trade.direction == "buy" else -trade.amount
-        self.delta[trade.instrument_name] = self.delta.get(trade.instrument_name, 0.0) + signed
-
-    def missing(self, state: DeskState) -> list[str]:
-        """What is still awaited; empty when the line is done."""
-        out = [f"answer to {key}" for key in sorted(self.request_keys - self.answered)]
-        open_ids = {o.order_id for o in state.open_orders()}
-        out += [f"order {oid} in the portfolio" for oid in sorted(self.expect_open - open_ids)]
-        out += [f"order {oid} gone from the portfolio" for oid in sorted(self.gone & open_ids)]
-        for name, delta in sorted(self.delta.items()):
-            want = self.baseline.get(name, 0.0) + delta
-            if abs(state.position_size(name) - want) > 1e-9 * max(1.0, abs(want)):
-                out.append(f"position {name} {fmt(want)}")
-        return out
-
-
-@dataclass
-class HedgerWait:
-    """A piped hedging line: waits for the hedger's status answering ``request_key``."""
-
-    request_key: str
-    deadline: float
-    answered: bool = False
-
-    def on_status(self, status: HedgerStatus) -> None:
-        if status.request_key == self.request_key:
-            self.answered = True
-
-    def missing(self, _state: DeskState) -> list[str]:
-        return [] if self.answered else ["the hedger's answer"]
 
 
 # -- answers as text --------------------------------------------------------------------------------
@@ -413,6 +185,33 @@ def recorder_text(status: RecorderStatus | None) -> Text:
     if status.last_error:
         text += f", last error: {status.last_error}"
     return Text(text)
+
+
+def topic_view(topic: Topic, state: DeskState, instrument: str | None, option: str | None,
+               size_multiplier: float | None, currency: str) -> RenderableType:
+    """What an information word prints, given the chosen future, option and multiplier and the
+    currency they are in."""
+    match topic:
+        case "help":
+            return Text(HELP)
+        case "price":
+            return price_view(state, instrument, option)
+        case "funds":
+            return funds_table(state.portfolios.values())
+        case "orders":
+            return orders_table(state.open_orders())
+        case "positions":
+            return positions_table(state.positions())
+        case "connection":
+            return Text(describe_connection(state.connection))
+        case "size_multiplier":
+            return Text(f"size multiplier: {size_multiplier:g}" if size_multiplier else "no size multiplier chosen yet")
+        case "status":
+            return status_view(state, instrument)
+        case "surface":
+            return surface_view(state.surfaces.get(currency), currency)
+        case "hedging":
+            return hedger_table(state.hedgers.values())
 
 
 def status_view(state: DeskState, instrument: str | None) -> RenderableType:

@@ -16,9 +16,12 @@ import pykka
 import pytest
 from rich.console import Console as RichConsole
 
-from actors.console import Console, GetStartup, RunLine, WaitDone
+from actors.console import Console
 from config.settings import Settings, load_settings
-from console.views import DeskState, chain_tables, reference_mark, startup_stages, surface_view
+from console.desk_state import DeskState, startup_stages
+from console.orders import reference_mark
+from console.terminal import GetStartup, RunLine, WaitDone
+from console.views import chain_tables, surface_view
 from deribit.instruments import decode_instruments
 from messages.account import OrderUpdate, Position, UserTrade
 from messages.commands import (
@@ -476,7 +479,7 @@ def test_completion_of_commands_and_instrument_names() -> None:
     from prompt_toolkit.completion import CompleteEvent
     from prompt_toolkit.document import Document
 
-    from actors.console import Choices, CommandCompleter
+    from console.terminal import Choices, CommandCompleter
 
     futures = tuple(i for i in BTC if i.kind == "future")
     options = tuple(i.instrument_name for i in BTC if i.kind == "option")

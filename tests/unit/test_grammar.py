@@ -17,11 +17,9 @@ from console.grammar import (
     LimitOrder,
     MarketOrder,
     OptionOrder,
-    OrderLimits,
     ParseError,
     Plot,
     Quit,
-    Refusal,
     ResetSizeMultiplier,
     SetContractType,
     SetHedgeStep,
@@ -29,12 +27,16 @@ from console.grammar import (
     ShowChain,
     StopOrder,
     TouchOrder,
+    parse_line,
+)
+from console.orders import (
+    OrderLimits,
+    Refusal,
     TradingContext,
     cancels_for,
     describe_order,
     next_label_number,
     orders_for,
-    parse_line,
 )
 from deribit.instruments import decode_instruments
 from messages.account import OrderUpdate

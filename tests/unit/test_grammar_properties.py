@@ -18,12 +18,11 @@ from console.grammar import (
     MarketOrder,
     OptionOrder,
     ParseError,
-    Refusal,
     StopOrder,
     TouchOrder,
-    orders_for,
     parse_line,
 )
+from console.orders import Refusal, orders_for
 from messages.commands import check_command
 from tests.unit.test_grammar import MARKET, OPTION
 

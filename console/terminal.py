@@ -1,0 +1,523 @@
+"""Standard input of the Console: a prompt_toolkit prompt on a terminal, the lines in order when
+input is piped.
+
+On a terminal: start-up progress, the questions for the future and the size multiplier, then a
+prompt with history (in ``data/``), completion of commands and instrument names, lines from other
+actors printed above it; Ctrl-C clears the line, Ctrl-D or ``quit`` stops the program. With piped
+input each line runs in turn, an order line waiting for the exchange's answer and for its fills to
+reach the portfolio; end of input after some lines stops the program, no input at all
+(``/dev/null``) leaves it running without a console.
+
+The :class:`Terminal` thread knows the actor only by its reference and the requests below, so it
+outlives the actor's restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO, overload
+
+import pykka
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from rich.console import Console as RichConsole
+from rich.text import Text
+
+from config.settings import Settings
+from console.desk_state import Stage
+from console.grammar import COMPLETION_WORDS, ParseError, parse_size_multiplier
+from console.views import startup_text
+from messages.market import Instrument
+
+if TYPE_CHECKING:
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.application import Application
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+class Log(Protocol):
+    """The part of a structlog logger the terminal uses."""
+
+    def info(self, event: str, **kw: Any) -> Any: ...
+    def warning(self, event: str, **kw: Any) -> Any: ...
+    def exception(self, event: str, **kw: Any) -> Any: ...
+
+
+# -- what the terminal asks of the Console actor ---------------------------------------------------
+@dataclass(frozen=True)
+class RunLine:
+    """Execute one typed line; ``wait``: piped input, so register what the line must wait for."""
+
+    text: str
+    wait: bool = False
+
+
+@dataclass(frozen=True)
+class LineOutcome:
+    """What became of a line: a piped line waits for ``wait_key``; ``follow_up`` asks again."""
+
+    wait_key: str | None = None
+    follow_up: Literal["instrument", "multiplier"] | None = None
+    quit: bool = False
+    error: bool = False
+
+
+@dataclass(frozen=True)
+class Configure:
+    """The instrument and size multiplier chosen at start-up (either may stay as it is)."""
+
+    instrument: str | None = None
+    size_multiplier: float | None = None
+
+
+@dataclass(frozen=True)
+class GetStartup:
+    """Answered with the start-up stages."""
+
+
+@dataclass(frozen=True)
+class GetChoices:
+    """Answered with :class:`Choices`: what the prompts offer."""
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What the prompts offer: the listed futures, the chosen currency's options, and the choice."""
+
+    futures: tuple[Instrument, ...]
+    options: tuple[str, ...]
+    instrument: str | None
+    size_multiplier: float | None
+
+
+@dataclass(frozen=True)
+class WaitDone:
+    """Answered with True once the piped line ``key`` has all it waited for (or timed out)."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class EndOfInput:
+    """Piped input ended after some lines: stop the program."""
+
+
+@dataclass(frozen=True)
+class Say:
+    """Print a line from the terminal thread through the actor's output (keeps ordering)."""
+
+    text: str
+    style: str = ""
+
+
+TerminalRequest = RunLine | Configure | GetStartup | GetChoices | WaitDone | EndOfInput | Say
+
+
+def isatty(stream: TextIO | None) -> bool:
+    """Whether ``stream`` is an open terminal (False for anything that cannot say)."""
+    try:
+        return bool(stream is not None and not stream.closed and stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def completions(text: str, choices: Choices, asking_instrument: bool) -> list[str]:
+    """What Tab offers for ``text``: the command words; option names after ``setContractType:``;
+    expiries after ``chain``; future names while the instrument is asked for."""
+    text = text.lstrip()
+    candidates: list[str] = list(COMPLETION_WORDS)
+    if text.lower().startswith("setcontracttype:"):
+        prefix, rest = text[:16], text[16:].upper()
+        candidates = [prefix + n for n in choices.options if n.startswith(rest)]
+    elif text.lower().startswith("chain "):
+        expiries = dict.fromkeys(n.split("-")[1] for n in choices.options)
+        candidates = [f"chain {e}" for e in expiries]
+    elif asking_instrument:
+        candidates = [f.instrument_name for f in choices.futures]
+    return [word for word in candidates if word.lower().startswith(text.lower()) and word != text]
+
+
+class CompletionSource(Protocol):
+    #: What the actor last said the prompts offer.
+    choices: Choices
+    asking_instrument: bool
+
+
+class CommandCompleter(Completer):
+    """prompt_toolkit's side of :func:`completions`, reading the choices from ``source``."""
+
+    def __init__(self, source: CompletionSource) -> None:
+        self.source = source
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
+        text = document.text_before_cursor.lstrip()
+        for word in completions(text, self.source.choices, self.source.asking_instrument):
+            yield Completion(word, start_position=-len(text))
+
+
+def start_plot(args: tuple[str, ...], settings: Settings, out: RichConsole) -> None:
+    """Run ``main.py plot ARGS`` (the plot command itself) in the background; print its output."""
+    env = {**os.environ, "DESK__DATA_DIR": settings.data_dir}
+    if settings.database.url:
+        env["DATABASE_URL"] = settings.database.url
+    command = [sys.executable, str(_REPO / "main.py"), "plot", *args]
+
+    def run() -> None:
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env,
+                                  stdin=subprocess.DEVNULL, check=False)
+            text = (done.stdout + done.stderr).strip() or f"plot finished (status {done.returncode})"
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            text = f"plot failed: {exc}"
+        out.print(Text(text))
+
+    threading.Thread(target=run, name="console-plot", daemon=True).start()
+
+
+# -- the terminal ---------------------------------------------------------------------------------------
+class Terminal:
+    """Standard input's thread. It outlives a restart of its actor (re-attached by the new one,
+    which is told the instrument and multiplier again), so no typed line is lost."""
+
+    _running: dict[int, Terminal] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, ref: pykka.ActorRef, stdin: TextIO, out: RichConsole, interactive: bool, settings: Settings,
+                 log: Log) -> None:
+        self.ref = ref
+        self.stdin = stdin
+        self.out = out
+        self.interactive = interactive
+        self.settings = settings
+        self.cs = settings.console
+        self.log = log
+        self.stopped = threading.Event()
+        self.attached = threading.Event()
+        self.attached.set()
+        self.instrument: str | None = None
+        self.size_multiplier: float | None = None
+        self.app: Application[str] | None = None
+        self.asking_instrument = False  # the completer offers futures while the instrument is asked
+        self.choices = Choices((), (), None, None)
+        self.thread = threading.Thread(target=self._main, name="console-terminal", daemon=True)
+
+    @classmethod
+    def attach_or_start(cls, ref: pykka.ActorRef, stdin: TextIO, out: RichConsole, interactive: bool,
+                        settings: Settings, log: Log) -> Terminal:
+        with cls._lock:
+            running = cls._running.get(id(stdin))
+            if running is not None and running.thread.is_alive() and not running.stopped.is_set():
+                running.attach(ref)
+                return running
+            terminal = cls(ref, stdin, out, interactive, settings, log)
+            cls._running[id(stdin)] = terminal
+        terminal.thread.start()
+        return terminal
+
+    def attach(self, ref: pykka.ActorRef) -> None:
+        self.ref = ref
+        if self.instrument or self.size_multiplier:
+            ref.tell(Configure(self.instrument, self.size_multiplier))
+        self.attached.set()
+
+    def close(self) -> None:
+        self.stopped.set()
+        with Terminal._lock:
+            if Terminal._running.get(id(self.stdin)) is self:
+                del Terminal._running[id(self.stdin)]
+        app = self.app
+        if app is not None and app.is_running and app.loop is not None:
+            with contextlib.suppress(RuntimeError):
+                app.loop.call_soon_threadsafe(lambda: app.exit(exception=EOFError()) if app.is_running else None)
+        if threading.current_thread() is not self.thread and self.interactive:
+            # Give prompt_toolkit the moment it needs to put the terminal back in cooked mode.
+            self.thread.join(timeout=1.0)
+
+    # -- asking the actor, across its restarts ----------------------------------------------------------
+    @overload
+    def ask(self, message: GetStartup, timeout: float = ...) -> tuple[Stage, ...]: ...
+    @overload
+    def ask(self, message: GetChoices, timeout: float = ...) -> Choices: ...
+    @overload
+    def ask(self, message: RunLine, timeout: float = ...) -> LineOutcome: ...
+    @overload
+    def ask(self, message: WaitDone, timeout: float = ...) -> bool: ...
+    @overload
+    def ask(self, message: Configure, timeout: float = ...) -> str | None: ...
+    @overload
+    def ask(self, message: Say | EndOfInput, timeout: float = ...) -> None: ...
+
+    def ask(self, message: TerminalRequest, timeout: float = 30.0) -> object:
+        while not self.stopped.is_set():
+            ref = self.ref
+            try:
+                return ref.ask(message, timeout=timeout)
+            except pykka.ActorDeadError:
+                if self.ref is not ref:
+                    continue
+                self.attached.clear()
+                # attach() sets the ref before the event: a new ref seen here was attached
+                # between the two checks, and one attached after them sets the event again.
+                if self.ref is ref and not self.attached.wait(timeout=15.0):
+                    raise
+        raise pykka.ActorDeadError("console stopped")
+
+    def say(self, text: str, style: str = "") -> None:
+        self.out.print(Text(text, style=style))
+
+    def _main(self) -> None:
+        try:
+            if self.interactive:
+                self._run_interactive()
+            else:
+                self._run_script()
+        except pykka.ActorDeadError:
+            pass
+        except Exception as exc:  # the terminal must never die silently
+            self.log.exception("console_terminal_failed", error=str(exc))
+            with contextlib.suppress(Exception):
+                self.say(f"console failed: {exc}; see the log", "bold red")
+
+    # -- start-up ----------------------------------------------------------------------------------------
+    def _wait_for_startup(self, show: Callable[[tuple[Stage, ...]], None]) -> tuple[Stage, ...]:
+        """Poll the start-up stages until all are done or the timeout passes; ``show`` renders them."""
+        deadline = time.monotonic() + self.cs.startup_timeout_s
+        stages: tuple[Stage, ...] = ()
+        while not self.stopped.is_set():
+            stages = self.ask(GetStartup())
+            show(stages)
+            if all(s.done for s in stages):
+                break
+            if time.monotonic() > deadline:
+                self.say(f"start-up incomplete after {self.cs.startup_timeout_s:g} s: {startup_text(stages)}; "
+                         "orders are refused until the data is there", "yellow")
+                self.log.warning("console_startup_incomplete", stages=startup_text(stages))
+                break
+            time.sleep(0.2)
+        return stages
+
+    def _configure(self, instrument: str | None, multiplier: float | None) -> str | None:
+        error = self.ask(Configure(instrument, multiplier))
+        if error is None:
+            self.instrument = instrument or self.instrument
+            self.size_multiplier = multiplier or self.size_multiplier
+        return error
+
+    # -- piped input ---------------------------------------------------------------------------------------
+    def _read(self) -> str | None:
+        try:
+            line = self.stdin.readline()
+        except (OSError, ValueError):
+            return None
+        return line if line else None
+
+    def _run_script(self) -> None:
+        seen: set[str] = set()
+
+        def show(stages: tuple[Stage, ...]) -> None:
+            for stage in stages:  # in order: a stage is told once those before it are
+                if not stage.done:
+                    return
+                if stage.name.split(" (")[0] not in seen:
+                    seen.add(stage.name.split(" (")[0])
+                    self.ask(Say(f"start-up: {stage.name}{' (' + stage.detail + ')' if stage.detail else ''}"))
+
+        self._wait_for_startup(show)
+        if self.stopped.is_set():
+            return
+        lines_read = 0
+        choices = self.ask(GetChoices())
+        if not self.cs.instrument or not self.cs.size_multiplier:
+            self.ask(Say("futures: " + ", ".join(f"{n + 1} {f.instrument_name}"
+                                                  for n, f in enumerate(choices.futures))))
+        instrument = self.cs.instrument or None
+        if instrument is None:
+            line = self._read()
+            if line is None:
+                self.log.info("console_no_input", reason="standard input is empty; running without a console")
+                return
+            lines_read += 1
+            instrument = line.strip()
+        multiplier: float | None = self.cs.size_multiplier or None
+        if multiplier is None:
+            line = self._read()
+            if line is None:
+                self._end(lines_read)
+                return
+            lines_read += 1
+            parsed = parse_size_multiplier(line)
+            if isinstance(parsed, ParseError):
+                self.ask(Say(f"console: {parsed}; stopping", "bold red"))
+                self.ask(EndOfInput())
+                return
+            multiplier = parsed
+        error = self._configure(instrument, multiplier)
+        if error is not None:
+            self.ask(Say(f"console: {error}; stopping", "bold red"))
+            self.ask(EndOfInput())
+            return
+        while not self.stopped.is_set():
+            line = self._read()
+            if line is None:
+                self._end(lines_read)
+                return
+            lines_read += 1
+            if not line.strip():
+                continue
+            self.ask(Say(f"> {line.rstrip()}", "bold"))
+            outcome: LineOutcome = self.ask(RunLine(line, wait=True))
+            if outcome.wait_key is not None:
+                while not self.stopped.is_set() and not self.ask(WaitDone(outcome.wait_key)):
+                    time.sleep(0.02)
+            if outcome.quit:
+                return
+            if outcome.follow_up == "instrument":
+                answer = self._read()
+                if answer is None:
+                    self._end(lines_read)
+                    return
+                error = self._configure(answer.strip(), None)
+                if error is not None:
+                    self.ask(Say(f"console: {error}", "red"))
+            elif outcome.follow_up == "multiplier":
+                answer = self._read()
+                if answer is None:
+                    self._end(lines_read)
+                    return
+                parsed = parse_size_multiplier(answer)
+                if isinstance(parsed, ParseError):
+                    self.ask(Say(f"console: {parsed}", "red"))
+                else:
+                    self._configure(None, parsed)
+
+    def _end(self, lines_read: int) -> None:
+        if lines_read:
+            self.ask(EndOfInput())
+        else:
+            self.log.info("console_no_input", reason="standard input is empty; running without a console")
+
+    # -- a terminal ------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _quiet_logs(self) -> Iterator[None]:
+        """While the prompt owns the terminal, log lines on it are warnings only, printed above
+        the prompt (through the patched stderr); the JSON log file keeps everything."""
+        handlers = [h for h in logging.getLogger().handlers
+                    if type(h) is logging.StreamHandler and isatty(getattr(h, "stream", None))]
+        saved = [(h, h.level, h.stream) for h in handlers]
+        for handler in handlers:
+            handler.setLevel(max(handler.level, logging.WARNING))
+        try:
+            yield
+        finally:
+            for handler, level, stream in saved:
+                handler.setLevel(level)
+                handler.setStream(stream)
+
+    def _run_interactive(self) -> None:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+        from prompt_toolkit.patch_stdout import patch_stdout
+        from rich.progress import BarColumn, Progress, TaskID, TextColumn
+
+        history_path = Path(self.settings.data_dir) / self.cs.history_file
+        try:
+            history_path.parent.mkdir(parents=True, exist_ok=True)
+            history: History = FileHistory(str(history_path))
+        except OSError as exc:
+            self.log.warning("console_history_unavailable", path=str(history_path), error=str(exc))
+            history = InMemoryHistory()
+        session: PromptSession[str] = PromptSession(history=history, completer=CommandCompleter(self),
+                                                    complete_while_typing=False)
+        with self._quiet_logs():
+            progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                                TextColumn("{task.fields[detail]}", markup=False), console=self.out,
+                                transient=False)
+            tasks: dict[str, TaskID] = {}
+
+            def show(stages: tuple[Stage, ...]) -> None:
+                for stage in stages:
+                    key = stage.name.split(" (")[0]
+                    if key not in tasks:
+                        tasks[key] = progress.add_task(stage.name, total=stage.total, detail=stage.detail)
+                    progress.update(tasks[key], description=("done    " if stage.done else "waiting ") + stage.name,
+                                    completed=stage.total if stage.done else stage.completed, total=stage.total,
+                                    detail=stage.detail)
+
+            self.say("starting: connecting to the exchange (Ctrl-C stops the program)", "bold")
+            with progress:
+                self._wait_for_startup(show)
+            with patch_stdout(raw=True):
+                for handler in logging.getLogger().handlers:
+                    if type(handler) is logging.StreamHandler and isatty(getattr(handler, "stream", None)):
+                        handler.setStream(sys.stderr)
+                self._prompt_loop(session)
+
+    def _prompt(self, session: PromptSession[str], message: str) -> str:
+        """One prompt; Ctrl-C clears the line and asks again, Ctrl-D raises EOFError."""
+        while True:
+            try:
+                self.app = session.app
+                return session.prompt(message, handle_sigint=False)
+            except KeyboardInterrupt:
+                continue
+            finally:
+                self.app = None
+
+    def _choose(self, session: PromptSession[str], what: Literal["instrument", "multiplier"]) -> bool:
+        """Ask for the instrument or the multiplier until valid; False when the user quit."""
+        while not self.stopped.is_set():
+            self.choices = self.ask(GetChoices())
+            if what == "instrument":
+                futures = self.choices.futures
+                self.say("futures: " + "  ".join(f"{n + 1} {f.instrument_name}" for n, f in enumerate(futures)))
+                self.asking_instrument = True
+                try:
+                    answer = self._prompt(session, "instrument (number or name, Tab completes): ")
+                finally:
+                    self.asking_instrument = False
+                error = self._configure(answer.strip(), None)
+            else:
+                answer = self._prompt(session, "size multiplier: ")
+                parsed = parse_size_multiplier(answer)
+                error = str(parsed) if isinstance(parsed, ParseError) else self._configure(None, parsed)
+            if error is None:
+                return True
+            self.say(error, "red")
+        return False
+
+    def _prompt_loop(self, session: PromptSession[str]) -> None:
+        try:
+            if self.cs.instrument and self._configure(self.cs.instrument, None) is None:
+                pass
+            elif self.cs.instrument:
+                self.say(f"--instrument {self.cs.instrument}: not a listed future; choose one", "red")
+                if not self._choose(session, "instrument"):
+                    return
+            elif not self._choose(session, "instrument"):
+                return
+            if self.cs.size_multiplier:
+                self._configure(None, self.cs.size_multiplier)
+            elif not self._choose(session, "multiplier"):
+                return
+            while not self.stopped.is_set():
+                self.choices = self.ask(GetChoices())
+                prompt = f"{self.choices.instrument} x{self.choices.size_multiplier:g}> "
+                text = self._prompt(session, prompt)
+                outcome: LineOutcome = self.ask(RunLine(text))
+                if outcome.quit:
+                    return
+                if outcome.follow_up is not None and not self._choose(session, outcome.follow_up):
+                    return
+        except EOFError:
+            if not self.stopped.is_set():
+                self.ask(RunLine("quit"))
