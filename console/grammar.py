@@ -193,7 +193,7 @@ GROUP_TITLES: dict[Group, str] = {
     "Cancels": "Cancels (manual orders: the console's, labelled manual_api_<n>)",
     "Information": "Information (prints, sends nothing)",
     "Hedging": "Hedging (the hedger of the chosen instrument's currency)",
-    "Options": "Options (price in coin, amount in coins; the size multiplier does not apply)",
+    "Options": "Options (the size multiplier does not apply)",
 }
 
 
@@ -225,11 +225,11 @@ COMMANDS: tuple[CommandHelp, ...] = (
                                            "wrong side)"),
     CommandHelp("Trading", "a100 16000 18000 10", "a ladder of 10 post-only limits from 16000 to 18000"),
     CommandHelp("Trading", "a200c", "any other line ending in c is never executed (a guard against typos)"),
-    _word("Cancels", "ca", "cancel every order of the account", Cancel("all")),
-    _word("Cancels", "cc", "cancel the last manual order", Cancel("last")),
-    _word("Cancels", "cb", "cancel the manual buys (stops excluded)", Cancel("buys")),
-    _word("Cancels", "cs", "cancel the manual sells (stops excluded)", Cancel("sells")),
-    _word("Cancels", "cstops", "cancel the manual stop orders", Cancel("stops")),
+    _word("Cancels", "ca", "cancels every order of the account", Cancel("all")),
+    _word("Cancels", "cc", "cancels the last manual order", Cancel("last")),
+    _word("Cancels", "cb", "cancels the manual buys (stops excluded)", Cancel("buys")),
+    _word("Cancels", "cs", "cancels the manual sells (stops excluded)", Cancel("sells")),
+    _word("Cancels", "cstops", "cancels the manual stop orders", Cancel("stops")),
     _word("Information", "price", "the touch of the chosen future and option", Show("price")),
     _word("Information", "funds", "equity, balance and margins per currency", Show("funds")),
     _word("Information", "orders", "the open orders", Show("orders")),
@@ -245,7 +245,7 @@ COMMANDS: tuple[CommandHelp, ...] = (
     _word("Information", "show size multiplier", "the size multiplier", Show("size_multiplier")),
     _word("Information", "reset size multiplier", "asks for the size multiplier again", ResetSizeMultiplier()),
     _word("Information", "change instrument", "asks for the future to trade again", ChangeInstrument()),
-    _word("Information", "help", "this list", Show("help")),
+    _word("Information", "help", "prints this list", Show("help")),
     CommandHelp("Information", "quit / shutdown", "stops the program (so does Ctrl-D)", ("quit", "shutdown"),
                 Quit()),
     _word("Hedging", "activate delta hedging", "switches the hedger on", Hedging("activate")),
@@ -255,7 +255,7 @@ COMMANDS: tuple[CommandHelp, ...] = (
                 completes=("setHedgeDeltaStep:",)),
     CommandHelp("Options", "setContractType:BTC-24SEP21-40000-C", "the option buyOption and sellOption trade",
                 completes=("setContractType:",)),
-    CommandHelp("Options", "buyOption:0.05,1 / sellOption:0.06,1", "GTC limit buy / sell of the chosen option",
+    CommandHelp("Options", "buyOption:0.05,1 / sellOption:0.06,1", "GTC limit buy / sell of the chosen option; price and amount in coin",
                 completes=("buyOption:", "sellOption:")),
 )
 

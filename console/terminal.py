@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from prompt_toolkit.application import Application
 
 _REPO = Path(__file__).resolve().parent.parent
+#: The Console actor's reference (console/ names no actor; any actor answering the requests below).
+ConsoleRef = pykka.ActorRef[Any]
 
 
 class Log(Protocol):
@@ -192,7 +194,7 @@ class Terminal:
     _running: dict[int, Terminal] = {}
     _lock = threading.Lock()
 
-    def __init__(self, ref: pykka.ActorRef, stdin: TextIO, out: RichConsole, interactive: bool, settings: Settings,
+    def __init__(self, ref: ConsoleRef, stdin: TextIO, out: RichConsole, interactive: bool, settings: Settings,
                  log: Log) -> None:
         self.ref = ref
         self.stdin = stdin
@@ -212,7 +214,7 @@ class Terminal:
         self.thread = threading.Thread(target=self._main, name="console-terminal", daemon=True)
 
     @classmethod
-    def attach_or_start(cls, ref: pykka.ActorRef, stdin: TextIO, out: RichConsole, interactive: bool,
+    def attach_or_start(cls, ref: ConsoleRef, stdin: TextIO, out: RichConsole, interactive: bool,
                         settings: Settings, log: Log) -> Terminal:
         with cls._lock:
             running = cls._running.get(id(stdin))
@@ -224,7 +226,7 @@ class Terminal:
         terminal.thread.start()
         return terminal
 
-    def attach(self, ref: pykka.ActorRef) -> None:
+    def attach(self, ref: ConsoleRef) -> None:
         self.ref = ref
         if self.instrument or self.size_multiplier:
             ref.tell(Configure(self.instrument, self.size_multiplier))

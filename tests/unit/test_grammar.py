@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 
 from console.grammar import (
+    COMMANDS,
     COMPLETION_WORDS,
+    GROUP_TITLES,
+    HELP,
     Cancel,
     ChangeInstrument,
     Hedging,
@@ -27,6 +30,7 @@ from console.grammar import (
     ShowChain,
     StopOrder,
     TouchOrder,
+    commands_markdown,
     parse_line,
 )
 from console.orders import (
@@ -41,6 +45,7 @@ from console.orders import (
 from deribit.instruments import decode_instruments
 from messages.account import OrderUpdate
 from messages.commands import CancelAll, CancelByLabel, CancelOrder, PlaceOrder, check_command
+from tests.support.paths import REPO
 from tests.support.paths import SHARED_FIXTURES as FIXTURES
 
 INSTRUMENTS = {i.instrument_name: i for i in decode_instruments((FIXTURES / "instruments-BTC-2021-07-22.json")
@@ -270,3 +275,31 @@ def test_describe_order_and_completion_words() -> None:
     assert describe_order(place("a200")[0]) == "buy 2000 BTC-PERPETUAL limit 19019 IOC [manual_api_1]"  # type: ignore[index]
     for word in ("connection status", "activate delta hedging", "setContractType:", "cstops"):
         assert word in COMPLETION_WORDS
+
+
+def test_help_words_and_completion_come_from_the_one_description() -> None:
+    for entry in COMMANDS:
+        assert f"  {entry.typed}  " in HELP
+        for word in entry.words:  # word commands read in any case, the cancel shortcuts only as typed
+            assert parse_line(word) == entry.command
+            upper = parse_line(word.upper())
+            assert isinstance(upper, ParseError) if entry.group == "Cancels" else upper == entry.command
+    assert (*(w for c in COMMANDS if c.command is not None for w in c.words),
+                                *(w for c in COMMANDS for w in c.completes)) == COMPLETION_WORDS
+    # Every word the parser reads with a colon is offered, and each documented example parses.
+    for name in ("setContractType", "buyOption", "sellOption", "setHedgeDeltaStep"):
+        assert f"{name}:" in COMPLETION_WORDS
+    for entry in COMMANDS:
+        for typed in entry.typed.split(" / "):
+            parsed = parse_line(typed.replace(" ...", "").replace(" [EXPIRY]", ""))
+            assert isinstance(parsed, ParseError) == (typed == "a200c") and parsed is not None, typed
+    assert [title.split(" (")[0] for title in GROUP_TITLES.values()] == list(GROUP_TITLES)
+
+
+def test_the_readmes_command_table_is_the_one_description() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    start, end = "<!-- console commands: python -m console.grammar -->\n", "<!-- end of console commands -->"
+    assert start in readme and end in readme
+    table = readme.split(start, 1)[1].split(end, 1)[0]
+    assert table == commands_markdown() + "\n", "README's console table differs: paste `python -m console.grammar`"
+    assert commands_markdown().count("\n") == len(COMMANDS) + 1

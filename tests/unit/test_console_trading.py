@@ -1,0 +1,192 @@
+"""The console's pure parts below the actor: the trading context (what is chosen, what an order
+or cancel line becomes against the desk's picture, at a given ``now``), what a piped line waits
+for, the completion words and the information views."""
+
+from __future__ import annotations
+
+import io
+
+import msgspec
+from rich.console import Console as RichConsole
+
+from console.desk_state import DeskState, ScriptWait
+from console.grammar import Cancel, LimitOrder, MarketOrder, OptionOrder, Show, Topic
+from console.orders import OPTION_QUOTE_MAX_AGE_S, OrderLimits, Refusal, Trading, describe_cancel
+from console.terminal import Choices, completions
+from console.views import topic_view
+from messages.commands import CancelAll, CancelByLabel, CancelOrder, PlaceOrder
+from messages.market import InstrumentsLoaded
+from messages.state import ChainSnapshot, TopOfBook
+from messages.system import ConnectionState, ConnectionStatus
+from tests.unit.test_console import BTC, NOW, PERP, open_order, portfolio, position, quote
+
+LIMITS = OrderLimits(max_notional_usd=1_000_000, max_price_deviation_pct=3.0, max_option_price_deviation_pct=50.0,
+                     max_ladder_orders=20)
+FUTURES = [i for i in BTC if i.kind == "future"]
+PUT = "BTC-24SEP21-40000-P"
+
+
+def trading(paper: bool = False, trading_allowed: bool = True) -> Trading:
+    return Trading(LIMITS, key_prefix="console-k-", paper=paper, trading_allowed=trading_allowed)
+
+
+def desk(state: ConnectionState = ConnectionState.SUBSCRIBED, can_trade: bool = True,
+         **portfolio_kw: object) -> DeskState:
+    d = DeskState(["BTC"])
+    d.on_instruments(InstrumentsLoaded(currency="BTC", instruments=BTC, at=NOW))
+    d.on_connection(ConnectionStatus(state=state, venue="simulator", at=NOW, can_trade=can_trade))
+    d.on_top(TopOfBook(instrument_name=PERP, kind="future", bid=59990.0, bid_amount=1000.0, ask=60000.0,
+                       ask_amount=1000.0, timestamp=0, at=NOW, mark_price=59995.0, index_price=59950.0))
+    d.on_portfolio(portfolio(**portfolio_kw))  # type: ignore[arg-type]
+    return d
+
+
+def chosen(t: Trading, multiplier: float = 10.0) -> Trading:
+    assert t.configure(PERP, multiplier, FUTURES) is None
+    return t
+
+
+def test_configure_by_number_or_name_and_what_it_says() -> None:
+    t = trading()
+    assert t.configure("1", None, FUTURES) is None and t.instrument == FUTURES[0].instrument_name
+    assert t.describe(desk()) is None  # no multiplier yet
+    assert t.configure(PERP.lower(), 10.0, FUTURES) is None
+    assert (t.instrument, t.size_multiplier) == (PERP, 10.0)
+    assert t.describe(desk()) == "trading BTC-PERPETUAL, size multiplier 10 (a1 = 10 USD)"
+    assert "PAPER: orders are printed, not sent" in (chosen(trading(paper=True)).describe(desk()) or "")
+    error = t.configure("BTC-1JAN99", None, FUTURES)
+    assert error is not None and "is not a listed future" in error and t.instrument == PERP
+    # A valid future is kept when the multiplier that came with it is not.
+    assert "above 100,000" in (t.configure("1", 200_000.0, FUTURES) or "")
+    assert (t.instrument, t.size_multiplier) == (FUTURES[0].instrument_name, 10.0)
+
+
+def test_the_option_is_forgotten_when_the_future_changes() -> None:
+    t = chosen(trading())
+    assert t.choose_option(PUT, desk()) is None and t.option == PUT
+    assert t.configure(PERP, None, FUTURES) is None and t.option == PUT  # the same future: kept
+    assert t.configure("1", None, FUTURES) is None and t.option is None
+
+
+def test_choose_option_refuses_other_currencies_and_unlisted_names() -> None:
+    t = chosen(trading())
+    assert str(t.choose_option("ETH-24SEP21-2000-C", desk())) == (
+        "ETH-24SEP21-2000-C is not an option on BTC (the chosen BTC-PERPETUAL)")
+    assert str(t.choose_option("BTC-24SEP21-99000-C", desk())) == (
+        "BTC-24SEP21-99000-C is not listed; options of the chain: chain [EXPIRY]")
+    assert t.option is None
+
+
+def test_order_lines_need_a_choice_a_book_and_a_link() -> None:
+    line = MarketOrder("buy", 2)
+    assert "no instrument or size multiplier chosen" in str(trading().orders(line, desk(), NOW))
+    t = chosen(trading())
+    empty = desk()
+    del empty.tops[PERP]
+    assert "no book for BTC-PERPETUAL yet" in str(t.orders(line, empty, NOW))
+    assert "not connected" in str(t.orders(line, desk(ConnectionState.DISCONNECTED, can_trade=False), NOW))
+    assert "mainnet orders need --live" in str(chosen(trading(trading_allowed=False)).orders(line, desk(), NOW))
+    # Paper orders are printed, not sent: a link without trading rights is enough for them.
+    paper = chosen(trading(paper=True, trading_allowed=False))
+    assert not isinstance(paper.orders(line, desk(ConnectionState.AUTHENTICATED, can_trade=False), NOW), Refusal)
+    assert isinstance(paper.orders(line, desk(ConnectionState.CONNECTING, can_trade=False), NOW), Refusal)
+
+
+def test_labels_and_request_keys_continue() -> None:
+    t = chosen(trading())
+    first = t.orders(LimitOrder("buy", 2, 59000.0), desk(), NOW)
+    assert isinstance(first, tuple)
+    assert [(o.label, o.request_key, o.amount) for o in first] == [("manual_api_1", "console-k-manual_api_1", 20.0)]
+    # The console's own last label counts even before the portfolio shows the order...
+    second = t.orders(LimitOrder("buy", 2, 59000.0), desk(), NOW)
+    assert isinstance(second, tuple) and second[0].label == "manual_api_2"
+    # ... and so does a higher one among the open orders; a refusal uses no label.
+    higher = desk(orders=(open_order("o7", "manual_api_7"),))
+    assert isinstance(t.orders(LimitOrder("buy", 2, 99000.0), higher, NOW), Refusal)
+    third = t.orders(LimitOrder("buy", 2, 59000.0), higher, NOW)
+    assert isinstance(third, tuple) and third[0].label == "manual_api_8" and t.last_label == 8
+    assert (t.key("hedger"), t.key("band")) == ("console-k-hedger-1", "console-k-band-2")
+
+
+def test_option_orders_are_priced_on_the_chain_and_stale_when_it_is_old() -> None:
+    t = chosen(trading())
+    line = OptionOrder("buy", 0.2812, 1.25)
+    assert "no option chosen" in str(t.orders(line, desk(), NOW))
+    d = desk()
+    assert t.choose_option(PUT, d) is None
+    assert f"no quote for {PUT} yet" in str(t.orders(line, d, NOW))
+    d.on_chain(ChainSnapshot(currency="BTC", kind="option", at=NOW, index_price=31900.0, options=(
+        msgspec.structs.replace(quote(40000, "put", 0.28, 0.29), instrument_name=PUT),)))
+    orders = t.orders(line, d, NOW + OPTION_QUOTE_MAX_AGE_S)
+    assert isinstance(orders, tuple)
+    assert (orders[0].instrument_name, orders[0].amount, orders[0].price) == (PUT, 1.2, 0.281)
+    assert "stale" in str(t.orders(line, d, NOW + OPTION_QUOTE_MAX_AGE_S + 1))
+
+
+def test_cancels_use_the_pending_orders_and_the_waits_know_what_must_go() -> None:
+    t = chosen(trading())
+    d = desk(orders=(open_order("o1", "manual_api_1"), open_order("o2", "manual_api_2", "sell"),
+                     open_order("x", "other")))
+    pending = [PlaceOrder(instrument_name=PERP, side="buy", amount=10, origin="console", request_key="r",
+                          label="manual_api_5", price=1.0)]
+    last = t.cancels(Cancel("last"), d, pending, "BTC")
+    assert last == (CancelByLabel(label="manual_api_5", origin="console", request_key="console-k-cancel-last-1",
+                                  currency="BTC"),)
+    assert describe_cancel(last[0]) == "CancelByLabel manual_api_5"  # type: ignore[index]
+    sells = t.cancels(Cancel("sells"), d, (), "BTC")
+    assert isinstance(sells, tuple) and describe_cancel(sells[0]) == "CancelOrder o2"
+    assert ScriptWait.for_cancels(sells, d, 5.0).gone == {"o2"}
+    by_label = CancelByLabel(label="manual_api_1", origin="console", request_key="k1", currency="BTC")
+    every = CancelAll(origin="console", request_key="k2")
+    assert ScriptWait.for_cancels((by_label,), d, 5.0).gone == {"o1"}
+    wait = ScriptWait.for_cancels((every, CancelOrder(order_id="zz", origin="console", request_key="k3")), d, 5.0)
+    assert (wait.gone, wait.request_keys, wait.deadline) == ({"o1", "o2", "x", "zz"}, {"k2", "k3"}, 5.0)
+
+
+def test_an_order_wait_starts_from_the_positions_now() -> None:
+    d = desk(positions=(position(20.0),))
+    orders = chosen(trading()).orders(LimitOrder("buy", 2, 59000.0), d, NOW)
+    assert isinstance(orders, tuple)
+    wait = ScriptWait.for_orders(orders, d, 9.0)
+    assert (wait.request_keys, wait.baseline, wait.deadline) == ({"console-k-manual_api_1"}, {PERP: 20.0}, 9.0)
+    assert wait.missing(d) == ["answer to console-k-manual_api_1"]
+
+
+def test_the_desk_state_link_and_reconciliation() -> None:
+    d = DeskState(["BTC", "ETH"])
+    assert not d.link_up and d.unreconciled() == ["BTC", "ETH"]
+    d.on_connection(ConnectionStatus(state=ConnectionState.AUTHENTICATED, venue="x", at=NOW))
+    d.on_portfolio(portfolio())
+    assert d.link_up and d.unreconciled() == ["ETH"]
+    d.on_connection(ConnectionStatus(state=ConnectionState.DISCONNECTED, venue="x", at=NOW))
+    assert not d.link_up
+
+
+def test_completions() -> None:
+    futures = tuple(FUTURES)
+    options = tuple(i.instrument_name for i in BTC if i.kind == "option")
+    choices = Choices(futures, options, PERP, 10.0)
+    assert completions("  act", choices, False) == ["activate delta hedging"]
+    assert sorted(completions("setcontracttype:btc-24sep21-40000-", choices, False)) == [
+        "setcontracttype:BTC-24SEP21-40000-C", "setcontracttype:BTC-24SEP21-40000-P"]
+    assert completions("chain", choices, False) == ["chain "]
+    assert "ca" not in completions("ca", choices, False)  # the word typed in full is not offered again
+    assert completions("BTC-P", choices, True) == [PERP] and completions("BTC-P", choices, False) == []
+
+
+def test_each_information_word_has_its_view() -> None:
+    d = desk(positions=(position(20.0),))
+    expected: dict[Topic, str] = {
+        "help": "Trading (a buys", "price": "59,990", "funds": "funds", "orders": "(no open orders)",
+        "positions": "BTC-PERPETUAL", "connection": "connection: subscribed to simulator",
+        "size_multiplier": "size multiplier: 10", "status": "books: futures 1 of 8 synced",
+        "surface": "no BTC surface yet", "hedging": "(no status from the hedger yet)",
+    }
+    assert set(expected) == set(Topic.__args__)  # type: ignore[attr-defined]
+    for topic, text in expected.items():
+        out = io.StringIO()
+        RichConsole(file=out, width=160).print(topic_view(topic, d, PERP, None, 10.0, "BTC"))
+        assert text in out.getvalue(), (topic, out.getvalue())
+    out = io.StringIO()
+    RichConsole(file=out, width=160).print(topic_view(Show("size_multiplier").topic, d, PERP, None, None, "BTC"))
+    assert "no size multiplier chosen yet" in out.getvalue()
