@@ -52,13 +52,7 @@ from console.terminal import (
 from console.views import chain_tables, describe_answer, describe_connection, describe_fill, describe_hedger, topic_view
 from deribit.instruments import currency_of
 from messages.account import UserTrade
-from messages.commands import (
-    CommandFailed,
-    CommandResult,
-    ExchangeCommand,
-    ReconcilePortfolio,
-    RefreshInstruments,
-)
+from messages.commands import CommandFailed, CommandResult, ExchangeCommand, ReconcilePortfolio, RefreshInstruments
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
 from messages.market import IndexPrice, Instrument, InstrumentsLoaded
 from messages.state import ChainSnapshot, PortfolioChanged, TopOfBook

@@ -25,14 +25,9 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
-from deribit.instruments import (
-    InstrumentNameError,
-    parse_expiry,
-    parse_instrument_name,
-)
+from deribit.instruments import InstrumentNameError, parse_expiry, parse_instrument_name
+from messages.commands import Side
 from messages.market import Instrument
-
-Side = Literal["buy", "sell"]
 
 #: The most a shortcut may type as its amount, before the size multiplier (the seed's limit).
 MAX_QUANTITY = 10_000.0
@@ -255,7 +250,8 @@ COMMANDS: tuple[CommandHelp, ...] = (
                 completes=("setHedgeDeltaStep:",)),
     CommandHelp("Options", "setContractType:BTC-24SEP21-40000-C", "the option buyOption and sellOption trade",
                 completes=("setContractType:",)),
-    CommandHelp("Options", "buyOption:0.05,1 / sellOption:0.06,1", "GTC limit buy / sell of the chosen option; price and amount in coin",
+    CommandHelp("Options", "buyOption:0.05,1 / sellOption:0.06,1",
+                "GTC limit buy / sell of the chosen option; price and amount in coin",
                 completes=("buyOption:", "sellOption:")),
 )
 

@@ -57,7 +57,6 @@ from console.grammar import (
     OptionOrder,
     OrderCommand,
     ParseError,
-    Side,
     StopOrder,
     TouchOrder,
     parse_size_multiplier,
@@ -72,6 +71,7 @@ from messages.commands import (
     ExchangeCommand,
     OrderType,
     PlaceOrder,
+    Side,
     TimeInForce,
     Trigger,
 )
