@@ -18,10 +18,7 @@ from collections.abc import Callable
 
 import websocket
 
-VENUE_URLS = {
-    "mainnet": "wss://www.deribit.com/ws/api/v2",
-    "testnet": "wss://test.deribit.com/ws/api/v2",
-}
+from deribit.constants import VENUE_URLS as VENUE_URLS  # where main.py has looked for them
 
 
 #: The socket's own timeout: how long a frame that has begun to arrive may take to arrive whole
