@@ -15,11 +15,11 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import websocket
 
 from deribit.constants import VENUE_URLS as VENUE_URLS  # where main.py has looked for them
-
 
 #: The socket's own timeout: how long a frame that has begun to arrive may take to arrive whole
 #: before ``recv`` returns None (resuming it on the next call), and how long a write (ours, or a
@@ -32,6 +32,26 @@ SEND_TIMEOUT_S = 1.0
 
 class LinkClosed(Exception):
     """The socket closed or failed; the Connection reconnects."""
+
+
+class Transport(Protocol):
+    """What the Connection needs of a link (:class:`WebsocketTransport`, or a test's double).
+    Every failure is :class:`LinkClosed`. A transport may also have ``warm_up(frame)``: make
+    what ``send`` would write and drop it (an idle link's warm-up); the Connection looks for it."""
+
+    def connect(self) -> None: ...
+
+    def recv(self, timeout_s: float) -> str | bytes | None:
+        """The next frame, or None once ``timeout_s`` passed without one."""
+        ...
+
+    def send(self, frame: bytes | str) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None:
+        """Cut the link at once, from any thread."""
+        ...
 
 
 class MaskKeys:
