@@ -251,7 +251,7 @@ class FrameDecoder:
         if prefix == "book":
             # book.{instrument}.{interval} is incremental; the grouped form
             # book.{instrument}.{group}.{depth}.{interval} has other levels and is not read.
-            decoder = self._decode_book if channel.count(".") == 2 else _unknown
+            decoder: _ChannelDecoder = self._decode_book if channel.count(".") == 2 else _unknown
         else:
             decoder = self._by_prefix.get(prefix, _unknown)
         if len(self._by_channel) >= self.MAX_CACHED_CHANNELS:
@@ -276,7 +276,7 @@ class FrameDecoder:
         return (orders,) if isinstance(orders, OrderUpdate) else orders
 
 
-def _unknown(_raw: msgspec.Raw) -> None:
+def _unknown(_raw: msgspec.Raw) -> tuple[Message, ...] | None:
     return None
 
 

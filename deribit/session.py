@@ -76,7 +76,7 @@ from messages.commands import (
     ResubscribeInstrument,
 )
 from messages.market import Instrument, InstrumentsLoaded, InstrumentState
-from messages.system import ConnectionState, ConnectionStatus, DailyRollover, SafeShutdown
+from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, DailyRollover, SafeShutdown
 from runtime.throttle import TokenBucket, retry_delay, token_refresh_delay
 
 #: Sends of one command after Deribit's rate-limit answer before giving up with its error.
@@ -129,6 +129,9 @@ class Send:
 
 
 Effect = Send | Message
+#: What :meth:`Session.handle` takes.
+SessionEvent = (ResubscribeInstrument | RefreshInstruments | DailyRollover | InstrumentState | ReconcilePortfolio
+                | SafeShutdown | ConnectionStatusRequest)
 
 
 # -- the requests in flight: one type per kind ------------------------------------------------------------
@@ -315,6 +318,25 @@ class Session:
     def _done(self) -> list[Effect]:
         out, self._out = self._out, []
         return out
+
+    def handle(self, event: SessionEvent, now: float) -> list[Effect]:
+        """One of the program's events that the conversation takes (not an order command)."""
+        match event:
+            case ResubscribeInstrument():
+                return self.resubscribe(event, now)
+            case RefreshInstruments():
+                return self.refresh(event, now)
+            case DailyRollover():
+                return self.rollover(event, now)
+            case InstrumentState():
+                return self.instrument_state(event, now)
+            case ReconcilePortfolio():
+                return self.reconcile(event, now)
+            case SafeShutdown():
+                return self.safe_shutdown(event, now)
+            case ConnectionStatusRequest():
+                return self.status_now(event.origin)
+        raise TypeError(f"the session takes no {type(event).__name__}")
 
     # -- the link ---------------------------------------------------------------------------------------
     def link_up(self, now: float) -> list[Effect]:
@@ -658,7 +680,7 @@ class Session:
     def resubscribe(self, command: ResubscribeInstrument, now: float) -> list[Effect]:
         """A book found a gap: unsubscribe its channel and subscribe it afresh (a new snapshot)."""
         self.resyncs += 1
-        channel = ch.book(command.instrument_name, self.dset.book_interval)  # type: ignore[arg-type]
+        channel = ch.book(command.instrument_name, self.dset.book_interval)
         if channel not in self.subs.wanted and ch.quote(command.instrument_name) in self.subs.wanted:
             channel = ch.quote(command.instrument_name)  # a future's top of book: a fresh quote follows
         if self.replay:

@@ -110,6 +110,7 @@ class WebsocketTransport:
             raise LinkClosed(f"cannot connect to {self.url}: {exc}") from None
         ws.settimeout(SOCKET_TIMEOUT_S)
         poller = select.poll()
+        assert ws.sock is not None  # create_connection returns a connected socket
         poller.register(ws.sock, select.POLLIN)
         self._poll = poller.poll
         # TLS may hold decrypted bytes of the next frame that the socket no longer shows.
