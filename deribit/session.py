@@ -790,7 +790,7 @@ class Session:
         if self.may_send_orders and not self.settings.paper:
             self.log.warning("cancelling_all_orders", reason=event.reason)
             cancel = CancelAll(origin="connection", request_key="safe-shutdown")
-            self._request(SendOrder, command_request(cancel), now, Queued(cancel, now), command=cancel)
+            self._request(SendOrder, command_request(cancel), now, Queued(cancel, now))
         return self._done()
 
     # -- reconciliation ----------------------------------------------------------------------------------------
