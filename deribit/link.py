@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import msgspec
 
 from deribit import channels as ch
+from deribit.session import Logger
 from deribit.transport import LinkClosed, Transport
 from messages.system import ConnectionState, ConnectionStatus
 from runtime.throttle import Backoff
@@ -107,7 +108,7 @@ class LinkLoop:
     transport (None before the first), ``attempt`` the connection attempt since the link was
     last healthy, ``done`` set once the loop ended."""
 
-    def __init__(self, owner: LinkOwner, *, closing: threading.Event, log: Any, clock: Callable[[], float],
+    def __init__(self, owner: LinkOwner, *, closing: threading.Event, log: Logger, clock: Callable[[], float],
                  wirelog: WireLogWriter | None, stats: LinkStats) -> None:
         self.owner = owner
         self.closing = closing

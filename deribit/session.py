@@ -18,7 +18,7 @@ import collections
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -81,6 +81,18 @@ from runtime.throttle import TokenBucket, retry_delay, token_refresh_delay
 
 #: Sends of one command after Deribit's rate-limit answer before giving up with its error.
 MAX_RATE_LIMIT_RETRIES = 5
+
+
+class Logger(Protocol):
+    """What the edge logs with: a structlog logger (the actor's), or a test's."""
+
+    def info(self, event: str, **fields: Any) -> Any: ...
+
+    def warning(self, event: str, **fields: Any) -> Any: ...
+
+    def error(self, event: str, **fields: Any) -> Any: ...
+
+    def exception(self, event: str, **fields: Any) -> Any: ...
 
 
 class Link(enum.Enum):
@@ -249,10 +261,10 @@ class Session:
     """The Connection's conversation with the exchange (see the module's docstring).
 
     ``clock`` gives the ``at`` of what is published (the program's clock), ``epoch_ms`` the
-    exchange's real time for a signed login; ``log`` is a structlog-style logger. ``attempt``
+    exchange's real time for a signed login. ``attempt``
     is the link's connection attempt, set by whoever connects (said in status messages)."""
 
-    def __init__(self, settings: Settings, *, now: float, log: Any, clock: Callable[[], float],
+    def __init__(self, settings: Settings, *, now: float, log: Logger, clock: Callable[[], float],
                  epoch_ms: Callable[[], int], replay: bool = False) -> None:
         self.settings = settings
         self.dset = settings.deribit

@@ -56,8 +56,17 @@ class Log:
     def __init__(self) -> None:
         self.lines: list[tuple[str, str, dict[str, Any]]] = []
 
-    def __getattr__(self, level: str) -> Any:
-        return lambda event, **fields: self.lines.append((level, event, fields))
+    def info(self, event: str, **fields: Any) -> None:
+        self.lines.append(("info", event, fields))
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.lines.append(("warning", event, fields))
+
+    def error(self, event: str, **fields: Any) -> None:
+        self.lines.append(("error", event, fields))
+
+    def exception(self, event: str, **fields: Any) -> None:
+        self.lines.append(("exception", event, fields))
 
     def events(self, event: str) -> list[dict[str, Any]]:
         return [fields for _level, name, fields in self.lines if name == event]
