@@ -251,7 +251,7 @@ class FrameDecoder:
         if prefix == "book":
             # book.{instrument}.{interval} is incremental; the grouped form
             # book.{instrument}.{group}.{depth}.{interval} has other levels and is not read.
-            decoder = self._decode_book if channel.count(".") == 2 else _unknown
+            decoder: _ChannelDecoder = self._decode_book if channel.count(".") == 2 else _unknown
         else:
             decoder = self._by_prefix.get(prefix, _unknown)
         if len(self._by_channel) >= self.MAX_CACHED_CHANNELS:
@@ -276,7 +276,7 @@ class FrameDecoder:
         return (orders,) if isinstance(orders, OrderUpdate) else orders
 
 
-def _unknown(_raw: msgspec.Raw) -> None:
+def _unknown(_raw: msgspec.Raw) -> tuple[Message, ...] | None:
     return None
 
 
@@ -440,6 +440,25 @@ class RequestEncoder:
         return self.encode(request[0], request[1], request_id)
 
 
+def command_method(command: ExchangeCommand) -> str:
+    """The Deribit method ``command`` becomes, without checking it (a refusal names it too).
+    The one mapping from commands to methods: the request builders below use it."""
+    match command:
+        case PlaceOrder():
+            return f"private/{command.side}"
+        case EditOrder():
+            return "private/edit"
+        case CancelOrder():
+            return "private/cancel"
+        case CancelAll():
+            if command.instrument_name is not None:
+                return "private/cancel_all_by_instrument"
+            return "private/cancel_all_by_currency" if command.currency is not None else "private/cancel_all"
+        case CancelByLabel():
+            return "private/cancel_by_label"
+    raise TypeError(f"{type(command).__name__} is not an exchange command")
+
+
 def place_order_request(command: PlaceOrder) -> Request:
     """``private/buy`` or ``private/sell``."""
     params: dict[str, Any] = {
@@ -455,7 +474,7 @@ def place_order_request(command: PlaceOrder) -> Request:
     }
     if command.label:
         params["label"] = command.label
-    return f"private/{command.side}", _without_none(params)
+    return command_method(command), _without_none(params)
 
 
 def edit_order_request(command: EditOrder) -> Request:
@@ -467,25 +486,24 @@ def edit_order_request(command: EditOrder) -> Request:
         "reduce_only": command.reduce_only,
         "trigger_price": command.trigger_price,
     }
-    return "private/edit", _without_none(params)
+    return command_method(command), _without_none(params)
 
 
 def cancel_order_request(command: CancelOrder) -> Request:
-    return "private/cancel", {"order_id": command.order_id}
+    return command_method(command), {"order_id": command.order_id}
 
 
 def cancel_all_request(command: CancelAll) -> Request:
+    method = command_method(command)
     if command.instrument_name is not None:
-        return "private/cancel_all_by_instrument", {"instrument_name": command.instrument_name}
+        return method, {"instrument_name": command.instrument_name}
     if command.currency is not None:
-        return "private/cancel_all_by_currency", _without_none(
-            {"currency": command.currency, "kind": command.kind}
-        )
-    return "private/cancel_all", {}
+        return method, _without_none({"currency": command.currency, "kind": command.kind})
+    return method, {}
 
 
 def cancel_by_label_request(command: CancelByLabel) -> Request:
-    return "private/cancel_by_label", _without_none({"label": command.label, "currency": command.currency})
+    return command_method(command), _without_none({"label": command.label, "currency": command.currency})
 
 
 def command_request(command: ExchangeCommand) -> Request:

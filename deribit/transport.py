@@ -15,14 +15,11 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import websocket
 
-VENUE_URLS = {
-    "mainnet": "wss://www.deribit.com/ws/api/v2",
-    "testnet": "wss://test.deribit.com/ws/api/v2",
-}
-
+from deribit.constants import VENUE_URLS as VENUE_URLS  # where main.py has looked for them
 
 #: The socket's own timeout: how long a frame that has begun to arrive may take to arrive whole
 #: before ``recv`` returns None (resuming it on the next call), and how long a write (ours, or a
@@ -35,6 +32,26 @@ SEND_TIMEOUT_S = 1.0
 
 class LinkClosed(Exception):
     """The socket closed or failed; the Connection reconnects."""
+
+
+class Transport(Protocol):
+    """What the Connection needs of a link (:class:`WebsocketTransport`, or a test's double).
+    Every failure is :class:`LinkClosed`. A transport may also have ``warm_up(frame)``: make
+    what ``send`` would write and drop it (an idle link's warm-up); the Connection looks for it."""
+
+    def connect(self) -> None: ...
+
+    def recv(self, timeout_s: float) -> str | bytes | None:
+        """The next frame, or None once ``timeout_s`` passed without one."""
+        ...
+
+    def send(self, frame: bytes | str) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None:
+        """Cut the link at once, from any thread."""
+        ...
 
 
 class MaskKeys:
@@ -93,6 +110,7 @@ class WebsocketTransport:
             raise LinkClosed(f"cannot connect to {self.url}: {exc}") from None
         ws.settimeout(SOCKET_TIMEOUT_S)
         poller = select.poll()
+        assert ws.sock is not None  # create_connection returns a connected socket
         poller.register(ws.sock, select.POLLIN)
         self._poll = poller.poll
         # TLS may hold decrypted bytes of the next frame that the socket no longer shows.

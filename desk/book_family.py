@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from deribit.constants import GONE_STATES, LIVE_STATES, PERPETUAL_EXPIRY_MS
 from deribit.instruments import InstrumentNameError, parse_instrument_name
 from desk.book import Applied, L2Book
 from messages.base import Message
@@ -29,12 +30,6 @@ from messages.market import BookChange, BookSnapshot, IndexPrice, Instrument, Qu
 from messages.state import ChainSnapshot, FutureQuote, OptionQuote, TopOfBook
 
 Kind = Literal["option", "future"]
-#: ``instrument.state`` values that mean the instrument is gone.
-GONE_STATES = frozenset({"settled", "closed", "terminated", "deactivated", "expired"})
-#: ``instrument.state`` values that mean a new listing.
-LISTED_STATES = frozenset({"created", "started", "open"})
-#: Expiry of perpetuals as Deribit lists it (year 3000).
-PERPETUAL_EXPIRY_MS = 32_503_708_800_000
 #: Completed stale episodes kept for inspection (tests, the status table).
 EPISODE_HISTORY = 10_000
 
@@ -203,7 +198,7 @@ class BookFamily:
             if name not in self._ignored:
                 self._ignored.add(name)  # settled before we ever saw it: never create it
             return False
-        if state in LISTED_STATES and name not in self.entries:
+        if state in LIVE_STATES and name not in self.entries:
             self._entry_for(name, now)
         return False
 

@@ -20,6 +20,7 @@ from sqlalchemy import Column, Connection, MetaData, Table, and_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
+from deribit.codec import command_method
 from messages.commands import (
     CancelAll,
     CancelByLabel,
@@ -166,29 +167,11 @@ class OrderAuditEvent(msgspec.Struct, frozen=True, kw_only=True):
     error_message: str | None = None
 
 
-def deribit_method(command: Command) -> str:
-    """The exchange method a command becomes (the Connection's encoder decides the same)."""
-    match command:
-        case PlaceOrder():
-            return f"private/{command.side}"
-        case EditOrder():
-            return "private/edit"
-        case CancelOrder():
-            return "private/cancel"
-        case CancelAll():
-            if command.instrument_name:
-                return "private/cancel_all_by_instrument"
-            return "private/cancel_all_by_currency" if command.currency else "private/cancel_all"
-        case CancelByLabel():
-            return "private/cancel_by_label"
-    raise TypeError(f"{type(command).__name__} is not an order command")
-
-
 def audit_request(command: Command, at: float) -> OrderAuditEvent:
     instrument = getattr(command, "instrument_name", None)
     payload = {"message": type(command).__name__, **msgspec.to_builtins(command)}
     return OrderAuditEvent(kind="request", origin=command.origin, request_key=command.request_key,
-                           method=deribit_method(command), at=at, payload=json.dumps(payload),
+                           method=command_method(command), at=at, payload=json.dumps(payload),
                            outcome="pending", instrument=instrument)
 
 

@@ -13,19 +13,16 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.connection import (
+from actors.connection import Connection, GetLinkStats
+from main import make_supervisor
+from messages.account import ExchangeState
+from messages.commands import (
     ANSWER_LOST,
     INVALID,
     NOT_CONNECTED,
     PAPER_ONLY,
     QUEUED_TOO_LONG,
     TRADING_DISABLED,
-    Connection,
-    GetLinkStats,
-)
-from main import make_supervisor
-from messages.account import ExchangeState
-from messages.commands import (
     CancelOrder,
     CommandFailed,
     CommandResult,

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select, text
 
 from bench.snapshot import synthetic_chain_snapshot
 from desk.surface_snapshot import build_surface_snapshot
-from messages.commands import CancelAll, CancelByLabel, CancelOrder, CommandFailed, CommandResult, EditOrder, PlaceOrder
+from messages.commands import CancelAll, CancelOrder, CommandFailed, CommandResult, EditOrder, PlaceOrder
 from messages.surface import SurfaceSnapshot
 from sql.engine import DatabaseURLError, SchemaVersionError, create_schema, make_engine, mask_url
 from sql.spool import Spool, SpoolError, SpoolRecord
@@ -29,7 +29,7 @@ from sql.tables import (
     surface_points,
     volatility_index,
 )
-from sql.writers import audit_answer, audit_request, deribit_method, write_audit, write_surface_snapshot
+from sql.writers import audit_answer, audit_request, write_audit, write_surface_snapshot
 
 AT = 1_626_994_800.0
 
@@ -233,17 +233,6 @@ def test_exchange_rejections_and_pending_requests(engine: Engine) -> None:
     assert (rows["c-1"].outcome, rows["c-1"].error_code) == ("rejected", 10009)
     assert (rows["h-2"].outcome, rows["h-2"].answer, rows["h-2"].method) == ("pending", None,
                                                                              "private/cancel_all_by_currency")
-
-
-def test_deribit_methods_of_commands() -> None:
-    assert deribit_method(PlaceOrder(instrument_name="X", side="sell", amount=1, price=1, origin="o",
-                                     request_key="k")) == "private/sell"
-    assert deribit_method(CancelAll(origin="o", request_key="k")) == "private/cancel_all"
-    assert deribit_method(CancelAll(origin="o", request_key="k", instrument_name="X")) == \
-        "private/cancel_all_by_instrument"
-    assert deribit_method(CancelByLabel(label="l", origin="o", request_key="k")) == "private/cancel_by_label"
-    with pytest.raises(TypeError):
-        deribit_method("PlaceOrder")  # type: ignore[arg-type]
 
 
 # -- the spool --------------------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.connection import check_link_settings, method_of
+from actors.connection import check_link_settings
 from config.settings import SettingsError, load_settings
-from deribit.codec import REDACTED
+from deribit.codec import REDACTED, command_method
 from deribit.subscriptions import SubscriptionTracker, currency_channels, market_channels
 from messages.commands import CancelAll, CancelByLabel, CancelOrder, EditOrder, PlaceOrder
 from messages.market import Instrument
@@ -145,15 +145,17 @@ def test_wire_log_errors_name_the_file_and_line(tmp_path: Path) -> None:
 
 
 # -- the Connection's small pure pieces ---------------------------------------------------------------------------
-def test_method_of_each_command() -> None:
+def test_command_method_of_each_command() -> None:
     common = {"origin": "t", "request_key": "k"}
-    assert method_of(PlaceOrder(instrument_name="X", side="sell", amount=1, price=1.0, **common)) == "private/sell"
-    assert method_of(EditOrder(order_id="1", amount=1, **common)) == "private/edit"
-    assert method_of(CancelOrder(order_id="1", **common)) == "private/cancel"
-    assert method_of(CancelAll(**common)) == "private/cancel_all"
-    assert method_of(CancelAll(currency="BTC", **common)) == "private/cancel_all_by_currency"
-    assert method_of(CancelAll(instrument_name="X", **common)) == "private/cancel_all_by_instrument"
-    assert method_of(CancelByLabel(label="l", **common)) == "private/cancel_by_label"
+    assert command_method(PlaceOrder(instrument_name="X", side="sell", amount=1, price=1.0, **common)) == "private/sell"
+    assert command_method(EditOrder(order_id="1", amount=1, **common)) == "private/edit"
+    assert command_method(CancelOrder(order_id="1", **common)) == "private/cancel"
+    assert command_method(CancelAll(**common)) == "private/cancel_all"
+    assert command_method(CancelAll(currency="BTC", **common)) == "private/cancel_all_by_currency"
+    assert command_method(CancelAll(instrument_name="X", **common)) == "private/cancel_all_by_instrument"
+    assert command_method(CancelByLabel(label="l", **common)) == "private/cancel_by_label"
+    with pytest.raises(TypeError):  # moved from tests/integration/test_sql.py (sql/writers' copy is gone)
+        command_method("PlaceOrder")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [

@@ -1,0 +1,854 @@
+"""The conversation with the exchange, without threads or sockets.
+
+A :class:`Session` holds what the Connection knows of its link: whether it is up, logged in and
+subscribed (:class:`Link`), the token and when to refresh it, the instrument lists, the wanted
+and confirmed channels, the order queue under the client-side rate limit, the requests in flight
+and the reconciliations under way. It is driven by events, each with ``now`` (monotonic
+seconds): the link opened or closed, an answer came, a command came, time passed (a tick). Each
+returns what to do, in order: :class:`Send` (a request frame to write; if it cannot be written,
+tell :meth:`Session.unsent`) and messages to publish.
+
+Every order command is answered exactly once, with CommandResult or CommandFailed; a negative
+CommandFailed code means it was refused here and never sent (``messages.commands``).
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+
+from config.settings import Settings
+from deribit import channels as ch
+from deribit.codec import (
+    MIN_HEARTBEAT_INTERVAL_S,
+    AuthResult,
+    Request,
+    RequestEncoder,
+    RpcError,
+    RpcResponse,
+    auth_client_credentials_request,
+    auth_client_signature_request,
+    auth_refresh_request,
+    command_failed,
+    command_method,
+    command_request,
+    command_result,
+    decode_account_summary,
+    decode_auth_result,
+    decode_open_orders,
+    decode_positions,
+    decode_subscribed,
+    enable_cancel_on_disconnect_request,
+    get_account_summary_request,
+    get_instruments_request,
+    get_open_orders_request,
+    get_positions_request,
+    set_heartbeat_request,
+    subscribe_request,
+    unsubscribe_request,
+)
+from deribit.constants import GONE_STATES, LIVE_STATES, RATE_LIMIT_CODE
+from deribit.instruments import currency_of, decode_instruments
+from deribit.subscriptions import SubscriptionTracker, currency_channels, market_channels
+from messages.account import AccountSummary, ExchangeState, OrderUpdate, Position
+from messages.base import Message
+from messages.commands import (
+    ANSWER_LOST,
+    INVALID,
+    NOT_CONNECTED,
+    PAPER_ONLY,
+    QUEUED_TOO_LONG,
+    REPLAY_ONLY,
+    TRADING_DISABLED,
+    CancelAll,
+    CommandFailed,
+    EditOrder,
+    ExchangeCommand,
+    InvalidCommand,
+    PlaceOrder,
+    ReconcilePortfolio,
+    RefreshInstruments,
+    ResubscribeInstrument,
+)
+from messages.market import Instrument, InstrumentsLoaded, InstrumentState
+from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, DailyRollover, SafeShutdown
+from runtime.throttle import TokenBucket, retry_delay, token_refresh_delay
+
+#: Sends of one command after Deribit's rate-limit answer before giving up with its error.
+MAX_RATE_LIMIT_RETRIES = 5
+
+
+class Logger(Protocol):
+    """What the edge logs with: a structlog logger (the actor's), or a test's."""
+
+    def info(self, event: str, **fields: Any) -> Any: ...
+
+    def warning(self, event: str, **fields: Any) -> Any: ...
+
+    def error(self, event: str, **fields: Any) -> Any: ...
+
+    def exception(self, event: str, **fields: Any) -> Any: ...
+
+
+class Link(enum.Enum):
+    """The link as the conversation knows it: down, or up and logged in or not, with every
+    wanted channel confirmed (SUBSCRIBED announced) or not."""
+
+    DOWN = "down"
+    CONNECTED = "connected"  # up, not logged in, channels not all confirmed
+    SUBSCRIBED = "subscribed"  # up, not logged in (no credentials, or refused), every channel confirmed
+    AUTHENTICATED = "authenticated"  # logged in, channels not all confirmed
+    READY = "ready"  # logged in, every channel confirmed
+
+    @property
+    def up(self) -> bool:
+        return self is not Link.DOWN
+
+    @property
+    def logged_in(self) -> bool:
+        return self is Link.AUTHENTICATED or self is Link.READY
+
+    @property
+    def subscribed(self) -> bool:
+        return self is Link.SUBSCRIBED or self is Link.READY
+
+    def with_login(self, logged_in: bool) -> Link:
+        return _LINKS[(logged_in, self.subscribed)] if self.up else self
+
+    def with_subscribed(self, subscribed: bool) -> Link:
+        return _LINKS[(self.logged_in, subscribed)] if self.up else self
+
+
+_LINKS = {(False, False): Link.CONNECTED, (False, True): Link.SUBSCRIBED,
+          (True, False): Link.AUTHENTICATED, (True, True): Link.READY}
+
+
+# -- what to do --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Write ``frame`` (request ``request_id``) to the link. ``command``: the order command it
+    carries, if any (for the latency probe)."""
+
+    request_id: int
+    method: str
+    frame: bytes
+    command: ExchangeCommand | None = None
+
+
+Effect = Send | Message
+#: What :meth:`Session.handle` takes.
+SessionEvent = (ResubscribeInstrument | RefreshInstruments | DailyRollover | InstrumentState | ReconcilePortfolio
+                | SafeShutdown | ConnectionStatusRequest)
+
+
+# -- the requests in flight: one type per kind ------------------------------------------------------------
+@dataclass(slots=True)
+class Queued:
+    """An order command waiting for the rate limit (or sent: kept for a rate-limited retry)."""
+
+    command: ExchangeCommand
+    queued_at: float
+    not_before: float = 0.0
+    retries: int = 0
+    request: Request | None = None  # (method, params), made once when it was checked
+
+
+@dataclass(slots=True)
+class SetHeartbeat:
+    method: str
+    sent_at: float
+
+
+@dataclass(slots=True)
+class Login:
+    method: str
+    sent_at: float
+
+
+@dataclass(slots=True)
+class RefreshToken:
+    method: str
+    sent_at: float
+
+
+@dataclass(slots=True)
+class EnableCancelOnDisconnect:
+    method: str
+    sent_at: float
+
+
+@dataclass(slots=True)
+class LoadInstruments:
+    method: str
+    sent_at: float
+    currency: str
+
+
+@dataclass(slots=True)
+class Subscribe:
+    method: str
+    sent_at: float
+    batch: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Unsubscribe:
+    method: str
+    sent_at: float
+    batch: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class SendOrder:
+    method: str
+    sent_at: float
+    queued: Queued
+
+
+@dataclass(slots=True)
+class GetPositions:
+    method: str
+    sent_at: float
+    currency: str
+
+
+@dataclass(slots=True)
+class GetOpenOrders:
+    method: str
+    sent_at: float
+    currency: str
+
+
+@dataclass(slots=True)
+class GetSummary:
+    method: str
+    sent_at: float
+    currency: str
+
+
+Pending = (SetHeartbeat | Login | RefreshToken | EnableCancelOnDisconnect | LoadInstruments | Subscribe
+           | Unsubscribe | SendOrder | GetPositions | GetOpenOrders | GetSummary)
+ReconcileRequest = GetPositions | GetOpenOrders | GetSummary
+_PART = {GetPositions: "positions", GetOpenOrders: "open_orders", GetSummary: "summary"}
+
+
+@dataclass
+class _Reconcile:
+    reason: str
+    positions: tuple[Position, ...] | None = None
+    orders: tuple[OrderUpdate, ...] | None = None
+    summary: AccountSummary | None = None
+    summary_done: bool = False
+
+
+@dataclass
+class _Instruments:
+    """The instrument lists and their loading."""
+
+    listed: dict[str, dict[str, Instrument]] = field(default_factory=dict)
+    needed: set[str] = field(default_factory=set)  # currencies whose list must be (re)loaded
+    in_flight: set[str] = field(default_factory=set)
+    failures: collections.Counter[str] = field(default_factory=collections.Counter)
+    retry_at: dict[str, float] = field(default_factory=dict)
+
+
+class Session:
+    """The Connection's conversation with the exchange (see the module's docstring).
+
+    ``clock`` gives the ``at`` of what is published (the program's clock), ``epoch_ms`` the
+    exchange's real time for a signed login. ``attempt``
+    is the link's connection attempt, set by whoever connects (said in status messages)."""
+
+    def __init__(self, settings: Settings, *, now: float, log: Logger, clock: Callable[[], float],
+                 epoch_ms: Callable[[], int], replay: bool = False) -> None:
+        self.settings = settings
+        self.dset = settings.deribit
+        self.venue = settings.venue
+        self.currencies: tuple[str, ...] = tuple(settings.currencies)
+        self.replay = replay
+        self.log = log
+        self.clock = clock
+        self.epoch_ms = epoch_ms
+        self.encoder = RequestEncoder()
+        self.attempt = 0
+
+        self.link = Link.DOWN
+        self.login_rejected = ""
+        self.access: AuthResult | None = None
+        self.refresh_at = 0.0
+        self.pending: dict[int, Pending] = {}
+        self.instruments = _Instruments()
+        self.subs = SubscriptionTracker(batch_size=self.dset.subscribe_batch_size)
+        # Burst 1: subscribe requests go out evenly spaced, never more than the rate in a second.
+        self.sub_bucket = TokenBucket(self.dset.subscribe_requests_per_s, 1.0, now)
+        self.sub_retry_at = 0.0
+        self.to_unsubscribe: set[str] = set()
+        self.order_bucket = TokenBucket(self.dset.order_requests_per_s, self.dset.order_burst, now)
+        self.order_queue: collections.deque[Queued] = collections.deque()
+        self.reconciles: dict[str, _Reconcile] = {}
+        self.reconcile_deferred: ReconcilePortfolio | None = None
+        self.shutting_down = False  # after SafeShutdown: cancels only
+        self.cod_enabled = False
+        self.resyncs = 0
+        self._out: list[Effect] = []
+
+    # -- what the rest of the program sees -----------------------------------------------------------
+    @property
+    def authenticated(self) -> bool:
+        return self.link.logged_in
+
+    @property
+    def may_send_orders(self) -> bool:
+        """Orders and cancels may go out now: logged in on a live link, trading allowed."""
+        return self.link.logged_in and self.settings.can_trade and not self.replay
+
+    @property
+    def can_trade(self) -> bool:
+        """What ConnectionStatus.can_trade promises: logged in, every channel confirmed, trading allowed."""
+        return self.may_send_orders and self.link.subscribed
+
+    def status_now(self, origin: str) -> list[Effect]:
+        """The link's current status, asked for by ``origin`` (nothing in replay: the log's open
+        and close records are the status; an answer would land out of order with the data)."""
+        if self.replay:
+            return []
+        state = {Link.DOWN: ConnectionState.DISCONNECTED, Link.CONNECTED: ConnectionState.CONNECTED,
+                 Link.AUTHENTICATED: ConnectionState.AUTHENTICATED}.get(self.link, ConnectionState.SUBSCRIBED)
+        self._status(state, detail=f"current status, asked by {origin or 'an actor'}")
+        return self._done()
+
+    def _status(self, state: ConnectionState, detail: str = "") -> None:
+        self._out.append(ConnectionStatus(state=state, venue=self.venue, at=self.clock(),
+                                          authenticated=self.authenticated, can_trade=self.can_trade,
+                                          attempt=self.attempt, detail=detail))
+
+    def _done(self) -> list[Effect]:
+        out, self._out = self._out, []
+        return out
+
+    def handle(self, event: SessionEvent, now: float) -> list[Effect]:
+        """One of the program's events that the conversation takes (not an order command)."""
+        match event:
+            case ResubscribeInstrument():
+                return self.resubscribe(event, now)
+            case RefreshInstruments():
+                return self.refresh(event, now)
+            case DailyRollover():
+                return self.rollover(event, now)
+            case InstrumentState():
+                return self.instrument_state(event, now)
+            case ReconcilePortfolio():
+                return self.reconcile(event, now)
+            case SafeShutdown():
+                return self.safe_shutdown(event, now)
+            case ConnectionStatusRequest():
+                return self.status_now(event.origin)
+        raise TypeError(f"the session takes no {type(event).__name__}")
+
+    # -- the link ---------------------------------------------------------------------------------------
+    def link_up(self, now: float) -> list[Effect]:
+        self.link = Link.CONNECTED
+        self.cod_enabled = False
+        self.pending.clear()
+        self.subs.reset()
+        # Private channels come back once this connection is logged in (a rejected login must
+        # not keep SUBSCRIBED from being announced for the public ones).
+        self.subs.drop({c for c in self.subs.wanted if ch.is_private(c)})
+        self.to_unsubscribe.clear()
+        self.sub_retry_at = 0.0
+        self.instruments.retry_at.clear()
+        if self.replay:
+            return self._done()
+        # Deribit refuses intervals below 10 s; a shorter heartbeat_s is kept by our own probe.
+        interval = max(MIN_HEARTBEAT_INTERVAL_S, round(self.dset.heartbeat_s))
+        self._request(SetHeartbeat, set_heartbeat_request(interval), now)
+        if self.dset.client_id and self.dset.client_secret:
+            self._login(now)
+        for currency in self.currencies:
+            self.subs.want(currency_channels(currency, private=False))
+            if currency in self.instruments.listed:
+                self.subs.want(market_channels(self.instruments.listed[currency].values(), self.dset.book_interval))
+            self.instruments.needed.add(currency)
+        self._pump(now)
+        return self._done()
+
+    def link_down(self, reason: str) -> list[Effect]:
+        self.link = Link.DOWN
+        self.instruments.in_flight.clear()
+        # Answers to requests in flight are lost with the link. An order's fate is unknown
+        # until the portfolio reconciles; say so instead of guessing.
+        self._fail_orders(f"connection lost ({reason}); not sent",
+                          f"connection lost ({reason}) before the exchange answered; the order's state "
+                          "is unknown until the portfolio reconciles")
+        self.reconciles.clear()
+        return self._done()
+
+    def fail_orders(self, queued_why: str, lost_why: str | None = None) -> list[Effect]:
+        """Answer every order command not yet answered: those waiting are refused (not sent,
+        ``queued_why``); with ``lost_why``, those sent lose their answer too and every request in
+        flight is forgotten (the link is gone)."""
+        self._fail_orders(queued_why, lost_why)
+        return self._done()
+
+    def _fail_orders(self, queued_why: str, lost_why: str | None) -> None:
+        if lost_why is not None:
+            for pending in self.pending.values():
+                if isinstance(pending, SendOrder):
+                    self._lost(pending, lost_why)
+            self.pending.clear()
+        while self.order_queue:
+            self._refuse(self.order_queue.popleft().command, NOT_CONNECTED, queued_why)
+
+    def _lost(self, pending: SendOrder, why: str) -> None:
+        command = pending.queued.command
+        self._out.append(CommandFailed(request_key=command.request_key, origin=command.origin,
+                                       method=pending.method, code=ANSWER_LOST, message=why))
+
+    def tick(self, now: float) -> list[Effect]:
+        self._pump(now)
+        return self._done()
+
+    def _pump(self, now: float) -> None:
+        """Everything due now: timeouts, token refresh, instrument loads, subscriptions, orders."""
+        if not self.link.up or self.replay:
+            return
+        self._expire_requests(now)
+        if self.access is not None and self.link.logged_in and now >= self.refresh_at:
+            self.refresh_at = now + self.dset.request_timeout_s  # until the refresh answers
+            self._request(RefreshToken, auth_refresh_request(self.access.refresh_token), now)
+        instruments = self.instruments
+        for currency in sorted(instruments.needed - instruments.in_flight):
+            if now >= instruments.retry_at.get(currency, 0.0):
+                self._load_instruments(currency, now)
+        self._pump_subscriptions(now)
+        self._pump_orders(now)
+
+    # -- requests and answers ------------------------------------------------------------------------------
+    def _request(self, kind: Callable[..., Pending], request: Request, now: float, *payload: Any,
+                 command: ExchangeCommand | None = None) -> int:
+        method, params = request
+        request_id, frame = self.encoder.encode(method, params)
+        self.pending[request_id] = kind(method, now, *payload)
+        self._out.append(Send(request_id, method, frame, command))
+        return request_id
+
+    def unsent(self, request_id: int, now: float) -> list[Effect]:
+        """Request ``request_id`` could not be written (the link failed): as if never sent."""
+        pending = self.pending.pop(request_id, None)
+        match pending:
+            case SendOrder(queued=queued):
+                self._refuse(queued.command, NOT_CONNECTED, "connection lost; not sent")
+            case Subscribe():
+                self.subs.in_flight.pop(request_id, None)
+            case Unsubscribe(batch=batch):
+                self.to_unsubscribe |= set(batch)
+            case LoadInstruments(currency=currency):
+                self.instruments.in_flight.discard(currency)
+        return self._done()
+
+    def _expire_requests(self, now: float) -> None:
+        limit = self.dset.request_timeout_s
+        expired = [rid for rid, p in self.pending.items() if now - p.sent_at > limit]
+        for rid in expired:
+            pending = self.pending.pop(rid)
+            self.log.warning("request_timed_out", method=pending.method, kind=type(pending).__name__,
+                             timeout_s=limit)
+            match pending:
+                case SendOrder():
+                    self._lost(pending, f"no answer within {limit:g} s; the order's state is unknown "
+                                        "until the portfolio reconciles")
+                case Subscribe():
+                    self.subs.failed(rid)
+                    self._retry_subscriptions_later(0, now)
+                case Unsubscribe(batch=batch):
+                    self.to_unsubscribe |= set(batch)
+                case LoadInstruments(currency=currency):
+                    self._instruments_failed(currency, now)
+                case Login():
+                    self._login(now)
+                case GetPositions() | GetOpenOrders() | GetSummary():
+                    if self.reconciles.pop(pending.currency, None):
+                        self.log.warning("reconcile_failed", currency=pending.currency, part=_PART[type(pending)],
+                                         message=f"no answer within {limit:g} s")
+
+    def answer(self, answer: RpcResponse | RpcError, now: float) -> list[Effect]:
+        """An answer of this link (the caller drops those of an earlier link)."""
+        pending = self.pending.pop(answer.id, None) if answer.id is not None else None
+        if pending is None:
+            if isinstance(answer, RpcError):
+                self.log.warning("unmatched_error", code=answer.code, message=answer.message, data=answer.data)
+            return self._done()
+        try:
+            self._answered(pending, answer, now)
+        except msgspec.MsgspecError as exc:
+            # An answer of the wrong shape is the exchange's problem, not a reason to crash.
+            shown = isinstance(answer, RpcResponse) and not isinstance(pending, Login | RefreshToken)  # tokens
+            self.log.error("bad_answer", method=pending.method, error=str(exc),
+                           excerpt=bytes(answer.result)[:200].decode("utf-8", "replace")
+                           if isinstance(answer, RpcResponse) and shown else "")
+            if isinstance(pending, LoadInstruments):
+                self._instruments_failed(pending.currency, now)
+        return self._done()
+
+    def _answered(self, pending: Pending, answer: RpcResponse | RpcError, now: float) -> None:
+        error = answer if isinstance(answer, RpcError) else None
+        match pending:
+            case SendOrder():
+                self._answer_order(pending, answer, now)
+            case Subscribe():
+                self._answer_subscribe(answer, now)
+            case Unsubscribe(batch=batch):
+                if error is not None:
+                    self.log.warning("unsubscribe_failed", code=error.code, message=error.message)
+                    self.to_unsubscribe |= set(batch)
+                    self._retry_subscriptions_later(error.code, now)
+                    return
+                # Channels still wanted were unsubscribed to be subscribed afresh (a book resync).
+                self.subs.forget(batch)
+                self._pump(now)
+            case LoadInstruments(currency=currency):
+                self._answer_instruments(currency, answer, now)
+            case Login():
+                self._answer_login(answer, now)
+            case RefreshToken():
+                if isinstance(answer, RpcError):
+                    self.log.warning("token_refresh_failed", code=answer.code, message=answer.message)
+                    self._login(now)  # a fresh login instead
+                    return
+                self._authenticated(decode_auth_result(answer.result), now, refreshed=True)
+            case SetHeartbeat():
+                if error is not None:
+                    self.log.warning("set_heartbeat_failed", code=error.code, message=error.message)
+            case EnableCancelOnDisconnect():
+                if error is not None:
+                    self.log.warning("cancel_on_disconnect_failed", code=error.code, message=error.message)
+                else:
+                    self.cod_enabled = True
+                    self.log.info("cancel_on_disconnect_enabled")
+            case GetPositions() | GetOpenOrders() | GetSummary():
+                self._reconcile_part(pending, answer)
+
+    # -- auth ------------------------------------------------------------------------------------------------
+    def _login(self, now: float) -> None:
+        if self.dset.auth_method == "client_credentials":
+            request = auth_client_credentials_request(self.dset.client_id, self.dset.client_secret)
+        else:
+            # The signature's timestamp must be the exchange's (real) time, whatever clock drives us.
+            request = auth_client_signature_request(self.dset.client_id, self.dset.client_secret, self.epoch_ms())
+        self._request(Login, request, now)
+
+    def _answer_login(self, answer: RpcResponse | RpcError, now: float) -> None:
+        if isinstance(answer, RpcError):
+            # Also after a refused refresh: the session is gone, so no more orders on it.
+            self.link = self.link.with_login(False)
+            self.login_rejected = f"{answer.message} (code {answer.code})"
+            self.log.error("login_rejected", code=answer.code, message=answer.message,
+                           client_id=self.dset.client_id, auth_method=self.dset.auth_method,
+                           hint="check DERIBIT_CLIENT_ID / DERIBIT_CLIENT_SECRET for this venue; "
+                                "public market data keeps flowing, orders are refused")
+            self._status(ConnectionState.CONNECTED, detail=f"login rejected: {self.login_rejected}")
+            return
+        self._authenticated(decode_auth_result(answer.result), now)
+
+    def _authenticated(self, auth: AuthResult, now: float, refreshed: bool = False) -> None:
+        self.access = auth
+        first = not self.link.logged_in
+        self.link = self.link.with_login(True)
+        self.login_rejected = ""
+        self.refresh_at = now + token_refresh_delay(auth.expires_in)
+        if not first:
+            self.log.info("token_refreshed" if refreshed else "logged_in_again", expires_in_s=auth.expires_in)
+            return
+        self.log.info("authenticated", expires_in_s=auth.expires_in, method=self.dset.auth_method)
+        for currency in self.currencies:
+            if self.subs.want(currency_channels(currency, private=True)):
+                self.link = self.link.with_subscribed(False)
+        if self.settings.can_trade and self.dset.cancel_on_disconnect and not self.settings.paper:
+            self._request(EnableCancelOnDisconnect, enable_cancel_on_disconnect_request(), now)
+        self._status(ConnectionState.AUTHENTICATED)
+        if self.reconcile_deferred is not None:
+            deferred, self.reconcile_deferred = self.reconcile_deferred, None
+            self._reconcile(deferred, now)
+        self._pump(now)
+
+    # -- instruments -----------------------------------------------------------------------------------------
+    def refresh(self, command: RefreshInstruments, now: float) -> list[Effect]:
+        self._refresh(command, now)
+        return self._done()
+
+    def _refresh(self, command: RefreshInstruments, now: float) -> None:
+        for currency in command.currencies or self.currencies:
+            if currency not in self.currencies:
+                self.log.warning("refresh_unknown_currency", currency=currency, configured=list(self.currencies))
+            elif self.replay:
+                self.log.info("replay_request_not_sent", method="public/get_instruments", currency=currency)
+            else:
+                # Loaded now if the link is up, else on the next connect (every connect loads all).
+                self.instruments.needed.add(currency)
+                if self.link.up:
+                    self._load_instruments(currency, now)
+
+    def rollover(self, event: DailyRollover, now: float) -> list[Effect]:
+        self.log.info("daily_rollover", day=event.day)
+        self._refresh(RefreshInstruments(origin="connection", reason=f"rollover {event.day}"), now)
+        return self._done()
+
+    def instrument_state(self, event: InstrumentState, now: float) -> list[Effect]:
+        """A listing or an expiry the list does not know yet: load that currency's list again."""
+        currency = currency_of(event.instrument_name)
+        known = event.instrument_name in self.instruments.listed.get(currency, {})
+        if (event.state in LIVE_STATES and not known) or (event.state in GONE_STATES and known):
+            self.log.info("instrument_state", instrument=event.instrument_name, state=event.state)
+            self._refresh(RefreshInstruments(origin="connection", reason=event.state, currencies=(currency,)), now)
+        return self._done()
+
+    def _load_instruments(self, currency: str, now: float) -> None:
+        instruments = self.instruments
+        instruments.needed.add(currency)
+        if currency in instruments.in_flight:
+            return
+        instruments.in_flight.add(currency)
+        self._request(LoadInstruments, get_instruments_request(currency), now, currency)
+
+    def _instruments_failed(self, currency: str, now: float) -> None:
+        instruments = self.instruments
+        instruments.in_flight.discard(currency)
+        instruments.failures[currency] += 1
+        delay = retry_delay(instruments.failures[currency], initial=1.0)
+        instruments.retry_at[currency] = now + delay
+        self.log.warning("instruments_retry", currency=currency, retry_in_s=delay)
+
+    def _answer_instruments(self, currency: str, answer: RpcResponse | RpcError, now: float) -> None:
+        if isinstance(answer, RpcError):
+            self.log.error("get_instruments_failed", currency=currency, code=answer.code, message=answer.message)
+            self._instruments_failed(currency, now)
+            return
+        listed = tuple(i for i in decode_instruments(bytes(answer.result)) if i.kind in ("option", "future"))
+        instruments = self.instruments
+        instruments.in_flight.discard(currency)
+        instruments.needed.discard(currency)
+        instruments.failures.pop(currency, None)
+        old = instruments.listed.get(currency, {})
+        new = {i.instrument_name: i for i in listed}
+        instruments.listed[currency] = new
+        gone = [old[n] for n in old.keys() - new.keys()]
+        if gone:
+            self.to_unsubscribe |= self.subs.drop(market_channels(gone, self.dset.book_interval))
+        if self.subs.want(market_channels(listed, self.dset.book_interval)):
+            self.link = self.link.with_subscribed(False)
+        self.log.info("instruments_loaded", currency=currency, options=sum(i.kind == "option" for i in listed),
+                      futures=sum(i.kind == "future" for i in listed),
+                      added=len(new.keys() - old.keys()) if old else None, removed=len(gone) if old else None)
+        self._out.append(InstrumentsLoaded(currency=currency, instruments=listed, at=self.clock()))
+        self._pump(now)
+
+    # -- subscriptions -----------------------------------------------------------------------------------------
+    def _pump_subscriptions(self, now: float) -> None:
+        if now < self.sub_retry_at:
+            return
+        subs = self.subs
+        if self.to_unsubscribe and self.sub_bucket.try_take(now):
+            batch = tuple(sorted(self.to_unsubscribe))[: subs.batch_size]
+            self.to_unsubscribe -= set(batch)
+            self._request(Unsubscribe, unsubscribe_request(batch), now, batch)
+        while True:
+            batch = subs.next_batch()
+            if not batch or not self.sub_bucket.try_take(now):
+                break
+            subs.sent(self._request(Subscribe, subscribe_request(batch), now, batch), batch)
+        if (not self.link.subscribed and subs.complete and not subs.in_flight
+                and not self.instruments.needed and not self.to_unsubscribe):
+            self.link = self.link.with_subscribed(True)
+            confirmed, wanted = subs.counts()
+            self.log.info("subscriptions_confirmed", channels=confirmed)
+            self._status(ConnectionState.SUBSCRIBED, detail=f"{confirmed} of {wanted} channels")
+
+    def _answer_subscribe(self, answer: RpcResponse | RpcError, now: float) -> None:
+        if isinstance(answer, RpcError):
+            batch = self.subs.failed(answer.id) if answer.id is not None else ()
+            self.log.warning("subscribe_failed", code=answer.code, message=answer.message, channels=len(batch))
+            self._retry_subscriptions_later(answer.code, now)
+            return
+        refused, unwanted = self.subs.answered(answer.id, decode_subscribed(answer.result))
+        if refused:
+            self.log.warning("subscribe_refused", channels=list(refused[:5]), count=len(refused))
+            self._retry_subscriptions_later(0, now)
+        if unwanted:
+            self.to_unsubscribe |= set(unwanted)
+        self._pump(now)
+
+    def _retry_subscriptions_later(self, code: int, now: float) -> None:
+        delay = retry_delay(self.subs.failures, initial=0.5)
+        if code == RATE_LIMIT_CODE:
+            self.sub_bucket.drain(now)
+        self.sub_retry_at = now + delay
+        self.log.info("subscriptions_retry", retry_in_s=delay)
+
+    def resubscribe(self, command: ResubscribeInstrument, now: float) -> list[Effect]:
+        """A book found a gap: unsubscribe its channel and subscribe it afresh (a new snapshot)."""
+        self.resyncs += 1
+        channel = ch.book(command.instrument_name, self.dset.book_interval)
+        if channel not in self.subs.wanted and ch.quote(command.instrument_name) in self.subs.wanted:
+            channel = ch.quote(command.instrument_name)  # a future's top of book: a fresh quote follows
+        if self.replay:
+            self.log.info("replay_request_not_sent", method="public/unsubscribe", channel=channel)
+            return self._done()
+        if channel not in self.subs.wanted:
+            self.log.warning("resubscribe_unknown_instrument", instrument=command.instrument_name,
+                             origin=command.origin, reason=command.reason)
+            return self._done()
+        self.log.info("resubscribing", instrument=command.instrument_name, origin=command.origin,
+                      reason=command.reason)
+        if channel in self.subs.confirmed:
+            self.to_unsubscribe.add(channel)
+        # Not yet confirmed: its subscribe answer brings a fresh snapshot anyway.
+        self._pump(now)
+        return self._done()
+
+    # -- orders ------------------------------------------------------------------------------------------------
+    def command(self, command: ExchangeCommand, now: float) -> list[Effect]:
+        """An order command: refused at once (a negative code), or queued and sent as the rate
+        limit allows."""
+        request, refusal = self.check(command)
+        if refusal is not None:
+            code, message = refusal
+            if code == PAPER_ONLY and request is not None:
+                method, params = request
+                self.log.warning("paper_order", command=type(command).__name__, origin=command.origin,
+                                 request_key=command.request_key, method=method, params=params)
+            self._refuse(command, code, message)
+            return self._done()
+        self.order_queue.append(Queued(command, queued_at=now, request=request))
+        self._pump_orders(now)
+        return self._done()
+
+    def check(self, command: ExchangeCommand) -> tuple[Request | None, tuple[int, str] | None]:
+        """(its request, None) for a command that may be queued, else (its request or None, (the
+        refusal code, why)). Changes nothing: an idle link's warm-up runs it too."""
+        try:
+            request = command_request(command)  # checks it: what is wrong is said, nothing sent
+        except InvalidCommand as exc:
+            return None, (INVALID, str(exc))
+        if self.replay:
+            return request, (REPLAY_ONLY, "replaying a wire log: nothing is sent")
+        if not self.settings.can_trade:
+            return request, (TRADING_DISABLED, "trading on mainnet needs the --live flag; not sent")
+        if self.shutting_down and isinstance(command, PlaceOrder | EditOrder):
+            return request, (NOT_CONNECTED, "safe shutdown: no new orders; not sent")
+        if self.settings.paper:
+            method, params = request
+            return request, (PAPER_ONLY, f"paper mode: {method} {params} logged, not sent")
+        if not self.link.logged_in:
+            why = "not connected" if not self.link.up else "not logged in"
+            if self.login_rejected:
+                why += f" (login rejected: {self.login_rejected})"
+            return request, (NOT_CONNECTED, f"{why}; not sent")
+        return request, None
+
+    def _refuse(self, command: ExchangeCommand, code: int, message: str) -> None:
+        self.log.warning("command_refused", command=type(command).__name__, origin=command.origin,
+                         request_key=command.request_key, code=code, reason=message)
+        self._out.append(CommandFailed(request_key=command.request_key, origin=command.origin,
+                                       method=command_method(command), code=code, message=message))
+
+    def _pump_orders(self, now: float) -> None:
+        queue = self.order_queue
+        limit = self.dset.request_timeout_s
+        while queue:
+            head = queue[0]
+            command = head.command
+            # A new order or edit decided on the market of many seconds ago is no longer
+            # justified; cancels always go (they only reduce risk).
+            if now - head.queued_at > limit and isinstance(command, PlaceOrder | EditOrder):
+                queue.popleft()
+                self._refuse(command, QUEUED_TOO_LONG,
+                             f"waited {now - head.queued_at:.1f} s for the rate limit (over {limit:g} s); not sent")
+                continue
+            if now < head.not_before or not self.order_bucket.try_take(now):
+                return
+            queue.popleft()
+            self._request(SendOrder, head.request or command_request(command), now, head, command=command)
+
+    def _answer_order(self, pending: SendOrder, answer: RpcResponse | RpcError, now: float) -> None:
+        queued = pending.queued
+        command = queued.command
+        if isinstance(answer, RpcError):
+            if answer.code == RATE_LIMIT_CODE and queued.retries < MAX_RATE_LIMIT_RETRIES:
+                # Too fast for the exchange (nothing was done): back off and send it again.
+                queued.retries += 1
+                delay = retry_delay(queued.retries, initial=0.25, maximum=5.0)
+                queued.not_before = now + delay
+                self.order_bucket.drain(now)
+                self.order_queue.appendleft(queued)
+                self.log.warning("order_rate_limited", request_key=command.request_key, retry_in_s=delay,
+                                 retry=queued.retries)
+                return
+            self.log.warning("order_rejected", request_key=command.request_key, origin=command.origin,
+                             method=pending.method, code=answer.code, message=answer.message, data=answer.data)
+            self._out.append(command_failed(command, pending.method, answer))
+            return
+        self._out.append(command_result(command, pending.method, answer))
+
+    def safe_shutdown(self, event: SafeShutdown, now: float) -> list[Effect]:
+        """Nothing new goes out from now on: what waits is refused, and so is every new order;
+        the account's open orders are cancelled."""
+        self.shutting_down = True
+        self._fail_orders("safe shutdown; not sent", None)
+        if self.may_send_orders and not self.settings.paper:
+            self.log.warning("cancelling_all_orders", reason=event.reason)
+            cancel = CancelAll(origin="connection", request_key="safe-shutdown")
+            self._request(SendOrder, command_request(cancel), now, Queued(cancel, now))
+        return self._done()
+
+    # -- reconciliation ----------------------------------------------------------------------------------------
+    def reconcile(self, command: ReconcilePortfolio, now: float) -> list[Effect]:
+        """Ask for each currency's positions, open orders and account summary; ExchangeState
+        once all three answered. Deferred until this connection is logged in."""
+        self._reconcile(command, now)
+        return self._done()
+
+    def _reconcile(self, command: ReconcilePortfolio, now: float) -> None:
+        if self.replay:
+            return
+        if not self.link.logged_in:
+            self.reconcile_deferred = command
+            self.log.info("reconcile_deferred", origin=command.origin, reason=command.reason)
+            return
+        for currency in command.currencies or self.currencies:
+            self.reconciles[currency] = _Reconcile(reason=command.reason)
+            self._request(GetPositions, get_positions_request(currency), now, currency)
+            self._request(GetOpenOrders, get_open_orders_request(currency), now, currency)
+            self._request(GetSummary, get_account_summary_request(currency), now, currency)
+
+    def _reconcile_part(self, pending: ReconcileRequest, answer: RpcResponse | RpcError) -> None:
+        currency = pending.currency
+        state = self.reconciles.get(currency)
+        if state is None:
+            return
+        if isinstance(answer, RpcError):
+            self.log.warning("reconcile_failed", currency=currency, part=_PART[type(pending)], code=answer.code,
+                             message=answer.message)
+            self.reconciles.pop(currency, None)
+            return
+        try:
+            match pending:
+                case GetPositions():
+                    state.positions = decode_positions(answer.result)
+                case GetOpenOrders():
+                    state.orders = decode_open_orders(answer.result)
+                case GetSummary():
+                    state.summary = decode_account_summary(answer.result)
+                    state.summary_done = True
+        except msgspec.MsgspecError:
+            self.reconciles.pop(currency, None)
+            raise
+        if state.positions is not None and state.orders is not None and state.summary_done:
+            del self.reconciles[currency]
+            self._out.append(ExchangeState(currency=currency, positions=state.positions, open_orders=state.orders,
+                                           summary=state.summary, at=self.clock(), reason=state.reason))
+

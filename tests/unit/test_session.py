@@ -1,0 +1,465 @@
+"""The Connection's conversation (deribit.session.Session) driven by hand: events in, with ``now``;
+frames to send and messages to publish out. No threads, no sockets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from deribit.codec import RpcError, RpcResponse
+from deribit.session import (
+    MAX_RATE_LIMIT_RETRIES,
+    GetOpenOrders,
+    GetPositions,
+    GetSummary,
+    Link,
+    Login,
+    Send,
+    SendOrder,
+    Session,
+    Subscribe,
+)
+from messages.account import ExchangeState
+from messages.commands import (
+    ANSWER_LOST,
+    INVALID,
+    NOT_CONNECTED,
+    PAPER_ONLY,
+    QUEUED_TOO_LONG,
+    REPLAY_ONLY,
+    TRADING_DISABLED,
+    CancelAll,
+    CommandFailed,
+    CommandResult,
+    PlaceOrder,
+    ReconcilePortfolio,
+    ResubscribeInstrument,
+)
+from messages.market import InstrumentsLoaded, InstrumentState
+from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, SafeShutdown
+from tests.support.connection_harness import test_settings
+from tests.support.scripted_server import tiny_instruments
+
+EPOCH_MS = 1_700_000_000_000
+PUBLIC_BTC = {"deribit_price_index.btc_usd", "instrument.state.option.BTC", "instrument.state.future.BTC"}
+PRIVATE_BTC = {"user.orders.any.BTC.raw", "user.trades.any.BTC.raw", "user.portfolio.btc"}
+MARKET_BTC = {"book.BTC-1JAN00-60000-C.100ms", "ticker.BTC-1JAN00-60000-C.100ms", "book.BTC-1JAN00-60000-P.100ms",
+              "ticker.BTC-1JAN00-60000-P.100ms", "quote.BTC-PERPETUAL", "ticker.BTC-PERPETUAL.100ms"}
+
+
+class Log:
+    """A structlog-like logger that keeps its lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, Any]]] = []
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.lines.append(("info", event, fields))
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.lines.append(("warning", event, fields))
+
+    def error(self, event: str, **fields: Any) -> None:
+        self.lines.append(("error", event, fields))
+
+    def exception(self, event: str, **fields: Any) -> None:
+        self.lines.append(("exception", event, fields))
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        return [fields for _level, name, fields in self.lines if name == event]
+
+
+class Rig:
+    """A session, what it sent (decoded frames) and what it published."""
+
+    def __init__(self, tmp_path: Path, replay: bool = False, **overrides: Any) -> None:
+        self.settings = test_settings(tmp_path, **overrides)
+        self.log = Log()
+        self.session = Session(self.settings, now=0.0, log=self.log, clock=lambda: 1_000.0,
+                               epoch_ms=lambda: EPOCH_MS, replay=replay)
+        self.sent: list[dict[str, Any]] = []
+        self.published: list[Any] = []
+
+    def take(self, effects: list[Any]) -> list[Any]:
+        for effect in effects:
+            if isinstance(effect, Send):
+                frame = msgspec.json.decode(effect.frame)
+                assert frame["method"] == effect.method and frame["id"] == effect.request_id
+                self.sent.append(frame)
+            else:
+                self.published.append(effect)
+        return effects
+
+    def requests(self, method: str) -> list[dict[str, Any]]:
+        return [frame for frame in self.sent if frame["method"] == method]
+
+    def last(self, method: str) -> dict[str, Any]:
+        return self.requests(method)[-1]
+
+    def of(self, kind: type) -> list[Any]:
+        return [m for m in self.published if isinstance(m, kind)]
+
+    def answer(self, request: dict[str, Any], result: Any, now: float) -> list[Any]:
+        return self.take(self.session.answer(RpcResponse(id=request["id"], result=msgspec.Raw(msgspec.json.encode(
+            result))), now))
+
+    def error(self, request: dict[str, Any], code: int, now: float, message: str = "refused") -> list[Any]:
+        return self.take(self.session.answer(RpcError(id=request["id"], code=code, message=message), now))
+
+    def confirm_subscriptions(self, now: float) -> None:
+        """Answer every subscribe request not yet answered with all its channels."""
+        for request in list(self.sent):
+            if request["method"].endswith("/subscribe") and request["id"] in self.session.pending:
+                self.answer(request, request["params"]["channels"], now)
+
+    def states(self) -> list[ConnectionState]:
+        return [s.state for s in self.of(ConnectionStatus)]
+
+    def log_in(self, now: float = 0.0, expires_in: int = 900, link_up: bool = True) -> None:
+        """Link up (unless it is), logged in, the instruments listed, every channel confirmed."""
+        if link_up:
+            self.take(self.session.link_up(now))
+        self.answer(self.last("public/auth"), {"access_token": "a", "refresh_token": "r", "expires_in": expires_in},
+                    now)
+        self.answer(self.last("public/get_instruments"), tiny_instruments()["BTC"], now)
+        for step in range(20):  # the subscribe bucket gives one request per 1/20 s
+            self.take(self.session.tick(now + step / 20))
+            self.confirm_subscriptions(now + step / 20)
+        assert self.session.link is Link.READY
+
+
+def order(key: str, **fields: Any) -> PlaceOrder:
+    values: dict[str, Any] = {"instrument_name": "BTC-PERPETUAL", "side": "sell", "amount": 10.0, "type": "market",
+                              "origin": "test", "request_key": key}
+    values.update(fields)
+    return PlaceOrder(**values)
+
+
+# -- the link's state --------------------------------------------------------------------------------------
+def test_the_links_state_is_one_enum_with_its_transitions() -> None:
+    assert not Link.DOWN.up and not Link.DOWN.with_login(True).up  # down stays down
+    assert Link.CONNECTED.with_login(True) is Link.AUTHENTICATED
+    assert Link.AUTHENTICATED.with_subscribed(True) is Link.READY
+    assert Link.READY.with_login(False) is Link.SUBSCRIBED
+    assert Link.SUBSCRIBED.with_subscribed(False) is Link.CONNECTED
+    assert Link.READY.logged_in and Link.READY.subscribed and not Link.SUBSCRIBED.logged_in
+
+
+# -- login and token refresh --------------------------------------------------------------------------------
+def test_login_on_link_up_and_refresh_at_four_fifths_of_the_tokens_life(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.take(rig.session.link_up(0.0))
+    assert [f["method"] for f in rig.sent][:3] == ["public/set_heartbeat", "public/auth", "public/get_instruments"]
+    assert rig.last("public/set_heartbeat")["params"] == {"interval": 10}
+    login = rig.last("public/auth")["params"]
+    assert (login["grant_type"], login["timestamp"]) == ("client_signature", EPOCH_MS)
+    assert rig.session.link is Link.CONNECTED
+    assert isinstance(rig.session.pending[rig.last("public/auth")["id"]], Login)
+
+    rig.answer(rig.last("public/auth"), {"access_token": "a", "refresh_token": "r1", "expires_in": 100}, 1.0)
+    assert rig.session.link is Link.AUTHENTICATED and rig.states() == [ConnectionState.AUTHENTICATED]
+    assert rig.requests("private/enable_cancel_on_disconnect")
+    logins = len(rig.requests("public/auth"))
+    rig.take(rig.session.tick(80.9))  # 0.8 x 100 s after the answer at 1.0: not yet
+    assert len(rig.requests("public/auth")) == logins
+    rig.take(rig.session.tick(81.0))
+    refresh = rig.last("public/auth")
+    assert refresh["params"] == {"grant_type": "refresh_token", "refresh_token": "r1"}
+    rig.take(rig.session.tick(82.0))  # one refresh at a time
+    assert len(rig.requests("public/auth")) == logins + 1
+    rig.answer(refresh, {"access_token": "b", "refresh_token": "r2", "expires_in": 100}, 82.0)
+    assert rig.log.events("token_refreshed") and rig.session.link.logged_in
+
+    rig.take(rig.session.tick(162.0))  # a refused refresh: a fresh login instead
+    rig.error(rig.last("public/auth"), 13009, 162.0)
+    assert rig.log.events("token_refresh_failed")
+    assert rig.last("public/auth")["params"]["grant_type"] == "client_signature"
+
+
+def test_a_rejected_login_refuses_orders_and_says_why(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.take(rig.session.link_up(0.0))
+    rig.error(rig.last("public/auth"), 13004, 0.1, message="invalid_credentials")
+    assert rig.states() == [ConnectionState.CONNECTED] and not rig.session.authenticated
+    rig.take(rig.session.command(order("o-1"), 0.2))
+    refused = rig.of(CommandFailed)[-1]
+    assert (refused.code, refused.request_key) == (NOT_CONNECTED, "o-1")
+    assert "login rejected: invalid_credentials (code 13004)" in refused.message
+
+
+# -- subscriptions ------------------------------------------------------------------------------------------
+def test_subscriptions_go_in_batches_under_the_rate_limit(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, deribit__client_id="", deribit__client_secret="", deribit__subscribe_batch_size=2,
+              deribit__subscribe_requests_per_s=1.0)
+    rig.take(rig.session.link_up(0.0))
+    assert not rig.requests("public/auth")  # no credentials: public data only
+    assert [len(f["params"]["channels"]) for f in rig.requests("public/subscribe")] == [2]
+    rig.take(rig.session.tick(0.9))
+    assert len(rig.requests("public/subscribe")) == 1  # one request a second, burst 1
+    rig.take(rig.session.tick(1.0))
+    subscribes = rig.requests("public/subscribe")
+    assert [len(f["params"]["channels"]) for f in subscribes] == [2, 1]
+    assert {c for f in subscribes for c in f["params"]["channels"]} == PUBLIC_BTC
+    assert all(isinstance(rig.session.pending[f["id"]], Subscribe) for f in subscribes)
+
+
+def test_subscribed_is_announced_once_every_channel_is_confirmed(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, deribit__client_id="", deribit__client_secret="")
+    rig.take(rig.session.link_up(0.0))
+    rig.confirm_subscriptions(0.0)
+    assert ConnectionState.SUBSCRIBED not in rig.states()  # the instruments are not listed yet
+    rig.answer(rig.last("public/get_instruments"), tiny_instruments()["BTC"], 0.1)
+    assert [m.currency for m in rig.of(InstrumentsLoaded)] == ["BTC"]
+    assert ConnectionState.SUBSCRIBED not in rig.states()  # the listed instruments' channels are not confirmed
+    for step in range(1, 10):
+        rig.take(rig.session.tick(step / 10))
+        rig.confirm_subscriptions(step / 10)
+    wanted = PUBLIC_BTC | MARKET_BTC
+    assert rig.session.subs.confirmed == wanted
+    subscribed = [s for s in rig.of(ConnectionStatus) if s.state is ConnectionState.SUBSCRIBED]
+    assert len(subscribed) == 1 and subscribed[0].detail == f"{len(wanted)} of {len(wanted)} channels"
+    assert not subscribed[0].can_trade  # not logged in
+    rig.take(rig.session.tick(5.0))
+    assert rig.states().count(ConnectionState.SUBSCRIBED) == 1
+    assert rig.session.link is Link.SUBSCRIBED
+
+
+def test_a_partly_refused_batch_is_retried_and_holds_subscribed_back(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, deribit__client_id="", deribit__client_secret="")
+    rig.take(rig.session.link_up(0.0))
+    rig.answer(rig.last("public/get_instruments"), tiny_instruments()["BTC"], 0.0)
+    request = rig.last("public/subscribe")
+    rig.answer(request, request["params"]["channels"][1:], 0.0)
+    assert rig.log.events("subscribe_refused")[0]["count"] == 1
+    assert rig.session.sub_retry_at == pytest.approx(0.5)  # retry_delay(1, initial=0.5)
+    before = len(rig.requests("public/subscribe"))
+    rig.take(rig.session.tick(0.4))
+    assert len(rig.requests("public/subscribe")) == before
+    for step in range(5, 30):
+        rig.take(rig.session.tick(step / 10))
+        rig.confirm_subscriptions(step / 10)
+    assert rig.session.subs.complete and rig.states().count(ConnectionState.SUBSCRIBED) == 1
+
+
+def test_everything_is_subscribed_again_after_a_reconnect(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    assert rig.session.subs.confirmed == PUBLIC_BTC | PRIVATE_BTC | MARKET_BTC
+    rig.take(rig.session.link_down("gone"))
+    assert rig.session.link is Link.DOWN and not rig.session.can_trade
+    rig.sent.clear()
+    rig.published.clear()
+    rig.take(rig.session.link_up(10.0))
+    # The known instruments' channels are wanted at once; the private ones after the new login.
+    first = {c for f in rig.requests("public/subscribe") for c in f["params"]["channels"]}
+    assert first == PUBLIC_BTC | MARKET_BTC
+    rig.log_in(10.0, link_up=False)
+    again = {c for f in rig.sent if f["method"].endswith("/subscribe") for c in f["params"]["channels"]}
+    assert again == PUBLIC_BTC | PRIVATE_BTC | MARKET_BTC
+    assert rig.states().count(ConnectionState.SUBSCRIBED) == 1 and rig.of(ConnectionStatus)[-1].can_trade
+
+
+def test_a_resync_unsubscribes_and_subscribes_the_book_afresh(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    book = "book.BTC-1JAN00-60000-C.100ms"
+    rig.take(rig.session.resubscribe(ResubscribeInstrument(instrument_name="BTC-1JAN00-60000-C", origin="t",
+                                                           reason="gap"), 5.0))
+    unsubscribe = rig.last("public/unsubscribe")
+    assert unsubscribe["params"]["channels"] == [book] and rig.session.resyncs == 1
+    rig.answer(unsubscribe, [book], 5.0)
+    rig.take(rig.session.tick(6.0))
+    assert rig.last("public/subscribe")["params"]["channels"] == [book]
+
+
+# -- orders -----------------------------------------------------------------------------------------------
+def test_orders_wait_for_the_rate_limit_and_a_rate_limited_order_is_sent_again_after_a_backoff(
+        tmp_path: Path) -> None:
+    rig = Rig(tmp_path, deribit__order_requests_per_s=1.0, deribit__order_burst=1)
+    rig.log_in()
+    rig.take(rig.session.command(order("o-1"), 10.0))
+    rig.take(rig.session.command(order("o-2"), 10.0))
+    assert [f["params"]["amount"] for f in rig.requests("private/sell")] == [10.0]
+    assert len(rig.session.order_queue) == 1
+    first = rig.last("private/sell")
+    rig.error(first, 10028, 10.1, message="too_many_requests")
+    assert rig.log.events("order_rate_limited")[0] == {"request_key": "o-1", "retry_in_s": 0.25, "retry": 1}
+    assert [q.command.request_key for q in rig.session.order_queue] == ["o-1", "o-2"]  # back at the head
+    rig.take(rig.session.tick(10.3))  # past its backoff, but the bucket was drained at 10.1
+    assert len(rig.requests("private/sell")) == 1
+    rig.take(rig.session.tick(11.1))
+    again = rig.last("private/sell")
+    assert again["id"] != first["id"] and len(rig.requests("private/sell")) == 2
+    assert not rig.of(CommandFailed)
+    rig.answer(again, {"order": {}, "trades": []}, 11.2)
+    assert [a.request_key for a in rig.of(CommandResult)] == ["o-1"]
+
+
+def test_a_rate_limited_order_gets_the_exchanges_error_after_the_last_retry(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, deribit__request_timeout_s=60.0)
+    rig.log_in()
+    rig.take(rig.session.command(order("o-1"), 10.0))
+    now = 10.0
+    for _retry in range(MAX_RATE_LIMIT_RETRIES):
+        rig.error(rig.last("private/sell"), 10028, now, message="too_many_requests")
+        now += 6.0  # past the longest backoff (5 s) and a refilled bucket
+        rig.take(rig.session.tick(now))
+    assert len(rig.requests("private/sell")) == MAX_RATE_LIMIT_RETRIES + 1 and not rig.of(CommandFailed)
+    rig.error(rig.last("private/sell"), 10028, now, message="too_many_requests")
+    assert [(f.request_key, f.code) for f in rig.of(CommandFailed)] == [("o-1", 10028)]
+    assert [e["retry_in_s"] for e in rig.log.events("order_rate_limited")] == [0.25, 0.5, 1.0, 2.0, 4.0]
+
+
+def test_a_rate_limited_order_that_waited_too_long_in_all_is_refused(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, deribit__request_timeout_s=5.0)
+    rig.log_in()
+    rig.take(rig.session.command(order("o-1"), 10.0))
+    rig.error(rig.last("private/sell"), 10028, 14.0, message="too_many_requests")
+    rig.take(rig.session.tick(15.1))  # queued at 10.0: over the 5 s a new order may wait
+    assert [(f.request_key, f.code) for f in rig.of(CommandFailed)] == [("o-1", QUEUED_TOO_LONG)]
+
+
+def test_an_order_that_waited_too_long_is_refused_but_a_cancel_still_goes(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, deribit__order_requests_per_s=0.01, deribit__order_burst=1, deribit__request_timeout_s=5.0)
+    rig.log_in()
+    rig.take(rig.session.command(order("o-1"), 10.0))
+    rig.take(rig.session.command(order("o-2"), 10.0))
+    rig.take(rig.session.command(CancelAll(origin="t", request_key="c-1"), 10.0))
+    rig.answer(rig.last("private/sell"), {"order": {}, "trades": []}, 10.0)  # o-1's pending answered: no matter
+    rig.take(rig.session.tick(15.1))
+    assert [(f.request_key, f.code) for f in rig.of(CommandFailed)] == [("o-2", QUEUED_TOO_LONG)]
+    assert [q.command.request_key for q in rig.session.order_queue] == ["c-1"]
+
+
+def test_the_answers_find_their_commands_request_keys(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    rig.take(rig.session.command(order("o-1"), 1.0))
+    rig.take(rig.session.command(order("o-2", side="buy"), 1.0))
+    sell, buy = rig.last("private/sell"), rig.last("private/buy")
+    pending = rig.session.pending[buy["id"]]
+    assert isinstance(pending, SendOrder) and pending.queued.command.request_key == "o-2"
+    rig.answer(buy, {"order": {}, "trades": []}, 1.1)  # out of order, and of a shape the codec cannot read
+    rig.error(sell, 10009, 1.2, message="not_enough_funds")
+    answers = [(a.request_key, a.method, type(a).__name__) for a in rig.of(CommandResult) + rig.of(CommandFailed)]
+    assert answers == [("o-2", "private/buy", "CommandResult"), ("o-1", "private/sell", "CommandFailed")]
+    assert rig.of(CommandFailed)[0].code == 10009
+
+
+def test_the_answer_is_lost_with_the_link_and_what_waits_is_refused(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, deribit__order_requests_per_s=1.0, deribit__order_burst=1)
+    rig.log_in()
+    rig.take(rig.session.command(order("o-1"), 10.0))
+    rig.take(rig.session.command(order("o-2"), 10.0))
+    rig.take(rig.session.link_down("reset by peer"))
+    failed = {f.request_key: f for f in rig.of(CommandFailed)}
+    assert (failed["o-1"].code, failed["o-2"].code) == (ANSWER_LOST, NOT_CONNECTED)
+    assert "connection lost (reset by peer) before the exchange answered" in failed["o-1"].message
+    assert failed["o-1"].method == "private/sell"
+    assert not rig.session.pending and not rig.session.order_queue
+
+
+def test_an_unanswered_order_times_out_as_lost_and_an_unwritten_one_is_refused(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, deribit__request_timeout_s=5.0)
+    rig.log_in()
+    rig.take(rig.session.command(order("o-1"), 10.0))
+    rig.take(rig.session.tick(15.1))
+    lost = rig.of(CommandFailed)[-1]
+    assert (lost.request_key, lost.code) == ("o-1", ANSWER_LOST) and "no answer within 5 s" in lost.message
+    sends = [e for e in rig.take(rig.session.command(order("o-2"), 16.0)) if isinstance(e, Send)]
+    rig.take(rig.session.unsent(sends[0].request_id, 16.0))  # the socket failed as it was written
+    refused = rig.of(CommandFailed)[-1]
+    assert (refused.request_key, refused.code, refused.message) == ("o-2", NOT_CONNECTED, "connection lost; not sent")
+
+
+def test_every_order_waiting_or_out_is_answered_by_one_function(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, deribit__order_requests_per_s=1.0, deribit__order_burst=1)
+    rig.log_in()
+    rig.take(rig.session.command(order("o-1"), 10.0))
+    rig.take(rig.session.command(order("o-2"), 10.0))
+    rig.take(rig.session.fail_orders("stopping; not sent"))  # waiting only: o-1's answer may still come
+    assert [(f.request_key, f.code) for f in rig.of(CommandFailed)] == [("o-2", NOT_CONNECTED)]
+    rig.take(rig.session.fail_orders("failed; not sent", "failed before the answer"))
+    assert [(f.request_key, f.code) for f in rig.of(CommandFailed)][-1] == ("o-1", ANSWER_LOST)
+
+
+@pytest.mark.parametrize(("overrides", "replay", "code"), [
+    ({}, True, REPLAY_ONLY),
+    ({"paper": True}, False, PAPER_ONLY),
+    ({"venue": "mainnet"}, False, TRADING_DISABLED),
+])
+def test_replay_paper_and_mainnet_without_live_refuse_orders_and_send_nothing(
+        tmp_path: Path, overrides: dict[str, Any], replay: bool, code: int) -> None:
+    rig = Rig(tmp_path, replay=replay, **overrides)
+    if not replay:
+        rig.log_in()
+    sent = len(rig.sent)
+    rig.take(rig.session.command(order("o-1"), 10.0))
+    refused = rig.of(CommandFailed)[-1]
+    assert (refused.request_key, refused.code, refused.method) == ("o-1", code, "private/sell")
+    assert len(rig.sent) == sent and not rig.session.order_queue
+    if code == PAPER_ONLY:
+        assert rig.log.events("paper_order")[0]["params"]["instrument_name"] == "BTC-PERPETUAL"
+
+
+def test_an_invalid_order_is_refused_before_anything_else(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, replay=True)
+    rig.take(rig.session.command(order("o-1", amount=-1.0), 0.0))
+    assert rig.of(CommandFailed)[-1].code == INVALID
+
+
+def test_safe_shutdown_refuses_new_orders_and_cancels_all(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    rig.take(rig.session.handle(SafeShutdown(reason="too many restarts"), 1.0))
+    assert rig.last("private/cancel_all")["params"] == {}
+    rig.take(rig.session.command(order("o-1"), 1.1))
+    assert rig.of(CommandFailed)[-1].message == "safe shutdown: no new orders; not sent"
+
+
+# -- reconciliation and the rest --------------------------------------------------------------------------
+def test_a_reconcile_waits_for_the_login_and_publishes_once_all_three_parts_answered(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.take(rig.session.handle(ReconcilePortfolio(origin="portfolio", reason="start"), 0.0))
+    assert rig.log.events("reconcile_deferred") and not rig.sent
+    rig.log_in()
+    parts = {f["method"]: f for f in rig.sent if f["method"] in (
+        "private/get_positions", "private/get_open_orders_by_currency", "private/get_account_summary")}
+    assert {type(rig.session.pending[f["id"]]) for f in parts.values()} == {GetPositions, GetOpenOrders, GetSummary}
+    rig.answer(parts["private/get_positions"], [], 1.0)
+    rig.answer(parts["private/get_open_orders_by_currency"], [], 1.0)
+    assert not rig.of(ExchangeState)
+    rig.answer(parts["private/get_account_summary"], {"currency": "BTC", "equity": 1.0, "balance": 1.0,
+                                                      "margin_balance": 1.0, "available_funds": 1.0,
+                                                      "initial_margin": 0.0, "maintenance_margin": 0.0,
+                                                      "delta_total": 0.0}, 1.0)
+    [state] = rig.of(ExchangeState)
+    assert (state.currency, state.reason, state.positions, state.open_orders) == ("BTC", "start", (), ())
+
+
+def test_a_listing_the_session_does_not_know_loads_the_list_again(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    loads = len(rig.requests("public/get_instruments"))
+    rig.take(rig.session.handle(InstrumentState(instrument_name="BTC_USDC-1JAN00-70000-C", state="created",
+                                                timestamp=0), 1.0))
+    assert len(rig.requests("public/get_instruments")) == loads + 1  # BTC_USDC-... is a BTC instrument
+    rig.take(rig.session.handle(InstrumentState(instrument_name="BTC-1JAN00-60000-C", state="open",
+                                                timestamp=0), 1.0))
+    assert len(rig.requests("public/get_instruments")) == loads + 1  # known: nothing to do
+
+
+def test_the_current_status_is_said_on_request_but_not_in_replay(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.take(rig.session.handle(ConnectionStatusRequest(origin="console"), 0.0))
+    assert rig.of(ConnectionStatus)[-1].state is ConnectionState.DISCONNECTED
+    rig.log_in()
+    rig.take(rig.session.handle(ConnectionStatusRequest(origin="console"), 1.0))
+    status = rig.of(ConnectionStatus)[-1]
+    assert (status.state, status.can_trade, status.detail) == (ConnectionState.SUBSCRIBED, True,
+                                                               "current status, asked by console")
+    replay = Rig(tmp_path, replay=True)
+    assert replay.session.handle(ConnectionStatusRequest(origin="console"), 0.0) == []
