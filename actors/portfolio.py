@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import pykka
 
+from deribit.constants import GONE_STATES
 from deribit.instruments import InstrumentNameError, currency_of, parse_instrument_name
 from desk.portfolio import Difference, PortfolioBook
 from messages.account import AccountFigures, ExchangeState, OrderUpdate, PortfolioUpdate, UserTrade
@@ -25,7 +26,6 @@ from messages.state import PortfolioChanged
 from messages.system import ConnectionState, ConnectionStatus, DailyRollover, MinuteTick
 from runtime.actor import Actor, ActorContext, handles
 
-GONE_STATES = frozenset({"settled", "closed", "terminated", "deactivated", "expired"})
 _LINK_DOWN = frozenset({ConnectionState.DISCONNECTED, ConnectionState.CONNECTING, ConnectionState.STOPPED})
 
 

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from console.grammar import HELP, Topic
+from deribit.constants import PERPETUAL_EXPIRY_MS
 from deribit.instruments import format_expiry
 from messages.account import OrderUpdate, Position, UserTrade
 from messages.commands import CommandFailed, CommandResult
@@ -27,7 +28,6 @@ from messages.system import ConnectionStatus
 if TYPE_CHECKING:  # desk_state renders its waits with fmt from here
     from console.desk_state import DeskState, Stage
 
-_PERPETUAL_EXPIRY_MS = 32503708800000  # Deribit's year-3000 expiry of perpetuals
 
 
 def fmt(value: float | None, digits: int | None = None) -> str:
@@ -41,7 +41,7 @@ def fmt(value: float | None, digits: int | None = None) -> str:
 
 
 def expiry_label(expiry_ms: int) -> str:
-    if expiry_ms >= _PERPETUAL_EXPIRY_MS:
+    if expiry_ms >= PERPETUAL_EXPIRY_MS:
         return "PERPETUAL"
     return format_expiry(dt.datetime.fromtimestamp(expiry_ms / 1000, tz=dt.UTC).date())
 
