@@ -289,7 +289,7 @@ class Actor(pykka.ThreadingActor):
         for message in held:
             if message.__class__ is _Later:
                 try:
-                    message.function(*message.args, **message.kwargs)  # type: ignore[attr-defined]
+                    message.function(*message.args, **message.kwargs)
                 except Exception as exc:
                     self._fail_immediately(exc)
                     return  # the rest was decided by what just failed

@@ -270,7 +270,7 @@ class MinuteStore:
     def _head(self) -> tuple[Path | None, SpoolRecord] | None:
         if len(self.spool):
             try:
-                return self.spool.peek()  # type: ignore[return-value]
+                return self.spool.peek()
             except SpoolError as exc:
                 self._reject_head(str(exc))
                 return None
