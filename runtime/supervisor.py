@@ -259,6 +259,8 @@ class Supervisor:
             self.bus.publish(event)
 
     def _next_wakeup(self) -> float:
+        # The run loop is the supervisor's timer: it waits on its event queue until the next restart
+        # or tick is due, so it needs no Alarm thread of its own.
         candidates = [1.0]
         if self._restarts:
             candidates.append(self._restarts[0][0] - time.monotonic())
