@@ -40,6 +40,16 @@ def _add_settings_options(parser: argparse.ArgumentParser) -> None:
                        help="any setting by dotted key, e.g. --set deribit.heartbeat_s=5 (repeatable)")
 
 
+def _add_run_settings_options(parser: argparse.ArgumentParser) -> None:
+    """The settings only `run` uses; `config show` takes them too, so it shows (and refuses) what
+    the same `run` command line would."""
+    parser.add_argument("--record-wire", metavar="FILE", help="write every frame to FILE (JSON Lines, auth redacted)")
+    parser.add_argument("--instrument", metavar="NAME", help="the future the console trades, e.g. BTC-PERPETUAL "
+                                                             "(default: chosen at start-up)")
+    parser.add_argument("--size-multiplier", metavar="X", type=float,
+                        help="the console's amount multiplier, e.g. 10: a2 buys 20 USD (default: asked at start-up)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py",
@@ -51,11 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the desk (the default command)",
                          description="Run the desk: connect, keep the books, record, hedge, take commands.")
     _add_settings_options(run)
-    run.add_argument("--record-wire", metavar="FILE", help="write every frame to FILE (JSON Lines, auth redacted)")
-    run.add_argument("--instrument", metavar="NAME", help="the future the console trades, e.g. BTC-PERPETUAL "
-                                                          "(default: chosen at start-up)")
-    run.add_argument("--size-multiplier", metavar="X", type=float,
-                     help="the console's amount multiplier, e.g. 10: a2 buys 20 USD (default: asked at start-up)")
+    _add_run_settings_options(run)
 
     replay = sub.add_parser("replay", help="drive the actors from a wire log",
                             description="Replay a wire log through the same decoder and actors on the replay "
@@ -84,8 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="settings", description="Inspect the settings.")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     show = config_sub.add_parser("show", help="print the effective settings with secrets masked",
-                                 description="Print the effective settings (TOML) with secrets masked.")
+                                 description="Print the effective settings (TOML) with secrets masked; "
+                                             "it refuses what `run` with the same options refuses.")
     _add_settings_options(show)
+    _add_run_settings_options(show)
     return parser
 
 

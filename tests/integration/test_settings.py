@@ -232,6 +232,8 @@ CLI_CASES = [
     ([], {"DATABASE_URL": "mysql://desk:pw@db/x"}, None,
      "environment variable DATABASE_URL: database.url: database URL 'mysql://desk:***@db/x': unsupported"),
     (["--db", "mysql://desk:pw@db/x"], {}, None, "command line (--db mysql://desk:***@db/x): database.url: "),
+    (["--size-multiplier", "-1"], {}, None,  # a flag of `run`'s that `config show` takes as well
+     "command line (--size-multiplier -1.0): console.size_multiplier: expected `float` >= 0.0"),
     ([], {}, "[deribit]\nreconnect_max_s = 0.2\n",
      "deribit.reconnect_max_s: must not be below reconnect_initial_s (0.5), got 0.2"),
 ]
