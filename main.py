@@ -13,11 +13,17 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from config.settings import Settings, SettingsError, load_settings, render_toml, settings_as_dict
 
+if TYPE_CHECKING:
+    from runtime.clock import Clock
+    from runtime.supervisor import ActorFactory, ActorSpec, Supervisor
+    from simulator import Simulator
+
 COMMANDS = ("run", "replay", "simulator", "plot", "config")
+BOOK_KINDS: tuple[Literal["option", "future"], ...] = ("option", "future")
 
 
 def _add_settings_options(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +40,16 @@ def _add_settings_options(parser: argparse.ArgumentParser) -> None:
                        help="any setting by dotted key, e.g. --set deribit.heartbeat_s=5 (repeatable)")
 
 
+def _add_run_settings_options(parser: argparse.ArgumentParser) -> None:
+    """The settings only `run` uses; `config show` takes them too, so it shows (and refuses) what
+    the same `run` command line would."""
+    parser.add_argument("--record-wire", metavar="FILE", help="write every frame to FILE (JSON Lines, auth redacted)")
+    parser.add_argument("--instrument", metavar="NAME", help="the future the console trades, e.g. BTC-PERPETUAL "
+                                                             "(default: chosen at start-up)")
+    parser.add_argument("--size-multiplier", metavar="X", type=float,
+                        help="the console's amount multiplier, e.g. 10: a2 buys 20 USD (default: asked at start-up)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py",
@@ -45,11 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the desk (the default command)",
                          description="Run the desk: connect, keep the books, record, hedge, take commands.")
     _add_settings_options(run)
-    run.add_argument("--record-wire", metavar="FILE", help="write every frame to FILE (JSON Lines, auth redacted)")
-    run.add_argument("--instrument", metavar="NAME", help="the future the console trades, e.g. BTC-PERPETUAL "
-                                                          "(default: chosen at start-up)")
-    run.add_argument("--size-multiplier", metavar="X", type=float,
-                     help="the console's amount multiplier, e.g. 10: a2 buys 20 USD (default: asked at start-up)")
+    _add_run_settings_options(run)
 
     replay = sub.add_parser("replay", help="drive the actors from a wire log",
                             description="Replay a wire log through the same decoder and actors on the replay "
@@ -78,41 +90,60 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="settings", description="Inspect the settings.")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     show = config_sub.add_parser("show", help="print the effective settings with secrets masked",
-                                 description="Print the effective settings (TOML) with secrets masked.")
+                                 description="Print the effective settings (TOML) with secrets masked; "
+                                             "it refuses what `run` with the same options refuses.")
     _add_settings_options(show)
+    _add_run_settings_options(show)
     return parser
 
 
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+# The flags that set one setting each: (argparse attribute, dotted key, the flag as typed).
+_FLAG_KEYS = (
+    ("venue", "venue", "--venue"), ("live", "live", "--live"), ("paper", "paper", "--paper"),
+    ("db", "database.url", "--db"), ("log_level", "logging.level", "--log-level"),
+    ("currencies", "currencies", "--currencies"), ("record_wire", "deribit.record_wire", "--record-wire"),
+    ("instrument", "console.instrument", "--instrument"), ("size_multiplier", "console.size_multiplier",
+                                                           "--size-multiplier"),
+)
+
+
+def command_line_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings the command line gives (dotted key: value) and the flag each came from."""
     out: dict[str, Any] = {}
+    flags: dict[str, str] = {}
     for item in getattr(args, "set", []) or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SettingsError(f"--set {item!r}: expected KEY=VALUE, e.g. --set deribit.heartbeat_s=5")
         out[key.strip()] = value.strip()
-    if getattr(args, "venue", None):
-        out["venue"] = args.venue
-    if getattr(args, "live", None):
-        out["live"] = True
-    if getattr(args, "paper", None):
-        out["paper"] = True
-    if getattr(args, "db", None):
-        out["database.url"] = args.db
-    if getattr(args, "log_level", None):
-        out["logging.level"] = args.log_level
-    if getattr(args, "currencies", None):
-        out["currencies"] = [c.strip().upper() for c in args.currencies.split(",") if c.strip()]
-    if getattr(args, "record_wire", None):
-        out["deribit.record_wire"] = args.record_wire
-    if getattr(args, "instrument", None):
-        out["console.instrument"] = args.instrument.strip().upper()
-    if getattr(args, "size_multiplier", None) is not None:
-        out["console.size_multiplier"] = args.size_multiplier
-    return out
+        flags[key.strip()] = f"--set {key.strip()}={_shown(key.strip(), value.strip())}"
+    for attribute, key, flag in _FLAG_KEYS:
+        given = value = getattr(args, attribute, None)
+        if given is None or given is False or given == "":
+            continue
+        if attribute == "currencies":
+            value = [c.strip().upper() for c in given.split(",") if c.strip()]
+        elif attribute == "instrument":
+            value = given.strip().upper()
+        out[key] = value
+        flags[key] = flag if given is True else f"{flag} {_shown(key, str(given))}"
+    return out, flags
+
+
+def _shown(key: str, value: str) -> str:
+    """A flag's value as an error message may show it: no secret, no database password."""
+    from runtime.secrets import mask_url, mask_value
+
+    return str(mask_value(key, mask_url(value)))
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return command_line_settings(args)[0]
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    return load_settings(getattr(args, "config", None), overrides=overrides_from_args(args))
+    overrides, flags = command_line_settings(args)
+    return load_settings(getattr(args, "config", None), overrides=overrides, flags=flags)
 
 
 def normalise_argv(argv: Sequence[str]) -> list[str]:
@@ -125,7 +156,7 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
 
 # -- the wiring --------------------------------------------------------------------------------
 def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str | None = None,
-                replay_speed: float | None = None) -> list[Any]:
+                replay_speed: float | None = None) -> list[ActorSpec]:
     """Every actor of the program, in start order (stopped in reverse). The Connection starts
     first and stops last, so that orders cancelled on the way out still reach the exchange."""
     from actors.bookkeeper import BookKeeper
@@ -137,14 +168,16 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
     from actors.surface_builder import SurfaceBuilder
     from runtime.supervisor import ActorSpec
 
+    def books(currency: str, kind: Literal["option", "future"]) -> ActorFactory:
+        return lambda ctx: BookKeeper.start(ctx, currency=currency, kind=kind)
+
     return [
         ActorSpec("connection", lambda ctx: Connection.start(ctx, url=url, replay_file=replay_file,
                                                              replay_speed=replay_speed)),
         # The hedger is on the bus before the others: it is the first to hear a ticker.
         ActorSpec("hedger", lambda ctx: Hedger.start(ctx)),
-        *(ActorSpec(f"books-{currency}-{kind}",
-                    lambda ctx, c=currency, k=kind: BookKeeper.start(ctx, currency=c, kind=k))
-          for currency in settings.currencies for kind in ("option", "future")),
+        *(ActorSpec(f"books-{currency}-{kind}", books(currency, kind))
+          for currency in settings.currencies for kind in BOOK_KINDS),
         ActorSpec("portfolio", lambda ctx: Portfolio.start(ctx)),
         # The recorder starts before the surface builder so that it stops after it: the last
         # minute built on the way out is still written (or spooled).
@@ -155,7 +188,7 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
     ]
 
 
-def make_supervisor(settings: Settings, specs: list[Any], clock: Any, replay: bool = False) -> Any:
+def make_supervisor(settings: Settings, specs: list[ActorSpec], clock: Clock, replay: bool = False) -> Supervisor:
     from runtime.bus import Bus
     from runtime.supervisor import RestartPolicy, Supervisor
 
@@ -167,7 +200,7 @@ def make_supervisor(settings: Settings, specs: list[Any], clock: Any, replay: bo
     )
 
 
-def start_embedded_simulator(settings: Settings) -> tuple[Any, Settings]:
+def start_embedded_simulator(settings: Settings) -> tuple[Simulator, Settings]:
     """The local Deribit inside the program, on a free loopback port, with the settings' account;
     the program logs in to it with that account so trading works out of the box."""
     from simulator import Simulator
@@ -192,6 +225,7 @@ def command_run(args: argparse.Namespace) -> int:
     from deribit.transport import VENUE_URLS
     from runtime.clock import WallClock
     from runtime.logs import setup_logging, shutdown_logging
+    from runtime.secrets import mask_url
 
     settings = settings_from_args(args)
     # With the console on a terminal, only warnings go to the screen; the JSON log has everything.
@@ -209,7 +243,7 @@ def command_run(args: argparse.Namespace) -> int:
         if settings.venue == "mainnet" and not settings.live:
             log.warning("read_only", reason="mainnet without --live: market data only, no orders will be sent")
     log.info("starting", venue=settings.venue, url=url, currencies=list(settings.currencies),
-             database=settings_as_dict(settings)["database"]["url"] or settings.database_url)
+             database=mask_url(settings.database_url))
     supervisor = make_supervisor(settings, actor_specs(settings, url=url), WallClock())
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -270,7 +304,9 @@ def command_replay(args: argparse.Namespace) -> int:
             if summary is None:
                 time.sleep(0.05)
         supervisor.drain()
-        summary = supervisor.refs()["connection"].ask(GetReplaySummary(), timeout=30)
+        ref = supervisor.refs()["connection"]
+        if ref is not None:  # the summary again, now that every actor handled the whole log
+            summary = ref.ask(GetReplaySummary(), timeout=30)
     finally:
         supervisor.stop(reason="replay finished")
         shutdown_logging()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pykka
 
+from config.settings import load_settings
 from messages.base import Message
 from runtime.actor import Actor, ActorContext, handles
 from runtime.bus import Bus
@@ -56,7 +59,8 @@ def run(args: list[str]) -> dict[str, object]:
 
     bus = Bus()
     holder: list[Sink] = []
-    ref = Sink.start(ActorContext(name="sink", clock=WallClock(), settings=None, publish=bus.publish), holder)
+    settings = load_settings(environ={}, cwd=Path(tempfile.gettempdir()))  # the defaults; the sink reads none
+    ref = Sink.start(ActorContext(name="sink", clock=WallClock(), settings=settings, publish=bus.publish), holder)
     sink = holder[0]
     bus.register("sink", ref, Sink.subscriptions())
     messages = [Ping(n=i) for i in range(opts.messages)]

@@ -33,15 +33,16 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from deribit.codec import FrameDecoder, Notification
 from deribit.instruments import InstrumentNameError, parse_instrument_name
 from desk.book_family import BookFamily
+from messages.base import Message
 from messages.market import BookChange, BookSnapshot, IndexPrice, Quote, Ticker
 
 CURRENCIES = ("BTC", "ETH")
-KINDS = ("option", "future")
+KINDS: tuple[Literal["option", "future"], ...] = ("option", "future")
 #: Per-instrument update rate of the generated log: about 2,600 frames per simulated second.
 UPDATES_PER_S = 1.0
 START = 1_795_168_800.0  # a fixed Friday 10:00 UTC: the same log every run
@@ -128,6 +129,7 @@ def desk_pass(path: Path, limit: int, every_family: bool) -> tuple[int, float, d
         decoded = decoder.decode(frame)
         if decoded.__class__ is not Notification:
             continue
+        message: Any  # dispatched on its exact class below, as the keepers do (no isinstance per message)
         for message in decoded.messages:
             cls = message.__class__
             if cls is IndexPrice:
@@ -135,17 +137,17 @@ def desk_pass(path: Path, limit: int, every_family: bool) -> tuple[int, float, d
                     family.on_index(message)
                 continue
             targets = everyone if every_family else (owner(message.instrument_name),)
-            for family in targets:
-                if family is None:
+            for target in targets:
+                if target is None:
                     continue
                 if cls is BookChange:
-                    family.on_change(message, now)
+                    target.on_change(message, now)
                 elif cls is Ticker:
-                    family.on_ticker(message, now)
+                    target.on_ticker(message, now)
                 elif cls is BookSnapshot:
-                    family.on_snapshot(message, now)
+                    target.on_snapshot(message, now)
                 elif cls is Quote:
-                    family.on_quote(message, now)
+                    target.on_quote(message, now)
     return frames, time.perf_counter() - started, families
 
 
@@ -210,7 +212,7 @@ def bus_pass(path: Path, limit: int, owner_only: bool) -> tuple[int, float]:
     from runtime.clock import ReplayClock
 
     settings = load_settings(environ={}, cwd=Path(tempfile.gettempdir()))
-    decoded_messages = []
+    decoded_messages: list[Message] = []
     decoder = FrameDecoder()
     frames = 0
     for frame in read_frames(path, limit):
@@ -233,14 +235,14 @@ def bus_pass(path: Path, limit: int, owner_only: bool) -> tuple[int, float]:
         started = time.perf_counter()
         if owner_only:
             for message in decoded_messages:
-                name = getattr(message, "instrument_name", None)
-                if name is None:
+                instrument = getattr(message, "instrument_name", None)
+                if instrument is None:
                     continue
-                ref = owners.get(name)
-                if ref is None:
-                    kind = "option" if name.count("-") == 3 else "future"
-                    ref = owners[name] = refs[(name.split("-", 1)[0], kind)]
-                ref.tell(message)
+                keeper = owners.get(instrument)
+                if keeper is None:
+                    family: Literal["option", "future"] = "option" if instrument.count("-") == 3 else "future"
+                    keeper = owners[instrument] = refs[(instrument.split("-", 1)[0], family)]
+                keeper.tell(message)
         else:
             publish = bus.publish
             for message in decoded_messages:

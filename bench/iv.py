@@ -93,7 +93,7 @@ def _time_reference(data: dict[str, np.ndarray], repeat: int) -> tuple[float, np
     with tempfile.TemporaryDirectory() as tmp:
         inputs = Path(tmp) / "inputs.npz"
         output = Path(tmp) / "vol.npy"
-        np.savez(inputs, **data)
+        np.savez(inputs, allow_pickle=False, **data)
         env = dict(os.environ, NUMBA_DISABLE_JIT="1")
         done = subprocess.run(
             [sys.executable, "-c", _REFERENCE_SCRIPT, str(inputs), str(output), str(repeat)],

@@ -300,10 +300,9 @@ class Session:
                 self.supervisor.stop(reason="bench finished")
         finally:
             for module in self._modules:
-                if hasattr(module, "latency_probe"):
-                    module.latency_probe = None
-                if hasattr(module, "order_probe"):
-                    module.order_probe = None
+                for hook in ("latency_probe", "order_probe"):
+                    if hasattr(module, hook):
+                        setattr(module, hook, None)
             try:  # anything the supervisor could not stop in time (an actor stopping as we ask can hang stop_all)
                 pykka.ActorRegistry.stop_all(timeout=5)
             except pykka.Timeout:

@@ -97,7 +97,10 @@ def measure(url: str, seconds: float, warmup: float) -> dict[str, Any]:
                 }
             )
         )
-    counter = FrameCounter(ws.sock)
+    sock = ws.sock
+    if sock is None:  # create_connection returns connected or raises
+        raise RuntimeError(f"no socket to {url}")
+    counter = FrameCounter(sock)
     end_warm = time.perf_counter() + warmup
     while time.perf_counter() < end_warm:
         counter.pump()
@@ -107,7 +110,7 @@ def measure(url: str, seconds: float, warmup: float) -> dict[str, Any]:
     while time.perf_counter() < end:
         counter.pump()
     took = time.perf_counter() - t0
-    ws.sock.close()
+    sock.close()
     bad = sum(1 for s in counter.sample if not s.startswith(b'{"jsonrpc":"2.0"'))
     for s in counter.sample:
         json.loads(s)

@@ -1,7 +1,11 @@
 """Typed settings: defaults (config/default.toml) < settings file < environment < command line.
 
-Each layer is validated as it is applied, so an error names where the bad value came from
-(the file, the environment variable or the flag), the key and what was expected.
+The constraints are declared on the types (msgspec ``Meta``: positive, at least one, ranges,
+choices, patterns); the few that relate two keys are checked in ``__post_init__``. The layers are
+merged, remembering which layer set each key, and the result is validated once: an error names
+where the bad value came from (the file, the environment variable or the flag), the key and what
+was expected. ``config show`` and ``run`` load through the same :func:`load_settings`, so they
+refuse the same values.
 """
 
 from __future__ import annotations
@@ -11,12 +15,32 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
+import tomli_w
+from msgspec import Meta
+
+from runtime.secrets import mask_url, mask_value, url_password
 
 DEFAULTS_PATH = Path(__file__).with_name("default.toml")
-MASK = "***"
+
+# -- constrained types ---------------------------------------------------------------------------
+Positive = Annotated[float, Meta(gt=0)]
+NonNegative = Annotated[float, Meta(ge=0)]
+Count = Annotated[int, Meta(ge=1)]
+NonNegativeInt = Annotated[int, Meta(ge=0)]
+Port = Annotated[int, Meta(ge=0, le=65535, description="0 (a free loopback port) to 65535")]
+Currency = Literal["BTC", "ETH"]
+TimeOfDay = Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="a UTC time of day as HH:MM")]
+HedgeInstrument = Annotated[str, Meta(pattern=r"^[^_-]+-[^-]+$",
+                                      description="a future or perpetual name such as BTC-PERPETUAL or BTC-24SEP21")]
+
+
+def _refuse(keys: str, text: str) -> ValueError:
+    """A ``__post_init__`` error about ``keys`` (comma-separated, of the struct): the loader names
+    the first key in the message and the layer that last set any of them as the source."""
+    return ValueError(f"{keys}: {text}")
 
 
 class Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -28,32 +52,48 @@ class DeribitSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     client_secret: str
     auth_method: Literal["client_signature", "client_credentials"]
     book_interval: Literal["100ms", "raw"]
-    heartbeat_s: float
-    subscribe_batch_size: int
-    subscribe_requests_per_s: float
-    order_requests_per_s: float
-    order_burst: int
-    reconnect_initial_s: float
-    reconnect_max_s: float
-    healthy_after_s: float
-    request_timeout_s: float
+    heartbeat_s: Positive
+    subscribe_batch_size: Count
+    subscribe_requests_per_s: Positive
+    order_requests_per_s: Positive
+    order_burst: Count
+    reconnect_initial_s: Positive
+    reconnect_max_s: Positive
+    healthy_after_s: NonNegative
+    request_timeout_s: Positive
     cancel_on_disconnect: bool
     record_wire: str
-    warm_up_ms: float
+    warm_up_ms: Annotated[float, Meta(ge=0, description="0 (off) or more")]
+
+    def __post_init__(self) -> None:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise _refuse("reconnect_max_s, reconnect_initial_s",
+                          f"must not be below reconnect_initial_s ({self.reconnect_initial_s!r}), "
+                          f"got {self.reconnect_max_s!r}")
 
 
 class SimulatorSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    port: int
+    port: Port
     seed: int
     client_id: str
     client_secret: str
-    initial_btc: float
-    initial_eth: float
-    updates_per_s: float
+    initial_btc: NonNegative
+    initial_eth: NonNegative
+    updates_per_s: NonNegative
 
 
 class DatabaseSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     url: str
+
+    def __post_init__(self) -> None:
+        if self.url:
+            # Imported here: most loads have no URL (SQLite under data_dir) and need no SQLAlchemy.
+            from sql.engine import DatabaseURLError, check_url
+
+            try:
+                check_url(self.url)
+            except DatabaseURLError as exc:
+                raise _refuse("url", str(exc)) from None
 
 
 class LoggingSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -62,71 +102,114 @@ class LoggingSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 class SupervisorSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    max_restarts: int
-    restart_window_s: float
-    backoff_initial_s: float
-    backoff_max_s: float
-    rollover_utc: str
+    max_restarts: NonNegativeInt
+    restart_window_s: Positive
+    backoff_initial_s: Positive
+    backoff_max_s: Positive
+    rollover_utc: TimeOfDay
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", self.rollover_utc):
-            raise ValueError(f"expected a UTC time of day as HH:MM, got {self.rollover_utc!r}")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise _refuse("backoff_max_s, backoff_initial_s",
+                          f"must not be below backoff_initial_s ({self.backoff_initial_s!r}), "
+                          f"got {self.backoff_max_s!r}")
 
 
 class SurfaceSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     method: Literal["svi", "linear"]
-    tenor_days: tuple[float, ...]
+    tenor_days: Annotated[tuple[Positive, ...], Meta(min_length=1)]
     log_moneyness: tuple[float, ...]
 
     def __post_init__(self) -> None:
         # The 30-day figures (ATM vol beside the variance index) and the ATM term structure are read off the grid.
-        if not self.tenor_days or any(t <= 0 for t in self.tenor_days) or list(self.tenor_days) != sorted(
-                set(self.tenor_days)):
-            raise ValueError(f"tenor_days must be positive and strictly increasing, got {list(self.tenor_days)}")
+        if list(self.tenor_days) != sorted(set(self.tenor_days)):
+            raise _refuse("tenor_days", f"must be strictly increasing, got {list(self.tenor_days)}")
         if 30 not in self.tenor_days:
-            raise ValueError(f"tenor_days must include 30 (the variance index's tenor), got {list(self.tenor_days)}")
+            raise _refuse("tenor_days", f"must include 30 (the variance index's tenor), got {list(self.tenor_days)}")
         if list(self.log_moneyness) != sorted(set(self.log_moneyness)) or 0 not in self.log_moneyness:
-            raise ValueError(f"log_moneyness must be strictly increasing and include 0 (ATM), "
-                             f"got {list(self.log_moneyness)}")
+            raise _refuse("log_moneyness", f"must be strictly increasing and include 0 (ATM), "
+                                           f"got {list(self.log_moneyness)}")
 
 
 class RecorderSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     spool_dir: str
-    retry_initial_s: float
-    retry_max_s: float
-    sqlite_busy_timeout_s: float
-    connect_timeout_s: float
+    retry_initial_s: Positive
+    retry_max_s: Positive
+    sqlite_busy_timeout_s: NonNegative
+    connect_timeout_s: Positive
 
     def __post_init__(self) -> None:
-        if not 0 < self.retry_initial_s <= self.retry_max_s:
-            raise ValueError(f"expected 0 < retry_initial_s <= retry_max_s, got {self.retry_initial_s} "
-                             f"and {self.retry_max_s}")
-        if self.sqlite_busy_timeout_s < 0 or self.connect_timeout_s <= 0:
-            raise ValueError("sqlite_busy_timeout_s must be >= 0 and connect_timeout_s > 0")
+        if self.retry_max_s < self.retry_initial_s:
+            raise _refuse("retry_max_s, retry_initial_s",
+                          f"must not be below retry_initial_s ({self.retry_initial_s!r}), got {self.retry_max_s!r}")
 
 
 class BooksSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     publish_option_top: bool
-    resync_retry_s: float
-
-    def __post_init__(self) -> None:
-        if not self.resync_retry_s > 0:
-            raise ValueError(f"resync_retry_s must be positive, got {self.resync_retry_s}")
+    resync_retry_s: Positive
 
 
 class PortfolioSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    mark_publish_s: float
+    mark_publish_s: NonNegative
+
+
+class HedgerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The delta hedger (actors/hedger.py, logic in desk/hedging.py and desk/hedge_decision.py)."""
+
+    active_on_start: bool
+    currencies: tuple[Currency, ...]
+    instruments: tuple[HedgeInstrument, ...]
+    mode: Literal["options_vs_hedge", "net"]
+    delta_source: Literal["black76", "premium_adjusted", "exchange"]
+    max_delta_mismatch: Positive
+    order_type: Literal["market", "limit"]
+    reprice_after_s: Positive
+    max_reprices: NonNegativeInt
+    max_order_usd: Positive
+    max_orders_per_minute: Count
+    max_daily_volume_usd: Positive
+    stale_after_s: Positive
+    delta_disagreement_warn: Positive
+    fill_wait_s: Positive
+    max_rejections: Count
+    retry_after_reject_s: NonNegative
 
     def __post_init__(self) -> None:
-        if self.mark_publish_s < 0:
-            raise ValueError(f"mark_publish_s must be >= 0, got {self.mark_publish_s}")
+        seen: set[str] = set()
+        for name in self.instruments:
+            currency = name.partition("-")[0]
+            if currency in seen:
+                raise _refuse("instruments", f"two hedge instruments for {currency}; give one per currency")
+            seen.add(currency)
+
+    def instrument_for(self, currency: str) -> str:
+        """The hedge instrument of ``currency``: the one listed in ``instruments``, else its perpetual."""
+        for name in self.instruments:
+            if name.partition("-")[0] == currency:
+                return name
+        return f"{currency}-PERPETUAL"
+
+
+class ConsoleSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The console (actors/console.py; the language in console/grammar.py)."""
+
+    instrument: str
+    size_multiplier: Annotated[float, Meta(ge=0, description="positive, or 0: asked at start-up")]
+    max_notional_usd: Positive
+    max_price_deviation_pct: Positive
+    max_option_price_deviation_pct: Positive
+    max_ladder_orders: Annotated[int, Meta(ge=2)]
+    history_file: str
+    startup_timeout_s: Positive
+    order_wait_s: Positive
+    hedger_wait_s: Positive
 
 
 class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     venue: Literal["simulator", "testnet", "mainnet"]
     live: bool
     paper: bool
-    currencies: tuple[Literal["BTC", "ETH"], ...]
+    currencies: tuple[Currency, ...]
     data_dir: str
     deribit: DeribitSettings
     simulator: SimulatorSettings
@@ -153,7 +236,9 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
         return self.venue != "mainnet" or self.live
 
     def secrets(self) -> tuple[str, ...]:
-        return tuple(s for s in (self.deribit.client_secret, self.simulator.client_secret) if s)
+        """Values the logs scrub wherever they appear: the client secrets and the database password."""
+        found = (self.deribit.client_secret, self.simulator.client_secret, url_password(self.database.url))
+        return tuple(s for s in found if s)
 
 
 class SettingsError(Exception):
@@ -170,6 +255,8 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
 }
 ENV_PREFIX = "DESK__"
 
+Key = tuple[str, ...]
+
 
 def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
@@ -181,49 +268,115 @@ def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _nest(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+def _nest(path: Key, value: Any) -> dict[str, Any]:
     out: dict[str, Any] = {path[-1]: value}
     for key in reversed(path[:-1]):
         out = {key: out}
     return out
 
 
+def _leaves(layer: Mapping[str, Any], prefix: Key = ()) -> list[Key]:
+    """The keys a layer sets: tables are walked, anything else (arrays too) is one key."""
+    keys: list[Key] = []
+    for name, value in layer.items():
+        if isinstance(value, Mapping):
+            keys.extend(_leaves(value, (*prefix, name)))
+        else:
+            keys.append((*prefix, name))
+    return keys
+
+
+class _Layers:
+    """The merged data and, for each key set, the layer (source) that set it last."""
+
+    def __init__(self, defaults: dict[str, Any], source: str) -> None:
+        self.data = defaults
+        self.sources = [source]
+        self.origin: dict[Key, int] = {}
+
+    def add(self, layer: Mapping[str, Any], source: str) -> None:
+        self.data = _merge(self.data, layer)
+        self.sources.append(source)
+        for key in _leaves(layer):
+            self.origin[key] = len(self.sources) - 1
+
+    def source_of(self, keys: tuple[Key, ...]) -> str:
+        """The last layer that set any of ``keys`` or anything inside or around them; else the defaults."""
+        def related(key: Key) -> bool:
+            return any(key[:len(k)] == k or k[:len(key)] == key for k in keys)
+
+        return self.sources[max((i for key, i in self.origin.items() if related(key)), default=0)]
+
+    def validate(self) -> Settings:
+        try:
+            return msgspec.convert(self.data, Settings)
+        except msgspec.ValidationError as exc:
+            message, keys = _describe(exc)
+            raise SettingsError(f"{self.source_of(keys)}: {message}") from None
+
+
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`")
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]*)`")
+_NAMED = re.compile(r"(?P<names>\w+(?:, \w+)*): (?P<text>.*)", re.DOTALL)
 
 
-def _describe(error: msgspec.ValidationError) -> str:
+def _describe(error: msgspec.ValidationError) -> tuple[str, tuple[Key, ...]]:
+    """The message for a validation error and the keys it is about."""
     text = str(error)
     match = _PATH.search(text)
-    where = match.group("path") if match else ""
+    path = match.group("path") if match else ""
     what = _PATH.sub("", text)
-    what = what.replace("Object contains unknown field", "unknown key")
-    if what.startswith("unknown key"):
-        known = ""
-        return f"{what}{' in [' + where + ']' if where else ''}{known}; remove it or check its spelling"
-    choices = _literal_choices(tuple(where.split("."))) if where else ()
-    hint = f" (one of: {', '.join(map(str, choices))})" if choices else ""
-    return f"{where or '(top level)'}: {what[0].lower() + what[1:]}{hint}"
+    where: Key = tuple(part for part in re.sub(r"\[\d+\]", "", path).split(".") if part)
+    unknown = _UNKNOWN.fullmatch(what)
+    if unknown:
+        table = f" in [{'.'.join(where)}]" if where else ""
+        return (f"unknown key `{unknown['name']}`{table}; remove it or check its spelling",
+                ((*where, unknown["name"]),))
+    named = _NAMED.fullmatch(what)
+    if named and all(_field_type((*where, name)) is not None for name in named["names"].split(", ")):
+        # A __post_init__ check (_refuse): about the keys it names, shown under the first.
+        keys = tuple((*where, name) for name in named["names"].split(", "))
+        return f"{'.'.join(keys[0])}: {named['text']}", keys
+    return f"{path or '(top level)'}: {what[0].lower() + what[1:]}{_hint(where)}", (where,)
 
 
-def _literal_choices(key: tuple[str, ...]) -> tuple[Any, ...]:
+def _field_type(key: Key) -> Any:
+    """The declared type of a dotted key (``Annotated`` kept), or None if there is no such key."""
     struct: Any = Settings
     for part in key:
+        struct = _bare(struct)
         if not (isinstance(struct, type) and issubclass(struct, msgspec.Struct)):
-            return ()
+            return None
         fields = {f.name: f.type for f in msgspec.structs.fields(struct)}
         if part not in fields:
-            return ()
+            return None
         struct = fields[part]
-    if getattr(struct, "__origin__", None) is tuple:
-        struct = struct.__args__[0]
-    return tuple(struct.__args__) if getattr(struct, "__origin__", None) is Literal else ()
+    return struct
 
 
-def _validate(data: dict[str, Any], source: str, strict: bool = True) -> Settings:
-    try:
-        return msgspec.convert(data, Settings, strict=strict)
-    except msgspec.ValidationError as exc:
-        raise SettingsError(f"{source}: {_describe(exc)}") from None
+def _bare(kind: Any) -> Any:
+    """``Annotated[T, ...]`` as ``T``."""
+    return kind.__origin__ if get_origin(kind) is Annotated else kind
+
+
+def _hint(key: Key) -> str:
+    """What the key takes, where msgspec's message does not say it plainly: the choices of a
+    Literal, or the description declared with the constraint."""
+    kind = _field_type(key)
+    if get_origin(_bare(kind)) is tuple:
+        kind = get_args(_bare(kind))[0]
+    metas = get_args(kind)[1:] if get_origin(kind) is Annotated else ()
+    described = [m.description for m in metas if isinstance(m, Meta) and m.description]
+    if described:
+        return f" ({described[0]})"
+    if get_origin(_bare(kind)) is Literal:
+        return f" (one of: {', '.join(map(str, get_args(_bare(kind))))})"
+    return ""
+
+
+def _is_str_field(key: Key) -> bool:
+    kind = _bare(_field_type(key))
+    return kind is str or get_origin(kind) is Literal
 
 
 def _parse_scalar(text: str) -> Any:
@@ -239,13 +392,14 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     cwd: Path | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> Settings:
     """Build the effective settings. ``overrides`` maps dotted keys (``deribit.heartbeat_s``)
-    to values from the command line."""
+    to values from the command line; ``flags`` says how each was given (``--venue``), for the
+    error message (default ``--set KEY``)."""
     environ = os.environ if environ is None else environ
     with open(DEFAULTS_PATH, "rb") as f:
-        data = tomllib.load(f)
-    _validate(data, f"defaults {DEFAULTS_PATH}")
+        layers = _Layers(tomllib.load(f), f"defaults {DEFAULTS_PATH}")
 
     path: Path | None = Path(config_file) if config_file else None
     if path is None:
@@ -256,11 +410,9 @@ def load_settings(
     if path is not None:
         try:
             with open(path, "rb") as f:
-                layer = tomllib.load(f)
+                layers.add(tomllib.load(f), f"settings file {path}")
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"settings file {path}: not valid TOML ({exc})") from None
-        data = _merge(data, layer)
-        _validate(data, f"settings file {path}")
 
     for name, value in environ.items():
         if name in ENV_NAMES:
@@ -269,147 +421,32 @@ def load_settings(
             key = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
         else:
             continue
-        as_str = _is_str_field(key)
-        data = _merge(data, _nest(key, value if as_str else _parse_scalar(value)))
-        _validate(data, f"environment variable {name}")
+        layers.add(_nest(key, value if _is_str_field(key) else _parse_scalar(value)), f"environment variable {name}")
 
     for dotted, value in (overrides or {}).items():
         key = tuple(dotted.split("."))
         if isinstance(value, str) and not _is_str_field(key):
             value = _parse_scalar(value)
-        data = _merge(data, _nest(key, value))
-        _validate(data, f"command line ({dotted})")
-    return _validate(data, "settings")
-
-
-def _is_str_field(key: tuple[str, ...]) -> bool:
-    struct: Any = Settings
-    for part in key:
-        if not (isinstance(struct, type) and issubclass(struct, msgspec.Struct)):
-            return False
-        fields = {f.name: f.type for f in msgspec.structs.fields(struct)}
-        if part not in fields:
-            return False
-        struct = fields[part]
-    return struct is str or getattr(struct, "__origin__", None) is Literal
+        flag = (flags or {}).get(dotted, f"--set {dotted}")
+        layers.add(_nest(key, value), f"command line ({flag})")
+    return layers.validate()
 
 
 def settings_as_dict(settings: Settings, mask: bool = True) -> dict[str, Any]:
-    data = msgspec.to_builtins(settings)
+    """The settings as plain data; with ``mask``, secrets and the database password hidden."""
+    data: dict[str, Any] = msgspec.to_builtins(settings)
+    if not mask:
+        return data
 
     def walk(node: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            if isinstance(value, dict):
-                out[key] = walk(value)
-            elif mask and re.search(r"secret|token|password", key) and value:
-                out[key] = MASK
-            else:
-                out[key] = value
-        return out
+        return {key: walk(value) if isinstance(value, dict) else mask_value(key, value)
+                for key, value in node.items()}
 
     out = walk(data)
-    if mask and "database" in out and out["database"].get("url"):
-        out["database"]["url"] = re.sub(r"://([^:/@]+):([^@]+)@", r"://\1:" + MASK + "@", out["database"]["url"])
+    out["database"]["url"] = mask_url(out["database"]["url"])
     return out
 
 
 def render_toml(data: Mapping[str, Any]) -> str:
     """The effective settings as TOML (what `config show` prints)."""
-    lines: list[str] = []
-    tables = [(k, v) for k, v in data.items() if isinstance(v, Mapping)]
-    for key, value in data.items():
-        if not isinstance(value, Mapping):
-            lines.append(f"{key} = {_toml_value(value)}")
-    for key, table in tables:
-        lines.append("")
-        lines.append(f"[{key}]")
-        for k, v in table.items():
-            lines.append(f"{k} = {_toml_value(v)}")
-    return "\n".join(lines) + "\n"
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-class HedgerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The delta hedger (actors/hedger.py, logic in desk/hedging.py and desk/hedge_decision.py)."""
-
-    active_on_start: bool
-    currencies: tuple[Literal["BTC", "ETH"], ...]
-    instruments: tuple[str, ...]
-    mode: Literal["options_vs_hedge", "net"]
-    delta_source: Literal["black76", "premium_adjusted", "exchange"]
-    max_delta_mismatch: float
-    order_type: Literal["market", "limit"]
-    reprice_after_s: float
-    max_reprices: int
-    max_order_usd: float
-    max_orders_per_minute: int
-    max_daily_volume_usd: float
-    stale_after_s: float
-    delta_disagreement_warn: float
-    fill_wait_s: float
-    max_rejections: int
-    retry_after_reject_s: float
-
-    def __post_init__(self) -> None:
-        positive = {name: getattr(self, name) for name in (
-            "max_delta_mismatch", "reprice_after_s", "max_order_usd", "max_daily_volume_usd",
-            "stale_after_s", "delta_disagreement_warn", "fill_wait_s")}
-        for name, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"hedger.{name} must be positive, got {value!r}")
-        for name in ("max_orders_per_minute", "max_rejections"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"hedger.{name} must be at least 1, got {getattr(self, name)!r}")
-        if self.max_reprices < 0 or self.retry_after_reject_s < 0:
-            raise ValueError("hedger.max_reprices and hedger.retry_after_reject_s must not be negative")
-        seen: set[str] = set()
-        for name in self.instruments:
-            currency, _, rest = name.partition("-")
-            if not rest or "_" in currency or rest.count("-") > 0:
-                raise ValueError(f"hedger.instruments: {name!r} is not a future or perpetual name "
-                                 "such as BTC-PERPETUAL or BTC-24SEP21")
-            if currency in seen:
-                raise ValueError(f"hedger.instruments: two hedge instruments for {currency}; give one per currency")
-            seen.add(currency)
-
-    def instrument_for(self, currency: str) -> str:
-        """The hedge instrument of ``currency``: the one listed in ``instruments``, else its perpetual."""
-        for name in self.instruments:
-            if name.partition("-")[0] == currency:
-                return name
-        return f"{currency}-PERPETUAL"
-
-
-class ConsoleSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The console (actors/console.py; the language in console/grammar.py)."""
-
-    instrument: str
-    size_multiplier: float
-    max_notional_usd: float
-    max_price_deviation_pct: float
-    max_option_price_deviation_pct: float
-    max_ladder_orders: int
-    history_file: str
-    startup_timeout_s: float
-    order_wait_s: float
-    hedger_wait_s: float
-
-    def __post_init__(self) -> None:
-        for name in ("max_notional_usd", "max_price_deviation_pct", "max_option_price_deviation_pct",
-                     "startup_timeout_s", "order_wait_s", "hedger_wait_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"console.{name} must be positive, got {getattr(self, name)!r}")
-        if self.size_multiplier < 0:
-            raise ValueError(f"console.size_multiplier must be positive (or 0: ask), got {self.size_multiplier!r}")
-        if self.max_ladder_orders < 2:
-            raise ValueError(f"console.max_ladder_orders must be at least 2, got {self.max_ladder_orders!r}")
+    return tomli_w.dumps(data)

@@ -38,6 +38,7 @@ from messages.commands import (
     check_command,
 )
 from messages.market import BookChange, BookSnapshot, IndexPrice, InstrumentState, Quote, Ticker, Trade
+from runtime.secrets import SECRET_KEY_NAMES
 
 #: Longest excerpt of a bad frame kept in a :class:`FrameError`.
 EXCERPT_CHARS = 200
@@ -634,9 +635,8 @@ def _without_none(params: dict[str, Any]) -> dict[str, Any]:
 
 # --- redaction -------------------------------------------------------------------------------
 
-#: Keys whose string values are secrets.
-SECRET_KEYS: tuple[str, ...] = ("client_secret", "signature", "access_token", "refresh_token")
-_KEYS = "|".join(SECRET_KEYS)
+#: Keys whose string values are secrets: any key holding one of runtime.secrets' names.
+_KEYS = r"[\w-]*(?:" + "|".join(re.escape(name) for name in SECRET_KEY_NAMES) + r")[\w-]*"
 #: In a frame: a JSON string value (escapes included), or one cut off by truncation.
 _SECRET_IN_FRAME = re.compile(
     r'"(?P<key>' + _KEYS + r')"(?P<colon>\s*:\s*)"(?:[^"\\]|\\.)*(?:"|$)', re.DOTALL
@@ -647,11 +647,11 @@ REDACTED = "<redacted>"
 
 
 def redact_frame(frame: bytes | str) -> str:
-    """The frame's text with the values of client_secret, signature, access_token and
-    refresh_token replaced by ``<redacted>``; every other character unchanged. Also works on
+    """The frame's text with the values of secret keys (client_secret, signature, access_token,
+    refresh_token, ...) replaced by ``<redacted>``; every other character unchanged. Also works on
     a truncated frame and on a frame quoted inside another JSON string."""
     text = frame.decode("utf-8", "replace") if isinstance(frame, bytes | bytearray | memoryview) else frame
-    if "_secret" not in text and "signature" not in text and "_token" not in text:
+    if not any(name in text for name in SECRET_KEY_NAMES):
         return text  # the common case: no auth frame, no regex
     text = _SECRET_IN_FRAME.sub(lambda m: f'"{m["key"]}"{m["colon"]}"{REDACTED}"', text)
     return _SECRET_IN_STRING.sub(lambda m: f'\\"{m["key"]}\\"{m["colon"]}\\"{REDACTED}\\"', text)

@@ -75,7 +75,7 @@ SEED_GRID = SurfaceGrid.seed()
 
 
 def _array(values: ArrayLike, dtype: type) -> NDArray:
-    out = np.array(values, dtype=dtype).ravel()
+    out: NDArray = np.array(values, dtype=dtype).ravel()
     out.flags.writeable = False
     return out
 
@@ -370,7 +370,7 @@ def build_surface(
     if method == "svi" and n_live:
         counts = np.bincount(g_live[fit_mask], minlength=n_live)
         enough = counts >= MIN_SVI_QUOTES
-        for pos in np.nonzero(~enough)[0]:
+        for pos in np.nonzero(~enough)[0].tolist():
             exp_notes[pos].append(f"{counts[pos]} two-sided quotes (< {MIN_SVI_QUOTES}): linear smile")
         rows = np.nonzero(fit_mask & enough[np.maximum(g_live, 0)] & (g_live >= 0))[0]
         if rows.size:
@@ -389,7 +389,7 @@ def build_surface(
             use_svi = enough & fits.butterfly_ok
             svi_params = fits.params
             rmse, min_g, slope, bfly_ok = fits.rmse_vol_points, fits.min_g, fits.wing_slope, fits.butterfly_ok
-            for pos in np.nonzero(enough)[0]:
+            for pos in np.nonzero(enough)[0].tolist():
                 if fits.repaired[pos] and fits.butterfly_ok[pos]:
                     exp_notes[pos].append("butterfly arbitrage in the best fit: repaired")
                 elif not fits.butterfly_ok[pos]:
@@ -407,7 +407,7 @@ def build_surface(
         w_nodes = smiles.total_variance(k_grid)
         drop = w_nodes[:-1] - w_nodes[1:]
         bad = drop > 1e-10 + 1e-6 * np.abs(w_nodes[:-1])
-        for pos in np.nonzero(bad.any(axis=1))[0] + 1:
+        for pos in (np.nonzero(bad.any(axis=1))[0] + 1).tolist():
             ks = k_grid[bad[pos - 1]]
             what = "repaired on the grid" if method == "svi" else "kept (seed method)"
             msg = (

@@ -30,12 +30,15 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import pykka
 import structlog
 
 from runtime.clock import Clock
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -146,7 +149,7 @@ class ActorContext:
 
     name: str
     clock: Clock
-    settings: Any
+    settings: Settings
     publish: Callable[[object], None]
     report_failure: Callable[[str, BaseException, str], None] = field(default=lambda *_: None)
     # In replay the actor that reads the log moves time forward (clock and schedule) from its
@@ -286,7 +289,7 @@ class Actor(pykka.ThreadingActor):
         for message in held:
             if message.__class__ is _Later:
                 try:
-                    message.function(*message.args, **message.kwargs)  # type: ignore[attr-defined]
+                    message.function(*message.args, **message.kwargs)
                 except Exception as exc:
                     self._fail_immediately(exc)
                     return  # the rest was decided by what just failed

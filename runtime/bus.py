@@ -79,7 +79,7 @@ class Bus:
         if routes is None:
             routes = self._route(message.__class__)
         if routes.__class__ is _Keyed:
-            routes = routes.by_key.get(routes.key_of(message), routes.default)  # type: ignore[union-attr]
+            routes = routes.by_key.get(routes.key_of(message), routes.default)
         for deliver in routes:  # type: ignore[union-attr]
             try:
                 deliver(message)

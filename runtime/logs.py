@@ -19,8 +19,8 @@ from typing import Any
 
 import structlog
 
-SECRET_KEY = re.compile(r"secret|token|signature|password|passwd|api[_-]?key|authorization", re.I)
-MASK = "***"
+from runtime.secrets import MASK, mask_value
+
 _secrets: tuple[str, ...] = ()
 _secrets_pattern: re.Pattern[str] | None = None
 
@@ -45,21 +45,25 @@ def _scrub(value: Any, depth: int = 0) -> Any:
     if depth > 6:
         return value
     if isinstance(value, dict):
-        return {k: (MASK if isinstance(k, str) and SECRET_KEY.search(k) and v else _scrub(v, depth + 1))
-                for k, v in value.items()}
+        return {k: _masked(k, v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(_scrub(v, depth + 1) for v in value)
     return value
 
 
+def _masked(key: Any, value: Any, depth: int) -> Any:
+    """The value masked under a secret-like key, else with registered secrets scrubbed."""
+    if isinstance(key, str):
+        masked = mask_value(key, value)
+        if masked is not value:
+            return masked
+    return _scrub(value, depth)
+
+
 def redact_secrets(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: mask values under secret-like keys and any registered secret."""
     for key in list(event_dict):
-        value = event_dict[key]
-        if SECRET_KEY.search(key) and value not in (None, "", False):
-            event_dict[key] = MASK
-        else:
-            event_dict[key] = _scrub(value)
+        event_dict[key] = _masked(key, event_dict[key], 0)
     return event_dict
 
 

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 import structlog
@@ -25,6 +25,10 @@ from runtime.actor import Actor, ActorContext, handles
 from runtime.bus import Bus
 from runtime.clock import Clock
 from runtime.schedule import Schedule
+from runtime.throttle import Backoff
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 log = structlog.get_logger(actor="supervisor")
 
@@ -64,9 +68,9 @@ class RestartPolicy:
 @dataclass
 class _Slot:
     spec: ActorSpec
+    backoff: Backoff  # restarts in a row: reset when the window holds no failure
     ref: pykka.ActorRef | None = None
     failures: deque[float] = field(default_factory=deque)
-    consecutive: int = 0
     last_error: str = ""
     restarts: int = 0
 
@@ -88,7 +92,7 @@ class Supervisor:
         *,
         bus: Bus,
         clock: Clock,
-        settings: Any,
+        settings: Settings,
         policy: RestartPolicy | None = None,
         rollover_utc: str = "08:00",
         replay: bool = False,
@@ -103,7 +107,8 @@ class Supervisor:
         self.policy = policy or RestartPolicy()
         self.replay = replay
         self._grace = safe_shutdown_grace_s
-        self._slots = {s.name: _Slot(spec=s) for s in specs}
+        self._slots = {s.name: _Slot(spec=s, backoff=Backoff(self.policy.backoff_initial_s, self.policy.backoff_max_s,
+                                                             jitter=False)) for s in specs}
         self._order = names
         self._schedule = Schedule(clock.now(), rollover_utc)
         self._schedule_lock = threading.Lock()
@@ -254,6 +259,8 @@ class Supervisor:
             self.bus.publish(event)
 
     def _next_wakeup(self) -> float:
+        # The run loop is the supervisor's timer: it waits on its event queue until the next restart
+        # or tick is due, so it needs no Alarm thread of its own.
         candidates = [1.0]
         if self._restarts:
             candidates.append(self._restarts[0][0] - time.monotonic())
@@ -271,9 +278,8 @@ class Supervisor:
         while slot.failures and now - slot.failures[0] > self.policy.window_s:
             slot.failures.popleft()
         if not slot.failures:
-            slot.consecutive = 0
+            slot.backoff.reset()
         slot.failures.append(now)
-        slot.consecutive += 1
         slot.last_error = error
         log.error("actor_failed", failed_actor=name, error=error, traceback=tb, failures=len(slot.failures))
         self.bus.publish(ActorFailed(actor=name, error=error, traceback=tb, at=self.clock.now()))
@@ -281,7 +287,7 @@ class Supervisor:
             self.fatal = TooManyRestarts(name, error, len(slot.failures), self.policy.window_s)
             log.critical("restart_intensity_exceeded", failed_actor=name, error=error)
             return
-        delay = min(self.policy.backoff_initial_s * 2 ** (slot.consecutive - 1), self.policy.backoff_max_s)
+        delay = slot.backoff.next_delay()
         heapq.heappush(self._restarts, (now + delay, name))
         log.info("actor_restart_scheduled", restarting_actor=name, delay_s=delay)
 

@@ -1,4 +1,5 @@
-"""Rate limiting, reconnect backoff and the Connection's other timing rules (pure; time is passed in)."""
+"""Rate limiting, the one backoff (reconnects, restarts, database retries) and the Connection's other
+timing rules (pure; time is passed in)."""
 
 from __future__ import annotations
 
@@ -40,21 +41,35 @@ class TokenBucket:
         self._tokens = 0.0
 
 
-class Backoff:
-    """Exponential backoff with full jitter between ``initial`` and ``maximum``; reset after the
-    link has been healthy for a while."""
+def doubling(initial: float, maximum: float, attempt: int) -> float:
+    """``initial`` doubled ``attempt`` times, at most ``maximum`` (the exponent is capped, so a
+    long outage never overflows)."""
+    return min(maximum, initial * 2 ** min(max(attempt, 0), 62))
 
-    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
-        if initial <= 0 or maximum < initial:
+
+class Backoff:
+    """Exponential backoff: ``initial`` doubling with each attempt up to ``maximum``; reset after
+    a success (the link healthy for a while, the database answering again).
+
+    With ``jitter`` (the default) each delay is drawn between ``initial / 2`` and that ceiling;
+    without it the delay is the ceiling itself (the supervisor's restarts, the Recorder's
+    retries: one process, no herd to spread, and tests that check the figures)."""
+
+    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None, *,
+                 jitter: bool = True) -> None:
+        if not 0 < initial <= maximum:
             raise ValueError(f"backoff needs 0 < initial <= maximum, got {initial}, {maximum}")
         self.initial = initial
         self.maximum = maximum
+        self.jitter = jitter
         self.attempt = 0
         self._rng = rng or random.Random()
 
     def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.initial * 2**self.attempt)
+        ceiling = doubling(self.initial, self.maximum, self.attempt)
         self.attempt += 1
+        if not self.jitter:
+            return ceiling
         # Jitter keeps many clients from reconnecting in lockstep after an exchange outage.
         return self._rng.uniform(self.initial / 2, ceiling)
 
@@ -70,5 +85,6 @@ def token_refresh_delay(expires_in_s: float) -> float:
 
 def retry_delay(failures: int, initial: float = 0.25, maximum: float = 30.0) -> float:
     """Delay before retrying after ``failures`` consecutive failures (1 or more): doubling from
-    ``initial`` up to ``maximum``."""
-    return min(maximum, initial * 2 ** max(0, min(failures - 1, 16)))
+    ``initial`` up to ``maximum`` (a :class:`Backoff` without jitter, for callers that count the
+    failures themselves)."""
+    return doubling(initial, maximum, failures - 1)

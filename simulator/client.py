@@ -24,7 +24,8 @@ class RpcClient:
         self.ws.close()
 
     def _recv(self) -> dict[str, Any]:
-        raw = self.ws.recv()
+        received = self.ws.recv()
+        raw = received.decode() if isinstance(received, bytes) else received
         if raw == "":
             raise ConnectionError("the server closed the connection")
         self.frames.append(raw)

@@ -25,7 +25,8 @@ BASE_VOL = {"BTC": 0.55, "ETH": 0.70}
 
 
 def ncdf(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + _erf(np.asarray(x, dtype=float) / _SQRT2).astype(float))
+    # np.frompyfunc gives an object array for an array and a bare float for a scalar: asarray covers both.
+    return 0.5 * (1.0 + np.asarray(_erf(np.asarray(x, dtype=float) / _SQRT2), dtype=float))
 
 
 def npdf(x: np.ndarray) -> np.ndarray:

@@ -276,13 +276,13 @@ class SimulatorServer:
                             c.out.append(frame)
             elif kind == "state":
                 _, spec, state, ts = ev
-                data = {"timestamp": ts, "state": state, "instrument_name": spec.name}
+                state_data = {"timestamp": ts, "state": state, "instrument_name": spec.name}
                 for k in (spec.kind, "any"):
                     for cur in (spec.currency, "any"):
                         ch = f"instrument.state.{k}.{cur}"
                         clients = subs.get(ch)
                         if clients:
-                            frame = frames.notification(ch, data)
+                            frame = frames.notification(ch, state_data)
                             for c in clients:
                                 c.out.append(frame)
             elif kind in ("order", "user_trades", "portfolio"):

@@ -11,14 +11,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, select
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from runtime.secrets import mask_url
 from sql.tables import SCHEMA_VERSION, metadata, schema_version
 from sql.writers import insert_ignoring_conflicts
 
@@ -33,30 +33,31 @@ class SchemaVersionError(RuntimeError):
     """The database was created by a newer version of the program."""
 
 
-def mask_url(url: str) -> str:
-    """The URL with any password replaced, for logs and error texts."""
-    return re.sub(r"://([^:/@]+):([^@]*)@", r"://\1:***@", url)
-
-
-def make_engine(url: str, *, busy_timeout_s: float = 2.0, connect_timeout_s: float = 3.0) -> Engine:
-    """An engine for SQLite or PostgreSQL; :class:`DatabaseURLError` for anything else."""
+def check_url(url: str) -> URL:
+    """The parsed URL if this program can use it (SQLite, or PostgreSQL through psycopg2);
+    :class:`DatabaseURLError` saying why not. The settings check it at load, the engine again."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise DatabaseURLError(f"database URL {mask_url(url)!r} cannot be parsed; {URL_HELP}") from None
     backend = parsed.get_backend_name()
-    if backend == "sqlite":
+    if backend == "postgresql" and parsed.get_driver_name() not in ("psycopg2", "postgresql"):
+        raise DatabaseURLError(f"database URL {mask_url(url)!r}: PostgreSQL is used through psycopg2; {URL_HELP}")
+    if backend not in ("sqlite", "postgresql"):
+        raise DatabaseURLError(f"database URL {mask_url(url)!r}: unsupported database {backend!r}; {URL_HELP}")
+    return parsed
+
+
+def make_engine(url: str, *, busy_timeout_s: float = 2.0, connect_timeout_s: float = 3.0) -> Engine:
+    """An engine for SQLite or PostgreSQL; :class:`DatabaseURLError` for anything else."""
+    parsed = check_url(url)
+    if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, busy_timeout_s)
-    if backend == "postgresql":
-        if parsed.get_driver_name() not in ("psycopg2", "postgresql"):
-            raise DatabaseURLError(f"database URL {mask_url(url)!r}: PostgreSQL is used through psycopg2; {URL_HELP}")
-        parsed = parsed.set(drivername="postgresql+psycopg2")
-        return create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2,
-                             connect_args={"connect_timeout": max(1, round(connect_timeout_s))})
-    raise DatabaseURLError(f"database URL {mask_url(url)!r}: unsupported database {backend!r}; {URL_HELP}")
+    return create_engine(parsed.set(drivername="postgresql+psycopg2"), pool_pre_ping=True, pool_size=2,
+                         max_overflow=2, connect_args={"connect_timeout": max(1, round(connect_timeout_s))})
 
 
-def _sqlite_engine(parsed: Any, busy_timeout_s: float) -> Engine:
+def _sqlite_engine(parsed: URL, busy_timeout_s: float) -> Engine:
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)

@@ -48,9 +48,10 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         for leftover in self.directory.glob(".*.tmp"):  # a write cut short by a crash: never acknowledged
             leftover.unlink(missing_ok=True)
-        names = sorted(p.name for p in self.directory.iterdir() if _NAME.match(p.name))
+        kinds = {p.name: m.group(2) for p in self.directory.iterdir() if (m := _NAME.match(p.name))}
+        names = sorted(kinds)
         self._pending: deque[Path] = deque(self.directory / n for n in names)
-        self._minutes = sum(1 for n in names if _NAME.match(n).group(2) == "minute")  # type: ignore[union-attr]
+        self._minutes = list(kinds.values()).count("minute")
         self._next = int(names[-1][:12]) + 1 if names else 1
 
     def __len__(self) -> int:

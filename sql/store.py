@@ -35,6 +35,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from messages.surface import RecorderStatus, SurfaceSnapshot
+from runtime.throttle import Backoff
 from sql.engine import SchemaVersionError, create_schema, make_engine, mask_url
 from sql.spool import Spool, SpoolError, SpoolRecord
 from sql.writers import OrderAuditEvent, write_audit, write_surface_snapshot
@@ -78,6 +79,7 @@ class MinuteStore:
         self.spool = Spool(spool_dir)
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
+        self._backoff = Backoff(retry_initial_s, retry_max_s, jitter=False)
         self._monotonic = monotonic
         self.log = structlog.get_logger(actor="recorder")
         # Batches the spool itself could not take (disk full): kept here, behind the spool.
@@ -227,11 +229,12 @@ class MinuteStore:
             self.log.info("database_reachable", database=self.database, backlog=self.backlog)
         self.reachable = True
         self.failures = 0
+        self._backoff.reset()
         self.retry_at = 0.0
 
     def _unreachable(self, exc: BaseException) -> None:
         self.failures += 1
-        delay = min(self.retry_initial_s * 2 ** (self.failures - 1), self.retry_max_s)
+        delay = self._backoff.next_delay()
         self.retry_at = self._monotonic() + delay
         self.last_error = _short(exc)
         if self.reachable is not False:
@@ -267,7 +270,7 @@ class MinuteStore:
     def _head(self) -> tuple[Path | None, SpoolRecord] | None:
         if len(self.spool):
             try:
-                return self.spool.peek()  # type: ignore[return-value]
+                return self.spool.peek()
             except SpoolError as exc:
                 self._reject_head(str(exc))
                 return None

@@ -60,10 +60,13 @@ _QUOTE_TAIL = tuple(f for f in msgspec.structs.fields(QuoteIV) if f.name not in 
 assert [c.name for c in option_quotes.columns][4:] == [f.name for f in _QUOTE_TAIL], "option_quotes vs QuoteIV"
 
 
+Rows = list[tuple[Any, ...]]
+
+
 class MinuteRows(NamedTuple):
     table: Table
     columns: tuple[str, ...]
-    rows: list[tuple[Any, ...]]
+    rows: Rows
 
 
 def minute_rows(snapshot: SurfaceSnapshot, *, times_as_text: bool = False) -> list[MinuteRows]:
@@ -83,20 +86,21 @@ def minute_rows(snapshot: SurfaceSnapshot, *, times_as_text: bool = False) -> li
     minute = when(snapshot.at)
     currency = snapshot.currency
     astuple = msgspec.structs.astuple
-    quotes = []
+    quotes: Rows = []
     for q in snapshot.quotes:
         t = astuple(q)
         quotes.append((minute, t[0], currency, when(t[1] / 1000.0), *t[2:]))
     method = snapshot.method
-    points = [(minute, currency, method, p.tenor_days, p.log_moneyness, _finite(p.iv)) for p in snapshot.points]
-    fits = [
+    points: Rows = [(minute, currency, method, p.tenor_days, p.log_moneyness, _finite(p.iv))
+                    for p in snapshot.points]
+    fits: Rows = [
         (minute, currency, when(f.expiry_ms / 1000.0), f.method, f.years, _finite(f.forward),
          json.dumps(dict(zip(SVI_NAMES, f.parameters, strict=True)) if f.parameters else {}),
          _finite(f.rmse), f.n_quotes, f.butterfly_ok, f.calendar_ok, _finite(f.min_g), _finite(f.wing_slope),
          "; ".join(f.notes) or None)
         for f in snapshot.fits
     ]
-    index = [(minute, currency, _finite(snapshot.variance_index), _finite(snapshot.atm_iv_30d),
+    index: Rows = [(minute, currency, _finite(snapshot.variance_index), _finite(snapshot.atm_iv_30d),
               _finite(snapshot.rr25_30d), _finite(snapshot.bf25_30d))]
     return [MinuteRows(table, tuple(c.name for c in table.columns), rows)
             for table, rows in zip(MINUTE_TABLES, (quotes, points, fits, index), strict=True)]

@@ -248,7 +248,7 @@ def start_recorder(url: str, spool: Path, bus: Bus, **settings: object) -> objec
     overrides = {"database.url": url, "recorder.spool_dir": str(spool), **settings}
     s = load_settings(None, environ={}, overrides=overrides)
     context = ActorContext(name="recorder", clock=ReplayClock(AT), settings=s, publish=bus.publish)
-    return Recorder.start(context, wake_interval_s=0.05)
+    return Recorder.start(context)
 
 
 def test_the_actor_records_minutes_and_orders_and_publishes_its_status(

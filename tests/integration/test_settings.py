@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from config.settings import SettingsError, load_settings, render_toml, settings_as_dict
 from tests.support.paths import REPO
@@ -117,3 +119,137 @@ def test_config_show_prints_effective_settings_masked(tmp_path: Path) -> None:
 def test_bad_set_flag(tmp_path: Path) -> None:
     result = run_main("config", "show", "--set", "nonsense", cwd=tmp_path)
     assert result.returncode == 2 and "KEY=VALUE" in result.stderr
+
+
+# -- constraints: declared on the types, refused at load, naming where the value came from -----------
+# Each (dotted key, bad value as typed, what the message says). Among them every check the Connection
+# (check_link_settings) and the Recorder (database.url) made when they started.
+BAD_VALUES = [
+    ("deribit.heartbeat_s", "0", "deribit.heartbeat_s: expected `float` > 0.0"),
+    ("deribit.subscribe_requests_per_s", "-1.0", "deribit.subscribe_requests_per_s: expected `float` > 0.0"),
+    ("deribit.order_requests_per_s", "0", "deribit.order_requests_per_s: expected `float` > 0.0"),
+    ("deribit.reconnect_initial_s", "0", "deribit.reconnect_initial_s: expected `float` > 0.0"),
+    ("deribit.request_timeout_s", "0", "deribit.request_timeout_s: expected `float` > 0.0"),
+    ("deribit.subscribe_batch_size", "0", "deribit.subscribe_batch_size: expected `int` >= 1"),
+    ("deribit.order_burst", "0", "deribit.order_burst: expected `int` >= 1"),
+    ("deribit.reconnect_max_s", "0.1", "deribit.reconnect_max_s: must not be below reconnect_initial_s (0.5), got 0.1"),
+    ("deribit.warm_up_ms", "-1.0", "deribit.warm_up_ms: expected `float` >= 0.0 (0 (off) or more)"),
+    ("deribit.warm_up_ms", "nan", "deribit.warm_up_ms: expected `float` >= 0.0 (0 (off) or more)"),
+    ("database.url", "mysql://desk:pw@db/x",
+     "database.url: database URL 'mysql://desk:***@db/x': unsupported database 'mysql'; expected sqlite:///"),
+    ("database.url", "postgresql+asyncpg://desk@db/x", "database.url: database URL 'postgresql+asyncpg://desk@db/x': "
+                                                       "PostgreSQL is used through psycopg2"),
+    ("recorder.retry_max_s", "0.5", "recorder.retry_max_s: must not be below retry_initial_s (1.0), got 0.5"),
+    ("recorder.connect_timeout_s", "0", "recorder.connect_timeout_s: expected `float` > 0.0"),
+    ("supervisor.backoff_max_s", "0.05", "supervisor.backoff_max_s: must not be below backoff_initial_s (0.1)"),
+    ("supervisor.rollover_utc", "24:00", "supervisor.rollover_utc: expected `str` matching regex"),
+    ("surface.tenor_days", "[7.0, 1.0, 30.0]", "surface.tenor_days: must be strictly increasing"),
+    ("surface.tenor_days", "[1.0, 7.0]", "surface.tenor_days: must include 30"),
+    ("surface.tenor_days", "[-1.0, 30.0]", "surface.tenor_days[0]: expected `float` > 0.0"),
+    ("surface.log_moneyness", "[-0.1, 0.1]", "surface.log_moneyness: must be strictly increasing and include 0"),
+    ("books.resync_retry_s", "0", "books.resync_retry_s: expected `float` > 0.0"),
+    ("portfolio.mark_publish_s", "-1", "portfolio.mark_publish_s: expected `float` >= 0.0"),
+    ("hedger.max_orders_per_minute", "0", "hedger.max_orders_per_minute: expected `int` >= 1"),
+    ("hedger.max_reprices", "-1", "hedger.max_reprices: expected `int` >= 0"),
+    ("hedger.stale_after_s", "0", "hedger.stale_after_s: expected `float` > 0.0"),
+    ("hedger.instruments", '["BTC_USDC-PERPETUAL"]',
+     "hedger.instruments[0]: expected `str` matching regex '^[^_-]+-[^-]+$' (a future or perpetual name"),
+    ("hedger.instruments", '["BTC-PERPETUAL", "BTC-24SEP21"]', "hedger.instruments: two hedge instruments for BTC"),
+    ("console.max_ladder_orders", "1", "console.max_ladder_orders: expected `int` >= 2"),
+    ("console.size_multiplier", "-1", "console.size_multiplier: expected `float` >= 0.0 (positive, or 0: asked"),
+    ("simulator.port", "70000", "simulator.port: expected `int` <= 65535"),
+]
+
+
+def env_name(dotted: str) -> str:
+    return "DESK__" + "__".join(part.upper() for part in dotted.split("."))
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), BAD_VALUES)
+def test_a_bad_value_is_refused_at_load_naming_its_source(tmp_path: Path, key: str, value: str,
+                                                          expected: str) -> None:
+    section, name = key.split(".")
+    try:  # in the file as the TOML value the text reads as, like the environment and the flag
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    f = write(tmp_path, tomli_w.dumps({section: {name: parsed}}))
+    sources = [
+        ({"config_file": f, "environ": {}}, f"settings file {f}: "),
+        ({"environ": {env_name(key): value}}, f"environment variable {env_name(key)}: "),
+        ({"environ": {}, "overrides": {key: value}}, f"command line (--set {key}): "),
+    ]
+    for kwargs, source in sources:
+        with pytest.raises(SettingsError) as info:
+            load_settings(cwd=tmp_path, **kwargs)
+        assert str(info.value).startswith(source), str(info.value)
+        assert expected in str(info.value)
+        assert "pw" not in str(info.value)
+
+
+def test_a_later_layer_may_mend_an_earlier_one_and_a_two_key_rule_names_the_last_to_touch_it(
+        tmp_path: Path) -> None:
+    f = write(tmp_path, "[deribit]\nreconnect_initial_s = 50.0\n")
+    with pytest.raises(SettingsError, match=rf"^settings file {f}: deribit.reconnect_max_s: must not be below "
+                                            r"reconnect_initial_s \(50.0\), got 30.0"):
+        load_settings(f, environ={})
+    # Validated once, after every layer: the command line's maximum makes the file's minimum fine.
+    s = load_settings(f, environ={}, overrides={"deribit.reconnect_max_s": "100"})
+    assert (s.deribit.reconnect_initial_s, s.deribit.reconnect_max_s) == (50.0, 100.0)
+    with pytest.raises(SettingsError, match=r"^environment variable DESK__DERIBIT__RECONNECT_MAX_S: "):
+        load_settings(f, environ={"DESK__DERIBIT__RECONNECT_MAX_S": "40"})
+    # A bad value replaced by a later layer is no error at all.
+    assert load_settings(write(tmp_path, "[deribit]\nheartbeat_s = 0\n", "zero.toml"), environ={},
+                         overrides={"deribit.heartbeat_s": "3"}).deribit.heartbeat_s == 3.0
+
+
+def test_the_flag_given_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"^command line \(--db mysql://desk:\*\*\*@db/x\): database.url: "):
+        load_settings(environ={}, cwd=tmp_path, overrides={"database.url": "mysql://desk:pw@db/x"},
+                      flags={"database.url": "--db mysql://desk:***@db/x"})
+
+
+def test_config_show_output_is_toml_that_loads_back_to_the_same_settings(tmp_path: Path) -> None:
+    s = load_settings(environ={}, cwd=tmp_path, overrides={"venue": "testnet", "surface.tenor_days": [7.0, 30.0]})
+    text = render_toml(settings_as_dict(s, mask=False))
+    assert tomllib.loads(text)["surface"]["tenor_days"] == [7.0, 30.0]
+    assert load_settings(write(tmp_path, text), environ={}) == s
+
+
+def test_the_database_password_is_masked_and_scrubbed_from_logs(tmp_path: Path) -> None:
+    s = load_settings(environ={"DATABASE_URL": "postgresql+psycopg2://desk:hunter2-pw@db/x"}, cwd=tmp_path)
+    assert settings_as_dict(s)["database"]["url"] == "postgresql+psycopg2://desk:***@db/x"
+    assert "hunter2-pw" in s.secrets()
+
+
+# One subprocess per command and case: `config show` refuses exactly what `run` refuses, with the
+# same message, before anything starts.
+CLI_CASES = [
+    (["--set", "deribit.heartbeat_s=0"], {}, None,
+     "command line (--set deribit.heartbeat_s=0): deribit.heartbeat_s: expected `float` > 0.0"),
+    ([], {"DESK__DERIBIT__WARM_UP_MS": "nan"}, None,
+     "environment variable DESK__DERIBIT__WARM_UP_MS: deribit.warm_up_ms: expected `float` >= 0.0"),
+    ([], {"DATABASE_URL": "mysql://desk:pw@db/x"}, None,
+     "environment variable DATABASE_URL: database.url: database URL 'mysql://desk:***@db/x': unsupported"),
+    (["--db", "mysql://desk:pw@db/x"], {}, None, "command line (--db mysql://desk:***@db/x): database.url: "),
+    (["--size-multiplier", "-1"], {}, None,  # a flag of `run`'s that `config show` takes as well
+     "command line (--size-multiplier -1.0): console.size_multiplier: expected `float` >= 0.0"),
+    ([], {}, "[deribit]\nreconnect_max_s = 0.2\n",
+     "deribit.reconnect_max_s: must not be below reconnect_initial_s (0.5), got 0.2"),
+]
+
+
+@pytest.mark.parametrize(("args", "env", "file", "expected"), CLI_CASES)
+def test_config_show_and_run_refuse_the_same_values(tmp_path: Path, args: list[str], env: dict[str, str],
+                                                    file: str | None, expected: str) -> None:
+    if file is not None:
+        args = [*args, "--config", str(write(tmp_path, file))]
+        expected = f"settings file {tmp_path / 's.toml'}: {expected}"
+    results = [run_main(*command, *args, env=env, cwd=tmp_path) for command in (["config", "show"], ["run"])]
+    for result in results:
+        assert result.returncode == 2, result.stderr
+        assert result.stdout == ""
+        assert result.stderr.startswith(f"settings error: {expected}"), result.stderr
+        assert "pw@" not in result.stderr
+    assert results[0].stderr == results[1].stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "logs").exists()  # nothing started

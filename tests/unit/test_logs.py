@@ -41,3 +41,23 @@ def test_json_lines_with_required_fields_and_no_secrets(tmp_path: Path) -> None:
     assert "ValueError" in lines[3]["exception"]
     assert lines[4]["actor"] == "some.library" and lines[4]["level"] == "error"
     shutdown_logging()
+
+
+def test_one_rule_for_secrets_masks_keys_values_and_url_passwords() -> None:
+    from runtime.secrets import MASK, is_secret_key, mask_url, mask_value, url_password
+
+    for key in ("client_secret", "access_token", "refresh_token", "signature", "Authorization", "api_key", "password"):
+        assert is_secret_key(key) and mask_value(key, "x") == MASK, key
+    assert mask_value("client_secret", "") == "" and mask_value("client_id", "desk") == "desk"
+    assert mask_url("postgresql+psycopg2://desk:s3cret@db:5432/x") == "postgresql+psycopg2://desk:***@db:5432/x"
+    assert mask_url("sqlite:///data/deribit.sqlite3") == "sqlite:///data/deribit.sqlite3"
+    assert url_password("postgresql+psycopg2://desk:s3cret@db/x") == "s3cret"
+    assert url_password("postgresql+psycopg2://desk@db/x") is None
+
+
+def test_the_wire_log_redaction_takes_its_key_names_from_the_same_rule() -> None:
+    from deribit.codec import REDACTED, redact_frame
+
+    frame = '{"params":{"client_id":"desk","client_secret":"abc","api_key":"k1","access_token":"t1"}}'
+    assert redact_frame(frame) == (f'{{"params":{{"client_id":"desk","client_secret":"{REDACTED}",'
+                                   f'"api_key":"{REDACTED}","access_token":"{REDACTED}"}}}}')
