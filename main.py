@@ -222,7 +222,7 @@ def start_embedded_simulator(settings: Settings) -> tuple[Simulator, Settings]:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from deribit.transport import VENUE_URLS
+    from deribit.constants import VENUE_URLS
     from runtime.clock import WallClock
     from runtime.logs import setup_logging, shutdown_logging
     from runtime.secrets import mask_url

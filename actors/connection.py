@@ -98,23 +98,6 @@ class GetLinkStats(msgspec.Struct, frozen=True):
     """Ask the Connection what its link saw so far (the replay summary's counts, live)."""
 
 
-def check_link_settings(dset: Any) -> None:
-    """Raise SettingsError naming the first [deribit] setting the Connection cannot work with."""
-    positive = ("heartbeat_s", "subscribe_requests_per_s", "order_requests_per_s", "reconnect_initial_s",
-                "request_timeout_s")
-    for name in positive:
-        if not getattr(dset, name) > 0:
-            raise SettingsError(f"deribit.{name} must be greater than 0, got {getattr(dset, name)!r}")
-    if not dset.warm_up_ms >= 0:
-        raise SettingsError(f"deribit.warm_up_ms must be 0 (off) or more, got {dset.warm_up_ms!r}")
-    if dset.subscribe_batch_size < 1 or dset.order_burst < 1:
-        raise SettingsError("deribit.subscribe_batch_size and deribit.order_burst must be at least 1, got "
-                            f"{dset.subscribe_batch_size!r} and {dset.order_burst!r}")
-    if dset.reconnect_max_s < dset.reconnect_initial_s:
-        raise SettingsError(f"deribit.reconnect_max_s ({dset.reconnect_max_s!r}) must not be below "
-                            f"deribit.reconnect_initial_s ({dset.reconnect_initial_s!r})")
-
-
 class Connection(Actor):
     def __init__(
         self,
@@ -129,7 +112,6 @@ class Connection(Actor):
         s = context.settings
         self.settings = s
         self.dset = s.deribit
-        check_link_settings(self.dset)
         if not replay_file and not url:
             raise ValueError("the Connection needs the exchange's websocket URL (ws:// or wss://) or a wire log "
                              "to replay")

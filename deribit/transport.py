@@ -19,8 +19,6 @@ from typing import Protocol
 
 import websocket
 
-from deribit.constants import VENUE_URLS as VENUE_URLS  # where main.py has looked for them
-
 #: The socket's own timeout: how long a frame that has begun to arrive may take to arrive whole
 #: before ``recv`` returns None (resuming it on the next call), and how long a write (ours, or a
 #: pong websocket-client answers inside ``recv``) waits for room at a time.

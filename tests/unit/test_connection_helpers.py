@@ -6,13 +6,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.connection import check_link_settings
-from config.settings import SettingsError, load_settings
 from deribit.codec import REDACTED, command_method
 from deribit.subscriptions import SubscriptionTracker, currency_channels, market_channels
 from messages.commands import CancelAll, CancelByLabel, CancelOrder, EditOrder, PlaceOrder
@@ -158,16 +155,3 @@ def test_command_method_of_each_command() -> None:
         command_method("PlaceOrder")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("heartbeat_s", 0.0, "deribit.heartbeat_s must be greater than 0"),
-    ("subscribe_requests_per_s", -1.0, "deribit.subscribe_requests_per_s must be greater than 0"),
-    ("subscribe_batch_size", 0, "deribit.subscribe_batch_size and deribit.order_burst must be at least 1"),
-    ("reconnect_max_s", 0.1, "deribit.reconnect_max_s (0.1) must not be below deribit.reconnect_initial_s"),
-    ("warm_up_ms", -1.0, "deribit.warm_up_ms must be 0 (off) or more, got -1.0"),
-    ("warm_up_ms", float("nan"), "deribit.warm_up_ms must be 0 (off) or more, got nan"),
-])
-def test_link_settings_that_cannot_work_are_named(tmp_path: Path, key: str, value: object, message: str) -> None:
-    settings = load_settings(environ={}, cwd=tmp_path)
-    check_link_settings(settings.deribit)
-    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        check_link_settings(msgspec.structs.replace(settings.deribit, **{key: value}))
