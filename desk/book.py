@@ -74,10 +74,11 @@ class L2Book:
                 asks[price] = amount
         self.bids = bids
         self.asks = asks
-        self.best_bid = max(bids) if bids else None
-        self.best_ask = min(asks) if asks else None
-        self.bid_amount = bids[self.best_bid] if bids else 0.0
-        self.ask_amount = asks[self.best_ask] if asks else 0.0
+        best_bid = max(bids) if bids else None
+        best_ask = min(asks) if asks else None
+        self.best_bid, self.best_ask = best_bid, best_ask
+        self.bid_amount = bids[best_bid] if best_bid is not None else 0.0
+        self.ask_amount = asks[best_ask] if best_ask is not None else 0.0
         self.change_id = snapshot.change_id
         self.timestamp = snapshot.timestamp
         if self.best_bid is not None and self.best_ask is not None and self.best_bid >= self.best_ask:
