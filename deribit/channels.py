@@ -41,10 +41,6 @@ def trades(instrument_name: str, interval: Interval = "100ms") -> str:
     return f"trades.{instrument_name}.{interval}"
 
 
-def trades_by_kind(kind: Kind, currency: str, interval: Interval = "100ms") -> str:
-    return f"trades.{kind}.{currency}.{interval}"
-
-
 def price_index(index_name: str) -> str:
     """``index_name`` like ``btc_usd``, ``eth_usd`` (lower case, as Deribit names them)."""
     return f"deribit_price_index.{index_name.lower()}"

@@ -598,10 +598,6 @@ def set_heartbeat_request(interval_s: int) -> Request:
     return "public/set_heartbeat", {"interval": interval_s}
 
 
-def disable_heartbeat_request() -> Request:
-    return "public/disable_heartbeat", {}
-
-
 def answer_test_request() -> Request:
     """``public/test``: the answer to a heartbeat ``test_request``."""
     return "public/test", {}

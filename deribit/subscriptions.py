@@ -40,10 +40,6 @@ def currency_channels(currency: str, private: bool) -> set[str]:
     return out
 
 
-def instrument_channels(instrument: Instrument, book_interval: str) -> set[str]:
-    return market_channels((instrument,), book_interval)
-
-
 @dataclass
 class SubscriptionTracker:
     """Wanted channels, which are confirmed, which are in flight; batches to send next.
