@@ -47,6 +47,9 @@ DeltaSource = Literal["black76", "premium_adjusted", "exchange"]
 Side = Literal["buy", "sell"]
 Action = Literal["hold", "trade", "blocked"]
 
+# Read on every decision: module globals, not enum attribute look-ups (~45 ns each in 3.11).
+_WITHIN_BAND, _BELOW_CONTRACT, _TRADE = HedgeCode.WITHIN_BAND, HedgeCode.BELOW_CONTRACT, HedgeCode.TRADE
+
 SECONDS_PER_YEAR = 365.0 * 86400.0
 _SQRT_HALF = math.sqrt(0.5)
 
@@ -328,7 +331,7 @@ def _decide(
     # The tolerance keeps float noise (0.1 x 0.025 = 0.0025000000000000005) on the edge inside.
     if not abs(mismatch) - band > 1e-12:
         return HedgeDecision(
-            action="hold", code=HedgeCode.WITHIN_BAND, reason=f"mismatch {mismatch:+.6f} within the band {band:g}",
+            action="hold", code=_WITHIN_BAND, reason=f"mismatch {mismatch:+.6f} within the band {band:g}",
             after=mismatch, band=band, options_delta=options_delta, hedge_delta=hedge_delta, mismatch=mismatch,
             price=price, exchange_options_delta=exchange_options, ours_options_delta=ours_options, deltas=held,
             warning=warning)
@@ -341,7 +344,7 @@ def _decide(
         amount = round_to_contract(policy.max_order_usd, policy.contract_size, "down")
     if amount <= 0:
         return HedgeDecision(
-            action="hold", code=HedgeCode.BELOW_CONTRACT, after=mismatch, band=band, options_delta=options_delta,
+            action="hold", code=_BELOW_CONTRACT, after=mismatch, band=band, options_delta=options_delta,
             hedge_delta=hedge_delta, mismatch=mismatch, price=price, exchange_options_delta=exchange_options,
             ours_options_delta=ours_options, deltas=held, warning=warning,
             reason=f"mismatch {mismatch:+.6f} is outside the band {band:g} but {wanted:.2f} USD is less than "
@@ -351,7 +354,7 @@ def _decide(
     reason = f"mismatch {mismatch:+.6f} outside the band {band:g}: {side} {amount:g} USD of {instrument}"
     if capped:
         reason += f" (capped at max_order_usd {policy.max_order_usd:g})"
-    return HedgeDecision(action="trade", code=HedgeCode.TRADE, reason=reason, side=side, amount=amount, after=after,
+    return HedgeDecision(action="trade", code=_TRADE, reason=reason, side=side, amount=amount, after=after,
                          band=band, options_delta=options_delta, hedge_delta=hedge_delta, mismatch=mismatch,
                          price=price, exchange_options_delta=exchange_options, ours_options_delta=ours_options,
                          deltas=held, warning=warning)

@@ -61,6 +61,7 @@ LABEL_PREFIX = "hedge-"
 #: The delta hedger's orders: a second hedger takes its own origin and prefix.
 DELTA_TAG = OrderTag(origin=ORIGIN, prefix=LABEL_PREFIX)
 
+_TRADE = HedgeCode.TRADE  # set on the order's path: a global, not an enum attribute look-up
 SENT, RESTING, AMENDING, SETTLING, UNKNOWN = (
     HedgePhase.SENT, HedgePhase.RESTING, HedgePhase.AMENDING, HedgePhase.SETTLING, HedgePhase.UNKNOWN)
 
@@ -596,7 +597,7 @@ class CurrencyHedger:
         if self._on_order is not None:
             self._on_order(command, trigger)
         self.last = decision
-        self.last_code = HedgeCode.TRADE
+        self.last_code = _TRADE
         self.last_reason = decision.reason
         # The line is made (and written) once the order went out: see ``later``.
         self._later(self._log_order, command, decision, trigger)
