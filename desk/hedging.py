@@ -23,6 +23,11 @@ An order whose fate is unknown (its answer was lost with the link, or never came
 everything until the exchange's own picture (``ExchangeState``, fetched after the loss) says
 where the hedge position stands and whether the order is still open: a reconnect never leads
 to a second order for the same mismatch.
+
+The order's phases and the moves between them are :class:`desk.hedge_order.HedgeOrder`'s; this
+class decides when to move it. Its commands carry its :class:`~desk.hedge_order.OrderTag`'s
+origin and labels (``hedge-<n>``): it cancels only its own orders, by order id, so a second
+hedger's and a trader's orders on the same instrument are never touched.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+from config.settings import HedgerSettings
 from deribit.instruments import amount_step, round_to_contract
 from desk.hedge_decision import (
     HedgeDecision,
@@ -66,15 +72,23 @@ SENT, RESTING, AMENDING, SETTLING, UNKNOWN = (
     HedgePhase.SENT, HedgePhase.RESTING, HedgePhase.AMENDING, HedgePhase.SETTLING, HedgePhase.UNKNOWN)
 
 
+class EventLog(Protocol):
+    """Where its lines go: a structlog logger, or the actor's deferred one."""
+
+    def info(self, event: str, **fields: Any) -> object: ...
+
+    def warning(self, event: str, **fields: Any) -> object: ...
+
+
 class CurrencyHedger:
     """Delta hedging of one currency's options with one future (see the module doc)."""
 
     def __init__(
         self,
         currency: str,
-        settings: Any,  # config.settings.HedgerSettings
+        settings: HedgerSettings,
         publish: Callable[[object], None],
-        log: Any,
+        log: EventLog,
         next_number: Callable[[float], int],
         now: float,
         on_order: Callable[[PlaceOrder, object], None] | None = None,
@@ -509,7 +523,7 @@ class CurrencyHedger:
         self._prune(now)
         if len(self.sent_times) >= self.settings.max_orders_per_minute:
             return HedgeCode.RATE_LIMIT, (f"{len(self.sent_times)} hedge orders in the last 60 s "
-                                  f"(max_orders_per_minute {self.settings.max_orders_per_minute})")
+                                          f"(max_orders_per_minute {self.settings.max_orders_per_minute})")
         return None
 
     def warm_up(self, now: float) -> None:
