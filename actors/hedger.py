@@ -37,7 +37,7 @@ from deribit.instruments import currency_of
 from desk.hedging import ORIGIN, CurrencyHedger
 from messages.account import ExchangeState, OrderUpdate, UserTrade
 from messages.commands import CommandFailed, CommandResult, PlaceOrder, RefreshInstruments
-from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
+from messages.hedging import HedgeMode, HedgerControl, HedgerStatus, SetHedgeBand
 from messages.market import InstrumentsLoaded, Quote, Ticker
 from messages.state import PortfolioChanged, TopOfBook
 from messages.system import (
@@ -252,7 +252,7 @@ class Hedger(Actor):
                              reason=f"not hedged (hedged: {hedged})")
             settings = self.context.settings.hedger
             self.publish(HedgerStatus(
-                currency=currency, active=False, instrument="", mode=settings.mode,
+                currency=currency, active=False, instrument="", mode=HedgeMode(settings.mode),
                 band=settings.max_delta_mismatch, at=self.context.clock.now(), request_key=request_key,
                 message=f"{currency} is not hedged (hedged: {hedged}); see hedger.currencies"))
             return []

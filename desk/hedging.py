@@ -23,6 +23,11 @@ An order whose fate is unknown (its answer was lost with the link, or never came
 everything until the exchange's own picture (``ExchangeState``, fetched after the loss) says
 where the hedge position stands and whether the order is still open: a reconnect never leads
 to a second order for the same mismatch.
+
+The order's phases and the moves between them are :class:`desk.hedge_order.HedgeOrder`'s; this
+class decides when to move it. Its commands carry its :class:`~desk.hedge_order.OrderTag`'s
+origin and labels (``hedge-<n>``): it cancels only its own orders, by order id, so a second
+hedger's and a trader's orders on the same instrument are never touched.
 """
 
 from __future__ import annotations
@@ -30,10 +35,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, Protocol
 
-import msgspec
-
+from config.settings import HedgerSettings
 from deribit.instruments import amount_step, round_to_contract
 from desk.hedge_decision import (
     HedgeDecision,
@@ -43,6 +47,7 @@ from desk.hedge_decision import (
     Side,
     decide,
 )
+from desk.hedge_order import CLOSED_STATES, HedgeOrder, OrderTag
 from messages.account import ExchangeState, OrderUpdate, Position, UserTrade
 from messages.commands import (
     ANSWER_LOST,
@@ -53,51 +58,26 @@ from messages.commands import (
     PlaceOrder,
     ReconcilePortfolio,
 )
-from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
+from messages.hedging import HedgeCode, HedgeMode, HedgePhase, HedgerControl, HedgerStatus, SetHedgeBand
 from messages.market import InstrumentsLoaded, Quote, Ticker
 from messages.state import PortfolioChanged, TopOfBook
 
 ORIGIN = "hedger"
 LABEL_PREFIX = "hedge-"
-CLOSED_STATES = frozenset({"filled", "cancelled", "rejected"})
+#: The delta hedger's orders: a second hedger takes its own origin and prefix.
+DELTA_TAG = OrderTag(origin=ORIGIN, prefix=LABEL_PREFIX)
 
-# Phases of the order in flight.
-SENT = "sent"  # PlaceOrder published, no answer yet
-RESTING = "resting"  # a limit order open on the book
-AMENDING = "amending"  # an edit or cancel of the resting order awaits its answer
-SETTLING = "settling"  # closed with a fill: waiting for the Portfolio to show it
-UNKNOWN = "unknown"  # the answer was lost: waiting for the exchange's picture
+_TRADE = HedgeCode.TRADE  # set on the order's path: a global, not an enum attribute look-up
+SENT, RESTING, AMENDING, SETTLING, UNKNOWN = (
+    HedgePhase.SENT, HedgePhase.RESTING, HedgePhase.AMENDING, HedgePhase.SETTLING, HedgePhase.UNKNOWN)
 
 
-class HedgeOrder(msgspec.Struct):
-    """The one hedge order in flight and where it stands."""
+class EventLog(Protocol):
+    """Where its lines go: a structlog logger, or the actor's deferred one."""
 
-    label: str
-    request_key: str
-    side: Side
-    amount: float
-    order_type: str
-    placed_at: float
-    size_before: float  # the hedge position (USD) when it was sent
-    phase: str = SENT
-    price: float | None = None
-    order_id: str | None = None
-    filled: float = 0.0
-    reprices: int = 0
-    due: float | None = None  # when this phase times out
-    pending_key: str | None = None  # the edit or cancel awaiting its answer
-    cancelling: bool = False
-    expected_size: float | None = None  # SETTLING: the hedge position the Portfolio must show
-    reconcile_asked: bool = False
-    unknown_since: float | None = None
-    link_lost: bool = False  # the link dropped after it was sent
-    amends: int = 0
-    traded: float = 0.0
-    trade_ids: set[str] = msgspec.field(default_factory=set)
+    def info(self, event: str, **fields: Any) -> object: ...
 
-    @property
-    def signed_filled(self) -> float:
-        return self.filled if self.side == "buy" else -self.filled
+    def warning(self, event: str, **fields: Any) -> object: ...
 
 
 class CurrencyHedger:
@@ -106,16 +86,22 @@ class CurrencyHedger:
     def __init__(
         self,
         currency: str,
-        settings: Any,  # config.settings.HedgerSettings
+        settings: HedgerSettings,
         publish: Callable[[object], None],
-        log: Any,
+        log: EventLog,
         next_number: Callable[[float], int],
         now: float,
         on_order: Callable[[PlaceOrder, object], None] | None = None,
         later: Callable[..., None] | None = None,
+        tag: OrderTag = DELTA_TAG,
     ) -> None:
         self.currency = currency
         self.settings = settings
+        # Its orders' origin and labels: it cancels, and takes answers for, only its own.
+        self.tag = tag
+        self._prefix = tag.prefix  # the hot path reads these two once per order
+        self._origin = tag.origin
+        self.mode = HedgeMode(settings.mode)
         self.instrument: str = settings.instrument_for(currency)
         self.band: float = settings.max_delta_mismatch
         self.active: bool = bool(settings.active_on_start)
@@ -158,7 +144,7 @@ class CurrencyHedger:
         self.link_epoch = 0
         # What was last said (log lines and status only on change).
         self.last: HedgeDecision | None = None
-        self.last_code = ""
+        self.last_code = HedgeCode.NONE
         self.last_reason = ""
         self.message = "hedging is on" if self.active else "hedging is off"
         self.warned = False
@@ -181,7 +167,7 @@ class CurrencyHedger:
             self.log.warning("hedge_instrument_not_listed", currency=self.currency, instrument=self.instrument,
                              hint="set hedger.instruments to a listed future or perpetual")
         self.contract_size = None
-        self._note_block("not_listed", f"the hedge instrument {self.instrument} is not listed", now)
+        self._note_block(HedgeCode.NOT_LISTED, f"the hedge instrument {self.instrument} is not listed", now)
 
     def on_ticker(self, ticker: Ticker, now: float) -> bool:
         """A ticker of this currency. True when it could change the decision (and was evaluated)."""
@@ -250,10 +236,10 @@ class CurrencyHedger:
         self.positions = {p.instrument_name: p for p in portfolio.positions}
         self.held_options = frozenset(p.instrument_name for p in portfolio.positions
                                       if p.kind == "option" and p.size != 0)
+        owns = self.tag.owns
         self.orphans = tuple(
             o for o in portfolio.open_orders
-            if o.label.startswith(LABEL_PREFIX) and o.label not in self.own_labels
-            and o.order_state not in CLOSED_STATES)
+            if owns(o.label) and o.label not in self.own_labels and o.order_state not in CLOSED_STATES)
         order = self.order
         if order is not None and order.phase == SETTLING and self._reflected(order):
             self._settled(order, now)
@@ -275,7 +261,7 @@ class CurrencyHedger:
                 if order.phase in (RESTING, AMENDING):
                     # Cancel-on-disconnect may or may not have taken it: only the exchange knows.
                     self._unknown(order, "the link dropped while the order was open", now)
-            self._note_block("disconnected", "not connected to the exchange", now)
+            self._note_block(HedgeCode.DISCONNECTED, "not connected to the exchange", now)
             return
         order = self.order
         if order is not None and order.phase == UNKNOWN:
@@ -292,10 +278,12 @@ class CurrencyHedger:
                 return  # a late answer after we gave up on it: the exchange's picture rules
             if result.order is not None:
                 self._order_state(order, result.order, now)
+                if self.order is not order:
+                    return  # closed unfilled or rejected: dropped
                 if order.phase == SENT:  # still open: a resting limit order
                     self._rest(order, now)
             for trade in result.trades:
-                self._trade(order, trade)
+                order.take_trade(trade)
             return
         if result.request_key == order.pending_key:
             order.pending_key = None
@@ -312,7 +300,7 @@ class CurrencyHedger:
             if failed.code == ANSWER_LOST:
                 self._unknown(order, failed.message, now)
                 return
-            self.order = None
+            self._drop(order)
             self.rejections += 1
             self.volume_today -= order.amount
             self.retry_at = now + self.settings.retry_after_reject_s
@@ -328,14 +316,11 @@ class CurrencyHedger:
                 self._unknown(order, failed.message, now)
             elif order.phase == AMENDING:
                 # Usually the order filled or closed meanwhile; its update says so. Try again later.
-                order.phase = RESTING
-                order.due = now + self.settings.reprice_after_s
+                order.rest(now + self.settings.reprice_after_s)
 
     def on_order_update(self, update: OrderUpdate, now: float) -> None:
         order = self.order
-        if order is None or not self._is_ours(order, update.label, update.order_id):
-            return
-        if order.phase in (UNKNOWN, SETTLING):
+        if order is None or not order.following or not order.is_ours(update.label, update.order_id):
             return
         self._order_state(order, update, now)
         if order.phase == SENT and update.order_state == "open" and order.order_type == "limit":
@@ -343,11 +328,9 @@ class CurrencyHedger:
 
     def on_user_trade(self, trade: UserTrade, now: float) -> None:
         order = self.order
-        if order is None or not self._is_ours(order, trade.label, trade.order_id):
+        if order is None or not order.following or not order.is_ours(trade.label, trade.order_id):
             return
-        if order.phase in (UNKNOWN, SETTLING):
-            return
-        self._trade(order, trade)
+        order.take_trade(trade)
         if trade.state in CLOSED_STATES:
             self._closed(order, trade.state or "filled", now)
 
@@ -359,13 +342,11 @@ class CurrencyHedger:
         assert order.unknown_since is not None
         if state.at < order.unknown_since or (order.link_lost and not self.can_trade):
             return  # fetched before we knew the answer was lost
-        still_open = [o for o in state.open_orders if o.label == order.label and o.order_state not in CLOSED_STATES]
+        found = order.still_open(state.open_orders)
         size = next((p.size for p in state.positions if p.instrument_name == self.instrument), 0.0)
-        if still_open:
+        if found is not None:
             # Still on the book after all: cancel it; its final state then settles it as usual.
-            found = still_open[0]
-            order.order_id = found.order_id
-            order.filled = max(order.filled, found.filled_amount)
+            order.take_state(found)
             self.log.warning("hedge_order_found_open", currency=self.currency, label=order.label,
                              order_id=found.order_id, filled=found.filled_amount)
             self._cancel(order, now)
@@ -381,7 +362,7 @@ class CurrencyHedger:
             self.rejections = 0
             self.retry_at = 0.0
             self.message = f"hedging activated by {control.origin}"
-            self.last_code = ""
+            self.last_code = HedgeCode.NONE
             self.log.info("hedging_activated", currency=self.currency, origin=control.origin,
                           band=self.band, instrument=self.instrument)
             self._evaluate(now, control)
@@ -421,11 +402,12 @@ class CurrencyHedger:
     def on_minute(self, now: float) -> None:
         self._prune(now)
         last = self.last
-        self.log.info("hedge_state", currency=self.currency, active=self.active, code=self.last_code,
+        self.log.info("hedge_state", currency=self.currency, active=self.active, code=self.last_code.value,
                       options_delta=last.options_delta if last else None,
                       hedge_delta=last.hedge_delta if last else None,
                       mismatch=last.mismatch if last else None, band=self.band,
-                      phase=self.order.phase if self.order else "idle", orders_today=self.orders_today,
+                      phase=(self.order.phase if self.order else HedgePhase.IDLE).value,
+                      orders_today=self.orders_today,
                       volume_today=self.volume_today)
         self.publish_status(now, force=True)
 
@@ -440,7 +422,7 @@ class CurrencyHedger:
             dues.append(self.order.due)
         if self.active and self.order is None and self.retry_at:
             dues.append(self.retry_at)
-        if self.active and self.order is None and self.last_code == "rate_limit" and self.sent_times:
+        if self.active and self.order is None and self.last_code == HedgeCode.RATE_LIMIT and self.sent_times:
             dues.append(self.sent_times[0] + 60.0)
         return min(dues) if dues else None
 
@@ -452,32 +434,33 @@ class CurrencyHedger:
         if self.order is None and self.retry_at and now >= self.retry_at:
             self.retry_at = 0.0
             self._evaluate(now, "pause after a rejection over")
-        elif self.order is None and self.last_code == "rate_limit":
+        elif self.order is None and self.last_code == HedgeCode.RATE_LIMIT:
             self._evaluate(now, "rate window moved")
 
     def _timeout(self, order: HedgeOrder, now: float) -> None:
-        if order.phase == RESTING:
+        phase = order.phase
+        if phase == RESTING:
             self._reprice_or_cancel(order, now)
-        elif order.phase == SENT:
+        elif phase == SENT:
             self._unknown(order, f"no answer within {self.settings.fill_wait_s:g} s", now)
-        elif order.phase == AMENDING:
+        elif phase == AMENDING:
             self._unknown(order, "no answer to the edit or cancel", now)
-        elif order.phase == SETTLING:
+        elif phase == SETTLING:
             if not order.reconcile_asked:
                 self.log.warning("hedge_fill_not_shown", currency=self.currency, label=order.label,
                                  expected=order.expected_size, shown=self._hedge_size(),
                                  waited_s=self.settings.fill_wait_s)
                 order.reconcile_asked = True
                 order.due = now + self.settings.fill_wait_s
-                self._publish(ReconcilePortfolio(origin=ORIGIN, currencies=(self.currency,),
+                self._publish(ReconcilePortfolio(origin=self.tag.origin, currencies=(self.currency,),
                                                  reason=f"hedger: fill of {order.label} not shown"))
             else:
-                self.order = None
+                self._drop(order)
                 self._switch_off(
                     f"the portfolio never showed the fill of {order.label} (hedge position "
                     f"{self._hedge_size():g} USD, expected {order.expected_size:g} USD); hedging switched off: "
                     "check the positions, then activate again", now, warn=True)
-        elif order.phase == UNKNOWN:
+        elif phase == UNKNOWN:
             self._ask_reconcile(order, now)
 
     # -- status ------------------------------------------------------------------------------------------
@@ -486,13 +469,13 @@ class CurrencyHedger:
         order = self.order
         return HedgerStatus(
             currency=self.currency, active=self.active, instrument=self.instrument,
-            mode=self.settings.mode, band=self.band, at=now,
+            mode=self.mode, band=self.band, at=now,
             options_delta=last.options_delta if last else None,
             hedge_delta=last.hedge_delta if last else None,
             mismatch=last.mismatch if last else None,
             in_flight=order is not None, orders_today=self.orders_today, volume_today=self.volume_today,
             last_reason=self.last_reason, code=self.last_code, message=self.message, request_key=request_key,
-            phase=order.phase if order is not None else "idle", delta_source=self.settings.delta_source,
+            phase=order.phase if order is not None else HedgePhase.IDLE, delta_source=self.settings.delta_source,
             order_label=order.label if order is not None else "",
         )
 
@@ -521,25 +504,26 @@ class CurrencyHedger:
         """What :func:`decide` says now, whatever the gates (for the status and tests)."""
         return decide(self.positions.values(), self.marks, self.quote, self.policy(), now, self.future_prices)
 
-    def _gate(self, now: float) -> tuple[str, str] | None:
+    def _gate(self, now: float) -> tuple[HedgeCode, str] | None:
         if not self.can_trade:
-            return "disconnected", "not connected to the exchange (or not logged in and subscribed)"
+            return HedgeCode.DISCONNECTED, "not connected to the exchange (or not logged in and subscribed)"
         portfolio = self.portfolio
         if portfolio is None:
-            return "no_portfolio", "no portfolio yet"
+            return HedgeCode.NO_PORTFOLIO, "no portfolio yet"
         if not portfolio.reconciled:
-            return "unreconciled", "the portfolio is not reconciled with the exchange yet"
+            return HedgeCode.UNRECONCILED, "the portfolio is not reconciled with the exchange yet"
         if self.contract_size is None:
-            return "not_listed", f"the hedge instrument {self.instrument} is not listed (yet)"
+            return HedgeCode.NOT_LISTED, f"the hedge instrument {self.instrument} is not listed (yet)"
         if self.orphans:
             self._cancel_orphans(now)
-            return "orphan_orders", f"{len(self.orphans)} hedge order(s) of an earlier run are open: cancelling"
+            return (HedgeCode.ORPHAN_ORDERS,
+                    f"{len(self.orphans)} hedge order(s) of an earlier run are open: cancelling")
         if now < self.retry_at:
-            return "cooldown", f"pausing {self.retry_at - now:.1f} s after a rejection"
+            return HedgeCode.COOLDOWN, f"pausing {self.retry_at - now:.1f} s after a rejection"
         self._prune(now)
         if len(self.sent_times) >= self.settings.max_orders_per_minute:
-            return "rate_limit", (f"{len(self.sent_times)} hedge orders in the last 60 s "
-                                  f"(max_orders_per_minute {self.settings.max_orders_per_minute})")
+            return HedgeCode.RATE_LIMIT, (f"{len(self.sent_times)} hedge orders in the last 60 s "
+                                          f"(max_orders_per_minute {self.settings.max_orders_per_minute})")
         return None
 
     def warm_up(self, now: float) -> None:
@@ -550,7 +534,7 @@ class CurrencyHedger:
         if not self.active or self.order is not None or self.quote is None or self.contract_size is None:
             return  # nothing would be sent now: nothing to keep warm
         decision = decide(self.positions.values(), self.marks, self.quote, self.policy(), now, self.future_prices)
-        self._order(decision.side or "sell", decision.amount or self.contract_size, f"{LABEL_PREFIX}0")
+        self._order(decision.side or "sell", decision.amount or self.contract_size, f"{self._prefix}0")
 
     def _evaluate(self, now: float, trigger: object) -> None:
         if not self.active or self.order is not None:
@@ -574,7 +558,7 @@ class CurrencyHedger:
             assert self.contract_size is not None
             amount = round_to_contract(max(room, 0.0), self.contract_size, "down")
             if amount <= 0:
-                self._note_block("daily_volume", f"the day's hedge volume {self.volume_today:g} USD reached "
+                self._note_block(HedgeCode.DAILY_VOLUME, f"the day's hedge volume {self.volume_today:g} USD reached "
                                  f"max_daily_volume_usd {self.settings.max_daily_volume_usd:g}", now)
                 return
         self._place(decision, amount, now, trigger)
@@ -584,34 +568,34 @@ class CurrencyHedger:
             self.last_code = decision.code
             self.last_reason = decision.reason
             self.log.info("hedge_blocked" if decision.action == "blocked" else "hedge_hold",
-                          currency=self.currency, code=decision.code, reason=decision.reason,
+                          currency=self.currency, code=decision.code.value, reason=decision.reason,
                           options_delta=decision.options_delta, hedge_delta=decision.hedge_delta,
                           mismatch=decision.mismatch, band=decision.band)
             self.publish_status(now)
 
-    def _note_block(self, code: str, reason: str, now: float) -> None:
+    def _note_block(self, code: HedgeCode, reason: str, now: float) -> None:
         if code != self.last_code:
             self.last_code = code
             self.last_reason = reason
-            self.log.info("hedge_blocked", currency=self.currency, code=code, reason=reason)
+            self.log.info("hedge_blocked", currency=self.currency, code=code.value, reason=reason)
             self.publish_status(now)
 
     def _order(self, side: Side, amount: float, label: str) -> PlaceOrder:
         """The hedge order to send now: post-only at our side's touch when the settings ask for
         limit orders (and the last one did not time out), else market."""
         price = None
-        order_type = "market"
+        order_type: Literal["limit", "market"] = "market"
         if self.settings.order_type == "limit" and not self.escalate_to_market:
             price = self.hedge_bid if side == "buy" else self.hedge_ask
             if price is not None:
                 order_type = "limit"
-        return PlaceOrder(instrument_name=self.instrument, side=side, amount=amount, origin=ORIGIN,
+        return PlaceOrder(instrument_name=self.instrument, side=side, amount=amount, origin=self._origin,
                           request_key=label, type=order_type, price=price, post_only=order_type == "limit",
-                          label=label)  # type: ignore[arg-type]
+                          label=label)
 
     def _place(self, decision: HedgeDecision, amount: float, now: float, trigger: object) -> None:
         number = self._next_number(now)
-        label = f"{LABEL_PREFIX}{number}"
+        label = f"{self._prefix}{number}"
         assert decision.side is not None
         side: Side = decision.side
         command = self._order(side, amount, label)
@@ -627,7 +611,7 @@ class CurrencyHedger:
         if self._on_order is not None:
             self._on_order(command, trigger)
         self.last = decision
-        self.last_code = "trade"
+        self.last_code = _TRADE
         self.last_reason = decision.reason
         # The line is made (and written) once the order went out: see ``later``.
         self._later(self._log_order, command, decision, trigger)
@@ -638,36 +622,24 @@ class CurrencyHedger:
                       amount=command.amount, order_type=command.type, price=command.price, instrument=self.instrument,
                       reason=decision.reason, options_delta=decision.options_delta, hedge_delta=decision.hedge_delta,
                       mismatch=decision.mismatch, band=decision.band, expected_after=decision.after,
-                      hedge_price=decision.price, mode=self.settings.mode, delta_source=self.settings.delta_source,
+                      hedge_price=decision.price, mode=self.mode.value, delta_source=self.settings.delta_source,
                       trigger=_describe(trigger), deltas=[(d.instrument_name, round(d.delta, 8))
                                                           for d in decision.deltas])
 
     # -- the order's life ------------------------------------------------------------------------------------
-    def _is_ours(self, order: HedgeOrder, label: str, order_id: str) -> bool:
-        return (order.order_id is not None and order_id == order.order_id) or label == order.label
-
     def _order_state(self, order: HedgeOrder, update: OrderUpdate, now: float) -> None:
-        order.order_id = update.order_id
-        order.filled = max(order.filled, update.filled_amount)
+        order.take_state(update)
         if update.filled_amount > 0 or update.order_state == "open":
             self.rejections = 0  # accepted: the run of rejections is over
         if update.order_state in CLOSED_STATES:
             self._closed(order, update.order_state, now)
 
-    def _trade(self, order: HedgeOrder, trade: UserTrade) -> None:
-        # Fills arrive as trades and in order states (filled_amount): two running totals of the
-        # same thing, either may lag, so the larger one is right (each trade counts once).
-        if not order.order_id:
-            order.order_id = trade.order_id
-        if trade.trade_id in order.trade_ids:
-            return
-        order.trade_ids.add(trade.trade_id)
-        order.traded += trade.amount
-        order.filled = max(order.filled, order.traded)
+    def _drop(self, order: HedgeOrder) -> None:
+        order.finish()
+        self.order = None
 
     def _rest(self, order: HedgeOrder, now: float) -> None:
-        order.phase = RESTING
-        order.due = now + self.settings.reprice_after_s
+        order.rest(now + self.settings.reprice_after_s)
         if order.order_type != "limit":
             # A market order left open (not enough on the book): nothing to reprice; cancel it
             # at the timeout and hedge what is still needed afresh.
@@ -675,7 +647,7 @@ class CurrencyHedger:
         self.publish_status(now)
 
     def _closed(self, order: HedgeOrder, state: str, now: float) -> None:
-        if order.phase in (SETTLING, UNKNOWN):
+        if not order.following:
             return
         unfilled = max(order.amount - order.filled, 0.0)
         self.volume_today -= unfilled
@@ -683,7 +655,7 @@ class CurrencyHedger:
         # failure like an error answer: it counts toward switching hedging off.
         failed = order.filled == 0 and (state == "rejected" or (state == "cancelled" and order.order_type == "market"))
         if failed:
-            self.order = None
+            self._drop(order)
             self.rejections += 1
             self.retry_at = now + self.settings.retry_after_reject_s
             why = "the exchange rejected the order" if state == "rejected" else "the market order closed unfilled"
@@ -694,17 +666,14 @@ class CurrencyHedger:
         self.log.info("hedge_closed", currency=self.currency, label=order.label, state=state, filled=order.filled,
                       amount=order.amount, reprices=order.reprices)
         if order.filled == 0:
-            self.order = None
+            self._drop(order)
             self.publish_status(now)
             self._evaluate(now, "previous hedge closed unfilled")
             return
         self._settle(order, order.size_before + order.signed_filled, now)
 
     def _settle(self, order: HedgeOrder, expected_size: float, now: float) -> None:
-        order.phase = SETTLING
-        order.expected_size = expected_size
-        order.pending_key = None
-        order.due = now + self.settings.fill_wait_s
+        order.settle(expected_size, now + self.settings.fill_wait_s)
         if self._reflected(order):
             self._settled(order, now)
         else:
@@ -718,17 +687,14 @@ class CurrencyHedger:
                 and abs(self._hedge_size() - order.expected_size) < half_contract)
 
     def _settled(self, order: HedgeOrder, now: float) -> None:
-        self.order = None
+        self._drop(order)
         self.log.info("hedge_settled", currency=self.currency, label=order.label, hedge_position=self._hedge_size(),
                       waited_s=round(now - order.placed_at, 3))
         self.publish_status(now)
         self._evaluate(now, "previous hedge settled")
 
     def _unknown(self, order: HedgeOrder, why: str, now: float) -> None:
-        order.phase = UNKNOWN
-        order.unknown_since = now
-        order.pending_key = None
-        order.reconcile_asked = False
+        order.lose(now, now + self.settings.fill_wait_s)
         self.log.warning("hedge_order_unknown", currency=self.currency, label=order.label, reason=why,
                          hint="no hedging until the exchange's positions and orders are fetched")
         self._ask_reconcile(order, now)
@@ -739,7 +705,7 @@ class CurrencyHedger:
         if not self.can_trade:
             return  # asked again once the link is back
         order.reconcile_asked = True
-        self._publish(ReconcilePortfolio(origin=ORIGIN, currencies=(self.currency,),
+        self._publish(ReconcilePortfolio(origin=self.tag.origin, currencies=(self.currency,),
                                          reason=f"hedger: state of {order.label} unknown"))
 
     def _reprice_or_cancel(self, order: HedgeOrder, now: float) -> None:
@@ -754,41 +720,36 @@ class CurrencyHedger:
             if touch == order.price:
                 order.due = now + self.settings.reprice_after_s
                 return
-            order.amends += 1
-            order.price = touch
-            order.phase = AMENDING
-            order.pending_key = f"{order.label}/edit{order.amends}"
-            order.due = now + self.settings.fill_wait_s
+            key = order.amend(touch, now + self.settings.fill_wait_s)
             self.log.info("hedge_repriced", currency=self.currency, label=order.label, price=touch,
                           reprices=order.reprices)
             self._publish(EditOrder(order_id=order.order_id, amount=order.amount, price=touch, post_only=True,
-                                    origin=ORIGIN, request_key=order.pending_key))
+                                    origin=self.tag.origin, request_key=key))
             return
         # Last resort: cancel, then hedge what is left with a market order.
         self.escalate_to_market = True
         self._cancel(order, now)
 
     def _cancel(self, order: HedgeOrder, now: float) -> None:
+        """Cancel our own order, by its order id (never by label: a label's prefix is not
+        proof enough that the order is ours)."""
         if order.order_id is None:
             return
-        order.amends += 1
-        order.phase = AMENDING
-        order.cancelling = True
-        order.pending_key = f"{order.label}/cancel{order.amends}"
-        order.due = now + self.settings.fill_wait_s
+        key = order.cancel(now + self.settings.fill_wait_s)
         self.log.info("hedge_cancel", currency=self.currency, label=order.label, order_id=order.order_id,
                       filled=order.filled)
-        self._publish(CancelOrder(order_id=order.order_id, origin=ORIGIN, request_key=order.pending_key))
+        self._publish(CancelOrder(order_id=order.order_id, origin=self.tag.origin, request_key=key))
 
     def _cancel_orphans(self, now: float) -> None:
+        # Only orders whose label this hedger's tag owns (see on_portfolio), by order id.
         for orphan in self.orphans:
             if orphan.order_id in self.orphans_cancelled:
                 continue
             self.orphans_cancelled.add(orphan.order_id)
             self.log.warning("hedge_orphan_cancelled", currency=self.currency, label=orphan.label,
                              order_id=orphan.order_id, instrument=orphan.instrument_name)
-            self._publish(CancelOrder(order_id=orphan.order_id, origin=ORIGIN,
-                                      request_key=f"hedger-orphan-{orphan.order_id}"))
+            self._publish(CancelOrder(order_id=orphan.order_id, origin=self.tag.origin,
+                                      request_key=self.tag.orphan_key(orphan.order_id)))
 
     def _after_rejection(self, why: str, now: float) -> None:
         if self.rejections >= self.settings.max_rejections:
@@ -797,7 +758,7 @@ class CurrencyHedger:
         else:
             self.message = f"hedge order rejected: {why}"
             if now < self.retry_at:  # the status says so at once, not at the next evaluation
-                self.last_code = "cooldown"
+                self.last_code = HedgeCode.COOLDOWN
                 self.last_reason = f"pausing {self.retry_at - now:.1f} s after a rejection"
             self.publish_status(now)
 

@@ -2,9 +2,58 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 
 from messages.base import Message
+
+
+# String enums: msgspec encodes them by value, and they compare equal to (and format as) their
+# value, so logs, the console and anything reading the strings see what they saw before.
+class HedgeMode(StrEnum):
+    """What the hedge balances: the options against the hedge instrument, or against every future."""
+
+    OPTIONS_VS_HEDGE = "options_vs_hedge"
+    NET = "net"
+
+
+class HedgePhase(StrEnum):
+    """Where a hedger's order stands; ``IDLE`` when it has none."""
+
+    IDLE = "idle"
+    SENT = "sent"  # placed, no answer yet
+    RESTING = "resting"  # a limit order open on the book
+    AMENDING = "amending"  # an edit or cancel of the resting order awaits its answer
+    SETTLING = "settling"  # closed with a fill: waiting for the Portfolio to show it
+    UNKNOWN = "unknown"  # the answer was lost: waiting for the exchange's picture
+
+
+class HedgeCode(StrEnum):
+    """The short, stable key of why a hedger does what it does (``HedgerStatus.code``)."""
+
+    NONE = ""  # nothing said yet (or since hedging was activated)
+    # The decision (desk.hedge_decision.decide).
+    TRADE = "trade"
+    WITHIN_BAND = "within_band"
+    BELOW_CONTRACT = "below_contract"
+    NO_TICKER = "no_ticker"
+    STALE_TICKER = "stale_ticker"
+    NO_OPTION_DELTA = "no_option_delta"
+    NO_FUTURE_PRICE = "no_future_price"
+    NO_HEDGE_QUOTE = "no_hedge_quote"
+    HEDGE_BOOK_STALE = "hedge_book_stale"
+    STALE_HEDGE_QUOTE = "stale_hedge_quote"
+    NO_HEDGE_PRICE = "no_hedge_price"
+    NO_CONTRACT_SIZE = "no_contract_size"
+    # The gates checked before deciding.
+    DISCONNECTED = "disconnected"
+    NO_PORTFOLIO = "no_portfolio"
+    UNRECONCILED = "unreconciled"
+    NOT_LISTED = "not_listed"
+    ORPHAN_ORDERS = "orphan_orders"
+    COOLDOWN = "cooldown"
+    RATE_LIMIT = "rate_limit"
+    DAILY_VOLUME = "daily_volume"
 
 
 class HedgerControl(Message, frozen=True, kw_only=True):
@@ -37,7 +86,7 @@ class HedgerStatus(Message, frozen=True, kw_only=True):
     currency: str
     active: bool
     instrument: str
-    mode: str
+    mode: HedgeMode
     band: float
     at: float
     options_delta: float | None = None
@@ -47,11 +96,11 @@ class HedgerStatus(Message, frozen=True, kw_only=True):
     orders_today: int = 0
     volume_today: float = 0.0
     last_reason: str = ""
-    # The short key of last_reason (within_band, trade, cooldown, rate_limit, stale_ticker, ...).
-    code: str = ""
+    # The short key of last_reason.
+    code: HedgeCode = HedgeCode.NONE
     message: str = ""
     request_key: str = ""
-    # The order in flight's phase (idle, sent, resting, amending, settling, unknown) and label.
-    phase: str = "idle"
+    # The order in flight's phase and label.
+    phase: HedgePhase = HedgePhase.IDLE
     order_label: str = ""
     delta_source: str = ""

@@ -9,7 +9,8 @@ import msgspec
 import pytest
 
 from config.settings import load_settings
-from desk.hedging import CurrencyHedger
+from desk.hedge_order import OrderTag
+from desk.hedging import DELTA_TAG, CurrencyHedger
 from messages.account import ExchangeState, OrderUpdate, Position, UserTrade
 from messages.commands import CancelOrder, CommandFailed, CommandResult, EditOrder, PlaceOrder, ReconcilePortfolio
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
@@ -40,13 +41,14 @@ class Log:
 class Rig:
     """One CurrencyHedger for BTC with what it publishes collected, on a hand-moved clock."""
 
-    def __init__(self, **overrides: Any) -> None:
+    def __init__(self, tag: OrderTag = DELTA_TAG, **overrides: Any) -> None:
         settings = msgspec.structs.replace(DEFAULTS, delta_source="exchange", **overrides)
         self.now = T0
         self.out: list[object] = []
         self.log = Log()
         self.numbers = iter(range(1, 10_000))
-        self.h = CurrencyHedger("BTC", settings, self.out.append, self.log, lambda _now: next(self.numbers), T0)
+        self.h = CurrencyHedger("BTC", settings, self.out.append, self.log, lambda _now: next(self.numbers), T0,
+                                tag=tag)
         self.option_size = 0.0
         self.hedge_size = 0.0
 
@@ -479,6 +481,65 @@ def test_orphan_hedge_orders_are_cancelled_before_hedging() -> None:
     assert cancel.order_id == "old-1" and rig.sent() == [] and rig.h.last_code == "orphan_orders"
     rig.portfolio()  # gone
     assert len(rig.sent()) == 1
+
+
+def test_two_hedgers_and_a_trader_on_one_instrument_cancel_only_their_own_orders() -> None:
+    """Each hedger cancels by order id, and only orders whose label its tag owns (its prefix and a
+    number): not another hedger's (even one whose prefix starts with its own), not a trader's
+    (``manual_api_<n>``, a label typed on the exchange's site that happens to start with
+    ``hedge-``, or none), whether sweeping an earlier run's orders or switching off."""
+    delta = Rig(order_type="limit")
+    vega = Rig(tag=OrderTag(origin="vega_hedger", prefix="hedge-v-"), order_type="limit")
+    trader = (order("manual_api_3", "open", 10.0, 0.0, "o-m1", order_type="limit", price=PRICE - 100),
+              order("hedge-manual", "open", 10.0, 0.0, "o-m2", order_type="limit", price=PRICE - 100),
+              order("", "open", 10.0, 0.0, "o-m3", order_type="limit", price=PRICE - 100))
+    earlier_run = order("hedge-99", "open", 10.0, 0.0, "o-a99", order_type="limit", price=PRICE + 100)
+
+    vega.ready(option_size=1.0, delta=0.5)
+    [vega_order] = vega.sent()
+    assert vega_order.label == "hedge-v-1" and vega_order.origin == "vega_hedger"
+    vega_open = order(vega_order.label, "open", vega_order.amount, 0.0, "o-b", order_type="limit",
+                      price=vega_order.price)
+    vega.h.on_order_update(vega_open, vega.now)
+    assert vega.h.order is not None and vega.h.order.phase == "resting"
+
+    # The delta hedger sees the vega hedger's live order, the trader's and one of its own earlier run.
+    book = (*trader, vega_open, earlier_run)
+    delta.option_size = 1.0
+    delta.h.on_connection(True, delta.now)
+    delta.h.instruments_loaded(InstrumentsLoaded(currency="BTC", instruments=(perpetual(),)), delta.now)
+    delta.quote()
+    delta.delta(0.5)
+    delta.portfolio(open_orders=book)
+    delta.h.on_control(HedgerControl(action="activate", origin="test"), delta.now)
+    [sweep] = delta.sent(CancelOrder)
+    assert sweep.order_id == "o-a99" and sweep.origin == "hedger" and delta.h.last_code == "orphan_orders"
+    delta.portfolio(open_orders=(*trader, vega_open))  # its orphan is gone: it hedges
+    [delta_order] = delta.sent()
+    assert delta_order.label == "hedge-1" and len(delta.sent(CancelOrder)) == 1
+    delta_open = order(delta_order.label, "open", delta_order.amount, 0.0, "o-a", order_type="limit",
+                       price=delta_order.price)
+    delta.h.on_order_update(delta_open, delta.now)
+
+    # The vega hedger sees everything too: nothing there is its orphan.
+    vega.portfolio(open_orders=(*trader, vega_open, delta_open, earlier_run))
+    assert vega.sent(CancelOrder) == []
+
+    # Each one's answers and updates are not the other's.
+    vega.h.on_order_update(order(delta_order.label, "cancelled", delta_order.amount, 0.0, "o-a",
+                                 order_type="limit"), vega.now)
+    delta.h.on_order_update(order(vega_order.label, "filled", vega_order.amount, vega_order.amount, "o-b",
+                                  order_type="limit"), delta.now)
+    assert vega.h.order is not None and vega.h.order.phase == "resting"
+    assert delta.h.order is not None and delta.h.order.phase == "resting"
+
+    # Shutting one down cancels its own order only, by its id.
+    delta.h.safe_shutdown("test", delta.now)
+    vega.h.on_control(HedgerControl(action="deactivate", origin="test"), vega.now)
+    assert [(c.order_id, c.origin) for c in delta.sent(CancelOrder)] == [("o-a99", "hedger"), ("o-a", "hedger")]
+    assert [(c.order_id, c.origin) for c in vega.sent(CancelOrder)] == [("o-b", "vega_hedger")]
+    # ...and nothing cancels by label, instrument or currency.
+    assert all(type(m) in (PlaceOrder, CancelOrder, HedgerStatus) for m in (*delta.out, *vega.out))
 
 
 # -- controls ---------------------------------------------------------------------------------------
