@@ -30,9 +30,9 @@ from simulator import generate_wire_log
 from simulator.settings import SimSettings
 from sql.engine import create_schema, make_engine
 from sql.tables import option_quotes, surface_points, volatility_index
-from tests.integration.test_sql import private_schema
 from tests.support.paths import REPO
 from tests.support.postgres import ThrowawayCluster
+from tests.support.sql import private_schema
 
 GRID_POINTS = 10 * 21  # the default [surface] grid
 START = 1_795_260_900.0  # a whole minute
