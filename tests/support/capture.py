@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from deribit.instruments import decode_instruments
@@ -24,7 +25,7 @@ def instruments_file(currency: str) -> str:
 @cache
 def instruments_bytes(currency: str) -> bytes:
     """The raw ``public/get_instruments`` answer of ``currency`` (BTC or ETH)."""
-    return capture(instruments_file(currency)).read_bytes()
+    return instruments_path(currency).read_bytes()
 
 
 @cache
@@ -52,3 +53,12 @@ def wire_records() -> tuple[dict[str, Any], ...]:
 def inbound_frames() -> tuple[str, ...]:
     """The frames the exchange sent, in order."""
     return tuple(record["frame"] for record in wire_records() if record["dir"] == "in")
+
+
+def wire_sample() -> Path:
+    """The wire sample's path, for code that reads the file itself (a replay)."""
+    return capture(WIRE_SAMPLE_NAME)
+
+
+def instruments_path(currency: str) -> Path:
+    return capture(instruments_file(currency))

@@ -30,7 +30,7 @@ from messages.system import ConnectionState, ConnectionStatus, MinuteTick
 from runtime.actor import ActorContext
 from runtime.clock import ReplayClock
 from runtime.logs import setup_logging, shutdown_logging
-from tests.support.paths import WIRE_SAMPLE
+from tests.support.capture import wire_sample
 
 pytestmark = pytest.mark.usefixtures("isolated_cwd")  # the program's data/ goes to a temp dir
 
@@ -236,7 +236,7 @@ def test_replay_of_the_capture_has_no_resync(tmp_path: Path) -> None:
     """The real capture through the program's actors: every change chain is continuous."""
     settings = load_settings(environ={}, overrides={"currencies": ["BTC", "ETH"]}, cwd=tmp_path)
     setup_logging(tmp_path / "logs", "info", console=False)
-    program = main.actor_specs(settings, replay_file=str(WIRE_SAMPLE))
+    program = main.actor_specs(settings, replay_file=str(wire_sample()))
     assert program[0].name == "connection"
     # The Connection last: its replay thread must not publish before the keepers are on the bus.
     supervisor = main.make_supervisor(settings, [*program[1:], program[0]], ReplayClock(T0), replay=True)

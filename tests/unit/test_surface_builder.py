@@ -21,8 +21,8 @@ from quant import ChainInputs, SurfaceGrid, black76_price, build_surface
 from quant.surface import MS_PER_YEAR
 from runtime.actor import ActorContext
 from runtime.clock import ReplayClock
+from tests.support.capture import wire_lines
 from tests.support.fixtures_quant.deribit_tickers import parse_option_name
-from tests.support.paths import WIRE_SAMPLE
 
 AT = 1_626_994_800.0  # 2021-07-22 23:00 UTC
 
@@ -68,7 +68,7 @@ def test_every_quoted_option_gets_a_row_with_vols_that_reprice_its_book(chain: C
 def test_our_vols_match_deribits_on_the_real_capture() -> None:
     # Every ticker of the capture as a one-option chain at its own timestamp (the years count from it).
     bid_err, ask_err = [], []
-    for line in WIRE_SAMPLE.read_text().splitlines():
+    for line in wire_lines():
         frame = json.loads(line).get("frame") or ""
         if '"channel":"ticker.' not in frame:
             continue
