@@ -14,7 +14,6 @@ import pytest
 import main
 from actors.bookkeeper import GetBookStats, GetTops
 from actors.connection import GetReplaySummary
-from config.settings import load_settings
 from desk.book_family import BookFamily
 from messages.market import BookSnapshot
 from messages.state import ChainSnapshot
@@ -25,6 +24,7 @@ from runtime.supervisor import ActorSpec
 from runtime.wirelog import read_wire_log
 from simulator.generate import generate_wire_log
 from simulator.settings import SimSettings
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.usefixtures("isolated_cwd")  # the program's data/ goes to a temp dir
 
@@ -52,7 +52,7 @@ def wire_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_replay_across_0800_drops_expired_books_and_picks_up_new_listings(wire_log: Path, tmp_path: Path) -> None:
-    settings = load_settings(environ={}, overrides={"currencies": ["BTC", "ETH"]}, cwd=tmp_path)
+    settings = make_settings(currencies=["BTC", "ETH"])
     setup_logging(tmp_path / "logs", "info", console=False)
     first = next(iter(read_wire_log(wire_log)))
     program = main.actor_specs(settings, replay_file=str(wire_log))

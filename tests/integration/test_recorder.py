@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from actors.recorder import GetRecorderStatus, Recorder
-from config.settings import SettingsError, load_settings
+from config.settings import SettingsError
 from messages.commands import CommandResult, PlaceOrder
 from messages.surface import RecorderStatus, SurfaceSnapshot
 from messages.system import MinuteTick
@@ -30,6 +30,7 @@ from sql.store import MinuteStore, audit_record, snapshot_record
 from sql.tables import option_quotes, orders_audit, surface_points, volatility_index
 from sql.writers import audit_request
 from tests.support.postgres import ThrowawayCluster, dead_url
+from tests.support.settings import make_settings
 from tests.support.sql import AT, count, private_schema, small_snapshot
 from tests.support.waiting import wait_until
 
@@ -250,7 +251,7 @@ class Bus:
 
 def start_recorder(url: str, spool: Path, bus: Bus, **settings: object) -> object:
     overrides = {"database.url": url, "recorder.spool_dir": str(spool), **settings}
-    s = load_settings(None, environ={}, overrides=overrides)
+    s = make_settings(overrides)
     context = ActorContext(name="recorder", clock=ReplayClock(AT), settings=s, publish=bus.publish)
     return Recorder.start(context, wake_interval_s=0.05)
 

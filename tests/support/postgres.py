@@ -217,10 +217,11 @@ def server_url() -> tuple[str, ThrowawayCluster | None]:
 
 
 @contextlib.contextmanager
-def run_database() -> Iterator[str]:
-    """The URL of a database of this run's own on the test server, dropped (and a throwaway server
-    destroyed) when the block ends, however it ends."""
-    url, cluster = server_url()
+def run_database(server: str | None = None) -> Iterator[str]:
+    """The URL of a database of this run's own on ``server`` (a URL on its maintenance database; by
+    default the test server of :func:`server_url`), dropped (and a throwaway server destroyed) when the
+    block ends, however it ends."""
+    url, cluster = (server, None) if server else server_url()
     try:
         database = RunDatabase(url).create()
         try:

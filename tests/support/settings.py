@@ -1,6 +1,6 @@
 """The one settings builder of the tests: the defaults with dotted keys laid over them.
 
-``make_settings({"deribit.heartbeat_s": 5, "hedger.band": 0.01})`` goes through ``load_settings``
+``make_settings({"deribit.heartbeat_s": 5, "hedger.max_delta_mismatch": 0.01})`` goes through ``load_settings``
 exactly as the command line's ``--set`` does, so every value is validated as the program would;
 the environment and any ``settings.toml`` in the working directory are ignored.
 """

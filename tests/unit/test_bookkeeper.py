@@ -13,7 +13,6 @@ import pytest
 import main
 from actors.bookkeeper import BookKeeper, GetBooks, GetBookStats
 from actors.connection import GetReplaySummary
-from config.settings import load_settings
 from desk.book_family import BookFamily
 from messages.commands import ResubscribeInstrument
 from messages.market import (
@@ -31,6 +30,7 @@ from runtime.actor import ActorContext
 from runtime.clock import ReplayClock
 from runtime.logs import setup_logging, shutdown_logging
 from tests.support.capture import wire_sample
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.usefixtures("isolated_cwd")  # the program's data/ goes to a temp dir
 
@@ -190,8 +190,7 @@ class Published:
 
 
 def start_keeper(published: Published, **books: Any) -> pykka.ActorRef:
-    settings = load_settings(environ={}, overrides={f"books.{k}": v for k, v in books.items()},
-                             cwd=Path("/nonexistent"))
+    settings = make_settings({f"books.{k}": v for k, v in books.items()})
     context = ActorContext(name="books-BTC-option", clock=ReplayClock(T0), settings=settings, publish=published)
     return BookKeeper.start(context, currency="BTC", kind="option")
 
@@ -234,7 +233,7 @@ def test_option_tops_are_not_published_unless_configured() -> None:
 
 def test_replay_of_the_capture_has_no_resync(tmp_path: Path) -> None:
     """The real capture through the program's actors: every change chain is continuous."""
-    settings = load_settings(environ={}, overrides={"currencies": ["BTC", "ETH"]}, cwd=tmp_path)
+    settings = make_settings(currencies=["BTC", "ETH"])
     setup_logging(tmp_path / "logs", "info", console=False)
     program = main.actor_specs(settings, replay_file=str(wire_sample()))
     assert program[0].name == "connection"
