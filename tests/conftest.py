@@ -2,19 +2,23 @@
 
 Everything a run writes is its own, so that two runs on one machine never collide: its PostgreSQL
 database (created here, dropped at the end), its working directory (the program's relative data/
-and logs/), hypothesis's example database (none), pytest's temporary directories.
+and logs/), hypothesis's files (no example database, its cache in a temporary directory), pytest's
+temporary directories.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
 import pytest
 from hypothesis import settings as hypothesis_settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.support.desk import sim_desk  # noqa: F401  (the desk-on-simulator fixture, for every test)
 from tests.support.paths import capture
@@ -28,10 +32,19 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+_HYPOTHESIS_HOME = Path(tempfile.mkdtemp(prefix="desk-hypothesis-"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # A run stopped with SIGTERM (a timeout, a closed CI job) still runs session teardown, like Ctrl-C,
     # so its database is dropped and its throwaway server stopped.
     signal.signal(signal.SIGTERM, _interrupt)
+    # Hypothesis's own files (its cache of the code's constants) go to the run's directory, not .hypothesis/.
+    set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_HYPOTHESIS_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
