@@ -9,13 +9,18 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-# Re-installs only when pyproject.toml changed; otherwise a no-op.
+# Re-installs only when pyproject.toml changed; otherwise a no-op. Under a lock, so that two `make test`
+# started at once in one clone install once (the second finds the stamp fresh and does nothing).
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required; found " + sys.version.split()[0])'
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	@mkdir -p $(VENV)
+	@exec 9>$(VENV)/.lock; flock 9; \
+	if [ $(STAMP) -nt pyproject.toml ]; then exit 0; fi; \
+	set -e; echo "installing the environment in $(VENV) (pip install -e '.[dev]')"; \
+	test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	$(PY) -m pip install --quiet --upgrade pip; \
+	$(PY) -m pip install --quiet -e '.[dev]'; \
+	touch $(STAMP)
 
 run: venv
 	$(PY) main.py $(ARGS)

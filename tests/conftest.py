@@ -1,36 +1,79 @@
-"""Shared fixtures. PostgreSQL tests never skip: if no server can be found or started they fail."""
+"""Shared fixtures. PostgreSQL tests never skip: if no server can be found or started they fail.
+
+Everything a run writes is its own, so that two runs on one machine never collide: its PostgreSQL
+database (created here, dropped at the end), its working directory (the program's relative data/
+and logs/), hypothesis's files (no example database, its cache in a temporary directory), pytest's
+temporary directories.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
-from tests.support.paths import SHARED_FIXTURES as FIXTURES
+from tests.support.desk import sim_desk  # noqa: F401  (the desk-on-simulator fixture, for every test)
+from tests.support.paths import capture
 
-os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")
+# Hypothesis's "ci" profile: derandomised, no deadline (a loaded machine is not a bug), and no example
+# database, which would otherwise be .hypothesis/ in the repository, shared by concurrent runs.
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+_HYPOTHESIS_HOME = Path(tempfile.mkdtemp(prefix="desk-hypothesis-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A run stopped with SIGTERM (a timeout, a closed CI job) still runs session teardown, like Ctrl-C,
+    # so its database is dropped and its throwaway server stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
+    # Hypothesis's own files (its cache of the code's constants) go to the run's directory, not .hypothesis/.
+    set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_HYPOTHESIS_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_cwd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The whole run works in a directory of its own, so that code writing to relative paths (the
+    settings' default data/ and logs/) never writes into the repository or into another run's files."""
+    before = Path.cwd()
+    here = tmp_path_factory.mktemp("cwd")
+    os.chdir(here)
+    try:
+        yield here
+    finally:
+        os.chdir(before)
 
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
-    """The shared PostgreSQL test server (TEST_DATABASE_URL, 127.0.0.1:5432, or a throwaway)."""
-    from tests.support.postgres import server_url
+    """A PostgreSQL database of this run's own (``deskt_<pid>_<random>``), on TEST_DATABASE_URL's server,
+    127.0.0.1:5432 or a throwaway cluster; dropped when the run ends, also after failures or Ctrl-C."""
+    from tests.support.postgres import run_database
 
-    url, cluster = server_url()
-    try:
+    with run_database() as url:
         yield url
-    finally:
-        if cluster is not None:
-            cluster.destroy()
 
 
 @pytest.fixture
 def fixtures_dir() -> Path:
-    if not FIXTURES.exists():
-        pytest.fail(f"the real Deribit capture is missing: {FIXTURES} (shared/ must sit beside the repo)")
-    return FIXTURES
+    """The real Deribit capture's directory; the test fails, saying where it should be, if it is missing."""
+    return capture()
 
 
 @pytest.fixture

@@ -10,30 +10,23 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pykka
 import pytest
 
-import main
 from actors.portfolio import GetPortfolio
-from config.settings import load_settings
 from deribit.instruments import parse_instrument_name
 from messages.commands import CommandFailed, CommandResult, PlaceOrder
 from messages.hedging import HedgerControl, HedgerStatus
 from runtime.actor import Actor, ActorContext, handles
-from runtime.clock import WallClock
-from runtime.logs import setup_logging, shutdown_logging
 from runtime.supervisor import ActorSpec
-from simulator import Simulator
-from simulator.settings import SimSettings
+from tests.support.desk import SimDesk, StartDesk
+from tests.support.settings import SIM_CLIENT_ID as CLIENT_ID
 from tests.support.waiting import wait_until as wait_for
 
 pytestmark = pytest.mark.usefixtures("isolated_cwd")  # the program's data/ goes to a temp dir
 
-CLIENT_ID, CLIENT_SECRET = "desk", "desk-simulator-secret"
 PERP = "BTC-PERPETUAL"
 BAND = 0.0025
 WANTED = {"connection", "books-BTC-option", "books-BTC-future", "portfolio", "hedger", "recorder"}
@@ -51,18 +44,12 @@ class Tap(Actor):
         self.sink.append(message)
 
 
-class Desk:
-    def __init__(self, simulator: Simulator, supervisor: Any, tapped: list[object], data_dir: Path) -> None:
-        self.sim = simulator
-        self.supervisor = supervisor
+class Desk(SimDesk):
+    """The desk on the simulator, with what the hedger tests look at."""
+
+    def __init__(self, running: SimDesk, tapped: list[object]) -> None:
+        super().__init__(running.sim, running.supervisor, running.settings, running.data_dir)
         self.tapped = tapped
-        self.data_dir = data_dir
-
-    def publish(self, message: object) -> None:
-        self.supervisor.bus.publish(message)
-
-    def ask(self, name: str, message: object) -> Any:
-        return self.supervisor.refs()[name].ask(message, timeout=10)
 
     def status(self) -> HedgerStatus:
         [status] = self.ask("hedger", HedgerControl(action="status", origin="test", currency="BTC"))
@@ -121,41 +108,16 @@ class Desk:
 
 
 @pytest.fixture
-def desk(tmp_path: Path) -> Iterator[Callable[..., Desk]]:
-    started: list[Desk] = []
-
+def desk(sim_desk: StartDesk) -> Callable[..., Desk]:
     def start(**overrides: Any) -> Desk:
-        setup_logging(tmp_path / "logs", "info", console=False, secrets=[CLIENT_SECRET])
-        sim_settings = SimSettings.for_account(CLIENT_ID, CLIENT_SECRET, {"BTC": 10.0, "ETH": 100.0}, chain="small",
-                                               updates_per_s=2.0, index_vol=0.0, jumps_per_year=0.0)
-        simulator = Simulator(seed=5, settings=sim_settings)
-        url = simulator.start_in_thread()
-        values = {"deribit.client_id": CLIENT_ID, "deribit.client_secret": CLIENT_SECRET, "currencies": ["BTC"],
-                  "deribit.reconnect_initial_s": 0.2, "hedger.currencies": ["BTC"],
-                  "hedger.max_orders_per_minute": 60, "data_dir": str(tmp_path), **overrides}
-        settings = load_settings(environ={}, overrides=values, cwd=Path("/nonexistent"))
         tapped: list[object] = []
-        specs = [s for s in main.actor_specs(settings, url=url) if s.name in WANTED]
-        specs.append(ActorSpec("tap", lambda ctx: Tap.start(ctx, tapped)))
-        supervisor = main.make_supervisor(settings, specs, WallClock())
-        running = Desk(simulator, supervisor, tapped, tmp_path)
-        started.append(running)
-        supervisor.start()
-        return running
+        running = sim_desk({"hedger.currencies": ["BTC"], "hedger.max_orders_per_minute": 60, **overrides},
+                           currencies=["BTC"], seed=5, only=WANTED,
+                           sim={"updates_per_s": 2.0, "index_vol": 0.0, "jumps_per_year": 0.0},
+                           extra_specs=[ActorSpec("tap", lambda ctx: Tap.start(ctx, tapped))])
+        return Desk(running, tapped)
 
-    try:
-        yield start
-    finally:
-        for running in started:
-            try:
-                running.supervisor.stop()
-            finally:
-                running.sim.stop()
-        try:
-            pykka.ActorRegistry.stop_all(timeout=5)
-        except pykka.Timeout:
-            pass  # an actor stopped while being asked to: nothing is left running that matters
-        shutdown_logging()
+    return start
 
 
 def buy_calls_and_hedge(desk: Desk, amount: float = 1.0) -> str:

@@ -24,15 +24,15 @@ from sqlalchemy import Engine, func, select
 import main
 from actors.connection import GetReplaySummary
 from actors.recorder import GetRecorderStatus
-from config.settings import load_settings
 from runtime.clock import ReplayClock
 from simulator import generate_wire_log
 from simulator.settings import SimSettings
 from sql.engine import create_schema, make_engine
 from sql.tables import option_quotes, surface_points, volatility_index
-from tests.integration.test_sql import private_schema
 from tests.support.paths import REPO
 from tests.support.postgres import ThrowawayCluster
+from tests.support.settings import make_settings
+from tests.support.sql import private_schema
 
 GRID_POINTS = 10 * 21  # the default [surface] grid
 START = 1_795_260_900.0  # a whole minute
@@ -170,10 +170,10 @@ def small_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_replay_with_outage(log: Path, url: str, workdir: Path, outage: object, speed: float = 30.0) -> None:
     """Replay ``log`` at ``speed``; once the first minute is written, hold the database down (``outage``
     is a context manager) for three minutes of replayed time; then let the Recorder catch up."""
-    settings = load_settings(None, environ={}, overrides={
-        "database.url": url, "data_dir": str(workdir / "data"), "logging.dir": str(workdir / "logs"),
-        "recorder.retry_initial_s": 0.2, "recorder.retry_max_s": 1.0, "recorder.sqlite_busy_timeout_s": 0.2,
-    })
+    settings = make_settings({  # data/ and logs/ under workdir
+        "database.url": url, "recorder.retry_initial_s": 0.2, "recorder.retry_max_s": 1.0,
+        "recorder.sqlite_busy_timeout_s": 0.2,
+    }, tmp_path=workdir)
     clock = ReplayClock(START)
     supervisor = main.make_supervisor(settings, main.actor_specs(settings, replay_file=str(log), replay_speed=speed),
                                       clock, replay=True)

@@ -28,8 +28,9 @@ from runtime.logs import setup_logging
 from runtime.supervisor import ActorSpec
 from runtime.wirelog import read_wire_log
 from simulator import SimSettings, Simulator, generate_wire_log
+from tests.support.capture import wire_lines, wire_sample
 from tests.support.connection_harness import Desk, GetSeen, Probe, test_settings
-from tests.support.paths import REPO, WIRE_SAMPLE
+from tests.support.paths import REPO
 
 
 def replay_cli(path: Path, tmp_path: Path) -> tuple[int, dict[str, Any] | None, str]:
@@ -62,13 +63,13 @@ def counts_in_file(path: Path) -> dict[str, Any]:
 
 
 def test_replay_of_the_real_capture_prints_its_counts(tmp_path: Path) -> None:
-    status, summary, stderr = replay_cli(WIRE_SAMPLE, tmp_path)
+    status, summary, stderr = replay_cli(wire_sample(), tmp_path)
     assert status == 0, stderr
     assert summary is not None
     assert summary["in_frames"] == 136
     assert summary["notifications"]["book"] == 46 and summary["notifications"]["ticker"] == 89
     assert summary["errors"] == 0 and summary["malformed"] == 0
-    independent = counts_in_file(WIRE_SAMPLE)
+    independent = counts_in_file(wire_sample())
     assert summary["in_frames"] == independent["in_frames"]
     assert summary["notifications"] == independent["notifications"]
     assert summary["responses"] == independent["responses"] == 1
@@ -178,7 +179,7 @@ def test_generated_log_replays_identically_with_ticks_and_rollover_in_order(tmp_
 
 
 def test_a_bad_line_ends_the_replay_with_an_error_naming_it(tmp_path: Path) -> None:
-    lines = WIRE_SAMPLE.read_text().splitlines()
+    lines = wire_lines()
     broken = tmp_path / "broken.jsonl"
     broken.write_text("\n".join([*lines[:10], "{this is no record", *lines[10:]]) + "\n")
     status, summary, stderr = replay_cli(broken, tmp_path)

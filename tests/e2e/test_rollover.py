@@ -4,27 +4,21 @@ program drops the expired instruments' books and picks up the new listings."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 from pathlib import Path
 from typing import Any
 
-import pykka
 import pytest
 
-import main
 from actors.bookkeeper import GetBookStats, GetTops
-from actors.connection import GetReplaySummary
-from config.settings import load_settings
 from desk.book_family import BookFamily
 from messages.market import BookSnapshot
 from messages.state import ChainSnapshot
 from runtime.actor import Actor, handles
-from runtime.clock import ReplayClock
-from runtime.logs import setup_logging, shutdown_logging
 from runtime.supervisor import ActorSpec
-from runtime.wirelog import read_wire_log
 from simulator.generate import generate_wire_log
 from simulator.settings import SimSettings
+from tests.support.replay import replay_summary, replayed_program
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.usefixtures("isolated_cwd")  # the program's data/ goes to a temp dir
 
@@ -52,26 +46,10 @@ def wire_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_replay_across_0800_drops_expired_books_and_picks_up_new_listings(wire_log: Path, tmp_path: Path) -> None:
-    settings = load_settings(environ={}, overrides={"currencies": ["BTC", "ETH"]}, cwd=tmp_path)
-    setup_logging(tmp_path / "logs", "info", console=False)
-    first = next(iter(read_wire_log(wire_log)))
-    program = main.actor_specs(settings, replay_file=str(wire_log))
-    # The Connection's replay thread starts reading at once: started first (the program's order)
-    # it publishes the log's first snapshots before the BookKeepers are on the bus, and they must
-    # then ask for resyncs that a replay cannot answer. Started last here, nothing is lost.
-    specs = [*program[1:], ActorSpec("chains", lambda ctx: ChainCollector.start(ctx)), program[0]]
-    assert program[0].name == "connection"
-    supervisor = main.make_supervisor(settings, specs, ReplayClock(first.t), replay=True)
-    try:
-        supervisor.start()
-        summary = None
-        deadline = time.monotonic() + 120
-        while summary is None and time.monotonic() < deadline:
-            summary = supervisor.refs()["connection"].ask(GetReplaySummary(), timeout=30)
-            time.sleep(0.05)
-        assert summary is not None, "the replay did not finish"
-        supervisor.drain()
-        summary = supervisor.refs()["connection"].ask(GetReplaySummary(), timeout=30)
+    settings = make_settings(currencies=["BTC", "ETH"])
+    chain_collector = ActorSpec("chains", lambda ctx: ChainCollector.start(ctx))
+    with replayed_program(settings, wire_log, tmp_path / "logs", extra_specs=[chain_collector]) as supervisor:
+        summary = replay_summary(supervisor, timeout_s=120)
         assert summary["resyncs"] == 0 and summary["errors"] == 0
         assert summary["minutes"] == 4
         for currency in ("BTC", "ETH"):
@@ -97,10 +75,6 @@ def test_replay_across_0800_drops_expired_books_and_picks_up_new_listings(wire_l
         assert [q.expiry_ms for q in after.options] == sorted(q.expiry_ms for q in after.options)
         assert {c.kind for c in chains} == {"option", "future"}
         assert all(c.futures and not c.options for c in chains if c.kind == "future")
-    finally:
-        supervisor.stop()
-        pykka.ActorRegistry.stop_all()
-        shutdown_logging()
 
 
 def test_the_rollover_alone_drops_expired_books() -> None:

@@ -27,11 +27,7 @@ from simulator import SimSettings, Simulator, generate_wire_log
 from simulator.client import RpcClient
 from simulator.listing import expiry_ms
 from simulator.market import black76_usd
-from tests.support.paths import SHARED_FIXTURES as FIXTURES
-
-WIRE = FIXTURES / "wire-2021-07-22-options-sample.jsonl"
-
-pytestmark = pytest.mark.skipif(not WIRE.exists(), reason="the real Deribit capture is not beside the repository")
+from tests.support.capture import instruments_path, wire_lines
 
 
 def jtype(v: Any) -> str:
@@ -94,13 +90,13 @@ class Shapes:
 
 def fixture_shapes() -> Shapes:
     shapes = Shapes()
-    for line in WIRE.read_text().splitlines():
+    for line in wire_lines():
         rec = json.loads(line)
         if rec["dir"] == "in":
             frame = json.loads(rec["frame"])
             shapes.add(kind_of(frame), frame)
     for cur in ("BTC", "ETH"):
-        resp = json.loads((FIXTURES / f"instruments-{cur}-2021-07-22.json").read_text())
+        resp = json.loads(instruments_path(cur).read_text())
         for inst in resp["result"]:
             shapes.add(f"instrument.{inst['kind']}.{cur}", inst)
     return shapes

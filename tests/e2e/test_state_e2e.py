@@ -11,41 +11,30 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pykka
 import pytest
 
-import main
 from actors.bookkeeper import GetBooks, GetBookStats, GetTops
 from actors.portfolio import GetPortfolio, GetReconcileReport
-from config.settings import Settings, load_settings
 from messages.commands import CancelOrder, CommandFailed, CommandResult, PlaceOrder, ReconcilePortfolio
 from runtime.actor import Actor, handles
-from runtime.clock import WallClock
-from runtime.logs import setup_logging, shutdown_logging
-from simulator import Simulator
-from simulator.settings import SimSettings
+from tests.support.desk import SimDesk, StartDesk
+from tests.support.settings import SIM_CLIENT_ID as CLIENT_ID
 from tests.support.waiting import wait_until as wait_for
 
 pytestmark = pytest.mark.usefixtures("isolated_cwd")  # the program's data/ goes to a temp dir
 
-CLIENT_ID, CLIENT_SECRET = "desk", "desk-simulator-secret"
 OPTION_KEEPERS = ("books-BTC-option", "books-ETH-option")
 FUTURE_KEEPERS = ("books-BTC-future", "books-ETH-future")
 
 
-class Desk:
-    """The simulator and the program's actors, started together and stopped in a finally."""
+class Desk(SimDesk):
+    """The desk on the simulator, with the BookKeepers' freshness."""
 
-    def __init__(self, simulator: Simulator, supervisor: Any) -> None:
-        self.simulator = simulator
-        self.supervisor = supervisor
-
-    def ask(self, name: str, message: object) -> Any:
-        return self.supervisor.refs()[name].ask(message, timeout=10)
+    def __init__(self, running: SimDesk) -> None:
+        super().__init__(running.sim, running.supervisor, running.settings, running.data_dir)
 
     def stats(self, name: str) -> dict[str, Any]:
         return self.ask(name, GetBookStats())
@@ -58,40 +47,12 @@ class Desk:
         return True
 
 
-def desk_settings(**overrides: Any) -> Settings:
-    values = {"deribit.client_id": CLIENT_ID, "deribit.client_secret": CLIENT_SECRET, "currencies": ["BTC", "ETH"],
-              "deribit.reconnect_initial_s": 0.2, **overrides}
-    return load_settings(environ={}, overrides=values, cwd=Path("/nonexistent"))
-
-
 @pytest.fixture
-def desk(tmp_path: Path) -> Iterator[Callable[..., Desk]]:
-    started: list[Desk] = []
-
+def desk(sim_desk: StartDesk) -> Callable[..., Desk]:
     def start(updates_per_s: float = 5.0, extra_specs: tuple[Any, ...] = (), **overrides: Any) -> Desk:
-        setup_logging(tmp_path / "logs", "info", console=False, secrets=[CLIENT_SECRET])
-        sim_settings = SimSettings.for_account(CLIENT_ID, CLIENT_SECRET, {"BTC": 10.0, "ETH": 100.0},
-                                               chain="small", updates_per_s=updates_per_s)
-        simulator = Simulator(seed=3, settings=sim_settings)
-        url = simulator.start_in_thread()
-        settings = desk_settings(**overrides)
-        specs = main.actor_specs(settings, url=url) + list(extra_specs)
-        supervisor = main.make_supervisor(settings, specs, WallClock())
-        running = Desk(simulator, supervisor)
-        started.append(running)
-        supervisor.start()
-        return running
+        return Desk(sim_desk(overrides, seed=3, sim={"updates_per_s": updates_per_s}, extra_specs=extra_specs))
 
-    try:
-        yield start
-    finally:
-        for running in started:
-            try:
-                running.supervisor.stop()
-            finally:
-                running.simulator.stop()
-        pykka.ActorRegistry.stop_all()
-        shutdown_logging()
+    return start
 
 
 def compare_books(desk: Desk) -> int:
@@ -102,16 +63,16 @@ def compare_books(desk: Desk) -> int:
         books = desk.ask(keeper, GetBooks())
         assert books, keeper
         for name, view in books.items():
-            bids, asks = desk.simulator.book(name)
+            bids, asks = desk.sim.book(name)
             assert not view.stale, (name, view.stale_reason)
-            assert view.change_id == desk.simulator.change_id(name), name
+            assert view.change_id == desk.sim.change_id(name), name
             assert list(view.bids) == bids and list(view.asks) == asks, name
             compared += 1
     for keeper in FUTURE_KEEPERS:
         tops = desk.ask(keeper, GetTops())
         assert tops, keeper
         for name, (bid, bid_amount, ask, ask_amount, stale) in tops.items():
-            bids, asks = desk.simulator.book(name)
+            bids, asks = desk.sim.book(name)
             assert not stale, name
             assert (bid, bid_amount) == (bids[0] if bids else (None, 0.0)), name
             assert (ask, ask_amount) == (asks[0] if asks else (None, 0.0)), name
@@ -120,7 +81,7 @@ def compare_books(desk: Desk) -> int:
 
 
 def run_with_drops(desk: Desk, drops: int, reconnect: bool) -> None:
-    sim = desk.simulator
+    sim = desk.sim
     wait_for(desk.all_fresh, 30, "every book's first snapshot")
     sim.drop_book_notifications(0, probability=0.3)
     reconnected = not reconnect
@@ -211,7 +172,7 @@ def test_orders_placed_filled_and_cancelled_leave_the_portfolio_equal_to_the_exc
     from runtime.supervisor import ActorSpec
 
     running = desk(updates_per_s=1.0, extra_specs=(ActorSpec("trader", lambda ctx: Trader.start(ctx)),))
-    sim = running.simulator
+    sim = running.sim
     wait_for(lambda: all(s.reconciled for s in running.ask("portfolio", GetPortfolio()).values()), 30,
              "the first reconciliation")
     keys = (f"k{n}" for n in itertools.count())

@@ -13,7 +13,7 @@ from matplotlib.image import imread
 import main
 from sql.plots import PlotError, parse_size, parse_time, plot_from_database
 from sql.store import MinuteStore, snapshot_record
-from tests.integration.test_sql import AT, private_schema, small_snapshot
+from tests.support.sql import AT, private_schema, small_snapshot
 
 
 def _fill(url: str, spool: Path) -> None:

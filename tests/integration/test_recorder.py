@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from actors.recorder import GetRecorderStatus, Recorder
-from config.settings import SettingsError, load_settings
+from config.settings import SettingsError
 from messages.commands import CommandResult, PlaceOrder
 from messages.surface import RecorderStatus, SurfaceSnapshot
 from messages.system import MinuteTick
@@ -29,8 +29,9 @@ from sql.engine import make_engine
 from sql.store import MinuteStore, audit_record, snapshot_record
 from sql.tables import option_quotes, orders_audit, surface_points, volatility_index
 from sql.writers import audit_request
-from tests.integration.test_sql import AT, count, private_schema, small_snapshot
-from tests.support.postgres import ThrowawayCluster, _free_port
+from tests.support.postgres import ThrowawayCluster, dead_url
+from tests.support.settings import make_settings
+from tests.support.sql import AT, count, private_schema, small_snapshot
 from tests.support.waiting import wait_until
 
 # A minute's rows may wait for a throwaway cluster's restart.
@@ -52,6 +53,13 @@ def cluster() -> Iterator[ThrowawayCluster]:
         yield c
     finally:
         c.destroy()
+
+
+@pytest.fixture
+def dead() -> Iterator[str]:
+    """A PostgreSQL URL that refuses connections for the whole test (its port held, never listened on)."""
+    with dead_url() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -152,9 +160,8 @@ def test_locked_sqlite_file_is_survived(snapshots: list[SurfaceSnapshot], tmp_pa
     store.close()
 
 
-def test_backoff_doubles_up_to_the_maximum_and_resets_when_back(tmp_path: Path) -> None:
+def test_backoff_doubles_up_to_the_maximum_and_resets_when_back(dead: str, tmp_path: Path) -> None:
     clock = FakeMonotonic()
-    dead = f"postgresql+psycopg2://nobody@127.0.0.1:{_free_port()}/none"
     store = MinuteStore(dead, tmp_path / "spool", retry_initial_s=0.5, retry_max_s=3.0, connect_timeout_s=1.0,
                         monotonic=clock)
     store.open()  # no database: nothing raised, nothing written
@@ -188,8 +195,7 @@ def test_a_batch_the_database_refuses_is_moved_aside_and_the_rest_go_on(
 
 
 def test_flush_writes_what_it_can_and_leaves_the_rest_for_the_next_start(
-        snapshots: list[SurfaceSnapshot], tmp_path: Path) -> None:
-    dead = f"postgresql+psycopg2://nobody@127.0.0.1:{_free_port()}/none"
+        dead: str, snapshots: list[SurfaceSnapshot], tmp_path: Path) -> None:
     store = MinuteStore(dead, tmp_path / "spool", connect_timeout_s=1.0)
     for snap in snapshots[:3]:
         store.record(snapshot_record(snap))
@@ -211,9 +217,8 @@ def test_flush_writes_what_it_can_and_leaves_the_rest_for_the_next_start(
 
 
 def test_spool_that_cannot_be_written_keeps_the_minute_in_memory(
-        snapshots: list[SurfaceSnapshot], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        dead: str, snapshots: list[SurfaceSnapshot], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeMonotonic()
-    dead = f"postgresql+psycopg2://nobody@127.0.0.1:{_free_port()}/none"
     store = MinuteStore(dead, tmp_path / "spool", connect_timeout_s=1.0, monotonic=clock)
 
     def disk_full(_record: object) -> None:
@@ -246,7 +251,7 @@ class Bus:
 
 def start_recorder(url: str, spool: Path, bus: Bus, **settings: object) -> object:
     overrides = {"database.url": url, "recorder.spool_dir": str(spool), **settings}
-    s = load_settings(None, environ={}, overrides=overrides)
+    s = make_settings(overrides)
     context = ActorContext(name="recorder", clock=ReplayClock(AT), settings=s, publish=bus.publish)
     return Recorder.start(context)
 

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select
 
-from bench.snapshot import synthetic_chain_snapshot
-from desk.surface_snapshot import build_surface_snapshot
 from messages.commands import CancelAll, CancelOrder, CommandFailed, CommandResult, EditOrder, PlaceOrder
-from messages.surface import SurfaceSnapshot
 from sql.engine import DatabaseURLError, SchemaVersionError, create_schema, make_engine, mask_url
 from sql.spool import Spool, SpoolError, SpoolRecord
 from sql.tables import (
@@ -30,38 +25,7 @@ from sql.tables import (
     volatility_index,
 )
 from sql.writers import audit_answer, audit_request, write_audit, write_surface_snapshot
-
-AT = 1_626_994_800.0
-
-
-# -- helpers shared by the recorder tests -----------------------------------------------------------------
-@contextlib.contextmanager
-def private_schema(server_url: str) -> Iterator[str]:
-    """A URL on ``server_url`` whose tables live in a fresh schema, dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(server_url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    sep = "&" if "?" in server_url else "?"
-    try:
-        yield f"{server_url}{sep}options=-csearch_path%3D{name}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        admin.dispose()
-
-
-def count(engine: Engine, table: object, **where: object) -> int:
-    query = select(func.count()).select_from(table)  # type: ignore[arg-type]
-    for column, value in where.items():
-        query = query.where(table.c[column] == value)  # type: ignore[attr-defined]
-    with engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())
-
-
-def small_snapshot(at: float = AT, currency: str = "BTC") -> SurfaceSnapshot:
-    chain = synthetic_chain_snapshot(currency=currency, at=at, n_quotes=120, n_expiries=4)
-    return build_surface_snapshot(chain)
+from tests.support.sql import AT, count, private_schema, small_snapshot
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

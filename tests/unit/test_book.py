@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from deribit.codec import FrameDecoder, Notification
 from desk.book import Applied, L2Book
 from messages.market import BookChange, BookSnapshot, Ticker
-from tests.support.paths import WIRE_SAMPLE
+from tests.support.capture import wire_lines
 
 NAME = "BTC-24SEP21-40000-C"
 
@@ -185,7 +185,7 @@ def test_every_change_chain_of_the_capture_is_continuous_and_matches_its_tickers
     top_after: dict[tuple[str, int], tuple[float | None, float, float | None, float]] = {}
     tickers: list[Ticker] = []
     changes = 0
-    for line in WIRE_SAMPLE.read_text().splitlines():
+    for line in wire_lines():
         record = json.loads(line)
         if record["dir"] != "in":
             continue

@@ -3,17 +3,13 @@ minute's ChainSnapshot) and the actor over the bus, including a replay of the re
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pykka
 import pytest
 
-import main
 from actors.bookkeeper import BookKeeper, GetBooks, GetBookStats
-from actors.connection import GetReplaySummary
-from config.settings import load_settings
 from desk.book_family import BookFamily
 from messages.commands import ResubscribeInstrument
 from messages.market import (
@@ -29,8 +25,9 @@ from messages.state import ChainSnapshot, TopOfBook
 from messages.system import ConnectionState, ConnectionStatus, MinuteTick
 from runtime.actor import ActorContext
 from runtime.clock import ReplayClock
-from runtime.logs import setup_logging, shutdown_logging
-from tests.support.paths import WIRE_SAMPLE
+from tests.support.capture import wire_sample
+from tests.support.replay import replay_summary, replayed_program
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.usefixtures("isolated_cwd")  # the program's data/ goes to a temp dir
 
@@ -190,8 +187,7 @@ class Published:
 
 
 def start_keeper(published: Published, **books: Any) -> pykka.ActorRef:
-    settings = load_settings(environ={}, overrides={f"books.{k}": v for k, v in books.items()},
-                             cwd=Path("/nonexistent"))
+    settings = make_settings({f"books.{k}": v for k, v in books.items()})
     context = ActorContext(name="books-BTC-option", clock=ReplayClock(T0), settings=settings, publish=published)
     return BookKeeper.start(context, currency="BTC", kind="option")
 
@@ -234,28 +230,12 @@ def test_option_tops_are_not_published_unless_configured() -> None:
 
 def test_replay_of_the_capture_has_no_resync(tmp_path: Path) -> None:
     """The real capture through the program's actors: every change chain is continuous."""
-    settings = load_settings(environ={}, overrides={"currencies": ["BTC", "ETH"]}, cwd=tmp_path)
-    setup_logging(tmp_path / "logs", "info", console=False)
-    program = main.actor_specs(settings, replay_file=str(WIRE_SAMPLE))
-    assert program[0].name == "connection"
-    # The Connection last: its replay thread must not publish before the keepers are on the bus.
-    supervisor = main.make_supervisor(settings, [*program[1:], program[0]], ReplayClock(T0), replay=True)
-    try:
-        supervisor.start()
-        deadline = time.monotonic() + 60
-        summary = None
-        while summary is None and time.monotonic() < deadline:
-            summary = supervisor.refs()["connection"].ask(GetReplaySummary(), timeout=10)
-            time.sleep(0.05)
-        supervisor.drain()
-        summary = supervisor.refs()["connection"].ask(GetReplaySummary(), timeout=10)
+    settings = make_settings(currencies=["BTC", "ETH"])
+    with replayed_program(settings, wire_sample(), tmp_path / "logs", start_at=T0) as supervisor:
+        summary = replay_summary(supervisor, timeout_s=60)
         assert summary["resyncs"] == 0 and summary["notifications"]["book"] == 46
         btc = supervisor.refs()["books-BTC-option"].ask(GetBookStats(), timeout=10)
         eth = supervisor.refs()["books-ETH-option"].ask(GetBookStats(), timeout=10)
         assert (btc["instruments"], eth["instruments"]) == (7, 3)
         assert btc["stats"].gaps == eth["stats"].gaps == 0
         assert btc["stats"].changes + eth["stats"].changes == 36
-    finally:
-        supervisor.stop()
-        pykka.ActorRegistry.stop_all()
-        shutdown_logging()

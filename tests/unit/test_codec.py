@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 from collections import Counter
-from functools import cache
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -59,13 +59,7 @@ from messages.commands import (
     RefreshInstruments,
 )
 from messages.market import BookChange, BookSnapshot, IndexPrice, InstrumentState, Quote, Ticker, Trade
-from tests.support.paths import WIRE_SAMPLE
-
-
-@cache
-def inbound_frames() -> tuple[str, ...]:
-    lines = [json.loads(line) for line in WIRE_SAMPLE.read_text().splitlines() if line.strip()]
-    return tuple(line["frame"] for line in lines if line["dir"] == "in")
+from tests.support.capture import inbound_frames
 
 
 @pytest.fixture
@@ -428,13 +422,21 @@ def test_unknown_channel(decoder: FrameDecoder, channel: str) -> None:
 
 # --- bad frames ------------------------------------------------------------------------------
 
-TICKER_FRAME = next(f for f in inbound_frames() if '"channel":"ticker.' in f)
-BOOK_FRAME = next(f for f in inbound_frames() if '"type":"change"' in f)
+def ticker_frame() -> str:
+    return next(f for f in inbound_frames() if '"channel":"ticker.' in f)
+
+
+def book_frame() -> str:
+    return next(f for f in inbound_frames() if '"type":"change"' in f)
+
+
+# A frame, or how to make one from a real ticker and book change of the capture (read when the test runs).
+BadFrame = str | bytes | Callable[[], str]
 
 BAD_FRAMES = [
     pytest.param("", id="empty"),
     pytest.param("{", id="truncated-object"),
-    pytest.param(TICKER_FRAME[:150], id="truncated-ticker"),
+    pytest.param(lambda: ticker_frame()[:150], id="truncated-ticker"),
     pytest.param("not json at all", id="not-json"),
     pytest.param("[1, 2, 3]", id="array"),
     pytest.param('"subscription"', id="string"),
@@ -449,26 +451,26 @@ BAD_FRAMES = [
     pytest.param('{"jsonrpc":"2.0","method":"subscription","params":[]}', id="params-array"),
     pytest.param('{"jsonrpc":"2.0","id":1,"error":{"code":"11050","message":"x"}}', id="error-code-str"),
     pytest.param(
-        TICKER_FRAME.replace('"mark_price":', '"mark_price":"1"+', 1).replace('"1"+', '"'),
+        lambda: ticker_frame().replace('"mark_price":', '"mark_price":"1"+', 1).replace('"1"+', '"'),
         id="ticker-bad-json",
     ),
     pytest.param(
-        TICKER_FRAME.replace('"timestamp":', '"timestamp":"', 1).replace(',"stats"', '","stats"', 1),
+        lambda: ticker_frame().replace('"timestamp":', '"timestamp":"', 1).replace(',"stats"', '","stats"', 1),
         id="ticker-str-ts",
     ),
     pytest.param(
-        TICKER_FRAME.replace('"greeks":{', '"greeks":{"delta":"high","x":{', 1), id="greeks-wrong-type"
+        lambda: ticker_frame().replace('"greeks":{', '"greeks":{"delta":"high","x":{', 1), id="greeks-wrong-type"
     ),
     pytest.param(
-        BOOK_FRAME.replace('"prev_change_id":', '"prev_change_id":"', 1).replace(
+        lambda: book_frame().replace('"prev_change_id":', '"prev_change_id":"', 1).replace(
             ',"instrument_name"', '","instrument_name"', 1
         ),
         id="book-str-prev",
     ),
-    pytest.param(BOOK_FRAME.replace('"type":"change"', '"type":"delta"'), id="book-unknown-type"),
-    pytest.param(BOOK_FRAME.replace('["new",', '["add",', 1), id="book-unknown-action"),
-    pytest.param(BOOK_FRAME.replace('["new",0.001,2.6]', '["new","0.001",2.6]'), id="book-str-price"),
-    pytest.param(BOOK_FRAME.replace('["new",0.001,2.6]', '["new",0.001]'), id="book-short-level"),
+    pytest.param(lambda: book_frame().replace('"type":"change"', '"type":"delta"'), id="book-unknown-type"),
+    pytest.param(lambda: book_frame().replace('["new",', '["add",', 1), id="book-unknown-action"),
+    pytest.param(lambda: book_frame().replace('["new",0.001,2.6]', '["new","0.001",2.6]'), id="book-str-price"),
+    pytest.param(lambda: book_frame().replace('["new",0.001,2.6]', '["new",0.001]'), id="book-short-level"),
     pytest.param(notification("user.trades.any.BTC.raw", USER_TRADE), id="user-trades-not-list"),
     pytest.param(notification("user.orders.any.BTC.raw", {**ORDER, "amount": "200"}), id="order-str-amount"),
     pytest.param(
@@ -484,8 +486,9 @@ BAD_FRAMES = [
 ]
 
 
-@pytest.mark.parametrize("frame", BAD_FRAMES)
-def test_bad_frames_raise_frame_error_with_an_excerpt(decoder: FrameDecoder, frame: str | bytes) -> None:
+@pytest.mark.parametrize("bad", BAD_FRAMES)
+def test_bad_frames_raise_frame_error_with_an_excerpt(decoder: FrameDecoder, bad: BadFrame) -> None:
+    frame = bad() if callable(bad) else bad
     with pytest.raises(FrameError) as raised:
         decoder.decode(frame)
     error = raised.value
@@ -495,7 +498,7 @@ def test_bad_frames_raise_frame_error_with_an_excerpt(decoder: FrameDecoder, fra
     assert error.excerpt == text[: len(error.excerpt)] or error.excerpt.endswith("...")
     assert error.excerpt in str(error)
     # The decoder is still usable afterwards.
-    assert isinstance(decoder.decode(TICKER_FRAME), Notification)
+    assert isinstance(decoder.decode(ticker_frame()), Notification)
 
 
 def test_excerpt_is_bounded_and_marks_the_cut() -> None:

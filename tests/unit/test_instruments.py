@@ -31,12 +31,9 @@ from deribit.instruments import (
     round_to_tick,
     tick_size_at,
 )
-from tests.support.paths import SHARED_FIXTURES as FIXTURES
+from tests.support.capture import instruments_path
 
-INSTRUMENT_FILES = {
-    "BTC": (FIXTURES / "instruments-BTC-2021-07-22.json", 390, 8),
-    "ETH": (FIXTURES / "instruments-ETH-2021-07-22.json", 418, 8),
-}
+INSTRUMENT_COUNTS = {"BTC": (390, 8), "ETH": (418, 8)}  # options, futures in the capture's listing
 
 
 # --- names -----------------------------------------------------------------------------------
@@ -194,10 +191,10 @@ def test_future_names_round_trip(currency: str, expiry: dt.date, counter: str | 
 # --- the instrument list ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("currency", sorted(INSTRUMENT_FILES))
+@pytest.mark.parametrize("currency", sorted(INSTRUMENT_COUNTS))
 def test_decode_fixture_instruments(currency: str) -> None:
-    path, n_options, n_futures = INSTRUMENT_FILES[currency]
-    text = path.read_text()
+    n_options, n_futures = INSTRUMENT_COUNTS[currency]
+    text = instruments_path(currency).read_text()
     instruments = decode_instruments(text)
     assert sum(i.kind == "option" for i in instruments) == n_options
     assert sum(i.kind == "future" for i in instruments) == n_futures
@@ -224,7 +221,7 @@ def test_decode_fixture_instruments(currency: str) -> None:
 
 
 def test_decode_instruments_rejects_wrong_types() -> None:
-    entry = json.loads(INSTRUMENT_FILES["BTC"][0].read_text())["result"][0]
+    entry = json.loads(instruments_path("BTC").read_text())["result"][0]
     with pytest.raises(msgspec.ValidationError):
         decode_instruments(json.dumps({"result": [{**entry, "tick_size": "0.0005"}]}))
     missing = {k: v for k, v in entry.items() if k != "tick_size"}
@@ -316,10 +313,9 @@ def test_whole_step_rounding_matches_the_exact_path(step: float, whole: int, off
 
 
 # -- the bus's family key agrees with the parser ---------------------------------------------------
-@pytest.mark.parametrize("currency", sorted(INSTRUMENT_FILES))
+@pytest.mark.parametrize("currency", sorted(INSTRUMENT_COUNTS))
 def test_instrument_family_agrees_with_the_parser_on_every_listed_name(currency: str) -> None:
-    path, _, _ = INSTRUMENT_FILES[currency]
-    names = [i.instrument_name for i in decode_instruments(path.read_bytes())]
+    names = [i.instrument_name for i in decode_instruments(instruments_path(currency).read_bytes())]
     assert len(names) > 300
     for name in [*names, f"{currency}-PERPETUAL"]:
         parsed = parse_instrument_name(name)

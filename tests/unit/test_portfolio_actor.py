@@ -4,13 +4,11 @@ lost answers and expiry."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 
 import pykka
 
 from actors.portfolio import GetPortfolio, GetReconcileReport, Portfolio
-from config.settings import load_settings
 from messages.account import ExchangeState, OrderUpdate, Position, UserTrade
 from messages.commands import CommandFailed, CommandResult, ReconcilePortfolio
 from messages.market import InstrumentState, Ticker
@@ -18,6 +16,7 @@ from messages.state import PortfolioChanged
 from messages.system import ConnectionState, ConnectionStatus, DailyRollover, MinuteTick
 from runtime.actor import ActorContext, immediate_delivery
 from runtime.clock import ReplayClock
+from tests.support.settings import make_settings
 
 T0 = 1_795_161_000.0  # 2026-11-20 07:50 UTC
 OPTION = "BTC-20NOV26-60000-C"  # expires at 08:00 that day
@@ -46,7 +45,7 @@ def fill(name: str, amount: float, trade_id: str) -> UserTrade:
 
 
 def start(published: Published, clock: ReplayClock) -> pykka.ActorRef:
-    settings = load_settings(environ={}, overrides={"portfolio.mark_publish_s": 1.0}, cwd=Path("/nonexistent"))
+    settings = make_settings({"portfolio.mark_publish_s": 1.0})
     return Portfolio.start(ActorContext(name="portfolio", clock=clock, settings=settings, publish=published))
 
 
@@ -164,7 +163,7 @@ def test_marks_from_immediate_tickers_are_published_from_the_portfolios_own_thre
         published(message)
 
     clock = ReplayClock(T0)
-    settings = load_settings(environ={}, overrides={"portfolio.mark_publish_s": 1.0}, cwd=Path("/nonexistent"))
+    settings = make_settings({"portfolio.mark_publish_s": 1.0})
     ref = Portfolio.start(ActorContext(name="portfolio", clock=clock, settings=settings, publish=publish))
     try:
         ref.tell(fill(LATER, 2.0, "T1"))

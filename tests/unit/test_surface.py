@@ -22,7 +22,7 @@ from quant import (
     svi_total_variance,
 )
 from quant.synthetic import synthetic_chain
-from tests.support.fixtures_quant.deribit_tickers import CAPTURE, load_tickers
+from tests.support.fixtures_quant.deribit_tickers import capture_path, load_tickers
 
 NOW_MS = 1_626_993_723_000
 
@@ -43,7 +43,7 @@ def _capture_chain(rows: np.ndarray | None = None) -> ChainInputs:
 
 
 def _capture_bid_ask_iv() -> tuple[np.ndarray, np.ndarray]:
-    frames = (json.loads(line).get("frame") or "" for line in CAPTURE.open())
+    frames = (json.loads(line).get("frame") or "" for line in capture_path().open())
     data = [json.loads(f)["params"]["data"] for f in frames if '"channel":"ticker.' in f]
     return np.array([d["bid_iv"] for d in data]), np.array([d["ask_iv"] for d in data])
 

@@ -13,7 +13,6 @@ import pytest
 import desk.surface_snapshot as surface_snapshot_module
 from actors.surface_builder import SurfaceBuilder
 from bench.snapshot import synthetic_chain_snapshot
-from config.settings import load_settings
 from desk.surface_snapshot import build_surface_snapshot
 from messages.state import ChainSnapshot, OptionQuote
 from messages.surface import SurfaceSnapshot
@@ -21,8 +20,9 @@ from quant import ChainInputs, SurfaceGrid, black76_price, build_surface
 from quant.surface import MS_PER_YEAR
 from runtime.actor import ActorContext
 from runtime.clock import ReplayClock
+from tests.support.capture import wire_lines
 from tests.support.fixtures_quant.deribit_tickers import parse_option_name
-from tests.support.paths import WIRE_SAMPLE
+from tests.support.settings import make_settings
 
 AT = 1_626_994_800.0  # 2021-07-22 23:00 UTC
 
@@ -68,7 +68,7 @@ def test_every_quoted_option_gets_a_row_with_vols_that_reprice_its_book(chain: C
 def test_our_vols_match_deribits_on_the_real_capture() -> None:
     # Every ticker of the capture as a one-option chain at its own timestamp (the years count from it).
     bid_err, ask_err = [], []
-    for line in WIRE_SAMPLE.read_text().splitlines():
+    for line in wire_lines():
         frame = json.loads(line).get("frame") or ""
         if '"channel":"ticker.' not in frame:
             continue
@@ -215,7 +215,7 @@ def test_the_actor_publishes_one_snapshot_per_option_chain_and_ignores_futures(c
         with lock:
             published.append(message)
 
-    settings = load_settings(None, environ={}, overrides={"surface.method": "linear"})
+    settings = make_settings({"surface.method": "linear"})
     context = ActorContext(name="surface_builder", clock=ReplayClock(AT), settings=settings, publish=publish)
     ref = SurfaceBuilder.start(context)
     try:

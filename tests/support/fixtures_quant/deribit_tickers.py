@@ -10,12 +10,17 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
-from tests.support.paths import WIRE_SAMPLE
+from tests.support.paths import WIRE_SAMPLE, capture
 
-CAPTURE = WIRE_SAMPLE
+
+def capture_path() -> Path:
+    """The wire sample; fails the calling test with the capture's message when it is missing."""
+    return capture(WIRE_SAMPLE.name)
+
 _MONTHS = {
     m: i + 1 for i, m in enumerate(["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"])
 }
@@ -59,7 +64,7 @@ class Tickers:
 @cache
 def load_tickers() -> Tickers:
     rows = []
-    with CAPTURE.open() as fh:
+    with capture_path().open() as fh:
         for line in fh:
             frame = json.loads(line).get("frame")
             if not frame or '"channel":"ticker.' not in frame:

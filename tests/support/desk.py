@@ -1,0 +1,111 @@
+"""The desk on the simulator: the program's own wiring (``main.actor_specs``) against an in-process
+simulator on the wall clock, started by the ``sim_desk`` fixture and stopped in its teardown.
+
+    def test_x(sim_desk: StartDesk) -> None:
+        desk = sim_desk({"hedger.currencies": ["BTC"]}, currencies=["BTC"], seed=5,
+                        sim={"index_vol": 0.0}, only={"connection", "portfolio"})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import pykka
+import pytest
+
+import main
+from config.settings import Settings
+from runtime.clock import WallClock
+from runtime.logs import setup_logging, shutdown_logging
+from runtime.supervisor import ActorSpec, Supervisor
+from simulator import Simulator
+from simulator.settings import SimSettings
+from tests.support.settings import SIM_CLIENT_ID, SIM_CLIENT_SECRET, make_settings
+
+SIM_BALANCES = {"BTC": 10.0, "ETH": 100.0}
+
+
+class SimDesk:
+    """A running simulator and the program's actors on it."""
+
+    def __init__(self, sim: Simulator, supervisor: Supervisor, settings: Settings, data_dir: Path) -> None:
+        self.sim = sim
+        self.supervisor = supervisor
+        self.settings = settings
+        self.data_dir = data_dir
+
+    def publish(self, message: object) -> None:
+        self.supervisor.bus.publish(message)
+
+    def ask(self, name: str, message: object, timeout: float = 10) -> Any:
+        ref = self.supervisor.refs()[name]
+        assert ref is not None, f"{name} is not running"
+        return ref.ask(message, timeout=timeout)
+
+    def stop(self) -> None:
+        try:
+            self.supervisor.stop()
+        finally:
+            self.sim.stop()
+
+
+class StartDesk(Protocol):
+    def __call__(self, values: Mapping[str, Any] | None = None, /, *, currencies: Sequence[str] = ...,
+                 seed: int = ..., sim: Mapping[str, Any] | None = ..., only: Collection[str] | None = ...,
+                 extra_specs: Sequence[ActorSpec] = ...) -> SimDesk: ...
+
+
+def start_desk(tmp_path: Path, values: Mapping[str, Any] | None = None, /, *,
+               currencies: Sequence[str] = ("BTC", "ETH"), seed: int = 3, sim: Mapping[str, Any] | None = None,
+               only: Collection[str] | None = None, extra_specs: Sequence[ActorSpec] = ()) -> SimDesk:
+    """Start a simulator (the small chain, one account) and the desk logged in to it.
+
+    ``values`` are dotted settings keys over the desk's defaults (the simulator's account, fast
+    reconnects, files under ``tmp_path``); ``sim`` are :class:`SimSettings` fields; ``only`` keeps
+    just the program's actors of those names; ``extra_specs`` start after them."""
+    setup_logging(tmp_path / "logs", "info", console=False, secrets=[SIM_CLIENT_SECRET])
+    simulator = Simulator(seed=seed, settings=SimSettings.for_account(
+        SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_BALANCES, **{"chain": "small", **(sim or {})}))
+    url = simulator.start_in_thread()
+    try:
+        settings = make_settings({"deribit.client_id": SIM_CLIENT_ID, "deribit.client_secret": SIM_CLIENT_SECRET,
+                                  "deribit.reconnect_initial_s": 0.2, "currencies": list(currencies),
+                                  **(values or {})}, tmp_path=tmp_path)
+        specs = [s for s in main.actor_specs(settings, url=url) if only is None or s.name in only]
+        supervisor = main.make_supervisor(settings, [*specs, *extra_specs], WallClock())
+    except BaseException:
+        simulator.stop()
+        raise
+    desk = SimDesk(simulator, supervisor, settings, Path(settings.data_dir))
+    try:
+        supervisor.start()
+    except BaseException:
+        desk.stop()
+        raise
+    return desk
+
+
+@pytest.fixture
+def sim_desk(tmp_path: Path) -> Iterator[StartDesk]:
+    """Starts desks on simulators (:func:`start_desk`); stops all of them, and every actor, at the end."""
+    started: list[SimDesk] = []
+
+    def start(values: Mapping[str, Any] | None = None, /, **kw: Any) -> SimDesk:
+        desk = start_desk(tmp_path, values, **kw)
+        started.append(desk)
+        return desk
+
+    try:
+        yield start
+    finally:
+        try:
+            for desk in started:
+                desk.stop()
+        finally:
+            try:
+                pykka.ActorRegistry.stop_all(timeout=5)
+            except pykka.Timeout:
+                pass  # an actor stopped while being asked to: nothing is left running that matters
+            shutdown_logging()

@@ -1,0 +1,45 @@
+"""Database helpers of the sql, recorder, plots and minutes tests."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+
+from sqlalchemy import Engine, Table, func, select, text
+
+from bench.snapshot import synthetic_chain_snapshot
+from desk.surface_snapshot import build_surface_snapshot
+from messages.surface import SurfaceSnapshot
+from sql.engine import make_engine
+
+AT = 1_626_994_800.0  # 2021-07-22 23:00 UTC, a whole minute
+
+
+@contextlib.contextmanager
+def private_schema(server_url: str) -> Iterator[str]:
+    """A URL on ``server_url`` whose tables live in a fresh schema, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(server_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{name}"'))
+    sep = "&" if "?" in server_url else "?"
+    try:
+        yield f"{server_url}{sep}options=-csearch_path%3D{name}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        admin.dispose()
+
+
+def count(engine: Engine, table: Table, **where: object) -> int:
+    query = select(func.count()).select_from(table)
+    for column, value in where.items():
+        query = query.where(table.c[column] == value)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def small_snapshot(at: float = AT, currency: str = "BTC") -> SurfaceSnapshot:
+    chain = synthetic_chain_snapshot(currency=currency, at=at, n_quotes=120, n_expiries=4)
+    return build_surface_snapshot(chain)
