@@ -29,7 +29,7 @@ from runtime.supervisor import ActorSpec
 from runtime.wirelog import read_wire_log
 from simulator import SimSettings, Simulator, generate_wire_log
 from tests.support.capture import wire_lines, wire_sample
-from tests.support.connection_harness import Desk, GetSeen, Probe, test_settings
+from tests.support.connection_harness import Desk, GetSeen, Probe, connection_settings
 from tests.support.paths import REPO
 
 
@@ -84,8 +84,8 @@ def test_record_then_replay_gives_the_recorded_counts(tmp_path: Path) -> None:
                                                              chain="small", updates_per_s=5.0))
     sim.start_in_thread()
     try:
-        settings = test_settings(tmp_path, **{k.replace(".", "__"): v for k, v in overrides.items()},
-                                 deribit__client_id="rec", deribit__client_secret="rec-secret-0000")
+        settings = connection_settings(tmp_path, {**overrides, "deribit.client_id": "rec",
+                                                  "deribit.client_secret": "rec-secret-0000"})
         desk = Desk.start(settings, sim.url, keep=lambda m: not isinstance(m, Ticker))
         try:
             desk.wait_state(ConnectionState.SUBSCRIBED, timeout=20)
@@ -117,7 +117,7 @@ def test_record_then_replay_gives_the_recorded_counts(tmp_path: Path) -> None:
 
 def replay_in_process(path: Path, tmp_path: Path) -> tuple[dict[str, Any], list[Message]]:
     """Replay ``path`` through the Connection and a probe on the replay clock; (summary, bus messages)."""
-    settings = test_settings(tmp_path, currencies=["BTC", "ETH"])
+    settings = connection_settings(tmp_path, currencies=["BTC", "ETH"])
     first = next(iter(read_wire_log(path)))
     specs = [ActorSpec("probe", lambda ctx: Probe.start(ctx, lambda m: not isinstance(m, Ticker))),
              ActorSpec("connection", lambda ctx: Connection.start(ctx, replay_file=str(path)))]

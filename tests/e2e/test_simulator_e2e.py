@@ -15,7 +15,7 @@ from messages.market import BookChange, BookSnapshot, IndexPrice, InstrumentsLoa
 from messages.system import ConnectionState
 from runtime.logs import setup_logging
 from simulator import SimSettings, Simulator
-from tests.support.connection_harness import Desk, test_settings
+from tests.support.connection_harness import Desk, connection_settings
 
 CLIENT_ID, CLIENT_SECRET = "e2e", "e2e-simulator-secret"
 MARKET_DATA = (BookSnapshot, BookChange, Ticker, Quote, IndexPrice)
@@ -37,8 +37,8 @@ def result(desk: Desk, key: str) -> CommandResult:
 
 
 def test_full_chain_orders_fills_positions_and_portfolio(tmp_path: Path, sim: Simulator) -> None:
-    settings = test_settings(tmp_path, currencies=["BTC", "ETH"], deribit__client_id=CLIENT_ID,
-                             deribit__client_secret=CLIENT_SECRET, deribit__subscribe_requests_per_s=2.0)
+    settings = connection_settings(tmp_path, {"deribit.client_id": CLIENT_ID, "deribit.client_secret": CLIENT_SECRET,
+                                              "deribit.subscribe_requests_per_s": 2.0}, currencies=["BTC", "ETH"])
     assert settings.deribit.subscribe_batch_size == 200  # the program's defaults for batching
     desk = Desk.start(settings, sim.url, keep=lambda m: not isinstance(m, MARKET_DATA))
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from messages.system import ConnectionState, ConnectionStatus, SafeShutdown
 from runtime.actor import ActorContext
 from runtime.clock import WallClock
 from runtime.supervisor import ActorSpec
-from tests.support.connection_harness import Desk, test_settings
+from tests.support.connection_harness import Desk, connection_settings
 from tests.support.scripted_server import ScriptedServer, _option
 
 CALL = "BTC-1JAN00-60000-C"
@@ -49,7 +49,7 @@ PUBLIC_BTC = {
 PRIVATE_BTC = {"user.orders.any.BTC.raw", "user.trades.any.BTC.raw", "user.portfolio.btc"}
 S = ConnectionState
 
-RunDesk = Callable[..., Desk]
+RunDesk = Callable[..., Desk]  # (dotted settings keys, /, **top-level keys)
 
 
 @pytest.fixture
@@ -62,8 +62,8 @@ def server() -> Iterator[ScriptedServer]:
 def run_desk(tmp_path: Path, server: ScriptedServer) -> Iterator[RunDesk]:
     desks: list[Desk] = []
 
-    def start(**overrides: Any) -> Desk:
-        desk = Desk.start(test_settings(tmp_path, **overrides), server.url)
+    def start(values: Mapping[str, Any] | None = None, /, **keys: Any) -> Desk:
+        desk = Desk.start(connection_settings(tmp_path, values, **keys), server.url)
         desks.append(desk)
         return desk
 
@@ -83,7 +83,7 @@ def order(key: str, **fields: Any) -> PlaceOrder:
 @pytest.mark.parametrize("auth_method", ["client_signature", "client_credentials"])
 def test_login_subscribes_everything_and_publishes_market_data(
         run_desk: RunDesk, server: ScriptedServer, auth_method: str) -> None:
-    desk = run_desk(deribit__auth_method=auth_method)
+    desk = run_desk({"deribit.auth_method": auth_method})
     subscribed = desk.wait_state(S.SUBSCRIBED)
     assert subscribed.authenticated and subscribed.can_trade
     assert subscribed.detail == f"{len(PUBLIC_BTC | PRIVATE_BTC)} of {len(PUBLIC_BTC | PRIVATE_BTC)} channels"
@@ -137,7 +137,7 @@ def test_rejected_login_is_a_clear_error_and_public_data_keeps_flowing(
 
 # -- heartbeats and dead links ---------------------------------------------------------------------------
 def test_heartbeat_interval_is_clamped_and_test_request_answered(run_desk: RunDesk, server: ScriptedServer) -> None:
-    desk = run_desk(deribit__heartbeat_s=5.0)
+    desk = run_desk({"deribit.heartbeat_s": 5.0})
     desk.wait_state(S.SUBSCRIBED)
     (heartbeat,) = server.calls("public/set_heartbeat")
     assert heartbeat.params == {"interval": 10}  # Deribit's minimum; 5 s is kept by the Connection itself
@@ -148,7 +148,7 @@ def test_heartbeat_interval_is_clamped_and_test_request_answered(run_desk: RunDe
 
 
 def test_quiet_link_is_probed_not_dropped(run_desk: RunDesk, server: ScriptedServer) -> None:
-    desk = run_desk(deribit__heartbeat_s=1.0)
+    desk = run_desk({"deribit.heartbeat_s": 1.0})
     desk.wait_state(S.SUBSCRIBED)
     time.sleep(3.5)  # nothing pushed: only the Connection's own probes keep the link busy
     assert len(server.calls("public/test")) >= 2
@@ -157,8 +157,8 @@ def test_quiet_link_is_probed_not_dropped(run_desk: RunDesk, server: ScriptedSer
 
 def test_silent_stall_reconnects_within_two_heartbeats(run_desk: RunDesk, server: ScriptedServer) -> None:
     heartbeat_s = 1.0
-    desk = run_desk(deribit__heartbeat_s=heartbeat_s, deribit__reconnect_initial_s=0.1,
-                    deribit__reconnect_max_s=0.2)
+    desk = run_desk({"deribit.heartbeat_s": heartbeat_s, "deribit.reconnect_initial_s": 0.1,
+                     "deribit.reconnect_max_s": 0.2})
     desk.wait_state(S.SUBSCRIBED)
     first = server.subscribed(1)
     stalled_at = time.monotonic()
@@ -175,7 +175,7 @@ def test_silent_stall_reconnects_within_two_heartbeats(run_desk: RunDesk, server
 
 def test_server_close_reconnects_with_backoff_and_restores_every_subscription(
         run_desk: RunDesk, server: ScriptedServer) -> None:
-    desk = run_desk(deribit__reconnect_initial_s=0.2, deribit__reconnect_max_s=0.8)
+    desk = run_desk({"deribit.reconnect_initial_s": 0.2, "deribit.reconnect_max_s": 0.8})
     desk.wait_state(S.SUBSCRIBED)
     first = server.subscribed(1)
     server.refuse_connects = True
@@ -236,7 +236,7 @@ def test_token_is_refreshed_before_it_expires(run_desk: RunDesk, server: Scripte
 
 def test_refused_refresh_logs_in_afresh(run_desk: RunDesk, server: ScriptedServer) -> None:
     server.expires_in = 2
-    desk = run_desk(deribit__auth_method="client_credentials")
+    desk = run_desk({"deribit.auth_method": "client_credentials"})
     desk.wait_state(S.SUBSCRIBED)
     server.fail_next("public/auth")  # the coming refresh
     server.wait_for_call("public/auth", count=3, timeout=6)
@@ -263,8 +263,8 @@ def test_refused_refresh_and_login_end_trading_on_that_session(run_desk: RunDesk
 # -- subscriptions -------------------------------------------------------------------------------------------
 def test_subscribe_requests_are_batched_within_the_rate_limit(run_desk: RunDesk, server: ScriptedServer) -> None:
     rate = 4.0
-    desk = run_desk(currencies=["BTC", "ETH"], deribit__subscribe_batch_size=3,
-                    deribit__subscribe_requests_per_s=rate)
+    desk = run_desk({"deribit.subscribe_batch_size": 3, "deribit.subscribe_requests_per_s": rate},
+                    currencies=["BTC", "ETH"])
     desk.wait_state(S.SUBSCRIBED, timeout=20)
     requests = server.calls("public/subscribe") + server.calls("private/subscribe")
     requests.sort(key=lambda r: r.at)
@@ -358,7 +358,7 @@ def test_rate_limited_order_goes_out_exactly_once_more(run_desk: RunDesk, server
 
 
 def test_order_without_answer_is_reported_lost_once(run_desk: RunDesk, server: ScriptedServer) -> None:
-    desk = run_desk(deribit__request_timeout_s=1.0)
+    desk = run_desk({"deribit.request_timeout_s": 1.0})
     desk.wait_state(S.SUBSCRIBED)
     server.swallow_next("private/buy")
     desk.publish(order("lost-1"))
@@ -418,12 +418,12 @@ def test_paper_mode_logs_orders_and_sends_none(run_desk: RunDesk, server: Script
 @pytest.mark.parametrize(("settings", "enabled"), [
     ({"venue": "testnet"}, True),
     ({"venue": "mainnet", "live": True}, True),
-    ({"venue": "testnet", "deribit__cancel_on_disconnect": False}, False),
+    ({"venue": "testnet", "deribit.cancel_on_disconnect": False}, False),
     ({"venue": "mainnet"}, False),
 ])
 def test_cancel_on_disconnect_is_enabled_when_trading(
         run_desk: RunDesk, server: ScriptedServer, settings: dict[str, Any], enabled: bool) -> None:
-    desk = run_desk(**settings)
+    desk = run_desk(settings)
     desk.wait_state(S.SUBSCRIBED)
     calls = server.calls("private/enable_cancel_on_disconnect")
     if enabled:
@@ -468,7 +468,7 @@ def test_instrument_listings_and_expiries_follow_instrument_state(run_desk: RunD
 
 
 def test_orders_stuck_behind_the_rate_limit_are_not_sent_late(run_desk: RunDesk, server: ScriptedServer) -> None:
-    desk = run_desk(deribit__order_requests_per_s=0.4, deribit__order_burst=1, deribit__request_timeout_s=1.0)
+    desk = run_desk({"deribit.order_requests_per_s": 0.4, "deribit.order_burst": 1, "deribit.request_timeout_s": 1.0})
     desk.wait_state(S.SUBSCRIBED)
     desk.publish(order("q-1"))
     desk.publish(order("q-2"))  # a token only every 2.5 s: waits longer than the 1 s it may
@@ -523,7 +523,7 @@ class _BrokenTransport:
 
 
 def test_a_failing_link_thread_fails_the_actor_for_the_supervisor(tmp_path: Path) -> None:
-    settings = test_settings(tmp_path, supervisor__backoff_initial_s=0.05)
+    settings = connection_settings(tmp_path, {"supervisor.backoff_initial_s": 0.05})
     supervisor = make_supervisor(settings, [ActorSpec("connection", lambda ctx: Connection.start(
         ctx, url="ws://unused", transport_factory=_BrokenTransport))], WallClock())
     stop = threading.Event()
@@ -543,6 +543,6 @@ def test_a_failing_link_thread_fails_the_actor_for_the_supervisor(tmp_path: Path
 
 
 def test_the_connection_needs_a_url_or_a_replay_file(tmp_path: Path) -> None:
-    settings = test_settings(tmp_path)
+    settings = connection_settings(tmp_path)
     with pytest.raises(ValueError, match="websocket URL"):
         Connection(ActorContext(name="c", clock=WallClock(), settings=settings, publish=lambda _m: None))

@@ -16,15 +16,15 @@ from messages.commands import CommandResult, PlaceOrder
 from messages.system import ConnectionState
 from runtime.logs import setup_logging
 from runtime.wirelog import read_wire_log
-from tests.support.connection_harness import Desk, test_settings
+from tests.support.connection_harness import Desk, connection_settings
 from tests.support.scripted_server import CLIENT_SECRET, ScriptedServer
 
 
 @pytest.mark.parametrize("auth_method", ["client_signature", "client_credentials"])
 def test_no_secret_signature_or_token_in_logs_or_wire_log(tmp_path: Path, auth_method: str) -> None:
     wire = tmp_path / "wire.jsonl"
-    settings = test_settings(tmp_path, deribit__auth_method=auth_method, deribit__record_wire=str(wire),
-                             logging__level="debug")
+    settings = connection_settings(tmp_path, {"deribit.auth_method": auth_method, "deribit.record_wire": str(wire),
+                                              "logging.level": "debug"})
     with ScriptedServer(expires_in=1) as server:
         desk = Desk.start(settings, server.url)
         try:

@@ -7,7 +7,7 @@ import importlib
 import pkgutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +19,14 @@ from actors.connection import Connection
 from actors.hedger import Hedger
 from deribit.transport import WebsocketTransport
 from desk.hedging import CurrencyHedger
-from main import make_supervisor
 from messages.commands import PlaceOrder
 from messages.market import Quote, Ticker
 from messages.system import ConnectionState, WarmUp
 from runtime.actor import Actor, ActorContext, handles
-from runtime.clock import WallClock
-from runtime.logs import setup_logging
 from runtime.supervisor import ActorSpec
-from tests.support.connection_harness import Desk, Probe, test_settings
+from tests.support.connection_harness import Desk, connection_settings
+from tests.support.hedge_rig import Rig, option_ticker
 from tests.support.scripted_server import ScriptedServer
-from tests.unit.test_hedge_controller import Rig, option_ticker
 
 CALL = "BTC-1JAN00-60000-C"
 
@@ -73,19 +70,13 @@ def server() -> Iterator[ScriptedServer]:
         yield s
 
 
-def start_desk(tmp_path: Path, url: str, transport: type[WebsocketTransport] = WebsocketTransport,
-               hedger: bool = False, **overrides: Any) -> Desk:
-    settings = test_settings(tmp_path, **overrides)
-    setup_logging(Path(settings.logging.dir), settings.logging.level, console=False, secrets=settings.secrets())
-    specs = [
-        ActorSpec("probe", lambda ctx: Probe.start(ctx)),
+def start_desk(tmp_path: Path, url: str, values: Mapping[str, Any] | None = None, /, *,
+               transport: type[WebsocketTransport] = WebsocketTransport, hedger: bool = False) -> Desk:
+    """The Connection on ``transport`` with the probes (and the Hedger); ``values`` are dotted settings keys."""
+    return Desk.start(connection_settings(tmp_path, values), url, transport=transport, extra_specs=[
         ActorSpec("warm_up_probe", lambda ctx: WarmUpProbe.start(ctx)),
-        ActorSpec("connection", lambda ctx: Connection.start(ctx, url=url, transport_factory=transport)),
         *([ActorSpec("hedger", lambda ctx: Hedger.start(ctx))] if hedger else []),
-    ]
-    supervisor = make_supervisor(settings, specs, WallClock())
-    supervisor.start()
-    return Desk(settings, supervisor, Path(settings.logging.dir))
+    ])
 
 
 def warm_ups(desk: Desk) -> tuple[int, set[str]]:
@@ -96,7 +87,7 @@ def warm_ups(desk: Desk) -> tuple[int, set[str]]:
 
 def test_an_idle_link_warms_the_path_up_in_its_own_thread_and_sends_nothing(
         tmp_path: Path, server: ScriptedServer) -> None:
-    desk = start_desk(tmp_path, server.url, deribit__warm_up_ms=1.0)
+    desk = start_desk(tmp_path, server.url, {"deribit.warm_up_ms": 1.0})
     try:
         desk.wait_state(ConnectionState.SUBSCRIBED)
         # Market data to decode again: a ticker, a quote and a book change.
@@ -128,7 +119,7 @@ def test_an_idle_link_warms_the_path_up_in_its_own_thread_and_sends_nothing(
 
 
 def test_no_warm_ups_when_off(tmp_path: Path, server: ScriptedServer) -> None:
-    desk = start_desk(tmp_path, server.url, deribit__warm_up_ms=0.0)
+    desk = start_desk(tmp_path, server.url, {"deribit.warm_up_ms": 0.0})
     try:
         desk.wait_state(ConnectionState.SUBSCRIBED)
         time.sleep(0.3)
@@ -139,7 +130,7 @@ def test_no_warm_ups_when_off(tmp_path: Path, server: ScriptedServer) -> None:
 
 def test_a_failing_warm_up_is_logged_and_switched_off_and_the_link_goes_on(
         tmp_path: Path, server: ScriptedServer) -> None:
-    desk = start_desk(tmp_path, server.url, WarmUpFails, deribit__warm_up_ms=1.0)
+    desk = start_desk(tmp_path, server.url, {"deribit.warm_up_ms": 1.0}, transport=WarmUpFails)
     try:
         desk.wait_state(ConnectionState.SUBSCRIBED)
         failed = desk.wait_log("warm_up_failed")
@@ -162,7 +153,7 @@ def test_warm_ups_take_at_most_a_twentieth_of_the_idle_time(
     # Each takes 2 ms (as a decision over a few hundred options would): one every 40 ms at most,
     # not every millisecond.
     monkeypatch.setattr(WarmUpProbe, "sleep_s", 0.002)
-    desk = start_desk(tmp_path, server.url, deribit__warm_up_ms=1.0)
+    desk = start_desk(tmp_path, server.url, {"deribit.warm_up_ms": 1.0})
     try:
         desk.wait_state(ConnectionState.SUBSCRIBED)
         desk.wait_until(lambda: warm_ups(desk)[0] >= 1, 10, "a warm-up")
@@ -179,7 +170,7 @@ def test_a_failing_warm_up_in_the_hedger_is_logged_once_and_does_not_fail_it(
         raise ZeroDivisionError("a bug in the hedger's warm-up")
 
     monkeypatch.setattr(CurrencyHedger, "warm_up", broken)
-    desk = start_desk(tmp_path, server.url, hedger=True, deribit__warm_up_ms=1.0)
+    desk = start_desk(tmp_path, server.url, {"deribit.warm_up_ms": 1.0}, hedger=True)
     try:
         desk.wait_state(ConnectionState.SUBSCRIBED)
         failed = desk.wait_log("warm_up_failed")

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 import pykka
 
 from actors.connection import Connection
-from config.settings import Settings, load_settings
+from config.settings import Settings
+from deribit.transport import Transport
 from main import make_supervisor
 from messages.base import Message
 from messages.commands import CommandFailed, CommandResult
@@ -24,6 +25,7 @@ from runtime.clock import WallClock
 from runtime.logs import setup_logging
 from runtime.supervisor import ActorSpec, Supervisor
 from tests.support.scripted_server import CLIENT_ID, CLIENT_SECRET
+from tests.support.settings import make_settings
 from tests.support.waiting import wait_until
 
 M = TypeVar("M")
@@ -55,27 +57,24 @@ class Probe(Actor):
         return list(self.seen), dict(self.counts)
 
 
-def test_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings for a Connection test: testnet trading with the scripted server's account, BTC
-    only, quick reconnects, a generous subscribe rate; ``overrides`` use dotted keys with ``__``
-    for the dot (``deribit__heartbeat_s=1.0``)."""
-    values: dict[str, Any] = {
-        "venue": "testnet",
-        "currencies": ["BTC"],
-        "deribit.client_id": CLIENT_ID,
-        "deribit.client_secret": CLIENT_SECRET,
-        "deribit.reconnect_initial_s": 0.1,
-        "deribit.reconnect_max_s": 0.5,
-        "deribit.subscribe_requests_per_s": 20.0,
-        "deribit.request_timeout_s": 5.0,
-        "logging.dir": str(tmp_path / "logs"),
-        "data_dir": str(tmp_path / "data"),
-    }
-    values.update({key.replace("__", "."): value for key, value in overrides.items()})
-    return load_settings(environ={}, overrides=values, cwd=tmp_path)
+# A Connection test's settings: testnet trading with the scripted server's account, BTC only, quick
+# reconnects, a generous subscribe rate.
+CONNECTION_TEST_SETTINGS: dict[str, Any] = {
+    "venue": "testnet",
+    "currencies": ["BTC"],
+    "deribit.client_id": CLIENT_ID,
+    "deribit.client_secret": CLIENT_SECRET,
+    "deribit.reconnect_initial_s": 0.1,
+    "deribit.reconnect_max_s": 0.5,
+    "deribit.subscribe_requests_per_s": 20.0,
+    "deribit.request_timeout_s": 5.0,
+}
 
 
-test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a pytest test
+def connection_settings(tmp_path: Path, values: Mapping[str, Any] | None = None, /, **keys: Any) -> Settings:
+    """:data:`CONNECTION_TEST_SETTINGS` with ``values`` (dotted keys) and ``keys`` (top-level keys) over
+    them, built by :func:`~tests.support.settings.make_settings` with the files under ``tmp_path``."""
+    return make_settings({**CONNECTION_TEST_SETTINGS, **(values or {})}, tmp_path=tmp_path, **keys)
 
 
 @dataclass
@@ -89,13 +88,17 @@ class Desk:
 
     @classmethod
     def start(cls, settings: Settings, url: str, keep: Callable[[Message], bool] | None = None,
-              logs: bool = True) -> Desk:
+              logs: bool = True, transport: Callable[[str], Transport] | None = None,
+              extra_specs: Sequence[ActorSpec] = ()) -> Desk:
+        """The probe, ``extra_specs``, then the Connection (on ``transport``, default the Connection's own
+        websocket), started in that order."""
         log_dir = Path(settings.logging.dir)
         if logs:
             setup_logging(log_dir, settings.logging.level, console=False, secrets=settings.secrets())
         specs = [
             ActorSpec("probe", lambda ctx: Probe.start(ctx, keep)),
-            ActorSpec("connection", lambda ctx: Connection.start(ctx, url=url)),
+            *extra_specs,
+            ActorSpec("connection", lambda ctx: Connection.start(ctx, url=url, transport_factory=transport)),
         ]
         supervisor = make_supervisor(settings, specs, WallClock())
         supervisor.start()
@@ -116,16 +119,23 @@ class Desk:
         assert ref is not None, "the Connection is not running"
         return ref
 
-    def seen(self, kind: type[M] | None = None) -> list[M]:
+    def _probe(self) -> tuple[list[Message], dict[str, int]]:
         ref = self.supervisor.refs()["probe"]
         assert ref is not None
-        messages, _counts = ref.ask(GetSeen(), timeout=10)
+        kept: tuple[list[Message], dict[str, int]] = ref.ask(GetSeen(), block=True, timeout=10)
+        return kept
+
+    @overload
+    def seen(self) -> list[Message]: ...
+    @overload
+    def seen(self, kind: type[M]) -> list[M]: ...
+
+    def seen(self, kind: type[Any] | None = None) -> list[Any]:
+        messages, _counts = self._probe()
         return [m for m in messages if kind is None or isinstance(m, kind)]
 
     def counts(self) -> dict[str, int]:
-        ref = self.supervisor.refs()["probe"]
-        assert ref is not None
-        return ref.ask(GetSeen(), timeout=10)[1]
+        return self._probe()[1]
 
     def wait_seen(self, kind: type[M], where: Callable[[M], bool] = lambda _m: True, count: int = 1,
                   timeout: float = 10.0) -> list[M]:

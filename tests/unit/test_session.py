@@ -3,6 +3,7 @@ frames to send and messages to publish out. No threads, no sockets."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from messages.commands import (
 )
 from messages.market import InstrumentsLoaded, InstrumentState
 from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, SafeShutdown
-from tests.support.connection_harness import test_settings
+from tests.support.connection_harness import connection_settings
 from tests.support.scripted_server import tiny_instruments
 
 EPOCH_MS = 1_700_000_000_000
@@ -75,8 +76,10 @@ class Log:
 class Rig:
     """A session, what it sent (decoded frames) and what it published."""
 
-    def __init__(self, tmp_path: Path, replay: bool = False, **overrides: Any) -> None:
-        self.settings = test_settings(tmp_path, **overrides)
+    def __init__(self, tmp_path: Path, values: Mapping[str, Any] | None = None, /, *, replay: bool = False,
+                 **keys: Any) -> None:
+        """``values`` are dotted settings keys, ``keys`` top-level ones (:func:`connection_settings`)."""
+        self.settings = connection_settings(tmp_path, values, **keys)
         self.log = Log()
         self.session = Session(self.settings, now=0.0, log=self.log, clock=lambda: 1_000.0,
                                epoch_ms=lambda: EPOCH_MS, replay=replay)
@@ -192,8 +195,8 @@ def test_a_rejected_login_refuses_orders_and_says_why(tmp_path: Path) -> None:
 
 # -- subscriptions ------------------------------------------------------------------------------------------
 def test_subscriptions_go_in_batches_under_the_rate_limit(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, deribit__client_id="", deribit__client_secret="", deribit__subscribe_batch_size=2,
-              deribit__subscribe_requests_per_s=1.0)
+    rig = Rig(tmp_path, {"deribit.client_id": "", "deribit.client_secret": "", "deribit.subscribe_batch_size": 2,
+                         "deribit.subscribe_requests_per_s": 1.0})
     rig.take(rig.session.link_up(0.0))
     assert not rig.requests("public/auth")  # no credentials: public data only
     assert [len(f["params"]["channels"]) for f in rig.requests("public/subscribe")] == [2]
@@ -207,7 +210,7 @@ def test_subscriptions_go_in_batches_under_the_rate_limit(tmp_path: Path) -> Non
 
 
 def test_subscribed_is_announced_once_every_channel_is_confirmed(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, deribit__client_id="", deribit__client_secret="")
+    rig = Rig(tmp_path, {"deribit.client_id": "", "deribit.client_secret": ""})
     rig.take(rig.session.link_up(0.0))
     rig.confirm_subscriptions(0.0)
     assert ConnectionState.SUBSCRIBED not in rig.states()  # the instruments are not listed yet
@@ -228,7 +231,7 @@ def test_subscribed_is_announced_once_every_channel_is_confirmed(tmp_path: Path)
 
 
 def test_a_partly_refused_batch_is_retried_and_holds_subscribed_back(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, deribit__client_id="", deribit__client_secret="")
+    rig = Rig(tmp_path, {"deribit.client_id": "", "deribit.client_secret": ""})
     rig.take(rig.session.link_up(0.0))
     rig.answer(rig.last("public/get_instruments"), tiny_instruments()["BTC"], 0.0)
     request = rig.last("public/subscribe")
@@ -278,7 +281,7 @@ def test_a_resync_unsubscribes_and_subscribes_the_book_afresh(tmp_path: Path) ->
 # -- orders -----------------------------------------------------------------------------------------------
 def test_orders_wait_for_the_rate_limit_and_a_rate_limited_order_is_sent_again_after_a_backoff(
         tmp_path: Path) -> None:
-    rig = Rig(tmp_path, deribit__order_requests_per_s=1.0, deribit__order_burst=1)
+    rig = Rig(tmp_path, {"deribit.order_requests_per_s": 1.0, "deribit.order_burst": 1})
     rig.log_in()
     rig.take(rig.session.command(order("o-1"), 10.0))
     rig.take(rig.session.command(order("o-2"), 10.0))
@@ -299,7 +302,7 @@ def test_orders_wait_for_the_rate_limit_and_a_rate_limited_order_is_sent_again_a
 
 
 def test_a_rate_limited_order_gets_the_exchanges_error_after_the_last_retry(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, deribit__request_timeout_s=60.0)
+    rig = Rig(tmp_path, {"deribit.request_timeout_s": 60.0})
     rig.log_in()
     rig.take(rig.session.command(order("o-1"), 10.0))
     now = 10.0
@@ -314,7 +317,7 @@ def test_a_rate_limited_order_gets_the_exchanges_error_after_the_last_retry(tmp_
 
 
 def test_a_rate_limited_order_that_waited_too_long_in_all_is_refused(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, deribit__request_timeout_s=5.0)
+    rig = Rig(tmp_path, {"deribit.request_timeout_s": 5.0})
     rig.log_in()
     rig.take(rig.session.command(order("o-1"), 10.0))
     rig.error(rig.last("private/sell"), 10028, 14.0, message="too_many_requests")
@@ -323,7 +326,8 @@ def test_a_rate_limited_order_that_waited_too_long_in_all_is_refused(tmp_path: P
 
 
 def test_an_order_that_waited_too_long_is_refused_but_a_cancel_still_goes(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, deribit__order_requests_per_s=0.01, deribit__order_burst=1, deribit__request_timeout_s=5.0)
+    rig = Rig(tmp_path, {"deribit.order_requests_per_s": 0.01, "deribit.order_burst": 1,
+                         "deribit.request_timeout_s": 5.0})
     rig.log_in()
     rig.take(rig.session.command(order("o-1"), 10.0))
     rig.take(rig.session.command(order("o-2"), 10.0))
@@ -350,7 +354,7 @@ def test_the_answers_find_their_commands_request_keys(tmp_path: Path) -> None:
 
 
 def test_the_answer_is_lost_with_the_link_and_what_waits_is_refused(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, deribit__order_requests_per_s=1.0, deribit__order_burst=1)
+    rig = Rig(tmp_path, {"deribit.order_requests_per_s": 1.0, "deribit.order_burst": 1})
     rig.log_in()
     rig.take(rig.session.command(order("o-1"), 10.0))
     rig.take(rig.session.command(order("o-2"), 10.0))
@@ -363,7 +367,7 @@ def test_the_answer_is_lost_with_the_link_and_what_waits_is_refused(tmp_path: Pa
 
 
 def test_an_unanswered_order_times_out_as_lost_and_an_unwritten_one_is_refused(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, deribit__request_timeout_s=5.0)
+    rig = Rig(tmp_path, {"deribit.request_timeout_s": 5.0})
     rig.log_in()
     rig.take(rig.session.command(order("o-1"), 10.0))
     rig.take(rig.session.tick(15.1))
@@ -376,7 +380,7 @@ def test_an_unanswered_order_times_out_as_lost_and_an_unwritten_one_is_refused(t
 
 
 def test_every_order_waiting_or_out_is_answered_by_one_function(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, deribit__order_requests_per_s=1.0, deribit__order_burst=1)
+    rig = Rig(tmp_path, {"deribit.order_requests_per_s": 1.0, "deribit.order_burst": 1})
     rig.log_in()
     rig.take(rig.session.command(order("o-1"), 10.0))
     rig.take(rig.session.command(order("o-2"), 10.0))
@@ -393,7 +397,7 @@ def test_every_order_waiting_or_out_is_answered_by_one_function(tmp_path: Path) 
 ])
 def test_replay_paper_and_mainnet_without_live_refuse_orders_and_send_nothing(
         tmp_path: Path, overrides: dict[str, Any], replay: bool, code: int) -> None:
-    rig = Rig(tmp_path, replay=replay, **overrides)
+    rig = Rig(tmp_path, overrides, replay=replay)
     if not replay:
         rig.log_in()
     sent = len(rig.sent)
