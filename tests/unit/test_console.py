@@ -17,13 +17,12 @@ import pytest
 from rich.console import Console as RichConsole
 
 from actors.console import Console
-from config.settings import Settings, load_settings
+from config.settings import Settings
 from console.desk_state import DeskState, startup_stages
 from console.orders import reference_mark
 from console.terminal import GetStartup, RunLine, WaitDone
 from console.views import chain_tables, surface_view
-from deribit.instruments import decode_instruments
-from messages.account import OrderUpdate, Position, UserTrade
+from messages.account import OrderUpdate, UserTrade
 from messages.commands import (
     CancelAll,
     CommandFailed,
@@ -34,23 +33,21 @@ from messages.commands import (
 )
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
 from messages.market import InstrumentsLoaded
-from messages.state import ChainSnapshot, OptionQuote, PortfolioChanged, TopOfBook
+from messages.state import ChainSnapshot, TopOfBook
 from messages.surface import SurfaceSnapshot, TenorFigures
 from messages.system import ConnectionState, ConnectionStatus, StopRequested
 from runtime.actor import ActorContext, handles
 from runtime.clock import WallClock
-from tests.support.paths import SHARED_FIXTURES as FIXTURES
+from tests.support.market import NOW, PERP, btc, open_order, portfolio, position, quote
+from tests.support.settings import make_settings
 from tests.support.waiting import wait_until
 
-BTC = decode_instruments((FIXTURES / "instruments-BTC-2021-07-22.json").read_bytes())
-PERP = "BTC-PERPETUAL"
-NOW = 1626940800.0  # 2021-07-22 08:00 UTC
 
-
-def settings(tmp_path: Any, **console: Any) -> Settings:
-    overrides = {"currencies": ["BTC"], "data_dir": str(tmp_path), "console.instrument": PERP,
-                 "console.size_multiplier": 10.0, **{f"console.{k}": v for k, v in console.items()}}
-    return load_settings(environ={}, overrides=overrides, cwd=tmp_path)
+def settings(tmp_path: Any, paper: bool = False, **console: Any) -> Settings:
+    """BTC on the perpetual, size multiplier 10, files in ``tmp_path``; ``console`` are ``[console]`` keys."""
+    return make_settings({"console.instrument": PERP, "console.size_multiplier": 10.0,
+                          **{f"console.{k}": v for k, v in console.items()}},
+                         currencies=["BTC"], data_dir=str(tmp_path), paper=paper)
 
 
 class Harness:
@@ -58,9 +55,7 @@ class Harness:
 
     def __init__(self, tmp_path: Any, stdin: Any = None, terminal: bool = False, paper: bool = False,
                  **console: Any) -> None:
-        s = settings(tmp_path, **console)
-        if paper:
-            s = msgspec.structs.replace(s, paper=True)
+        s = settings(tmp_path, paper, **console)
         self.published: list[Any] = []
         self.buffer = io.StringIO()
         out = RichConsole(file=self.buffer, width=160, markup=False, highlight=False, emoji=False)
@@ -84,30 +79,14 @@ class Harness:
 
     def feed_market(self, bid: float = 59990.0, ask: float = 60000.0, stale: bool = False) -> None:
         self.tell(
-            InstrumentsLoaded(currency="BTC", instruments=BTC, at=NOW),
+            InstrumentsLoaded(currency="BTC", instruments=btc(), at=NOW),
             ConnectionStatus(state=ConnectionState.SUBSCRIBED, venue="simulator", at=NOW, authenticated=True,
                              can_trade=True),
             *[TopOfBook(instrument_name=i.instrument_name, kind="future", bid=bid, bid_amount=1000.0, ask=ask,
                         ask_amount=2000.0, timestamp=0, at=NOW, stale=stale, mark_price=(bid + ask) / 2,
-                        index_price=59950.0) for i in BTC if i.kind == "future"],
+                        index_price=59950.0) for i in btc() if i.kind == "future"],
             portfolio(),
         )
-
-
-def portfolio(positions: tuple[Position, ...] = (), orders: tuple[OrderUpdate, ...] = ()) -> PortfolioChanged:
-    return PortfolioChanged(currency="BTC", at=NOW, positions=positions, open_orders=orders, equity=10.0,
-                            balance=10.0, available_funds=9.5, initial_margin=0.5, maintenance_margin=0.3,
-                            reconciled=True)
-
-
-def position(size: float) -> Position:
-    return Position(instrument_name=PERP, kind="future", direction="buy" if size > 0 else "sell", size=size,
-                    average_price=60000.0, mark_price=59995.0, delta=size / 60000.0)
-
-
-def open_order(order_id: str, label: str, direction: str = "buy", price: float = 1000.0) -> OrderUpdate:
-    return OrderUpdate(order_id=order_id, instrument_name=PERP, order_state="open", order_type="limit",
-                       direction=direction, amount=10.0, price=price, label=label, post_only=True)  # type: ignore[arg-type]
 
 
 @pytest.fixture(autouse=True)
@@ -120,12 +99,12 @@ def test_startup_stages_follow_the_bus(tmp_path: Any) -> None:
     desk = DeskState(["BTC"])
     assert [s.done for s in startup_stages(desk)] == [False] * 5
     desk.on_connection(ConnectionStatus(state=ConnectionState.AUTHENTICATED, venue="x", at=NOW))
-    desk.on_instruments(InstrumentsLoaded(currency="BTC", instruments=BTC, at=NOW))
+    desk.on_instruments(InstrumentsLoaded(currency="BTC", instruments=btc(), at=NOW))
     stages = startup_stages(desk)
     assert [s.done for s in stages] == [True, True, False, False, False]
     assert stages[3].name == "books synced (0 of 8)"
     desk.on_connection(ConnectionStatus(state=ConnectionState.SUBSCRIBED, venue="x", at=NOW, can_trade=True))
-    for i in BTC:
+    for i in btc():
         if i.kind == "future":
             desk.on_top(TopOfBook(instrument_name=i.instrument_name, kind="future", bid=1.0, bid_amount=1, ask=2.0,
                                   ask_amount=1, timestamp=0, at=NOW, stale=i.instrument_name == PERP))
@@ -301,14 +280,6 @@ def test_cancel_shortcuts_on_the_actor(tmp_path: Any) -> None:
         ("CancelOrder", "o2"), ("CancelByLabel", "manual_api_2")]
 
 
-def quote(strike: float, option_type: str, bid: float | None, ask: float, stale: bool = False) -> OptionQuote:
-    return OptionQuote(instrument_name=f"BTC-24SEP21-{strike:g}-{option_type[0].upper()}", expiry_ms=1632470400000,
-                       strike=strike, option_type=option_type, bid=bid, bid_amount=1, ask=ask,  # type: ignore[arg-type]
-                       ask_amount=1, mark_price=ask - 0.001, mark_iv=80.5, underlying_price=32000.0,
-                       index_price=31900.0, open_interest=1.0, delta=0.5, gamma=None, vega=None, theta=None, age_s=1.0,
-                       stale=stale)
-
-
 def test_chain_and_surface_views(tmp_path: Any) -> None:
     chain = ChainSnapshot(currency="BTC", kind="option", at=NOW, index_price=31900.0, options=(
         quote(30000, "call", 0.1, 0.11), quote(30000, "put", 0.02, 0.025), quote(35000, "call", None, 0.03, True)))
@@ -426,7 +397,7 @@ def test_a_restarted_console_keeps_its_terminal(tmp_path: Any) -> None:
         ref = CrashingConsole.start(context, stdin=reader, out=out, interactive=False)
         ref.tell(ConnectionStatus(state=ConnectionState.SUBSCRIBED, venue="simulator", at=NOW, authenticated=True,
                                   can_trade=True))
-        ref.tell(InstrumentsLoaded(currency="BTC", instruments=BTC, at=NOW))
+        ref.tell(InstrumentsLoaded(currency="BTC", instruments=btc(), at=NOW))
         ref.tell(TopOfBook(instrument_name=PERP, kind="future", bid=59990.0, bid_amount=1, ask=60000.0, ask_amount=1,
                            timestamp=0, at=NOW, mark_price=59995.0))
         ref.tell(portfolio())
@@ -481,8 +452,8 @@ def test_completion_of_commands_and_instrument_names() -> None:
 
     from console.terminal import Choices, CommandCompleter
 
-    futures = tuple(i for i in BTC if i.kind == "future")
-    options = tuple(i.instrument_name for i in BTC if i.kind == "option")
+    futures = tuple(i for i in btc() if i.kind == "future")
+    options = tuple(i.instrument_name for i in btc() if i.kind == "option")
 
     class Source:
         choices = Choices(futures, options, PERP, 10.0)

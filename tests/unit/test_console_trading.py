@@ -11,19 +11,14 @@ from rich.console import Console as RichConsole
 
 from console.desk_state import DeskState, ScriptWait
 from console.grammar import Cancel, LimitOrder, MarketOrder, OptionOrder, Show, Topic
-from console.orders import OPTION_QUOTE_MAX_AGE_S, OrderLimits, Refusal, Trading, describe_cancel
+from console.orders import OPTION_QUOTE_MAX_AGE_S, Refusal, Trading, describe_cancel
 from console.terminal import Choices, completions
 from console.views import topic_view
 from messages.commands import CancelAll, CancelByLabel, CancelOrder, PlaceOrder
 from messages.market import InstrumentsLoaded
 from messages.state import ChainSnapshot, TopOfBook
 from messages.system import ConnectionState, ConnectionStatus
-from tests.unit.test_console import BTC, NOW, PERP, open_order, portfolio, position, quote
-
-LIMITS = OrderLimits(max_notional_usd=1_000_000, max_price_deviation_pct=3.0, max_option_price_deviation_pct=50.0,
-                     max_ladder_orders=20)
-FUTURES = [i for i in BTC if i.kind == "future"]
-PUT = "BTC-24SEP21-40000-P"
+from tests.support.market import LIMITS, NOW, PERP, PUT, btc, btc_futures, open_order, portfolio, position, quote
 
 
 def trading(paper: bool = False, trading_allowed: bool = True) -> Trading:
@@ -33,7 +28,7 @@ def trading(paper: bool = False, trading_allowed: bool = True) -> Trading:
 def desk(state: ConnectionState = ConnectionState.SUBSCRIBED, can_trade: bool = True,
          **portfolio_kw: object) -> DeskState:
     d = DeskState(["BTC"])
-    d.on_instruments(InstrumentsLoaded(currency="BTC", instruments=BTC, at=NOW))
+    d.on_instruments(InstrumentsLoaded(currency="BTC", instruments=btc(), at=NOW))
     d.on_connection(ConnectionStatus(state=state, venue="simulator", at=NOW, can_trade=can_trade))
     d.on_top(TopOfBook(instrument_name=PERP, kind="future", bid=59990.0, bid_amount=1000.0, ask=60000.0,
                        ask_amount=1000.0, timestamp=0, at=NOW, mark_price=59995.0, index_price=59950.0))
@@ -42,30 +37,30 @@ def desk(state: ConnectionState = ConnectionState.SUBSCRIBED, can_trade: bool = 
 
 
 def chosen(t: Trading, multiplier: float = 10.0) -> Trading:
-    assert t.configure(PERP, multiplier, FUTURES) is None
+    assert t.configure(PERP, multiplier, btc_futures()) is None
     return t
 
 
 def test_configure_by_number_or_name_and_what_it_says() -> None:
     t = trading()
-    assert t.configure("1", None, FUTURES) is None and t.instrument == FUTURES[0].instrument_name
+    assert t.configure("1", None, btc_futures()) is None and t.instrument == btc_futures()[0].instrument_name
     assert t.describe(desk()) is None  # no multiplier yet
-    assert t.configure(PERP.lower(), 10.0, FUTURES) is None
+    assert t.configure(PERP.lower(), 10.0, btc_futures()) is None
     assert (t.instrument, t.size_multiplier) == (PERP, 10.0)
     assert t.describe(desk()) == "trading BTC-PERPETUAL, size multiplier 10 (a1 = 10 USD)"
     assert "PAPER: orders are printed, not sent" in (chosen(trading(paper=True)).describe(desk()) or "")
-    error = t.configure("BTC-1JAN99", None, FUTURES)
+    error = t.configure("BTC-1JAN99", None, btc_futures())
     assert error is not None and "is not a listed future" in error and t.instrument == PERP
     # A valid future is kept when the multiplier that came with it is not.
-    assert "above 100,000" in (t.configure("1", 200_000.0, FUTURES) or "")
-    assert (t.instrument, t.size_multiplier) == (FUTURES[0].instrument_name, 10.0)
+    assert "above 100,000" in (t.configure("1", 200_000.0, btc_futures()) or "")
+    assert (t.instrument, t.size_multiplier) == (btc_futures()[0].instrument_name, 10.0)
 
 
 def test_the_option_is_forgotten_when_the_future_changes() -> None:
     t = chosen(trading())
     assert t.choose_option(PUT, desk()) is None and t.option == PUT
-    assert t.configure(PERP, None, FUTURES) is None and t.option == PUT  # the same future: kept
-    assert t.configure("1", None, FUTURES) is None and t.option is None
+    assert t.configure(PERP, None, btc_futures()) is None and t.option == PUT  # the same future: kept
+    assert t.configure("1", None, btc_futures()) is None and t.option is None
 
 
 def test_choose_option_refuses_other_currencies_and_unlisted_names() -> None:
@@ -163,8 +158,8 @@ def test_the_desk_state_link_and_reconciliation() -> None:
 
 
 def test_completions() -> None:
-    futures = tuple(FUTURES)
-    options = tuple(i.instrument_name for i in BTC if i.kind == "option")
+    futures = tuple(btc_futures())
+    options = tuple(i.instrument_name for i in btc() if i.kind == "option")
     choices = Choices(futures, options, PERP, 10.0)
     assert completions("  act", choices, False) == ["activate delta hedging"]
     assert sorted(completions("setcontracttype:btc-24sep21-40000-", choices, False)) == [

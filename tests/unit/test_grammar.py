@@ -42,21 +42,11 @@ from console.orders import (
     next_label_number,
     orders_for,
 )
-from deribit.instruments import decode_instruments
 from messages.account import OrderUpdate
 from messages.commands import CancelAll, CancelByLabel, CancelOrder, PlaceOrder, check_command
+from tests.support.market import LIMITS, market, option
 from tests.support.paths import REPO
-from tests.support.paths import SHARED_FIXTURES as FIXTURES
 
-INSTRUMENTS = {i.instrument_name: i for i in decode_instruments((FIXTURES / "instruments-BTC-2021-07-22.json")
-                                                                .read_bytes())}
-PERPETUAL = INSTRUMENTS["BTC-PERPETUAL"]
-OPTION = INSTRUMENTS["BTC-24SEP21-40000-P"]
-LIMITS = OrderLimits(max_notional_usd=1_000_000, max_price_deviation_pct=3.0, max_option_price_deviation_pct=50.0,
-                     max_ladder_orders=20)
-# A BTC-PERPETUAL market: bid 18990, ask 19000, mark 18995; size multiplier 10.
-MARKET = TradingContext(instrument=PERPETUAL, size_multiplier=10, bid=18990.0, ask=19000.0, mark=18995.0,
-                        index_price=18990.0, limits=LIMITS)
 FIELDS = ("side", "amount", "type", "price", "post_only", "reduce_only", "trigger", "trigger_price",
           "time_in_force", "label")
 
@@ -73,10 +63,11 @@ def fields(o: PlaceOrder) -> dict[str, Any]:
     return {name: getattr(o, name) for name in FIELDS}
 
 
-def place(line: str, ctx: TradingContext = MARKET, first_label: int = 1) -> tuple[PlaceOrder, ...] | Refusal:
+def place(line: str, ctx: TradingContext | None = None, first_label: int = 1) -> tuple[PlaceOrder, ...] | Refusal:
+    """The orders of ``line`` in ``ctx`` (default: the perpetual's :func:`market`)."""
     command = parse_line(line)
     assert not isinstance(command, ParseError), command
-    return orders_for(command, ctx, first_label)
+    return orders_for(command, market() if ctx is None else ctx, first_label)
 
 
 IOC = "immediate_or_cancel"
@@ -130,7 +121,7 @@ def test_labels_continue_after_the_highest_open_manual_label() -> None:
 
 
 def test_option_orders_on_the_chosen_contract() -> None:
-    option_market = TradingContext(instrument=OPTION, size_multiplier=10, bid=0.05, ask=0.0555, mark=0.053,
+    option_market = TradingContext(instrument=option(), size_multiplier=10, bid=0.05, ask=0.0555, mark=0.053,
                                    index_price=32000.0, limits=LIMITS)
     buy = orders_for(parse_line("buyOption:0.0512,1.25"), option_market, 4)  # type: ignore[arg-type]
     assert [fields(o) for o in buy] == [order("buy", 1.2, "limit", 0.051, False, label="manual_api_4")]
@@ -138,7 +129,7 @@ def test_option_orders_on_the_chosen_contract() -> None:
     assert [fields(o) for o in sell] == [order("sell", 2.0, "limit", 0.0615, False, label="manual_api_5")]
     # A future's shortcut on an option, or an option order on a future, is refused.
     assert isinstance(orders_for(parse_line("a200"), option_market, 1), Refusal)  # type: ignore[arg-type]
-    assert isinstance(orders_for(parse_line("buyOption:0.05,1"), MARKET, 1), Refusal)  # type: ignore[arg-type]
+    assert isinstance(orders_for(parse_line("buyOption:0.05,1"), market(), 1), Refusal)  # type: ignore[arg-type]
 
 
 PARSED = [
@@ -194,7 +185,7 @@ def test_bad_lines_say_what_is_wrong_and_what_to_do(line: str, reason: str) -> N
     assert result.hint, "every error carries a hint"
 
 
-def refused(line: str, ctx: TradingContext = MARKET) -> str:
+def refused(line: str, ctx: TradingContext | None = None) -> str:
     result = place(line, ctx)
     assert isinstance(result, Refusal), result
     return str(result)
@@ -211,7 +202,7 @@ def test_stops_on_the_wrong_side_of_the_market_are_refused() -> None:
 
 def test_safety_limits() -> None:
     # Notional: 10,000 x 10 = 100,000 USD passes a 1e6 limit, not a 50,000 one; a ladder counts whole.
-    small = replace(MARKET, limits=OrderLimits(50_000, 3.0, 50.0, 20))
+    small = replace(market(), limits=OrderLimits(50_000, 3.0, 50.0, 20))
     assert "above the limit of 50,000 USD" in refused("a10000", small)
     assert "above the limit" in refused("as1000 16000 17000 6", small)
     assert isinstance(place("as1000 16000 17000 5", small), tuple)
@@ -221,21 +212,21 @@ def test_safety_limits() -> None:
     assert isinstance(place("as1 1000"), tuple)
     assert isinstance(place("dw1 90000"), tuple)
     # A wide touch makes the marketable order itself too far from the mark.
-    wide = replace(MARKET, ask=20000.0)
+    wide = replace(market(), ask=20000.0)
     assert "above the mark" in refused("a200", wide)
     assert "above the limit of 20" in refused("a1 16000 17000 21")
     assert "finer than" in refused("a1 16000 16001 5")
 
 
 def test_no_order_on_stale_data_while_disconnected_or_without_live() -> None:
-    assert "stale" in refused("a200", replace(MARKET, stale=True))
-    assert "not connected" in refused("as100 16000", replace(MARKET, connected=False))
-    assert "--live" in refused("a200", replace(MARKET, trading_allowed=False))
+    assert "stale" in refused("a200", replace(market(), stale=True))
+    assert "not connected" in refused("as100 16000", replace(market(), connected=False))
+    assert "--live" in refused("a200", replace(market(), trading_allowed=False))
     # Paper mode prints orders even on mainnet without --live; the data must still be good.
-    assert isinstance(place("a200", replace(MARKET, trading_allowed=False, paper=True)), tuple)
-    assert "no ask" in refused("a200", replace(MARKET, ask=None))
-    assert "no bid" in refused("ds1", replace(MARKET, bid=None))
-    assert "no mark" in refused("as1 16000", replace(MARKET, mark=None))
+    assert isinstance(place("a200", replace(market(), trading_allowed=False, paper=True)), tuple)
+    assert "no ask" in refused("a200", replace(market(), ask=None))
+    assert "no bid" in refused("ds1", replace(market(), bid=None))
+    assert "no mark" in refused("as1 16000", replace(market(), mark=None))
     assert "below BTC-PERPETUAL's minimum of 10" in refused("a0.5")
 
 

@@ -24,7 +24,7 @@ from console.grammar import (
 )
 from console.orders import Refusal, orders_for
 from messages.commands import check_command
-from tests.unit.test_grammar import MARKET, OPTION
+from tests.support.market import market, option
 
 # The language, written independently of the implementation: numbers are plain decimals with no
 # sign, exponent, separator or leading zero; words are separated by ASCII spaces.
@@ -107,8 +107,8 @@ LINES = st.one_of(
 
 def check_orders(command: object) -> None:
     """Pricing never raises, and whatever it produces the exchange encoder accepts."""
-    ctx = replace(MARKET, instrument=OPTION, bid=0.05, ask=0.0555, mark=0.053) if isinstance(command, OptionOrder) \
-        else MARKET
+    ctx = replace(market(), instrument=option(), bid=0.05, ask=0.0555, mark=0.053) if isinstance(command, OptionOrder) \
+        else market()
     result = orders_for(command, ctx, 1)  # type: ignore[arg-type]
     if isinstance(result, Refusal):
         assert result.reason
