@@ -1,5 +1,5 @@
-"""The Connection's pure helpers: rate limiting, backoff and retry timing, subscription tracking,
-the wire log, and the settings check."""
+"""The Connection's pure helpers: rate limiting, backoff and retry timing, subscription tracking
+and the wire log (the [deribit] settings are checked at load: tests/integration/test_settings.py)."""
 
 from __future__ import annotations
 
