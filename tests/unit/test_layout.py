@@ -97,3 +97,23 @@ def test_every_source_folder_is_known() -> None:
     """A new top-level package must be given its rules here before it counts as part of the layout."""
     packages = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"tests"}
     assert packages <= set(PACKAGES), packages - set(PACKAGES)
+
+
+def imports_of_test_modules(root: Path = REPO) -> list[str]:
+    """Tests that import another test module (its helpers belong in tests/support/)."""
+    found = []
+    for path in sorted((root / "tests").rglob("test_*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            found += [f"{path.relative_to(root)}:{node.lineno} imports {name}" for name in names
+                      if name.split(".")[:2] in (["tests", "unit"], ["tests", "integration"], ["tests", "e2e"])]
+    return found
+
+
+def test_tests_take_their_helpers_from_support_only(tmp_path: Path) -> None:
+    assert imports_of_test_modules() == []
+    (tmp_path / "tests" / "unit").mkdir(parents=True)
+    (tmp_path / "tests" / "unit" / "test_b.py").write_text("from tests.unit.test_a import helper\n")
+    assert imports_of_test_modules(tmp_path) == ["tests/unit/test_b.py:1 imports tests.unit.test_a"]
