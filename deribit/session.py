@@ -652,7 +652,8 @@ class Session:
         if now < self.sub_retry_at:
             return
         subs = self.subs
-        if self.to_unsubscribe and self.sub_bucket.try_take(now):
+        unsubscribing = bool(self.to_unsubscribe) and self.sub_bucket.try_take(now)
+        if unsubscribing:
             batch = tuple(sorted(self.to_unsubscribe))[: subs.batch_size]
             self.to_unsubscribe -= set(batch)
             self._request(Unsubscribe, unsubscribe_request(batch), now, batch)
@@ -661,7 +662,10 @@ class Session:
             if not batch or not self.sub_bucket.try_take(now):
                 break
             subs.sent(self._request(Subscribe, subscribe_request(batch), now, batch), batch)
-        if (not self.link.subscribed and subs.complete and not subs.in_flight
+        # Not in the round that issued an unsubscribe: whether it could be written is known only
+        # after this returns (Session.unsent puts it back), and SUBSCRIBED (can_trade) must not be
+        # announced on a link whose write failed. The next round announces it if it was written.
+        if (not unsubscribing and not self.link.subscribed and subs.complete and not subs.in_flight
                 and not self.instruments.needed and not self.to_unsubscribe):
             self.link = self.link.with_subscribed(True)
             confirmed, wanted = subs.counts()

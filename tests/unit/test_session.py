@@ -3,6 +3,7 @@ frames to send and messages to publish out. No threads, no sockets."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import msgspec
 import pytest
 
+from actors.connection import Connection, _Answer
 from deribit.codec import RpcError, RpcResponse
+from deribit.link import LinkUp, Wake
 from deribit.session import (
     MAX_RATE_LIMIT_RETRIES,
     GetOpenOrders,
@@ -23,6 +26,7 @@ from deribit.session import (
     Session,
     Subscribe,
 )
+from deribit.transport import LinkClosed
 from messages.account import ExchangeState
 from messages.commands import (
     ANSWER_LOST,
@@ -41,6 +45,8 @@ from messages.commands import (
 )
 from messages.market import InstrumentsLoaded, InstrumentState
 from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, SafeShutdown
+from runtime.actor import ActorContext
+from runtime.clock import WallClock
 from tests.support.connection_harness import connection_settings
 from tests.support.scripted_server import tiny_instruments
 
@@ -467,3 +473,129 @@ def test_the_current_status_is_said_on_request_but_not_in_replay(tmp_path: Path)
                                                                "current status, asked by console")
     replay = Rig(tmp_path, replay=True)
     assert replay.session.handle(ConnectionStatusRequest(origin="console"), 0.0) == []
+
+
+# -- as the Connection it came from did (actors/connection.py before issue 14) ---------------------------
+def _written(rig: Rig, effects: list[Any], *, link_failed: bool, now: float) -> list[Any]:
+    """What the Connection's ``_apply`` does with ``effects``: each Send written, or (the link
+    failed) handed back to ``Session.unsent``; everything else published. Returns what was published."""
+    published: list[Any] = []
+    for effect in effects:
+        if isinstance(effect, Send):
+            if link_failed:
+                published += rig.take(rig.session.unsent(effect.request_id, now))
+            else:
+                rig.take([effect])
+        else:
+            published.append(effect)
+            rig.take([effect])
+    return published
+
+
+def test_subscribed_is_not_announced_in_the_round_whose_unsubscribe_could_not_be_written(tmp_path: Path) -> None:
+    """The old Connection stopped pumping subscriptions when an unsubscribe (or subscribe) could
+    not be written, so SUBSCRIBED, and with it can_trade, was never announced on a link that had
+    just failed. The session decides the announcement before the frames are written: it must not
+    announce in the round that issued an unsubscribe."""
+    rig = Rig(tmp_path, {"deribit.subscribe_requests_per_s": 1.0})  # burst 1: one subscribe request a second
+    rig.take(rig.session.link_up(0.0))
+    public = rig.last("public/subscribe")
+    rig.answer(rig.last("public/auth"), {"access_token": "a", "refresh_token": "r", "expires_in": 900}, 0.0)
+    rig.answer(rig.last("public/get_instruments"), tiny_instruments()["BTC"], 0.0)
+    rig.take(rig.session.tick(1.0))  # the private and market channels
+    rest = rig.last("private/subscribe") if rig.requests("private/subscribe") else rig.last("public/subscribe")
+    assert rest["id"] != public["id"]
+    rig.answer(rest, rest["params"]["channels"], 1.0)
+    # A book found a gap while the public batch is still unanswered; the bucket is empty.
+    rig.take(rig.session.resubscribe(ResubscribeInstrument(instrument_name="BTC-1JAN00-60000-C", origin="t",
+                                                           reason="gap"), 1.0))
+    rig.answer(public, public["params"]["channels"], 1.5)
+    assert ConnectionState.SUBSCRIBED not in rig.states()  # the resync's unsubscribe waits for the bucket
+    # The bucket has a token again: the unsubscribe goes out, and the link has just failed.
+    published = _written(rig, rig.session.tick(2.0), link_failed=True, now=2.0)
+    announced = [m for m in published if isinstance(m, ConnectionStatus) and m.state is ConnectionState.SUBSCRIBED]
+    assert announced == [], "SUBSCRIBED (can_trade) announced on a link whose write just failed"
+    assert rig.session.to_unsubscribe == {"book.BTC-1JAN00-60000-C.100ms"}  # to be sent again
+    assert not rig.session.can_trade
+
+
+def test_subscribed_follows_a_written_unsubscribe_as_before(tmp_path: Path) -> None:
+    """The same, with the unsubscribe written: SUBSCRIBED is announced (as the old Connection did,
+    at the latest at the next wake-up) and only once."""
+    rig = Rig(tmp_path, {"deribit.subscribe_requests_per_s": 1.0})
+    rig.take(rig.session.link_up(0.0))
+    public = rig.last("public/subscribe")
+    rig.answer(rig.last("public/auth"), {"access_token": "a", "refresh_token": "r", "expires_in": 900}, 0.0)
+    rig.answer(rig.last("public/get_instruments"), tiny_instruments()["BTC"], 0.0)
+    rig.take(rig.session.tick(1.0))
+    rest = rig.last("private/subscribe") if rig.requests("private/subscribe") else rig.last("public/subscribe")
+    rig.answer(rest, rest["params"]["channels"], 1.0)
+    rig.take(rig.session.resubscribe(ResubscribeInstrument(instrument_name="BTC-1JAN00-60000-C", origin="t",
+                                                           reason="gap"), 1.0))
+    rig.answer(public, public["params"]["channels"], 1.5)
+    _written(rig, rig.session.tick(2.0), link_failed=False, now=2.0)
+    assert rig.requests("public/unsubscribe")
+    rig.take(rig.session.tick(2.1))  # the next wake-up
+    subscribed = [s for s in rig.of(ConnectionStatus) if s.state is ConnectionState.SUBSCRIBED]
+    assert len(subscribed) == 1 and subscribed[0].can_trade
+
+
+class _DeadAfter:
+    """A transport whose sends fail once ``dead`` is set (the link has just gone)."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.dead = False
+
+    def send(self, frame: bytes | str) -> None:
+        if self.dead:
+            raise LinkClosed("gone")
+        self.frames.append(msgspec.json.decode(frame))
+
+    def connect(self) -> None: ...
+
+    def recv(self, timeout_s: float) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+def test_the_connection_announces_no_subscribed_on_a_link_whose_unsubscribe_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same through the Connection actor's own handlers (no threads): its ``_apply`` hands
+    the unwritten unsubscribe back to the session, and nothing says can_trade."""
+    clock = [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    published: list[Any] = []
+    settings = connection_settings(tmp_path, {"deribit.subscribe_requests_per_s": 1.0})
+    conn = Connection(ActorContext(name="connection", clock=WallClock(), settings=settings, publish=published.append),
+                      url="ws://test")
+    transport = _DeadAfter()
+    conn.link.transport = transport
+
+    def frame(method: str) -> dict[str, Any]:
+        return [f for f in transport.frames if f["method"] == method][-1]
+
+    def answer(request: dict[str, Any], result: Any) -> None:
+        conn.on_receive(_Answer(1, RpcResponse(id=request["id"], result=msgspec.Raw(msgspec.json.encode(result)))))
+
+    conn.on_receive(LinkUp(1))
+    public = frame("public/subscribe")
+    answer(frame("public/auth"), {"access_token": "a", "refresh_token": "r", "expires_in": 900})
+    answer(frame("public/get_instruments"), tiny_instruments()["BTC"])
+    clock[0] = 1.0
+    conn.on_receive(Wake())
+    rest = frame("private/subscribe") if any(f["method"] == "private/subscribe" for f in transport.frames) \
+        else frame("public/subscribe")
+    answer(rest, rest["params"]["channels"])
+    conn.on_receive(ResubscribeInstrument(instrument_name="BTC-1JAN00-60000-C", origin="t", reason="gap"))
+    clock[0] = 1.5
+    answer(public, public["params"]["channels"])
+    published.clear()
+    transport.dead = True
+    clock[0] = 2.0
+    conn.on_receive(Wake())
+    said = [m for m in published if isinstance(m, ConnectionStatus)]
+    assert not any(s.can_trade for s in said), said
+    assert not conn.session.can_trade
