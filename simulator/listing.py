@@ -164,8 +164,10 @@ def expiries(now_s: float, chain: Literal["full", "small"] = "full") -> list[Exp
         out[d] = Expiry(d, period, fut)
 
     if chain == "small":
+        # The next daily and a weekly 7 to 13 days out: Deribit always lists weeklies weeks ahead,
+        # and a later expiry days from settling (high gamma) made the tests depend on the weekday.
         add(first, "day", False)
-        fri = first + timedelta(days=(4 - first.weekday()) % 7 or 7)
+        fri = first + timedelta(days=(4 - first.weekday()) % 7 + 7)
         add(fri, "week", True)
         return sorted(out.values(), key=lambda e: e.day)
     for i in range(4):  # dailies
