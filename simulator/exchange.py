@@ -194,10 +194,6 @@ class Exchange:
             if s.currency == currency and (kind is None or s.kind == kind)
         ]
 
-    def rollover(self, now_s: float) -> None:
-        """Expire what is due at ``now_s`` and list the new instruments (also done by ``step``)."""
-        self._expire(now_s)
-
     # --- the market clock ----------------------------------------------------------------------
 
     def step(self, now_s: float, requote: bool = True) -> None:
