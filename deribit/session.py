@@ -159,75 +159,65 @@ class Queued:
 
 
 @dataclass(slots=True)
-class SetHeartbeat:
+class Sent:
+    """What every request in flight keeps: its method and when it was sent (for the timeout)."""
+
     method: str
     sent_at: float
 
 
 @dataclass(slots=True)
-class Login:
-    method: str
-    sent_at: float
+class SetHeartbeat(Sent):
+    pass
 
 
 @dataclass(slots=True)
-class RefreshToken:
-    method: str
-    sent_at: float
+class Login(Sent):
+    pass
 
 
 @dataclass(slots=True)
-class EnableCancelOnDisconnect:
-    method: str
-    sent_at: float
+class RefreshToken(Sent):
+    pass
 
 
 @dataclass(slots=True)
-class LoadInstruments:
-    method: str
-    sent_at: float
+class EnableCancelOnDisconnect(Sent):
+    pass
+
+
+@dataclass(slots=True)
+class LoadInstruments(Sent):
     currency: str
 
 
 @dataclass(slots=True)
-class Subscribe:
-    method: str
-    sent_at: float
+class Subscribe(Sent):
     batch: tuple[str, ...]
 
 
 @dataclass(slots=True)
-class Unsubscribe:
-    method: str
-    sent_at: float
+class Unsubscribe(Sent):
     batch: tuple[str, ...]
 
 
 @dataclass(slots=True)
-class SendOrder:
-    method: str
-    sent_at: float
+class SendOrder(Sent):
     queued: Queued
 
 
 @dataclass(slots=True)
-class GetPositions:
-    method: str
-    sent_at: float
+class GetPositions(Sent):
     currency: str
 
 
 @dataclass(slots=True)
-class GetOpenOrders:
-    method: str
-    sent_at: float
+class GetOpenOrders(Sent):
     currency: str
 
 
 @dataclass(slots=True)
-class GetSummary:
-    method: str
-    sent_at: float
+class GetSummary(Sent):
     currency: str
 
 
