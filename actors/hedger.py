@@ -38,7 +38,7 @@ from desk.hedging import ORIGIN, CurrencyHedger
 from messages.account import ExchangeState, OrderUpdate, UserTrade
 from messages.commands import CommandFailed, CommandResult, PlaceOrder, RefreshInstruments
 from messages.hedging import HedgeMode, HedgerControl, HedgerStatus, SetHedgeBand
-from messages.market import InstrumentsLoaded, Quote, Ticker
+from messages.market import IndexPrice, InstrumentsLoaded, Quote, Ticker
 from messages.state import PortfolioChanged, TopOfBook
 from messages.system import (
     ConnectionStatus,
@@ -162,6 +162,12 @@ class Hedger(Actor):
             return
         hedger = self.hedgers.get(top.instrument_name.partition("-")[0])
         if hedger is not None and hedger.on_top_of_book(top, self.context.clock.now()):
+            self.later_locked(self._arm)
+
+    @handles(IndexPrice, immediate=True)
+    def on_index(self, index: IndexPrice) -> None:
+        hedger = self.hedgers.get(index.index_name.partition("_")[0].upper())
+        if hedger is not None and hedger.on_index(index, self.context.clock.now()):
             self.later_locked(self._arm)
 
     @handles(WarmUp, immediate=True)

@@ -173,6 +173,10 @@ class HedgerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     fill_wait_s: Positive
     max_rejections: Count
     retry_after_reject_s: NonNegative
+    max_index_deviation_pct: Annotated[float, Meta(gt=0, le=50, description="above 0, at most 50 (percent)")]
+    max_mark_outside_book_pct: Annotated[float, Meta(gt=0, le=50, description="above 0, at most 50 (percent)")]
+    max_iv_pct: Annotated[float, Meta(gt=0, le=100000, description="above 0 (percent)")]
+    max_clock_ahead_s: Positive
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

@@ -55,7 +55,15 @@ from deribit.codec import (
 from deribit.constants import GONE_STATES, LIVE_STATES, RATE_LIMIT_CODE
 from deribit.instruments import currency_of, decode_instruments
 from deribit.subscriptions import SubscriptionTracker, currency_channels, market_channels
-from messages.account import AccountSummary, ExchangeState, OrderUpdate, Position
+from messages.account import (
+    AccountSummary,
+    ExchangeState,
+    ExchangeWindow,
+    OrderUpdate,
+    Position,
+    ReconcileFailed,
+    ReconcileStarted,
+)
 from messages.base import Message
 from messages.commands import (
     ANSWER_LOST,
@@ -209,16 +217,19 @@ class SendOrder(Sent):
 @dataclass(slots=True)
 class GetPositions(Sent):
     currency: str
+    round: int  # the reconcile it is part of: an answer of a superseded one is dropped
 
 
 @dataclass(slots=True)
 class GetOpenOrders(Sent):
     currency: str
+    round: int
 
 
 @dataclass(slots=True)
 class GetSummary(Sent):
     currency: str
+    round: int
 
 
 Pending = (SetHeartbeat | Login | RefreshToken | EnableCancelOnDisconnect | LoadInstruments | Subscribe
@@ -229,11 +240,15 @@ _PART = {GetPositions: "positions", GetOpenOrders: "open_orders", GetSummary: "s
 
 @dataclass
 class _Reconcile:
+    round: int
     reason: str
+    requested_at: float  # the program's clock
     positions: tuple[Position, ...] | None = None
     orders: tuple[OrderUpdate, ...] | None = None
     summary: AccountSummary | None = None
     summary_done: bool = False
+    positions_window: ExchangeWindow | None = None
+    orders_window: ExchangeWindow | None = None
 
 
 @dataclass
@@ -281,6 +296,7 @@ class Session:
         self.order_bucket = TokenBucket(self.dset.order_requests_per_s, self.dset.order_burst, now)
         self.order_queue: collections.deque[Queued] = collections.deque()
         self.reconciles: dict[str, _Reconcile] = {}
+        self.reconcile_rounds = 0
         self.reconcile_deferred: ReconcilePortfolio | None = None
         self.shutting_down = False  # after SafeShutdown: cancels only
         self.cod_enabled = False
@@ -375,7 +391,8 @@ class Session:
         self._fail_orders(f"connection lost ({reason}); not sent",
                           f"connection lost ({reason}) before the exchange answered; the order's state "
                           "is unknown until the portfolio reconciles")
-        self.reconciles.clear()
+        for currency in list(self.reconciles):
+            self._reconcile_failed(currency, f"connection lost ({reason})")
         return self._done()
 
     def fail_orders(self, queued_why: str, lost_why: str | None = None) -> list[Effect]:
@@ -462,9 +479,10 @@ class Session:
                 case Login():
                     self._login(now)
                 case GetPositions() | GetOpenOrders() | GetSummary():
-                    if self.reconciles.pop(pending.currency, None):
+                    if self._current_round(pending):
                         self.log.warning("reconcile_failed", currency=pending.currency, part=_PART[type(pending)],
                                          message=f"no answer within {limit:g} s")
+                        self._reconcile_failed(pending.currency, f"no answer to {pending.method} within {limit:g} s")
 
     def answer(self, answer: RpcResponse | RpcError, now: float) -> list[Effect]:
         """An answer of this link (the caller drops those of an earlier link)."""
@@ -483,6 +501,8 @@ class Session:
                            if isinstance(answer, RpcResponse) and shown else "")
             if isinstance(pending, LoadInstruments):
                 self._instruments_failed(pending.currency, now)
+            elif isinstance(pending, GetPositions | GetOpenOrders | GetSummary) and self._current_round(pending):
+                self._reconcile_failed(pending.currency, f"the answer to {pending.method} could not be read: {exc}")
         return self._done()
 
     def _answered(self, pending: Pending, answer: RpcResponse | RpcError, now: float) -> None:
@@ -814,35 +834,54 @@ class Session:
             self.log.info("reconcile_deferred", origin=command.origin, reason=command.reason)
             return
         for currency in command.currencies or self.currencies:
-            self.reconciles[currency] = _Reconcile(reason=command.reason)
-            self._request(GetPositions, get_positions_request(currency), now, currency)
-            self._request(GetOpenOrders, get_open_orders_request(currency), now, currency)
-            self._request(GetSummary, get_account_summary_request(currency), now, currency)
+            if currency in self.reconciles:
+                # Its answers may predate what the new request wants to see: only the new round counts.
+                self._reconcile_failed(currency, f"superseded by a newer reconcile ({command.reason})", superseded=True)
+            self.reconcile_rounds += 1
+            number = self.reconcile_rounds
+            at = self.clock()
+            self.reconciles[currency] = _Reconcile(round=number, reason=command.reason, requested_at=at)
+            self._request(GetPositions, get_positions_request(currency), now, currency, number)
+            self._request(GetOpenOrders, get_open_orders_request(currency), now, currency, number)
+            self._request(GetSummary, get_account_summary_request(currency), now, currency, number)
+            self._out.append(ReconcileStarted(currency=currency, at=at, reason=command.reason, round=number))
+
+    def _current_round(self, pending: ReconcileRequest) -> bool:
+        state = self.reconciles.get(pending.currency)
+        return state is not None and state.round == pending.round
+
+    def _reconcile_failed(self, currency: str, message: str, superseded: bool = False) -> None:
+        state = self.reconciles.pop(currency)
+        self._out.append(ReconcileFailed(currency=currency, at=self.clock(), message=message, reason=state.reason,
+                                         round=state.round, superseded=superseded))
 
     def _reconcile_part(self, pending: ReconcileRequest, answer: RpcResponse | RpcError) -> None:
         currency = pending.currency
-        state = self.reconciles.get(currency)
-        if state is None:
+        if not self._current_round(pending):
             return
+        state = self.reconciles[currency]
         if isinstance(answer, RpcError):
             self.log.warning("reconcile_failed", currency=currency, part=_PART[type(pending)], code=answer.code,
                              message=answer.message)
-            self.reconciles.pop(currency, None)
+            self._reconcile_failed(currency, f"{pending.method} refused: {answer.message} (code {answer.code})")
             return
-        try:
-            match pending:
-                case GetPositions():
-                    state.positions = decode_positions(answer.result)
-                case GetOpenOrders():
-                    state.orders = decode_open_orders(answer.result)
-                case GetSummary():
-                    state.summary = decode_account_summary(answer.result)
-                    state.summary_done = True
-        except msgspec.MsgspecError:
-            self.reconciles.pop(currency, None)
-            raise
+        window = (ExchangeWindow(received_us=answer.us_in, sent_us=answer.us_out)
+                  if answer.us_in is not None and answer.us_out is not None else None)
+        match pending:
+            case GetPositions():
+                state.positions = decode_positions(answer.result)
+                state.positions_window = window
+            case GetOpenOrders():
+                state.orders = decode_open_orders(answer.result)
+                state.orders_window = window
+            case GetSummary():
+                state.summary = decode_account_summary(answer.result)
+                state.summary_done = True
         if state.positions is not None and state.orders is not None and state.summary_done:
             del self.reconciles[currency]
             self._out.append(ExchangeState(currency=currency, positions=state.positions, open_orders=state.orders,
-                                           summary=state.summary, at=self.clock(), reason=state.reason))
+                                           summary=state.summary, at=self.clock(), reason=state.reason,
+                                           round=state.round, requested_at=state.requested_at,
+                                           positions_window=state.positions_window,
+                                           orders_window=state.orders_window))
 

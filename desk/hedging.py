@@ -39,15 +39,10 @@ from typing import Any, Literal, Protocol
 
 from config.settings import HedgerSettings
 from deribit.instruments import amount_step, round_to_contract
-from desk.hedge_decision import (
-    HedgeDecision,
-    HedgePolicy,
-    HedgeQuote,
-    OptionMark,
-    Side,
-    decide,
-)
+from desk.hedge_decision import HedgeDecision, HedgePolicy, Side, decide
+from desk.hedge_market import Change, HedgeMarket
 from desk.hedge_order import CLOSED_STATES, HedgeOrder, OrderTag
+from desk.plausibility import Implausible, PlausibilityLimits
 from messages.account import ExchangeState, OrderUpdate, Position, UserTrade
 from messages.commands import (
     ANSWER_LOST,
@@ -59,7 +54,7 @@ from messages.commands import (
     ReconcilePortfolio,
 )
 from messages.hedging import HedgeCode, HedgeMode, HedgePhase, HedgerControl, HedgerStatus, SetHedgeBand
-from messages.market import InstrumentsLoaded, Quote, Ticker
+from messages.market import IndexPrice, InstrumentsLoaded, Quote, Ticker
 from messages.state import PortfolioChanged, TopOfBook
 
 ORIGIN = "hedger"
@@ -121,15 +116,13 @@ class CurrencyHedger:
         self.portfolio: PortfolioChanged | None = None
         self.positions: dict[str, Position] = {}
         self.held_options: frozenset[str] = frozenset()
-        self.marks: dict[str, OptionMark] = {}
-        self.future_prices: dict[str, float] = {}
-        self.hedge_bid: float | None = None
-        self.hedge_ask: float | None = None
-        self.hedge_mark: float | None = None
-        self.hedge_at: float | None = None
-        self.hedge_timestamp = 0  # the exchange's ms of the touch we hold
-        self.hedge_stale = False
-        self.quote: HedgeQuote | None = None
+        self.held: frozenset[str] = frozenset()  # every instrument with a position
+        self.limits = PlausibilityLimits(
+            max_index_deviation=settings.max_index_deviation_pct / 100.0,
+            max_mark_outside_book=settings.max_mark_outside_book_pct / 100.0,
+            max_iv_pct=settings.max_iv_pct, max_clock_ahead_s=settings.max_clock_ahead_s)
+        self.market = HedgeMarket(currency, self.instrument, self.limits, settings.stale_after_s)
+        self.fault: Implausible | None = None  # the input refused that holds hedging (status)
         # The order in flight and the counters that bound what we send.
         self.order: HedgeOrder | None = None
         self.escalate_to_market = False
@@ -171,64 +164,27 @@ class CurrencyHedger:
 
     def on_ticker(self, ticker: Ticker, now: float) -> bool:
         """A ticker of this currency. True when it could change the decision (and was evaluated)."""
-        name = ticker.instrument_name
-        if ticker.greeks is not None or ticker.mark_iv is not None:
-            quote = self.quote
-            self.marks[name] = OptionMark.from_ticker(ticker, now, quote.price if quote is not None else None)
-            if name in self.held_options:
-                self._evaluate(now, ticker)
-                return True
-            return False
-        if name == self.instrument:
-            if not self._hedge_update(ticker.best_bid_price, ticker.best_ask_price, now, None, ticker.timestamp,
-                                      ticker.mark_price):
-                return False
-            self._evaluate(now, ticker)
-            return True
-        self.future_prices[name] = ticker.mark_price
-        return False
+        return self._took(self.market.on_ticker(ticker, now, self.held), ticker, now)
 
     def on_quote(self, quote: Quote, now: float) -> bool:
-        if quote.instrument_name != self.instrument:
-            return False
-        if not self._hedge_update(quote.best_bid_price, quote.best_ask_price, now, None, quote.timestamp):
-            return False
-        self._evaluate(now, quote)
-        return True
+        return self._took(self.market.on_quote(quote, now), quote, now)
 
     def on_top_of_book(self, top: TopOfBook, now: float) -> bool:
-        if top.instrument_name != self.instrument:
-            if top.kind == "future" and top.bid and top.ask:
-                self.future_prices[top.instrument_name] = 0.5 * (top.bid + top.ask)
-            return False
-        if not self._hedge_update(top.bid, top.ask, now, top.stale, top.timestamp, top.mark_price):
-            return False
-        self._evaluate(now, top)
-        return True
+        return self._took(self.market.on_top_of_book(top, now), top, now)
 
-    def _hedge_update(self, bid: float | None, ask: float | None, now: float, stale: bool | None,
-                      timestamp: int, mark: float | None = None) -> bool:
-        """Take the hedge instrument's touch; False when it is older than the one we have (the
-        ticker comes from the Connection's thread, the book's top from a BookKeeper's: the two
-        may arrive out of the exchange's order) and changed nothing."""
-        newer = timestamp >= self.hedge_timestamp
-        # Only the book keeper knows whether the book is to be trusted (its tops arrive in order).
-        stale_changed = stale is not None and stale != self.hedge_stale
-        if not newer and not stale_changed:
+    def on_index(self, index: IndexPrice, now: float) -> bool:
+        return self._took(self.market.on_index(index, now), index, now)
+
+    def _took(self, change: Change, message: object, now: float) -> bool:
+        if change is Change.NONE:
             return False
-        if stale is not None:
-            self.hedge_stale = stale
-        if newer:
-            # Deribit sends 0 or null for an empty side.
-            self.hedge_bid = bid if bid else None
-            self.hedge_ask = ask if ask else None
-            self.hedge_timestamp = timestamp
-            self.hedge_at = now
-            if mark:
-                self.hedge_mark = mark
-        self.quote = HedgeQuote(instrument_name=self.instrument, bid=self.hedge_bid, ask=self.hedge_ask,
-                                mark_price=self.hedge_mark, received_at=self.hedge_at or now,
-                                stale=self.hedge_stale)
+        if change is Change.REFUSED:
+            refused = self.market.refused
+            if refused is not None:  # said once per fault, not per message
+                self.log.warning("hedge_input_refused", currency=self.currency, instrument=refused.instrument,
+                                 fault=refused.fault.value, detail=refused.detail,
+                                 blocks=self.market.blocking_fault(self.held) is not None)
+        self._evaluate(now, message)
         return True
 
     def on_portfolio(self, portfolio: PortfolioChanged, now: float) -> None:
@@ -236,6 +192,7 @@ class CurrencyHedger:
         self.positions = {p.instrument_name: p for p in portfolio.positions}
         self.held_options = frozenset(p.instrument_name for p in portfolio.positions
                                       if p.kind == "option" and p.size != 0)
+        self.held = frozenset(p.instrument_name for p in portfolio.positions if p.size != 0)
         owns = self.tag.owns
         self.orphans = tuple(
             o for o in portfolio.open_orders
@@ -252,9 +209,7 @@ class CurrencyHedger:
         if not can_trade:
             self.link_epoch += 1
             # Whatever arrives after the reconnect must be fresh: forget the market picture.
-            self.quote = None
-            self.hedge_at = None
-            self.marks.clear()
+            self.market.forget()
             order = self.order
             if order is not None:
                 order.link_lost = True
@@ -465,7 +420,10 @@ class CurrencyHedger:
 
     # -- status ------------------------------------------------------------------------------------------
     def status(self, now: float, request_key: str = "") -> HedgerStatus:
-        last = self.last
+        # The figures as they are now, also while switched off or held by a gate (the last
+        # decision's when the data gives none now).
+        current = self.current_decision(now)
+        last = current if current.mismatch is not None else self.last
         order = self.order
         return HedgerStatus(
             currency=self.currency, active=self.active, instrument=self.instrument,
@@ -477,12 +435,13 @@ class CurrencyHedger:
             last_reason=self.last_reason, code=self.last_code, message=self.message, request_key=request_key,
             phase=order.phase if order is not None else HedgePhase.IDLE, delta_source=self.settings.delta_source,
             order_label=order.label if order is not None else "",
+            fault=self.fault.fault if self.fault is not None and self.last_code is HedgeCode.IMPLAUSIBLE_DATA else None,
         )
 
     def publish_status(self, now: float, request_key: str = "", force: bool = False) -> None:
         order = self.order
         key = (self.active, order.phase if order else None, order.label if order else None, self.band,
-               self.last_code, self.orders_today, self.message)
+               self.last_code, self.last_reason, self.orders_today, self.message)
         if force or request_key or key != self._status_key:
             self._status_key = key
             self._publish(self.status(now, request_key))
@@ -497,12 +456,14 @@ class CurrencyHedger:
             self._policy = HedgePolicy(
                 instrument=self.instrument, contract_size=self.contract_size or 0.0, band=self.band, mode=s.mode,
                 delta_source=s.delta_source, max_order_usd=s.max_order_usd, stale_after_s=s.stale_after_s,
-                disagreement_warn=s.delta_disagreement_warn)
+                disagreement_warn=s.delta_disagreement_warn, limits=self.limits, require_index=True)
         return self._policy
 
     def current_decision(self, now: float) -> HedgeDecision:
         """What :func:`decide` says now, whatever the gates (for the status and tests)."""
-        return decide(self.positions.values(), self.marks, self.quote, self.policy(), now, self.future_prices)
+        market = self.market
+        return decide(self.positions.values(), market.marks, market.quote, self.policy(), now,
+                      market.future_prices, market.underlying)
 
     def _gate(self, now: float) -> tuple[HedgeCode, str] | None:
         if not self.can_trade:
@@ -512,8 +473,16 @@ class CurrencyHedger:
             return HedgeCode.NO_PORTFOLIO, "no portfolio yet"
         if not portfolio.reconciled:
             return HedgeCode.UNRECONCILED, "the portfolio is not reconciled with the exchange yet"
+        if portfolio.reconciling:
+            return HedgeCode.RECONCILING, "a reconcile with the exchange is under way: waiting for its picture"
         if self.contract_size is None:
             return HedgeCode.NOT_LISTED, f"the hedge instrument {self.instrument} is not listed (yet)"
+        market = self.market
+        if market.faults:
+            fault = market.blocking_fault(self.held)
+            if fault is not None:
+                self.fault = fault
+                return HedgeCode.IMPLAUSIBLE_DATA, f"implausible data refused: {fault}"
         if self.orphans:
             self._cancel_orphans(now)
             return (HedgeCode.ORPHAN_ORDERS,
@@ -531,9 +500,11 @@ class CurrencyHedger:
         the decision and the order it would place, made and dropped, so that they are in the
         CPU's caches when such a frame comes (see ``messages.system.WarmUp``). Publishes and
         logs nothing, numbers no label, changes nothing but the policy's cache."""
-        if not self.active or self.order is not None or self.quote is None or self.contract_size is None:
+        market = self.market
+        if not self.active or self.order is not None or market.quote is None or self.contract_size is None:
             return  # nothing would be sent now: nothing to keep warm
-        decision = decide(self.positions.values(), self.marks, self.quote, self.policy(), now, self.future_prices)
+        decision = decide(self.positions.values(), market.marks, market.quote, self.policy(), now,
+                          market.future_prices, market.underlying)
         self._order(decision.side or "sell", decision.amount or self.contract_size, f"{self._prefix}0")
 
     def _evaluate(self, now: float, trigger: object) -> None:
@@ -543,7 +514,9 @@ class CurrencyHedger:
         if gate is not None:
             self._note_block(*gate, now)
             return
-        decision = decide(self.positions.values(), self.marks, self.quote, self.policy(), now, self.future_prices)
+        market = self.market
+        decision = decide(self.positions.values(), market.marks, market.quote, self.policy(), now,
+                          market.future_prices, market.underlying)
         self.last = decision
         if decision.warning and not self.warned:
             self.log.warning("delta_disagreement", currency=self.currency, detail=decision.warning,
@@ -564,20 +537,25 @@ class CurrencyHedger:
         self._place(decision, amount, now, trigger)
 
     def _note(self, decision: HedgeDecision, now: float) -> None:
-        if decision.code != self.last_code:
+        if decision.code != self.last_code or (decision.fault is not None and decision.reason != self.last_reason):
+            if decision.fault is not None:
+                self.fault = Implausible(decision.fault, self.instrument, decision.reason)
             self.last_code = decision.code
             self.last_reason = decision.reason
             self.log.info("hedge_blocked" if decision.action == "blocked" else "hedge_hold",
                           currency=self.currency, code=decision.code.value, reason=decision.reason,
                           options_delta=decision.options_delta, hedge_delta=decision.hedge_delta,
-                          mismatch=decision.mismatch, band=decision.band)
+                          mismatch=decision.mismatch, band=decision.band,
+                          fault=decision.fault.value if decision.fault is not None else None)
             self.publish_status(now)
 
     def _note_block(self, code: HedgeCode, reason: str, now: float) -> None:
-        if code != self.last_code:
+        # A new fault says so even when the code stays IMPLAUSIBLE_DATA.
+        if code != self.last_code or (code is HedgeCode.IMPLAUSIBLE_DATA and reason != self.last_reason):
             self.last_code = code
             self.last_reason = reason
-            self.log.info("hedge_blocked", currency=self.currency, code=code.value, reason=reason)
+            self.log.info("hedge_blocked", currency=self.currency, code=code.value, reason=reason,
+                          fault=self.fault.fault.value if code is HedgeCode.IMPLAUSIBLE_DATA and self.fault else None)
             self.publish_status(now)
 
     def _order(self, side: Side, amount: float, label: str) -> PlaceOrder:
@@ -586,7 +564,7 @@ class CurrencyHedger:
         price = None
         order_type: Literal["limit", "market"] = "market"
         if self.settings.order_type == "limit" and not self.escalate_to_market:
-            price = self.hedge_bid if side == "buy" else self.hedge_ask
+            price = self.market.hedge_bid if side == "buy" else self.market.hedge_ask
             if price is not None:
                 order_type = "limit"
         return PlaceOrder(instrument_name=self.instrument, side=side, amount=amount, origin=self._origin,
@@ -712,7 +690,7 @@ class CurrencyHedger:
         if order.order_id is None:
             order.due = now + self.settings.reprice_after_s
             return
-        touch = self.hedge_bid if order.side == "buy" else self.hedge_ask
+        touch = self.market.hedge_bid if order.side == "buy" else self.market.hedge_ask
         if order.reprices < self.settings.max_reprices and touch is not None and self.can_trade:
             # Each timeout is a round, repriced or not (still the touch: nothing to edit), so
             # that an order nobody trades against ends at market after max_reprices rounds.

@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import Literal
 
 from messages.base import Message
+from messages.market import DataFault
 
 
 # String enums: msgspec encodes them by value, and they compare equal to (and format as) their
@@ -45,11 +46,15 @@ class HedgeCode(StrEnum):
     STALE_HEDGE_QUOTE = "stale_hedge_quote"
     NO_HEDGE_PRICE = "no_hedge_price"
     NO_CONTRACT_SIZE = "no_contract_size"
+    IMPLAUSIBLE_DATA = "implausible_data"  # HedgerStatus.fault says what
+    ORDER_TOO_LARGE = "order_too_large"
     # The gates checked before deciding.
     DISCONNECTED = "disconnected"
     NO_PORTFOLIO = "no_portfolio"
     UNRECONCILED = "unreconciled"
     NOT_LISTED = "not_listed"
+    NO_INDEX = "no_index"
+    RECONCILING = "reconciling"
     ORPHAN_ORDERS = "orphan_orders"
     COOLDOWN = "cooldown"
     RATE_LIMIT = "rate_limit"
@@ -104,3 +109,5 @@ class HedgerStatus(Message, frozen=True, kw_only=True):
     phase: HedgePhase = HedgePhase.IDLE
     order_label: str = ""
     delta_source: str = ""
+    # With code IMPLAUSIBLE_DATA: what is wrong with which input (last_reason has the figures).
+    fault: DataFault | None = None

@@ -10,7 +10,7 @@ from desk.hedging import DELTA_TAG, CurrencyHedger
 from messages.account import OrderUpdate, Position
 from messages.commands import PlaceOrder
 from messages.hedging import HedgerControl, HedgerStatus
-from messages.market import Greeks, Instrument, InstrumentsLoaded, Quote, Ticker
+from messages.market import Greeks, IndexPrice, Instrument, InstrumentsLoaded, Quote, Ticker
 from messages.state import PortfolioChanged
 from tests.support.settings import make_settings
 
@@ -67,6 +67,8 @@ class Rig:
         self.h.on_control(HedgerControl(action="activate", origin="test"), self.now)
 
     def quote(self, bid: float = PRICE - 0.25, ask: float = PRICE + 0.25) -> None:
+        """The perpetual's quote, after the index of the same moment (the live feed's order)."""
+        self.h.on_index(IndexPrice(index_name="btc_usd", price=PRICE, timestamp=int(self.now * 1000)), self.now)
         self.h.on_quote(Quote(instrument_name=PERP, timestamp=int(self.now * 1000), best_bid_price=bid,
                               best_ask_price=ask), self.now)
 
