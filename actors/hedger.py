@@ -71,7 +71,7 @@ class Hedger(Actor):
             # Its log lines are written after the order it decides went out (hot path first).
             currency: CurrencyHedger(currency, hedger_settings, self.publish, self.deferred_log, self._number, now,
                                      on_order=self._probe_later if order_probe is not None else None,
-                                     later=self.later_locked)
+                                     later=self.later_locked, max_clock_ahead_s=settings.deribit.max_clock_ahead_s)
             for currency in hedger_settings.currencies if currency in settings.currencies
         }
         # One thread for every deadline (a limit order to reprice, a fill to see settled): arming

@@ -64,6 +64,7 @@ class DeribitSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     cancel_on_disconnect: bool
     record_wire: str
     warm_up_ms: Annotated[float, Meta(ge=0, description="0 (off) or more")]
+    max_clock_ahead_s: Positive
 
     def __post_init__(self) -> None:
         if self.reconnect_max_s < self.reconnect_initial_s:
@@ -176,7 +177,6 @@ class HedgerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     max_index_deviation_pct: Annotated[float, Meta(gt=0, le=50, description="above 0, at most 50 (percent)")]
     max_mark_outside_book_pct: Annotated[float, Meta(gt=0, le=50, description="above 0, at most 50 (percent)")]
     max_iv_pct: Annotated[float, Meta(gt=0, le=100000, description="above 0 (percent)")]
-    max_clock_ahead_s: Positive
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

@@ -108,6 +108,8 @@ class HedgeOrder(msgspec.Struct):
     amends: int = 0
     traded: float = 0.0
     trade_ids: set[str] = msgspec.field(default_factory=set)
+    last_fill_ms: int = 0  # the exchange's time of its last fill (or of its closing state)
+    resolved_at: float | None = None  # its unknown fate was read off the exchange's picture taken then
 
     # -- what it is ------------------------------------------------------------------------------------
     @property
@@ -131,6 +133,8 @@ class HedgeOrder(msgspec.Struct):
     def take_state(self, update: OrderUpdate) -> None:
         self.order_id = update.order_id
         self.filled = max(self.filled, update.filled_amount)
+        if update.filled_amount > 0:
+            self.last_fill_ms = max(self.last_fill_ms, update.last_update_timestamp)
 
     def take_trade(self, trade: UserTrade) -> None:
         # Fills arrive as trades and in order states (filled_amount): two running totals of the
@@ -142,6 +146,12 @@ class HedgeOrder(msgspec.Struct):
         self.trade_ids.add(trade.trade_id)
         self.traded += trade.amount
         self.filled = max(self.filled, self.traded)
+        self.last_fill_ms = max(self.last_fill_ms, trade.timestamp)
+
+    @property
+    def all_trades_known(self) -> bool:
+        """Every fill the order states report has come as a trade (whose id the Portfolio shows)."""
+        return self.traded >= self.filled - 1e-9
 
     # -- transitions ---------------------------------------------------------------------------------
     def _go(self, to: HedgePhase) -> None:

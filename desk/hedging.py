@@ -89,6 +89,7 @@ class CurrencyHedger:
         on_order: Callable[[PlaceOrder, object], None] | None = None,
         later: Callable[..., None] | None = None,
         tag: OrderTag = DELTA_TAG,
+        max_clock_ahead_s: float = 5.0,
     ) -> None:
         self.currency = currency
         self.settings = settings
@@ -120,7 +121,7 @@ class CurrencyHedger:
         self.limits = PlausibilityLimits(
             max_index_deviation=settings.max_index_deviation_pct / 100.0,
             max_mark_outside_book=settings.max_mark_outside_book_pct / 100.0,
-            max_iv_pct=settings.max_iv_pct, max_clock_ahead_s=settings.max_clock_ahead_s)
+            max_iv_pct=settings.max_iv_pct, max_clock_ahead_s=max_clock_ahead_s)
         self.market = HedgeMarket(currency, self.instrument, self.limits, settings.stale_after_s)
         self.fault: Implausible | None = None  # the input refused that holds hedging (status)
         # The order in flight and the counters that bound what we send.
@@ -242,6 +243,8 @@ class CurrencyHedger:
             return
         if result.request_key == order.pending_key:
             order.pending_key = None
+            for trade in result.trades:  # an edit's answer carries the fills it caused
+                order.take_trade(trade)
             if result.order is not None:
                 self._order_state(order, result.order, now)  # may close it
             if self.order is order and order.phase == AMENDING and not order.cancelling:
@@ -308,6 +311,7 @@ class CurrencyHedger:
             return
         self.log.info("hedge_order_resolved", currency=self.currency, label=order.label,
                       hedge_position=size, before=order.size_before)
+        order.resolved_at = state.at
         self._settle(order, size, now)
 
     # -- controls ----------------------------------------------------------------------------------------
@@ -658,11 +662,18 @@ class CurrencyHedger:
             self.publish_status(now)
 
     def _reflected(self, order: HedgeOrder) -> bool:
-        assert order.expected_size is not None
-        half_contract = 0.5 * (self.contract_size or 1.0)
+        """Whether the Portfolio's picture holds every fill of ``order``: read off its own
+        trades (their ids among the picture's, or a snapshot the exchange took after its last
+        fill), never off how far the position moved, which other fills move too."""
         portfolio = self.portfolio
-        return (portfolio is not None and portfolio.reconciled
-                and abs(self._hedge_size() - order.expected_size) < half_contract)
+        if portfolio is None or not portfolio.reconciled or portfolio.reconciling:
+            return False
+        if order.resolved_at is not None:  # its fate came from a snapshot: that one, or a newer one, must be in
+            return portfolio.reconciled_at is not None and portfolio.reconciled_at >= order.resolved_at
+        as_of = portfolio.positions_as_of_us
+        if as_of is not None and order.last_fill_ms and (order.last_fill_ms + 1) * 1000 <= as_of:
+            return True
+        return order.all_trades_known and order.trade_ids.issubset(portfolio.recent_trade_ids)
 
     def _settled(self, order: HedgeOrder, now: float) -> None:
         self._drop(order)
