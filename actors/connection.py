@@ -40,7 +40,7 @@ from deribit.codec import (
     redact_frame,
 )
 from deribit.link import LinkDown, LinkFailed, LinkLoop, LinkStats, LinkUp, ReplayFinished, Wake
-from deribit.session import Effect, Send, Session, SessionEvent
+from deribit.session import Announce, Effect, Send, Session, SessionEvent
 from deribit.transport import LinkClosed, Transport, WebsocketTransport
 from messages.commands import REPLAY_ONLY as REPLAY_ONLY  # re-exported for tests
 from messages.commands import (
@@ -204,6 +204,8 @@ class Connection(Actor):
                     continue
                 if effect.command is not None and latency_probe is not None:
                     latency_probe.sent(effect.command, time.perf_counter_ns())
+            elif isinstance(effect, Announce):
+                self.context.publish(effect.message)
             else:
                 self.publish(effect)
 

@@ -148,7 +148,16 @@ class Send:
     command: ExchangeCommand | None = None
 
 
-Effect = Send | Message
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Publish ``message`` at once, before the frames that follow are written (a handler's other
+    messages go out when it returns): its subscribers must have it before anything the exchange
+    answers to those frames can reach them. They take it on their own queues."""
+
+    message: Message
+
+
+Effect = Send | Announce | Message
 #: What :meth:`Session.handle` takes.
 SessionEvent = (ResubscribeInstrument | RefreshInstruments | DailyRollover | InstrumentState | ReconcilePortfolio
                 | SafeShutdown | ConnectionStatusRequest)
@@ -456,6 +465,9 @@ class Session:
                 self.to_unsubscribe |= set(batch)
             case LoadInstruments(currency=currency):
                 self.instruments.in_flight.discard(currency)
+            case GetPositions() | GetOpenOrders() | GetSummary():
+                if self._current_round(pending):
+                    self._reconcile_failed(pending.currency, f"{pending.method} could not be written (link lost)")
         return self._done()
 
     def _expire_requests(self, now: float) -> None:
@@ -841,10 +853,12 @@ class Session:
             number = self.reconcile_rounds
             at = self.clock()
             self.reconciles[currency] = _Reconcile(round=number, reason=command.reason, requested_at=at)
+            # Before the requests: every fill the Portfolio took before this was known before we asked.
+            self._out.append(Announce(ReconcileStarted(currency=currency, at=at, reason=command.reason,
+                                                       round=number)))
             self._request(GetPositions, get_positions_request(currency), now, currency, number)
             self._request(GetOpenOrders, get_open_orders_request(currency), now, currency, number)
             self._request(GetSummary, get_account_summary_request(currency), now, currency, number)
-            self._out.append(ReconcileStarted(currency=currency, at=at, reason=command.reason, round=number))
 
     def _current_round(self, pending: ReconcileRequest) -> bool:
         state = self.reconciles.get(pending.currency)

@@ -108,8 +108,8 @@ class HedgeOrder(msgspec.Struct):
     amends: int = 0
     traded: float = 0.0
     trade_ids: set[str] = msgspec.field(default_factory=set)
-    last_fill_ms: int = 0  # the exchange's time of its last fill (or of its closing state)
-    resolved_at: float | None = None  # its unknown fate was read off the exchange's picture taken then
+    closed_at: float | None = None  # when we learned it closed (our clock): every fill was known then
+    resolved_at: float | None = None  # its unknown fate was read off the exchange's picture that came then
 
     # -- what it is ------------------------------------------------------------------------------------
     @property
@@ -133,8 +133,6 @@ class HedgeOrder(msgspec.Struct):
     def take_state(self, update: OrderUpdate) -> None:
         self.order_id = update.order_id
         self.filled = max(self.filled, update.filled_amount)
-        if update.filled_amount > 0:
-            self.last_fill_ms = max(self.last_fill_ms, update.last_update_timestamp)
 
     def take_trade(self, trade: UserTrade) -> None:
         # Fills arrive as trades and in order states (filled_amount): two running totals of the
@@ -146,7 +144,6 @@ class HedgeOrder(msgspec.Struct):
         self.trade_ids.add(trade.trade_id)
         self.traded += trade.amount
         self.filled = max(self.filled, self.traded)
-        self.last_fill_ms = max(self.last_fill_ms, trade.timestamp)
 
     @property
     def all_trades_known(self) -> bool:
@@ -184,10 +181,12 @@ class HedgeOrder(msgspec.Struct):
         self.due = due
         return self.pending_key
 
-    def settle(self, expected_size: float, due: float) -> None:
-        """Closed with a fill (or resolved by the exchange's picture): wait until the position
-        shows ``expected_size``."""
+    def settle(self, expected_size: float, now: float, due: float) -> None:
+        """Closed with a fill (or resolved by the exchange's picture) at ``now``: wait until the
+        Portfolio shows its fills (``expected_size`` is the position that should then be, for
+        the log)."""
         self._go(_SETTLING)
+        self.closed_at = now
         self.expected_size = expected_size
         self.pending_key = None
         self.due = due

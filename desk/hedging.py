@@ -655,7 +655,7 @@ class CurrencyHedger:
         self._settle(order, order.size_before + order.signed_filled, now)
 
     def _settle(self, order: HedgeOrder, expected_size: float, now: float) -> None:
-        order.settle(expected_size, now + self.settings.fill_wait_s)
+        order.settle(expected_size, now, now + self.settings.fill_wait_s)
         if self._reflected(order):
             self._settled(order, now)
         else:
@@ -670,10 +670,11 @@ class CurrencyHedger:
             return False
         if order.resolved_at is not None:  # its fate came from a snapshot: that one, or a newer one, must be in
             return portfolio.reconciled_at is not None and portfolio.reconciled_at >= order.resolved_at
-        as_of = portfolio.positions_as_of_us
-        if as_of is not None and order.last_fill_ms and (order.last_fill_ms + 1) * 1000 <= as_of:
+        if order.all_trades_known and order.trade_ids.issubset(portfolio.recent_trade_ids):
             return True
-        return order.all_trades_known and order.trade_ids.issubset(portfolio.recent_trade_ids)
+        # A snapshot asked for after we knew it closed holds every fill of it (its trades may never come).
+        asked = portfolio.reconcile_requested_at
+        return asked is not None and order.closed_at is not None and asked > order.closed_at
 
     def _settled(self, order: HedgeOrder, now: float) -> None:
         self._drop(order)

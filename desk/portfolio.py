@@ -2,12 +2,20 @@
 reconciliation that takes in the exchange's own (pure; the Portfolio actor calls it).
 
 A snapshot from the exchange is taken in as of when the exchange took it, never as of when it
-arrived: fills the desk applied that the exchange stamped after it answered (Deribit's ``usOut``)
-are applied again on top of its positions, order states newer than its open orders are kept,
-and late notifications of what the snapshot already holds are not applied twice. A fill stamped
-while the exchange was answering (between ``usIn`` and ``usOut``) may or may not be in it: such a
-snapshot is discarded and asked for again. So the picture never goes back in time, whatever the
-order in which the answers and the notifications arrive.
+arrived, so the picture never goes back in time, whatever the order in which the answers and
+the notifications arrive:
+
+- a fill we received before the snapshot's requests went out is in it (the exchange told us of
+  it before it heard our request): nothing to do;
+- a fill received while the requests were out is placed by the exchange's own times: stamped
+  after the answer left (Deribit's ``usOut``) it is applied again on top of the snapshot, before
+  the request arrived (``usIn``) it is in it; in between, or when the snapshot already holds a
+  fill stamped after it (the times and the positions disagree), the snapshot is discarded and
+  asked for again;
+- a fill received after the snapshot was taken in, stamped before it was taken, is not applied
+  (it should be in it) and not trusted either: the picture is in doubt until the next snapshot,
+  which the Portfolio asks for at once;
+- order states newer than the snapshot's open orders are kept.
 
 Deribit's conventions: option amounts and prices are in coin, the average price is the
 amount-weighted mean; futures and perpetual amounts are USD and inverse, so the average price is
@@ -171,6 +179,12 @@ def order_differences(currency: str, ours: dict[str, OrderUpdate], theirs: dict[
     return out
 
 
+def _same_sizes(a: dict[str, Position], b: dict[str, Position], fills: list[UserTrade]) -> bool:
+    """Whether the instruments ``fills`` touch have the same position size in ``a`` and ``b``."""
+    return all(_close(a[n].size if n in a else 0.0, b[n].size if n in b else 0.0, 0.0, SIZE_TOLERANCE)
+               for n in {t.instrument_name for t in fills})
+
+
 @dataclass(frozen=True, slots=True)
 class ReconcileOutcome:
     """What taking in one snapshot did: ``applied`` (with ``differences`` between our picture and
@@ -182,6 +196,15 @@ class ReconcileOutcome:
     replayed_fills: int = 0
     kept_orders: int = 0
     doubt: str = ""
+
+
+@dataclass(slots=True)
+class Received:
+    """One of our fills as it came, and whether it was applied to the positions (a fill in doubt
+    is not: the next snapshot holds it)."""
+
+    trade: UserTrade
+    applied: bool
 
 
 @dataclass
@@ -198,12 +221,14 @@ class CurrencyAccount:
     # When the exchange took the last snapshot's positions and open orders (None: not said).
     positions_window: ExchangeWindow | None = None
     orders_window: ExchangeWindow | None = None
-    # Reconciles under way (their round -> how many fills had been applied when they started).
+    # Reconciles under way: their round -> how many fills had come when their requests went out.
     outstanding: dict[int, int] = field(default_factory=dict)
-    # The fills applied (newest last) and how many ever were: a snapshot older than some is
-    # brought up to date with them.
-    journal: collections.deque[UserTrade] = field(default_factory=lambda: collections.deque(maxlen=JOURNAL))
+    # The fills that came (newest last) and how many ever did: a snapshot is placed among them.
+    journal: collections.deque[Received] = field(default_factory=lambda: collections.deque(maxlen=JOURNAL))
     journal_count: int = 0
+    # When the requests of the snapshot in use went out (the program's clock): every fill we
+    # knew of then is in its positions.
+    requested_at: float | None = None
     recent_trades: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=RECENT_TRADES))
     # Why the picture cannot be trusted until the next snapshot ("" when it can).
     doubt: str = ""
@@ -229,7 +254,7 @@ class CurrencyAccount:
             reconciled=self.reconciled,
             reconciling=bool(self.outstanding),
             reconciled_at=self.reconciled_at,
-            positions_as_of_us=self.positions_window.received_us if self.positions_window is not None else None,
+            reconcile_requested_at=self.requested_at,
             recent_trade_ids=tuple(self.recent_trades),
         )
 
@@ -289,18 +314,18 @@ class PortfolioBook:
         account = self.account(currency_of(trade.instrument_name))
         window = account.positions_window
         included = window.includes(trade.timestamp) if window is not None else False
-        if included is None:
-            # Stamped while the exchange was taking the snapshot now in use: in it or not, no
-            # one can tell. The picture is doubtful until the next one.
-            account.doubt = (f"fill {trade.trade_id} of {trade.instrument_name} ({trade.timestamp} ms) came while the "
-                             "exchange was taking its positions: they may or may not hold it")
+        account.journal.append(Received(trade, applied=included is False))
+        account.journal_count += 1
+        if included is not False:
+            # Stamped before (or while) the exchange took the snapshot now in use, yet news to
+            # us: it should be in it, but a fill counted twice or not at all is a wrong hedge, so
+            # the picture is in doubt until a snapshot asked for now says.
+            when = "as it was stamped" if included is None else "after it"
+            account.doubt = (f"fill {trade.trade_id} of {trade.instrument_name} ({trade.timestamp} ms) came only after "
+                             f"a snapshot of the positions the exchange took {when}")
             account.reconciled = False
             return account.currency
         account.recent_trades.append(trade.trade_id)
-        if included:
-            return account.currency  # already in the positions: only its id is news
-        account.journal.append(trade)
-        account.journal_count += 1
         name = trade.instrument_name
         position = apply_fill(account.positions.get(name), trade)
         if position is None:
@@ -354,11 +379,12 @@ class PortfolioBook:
         """Take in one currency's snapshot as of when the exchange took it (see the module doc),
         or discard it when that cannot be told."""
         account = self.account(state.currency)
-        fills_before = account.outstanding.pop(state.round, None)
-        replay, doubt = self._fills_after(account, state.positions_window, fills_before)
+        known_when_asked = account.outstanding.pop(state.round, None)
+        replay, doubt = self._fills_after(account, state.positions_window, known_when_asked)
         if doubt:
             return ReconcileOutcome(applied=False, doubt=doubt)
         theirs_positions = {p.instrument_name: p for p in state.positions if p.size != 0}
+        as_taken = dict(theirs_positions)
         for trade in replay:
             name = trade.instrument_name
             position = apply_fill(theirs_positions.get(name), trade)
@@ -369,6 +395,11 @@ class PortfolioBook:
             if ticker is not None:
                 position = with_mark(position, ticker.mark_price, ticker.index_price, ticker)
             theirs_positions[name] = position
+        if replay and _same_sizes(as_taken, account.positions, replay) and not _same_sizes(
+                theirs_positions, account.positions, replay):
+            # Our fills stamped after it are in it already: its times and its positions disagree.
+            return ReconcileOutcome(applied=False, doubt=(
+                f"the snapshot already holds {len(replay)} fill(s) the exchange stamped after it took it"))
         theirs_orders, kept = self._orders_as_of(account, state)
         differences = position_differences(state.currency, account.positions, theirs_positions)
         differences += order_differences(state.currency, account.orders, theirs_orders)
@@ -382,22 +413,32 @@ class PortfolioBook:
         account.reconciled_at = state.at
         account.positions_window = state.positions_window
         account.orders_window = state.orders_window
+        account.requested_at = state.requested_at
         account.doubt = ""
+        # Every fill that came is in these positions now, one way or the other.
+        for received in account.journal:
+            if not received.applied:
+                received.applied = True
+                account.recent_trades.append(received.trade.trade_id)
         return ReconcileOutcome(applied=True, differences=differences, replayed_fills=len(replay), kept_orders=kept)
 
     @staticmethod
     def _fills_after(account: CurrencyAccount, window: ExchangeWindow | None,
-                     fills_before: int | None) -> tuple[list[UserTrade], str]:
-        """Our fills the snapshot cannot hold (to apply on top of it), or why it cannot be told."""
+                     known_when_asked: int | None) -> tuple[list[UserTrade], str]:
+        """Our fills the snapshot cannot hold (to apply on top of it), or why it cannot be told.
+        ``known_when_asked``: how many fills had come when its requests went out (those are in
+        it); None when that is not known (its start was not seen): then every fill kept is
+        placed by the exchange's times."""
+        first = account.journal_count - len(account.journal)
+        since = [r.trade for i, r in enumerate(account.journal, first)
+                 if known_when_asked is None or i >= known_when_asked]
         if window is None:
-            # No exchange time to compare: fills applied since the requests went out may or may
-            # not be in the answer.
-            if fills_before is not None and account.journal_count > fills_before:
-                return [], (f"{account.journal_count - fills_before} fill(s) came while the positions were fetched, "
-                            "and the answer does not say when the exchange took them")
+            if since and known_when_asked is not None:
+                return [], (f"{len(since)} fill(s) came while the positions were fetched, and the answer does not "
+                            "say when the exchange took them")
             return [], ""
         after: list[UserTrade] = []
-        for trade in account.journal:
+        for trade in since:
             included = window.includes(trade.timestamp)
             if included is None:
                 return [], (f"fill {trade.trade_id} of {trade.instrument_name} ({trade.timestamp} ms) came while the "

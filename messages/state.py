@@ -111,9 +111,9 @@ class PortfolioChanged(Message, frozen=True, kw_only=True):
     reconciled: bool = False
     # A reconcile is under way: the picture may be about to change under the Hedger's feet.
     reconciling: bool = False
-    # When the last snapshot taken in was fetched (the program's clock) and, on the exchange's
-    # clock (µs), the time before which every fill is in these positions; None: none yet.
+    # When the snapshot in use arrived and when its requests went out (the program's clock): every
+    # fill known before the latter is in these positions. None: none yet.
     reconciled_at: float | None = None
-    positions_as_of_us: int | None = None
+    reconcile_requested_at: float | None = None
     # The ids of the latest fills these positions reflect, oldest first (at most a few hundred).
     recent_trade_ids: tuple[str, ...] = ()

@@ -75,7 +75,7 @@ class Rig:
                               best_ask_price=ask), self.now)
 
     def portfolio(self, reconciled: bool = True, open_orders: tuple[OrderUpdate, ...] = (),
-                  reconciled_at: float | None = None, positions_as_of_us: int | None = None,
+                  reconciled_at: float | None = None, reconcile_requested_at: float | None = None,
                   reconciling: bool = False) -> None:
         positions = []
         if self.option_size:
@@ -86,7 +86,7 @@ class Rig:
         self.h.on_portfolio(PortfolioChanged(currency="BTC", at=self.now, positions=tuple(positions),
                                              open_orders=open_orders, reconciled=reconciled,
                                              reconciling=reconciling, reconciled_at=reconciled_at,
-                                             positions_as_of_us=positions_as_of_us,
+                                             reconcile_requested_at=reconcile_requested_at,
                                              recent_trade_ids=tuple(self.shown)), self.now)
 
     def show(self, trade: UserTrade) -> None:

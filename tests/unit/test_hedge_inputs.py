@@ -309,18 +309,21 @@ def test_other_fills_at_the_same_time_never_read_as_a_missing_fill() -> None:
     assert rig.h.active and "never showed" not in rig.h.message
 
 
-def test_a_snapshot_taken_after_the_last_fill_settles_a_hedge_whose_trade_never_came() -> None:
+def test_a_snapshot_asked_for_after_the_fill_settles_a_hedge_whose_trade_never_came() -> None:
     rig = Rig(fill_wait_s=5.0)
     rig.ready(option_size=1.0, delta=0.5)
     [hedge] = rig.sent()
+    filled_at = rig.now
     rig.h.on_order_update(OrderUpdate(order_id="o-1", instrument_name=PERP, order_state="filled",
                                       order_type="market", direction=hedge.side, amount=hedge.amount,
                                       filled_amount=hedge.amount, label=hedge.label,
                                       last_update_timestamp=int(rig.now * 1000)), rig.now)
+    rig.tick(5.1)
+    rig.h.on_time(rig.now)  # the trade never came: it asks for a reconcile
     rig.hedge_size = -20_000.0
-    rig.portfolio(positions_as_of_us=int(rig.now * 1e6) - 1)  # taken just before it filled
+    rig.portfolio(reconciled_at=rig.now, reconcile_requested_at=filled_at - 0.01)  # asked before: no proof
     assert rig.h.order is not None
-    rig.portfolio(positions_as_of_us=int((rig.now + 0.01) * 1e6))
+    rig.portfolio(reconciled_at=rig.now, reconcile_requested_at=rig.now - 0.01)
     assert rig.h.order is None and rig.h.active
 
 
