@@ -62,6 +62,7 @@ class DeribitSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     healthy_after_s: NonNegative
     request_timeout_s: Positive
     cancel_on_disconnect: bool
+    safe_shutdown_s: Positive
     record_wire: str
     warm_up_ms: Annotated[float, Meta(ge=0, description="0 (off) or more")]
     max_clock_ahead_s: Positive

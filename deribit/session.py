@@ -40,6 +40,7 @@ from deribit.codec import (
     command_result,
     decode_account_summary,
     decode_auth_result,
+    decode_cancelled,
     decode_open_orders,
     decode_positions,
     decode_subscribed,
@@ -54,6 +55,7 @@ from deribit.codec import (
 )
 from deribit.constants import GONE_STATES, LIVE_STATES, RATE_LIMIT_CODE
 from deribit.instruments import currency_of, decode_instruments
+from deribit.shutdown_check import CheckUnderWay, Findings
 from deribit.subscriptions import SubscriptionTracker, currency_channels, market_channels
 from messages.account import (
     AccountSummary,
@@ -241,8 +243,22 @@ class GetSummary(Sent):
     round: int
 
 
+@dataclass(slots=True)
+class ShutdownCancel(Sent):
+    """The safe shutdown's cancel_all."""
+
+    command: CancelAll
+
+
+@dataclass(slots=True)
+class ShutdownCheck(Sent):
+    """The safe shutdown's check of one currency's open orders, after its cancel_all answered."""
+
+    currency: str
+
+
 Pending = (SetHeartbeat | Login | RefreshToken | EnableCancelOnDisconnect | LoadInstruments | Subscribe
-           | Unsubscribe | SendOrder | GetPositions | GetOpenOrders | GetSummary)
+           | Unsubscribe | SendOrder | GetPositions | GetOpenOrders | GetSummary | ShutdownCancel | ShutdownCheck)
 ReconcileRequest = GetPositions | GetOpenOrders | GetSummary
 _PART = {GetPositions: "positions", GetOpenOrders: "open_orders", GetSummary: "summary"}
 
@@ -308,6 +324,7 @@ class Session:
         self.reconcile_rounds = 0
         self.reconcile_deferred: ReconcilePortfolio | None = None
         self.shutting_down = False  # after SafeShutdown: cancels only
+        self.shutdown_check: CheckUnderWay | None = None  # the safe shutdown's cancel and check
         self.cod_enabled = False
         self.resyncs = 0
         self._out: list[Effect] = []
@@ -402,6 +419,7 @@ class Session:
                           "is unknown until the portfolio reconciles")
         for currency in list(self.reconciles):
             self._reconcile_failed(currency, f"connection lost ({reason})")
+        self._shutdown_check_failed(f"connection lost ({reason})")
         return self._done()
 
     def fail_orders(self, queued_why: str, lost_why: str | None = None) -> list[Effect]:
@@ -468,6 +486,8 @@ class Session:
             case GetPositions() | GetOpenOrders() | GetSummary():
                 if self._current_round(pending):
                     self._reconcile_failed(pending.currency, f"{pending.method} could not be written (link lost)")
+            case ShutdownCancel() | ShutdownCheck():
+                self._shutdown_check_failed(f"{pending.method} could not be written (connection lost)")
         return self._done()
 
     def _expire_requests(self, now: float) -> None:
@@ -495,6 +515,8 @@ class Session:
                         self.log.warning("reconcile_failed", currency=pending.currency, part=_PART[type(pending)],
                                          message=f"no answer within {limit:g} s")
                         self._reconcile_failed(pending.currency, f"no answer to {pending.method} within {limit:g} s")
+                case ShutdownCancel() | ShutdownCheck():
+                    self._shutdown_check_failed(f"no answer to {pending.method} within {limit:g} s")
 
     def answer(self, answer: RpcResponse | RpcError, now: float) -> list[Effect]:
         """An answer of this link (the caller drops those of an earlier link)."""
@@ -554,6 +576,10 @@ class Session:
                     self.log.info("cancel_on_disconnect_enabled")
             case GetPositions() | GetOpenOrders() | GetSummary():
                 self._reconcile_part(pending, answer)
+            case ShutdownCancel():
+                self._answer_shutdown_cancel(pending, answer, now)
+            case ShutdownCheck():
+                self._answer_shutdown_check(pending, answer)
 
     # -- auth ------------------------------------------------------------------------------------------------
     def _login(self, now: float) -> None:
@@ -821,15 +847,73 @@ class Session:
         self._out.append(command_result(command, pending.method, answer))
 
     def safe_shutdown(self, event: SafeShutdown, now: float) -> list[Effect]:
-        """Nothing new goes out from now on: what waits is refused, and so is every new order;
-        the account's open orders are cancelled."""
+        """Nothing new goes out from now on: what waits is refused, and so is every new order.
+        cancel_all goes out if this link can send it; once it answered, each currency's open
+        orders are asked for. What was found: :meth:`shutdown_findings` (the program asks, and
+        makes a last connection when this one could not do it all)."""
         self.shutting_down = True
         self._fail_orders("safe shutdown; not sent", None)
-        if self.may_send_orders and not self.settings.paper:
-            self.log.warning("cancelling_all_orders", reason=event.reason)
-            cancel = CancelAll(origin="connection", request_key="safe-shutdown")
-            self._request(SendOrder, command_request(cancel), now, Queued(cancel, now))
+        if self.shutdown_check is not None:  # once: a second SafeShutdown changes nothing
+            return self._done()
+        check = self.shutdown_check = CheckUnderWay(via="the Connection", currencies=self.currencies)
+        cancel = CancelAll(origin="connection", request_key="safe-shutdown")
+        request, refusal = self.check(cancel)  # the one place that says what may be sent
+        if refusal is not None or request is None:
+            why = refusal[1] if refusal is not None else "invalid"
+            check.fail(why)
+            self.log.warning("safe_shutdown_cannot_cancel", reason=event.reason, why=why)
+            return self._done()
+        self.log.warning("cancelling_all_orders", reason=event.reason)
+        check.cancel_sent = True
+        self._request(ShutdownCancel, request, now, cancel)
         return self._done()
+
+    def shutdown_findings(self) -> Findings | None:
+        """What the safe shutdown's cancel and check found; None before it or while under way."""
+        check = self.shutdown_check
+        return check.findings() if check is not None and check.done else None
+
+    def _answer_shutdown_cancel(self, pending: ShutdownCancel, answer: RpcResponse | RpcError, now: float) -> None:
+        check = self.shutdown_check
+        command = pending.command
+        if isinstance(answer, RpcError):
+            self.log.error("safe_shutdown_cancel_refused", code=answer.code, message=answer.message)
+            self._out.append(command_failed(command, pending.method, answer))
+            if check is not None:
+                check.cancel_error = f"{answer.message} (code {answer.code})"
+        else:
+            self._out.append(command_result(command, pending.method, answer))
+            if check is not None:
+                try:
+                    check.cancelled = decode_cancelled(answer.result)
+                except msgspec.MsgspecError:
+                    check.cancel_error = f"an unreadable answer ({answer.result_text[:100]})"
+        if check is None or check.failed:
+            return
+        # Asked only now: what is open once the cancel took effect (still asked after a refusal).
+        for currency in self.currencies:
+            self._request(ShutdownCheck, get_open_orders_request(currency), now, currency)
+
+    def _answer_shutdown_check(self, pending: ShutdownCheck, answer: RpcResponse | RpcError) -> None:
+        check = self.shutdown_check
+        if check is None:
+            return
+        if isinstance(answer, RpcError):
+            check.fail(f"{pending.method} {pending.currency}: {answer.message} (code {answer.code})")
+            return
+        try:
+            orders = decode_open_orders(answer.result)
+        except msgspec.MsgspecError as exc:
+            check.fail(f"{pending.method} {pending.currency}: an unreadable answer ({exc})")
+            return
+        check.checked[pending.currency] = orders
+        self.log.warning("safe_shutdown_open_orders", currency=pending.currency, open=len(orders),
+                         order_ids=[o.order_id for o in orders])
+
+    def _shutdown_check_failed(self, why: str) -> None:
+        check = self.shutdown_check
+        if check is not None and not check.done:
+            check.fail(why)
 
     # -- reconciliation ----------------------------------------------------------------------------------------
     def reconcile(self, command: ReconcilePortfolio, now: float) -> list[Effect]:

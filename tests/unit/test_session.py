@@ -433,6 +433,77 @@ def test_safe_shutdown_refuses_new_orders_and_cancels_all(tmp_path: Path) -> Non
     assert rig.of(CommandFailed)[-1].message == "safe shutdown: no new orders; not sent"
 
 
+OPEN_ORDER = {"order_id": "SCR-7", "instrument_name": "BTC-PERPETUAL", "order_state": "open", "order_type": "limit",
+              "direction": "sell", "amount": 50.0, "price": 70000.0, "label": "manual_api_3"}
+
+
+def test_safe_shutdown_checks_the_open_orders_once_its_cancel_answered(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, currencies=["BTC", "ETH"])
+    rig.take(rig.session.link_up(0.0))  # logged in is enough: cancels go out before every channel is confirmed
+    rig.answer(rig.last("public/auth"), {"access_token": "a", "refresh_token": "r", "expires_in": 900}, 0.0)
+    rig.take(rig.session.handle(SafeShutdown(reason="too many restarts"), 1.0))
+    cancel = rig.last("private/cancel_all")
+    assert not rig.requests("private/get_open_orders_by_currency")  # asked only once the cancel took effect
+    assert rig.session.shutdown_findings() is None
+    rig.answer(cancel, 2, 1.1)
+    answered = rig.of(CommandResult)[-1]
+    assert (answered.request_key, answered.origin, answered.result) == ("safe-shutdown", "connection", "2")
+    checks = rig.requests("private/get_open_orders_by_currency")
+    assert [c["params"] for c in checks] == [{"currency": "BTC"}, {"currency": "ETH"}]
+    rig.answer(checks[0], [OPEN_ORDER], 1.2)
+    assert rig.session.shutdown_findings() is None  # ETH still to answer
+    rig.answer(checks[1], [], 1.2)
+    found = rig.session.shutdown_findings()
+    assert found is not None and found.via == "the Connection" and found.cancel_sent and found.cancelled == 2
+    assert [(c, [o.order_id for o in orders]) for c, orders in found.checked] == [("BTC", ["SCR-7"]), ("ETH", [])]
+    assert not found.failed and found.still_open[0].label == "manual_api_3"
+    rig.take(rig.session.handle(SafeShutdown(reason="again"), 1.3))  # a second one sends nothing more
+    assert len(rig.requests("private/cancel_all")) == 1
+
+
+def test_safe_shutdown_a_refused_cancel_is_kept_and_the_orders_are_still_checked(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    rig.take(rig.session.handle(SafeShutdown(reason="x"), 1.0))
+    rig.error(rig.last("private/cancel_all"), 10028, 1.1, message="too_many_requests")
+    assert rig.of(CommandFailed)[-1].request_key == "safe-shutdown"
+    rig.answer(rig.last("private/get_open_orders_by_currency"), [OPEN_ORDER], 1.2)
+    found = rig.session.shutdown_findings()
+    assert found is not None and found.cancelled is None
+    assert found.cancel_error == "too_many_requests (code 10028)" and len(found.still_open) == 1
+
+
+@pytest.mark.parametrize(("link_up", "why"), [(False, "not connected; not sent"), (True, "not logged in; not sent")])
+def test_safe_shutdown_that_cannot_send_says_so_at_once(tmp_path: Path, link_up: bool, why: str) -> None:
+    rig = Rig(tmp_path)
+    if link_up:
+        rig.take(rig.session.link_up(0.0))
+    rig.take(rig.session.handle(SafeShutdown(reason="x"), 1.0))
+    assert not rig.requests("private/cancel_all")
+    found = rig.session.shutdown_findings()
+    assert found is not None and not found.cancel_sent and found.failed == why and found.checked == ()
+
+
+@pytest.mark.parametrize("lost", ["link down", "timeout", "unsent"])
+def test_safe_shutdown_losing_the_answers_ends_the_check_unverified(tmp_path: Path, lost: str) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    rig.take(rig.session.handle(SafeShutdown(reason="x"), 1.0))
+    rig.answer(rig.last("private/cancel_all"), 0, 1.1)
+    check = rig.last("private/get_open_orders_by_currency")
+    if lost == "link down":
+        rig.take(rig.session.link_down("EOF"))
+        why = "connection lost (EOF)"
+    elif lost == "timeout":
+        rig.take(rig.session.tick(1.1 + rig.settings.deribit.request_timeout_s + 0.1))
+        why = "no answer to private/get_open_orders_by_currency within 5 s"
+    else:
+        rig.take(rig.session.unsent(check["id"], 1.2))
+        why = "private/get_open_orders_by_currency could not be written (connection lost)"
+    found = rig.session.shutdown_findings()
+    assert found is not None and found.cancelled == 0 and found.checked == () and found.failed == why
+
+
 # -- reconciliation and the rest --------------------------------------------------------------------------
 def test_a_reconcile_waits_for_the_login_and_publishes_once_all_three_parts_answered(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
