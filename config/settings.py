@@ -173,6 +173,10 @@ class HedgerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     fill_wait_s: Positive
     max_rejections: Count
     retry_after_reject_s: NonNegative
+    # Activation waits for a confirmation when the first order is above this (or the hedge
+    # instrument holds a position the hedger did not make); the plan shown expires after confirm_within_s.
+    confirm_above_usd: Positive
+    confirm_within_s: Annotated[float, Meta(gt=0, le=600, description="seconds, at most 600")]
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

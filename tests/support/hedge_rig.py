@@ -57,7 +57,8 @@ class Rig:
         self.now += seconds
 
     def ready(self, option_size: float = 1.0, hedge_size: float = 0.0, delta: float = 0.5) -> None:
-        """Connected, instrument listed, fresh quotes, reconciled portfolio, hedging on."""
+        """Connected, instrument listed, fresh quotes, reconciled portfolio, hedging on (the plan it
+        states confirmed when it asks for that: a ``hedge_size`` it did not make)."""
         self.h.on_connection(True, self.now)
         self.h.instruments_loaded(InstrumentsLoaded(currency="BTC", instruments=(perpetual(),), at=self.now), self.now)
         self.quote()
@@ -65,6 +66,8 @@ class Rig:
         self.h.on_ticker(option_ticker(delta), self.now)
         self.portfolio()
         self.h.on_control(HedgerControl(action="activate", origin="test"), self.now)
+        if self.h.plan is not None:
+            self.h.on_control(HedgerControl(action="confirm", origin="test", plan_id=self.h.plan.plan_id), self.now)
 
     def quote(self, bid: float = PRICE - 0.25, ask: float = PRICE + 0.25) -> None:
         self.h.on_quote(Quote(instrument_name=PERP, timestamp=int(self.now * 1000), best_bid_price=bid,
