@@ -22,7 +22,7 @@ from messages.commands import (
     ExchangeCommand,
     PlaceOrder,
 )
-from messages.hedging import HedgerStatus
+from messages.hedging import HedgeActivation, HedgerStatus
 from messages.market import IndexPrice, Instrument, InstrumentsLoaded
 from messages.state import ChainSnapshot, OptionQuote, PortfolioChanged, TopOfBook
 from messages.surface import RecorderStatus, SurfaceSnapshot
@@ -108,6 +108,24 @@ class DeskState:
                if i.kind == "future"]
         return sorted(out, key=lambda i: (i.base_currency, i.settlement_period != "perpetual",
                                           i.expiration_timestamp, i.instrument_name))
+
+    def hedged_by(self, name: str) -> str:
+        """The currency whose active hedger hedges with ``name`` (it owns that position), else ''."""
+        for status in self.hedgers.values():
+            if status.instrument == name and status.active:
+                return status.currency
+        return ""
+
+    def default_future(self, currencies: Iterable[str]) -> Instrument | None:
+        """The future offered when none is named: the first listed (perpetual first) that is not
+        the hedge instrument of a hedger that is on or awaiting its confirmation."""
+        hedged = {s.instrument for s in self.hedgers.values()
+                  if s.active or s.activation is HedgeActivation.AWAITING_CONFIRMATION}
+        return next((f for c in currencies for f in self.futures(c) if f.instrument_name not in hedged), None)
+
+    def alerts(self) -> list[HedgerStatus]:
+        """The hedgers that switched themselves off and whose alert is not acknowledged yet."""
+        return [s for _, s in sorted(self.hedgers.items()) if s.alert]
 
     def options(self, currency: str) -> list[Instrument]:
         listing = self.instruments.get(currency, {}).values()
