@@ -84,6 +84,9 @@ LABEL_PREFIX = "hedge-"
 DELTA_TAG = OrderTag(origin=ORIGIN, prefix=LABEL_PREFIX)
 
 _TRADE = HedgeCode.TRADE  # set on the order's path: a global, not an enum attribute look-up
+#: Gates that only delay the order the decision states (any other leaves it without a basis: the
+#: link, the portfolio or the instrument is not there yet).
+_DELAYS_ONLY = frozenset({HedgeCode.ORPHAN_ORDERS, HedgeCode.COOLDOWN, HedgeCode.RATE_LIMIT})
 SENT, RESTING, AMENDING, SETTLING, UNKNOWN = (
     HedgePhase.SENT, HedgePhase.RESTING, HedgePhase.AMENDING, HedgePhase.SETTLING, HedgePhase.UNKNOWN)
 
@@ -431,24 +434,26 @@ class CurrencyHedger:
         else:
             gate = self._gate(now)
         code, reason = gate if gate is not None else (decision.code, decision.reason)
-        hedge_position = self._hedge_size()
-        not_made = hedge_position - self.own_position
+        hedge_position = self._hedge_size() if self.portfolio is not None else None
         half_contract = 0.5 * self.contract_size if self.contract_size else 0.0
         why: list[str] = []
-        if abs(not_made) > half_contract:
-            why.append(f"{self.instrument} holds {not_made:+,.0f} USD the hedger did not make")
-        side = decision.side if decision.trade and order is None else None
+        if hedge_position is not None and abs(hedge_position - self.own_position) > half_contract:
+            why.append(f"{self.instrument} holds {hedge_position - self.own_position:+,.0f} USD the hedger did "
+                       "not make")
+        stated = (order is None and decision.action != "blocked" and hedge_position is not None
+                  and (gate is None or gate[0] in _DELAYS_ONLY))
+        side = decision.side if decision.trade and stated else None
         amount = decision.amount if side is not None else 0.0
         if amount > self.settings.confirm_above_usd:
             why.append(f"the first order ({amount:,.0f} USD) is above hedger.confirm_above_usd "
                        f"({self.settings.confirm_above_usd:,.0f} USD)")
-        if side is None and (order is not None or decision.action == "blocked"):
+        if not stated:
             why.append("it cannot say yet what it will send first")
         return HedgePlan(
             plan_id=self._plans + 1, at=now, expires_at=now + self.settings.confirm_within_s,
             instrument=self.instrument, code=code, reason=reason, side=side, amount=amount,
             order_type=self._order(side, amount, f"{self._prefix}0").type if side is not None else "",
-            hedge_position=hedge_position, own_position=self.own_position, confirm="; ".join(why))
+            stated=stated, hedge_position=hedge_position, own_position=self.own_position, confirm="; ".join(why))
 
     def _plan_change(self, shown: HedgePlan, now_plan: HedgePlan) -> str:
         """How ``now_plan`` differs materially from the plan ``shown`` (empty: it does not): another
@@ -459,7 +464,8 @@ class CurrencyHedger:
         tolerance = max(contract, self.band * price if price else 0.0)
         if shown.side != now_plan.side or abs(shown.amount - now_plan.amount) > tolerance:
             return "its first order changed"
-        if abs(shown.not_made - now_plan.not_made) > 0.5 * contract:
+        before, after = shown.not_made, now_plan.not_made
+        if (before is None) != (after is None) or abs((before or 0.0) - (after or 0.0)) > 0.5 * contract:
             return f"the position in {self.instrument} not made by the hedger changed"
         return ""
 
@@ -475,6 +481,8 @@ class CurrencyHedger:
             refused = f"it names plan {control.plan_id}, the plan awaiting confirmation is {shown.plan_id}"
         elif now > shown.expires_at:
             refused = f"plan {shown.plan_id} expired after {self.settings.confirm_within_s:g} s"
+        elif not plan.stated:
+            refused = f"it still cannot say what it will send first ({plan.reason})"
         else:
             refused = self._plan_change(shown, plan)
             if refused:

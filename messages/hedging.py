@@ -69,10 +69,12 @@ class HedgeActivation(StrEnum):
 
 class HedgePlan(msgspec.Struct, frozen=True, kw_only=True):
     """What a hedger states on activation: the order it would send first (``side`` None: none
-    now, ``reason`` says why), and the position in the hedge instrument it treats as the hedge
-    (all of it: ``hedge_position``, of which ``own_position`` is the net of its own fills this
+    now, ``reason`` says why; ``stated`` False: it cannot say yet, the data is not there), and
+    the position in the hedge instrument it treats as the hedge (all of it: ``hedge_position``,
+    None before the portfolio came, of which ``own_position`` is the net of its own fills this
     run). ``confirm`` says why it waits for a confirmation (empty: it does not); a confirmation
-    names ``plan_id`` and is refused after ``expires_at`` or once the plan changed."""
+    names ``plan_id`` and is refused after ``expires_at``, once the plan changed, or while it
+    cannot be stated."""
 
     plan_id: int
     at: float
@@ -83,14 +85,15 @@ class HedgePlan(msgspec.Struct, frozen=True, kw_only=True):
     side: Literal["buy", "sell"] | None = None
     amount: float = 0.0  # USD, the hedge instrument's amount
     order_type: str = ""
-    hedge_position: float = 0.0
+    stated: bool = True
+    hedge_position: float | None = None
     own_position: float = 0.0
     confirm: str = ""
 
     @property
-    def not_made(self) -> float:
+    def not_made(self) -> float | None:
         """The part of the hedge instrument's position the hedger did not make (USD)."""
-        return self.hedge_position - self.own_position
+        return None if self.hedge_position is None else self.hedge_position - self.own_position
 
     def describe(self) -> str:
         """One readable line: the first order, and what it treats as the hedge."""
@@ -99,10 +102,15 @@ class HedgePlan(msgspec.Struct, frozen=True, kw_only=True):
             if self.code != HedgeCode.TRADE:
                 first += f", once this clears: {self.reason}"
         else:
-            first = f"first order: nothing now ({self.reason})"
-        held = f"it treats the whole position in {self.instrument} ({self.hedge_position:+,.0f} USD"
-        if abs(self.not_made) > 0:
-            held += f", {self.not_made:+,.0f} USD of it not made by the hedger"
+            first = f"first order: {'nothing now' if self.stated else 'it cannot say yet'} ({self.reason})"
+        held = f"it treats the whole position in {self.instrument} ("
+        not_made = self.not_made
+        if self.hedge_position is None:
+            held += "not known yet"
+        else:
+            held += f"{self.hedge_position:+,.0f} USD"
+            if not_made:
+                held += f", {not_made:+,.0f} USD of it not made by the hedger"
         return f"{first}; {held}) as the hedge"
 
 

@@ -110,6 +110,36 @@ def test_a_first_order_it_cannot_state_waits_and_nothing_is_cancelled_meanwhile(
     activate(rig)
     assert rig.h.activation is AWAITING and rig.h.plan is not None and rig.h.plan.side is None
     assert "cannot say yet" in rig.h.plan.confirm and rig.sent() == []
+    assert "first order: it cannot say yet (the quote of BTC-PERPETUAL is 10.5 s old" in rig.last_status().message
+    confirm(rig)  # a confirmation is no blank cheque
+    assert rig.sent() == [] and rig.h.activation is AWAITING
+    assert "confirmation refused (it still cannot say what it will send first" in rig.last_status().message
+    rig.quote()
+    rig.delta(0.5)
+    confirm(rig)  # the data is back: the plan it can state now is shown, and waits for its own confirmation
+    assert rig.sent() == [] and "is stale: its first order changed" in rig.last_status().message
+    assert "first order: sell 20,000 USD" in rig.last_status().message
+    confirm(rig)
+    assert [(o.side, o.amount) for o in rig.sent()] == [("sell", 20000.0)]
+
+
+def test_without_a_reconciled_portfolio_it_cannot_state_its_first_order() -> None:
+    rig = Rig()
+    rig.h.on_connection(True, rig.now)
+    rig.h.instruments_loaded(InstrumentsLoaded(currency="BTC", instruments=(perpetual(),), at=rig.now), rig.now)
+    rig.quote()
+    activate(rig)  # no portfolio at all yet
+    assert rig.h.plan is not None and rig.h.plan.hedge_position is None
+    assert "it treats the whole position in BTC-PERPETUAL (not known yet) as the hedge" in rig.last_status().message
+    rig.option_size = 1.0
+    rig.delta(0.0)
+    rig.portfolio(reconciled=False)
+    activate(rig)
+    assert rig.h.activation is AWAITING and rig.h.plan is not None and rig.h.plan.side is None
+    assert "cannot say yet" in rig.h.plan.confirm and rig.h.plan.code == HedgeCode.UNRECONCILED
+    rig.portfolio()  # now it can: within the band, so the plan shown is still the plan
+    confirm(rig)
+    assert rig.h.active and rig.sent() == []
 
 
 def test_orphans_of_an_earlier_run_are_not_cancelled_while_awaiting_confirmation() -> None:
