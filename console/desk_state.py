@@ -221,13 +221,18 @@ class ScriptWait:
     expect_open: set[str] = field(default_factory=set)
     delta: dict[str, float] = field(default_factory=dict)
     answered: set[str] = field(default_factory=set)
+    follow_positions: bool = True
 
     @classmethod
     def for_orders(cls, orders: Iterable[PlaceOrder], state: DeskState, deadline: float) -> ScriptWait:
-        """An order line: its answers, then the positions moved from where they are now by the fills."""
+        """An order line: its answers, then the positions moved from where they are now by the
+        fills; only the answers on an active hedger's instrument, where the hedger trades too."""
         orders = tuple(orders)
-        baseline = {name: state.position_size(name) for name in {o.instrument_name for o in orders}}
-        return cls({o.request_key for o in orders}, deadline, baseline=baseline)
+        names = {o.instrument_name for o in orders}
+        if any(state.hedged_by(name) for name in names):
+            return cls({o.request_key for o in orders}, deadline, follow_positions=False)
+        return cls({o.request_key for o in orders}, deadline, baseline={name: state.position_size(name)
+                                                                       for name in names})
 
     @classmethod
     def for_cancels(cls, cancels: Iterable[ExchangeCommand], state: DeskState, deadline: float) -> ScriptWait:
@@ -262,6 +267,8 @@ class ScriptWait:
             self._fill(trade)
 
     def _fill(self, trade: UserTrade) -> None:
+        if not self.follow_positions:
+            return
         signed = trade.amount if trade.direction == "buy" else -trade.amount
         self.delta[trade.instrument_name] = self.delta.get(trade.instrument_name, 0.0) + signed
 

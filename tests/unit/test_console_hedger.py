@@ -9,7 +9,7 @@ import io
 
 from rich.console import Console as RichConsole
 
-from console.desk_state import DeskState
+from console.desk_state import DeskState, ScriptWait
 from console.grammar import (
     HELP,
     Cancel,
@@ -27,6 +27,8 @@ from console.grammar import (
 from console.orders import Refusal, Trading
 from console.terminal import Choices, completions
 from console.views import alert_lines, describe_hedger, topic_view
+from messages.account import UserTrade
+from messages.commands import CommandResult, PlaceOrder
 from messages.hedging import HedgeActivation, HedgeCode, HedgePlan, HedgerStatus
 from messages.market import InstrumentsLoaded
 from messages.state import TopOfBook
@@ -86,6 +88,29 @@ def test_other_futures_an_inactive_or_awaiting_hedger_and_cancels_are_not_refuse
     t = trading()
     for scope in ("all", "last", "buys"):
         assert isinstance(t.cancels(Cancel(scope), desk(hedger()), (), "BTC"), tuple), scope  # type: ignore[arg-type]
+
+
+def test_a_piped_override_waits_for_its_answer_not_for_a_position_the_hedger_moves_too() -> None:
+    d = desk(hedger())
+    orders = trading().orders(MarketOrder("buy", 2), d, NOW, override=True)
+    assert isinstance(orders, tuple)
+    wait = ScriptWait.for_orders(orders, d, 9.0)
+    assert wait.missing(d) == ["answer to console-k-manual_api_2"]
+    wait.on_answer(CommandResult(request_key=orders[0].request_key, origin="console", method="private/buy",
+                                 result="{}", trades=(fill(orders[0]),)))
+    assert wait.missing(d) == []  # the position is the hedger's to move as well
+    elsewhere = trading(FUTURE).orders(MarketOrder("buy", 2), d, NOW)
+    assert isinstance(elsewhere, tuple)
+    wait = ScriptWait.for_orders(elsewhere, d, 9.0)
+    wait.on_answer(CommandResult(request_key=elsewhere[0].request_key, origin="console", method="private/buy",
+                                 result="{}", trades=(fill(elsewhere[0]),)))
+    assert wait.missing(d) == [f"position {FUTURE} 20"]
+
+
+def fill(order: PlaceOrder) -> UserTrade:
+    return UserTrade(trade_id="t1", order_id="o9", instrument_name=order.instrument_name, timestamp=1,
+                     direction=order.side, price=60000.0, amount=order.amount, fee=0.0, fee_currency="BTC",
+                     label=order.label)
 
 
 def test_the_words_on_the_line() -> None:
