@@ -182,7 +182,7 @@ class Console(Actor):
         ours = status.request_key.startswith(self.trading.key_prefix)
         changed = (before is None or (before.active, before.activation, before.message)
                    != (status.active, status.activation, status.message))
-        text = describe_hedger(status, self.trading.instrument)
+        text = describe_hedger(status, self.trading.instrument if ours else None)  # the note: once, to who asked
         # The hedger answers a control and also announces the change: print that once.
         if (ours or (changed and self.started)) and self.hedger_said.get(status.currency) != text:
             self.hedger_said[status.currency] = text
