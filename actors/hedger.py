@@ -18,8 +18,8 @@ in the order they were published, a link loss before the new link's data, a safe
 the next frame. The actor's lock keeps its state to one thread at a time; its own thread only
 answers questions and its alarm.
 
-Controls (from the Console): ``HedgerControl`` activate / deactivate / status and
-``SetHedgeBand``; both are answered with ``HedgerStatus`` on the bus, and, for ``ask``, with the
+Controls (from the Console): ``HedgerControl`` activate / confirm / deactivate / status /
+acknowledge and ``SetHedgeBand``; both are answered with ``HedgerStatus`` on the bus, and, for ``ask``, with the
 list of statuses.
 """
 
@@ -214,6 +214,8 @@ class Hedger(Actor):
         now = self.context.clock.now()
         for hedger in self.hedgers.values():
             hedger.on_result(result, now)
+            for trade in result.trades:
+                hedger.take_own_trade(trade)
         self._arm()
 
     @handles(CommandFailed, immediate=True)
@@ -236,6 +238,7 @@ class Hedger(Actor):
     def on_user_trade(self, trade: UserTrade) -> None:
         hedger = self.hedgers.get(currency_of(trade.instrument_name))
         if hedger is not None:
+            hedger.take_own_trade(trade)
             hedger.on_user_trade(trade, self.context.clock.now())
             self._arm()
 

@@ -6,7 +6,12 @@
 
 Safety, in the order it is checked before a decision is even made:
 
-- hedging is active (off at start unless ``active_on_start``; the console switches it);
+- hedging is active (off at start unless ``active_on_start``; the console switches it). On
+  activation it states its plan (:class:`~messages.hedging.HedgePlan`: the order it would send
+  first, and that it treats the whole position in the hedge instrument as the hedge) and, when
+  that order is above ``confirm_above_usd``, cannot be stated yet, or the hedge instrument holds
+  a position it did not make (its own fills this run are counted by trade id), it waits for a
+  confirmation of that plan and sends nothing until then;
 - the Connection says it can trade (up, logged in, subscribed);
 - the Portfolio's picture is reconciled with the exchange;
 - the hedge instrument is listed (its contract size is known);
@@ -37,6 +42,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
+import msgspec
+
 from config.settings import HedgerSettings
 from deribit.instruments import amount_step, round_to_contract
 from desk.hedge_decision import HedgeDecision, HedgePolicy, Side, decide
@@ -53,7 +60,16 @@ from messages.commands import (
     PlaceOrder,
     ReconcilePortfolio,
 )
-from messages.hedging import HedgeCode, HedgeMode, HedgePhase, HedgerControl, HedgerStatus, SetHedgeBand
+from messages.hedging import (
+    HedgeActivation,
+    HedgeCode,
+    HedgeMode,
+    HedgePhase,
+    HedgePlan,
+    HedgerControl,
+    HedgerStatus,
+    SetHedgeBand,
+)
 from messages.market import IndexPrice, InstrumentsLoaded, Quote, Ticker
 from messages.state import PortfolioChanged, TopOfBook
 
@@ -63,6 +79,9 @@ LABEL_PREFIX = "hedge-"
 DELTA_TAG = OrderTag(origin=ORIGIN, prefix=LABEL_PREFIX)
 
 _TRADE = HedgeCode.TRADE  # set on the order's path: a global, not an enum attribute look-up
+#: Gates that only delay the order the decision states (any other leaves it without a basis: the
+#: link, the portfolio or the instrument is not there yet).
+_DELAYS_ONLY = frozenset({HedgeCode.ORPHAN_ORDERS, HedgeCode.COOLDOWN, HedgeCode.RATE_LIMIT})
 SENT, RESTING, AMENDING, SETTLING, UNKNOWN = (
     HedgePhase.SENT, HedgePhase.RESTING, HedgePhase.AMENDING, HedgePhase.SETTLING, HedgePhase.UNKNOWN)
 
@@ -100,7 +119,17 @@ class CurrencyHedger:
         self.mode = HedgeMode(settings.mode)
         self.instrument: str = settings.instrument_for(currency)
         self.band: float = settings.max_delta_mismatch
-        self.active: bool = bool(settings.active_on_start)
+        # ``active`` mirrors ``activation is ACTIVE`` (read on every decision); both change only
+        # through _set_activation.
+        self.activation = HedgeActivation.ACTIVE if settings.active_on_start else HedgeActivation.OFF
+        self.active: bool = self.activation is HedgeActivation.ACTIVE
+        self.plan: HedgePlan | None = None  # stated on activation, awaiting confirmation
+        self._plans = 0
+        # Why it switched itself off, until acknowledged or activated again.
+        self.alert = ""
+        # The net of its own orders' fills this run (USD), each trade counted once.
+        self.own_position = 0.0
+        self._own_trades: set[str] = set()
         self._publish = publish
         self.log = log
         self._next_number = next_number
@@ -316,18 +345,159 @@ class CurrencyHedger:
 
     # -- controls ----------------------------------------------------------------------------------------
     def on_control(self, control: HedgerControl, now: float) -> None:
-        if control.action == "activate":
-            self.active = True
-            self.rejections = 0
-            self.retry_at = 0.0
-            self.message = f"hedging activated by {control.origin}"
-            self.last_code = HedgeCode.NONE
-            self.log.info("hedging_activated", currency=self.currency, origin=control.origin,
-                          band=self.band, instrument=self.instrument)
-            self._evaluate(now, control)
-        elif control.action == "deactivate":
-            self._switch_off(f"hedging deactivated by {control.origin}", now, warn=False)
+        action = control.action
+        if action == "activate":
+            if self.activation is HedgeActivation.ACTIVE:
+                self._go_active(control, None, now)  # on already: a fresh start after rejections
+            else:
+                plan = self.make_plan(now)
+                if plan.confirm:
+                    self._await_confirmation(plan, now)
+                else:
+                    self._go_active(control, plan, now)
+        elif action == "confirm":
+            self._confirm(control, now)
+        elif action == "deactivate":
+            pending = self.plan
+            self._switch_off(f"hedging deactivated by {control.origin}"
+                             + (f" (plan {pending.plan_id} awaiting confirmation cancelled)" if pending else ""),
+                             now, warn=False)
+        elif action == "acknowledge" and self.alert:
+            self.log.info("hedge_alert_acknowledged", currency=self.currency, origin=control.origin, alert=self.alert)
+            self.alert = ""
+            self.message = f"alert acknowledged by {control.origin}; hedging is {self.activation.value}"
         self.publish_status(now, control.request_key)
+
+    # -- activation: state the plan; wait for its confirmation when it asks for one -------------------
+    def take_own_trade(self, trade: UserTrade) -> None:
+        """A fill of an order this run sent (from its notification or its order's answer, each
+        trade id once): what makes :attr:`own_position`, the part of the hedge instrument's
+        position the hedger made itself."""
+        if (trade.label not in self.own_labels or trade.instrument_name != self.instrument
+                or trade.trade_id in self._own_trades):
+            return
+        self._own_trades.add(trade.trade_id)
+        self.own_position += trade.amount if trade.direction == "buy" else -trade.amount
+
+    def make_plan(self, now: float) -> HedgePlan:
+        """What activating now would do first, from :meth:`current_decision` and the gates, and
+        why it must be confirmed (``confirm``, empty when it need not be). Sends nothing."""
+        decision = self.current_decision(now)
+        order = self.order
+        gate: tuple[HedgeCode, str] | None
+        if order is not None:
+            gate = decision.code, f"its order {order.label} is still in flight; it decides again once that settles"
+        elif self.orphans:  # _gate would cancel them: that waits for the activation
+            gate = HedgeCode.ORPHAN_ORDERS, (f"{len(self.orphans)} hedge order(s) of an earlier run are open "
+                                             "and are cancelled first")
+        else:
+            gate = self._gate(now)
+        code, reason = gate if gate is not None else (decision.code, decision.reason)
+        hedge_position = self._hedge_size() if self.portfolio is not None else None
+        half_contract = 0.5 * self.contract_size if self.contract_size else 0.0
+        why: list[str] = []
+        if hedge_position is not None and abs(hedge_position - self.own_position) > half_contract:
+            why.append(f"{self.instrument} holds {hedge_position - self.own_position:+,.0f} USD the hedger did "
+                       "not make")
+        stated = (order is None and decision.action != "blocked" and hedge_position is not None
+                  and (gate is None or gate[0] in _DELAYS_ONLY))
+        side = decision.side if decision.trade and stated else None
+        amount = decision.amount if side is not None else 0.0
+        if amount > self.settings.confirm_above_usd:
+            why.append(f"the first order ({amount:,.0f} USD) is above hedger.confirm_above_usd "
+                       f"({self.settings.confirm_above_usd:,.0f} USD)")
+        if not stated:
+            why.append("it cannot say yet what it will send first")
+        return HedgePlan(
+            plan_id=self._plans + 1, at=now, expires_at=now + self.settings.confirm_within_s,
+            instrument=self.instrument, code=code, reason=reason, side=side, amount=amount,
+            order_type=self._order(side, amount, f"{self._prefix}0").type if side is not None else "",
+            stated=stated, hedge_position=hedge_position, own_position=self.own_position, confirm="; ".join(why))
+
+    def _plan_change(self, shown: HedgePlan, now_plan: HedgePlan) -> str:
+        """How ``now_plan`` differs materially from the plan ``shown`` (empty: it does not): another
+        side, an amount further off than the band (or a contract), or another position not made
+        by the hedger."""
+        contract = self.contract_size or 0.0
+        quote = self.market.quote
+        price = quote.price if quote is not None else None
+        tolerance = max(contract, self.band * price if price else 0.0)
+        if shown.side != now_plan.side or abs(shown.amount - now_plan.amount) > tolerance:
+            return "its first order changed"
+        before, after = shown.not_made, now_plan.not_made
+        if (before is None) != (after is None) or abs((before or 0.0) - (after or 0.0)) > 0.5 * contract:
+            return f"the position in {self.instrument} not made by the hedger changed"
+        return ""
+
+    def _confirm(self, control: HedgerControl, now: float) -> None:
+        if self.activation is HedgeActivation.ACTIVE:
+            self.message = f"hedging is already on ({control.origin}'s confirmation had nothing to confirm)"
+            return
+        shown = self.plan
+        plan = self.make_plan(now)
+        if shown is None:
+            refused = "no plan awaits confirmation"
+        elif control.plan_id != shown.plan_id:
+            refused = f"it names plan {control.plan_id}, the plan awaiting confirmation is {shown.plan_id}"
+        elif now > shown.expires_at:
+            refused = f"plan {shown.plan_id} expired after {self.settings.confirm_within_s:g} s"
+        elif not plan.stated:
+            refused = f"it still cannot say what it will send first ({plan.reason})"
+        else:
+            refused = self._plan_change(shown, plan)
+            if refused:
+                refused = f"plan {shown.plan_id} is stale: {refused}"
+        if not refused:
+            assert shown is not None
+            self._go_active(control, plan, now, confirmed=shown.plan_id)
+            return
+        self.log.warning("hedge_confirmation_refused", currency=self.currency, origin=control.origin,
+                         plan_id=control.plan_id, reason=refused)
+        # A confirmation confirms only the plan it was shown: the new plan waits for its own.
+        why = plan.confirm or "a confirmation confirms only the plan it was shown"
+        self._await_confirmation(msgspec.structs.replace(plan, confirm=why), now,
+                                 f"confirmation refused ({refused}); new ")
+
+    def _await_confirmation(self, plan: HedgePlan, now: float, prefix: str = "") -> None:
+        self._set_activation(HedgeActivation.AWAITING_CONFIRMATION)
+        self.plan = plan
+        self._plans = plan.plan_id
+        self.message = (f"{prefix}plan {plan.plan_id}: {plan.describe()}. Hedging is NOT on yet ({plan.confirm}): "
+                        f"confirm within {self.settings.confirm_within_s:g} s (activate delta hedging confirm); "
+                        "nothing is sent until then")
+        self.log.info("hedging_awaiting_confirmation", currency=self.currency, plan_id=plan.plan_id,
+                      side=plan.side, amount=plan.amount, instrument=plan.instrument, reason=plan.reason,
+                      hedge_position=plan.hedge_position, own_position=plan.own_position, why=plan.confirm)
+
+    def _go_active(self, control: HedgerControl, plan: HedgePlan | None, now: float, confirmed: int = 0) -> None:
+        self._set_activation(HedgeActivation.ACTIVE)
+        self.alert = ""
+        self.rejections = 0
+        self.retry_at = 0.0
+        self.last_code = HedgeCode.NONE
+        self.message = (f"hedging activated by {control.origin}"
+                        + (f" (plan {confirmed} confirmed)" if confirmed else "")
+                        + (f": {plan.describe()}" if plan else ""))
+        self.log.info("hedging_activated", currency=self.currency, origin=control.origin, band=self.band,
+                      instrument=self.instrument, confirmed_plan=confirmed or None,
+                      first_side=plan.side if plan else None, first_amount=plan.amount if plan else None,
+                      hedge_position=self._hedge_size(), own_position=self.own_position)
+        self._evaluate(now, control)
+
+    def _set_activation(self, activation: HedgeActivation) -> None:
+        self.activation = activation
+        self.active = activation is HedgeActivation.ACTIVE
+        if activation is not HedgeActivation.AWAITING_CONFIRMATION:
+            self.plan = None
+
+    def _expire_plan(self, now: float) -> None:
+        plan = self.plan
+        assert plan is not None
+        self._set_activation(HedgeActivation.OFF)
+        self.message = (f"plan {plan.plan_id} was not confirmed within {self.settings.confirm_within_s:g} s: "
+                        "hedging stays off (activate again for a new plan)")
+        self.log.info("hedge_plan_expired", currency=self.currency, plan_id=plan.plan_id)
+        self.publish_status(now)
 
     def on_set_band(self, change: SetHedgeBand, now: float) -> None:
         value = change.max_delta_mismatch
@@ -347,8 +517,10 @@ class CurrencyHedger:
 
     def _switch_off(self, message: str, now: float, warn: bool) -> None:
         was = self.active
-        self.active = False
+        self._set_activation(HedgeActivation.OFF)
         self.message = message
+        if warn:  # the console keeps it on screen until acknowledged
+            self.alert = message
         (self.log.warning if warn else self.log.info)(
             "hedging_switched_off" if warn else "hedging_deactivated", currency=self.currency, reason=message,
             was_active=was)
@@ -383,9 +555,13 @@ class CurrencyHedger:
             dues.append(self.retry_at)
         if self.active and self.order is None and self.last_code == HedgeCode.RATE_LIMIT and self.sent_times:
             dues.append(self.sent_times[0] + 60.0)
+        if self.plan is not None:
+            dues.append(self.plan.expires_at)
         return min(dues) if dues else None
 
     def on_time(self, now: float) -> None:
+        if self.plan is not None and now >= self.plan.expires_at:
+            self._expire_plan(now)
         order = self.order
         if order is not None and order.due is not None and now >= order.due:
             order.due = None
@@ -440,12 +616,13 @@ class CurrencyHedger:
             phase=order.phase if order is not None else HedgePhase.IDLE, delta_source=self.settings.delta_source,
             order_label=order.label if order is not None else "",
             fault=self.fault.fault if self.fault is not None and self.last_code is HedgeCode.IMPLAUSIBLE_DATA else None,
+            activation=self.activation, plan=self.plan, alert=self.alert,
         )
 
     def publish_status(self, now: float, request_key: str = "", force: bool = False) -> None:
         order = self.order
-        key = (self.active, order.phase if order else None, order.label if order else None, self.band,
-               self.last_code, self.last_reason, self.orders_today, self.message)
+        key = (self.activation, order.phase if order else None, order.label if order else None, self.band,
+               self.last_code, self.last_reason, self.orders_today, self.message, self.plan, self.alert)
         if force or request_key or key != self._status_key:
             self._status_key = key
             self._publish(self.status(now, request_key))

@@ -59,14 +59,21 @@ class Rig:
         self.now += seconds
 
     def ready(self, option_size: float = 1.0, hedge_size: float = 0.0, delta: float = 0.5) -> None:
-        """Connected, instrument listed, fresh quotes, reconciled portfolio, hedging on."""
+        """Connected, instrument listed, fresh quotes, reconciled portfolio, hedging on (the plan it
+        states confirmed when it asks for that: a ``hedge_size`` it did not make)."""
         self.h.on_connection(True, self.now)
         self.h.instruments_loaded(InstrumentsLoaded(currency="BTC", instruments=(perpetual(),), at=self.now), self.now)
         self.quote()
         self.option_size, self.hedge_size = option_size, hedge_size
         self.h.on_ticker(option_ticker(delta), self.now)
         self.portfolio()
+        self.activate()
+
+    def activate(self) -> None:
+        """Hedging on, the plan it states confirmed when it asks for that."""
         self.h.on_control(HedgerControl(action="activate", origin="test"), self.now)
+        if self.h.plan is not None:
+            self.h.on_control(HedgerControl(action="confirm", origin="test", plan_id=self.h.plan.plan_id), self.now)
 
     def quote(self, bid: float = PRICE - 0.25, ask: float = PRICE + 0.25) -> None:
         """The perpetual's quote, after the index of the same moment (the live feed's order)."""

@@ -210,7 +210,7 @@ def ready_at(level: float, m: dict[str, float]) -> Rig:
     rig.option_size = m["size"]
     market(rig, level, m)
     rig.portfolio()
-    rig.h.on_control(HedgerControl(action="activate", origin="test"), rig.now)
+    rig.activate()
     settle_fills(rig)
     return rig
 
