@@ -110,6 +110,8 @@ class ScriptedServer:
         self._order_ids = itertools.count(1000)
         self._change_ids = itertools.count(1)
         self.orders: dict[str, dict[str, Any]] = {}
+        # What private/get_positions answers, by currency (Deribit's position objects).
+        self.positions: dict[str, list[dict[str, Any]]] = {}
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -280,6 +282,7 @@ class ScriptedServer:
         return False
 
     def _on_message(self, c: _Conn, message: str | bytes) -> None:
+        us_in = int(time.time() * 1e6)
         request = json.loads(message)
         if "method" not in request:
             return  # a client's answer to something we sent
@@ -299,14 +302,16 @@ class ScriptedServer:
             if failed:
                 raise RpcFault(11094, "internal_server_error")
             result = self._answer(c, method, params, after)
-            frame = {"jsonrpc": "2.0", "id": request.get("id"), "result": result, "usIn": 1, "usOut": 2, "usDiff": 1,
-                     "testnet": True}
+            us_out = int(time.time() * 1e6)
+            frame = {"jsonrpc": "2.0", "id": request.get("id"), "result": result, "usIn": us_in, "usOut": us_out,
+                     "usDiff": us_out - us_in, "testnet": True}
         except RpcFault as fault:
             error: dict[str, Any] = {"code": fault.code, "message": fault.message}
             if fault.data is not None:
                 error["data"] = fault.data
-            frame = {"jsonrpc": "2.0", "id": request.get("id"), "error": error, "usIn": 1, "usOut": 2,
-                     "testnet": True}
+            us_out = int(time.time() * 1e6)
+            frame = {"jsonrpc": "2.0", "id": request.get("id"), "error": error, "usIn": us_in, "usOut": us_out,
+                     "usDiff": us_out - us_in, "testnet": True}
         self._send(c, json.dumps(frame))
         for text in after:  # notifications a request causes follow its answer, as on Deribit
             self._send(c, text)
@@ -418,7 +423,7 @@ class ScriptedServer:
         if method == "private/enable_cancel_on_disconnect":
             return "ok"
         if method == "private/get_positions":
-            return []
+            return self.positions.get(p.get("currency", ""), [])
         if method == "private/get_open_orders_by_currency":
             return [o for o in self.orders.values()
                     if o["order_state"] == "open" and o["instrument_name"].startswith(p["currency"])]

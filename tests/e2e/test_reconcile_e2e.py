@@ -1,0 +1,149 @@
+"""Reconciliation never goes back in time, end to end on the simulator.
+
+- The race of the issue, driven deterministically: the exchange's answers are delayed, a reconcile
+  goes out, then a fill on the hedge instrument happens and is applied before the (older) snapshot
+  arrives. The picture must keep the fill, and the hedger must hedge it exactly once.
+- A disconnect storm: thirty-odd forced disconnects, each right after the hedger sent an order,
+  with the answers delayed so the link drops while orders are in flight. After every storm, once
+  quiet, the desk's positions equal the exchange's and no move was hedged twice (no order against
+  the direction its move called for, no more volume than the move needed).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from actors.portfolio import GetPortfolio, GetReconcileReport
+from messages.commands import CommandFailed, CommandResult, PlaceOrder, ReconcilePortfolio
+from messages.hedging import HedgerControl
+from runtime.actor import Actor, ActorContext, handles
+from runtime.supervisor import ActorSpec
+from tests.support.desk import StartDesk
+from tests.support.hedge_desk import PERP, WANTED, Desk, buy_calls_and_hedge
+from tests.support.settings import SIM_CLIENT_ID
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.usefixtures("isolated_cwd")
+
+
+class Storm(Actor):
+    """Taps order commands and answers; while ``armed``, cuts every connection right after the
+    hedger sends an order (from its own thread: the order may or may not have reached the exchange)."""
+
+    def __init__(self, context: ActorContext, sink: list[object], cut: Callable[[], None],
+                 armed: threading.Event) -> None:
+        super().__init__(context)
+        self.sink = sink
+        self.cut = cut
+        self.armed = armed
+
+    @handles(PlaceOrder, CommandResult, CommandFailed)
+    def on_message(self, message: object) -> None:
+        self.sink.append(message)
+        if isinstance(message, PlaceOrder) and message.origin == "hedger" and self.armed.is_set():
+            self.armed.clear()
+            self.cut()
+
+
+def start(sim_desk: StartDesk, armed: threading.Event, **overrides: Any) -> Desk:
+    tapped: list[object] = []
+    holder: list[Desk] = []
+
+    def cut() -> None:
+        holder[0].sim.close_connections()
+
+    running = sim_desk({"hedger.currencies": ["BTC"], "hedger.max_orders_per_minute": 200,
+                        "hedger.max_daily_volume_usd": 1e9, "hedger.fill_wait_s": 3.0, **overrides},
+                       currencies=["BTC"], seed=5, only=WANTED,
+                       sim={"updates_per_s": 2.0, "index_vol": 0.0, "jumps_per_year": 0.0},
+                       extra_specs=[ActorSpec("tap", lambda ctx: Storm.start(ctx, tapped, cut, armed))])
+    desk = Desk(running, tapped)
+    holder.append(desk)
+    return desk
+
+
+def confirm_plans(desk: Desk) -> None:
+    """Confirm whatever plan the hedger shows until it is on."""
+    def on() -> bool:
+        status = desk.status()
+        if status.plan is not None and not status.active:
+            desk.publish(HedgerControl(action="confirm", origin="test", currency="BTC", plan_id=status.plan.plan_id))
+        return status.active
+
+    wait_until(on, 30, "hedging on")
+
+
+def positions_agree(desk: Desk) -> dict[str, tuple[float, float]]:
+    """Instruments whose size differs between the desk's picture and the simulator's (empty: none)."""
+    ours = {p.instrument_name: p.size for p in desk.ask("portfolio", GetPortfolio())["BTC"].positions}
+    theirs = {p["instrument_name"]: p["size"] for p in desk.sim.positions(SIM_CLIENT_ID, "BTC") if p["size"]}
+    return {n: (ours.get(n, 0.0), theirs.get(n, 0.0)) for n in ours.keys() | theirs.keys()
+            if abs(ours.get(n, 0.0) - theirs.get(n, 0.0)) > 1e-9}
+
+
+def test_an_older_snapshot_never_overwrites_a_newer_fill(sim_desk: StartDesk) -> None:
+    running = start(sim_desk, threading.Event())
+    buy_calls_and_hedge(running)
+    confirm_plans(running)
+    running.settle()
+    running.assert_within_band()
+    before = running.perp_size()
+    orders = len(running.hedge_orders())
+    # Answers now take half a second. A reconcile goes out first (the exchange takes its snapshot at
+    # once), then 10,000 USD of the perpetual is bought: the fill is notified at once, before the
+    # snapshot's answer, which does not hold it.
+    running.sim.delay_answers(0.5)
+    reconciles = running.ask("portfolio", GetReconcileReport())["count"]
+    running.publish(ReconcilePortfolio(origin="test", reason="race", currencies=("BTC",)))
+    time.sleep(0.1)
+    running.publish(PlaceOrder(instrument_name=PERP, side="buy", amount=10_000.0, type="market", origin="test",
+                               request_key="race-buy", label="race-buy"))
+    wait_until(lambda: running.ask("portfolio", GetReconcileReport())["count"] > reconciles, 10,
+               "the delayed snapshot")
+    # The snapshot was taken in as of when it was taken: the fill is still there.
+    assert positions_agree(running) == {}
+    assert running.perp_size() == pytest.approx(before + 10_000.0)
+    running.sim.delay_answers(0.0)
+    running.settle(timeout_s=20)
+    # The hedger treats the perpetual as its hedge: it sells the 10,000 back, once.
+    new = running.hedge_orders()[orders:]
+    assert [(o.side, o.amount) for o in new] == [("sell", 10_000.0)], new
+    assert running.perp_size() == pytest.approx(before)
+    assert positions_agree(running) == {}
+
+
+def test_a_disconnect_storm_with_hedges_in_flight_hedges_each_move_once(sim_desk: StartDesk) -> None:
+    armed = threading.Event()
+    running = start(sim_desk, armed)
+    buy_calls_and_hedge(running, amount=3.0)
+    confirm_plans(running)
+    running.settle(timeout_s=20)
+    running.assert_within_band()
+    running.sim.delay_answers(0.15)  # the link drops while answers are on their way
+    rng = random.Random(15)
+    cuts = 0
+    for move in range(34):
+        orders, trades, size = len(running.hedge_orders()), len(running.hedge_trades()), running.perp_size()
+        armed.set()
+        pct = rng.choice((-1, 1)) * rng.uniform(0.6, 1.5)
+        running.sim.shift_index("BTC", pct)
+        wait_until(lambda: not armed.is_set(), 10, f"move {move}: a hedge order and the cut after it")
+        cuts += 1
+        running.settle(timeout_s=40)
+        # Quiet: the desk's positions are the exchange's, and the book is hedged.
+        assert positions_agree(running) == {}, f"move {move}"
+        running.assert_within_band()
+        # One move, one direction, no more than it needed (to a contract): no duplicate hedge.
+        new = running.hedge_orders()[orders:]
+        wanted = "sell" if pct > 0 else "buy"  # long calls: more delta on the way up
+        assert {o.side for o in new} == {wanted}, (move, pct, [(o.side, o.amount, o.label) for o in new])
+        traded = sum(t["amount"] for t in running.hedge_trades()[trades:])
+        assert traded == pytest.approx(abs(running.perp_size() - size)), (move, traded, size, running.perp_size())
+    assert cuts >= 30
+    assert running.status().active
