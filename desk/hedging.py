@@ -251,6 +251,8 @@ class CurrencyHedger:
         order = self.order
         if order is not None and order.phase == UNKNOWN:
             self._ask_reconcile(order, now)
+        elif order is not None and order.phase == SETTLING and order.due is None:
+            order.due = now + self.settings.fill_wait_s  # the portfolio reconciles on every connect
         self._evaluate(now, "connected")
 
     # -- inputs: our order's life ------------------------------------------------------------------------
@@ -581,6 +583,10 @@ class CurrencyHedger:
         elif phase == AMENDING:
             self._unknown(order, "no answer to the edit or cancel", now)
         elif phase == SETTLING:
+            if not self.can_trade:
+                # No picture can come while the link is down: the wait starts again once it is back.
+                order.due = None
+                return
             if not order.reconcile_asked:
                 self.log.warning("hedge_fill_not_shown", currency=self.currency, label=order.label,
                                  expected=order.expected_size, shown=self._hedge_size(),

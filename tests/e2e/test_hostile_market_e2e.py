@@ -137,6 +137,8 @@ def hostile_cases() -> dict[str, tuple[Callable[[Market], None], DataFault]]:
     return {
         "crossed quote": (lambda m: m.quote(80_000.0, 70_000.0), DataFault.CROSSED),
         "crossed ticker": (lambda m: m.perp_ticker(80_000.0, 70_000.0), DataFault.CROSSED),
+        "quote crossed at the index": (lambda m: m.quote(INDEX + 10.0, INDEX - 10.0), DataFault.CROSSED),
+        "quote locked at the index": (lambda m: m.quote(INDEX, INDEX), DataFault.LOCKED),
         "quote bid 1 ask 2": (lambda m: m.quote(1.0, 2.0), DataFault.OFF_INDEX),
         "quote at 1e300": (lambda m: m.quote(1e300, 1e300), DataFault.LOCKED),
         "quote 1e300 wide": (lambda m: m.quote(1e300, 2e300), DataFault.OFF_INDEX),

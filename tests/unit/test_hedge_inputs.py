@@ -335,3 +335,23 @@ def test_the_status_keeps_its_figures_current_when_switched_off() -> None:
     rig.portfolio()
     status = rig.h.status(rig.now)
     assert not status.active and status.mismatch == pytest.approx(0.3)
+
+
+def test_a_link_down_while_settling_never_reads_as_a_fill_not_shown() -> None:
+    # The portfolio cannot show anything while the link is down (a reconnect may take the backoff's
+    # 30 s): the wait for the fill starts again once the link is back.
+    rig = Rig(fill_wait_s=3.0)
+    rig.ready(option_size=1.0, delta=0.5)
+    [hedge] = rig.sent()
+    fill = hedge_fill(hedge)
+    rig.h.on_user_trade(fill, rig.now)
+    rig.h.on_connection(False, rig.now)
+    for _ in range(10):
+        rig.tick(3.1)
+        rig.h.on_time(rig.now)
+    assert rig.h.active and rig.h.order is not None and rig.h.order.phase == "settling"
+    rig.h.on_connection(True, rig.now)
+    rig.quote()
+    rig.delta(0.5)
+    rig.show(fill)  # reconciled again, with the fill
+    assert rig.h.order is None and rig.h.active and len(rig.sent()) == 1
