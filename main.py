@@ -15,7 +15,14 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from config.settings import Settings, SettingsError, load_settings, render_toml, settings_as_dict
+from config.settings import (
+    Settings,
+    SettingsError,
+    credential_refusal,
+    load_settings,
+    render_toml,
+    settings_as_dict,
+)
 
 if TYPE_CHECKING:
     from runtime.clock import Clock
@@ -114,7 +121,10 @@ def command_line_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dic
     for item in getattr(args, "set", []) or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SettingsError(f"--set {item!r}: expected KEY=VALUE, e.g. --set deribit.heartbeat_s=5")
+            raise SettingsError(f"--set {_shown(item, item)!r}: expected KEY=VALUE, e.g. --set deribit.heartbeat_s=5")
+        refusal = credential_refusal(key.strip())
+        if refusal is not None:
+            raise SettingsError(f"command line (--set {key.strip()}): {refusal}")
         out[key.strip()] = value.strip()
         flags[key.strip()] = f"--set {key.strip()}={_shown(key.strip(), value.strip())}"
     for attribute, key, flag in _FLAG_KEYS:

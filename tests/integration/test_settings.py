@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from config.settings import SettingsError, load_settings, render_toml, settings_as_dict
+from config.settings import SettingsError, credential_refusal, load_settings, render_toml, settings_as_dict
 from tests.support.paths import REPO
 
 
@@ -156,7 +156,16 @@ BAD_VALUES = [
      "hedger.instruments[0]: expected `str` matching regex '^[^_-]+-[^-]+$' (a future or perpetual name"),
     ("hedger.instruments", '["BTC-PERPETUAL", "BTC-24SEP21"]', "hedger.instruments: two hedge instruments for BTC"),
     ("console.max_ladder_orders", "1", "console.max_ladder_orders: expected `int` >= 2"),
-    ("console.size_multiplier", "-1", "console.size_multiplier: expected `float` >= 0.0 (positive, or 0: asked"),
+    ("console.size_multiplier", "-1", "console.size_multiplier: expected `float` >= 0.0 (0: asked at start-up, "
+                                      "or above 0 and at most 100,000)"),
+    ("console.size_multiplier", "nan", "console.size_multiplier: expected `float` >= 0.0 (0: asked"),
+    ("console.size_multiplier", "inf", "console.size_multiplier: expected `float` <= 100000.0 (0: asked at start-up, "
+                                       "or above 0 and at most 100,000)"),
+    ("console.size_multiplier", "1e9", "console.size_multiplier: expected `float` <= 100000.0"),
+    ("hedger.max_delta_mismatch", "0", "hedger.max_delta_mismatch: expected `float` > 0.0 (above 0 and at most 5 "
+                                       "coins of delta)"),
+    ("hedger.max_delta_mismatch", "560000", "hedger.max_delta_mismatch: expected `float` <= 5.0 (above 0 and at "
+                                            "most 5 coins of delta)"),
     ("simulator.port", "70000", "simulator.port: expected `int` <= 65535"),
 ]
 
