@@ -408,6 +408,14 @@ class Trading:
             self.size_multiplier = value
         return None
 
+    def restore(self, instrument: str | None, size_multiplier: float | None) -> str | None:
+        """The choice made before a restart, the instrument by its name (checked when it was
+        chosen; orders on it are refused until its list comes); the multiplier is checked again.
+        An error text, or None."""
+        if instrument is not None:
+            self.instrument = instrument
+        return self.configure(None, size_multiplier, []) if size_multiplier is not None else None
+
     def describe(self, state: DeskState) -> str | None:
         """What is traded, once both the future and the multiplier are chosen."""
         if not (self.instrument and self.size_multiplier):

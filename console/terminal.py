@@ -76,10 +76,13 @@ class LineOutcome:
 
 @dataclass(frozen=True)
 class Configure:
-    """The instrument and size multiplier chosen at start-up (either may stay as it is)."""
+    """The instrument and size multiplier chosen at start-up (either may stay as it is).
+    ``restore``: the choice told again to a restarted actor, checked when it was made; the
+    instrument is taken by its name before the actor has the instrument lists again."""
 
     instrument: str | None = None
     size_multiplier: float | None = None
+    restore: bool = False
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,14 @@ class Terminal:
         self.thread = threading.Thread(target=self._main, name="console-terminal", daemon=True)
 
     @classmethod
+    def running_on(cls, stdin: TextIO) -> Terminal | None:
+        """The terminal thread reading ``stdin``, if one is (a restarted actor finds its own)."""
+        with cls._lock:
+            running = cls._running.get(id(stdin))
+        return running if running is not None and running.thread.is_alive() and not running.stopped.is_set() \
+            else None
+
+    @classmethod
     def attach_or_start(cls, ref: ConsoleRef, stdin: TextIO, out: RichConsole, interactive: bool,
                         settings: Settings, log: Log) -> Terminal:
         with cls._lock:
@@ -227,9 +238,11 @@ class Terminal:
         return terminal
 
     def attach(self, ref: ConsoleRef) -> None:
-        self.ref = ref
+        # Told before the ref is published to this thread: the new actor is configured before it
+        # handles any line the thread sends it.
         if self.instrument or self.size_multiplier:
-            ref.tell(Configure(self.instrument, self.size_multiplier))
+            ref.tell(Configure(self.instrument, self.size_multiplier, restore=True))
+        self.ref = ref
         self.attached.set()
 
     def close(self) -> None:
@@ -277,6 +290,26 @@ class Terminal:
     def say(self, text: str, style: str = "") -> None:
         self.out.print(Text(text, style=style))
 
+    @overload
+    def ask_for_line(self, message: RunLine, line: str) -> LineOutcome | None: ...
+    @overload
+    def ask_for_line(self, message: WaitDone, line: str) -> bool | None: ...
+
+    def ask_for_line(self, message: RunLine | WaitDone, line: str) -> object:
+        """:meth:`ask` for one line's sake: a failure (a bug, an actor too busy to answer) is logged
+        and said, naming the line, and gives None; the terminal goes on with the next line. Only
+        the actor's end (ActorDeadError) ends the terminal."""
+        try:
+            return self.ask(message)
+        except pykka.ActorDeadError:
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self.log.exception("console_line_failed", line=line.strip()[:200], error=error)
+            with contextlib.suppress(Exception):
+                self.say(f"error while handling {line.strip()[:200]!r}: {error}; see the log", "bold red")
+            return None
+
     def _main(self) -> None:
         try:
             if self.interactive:
@@ -311,8 +344,13 @@ class Terminal:
     def _configure(self, instrument: str | None, multiplier: float | None) -> str | None:
         error = self.ask(Configure(instrument, multiplier))
         if error is None:
+            # Kept to tell a restarted actor, the instrument by the name it resolved to (an
+            # answer may have been its number in the list).
             self.instrument = instrument or self.instrument
             self.size_multiplier = multiplier or self.size_multiplier
+            if instrument:
+                self.choices = self.ask(GetChoices())
+                self.instrument = self.choices.instrument or self.instrument
         return error
 
     # -- piped input ---------------------------------------------------------------------------------------
@@ -377,9 +415,10 @@ class Terminal:
             if not line.strip():
                 continue
             self.ask(Say(f"> {line.rstrip()}", "bold"))
-            outcome: LineOutcome = self.ask(RunLine(line, wait=True))
+            outcome = self.ask_for_line(RunLine(line, wait=True), line) or LineOutcome(error=True)
             if outcome.wait_key is not None:
-                while not self.stopped.is_set() and not self.ask(WaitDone(outcome.wait_key)):
+                # A wait that fails is over: the next line runs.
+                while not self.stopped.is_set() and self.ask_for_line(WaitDone(outcome.wait_key), line) is False:
                     time.sleep(0.02)
             if outcome.quit:
                 return
@@ -507,15 +546,18 @@ class Terminal:
                     return
             elif not self._choose(session, "instrument"):
                 return
-            if self.cs.size_multiplier:
-                self._configure(None, self.cs.size_multiplier)
-            elif not self._choose(session, "multiplier"):
+            error = self._configure(None, self.cs.size_multiplier) if self.cs.size_multiplier else None
+            if error is not None:
+                self.say(f"--size-multiplier {self.cs.size_multiplier:g}: {error}; choose one", "red")
+            if (error is not None or not self.cs.size_multiplier) and not self._choose(session, "multiplier"):
                 return
             while not self.stopped.is_set():
                 self.choices = self.ask(GetChoices())
-                prompt = f"{self.choices.instrument} x{self.choices.size_multiplier:g}> "
+                multiplier = self.choices.size_multiplier
+                prompt = f"{self.choices.instrument} x{multiplier:g}> " if multiplier else \
+                    f"{self.choices.instrument} (no size multiplier)> "
                 text = self._prompt(session, prompt)
-                outcome: LineOutcome = self.ask(RunLine(text))
+                outcome = self.ask_for_line(RunLine(text), text) or LineOutcome(error=True)
                 if outcome.quit:
                     return
                 if outcome.follow_up is not None and not self._choose(session, outcome.follow_up):
