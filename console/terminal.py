@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO, overload
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, TextIO, overload
 
 import pykka
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
@@ -128,7 +128,7 @@ class Say:
 TerminalRequest = RunLine | Configure | GetStartup | GetChoices | WaitDone | EndOfInput | Say
 
 
-def isatty(stream: TextIO | None) -> bool:
+def isatty(stream: IO[str] | None) -> bool:
     """Whether ``stream`` is an open terminal (False for anything that cannot say)."""
     try:
         return bool(stream is not None and not stream.closed and stream.isatty())
@@ -190,6 +190,42 @@ def start_plot(args: tuple[str, ...], settings: Settings, out: RichConsole) -> N
 
 
 # -- the terminal ---------------------------------------------------------------------------------------
+class Screen:
+    """Where the console's lines go on a terminal (its Rich consoles' file). Between prompts a line
+    is written at once, so that what a line printed is on the screen before the next prompt is
+    drawn (patch_stdout's proxy writes from a thread of its own and could draw it over the new
+    prompt, which then stayed hidden); while a prompt is up, it goes through that proxy, above the
+    prompt. A prompt starts under :attr:`lock`, released once it runs (``pre_run``), so a line is
+    never written directly while a prompt is being drawn."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.lock = threading.Lock()
+        self.app: Application[str] | None = None
+
+    def _target(self) -> IO[str]:
+        app = self.app
+        return sys.stdout if app is not None and app.is_running else self.stream
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            return self._target().write(text)
+
+    def flush(self) -> None:
+        with self.lock:
+            self._target().flush()
+
+    def isatty(self) -> bool:
+        return isatty(self.stream)
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.stream, "encoding", None) or "utf-8"
+
+
 class Terminal:
     """Standard input's thread. It outlives a restart of its actor (re-attached by the new one,
     which is told the instrument and multiplier again), so no typed line is lost."""
@@ -203,6 +239,8 @@ class Terminal:
         self.stdin = stdin
         self.out = out
         self.interactive = interactive
+        self.screen = Screen(out.file) if interactive else None
+        self.show_on_screen(out)
         self.settings = settings
         self.cs = settings.console
         self.log = log
@@ -230,12 +268,18 @@ class Terminal:
         with cls._lock:
             running = cls._running.get(id(stdin))
             if running is not None and running.thread.is_alive() and not running.stopped.is_set():
+                running.show_on_screen(out)
                 running.attach(ref)
                 return running
             terminal = cls(ref, stdin, out, interactive, settings, log)
             cls._running[id(stdin)] = terminal
         terminal.thread.start()
         return terminal
+
+    def show_on_screen(self, out: RichConsole) -> None:
+        """Make ``out`` (a new actor's) write through this terminal's :class:`Screen`."""
+        if self.screen is not None:
+            out.file = self.screen  # type: ignore[assignment]
 
     def attach(self, ref: ConsoleRef) -> None:
         # Told before the ref is published to this thread: the new actor is configured before it
@@ -505,14 +549,30 @@ class Terminal:
 
     def _prompt(self, session: PromptSession[str], message: str) -> str:
         """One prompt; Ctrl-C clears the line and asks again, Ctrl-D raises EOFError."""
+        screen = self.screen
         while True:
+            # Nothing is written directly while the prompt is drawn: the lock is held from here
+            # until the prompt runs (then lines go above it).
+            held = screen is not None and screen.lock.acquire(timeout=5.0)
+
+            def running() -> None:
+                nonlocal held
+                if held and screen is not None:
+                    held = False
+                    screen.lock.release()
+
             try:
                 self.app = session.app
-                return session.prompt(message, handle_sigint=False)
+                if screen is not None:
+                    screen.app = session.app
+                return session.prompt(message, handle_sigint=False, pre_run=running)
             except KeyboardInterrupt:
                 continue
             finally:
+                running()
                 self.app = None
+                if screen is not None:
+                    screen.app = None
 
     def _choose(self, session: PromptSession[str], what: Literal["instrument", "multiplier"]) -> bool:
         """Ask for the instrument or the multiplier until valid; False when the user quit."""
