@@ -9,11 +9,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from config.settings import (
     Settings,
@@ -25,8 +27,11 @@ from config.settings import (
 )
 
 if TYPE_CHECKING:
+    import pykka
+
+    from deribit.shutdown_check import Findings
     from runtime.clock import Clock
-    from runtime.supervisor import ActorFactory, ActorSpec, Supervisor
+    from runtime.supervisor import ActorFactory, ActorSpec, Supervisor, TooManyRestarts
     from simulator import Simulator
 
 COMMANDS = ("run", "replay", "simulator", "plot", "config")
@@ -211,7 +216,10 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
     ]
 
 
-def make_supervisor(settings: Settings, specs: list[ActorSpec], clock: Clock, replay: bool = False) -> Supervisor:
+def make_supervisor(settings: Settings, specs: list[ActorSpec], clock: Clock, replay: bool = False,
+                    url: str | None = None) -> Supervisor:
+    """The supervisor of ``specs``; after a fatal failure it makes the account at ``url`` safe
+    (:func:`make_account_safe`)."""
     from runtime.bus import Bus
     from runtime.supervisor import RestartPolicy, Supervisor
 
@@ -219,8 +227,58 @@ def make_supervisor(settings: Settings, specs: list[ActorSpec], clock: Clock, re
     return Supervisor(
         specs, bus=Bus(), clock=clock, settings=settings, replay=replay,
         policy=RestartPolicy(sup.backoff_initial_s, sup.backoff_max_s, sup.max_restarts, sup.restart_window_s),
-        rollover_utc=sup.rollover_utc,
+        rollover_utc=sup.rollover_utc, make_safe=functools.partial(make_account_safe, settings, url, replay),
     )
+
+
+def make_account_safe(settings: Settings, url: str | None, replay: bool, _fatal: TooManyRestarts,
+                      actors: Mapping[str, pykka.ActorRef | None]) -> str:
+    """After a fatal failure (the supervisor's MakeSafe): cancel every order and check what is
+    still open, through the Connection if it can (it got SafeShutdown), else through a last
+    connection made for it; what was found, as the exit message says it. At most
+    ``deribit.safe_shutdown_s`` (and a half-second grace to give a stuck last connection up)."""
+    from deribit.last_link import LastLink
+    from deribit.shutdown_check import Reach, last_link_via, reach_of, report, settled
+
+    reach = reach_of(settings, replay=replay)
+    if reach is not Reach.ORDERS or url is None:
+        return report(reach, None, venue=settings.venue)
+    budget = settings.deribit.safe_shutdown_s
+    started = time.monotonic()
+    connection = actors.get("connection")
+    found = _connection_findings(connection, started + budget / 2) if connection is not None else None
+    if not settled(found):
+        waited = time.monotonic() - started
+        via = last_link_via(found, running=connection is not None, waited_s=round(waited, 1))
+        found = LastLink(url, settings.deribit, tuple(settings.currencies), via=via).cancel_and_check(budget - waited)
+    return report(reach, found, venue=settings.venue)
+
+
+def _connection_findings(connection: pykka.ActorRef, deadline: float) -> Findings | None:
+    """What the Connection's own cancel and check found, asked until it is done or ``deadline``."""
+    import pykka
+
+    from actors.connection import GetShutdownFindings
+
+    while True:
+        try:
+            found = cast("Findings | None", connection.ask(GetShutdownFindings(),
+                                                           timeout=max(0.01, deadline - time.monotonic())))
+        except (pykka.ActorDeadError, pykka.Timeout):
+            return None
+        if found is not None or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.02)
+
+
+def exit_message(supervisor: Supervisor) -> str | None:
+    """What the program says when it stops after a fatal failure: what failed, and what the safe
+    shutdown found on the account (secrets scrubbed); None after a clean stop."""
+    from runtime.logs import scrub_text
+
+    if supervisor.fatal is None:
+        return None
+    return scrub_text(f"error: {supervisor.fatal}\n{supervisor.safe_report}")
 
 
 def start_embedded_simulator(settings: Settings) -> tuple[Simulator, Settings]:
@@ -267,7 +325,7 @@ def command_run(args: argparse.Namespace) -> int:
             log.warning("read_only", reason="mainnet without --live: market data only, no orders will be sent")
     log.info("starting", venue=settings.venue, url=url, currencies=list(settings.currencies),
              database=mask_url(settings.database_url))
-    supervisor = make_supervisor(settings, actor_specs(settings, url=url), WallClock())
+    supervisor = make_supervisor(settings, actor_specs(settings, url=url), WallClock(), url=url)
 
     def on_signal(signum: int, _frame: Any) -> None:
         supervisor.request_stop(f"signal {signal.Signals(signum).name}")
@@ -283,8 +341,9 @@ def command_run(args: argparse.Namespace) -> int:
         supervisor.stop()
         if simulator is not None:
             simulator.stop()
-    if supervisor.fatal is not None:
-        print(f"error: {supervisor.fatal}", file=sys.stderr)
+    message = exit_message(supervisor)
+    if message is not None:
+        print(message, file=sys.stderr)
     log.info("stopped", status=status)
     shutdown_logging()
     return status
@@ -334,6 +393,9 @@ def command_replay(args: argparse.Namespace) -> int:
         supervisor.stop(reason="replay finished")
         shutdown_logging()
     print(json.dumps(summary))
+    message = exit_message(supervisor)
+    if message is not None:
+        print(message, file=sys.stderr)
     return 0 if supervisor.fatal is None else 1
 
 

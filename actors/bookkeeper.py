@@ -28,6 +28,7 @@ import msgspec
 from deribit.instruments import instrument_family
 from desk.book import L2Book
 from desk.book_family import BookFamily, Episode, FamilyStats
+from desk.plausibility import PlausibilityLimits
 from messages.commands import ResubscribeInstrument
 from messages.market import BookChange, BookSnapshot, IndexPrice, InstrumentsLoaded, InstrumentState, Quote, Ticker
 from messages.system import ConnectionState, ConnectionStatus, DailyRollover, MinuteTick
@@ -83,6 +84,7 @@ class BookKeeper(Actor):
             name=context.name,
             publish_top=kind == "future" or books.publish_option_top,
             resync_retry_s=books.resync_retry_s,
+            limits=PlausibilityLimits(max_clock_ahead_s=context.settings.deribit.max_clock_ahead_s),
         )
         self._clock = context.clock
         self._publish = self.publish  # held until the handler returns (see runtime.actor)

@@ -40,7 +40,8 @@ from deribit.codec import (
     redact_frame,
 )
 from deribit.link import LinkDown, LinkFailed, LinkLoop, LinkStats, LinkUp, ReplayFinished, Wake
-from deribit.session import Effect, Send, Session, SessionEvent
+from deribit.session import Announce, Effect, Send, Session, SessionEvent
+from deribit.shutdown_check import Findings
 from deribit.transport import LinkClosed, Transport, WebsocketTransport
 from messages.commands import REPLAY_ONLY as REPLAY_ONLY  # re-exported for tests
 from messages.commands import (
@@ -96,6 +97,10 @@ class GetReplaySummary(msgspec.Struct, frozen=True):
 
 class GetLinkStats(msgspec.Struct, frozen=True):
     """Ask the Connection what its link saw so far (the replay summary's counts, live)."""
+
+
+class GetShutdownFindings(msgspec.Struct, frozen=True):
+    """Ask the Connection what its safe shutdown's cancel and check found (None: not done yet)."""
 
 
 class Connection(Actor):
@@ -204,6 +209,8 @@ class Connection(Actor):
                     continue
                 if effect.command is not None and latency_probe is not None:
                     latency_probe.sent(effect.command, time.perf_counter_ns())
+            elif isinstance(effect, Announce):
+                self.context.publish(effect.message)
             else:
                 self.publish(effect)
 
@@ -376,3 +383,7 @@ class Connection(Actor):
     def on_link_stats(self, _request: GetLinkStats) -> dict[str, Any]:
         """The same counts at any time (the link thread may be counting on)."""
         return self._summary()
+
+    @handles(GetShutdownFindings)
+    def on_shutdown_findings(self, _request: GetShutdownFindings) -> Findings | None:
+        return self.session.shutdown_findings()

@@ -21,8 +21,10 @@ from console.grammar import (
     ORDER_COMMANDS,
     Cancel,
     ChangeInstrument,
+    Command,
     Hedging,
     OrderCommand,
+    Override,
     ParseError,
     Plot,
     Quit,
@@ -49,7 +51,15 @@ from console.terminal import (
     isatty,
     start_plot,
 )
-from console.views import chain_tables, describe_answer, describe_connection, describe_fill, describe_hedger, topic_view
+from console.views import (
+    alert_lines,
+    chain_tables,
+    describe_answer,
+    describe_connection,
+    describe_fill,
+    describe_hedger,
+    topic_view,
+)
 from deribit.instruments import currency_of
 from messages.account import UserTrade
 from messages.commands import CommandFailed, CommandResult, ExchangeCommand, ReconcilePortfolio, RefreshInstruments
@@ -185,12 +195,16 @@ class Console(Actor):
         before = self.desk.hedgers.get(status.currency)
         self.desk.on_hedger(status)
         ours = status.request_key.startswith(self.trading.key_prefix)
-        changed = before is None or before.active != status.active or before.message != status.message
-        text = describe_hedger(status)
+        changed = (before is None or (before.active, before.activation, before.message)
+                   != (status.active, status.activation, status.message))
+        text = describe_hedger(status, self.trading.instrument if ours else None)  # the note: once, to who asked
         # The hedger answers a control and also announces the change: print that once.
         if (ours or (changed and self.started)) and self.hedger_said.get(status.currency) != text:
             self.hedger_said[status.currency] = text
             self.say(text, "" if status.active or ours else "yellow")
+        if status.alert and (before is None or before.alert != status.alert):
+            for line in alert_lines([status]):
+                self.say(line)
         for wait in self.waits.values():
             if isinstance(wait, HedgerWait):
                 wait.on_status(status)
@@ -239,7 +253,10 @@ class Console(Actor):
         trading = self.trading
         currency = currency_of(trading.instrument) if trading.instrument else None
         options = tuple(i.instrument_name for i in self.desk.options(currency)) if currency else ()
-        return Choices(tuple(self._futures()), options, trading.instrument, trading.size_multiplier)
+        default = self.desk.default_future(self.settings.currencies)
+        hedged = tuple(s.instrument for s in self.desk.hedgers.values() if s.active)
+        return Choices(tuple(self._futures()), options, trading.instrument, trading.size_multiplier,
+                       default.instrument_name if default else None, hedged)
 
     def _futures(self) -> list[Instrument]:
         return [f for c in self.settings.currencies for f in self.desk.futures(c)]
@@ -253,7 +270,8 @@ class Console(Actor):
             self.log.info("console_restored", instrument=self.trading.instrument,
                           size_multiplier=self.trading.size_multiplier, error=error)
             return error
-        error = self.trading.configure(configure.instrument, configure.size_multiplier, self._futures())
+        error = self.trading.configure(configure.instrument, configure.size_multiplier, self._futures(),
+                                       self.desk.default_future(self.settings.currencies))
         if error is not None:
             return error
         summary = self.trading.describe(self.desk)
@@ -310,7 +328,16 @@ class Console(Actor):
         self.log.info("console_line", line=request.text.strip()[:200], command=type(command).__name__)
         if isinstance(command, ParseError):
             self.say(f"not understood, nothing sent: {command}", "red")
-            return LineOutcome(error=True)
+            outcome = LineOutcome(error=True)
+        else:
+            outcome = self._execute(command, request)
+        # A hedger's alert stays on screen, under each line's output, until acknowledged.
+        if command not in (Show("status"), Show("hedging"), Hedging("acknowledge")):
+            for line in alert_lines(self.desk.alerts()):
+                self.say(line)
+        return outcome
+
+    def _execute(self, command: Command, request: RunLine) -> LineOutcome:
         trading = self.trading
         match command:
             case Quit():
@@ -329,9 +356,18 @@ class Console(Actor):
             case Plot(args=args):
                 self.say(f"plotting: {' '.join(args) or '(no arguments)'}")
                 start_plot(args, self.settings, self.out)
+            case Hedging(action="acknowledge"):
+                if not self.desk.alerts():
+                    self.say("no hedger alert to acknowledge")
+                    return LineOutcome()
+                return self._hedger(HedgerControl(action="acknowledge", origin=ORIGIN,
+                                                  request_key=trading.key("hedger")), request.wait)
             case Hedging(action=action):
+                # A confirmation names the plan this console was shown (the hedger refuses another).
+                shown = self.desk.hedgers.get(self._currency())
+                plan_id = shown.plan.plan_id if action == "confirm" and shown and shown.plan else 0
                 return self._hedger(HedgerControl(action=action, origin=ORIGIN, request_key=trading.key("hedger"),
-                                                  currency=self._currency()), request.wait)
+                                                  currency=self._currency(), plan_id=plan_id), request.wait)
             case SetHedgeStep(max_delta_mismatch=band):
                 return self._hedger(SetHedgeBand(max_delta_mismatch=band, origin=ORIGIN,
                                                  request_key=trading.key("band"), currency=self._currency()),
@@ -344,6 +380,8 @@ class Console(Actor):
                 self.say(f"options: buyOption/sellOption trade {name}")
             case Cancel():
                 return self._cancel(command, request.wait)
+            case Override(order=order):
+                return self._order(order, request.wait, override=True)
             case _ if isinstance(command, ORDER_COMMANDS):
                 return self._order(command, request.wait)
         return LineOutcome()
@@ -369,8 +407,12 @@ class Console(Actor):
         self.waits[message.request_key] = HedgerWait(message.request_key, time.monotonic() + self.cs.hedger_wait_s)
         return LineOutcome(wait_key=message.request_key)
 
-    def _order(self, command: OrderCommand, wait: bool) -> LineOutcome:
-        orders = self.trading.orders(command, self.desk, self.context.clock.now())
+    def _order(self, command: OrderCommand, wait: bool, override: bool = False) -> LineOutcome:
+        orders = self.trading.orders(command, self.desk, self.context.clock.now(), override)
+        if override and not isinstance(orders, Refusal) and self.desk.hedged_by(orders[0].instrument_name):
+            self.log.info("console_override", instrument=orders[0].instrument_name)
+            self.say(f"override: sending on {orders[0].instrument_name} although the hedger owns it; it will hedge "
+                     "the delta this order adds", "yellow")
         if isinstance(orders, Refusal):
             self.log.info("console_refused", reason=orders.reason)
             self.say(f"refused, nothing sent: {orders}", "red")

@@ -18,8 +18,8 @@ in the order they were published, a link loss before the new link's data, a safe
 the next frame. The actor's lock keeps its state to one thread at a time; its own thread only
 answers questions and its alarm.
 
-Controls (from the Console): ``HedgerControl`` activate / deactivate / status and
-``SetHedgeBand``; both are answered with ``HedgerStatus`` on the bus, and, for ``ask``, with the
+Controls (from the Console): ``HedgerControl`` activate / confirm / deactivate / status /
+acknowledge and ``SetHedgeBand``; both are answered with ``HedgerStatus`` on the bus, and, for ``ask``, with the
 list of statuses.
 """
 
@@ -38,7 +38,7 @@ from desk.hedging import ORIGIN, CurrencyHedger
 from messages.account import ExchangeState, OrderUpdate, UserTrade
 from messages.commands import CommandFailed, CommandResult, PlaceOrder, RefreshInstruments
 from messages.hedging import HedgeMode, HedgerControl, HedgerStatus, SetHedgeBand
-from messages.market import InstrumentsLoaded, Quote, Ticker
+from messages.market import IndexPrice, InstrumentsLoaded, Quote, Ticker
 from messages.state import PortfolioChanged, TopOfBook
 from messages.system import (
     ConnectionStatus,
@@ -71,7 +71,7 @@ class Hedger(Actor):
             # Its log lines are written after the order it decides went out (hot path first).
             currency: CurrencyHedger(currency, hedger_settings, self.publish, self.deferred_log, self._number, now,
                                      on_order=self._probe_later if order_probe is not None else None,
-                                     later=self.later_locked)
+                                     later=self.later_locked, max_clock_ahead_s=settings.deribit.max_clock_ahead_s)
             for currency in hedger_settings.currencies if currency in settings.currencies
         }
         # One thread for every deadline (a limit order to reprice, a fill to see settled): arming
@@ -164,6 +164,12 @@ class Hedger(Actor):
         if hedger is not None and hedger.on_top_of_book(top, self.context.clock.now()):
             self.later_locked(self._arm)
 
+    @handles(IndexPrice, immediate=True)
+    def on_index(self, index: IndexPrice) -> None:
+        hedger = self.hedgers.get(index.index_name.partition("_")[0].upper())
+        if hedger is not None and hedger.on_index(index, self.context.clock.now()):
+            self.later_locked(self._arm)
+
     @handles(WarmUp, immediate=True)
     def on_warm_up(self, _warm_up: WarmUp) -> None:
         # The link is idle: decide and build the order again, and drop it (see WarmUp). A bug
@@ -208,6 +214,8 @@ class Hedger(Actor):
         now = self.context.clock.now()
         for hedger in self.hedgers.values():
             hedger.on_result(result, now)
+            for trade in result.trades:
+                hedger.take_own_trade(trade)
         self._arm()
 
     @handles(CommandFailed, immediate=True)
@@ -230,6 +238,7 @@ class Hedger(Actor):
     def on_user_trade(self, trade: UserTrade) -> None:
         hedger = self.hedgers.get(currency_of(trade.instrument_name))
         if hedger is not None:
+            hedger.take_own_trade(trade)
             hedger.on_user_trade(trade, self.context.clock.now())
             self._arm()
 

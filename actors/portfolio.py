@@ -4,13 +4,17 @@
 Notifications (``user.orders``, ``user.trades``, ``user.portfolio``) and our commands' answers
 build the picture; after every (re)connect, after an answer lost with the link, after the daily
 rollover and on demand (anyone may publish ``ReconcilePortfolio``) the exchange's own figures
-replace it, and each difference is logged as a warning. Publishes one ``PortfolioChanged`` per
-currency after every change; ``reconciled`` is false from a link loss until the exchange's
-figures for that currency arrived.
+are taken in as of when the exchange took them (``desk.portfolio``), and each difference is
+logged as a warning; a snapshot that cannot be placed in time is discarded and asked for again,
+and a failed one is asked for again after a backoff while the picture is unreconciled. Publishes
+one ``PortfolioChanged`` per currency after every change; ``reconciled`` is false from a link
+loss until the exchange's figures for that currency arrived, ``reconciling`` true while a
+reconcile is under way.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -19,12 +23,22 @@ import pykka
 from deribit.constants import GONE_STATES
 from deribit.instruments import InstrumentNameError, currency_of, parse_instrument_name
 from desk.portfolio import Difference, PortfolioBook
-from messages.account import AccountFigures, ExchangeState, OrderUpdate, PortfolioUpdate, UserTrade
+from messages.account import (
+    AccountFigures,
+    ExchangeState,
+    OrderUpdate,
+    PortfolioUpdate,
+    ReconcileFailed,
+    ReconcileStarted,
+    UserTrade,
+)
 from messages.commands import ANSWER_LOST, CommandFailed, CommandResult, ReconcilePortfolio
 from messages.market import InstrumentsLoaded, InstrumentState, Ticker
 from messages.state import PortfolioChanged
 from messages.system import ConnectionState, ConnectionStatus, DailyRollover, MinuteTick
 from runtime.actor import Actor, ActorContext, handles
+from runtime.alarm import Alarm
+from runtime.throttle import retry_delay
 
 _LINK_DOWN = frozenset({ConnectionState.DISCONNECTED, ConnectionState.CONNECTING, ConnectionState.STOPPED})
 
@@ -45,6 +59,10 @@ class _PublishMarks(msgspec.Struct, frozen=True, kw_only=True):
     currency: str
 
 
+class _RetryReconcile(msgspec.Struct, frozen=True):
+    """A failed reconcile's backoff is over (sent by the Portfolio's own alarm)."""
+
+
 class Portfolio(Actor):
     def __init__(self, context: ActorContext) -> None:
         super().__init__(context)
@@ -56,10 +74,22 @@ class Portfolio(Actor):
         self._asked_this_link: set[str] = set()
         self.reconciles = 0
         self.differences: list[Difference] = []
+        self._link_up = False
+        # Failed reconciles in a row per currency, and those to ask for again when the alarm rings.
+        self._failures: dict[str, int] = {}
+        self._retry: set[str] = set()
+        self._alarm = Alarm(self._ring, name=f"{context.name}-alarm")
 
     def on_start(self) -> None:
         for currency in self.book.accounts:
             self._publish_state(currency)
+
+    def on_stop(self) -> None:
+        self._alarm.close()
+
+    def on_failure(self, *args: Any) -> None:
+        self._alarm.close()
+        super().on_failure(*args)
 
     # -- publishing -------------------------------------------------------------------------------
     def _publish_state(self, currency: str | None) -> None:
@@ -81,7 +111,17 @@ class Portfolio(Actor):
 
     @handles(UserTrade)
     def on_trade(self, trade: UserTrade) -> None:
-        self._publish_state(self.book.on_trade(trade))
+        currency = self.book.on_trade(trade)
+        self._publish_state(currency)
+        if currency is not None:
+            self._resolve_doubt(currency)
+
+    def _resolve_doubt(self, currency: str) -> None:
+        """A fill that may or may not be in the snapshot in use: ask for a new one (once)."""
+        account = self.book.account(currency)
+        if account.doubt and not account.outstanding:
+            self.log.warning("portfolio_in_doubt", currency=currency, reason=account.doubt)
+            self._reconcile(f"in doubt: {account.doubt}", (currency,))
 
     @handles(PortfolioUpdate)
     def on_figures(self, figures: AccountFigures) -> None:
@@ -127,10 +167,13 @@ class Portfolio(Actor):
     @handles(ConnectionStatus)
     def on_status(self, status: ConnectionStatus) -> None:
         state = status.state
+        self._link_up = state not in _LINK_DOWN
         if state in _LINK_DOWN or (state is ConnectionState.CONNECTED
                                    and not (status.attempt and status.attempt == self._link_attempt)):
             self._link_attempt = status.attempt if state is ConnectionState.CONNECTED else None
             self._asked_this_link.clear()
+            self._retry.clear()
+            self._failures.clear()
             for currency in self.book.link_lost():
                 self._publish_state(currency)
             return
@@ -144,20 +187,61 @@ class Portfolio(Actor):
             self._asked_this_link.add("subscribed")
             self._reconcile("subscribed")
 
+    @handles(ReconcileStarted)
+    def on_reconcile_started(self, started: ReconcileStarted) -> None:
+        self._publish_state(self.book.reconcile_started(started.currency, started.round))
+
+    @handles(ReconcileFailed)
+    def on_reconcile_failed(self, failed: ReconcileFailed) -> None:
+        currency = failed.currency
+        self.log.warning("reconcile_failed", currency=currency, reason=failed.reason, message=failed.message)
+        self._publish_state(self.book.reconcile_failed(currency, failed.round))
+        account = self.book.account(currency)
+        wanted = not account.reconciled or bool(account.doubt)
+        if wanted and not failed.superseded and self._link_up and not account.outstanding:
+            failures = self._failures[currency] = self._failures.get(currency, 0) + 1
+            delay = retry_delay(failures, initial=0.5, maximum=30.0)
+            self.log.info("reconcile_retry", currency=currency, retry_in_s=delay, failures=failures)
+            self._retry.add(currency)
+            self._alarm.set(time.monotonic() + delay)
+
+    def _ring(self) -> None:
+        try:
+            self.actor_ref.tell(_RetryReconcile())
+        except pykka.ActorDeadError:
+            pass
+
+    @handles(_RetryReconcile)
+    def on_retry(self, _retry: _RetryReconcile) -> None:
+        currencies = tuple(sorted(c for c in self._retry if not self.book.account(c).outstanding))
+        self._retry.clear()
+        if currencies and self._link_up:
+            self._reconcile("retry after a failed reconcile", currencies)
+
     @handles(ExchangeState)
     def on_exchange_state(self, state: ExchangeState) -> None:
-        differences = self.book.reconcile(state)
+        outcome = self.book.reconcile(state)
+        currency = state.currency
+        if not outcome.applied:
+            self.log.warning("reconcile_discarded", currency=currency, reason=state.reason, doubt=outcome.doubt,
+                             hint="asked again: the snapshot cannot be placed in time against our fills")
+            # Not published: the picture is the same, and the new round's start says it is still checked.
+            self._reconcile(f"again: {outcome.doubt}", (currency,))
+            return
         self.reconciles += 1
+        self._failures.pop(currency, None)
+        differences = outcome.differences
         for difference in differences:
             self.log.warning("portfolio_differs", currency=difference.currency, what=difference.what,
                              key=difference.key, field=difference.field, ours=difference.ours,
                              exchange=difference.theirs, reason=state.reason)
         self.differences.extend(differences)
         del self.differences[:-1000]
-        self.log.info("portfolio_reconciled", currency=state.currency, reason=state.reason,
+        self.log.info("portfolio_reconciled", currency=currency, reason=state.reason,
                       differences=len(differences), positions=len(state.positions),
-                      open_orders=len(state.open_orders))
-        self._publish_state(state.currency)
+                      open_orders=len(state.open_orders), replayed_fills=outcome.replayed_fills,
+                      kept_orders=outcome.kept_orders)
+        self._publish_state(currency)
 
     # -- expiry -----------------------------------------------------------------------------------
     def _drop(self, names: set[str], reason: str) -> None:

@@ -250,6 +250,17 @@ class Session:
         print(f"bought {opts.calls:g} {call}; letting the subscriptions settle", file=sys.stderr)
         time.sleep(3.0)
         self.supervisor.bus.publish(HedgerControl(action="activate", origin="bench", currency="BTC"))
+        # A first order above hedger.confirm_above_usd waits for the plan it states to be confirmed.
+
+        def answered() -> Any:
+            status = self.hedger_status()
+            return status if status.active or status.plan is not None else None
+
+        status = _wait(answered, 10, "hedging on, or the plan it states")
+        if status.plan is not None:
+            self.supervisor.bus.publish(HedgerControl(action="confirm", origin="bench", currency="BTC",
+                                                      plan_id=status.plan.plan_id))
+            _wait(lambda: self.hedger_status().active, 10, "the plan confirmed")
         self.settle()
         self.frames0, self.t0, self.cpu0 = self.probe.frames, time.perf_counter(), time.process_time()
         self.first = len(self.probe.triggers)

@@ -73,8 +73,10 @@ class DeribitSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     healthy_after_s: NonNegative
     request_timeout_s: Positive
     cancel_on_disconnect: bool
+    safe_shutdown_s: Positive
     record_wire: str
     warm_up_ms: Annotated[float, Meta(ge=0, description="0 (off) or more")]
+    max_clock_ahead_s: Positive
 
     def __post_init__(self) -> None:
         if self.reconnect_max_s < self.reconnect_initial_s:
@@ -184,6 +186,13 @@ class HedgerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     fill_wait_s: Positive
     max_rejections: Count
     retry_after_reject_s: NonNegative
+    max_index_deviation_pct: Annotated[float, Meta(gt=0, le=50, description="above 0, at most 50 (percent)")]
+    max_mark_outside_book_pct: Annotated[float, Meta(gt=0, le=50, description="above 0, at most 50 (percent)")]
+    max_iv_pct: Annotated[float, Meta(gt=0, le=100000, description="above 0 (percent)")]
+    # Activation waits for a confirmation when the first order is above this (or the hedge
+    # instrument holds a position the hedger did not make); the plan shown expires after confirm_within_s.
+    confirm_above_usd: Positive
+    confirm_within_s: Annotated[float, Meta(gt=0, le=600, description="seconds, at most 600")]
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

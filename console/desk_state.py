@@ -22,7 +22,7 @@ from messages.commands import (
     ExchangeCommand,
     PlaceOrder,
 )
-from messages.hedging import HedgerStatus
+from messages.hedging import HedgeActivation, HedgerStatus
 from messages.market import IndexPrice, Instrument, InstrumentsLoaded
 from messages.state import ChainSnapshot, OptionQuote, PortfolioChanged, TopOfBook
 from messages.surface import RecorderStatus, SurfaceSnapshot
@@ -108,6 +108,24 @@ class DeskState:
                if i.kind == "future"]
         return sorted(out, key=lambda i: (i.base_currency, i.settlement_period != "perpetual",
                                           i.expiration_timestamp, i.instrument_name))
+
+    def hedged_by(self, name: str) -> str:
+        """The currency whose active hedger hedges with ``name`` (it owns that position), else ''."""
+        for status in self.hedgers.values():
+            if status.instrument == name and status.active:
+                return status.currency
+        return ""
+
+    def default_future(self, currencies: Iterable[str]) -> Instrument | None:
+        """The future offered when none is named: the first listed (perpetual first) that is not
+        the hedge instrument of a hedger that is on or awaiting its confirmation."""
+        hedged = {s.instrument for s in self.hedgers.values()
+                  if s.active or s.activation is HedgeActivation.AWAITING_CONFIRMATION}
+        return next((f for c in currencies for f in self.futures(c) if f.instrument_name not in hedged), None)
+
+    def alerts(self) -> list[HedgerStatus]:
+        """The hedgers that switched themselves off and whose alert is not acknowledged yet."""
+        return [s for _, s in sorted(self.hedgers.items()) if s.alert]
 
     def options(self, currency: str) -> list[Instrument]:
         listing = self.instruments.get(currency, {}).values()
@@ -203,13 +221,18 @@ class ScriptWait:
     expect_open: set[str] = field(default_factory=set)
     delta: dict[str, float] = field(default_factory=dict)
     answered: set[str] = field(default_factory=set)
+    follow_positions: bool = True
 
     @classmethod
     def for_orders(cls, orders: Iterable[PlaceOrder], state: DeskState, deadline: float) -> ScriptWait:
-        """An order line: its answers, then the positions moved from where they are now by the fills."""
+        """An order line: its answers, then the positions moved from where they are now by the
+        fills; only the answers on an active hedger's instrument, where the hedger trades too."""
         orders = tuple(orders)
-        baseline = {name: state.position_size(name) for name in {o.instrument_name for o in orders}}
-        return cls({o.request_key for o in orders}, deadline, baseline=baseline)
+        names = {o.instrument_name for o in orders}
+        if any(state.hedged_by(name) for name in names):
+            return cls({o.request_key for o in orders}, deadline, follow_positions=False)
+        return cls({o.request_key for o in orders}, deadline, baseline={name: state.position_size(name)
+                                                                       for name in names})
 
     @classmethod
     def for_cancels(cls, cancels: Iterable[ExchangeCommand], state: DeskState, deadline: float) -> ScriptWait:
@@ -244,6 +267,8 @@ class ScriptWait:
             self._fill(trade)
 
     def _fill(self, trade: UserTrade) -> None:
+        if not self.follow_positions:
+            return
         signed = trade.amount if trade.direction == "buy" else -trade.amount
         self.delta[trade.instrument_name] = self.delta.get(trade.instrument_name, 0.0) + signed
 

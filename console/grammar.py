@@ -157,9 +157,18 @@ class Quit:
 
 @dataclass(frozen=True)
 class Hedging:
-    """``activate delta hedging`` / ``deactivate delta hedging``."""
+    """``activate delta hedging`` / ``activate delta hedging confirm`` (the plan the hedger
+    stated) / ``deactivate delta hedging`` / ``ack`` (its alert)."""
 
-    action: Literal["activate", "deactivate"]
+    action: Literal["activate", "confirm", "deactivate", "acknowledge"]
+
+
+@dataclass(frozen=True)
+class Override:
+    """``a200 override``: an order line sent although the instrument is the hedge instrument of
+    an active hedger (refused without the word)."""
+
+    order: OrderCommand
 
 
 @dataclass(frozen=True)
@@ -177,9 +186,11 @@ class SetContractType:
 
 
 OrderCommand = MarketOrder | TouchOrder | LimitOrder | StopOrder | LadderOrder | OptionOrder
-Command = (OrderCommand | Cancel | Show | ShowChain | Plot | ResetSizeMultiplier | ChangeInstrument | Quit
-           | Hedging | SetHedgeStep | SetContractType)
+Command = (OrderCommand | Override | Cancel | Show | ShowChain | Plot | ResetSizeMultiplier | ChangeInstrument
+           | Quit | Hedging | SetHedgeStep | SetContractType)
 ORDER_COMMANDS = (MarketOrder, TouchOrder, LimitOrder, StopOrder, LadderOrder, OptionOrder)
+#: The last word of an order line that sends it on the hedge instrument of an active hedger.
+OVERRIDE = "override"
 
 
 # -- the commands, described once ------------------------------------------------------------------
@@ -221,6 +232,8 @@ COMMANDS: tuple[CommandHelp, ...] = (
     CommandHelp("Trading", "dw200 18000s", "stop-market triggered by the mark at 18000, reduce only (not on the "
                                            "wrong side)"),
     CommandHelp("Trading", "a100 16000 18000 10", "a ladder of 10 post-only limits from 16000 to 18000"),
+    CommandHelp("Trading", f"a200 {OVERRIDE}", "sends an order line on the hedge instrument of an active hedger "
+                                              "(refused without the word: the hedger would trade it away)"),
     CommandHelp("Trading", "a200c", "any other line ending in c is never executed (a guard against typos)"),
     _word("Cancels", "ca", "cancels every order of the account", Cancel("all")),
     _word("Cancels", "cc", "cancels the last manual order", Cancel("last")),
@@ -245,8 +258,14 @@ COMMANDS: tuple[CommandHelp, ...] = (
     _word("Information", "help", "prints this list", Show("help")),
     CommandHelp("Information", "quit / shutdown", "stops the program (so does Ctrl-D)", ("quit", "shutdown"),
                 Quit()),
-    _word("Hedging", "activate delta hedging", "switches the hedger on", Hedging("activate")),
-    _word("Hedging", "deactivate delta hedging", "switches the hedger off", Hedging("deactivate")),
+    _word("Hedging", "activate delta hedging", "switches the hedger on after stating its first order; a large "
+                                               "first order or a position it did not make waits for confirm",
+          Hedging("activate")),
+    _word("Hedging", "activate delta hedging confirm", "confirms the plan the hedger stated (nothing is sent "
+                                                       "until then)", Hedging("confirm")),
+    _word("Hedging", "deactivate delta hedging", "switches the hedger off (and cancels a plan awaiting confirm)",
+          Hedging("deactivate")),
+    _word("Hedging", "ack", "acknowledges the red alert of a hedger that switched itself off", Hedging("acknowledge")),
     _word("Hedging", "delta hedging status", "the hedger's table and its answer", Show("hedging")),
     CommandHelp("Hedging", "setHedgeDeltaStep:0.01", "the hedger's band, in coins of delta",
                 completes=("setHedgeDeltaStep:",)),
@@ -344,8 +363,7 @@ def parse_line(text: str) -> Command | ParseError | None:
     if command is not None:
         return command
     if line.endswith("c"):
-        return ParseError(line, "last letter is c: not executed (a guard against typos)",
-                          "retype the line without the trailing c; cancels are ca, cc, cb, cs, cstops")
+        return _typo(line)
     head, colon, rest = words.partition(":")
     if colon and " " not in head:
         return _parse_fmz(line, head, rest.strip())
@@ -355,8 +373,19 @@ def parse_line(text: str) -> Command | ParseError | None:
     if first.lower() == "plot":
         return Plot(tuple(args.split()))
     if _SHORTCUT_LIKE.fullmatch(first):
-        return _parse_order(line, words.split(" "))
+        tokens = words.split(" ")
+        if len(tokens) > 1 and tokens[-1] == OVERRIDE:
+            if tokens[-2].endswith("c"):
+                return _typo(line)
+            order = _parse_order(line, tokens[:-1])
+            return Override(order) if isinstance(order, ORDER_COMMANDS) else order
+        return _parse_order(line, tokens)
     return _unknown(line)
+
+
+def _typo(line: str) -> ParseError:
+    return ParseError(line, "last letter is c: not executed (a guard against typos)",
+                      "retype the line without the trailing c; cancels are ca, cc, cb, cs, cstops")
 
 
 def _unknown(line: str) -> ParseError:
@@ -472,8 +501,9 @@ def _parse_order(line: str, tokens: list[str]) -> Command | ParseError:
 
 
 # -- the start-up prompts ----------------------------------------------------------------------------
-def pick_future(text: str, futures: list[Instrument]) -> Instrument | ParseError:
-    """The future a start-up answer names: its number in the listed order (from 1) or its name."""
+def pick_future(text: str, futures: list[Instrument], default: Instrument | None = None) -> Instrument | ParseError:
+    """The future a start-up answer names: its number in the listed order (from 1) or its name;
+    an empty answer takes ``default`` when there is one."""
     choice = " ".join(str(text).split()).upper()
     names = [f.instrument_name for f in futures]
     listing = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
@@ -483,6 +513,8 @@ def pick_future(text: str, futures: list[Instrument]) -> Instrument | ParseError
     if foreign is not None:
         return ParseError(choice, f"{foreign}: a future is chosen by its number in 0-9 or its name",
                           f"type its number (1 to {len(futures)}) or its name: {listing}")
+    if not choice and default is not None:
+        return default
     if choice.isdigit() and 1 <= int(choice) <= len(futures):
         return futures[int(choice) - 1]
     for future in futures:

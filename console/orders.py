@@ -35,6 +35,10 @@ stop at or above the bid) is refused.
 FMZ-style option orders (``buyOption:price,amount`` on the contract chosen with
 ``setContractType:NAME``) are plain GTC limit orders in coin; the size multiplier does not apply.
 
+An order on the hedge instrument of an active hedger is refused (the hedger treats the whole
+position there as its hedge and would trade the order away) unless the line ends with
+``override``; cancels are never refused.
+
 Safety limits (:class:`OrderLimits`): an order line whose notional (USD; a ladder counts as a
 whole) exceeds ``max_notional_usd`` is refused, and so is a limit price further than the allowed
 percentage from the mark *on the side where it would trade* (a buy above the mark, a sell below
@@ -50,6 +54,7 @@ from dataclasses import dataclass
 
 from console.desk_state import DeskState
 from console.grammar import (
+    OVERRIDE,
     Cancel,
     LadderOrder,
     LimitOrder,
@@ -125,6 +130,8 @@ class TradingContext:
     paper: bool = False
     origin: str = "console"
     request_key_prefix: str = "console-"
+    # The currency whose active hedger hedges with this instrument (empty: none does).
+    hedged_by: str = ""
 
 
 def label_number(label: str) -> int | None:
@@ -174,9 +181,11 @@ _POST_ONLY = _Terms(post_only=True)
 _IOC = _Terms(time_in_force="immediate_or_cancel")
 
 
-def orders_for(command: OrderCommand, ctx: TradingContext, first_label: int) -> tuple[PlaceOrder, ...] | Refusal:
+def orders_for(command: OrderCommand, ctx: TradingContext, first_label: int,
+               override: bool = False) -> tuple[PlaceOrder, ...] | Refusal:
     """The orders an order command stands for, or why none may be sent. Labels are numbered
-    from ``first_label``; request keys are ``ctx.request_key_prefix`` + label."""
+    from ``first_label``; request keys are ``ctx.request_key_prefix`` + label. ``override``:
+    the line ended with ``override`` (sent on the hedge instrument of an active hedger)."""
     inst = ctx.instrument
     name = inst.instrument_name
     if not ctx.paper and not ctx.trading_allowed:
@@ -187,6 +196,11 @@ def orders_for(command: OrderCommand, ctx: TradingContext, first_label: int) -> 
     if is_option_order != _is_option(inst):
         want = "an option (setContractType:NAME)" if is_option_order else "a future"
         return Refusal(f"{name} is not {want}", "setContractType picks the option, change instrument the future")
+    if ctx.hedged_by and not override:
+        return Refusal(f"the {ctx.hedged_by} delta hedger owns {name}: it treats the whole position there as its "
+                       "hedge and would trade this order away",
+                       f"to trade it anyway: another future (change instrument), deactivate delta hedging first, "
+                       f"or the same line ending with {OVERRIDE}")
     if ctx.stale:
         return Refusal(f"the book of {name} is stale (a gap or a reconnect)", "wait until it is resynchronised")
     step = amount_step(inst)
@@ -391,11 +405,12 @@ class Trading:
         return (currency_of(self.instrument) if self.instrument else None) or default
 
     def configure(self, instrument: str | None, size_multiplier: float | None,
-                  futures: list[Instrument]) -> str | None:
-        """Choose the future (its number among ``futures`` or its name) and/or the multiplier;
-        an error text, or None. A valid instrument is kept even when the multiplier is not."""
+                  futures: list[Instrument], default: Instrument | None = None) -> str | None:
+        """Choose the future (its number among ``futures``, its name, or nothing for ``default``)
+        and/or the multiplier; an error text, or None. A valid instrument is kept even when the
+        multiplier is not."""
         if instrument is not None:
-            chosen = pick_future(instrument, futures)
+            chosen = pick_future(instrument, futures, default)
             if isinstance(chosen, ParseError):
                 return str(chosen)
             if chosen.instrument_name != self.instrument:
@@ -422,9 +437,11 @@ class Trading:
             return None
         inst = state.instrument(self.instrument)
         unit = "USD" if inst is not None and inst.kind == "future" else "coins"
+        hedged_by = state.hedged_by(self.instrument)
         return (f"trading {self.instrument}, size multiplier {self.size_multiplier:g} "
                 f"(a1 = {self.size_multiplier:g} {unit})"
-                f"{'; PAPER: orders are printed, not sent' if self.paper else ''}")
+                f"{'; PAPER: orders are printed, not sent' if self.paper else ''}"
+                f"{f'; the {hedged_by} delta hedger owns it: orders there need override' if hedged_by else ''}")
 
     def choose_option(self, name: str, state: DeskState) -> Refusal | None:
         """``setContractType:NAME``: an option of the chosen future's currency that is listed."""
@@ -469,15 +486,17 @@ class Trading:
                               limits=self.limits, index_price=state.index_price(inst.base_currency), stale=stale,
                               connected=state.can_trade or (self.paper and state.link_up),
                               trading_allowed=self.trading_allowed, paper=self.paper, origin=self.origin,
-                              request_key_prefix=self.key_prefix)
+                              request_key_prefix=self.key_prefix, hedged_by=state.hedged_by(inst.instrument_name))
 
-    def orders(self, command: OrderCommand, state: DeskState, now: float) -> tuple[PlaceOrder, ...] | Refusal:
-        """The orders an order line stands for, labelled after the highest manual label in use."""
+    def orders(self, command: OrderCommand, state: DeskState, now: float,
+               override: bool = False) -> tuple[PlaceOrder, ...] | Refusal:
+        """The orders an order line stands for, labelled after the highest manual label in use
+        (``override``: the line ended with the word, see :func:`orders_for`)."""
         ctx = self.context(command, state, now)
         if isinstance(ctx, Refusal):
             return ctx
         first = next_label_number(state.open_orders(), self.last_label)
-        orders = orders_for(command, ctx, first)
+        orders = orders_for(command, ctx, first, override)
         if not isinstance(orders, Refusal):
             self.last_label = first + len(orders) - 1
         return orders

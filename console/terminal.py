@@ -34,7 +34,7 @@ from rich.text import Text
 
 from config.settings import Settings
 from console.desk_state import Stage
-from console.grammar import COMPLETION_WORDS, ParseError, parse_size_multiplier
+from console.grammar import COMPLETION_WORDS, ORDER_COMMANDS, OVERRIDE, ParseError, parse_line, parse_size_multiplier
 from console.views import startup_text
 from messages.market import Instrument
 
@@ -97,12 +97,21 @@ class GetChoices:
 
 @dataclass(frozen=True)
 class Choices:
-    """What the prompts offer: the listed futures, the chosen currency's options, and the choice."""
+    """What the prompts offer: the listed futures, the chosen currency's options, and the choice;
+    ``default`` the future an empty answer takes (never an active hedger's, ``hedged``)."""
 
     futures: tuple[Instrument, ...]
     options: tuple[str, ...]
     instrument: str | None
     size_multiplier: float | None
+    default: str | None = None
+    hedged: tuple[str, ...] = ()
+
+    def futures_listing(self, separator: str) -> str:
+        """``futures: 1 BTC-PERPETUAL (hedger's)  2 BTC-24SEP21 ...; Enter: BTC-24SEP21``."""
+        names = [f"{n + 1} {f.instrument_name}" + (" (hedger's)" if f.instrument_name in self.hedged else "")
+                 for n, f in enumerate(self.futures)]
+        return "futures: " + separator.join(names) + (f"; Enter: {self.default}" if self.default else "")
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,10 @@ def completions(text: str, choices: Choices, asking_instrument: bool) -> list[st
         candidates = [f"chain {e}" for e in expiries]
     elif asking_instrument:
         candidates = [f.instrument_name for f in choices.futures]
+    else:
+        order, _, last = text.rpartition(" ")
+        if order and OVERRIDE.startswith(last) and isinstance(parse_line(order), ORDER_COMMANDS):
+            candidates.append(f"{order} {OVERRIDE}")
     return [word for word in candidates if word.lower().startswith(text.lower()) and word != text]
 
 
@@ -388,11 +401,11 @@ class Terminal:
     def _configure(self, instrument: str | None, multiplier: float | None) -> str | None:
         error = self.ask(Configure(instrument, multiplier))
         if error is None:
-            # Kept to tell a restarted actor, the instrument by the name it resolved to (an
-            # answer may have been its number in the list).
+            # What a restarted actor is told: the answer at once (the actor may fail before it
+            # says more), then the name it resolved to (not a number or an empty answer).
             self.instrument = instrument or self.instrument
             self.size_multiplier = multiplier or self.size_multiplier
-            if instrument:
+            if instrument is not None:
                 self.choices = self.ask(GetChoices())
                 self.instrument = self.choices.instrument or self.instrument
         return error
@@ -422,8 +435,7 @@ class Terminal:
         lines_read = 0
         choices = self.ask(GetChoices())
         if not self.cs.instrument or not self.cs.size_multiplier:
-            self.ask(Say("futures: " + ", ".join(f"{n + 1} {f.instrument_name}"
-                                                  for n, f in enumerate(choices.futures))))
+            self.ask(Say(choices.futures_listing(", ")))
         instrument = self.cs.instrument or None
         if instrument is None:
             line = self._read()
@@ -579,11 +591,11 @@ class Terminal:
         while not self.stopped.is_set():
             self.choices = self.ask(GetChoices())
             if what == "instrument":
-                futures = self.choices.futures
-                self.say("futures: " + "  ".join(f"{n + 1} {f.instrument_name}" for n, f in enumerate(futures)))
+                self.say(self.choices.futures_listing("  "))
                 self.asking_instrument = True
                 try:
-                    answer = self._prompt(session, "instrument (number or name, Tab completes): ")
+                    default = f", Enter: {self.choices.default}" if self.choices.default else ""
+                    answer = self._prompt(session, f"instrument (number or name{default}, Tab completes): ")
                 finally:
                     self.asking_instrument = False
                 error = self._configure(answer.strip(), None)

@@ -20,7 +20,7 @@ from deribit.constants import PERPETUAL_EXPIRY_MS
 from deribit.instruments import format_expiry
 from messages.account import OrderUpdate, Position, UserTrade
 from messages.commands import CommandFailed, CommandResult
-from messages.hedging import HedgerStatus
+from messages.hedging import HedgeActivation, HedgerStatus
 from messages.state import ChainSnapshot, OptionQuote, PortfolioChanged, TopOfBook
 from messages.surface import RecorderStatus, SurfaceSnapshot
 from messages.system import ConnectionStatus
@@ -77,8 +77,16 @@ def describe_fill(trade: UserTrade) -> str:
             f"{' [' + trade.label + ']' if trade.label else ''} (fee {fmt(trade.fee)} {trade.fee_currency})")
 
 
-def describe_hedger(status: HedgerStatus) -> str:
-    state = "active" if status.active else "inactive"
+def activation_text(status: HedgerStatus) -> str:
+    if status.active:
+        return "active"
+    return "awaiting confirmation" if status.activation is HedgeActivation.AWAITING_CONFIRMATION else "inactive"
+
+
+def describe_hedger(status: HedgerStatus, traded: str | None = None) -> str:
+    """The hedger's status as a line; ``traded``: the console's future, named when it is the
+    hedger's instrument and the hedger is on or about to be."""
+    state = activation_text(status)
     parts = [f"hedger {status.currency}: {state} on {status.instrument} ({status.mode}, band {fmt(status.band)})"]
     if status.mismatch is not None:
         parts.append(f"options delta {fmt(status.options_delta, 4)}, hedge {fmt(status.hedge_delta, 4)}, "
@@ -87,7 +95,19 @@ def describe_hedger(status: HedgerStatus) -> str:
         parts.append("order in flight")
     if status.message:
         parts.append(status.message)
+    if traded == status.instrument and (status.active or status.activation is HedgeActivation.AWAITING_CONFIRMATION):
+        parts.append(f"NOTE: the console trades {traded}, the hedger's instrument: orders there are refused while "
+                     "it hedges (change instrument, or end the line with override)")
     return "; ".join(parts)
+
+
+ALERT_STYLE = "bold white on red"
+
+
+def alert_lines(statuses: Iterable[HedgerStatus]) -> list[Text]:
+    """The red line of each hedger that switched itself off, until it is acknowledged (``ack``)."""
+    return [Text(f"ALERT hedger {s.currency} switched itself off: {s.alert} (type ack to acknowledge)",
+                 style=ALERT_STYLE) for s in statuses if s.alert]
 
 
 def describe_connection(status: ConnectionStatus | None) -> str:
@@ -166,7 +186,7 @@ def hedger_table(statuses: Iterable[HedgerStatus]) -> Table:
         table.add_column(column, justify="right" if column in ("band", "options delta", "hedge delta", "mismatch",
                                                                 "orders today") else "left")
     for s in sorted(statuses, key=lambda s: s.currency):
-        table.add_row(s.currency, "active" if s.active else "inactive", s.instrument, fmt(s.band),
+        table.add_row(s.currency, activation_text(s), s.instrument, fmt(s.band),
                       fmt(s.options_delta, 4), fmt(s.hedge_delta, 4), fmt(s.mismatch, 4), str(s.orders_today),
                       s.message or s.last_reason)
     if not table.row_count:
@@ -211,7 +231,7 @@ def topic_view(topic: Topic, state: DeskState, instrument: str | None, option: s
         case "surface":
             return surface_view(state.surfaces.get(currency), currency)
         case "hedging":
-            return hedger_table(state.hedgers.values())
+            return Group(*alert_lines(state.alerts()), hedger_table(state.hedgers.values()))
 
 
 def status_view(state: DeskState, instrument: str | None) -> RenderableType:
@@ -222,6 +242,7 @@ def status_view(state: DeskState, instrument: str | None) -> RenderableType:
     books = f"books: futures {fresh} of {total} synced" + (
         f", options {options[0]} of {options[1]} at the last minute" if options else "")
     parts: list[RenderableType] = [
+        *alert_lines(state.alerts()),
         Text(describe_connection(state.connection) + (f"; trading {instrument}" if instrument else "")),
         positions_table(state.positions()),
         tops_table(tops),

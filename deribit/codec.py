@@ -311,6 +311,7 @@ _open_orders = msgspec.json.Decoder(tuple[OrderUpdate, ...])
 _account_summary = msgspec.json.Decoder(AccountSummary)
 _auth = msgspec.json.Decoder(AuthResult)
 _channels = msgspec.json.Decoder(tuple[str, ...])
+_cancelled = msgspec.json.Decoder(int)
 _result_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 
@@ -356,6 +357,12 @@ def decode_auth_result(raw: msgspec.Raw | bytes | str) -> AuthResult:
 def decode_subscribed(raw: msgspec.Raw | bytes | str) -> tuple[str, ...]:
     """The result of ``public/subscribe``/``private/subscribe``: the channels now subscribed."""
     return _channels.decode(raw)
+
+
+def decode_cancelled(raw: msgspec.Raw | bytes | str) -> int:
+    """The result of ``private/cancel_all`` (and the other mass cancels, not ``detailed``): how many
+    orders it cancelled."""
+    return _cancelled.decode(raw)
 
 
 def command_result(command: ExchangeCommand, method: str, response: RpcResponse) -> CommandResult:

@@ -9,6 +9,11 @@ VENUE_URLS: dict[str, str] = {
     "mainnet": "wss://www.deribit.com/ws/api/v2",
     "testnet": "wss://test.deribit.com/ws/api/v2",
 }
+#: Where a person checks the account's open orders on each venue.
+VENUE_WEB_UI: dict[str, str] = {
+    "mainnet": "https://www.deribit.com",
+    "testnet": "https://test.deribit.com",
+}
 
 #: Deribit's ``too_many_requests``: nothing was done, the request may be sent again later.
 RATE_LIMIT_CODE = 10028

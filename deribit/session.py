@@ -40,6 +40,7 @@ from deribit.codec import (
     command_result,
     decode_account_summary,
     decode_auth_result,
+    decode_cancelled,
     decode_open_orders,
     decode_positions,
     decode_subscribed,
@@ -54,8 +55,17 @@ from deribit.codec import (
 )
 from deribit.constants import GONE_STATES, LIVE_STATES, RATE_LIMIT_CODE
 from deribit.instruments import currency_of, decode_instrument_list, instrument_defect
+from deribit.shutdown_check import CheckUnderWay, Findings
 from deribit.subscriptions import SubscriptionTracker, currency_channels, market_channels
-from messages.account import AccountSummary, ExchangeState, OrderUpdate, Position
+from messages.account import (
+    AccountSummary,
+    ExchangeState,
+    ExchangeWindow,
+    OrderUpdate,
+    Position,
+    ReconcileFailed,
+    ReconcileStarted,
+)
 from messages.base import Message
 from messages.commands import (
     ANSWER_LOST,
@@ -140,7 +150,16 @@ class Send:
     command: ExchangeCommand | None = None
 
 
-Effect = Send | Message
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Publish ``message`` at once, before the frames that follow are written (a handler's other
+    messages go out when it returns): its subscribers must have it before anything the exchange
+    answers to those frames can reach them. They take it on their own queues."""
+
+    message: Message
+
+
+Effect = Send | Announce | Message
 #: What :meth:`Session.handle` takes.
 SessionEvent = (ResubscribeInstrument | RefreshInstruments | DailyRollover | InstrumentState | ReconcilePortfolio
                 | SafeShutdown | ConnectionStatusRequest)
@@ -209,31 +228,52 @@ class SendOrder(Sent):
 @dataclass(slots=True)
 class GetPositions(Sent):
     currency: str
+    round: int  # the reconcile it is part of: an answer of a superseded one is dropped
 
 
 @dataclass(slots=True)
 class GetOpenOrders(Sent):
     currency: str
+    round: int
 
 
 @dataclass(slots=True)
 class GetSummary(Sent):
     currency: str
+    round: int
+
+
+@dataclass(slots=True)
+class ShutdownCancel(Sent):
+    """The safe shutdown's cancel_all."""
+
+    command: CancelAll
+
+
+@dataclass(slots=True)
+class ShutdownCheck(Sent):
+    """The safe shutdown's check of one currency's open orders, after its cancel_all answered."""
+
+    currency: str
 
 
 Pending = (SetHeartbeat | Login | RefreshToken | EnableCancelOnDisconnect | LoadInstruments | Subscribe
-           | Unsubscribe | SendOrder | GetPositions | GetOpenOrders | GetSummary)
+           | Unsubscribe | SendOrder | GetPositions | GetOpenOrders | GetSummary | ShutdownCancel | ShutdownCheck)
 ReconcileRequest = GetPositions | GetOpenOrders | GetSummary
 _PART = {GetPositions: "positions", GetOpenOrders: "open_orders", GetSummary: "summary"}
 
 
 @dataclass
 class _Reconcile:
+    round: int
     reason: str
+    requested_at: float  # the program's clock
     positions: tuple[Position, ...] | None = None
     orders: tuple[OrderUpdate, ...] | None = None
     summary: AccountSummary | None = None
     summary_done: bool = False
+    positions_window: ExchangeWindow | None = None
+    orders_window: ExchangeWindow | None = None
 
 
 @dataclass
@@ -281,8 +321,10 @@ class Session:
         self.order_bucket = TokenBucket(self.dset.order_requests_per_s, self.dset.order_burst, now)
         self.order_queue: collections.deque[Queued] = collections.deque()
         self.reconciles: dict[str, _Reconcile] = {}
+        self.reconcile_rounds = 0
         self.reconcile_deferred: ReconcilePortfolio | None = None
         self.shutting_down = False  # after SafeShutdown: cancels only
+        self.shutdown_check: CheckUnderWay | None = None  # the safe shutdown's cancel and check
         self.cod_enabled = False
         self.resyncs = 0
         self._out: list[Effect] = []
@@ -375,7 +417,9 @@ class Session:
         self._fail_orders(f"connection lost ({reason}); not sent",
                           f"connection lost ({reason}) before the exchange answered; the order's state "
                           "is unknown until the portfolio reconciles")
-        self.reconciles.clear()
+        for currency in list(self.reconciles):
+            self._reconcile_failed(currency, f"connection lost ({reason})")
+        self._shutdown_check_failed(f"connection lost ({reason})")
         return self._done()
 
     def fail_orders(self, queued_why: str, lost_why: str | None = None) -> list[Effect]:
@@ -439,6 +483,11 @@ class Session:
                 self.to_unsubscribe |= set(batch)
             case LoadInstruments(currency=currency):
                 self.instruments.in_flight.discard(currency)
+            case GetPositions() | GetOpenOrders() | GetSummary():
+                if self._current_round(pending):
+                    self._reconcile_failed(pending.currency, f"{pending.method} could not be written (link lost)")
+            case ShutdownCancel() | ShutdownCheck():
+                self._shutdown_check_failed(f"{pending.method} could not be written (connection lost)")
         return self._done()
 
     def _expire_requests(self, now: float) -> None:
@@ -462,9 +511,12 @@ class Session:
                 case Login():
                     self._login(now)
                 case GetPositions() | GetOpenOrders() | GetSummary():
-                    if self.reconciles.pop(pending.currency, None):
+                    if self._current_round(pending):
                         self.log.warning("reconcile_failed", currency=pending.currency, part=_PART[type(pending)],
                                          message=f"no answer within {limit:g} s")
+                        self._reconcile_failed(pending.currency, f"no answer to {pending.method} within {limit:g} s")
+                case ShutdownCancel() | ShutdownCheck():
+                    self._shutdown_check_failed(f"no answer to {pending.method} within {limit:g} s")
 
     def answer(self, answer: RpcResponse | RpcError, now: float) -> list[Effect]:
         """An answer of this link (the caller drops those of an earlier link)."""
@@ -483,6 +535,8 @@ class Session:
                            if isinstance(answer, RpcResponse) and shown else "")
             if isinstance(pending, LoadInstruments):
                 self._instruments_failed(pending.currency, now)
+            elif isinstance(pending, GetPositions | GetOpenOrders | GetSummary) and self._current_round(pending):
+                self._reconcile_failed(pending.currency, f"the answer to {pending.method} could not be read: {exc}")
         return self._done()
 
     def _answered(self, pending: Pending, answer: RpcResponse | RpcError, now: float) -> None:
@@ -522,6 +576,10 @@ class Session:
                     self.log.info("cancel_on_disconnect_enabled")
             case GetPositions() | GetOpenOrders() | GetSummary():
                 self._reconcile_part(pending, answer)
+            case ShutdownCancel():
+                self._answer_shutdown_cancel(pending, answer, now)
+            case ShutdownCheck():
+                self._answer_shutdown_check(pending, answer)
 
     # -- auth ------------------------------------------------------------------------------------------------
     def _login(self, now: float) -> None:
@@ -798,15 +856,73 @@ class Session:
         self._out.append(command_result(command, pending.method, answer))
 
     def safe_shutdown(self, event: SafeShutdown, now: float) -> list[Effect]:
-        """Nothing new goes out from now on: what waits is refused, and so is every new order;
-        the account's open orders are cancelled."""
+        """Nothing new goes out from now on: what waits is refused, and so is every new order.
+        cancel_all goes out if this link can send it; once it answered, each currency's open
+        orders are asked for. What was found: :meth:`shutdown_findings` (the program asks, and
+        makes a last connection when this one could not do it all)."""
         self.shutting_down = True
         self._fail_orders("safe shutdown; not sent", None)
-        if self.may_send_orders and not self.settings.paper:
-            self.log.warning("cancelling_all_orders", reason=event.reason)
-            cancel = CancelAll(origin="connection", request_key="safe-shutdown")
-            self._request(SendOrder, command_request(cancel), now, Queued(cancel, now))
+        if self.shutdown_check is not None:  # once: a second SafeShutdown changes nothing
+            return self._done()
+        check = self.shutdown_check = CheckUnderWay(via="the Connection", currencies=self.currencies)
+        cancel = CancelAll(origin="connection", request_key="safe-shutdown")
+        request, refusal = self.check(cancel)  # the one place that says what may be sent
+        if refusal is not None or request is None:
+            why = refusal[1] if refusal is not None else "invalid"
+            check.fail(why)
+            self.log.warning("safe_shutdown_cannot_cancel", reason=event.reason, why=why)
+            return self._done()
+        self.log.warning("cancelling_all_orders", reason=event.reason)
+        check.cancel_sent = True
+        self._request(ShutdownCancel, request, now, cancel)
         return self._done()
+
+    def shutdown_findings(self) -> Findings | None:
+        """What the safe shutdown's cancel and check found; None before it or while under way."""
+        check = self.shutdown_check
+        return check.findings() if check is not None and check.done else None
+
+    def _answer_shutdown_cancel(self, pending: ShutdownCancel, answer: RpcResponse | RpcError, now: float) -> None:
+        check = self.shutdown_check
+        command = pending.command
+        if isinstance(answer, RpcError):
+            self.log.error("safe_shutdown_cancel_refused", code=answer.code, message=answer.message)
+            self._out.append(command_failed(command, pending.method, answer))
+            if check is not None:
+                check.cancel_error = f"{answer.message} (code {answer.code})"
+        else:
+            self._out.append(command_result(command, pending.method, answer))
+            if check is not None:
+                try:
+                    check.cancelled = decode_cancelled(answer.result)
+                except msgspec.MsgspecError:
+                    check.cancel_error = f"an unreadable answer ({answer.result_text[:100]})"
+        if check is None or check.failed:
+            return
+        # Asked only now: what is open once the cancel took effect (still asked after a refusal).
+        for currency in self.currencies:
+            self._request(ShutdownCheck, get_open_orders_request(currency), now, currency)
+
+    def _answer_shutdown_check(self, pending: ShutdownCheck, answer: RpcResponse | RpcError) -> None:
+        check = self.shutdown_check
+        if check is None:
+            return
+        if isinstance(answer, RpcError):
+            check.fail(f"{pending.method} {pending.currency}: {answer.message} (code {answer.code})")
+            return
+        try:
+            orders = decode_open_orders(answer.result)
+        except msgspec.MsgspecError as exc:
+            check.fail(f"{pending.method} {pending.currency}: an unreadable answer ({exc})")
+            return
+        check.checked[pending.currency] = orders
+        self.log.warning("safe_shutdown_open_orders", currency=pending.currency, open=len(orders),
+                         order_ids=[o.order_id for o in orders])
+
+    def _shutdown_check_failed(self, why: str) -> None:
+        check = self.shutdown_check
+        if check is not None and not check.done:
+            check.fail(why)
 
     # -- reconciliation ----------------------------------------------------------------------------------------
     def reconcile(self, command: ReconcilePortfolio, now: float) -> list[Effect]:
@@ -823,35 +939,56 @@ class Session:
             self.log.info("reconcile_deferred", origin=command.origin, reason=command.reason)
             return
         for currency in command.currencies or self.currencies:
-            self.reconciles[currency] = _Reconcile(reason=command.reason)
-            self._request(GetPositions, get_positions_request(currency), now, currency)
-            self._request(GetOpenOrders, get_open_orders_request(currency), now, currency)
-            self._request(GetSummary, get_account_summary_request(currency), now, currency)
+            if currency in self.reconciles:
+                # Its answers may predate what the new request wants to see: only the new round counts.
+                self._reconcile_failed(currency, f"superseded by a newer reconcile ({command.reason})", superseded=True)
+            self.reconcile_rounds += 1
+            number = self.reconcile_rounds
+            at = self.clock()
+            self.reconciles[currency] = _Reconcile(round=number, reason=command.reason, requested_at=at)
+            # Before the requests: every fill the Portfolio took before this was known before we asked.
+            self._out.append(Announce(ReconcileStarted(currency=currency, at=at, reason=command.reason,
+                                                       round=number)))
+            self._request(GetPositions, get_positions_request(currency), now, currency, number)
+            self._request(GetOpenOrders, get_open_orders_request(currency), now, currency, number)
+            self._request(GetSummary, get_account_summary_request(currency), now, currency, number)
+
+    def _current_round(self, pending: ReconcileRequest) -> bool:
+        state = self.reconciles.get(pending.currency)
+        return state is not None and state.round == pending.round
+
+    def _reconcile_failed(self, currency: str, message: str, superseded: bool = False) -> None:
+        state = self.reconciles.pop(currency)
+        self._out.append(ReconcileFailed(currency=currency, at=self.clock(), message=message, reason=state.reason,
+                                         round=state.round, superseded=superseded))
 
     def _reconcile_part(self, pending: ReconcileRequest, answer: RpcResponse | RpcError) -> None:
         currency = pending.currency
-        state = self.reconciles.get(currency)
-        if state is None:
+        if not self._current_round(pending):
             return
+        state = self.reconciles[currency]
         if isinstance(answer, RpcError):
             self.log.warning("reconcile_failed", currency=currency, part=_PART[type(pending)], code=answer.code,
                              message=answer.message)
-            self.reconciles.pop(currency, None)
+            self._reconcile_failed(currency, f"{pending.method} refused: {answer.message} (code {answer.code})")
             return
-        try:
-            match pending:
-                case GetPositions():
-                    state.positions = decode_positions(answer.result)
-                case GetOpenOrders():
-                    state.orders = decode_open_orders(answer.result)
-                case GetSummary():
-                    state.summary = decode_account_summary(answer.result)
-                    state.summary_done = True
-        except msgspec.MsgspecError:
-            self.reconciles.pop(currency, None)
-            raise
+        window = (ExchangeWindow(received_us=answer.us_in, sent_us=answer.us_out)
+                  if answer.us_in is not None and answer.us_out is not None else None)
+        match pending:
+            case GetPositions():
+                state.positions = decode_positions(answer.result)
+                state.positions_window = window
+            case GetOpenOrders():
+                state.orders = decode_open_orders(answer.result)
+                state.orders_window = window
+            case GetSummary():
+                state.summary = decode_account_summary(answer.result)
+                state.summary_done = True
         if state.positions is not None and state.orders is not None and state.summary_done:
             del self.reconciles[currency]
             self._out.append(ExchangeState(currency=currency, positions=state.positions, open_orders=state.orders,
-                                           summary=state.summary, at=self.clock(), reason=state.reason))
+                                           summary=state.summary, at=self.clock(), reason=state.reason,
+                                           round=state.round, requested_at=state.requested_at,
+                                           positions_window=state.positions_window,
+                                           orders_window=state.orders_window))
 

@@ -11,7 +11,9 @@ instruments when they expire.
 Options always have an L2 book. Futures and perpetuals have one when their ``book`` channel is
 subscribed (generated wire logs do); otherwise their top of book comes from the ``quote``
 channel, which has no continuity to check: such a future is stale from a reconnect until its
-next quote.
+next quote, and a crossed, locked or non-finite quote makes it stale (and asks for a
+resubscription) like a crossed book. A quote stamped ahead of our clock is refused: it would
+make every later quote look older.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Literal
 from deribit.constants import GONE_STATES, LIVE_STATES, PERPETUAL_EXPIRY_MS
 from deribit.instruments import InstrumentNameError, parse_instrument_name
 from desk.book import Applied, L2Book
+from desk.plausibility import PlausibilityLimits, timestamp_fault, top_fault
 from messages.base import Message
 from messages.commands import ResubscribeInstrument
 from messages.market import BookChange, BookSnapshot, IndexPrice, Instrument, Quote, Ticker
@@ -105,6 +108,7 @@ class FamilyStats:
     reconnects: int = 0
     dropped: int = 0
     added: int = 0
+    refused: int = 0  # quotes stamped ahead of our clock
 
 
 @dataclass
@@ -120,6 +124,7 @@ class BookFamily:
     name: str = ""
     publish_top: bool = True
     resync_retry_s: float = 30.0
+    limits: PlausibilityLimits = field(default_factory=PlausibilityLimits)
     entries: dict[str, Entry] = field(default_factory=dict)
     index_price: float | None = None
     link_up: bool = True
@@ -281,6 +286,10 @@ class BookFamily:
         if result is Applied.CROSSED:
             self.stats.crossed += 1
             return self._stale_episode(entry, "crossed", now)
+        self._end_episode(entry, snapshot.change_id, now)
+        return (self._top_message(entry, now),) if self.publish_top else _NOTHING
+
+    def _end_episode(self, entry: Entry, change_id: int, now: float) -> None:
         episode = entry.episode
         if episode is not None:
             self.episodes.append(
@@ -289,14 +298,13 @@ class BookFamily:
                     episode.reason,
                     episode.from_change_id,
                     episode.started_at,
-                    snapshot.change_id,
+                    change_id,
                     now,
                     episode.resubscribe_requests,
                 )
             )
             entry.episode = None
         entry.asked_at = None
-        return (self._top_message(entry, now),) if self.publish_top else _NOTHING
 
     def on_quote(self, quote: Quote, now: float) -> tuple[Message, ...]:
         entry = self.entries.get(quote.instrument_name) or self._entry_for(quote.instrument_name, now)
@@ -304,9 +312,19 @@ class BookFamily:
             return _NOTHING
         if entry.book is not None:
             return _NOTHING  # the L2 book is the authority where there is one
+        if timestamp_fault(entry.name, quote.timestamp, now, self.limits) is not None:
+            self.stats.refused += 1
+            return _NOTHING
+        fault = top_fault(entry.name, quote.best_bid_price or None, quote.best_ask_price or None, None, None,
+                          self.limits)
+        entry.updated_at = now
+        if fault is not None:
+            self.stats.crossed += 1
+            return self._stale_quote(entry, fault.fault.value, now)
         entry.quote = quote
         entry.quote_stale = False
-        entry.updated_at = now
+        if entry.episode is not None:
+            self._end_episode(entry, 0, now)
         if not self.publish_top:
             return _NOTHING
         top = (*entry.top(), False)
@@ -343,13 +361,19 @@ class BookFamily:
             self.index_price = index.price
 
     # -- staleness ---------------------------------------------------------------------------------
+    def _stale_quote(self, entry: Entry, reason: str, now: float) -> tuple[Message, ...]:
+        """A book-less future's quote cannot be right (crossed, locked, not finite): its top is
+        stale until a sane quote comes; a resubscription brings a fresh one sooner."""
+        entry.quote_stale = True
+        return self._stale_episode(entry, reason, now)
+
     def _stale_episode(self, entry: Entry, reason: str, now: float) -> tuple[Message, ...]:
-        """The book just went stale: start an episode and ask for a resubscription, once."""
+        """The book (or a book-less future's quote) just went stale: start an episode and ask
+        for a resubscription, once."""
         book = entry.book
-        assert book is not None
         out: list[Message] = []
         if entry.episode is None:
-            from_id = book.change_id if reason != "no snapshot" else 0
+            from_id = book.change_id if book is not None and reason != "no snapshot" else 0
             entry.episode = Episode(entry.name, reason, from_id, now)
         if self.publish_top and entry.last_top is not None and not entry.last_top[4]:
             out.append(self._top_message(entry, now))

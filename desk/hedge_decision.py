@@ -12,11 +12,11 @@ a whole number of contracts (10 USD for BTC, 1 USD for ETH).
 Delta sources for options:
 
 - ``black76``: Black-76 at the ticker's ``mark_iv`` with F = ``underlying_price`` and
-  T = (expiry - now) / 365 days, r = 0 (how Deribit computes its greeks). F is carried
-  forward by the hedge instrument's move since the ticker arrived (F x price now / price
-  then): the perpetual's quote and the option tickers of one market move arrive one after the
-  other, and without this the hedger would see the hedge leg move before the options and send
-  two orders for one move;
+  T = (expiry - now) / 365 days, r = 0 (how Deribit computes its greeks). F is carried to the
+  newest index level (F x level / the ticker's own index; ``desk.index_level``), and the hedge
+  leg is valued at the same level (its basis x level): the perpetual's quote, the index and the
+  option tickers of one market move arrive one after the other in any order, and each leg
+  taken at its own last message would see one move twice, once each way;
 - ``premium_adjusted``: the same minus the premium in coin (price / F): a coin-settled option's
   value is itself a coin exposure;
 - ``exchange``: the ticker's ``greeks.delta`` x size (the position's ``delta`` from the
@@ -38,9 +38,11 @@ from typing import Literal
 import msgspec
 
 from deribit.instruments import InstrumentName, parse_instrument_name, round_to_contract
+from desk.index_level import Underlying
+from desk.plausibility import PlausibilityLimits, index_deviation_fault
 from messages.account import Position
 from messages.hedging import HedgeCode
-from messages.market import Ticker
+from messages.market import DataFault, Ticker
 
 Mode = Literal["options_vs_hedge", "net"]
 DeltaSource = Literal["black76", "premium_adjusted", "exchange"]
@@ -63,10 +65,10 @@ class OptionMark(msgspec.Struct, frozen=True):
     underlying_price: float | None
     exchange_delta: float | None  # per coin of position (the ticker's greeks.delta)
     received_at: float
-    hedge_price: float | None = None  # the hedge instrument's price when it was received
+    index_price: float | None = None  # the index of the same moment as underlying_price
 
     @classmethod
-    def from_ticker(cls, ticker: Ticker, received_at: float, hedge_price: float | None = None) -> OptionMark:
+    def from_ticker(cls, ticker: Ticker, received_at: float) -> OptionMark:
         greeks = ticker.greeks
         return cls(
             instrument_name=ticker.instrument_name,
@@ -75,7 +77,7 @@ class OptionMark(msgspec.Struct, frozen=True):
             underlying_price=ticker.underlying_price,
             exchange_delta=greeks.delta if greeks is not None else None,
             received_at=received_at,
-            hedge_price=hedge_price,
+            index_price=ticker.index_price,
         )
 
 
@@ -112,6 +114,8 @@ class HedgePolicy(msgspec.Struct, frozen=True):
     max_order_usd: float = math.inf
     stale_after_s: float = 10.0
     disagreement_warn: float = 0.01
+    limits: PlausibilityLimits = PlausibilityLimits()
+    require_index: bool = False  # the hedger's: no decision without a fresh index level
 
 
 class PositionDelta(msgspec.Struct, frozen=True):
@@ -148,6 +152,7 @@ class HedgeDecision(msgspec.Struct, frozen=True):
     ours_options_delta: float | None = None
     deltas: tuple[PositionDelta, ...] = ()
     warning: str = ""
+    fault: DataFault | None = None  # with code IMPLAUSIBLE_DATA: what was wrong
 
     @property
     def trade(self) -> bool:
@@ -187,18 +192,27 @@ def _parsed(name: str) -> InstrumentName:
 
 
 class _Blocked(Exception):
-    def __init__(self, code: HedgeCode, reason: str) -> None:
+    def __init__(self, code: HedgeCode, reason: str, fault: DataFault | None = None) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.fault = fault
+
+
+def _implausible(fault: DataFault, reason: str) -> _Blocked:
+    return _Blocked(HedgeCode.IMPLAUSIBLE_DATA, reason, fault)
+
+
+def _finite(*values: float | None) -> bool:
+    return all(v is None or math.isfinite(v) for v in values)
 
 
 def _option_deltas(
-    pos: Position, mark: OptionMark | None, policy: HedgePolicy, now: float, price: float
+    pos: Position, mark: OptionMark | None, policy: HedgePolicy, now: float, index: float | None
 ) -> tuple[float | None, float | None, float | None, float | None]:
     """(ours, ours premium-adjusted, exchange's, ours at the ticker's own forward) position
     delta of one option in coin; ``None`` where the data for that figure is missing. Raises
-    _Blocked for missing or old data. ``price`` is the hedge instrument's price now."""
+    _Blocked for missing, old or non-finite data. ``index`` is the index level now."""
     name = pos.instrument_name
     if mark is None:
         raise _Blocked(HedgeCode.NO_TICKER, f"no ticker for the option {name} yet")
@@ -207,6 +221,8 @@ def _option_deltas(
         raise _Blocked(HedgeCode.STALE_TICKER,
                        f"the ticker of {name} is {age:.1f} s old (stale after {policy.stale_after_s:g} s)")
     size = pos.size
+    if not _finite(size, mark.mark_iv, mark.underlying_price, mark.index_price, mark.exchange_delta, pos.delta):
+        raise _implausible(DataFault.NOT_FINITE, f"the position or ticker of {name} holds a non-finite number")
     exchange = None
     if mark.exchange_delta is not None:
         exchange = size * mark.exchange_delta
@@ -219,8 +235,8 @@ def _option_deltas(
         assert parsed.expiry_ms is not None and parsed.strike is not None
         years = (parsed.expiry_ms / 1000.0 - now) / SECONDS_PER_YEAR
         vol, strike, is_call = iv / 100.0, parsed.strike, parsed.option_type == "call"
-        then = mark.hedge_price
-        live = forward * price / then if then and then > 0 and then != price else forward
+        then = mark.index_price
+        live = forward * index / then if index and then and then > 0 and then != index else forward
         delta, delta_pa = black76_delta(live, strike, years, vol, is_call)
         ours, ours_pa = size * delta, size * delta_pa
         as_quoted = ours if live == forward else size * black76_delta(forward, strike, years, vol, is_call)[0]
@@ -243,6 +259,7 @@ def decide(
     policy: HedgePolicy,
     now: float,
     future_prices: Mapping[str, float] | None = None,
+    underlying: Underlying | None = None,
 ) -> HedgeDecision:
     """Decide whether to hedge one currency now.
 
@@ -250,12 +267,18 @@ def decide(
     ignored). ``marks``: the latest option tickers by name (only held options are read).
     ``hedge``: the hedge instrument's top of book. ``future_prices``: USD prices of other
     futures for the ``net`` mode (else their position's mark price is used). ``now``: the
-    clock (unix seconds), for time to expiry and data age."""
+    clock (unix seconds), for time to expiry and data age. ``underlying``: the index level
+    every leg is valued at (None: each option at its own ticker's forward, the hedge at its mid).
+
+    Whatever the inputs, it trades only on finite figures, a hedge price within the band
+    around the index, and an order that brings the mismatch closer to zero and is no larger
+    than the mismatch needs (to the nearest contract)."""
     band = policy.band
     try:
-        return _decide(positions, marks, hedge, policy, now, future_prices or {})
+        return _decide(positions, marks, hedge, policy, now, future_prices or {}, underlying)
     except _Blocked as blocked:
-        return HedgeDecision(action="blocked", code=blocked.code, reason=blocked.reason, band=band)
+        return HedgeDecision(action="blocked", code=blocked.code, reason=blocked.reason, band=band,
+                             fault=blocked.fault)
 
 
 def _decide(
@@ -265,6 +288,7 @@ def _decide(
     policy: HedgePolicy,
     now: float,
     future_prices: Mapping[str, float],
+    underlying: Underlying | None,
 ) -> HedgeDecision:
     instrument = policy.instrument
     band = policy.band
@@ -279,6 +303,21 @@ def _decide(
     price = hedge.price
     if price is None:
         raise _Blocked(HedgeCode.NO_HEDGE_PRICE, f"no price for {instrument}: empty book and no mark")
+    index = None
+    if underlying is None and policy.require_index:
+        raise _Blocked(HedgeCode.NO_INDEX, f"no {instrument.partition('-')[0]} index price yet")
+    if underlying is not None:
+        index = underlying.index
+        age = now - underlying.received_at
+        if policy.require_index and age > policy.stale_after_s:
+            raise _Blocked(HedgeCode.NO_INDEX,
+                           f"the index price is {age:.1f} s old (stale after {policy.stale_after_s:g} s)")
+        fault = index_deviation_fault(instrument, "price", price, index, policy.limits)
+        if fault is not None:
+            raise _implausible(fault.fault, str(fault))
+        price = underlying.hedge_price() or price
+    if not (math.isfinite(price) and price > 0):
+        raise _implausible(DataFault.NOT_FINITE, f"the price of {instrument} is {price!r}")
 
     source = policy.delta_source
     net = policy.mode == "net"
@@ -292,7 +331,7 @@ def _decide(
             continue
         name = pos.instrument_name
         if pos.kind == "option":
-            ours, ours_pa, exchange, as_quoted = _option_deltas(pos, marks.get(name), policy, now, price)
+            ours, ours_pa, exchange, as_quoted = _option_deltas(pos, marks.get(name), policy, now, index)
             if ours is None:
                 ours_known = False
             else:
@@ -320,6 +359,9 @@ def _decide(
             deltas.append(PositionDelta(name, "future", size, delta))
     options_delta = exchange_total if source == "exchange" else ours_total if source == "black76" else ours_pa_total
     mismatch = options_delta + hedge_delta
+    if not math.isfinite(mismatch):
+        raise _implausible(DataFault.NOT_FINITE,
+                           f"the mismatch is {mismatch!r} (options {options_delta!r}, hedge {hedge_delta!r})")
     warning = ""
     # Compared at the tickers' own forwards: both figures as of the same ticker.
     if ours_known and exchange_known and abs(quoted_total - exchange_total) > policy.disagreement_warn:
@@ -351,6 +393,11 @@ def _decide(
                    f"half a contract of {policy.contract_size:g} USD")
     side: Side = "sell" if mismatch > 0 else "buy"
     after = mismatch - amount / price if side == "sell" else mismatch + amount / price
+    # Whatever the cap: never more than the mismatch needs, never past zero by more than it was.
+    if not (amount <= wanted + 0.5 * policy.contract_size + 1e-9 and abs(after) < abs(mismatch)):
+        raise _Blocked(HedgeCode.ORDER_TOO_LARGE,
+                       f"{side} {amount:g} USD would not reduce the mismatch {mismatch:+.6f} "
+                       f"({wanted:.2f} USD needed)")
     reason = f"mismatch {mismatch:+.6f} outside the band {band:g}: {side} {amount:g} USD of {instrument}"
     if capped:
         reason += f" (capped at max_order_usd {policy.max_order_usd:g})"

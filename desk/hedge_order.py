@@ -108,6 +108,8 @@ class HedgeOrder(msgspec.Struct):
     amends: int = 0
     traded: float = 0.0
     trade_ids: set[str] = msgspec.field(default_factory=set)
+    closed_at: float | None = None  # when we learned it closed (our clock): every fill was known then
+    resolved_at: float | None = None  # its unknown fate was read off the exchange's picture that came then
 
     # -- what it is ------------------------------------------------------------------------------------
     @property
@@ -143,6 +145,11 @@ class HedgeOrder(msgspec.Struct):
         self.traded += trade.amount
         self.filled = max(self.filled, self.traded)
 
+    @property
+    def all_trades_known(self) -> bool:
+        """Every fill the order states report has come as a trade (whose id the Portfolio shows)."""
+        return self.traded >= self.filled - 1e-9
+
     # -- transitions ---------------------------------------------------------------------------------
     def _go(self, to: HedgePhase) -> None:
         if to not in TRANSITIONS[self.phase]:
@@ -174,10 +181,12 @@ class HedgeOrder(msgspec.Struct):
         self.due = due
         return self.pending_key
 
-    def settle(self, expected_size: float, due: float) -> None:
-        """Closed with a fill (or resolved by the exchange's picture): wait until the position
-        shows ``expected_size``."""
+    def settle(self, expected_size: float, now: float, due: float) -> None:
+        """Closed with a fill (or resolved by the exchange's picture) at ``now``: wait until the
+        Portfolio shows its fills (``expected_size`` is the position that should then be, for
+        the log)."""
         self._go(_SETTLING)
+        self.closed_at = now
         self.expected_size = expected_size
         self.pending_key = None
         self.due = due

@@ -6,7 +6,12 @@
 
 Safety, in the order it is checked before a decision is even made:
 
-- hedging is active (off at start unless ``active_on_start``; the console switches it);
+- hedging is active (off at start unless ``active_on_start``; the console switches it). On
+  activation it states its plan (:class:`~messages.hedging.HedgePlan`: the order it would send
+  first, and that it treats the whole position in the hedge instrument as the hedge) and, when
+  that order is above ``confirm_above_usd``, cannot be stated yet, or the hedge instrument holds
+  a position it did not make (its own fills this run are counted by trade id), it waits for a
+  confirmation of that plan and sends nothing until then;
 - the Connection says it can trade (up, logged in, subscribed);
 - the Portfolio's picture is reconciled with the exchange;
 - the hedge instrument is listed (its contract size is known);
@@ -37,17 +42,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
+import msgspec
+
 from config.settings import HedgerSettings
 from deribit.instruments import amount_step, round_to_contract
-from desk.hedge_decision import (
-    HedgeDecision,
-    HedgePolicy,
-    HedgeQuote,
-    OptionMark,
-    Side,
-    decide,
-)
+from desk.hedge_decision import HedgeDecision, HedgePolicy, Side, decide
+from desk.hedge_market import Change, HedgeMarket
 from desk.hedge_order import CLOSED_STATES, HedgeOrder, OrderTag
+from desk.plausibility import Implausible, PlausibilityLimits
 from messages.account import ExchangeState, OrderUpdate, Position, UserTrade
 from messages.commands import (
     ANSWER_LOST,
@@ -58,8 +60,17 @@ from messages.commands import (
     PlaceOrder,
     ReconcilePortfolio,
 )
-from messages.hedging import HedgeCode, HedgeMode, HedgePhase, HedgerControl, HedgerStatus, SetHedgeBand
-from messages.market import InstrumentsLoaded, Quote, Ticker
+from messages.hedging import (
+    HedgeActivation,
+    HedgeCode,
+    HedgeMode,
+    HedgePhase,
+    HedgePlan,
+    HedgerControl,
+    HedgerStatus,
+    SetHedgeBand,
+)
+from messages.market import IndexPrice, InstrumentsLoaded, Quote, Ticker
 from messages.state import PortfolioChanged, TopOfBook
 
 ORIGIN = "hedger"
@@ -68,6 +79,9 @@ LABEL_PREFIX = "hedge-"
 DELTA_TAG = OrderTag(origin=ORIGIN, prefix=LABEL_PREFIX)
 
 _TRADE = HedgeCode.TRADE  # set on the order's path: a global, not an enum attribute look-up
+#: Gates that only delay the order the decision states (any other leaves it without a basis: the
+#: link, the portfolio or the instrument is not there yet).
+_DELAYS_ONLY = frozenset({HedgeCode.ORPHAN_ORDERS, HedgeCode.COOLDOWN, HedgeCode.RATE_LIMIT})
 SENT, RESTING, AMENDING, SETTLING, UNKNOWN = (
     HedgePhase.SENT, HedgePhase.RESTING, HedgePhase.AMENDING, HedgePhase.SETTLING, HedgePhase.UNKNOWN)
 
@@ -94,6 +108,7 @@ class CurrencyHedger:
         on_order: Callable[[PlaceOrder, object], None] | None = None,
         later: Callable[..., None] | None = None,
         tag: OrderTag = DELTA_TAG,
+        max_clock_ahead_s: float = 5.0,
     ) -> None:
         self.currency = currency
         self.settings = settings
@@ -104,7 +119,17 @@ class CurrencyHedger:
         self.mode = HedgeMode(settings.mode)
         self.instrument: str = settings.instrument_for(currency)
         self.band: float = settings.max_delta_mismatch
-        self.active: bool = bool(settings.active_on_start)
+        # ``active`` mirrors ``activation is ACTIVE`` (read on every decision); both change only
+        # through _set_activation.
+        self.activation = HedgeActivation.ACTIVE if settings.active_on_start else HedgeActivation.OFF
+        self.active: bool = self.activation is HedgeActivation.ACTIVE
+        self.plan: HedgePlan | None = None  # stated on activation, awaiting confirmation
+        self._plans = 0
+        # Why it switched itself off, until acknowledged or activated again.
+        self.alert = ""
+        # The net of its own orders' fills this run (USD), each trade counted once.
+        self.own_position = 0.0
+        self._own_trades: set[str] = set()
         self._publish = publish
         self.log = log
         self._next_number = next_number
@@ -121,15 +146,13 @@ class CurrencyHedger:
         self.portfolio: PortfolioChanged | None = None
         self.positions: dict[str, Position] = {}
         self.held_options: frozenset[str] = frozenset()
-        self.marks: dict[str, OptionMark] = {}
-        self.future_prices: dict[str, float] = {}
-        self.hedge_bid: float | None = None
-        self.hedge_ask: float | None = None
-        self.hedge_mark: float | None = None
-        self.hedge_at: float | None = None
-        self.hedge_timestamp = 0  # the exchange's ms of the touch we hold
-        self.hedge_stale = False
-        self.quote: HedgeQuote | None = None
+        self.held: frozenset[str] = frozenset()  # every instrument with a position
+        self.limits = PlausibilityLimits(
+            max_index_deviation=settings.max_index_deviation_pct / 100.0,
+            max_mark_outside_book=settings.max_mark_outside_book_pct / 100.0,
+            max_iv_pct=settings.max_iv_pct, max_clock_ahead_s=max_clock_ahead_s)
+        self.market = HedgeMarket(currency, self.instrument, self.limits, settings.stale_after_s)
+        self.fault: Implausible | None = None  # the input refused that holds hedging (status)
         # The order in flight and the counters that bound what we send.
         self.order: HedgeOrder | None = None
         self.escalate_to_market = False
@@ -171,64 +194,27 @@ class CurrencyHedger:
 
     def on_ticker(self, ticker: Ticker, now: float) -> bool:
         """A ticker of this currency. True when it could change the decision (and was evaluated)."""
-        name = ticker.instrument_name
-        if ticker.greeks is not None or ticker.mark_iv is not None:
-            quote = self.quote
-            self.marks[name] = OptionMark.from_ticker(ticker, now, quote.price if quote is not None else None)
-            if name in self.held_options:
-                self._evaluate(now, ticker)
-                return True
-            return False
-        if name == self.instrument:
-            if not self._hedge_update(ticker.best_bid_price, ticker.best_ask_price, now, None, ticker.timestamp,
-                                      ticker.mark_price):
-                return False
-            self._evaluate(now, ticker)
-            return True
-        self.future_prices[name] = ticker.mark_price
-        return False
+        return self._took(self.market.on_ticker(ticker, now, self.held), ticker, now)
 
     def on_quote(self, quote: Quote, now: float) -> bool:
-        if quote.instrument_name != self.instrument:
-            return False
-        if not self._hedge_update(quote.best_bid_price, quote.best_ask_price, now, None, quote.timestamp):
-            return False
-        self._evaluate(now, quote)
-        return True
+        return self._took(self.market.on_quote(quote, now), quote, now)
 
     def on_top_of_book(self, top: TopOfBook, now: float) -> bool:
-        if top.instrument_name != self.instrument:
-            if top.kind == "future" and top.bid and top.ask:
-                self.future_prices[top.instrument_name] = 0.5 * (top.bid + top.ask)
-            return False
-        if not self._hedge_update(top.bid, top.ask, now, top.stale, top.timestamp, top.mark_price):
-            return False
-        self._evaluate(now, top)
-        return True
+        return self._took(self.market.on_top_of_book(top, now), top, now)
 
-    def _hedge_update(self, bid: float | None, ask: float | None, now: float, stale: bool | None,
-                      timestamp: int, mark: float | None = None) -> bool:
-        """Take the hedge instrument's touch; False when it is older than the one we have (the
-        ticker comes from the Connection's thread, the book's top from a BookKeeper's: the two
-        may arrive out of the exchange's order) and changed nothing."""
-        newer = timestamp >= self.hedge_timestamp
-        # Only the book keeper knows whether the book is to be trusted (its tops arrive in order).
-        stale_changed = stale is not None and stale != self.hedge_stale
-        if not newer and not stale_changed:
+    def on_index(self, index: IndexPrice, now: float) -> bool:
+        return self._took(self.market.on_index(index, now), index, now)
+
+    def _took(self, change: Change, message: object, now: float) -> bool:
+        if change is Change.NONE:
             return False
-        if stale is not None:
-            self.hedge_stale = stale
-        if newer:
-            # Deribit sends 0 or null for an empty side.
-            self.hedge_bid = bid if bid else None
-            self.hedge_ask = ask if ask else None
-            self.hedge_timestamp = timestamp
-            self.hedge_at = now
-            if mark:
-                self.hedge_mark = mark
-        self.quote = HedgeQuote(instrument_name=self.instrument, bid=self.hedge_bid, ask=self.hedge_ask,
-                                mark_price=self.hedge_mark, received_at=self.hedge_at or now,
-                                stale=self.hedge_stale)
+        if change is Change.REFUSED:
+            refused = self.market.refused
+            if refused is not None:  # said once per fault, not per message
+                self.log.warning("hedge_input_refused", currency=self.currency, instrument=refused.instrument,
+                                 fault=refused.fault.value, detail=refused.detail,
+                                 blocks=self.market.blocking_fault(self.held) is not None)
+        self._evaluate(now, message)
         return True
 
     def on_portfolio(self, portfolio: PortfolioChanged, now: float) -> None:
@@ -236,6 +222,7 @@ class CurrencyHedger:
         self.positions = {p.instrument_name: p for p in portfolio.positions}
         self.held_options = frozenset(p.instrument_name for p in portfolio.positions
                                       if p.kind == "option" and p.size != 0)
+        self.held = frozenset(p.instrument_name for p in portfolio.positions if p.size != 0)
         owns = self.tag.owns
         self.orphans = tuple(
             o for o in portfolio.open_orders
@@ -252,9 +239,7 @@ class CurrencyHedger:
         if not can_trade:
             self.link_epoch += 1
             # Whatever arrives after the reconnect must be fresh: forget the market picture.
-            self.quote = None
-            self.hedge_at = None
-            self.marks.clear()
+            self.market.forget()
             order = self.order
             if order is not None:
                 order.link_lost = True
@@ -287,6 +272,8 @@ class CurrencyHedger:
             return
         if result.request_key == order.pending_key:
             order.pending_key = None
+            for trade in result.trades:  # an edit's answer carries the fills it caused
+                order.take_trade(trade)
             if result.order is not None:
                 self._order_state(order, result.order, now)  # may close it
             if self.order is order and order.phase == AMENDING and not order.cancelling:
@@ -353,22 +340,164 @@ class CurrencyHedger:
             return
         self.log.info("hedge_order_resolved", currency=self.currency, label=order.label,
                       hedge_position=size, before=order.size_before)
+        order.resolved_at = state.at
         self._settle(order, size, now)
 
     # -- controls ----------------------------------------------------------------------------------------
     def on_control(self, control: HedgerControl, now: float) -> None:
-        if control.action == "activate":
-            self.active = True
-            self.rejections = 0
-            self.retry_at = 0.0
-            self.message = f"hedging activated by {control.origin}"
-            self.last_code = HedgeCode.NONE
-            self.log.info("hedging_activated", currency=self.currency, origin=control.origin,
-                          band=self.band, instrument=self.instrument)
-            self._evaluate(now, control)
-        elif control.action == "deactivate":
-            self._switch_off(f"hedging deactivated by {control.origin}", now, warn=False)
+        action = control.action
+        if action == "activate":
+            if self.activation is HedgeActivation.ACTIVE:
+                self._go_active(control, None, now)  # on already: a fresh start after rejections
+            else:
+                plan = self.make_plan(now)
+                if plan.confirm:
+                    self._await_confirmation(plan, now)
+                else:
+                    self._go_active(control, plan, now)
+        elif action == "confirm":
+            self._confirm(control, now)
+        elif action == "deactivate":
+            pending = self.plan
+            self._switch_off(f"hedging deactivated by {control.origin}"
+                             + (f" (plan {pending.plan_id} awaiting confirmation cancelled)" if pending else ""),
+                             now, warn=False)
+        elif action == "acknowledge" and self.alert:
+            self.log.info("hedge_alert_acknowledged", currency=self.currency, origin=control.origin, alert=self.alert)
+            self.alert = ""
+            self.message = f"alert acknowledged by {control.origin}; hedging is {self.activation.value}"
         self.publish_status(now, control.request_key)
+
+    # -- activation: state the plan; wait for its confirmation when it asks for one -------------------
+    def take_own_trade(self, trade: UserTrade) -> None:
+        """A fill of an order this run sent (from its notification or its order's answer, each
+        trade id once): what makes :attr:`own_position`, the part of the hedge instrument's
+        position the hedger made itself."""
+        if (trade.label not in self.own_labels or trade.instrument_name != self.instrument
+                or trade.trade_id in self._own_trades):
+            return
+        self._own_trades.add(trade.trade_id)
+        self.own_position += trade.amount if trade.direction == "buy" else -trade.amount
+
+    def make_plan(self, now: float) -> HedgePlan:
+        """What activating now would do first, from :meth:`current_decision` and the gates, and
+        why it must be confirmed (``confirm``, empty when it need not be). Sends nothing."""
+        decision = self.current_decision(now)
+        order = self.order
+        gate: tuple[HedgeCode, str] | None
+        if order is not None:
+            gate = decision.code, f"its order {order.label} is still in flight; it decides again once that settles"
+        elif self.orphans:  # _gate would cancel them: that waits for the activation
+            gate = HedgeCode.ORPHAN_ORDERS, (f"{len(self.orphans)} hedge order(s) of an earlier run are open "
+                                             "and are cancelled first")
+        else:
+            gate = self._gate(now)
+        code, reason = gate if gate is not None else (decision.code, decision.reason)
+        hedge_position = self._hedge_size() if self.portfolio is not None else None
+        half_contract = 0.5 * self.contract_size if self.contract_size else 0.0
+        why: list[str] = []
+        if hedge_position is not None and abs(hedge_position - self.own_position) > half_contract:
+            why.append(f"{self.instrument} holds {hedge_position - self.own_position:+,.0f} USD the hedger did "
+                       "not make")
+        stated = (order is None and decision.action != "blocked" and hedge_position is not None
+                  and (gate is None or gate[0] in _DELAYS_ONLY))
+        side = decision.side if decision.trade and stated else None
+        amount = decision.amount if side is not None else 0.0
+        if amount > self.settings.confirm_above_usd:
+            why.append(f"the first order ({amount:,.0f} USD) is above hedger.confirm_above_usd "
+                       f"({self.settings.confirm_above_usd:,.0f} USD)")
+        if not stated:
+            why.append("it cannot say yet what it will send first")
+        return HedgePlan(
+            plan_id=self._plans + 1, at=now, expires_at=now + self.settings.confirm_within_s,
+            instrument=self.instrument, code=code, reason=reason, side=side, amount=amount,
+            order_type=self._order(side, amount, f"{self._prefix}0").type if side is not None else "",
+            stated=stated, hedge_position=hedge_position, own_position=self.own_position, confirm="; ".join(why))
+
+    def _plan_change(self, shown: HedgePlan, now_plan: HedgePlan) -> str:
+        """How ``now_plan`` differs materially from the plan ``shown`` (empty: it does not): another
+        side, an amount further off than the band (or a contract), or another position not made
+        by the hedger."""
+        contract = self.contract_size or 0.0
+        quote = self.market.quote
+        price = quote.price if quote is not None else None
+        tolerance = max(contract, self.band * price if price else 0.0)
+        if shown.side != now_plan.side or abs(shown.amount - now_plan.amount) > tolerance:
+            return "its first order changed"
+        before, after = shown.not_made, now_plan.not_made
+        if (before is None) != (after is None) or abs((before or 0.0) - (after or 0.0)) > 0.5 * contract:
+            return f"the position in {self.instrument} not made by the hedger changed"
+        return ""
+
+    def _confirm(self, control: HedgerControl, now: float) -> None:
+        if self.activation is HedgeActivation.ACTIVE:
+            self.message = f"hedging is already on ({control.origin}'s confirmation had nothing to confirm)"
+            return
+        shown = self.plan
+        plan = self.make_plan(now)
+        if shown is None:
+            refused = "no plan awaits confirmation"
+        elif control.plan_id != shown.plan_id:
+            refused = f"it names plan {control.plan_id}, the plan awaiting confirmation is {shown.plan_id}"
+        elif now > shown.expires_at:
+            refused = f"plan {shown.plan_id} expired after {self.settings.confirm_within_s:g} s"
+        elif not plan.stated:
+            refused = f"it still cannot say what it will send first ({plan.reason})"
+        else:
+            refused = self._plan_change(shown, plan)
+            if refused:
+                refused = f"plan {shown.plan_id} is stale: {refused}"
+        if not refused:
+            assert shown is not None
+            self._go_active(control, plan, now, confirmed=shown.plan_id)
+            return
+        self.log.warning("hedge_confirmation_refused", currency=self.currency, origin=control.origin,
+                         plan_id=control.plan_id, reason=refused)
+        # A confirmation confirms only the plan it was shown: the new plan waits for its own.
+        why = plan.confirm or "a confirmation confirms only the plan it was shown"
+        self._await_confirmation(msgspec.structs.replace(plan, confirm=why), now,
+                                 f"confirmation refused ({refused}); new ")
+
+    def _await_confirmation(self, plan: HedgePlan, now: float, prefix: str = "") -> None:
+        self._set_activation(HedgeActivation.AWAITING_CONFIRMATION)
+        self.plan = plan
+        self._plans = plan.plan_id
+        self.message = (f"{prefix}plan {plan.plan_id}: {plan.describe()}. Hedging is NOT on yet ({plan.confirm}): "
+                        f"confirm within {self.settings.confirm_within_s:g} s (activate delta hedging confirm); "
+                        "nothing is sent until then")
+        self.log.info("hedging_awaiting_confirmation", currency=self.currency, plan_id=plan.plan_id,
+                      side=plan.side, amount=plan.amount, instrument=plan.instrument, reason=plan.reason,
+                      hedge_position=plan.hedge_position, own_position=plan.own_position, why=plan.confirm)
+
+    def _go_active(self, control: HedgerControl, plan: HedgePlan | None, now: float, confirmed: int = 0) -> None:
+        self._set_activation(HedgeActivation.ACTIVE)
+        self.alert = ""
+        self.rejections = 0
+        self.retry_at = 0.0
+        self.last_code = HedgeCode.NONE
+        self.message = (f"hedging activated by {control.origin}"
+                        + (f" (plan {confirmed} confirmed)" if confirmed else "")
+                        + (f": {plan.describe()}" if plan else ""))
+        self.log.info("hedging_activated", currency=self.currency, origin=control.origin, band=self.band,
+                      instrument=self.instrument, confirmed_plan=confirmed or None,
+                      first_side=plan.side if plan else None, first_amount=plan.amount if plan else None,
+                      hedge_position=self._hedge_size(), own_position=self.own_position)
+        self._evaluate(now, control)
+
+    def _set_activation(self, activation: HedgeActivation) -> None:
+        self.activation = activation
+        self.active = activation is HedgeActivation.ACTIVE
+        if activation is not HedgeActivation.AWAITING_CONFIRMATION:
+            self.plan = None
+
+    def _expire_plan(self, now: float) -> None:
+        plan = self.plan
+        assert plan is not None
+        self._set_activation(HedgeActivation.OFF)
+        self.message = (f"plan {plan.plan_id} was not confirmed within {self.settings.confirm_within_s:g} s: "
+                        "hedging stays off (activate again for a new plan)")
+        self.log.info("hedge_plan_expired", currency=self.currency, plan_id=plan.plan_id)
+        self.publish_status(now)
 
     def on_set_band(self, change: SetHedgeBand, now: float) -> None:
         value = change.max_delta_mismatch
@@ -391,8 +520,10 @@ class CurrencyHedger:
 
     def _switch_off(self, message: str, now: float, warn: bool) -> None:
         was = self.active
-        self.active = False
+        self._set_activation(HedgeActivation.OFF)
         self.message = message
+        if warn:  # the console keeps it on screen until acknowledged
+            self.alert = message
         (self.log.warning if warn else self.log.info)(
             "hedging_switched_off" if warn else "hedging_deactivated", currency=self.currency, reason=message,
             was_active=was)
@@ -427,9 +558,13 @@ class CurrencyHedger:
             dues.append(self.retry_at)
         if self.active and self.order is None and self.last_code == HedgeCode.RATE_LIMIT and self.sent_times:
             dues.append(self.sent_times[0] + 60.0)
+        if self.plan is not None:
+            dues.append(self.plan.expires_at)
         return min(dues) if dues else None
 
     def on_time(self, now: float) -> None:
+        if self.plan is not None and now >= self.plan.expires_at:
+            self._expire_plan(now)
         order = self.order
         if order is not None and order.due is not None and now >= order.due:
             order.due = None
@@ -468,7 +603,10 @@ class CurrencyHedger:
 
     # -- status ------------------------------------------------------------------------------------------
     def status(self, now: float, request_key: str = "") -> HedgerStatus:
-        last = self.last
+        # The figures as they are now, also while switched off or held by a gate (the last
+        # decision's when the data gives none now).
+        current = self.current_decision(now)
+        last = current if current.mismatch is not None else self.last
         order = self.order
         return HedgerStatus(
             currency=self.currency, active=self.active, instrument=self.instrument,
@@ -480,12 +618,14 @@ class CurrencyHedger:
             last_reason=self.last_reason, code=self.last_code, message=self.message, request_key=request_key,
             phase=order.phase if order is not None else HedgePhase.IDLE, delta_source=self.settings.delta_source,
             order_label=order.label if order is not None else "",
+            fault=self.fault.fault if self.fault is not None and self.last_code is HedgeCode.IMPLAUSIBLE_DATA else None,
+            activation=self.activation, plan=self.plan, alert=self.alert,
         )
 
     def publish_status(self, now: float, request_key: str = "", force: bool = False) -> None:
         order = self.order
-        key = (self.active, order.phase if order else None, order.label if order else None, self.band,
-               self.last_code, self.orders_today, self.message)
+        key = (self.activation, order.phase if order else None, order.label if order else None, self.band,
+               self.last_code, self.last_reason, self.orders_today, self.message, self.plan, self.alert)
         if force or request_key or key != self._status_key:
             self._status_key = key
             self._publish(self.status(now, request_key))
@@ -500,12 +640,14 @@ class CurrencyHedger:
             self._policy = HedgePolicy(
                 instrument=self.instrument, contract_size=self.contract_size or 0.0, band=self.band, mode=s.mode,
                 delta_source=s.delta_source, max_order_usd=s.max_order_usd, stale_after_s=s.stale_after_s,
-                disagreement_warn=s.delta_disagreement_warn)
+                disagreement_warn=s.delta_disagreement_warn, limits=self.limits, require_index=True)
         return self._policy
 
     def current_decision(self, now: float) -> HedgeDecision:
         """What :func:`decide` says now, whatever the gates (for the status and tests)."""
-        return decide(self.positions.values(), self.marks, self.quote, self.policy(), now, self.future_prices)
+        market = self.market
+        return decide(self.positions.values(), market.marks, market.quote, self.policy(), now,
+                      market.future_prices, market.underlying)
 
     def _gate(self, now: float) -> tuple[HedgeCode, str] | None:
         if not self.can_trade:
@@ -515,8 +657,16 @@ class CurrencyHedger:
             return HedgeCode.NO_PORTFOLIO, "no portfolio yet"
         if not portfolio.reconciled:
             return HedgeCode.UNRECONCILED, "the portfolio is not reconciled with the exchange yet"
+        if portfolio.reconciling:
+            return HedgeCode.RECONCILING, "a reconcile with the exchange is under way: waiting for its picture"
         if self.contract_size is None:
             return HedgeCode.NOT_LISTED, f"the hedge instrument {self.instrument} is not listed (yet)"
+        market = self.market
+        if market.faults:
+            fault = market.blocking_fault(self.held)
+            if fault is not None:
+                self.fault = fault
+                return HedgeCode.IMPLAUSIBLE_DATA, f"implausible data refused: {fault}"
         if self.orphans:
             self._cancel_orphans(now)
             return (HedgeCode.ORPHAN_ORDERS,
@@ -534,9 +684,11 @@ class CurrencyHedger:
         the decision and the order it would place, made and dropped, so that they are in the
         CPU's caches when such a frame comes (see ``messages.system.WarmUp``). Publishes and
         logs nothing, numbers no label, changes nothing but the policy's cache."""
-        if not self.active or self.order is not None or self.quote is None or self.contract_size is None:
+        market = self.market
+        if not self.active or self.order is not None or market.quote is None or self.contract_size is None:
             return  # nothing would be sent now: nothing to keep warm
-        decision = decide(self.positions.values(), self.marks, self.quote, self.policy(), now, self.future_prices)
+        decision = decide(self.positions.values(), market.marks, market.quote, self.policy(), now,
+                          market.future_prices, market.underlying)
         self._order(decision.side or "sell", decision.amount or self.contract_size, f"{self._prefix}0")
 
     def _evaluate(self, now: float, trigger: object) -> None:
@@ -546,7 +698,9 @@ class CurrencyHedger:
         if gate is not None:
             self._note_block(*gate, now)
             return
-        decision = decide(self.positions.values(), self.marks, self.quote, self.policy(), now, self.future_prices)
+        market = self.market
+        decision = decide(self.positions.values(), market.marks, market.quote, self.policy(), now,
+                          market.future_prices, market.underlying)
         self.last = decision
         if decision.warning and not self.warned:
             self.log.warning("delta_disagreement", currency=self.currency, detail=decision.warning,
@@ -567,20 +721,25 @@ class CurrencyHedger:
         self._place(decision, amount, now, trigger)
 
     def _note(self, decision: HedgeDecision, now: float) -> None:
-        if decision.code != self.last_code:
+        if decision.code != self.last_code or (decision.fault is not None and decision.reason != self.last_reason):
+            if decision.fault is not None:
+                self.fault = Implausible(decision.fault, self.instrument, decision.reason)
             self.last_code = decision.code
             self.last_reason = decision.reason
             self.log.info("hedge_blocked" if decision.action == "blocked" else "hedge_hold",
                           currency=self.currency, code=decision.code.value, reason=decision.reason,
                           options_delta=decision.options_delta, hedge_delta=decision.hedge_delta,
-                          mismatch=decision.mismatch, band=decision.band)
+                          mismatch=decision.mismatch, band=decision.band,
+                          fault=decision.fault.value if decision.fault is not None else None)
             self.publish_status(now)
 
     def _note_block(self, code: HedgeCode, reason: str, now: float) -> None:
-        if code != self.last_code:
+        # A new fault says so even when the code stays IMPLAUSIBLE_DATA.
+        if code != self.last_code or (code is HedgeCode.IMPLAUSIBLE_DATA and reason != self.last_reason):
             self.last_code = code
             self.last_reason = reason
-            self.log.info("hedge_blocked", currency=self.currency, code=code.value, reason=reason)
+            self.log.info("hedge_blocked", currency=self.currency, code=code.value, reason=reason,
+                          fault=self.fault.fault.value if code is HedgeCode.IMPLAUSIBLE_DATA and self.fault else None)
             self.publish_status(now)
 
     def _order(self, side: Side, amount: float, label: str) -> PlaceOrder:
@@ -589,7 +748,7 @@ class CurrencyHedger:
         price = None
         order_type: Literal["limit", "market"] = "market"
         if self.settings.order_type == "limit" and not self.escalate_to_market:
-            price = self.hedge_bid if side == "buy" else self.hedge_ask
+            price = self.market.hedge_bid if side == "buy" else self.market.hedge_ask
             if price is not None:
                 order_type = "limit"
         return PlaceOrder(instrument_name=self.instrument, side=side, amount=amount, origin=self._origin,
@@ -676,18 +835,26 @@ class CurrencyHedger:
         self._settle(order, order.size_before + order.signed_filled, now)
 
     def _settle(self, order: HedgeOrder, expected_size: float, now: float) -> None:
-        order.settle(expected_size, now + self.settings.fill_wait_s)
+        order.settle(expected_size, now, now + self.settings.fill_wait_s)
         if self._reflected(order):
             self._settled(order, now)
         else:
             self.publish_status(now)
 
     def _reflected(self, order: HedgeOrder) -> bool:
-        assert order.expected_size is not None
-        half_contract = 0.5 * (self.contract_size or 1.0)
+        """Whether the Portfolio's picture holds every fill of ``order``: read off its own
+        trades (their ids among the picture's, or a snapshot the exchange took after its last
+        fill), never off how far the position moved, which other fills move too."""
         portfolio = self.portfolio
-        return (portfolio is not None and portfolio.reconciled
-                and abs(self._hedge_size() - order.expected_size) < half_contract)
+        if portfolio is None or not portfolio.reconciled or portfolio.reconciling:
+            return False
+        if order.resolved_at is not None:  # its fate came from a snapshot: that one, or a newer one, must be in
+            return portfolio.reconciled_at is not None and portfolio.reconciled_at >= order.resolved_at
+        if order.all_trades_known and order.trade_ids.issubset(portfolio.recent_trade_ids):
+            return True
+        # A snapshot asked for after we knew it closed holds every fill of it (its trades may never come).
+        asked = portfolio.reconcile_requested_at
+        return asked is not None and order.closed_at is not None and asked > order.closed_at
 
     def _settled(self, order: HedgeOrder, now: float) -> None:
         self._drop(order)
@@ -715,7 +882,7 @@ class CurrencyHedger:
         if order.order_id is None:
             order.due = now + self.settings.reprice_after_s
             return
-        touch = self.hedge_bid if order.side == "buy" else self.hedge_ask
+        touch = self.market.hedge_bid if order.side == "buy" else self.market.hedge_ask
         if order.reprices < self.settings.max_reprices and touch is not None and self.can_trade:
             # Each timeout is a round, repriced or not (still the touch: nothing to edit), so
             # that an order nobody trades against ends at market after max_reprices rounds.

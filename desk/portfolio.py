@@ -1,5 +1,21 @@
 """Our orders, positions and account figures as notifications build them, and the
-reconciliation that replaces them with the exchange's own (pure; the Portfolio actor calls it).
+reconciliation that takes in the exchange's own (pure; the Portfolio actor calls it).
+
+A snapshot from the exchange is taken in as of when the exchange took it, never as of when it
+arrived, so the picture never goes back in time, whatever the order in which the answers and
+the notifications arrive:
+
+- a fill we received before the snapshot's requests went out is in it (the exchange told us of
+  it before it heard our request): nothing to do;
+- a fill received while the requests were out is placed by the exchange's own times: stamped
+  after the answer left (Deribit's ``usOut``) it is applied again on top of the snapshot, before
+  the request arrived (``usIn``) it is in it; in between, or when the snapshot already holds a
+  fill stamped after it (the times and the positions disagree), the snapshot is discarded and
+  asked for again;
+- a fill received after the snapshot was taken in, stamped before it was taken, is not applied
+  (it should be in it) and not trusted either: the picture is in doubt until the next snapshot,
+  which the Portfolio asks for at once;
+- order states newer than the snapshot's open orders are kept.
 
 Deribit's conventions: option amounts and prices are in coin, the average price is the
 amount-weighted mean; futures and perpetual amounts are USD and inverse, so the average price is
@@ -17,7 +33,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from deribit.instruments import currency_of, kind_of
-from messages.account import AccountFigures, ExchangeState, OrderUpdate, Position, UserTrade
+from messages.account import AccountFigures, ExchangeState, ExchangeWindow, OrderUpdate, Position, UserTrade
 from messages.market import Ticker
 from messages.state import PortfolioChanged
 
@@ -25,6 +41,10 @@ from messages.state import PortfolioChanged
 CLOSED_ORDER_STATES = frozenset({"filled", "cancelled", "rejected"})
 #: How many closed order ids and applied trade ids are remembered (late duplicates are ignored).
 MEMORY = 10_000
+#: Fills kept per currency to apply again on top of a snapshot taken before them.
+JOURNAL = 2_000
+#: Trade ids a picture carries (``PortfolioChanged.recent_trade_ids``): a hedger checks its own in them.
+RECENT_TRADES = 512
 #: Amounts are sums of contract multiples: rounding away float dust keeps them exact.
 AMOUNT_DECIMALS = 8
 #: A position size or price this close is the same (float noise of the exchange's rounding).
@@ -159,9 +179,38 @@ def order_differences(currency: str, ours: dict[str, OrderUpdate], theirs: dict[
     return out
 
 
+def _same_sizes(a: dict[str, Position], b: dict[str, Position], fills: list[UserTrade]) -> bool:
+    """Whether the instruments ``fills`` touch have the same position size in ``a`` and ``b``."""
+    return all(_close(a[n].size if n in a else 0.0, b[n].size if n in b else 0.0, 0.0, SIZE_TOLERANCE)
+               for n in {t.instrument_name for t in fills})
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileOutcome:
+    """What taking in one snapshot did: ``applied`` (with ``differences`` between our picture and
+    the result, and how many of our later fills and order states were kept on top of it) or not
+    (``doubt`` says why it was discarded: it must be asked for again)."""
+
+    applied: bool
+    differences: list[Difference] = field(default_factory=list)
+    replayed_fills: int = 0
+    kept_orders: int = 0
+    doubt: str = ""
+
+
+@dataclass(slots=True)
+class Received:
+    """One of our fills as it came, and whether it was applied to the positions (a fill in doubt
+    is not: the next snapshot holds it)."""
+
+    trade: UserTrade
+    applied: bool
+
+
 @dataclass
 class CurrencyAccount:
-    """One currency's open orders, positions and account figures."""
+    """One currency's open orders, positions and account figures, and what is needed to take a
+    snapshot in as of when it was taken."""
 
     currency: str
     orders: dict[str, OrderUpdate] = field(default_factory=dict)
@@ -169,6 +218,20 @@ class CurrencyAccount:
     figures: AccountFigures | None = None
     reconciled: bool = False
     reconciled_at: float | None = None
+    # When the exchange took the last snapshot's positions and open orders (None: not said).
+    positions_window: ExchangeWindow | None = None
+    orders_window: ExchangeWindow | None = None
+    # Reconciles under way: their round -> how many fills had come when their requests went out.
+    outstanding: dict[int, int] = field(default_factory=dict)
+    # The fills that came (newest last) and how many ever did: a snapshot is placed among them.
+    journal: collections.deque[Received] = field(default_factory=lambda: collections.deque(maxlen=JOURNAL))
+    journal_count: int = 0
+    # When the requests of the snapshot in use went out (the program's clock): every fill we
+    # knew of then is in its positions.
+    requested_at: float | None = None
+    recent_trades: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=RECENT_TRADES))
+    # Why the picture cannot be trusted until the next snapshot ("" when it can).
+    doubt: str = ""
 
     def snapshot(self, at: float) -> PortfolioChanged:
         figures = self.figures
@@ -189,6 +252,10 @@ class CurrencyAccount:
             options_vega=figures.options_vega if figures else None,
             options_theta=figures.options_theta if figures else None,
             reconciled=self.reconciled,
+            reconciling=bool(self.outstanding),
+            reconciled_at=self.reconciled_at,
+            reconcile_requested_at=self.requested_at,
+            recent_trade_ids=tuple(self.recent_trades),
         )
 
 
@@ -198,8 +265,9 @@ class PortfolioBook:
 
     def __init__(self, currencies: tuple[str, ...] = ()) -> None:
         self.accounts: dict[str, CurrencyAccount] = {c: CurrencyAccount(c) for c in currencies}
-        self._closed: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._trades: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # Closed order ids -> the exchange's time of their closing state (ms).
+        self._closed: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._trades: collections.OrderedDict[str, int] = collections.OrderedDict()
         self.tickers: dict[str, Ticker] = {}
 
     def account(self, currency: str) -> CurrencyAccount:
@@ -209,8 +277,8 @@ class PortfolioBook:
         return account
 
     @staticmethod
-    def _remember(memory: collections.OrderedDict[str, None], key: str) -> None:
-        memory[key] = None
+    def _remember(memory: collections.OrderedDict[str, int], key: str, value: int = 0) -> None:
+        memory[key] = value
         if len(memory) > MEMORY:
             memory.popitem(last=False)
 
@@ -225,21 +293,39 @@ class PortfolioBook:
         if known is not None and order.last_update_timestamp < known.last_update_timestamp:
             return None  # older than what we hold (an answer overtaken by a notification)
         if order.order_state in CLOSED_ORDER_STATES:
-            self._remember(self._closed, order_id)
+            self._remember(self._closed, order_id, order.last_update_timestamp)
             if account.orders.pop(order_id, None) is None:
                 return None
             return account.currency
+        window = account.orders_window
+        if known is None and window is not None and window.includes(order.last_update_timestamp):
+            return None  # the snapshot, taken after this state, no longer lists it as open
         if known == order:
             return None
         account.orders[order_id] = order
         return account.currency
 
     def on_trade(self, trade: UserTrade) -> str | None:
-        """One of our fills: the position moves (each trade id counts once)."""
+        """One of our fills: the position moves (each trade id counts once, and not at all when
+        the last snapshot already holds it)."""
         if trade.trade_id in self._trades:
             return None
         self._remember(self._trades, trade.trade_id)
         account = self.account(currency_of(trade.instrument_name))
+        window = account.positions_window
+        included = window.includes(trade.timestamp) if window is not None else False
+        account.journal.append(Received(trade, applied=included is False))
+        account.journal_count += 1
+        if included is not False:
+            # Stamped before (or while) the exchange took the snapshot now in use, yet news to
+            # us: it should be in it, but a fill counted twice or not at all is a wrong hedge, so
+            # the picture is in doubt until a snapshot asked for now says.
+            when = "as it was stamped" if included is None else "after it"
+            account.doubt = (f"fill {trade.trade_id} of {trade.instrument_name} ({trade.timestamp} ms) came only after "
+                             f"a snapshot of the positions the exchange took {when}")
+            account.reconciled = False
+            return account.currency
+        account.recent_trades.append(trade.trade_id)
         name = trade.instrument_name
         position = apply_fill(account.positions.get(name), trade)
         if position is None:
@@ -271,21 +357,52 @@ class PortfolioBook:
 
     # -- the link and the exchange's truth ----------------------------------------------------------
     def link_lost(self) -> list[str]:
-        """Notifications may have been lost: nothing is reconciled until the exchange says so."""
-        changed = [a.currency for a in self.accounts.values() if a.reconciled]
+        """Notifications may have been lost: nothing is reconciled until the exchange says so,
+        and the reconciles under way went with the link."""
+        changed = [a.currency for a in self.accounts.values() if a.reconciled or a.outstanding]
         for account in self.accounts.values():
             account.reconciled = False
+            account.outstanding.clear()
         return changed
 
-    def reconcile(self, state: ExchangeState) -> list[Difference]:
-        """Replace one currency's picture with the exchange's; returns how ours differed."""
+    def reconcile_started(self, currency: str, number: int) -> str:
+        """Reconcile ``number`` of ``currency`` sent its requests."""
+        account = self.account(currency)
+        account.outstanding[number] = account.journal_count
+        return currency
+
+    def reconcile_failed(self, currency: str, number: int) -> str | None:
+        account = self.account(currency)
+        return currency if account.outstanding.pop(number, None) is not None else None
+
+    def reconcile(self, state: ExchangeState) -> ReconcileOutcome:
+        """Take in one currency's snapshot as of when the exchange took it (see the module doc),
+        or discard it when that cannot be told."""
         account = self.account(state.currency)
+        known_when_asked = account.outstanding.pop(state.round, None)
+        replay, doubt = self._fills_after(account, state.positions_window, known_when_asked)
+        if doubt:
+            return ReconcileOutcome(applied=False, doubt=doubt)
         theirs_positions = {p.instrument_name: p for p in state.positions if p.size != 0}
-        theirs_orders = {o.order_id: o for o in state.open_orders if o.order_state not in CLOSED_ORDER_STATES}
+        as_taken = dict(theirs_positions)
+        for trade in replay:
+            name = trade.instrument_name
+            position = apply_fill(theirs_positions.get(name), trade)
+            if position is None:
+                theirs_positions.pop(name, None)
+                continue
+            ticker = self.tickers.get(name)
+            if ticker is not None:
+                position = with_mark(position, ticker.mark_price, ticker.index_price, ticker)
+            theirs_positions[name] = position
+        if replay and _same_sizes(as_taken, account.positions, replay) and not _same_sizes(
+                theirs_positions, account.positions, replay):
+            # Our fills stamped after it are in it already: its times and its positions disagree.
+            return ReconcileOutcome(applied=False, doubt=(
+                f"the snapshot already holds {len(replay)} fill(s) the exchange stamped after it took it"))
+        theirs_orders, kept = self._orders_as_of(account, state)
         differences = position_differences(state.currency, account.positions, theirs_positions)
         differences += order_differences(state.currency, account.orders, theirs_orders)
-        for order_id in theirs_orders:
-            self._closed.pop(order_id, None)
         for name in account.positions.keys() - theirs_positions.keys():
             self.tickers.pop(name, None)
         account.positions = theirs_positions
@@ -294,7 +411,69 @@ class PortfolioBook:
             account.figures = state.summary
         account.reconciled = True
         account.reconciled_at = state.at
-        return differences
+        account.positions_window = state.positions_window
+        account.orders_window = state.orders_window
+        account.requested_at = state.requested_at
+        account.doubt = ""
+        # Every fill that came is in these positions now, one way or the other.
+        for received in account.journal:
+            if not received.applied:
+                received.applied = True
+                account.recent_trades.append(received.trade.trade_id)
+        return ReconcileOutcome(applied=True, differences=differences, replayed_fills=len(replay), kept_orders=kept)
+
+    @staticmethod
+    def _fills_after(account: CurrencyAccount, window: ExchangeWindow | None,
+                     known_when_asked: int | None) -> tuple[list[UserTrade], str]:
+        """Our fills the snapshot cannot hold (to apply on top of it), or why it cannot be told.
+        ``known_when_asked``: how many fills had come when its requests went out (those are in
+        it); None when that is not known (its start was not seen): then every fill kept is
+        placed by the exchange's times."""
+        first = account.journal_count - len(account.journal)
+        since = [r.trade for i, r in enumerate(account.journal, first)
+                 if known_when_asked is None or i >= known_when_asked]
+        if window is None:
+            if since and known_when_asked is not None:
+                return [], (f"{len(since)} fill(s) came while the positions were fetched, and the answer does not "
+                            "say when the exchange took them")
+            return [], ""
+        after: list[UserTrade] = []
+        for trade in since:
+            included = window.includes(trade.timestamp)
+            if included is None:
+                return [], (f"fill {trade.trade_id} of {trade.instrument_name} ({trade.timestamp} ms) came while the "
+                            f"exchange was taking its positions ({window.received_us}-{window.sent_us} µs)")
+            if not included:
+                after.append(trade)
+        return after, ""
+
+    def _orders_as_of(self, account: CurrencyAccount, state: ExchangeState) -> tuple[dict[str, OrderUpdate], int]:
+        """The snapshot's open orders with what we know happened to them since."""
+        window = state.orders_window
+        theirs = {o.order_id: o for o in state.open_orders if o.order_state not in CLOSED_ORDER_STATES}
+        kept = 0
+        for order_id, real in list(theirs.items()):
+            closed_at = self._closed.get(order_id)
+            if closed_at is None:
+                continue
+            if window is not None and closed_at >= real.last_update_timestamp:
+                del theirs[order_id]  # we saw it end after the state the snapshot holds
+                kept += 1
+            else:
+                del self._closed[order_id]  # the exchange knows better: it is open
+        if window is None:
+            return theirs, kept
+        for order_id, mine in account.orders.items():
+            known = theirs.get(order_id)
+            if known is not None:
+                if mine.last_update_timestamp > known.last_update_timestamp:
+                    theirs[order_id] = mine
+                    kept += 1
+            elif window.includes(mine.last_update_timestamp) is not True:
+                # Placed or changed while or after the exchange answered: not gone, just newer.
+                theirs[order_id] = mine
+                kept += 1
+        return theirs, kept
 
     # -- expiry -------------------------------------------------------------------------------------
     def drop_instruments(self, names: set[str] | frozenset[str]) -> list[str]:

@@ -190,11 +190,33 @@ class AccountSummary(AccountFigures, frozen=True, kw_only=True):
     creation_timestamp: int | None = None
 
 
+class ExchangeWindow(Message, frozen=True, kw_only=True):
+    """When the exchange took one of its answers, on its own clock: Deribit's ``usIn`` (the
+    request arrived) and ``usOut`` (the answer left), in microseconds. A fill stamped before
+    ``received_us`` is in the answer; one stamped after ``sent_us`` is not; one in between may
+    be either."""
+
+    received_us: int
+    sent_us: int
+
+    def includes(self, timestamp_ms: int) -> bool | None:
+        """Whether an event the exchange stamped ``timestamp_ms`` (ms, floored) is reflected
+        in the answer: True, False, or None when it cannot be told."""
+        if (timestamp_ms + 1) * 1000 <= self.received_us:
+            return True
+        if timestamp_ms * 1000 > self.sent_us:
+            return False
+        return None
+
+
 class ExchangeState(Message, frozen=True, kw_only=True):
     """What the exchange says is true for one currency, fetched on a reconcile
     (``private/get_positions``, ``private/get_open_orders_by_currency``,
-    ``private/get_account_summary``): the Portfolio replaces its own picture with it.
-    ``at`` is when the last of the three answers arrived (unix seconds)."""
+    ``private/get_account_summary``): the Portfolio takes it in as of when it was taken (what
+    it applied since is replayed on top). ``requested_at`` is when the requests went out and
+    ``at`` when the last of the three answers arrived (the program's clock, unix seconds);
+    ``positions_window`` and ``orders_window`` when the exchange took those two answers (None
+    when it did not say)."""
 
     currency: str
     positions: tuple[Position, ...]
@@ -202,3 +224,29 @@ class ExchangeState(Message, frozen=True, kw_only=True):
     summary: AccountSummary | None
     at: float
     reason: str = ""
+    round: int = 0  # the reconcile's number (ReconcileStarted said it began)
+    requested_at: float | None = None
+    positions_window: ExchangeWindow | None = None
+    orders_window: ExchangeWindow | None = None
+
+
+class ReconcileStarted(Message, frozen=True, kw_only=True):
+    """The requests of a reconcile of ``currency`` went out: its picture is being checked (the
+    Hedger holds until an ExchangeState or a ReconcileFailed for it)."""
+
+    currency: str
+    at: float
+    reason: str = ""
+    round: int = 0
+
+
+class ReconcileFailed(Message, frozen=True, kw_only=True):
+    """A reconcile of ``currency`` ended without the exchange's picture (an error, a timeout,
+    an answer of the wrong shape, the link lost): ``message`` says which."""
+
+    currency: str
+    at: float
+    message: str
+    reason: str = ""
+    round: int = 0
+    superseded: bool = False  # a newer reconcile of the currency replaced it

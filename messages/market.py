@@ -11,6 +11,7 @@ garbage collector's tracking makes decoding them measurably cheaper.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 
 import msgspec
@@ -210,3 +211,19 @@ class InstrumentsLoaded(Message, frozen=True, kw_only=True):
     currency: str
     instruments: tuple[Instrument, ...]
     at: float = 0.0
+
+
+class DataFault(StrEnum):
+    """What is wrong with a piece of market data that nothing may be computed from
+    (``desk.plausibility`` finds them)."""
+
+    NOT_FINITE = "not_finite"  # NaN or infinite
+    NOT_POSITIVE = "not_positive"  # a price that must be above zero is not
+    CROSSED = "crossed"  # bid above ask
+    LOCKED = "locked"  # bid equal to ask: no exchange leaves such a book
+    OFF_INDEX = "off_index"  # a price too far from the index
+    MARK_OUTSIDE_BOOK = "mark_outside_book"  # the mark too far outside the bid-ask
+    DELTA_OUT_OF_RANGE = "delta_out_of_range"  # a call's delta outside [0, 1], a put's outside [-1, 0]
+    GREEK_OUT_OF_RANGE = "greek_out_of_range"  # negative or absurd gamma or vega
+    IV_OUT_OF_RANGE = "iv_out_of_range"  # an implied volatility at or below 0 or absurdly high
+    FROM_THE_FUTURE = "from_the_future"  # stamped further ahead of our clock than allowed

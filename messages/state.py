@@ -92,7 +92,7 @@ class PortfolioChanged(Message, frozen=True, kw_only=True):
     """The Portfolio's whole picture of one currency after any change.
 
     ``reconciled`` is false from a (re)connect until the exchange's own figures were taken in:
-    no one may hedge on an unreconciled portfolio."""
+    no one may hedge on an unreconciled portfolio, nor while ``reconciling``."""
 
     currency: str
     at: float
@@ -109,3 +109,11 @@ class PortfolioChanged(Message, frozen=True, kw_only=True):
     options_vega: float | None = None
     options_theta: float | None = None
     reconciled: bool = False
+    # A reconcile is under way: the picture may be about to change under the Hedger's feet.
+    reconciling: bool = False
+    # When the snapshot in use arrived and when its requests went out (the program's clock): every
+    # fill known before the latter is in these positions. None: none yet.
+    reconciled_at: float | None = None
+    reconcile_requested_at: float | None = None
+    # The ids of the latest fills these positions reflect, oldest first (at most a few hundred).
+    recent_trade_ids: tuple[str, ...] = ()

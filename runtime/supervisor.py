@@ -3,7 +3,9 @@
 The supervisor takes actors as factories and imports none of them. It starts them in order and
 stops them in reverse. An actor that raises while handling a message is restarted after a
 backoff (100 ms doubling to 5 s) and re-registered on the bus; more restarts than the intensity
-limit allows in the window publishes :class:`SafeShutdown` and ends the run with an error.
+limit allows in the window publishes :class:`SafeShutdown`, has the program make the account safe
+and say what it found (:class:`MakeSafe`, given by main.py: the supervisor knows nothing of
+exchanges), and ends the run with an error.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pykka
 import structlog
@@ -76,13 +78,29 @@ class _Slot:
 
 
 class TooManyRestarts(RuntimeError):
+    """Says what failed and that the program stops; what became of the orders is the
+    :class:`MakeSafe` report's to say (only it checked)."""
+
     def __init__(self, actor: str, last_error: str, count: int, window_s: float) -> None:
         super().__init__(
             f"actor {actor!r} failed {count} times within {window_s:g} s; last error: {last_error}. "
-            "Hedging was switched off and open orders cancelled; see the log for tracebacks."
+            "Safe shutdown: the program stops (no more hedging, no new orders); see the log for tracebacks."
         )
         self.actor = actor
         self.last_error = last_error
+
+
+class MakeSafe(Protocol):
+    """What the program does after a fatal failure, once SafeShutdown was published, before the
+    actors stop: make the account safe and check it (``actors``: the running ones by name, None
+    for a failed one). Returns what it found, for the exit message; it must say only what it
+    checked, and finish in bounded time."""
+
+    def __call__(self, fatal: TooManyRestarts, actors: Mapping[str, pykka.ActorRef | None]) -> str: ...
+
+
+#: The exit message's part about the account when the program gave no :class:`MakeSafe`.
+NOT_CHECKED = "Open orders: UNKNOWN; nothing checked them. Check the exchange's open orders now."
 
 
 class Supervisor:
@@ -97,6 +115,7 @@ class Supervisor:
         rollover_utc: str = "08:00",
         replay: bool = False,
         safe_shutdown_grace_s: float = 1.5,
+        make_safe: MakeSafe | None = None,
     ) -> None:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
@@ -107,6 +126,7 @@ class Supervisor:
         self.policy = policy or RestartPolicy()
         self.replay = replay
         self._grace = safe_shutdown_grace_s
+        self._make_safe = make_safe
         self._slots = {s.name: _Slot(spec=s, backoff=Backoff(self.policy.backoff_initial_s, self.policy.backoff_max_s,
                                                              jitter=False)) for s in specs}
         self._order = names
@@ -118,6 +138,7 @@ class Supervisor:
         self._stopped = threading.Event()
         self._all_started = threading.Event()
         self.fatal: TooManyRestarts | None = None
+        self.safe_report = ""  # after a fatal failure: what MakeSafe found (the exit message says it)
         self._lock = threading.RLock()
 
     # -- context given to actors -------------------------------------------------------------
@@ -306,5 +327,15 @@ class Supervisor:
 
     def _safe_shutdown(self, fatal: TooManyRestarts) -> None:
         self.bus.publish(SafeShutdown(reason=str(fatal), at=self.clock.now()))
-        # Give the hedger and the connection time to switch off and cancel before stopping.
-        time.sleep(self._grace)
+        if self._make_safe is None:
+            # Give the hedger and the connection time to switch off and cancel before stopping.
+            time.sleep(self._grace)
+            self.safe_report = NOT_CHECKED
+        else:
+            try:
+                self.safe_report = self._make_safe(fatal, self.refs())
+            except Exception as exc:  # whatever failed, the message must not claim anything
+                log.exception("make_safe_failed", error=f"{type(exc).__name__}: {exc}")
+                self.safe_report = (f"Open orders: UNKNOWN; checking them failed ({type(exc).__name__}: {exc}). "
+                                    "Check the exchange's open orders now.")
+        log.critical("safe_shutdown_report", report=self.safe_report)

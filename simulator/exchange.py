@@ -44,7 +44,8 @@ class Exchange:
         self.seed = seed
         self.rng = random.Random(seed)
         self.np_rng = np.random.default_rng(seed + 1)
-        self.now_s = now_s
+        self.now_s = now_s  # the exchange's clock: every fill and order state is stamped with it
+        self._stepped_s = now_s  # where the market was last moved to
         self.market = MarketModel(seed, settings, now_s)
         self.instruments: dict[str, InstrumentSpec] = {}
         self.books: dict[str, Book] = {}
@@ -196,10 +197,17 @@ class Exchange:
 
     # --- the market clock ----------------------------------------------------------------------
 
+    def stamp(self, now_s: float) -> None:
+        """A request is handled at ``now_s``: what it does is stamped with that time, as Deribit
+        stamps fills and order states with the time of the engine that also gives answers their
+        usIn (the market itself moves only in :meth:`step`)."""
+        self.now_s = max(self.now_s, now_s)
+
     def step(self, now_s: float, requote: bool = True) -> None:
         """Advance to ``now_s``: move the market, requote a Poisson share of the books, emit events."""
-        dt = max(now_s - self.now_s, 0.0)
-        self.now_s = now_s
+        dt = max(now_s - self._stepped_s, 0.0)
+        self._stepped_s = now_s
+        self.now_s = max(self.now_s, now_s)
         self.market.advance(now_s)
         self._expire(now_s)
         if now_s >= self._next_index_s:

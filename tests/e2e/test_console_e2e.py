@@ -49,7 +49,10 @@ def test_trading_in_a_pseudo_terminal_against_the_simulator(tmp_path: Path) -> N
         assert [(p["instrument_name"], p["size"]) for p in positions] == [("BTC-PERPETUAL", 20)]
         assert orders == []
 
+        # The 20 USD long (inside the band) is not the hedger's: it says so and waits for the confirmation.
         term.type("activate delta hedging\r")
+        term.expect(r"hedger BTC: awaiting confirmation on BTC-PERPETUAL.*first order: nothing now")
+        term.type("activate delta hedging confirm\r")
         term.expect(r"hedger BTC: active on BTC-PERPETUAL")
         term.type("status\r")
         term.expect(r"delta hedging")

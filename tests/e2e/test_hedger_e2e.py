@@ -274,8 +274,23 @@ def test_a_restarted_hedger_starts_off_and_asks_for_the_link_state(desk: Callabl
     time.sleep(1.0)
     assert len(running.hedge_orders()) == orders  # off means off, whatever the market does
     # It asked the Connection for the link's state on start, so once switched on it hedges at
-    # once, without waiting for the next link event.
+    # once, without waiting for the next link event. The hedge position is not the new hedger's
+    # (nor is a position it has not seen yet): it states its plan and waits for a confirmation of
+    # it (a plan that changed before the confirmation is shown again: confirmed in turn).
     running.publish(HedgerControl(action="activate", origin="test", currency="BTC"))
+
+    def confirmed() -> bool:
+        status = running.status()
+        if status.plan is not None:
+            assert len(running.hedge_orders()) == orders  # nothing while a plan waits
+            running.publish(HedgerControl(action="confirm", origin="test", currency="BTC",
+                                          plan_id=status.plan.plan_id))
+            time.sleep(0.2)
+        return status.active
+
+    wait_for(confirmed, 30, "hedging confirmed")
+    message = running.status().message
+    assert "confirmed): first order: sell" in message and "USD of it not made by the hedger" in message, message
     wait_for(lambda: len(running.hedge_orders()) > orders, 30, "a hedge after the restart")
     running.settle()
     assert len(running.hedge_orders()) == orders + 1, running.status()

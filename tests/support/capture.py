@@ -11,8 +11,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from deribit.codec import FrameDecoder, Notification
 from deribit.instruments import decode_instruments
-from messages.market import Instrument
+from messages.market import Instrument, Ticker
 from tests.support.paths import capture
 
 WIRE_SAMPLE_NAME = "wire-2021-07-22-options-sample.jsonl"
@@ -62,3 +63,15 @@ def wire_sample() -> Path:
 
 def instruments_path(currency: str) -> Path:
     return capture(instruments_file(currency))
+
+
+@cache
+def tickers() -> tuple[Ticker, ...]:
+    """Every ticker the capture holds, decoded as the desk decodes them."""
+    decoder = FrameDecoder()
+    found: list[Ticker] = []
+    for frame in inbound_frames():
+        decoded = decoder.decode(frame)
+        if isinstance(decoded, Notification):
+            found.extend(m for m in decoded.messages if isinstance(m, Ticker))
+    return tuple(found)

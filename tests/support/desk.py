@@ -74,7 +74,7 @@ def start_desk(tmp_path: Path, values: Mapping[str, Any] | None = None, /, *,
                                   "deribit.reconnect_initial_s": 0.2, "currencies": list(currencies),
                                   **(values or {})}, tmp_path=tmp_path)
         specs = [s for s in main.actor_specs(settings, url=url) if only is None or s.name in only]
-        supervisor = main.make_supervisor(settings, [*specs, *extra_specs], WallClock())
+        supervisor = main.make_supervisor(settings, [*specs, *extra_specs], WallClock(), url=url)
     except BaseException:
         simulator.stop()
         raise

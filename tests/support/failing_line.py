@@ -19,10 +19,10 @@ INJECTED = "injected failure"
 def install() -> None:
     original = console.orders.orders_for
 
-    def failing(command: Any, ctx: Any, first_label: int) -> Any:
+    def failing(command: Any, *args: Any, **kwargs: Any) -> Any:
         if getattr(command, "quantity", None) == FAILING_AMOUNT:
             raise RuntimeError(INJECTED)
-        return original(command, ctx, first_label)
+        return original(command, *args, **kwargs)
 
     console.orders.orders_for = failing
 

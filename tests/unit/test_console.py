@@ -32,7 +32,7 @@ from messages.commands import (
     ReconcilePortfolio,
     RefreshInstruments,
 )
-from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
+from messages.hedging import HedgeActivation, HedgeCode, HedgePlan, HedgerControl, HedgerStatus, SetHedgeBand
 from messages.market import InstrumentsLoaded
 from messages.state import ChainSnapshot, TopOfBook
 from messages.surface import SurfaceSnapshot, TenorFigures
@@ -250,6 +250,68 @@ def test_hedging_commands_go_to_the_hedger(tmp_path: Any) -> None:
     text = h.output()
     assert "hedger BTC: active on BTC-PERPETUAL" in text
     assert re.search(r"│ BTC\s*│ active\s*│ BTC-PERPETUAL\s*│\s*0.0025 │", text)  # the status table
+
+
+def hedger_status(**fields: Any) -> HedgerStatus:
+    values: dict[str, Any] = {"currency": "BTC", "active": False, "instrument": PERP, "mode": "options_vs_hedge",
+                              "band": 0.0025, "at": NOW, **fields}
+    return HedgerStatus(**values)
+
+
+def test_a_confirmation_names_the_plan_shown_and_the_activation_says_the_console_trades_the_hedge(
+        tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.feed_market()
+    outcome = h.run("activate delta hedging", wait=True)
+    [control] = h.sent(HedgerControl)
+    plan = HedgePlan(plan_id=4, at=NOW, expires_at=NOW + 60, instrument=PERP, code=HedgeCode.TRADE, reason="r",
+                     side="sell", amount=3000.0, order_type="market", hedge_position=3000.0)
+    h.tell(hedger_status(activation=HedgeActivation.AWAITING_CONFIRMATION, plan=plan, request_key=control.request_key,
+                         message="plan 4: first order: sell 3,000 USD of BTC-PERPETUAL (market); NOT on yet"))
+    assert h.ref.ask(WaitDone(outcome.wait_key)) is True
+    assert "hedger BTC: awaiting confirmation on BTC-PERPETUAL" in h.output()
+    assert "NOTE: the console trades BTC-PERPETUAL, the hedger's instrument" in h.output()
+    h.run("activate delta hedging confirm")
+    confirm = h.sent(HedgerControl)[-1]
+    assert (confirm.action, confirm.plan_id, confirm.currency) == ("confirm", 4, "BTC")
+
+
+def test_an_order_on_the_active_hedgers_instrument_needs_the_override_word(tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.feed_market()
+    h.tell(hedger_status(active=True, activation=HedgeActivation.ACTIVE))
+    assert h.run("a2", wait=True).error
+    assert h.sent(PlaceOrder) == []
+    assert "refused, nothing sent: the BTC delta hedger owns BTC-PERPETUAL" in h.output()
+    assert "or the same line ending with override" in h.output()
+    h.run("a2 override")
+    [order] = h.sent(PlaceOrder)
+    assert (order.instrument_name, order.side, order.amount) == (PERP, "buy", 20.0)
+    assert "override: sending on BTC-PERPETUAL although the hedger owns it" in h.output()
+    h.run("ca")  # cancels are never refused
+    assert len(h.sent(CancelAll)) == 1
+
+
+def test_the_hedgers_alert_stays_on_screen_until_acknowledged(tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.feed_market()
+    h.run("ack")
+    assert "no hedger alert to acknowledge" in h.output() and h.sent(HedgerControl) == []
+    alert = "the portfolio never showed the fill of hedge-7; hedging switched off"
+    h.tell(hedger_status(alert=alert, message=alert))
+    line = f"ALERT hedger BTC switched itself off: {alert} (type ack to acknowledge)"
+    assert h.output().count(line) == 1  # said when it came
+    h.run("price")
+    h.run("orders")
+    assert h.output().count(line) == 3  # and again under each line's output
+    h.run("status")
+    assert h.output().count(line) == 4  # in the status view, once
+    h.run("ack")
+    [ack] = h.sent(HedgerControl)
+    assert (ack.action, ack.currency) == ("acknowledge", "")  # every hedger's
+    h.tell(hedger_status(message="alert acknowledged by console; hedging is off", request_key=ack.request_key))
+    h.run("price")
+    assert h.output().count(line) == 4
 
 
 def test_information_tables(tmp_path: Any) -> None:
@@ -520,7 +582,7 @@ def test_completion_of_commands_and_instrument_names() -> None:
     def complete(text: str) -> list[str]:
         return [c.text for c in CommandCompleter(Source).get_completions(Document(text), CompleteEvent())]
 
-    assert complete("act") == ["activate delta hedging"]
+    assert complete("act") == ["activate delta hedging", "activate delta hedging confirm"]
     assert set(complete("c")) >= {"ca", "cc", "cb", "cs", "cstops", "connection status", "change instrument"}
     assert sorted(complete("setContractType:BTC-24SEP21-40000-")) == ["setContractType:BTC-24SEP21-40000-C",
                                                               "setContractType:BTC-24SEP21-40000-P"]

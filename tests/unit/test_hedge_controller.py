@@ -13,7 +13,7 @@ from messages.commands import CancelOrder, CommandFailed, CommandResult, EditOrd
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
 from messages.market import InstrumentsLoaded
 from messages.state import TopOfBook
-from tests.support.hedge_rig import PERP, PRICE, T0, Rig, perpetual
+from tests.support.hedge_rig import PERP, PRICE, T0, Rig, hedge_fill, perpetual
 
 
 def order(label: str, state: str, amount: float, filled: float = 0.0, order_id: str = "o-1",
@@ -24,9 +24,11 @@ def order(label: str, state: str, amount: float, filled: float = 0.0, order_id: 
 
 
 def filled_result(command: PlaceOrder, order_id: str = "o-1") -> CommandResult:
+    """The answer to a market order that filled at once (Deribit's answer carries its trades)."""
     return CommandResult(request_key=command.request_key, origin="hedger", method=f"private/{command.side}",
                          result="{}", order=order(command.label, "filled", command.amount, command.amount, order_id,
-                                                  command.side))
+                                                  command.side),
+                         trades=(hedge_fill(command, order_id=order_id),))
 
 
 # -- gates -----------------------------------------------------------------------------------------
@@ -136,8 +138,7 @@ def test_one_order_in_flight_then_waits_for_the_portfolio() -> None:
     rig.delta(0.6)
     rig.portfolio()  # the portfolio has not taken the fill in yet
     assert len(rig.sent()) == 1 and rig.h.order.phase == "settling"
-    rig.hedge_size = -20000.0
-    rig.portfolio()  # now it has: decide again, with the new delta 0.6
+    rig.show(hedge_fill(command))  # now it has: decide again, with the new delta 0.6
     assert rig.h.order is None or rig.h.order.label == "hedge-2"
     [_, second] = rig.sent()
     assert second.side == "sell" and second.amount == 4000.0  # 0.1 BTC more
@@ -148,12 +149,11 @@ def test_fill_reported_by_notifications_before_the_answer() -> None:
     rig = Rig()
     rig.ready(option_size=1.0, delta=0.5)
     [command] = rig.sent()
-    rig.h.on_user_trade(UserTrade(trade_id="t1", order_id="o-1", instrument_name=PERP, timestamp=1,
-                                  direction="sell", price=PRICE, amount=20000.0, fee=0.0, fee_currency="BTC",
-                                  state="filled", label=command.label), rig.now)
+    fill = UserTrade(trade_id="t1", order_id="o-1", instrument_name=PERP, timestamp=1, direction="sell", price=PRICE,
+                     amount=20000.0, fee=0.0, fee_currency="BTC", state="filled", label=command.label)
+    rig.h.on_user_trade(fill, rig.now)
     assert rig.h.order.phase == "settling"
-    rig.hedge_size = -20000.0
-    rig.portfolio()
+    rig.show(fill)
     assert rig.h.order is None
     rig.h.on_result(filled_result(command), rig.now)  # the late answer changes nothing
     assert rig.h.order is None and len(rig.sent()) == 1
@@ -240,7 +240,9 @@ def test_lost_answer_waits_for_the_exchange_and_never_sends_twice() -> None:
                                                               size=-20000.0),)), rig.now)
     assert rig.h.order.phase == "settling"
     rig.hedge_size = -20000.0
-    rig.portfolio()
+    rig.portfolio(reconciled_at=rig.now - 0.5)  # a snapshot from before: not the one that resolved it
+    assert rig.h.order is not None
+    rig.portfolio(reconciled_at=rig.now)  # the snapshot that resolved it, taken in
     assert rig.h.order is None
     assert len(rig.sent()) == 1  # balanced: no second order
 
@@ -255,6 +257,8 @@ def test_lost_answer_for_an_order_that_never_reached_the_exchange() -> None:
     rig.tick()
     rig.h.on_exchange_state(ExchangeState(currency="BTC", at=rig.now, positions=(), open_orders=(), summary=None),
                             rig.now)
+    assert len(rig.sent()) == 1  # not before the Portfolio took that picture in
+    rig.portfolio(reconciled_at=rig.now)
     # Nothing happened on the exchange: the same hedge is still needed, and now it is justified.
     assert rig.h.order is not None and rig.h.order.label == "hedge-2"
     assert [c.amount for c in rig.sent()] == [20000.0, 20000.0]
@@ -296,9 +300,11 @@ def test_limit_order_at_the_touch_repriced_then_market() -> None:
     rig.h.on_time(rig.now)
     [edit] = rig.sent(EditOrder)
     assert edit.order_id == "o-1" and edit.price == PRICE - 4.75 and edit.post_only and edit.amount == 20000.0
+    partial = hedge_fill(command, amount=8000.0, state="open")
     rig.h.on_result(CommandResult(request_key=edit.request_key, origin="hedger", method="private/edit",
                                   result="{}", order=order(command.label, "open", 20000.0, 8000.0, "o-1",
-                                                           order_type="limit", price=edit.price)), rig.now)
+                                                           order_type="limit", price=edit.price),
+                                  trades=(partial,)), rig.now)
     assert rig.h.order.phase == "resting" and rig.h.order.filled == 8000.0
     rig.tick(2.1)
     rig.h.on_time(rig.now)  # out of reprices: cancel
@@ -307,8 +313,7 @@ def test_limit_order_at_the_touch_repriced_then_market() -> None:
                                   result="{}", order=order(command.label, "cancelled", 20000.0, 8000.0, "o-1",
                                                            order_type="limit")), rig.now)
     assert rig.h.order.phase == "settling" and rig.h.order.expected_size == -8000.0
-    rig.hedge_size = -8000.0
-    rig.portfolio()
+    rig.show(partial)
     [_, rest] = rig.sent()
     assert rest.type == "market" and rest.amount == 12000.0 and rest.side == "sell"
     assert rest.label != command.label
@@ -338,8 +343,7 @@ def test_safe_shutdown_switches_off_and_cancels() -> None:
 # -- limits ------------------------------------------------------------------------------------------
 def settle(rig: Rig, command: PlaceOrder) -> None:
     rig.h.on_result(filled_result(command), rig.now)
-    rig.hedge_size += command.amount if command.side == "buy" else -command.amount
-    rig.portfolio()
+    rig.show(hedge_fill(command))
 
 
 def test_orders_per_minute() -> None:

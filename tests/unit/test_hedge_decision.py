@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given
@@ -18,6 +19,7 @@ from desk.hedge_decision import (
     black76_delta,
     decide,
 )
+from desk.index_level import Underlying
 from messages.account import Position
 from messages.market import Greeks, Ticker
 from quant import black76_greeks
@@ -317,21 +319,41 @@ def test_vectorized_reference_agrees_on_a_chain() -> None:
     assert math.isfinite(d.mismatch or math.nan)
 
 
-def test_option_forward_follows_the_hedge_instrument_until_the_next_ticker() -> None:
-    # The ticker came with the perpetual at 20,000; the perpetual is now at 20,400 (+2%) and the
-    # option's next ticker has not arrived: its forward is carried up by the same 2%.
-    positions = [option(CALL, 1.0)]
+def test_every_leg_is_valued_at_the_newest_index_level() -> None:
+    # The ticker came with the index at 20,000 (underlying 20,100); the index is now 20,400 (+2%)
+    # and the option's next ticker has not arrived: its forward is carried up by the same 2%, and
+    # the hedge leg is valued at its basis times the level, not at its last mid.
+    positions = [option(CALL, 1.0), future(PERP, -20000.0)]
     marks = {CALL: OptionMark(instrument_name=CALL, mark_price=0.05, mark_iv=60.0, underlying_price=20100.0,
-                              exchange_delta=None, received_at=NOW, hedge_price=20000.0)}
-    moved = HedgeQuote(instrument_name=PERP, bid=20399.5, ask=20400.5, mark_price=20400.0, received_at=NOW)
-    d = decide(positions, marks, moved, policy(), NOW)
+                              exchange_delta=None, received_at=NOW, index_price=20000.0)}
+    level = Underlying(index=20400.0, basis=1.001)
+    d = decide(positions, marks, quote(), policy(), NOW, underlying=level)
     assert d.options_delta == pytest.approx(reference_delta(CALL, 20100.0 * 1.02, 60.0, NOW)[0], abs=1e-12)
+    assert d.price == pytest.approx(20400.0 * 1.001)
+    assert d.hedge_delta == pytest.approx(-20000.0 / (20400.0 * 1.001))
     # The disagreement check and ours_options_delta stay at the ticker's own forward.
     assert d.ours_options_delta == pytest.approx(reference_delta(CALL, 20100.0, 60.0, NOW)[0], abs=1e-12)
-    # Unmoved, or without a reference price, the ticker's forward is used as it is.
-    unmoved = HedgeQuote(instrument_name=PERP, bid=19999.5, ask=20000.5, mark_price=20000.0, received_at=NOW)
-    assert decide(positions, marks, unmoved, policy(), NOW).options_delta == pytest.approx(
+    # Without a level, or a ticker without its index, the ticker's forward is used as it is.
+    assert decide(positions, marks, quote(), policy(), NOW).options_delta == pytest.approx(
         reference_delta(CALL, 20100.0, 60.0, NOW)[0], abs=1e-12)
     plain = {CALL: mark(CALL, iv=60.0, und=20100.0)}
-    assert decide(positions, plain, moved, policy(), NOW).options_delta == pytest.approx(
+    assert decide(positions, plain, quote(), policy(), NOW, underlying=level).options_delta == pytest.approx(
         reference_delta(CALL, 20100.0, 60.0, NOW)[0], abs=1e-12)
+
+
+def test_one_move_seen_in_any_order_gives_one_picture() -> None:
+    # A 2% move reaches the desk as the option's ticker (new underlying and index) and the
+    # perpetual's quote, in either order. Valued at the newest level, the mismatch is the same
+    # whichever came first: the hedger cannot see the move twice and hedge it back.
+    positions = [option(CALL, 2.0), future(PERP, -20000.0)]
+    before = OptionMark(instrument_name=CALL, mark_price=0.05, mark_iv=60.0, underlying_price=20100.0,
+                        exchange_delta=None, received_at=NOW, index_price=20000.0)
+    after = msgspec.structs.replace(before, underlying_price=20100.0 * 1.02, index_price=20400.0)
+    old_quote = quote()
+    new_quote = HedgeQuote(instrument_name=PERP, bid=20399.5, ask=20400.5, mark_price=20400.0, received_at=NOW)
+    level = Underlying(index=20400.0, basis=1.0)
+    ticker_first = decide(positions, {CALL: after}, old_quote, policy(), NOW, underlying=level)
+    quote_first = decide(positions, {CALL: before}, new_quote, policy(), NOW, underlying=level)
+    both = decide(positions, {CALL: after}, new_quote, policy(), NOW, underlying=level)
+    assert ticker_first.mismatch == pytest.approx(both.mismatch, abs=1e-12)
+    assert quote_first.mismatch == pytest.approx(both.mismatch, abs=1e-12)

@@ -42,7 +42,7 @@ def moved(order: HedgeOrder, to: HedgePhase) -> None:
     elif to == AMENDING:
         order.cancel(1.0)
     elif to == SETTLING:
-        order.settle(0.0, 1.0)
+        order.settle(0.0, 0.5, 1.0)
     elif to == UNKNOWN:
         order.lose(1.0, 2.0)
     elif to == IDLE:
@@ -130,11 +130,11 @@ def test_a_lost_answer_waits_for_the_exchange_then_cancel_or_settle() -> None:
 def test_settling_expects_the_position_and_only_finishes() -> None:
     order = placed()
     order.take_state(update("filled", 100.0))
-    order.settle(order.size_before + order.signed_filled, 50.0)
+    order.settle(order.size_before + order.signed_filled, 40.0, 50.0)
     assert order.phase == SETTLING and order.expected_size == -150.0 and order.due == 50.0
     assert not order.following
     for illegal in (lambda: order.rest(1.0), lambda: order.cancel(1.0), lambda: order.lose(1.0, 2.0),
-                    lambda: order.settle(0.0, 1.0)):
+                    lambda: order.settle(0.0, 0.5, 1.0)):
         with pytest.raises(IllegalTransition):
             illegal()
     order.finish()

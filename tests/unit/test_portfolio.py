@@ -171,14 +171,14 @@ def test_reconcile_reports_differences_and_the_exchange_wins() -> None:
                              initial_margin=0.0, maintenance_margin=0.0)
     state = ExchangeState(currency="BTC", positions=(theirs, future), open_orders=(order("B", "open"),),
                           summary=summary, at=5.0, reason="test")
-    differences = book.reconcile(state)
+    differences = book.reconcile(state).differences
     described = {(d.what, d.key, d.field) for d in differences}
     assert described == {("position", OPTION, "size"), ("position", FUTURE, "size"),
                          ("order", "A", "presence"), ("order", "B", "presence")}
     account = book.accounts["BTC"]
     assert account.reconciled and account.figures == summary
     assert account.positions == {OPTION: theirs, FUTURE: future} and set(account.orders) == {"B"}
-    assert book.reconcile(state) == []  # the same truth again: nothing differs
+    assert book.reconcile(state).differences == []  # the same truth again: nothing differs
     snapshot = account.snapshot(6.0)
     assert snapshot.reconciled and snapshot.equity == 2.0 and len(snapshot.positions) == 2
     assert book.link_lost() == ["BTC"] and not account.reconciled

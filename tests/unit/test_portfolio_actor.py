@@ -4,12 +4,21 @@ lost answers and expiry."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pykka
 
 from actors.portfolio import GetPortfolio, GetReconcileReport, Portfolio
-from messages.account import ExchangeState, OrderUpdate, Position, UserTrade
+from messages.account import (
+    ExchangeState,
+    ExchangeWindow,
+    OrderUpdate,
+    Position,
+    ReconcileFailed,
+    ReconcileStarted,
+    UserTrade,
+)
 from messages.commands import CommandFailed, CommandResult, ReconcilePortfolio
 from messages.market import InstrumentState, Ticker
 from messages.state import PortfolioChanged
@@ -17,6 +26,7 @@ from messages.system import ConnectionState, ConnectionStatus, DailyRollover, Mi
 from runtime.actor import ActorContext, immediate_delivery
 from runtime.clock import ReplayClock
 from tests.support.settings import make_settings
+from tests.support.waiting import wait_until
 
 T0 = 1_795_161_000.0  # 2026-11-20 07:50 UTC
 OPTION = "BTC-20NOV26-60000-C"  # expires at 08:00 that day
@@ -176,5 +186,75 @@ def test_marks_from_immediate_tickers_are_published_from_the_portfolios_own_thre
         settle(ref)
         assert threads[-1] == own != threading.get_ident()
         assert changed(published.take())[-1].positions[0].mark_price == 0.07
+    finally:
+        ref.stop()
+
+
+def window(at_ms: int) -> ExchangeWindow:
+    return ExchangeWindow(received_us=at_ms * 1000 + 500, sent_us=at_ms * 1000 + 800)
+
+
+def perp_fill(trade_id: str, at_ms: int) -> UserTrade:
+    return UserTrade(trade_id=trade_id, order_id="O1", instrument_name="BTC-PERPETUAL", timestamp=at_ms,
+                     direction="sell", price=60_000.0, amount=10.0, fee=0.0, fee_currency="BTC")
+
+
+def test_the_picture_says_a_reconcile_is_under_way_and_a_doubtful_one_is_asked_for_again() -> None:
+    published, clock = Published(), ReplayClock(T0)
+    ref = start(published, clock)
+    try:
+        ref.tell(status(ConnectionState.SUBSCRIBED, authenticated=True))
+        ref.ask(GetPortfolio(), timeout=5)
+        published.take()
+        ref.tell(ReconcileStarted(currency="BTC", at=T0, round=1))
+        ref.ask(GetPortfolio(), timeout=5)
+        assert [m.reconciling for m in changed(published.take())] == [True]
+        # A fill stamped while the exchange answered: the snapshot is discarded and asked for again,
+        # and the picture still says it is being checked.
+        ref.tell(perp_fill("t1", at_ms=2_000))
+        ref.tell(ExchangeState(currency="BTC", positions=(), open_orders=(), summary=None, at=T0, round=1,
+                               reason="subscribed", positions_window=window(2_000), orders_window=window(2_000)))
+        ref.ask(GetPortfolio(), timeout=5)
+        messages = published.take()
+        assert [r for r in reasons(messages) if r.startswith("again:")]
+        assert all(m.reconciling or not m.reconciled for m in changed(messages)[1:])
+        # The next round takes it in; a later fill stamped before it came is in doubt: asked again.
+        ref.tell(ReconcileStarted(currency="BTC", at=T0 + 1, round=2))
+        ref.tell(ExchangeState(currency="BTC", at=T0 + 1, round=2, summary=None, open_orders=(), reason="again",
+                               positions=(Position(instrument_name="BTC-PERPETUAL", kind="future",
+                                                   direction="sell", size=-10.0),),
+                               positions_window=window(3_000), orders_window=window(3_000)))
+        ref.ask(GetPortfolio(), timeout=5)
+        picture = changed(published.take())[-1]
+        assert picture.reconciled and not picture.reconciling and "t1" in picture.recent_trade_ids
+        ref.tell(perp_fill("t2", at_ms=2_500))
+        ref.ask(GetPortfolio(), timeout=5)
+        messages = published.take()
+        assert not changed(messages)[-1].reconciled
+        assert [r for r in reasons(messages) if r.startswith("in doubt:")]
+    finally:
+        ref.stop()
+
+
+def test_a_failed_reconcile_is_asked_for_again_after_a_backoff() -> None:
+    published, clock = Published(), ReplayClock(T0)
+    ref = start(published, clock)
+    try:
+        ref.tell(status(ConnectionState.SUBSCRIBED, authenticated=True))
+        ref.ask(GetPortfolio(), timeout=5)
+        published.take()
+        ref.tell(ReconcileStarted(currency="BTC", at=T0, round=1))
+        ref.tell(ReconcileFailed(currency="BTC", at=T0, round=1, message="no answer"))
+        ref.ask(GetPortfolio(), timeout=5)
+        assert reasons(published.take()) == []  # not at once: after the backoff (0.5 s)
+        wait_until(lambda: "retry after a failed reconcile" in reasons(published.messages), 5,
+                   "the Portfolio to ask again")
+        # A superseded round is no failure: nothing is asked again for it.
+        published.take()
+        ref.tell(ReconcileStarted(currency="ETH", at=T0, round=2))
+        ref.tell(ReconcileFailed(currency="ETH", at=T0, round=2, message="superseded", superseded=True))
+        ref.ask(GetPortfolio(), timeout=5)
+        time.sleep(0.8)
+        assert reasons(published.take()) == []
     finally:
         ref.stop()

@@ -16,6 +16,7 @@ from deribit.codec import RpcError, RpcResponse
 from deribit.link import LinkUp, Wake
 from deribit.session import (
     MAX_RATE_LIMIT_RETRIES,
+    Announce,
     GetOpenOrders,
     GetPositions,
     GetSummary,
@@ -27,7 +28,7 @@ from deribit.session import (
     Subscribe,
 )
 from deribit.transport import LinkClosed
-from messages.account import ExchangeState
+from messages.account import ExchangeState, ExchangeWindow, ReconcileFailed, ReconcileStarted
 from messages.commands import (
     ANSWER_LOST,
     INVALID,
@@ -99,6 +100,8 @@ class Rig:
                 frame = msgspec.json.decode(effect.frame)
                 assert frame["method"] == effect.method and frame["id"] == effect.request_id
                 self.sent.append(frame)
+            elif isinstance(effect, Announce):
+                self.published.append(effect.message)
             else:
                 self.published.append(effect)
         return effects
@@ -461,6 +464,77 @@ def test_safe_shutdown_refuses_new_orders_and_cancels_all(tmp_path: Path) -> Non
     assert rig.of(CommandFailed)[-1].message == "safe shutdown: no new orders; not sent"
 
 
+OPEN_ORDER = {"order_id": "SCR-7", "instrument_name": "BTC-PERPETUAL", "order_state": "open", "order_type": "limit",
+              "direction": "sell", "amount": 50.0, "price": 70000.0, "label": "manual_api_3"}
+
+
+def test_safe_shutdown_checks_the_open_orders_once_its_cancel_answered(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, currencies=["BTC", "ETH"])
+    rig.take(rig.session.link_up(0.0))  # logged in is enough: cancels go out before every channel is confirmed
+    rig.answer(rig.last("public/auth"), {"access_token": "a", "refresh_token": "r", "expires_in": 900}, 0.0)
+    rig.take(rig.session.handle(SafeShutdown(reason="too many restarts"), 1.0))
+    cancel = rig.last("private/cancel_all")
+    assert not rig.requests("private/get_open_orders_by_currency")  # asked only once the cancel took effect
+    assert rig.session.shutdown_findings() is None
+    rig.answer(cancel, 2, 1.1)
+    answered = rig.of(CommandResult)[-1]
+    assert (answered.request_key, answered.origin, answered.result) == ("safe-shutdown", "connection", "2")
+    checks = rig.requests("private/get_open_orders_by_currency")
+    assert [c["params"] for c in checks] == [{"currency": "BTC"}, {"currency": "ETH"}]
+    rig.answer(checks[0], [OPEN_ORDER], 1.2)
+    assert rig.session.shutdown_findings() is None  # ETH still to answer
+    rig.answer(checks[1], [], 1.2)
+    found = rig.session.shutdown_findings()
+    assert found is not None and found.via == "the Connection" and found.cancel_sent and found.cancelled == 2
+    assert [(c, [o.order_id for o in orders]) for c, orders in found.checked] == [("BTC", ["SCR-7"]), ("ETH", [])]
+    assert not found.failed and found.still_open[0].label == "manual_api_3"
+    rig.take(rig.session.handle(SafeShutdown(reason="again"), 1.3))  # a second one sends nothing more
+    assert len(rig.requests("private/cancel_all")) == 1
+
+
+def test_safe_shutdown_a_refused_cancel_is_kept_and_the_orders_are_still_checked(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    rig.take(rig.session.handle(SafeShutdown(reason="x"), 1.0))
+    rig.error(rig.last("private/cancel_all"), 10028, 1.1, message="too_many_requests")
+    assert rig.of(CommandFailed)[-1].request_key == "safe-shutdown"
+    rig.answer(rig.last("private/get_open_orders_by_currency"), [OPEN_ORDER], 1.2)
+    found = rig.session.shutdown_findings()
+    assert found is not None and found.cancelled is None
+    assert found.cancel_error == "too_many_requests (code 10028)" and len(found.still_open) == 1
+
+
+@pytest.mark.parametrize(("link_up", "why"), [(False, "not connected; not sent"), (True, "not logged in; not sent")])
+def test_safe_shutdown_that_cannot_send_says_so_at_once(tmp_path: Path, link_up: bool, why: str) -> None:
+    rig = Rig(tmp_path)
+    if link_up:
+        rig.take(rig.session.link_up(0.0))
+    rig.take(rig.session.handle(SafeShutdown(reason="x"), 1.0))
+    assert not rig.requests("private/cancel_all")
+    found = rig.session.shutdown_findings()
+    assert found is not None and not found.cancel_sent and found.failed == why and found.checked == ()
+
+
+@pytest.mark.parametrize("lost", ["link down", "timeout", "unsent"])
+def test_safe_shutdown_losing_the_answers_ends_the_check_unverified(tmp_path: Path, lost: str) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    rig.take(rig.session.handle(SafeShutdown(reason="x"), 1.0))
+    rig.answer(rig.last("private/cancel_all"), 0, 1.1)
+    check = rig.last("private/get_open_orders_by_currency")
+    if lost == "link down":
+        rig.take(rig.session.link_down("EOF"))
+        why = "connection lost (EOF)"
+    elif lost == "timeout":
+        rig.take(rig.session.tick(1.1 + rig.settings.deribit.request_timeout_s + 0.1))
+        why = "no answer to private/get_open_orders_by_currency within 5 s"
+    else:
+        rig.take(rig.session.unsent(check["id"], 1.2))
+        why = "private/get_open_orders_by_currency could not be written (connection lost)"
+    found = rig.session.shutdown_findings()
+    assert found is not None and found.cancelled == 0 and found.checked == () and found.failed == why
+
+
 # -- reconciliation and the rest --------------------------------------------------------------------------
 def test_a_reconcile_waits_for_the_login_and_publishes_once_all_three_parts_answered(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
@@ -479,6 +553,78 @@ def test_a_reconcile_waits_for_the_login_and_publishes_once_all_three_parts_answ
                                                       "delta_total": 0.0}, 1.0)
     [state] = rig.of(ExchangeState)
     assert (state.currency, state.reason, state.positions, state.open_orders) == ("BTC", "start", (), ())
+
+
+SUMMARY = {"currency": "BTC", "equity": 1.0, "balance": 1.0, "margin_balance": 1.0, "available_funds": 1.0,
+           "initial_margin": 0.0, "maintenance_margin": 0.0}
+PARTS = ("private/get_positions", "private/get_open_orders_by_currency", "private/get_account_summary")
+
+
+def reconcile_parts(rig: Rig) -> dict[str, dict[str, Any]]:
+    return {f["method"]: f for f in rig.sent if f["method"] in PARTS}
+
+
+def test_a_reconcile_is_announced_before_its_requests_and_carries_the_exchanges_times(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    rig.sent.clear()
+    effects = rig.take(rig.session.handle(ReconcilePortfolio(origin="portfolio", reason="check",
+                                                             currencies=("BTC",)), 1.0))
+    # The start goes out at once, ahead of the frames: fills taken before it were known before we asked.
+    assert isinstance(effects[0], Announce) and isinstance(effects[0].message, ReconcileStarted)
+    assert all(isinstance(e, Send) for e in effects[1:]) and len(effects) == 4
+    [started] = rig.of(ReconcileStarted)
+    parts = reconcile_parts(rig)
+    for method, result in zip(PARTS, ([], [], SUMMARY), strict=True):
+        rig.take(rig.session.answer(RpcResponse(id=parts[method]["id"], result=msgspec.Raw(msgspec.json.encode(
+            result)), us_in=5_000_000, us_out=5_000_400), 1.1))
+    [state] = rig.of(ExchangeState)
+    assert state.round == started.round and state.requested_at == started.at
+    assert state.positions_window == ExchangeWindow(received_us=5_000_000, sent_us=5_000_400)
+    assert state.orders_window == state.positions_window
+
+
+def test_a_newer_reconcile_supersedes_one_under_way_and_its_late_answers_count_for_nothing(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    rig.sent.clear()
+    rig.take(rig.session.handle(ReconcilePortfolio(origin="portfolio", currencies=("BTC",)), 1.0))
+    first = reconcile_parts(rig)
+    rig.sent.clear()
+    rig.take(rig.session.handle(ReconcilePortfolio(origin="hedger", currencies=("BTC",)), 1.1))
+    [superseded] = rig.of(ReconcileFailed)
+    assert superseded.superseded and superseded.round == rig.of(ReconcileStarted)[0].round
+    second = reconcile_parts(rig)
+    for method, result in zip(PARTS, ([], [], SUMMARY), strict=True):
+        rig.answer(first[method], result, 1.2)
+    assert not rig.of(ExchangeState)  # the first round's answers do not make a picture
+    for method, result in zip(PARTS, ([], [], SUMMARY), strict=True):
+        rig.answer(second[method], result, 1.3)
+    [state] = rig.of(ExchangeState)
+    assert state.round == rig.of(ReconcileStarted)[-1].round
+
+
+@pytest.mark.parametrize("fault", ["error", "timeout", "unreadable", "link lost", "unwritten"])
+def test_a_reconcile_that_cannot_finish_says_so(tmp_path: Path, fault: str) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    rig.sent.clear()
+    effects = rig.take(rig.session.handle(ReconcilePortfolio(origin="portfolio", currencies=("BTC",)), 1.0))
+    positions = reconcile_parts(rig)["private/get_positions"]
+    if fault == "error":
+        rig.error(positions, 10_000, 1.1, "internal error")
+    elif fault == "timeout":
+        rig.take(rig.session.tick(1.0 + rig.settings.deribit.request_timeout_s + 0.1))
+    elif fault == "unreadable":
+        rig.answer(positions, {"not": "a list"}, 1.1)
+    elif fault == "link lost":
+        rig.take(rig.session.link_down("test"))
+    else:
+        send = next(e for e in effects if isinstance(e, Send) and e.request_id == positions["id"])
+        rig.take(rig.session.unsent(send.request_id, 1.0))
+    [failed] = rig.of(ReconcileFailed)
+    assert failed.currency == "BTC" and failed.round == rig.of(ReconcileStarted)[0].round and failed.message
+    assert not failed.superseded and "BTC" not in rig.session.reconciles
 
 
 def test_a_listing_the_session_does_not_know_loads_the_list_again(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pykka
 import pytest
@@ -14,7 +14,7 @@ from messages.system import ActorFailed, MinuteTick, SafeShutdown, Shutdown
 from runtime.actor import Actor, ActorContext, handles
 from runtime.bus import Bus
 from runtime.clock import ReplayClock
-from runtime.supervisor import ActorSpec, RestartPolicy, Supervisor
+from runtime.supervisor import NOT_CHECKED, ActorSpec, MakeSafe, RestartPolicy, Supervisor, TooManyRestarts
 from tests.support.waiting import wait_until as wait_for
 
 
@@ -73,7 +73,8 @@ def stop_actors() -> Iterator[None]:
     pykka.ActorRegistry.stop_all()
 
 
-def make(policy: RestartPolicy | None = None, replay: bool = True) -> tuple[Supervisor, list[str], list[object]]:
+def make(policy: RestartPolicy | None = None, replay: bool = True,
+         make_safe: MakeSafe | None = None) -> tuple[Supervisor, list[str], list[object]]:
     journal: list[str] = []
     seen: list[object] = []
     specs = [
@@ -82,7 +83,7 @@ def make(policy: RestartPolicy | None = None, replay: bool = True) -> tuple[Supe
     ]
     sup = Supervisor(specs, bus=Bus(), clock=ReplayClock(1_000_000.0), settings=None,
                      policy=policy or RestartPolicy(backoff_initial_s=0.01, backoff_max_s=0.05),
-                     replay=replay, safe_shutdown_grace_s=0.0)
+                     replay=replay, safe_shutdown_grace_s=0.0, make_safe=make_safe)
     return sup, journal, seen
 
 
@@ -166,6 +167,64 @@ def test_too_many_restarts_publishes_safe_shutdown_and_exits_nonzero() -> None:
     assert "SafeShutdown" in kinds
     assert kinds.index("SafeShutdown") < kinds.index("Shutdown")
     assert sup.stopped
+
+
+def fail_past_the_limit(sup: Supervisor) -> list[int]:
+    """Run ``sup`` and make its counter fail twice with a limit of one restart; the run's status."""
+    sup.start()
+    t, status = run_in_thread(sup)
+    ref = sup.refs()["counter"]
+    sup.bus.publish(Boom(text="first"))
+    wait_for(lambda: sup.restarts("counter") == 1 and sup.refs()["counter"] is not ref)
+    sup.bus.publish(Boom(text="second"))
+    t.join(10)
+    return status
+
+
+ONE_RESTART = RestartPolicy(backoff_initial_s=0.001, backoff_max_s=0.002, max_restarts=1, window_s=60)
+
+
+def test_too_many_restarts_claims_nothing_about_orders_it_did_not_check() -> None:
+    text = str(TooManyRestarts("connection", "RuntimeError: x", 6, 60))
+    assert "actor 'connection' failed 6 times within 60 s; last error: RuntimeError: x" in text
+    assert "cancel" not in text and "the program stops" in text
+
+
+def test_after_too_many_restarts_the_program_makes_the_account_safe_and_its_report_is_kept() -> None:
+    calls: list[tuple[str, dict[str, bool], list[str]]] = []
+    seen_then: list[object] = []
+
+    def make_safe(fatal: TooManyRestarts, actors: Mapping[str, pykka.ActorRef | None]) -> str:
+        watcher = actors["watcher"]
+        assert watcher is not None
+        watcher.ask(GetCount(), timeout=2)  # not its message: answered once it handled all before it
+        calls.append((fatal.actor, {name: ref is not None for name, ref in actors.items()},
+                      [type(m).__name__ for m in seen_then]))
+        return "Open orders: verified none"
+
+    sup, _, seen = make(ONE_RESTART, make_safe=make_safe)
+    seen_then = seen
+    assert fail_past_the_limit(sup) == [1]
+    # Called once, after SafeShutdown went out and before the actors stopped; the failed one is None.
+    [(actor, running, kinds)] = calls
+    assert actor == "counter" and running == {"watcher": True, "counter": False}
+    assert "SafeShutdown" in kinds and "Shutdown" not in kinds
+    assert sup.safe_report == "Open orders: verified none" and sup.stopped
+
+
+def test_a_failing_make_safe_leaves_the_state_unknown() -> None:
+    def make_safe(fatal: TooManyRestarts, actors: Mapping[str, pykka.ActorRef | None]) -> str:
+        raise OSError("no route to host")
+
+    sup, _, _ = make(ONE_RESTART, make_safe=make_safe)
+    assert fail_past_the_limit(sup) == [1]
+    assert sup.safe_report.startswith("Open orders: UNKNOWN; checking them failed (OSError: no route to host)")
+
+
+def test_without_make_safe_nothing_is_claimed() -> None:
+    sup, _, _ = make(ONE_RESTART)
+    assert fail_past_the_limit(sup) == [1]
+    assert sup.safe_report == NOT_CHECKED and "UNKNOWN" in NOT_CHECKED
 
 
 def test_replay_time_publishes_ticks_through_the_bus() -> None:

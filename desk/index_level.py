@@ -1,0 +1,86 @@
+"""One currency's index level as the newest observation says, on the exchange's clock.
+
+Deribit's index reaches the desk from several channels: the index channel itself, the
+``index_price`` of every ticker, and (through its basis) the hedge instrument's top of book.
+They arrive in no particular order: a market move shows in the perpetual's quote, then in the
+option tickers, or the other way round. Option deltas taken at each ticker's own underlying
+would see one leg move before the other and hedge one move twice, once each way. So every
+option's forward is carried to the newest level (its underlying x level / its own index), and
+the hedge leg is valued at the same level (its basis x level): one move, one picture.
+
+An index observation further from the current level than the band is refused (one bad
+``index_price`` must not move every option's forward), unless the current level is older
+than ``stale_after_s``: a real jump blocks hedging for that long, then is taken.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from desk.plausibility import Implausible, PlausibilityLimits, index_deviation_fault, price_fault
+
+
+class Underlying(msgspec.Struct, frozen=True):
+    """What the decision values every leg at: the index level and the hedge instrument's basis
+    (its mark over the index, from its latest ticker; ``None`` until one came)."""
+
+    index: float
+    basis: float | None = None
+    received_at: float = 0.0  # when the level was last confirmed (our clock)
+
+    def hedge_price(self) -> float | None:
+        return self.index * self.basis if self.basis is not None else None
+
+
+class IndexLevel:
+    """The newest index level of one currency (see the module doc)."""
+
+    def __init__(self, currency: str, limits: PlausibilityLimits, stale_after_s: float) -> None:
+        self.currency = currency
+        self.limits = limits
+        self.stale_after_s = stale_after_s
+        self.price: float | None = None
+        self.timestamp_ms = 0
+        self.received_at = 0.0
+        self.basis: float | None = None
+
+    @property
+    def underlying(self) -> Underlying | None:
+        return Underlying(self.price, self.basis, self.received_at) if self.price is not None else None
+
+    def reference(self, now: float) -> float | None:
+        """The level inputs are checked against: ``None`` when none is known or it is stale."""
+        if self.price is None or now - self.received_at > self.stale_after_s:
+            return None
+        return self.price
+
+    def observe(self, price: float, timestamp_ms: int, now: float, source: str) -> Implausible | None:
+        """An index observation (the exchange's time ``timestamp_ms``): taken when it is newer
+        than the level and within the band around it; else the fault, or ``None`` when merely older."""
+        fault = price_fault(source, "index", price) or index_deviation_fault(
+            source, "index", price, self.reference(now), self.limits)
+        if fault is not None:
+            return fault
+        if timestamp_ms >= self.timestamp_ms:
+            # (received_at moves with each newer observation: it says the level is confirmed)
+            self.price = price
+            self.timestamp_ms = timestamp_ms
+            self.received_at = now
+        return None
+
+    def observe_hedge(self, mid: float, timestamp_ms: int, now: float, source: str) -> Implausible | None:
+        """The hedge instrument's mid is the level times its basis."""
+        if self.basis is None:
+            return None
+        return self.observe(mid / self.basis, timestamp_ms, now, source)
+
+    def set_basis(self, mark: float, index: float) -> None:
+        """From the hedge instrument's ticker (its mark and index of one moment)."""
+        if mark > 0 and index > 0:
+            self.basis = mark / index
+
+    def forget(self) -> None:
+        """After a link loss: whatever comes next must be fresh."""
+        self.price = None
+        self.timestamp_ms = 0
+        self.received_at = 0.0
