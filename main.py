@@ -17,7 +17,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from config.settings import Settings, SettingsError, load_settings, render_toml, settings_as_dict
+from config.settings import (
+    Settings,
+    SettingsError,
+    credential_refusal,
+    load_settings,
+    render_toml,
+    settings_as_dict,
+)
 
 if TYPE_CHECKING:
     import pykka
@@ -51,7 +58,7 @@ def _add_run_settings_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record-wire", metavar="FILE", help="write every frame to FILE (JSON Lines, auth redacted)")
     parser.add_argument("--instrument", metavar="NAME", help="the future the console trades, e.g. BTC-PERPETUAL "
                                                              "(default: chosen at start-up)")
-    parser.add_argument("--size-multiplier", metavar="X", type=float,
+    parser.add_argument("--size-multiplier", metavar="X",
                         help="the console's amount multiplier, e.g. 10: a2 buys 20 USD (default: asked at start-up)")
 
 
@@ -119,7 +126,10 @@ def command_line_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dic
     for item in getattr(args, "set", []) or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SettingsError(f"--set {item!r}: expected KEY=VALUE, e.g. --set deribit.heartbeat_s=5")
+            raise SettingsError(f"--set {_shown(item, item)!r}: expected KEY=VALUE, e.g. --set deribit.heartbeat_s=5")
+        refusal = credential_refusal(key.strip())
+        if refusal is not None:
+            raise SettingsError(f"command line (--set {key.strip()}): {refusal}")
         out[key.strip()] = value.strip()
         flags[key.strip()] = f"--set {key.strip()}={_shown(key.strip(), value.strip())}"
     for attribute, key, flag in _FLAG_KEYS:
@@ -130,9 +140,22 @@ def command_line_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dic
             value = [c.strip().upper() for c in given.split(",") if c.strip()]
         elif attribute == "instrument":
             value = given.strip().upper()
+        elif attribute == "size_multiplier":
+            value = _size_multiplier_flag(given)
         out[key] = value
         flags[key] = flag if given is True else f"{flag} {_shown(key, str(given))}"
     return out, flags
+
+
+def _size_multiplier_flag(text: str) -> float:
+    """``--size-multiplier X`` read as the console reads the multiplier (ASCII digits, above 0, at
+    most the maximum); refused as a settings error, like any bad flag."""
+    from console.grammar import ParseError, parse_size_multiplier
+
+    parsed = parse_size_multiplier(text)
+    if isinstance(parsed, ParseError):
+        raise SettingsError(f"command line (--size-multiplier {text}): console.size_multiplier: {parsed}")
+    return parsed
 
 
 def _shown(key: str, value: str) -> str:

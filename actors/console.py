@@ -67,7 +67,14 @@ from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
 from messages.market import IndexPrice, Instrument, InstrumentsLoaded
 from messages.state import ChainSnapshot, PortfolioChanged, TopOfBook
 from messages.surface import RecorderStatus, SurfaceSnapshot
-from messages.system import ActorFailed, ConnectionState, ConnectionStatus, SafeShutdown, StopRequested
+from messages.system import (
+    ActorFailed,
+    ConnectionState,
+    ConnectionStatus,
+    ConnectionStatusRequest,
+    SafeShutdown,
+    StopRequested,
+)
 from runtime.actor import Actor, ActorContext, handles
 
 ORIGIN = "console"
@@ -106,14 +113,22 @@ class Console(Actor):
         if self.cs.instrument:
             self.trading.instrument = self.cs.instrument
         if self.cs.size_multiplier:
-            self.trading.size_multiplier = self.cs.size_multiplier
+            error = self.trading.configure(None, self.cs.size_multiplier, [])
+            if error is not None:  # the settings' range is the same: only a changed check gets here
+                self.log.warning("console_size_multiplier_refused", error=error)
         if not self.with_terminal:
             return
         if self.stdin is None or self.stdin.closed:
             self.log.info("console_without_input", reason="standard input is closed")
             return
+        restarted = Terminal.running_on(self.stdin) is not None
         self.terminal = Terminal.attach_or_start(self.actor_ref, self.stdin, self.out, self.interactive,
                                                  self.settings, self.log)
+        if restarted:
+            # What was published before is not sent again: the link's state comes on request,
+            # and with it the instrument lists this actor lacks (see on_connection).
+            self.log.info("console_restarted", reason="its terminal outlived the actor before it")
+            self.publish(ConnectionStatusRequest(origin=ORIGIN))
 
     def on_stop(self) -> None:
         if self.terminal is not None:
@@ -250,6 +265,11 @@ class Console(Actor):
     def on_configure(self, configure: Configure) -> str | None:
         """Set the instrument and/or multiplier; returns an error text, or None."""
         self.started = True
+        if configure.restore:
+            error = self.trading.restore(configure.instrument, configure.size_multiplier)
+            self.log.info("console_restored", instrument=self.trading.instrument,
+                          size_multiplier=self.trading.size_multiplier, error=error)
+            return error
         error = self.trading.configure(configure.instrument, configure.size_multiplier, self._futures(),
                                        self.desk.default_future(self.settings.currencies))
         if error is not None:
@@ -289,6 +309,19 @@ class Console(Actor):
     # -- executing a line -------------------------------------------------------------------------------
     @handles(RunLine)
     def on_line(self, request: RunLine) -> LineOutcome:
+        """One line, whatever happens in it: a failure is said and logged, and the console goes on
+        (the terminal's next line, ``ca`` and ``quit`` included, runs as before)."""
+        try:
+            return self._run_line(request)
+        except Exception as exc:
+            line = request.text.strip()[:200]
+            error = f"{type(exc).__name__}: {exc}"
+            self.log.exception("console_line_failed", line=line, error=error)
+            self.say(f"error while handling {line!r}: {error} (traceback in the log); the console goes on: "
+                     "orders shows what is open, ca cancels everything", "bold red")
+            return LineOutcome(error=True)
+
+    def _run_line(self, request: RunLine) -> LineOutcome:
         command = parse_line(request.text)
         if command is None:
             return LineOutcome()

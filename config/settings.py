@@ -36,6 +36,17 @@ TimeOfDay = Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", descriptio
 HedgeInstrument = Annotated[str, Meta(pattern=r"^[^_-]+-[^-]+$",
                                       description="a future or perpetual name such as BTC-PERPETUAL or BTC-24SEP21")]
 
+#: The widest rehedge band, in coins of delta (``hedger.max_delta_mismatch`` and the console's live
+#: ``setHedgeDeltaStep``, which the Hedger checks again). One bound for every currency, as the band is
+#: one setting for all of them: 5 BTC (about 300,000 USD at 60,000) is already wider than any desk
+#: hedges with, while 5 ETH (about 15,000 USD at 3,000) still lets a large ETH book use a wide band.
+#: Above it is a typo (``setHedgeDeltaStep:560000``) that would switch hedging off without a word.
+MAX_DELTA_MISMATCH = 5.0
+DeltaBand = Annotated[float, Meta(gt=0, le=MAX_DELTA_MISMATCH,
+                                  description=f"above 0 and at most {MAX_DELTA_MISMATCH:g} coins of delta")]
+#: The largest console size multiplier (a typo guard: the largest amount, 10,000, times it is 1e9 USD).
+MAX_SIZE_MULTIPLIER = 100_000.0
+
 
 def _refuse(keys: str, text: str) -> ValueError:
     """A ``__post_init__`` error about ``keys`` (comma-separated, of the struct): the loader names
@@ -163,7 +174,7 @@ class HedgerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     instruments: tuple[HedgeInstrument, ...]
     mode: Literal["options_vs_hedge", "net"]
     delta_source: Literal["black76", "premium_adjusted", "exchange"]
-    max_delta_mismatch: Positive
+    max_delta_mismatch: DeltaBand
     order_type: Literal["market", "limit"]
     reprice_after_s: Positive
     max_reprices: NonNegativeInt
@@ -191,6 +202,13 @@ class HedgerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=T
                 raise _refuse("instruments", f"two hedge instruments for {currency}; give one per currency")
             seen.add(currency)
 
+    @staticmethod
+    def band_refusal(value: float, unit: str = "coins") -> str | None:
+        """Why ``value`` cannot be the rehedge band (the range of :data:`DeltaBand`), or None."""
+        if 0 < value <= MAX_DELTA_MISMATCH:  # NaN compares false
+            return None
+        return f"the band must be above 0 and at most {MAX_DELTA_MISMATCH:g} {unit} of delta, got {value:g}"
+
     def instrument_for(self, currency: str) -> str:
         """The hedge instrument of ``currency``: the one listed in ``instruments``, else its perpetual."""
         for name in self.instruments:
@@ -203,7 +221,9 @@ class ConsoleSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     """The console (actors/console.py; the language in console/grammar.py)."""
 
     instrument: str
-    size_multiplier: Annotated[float, Meta(ge=0, description="positive, or 0: asked at start-up")]
+    size_multiplier: Annotated[float, Meta(ge=0, le=MAX_SIZE_MULTIPLIER,
+                                           description=f"0: asked at start-up, or above 0 and at most "
+                                                       f"{MAX_SIZE_MULTIPLIER:,.0f}")]
     max_notional_usd: Positive
     max_price_deviation_pct: Positive
     max_option_price_deviation_pct: Positive
@@ -263,8 +283,24 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "LOG_LEVEL": ("logging", "level"),
 }
 ENV_PREFIX = "DESK__"
+#: The account's credentials: from the environment (their ENV_NAMES) or a settings file, never from the
+#: command line, where they would stay in the shell's history and the process list.
+CREDENTIAL_KEYS: tuple[tuple[str, ...], ...] = (("deribit", "client_id"), ("deribit", "client_secret"))
 
 Key = tuple[str, ...]
+
+
+def credential_refusal(dotted: str) -> str | None:
+    """Why the command line may not set ``dotted`` (a credential, or a table holding one), or None.
+    The text names the key only, never a value."""
+    key = tuple(part.strip() for part in dotted.split("."))
+    held = [c for c in CREDENTIAL_KEYS if c[:len(key)] == key]
+    if not held:
+        return None
+    env = " and ".join(name for name, k in ENV_NAMES.items() if k in held)
+    names = " and ".join(c[-1] for c in held)
+    return (f"{dotted} holds credentials, which are never taken from the command line; set {env} in the "
+            f"environment, or {names} under [{held[0][0]}] in a settings file (--config FILE)")
 
 
 def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,11 +20,13 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
+from config.settings import MAX_DELTA_MISMATCH, MAX_SIZE_MULTIPLIER, HedgerSettings
 from deribit.instruments import InstrumentNameError, parse_expiry, parse_instrument_name
 from messages.commands import Side
 from messages.market import Instrument
@@ -304,23 +306,39 @@ def commands_markdown(commands: Iterable[CommandHelp] = COMMANDS) -> str:
 
 HELP = _help(COMMANDS)
 
-_NUMBER = r"(?:0|[1-9]\d{0,8})(?:\.\d{1,8})?"
-_SHORTCUT = re.compile(rf"(?P<side>[ad])(?P<touch>[sw]?)(?P<quantity>{_NUMBER})")
-_PRICE = re.compile(rf"(?P<price>{_NUMBER})(?P<stop>s?)")
-_COUNT = re.compile(r"[1-9]\d{0,3}")
+# Numbers are ASCII digits only ([0-9], never \\d, which takes any script's digits, as Decimal does).
+_NUMBER = r"(?:0|[1-9][0-9]{0,8})(?:\.[0-9]{1,8})?"
+_NUMBER_RE = re.compile(_NUMBER, re.ASCII)
+_SHORTCUT = re.compile(rf"(?P<side>[ad])(?P<touch>[sw]?)(?P<quantity>{_NUMBER})", re.ASCII)
+_PRICE = re.compile(rf"(?P<price>{_NUMBER})(?P<stop>s?)", re.ASCII)
+_COUNT = re.compile(r"[1-9][0-9]{0,3}", re.ASCII)
 # What reads as an attempt at an order shortcut (so the error can say what is wrong with it).
-_SHORTCUT_LIKE = re.compile(r"[ad](?:[a-z]?[-+0-9.,].*|[sw]?)")
+_SHORTCUT_LIKE = re.compile(r"[ad](?:[a-z]?[-+0-9.,].*|[sw]?)", re.ASCII)
+#: What a line may hold outside a plot command's arguments (file names may be in any script).
+_ASCII_HINT = "retype it in ASCII: the digits 0-9, plain letters and spaces"
 
 
 def _number(text: str) -> float | None:
-    """A plain decimal (no sign, exponent or separators), or None."""
-    if not re.fullmatch(_NUMBER, text):
+    """A plain decimal in ASCII digits (no sign, exponent or separators), or None."""
+    if not _NUMBER_RE.fullmatch(text):
         return None
     try:
         value = float(Decimal(text))
     except InvalidOperation:
         return None
     return value if math.isfinite(value) else None
+
+
+def non_ascii(text: str) -> str | None:
+    """What is wrong with the first character of ``text`` outside ASCII, or None when there is none.
+    Numbers are read in the digits 0-9 only: another script's digit, a full-width or mathematical
+    digit, or an invisible character beside a number must never change what an order means."""
+    for position, char in enumerate(text, start=1):
+        if not char.isascii():
+            name = unicodedata.name(char, "unnamed character")
+            what = "a digit outside 0-9" if char.isdigit() or char.isnumeric() else "not ASCII"
+            return f"character {position}, {char!a} (U+{ord(char):04X} {name}), is {what}"
+    return None
 
 
 def parse_line(text: str) -> Command | ParseError | None:
@@ -333,6 +351,10 @@ def parse_line(text: str) -> Command | ParseError | None:
         return None
     if len(line) > MAX_LINE:
         return ParseError(line[:40] + "...", f"line longer than {MAX_LINE} characters", "type one command per line")
+    # The whole text, not the stripped line: strip() and split() take non-ASCII spaces too.
+    foreign = non_ascii(text) if line[:5].lower() != "plot " else None
+    if foreign is not None:
+        return ParseError(line, f"{foreign}: commands and numbers are ASCII only", _ASCII_HINT)
     if not line.isprintable():
         return ParseError(line, "the line holds control characters", "retype it")
     words = " ".join(line.split())
@@ -370,7 +392,7 @@ def _unknown(line: str) -> ParseError:
     guess = difflib.get_close_matches(" ".join(line.split()).lower(), list(_WORDS), n=1, cutoff=0.6)
     if guess:
         return ParseError(line, f"unknown command {line!r}", f"did you mean {guess[0]!r}? help lists every command")
-    if line[:1] in "AD" and line[1:2].isdigit():
+    if line[:1] in "AD" and line[1:2] in tuple("0123456789"):
         return ParseError(line, f"unknown command {line!r}", "order shortcuts are lower case: a200 buys, d200 sells")
     return ParseError(line, f"unknown command {line!r}", "help lists every command; a200 buys, d200 sells")
 
@@ -406,8 +428,11 @@ def _parse_fmz(line: str, head: str, rest: str) -> Command | ParseError:
         return SetContractType(candidate)
     if name == "setHedgeDeltaStep":
         value = _number(rest)
-        if value is None or value <= 0:
-            return ParseError(line, f"delta step {rest!r} is not a positive number", "e.g. setHedgeDeltaStep:0.01")
+        refusal = HedgerSettings.band_refusal(value) if value is not None else None
+        if value is None or refusal is not None:
+            what = "is not a positive number" if value is None else f"is out of range: {refusal}"
+            return ParseError(line, f"delta step {rest!r} {what}",
+                              f"e.g. setHedgeDeltaStep:0.01 (above 0, at most {MAX_DELTA_MISMATCH:g} coins of delta)")
         return SetHedgeStep(value)
     side: Side = "buy" if name == "buyOption" else "sell"
     price_text, comma, amount_text = rest.partition(",")
@@ -476,10 +501,6 @@ def _parse_order(line: str, tokens: list[str]) -> Command | ParseError:
 
 
 # -- the start-up prompts ----------------------------------------------------------------------------
-#: The largest size multiplier the prompt accepts (a typo guard: 10,000 x 100,000 is already 1e9 USD).
-MAX_SIZE_MULTIPLIER = 100_000.0
-
-
 def pick_future(text: str, futures: list[Instrument], default: Instrument | None = None) -> Instrument | ParseError:
     """The future a start-up answer names: its number in the listed order (from 1) or its name;
     an empty answer takes ``default`` when there is one."""
@@ -488,6 +509,10 @@ def pick_future(text: str, futures: list[Instrument], default: Instrument | None
     listing = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
     if not futures:
         return ParseError(choice, "no futures are listed yet", "wait for the instrument list")
+    foreign = non_ascii(str(text))
+    if foreign is not None:
+        return ParseError(choice, f"{foreign}: a future is chosen by its number in 0-9 or its name",
+                          f"type its number (1 to {len(futures)}) or its name: {listing}")
     if not choice and default is not None:
         return default
     if choice.isdigit() and 1 <= int(choice) <= len(futures):
@@ -499,16 +524,30 @@ def pick_future(text: str, futures: list[Instrument], default: Instrument | None
                       f"type its number (1 to {len(futures)}) or its name: {listing}")
 
 
+_MULTIPLIER_HINT = (f"give a number above 0 and at most {MAX_SIZE_MULTIPLIER:,.0f} in the digits 0-9 (no sign or "
+                    "exponent), e.g. 10: then a2 trades 2 x 10")
+
+
+def check_size_multiplier(value: float) -> float | ParseError:
+    """``value`` if it may be the size multiplier: above 0 and at most :data:`MAX_SIZE_MULTIPLIER`
+    (the range ``console.size_multiplier`` is declared with); NaN and infinity never are."""
+    if 0 < value <= MAX_SIZE_MULTIPLIER:  # NaN compares false
+        return float(value)
+    where = f"above {MAX_SIZE_MULTIPLIER:,.0f}, the maximum" if value > MAX_SIZE_MULTIPLIER else "not above 0"
+    return ParseError(f"{value:.12g}", f"size multiplier {value:.12g} is {where}", _MULTIPLIER_HINT)
+
+
 def parse_size_multiplier(text: str) -> float | ParseError:
-    """A positive size multiplier, at most :data:`MAX_SIZE_MULTIPLIER`."""
-    value = _number(str(text).strip())
-    if value is None or value <= 0:
-        return ParseError(str(text), f"size multiplier {str(text).strip()!r} is not a positive number",
-                          "type e.g. 10 (then a2 trades 2 x 10)")
-    if value > MAX_SIZE_MULTIPLIER:
-        return ParseError(str(text), f"size multiplier {value:g} is above {MAX_SIZE_MULTIPLIER:,.0f}",
-                          "type a smaller multiplier")
-    return value
+    """A size multiplier as typed (a plain decimal in ASCII digits), checked by :func:`check_size_multiplier`."""
+    typed = str(text).strip()
+    foreign = non_ascii(typed)
+    if foreign is not None:
+        return ParseError(typed, f"size multiplier {typed!r}: {foreign}", _MULTIPLIER_HINT)
+    value = _number(typed)
+    if value is None:
+        return ParseError(typed, f"size multiplier {typed!r} is not a plain decimal number", _MULTIPLIER_HINT)
+    checked = check_size_multiplier(value)
+    return ParseError(typed, checked.reason, checked.hint) if isinstance(checked, ParseError) else checked
 
 
 if __name__ == "__main__":

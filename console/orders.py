@@ -64,7 +64,7 @@ from console.grammar import (
     ParseError,
     StopOrder,
     TouchOrder,
-    parse_size_multiplier,
+    check_size_multiplier,
     pick_future,
 )
 from deribit.instruments import amount_step, currency_of, round_to_contract, round_to_tick, tick_size_at
@@ -86,7 +86,7 @@ from messages.state import TopOfBook
 #: How far through the touch the plain ``a``/``d`` orders are priced, in percent.
 THROUGH_TOUCH_PCT = 0.1
 LABEL_PREFIX = "manual_api_"
-_LABEL = re.compile(r"manual_api_(\d{1,12})")
+_LABEL = re.compile(r"manual_api_([0-9]{1,12})", re.ASCII)
 #: A chain snapshot older than this cannot vouch for an option's mark (they come each minute).
 OPTION_QUOTE_MAX_AGE_S = 150.0
 
@@ -205,6 +205,9 @@ def orders_for(command: OrderCommand, ctx: TradingContext, first_label: int,
         return Refusal(f"the book of {name} is stale (a gap or a reconnect)", "wait until it is resynchronised")
     step = amount_step(inst)
     wanted = command.amount if isinstance(command, OptionOrder) else command.quantity * ctx.size_multiplier
+    if not (math.isfinite(wanted) and wanted > 0):
+        return Refusal(f"amount {wanted!r} is not a positive number",
+                       "check the size multiplier (show size multiplier)")
     amount = round_to_contract(wanted, step, "down")
     if amount < step:
         unit = "coins" if _is_option(inst) else "USD"
@@ -414,11 +417,19 @@ class Trading:
                 self.option = None
             self.instrument = chosen.instrument_name
         if size_multiplier is not None:
-            value = parse_size_multiplier(str(size_multiplier))
+            value = check_size_multiplier(size_multiplier)
             if isinstance(value, ParseError):
                 return str(value)
             self.size_multiplier = value
         return None
+
+    def restore(self, instrument: str | None, size_multiplier: float | None) -> str | None:
+        """The choice made before a restart, the instrument by its name (checked when it was
+        chosen; orders on it are refused until its list comes); the multiplier is checked again.
+        An error text, or None."""
+        if instrument is not None:
+            self.instrument = instrument
+        return self.configure(None, size_multiplier, []) if size_multiplier is not None else None
 
     def describe(self, state: DeskState) -> str | None:
         """What is traded, once both the future and the multiplier are chosen."""

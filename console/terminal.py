@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO, overload
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, TextIO, overload
 
 import pykka
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
@@ -76,10 +76,13 @@ class LineOutcome:
 
 @dataclass(frozen=True)
 class Configure:
-    """The instrument and size multiplier chosen at start-up (either may stay as it is)."""
+    """The instrument and size multiplier chosen at start-up (either may stay as it is).
+    ``restore``: the choice told again to a restarted actor, checked when it was made; the
+    instrument is taken by its name before the actor has the instrument lists again."""
 
     instrument: str | None = None
     size_multiplier: float | None = None
+    restore: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ class Say:
 TerminalRequest = RunLine | Configure | GetStartup | GetChoices | WaitDone | EndOfInput | Say
 
 
-def isatty(stream: TextIO | None) -> bool:
+def isatty(stream: IO[str] | None) -> bool:
     """Whether ``stream`` is an open terminal (False for anything that cannot say)."""
     try:
         return bool(stream is not None and not stream.closed and stream.isatty())
@@ -200,6 +203,42 @@ def start_plot(args: tuple[str, ...], settings: Settings, out: RichConsole) -> N
 
 
 # -- the terminal ---------------------------------------------------------------------------------------
+class Screen:
+    """Where the console's lines go on a terminal (its Rich consoles' file). Between prompts a line
+    is written at once, so that what a line printed is on the screen before the next prompt is
+    drawn (patch_stdout's proxy writes from a thread of its own and could draw it over the new
+    prompt, which then stayed hidden); while a prompt is up, it goes through that proxy, above the
+    prompt. A prompt starts under :attr:`lock`, released once it runs (``pre_run``), so a line is
+    never written directly while a prompt is being drawn."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.lock = threading.Lock()
+        self.app: Application[str] | None = None
+
+    def _target(self) -> IO[str]:
+        app = self.app
+        return sys.stdout if app is not None and app.is_running else self.stream
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            return self._target().write(text)
+
+    def flush(self) -> None:
+        with self.lock:
+            self._target().flush()
+
+    def isatty(self) -> bool:
+        return isatty(self.stream)
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.stream, "encoding", None) or "utf-8"
+
+
 class Terminal:
     """Standard input's thread. It outlives a restart of its actor (re-attached by the new one,
     which is told the instrument and multiplier again), so no typed line is lost."""
@@ -213,6 +252,8 @@ class Terminal:
         self.stdin = stdin
         self.out = out
         self.interactive = interactive
+        self.screen = Screen(out.file) if interactive else None
+        self.show_on_screen(out)
         self.settings = settings
         self.cs = settings.console
         self.log = log
@@ -227,11 +268,20 @@ class Terminal:
         self.thread = threading.Thread(target=self._main, name="console-terminal", daemon=True)
 
     @classmethod
+    def running_on(cls, stdin: TextIO) -> Terminal | None:
+        """The terminal thread reading ``stdin``, if one is (a restarted actor finds its own)."""
+        with cls._lock:
+            running = cls._running.get(id(stdin))
+        return running if running is not None and running.thread.is_alive() and not running.stopped.is_set() \
+            else None
+
+    @classmethod
     def attach_or_start(cls, ref: ConsoleRef, stdin: TextIO, out: RichConsole, interactive: bool,
                         settings: Settings, log: Log) -> Terminal:
         with cls._lock:
             running = cls._running.get(id(stdin))
             if running is not None and running.thread.is_alive() and not running.stopped.is_set():
+                running.show_on_screen(out)
                 running.attach(ref)
                 return running
             terminal = cls(ref, stdin, out, interactive, settings, log)
@@ -239,10 +289,17 @@ class Terminal:
         terminal.thread.start()
         return terminal
 
+    def show_on_screen(self, out: RichConsole) -> None:
+        """Make ``out`` (a new actor's) write through this terminal's :class:`Screen`."""
+        if self.screen is not None:
+            out.file = self.screen  # type: ignore[assignment]
+
     def attach(self, ref: ConsoleRef) -> None:
-        self.ref = ref
+        # Told before the ref is published to this thread: the new actor is configured before it
+        # handles any line the thread sends it.
         if self.instrument or self.size_multiplier:
-            ref.tell(Configure(self.instrument, self.size_multiplier))
+            ref.tell(Configure(self.instrument, self.size_multiplier, restore=True))
+        self.ref = ref
         self.attached.set()
 
     def close(self) -> None:
@@ -290,6 +347,26 @@ class Terminal:
     def say(self, text: str, style: str = "") -> None:
         self.out.print(Text(text, style=style))
 
+    @overload
+    def ask_for_line(self, message: RunLine, line: str) -> LineOutcome | None: ...
+    @overload
+    def ask_for_line(self, message: WaitDone, line: str) -> bool | None: ...
+
+    def ask_for_line(self, message: RunLine | WaitDone, line: str) -> object:
+        """:meth:`ask` for one line's sake: a failure (a bug, an actor too busy to answer) is logged
+        and said, naming the line, and gives None; the terminal goes on with the next line. Only
+        the actor's end (ActorDeadError) ends the terminal."""
+        try:
+            return self.ask(message)
+        except pykka.ActorDeadError:
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self.log.exception("console_line_failed", line=line.strip()[:200], error=error)
+            with contextlib.suppress(Exception):
+                self.say(f"error while handling {line.strip()[:200]!r}: {error}; see the log", "bold red")
+            return None
+
     def _main(self) -> None:
         try:
             if self.interactive:
@@ -324,9 +401,13 @@ class Terminal:
     def _configure(self, instrument: str | None, multiplier: float | None) -> str | None:
         error = self.ask(Configure(instrument, multiplier))
         if error is None:
-            # The name chosen (not a number or an empty answer): what a restarted actor is told.
-            self.instrument = (self.ask(GetChoices()).instrument if instrument is not None else None) or self.instrument
+            # What a restarted actor is told: the answer at once (the actor may fail before it
+            # says more), then the name it resolved to (not a number or an empty answer).
+            self.instrument = instrument or self.instrument
             self.size_multiplier = multiplier or self.size_multiplier
+            if instrument is not None:
+                self.choices = self.ask(GetChoices())
+                self.instrument = self.choices.instrument or self.instrument
         return error
 
     # -- piped input ---------------------------------------------------------------------------------------
@@ -390,9 +471,10 @@ class Terminal:
             if not line.strip():
                 continue
             self.ask(Say(f"> {line.rstrip()}", "bold"))
-            outcome: LineOutcome = self.ask(RunLine(line, wait=True))
+            outcome = self.ask_for_line(RunLine(line, wait=True), line) or LineOutcome(error=True)
             if outcome.wait_key is not None:
-                while not self.stopped.is_set() and not self.ask(WaitDone(outcome.wait_key)):
+                # A wait that fails is over: the next line runs.
+                while not self.stopped.is_set() and self.ask_for_line(WaitDone(outcome.wait_key), line) is False:
                     time.sleep(0.02)
             if outcome.quit:
                 return
@@ -479,14 +561,30 @@ class Terminal:
 
     def _prompt(self, session: PromptSession[str], message: str) -> str:
         """One prompt; Ctrl-C clears the line and asks again, Ctrl-D raises EOFError."""
+        screen = self.screen
         while True:
+            # Nothing is written directly while the prompt is drawn: the lock is held from here
+            # until the prompt runs (then lines go above it).
+            held = screen is not None and screen.lock.acquire(timeout=5.0)
+
+            def running() -> None:
+                nonlocal held
+                if held and screen is not None:
+                    held = False
+                    screen.lock.release()
+
             try:
                 self.app = session.app
-                return session.prompt(message, handle_sigint=False)
+                if screen is not None:
+                    screen.app = session.app
+                return session.prompt(message, handle_sigint=False, pre_run=running)
             except KeyboardInterrupt:
                 continue
             finally:
+                running()
                 self.app = None
+                if screen is not None:
+                    screen.app = None
 
     def _choose(self, session: PromptSession[str], what: Literal["instrument", "multiplier"]) -> bool:
         """Ask for the instrument or the multiplier until valid; False when the user quit."""
@@ -520,15 +618,18 @@ class Terminal:
                     return
             elif not self._choose(session, "instrument"):
                 return
-            if self.cs.size_multiplier:
-                self._configure(None, self.cs.size_multiplier)
-            elif not self._choose(session, "multiplier"):
+            error = self._configure(None, self.cs.size_multiplier) if self.cs.size_multiplier else None
+            if error is not None:
+                self.say(f"--size-multiplier {self.cs.size_multiplier:g}: {error}; choose one", "red")
+            if (error is not None or not self.cs.size_multiplier) and not self._choose(session, "multiplier"):
                 return
             while not self.stopped.is_set():
                 self.choices = self.ask(GetChoices())
-                prompt = f"{self.choices.instrument} x{self.choices.size_multiplier:g}> "
+                multiplier = self.choices.size_multiplier
+                prompt = f"{self.choices.instrument} x{multiplier:g}> " if multiplier else \
+                    f"{self.choices.instrument} (no size multiplier)> "
                 text = self._prompt(session, prompt)
-                outcome: LineOutcome = self.ask(RunLine(text))
+                outcome = self.ask_for_line(RunLine(text), text) or LineOutcome(error=True)
                 if outcome.quit:
                     return
                 if outcome.follow_up is not None and not self._choose(session, outcome.follow_up):

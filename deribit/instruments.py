@@ -21,11 +21,13 @@ from messages.market import Instrument, InstrumentsLoaded, TickSizeStep
 __all__ = [
     "EXPIRY_HOUR_UTC",
     "Instrument",
+    "InstrumentDefect",
     "InstrumentName",
     "InstrumentNameError",
     "InstrumentsLoaded",
     "TickSizeStep",
     "amount_step",
+    "decode_instrument_list",
     "decode_instruments",
     "expiry_ms",
     "format_expiry",
@@ -33,6 +35,7 @@ __all__ = [
     "format_option_name",
     "format_perpetual_name",
     "format_strike",
+    "instrument_defect",
     "parse_expiry",
     "parse_instrument_name",
     "round_to_contract",
@@ -253,6 +256,88 @@ def decode_instruments(data: bytes | str) -> tuple[Instrument, ...]:
     if data.lstrip()[:1] in ("[", b"["):
         return _instruments_decoder.decode(data)
     return _instruments_response_decoder.decode(data).result
+
+
+class InstrumentDefect(msgspec.Struct, frozen=True, kw_only=True):
+    """Why an entry of the instrument list cannot be used: the field, its value as received (text:
+    it may be NaN or not a number at all) and what is wrong with it."""
+
+    instrument_name: str
+    field: str
+    value: str
+    problem: str
+
+
+class _RawInstrumentsResponse(msgspec.Struct):
+    result: tuple[msgspec.Raw, ...]
+
+
+_raw_instruments_response_decoder = msgspec.json.Decoder(_RawInstrumentsResponse)
+_raw_instruments_decoder = msgspec.json.Decoder(tuple[msgspec.Raw, ...])
+_instrument_decoder = msgspec.json.Decoder(Instrument)
+_ERROR_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"missing required field `(?P<name>[^`]*)`")
+#: Every price is put on the tick grid, every amount on the minimum's, every position valued by the
+#: contract size: a zero, negative or non-finite one raises or divides by zero wherever it is used.
+_POSITIVE_FIELDS = ("tick_size", "contract_size", "min_trade_amount")
+
+
+def _positive(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value > 0
+
+
+def instrument_defect(instrument: Instrument) -> InstrumentDefect | None:
+    """What makes ``instrument`` unusable, or None: its tick size, contract size and minimum
+    amount, each of its tick size steps, and an option's strike must be positive finite numbers
+    (the price a tick step starts above: finite, not negative)."""
+
+    def defect(field: str, value: object, problem: str) -> InstrumentDefect:
+        return InstrumentDefect(instrument_name=instrument.instrument_name, field=field, value=repr(value),
+                                problem=problem)
+
+    for name in _POSITIVE_FIELDS:
+        value = getattr(instrument, name)
+        if not _positive(value):
+            return defect(name, value, "must be a positive finite number")
+    for i, step in enumerate(instrument.tick_size_steps):
+        if not _positive(step.tick_size):
+            return defect(f"tick_size_steps[{i}].tick_size", step.tick_size, "must be a positive finite number")
+        if not (math.isfinite(step.above_price) and step.above_price >= 0):
+            return defect(f"tick_size_steps[{i}].above_price", step.above_price,
+                          "must be a finite number, not negative")
+    if instrument.kind == "option" and not _positive(instrument.strike):
+        return defect("strike", instrument.strike, "an option's strike must be a positive finite number")
+    return None
+
+
+def decode_instrument_list(data: bytes | str) -> tuple[tuple[Instrument, ...], tuple[InstrumentDefect, ...]]:
+    """Decode ``public/get_instruments`` (a whole response or its result array) entry by entry:
+    the entries that decode, and what is wrong with each that does not (a missing field, a wrong
+    type), so that one bad entry never loses the list. Check each instrument's values with
+    :func:`instrument_defect`. Raises ``msgspec.ValidationError``/``DecodeError`` only when the
+    whole is not a list."""
+    if data.lstrip()[:1] in ("[", b"["):
+        entries = _raw_instruments_decoder.decode(data)
+    else:
+        entries = _raw_instruments_response_decoder.decode(data).result
+    instruments: list[Instrument] = []
+    defects: list[InstrumentDefect] = []
+    for entry in entries:
+        try:
+            instruments.append(_instrument_decoder.decode(entry))
+        except msgspec.ValidationError as exc:
+            fields = msgspec.json.decode(entry)
+            fields = fields if isinstance(fields, dict) else {}
+            found = _ERROR_PATH.search(str(exc))
+            missing = _MISSING.search(str(exc))
+            path = found["path"] if found and found["path"] else ""
+            path = f"{path}.{missing['name']}".lstrip(".") if missing else path
+            field = path.split(".")[0].split("[")[0]
+            value = msgspec.json.encode(fields[field]).decode()[:80] if field in fields else "(none)"
+            defects.append(InstrumentDefect(instrument_name=str(fields.get("instrument_name", "(no name)")),
+                                            field=path or "(the entry)", value=value,
+                                            problem=_ERROR_PATH.sub("", str(exc))))
+    return tuple(instruments), tuple(defects)
 
 
 def tick_size_at(instrument: Instrument, price: float) -> float:

@@ -54,7 +54,7 @@ from deribit.codec import (
     unsubscribe_request,
 )
 from deribit.constants import GONE_STATES, LIVE_STATES, RATE_LIMIT_CODE
-from deribit.instruments import currency_of, decode_instruments
+from deribit.instruments import currency_of, decode_instrument_list, instrument_defect
 from deribit.shutdown_check import CheckUnderWay, Findings
 from deribit.subscriptions import SubscriptionTracker, currency_channels, market_channels
 from messages.account import (
@@ -676,7 +676,16 @@ class Session:
             self.log.error("get_instruments_failed", currency=currency, code=answer.code, message=answer.message)
             self._instruments_failed(currency, now)
             return
-        listed = tuple(i for i in decode_instruments(bytes(answer.result)) if i.kind in ("option", "future"))
+        decoded, defects = decode_instrument_list(bytes(answer.result))
+        decoded = tuple(i for i in decoded if i.kind in ("option", "future"))
+        # An unusable instrument is dropped here, before any book, the console or the hedger sees
+        # it; the rest of the list stands.
+        defects += tuple(d for d in map(instrument_defect, decoded) if d is not None)
+        refused = {d.instrument_name for d in defects}
+        for defect in defects:
+            self.log.warning("instrument_refused", currency=currency, instrument=defect.instrument_name,
+                             field=defect.field, value=defect.value, problem=defect.problem)
+        listed = tuple(i for i in decoded if i.instrument_name not in refused)
         instruments = self.instruments
         instruments.in_flight.discard(currency)
         instruments.needed.discard(currency)
@@ -690,7 +699,7 @@ class Session:
         if self.subs.want(market_channels(listed, self.dset.book_interval)):
             self.link = self.link.with_subscribed(False)
         self.log.info("instruments_loaded", currency=currency, options=sum(i.kind == "option" for i in listed),
-                      futures=sum(i.kind == "future" for i in listed),
+                      futures=sum(i.kind == "future" for i in listed), refused=len(refused),
                       added=len(new.keys() - old.keys()) if old else None, removed=len(gone) if old else None)
         self._out.append(InstrumentsLoaded(currency=currency, instruments=listed, at=self.clock()))
         self._pump(now)

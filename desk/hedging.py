@@ -503,9 +503,12 @@ class CurrencyHedger:
 
     def on_set_band(self, change: SetHedgeBand, now: float) -> None:
         value = change.max_delta_mismatch
-        if not (math.isfinite(value) and value > 0):
-            self.message = f"band {value!r} refused: give a positive number of {self.currency}"
-            self.log.warning("hedge_band_refused", currency=self.currency, band=value, origin=change.origin)
+        refusal = HedgerSettings.band_refusal(value, self.currency)  # hedger.max_delta_mismatch's range
+        if refusal is not None:
+            self.message = f"band refused: {refusal}"
+            # NaN and infinity as text: the JSON log holds no such numbers.
+            self.log.warning("hedge_band_refused", currency=self.currency,
+                             band=value if math.isfinite(value) else repr(value), origin=change.origin, reason=refusal)
         else:
             self.log.info("hedge_band_changed", currency=self.currency, band=value, was=self.band,
                           origin=change.origin)

@@ -3,130 +3,18 @@
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import pty
 import re
-import select
 import signal
-import struct
 import subprocess
-import sys
 import termios
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from simulator.client import RpcClient
 from tests.support.paths import REPO
-
-ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-B]|\x1b[=>]|\r")
-
-
-def program_args(tmp_path: Path, *args: str) -> list[str]:
-    return [sys.executable, str(REPO / "main.py"), *args, "--currencies", "BTC",
-            "--set", f"logging.dir={tmp_path / 'logs'}", "--set", f"data_dir={tmp_path / 'data'}"]
-
-
-def log_lines(tmp_path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for f in (tmp_path / "logs").glob("*.jsonl") for line in f.read_text().splitlines()]
-
-
-def simulator_url(tmp_path: Path, timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (tmp_path / "logs").exists():
-            for line in log_lines(tmp_path):
-                if line["event"] == "starting":
-                    return line["url"]
-        time.sleep(0.1)
-    raise AssertionError("the program did not log its simulator URL")
-
-
-def simulator_state(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Positions and open orders of the desk's account, as the simulator itself says."""
-    client = RpcClient(url)
-    try:
-        client.result("public/auth", {"grant_type": "client_credentials", "client_id": "desk",
-                                      "client_secret": "desk-simulator-secret"})
-        positions = client.result("private/get_positions", {"currency": "BTC"})
-        orders = client.result("private/get_open_orders_by_currency", {"currency": "BTC"})
-    finally:
-        client.close()
-    return [p for p in positions if p["size"]], orders
-
-
-class PseudoTerminal:
-    """The program on a pseudo-terminal: type lines, wait for text (ANSI codes removed)."""
-
-    def __init__(self, args: list[str], cwd: Path) -> None:
-        master, slave = pty.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 200, 0, 0))
-        env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1",
-               "COLUMNS": "200", "LINES": "60"}
-        self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env,
-                                     start_new_session=True, close_fds=True)
-        os.close(slave)
-        self.master = master
-        self.raw = b""
-        self.seen = 0  # what expect() has consumed
-        self.lock = threading.Lock()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                ready, _, _ = select.select([self.master], [], [], 0.1)
-                if ready:
-                    chunk = os.read(self.master, 65536)
-                    if not chunk:
-                        return
-                    with self.lock:
-                        self.raw += chunk
-            except OSError:
-                return
-
-    @property
-    def text(self) -> str:
-        with self.lock:
-            return ANSI.sub("", self.raw.decode("utf-8", "replace"))
-
-    def type(self, keys: str) -> None:
-        os.write(self.master, keys.encode())
-
-    def expect(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.compile(pattern).search(self.text, self.seen)
-            if match:
-                self.seen = match.end()
-                return match
-            time.sleep(0.05)
-        raise AssertionError(f"no {pattern!r} in the terminal; it shows:\n{self.text[self.seen:][-4000:]}")
-
-    def run_until(self, line: str, pattern: str, tries: int = 20) -> re.Match[str]:
-        """Type ``line`` until its output shows ``pattern`` (the portfolio may lag a fill by a moment)."""
-        for _ in range(tries):
-            self.type(line + "\r")
-            self.expect(re.escape(line))
-            try:
-                return self.expect(pattern, timeout=1.5)
-            except AssertionError:
-                continue
-        raise AssertionError(f"{line!r} never showed {pattern!r}:\n{self.text[-4000:]}")
-
-    def close(self) -> None:
-        if os.environ.get("CONSOLE_E2E_TRANSCRIPT"):
-            Path(os.environ["CONSOLE_E2E_TRANSCRIPT"]).write_text(self.text)
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        os.close(self.master)
+from tests.support.terminal import PseudoTerminal, log_lines, program_args, simulator_state, simulator_url
 
 
 def test_trading_in_a_pseudo_terminal_against_the_simulator(tmp_path: Path) -> None:

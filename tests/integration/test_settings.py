@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from config.settings import SettingsError, load_settings, render_toml, settings_as_dict
+from config.settings import SettingsError, credential_refusal, load_settings, render_toml, settings_as_dict
 from tests.support.paths import REPO
 
 
@@ -156,7 +156,16 @@ BAD_VALUES = [
      "hedger.instruments[0]: expected `str` matching regex '^[^_-]+-[^-]+$' (a future or perpetual name"),
     ("hedger.instruments", '["BTC-PERPETUAL", "BTC-24SEP21"]', "hedger.instruments: two hedge instruments for BTC"),
     ("console.max_ladder_orders", "1", "console.max_ladder_orders: expected `int` >= 2"),
-    ("console.size_multiplier", "-1", "console.size_multiplier: expected `float` >= 0.0 (positive, or 0: asked"),
+    ("console.size_multiplier", "-1", "console.size_multiplier: expected `float` >= 0.0 (0: asked at start-up, "
+                                      "or above 0 and at most 100,000)"),
+    ("console.size_multiplier", "nan", "console.size_multiplier: expected `float` >= 0.0 (0: asked"),
+    ("console.size_multiplier", "inf", "console.size_multiplier: expected `float` <= 100000.0 (0: asked at start-up, "
+                                       "or above 0 and at most 100,000)"),
+    ("console.size_multiplier", "1e9", "console.size_multiplier: expected `float` <= 100000.0"),
+    ("hedger.max_delta_mismatch", "0", "hedger.max_delta_mismatch: expected `float` > 0.0 (above 0 and at most 5 "
+                                       "coins of delta)"),
+    ("hedger.max_delta_mismatch", "560000", "hedger.max_delta_mismatch: expected `float` <= 5.0 (above 0 and at "
+                                            "most 5 coins of delta)"),
     ("simulator.port", "70000", "simulator.port: expected `int` <= 65535"),
 ]
 
@@ -232,8 +241,10 @@ CLI_CASES = [
     ([], {"DATABASE_URL": "mysql://desk:pw@db/x"}, None,
      "environment variable DATABASE_URL: database.url: database URL 'mysql://desk:***@db/x': unsupported"),
     (["--db", "mysql://desk:pw@db/x"], {}, None, "command line (--db mysql://desk:***@db/x): database.url: "),
-    (["--size-multiplier", "-1"], {}, None,  # a flag of `run`'s that `config show` takes as well
-     "command line (--size-multiplier -1.0): console.size_multiplier: expected `float` >= 0.0"),
+    # A flag of `run`'s that `config show` takes as well, read as the console reads the multiplier.
+    (["--size-multiplier", "-1"], {}, None,
+     "command line (--size-multiplier -1): console.size_multiplier: size multiplier '-1' is not a plain decimal "
+     "number. give a number above 0 and at most 100,000 in the digits 0-9"),
     ([], {}, "[deribit]\nreconnect_max_s = 0.2\n",
      "deribit.reconnect_max_s: must not be below reconnect_initial_s (0.5), got 0.2"),
 ]
@@ -253,3 +264,62 @@ def test_config_show_and_run_refuse_the_same_values(tmp_path: Path, args: list[s
         assert "pw@" not in result.stderr
     assert results[0].stderr == results[1].stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "logs").exists()  # nothing started
+
+
+# -- credentials never from the command line ----------------------------------------------------------
+SECRET = "hunter2-from-the-command-line"
+
+
+@pytest.mark.parametrize("item", [f"deribit.client_secret={SECRET}", f"deribit.client_id={SECRET}",
+                                  f'deribit={{client_secret="{SECRET}"}}', f" deribit.client_secret ={SECRET}"])
+def test_credentials_are_refused_from_the_command_line_without_echoing_them(tmp_path: Path, item: str) -> None:
+    for command in (["config", "show"], ["run"]):
+        result = run_main(*command, "--set", item, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("settings error: command line (--set deribit"), result.stderr
+        assert "never taken from the command line" in result.stderr
+        assert "in the environment" in result.stderr and "in a settings file (--config FILE)" in result.stderr
+        assert "DERIBIT_CLIENT_SECRET" in result.stderr or "DERIBIT_CLIENT_ID" in result.stderr
+        assert SECRET not in result.stdout + result.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "logs").exists()  # nothing started
+
+
+def test_a_malformed_set_flag_does_not_echo_a_secret(tmp_path: Path) -> None:
+    result = run_main("config", "show", "--set", f"deribit.client_secret:{SECRET}", cwd=tmp_path)
+    assert result.returncode == 2 and "KEY=VALUE" in result.stderr and SECRET not in result.stderr
+
+
+def test_the_credential_refusal_names_the_environment_variables_of_the_keys(tmp_path: Path) -> None:
+    assert credential_refusal("deribit.heartbeat_s") is None and credential_refusal("deribit.client") is None
+    secret = credential_refusal("deribit.client_secret")
+    assert secret is not None
+    assert "set DERIBIT_CLIENT_SECRET in the environment, or client_secret under [deribit] in a settings file" in secret
+    whole = credential_refusal("deribit")
+    assert whole is not None and "DERIBIT_CLIENT_ID and DERIBIT_CLIENT_SECRET" in whole
+    # The environment and a settings file still give them.
+    f = write(tmp_path, '[deribit]\nclient_id = "from-file"\n')
+    s = load_settings(f, environ={"DERIBIT_CLIENT_SECRET": SECRET})
+    assert (s.deribit.client_id, s.deribit.client_secret) == ("from-file", SECRET)
+
+
+# -- the size multiplier flag: read as the console reads it ------------------------------------------
+@pytest.mark.parametrize(("value", "reason"), [
+    ("nan", "size multiplier 'nan' is not a plain decimal number"),
+    ("inf", "size multiplier 'inf' is not a plain decimal number"),
+    ("1e9", "size multiplier '1e9' is not a plain decimal number"),
+    ("0", "size multiplier 0 is not above 0"),
+    ("100000.5", "size multiplier 100000.5 is above 100,000, the maximum"),
+    ("\u0661\u0660", "is a digit outside 0-9"),
+])
+def test_a_bad_size_multiplier_flag_exits_2_saying_what_is_allowed(tmp_path: Path, value: str, reason: str) -> None:
+    result = run_main("config", "show", "--size-multiplier", value, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"settings error: command line (--size-multiplier {value}): "
+                                    "console.size_multiplier: "), result.stderr
+    assert reason in result.stderr and "above 0 and at most 100,000" in result.stderr
+
+
+def test_a_size_multiplier_flag_in_range_is_taken(tmp_path: Path) -> None:
+    result = run_main("config", "show", "--size-multiplier", "12.5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert tomllib.loads(result.stdout)["console"]["size_multiplier"] == 12.5

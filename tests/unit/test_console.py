@@ -14,13 +14,14 @@ from typing import Any
 import msgspec
 import pykka
 import pytest
+import structlog
 from rich.console import Console as RichConsole
 
 from actors.console import Console
 from config.settings import Settings
-from console.desk_state import DeskState, startup_stages
+from console.desk_state import DeskState, ScriptWait, startup_stages
 from console.orders import reference_mark
-from console.terminal import GetStartup, RunLine, WaitDone
+from console.terminal import Configure, GetStartup, RunLine, Terminal, WaitDone
 from console.views import chain_tables, surface_view
 from messages.account import OrderUpdate, UserTrade
 from messages.commands import (
@@ -35,7 +36,7 @@ from messages.hedging import HedgeActivation, HedgeCode, HedgePlan, HedgerContro
 from messages.market import InstrumentsLoaded
 from messages.state import ChainSnapshot, TopOfBook
 from messages.surface import SurfaceSnapshot, TenorFigures
-from messages.system import ConnectionState, ConnectionStatus, StopRequested
+from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, StopRequested
 from runtime.actor import ActorContext, handles
 from runtime.clock import WallClock
 from tests.support.market import NOW, PERP, btc, open_order, portfolio, position, quote
@@ -438,10 +439,33 @@ class Boom:
     """Makes the test console raise, as a bug would."""
 
 
+def crash_test_market() -> tuple[Any, ...]:
+    return (ConnectionStatus(state=ConnectionState.SUBSCRIBED, venue="simulator", at=NOW, authenticated=True,
+                             can_trade=True),
+            InstrumentsLoaded(currency="BTC", instruments=btc(), at=NOW),
+            TopOfBook(instrument_name=PERP, kind="future", bid=59990.0, bid_amount=1, ask=60000.0, ask_amount=1,
+                      timestamp=0, at=NOW, mark_price=59995.0),
+            portfolio())
+
+
 class CrashingConsole(Console):
+    """A console that raises on :class:`Boom`. It takes the market in ``on_start``, before its
+    terminal can send it a line: a line typed while the actor before it was dead comes at once,
+    and told from the test after ``start`` the market could come after that line."""
+
+    def on_start(self) -> None:
+        for message in crash_test_market():
+            self.on_receive(message)
+        super().on_start()
+
     @handles(Boom)
     def on_boom(self, _message: Boom) -> None:
         raise RuntimeError("boom")
+
+
+class FreshConsole(Console):
+    """A console that starts with no market at all, as a restarted one does: what was published
+    before it joined the bus is not sent again."""
 
 
 def test_a_restarted_console_keeps_its_terminal(tmp_path: Any) -> None:
@@ -456,14 +480,7 @@ def test_a_restarted_console_keeps_its_terminal(tmp_path: Any) -> None:
 
     def start() -> pykka.ActorRef:
         context = ActorContext(name="console", clock=WallClock(), settings=s, publish=published.append)
-        ref = CrashingConsole.start(context, stdin=reader, out=out, interactive=False)
-        ref.tell(ConnectionStatus(state=ConnectionState.SUBSCRIBED, venue="simulator", at=NOW, authenticated=True,
-                                  can_trade=True))
-        ref.tell(InstrumentsLoaded(currency="BTC", instruments=btc(), at=NOW))
-        ref.tell(TopOfBook(instrument_name=PERP, kind="future", bid=59990.0, bid_amount=1, ask=60000.0, ask_amount=1,
-                           timestamp=0, at=NOW, mark_price=59995.0))
-        ref.tell(portfolio())
-        return ref
+        return CrashingConsole.start(context, stdin=reader, out=out, interactive=False)
 
     first = start()
     wait_until(lambda: "trading BTC-PERPETUAL" in buffer.getvalue())
@@ -476,6 +493,47 @@ def test_a_restarted_console_keeps_its_terminal(tmp_path: Any) -> None:
     order = next(m for m in published if isinstance(m, PlaceOrder))
     assert (order.amount, order.price, order.label) == (10.0, 1000.0, "manual_api_1")
     assert [t.name for t in threading.enumerate()].count("console-terminal") == 1
+    writer.close()
+    wait_until(lambda: any(isinstance(m, StopRequested) for m in published))
+    second.stop()
+
+
+def test_a_restarted_console_is_configured_with_what_was_chosen_at_the_prompt(tmp_path: Any) -> None:
+    """The terminal tells a restarted actor the instrument (by name, though it was chosen by its
+    number) and the multiplier chosen at start-up; the actor, which has no market yet, asks for
+    the link's state, then for the instrument lists, and trades once they are back."""
+    read_fd, write_fd = os.pipe()
+    reader, writer = os.fdopen(read_fd, "r"), os.fdopen(write_fd, "w")
+    s = settings(tmp_path, startup_timeout_s=1.0, order_wait_s=0.5, instrument="", size_multiplier=0.0)
+    published: list[Any] = []
+    buffer = io.StringIO()
+    out = RichConsole(file=buffer, width=160, markup=False, highlight=False, emoji=False)
+    context = ActorContext(name="console", clock=WallClock(), settings=s, publish=published.append)
+
+    first = CrashingConsole.start(context, stdin=reader, out=out, interactive=False)
+    listing = wait_until(lambda: re.search(r"futures: .*\b(\d+) BTC-PERPETUAL\b", buffer.getvalue()))
+    writer.write(f"{listing[1]}\n20\n")  # the perpetual by its number in the list
+    writer.flush()
+    wait_until(lambda: "trading BTC-PERPETUAL, size multiplier 20" in buffer.getvalue())
+    terminal = Terminal.running_on(reader)
+    assert terminal is not None
+    wait_until(lambda: (terminal.instrument, terminal.size_multiplier) == (PERP, 20.0))  # what it will tell again
+    assert not any(isinstance(m, ConnectionStatusRequest) for m in published)
+    first.tell(Boom())
+    wait_until(lambda: not first.is_alive())
+    asked = len([m for m in published if isinstance(m, RefreshInstruments)])
+
+    second = FreshConsole.start(context, stdin=reader, out=out, interactive=False)
+    wait_until(lambda: [m.origin for m in published if isinstance(m, ConnectionStatusRequest)] == ["console"])
+    second.tell(crash_test_market()[0])  # the link's answer: subscribed
+    wait_until(lambda: len([m for m in published if isinstance(m, RefreshInstruments)]) == asked + 1)
+    for message in crash_test_market()[1:]:  # the lists it asked for, and the market
+        second.tell(message)
+    writer.write("as1 1000\n")
+    writer.flush()
+    wait_until(lambda: any(isinstance(m, PlaceOrder) for m in published))
+    order = next(m for m in published if isinstance(m, PlaceOrder))
+    assert (order.instrument_name, order.amount, order.price) == (PERP, 20.0, 1000.0)
     writer.close()
     wait_until(lambda: any(isinstance(m, StopRequested) for m in published))
     second.stop()
@@ -531,3 +589,54 @@ def test_completion_of_commands_and_instrument_names() -> None:
     assert "chain 24SEP21" in complete("chain 2")
     Source.asking_instrument = True
     assert complete("BTC-P") == [PERP]
+
+
+# -- one bad line never ends the console --------------------------------------------------------------------
+def test_a_failure_while_handling_a_line_is_said_and_the_console_goes_on(tmp_path: Any,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(*_args: Any) -> Any:
+        raise ValueError("cannot round nan")
+
+    monkeypatch.setattr("console.orders.orders_for", failing)  # a bug in what an order line becomes
+    h = Harness(tmp_path)
+    h.feed_market()
+    with structlog.testing.capture_logs() as logs:
+        outcome = h.run("a2")
+        h.output()
+    assert outcome.error and not outcome.quit
+    assert "error while handling 'a2': ValueError: cannot round nan (traceback in the log)" in h.output()
+    [failed] = [e for e in logs if e["event"] == "console_line_failed"]
+    assert failed["line"] == "a2" and failed["error"] == "ValueError: cannot round nan" and failed["exc_info"]
+    assert h.run("ca").wait_key is None and len(h.sent(CancelAll)) == 1  # the next lines run as ever
+    assert h.run("quit").quit
+    assert [m.reason for m in h.published if isinstance(m, StopRequested)] == ["quit"]
+    assert h.ref.is_alive() and h.sent(PlaceOrder) == []
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e9, 0.0, -1.0])
+def test_a_size_multiplier_out_of_range_is_refused_and_the_old_one_kept(tmp_path: Any, value: float) -> None:
+    h = Harness(tmp_path)
+    h.feed_market()
+    error = h.ref.ask(Configure(None, value), timeout=10)
+    assert error is not None and "size multiplier" in error and "at most 100,000" in error
+    h.run("show size multiplier")
+    assert "size multiplier: 10" in h.output()
+    h.run("a2")
+    assert [o.amount for o in h.sent(PlaceOrder)] == [20.0]
+
+
+def test_a_failure_while_a_piped_line_waits_is_said_and_the_script_goes_on(tmp_path: Any,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(_self: ScriptWait, _state: Any) -> list[str]:
+        raise RuntimeError("broken wait")
+
+    monkeypatch.setattr(ScriptWait, "missing", broken)
+    reader, writer = pipe_with("as1 1000\npositions\nquit\n")
+    writer.close()
+    h = Harness(tmp_path, stdin=reader, terminal=True, startup_timeout_s=5.0)
+    h.feed_market()
+    wait_until(lambda: any(isinstance(m, StopRequested) for m in h.published))
+    text = h.output()
+    assert "error while handling 'as1 1000': RuntimeError: broken wait; see the log" in text
+    assert text.index("> as1 1000") < text.index("> positions") < text.index("> quit")
+    assert [m.reason for m in h.published if isinstance(m, StopRequested)] == ["quit"]

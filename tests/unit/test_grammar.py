@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from config.settings import MAX_SIZE_MULTIPLIER
 from console.grammar import (
     COMMANDS,
     COMPLETION_WORDS,
@@ -30,8 +31,11 @@ from console.grammar import (
     ShowChain,
     StopOrder,
     TouchOrder,
+    check_size_multiplier,
     commands_markdown,
     parse_line,
+    parse_size_multiplier,
+    pick_future,
 )
 from console.orders import (
     OrderLimits,
@@ -39,12 +43,13 @@ from console.orders import (
     TradingContext,
     cancels_for,
     describe_order,
+    label_number,
     next_label_number,
     orders_for,
 )
 from messages.account import OrderUpdate
 from messages.commands import CancelAll, CancelByLabel, CancelOrder, PlaceOrder, check_command
-from tests.support.market import LIMITS, market, option
+from tests.support.market import LIMITS, btc, market, option
 from tests.support.paths import REPO
 
 FIELDS = ("side", "amount", "type", "price", "post_only", "reduce_only", "trigger", "trigger_price",
@@ -294,3 +299,74 @@ def test_the_readmes_command_table_is_the_one_description() -> None:
     table = readme.split(start, 1)[1].split(end, 1)[0]
     assert table == commands_markdown() + "\n", "README's console table differs: paste `python -m console.grammar`"
     assert commands_markdown().count("\n") == len(COMMANDS) + 1
+
+
+# -- numbers are ASCII only ------------------------------------------------------------------------------
+@pytest.mark.parametrize(("line", "char"), [
+    ("a2\u0660\u0660", "U+0660 ARABIC-INDIC DIGIT ZERO"),  # was a buy of 200
+    ("a1\U0001d7ce", "U+1D7CE MATHEMATICAL BOLD DIGIT ZERO"),  # was a buy of 100
+    ("as100 1\u096c000", "U+096C DEVANAGARI DIGIT SIX"),  # was a limit at 16000
+    ("a\uff11", "U+FF11 FULLWIDTH DIGIT ONE"),
+    ("as100\u200316000", "U+2003 EM SPACE"),  # split() takes it for a space
+    ("\u00a0a200", "U+00A0 NO-BREAK SPACE"),  # strip() takes it away
+    ("a2\u200b00", "U+200B ZERO WIDTH SPACE"),
+    ("buyOption:0.05,\u0661", "U+0661 ARABIC-INDIC DIGIT ONE"),
+    ("setHedgeDeltaStep:\u0660.01", "U+0660 ARABIC-INDIC DIGIT ZERO"),
+    ("\u017fetContractType:BTC-24SEP21-40000-C", "U+017F LATIN SMALL LETTER LONG S"),  # upper() is S
+])
+def test_a_line_with_a_non_ascii_character_is_refused_naming_it(line: str, char: str) -> None:
+    result = parse_line(line)
+    assert isinstance(result, ParseError), result
+    assert char in result.reason and "ASCII only" in result.reason and "0-9" in result.hint
+
+
+def test_the_non_ascii_refusal_says_a_foreign_digit_is_one() -> None:
+    assert "is a digit outside 0-9" in str(parse_line("a2\u0660\u0660"))
+    assert "is not ASCII" in str(parse_line("as100\u200316000"))
+
+
+def test_plot_arguments_may_name_files_in_any_script() -> None:
+    name = "smile-\u00e9t\u00e9.png"
+    assert parse_line(f"plot --what smile --out {name}") == Plot(("--what", "smile", "--out", name))
+
+
+def test_start_up_answers_are_ascii_numbers_only() -> None:
+    futures = [i for i in btc() if i.kind == "future"]
+    assert pick_future("1", futures) == futures[0]
+    assert isinstance(pick_future("\u0661", futures), ParseError)  # int() reads it as 1
+    assert isinstance(pick_future("\uff11", futures), ParseError)
+    assert parse_size_multiplier("10") == 10.0
+    for text in ("\u0661\u0660", "1\uff10", "\U0001d7cf\U0001d7ce"):
+        result = parse_size_multiplier(text)
+        assert isinstance(result, ParseError) and "outside 0-9" in result.reason, text
+
+
+def test_a_manual_label_is_numbered_in_ascii_digits() -> None:
+    assert label_number("manual_api_3") == 3
+    assert label_number("manual_api_\u0663") is None
+
+
+# -- the size multiplier: finite and within its range on every path ---------------------------------------
+@pytest.mark.parametrize(("text", "reason"), [
+    ("nan", "not a plain decimal number"), ("inf", "not a plain decimal number"),
+    ("1e9", "not a plain decimal number"), ("-1", "not a plain decimal number"), ("0", "not above 0"),
+    ("100000.5", "above 100,000, the maximum"), ("1000000000", "not a plain decimal number"),
+])
+def test_a_size_multiplier_out_of_range_is_refused_saying_what_is_allowed(text: str, reason: str) -> None:
+    result = parse_size_multiplier(text)
+    assert isinstance(result, ParseError), result
+    assert reason in result.reason and "above 0 and at most 100,000" in result.hint
+
+
+def test_a_size_multiplier_given_as_a_number_is_checked_the_same_way() -> None:
+    assert check_size_multiplier(MAX_SIZE_MULTIPLIER) == parse_size_multiplier("100000") == MAX_SIZE_MULTIPLIER
+    assert check_size_multiplier(0.5) == 0.5
+    for value in (float("nan"), float("inf"), -float("inf"), 0.0, -2.0, 1e9, MAX_SIZE_MULTIPLIER * (1 + 1e-12)):
+        assert isinstance(check_size_multiplier(value), ParseError), value
+
+
+def test_an_amount_that_is_not_finite_is_refused_not_raised() -> None:
+    result = place("a1", replace(market(), size_multiplier=float("inf")))
+    assert isinstance(result, Refusal) and "not a positive number" in result.reason
+    result = place("a1", replace(market(), size_multiplier=float("nan")))
+    assert isinstance(result, Refusal)

@@ -18,6 +18,7 @@ from console.grammar import (
     MarketOrder,
     OptionOrder,
     ParseError,
+    Plot,
     StopOrder,
     TouchOrder,
     parse_line,
@@ -157,3 +158,42 @@ def test_valid_lines_are_understood(line: str) -> None:
     elif SHORTCUT.fullmatch(line) or OPTION_ORDER.fullmatch(line):
         # Out of range (zero, above 10,000, equal bounds, a count below 2): a reason, no order.
         assert isinstance(result, ParseError), result
+
+
+# Characters outside ASCII, weighted toward those that read as, look like or vanish beside the
+# language's own: other scripts' digits (int, float and Decimal read them), full-width and
+# mathematical forms, spaces that strip() and split() take, invisible format characters, letters
+# whose case mapping is ASCII (upper() of U+017F is S); then any other.
+_LOOKALIKES = "\u017f\u0131\u212a\ufb00\u00a0\u2003\u3000\u200b\u200d\ufeff\uff0e\uff0c\uff41\uff44\u2212"
+NON_ASCII = st.one_of(
+    st.characters(categories=["Nd", "Nl", "No"], min_codepoint=128),
+    st.characters(categories=["Zs", "Zl", "Zp", "Cf", "Mn"], min_codepoint=128),
+    st.sampled_from(_LOOKALIKES),
+    st.characters(min_codepoint=0xFF10, max_codepoint=0xFF5A),  # full-width digits and letters
+    st.characters(min_codepoint=128),
+)
+
+
+def with_non_ascii(base: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """``base``'s lines with one to three non-ASCII characters inserted or substituted anywhere."""
+
+    def insert(line: str, edits: list[tuple[int, bool, str]]) -> str:
+        for where, replace_one, char in edits:
+            i = where % (len(line) + 1)
+            line = line[:i] + char + line[i + (1 if replace_one else 0):]
+        return line
+
+    edit = st.tuples(st.integers(0, 60), st.booleans(), NON_ASCII)
+    return st.builds(insert, base, st.lists(edit, min_size=1, max_size=3))
+
+
+@settings(max_examples=5_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(with_non_ascii(valid_lines()), st.text(min_size=1, max_size=40).filter(lambda t: not t.isascii())))
+def test_no_line_with_a_non_ascii_character_ever_yields_an_order(line: str) -> None:
+    assert not line.isascii()
+    result = parse_line(line)
+    assert not isinstance(result, ORDER_COMMANDS), f"{line!r} gave {result!r}"
+    # Nor anything else: only a plot's arguments (file names) may hold such characters.
+    assert result is None or isinstance(result, ParseError | Plot), f"{line!r} gave {result!r}"
+    if isinstance(result, ParseError):
+        assert result.reason and result.hint

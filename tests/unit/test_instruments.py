@@ -18,6 +18,7 @@ from deribit.instruments import (
     InstrumentNameError,
     TickSizeStep,
     amount_step,
+    decode_instrument_list,
     decode_instruments,
     expiry_ms,
     format_expiry,
@@ -25,6 +26,7 @@ from deribit.instruments import (
     format_option_name,
     format_perpetual_name,
     format_strike,
+    instrument_defect,
     instrument_family,
     parse_instrument_name,
     round_to_contract,
@@ -32,6 +34,7 @@ from deribit.instruments import (
     tick_size_at,
 )
 from tests.support.capture import instruments_path
+from tests.support.scripted_server import tiny_instruments
 
 INSTRUMENT_COUNTS = {"BTC": (390, 8), "ETH": (418, 8)}  # options, futures in the capture's listing
 
@@ -326,3 +329,64 @@ def test_instrument_family_agrees_with_the_parser_on_every_listed_name(currency:
 @pytest.mark.parametrize("name", ["BTC", "BTC-FS-27DEC26_PERP-X-Y", "BTC_USDC", ""])
 def test_instrument_family_of_other_shapes_is_nobodys(name: str) -> None:
     assert instrument_family(SimpleNamespace(instrument_name=name)) == ("", "")
+
+
+# --- an instrument's metadata is usable, or it is refused at load ---------------------------------
+
+
+def _listed(**fields: object) -> Instrument:
+    """The perpetual of the scripted server's list, with ``fields`` changed."""
+    entry = {**tiny_instruments()["BTC"][0], **fields}
+    return msgspec.convert(entry, Instrument)
+
+
+def _option(**fields: object) -> Instrument:
+    return msgspec.convert({**tiny_instruments()["BTC"][1], **fields}, Instrument)
+
+
+def test_a_sound_instrument_has_no_defect() -> None:
+    assert instrument_defect(_listed()) is None
+    assert instrument_defect(_option()) is None
+    steps = (TickSizeStep(above_price=0.005, tick_size=0.0005),)
+    assert instrument_defect(_option(tick_size_steps=steps)) is None
+
+
+@pytest.mark.parametrize("field", ["tick_size", "contract_size", "min_trade_amount"])
+@pytest.mark.parametrize("value", [0.0, -0.5, float("nan"), float("inf")])
+def test_a_tick_size_contract_size_or_minimum_that_is_not_positive_and_finite_is_named(field: str,
+                                                                                       value: float) -> None:
+    defect = instrument_defect(_listed(**{field: value}))
+    assert defect is not None
+    assert (defect.instrument_name, defect.field, defect.value) == ("BTC-PERPETUAL", field, repr(value))
+    assert defect.problem == "must be a positive finite number"
+
+
+def test_tick_size_steps_and_an_options_strike_are_checked_too() -> None:
+    bad_step = (TickSizeStep(above_price=0.005, tick_size=0.0005), TickSizeStep(above_price=0.1, tick_size=0.0))
+    defect = instrument_defect(_option(tick_size_steps=bad_step))
+    assert defect is not None and (defect.field, defect.value) == ("tick_size_steps[1].tick_size", "0.0")
+    defect = instrument_defect(_option(tick_size_steps=(TickSizeStep(above_price=-1.0, tick_size=0.001),)))
+    assert defect is not None and defect.field == "tick_size_steps[0].above_price"
+    defect = instrument_defect(_option(strike=0.0))
+    assert defect is not None and (defect.instrument_name, defect.field) == ("BTC-1JAN00-60000-C", "strike")
+
+
+def test_the_list_is_decoded_entry_by_entry_and_a_bad_entry_loses_only_itself() -> None:
+    good = tiny_instruments()["BTC"]
+    wrong_type = {**good[1], "tick_size": "0.0005"}
+    missing = {k: v for k, v in good[2].items() if k != "min_trade_amount"}
+    decoded, defects = decode_instrument_list(json.dumps({"result": [good[0], wrong_type, missing, 7]}))
+    assert [i.instrument_name for i in decoded] == ["BTC-PERPETUAL"]
+    assert [(d.instrument_name, d.field, d.value) for d in defects] == [
+        ("BTC-1JAN00-60000-C", "tick_size", '"0.0005"'), ("BTC-1JAN00-60000-P", "min_trade_amount", "(none)"),
+        ("(no name)", "(the entry)", "(none)")]
+    assert "Expected `float`, got `str`" in defects[0].problem
+    assert decode_instrument_list(json.dumps(good)) == (decode_instruments(json.dumps(good)), ())
+    with pytest.raises(msgspec.ValidationError):
+        decode_instrument_list(json.dumps({"result": 5}))
+
+
+def test_every_instrument_of_the_capture_is_usable() -> None:
+    for currency in sorted(INSTRUMENT_COUNTS):
+        decoded, defects = decode_instrument_list(instruments_path(currency).read_bytes())
+        assert defects == () and [instrument_defect(i) for i in decoded] == [None] * len(decoded)

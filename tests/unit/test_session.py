@@ -42,6 +42,7 @@ from messages.commands import (
     CommandResult,
     PlaceOrder,
     ReconcilePortfolio,
+    RefreshInstruments,
     ResubscribeInstrument,
 )
 from messages.market import InstrumentsLoaded, InstrumentState
@@ -285,6 +286,36 @@ def test_a_resync_unsubscribes_and_subscribes_the_book_afresh(tmp_path: Path) ->
     rig.answer(unsubscribe, [book], 5.0)
     rig.take(rig.session.tick(6.0))
     assert rig.last("public/subscribe")["params"]["channels"] == [book]
+
+
+# -- the instrument list --------------------------------------------------------------------------------------
+def test_an_unusable_instrument_is_dropped_from_the_list_with_a_warning_and_the_rest_kept(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, {"deribit.client_id": "", "deribit.client_secret": ""})
+    rig.take(rig.session.link_up(0.0))
+    perpetual, call, put = tiny_instruments()["BTC"]
+    zero_tick = {**perpetual, "instrument_name": "BTC-1JAN30", "settlement_period": "month", "tick_size": 0.0}
+    rig.answer(rig.last("public/get_instruments"),
+               [perpetual, zero_tick, call, {**put, "min_trade_amount": -0.1}, {**call, "instrument_name": "BTC-X",
+                                                                                "contract_size": None}], 0.1)
+    [loaded] = rig.of(InstrumentsLoaded)
+    assert [i.instrument_name for i in loaded.instruments] == ["BTC-PERPETUAL", "BTC-1JAN00-60000-C"]
+    refused = [(level, fields["instrument"], fields["field"], fields["value"]) for level, event, fields in rig.log.lines
+               if event == "instrument_refused"]
+    assert refused == [("warning", "BTC-X", "contract_size", "null"), ("warning", "BTC-1JAN30", "tick_size", "0.0"),
+                       ("warning", "BTC-1JAN00-60000-P", "min_trade_amount", "-0.1")]
+    assert rig.log.events("instruments_loaded")[-1]["refused"] == 3
+    wanted = rig.session.subs.wanted
+    assert "quote.BTC-PERPETUAL" in wanted and "book.BTC-1JAN00-60000-C.100ms" in wanted
+    assert not {c for c in wanted if "BTC-1JAN30" in c or "60000-P" in c or "BTC-X" in c}
+    # An instrument listed before whose metadata turns bad is dropped, and its channels with it.
+    rig.take(rig.session.handle(RefreshInstruments(origin="test", reason="again"), 1.0))
+    rig.answer(rig.last("public/get_instruments"), [{**perpetual, "tick_size": -0.5}, call, put], 1.0)
+    assert [i.instrument_name for i in rig.of(InstrumentsLoaded)[-1].instruments] == [
+        "BTC-1JAN00-60000-C", "BTC-1JAN00-60000-P"]
+    assert not {c for c in rig.session.subs.wanted if "BTC-PERPETUAL" in c}
+    assert rig.log.events("instrument_refused")[-1] == {"currency": "BTC", "instrument": "BTC-PERPETUAL",
+                                                        "field": "tick_size", "value": "-0.5",
+                                                        "problem": "must be a positive finite number"}
 
 
 # -- orders -----------------------------------------------------------------------------------------------
