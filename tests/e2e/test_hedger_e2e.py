@@ -14,9 +14,10 @@ from collections.abc import Callable
 
 import pytest
 
+from messages.commands import PlaceOrder
 from messages.hedging import HedgerControl
 from tests.support.desk import StartDesk
-from tests.support.hedge_desk import BAND, PERP, Desk, buy_calls_and_hedge, hedge_desk_factory
+from tests.support.hedge_desk import BAND, CLIENT_ID, PERP, Desk, buy_calls_and_hedge, hedge_desk_factory
 from tests.support.waiting import wait_until as wait_for
 
 pytestmark = pytest.mark.usefixtures("isolated_cwd")  # the program's data/ goes to a temp dir
@@ -182,3 +183,30 @@ def test_a_restarted_hedger_starts_off_and_asks_for_the_link_state(desk: Callabl
     running.settle()
     assert len(running.hedge_orders()) == orders + 1, running.status()
     running.assert_within_band()
+
+
+def test_a_ladder_filling_while_a_hedge_fills_leaves_hedging_on_and_within_band(desk: Callable[..., Desk]) -> None:
+    # The trader's ladder of post-only bids rests on the hedge instrument (placed with the
+    # console's override). The market falls through it: the ladder fills while the hedger's own
+    # order fills, so the position moves by both at once. The hedger settles on its own trades,
+    # stays on, and brings the book back within its band (the ladder's buys included).
+    running = desk(**{"hedger.fill_wait_s": 3.0})
+    buy_calls_and_hedge(running)
+    running.settle()
+    bids, _asks = running.sim.book(PERP)
+    best = bids[0][0]
+    for n in range(5):
+        running.publish(PlaceOrder(instrument_name=PERP, side="buy", amount=200.0, type="limit",
+                                   price=best - 0.5 * (n + 1), post_only=True, origin="test",
+                                   request_key=f"ladder-{n}", label=f"manual_api_{900 + n}"))
+    wait_for(lambda: len(running.sim.open_orders(CLIENT_ID, "BTC")) >= 5, 10, "the ladder resting")
+    orders = len(running.hedge_orders())
+    running.sim.set_index("BTC", running.sim.index("BTC") * 0.985)
+    wait_for(lambda: not running.sim.open_orders(CLIENT_ID, "BTC"), 15, "the ladder filled")
+    running.settle(timeout_s=30)
+    status = running.status()
+    assert status.active and "never showed" not in status.message, status
+    assert len(running.hedge_orders()) > orders
+    running.assert_within_band()
+    ladder = [t for t in running.hedge_trades() if t["label"].startswith("manual_api_9")]
+    assert sum(t["amount"] for t in ladder) == pytest.approx(1_000.0)

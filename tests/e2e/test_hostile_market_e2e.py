@@ -184,3 +184,38 @@ def test_non_finite_numbers_never_cross_the_decoder(hedged: Callable[[], Hedged]
     running.desk.wait_log("malformed_frame")
     time.sleep(0.3)
     assert running.orders() == [] and running.status().code is HedgeCode.WITHIN_BAND
+
+
+def test_a_hedge_instrument_listed_with_a_zero_tick_size_is_never_traded(tmp_path: Path) -> None:
+    # The exchange lists the perpetual with tick_size 0: the instrument is refused where the lists
+    # load, so the hedger says it is not listed and sends nothing; once it is listed sanely (an
+    # instrument.state notification makes the list load again), hedging goes on.
+    server = ScriptedServer()
+    server.instruments["BTC"][0] = {**server.instruments["BTC"][0], "tick_size": 0.0}
+    server.positions = {"BTC": [{"instrument_name": CALL, "kind": "option", "direction": "buy", "size": 1.0,
+                                 "average_price": 0.5}]}  # unhedged: it would sell 60,000 at once
+    url = server.start()
+    settings = connection_settings(tmp_path, {"hedger.currencies": ["BTC"], "hedger.delta_source": "exchange",
+                                              "hedger.active_on_start": True})
+    desk = Desk.start(settings, url, extra_specs=[s for s in main.actor_specs(settings, url=url) if s.name in ACTORS])
+    try:
+        running = Hedged(server, desk)
+        status = running.wait_code(HedgeCode.NOT_LISTED, "the perpetual refused", push=running.market.sane)
+        assert PERP in status.last_reason
+        assert desk.log_events("instrument_refused")[0]["instrument"] == PERP
+        time.sleep(0.3)
+        assert running.orders() == []
+        server.instruments["BTC"][0] = {**server.instruments["BTC"][0], "tick_size": 0.5}
+        server.push("instrument.state.future.BTC", {"instrument_name": PERP, "state": "started",
+                                                    "timestamp": now_ms()})
+        def sold() -> list[Any]:
+            running.market.sane()  # its channels are subscribed now: the market reaches it
+            return server.calls("private/sell")
+
+        [order] = wait_until(sold, 15.0, "a hedge once the perpetual is listed sanely")
+        assert order.params["instrument_name"] == PERP and order.params["amount"] == pytest.approx(60_000.0)
+    finally:
+        try:
+            desk.stop()
+        finally:
+            server.stop()
