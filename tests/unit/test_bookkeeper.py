@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pykka
 import pytest
 
@@ -131,6 +132,42 @@ def test_futures_take_their_top_from_quotes_and_publish_every_change() -> None:
     assert (future.bid, future.bid_amount, future.ask, future.age_s, future.stale) == (
         40_000.0, 100.0, 40_000.5, 60.0, False)
     assert future.expiry_ms == 32_503_708_800_000 and chain.options == ()
+
+
+@pytest.mark.parametrize(("bid", "ask"), [(61_000.0, 59_000.0), (60_000.0, 60_000.0), (-1.0, 60_000.0)])
+def test_a_crossed_locked_or_broken_futures_quote_is_stale_and_resynced(bid: float, ask: float) -> None:
+    # Futures take their top from quote.*: nothing else checks it, so the family does (the console
+    # trades on this top and the hedger on this and the quote itself).
+    family = BookFamily("BTC", "future", publish_top=True)
+    sane = Quote(instrument_name="BTC-PERPETUAL", timestamp=5, best_bid_price=60_000.0, best_bid_amount=1.0,
+                 best_ask_price=60_000.5, best_ask_amount=1.0)
+    family.on_quote(sane, T0)
+    bad = Quote(instrument_name="BTC-PERPETUAL", timestamp=6, best_bid_price=bid, best_bid_amount=1.0,
+                best_ask_price=ask, best_ask_amount=1.0)
+    out = family.on_quote(bad, T0 + 1)
+    [top] = [m for m in out if isinstance(m, TopOfBook)]
+    assert top.stale and (top.bid, top.ask) == (60_000.0, 60_000.5)  # the last sane top, marked stale
+    assert [r.instrument_name for r in resubscribes(out)] == ["BTC-PERPETUAL"]
+    assert family.on_quote(bad, T0 + 2) == ()  # asked once per episode
+    [fresh] = family.on_quote(msgspec.structs.replace(sane, timestamp=7), T0 + 3)
+    assert not fresh.stale
+    [episode] = family.episodes
+    assert episode.instrument_name == "BTC-PERPETUAL" and episode.ended_at == T0 + 3
+
+
+def test_a_quote_stamped_ahead_of_our_clock_is_refused_and_later_quotes_still_count() -> None:
+    family = BookFamily("BTC", "future", publish_top=True)
+    ahead = Quote(instrument_name="BTC-PERPETUAL", timestamp=int((T0 + 3600) * 1000), best_bid_price=60_000.0,
+                  best_bid_amount=1.0, best_ask_price=60_000.5, best_ask_amount=1.0)
+    assert family.on_quote(ahead, T0) == () and family.stats.refused == 1
+    now = Quote(instrument_name="BTC-PERPETUAL", timestamp=int(T0 * 1000), best_bid_price=60_001.0,
+                best_bid_amount=1.0, best_ask_price=60_001.5, best_ask_amount=1.0)
+    [top] = family.on_quote(now, T0)
+    assert (top.bid, top.stale) == (60_001.0, False)
+    ticker = Ticker(instrument_name="BTC-PERPETUAL", timestamp=int(T0 * 1000) + 5, state="open",
+                    mark_price=60_001.2, best_bid_price=60_002.0, best_ask_price=60_002.5)
+    [newer] = family.on_ticker(ticker, T0 + 0.1)  # newer than the last sane quote: taken
+    assert newer.bid == 60_002.0
 
 
 def test_the_chain_snapshot_carries_book_ticker_and_age_per_option() -> None:

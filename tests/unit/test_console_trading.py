@@ -14,8 +14,9 @@ from console.grammar import Cancel, LimitOrder, MarketOrder, OptionOrder, Show, 
 from console.orders import OPTION_QUOTE_MAX_AGE_S, Refusal, Trading, describe_cancel
 from console.terminal import Choices, completions
 from console.views import topic_view
+from desk.book_family import BookFamily
 from messages.commands import CancelAll, CancelByLabel, CancelOrder, PlaceOrder
-from messages.market import InstrumentsLoaded
+from messages.market import InstrumentsLoaded, Quote
 from messages.state import ChainSnapshot, TopOfBook
 from messages.system import ConnectionState, ConnectionStatus
 from tests.support.market import LIMITS, NOW, PERP, PUT, btc, btc_futures, open_order, portfolio, position, quote
@@ -185,3 +186,19 @@ def test_each_information_word_has_its_view() -> None:
     out = io.StringIO()
     RichConsole(file=out, width=160).print(topic_view(Show("size_multiplier").topic, d, PERP, None, None, "BTC"))
     assert "no size multiplier chosen yet" in out.getvalue()
+
+
+def test_a_crossed_futures_quote_is_never_traded_on() -> None:
+    # The case: bid 61,000 over ask 59,000 on the quote channel. The book keeper marks the
+    # future stale (and asks for a resubscribe); `a1` is refused, not sent as a buy at 59,059.
+
+    family = BookFamily("BTC", "future", publish_top=True)
+    d, t = desk(), chosen(trading())
+    for bid, ask in ((59_990.0, 60_000.0), (61_000.0, 59_000.0)):
+        quote_message = Quote(instrument_name=PERP, timestamp=int(NOW * 1000), best_bid_price=bid,
+                              best_bid_amount=1000.0, best_ask_price=ask, best_ask_amount=1000.0)
+        for message in family.on_quote(quote_message, NOW):
+            if isinstance(message, TopOfBook):
+                d.on_top(message)
+    refused = t.orders(MarketOrder("buy", 1), d, NOW)
+    assert isinstance(refused, Refusal) and "stale" in str(refused)
