@@ -20,7 +20,7 @@ from deribit.constants import PERPETUAL_EXPIRY_MS
 from deribit.instruments import format_expiry
 from messages.account import OrderUpdate, Position, UserTrade
 from messages.commands import CommandFailed, CommandResult
-from messages.hedging import HedgeActivation, HedgerStatus
+from messages.hedging import HedgeActivation, HedgeCode, HedgerStatus
 from messages.state import ChainSnapshot, OptionQuote, PortfolioChanged, TopOfBook
 from messages.surface import RecorderStatus, SurfaceSnapshot
 from messages.system import ConnectionStatus
@@ -182,15 +182,17 @@ def tops_table(tops: Iterable[TopOfBook], title: str = "futures") -> Table:
 def hedger_table(statuses: Iterable[HedgerStatus]) -> Table:
     table = Table(title="delta hedging", title_justify="left")
     for column in ("currency", "state", "instrument", "band", "options delta", "hedge delta", "mismatch",
-                   "orders today", "message"):
+                   "orders today", "why", "message"):
         table.add_column(column, justify="right" if column in ("band", "options delta", "hedge delta", "mismatch",
                                                                 "orders today") else "left")
     for s in sorted(statuses, key=lambda s: s.currency):
+        # Why it holds (or last traded), in red when the data was refused as implausible.
+        why = Text(s.last_reason, style="bold red" if s.code is HedgeCode.IMPLAUSIBLE_DATA else "")
         table.add_row(s.currency, activation_text(s), s.instrument, fmt(s.band),
                       fmt(s.options_delta, 4), fmt(s.hedge_delta, 4), fmt(s.mismatch, 4), str(s.orders_today),
-                      s.message or s.last_reason)
+                      why, s.message if s.message != s.last_reason else "")
     if not table.row_count:
-        table.add_row("(no status from the hedger yet)", *[""] * 8)
+        table.add_row("(no status from the hedger yet)", *[""] * 9)
     return table
 
 

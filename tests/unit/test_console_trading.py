@@ -13,10 +13,11 @@ from console.desk_state import DeskState, ScriptWait
 from console.grammar import Cancel, LimitOrder, MarketOrder, OptionOrder, Show, Topic
 from console.orders import OPTION_QUOTE_MAX_AGE_S, Refusal, Trading, describe_cancel
 from console.terminal import Choices, completions
-from console.views import topic_view
+from console.views import hedger_table, topic_view
 from desk.book_family import BookFamily
 from messages.commands import CancelAll, CancelByLabel, CancelOrder, PlaceOrder
-from messages.market import InstrumentsLoaded, Quote
+from messages.hedging import HedgeCode, HedgeMode, HedgerStatus
+from messages.market import DataFault, InstrumentsLoaded, Quote
 from messages.state import ChainSnapshot, TopOfBook
 from messages.system import ConnectionState, ConnectionStatus
 from tests.support.market import LIMITS, NOW, PERP, PUT, btc, btc_futures, open_order, portfolio, position, quote
@@ -202,3 +203,14 @@ def test_a_crossed_futures_quote_is_never_traded_on() -> None:
                 d.on_top(message)
     refused = t.orders(MarketOrder("buy", 1), d, NOW)
     assert isinstance(refused, Refusal) and "stale" in str(refused)
+
+
+def test_the_hedger_table_says_why_it_holds() -> None:
+    status = HedgerStatus(currency="BTC", active=True, instrument=PERP, mode=HedgeMode.OPTIONS_VS_HEDGE, band=0.0025,
+                          at=NOW, code=HedgeCode.IMPLAUSIBLE_DATA, fault=DataFault.CROSSED,
+                          last_reason="implausible data refused: BTC-PERPETUAL: crossed: bid 80000 above ask 70000",
+                          message="hedging activated by console")
+    out = io.StringIO()
+    RichConsole(file=out, width=250, color_system=None).print(hedger_table([status]))
+    text = out.getvalue()
+    assert "crossed: bid 80000 above ask 70000" in text and "hedging activated by console" in text
