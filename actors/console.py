@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
-from typing import TextIO
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 from rich.console import Console as RichConsole
 from rich.console import RenderableType
@@ -356,22 +357,10 @@ class Console(Actor):
             case Plot(args=args):
                 self.say(f"plotting: {' '.join(args) or '(no arguments)'}")
                 start_plot(args, self.settings, self.out)
-            case Hedging(action="acknowledge"):
-                if not self.desk.alerts():
-                    self.say("no hedger alert to acknowledge")
-                    return LineOutcome()
-                return self._hedger(HedgerControl(action="acknowledge", origin=ORIGIN,
-                                                  request_key=trading.key("hedger")), request.wait)
-            case Hedging(action=action):
-                # A confirmation names the plan this console was shown (the hedger refuses another).
-                shown = self.desk.hedgers.get(self._currency())
-                plan_id = shown.plan.plan_id if action == "confirm" and shown and shown.plan else 0
-                return self._hedger(HedgerControl(action=action, origin=ORIGIN, request_key=trading.key("hedger"),
-                                                  currency=self._currency(), plan_id=plan_id), request.wait)
-            case SetHedgeStep(max_delta_mismatch=band):
-                return self._hedger(SetHedgeBand(max_delta_mismatch=band, origin=ORIGIN,
-                                                 request_key=trading.key("band"), currency=self._currency()),
-                                    request.wait)
+            case Hedging(action="acknowledge") if not self.desk.alerts():
+                self.say("no hedger alert to acknowledge")
+            case Hedging() | SetHedgeStep():
+                return self._hedger(trading.hedger_message(command, self.desk, self._currency()), request.wait)
             case SetContractType(instrument_name=name):
                 refusal = trading.choose_option(name, self.desk)
                 if refusal is not None:
@@ -417,20 +406,8 @@ class Console(Actor):
             self.log.info("console_refused", reason=orders.reason)
             self.say(f"refused, nothing sent: {orders}", "red")
             return LineOutcome(error=True)
-        if self.settings.paper:
-            for order in orders:
-                self.say(f"paper (not sent): {describe_order(order)}", "magenta")
-            return LineOutcome()
-        for order in orders:
-            self.pending[order.request_key] = order
-            self.log.info("console_order", request_key=order.request_key, order=describe_order(order))
-            self.say(f"sent: {describe_order(order)}")
-            self.publish(order)
-        if not wait:
-            return LineOutcome()
-        self.waits[orders[0].request_key] = ScriptWait.for_orders(orders, self.desk,
-                                                                  time.monotonic() + self.cs.order_wait_s)
-        return LineOutcome(wait_key=orders[0].request_key)
+        script_wait = ScriptWait.for_orders(orders, self.desk, time.monotonic() + self.cs.order_wait_s)
+        return self._send(orders, describe_order, script_wait, wait, each=True)
 
     def _cancel(self, command: Cancel, wait: bool) -> LineOutcome:
         cancels = self.trading.cancels(command, self.desk, self.pending.values(), self._currency())
@@ -439,15 +416,26 @@ class Console(Actor):
             return LineOutcome()
         # What the cancels must remove is read before they are sent: the portfolio changes after.
         script_wait = ScriptWait.for_cancels(cancels, self.desk, time.monotonic() + self.cs.order_wait_s)
+        outcome = self._send(cancels, describe_cancel, script_wait, wait, each=False)
+        if not self.settings.paper:
+            self.say(f"sent: {command.scope} cancel ({len(cancels)} request{'s' if len(cancels) != 1 else ''})")
+        return outcome
+
+    def _send(self, commands: Sequence[Any], describe: Callable[[Any], str], script_wait: ScriptWait, wait: bool,
+              each: bool) -> LineOutcome:
+        """Publish ``commands`` (or, with --paper, only print them); a piped line waits for
+        ``script_wait``. ``each``: say and log every command sent."""
         if self.settings.paper:
-            for cancel in cancels:
-                self.say(f"paper (not sent): {describe_cancel(cancel)}", "magenta")
+            for command in commands:
+                self.say(f"paper (not sent): {describe(command)}", "magenta")
             return LineOutcome()
-        for cancel in cancels:
-            self.pending[cancel.request_key] = cancel
-            self.publish(cancel)
-        self.say(f"sent: {command.scope} cancel ({len(cancels)} request{'s' if len(cancels) != 1 else ''})")
+        for command in commands:
+            self.pending[command.request_key] = command
+            if each:
+                self.log.info("console_order", request_key=command.request_key, order=describe(command))
+                self.say(f"sent: {describe(command)}")
+            self.publish(command)
         if not wait:
             return LineOutcome()
-        self.waits[cancels[0].request_key] = script_wait
-        return LineOutcome(wait_key=cancels[0].request_key)
+        self.waits[commands[0].request_key] = script_wait
+        return LineOutcome(wait_key=commands[0].request_key)

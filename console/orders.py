@@ -56,12 +56,14 @@ from console.desk_state import DeskState
 from console.grammar import (
     OVERRIDE,
     Cancel,
+    Hedging,
     LadderOrder,
     LimitOrder,
     MarketOrder,
     OptionOrder,
     OrderCommand,
     ParseError,
+    SetHedgeStep,
     StopOrder,
     TouchOrder,
     check_size_multiplier,
@@ -80,6 +82,7 @@ from messages.commands import (
     TimeInForce,
     Trigger,
 )
+from messages.hedging import HedgerControl, SetHedgeBand
 from messages.market import Instrument
 from messages.state import TopOfBook
 
@@ -399,6 +402,20 @@ class Trading:
         """A fresh request key for ``what`` (a hedger control, a cancel)."""
         self._keys += 1
         return f"{self.key_prefix}{what}-{self._keys}"
+
+    def hedger_message(self, command: Hedging | SetHedgeStep, state: DeskState,
+                       currency: str) -> HedgerControl | SetHedgeBand:
+        """What a hedging line sends the hedger of ``currency``. A confirmation names the plan this
+        console was shown (the hedger refuses any other)."""
+        if isinstance(command, SetHedgeStep):
+            return SetHedgeBand(max_delta_mismatch=command.max_delta_mismatch, origin=self.origin,
+                                request_key=self.key("band"), currency=currency)
+        shown = state.hedgers.get(currency)
+        plan_id = shown.plan.plan_id if command.action == "confirm" and shown and shown.plan else 0
+        if command.action == "acknowledge":
+            currency = ""  # every currency's alert
+        return HedgerControl(action=command.action, origin=self.origin, request_key=self.key("hedger"),
+                             currency=currency, plan_id=plan_id)
 
     def currency(self, default: str) -> str:
         """The chosen future's currency, else ``default``."""

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import msgspec
 import structlog
 
 from config.settings import DeribitSettings
@@ -30,8 +29,6 @@ from deribit.codec import (
     auth_client_credentials_request,
     auth_client_signature_request,
     cancel_all_request,
-    decode_cancelled,
-    decode_open_orders,
     get_open_orders_request,
 )
 from deribit.shutdown_check import CheckUnderWay, Findings
@@ -108,27 +105,17 @@ class LastLink:
             self._check.cancel_sent = True
         answer = talk.wait(request_id, request[0])
         with self._lock:
-            if isinstance(answer, RpcError):
-                self._check.cancel_error = f"{answer.message} (code {answer.code})"
-            else:
-                try:
-                    self._check.cancelled = decode_cancelled(answer.result)
-                except msgspec.MsgspecError:
-                    self._check.cancel_error = f"an unreadable answer ({answer.result_text[:100]})"
+            self._check.take_cancel(answer)
         log.warning("last_link_cancel_all", cancelled=self._check.cancelled, error=self._check.cancel_error)
         for currency in self.currencies:
             request = get_open_orders_request(currency)
             answer = talk.ask(request)
-            if isinstance(answer, RpcError):
-                self._fail(f"{request[0]} {currency}: {answer.message} (code {answer.code})")
-                return
-            try:
-                orders = decode_open_orders(answer.result)
-            except msgspec.MsgspecError as exc:
-                self._fail(f"{request[0]} {currency}: an unreadable answer ({exc})")
-                return
             with self._lock:
-                self._check.checked[currency] = orders
+                took = self._check.take_open_orders(currency, request[0], answer)
+                orders = self._check.checked.get(currency, ())
+            if not took:
+                log.error("last_link_failed", url=self.url, why=self._check.failed)
+                return
             log.warning("last_link_open_orders", currency=currency, open=len(orders),
                         order_ids=[o.order_id for o in orders])
 

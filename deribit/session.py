@@ -40,7 +40,6 @@ from deribit.codec import (
     command_result,
     decode_account_summary,
     decode_auth_result,
-    decode_cancelled,
     decode_open_orders,
     decode_positions,
     decode_subscribed,
@@ -888,15 +887,10 @@ class Session:
         if isinstance(answer, RpcError):
             self.log.error("safe_shutdown_cancel_refused", code=answer.code, message=answer.message)
             self._out.append(command_failed(command, pending.method, answer))
-            if check is not None:
-                check.cancel_error = f"{answer.message} (code {answer.code})"
         else:
             self._out.append(command_result(command, pending.method, answer))
-            if check is not None:
-                try:
-                    check.cancelled = decode_cancelled(answer.result)
-                except msgspec.MsgspecError:
-                    check.cancel_error = f"an unreadable answer ({answer.result_text[:100]})"
+        if check is not None:
+            check.take_cancel(answer)
         if check is None or check.failed:
             return
         # Asked only now: what is open once the cancel took effect (still asked after a refusal).
@@ -905,17 +899,9 @@ class Session:
 
     def _answer_shutdown_check(self, pending: ShutdownCheck, answer: RpcResponse | RpcError) -> None:
         check = self.shutdown_check
-        if check is None:
+        if check is None or not check.take_open_orders(pending.currency, pending.method, answer):
             return
-        if isinstance(answer, RpcError):
-            check.fail(f"{pending.method} {pending.currency}: {answer.message} (code {answer.code})")
-            return
-        try:
-            orders = decode_open_orders(answer.result)
-        except msgspec.MsgspecError as exc:
-            check.fail(f"{pending.method} {pending.currency}: an unreadable answer ({exc})")
-            return
-        check.checked[pending.currency] = orders
+        orders = check.checked[pending.currency]
         self.log.warning("safe_shutdown_open_orders", currency=pending.currency, open=len(orders),
                          order_ids=[o.order_id for o in orders])
 

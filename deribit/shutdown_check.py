@@ -14,7 +14,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+import msgspec
+
 from config.settings import Settings
+from deribit.codec import RpcError, RpcResponse, decode_cancelled, decode_open_orders
 from deribit.constants import VENUE_WEB_UI
 from messages.account import OrderUpdate
 
@@ -92,6 +95,28 @@ class CheckUnderWay:
         """The rest cannot be done (the first reason is kept)."""
         if not self.failed:
             self.failed = why
+
+    def take_cancel(self, answer: RpcResponse | RpcError) -> None:
+        """cancel_all's answer: how many it cancelled, or why it did not (the check goes on)."""
+        if isinstance(answer, RpcError):
+            self.cancel_error = f"{answer.message} (code {answer.code})"
+            return
+        try:
+            self.cancelled = decode_cancelled(answer.result)
+        except msgspec.MsgspecError:
+            self.cancel_error = f"an unreadable answer ({answer.result_text[:100]})"
+
+    def take_open_orders(self, currency: str, method: str, answer: RpcResponse | RpcError) -> bool:
+        """One currency's open orders after the cancel; False when the answer says nothing (failed)."""
+        if isinstance(answer, RpcError):
+            self.fail(f"{method} {currency}: {answer.message} (code {answer.code})")
+            return False
+        try:
+            self.checked[currency] = decode_open_orders(answer.result)
+        except msgspec.MsgspecError as exc:
+            self.fail(f"{method} {currency}: an unreadable answer ({exc})")
+            return False
+        return True
 
     def findings(self) -> Findings:
         return Findings(via=self.via, currencies=self.currencies, cancel_sent=self.cancel_sent,

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -261,16 +261,19 @@ class CurrencyHedger:
         if order is None:
             return
         if result.request_key == order.request_key:
+            if order.phase == SETTLING:
+                self._late_trades(order, result.trades, now)  # its fills, in the answer after the order state
+                return
             if order.phase != SENT:
                 return  # a late answer after we gave up on it: the exchange's picture rules
+            for trade in result.trades:  # first: a fill known now need not wait for its notification
+                order.take_trade(trade)
             if result.order is not None:
                 self._order_state(order, result.order, now)
                 if self.order is not order:
                     return  # closed unfilled or rejected: dropped
                 if order.phase == SENT:  # still open: a resting limit order
                     self._rest(order, now)
-            for trade in result.trades:
-                order.take_trade(trade)
             return
         if result.request_key == order.pending_key:
             order.pending_key = None
@@ -317,11 +320,24 @@ class CurrencyHedger:
 
     def on_user_trade(self, trade: UserTrade, now: float) -> None:
         order = self.order
-        if order is None or not order.following or not order.is_ours(trade.label, trade.order_id):
+        if order is None or not order.is_ours(trade.label, trade.order_id):
+            return
+        if order.phase == SETTLING:
+            self._late_trades(order, (trade,), now)  # the order's state said it closed first
+            return
+        if not order.following:
             return
         order.take_trade(trade)
         if trade.state in CLOSED_STATES:
             self._closed(order, trade.state or "filled", now)
+
+    def _late_trades(self, order: HedgeOrder, trades: Iterable[UserTrade], now: float) -> None:
+        """Fills of an order already closed (Deribit's order and trade notifications come in either
+        order): it settles on them as on those known before."""
+        for trade in trades:
+            order.take_trade(trade)
+        if self._reflected(order):
+            self._settled(order, now)
 
     def on_exchange_state(self, state: ExchangeState, now: float) -> None:
         """The exchange's own picture: the one thing that resolves an order of unknown fate."""

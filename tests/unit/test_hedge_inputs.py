@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from messages.account import OrderUpdate, UserTrade
+from messages.commands import CommandResult
 from messages.hedging import HedgeCode, HedgerControl
 from messages.market import DataFault, Greeks, IndexPrice, InstrumentsLoaded, Quote, Ticker
 from messages.state import TopOfBook
@@ -355,3 +356,25 @@ def test_a_link_down_while_settling_never_reads_as_a_fill_not_shown() -> None:
     rig.delta(0.5)
     rig.show(fill)  # reconciled again, with the fill
     assert rig.h.order is None and rig.h.active and len(rig.sent()) == 1
+
+
+@pytest.mark.parametrize("trade_from", ["notification", "answer"])
+def test_the_order_closing_before_its_trades_come_still_settles_on_them(trade_from: str) -> None:
+    # Deribit's user.orders and user.trades come in either order: the order may read "filled"
+    # before its trades arrive (by notification, or in the late answer to the order).
+    rig = Rig(fill_wait_s=10.0)
+    rig.ready(option_size=1.0, delta=0.5)
+    [hedge] = rig.sent()
+    rig.h.on_order_update(OrderUpdate(order_id="o-1", instrument_name=PERP, order_state="filled",
+                                      order_type="market", direction=hedge.side, amount=hedge.amount,
+                                      filled_amount=hedge.amount, label=hedge.label), rig.now)
+    assert rig.h.order is not None and rig.h.order.phase == "settling"
+    fill = hedge_fill(hedge)
+    rig.show(fill)  # the portfolio has the fill (from its own notification) before the hedger knows its id
+    assert rig.h.order is not None
+    if trade_from == "notification":
+        rig.h.on_user_trade(fill, rig.now)
+    else:
+        rig.h.on_result(CommandResult(request_key=hedge.request_key, origin="hedger", method="private/sell",
+                                      result="{}", trades=(fill,)), rig.now)
+    assert rig.h.order is None and rig.h.active  # settled at once, not after a reconcile
