@@ -10,34 +10,15 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
 from rich.console import Console as RichConsole
 from rich.console import RenderableType
 from rich.text import Text
 
-from console.desk_state import DeskState, HedgerWait, ScriptWait, Stage, startup_stages
-from console.grammar import (
-    ORDER_COMMANDS,
-    Cancel,
-    ChangeInstrument,
-    Command,
-    Hedging,
-    OrderCommand,
-    Override,
-    ParseError,
-    Plot,
-    Quit,
-    ResetSizeMultiplier,
-    SetContractType,
-    SetHedgeStep,
-    Show,
-    ShowChain,
-    Topic,
-    parse_line,
-)
-from console.orders import OrderLimits, Refusal, Trading, describe_cancel, describe_order, label_number
+from console.desk_state import DeskState, Stage, startup_stages
+from console.lines import LineRunner
+from console.orders import OrderLimits, Trading, label_number
 from console.terminal import (
     Choices,
     Configure,
@@ -50,21 +31,18 @@ from console.terminal import (
     Terminal,
     WaitDone,
     isatty,
-    start_plot,
 )
 from console.views import (
     alert_lines,
-    chain_tables,
     describe_answer,
     describe_connection,
     describe_fill,
     describe_hedger,
-    topic_view,
 )
 from deribit.instruments import currency_of
 from messages.account import UserTrade
-from messages.commands import CommandFailed, CommandResult, ExchangeCommand, ReconcilePortfolio, RefreshInstruments
-from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
+from messages.commands import CommandFailed, CommandResult, ReconcilePortfolio, RefreshInstruments
+from messages.hedging import HedgerStatus
 from messages.market import IndexPrice, Instrument, InstrumentsLoaded
 from messages.state import ChainSnapshot, PortfolioChanged, TopOfBook
 from messages.surface import RecorderStatus, SurfaceSnapshot
@@ -95,8 +73,6 @@ class Console(Actor):
                              self.cs.max_option_price_deviation_pct, self.cs.max_ladder_orders)
         self.trading = Trading(limits, key_prefix=f"console-{int(context.clock.now() * 1000):x}-",
                                paper=settings.paper, trading_allowed=settings.can_trade, origin=ORIGIN)
-        self.pending: dict[str, ExchangeCommand] = {}  # request key -> command sent, not answered yet
-        self.waits: dict[str, ScriptWait | HedgerWait] = {}
         self.seen_trades: deque[str] = deque(maxlen=2000)
         self.hedger_said: dict[str, str] = {}
         self.started = False
@@ -108,6 +84,8 @@ class Console(Actor):
                                       width=None if self.interactive else 120)
         self.with_terminal = terminal
         self.terminal: Terminal | None = None
+        self.lines = LineRunner(settings, self.desk, self.trading, origin=ORIGIN, say=self.say, publish=self.publish,
+                                log=self.log, now=context.clock.now, out=self.out)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -206,9 +184,7 @@ class Console(Actor):
         if status.alert and (before is None or before.alert != status.alert):
             for line in alert_lines([status]):
                 self.say(line)
-        for wait in self.waits.values():
-            if isinstance(wait, HedgerWait):
-                wait.on_status(status)
+        self.lines.on_hedger(status)
 
     @handles(UserTrade)
     def on_fill(self, trade: UserTrade) -> None:
@@ -221,11 +197,8 @@ class Console(Actor):
     def on_answer(self, answer: CommandResult | CommandFailed) -> None:
         if answer.origin != ORIGIN or not answer.request_key.startswith(self.trading.key_prefix):
             return
-        self.pending.pop(answer.request_key, None)
         self.say(describe_answer(answer), "red" if isinstance(answer, CommandFailed) else "")
-        for wait in self.waits.values():
-            if isinstance(wait, ScriptWait):
-                wait.on_answer(answer)
+        self.lines.on_answer(answer)
 
     @handles(ActorFailed)
     def on_actor_failed(self, event: ActorFailed) -> None:
@@ -284,19 +257,7 @@ class Console(Actor):
 
     @handles(WaitDone)
     def on_wait_done(self, request: WaitDone) -> bool:
-        wait = self.waits.get(request.key)
-        if wait is None:
-            return True
-        missing = wait.missing(self.desk)
-        if not missing:
-            del self.waits[request.key]
-            return True
-        if time.monotonic() > wait.deadline:
-            del self.waits[request.key]
-            self.say(f"still waiting for {', '.join(missing)}; going on with the next line", "yellow")
-            self.log.warning("console_wait_timeout", missing=missing)
-            return True
-        return False
+        return self.lines.wait_done(request.key)
 
     @handles(EndOfInput)
     def on_end_of_input(self, _event: EndOfInput) -> None:
@@ -310,132 +271,4 @@ class Console(Actor):
     # -- executing a line -------------------------------------------------------------------------------
     @handles(RunLine)
     def on_line(self, request: RunLine) -> LineOutcome:
-        """One line, whatever happens in it: a failure is said and logged, and the console goes on
-        (the terminal's next line, ``ca`` and ``quit`` included, runs as before)."""
-        try:
-            return self._run_line(request)
-        except Exception as exc:
-            line = request.text.strip()[:200]
-            error = f"{type(exc).__name__}: {exc}"
-            self.log.exception("console_line_failed", line=line, error=error)
-            self.say(f"error while handling {line!r}: {error} (traceback in the log); the console goes on: "
-                     "orders shows what is open, ca cancels everything", "bold red")
-            return LineOutcome(error=True)
-
-    def _run_line(self, request: RunLine) -> LineOutcome:
-        command = parse_line(request.text)
-        if command is None:
-            return LineOutcome()
-        self.log.info("console_line", line=request.text.strip()[:200], command=type(command).__name__)
-        if isinstance(command, ParseError):
-            self.say(f"not understood, nothing sent: {command}", "red")
-            outcome = LineOutcome(error=True)
-        else:
-            outcome = self._execute(command, request)
-        # A hedger's alert stays on screen, under each line's output, until acknowledged.
-        if command not in (Show("status"), Show("hedging"), Hedging("acknowledge")):
-            for line in alert_lines(self.desk.alerts()):
-                self.say(line)
-        return outcome
-
-    def _execute(self, command: Command, request: RunLine) -> LineOutcome:
-        trading = self.trading
-        match command:
-            case Quit():
-                self.say("stopping")
-                self.publish(StopRequested(reason="quit", origin=ORIGIN))
-                return LineOutcome(quit=True)
-            case ChangeInstrument():
-                return LineOutcome(follow_up="instrument")
-            case ResetSizeMultiplier():
-                return LineOutcome(follow_up="multiplier")
-            case Show(topic=topic):
-                return self._show(topic, request.wait)
-            case ShowChain(expiry=expiry):
-                currency = currency_of(trading.instrument) if trading.instrument else self.settings.currencies[0]
-                self.say(chain_tables(self.desk.chains.get((currency or "", "option")), expiry))
-            case Plot(args=args):
-                self.say(f"plotting: {' '.join(args) or '(no arguments)'}")
-                start_plot(args, self.settings, self.out)
-            case Hedging(action="acknowledge") if not self.desk.alerts():
-                self.say("no hedger alert to acknowledge")
-            case Hedging() | SetHedgeStep():
-                return self._hedger(trading.hedger_message(command, self.desk, self._currency()), request.wait)
-            case SetContractType(instrument_name=name):
-                refusal = trading.choose_option(name, self.desk)
-                if refusal is not None:
-                    self.say(str(refusal), "red")
-                    return LineOutcome(error=True)
-                self.say(f"options: buyOption/sellOption trade {name}")
-            case Cancel():
-                return self._cancel(command, request.wait)
-            case Override(order=order):
-                return self._order(order, request.wait, override=True)
-            case _ if isinstance(command, ORDER_COMMANDS):
-                return self._order(command, request.wait)
-        return LineOutcome()
-
-    def _currency(self) -> str:
-        return self.trading.currency(self.settings.currencies[0])
-
-    def _show(self, topic: Topic, wait: bool) -> LineOutcome:
-        trading = self.trading
-        self.say(topic_view(topic, self.desk, trading.instrument, trading.option, trading.size_multiplier,
-                            self._currency()))
-        if topic == "hedging":  # the table, then the hedger's own answer
-            return self._hedger(HedgerControl(action="status", origin=ORIGIN, request_key=trading.key("hedger"),
-                                              currency=self._currency()), wait)
-        return LineOutcome()
-
-    def _hedger(self, message: HedgerControl | SetHedgeBand, wait: bool) -> LineOutcome:
-        self.publish(message)
-        what = message.action if isinstance(message, HedgerControl) else message.max_delta_mismatch
-        self.say(f"sent to the hedger: {type(message).__name__} {what}")
-        if not wait:
-            return LineOutcome()
-        self.waits[message.request_key] = HedgerWait(message.request_key, time.monotonic() + self.cs.hedger_wait_s)
-        return LineOutcome(wait_key=message.request_key)
-
-    def _order(self, command: OrderCommand, wait: bool, override: bool = False) -> LineOutcome:
-        orders = self.trading.orders(command, self.desk, self.context.clock.now(), override)
-        if override and not isinstance(orders, Refusal) and self.desk.hedged_by(orders[0].instrument_name):
-            self.log.info("console_override", instrument=orders[0].instrument_name)
-            self.say(f"override: sending on {orders[0].instrument_name} although the hedger owns it; it will hedge "
-                     "the delta this order adds", "yellow")
-        if isinstance(orders, Refusal):
-            self.log.info("console_refused", reason=orders.reason)
-            self.say(f"refused, nothing sent: {orders}", "red")
-            return LineOutcome(error=True)
-        script_wait = ScriptWait.for_orders(orders, self.desk, time.monotonic() + self.cs.order_wait_s)
-        return self._send(orders, describe_order, script_wait, wait, each=True)
-
-    def _cancel(self, command: Cancel, wait: bool) -> LineOutcome:
-        cancels = self.trading.cancels(command, self.desk, self.pending.values(), self._currency())
-        if isinstance(cancels, Refusal):
-            self.say(f"nothing sent: {cancels}")
-            return LineOutcome()
-        # What the cancels must remove is read before they are sent: the portfolio changes after.
-        script_wait = ScriptWait.for_cancels(cancels, self.desk, time.monotonic() + self.cs.order_wait_s)
-        outcome = self._send(cancels, describe_cancel, script_wait, wait, each=False)
-        if not self.settings.paper:
-            self.say(f"sent: {command.scope} cancel ({len(cancels)} request{'s' if len(cancels) != 1 else ''})")
-        return outcome
-
-    def _send(self, commands: Sequence[Any], describe: Callable[[Any], str], script_wait: ScriptWait, wait: bool,
-              each: bool) -> LineOutcome:
-        """Publish ``commands`` (or, with --paper, only print them); a piped line waits for
-        ``script_wait``. ``each``: say and log every command sent."""
-        if self.settings.paper:
-            for command in commands:
-                self.say(f"paper (not sent): {describe(command)}", "magenta")
-            return LineOutcome()
-        for command in commands:
-            self.pending[command.request_key] = command
-            if each:
-                self.log.info("console_order", request_key=command.request_key, order=describe(command))
-                self.say(f"sent: {describe(command)}")
-            self.publish(command)
-        if not wait:
-            return LineOutcome()
-        self.waits[commands[0].request_key] = script_wait
-        return LineOutcome(wait_key=commands[0].request_key)
+        return self.lines.run(request)

@@ -20,6 +20,7 @@ from desk.index_level import IndexLevel, Underlying
 from desk.plausibility import (
     Implausible,
     PlausibilityLimits,
+    index_deviation_fault,
     option_ticker_fault,
     price_fault,
     timestamp_fault,
@@ -65,6 +66,9 @@ class HedgeMarket:
         # Refusals on record by instrument (or index name), and the one just made.
         self.faults: dict[str, Implausible] = {}
         self.refused: Implausible | None = None
+        # The last tickers taken of the hedge instrument and of a held option (for warm_up).
+        self._hedge_ticker: Ticker | None = None
+        self._option_ticker: Ticker | None = None
 
     @property
     def underlying(self) -> Underlying | None:
@@ -113,7 +117,10 @@ class HedgeMarket:
                 return self._refuse(fault)
             self._sane(name)
             self.marks[name] = OptionMark.from_ticker(ticker, now)
-            return Change.UPDATED if is_held else Change.NONE
+            if not is_held:
+                return Change.NONE
+            self._option_ticker = ticker
+            return Change.UPDATED
         bid = ticker.best_bid_price or None  # Deribit sends 0 or null for an empty side
         ask = ticker.best_ask_price or None
         mark = ticker.mark_price
@@ -130,9 +137,29 @@ class HedgeMarket:
         if fault is not None:
             return self._refuse(fault)
         self._sane(name)
+        self._hedge_ticker = ticker
         if index is not None:
             self.level.set_basis(mark, index)
         return self._take_top(bid, ask, now, None, ticker.timestamp, mark)
+
+    def warm_up(self, now: float) -> None:
+        """The checks a frame that moves the hedge is put through, on the last sane tickers,
+        without their effects: kept in the CPU's caches for the frame after a quiet spell
+        (``messages.system.WarmUp``). Changes nothing."""
+        limits = self.limits
+        ticker = self._hedge_ticker
+        if ticker is not None:
+            timestamp_fault(ticker.instrument_name, ticker.timestamp, now, limits)
+            top_fault(ticker.instrument_name, ticker.best_bid_price or None, ticker.best_ask_price or None,
+                      ticker.mark_price, ticker.index_price, limits)
+            if ticker.index_price is not None:
+                index_deviation_fault(ticker.instrument_name, "index", ticker.index_price,
+                                      self.level.reference(now), limits)
+        option = self._option_ticker
+        if option is not None:
+            parsed = _parsed(option.instrument_name)
+            if parsed is not None:
+                option_ticker_fault(option, parsed.option_type == "call", limits)
 
     def on_quote(self, quote: Quote, now: float) -> Change:
         name = quote.instrument_name

@@ -709,6 +709,7 @@ class CurrencyHedger:
         market = self.market
         if not self.active or self.order is not None or market.quote is None or self.contract_size is None:
             return  # nothing would be sent now: nothing to keep warm
+        market.warm_up(now)
         decision = decide(self.positions.values(), market.marks, market.quote, self.policy(), now,
                           market.future_prices, market.underlying)
         self._order(decision.side or "sell", decision.amount or self.contract_size, f"{self._prefix}0")

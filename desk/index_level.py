@@ -43,10 +43,14 @@ class IndexLevel:
         self.timestamp_ms = 0
         self.received_at = 0.0
         self.basis: float | None = None
+        self._underlying: Underlying | None = None  # made once per change: read on every decision
 
     @property
     def underlying(self) -> Underlying | None:
-        return Underlying(self.price, self.basis, self.received_at) if self.price is not None else None
+        made = self._underlying
+        if made is None and self.price is not None:
+            made = self._underlying = Underlying(self.price, self.basis, self.received_at)
+        return made
 
     def reference(self, now: float) -> float | None:
         """The level inputs are checked against: ``None`` when none is known or it is stale."""
@@ -62,10 +66,10 @@ class IndexLevel:
         if fault is not None:
             return fault
         if timestamp_ms >= self.timestamp_ms:
-            # (received_at moves with each newer observation: it says the level is confirmed)
             self.price = price
             self.timestamp_ms = timestamp_ms
             self.received_at = now
+            self._underlying = None
         return None
 
     def observe_hedge(self, mid: float, timestamp_ms: int, now: float, source: str) -> Implausible | None:
@@ -78,9 +82,11 @@ class IndexLevel:
         """From the hedge instrument's ticker (its mark and index of one moment)."""
         if mark > 0 and index > 0:
             self.basis = mark / index
+            self._underlying = None
 
     def forget(self) -> None:
         """After a link loss: whatever comes next must be fresh."""
         self.price = None
         self.timestamp_ms = 0
         self.received_at = 0.0
+        self._underlying = None

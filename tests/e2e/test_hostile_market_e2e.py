@@ -58,12 +58,12 @@ class Market:
             "stats": {"volume": None, "price_change": None, "low": None, "high": None}})
 
     def call_ticker(self, delta: float = 1.0, iv: float = 60.0, underlying: float = INDEX, index: float = INDEX,
-                    ahead_s: float = 0.0) -> None:
+                    ahead_s: float = 0.0, gamma: float = 0.0, vega: float = 0.0, mark: float = 0.5) -> None:
         self.server.push(f"ticker.{CALL}.100ms", {
-            "instrument_name": CALL, "timestamp": now_ms(ahead_s), "state": "open", "mark_price": 0.5,
+            "instrument_name": CALL, "timestamp": now_ms(ahead_s), "state": "open", "mark_price": mark,
             "mark_iv": iv, "underlying_price": underlying, "underlying_index": "index_price", "index_price": index,
             "best_bid_price": 0.49, "best_bid_amount": 1.0, "best_ask_price": 0.51, "best_ask_amount": 1.0,
-            "greeks": {"delta": delta, "gamma": 0.0, "vega": 0.0, "theta": 0.0, "rho": 0.0},
+            "greeks": {"delta": delta, "gamma": gamma, "vega": vega, "theta": 0.0, "rho": 0.0},
             "stats": {"volume": None, "price_change": None, "low": None, "high": None}})
 
     def sane(self) -> None:
@@ -147,6 +147,10 @@ def hostile_cases() -> dict[str, tuple[Callable[[Market], None], DataFault]]:
         "option delta 1e300": (lambda m: m.call_ticker(delta=1e300), DataFault.DELTA_OUT_OF_RANGE),
         "call delta -7": (lambda m: m.call_ticker(delta=-7.0), DataFault.DELTA_OUT_OF_RANGE),
         "option IV 1e6": (lambda m: m.call_ticker(iv=1e6), DataFault.IV_OUT_OF_RANGE),
+        "option IV zero": (lambda m: m.call_ticker(iv=0.0), DataFault.IV_OUT_OF_RANGE),
+        "option gamma negative": (lambda m: m.call_ticker(gamma=-0.001), DataFault.GREEK_OUT_OF_RANGE),
+        "option vega 1e300": (lambda m: m.call_ticker(vega=1e300), DataFault.GREEK_OUT_OF_RANGE),
+        "option mark negative": (lambda m: m.call_ticker(mark=-0.1), DataFault.NOT_POSITIVE),
         "option underlying 1e300": (lambda m: m.call_ticker(underlying=1e300), DataFault.OFF_INDEX),
         "quote an hour ahead": (lambda m: m.quote(ahead_s=3600.0), DataFault.FROM_THE_FUTURE),
         "option ticker an hour ahead": (lambda m: m.call_ticker(ahead_s=3600.0), DataFault.FROM_THE_FUTURE),

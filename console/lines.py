@@ -1,0 +1,232 @@
+"""What a console line does: the lines a :class:`~console.terminal.Terminal` reads, run against
+the desk's picture (:class:`~console.desk_state.DeskState`) and one console's trading context
+(:class:`~console.orders.Trading`). A :class:`LineRunner` says what happens and publishes the
+orders, cancels and hedger controls a line becomes through the callables it is given (the
+Console actor's), keeps the commands sent and not yet answered, and what a piped line waits for.
+A failure while running one line is said and logged; the next line runs as before.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from rich.console import Console as RichConsole
+from rich.console import RenderableType
+
+from config.settings import Settings
+from console.desk_state import DeskState, HedgerWait, ScriptWait
+from console.grammar import (
+    ORDER_COMMANDS,
+    Cancel,
+    ChangeInstrument,
+    Command,
+    Hedging,
+    OrderCommand,
+    Override,
+    ParseError,
+    Plot,
+    Quit,
+    ResetSizeMultiplier,
+    SetContractType,
+    SetHedgeStep,
+    Show,
+    ShowChain,
+    Topic,
+    parse_line,
+)
+from console.orders import Refusal, Trading, describe_cancel, describe_order
+from console.terminal import LineOutcome, RunLine, start_plot
+from console.views import alert_lines, chain_tables, topic_view
+from deribit.instruments import currency_of
+from messages.commands import CommandFailed, CommandResult, ExchangeCommand
+from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
+from messages.system import StopRequested
+
+
+class Printer(Protocol):
+    """Where a line's text goes (the Console's screen), with a rich style."""
+
+    def __call__(self, message: RenderableType | str, style: str = "") -> None: ...
+
+
+class LineRunner:
+    """Runs one console's lines (see the module doc). ``say(text_or_renderable, style)`` prints;
+    ``publish`` puts a message on the bus; ``now`` is the program's clock."""
+
+    def __init__(self, settings: Settings, desk: DeskState, trading: Trading, *, origin: str,
+                 say: Printer, publish: Callable[[object], None],
+                 log: Any, now: Callable[[], float], out: RichConsole) -> None:
+        self.settings = settings
+        self.cs = settings.console
+        self.desk = desk
+        self.trading = trading
+        self.origin = origin
+        self.say = say
+        self.publish = publish
+        self.log = log
+        self.now = now
+        self.out = out
+        self.pending: dict[str, ExchangeCommand] = {}  # request key -> command sent, not answered yet
+        self.waits: dict[str, ScriptWait | HedgerWait] = {}
+
+    # -- what comes back ---------------------------------------------------------------------------------
+    def on_answer(self, answer: CommandResult | CommandFailed) -> None:
+        self.pending.pop(answer.request_key, None)
+        for wait in self.waits.values():
+            if isinstance(wait, ScriptWait):
+                wait.on_answer(answer)
+
+    def on_hedger(self, status: HedgerStatus) -> None:
+        for wait in self.waits.values():
+            if isinstance(wait, HedgerWait):
+                wait.on_status(status)
+
+    def wait_done(self, key: str) -> bool:
+        """Whether what the piped line ``key`` waits for happened (or waited too long: said)."""
+        wait = self.waits.get(key)
+        if wait is None:
+            return True
+        missing = wait.missing(self.desk)
+        if not missing:
+            del self.waits[key]
+            return True
+        if time.monotonic() > wait.deadline:
+            del self.waits[key]
+            self.say(f"still waiting for {', '.join(missing)}; going on with the next line", "yellow")
+            self.log.warning("console_wait_timeout", missing=missing)
+            return True
+        return False
+
+    # -- a line ------------------------------------------------------------------------------------------
+    def run(self, request: RunLine) -> LineOutcome:
+        """One line, whatever happens in it: a failure is said and logged, and the console goes on
+        (the terminal's next line, ``ca`` and ``quit`` included, runs as before)."""
+        try:
+            return self._run_line(request)
+        except Exception as exc:
+            line = request.text.strip()[:200]
+            error = f"{type(exc).__name__}: {exc}"
+            self.log.exception("console_line_failed", line=line, error=error)
+            self.say(f"error while handling {line!r}: {error} (traceback in the log); the console goes on: "
+                     "orders shows what is open, ca cancels everything", "bold red")
+            return LineOutcome(error=True)
+
+    def _run_line(self, request: RunLine) -> LineOutcome:
+        command = parse_line(request.text)
+        if command is None:
+            return LineOutcome()
+        self.log.info("console_line", line=request.text.strip()[:200], command=type(command).__name__)
+        if isinstance(command, ParseError):
+            self.say(f"not understood, nothing sent: {command}", "red")
+            outcome = LineOutcome(error=True)
+        else:
+            outcome = self._execute(command, request)
+        # A hedger's alert stays on screen, under each line's output, until acknowledged.
+        if command not in (Show("status"), Show("hedging"), Hedging("acknowledge")):
+            for line in alert_lines(self.desk.alerts()):
+                self.say(line)
+        return outcome
+
+    def _execute(self, command: Command, request: RunLine) -> LineOutcome:
+        trading = self.trading
+        match command:
+            case Quit():
+                self.say("stopping")
+                self.publish(StopRequested(reason="quit", origin=self.origin))
+                return LineOutcome(quit=True)
+            case ChangeInstrument():
+                return LineOutcome(follow_up="instrument")
+            case ResetSizeMultiplier():
+                return LineOutcome(follow_up="multiplier")
+            case Show(topic=topic):
+                return self._show(topic, request.wait)
+            case ShowChain(expiry=expiry):
+                currency = currency_of(trading.instrument) if trading.instrument else self.settings.currencies[0]
+                self.say(chain_tables(self.desk.chains.get((currency or "", "option")), expiry))
+            case Plot(args=args):
+                self.say(f"plotting: {' '.join(args) or '(no arguments)'}")
+                start_plot(args, self.settings, self.out)
+            case Hedging(action="acknowledge") if not self.desk.alerts():
+                self.say("no hedger alert to acknowledge")
+            case Hedging() | SetHedgeStep():
+                return self._hedger(trading.hedger_message(command, self.desk, self._currency()), request.wait)
+            case SetContractType(instrument_name=name):
+                refusal = trading.choose_option(name, self.desk)
+                if refusal is not None:
+                    self.say(str(refusal), "red")
+                    return LineOutcome(error=True)
+                self.say(f"options: buyOption/sellOption trade {name}")
+            case Cancel():
+                return self._cancel(command, request.wait)
+            case Override(order=order):
+                return self._order(order, request.wait, override=True)
+            case _ if isinstance(command, ORDER_COMMANDS):
+                return self._order(command, request.wait)
+        return LineOutcome()
+
+    def _currency(self) -> str:
+        return self.trading.currency(self.settings.currencies[0])
+
+    def _show(self, topic: Topic, wait: bool) -> LineOutcome:
+        trading = self.trading
+        self.say(topic_view(topic, self.desk, trading.instrument, trading.option, trading.size_multiplier,
+                            self._currency()))
+        if topic == "hedging":  # the table, then the hedger's own answer
+            return self._hedger(HedgerControl(action="status", origin=self.origin, request_key=trading.key("hedger"),
+                                              currency=self._currency()), wait)
+        return LineOutcome()
+
+    def _hedger(self, message: HedgerControl | SetHedgeBand, wait: bool) -> LineOutcome:
+        self.publish(message)
+        what = message.action if isinstance(message, HedgerControl) else message.max_delta_mismatch
+        self.say(f"sent to the hedger: {type(message).__name__} {what}")
+        if not wait:
+            return LineOutcome()
+        self.waits[message.request_key] = HedgerWait(message.request_key, time.monotonic() + self.cs.hedger_wait_s)
+        return LineOutcome(wait_key=message.request_key)
+
+    def _order(self, command: OrderCommand, wait: bool, override: bool = False) -> LineOutcome:
+        orders = self.trading.orders(command, self.desk, self.now(), override)
+        if override and not isinstance(orders, Refusal) and self.desk.hedged_by(orders[0].instrument_name):
+            self.log.info("console_override", instrument=orders[0].instrument_name)
+            self.say(f"override: sending on {orders[0].instrument_name} although the hedger owns it; it will hedge "
+                     "the delta this order adds", "yellow")
+        if isinstance(orders, Refusal):
+            self.log.info("console_refused", reason=orders.reason)
+            self.say(f"refused, nothing sent: {orders}", "red")
+            return LineOutcome(error=True)
+        script_wait = ScriptWait.for_orders(orders, self.desk, time.monotonic() + self.cs.order_wait_s)
+        return self._send(orders, describe_order, script_wait, wait, each=True)
+
+    def _cancel(self, command: Cancel, wait: bool) -> LineOutcome:
+        cancels = self.trading.cancels(command, self.desk, self.pending.values(), self._currency())
+        if isinstance(cancels, Refusal):
+            self.say(f"nothing sent: {cancels}")
+            return LineOutcome()
+        # What the cancels must remove is read before they are sent: the portfolio changes after.
+        script_wait = ScriptWait.for_cancels(cancels, self.desk, time.monotonic() + self.cs.order_wait_s)
+        outcome = self._send(cancels, describe_cancel, script_wait, wait, each=False)
+        if not self.settings.paper:
+            self.say(f"sent: {command.scope} cancel ({len(cancels)} request{'s' if len(cancels) != 1 else ''})")
+        return outcome
+
+    def _send(self, commands: Sequence[Any], describe: Callable[[Any], str], script_wait: ScriptWait, wait: bool,
+              each: bool) -> LineOutcome:
+        """Publish ``commands`` (or, with --paper, only print them); a piped line waits for
+        ``script_wait``. ``each``: say and log every command sent."""
+        if self.settings.paper:
+            for command in commands:
+                self.say(f"paper (not sent): {describe(command)}", "magenta")
+            return LineOutcome()
+        for command in commands:
+            self.pending[command.request_key] = command
+            if each:
+                self.log.info("console_order", request_key=command.request_key, order=describe(command))
+                self.say(f"sent: {describe(command)}")
+            self.publish(command)
+        if not wait:
+            return LineOutcome()
+        self.waits[commands[0].request_key] = script_wait
+        return LineOutcome(wait_key=commands[0].request_key)
