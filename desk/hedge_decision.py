@@ -203,10 +203,6 @@ def _implausible(fault: DataFault, reason: str) -> _Blocked:
     return _Blocked(HedgeCode.IMPLAUSIBLE_DATA, reason, fault)
 
 
-def _finite(*values: float | None) -> bool:
-    return all(v is None or math.isfinite(v) for v in values)
-
-
 def _option_deltas(
     pos: Position, mark: OptionMark | None, policy: HedgePolicy, now: float, index: float | None
 ) -> tuple[float | None, float | None, float | None, float | None]:
@@ -221,8 +217,6 @@ def _option_deltas(
         raise _Blocked(HedgeCode.STALE_TICKER,
                        f"the ticker of {name} is {age:.1f} s old (stale after {policy.stale_after_s:g} s)")
     size = pos.size
-    if not _finite(size, mark.mark_iv, mark.underlying_price, mark.index_price, mark.exchange_delta, pos.delta):
-        raise _implausible(DataFault.NOT_FINITE, f"the position or ticker of {name} holds a non-finite number")
     exchange = None
     if mark.exchange_delta is not None:
         exchange = size * mark.exchange_delta
@@ -237,9 +231,13 @@ def _option_deltas(
         vol, strike, is_call = iv / 100.0, parsed.strike, parsed.option_type == "call"
         then = mark.index_price
         live = forward * index / then if index and then and then > 0 and then != index else forward
-        delta, delta_pa = black76_delta(live, strike, years, vol, is_call)
-        ours, ours_pa = size * delta, size * delta_pa
-        as_quoted = ours if live == forward else size * black76_delta(forward, strike, years, vol, is_call)[0]
+        try:
+            delta, delta_pa = black76_delta(live, strike, years, vol, is_call)
+            as_quoted = delta if live == forward else black76_delta(forward, strike, years, vol, is_call)[0]
+        except ValueError as exc:  # a forward that is not a finite price (the hedger refuses such tickers)
+            raise _implausible(DataFault.NOT_FINITE, f"the ticker of {name}: {exc}") from None
+        ours, ours_pa, as_quoted = size * delta, size * delta_pa, size * as_quoted
+    # Whatever is not a finite number here makes the mismatch one, which the decision refuses.
     return ours, ours_pa, exchange, as_quoted
 
 
@@ -312,9 +310,11 @@ def _decide(
         if policy.require_index and age > policy.stale_after_s:
             raise _Blocked(HedgeCode.NO_INDEX,
                            f"the index price is {age:.1f} s old (stale after {policy.stale_after_s:g} s)")
-        fault = index_deviation_fault(instrument, "price", price, index, policy.limits)
-        if fault is not None:
-            raise _implausible(fault.fault, str(fault))
+        deviation = policy.limits.max_index_deviation
+        if not index * (1.0 - deviation) <= price <= index * (1.0 + deviation):
+            fault = index_deviation_fault(instrument, "price", price, index, policy.limits)
+            if fault is not None:
+                raise _implausible(fault.fault, str(fault))
         price = underlying.hedge_price() or price
     if not (math.isfinite(price) and price > 0):
         raise _implausible(DataFault.NOT_FINITE, f"the price of {instrument} is {price!r}")

@@ -15,6 +15,8 @@ than ``stale_after_s``: a real jump blocks hedging for that long, then is taken.
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 
 from desk.plausibility import Implausible, PlausibilityLimits, index_deviation_fault, price_fault
@@ -61,10 +63,15 @@ class IndexLevel:
     def observe(self, price: float, timestamp_ms: int, now: float, source: str) -> Implausible | None:
         """An index observation (the exchange's time ``timestamp_ms``): taken when it is newer
         than the level and within the band around it; else the fault, or ``None`` when merely older."""
-        fault = price_fault(source, "index", price) or index_deviation_fault(
-            source, "index", price, self.reference(now), self.limits)
-        if fault is not None:
-            return fault
+        reference = self.reference(now)
+        deviation = self.limits.max_index_deviation
+        # The sane case in two comparisons (on every hedge frame); named only when it is not.
+        if not (0.0 < price < math.inf and (reference is None or (
+                reference * (1.0 - deviation) <= price <= reference * (1.0 + deviation)))):
+            fault = price_fault(source, "index", price) or index_deviation_fault(
+                source, "index", price, reference, self.limits)
+            if fault is not None:
+                return fault
         if timestamp_ms >= self.timestamp_ms:
             self.price = price
             self.timestamp_ms = timestamp_ms

@@ -14,10 +14,11 @@ per coin of option, gamma per USD of underlying, vega in USD per vol point; IVs 
 from __future__ import annotations
 
 import math
+import sys
 
 import msgspec
 
-from messages.market import DataFault, Ticker
+from messages.market import DataFault, Greeks, Ticker
 
 #: Greeks far beyond anything an option can have (the real capture's largest gamma x forward is
 #: 1.3, vega / forward 0.003): only garbage is refused.
@@ -25,6 +26,8 @@ MAX_GAMMA_TIMES_FORWARD = 1e4
 MAX_VEGA_OVER_FORWARD = 0.1
 #: A delta this far outside its range is rounding, not garbage.
 DELTA_TOLERANCE = 1e-6
+#: ``_LOW <= x <= _HIGH`` holds for exactly the finite numbers above zero (never for NaN).
+_LOW, _HIGH = 5e-324, sys.float_info.max
 
 
 class PlausibilityLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,8 +66,9 @@ def timestamp_fault(instrument: str, timestamp_ms: int, now: float, limits: Plau
 
 def index_deviation_fault(instrument: str, what: str, price: float, index: float | None,
                           limits: PlausibilityLimits) -> Implausible | None:
-    """``price`` (a future's) further from ``index`` than the band allows."""
-    if index is None or not index > 0:
+    """``price`` (a future's) further from ``index`` than the band allows (no index, or none
+    usable: nothing to check against)."""
+    if index is None or not _LOW <= index <= _HIGH:
         return None
     deviation = price / index - 1.0
     if not abs(deviation) <= limits.max_index_deviation:
@@ -90,6 +94,24 @@ def top_fault(instrument: str, bid: float | None, ask: float | None, mark: float
     """A future's top of book (and mark, when the message carries one): finite positive
     prices, bid strictly below ask, each within the band around ``index``, the mark not far
     outside the bid-ask. An empty side (``None``) is not a fault."""
+    # Every frame of the hedge instrument comes here on the way to an order: the sane case in a
+    # few comparisons, the search for what is wrong only when something is.
+    if index is not None and _LOW <= index <= _HIGH:
+        low, high = index * (1.0 - limits.max_index_deviation), index * (1.0 + limits.max_index_deviation)
+    else:
+        low, high = _LOW, _HIGH
+    slack = limits.max_mark_outside_book
+    if ((bid is None or low <= bid <= high) and (ask is None or low <= ask <= high)
+            and (bid is None or ask is None or bid < ask)
+            and (mark is None or (low <= mark <= high and (bid is None or mark >= bid * (1.0 - slack))
+                                  and (ask is None or mark <= ask * (1.0 + slack))))):
+        return None
+    return _top_fault_found(instrument, bid, ask, mark, index, limits)
+
+
+def _top_fault_found(instrument: str, bid: float | None, ask: float | None, mark: float | None,
+                     index: float | None, limits: PlausibilityLimits) -> Implausible | None:
+    """What :func:`top_fault`'s quick test found wrong, named (None at a band's very edge)."""
     for what, price in (("bid", bid), ("ask", ask), ("mark", mark)):
         fault = price_fault(instrument, what, price)
         if fault is not None:
@@ -117,6 +139,30 @@ def top_fault(instrument: str, bid: float | None, ask: float | None, mark: float
 def option_ticker_fault(ticker: Ticker, is_call: bool, limits: PlausibilityLimits) -> Implausible | None:
     """An option's ticker: its mark, IV, underlying and greeks are what an option can have
     (the underlying within the band around the ticker's own index)."""
+    # The sane case in a few comparisons (NaN fails every one); the search only when it fails.
+    mark, forward, index, iv, greeks = (ticker.mark_price, ticker.underlying_price, ticker.index_price,
+                                        ticker.mark_iv, ticker.greeks)
+    deviation = limits.max_index_deviation
+    if (0.0 <= mark <= _HIGH and (index is None or _LOW <= index <= _HIGH)
+            and (forward is None or (_LOW <= forward <= _HIGH and (
+                index is None or index * (1.0 - deviation) <= forward <= index * (1.0 + deviation))))
+            and (iv is None or 0.0 < iv <= limits.max_iv_pct)
+            and (greeks is None or _greeks_sane(greeks, is_call, forward))):
+        return None
+    return _option_fault_found(ticker, is_call, limits)
+
+
+def _greeks_sane(greeks: Greeks, is_call: bool, forward: float | None) -> bool:
+    low, high = (-DELTA_TOLERANCE, 1.0 + DELTA_TOLERANCE) if is_call else (-1.0 - DELTA_TOLERANCE, DELTA_TOLERANCE)
+    gamma_max = MAX_GAMMA_TIMES_FORWARD / forward if forward else _HIGH
+    vega_max = MAX_VEGA_OVER_FORWARD * forward if forward else _HIGH
+    rho = greeks.rho
+    return (low <= greeks.delta <= high and 0.0 <= greeks.gamma <= gamma_max and 0.0 <= greeks.vega <= vega_max
+            and -_HIGH <= greeks.theta <= _HIGH and (rho is None or -_HIGH <= rho <= _HIGH))
+
+
+def _option_fault_found(ticker: Ticker, is_call: bool, limits: PlausibilityLimits) -> Implausible | None:
+    """What :func:`option_ticker_fault`'s quick test found wrong, named."""
     name = ticker.instrument_name
     mark = ticker.mark_price
     if not math.isfinite(mark):

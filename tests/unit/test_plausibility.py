@@ -6,9 +6,18 @@ import math
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from desk.index_level import IndexLevel
-from desk.plausibility import PlausibilityLimits, option_ticker_fault, timestamp_fault, top_fault
+from desk.plausibility import (
+    PlausibilityLimits,
+    _option_fault_found,
+    _top_fault_found,
+    option_ticker_fault,
+    timestamp_fault,
+    top_fault,
+)
 from messages.market import DataFault, Greeks, Ticker
 from tests.support import capture
 
@@ -148,3 +157,30 @@ def test_the_hedge_instrument_moves_the_level_through_its_basis() -> None:
     assert level.price == pytest.approx(40_440.0 / 1.001)
     underlying = level.underlying
     assert underlying is not None and underlying.hedge_price() == pytest.approx(40_440.0)
+
+
+# -- the quick tests never accept what the full rules refuse ------------------------------------------
+prices = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True),
+                   st.floats(30_000.0, 50_000.0), st.sampled_from([0.0, -1.0, 1e300, 40_000.0]))
+
+
+@settings(max_examples=3000)
+@given(bid=prices, ask=prices, mark=prices, index=st.one_of(st.none(), st.floats(30_000.0, 50_000.0), prices))
+def test_the_quick_top_of_book_test_agrees_with_the_rules(bid: float | None, ask: float | None,
+                                                          mark: float | None, index: float | None) -> None:
+    if top_fault(PERP, bid, ask, mark, index, LIMITS) is None:
+        assert _top_fault_found(PERP, bid, ask, mark, index, LIMITS) is None
+
+
+@settings(max_examples=3000)
+@given(mark=prices, forward=prices, index=prices, iv=st.one_of(st.none(), st.floats(), st.floats(1.0, 200.0)),
+       delta=st.one_of(st.floats(), st.floats(-1.0, 1.0)), gamma=st.one_of(st.floats(), st.floats(0.0, 0.01)),
+       vega=st.one_of(st.floats(), st.floats(0.0, 500.0)), is_call=st.booleans())
+def test_the_quick_option_test_agrees_with_the_rules(mark: float | None, forward: float | None, index: float | None,
+                                                     iv: float | None, delta: float, gamma: float, vega: float,
+                                                     is_call: bool) -> None:
+    ticker = Ticker(instrument_name=CALL, timestamp=0, state="open", mark_price=0.05 if mark is None else mark,
+                    underlying_price=forward, index_price=index, mark_iv=iv,
+                    greeks=Greeks(delta=delta, gamma=gamma, vega=vega, theta=-1.0))
+    if option_ticker_fault(ticker, is_call, LIMITS) is None:
+        assert _option_fault_found(ticker, is_call, LIMITS) is None
