@@ -139,9 +139,9 @@ class HedgeMarket:
         self._sane(name)
         self._hedge_ticker = ticker
         if index is not None:
-            self.level.set_basis(mark, index)
-        # Its own index moved the level already: its mid need not.
-        return self._take_top(bid, ask, now, None, ticker.timestamp, mark, moves_level=index is None)
+            # Its price over the index of the same moment: the mid, the mark when a side is empty.
+            self.level.set_basis(0.5 * (bid + ask) if bid is not None and ask is not None else mark, index)
+        return self._take_top(bid, ask, now, None, ticker.timestamp, mark)
 
     def warm_up(self, now: float) -> None:
         """The checks a frame that moves the hedge is put through, on the last sane tickers,
@@ -205,7 +205,7 @@ class HedgeMarket:
         return Change.UPDATED
 
     def _take_top(self, bid: float | None, ask: float | None, now: float, stale: bool | None, timestamp: int,
-                  mark: float | None, moves_level: bool = True) -> Change:
+                  mark: float | None) -> Change:
         """Take the hedge instrument's touch; NONE when it is older than the one we have (the
         ticker comes from the Connection's thread, the book's top from a BookKeeper's: the two
         may arrive out of the exchange's order) and changed nothing."""
@@ -223,8 +223,6 @@ class HedgeMarket:
             self.hedge_at = now
             if mark:
                 self.hedge_mark = mark
-            if moves_level and bid is not None and ask is not None:
-                self.level.observe_hedge(0.5 * (bid + ask), timestamp, now, self.instrument)
         self.quote = HedgeQuote(instrument_name=self.instrument, bid=self.hedge_bid, ask=self.hedge_ask,
                                 mark_price=self.hedge_mark, received_at=self.hedge_at or now,
                                 stale=self.hedge_stale)

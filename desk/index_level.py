@@ -1,12 +1,14 @@
 """One currency's index level as the newest observation says, on the exchange's clock.
 
-Deribit's index reaches the desk from several channels: the index channel itself, the
-``index_price`` of every ticker, and (through its basis) the hedge instrument's top of book.
-They arrive in no particular order: a market move shows in the perpetual's quote, then in the
-option tickers, or the other way round. Option deltas taken at each ticker's own underlying
-would see one leg move before the other and hedge one move twice, once each way. So every
-option's forward is carried to the newest level (its underlying x level / its own index), and
-the hedge leg is valued at the same level (its basis x level): one move, one picture.
+Deribit's index reaches the desk in the index channel and in the ``index_price`` of every
+ticker, each beside that instrument's own price of the same moment. A market move shows in the
+perpetual's ticker, the option tickers and the index channel in no particular order; option
+deltas taken at each ticker's own underlying would see one leg move before the other and hedge
+one move twice, once each way. So every option's forward is carried to the newest level (its
+underlying x level / its own index), and the hedge leg is valued at the same level (its basis, its
+mid over the index of its latest ticker, x level): one move, one picture. Only the index itself
+moves the level: a level also read off the perpetual's quotes through a basis taken at another
+moment jumped between the two by the basis' drift and made the hedger flicker at its band's edge.
 
 An index observation further from the current level than the band is refused (one bad
 ``index_price`` must not move every option's forward), unless the current level is older
@@ -79,16 +81,10 @@ class IndexLevel:
             self._underlying = None
         return None
 
-    def observe_hedge(self, mid: float, timestamp_ms: int, now: float, source: str) -> Implausible | None:
-        """The hedge instrument's mid is the level times its basis."""
-        if self.basis is None:
-            return None
-        return self.observe(mid / self.basis, timestamp_ms, now, source)
-
-    def set_basis(self, mark: float, index: float) -> None:
-        """From the hedge instrument's ticker (its mark and index of one moment)."""
-        if mark > 0 and index > 0:
-            self.basis = mark / index
+    def set_basis(self, price: float, index: float) -> None:
+        """From the hedge instrument's ticker: its price and the index of one moment."""
+        if price > 0 and index > 0:
+            self.basis = price / index
             self._underlying = None
 
     def forget(self) -> None:

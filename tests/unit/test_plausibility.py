@@ -148,15 +148,14 @@ def test_a_real_jump_is_taken_once_the_level_is_stale() -> None:
     assert level.observe(30_000.0, 12_000, NOW + 10.5, "btc_usd") is None and level.price == 30_000.0
 
 
-def test_the_hedge_instrument_moves_the_level_through_its_basis() -> None:
+def test_the_hedge_instrument_is_valued_at_its_basis_times_the_level() -> None:
     level = IndexLevel("BTC", LIMITS, stale_after_s=10.0)
     level.observe(40_000.0, 1_000, NOW, "btc_usd")
-    assert level.observe_hedge(40_400.0, 1_100, NOW, PERP) is None and level.price == 40_000.0  # no basis yet
-    level.set_basis(40_040.0, 40_000.0)  # the perpetual 0.1% over the index
-    level.observe_hedge(40_440.0, 1_200, NOW, PERP)
-    assert level.price == pytest.approx(40_440.0 / 1.001)
+    assert level.underlying is not None and level.underlying.hedge_price() is None  # no basis yet
+    level.set_basis(40_040.0, 40_000.0)  # the perpetual's mid 0.1% over the index, one moment
+    level.observe(40_400.0, 1_100, NOW, "btc_usd")  # the index moves 1%: the hedge leg with it
     underlying = level.underlying
-    assert underlying is not None and underlying.hedge_price() == pytest.approx(40_440.0)
+    assert underlying is not None and underlying.hedge_price() == pytest.approx(40_400.0 * 1.001)
 
 
 # -- the quick tests never accept what the full rules refuse ------------------------------------------
