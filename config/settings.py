@@ -189,6 +189,7 @@ class HedgerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     max_index_deviation_pct: Annotated[float, Meta(gt=0, le=50, description="above 0, at most 50 (percent)")]
     max_mark_outside_book_pct: Annotated[float, Meta(gt=0, le=50, description="above 0, at most 50 (percent)")]
     max_iv_pct: Annotated[float, Meta(gt=0, le=100000, description="above 0 (percent)")]
+    reverse_after_s: Annotated[float, Meta(ge=0, le=60, description="0 (off) to 60 seconds")]
     # Activation waits for a confirmation when the first order is above this (or the hedge
     # instrument holds a position the hedger did not make); the plan shown expires after confirm_within_s.
     confirm_above_usd: Positive

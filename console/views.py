@@ -182,17 +182,18 @@ def tops_table(tops: Iterable[TopOfBook], title: str = "futures") -> Table:
 def hedger_table(statuses: Iterable[HedgerStatus]) -> Table:
     table = Table(title="delta hedging", title_justify="left")
     for column in ("currency", "state", "instrument", "band", "options delta", "hedge delta", "mismatch",
-                   "orders today", "why", "message"):
+                   "orders today", "message"):
         table.add_column(column, justify="right" if column in ("band", "options delta", "hedge delta", "mismatch",
                                                                 "orders today") else "left")
     for s in sorted(statuses, key=lambda s: s.currency):
-        # Why it holds (or last traded), in red when the data was refused as implausible.
-        why = Text(s.last_reason, style="bold red" if s.code is HedgeCode.IMPLAUSIBLE_DATA else "")
+        # The message, then why it holds (in red when data was refused as implausible).
+        text = Text(s.message or s.last_reason)
+        if s.message and s.last_reason and s.last_reason != s.message:
+            text.append("\n" + s.last_reason, style="bold red" if s.code is HedgeCode.IMPLAUSIBLE_DATA else "")
         table.add_row(s.currency, activation_text(s), s.instrument, fmt(s.band),
-                      fmt(s.options_delta, 4), fmt(s.hedge_delta, 4), fmt(s.mismatch, 4), str(s.orders_today),
-                      why, s.message if s.message != s.last_reason else "")
+                      fmt(s.options_delta, 4), fmt(s.hedge_delta, 4), fmt(s.mismatch, 4), str(s.orders_today), text)
     if not table.row_count:
-        table.add_row("(no status from the hedger yet)", *[""] * 9)
+        table.add_row("(no status from the hedger yet)", *[""] * 8)
     return table
 
 

@@ -79,6 +79,9 @@ LABEL_PREFIX = "hedge-"
 DELTA_TAG = OrderTag(origin=ORIGIN, prefix=LABEL_PREFIX)
 
 _TRADE = HedgeCode.TRADE  # set on the order's path: a global, not an enum attribute look-up
+#: An order against the last one no larger than this share of it (or twice the band) waits
+#: ``reverse_after_s`` after the last one (see CurrencyHedger._reversal).
+REVERSAL_SHARE = 0.1
 #: Gates that only delay the order the decision states (any other leaves it without a basis: the
 #: link, the portfolio or the instrument is not there yet).
 _DELAYS_ONLY = frozenset({HedgeCode.ORPHAN_ORDERS, HedgeCode.COOLDOWN, HedgeCode.RATE_LIMIT})
@@ -160,6 +163,8 @@ class CurrencyHedger:
         self.orphans_cancelled: set[str] = set()
         self.orphans: tuple[OrderUpdate, ...] = ()
         self.sent_times: deque[float] = deque()
+        self.last_sent: tuple[Side, float, float] | None = None  # the last order's side, when it went, its USD
+        self.reverse_until = 0.0
         self.orders_today = 0
         self.volume_today = 0.0
         self.rejections = 0
@@ -578,6 +583,8 @@ class CurrencyHedger:
             dues.append(self.sent_times[0] + 60.0)
         if self.plan is not None:
             dues.append(self.plan.expires_at)
+        if self.active and self.order is None and self.last_code == HedgeCode.REVERSAL_PAUSE:
+            dues.append(self.reverse_until)
         return min(dues) if dues else None
 
     def on_time(self, now: float) -> None:
@@ -592,6 +599,8 @@ class CurrencyHedger:
             self._evaluate(now, "pause after a rejection over")
         elif self.order is None and self.last_code == HedgeCode.RATE_LIMIT:
             self._evaluate(now, "rate window moved")
+        elif self.order is None and self.last_code == HedgeCode.REVERSAL_PAUSE and now >= self.reverse_until:
+            self._evaluate(now, "reversal pause over")
 
     def _timeout(self, order: HedgeOrder, now: float) -> None:
         phase = order.phase
@@ -732,6 +741,8 @@ class CurrencyHedger:
         if not decision.trade:
             self._note(decision, now)
             return
+        if self._reversal(decision, now):
+            return
         amount = decision.amount
         room = self.settings.max_daily_volume_usd - self.volume_today
         if amount > room:
@@ -742,6 +753,26 @@ class CurrencyHedger:
                                  f"max_daily_volume_usd {self.settings.max_daily_volume_usd:g}", now)
                 return
         self._place(decision, amount, now, trigger)
+
+    def _reversal(self, decision: HedgeDecision, now: float) -> bool:
+        """Whether ``decision`` would soon undo a small part of the last order: held until
+        ``reverse_after_s`` after that order. A move's option tickers come just after the frame that
+        hedged it, with IVs moved along the smile, and may ask for a correction of a few bands (seen:
+        3 bands after 8,690 USD on a 1.3% move); a real reversal is larger and goes at once. One
+        move, one hedge: small is within twice the band or a tenth of the last order."""
+        last = self.last_sent
+        if last is None or decision.side == last[0] or decision.mismatch is None:
+            return False
+        until = last[1] + self.settings.reverse_after_s
+        small = max(2.0 * self.band * (decision.price or 0.0), REVERSAL_SHARE * last[2])
+        if now >= until or decision.amount > small:
+            return False
+        self.reverse_until = until
+        self._note_block(HedgeCode.REVERSAL_PAUSE,
+                         f"{decision.side} {decision.amount:g} USD would undo a small part of the {last[0]} of "
+                         f"{last[2]:g} USD {now - last[1]:.2f} s ago (mismatch {decision.mismatch:+.6f}): waiting "
+                         f"{until - now:.2f} s", now)
+        return True
 
     def _note(self, decision: HedgeDecision, now: float) -> None:
         if decision.code != self.last_code or (decision.fault is not None and decision.reason != self.last_reason):
@@ -789,6 +820,7 @@ class CurrencyHedger:
                                 due=now + self.settings.fill_wait_s)
         self.own_labels.add(label)
         self.sent_times.append(now)
+        self.last_sent = (side, now, amount)
         self.orders_today += 1
         self.volume_today += amount
         self.escalate_to_market = False

@@ -61,6 +61,7 @@ class HedgeCode(StrEnum):
     COOLDOWN = "cooldown"
     RATE_LIMIT = "rate_limit"
     DAILY_VOLUME = "daily_volume"
+    REVERSAL_PAUSE = "reversal_pause"  # a small order against the last one, held a moment
 
 
 class HedgeActivation(StrEnum):

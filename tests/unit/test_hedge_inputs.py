@@ -378,3 +378,35 @@ def test_the_order_closing_before_its_trades_come_still_settles_on_them(trade_fr
         rig.h.on_result(CommandResult(request_key=hedge.request_key, origin="hedger", method="private/sell",
                                       result="{}", trades=(fill,)), rig.now)
     assert rig.h.order is None and rig.h.active  # settled at once, not after a reconcile
+
+
+def test_a_small_order_against_the_last_one_waits_a_moment_a_real_reversal_does_not() -> None:
+    rig = Rig(reverse_after_s=1.0)
+    rig.ready(option_size=1.0, delta=0.5)
+    placed = rig.now
+    [sell] = rig.sent()
+    fill = hedge_fill(sell)
+    rig.h.on_user_trade(fill, rig.now)
+    rig.show(fill)  # hedged: -20,000 USD against 0.5 BTC of delta
+    # The option's next ticker: delta a little lower (its IV moved along the smile) -> buy 160 USD.
+    rig.tick(0.01)
+    rig.delta(0.496)
+    assert len(rig.sent()) == 1 and rig.h.last_code is HedgeCode.REVERSAL_PAUSE
+    assert rig.h.next_due() == pytest.approx(placed + 1.0)
+    rig.tick(1.0)
+    rig.h.on_time(rig.now)  # the pause is over: the correction goes
+    [_, buy] = rig.sent()
+    assert buy.side == "buy" and buy.amount == pytest.approx(160.0)
+
+
+def test_a_real_reversal_goes_at_once() -> None:
+    rig = Rig(reverse_after_s=1.0)
+    rig.ready(option_size=1.0, delta=0.5)
+    [sell] = rig.sent()
+    fill = hedge_fill(sell)
+    rig.h.on_user_trade(fill, rig.now)
+    rig.show(fill)
+    rig.tick(0.01)
+    rig.delta(0.4)  # 0.1 BTC the other way: forty bands, a fifth of the last order
+    [_, buy] = rig.sent()
+    assert buy.side == "buy" and buy.amount == pytest.approx(4000.0)
