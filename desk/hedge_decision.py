@@ -37,7 +37,7 @@ from typing import Literal
 
 import msgspec
 
-from deribit.instruments import InstrumentName, parse_instrument_name, round_to_contract
+from deribit.instruments import InstrumentName, InstrumentNameError, parse_instrument_name, round_to_contract
 from desk.index_level import Underlying
 from desk.plausibility import PlausibilityLimits, index_deviation_fault
 from messages.account import Position
@@ -187,8 +187,18 @@ def black76_delta(forward: float, strike: float, years: float, vol: float, is_ca
 
 
 @functools.lru_cache(maxsize=4096)
+def parsed_name(name: str) -> InstrumentName | None:
+    """What ``name`` says (cached: read on every message); None when it is no option, future or
+    perpetual (an index name)."""
+    try:
+        return parse_instrument_name(name)
+    except InstrumentNameError:
+        return None
+
+
 def _parsed(name: str) -> InstrumentName:
-    return parse_instrument_name(name)
+    parsed = parsed_name(name)
+    return parsed if parsed is not None else parse_instrument_name(name)  # raises, saying why
 
 
 class _Blocked(Exception):

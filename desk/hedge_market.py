@@ -12,10 +12,8 @@ a fault on record.
 from __future__ import annotations
 
 import enum
-import functools
 
-from deribit.instruments import InstrumentName, InstrumentNameError, parse_instrument_name
-from desk.hedge_decision import HedgeQuote, OptionMark
+from desk.hedge_decision import HedgeQuote, OptionMark, parsed_name
 from desk.index_level import IndexLevel, Underlying
 from desk.plausibility import (
     Implausible,
@@ -36,14 +34,6 @@ class Change(enum.Enum):
     NONE = "none"  # nothing the decision reads changed (older, or not an input)
     UPDATED = "updated"  # an input of the decision changed
     REFUSED = "refused"  # refused as implausible: ``HedgeMarket.refused`` says why
-
-
-@functools.lru_cache(maxsize=4096)
-def _parsed(name: str) -> InstrumentName | None:
-    try:
-        return parse_instrument_name(name)
-    except InstrumentNameError:
-        return None
 
 
 class HedgeMarket:
@@ -78,7 +68,7 @@ class HedgeMarket:
         """A fault on record on an input of the decision: the hedge instrument, a held
         instrument, or the index."""
         for key, fault in self.faults.items():
-            if key == self.instrument or key in held or _parsed(key) is None:  # not an instrument: an index
+            if key == self.instrument or key in held or parsed_name(key) is None:  # not an instrument: an index
                 return fault
         return None
 
@@ -102,7 +92,7 @@ class HedgeMarket:
 
     def on_ticker(self, ticker: Ticker, now: float, held: frozenset[str]) -> Change:
         name = ticker.instrument_name
-        parsed = _parsed(name)
+        parsed = parsed_name(name)
         if parsed is None:
             return Change.NONE
         fault = timestamp_fault(name, ticker.timestamp, now, self.limits)
@@ -158,7 +148,7 @@ class HedgeMarket:
                                       self.level.reference(now), limits)
         option = self._option_ticker
         if option is not None:
-            parsed = _parsed(option.instrument_name)
+            parsed = parsed_name(option.instrument_name)
             if parsed is not None:
                 option_ticker_fault(option, parsed.option_type == "call", limits)
 

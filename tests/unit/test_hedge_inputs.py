@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from messages.account import OrderUpdate, UserTrade
-from messages.commands import CommandResult
+from messages.commands import CommandResult, PlaceOrder
 from messages.hedging import HedgeCode, HedgerControl
 from messages.market import DataFault, Greeks, IndexPrice, InstrumentsLoaded, Quote, Ticker
 from messages.state import TopOfBook
@@ -289,14 +289,21 @@ def test_no_order_while_a_reconcile_is_under_way() -> None:
     assert len(rig.sent()) == 1
 
 
-def test_other_fills_at_the_same_time_never_read_as_a_missing_fill() -> None:
-    # A trader's ladder fills on the same instrument while the hedge fills: the position moves by
-    # both. The hedger settles on its own trade id, and stays on.
-    rig = Rig(fill_wait_s=5.0)
+def first_hedge_filled(rig: Rig) -> tuple[PlaceOrder, UserTrade]:
+    """Hedging on over 0.5 BTC of call delta: its first order (a sell of 20,000 USD) and the fill
+    the hedger heard of (the portfolio has not shown it yet)."""
     rig.ready(option_size=1.0, delta=0.5)
     [hedge] = rig.sent()
     fill = hedge_fill(hedge)
     rig.h.on_user_trade(fill, rig.now)
+    return hedge, fill
+
+
+def test_other_fills_at_the_same_time_never_read_as_a_missing_fill() -> None:
+    # A trader's ladder fills on the same instrument while the hedge fills: the position moves by
+    # both. The hedger settles on its own trade id, and stays on.
+    rig = Rig(fill_wait_s=5.0)
+    hedge, fill = first_hedge_filled(rig)
     manual = UserTrade(trade_id="m-1", order_id="m", instrument_name=PERP, timestamp=1, direction="buy",
                        price=PRICE, amount=3_000.0, fee=0.0, fee_currency="BTC", label="manual_api_1")
     rig.h.on_user_trade(manual, rig.now)
@@ -342,10 +349,7 @@ def test_a_link_down_while_settling_never_reads_as_a_fill_not_shown() -> None:
     # The portfolio cannot show anything while the link is down (a reconnect may take the backoff's
     # 30 s): the wait for the fill starts again once the link is back.
     rig = Rig(fill_wait_s=3.0)
-    rig.ready(option_size=1.0, delta=0.5)
-    [hedge] = rig.sent()
-    fill = hedge_fill(hedge)
-    rig.h.on_user_trade(fill, rig.now)
+    _hedge, fill = first_hedge_filled(rig)
     rig.h.on_connection(False, rig.now)
     for _ in range(10):
         rig.tick(3.1)
@@ -382,11 +386,8 @@ def test_the_order_closing_before_its_trades_come_still_settles_on_them(trade_fr
 
 def test_a_small_order_against_the_last_one_waits_a_moment_a_real_reversal_does_not() -> None:
     rig = Rig(reverse_after_s=1.0)
-    rig.ready(option_size=1.0, delta=0.5)
     placed = rig.now
-    [sell] = rig.sent()
-    fill = hedge_fill(sell)
-    rig.h.on_user_trade(fill, rig.now)
+    _sell, fill = first_hedge_filled(rig)
     rig.show(fill)  # hedged: -20,000 USD against 0.5 BTC of delta
     # The option's next ticker: delta a little lower (its IV moved along the smile) -> buy 160 USD.
     rig.tick(0.01)
@@ -401,10 +402,7 @@ def test_a_small_order_against_the_last_one_waits_a_moment_a_real_reversal_does_
 
 def test_a_real_reversal_goes_at_once() -> None:
     rig = Rig(reverse_after_s=1.0)
-    rig.ready(option_size=1.0, delta=0.5)
-    [sell] = rig.sent()
-    fill = hedge_fill(sell)
-    rig.h.on_user_trade(fill, rig.now)
+    _sell, fill = first_hedge_filled(rig)
     rig.show(fill)
     rig.tick(0.01)
     rig.delta(0.4)  # 0.1 BTC the other way: forty bands, a fifth of the last order
