@@ -9,6 +9,7 @@ are ``{day}{MON}{yy}`` with no leading zero on the day; every expiry is at 08:00
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import math
 import re
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
@@ -21,10 +22,13 @@ from messages.market import Instrument, InstrumentsLoaded, TickSizeStep
 __all__ = [
     "EXPIRY_HOUR_UTC",
     "Instrument",
+    "InstrumentClass",
     "InstrumentDefect",
+    "InstrumentIdentity",
     "InstrumentName",
     "InstrumentNameError",
     "InstrumentsLoaded",
+    "Margining",
     "TickSizeStep",
     "amount_step",
     "decode_instrument_list",
@@ -35,6 +39,7 @@ __all__ = [
     "format_option_name",
     "format_perpetual_name",
     "format_strike",
+    "identity_of",
     "instrument_defect",
     "parse_expiry",
     "parse_instrument_name",
@@ -240,6 +245,100 @@ def parse_instrument_name(name: str) -> InstrumentName:
 
 
 # --- instrument metadata ---------------------------------------------------------------------
+
+
+class InstrumentClass(enum.StrEnum):
+    """What an instrument is, from Deribit's metadata (``kind``, ``settlement_period``)."""
+
+    OPTION = "option"
+    FUTURE = "future"
+    PERPETUAL = "perpetual"
+    COMBO = "combo"  # future_combo, option_combo
+    SPOT = "spot"
+    OTHER = "other"  # a kind this desk does not know
+
+
+class Margining(enum.StrEnum):
+    """How an instrument's PnL is paid. Inverse (Deribit's ``reversed``): priced in USD (futures)
+    or in the coin (options), settled in the coin. Linear: priced and settled in the quote
+    currency (USDC), amounts in the coin."""
+
+    INVERSE = "inverse"
+    LINEAR = "linear"
+
+
+class InstrumentIdentity(msgspec.Struct, frozen=True, kw_only=True):
+    """What an instrument is and how its money works, from its metadata alone (never from its
+    name): ``base_currency`` is the coin it is about, ``settlement_currency`` the one its PnL is
+    paid in, ``contract_size`` the amount one contract is (10 USD for an inverse BTC future,
+    1 coin for an option)."""
+
+    instrument_name: str
+    instrument_class: InstrumentClass
+    margining: Margining
+    base_currency: str
+    quote_currency: str
+    settlement_currency: str
+    contract_size: float
+    expiration_timestamp: int | None = None
+    strike: float | None = None
+    option_type: Literal["call", "put"] | None = None
+
+    @property
+    def is_linear(self) -> bool:
+        return self.margining is Margining.LINEAR
+
+    @property
+    def is_option(self) -> bool:
+        return self.instrument_class is InstrumentClass.OPTION
+
+    @property
+    def is_future(self) -> bool:
+        """A future or a perpetual (Deribit's position ``kind`` ``future``)."""
+        return self.instrument_class in (InstrumentClass.FUTURE, InstrumentClass.PERPETUAL)
+
+
+_CLASS_OF_KIND = {
+    "option": InstrumentClass.OPTION,
+    "future": InstrumentClass.FUTURE,
+    "spot": InstrumentClass.SPOT,
+    "future_combo": InstrumentClass.COMBO,
+    "option_combo": InstrumentClass.COMBO,
+    "combo": InstrumentClass.COMBO,
+}
+
+
+def identity_of(instrument: Instrument) -> InstrumentIdentity:
+    """The instrument's identity from its metadata: ``instrument_type`` (``reversed`` or
+    ``linear``) where Deribit sends it; otherwise a settlement or counter currency other than
+    the base coin makes it linear (older lists, like the 2021 capture, have neither: inverse)."""
+    instrument_class = _CLASS_OF_KIND.get(instrument.kind, InstrumentClass.OTHER)
+    if instrument_class is InstrumentClass.FUTURE and instrument.settlement_period == "perpetual":
+        instrument_class = InstrumentClass.PERPETUAL
+    base = instrument.base_currency
+    settlement = instrument.settlement_currency or instrument.counter_currency
+    if instrument.instrument_type is not None:
+        linear = instrument.instrument_type == "linear"
+    elif instrument.future_type is not None:
+        linear = instrument.future_type == "linear"
+    else:
+        linear = settlement is not None and settlement != base
+    if settlement is None:
+        settlement = instrument.quote_currency if linear else base
+    expiry = None if instrument_class is InstrumentClass.PERPETUAL else instrument.expiration_timestamp
+    return InstrumentIdentity(
+        instrument_name=instrument.instrument_name,
+        instrument_class=instrument_class,
+        margining=Margining.LINEAR if linear else Margining.INVERSE,
+        base_currency=base,
+        quote_currency=instrument.quote_currency,
+        settlement_currency=settlement,
+        contract_size=instrument.contract_size,
+        expiration_timestamp=expiry,
+        strike=instrument.strike,
+        option_type=instrument.option_type,
+    )
+
 
 
 class _InstrumentsResponse(msgspec.Struct):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import msgspec
+
 from messages.base import Message
 
 Direction = Literal["buy", "sell"]
@@ -129,7 +131,24 @@ class Position(Message, frozen=True, kw_only=True):
     realized_funding: float | None = None
     interest_value: float | None = None
     estimated_liquidation_price: float | None = None
-    leverage: int | None = None
+    leverage: float | None = None
+
+
+class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
+    """One of the account's request limits: ``rate`` credits per second refilled into a bucket
+    of ``burst``."""
+
+    rate: float
+    burst: float
+
+
+class AccountLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """The account's own request limits (``limits`` of ``private/get_account_summary``): orders
+    (matching engine: buy, sell, edit, cancel) and everything else. ``None`` when not said."""
+
+    limits_per_currency: bool = False
+    matching_engine: RateLimit | None = None
+    non_matching_engine: RateLimit | None = None
 
 
 class AccountFigures(Message, frozen=True, kw_only=True):
@@ -188,6 +207,7 @@ class AccountSummary(AccountFigures, frozen=True, kw_only=True):
     system_name: str | None = None
     type: str | None = None
     creation_timestamp: int | None = None
+    limits: AccountLimits | None = None
 
 
 class ExchangeWindow(Message, frozen=True, kw_only=True):
@@ -250,3 +270,50 @@ class ReconcileFailed(Message, frozen=True, kw_only=True):
     reason: str = ""
     round: int = 0
     superseded: bool = False  # a newer reconcile of the currency replaced it
+
+
+class UserChanges(Message, frozen=True, kw_only=True):
+    """``user.changes.{kind}.{currency}.{interval}``: what one event did to our account on one
+    instrument, atomically: the orders it changed, the fills, and the exchange's own positions
+    after it (with its PnL figures)."""
+
+    instrument_name: str
+    orders: tuple[OrderUpdate, ...] = ()
+    trades: tuple[UserTrade, ...] = ()
+    positions: tuple[Position, ...] = ()
+
+
+SettlementType = Literal["settlement", "delivery", "bankruptcy"]
+
+
+class Settlement(Message, frozen=True, kw_only=True):
+    """One entry of ``private/get_settlement_history_by_currency``: a daily settlement of a
+    position (its session PnL moved into the balance at ``mark_price``), a delivery at expiry,
+    or a bankruptcy. ``position`` is in the instrument's amount unit (USD for inverse futures,
+    coin for options); PnL figures in the settlement currency."""
+
+    type: SettlementType
+    timestamp: int
+    instrument_name: str | None = None
+    position: float | None = None
+    mark_price: float | None = None
+    index_price: float | None = None
+    profit_loss: float | None = None
+    session_profit_loss: float | None = None
+    funding: float | None = None
+    funded: float | None = None
+    session_bankruptcy: float | None = None
+    session_tax: float | None = None
+    session_tax_rate: float | None = None
+    socialized: float | None = None
+
+
+class SettlementHistory(Message, frozen=True, kw_only=True):
+    """The settlements and deliveries of ``currency`` the exchange reported (newest first, as
+    Deribit lists them), fetched at start and after each 08:00 UTC settlement; ``at`` is when the
+    answer arrived (unix seconds)."""
+
+    currency: str
+    settlements: tuple[Settlement, ...]
+    at: float
+    continuation: str | None = None

@@ -89,7 +89,9 @@ class Ticker(Message, frozen=True, kw_only=True, gc=False):
     best_ask_amount: float | None = None
     last_price: float | None = None
     settlement_price: float | None = None
-    estimated_delivery_price: float | None = None
+    # "expired" on the last ticker of an expiring instrument (state "closed"), whose
+    # ``delivery_price`` is then the price it settled at.
+    estimated_delivery_price: float | Literal["expired"] | None = None
     delivery_price: float | None = None
     open_interest: float | None = None
     min_price: float | None = None
@@ -154,7 +156,7 @@ class Trade(Message, frozen=True, kw_only=True, gc=False):
     direction: Literal["buy", "sell"]
     tick_direction: int
     index_price: float
-    mark_price: float
+    mark_price: float | None = None  # absent on old trades
     iv: float | None = None
     contracts: float | None = None
     liquidation: str | None = None
@@ -227,3 +229,40 @@ class DataFault(StrEnum):
     GREEK_OUT_OF_RANGE = "greek_out_of_range"  # negative or absurd gamma or vega
     IV_OUT_OF_RANGE = "iv_out_of_range"  # an implied volatility at or below 0 or absurdly high
     FROM_THE_FUTURE = "from_the_future"  # stamped further ahead of our clock than allowed
+
+
+class VolatilityIndex(Message, frozen=True, kw_only=True):
+    """``deribit_volatility_index.{index_name}``: Deribit's DVOL (30-day implied volatility index,
+    in vol points) of ``index_name`` (``btc_usd``, ``eth_usd``)."""
+
+    index_name: str
+    volatility: float
+    timestamp: int
+
+
+class OptionMark(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One option of ``markprice.options.{index_name}``: its mark price (in the coin for inverse
+    options) and mark implied volatility (a fraction: 0.9 is 90%)."""
+
+    instrument_name: str
+    mark_price: float
+    iv: float
+    timestamp: int
+
+
+class OptionMarks(Message, frozen=True, kw_only=True):
+    """``markprice.options.{index_name}``: the marks and mark IVs of every option on one index in
+    one notification (the channel names the index; the data is a list of :class:`OptionMark`)."""
+
+    index_name: str
+    marks: tuple[OptionMark, ...]
+
+
+class PlatformState(Message, frozen=True, kw_only=True):
+    """``platform_state``: Deribit locked or unlocked trading on an index (``price_index`` like
+    ``sol_usdc``, ``btc_usd``), or (``platform_state.public_methods_state``) allowed or refused
+    unauthenticated requests. A field Deribit did not send is ``None``."""
+
+    price_index: str | None = None
+    locked: bool | None = None
+    allow_unauthenticated_public_requests: bool | None = None
