@@ -55,7 +55,7 @@ from messages.commands import (
     RefreshInstruments,
     ResubscribeInstrument,
 )
-from messages.market import BookChange, InstrumentState, Quote, Ticker
+from messages.market import BookChange, InstrumentState, PlatformState, Quote, Ticker
 from messages.system import (
     ConnectionState,
     ConnectionStatus,
@@ -345,7 +345,7 @@ class Connection(Actor):
             self.wirelog.flush()
 
     @handles(ResubscribeInstrument, RefreshInstruments, DailyRollover, InstrumentState, ReconcilePortfolio,
-             SafeShutdown, ConnectionStatusRequest)
+             SafeShutdown, ConnectionStatusRequest, PlatformState)
     def on_event(self, event: SessionEvent) -> None:
         self._apply(self.session.handle(event, time.monotonic()))
 

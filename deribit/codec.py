@@ -24,7 +24,7 @@ from typing import Any, ClassVar, TypeVar
 import msgspec
 
 from deribit.channels import channel_prefix, is_private
-from messages.account import AccountSummary, OrderUpdate, PortfolioUpdate, Position, UserTrade
+from messages.account import AccountSummary, OrderUpdate, PortfolioUpdate, Position, Settlement, UserTrade
 from messages.base import Message
 from messages.commands import (
     CancelAll,
@@ -630,6 +630,29 @@ def get_open_orders_request(currency: str, kind: str | None = None) -> Request:
 
 def get_account_summary_request(currency: str, extended: bool = False) -> Request:
     return "private/get_account_summary", {"currency": currency, "extended": extended}
+
+
+def get_settlement_history_request(currency: str, type: str | None = None, count: int | None = None) -> Request:
+    """``private/get_settlement_history_by_currency``: settlements, deliveries and bankruptcies
+    that touched the account (newest first)."""
+    return "private/get_settlement_history_by_currency", _without_none(
+        {"currency": currency, "type": type, "count": count})
+
+
+class _SettlementPage(msgspec.Struct):
+    settlements: tuple[Settlement, ...] = ()
+    continuation: str | None = None
+
+
+_settlement_page = msgspec.json.Decoder(_SettlementPage)
+
+
+def decode_settlement_history(raw: msgspec.Raw | bytes | str) -> tuple[tuple[Settlement, ...], str | None]:
+    """The result of ``private/get_settlement_history_by_currency``: its entries and the
+    continuation token (``None`` or ``"none"`` when there are no more)."""
+    page = _settlement_page.decode(raw)
+    continuation = page.continuation if page.continuation not in (None, "none") else None
+    return page.settlements, continuation
 
 
 def _without_none(params: dict[str, Any]) -> dict[str, Any]:

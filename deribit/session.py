@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -42,21 +43,25 @@ from deribit.codec import (
     decode_auth_result,
     decode_open_orders,
     decode_positions,
+    decode_settlement_history,
     decode_subscribed,
     enable_cancel_on_disconnect_request,
     get_account_summary_request,
     get_instruments_request,
     get_open_orders_request,
     get_positions_request,
+    get_settlement_history_request,
     set_heartbeat_request,
     subscribe_request,
     unsubscribe_request,
 )
 from deribit.constants import GONE_STATES, LIVE_STATES, RATE_LIMIT_CODE
 from deribit.instruments import currency_of, decode_instrument_list, instrument_defect
+from deribit.platform import PlatformLocks, decode_platform_status, index_of, status_request
 from deribit.shutdown_check import CheckUnderWay, Findings
 from deribit.subscriptions import SubscriptionTracker, currency_channels, market_channels
 from messages.account import (
+    AccountLimits,
     AccountSummary,
     ExchangeState,
     ExchangeWindow,
@@ -64,6 +69,7 @@ from messages.account import (
     Position,
     ReconcileFailed,
     ReconcileStarted,
+    SettlementHistory,
 )
 from messages.base import Message
 from messages.commands import (
@@ -71,6 +77,7 @@ from messages.commands import (
     INVALID,
     NOT_CONNECTED,
     PAPER_ONLY,
+    PLATFORM_LOCKED,
     QUEUED_TOO_LONG,
     REPLAY_ONLY,
     TRADING_DISABLED,
@@ -84,12 +91,15 @@ from messages.commands import (
     RefreshInstruments,
     ResubscribeInstrument,
 )
-from messages.market import Instrument, InstrumentsLoaded, InstrumentState
+from messages.market import Instrument, InstrumentsLoaded, InstrumentState, PlatformState
 from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, DailyRollover, SafeShutdown
 from runtime.throttle import TokenBucket, retry_delay, token_refresh_delay
 
 #: Sends of one command after Deribit's rate-limit answer before giving up with its error.
 MAX_RATE_LIMIT_RETRIES = 5
+#: How long after the 08:00 rollover the settlement history is asked for again, and how many entries.
+SETTLEMENT_DELAY_S = 60.0
+SETTLEMENTS_PER_FETCH = 100
 
 
 class Logger(Protocol):
@@ -161,7 +171,7 @@ class Announce:
 Effect = Send | Announce | Message
 #: What :meth:`Session.handle` takes.
 SessionEvent = (ResubscribeInstrument | RefreshInstruments | DailyRollover | InstrumentState | ReconcilePortfolio
-                | SafeShutdown | ConnectionStatusRequest)
+                | SafeShutdown | ConnectionStatusRequest | PlatformState)
 
 
 # -- the requests in flight: one type per kind ------------------------------------------------------------
@@ -243,6 +253,16 @@ class GetSummary(Sent):
 
 
 @dataclass(slots=True)
+class GetPlatformStatus(Sent):
+    """``public/status``: which indices are locked (notifications may have been missed)."""
+
+
+@dataclass(slots=True)
+class GetSettlements(Sent):
+    currency: str
+
+
+@dataclass(slots=True)
 class ShutdownCancel(Sent):
     """The safe shutdown's cancel_all."""
 
@@ -257,7 +277,8 @@ class ShutdownCheck(Sent):
 
 
 Pending = (SetHeartbeat | Login | RefreshToken | EnableCancelOnDisconnect | LoadInstruments | Subscribe
-           | Unsubscribe | SendOrder | GetPositions | GetOpenOrders | GetSummary | ShutdownCancel | ShutdownCheck)
+           | Unsubscribe | SendOrder | GetPositions | GetOpenOrders | GetSummary | ShutdownCancel | ShutdownCheck
+           | GetPlatformStatus | GetSettlements)
 ReconcileRequest = GetPositions | GetOpenOrders | GetSummary
 _PART = {GetPositions: "positions", GetOpenOrders: "open_orders", GetSummary: "summary"}
 
@@ -326,6 +347,9 @@ class Session:
         self.shutdown_check: CheckUnderWay | None = None  # the safe shutdown's cancel and check
         self.cod_enabled = False
         self.resyncs = 0
+        self.locks = PlatformLocks()
+        # When to ask for each currency's settlement history again (after the 08:00 settlement).
+        self.settlements_due: dict[str, float] = {}
         self._out: list[Effect] = []
 
     # -- what the rest of the program sees -----------------------------------------------------------
@@ -379,6 +403,8 @@ class Session:
                 return self.safe_shutdown(event, now)
             case ConnectionStatusRequest():
                 return self.status_now(event.origin)
+            case PlatformState():
+                return self.platform_state(event)
         raise TypeError(f"the session takes no {type(event).__name__}")
 
     # -- the link ---------------------------------------------------------------------------------------
@@ -400,6 +426,7 @@ class Session:
         self._request(SetHeartbeat, set_heartbeat_request(interval), now)
         if self.dset.client_id and self.dset.client_secret:
             self._login(now)
+        self._request(GetPlatformStatus, status_request(), now)
         for currency in self.currencies:
             self.subs.want(currency_channels(currency, private=False))
             if currency in self.instruments.listed:
@@ -460,6 +487,7 @@ class Session:
                 self._load_instruments(currency, now)
         self._pump_subscriptions(now)
         self._pump_orders(now)
+        self._pump_settlements(now)
 
     # -- requests and answers ------------------------------------------------------------------------------
     def _request(self, kind: Callable[..., Pending], request: Request, now: float, *payload: Any,
@@ -574,11 +602,15 @@ class Session:
                     self.cod_enabled = True
                     self.log.info("cancel_on_disconnect_enabled")
             case GetPositions() | GetOpenOrders() | GetSummary():
-                self._reconcile_part(pending, answer)
+                self._reconcile_part(pending, answer, now)
             case ShutdownCancel():
                 self._answer_shutdown_cancel(pending, answer, now)
             case ShutdownCheck():
                 self._answer_shutdown_check(pending, answer)
+            case GetPlatformStatus():
+                self._answer_platform_status(answer)
+            case GetSettlements(currency=currency):
+                self._answer_settlements(currency, answer)
 
     # -- auth ------------------------------------------------------------------------------------------------
     def _login(self, now: float) -> None:
@@ -618,6 +650,8 @@ class Session:
         if self.settings.can_trade and self.dset.cancel_on_disconnect and not self.settings.paper:
             self._request(EnableCancelOnDisconnect, enable_cancel_on_disconnect_request(), now)
         self._status(ConnectionState.AUTHENTICATED)
+        for currency in self.currencies:
+            self.settlements_due[currency] = now
         if self.reconcile_deferred is not None:
             deferred, self.reconcile_deferred = self.reconcile_deferred, None
             self._reconcile(deferred, now)
@@ -643,6 +677,9 @@ class Session:
     def rollover(self, event: DailyRollover, now: float) -> list[Effect]:
         self.log.info("daily_rollover", day=event.day)
         self._refresh(RefreshInstruments(origin="connection", reason=f"rollover {event.day}"), now)
+        # The settlement and the deliveries take the exchange a moment after 08:00.
+        for currency in self.currencies:
+            self.settlements_due[currency] = now + SETTLEMENT_DELAY_S
         return self._done()
 
     def instrument_state(self, event: InstrumentState, now: float) -> list[Effect]:
@@ -800,6 +837,11 @@ class Session:
             return request, (TRADING_DISABLED, "trading on mainnet needs the --live flag; not sent")
         if self.shutting_down and isinstance(command, PlaceOrder | EditOrder):
             return request, (NOT_CONNECTED, "safe shutdown: no new orders; not sent")
+        if isinstance(command, PlaceOrder):
+            index = self._index_of(command.instrument_name)
+            if self.locks.locked(index):
+                return request, (PLATFORM_LOCKED, f"Deribit has locked trading on {index} (platform_state); "
+                                                  "not sent. Orders go again once it is unlocked")
         if self.settings.paper:
             method, params = request
             return request, (PAPER_ONLY, f"paper mode: {method} {params} logged, not sent")
@@ -948,7 +990,7 @@ class Session:
         self._out.append(ReconcileFailed(currency=currency, at=self.clock(), message=message, reason=state.reason,
                                          round=state.round, superseded=superseded))
 
-    def _reconcile_part(self, pending: ReconcileRequest, answer: RpcResponse | RpcError) -> None:
+    def _reconcile_part(self, pending: ReconcileRequest, answer: RpcResponse | RpcError, now: float) -> None:
         currency = pending.currency
         if not self._current_round(pending):
             return
@@ -970,6 +1012,7 @@ class Session:
             case GetSummary():
                 state.summary = decode_account_summary(answer.result)
                 state.summary_done = True
+                self._adopt_limits(state.summary.limits, now)
         if state.positions is not None and state.orders is not None and state.summary_done:
             del self.reconciles[currency]
             self._out.append(ExchangeState(currency=currency, positions=state.positions, open_orders=state.orders,
@@ -978,3 +1021,63 @@ class Session:
                                            positions_window=state.positions_window,
                                            orders_window=state.orders_window))
 
+
+    # -- the platform's locks, the account's limits, settlements ----------------------------------------------
+    def platform_state(self, event: PlatformState) -> list[Effect]:
+        if self.locks.on_state(event):
+            log = self.log.warning if event.locked else self.log.info
+            log("platform_locked" if event.locked else "platform_unlocked", price_index=event.price_index)
+        return self._done()
+
+    def _index_of(self, instrument_name: str) -> str:
+        for currency, listed in self.instruments.listed.items():
+            instrument = listed.get(instrument_name)
+            if instrument is not None:
+                return index_of(currency, instrument)
+        return index_of(currency_of(instrument_name))
+
+    def _answer_platform_status(self, answer: RpcResponse | RpcError) -> None:
+        if isinstance(answer, RpcError):
+            self.log.warning("platform_status_failed", code=answer.code, message=answer.message)
+            return
+        status = decode_platform_status(answer.result)
+        for state in self.locks.states_for_status(status):
+            self.log.warning("platform_locked" if state.locked else "platform_unlocked",
+                             price_index=state.price_index, source="public/status")
+            self._out.append(state)
+        if self.locks.everything:
+            self.log.warning("platform_locked", price_index="all", source="public/status")
+
+    def _adopt_limits(self, limits: AccountLimits | None, now: float) -> None:
+        """The account's own order limit replaces the configured guess (Deribit counts credits per
+        account: sending faster than it refills ends in 10028 and, persisted, the session)."""
+        engine = limits.matching_engine if limits is not None else None
+        if engine is None:
+            return
+        if not (math.isfinite(engine.rate) and engine.rate > 0 and math.isfinite(engine.burst) and engine.burst >= 1):
+            self.log.warning("account_limits_ignored", rate=engine.rate, burst=engine.burst,
+                             hint="the account's matching-engine limit is not usable; the configured one stays")
+            return
+        bucket = self.order_bucket
+        if (bucket.rate, bucket.burst) == (engine.rate, float(engine.burst)):
+            return
+        self.log.info("order_limits_from_account", rate=engine.rate, burst=engine.burst,
+                      configured_rate=self.dset.order_requests_per_s, configured_burst=self.dset.order_burst)
+        bucket.set_limits(engine.rate, engine.burst, now)
+
+    def _pump_settlements(self, now: float) -> None:
+        if not self.link.logged_in or self.replay:
+            return
+        for currency, due in list(self.settlements_due.items()):
+            if now >= due:
+                del self.settlements_due[currency]
+                self._request(GetSettlements, get_settlement_history_request(currency, count=SETTLEMENTS_PER_FETCH),
+                              now, currency)
+
+    def _answer_settlements(self, currency: str, answer: RpcResponse | RpcError) -> None:
+        if isinstance(answer, RpcError):
+            self.log.warning("settlement_history_failed", currency=currency, code=answer.code, message=answer.message)
+            return
+        settlements, _more = decode_settlement_history(answer.result)
+        self.log.info("settlement_history", currency=currency, entries=len(settlements))
+        self._out.append(SettlementHistory(currency=currency, settlements=settlements, at=self.clock()))

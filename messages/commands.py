@@ -143,6 +143,7 @@ QUEUED_TOO_LONG = -4  # an order or edit waited in the local rate limiter too lo
 INVALID = -5  # the command itself is wrong (check_command)
 PAPER_ONLY = -6  # paper mode: logged, not sent
 REPLAY_ONLY = -7  # a replay sends nothing
+PLATFORM_LOCKED = -8  # Deribit locked trading on the instrument's index (platform_state, public/status)
 
 
 class CommandFailed(Message, frozen=True, kw_only=True):

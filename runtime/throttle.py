@@ -35,6 +35,15 @@ class TokenBucket:
         self._refill(now)
         return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self.rate
 
+    def set_limits(self, rate: float, burst: float, now: float) -> None:
+        """New ``rate`` and ``burst`` from now on; what is in the bucket stays, up to the new burst."""
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"a token bucket needs rate > 0 and burst >= 1, got {rate}, {burst}")
+        self._refill(now)
+        self.rate = rate
+        self.burst = float(burst)
+        self._tokens = min(self._tokens, self.burst)
+
     def drain(self, now: float) -> None:
         """The exchange said we are too fast: start again from an empty bucket."""
         self._refill(now)

@@ -165,7 +165,8 @@ def test_the_links_state_is_one_enum_with_its_transitions() -> None:
 def test_login_on_link_up_and_refresh_at_four_fifths_of_the_tokens_life(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     rig.take(rig.session.link_up(0.0))
-    assert [f["method"] for f in rig.sent][:3] == ["public/set_heartbeat", "public/auth", "public/get_instruments"]
+    assert [f["method"] for f in rig.sent][:4] == ["public/set_heartbeat", "public/auth", "public/status",
+                                                 "public/get_instruments"]
     assert rig.last("public/set_heartbeat")["params"] == {"interval": 10}
     login = rig.last("public/auth")["params"]
     assert (login["grant_type"], login["timestamp"]) == ("client_signature", EPOCH_MS)
