@@ -38,7 +38,7 @@ from desk.hedging import ORIGIN, CurrencyHedger
 from messages.account import ExchangeState, OrderUpdate, UserTrade
 from messages.commands import CommandFailed, CommandResult, PlaceOrder, RefreshInstruments
 from messages.hedging import HedgeMode, HedgerControl, HedgerStatus, SetHedgeBand
-from messages.market import IndexPrice, InstrumentsLoaded, Quote, Ticker
+from messages.market import IndexPrice, InstrumentsLoaded, PlatformState, Quote, Ticker
 from messages.state import PortfolioChanged, TopOfBook
 from messages.system import (
     ConnectionStatus,
@@ -199,6 +199,13 @@ class Hedger(Actor):
         if hedger is not None:
             hedger.instruments_loaded(loaded, self.context.clock.now())
             self._arm()
+
+    @handles(PlatformState, immediate=True)
+    def on_platform_state(self, state: PlatformState) -> None:
+        now = self.context.clock.now()
+        for hedger in self.hedgers.values():
+            hedger.on_platform_state(state, now)
+        self._arm()
 
     @handles(ConnectionStatus, immediate=True)
     def on_connection(self, status: ConnectionStatus) -> None:

@@ -46,6 +46,7 @@ import msgspec
 
 from config.settings import HedgerSettings
 from deribit.instruments import amount_step, round_to_contract
+from deribit.platform import PlatformLocks, index_of
 from desk.hedge_decision import HedgeDecision, HedgePolicy, Side, decide
 from desk.hedge_market import Change, HedgeMarket
 from desk.hedge_order import CLOSED_STATES, HedgeOrder, OrderTag
@@ -70,7 +71,7 @@ from messages.hedging import (
     HedgerStatus,
     SetHedgeBand,
 )
-from messages.market import IndexPrice, InstrumentsLoaded, Quote, Ticker
+from messages.market import IndexPrice, InstrumentsLoaded, PlatformState, Quote, Ticker
 from messages.state import PortfolioChanged, TopOfBook
 
 ORIGIN = "hedger"
@@ -144,6 +145,9 @@ class CurrencyHedger:
         self._policy_key: tuple[Any, ...] = ()
         self.contract_size: float | None = None
         self.tick_size: float | None = None
+        # The hedge instrument's price index (its metadata's once listed) and the exchange's locks.
+        self.price_index = index_of(currency)
+        self.locks = PlatformLocks()
         # What we know, with when we received it.
         self.can_trade = False
         self.portfolio: PortfolioChanged | None = None
@@ -186,6 +190,7 @@ class CurrencyHedger:
                 first = self.contract_size is None
                 self.contract_size = amount_step(instrument)
                 self.tick_size = instrument.tick_size
+                self.price_index = index_of(self.currency, instrument)
                 if first:
                     self.log.info("hedge_instrument_listed", currency=self.currency, instrument=self.instrument,
                                   contract_size=self.contract_size, tick_size=self.tick_size)
@@ -221,6 +226,13 @@ class CurrencyHedger:
                                  blocks=self.market.blocking_fault(self.held) is not None)
         self._evaluate(now, message)
         return True
+
+    def on_platform_state(self, state: PlatformState, now: float) -> None:
+        """Deribit locked or unlocked an index: no order while the hedge instrument's is locked."""
+        if self.locks.on_state(state) and state.price_index == self.price_index:
+            self.log.warning("hedge_platform_lock", currency=self.currency, price_index=self.price_index,
+                             locked=bool(state.locked))
+            self._evaluate(now, state)
 
     def on_portfolio(self, portfolio: PortfolioChanged, now: float) -> None:
         self.portfolio = portfolio
@@ -683,6 +695,9 @@ class CurrencyHedger:
     def _gate(self, now: float) -> tuple[HedgeCode, str] | None:
         if not self.can_trade:
             return HedgeCode.DISCONNECTED, "not connected to the exchange (or not logged in and subscribed)"
+        if self.locks.locked(self.price_index):
+            return HedgeCode.PLATFORM_LOCKED, (f"Deribit has locked trading on {self.price_index}: "
+                                               "hedging resumes when it is unlocked")
         portfolio = self.portfolio
         if portfolio is None:
             return HedgeCode.NO_PORTFOLIO, "no portfolio yet"

@@ -52,6 +52,7 @@ class HedgeCode(StrEnum):
     ORDER_TOO_LARGE = "order_too_large"
     # The gates checked before deciding.
     DISCONNECTED = "disconnected"
+    PLATFORM_LOCKED = "platform_locked"  # Deribit locked trading on the hedge instrument's index
     NO_PORTFOLIO = "no_portfolio"
     UNRECONCILED = "unreconciled"
     NOT_LISTED = "not_listed"

@@ -10,8 +10,8 @@ import pytest
 from desk.hedge_order import OrderTag
 from messages.account import ExchangeState, OrderUpdate, Position, UserTrade
 from messages.commands import CancelOrder, CommandFailed, CommandResult, EditOrder, PlaceOrder, ReconcilePortfolio
-from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
-from messages.market import InstrumentsLoaded
+from messages.hedging import HedgeCode, HedgerControl, HedgerStatus, SetHedgeBand
+from messages.market import InstrumentsLoaded, PlatformState
 from messages.state import TopOfBook
 from tests.support.hedge_rig import PERP, PRICE, T0, Rig, hedge_fill, perpetual
 
@@ -530,3 +530,19 @@ def test_a_market_order_left_open_is_cancelled_at_the_timeout() -> None:
     assert cancel.order_id == "o-3"
     rig.h.on_order_update(order(command.label, "cancelled", 20000.0, 12000.0, "o-3"), rig.now)
     assert rig.h.order.phase == "settling" and rig.h.order.expected_size == -12000.0
+
+
+def test_a_locked_index_holds_hedging_until_it_is_unlocked() -> None:
+    rig = Rig()
+    rig.ready(delta=0.0)  # balanced: no order
+    rig.h.on_platform_state(PlatformState(price_index="eth_usd", locked=True), rig.now)  # not ours
+    rig.h.on_platform_state(PlatformState(price_index="btc_usd", locked=True), rig.now)
+    rig.tick()
+    rig.delta(0.5)
+    assert rig.sent() == []
+    assert rig.last_status().code == HedgeCode.PLATFORM_LOCKED and "btc_usd" in rig.last_status().last_reason
+    assert "hedge_platform_lock" in rig.log.names("warning")
+    rig.tick()
+    rig.h.on_platform_state(PlatformState(price_index="btc_usd", locked=False), rig.now)
+    [command] = rig.sent()
+    assert command.side == "sell" and command.amount == 20000.0
