@@ -43,7 +43,7 @@ from deribit.instruments import currency_of
 from messages.account import UserTrade
 from messages.commands import CommandFailed, CommandResult, ReconcilePortfolio, RefreshInstruments
 from messages.hedging import HedgerStatus
-from messages.market import IndexPrice, Instrument, InstrumentsLoaded
+from messages.market import IndexPrice, Instrument, InstrumentsLoaded, PlatformState, VolatilityIndex
 from messages.state import ChainSnapshot, PortfolioChanged, TopOfBook
 from messages.surface import RecorderStatus, SurfaceSnapshot
 from messages.system import (
@@ -147,6 +147,19 @@ class Console(Actor):
     @handles(IndexPrice)
     def on_index(self, index: IndexPrice) -> None:
         self.desk.on_index(index)
+
+    @handles(VolatilityIndex)
+    def on_dvol(self, dvol: VolatilityIndex) -> None:
+        self.desk.on_volatility_index(dvol)
+
+    @handles(PlatformState)
+    def on_platform_state(self, state: PlatformState) -> None:
+        if self.desk.on_platform_state(state):
+            if state.locked:
+                self.say(f"ALERT: Deribit locked trading on {state.price_index}: orders on it are refused and "
+                         "the hedger holds until it is unlocked", "bold red")
+            else:
+                self.say(f"Deribit unlocked trading on {state.price_index}", "green")
 
     @handles(PortfolioChanged)
     def on_portfolio(self, portfolio: PortfolioChanged) -> None:

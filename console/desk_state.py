@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from console.views import fmt
 from deribit.instruments import currency_of
+from deribit.platform import PlatformLocks
 from messages.account import OrderUpdate, Position, UserTrade
 from messages.commands import (
     CancelAll,
@@ -23,7 +24,7 @@ from messages.commands import (
     PlaceOrder,
 )
 from messages.hedging import HedgeActivation, HedgerStatus
-from messages.market import IndexPrice, Instrument, InstrumentsLoaded
+from messages.market import IndexPrice, Instrument, InstrumentsLoaded, PlatformState, VolatilityIndex
 from messages.state import ChainSnapshot, OptionQuote, PortfolioChanged, TopOfBook
 from messages.surface import RecorderStatus, SurfaceSnapshot
 from messages.system import ConnectionState, ConnectionStatus
@@ -45,6 +46,8 @@ class DeskState:
         self.chains: dict[tuple[str, str], ChainSnapshot] = {}
         self.surfaces: dict[str, SurfaceSnapshot] = {}
         self.recorder: RecorderStatus | None = None
+        self.dvol: dict[str, VolatilityIndex] = {}  # Deribit's DVOL by currency
+        self.locks = PlatformLocks()
 
     # Each ``on_*`` takes one message type; the actor dispatches by type.
     def on_connection(self, status: ConnectionStatus) -> None:
@@ -67,6 +70,13 @@ class DeskState:
     def on_index(self, index: IndexPrice) -> None:
         currency = index.index_name.partition("_")[0].upper()
         self.index[currency] = index.price
+
+    def on_volatility_index(self, dvol: VolatilityIndex) -> None:
+        self.dvol[dvol.index_name.partition("_")[0].upper()] = dvol
+
+    def on_platform_state(self, state: PlatformState) -> bool:
+        """True when the locks changed (the console says so)."""
+        return self.locks.on_state(state)
 
     def on_portfolio(self, portfolio: PortfolioChanged) -> None:
         self.portfolios[portfolio.currency] = portfolio

@@ -21,6 +21,7 @@ from deribit.instruments import format_expiry
 from messages.account import OrderUpdate, Position, UserTrade
 from messages.commands import CommandFailed, CommandResult
 from messages.hedging import HedgeActivation, HedgeCode, HedgerStatus
+from messages.market import VolatilityIndex
 from messages.state import ChainSnapshot, OptionQuote, PortfolioChanged, TopOfBook
 from messages.surface import RecorderStatus, SurfaceSnapshot
 from messages.system import ConnectionStatus
@@ -232,7 +233,7 @@ def topic_view(topic: Topic, state: DeskState, instrument: str | None, option: s
         case "status":
             return status_view(state, instrument)
         case "surface":
-            return surface_view(state.surfaces.get(currency), currency)
+            return surface_view(state.surfaces.get(currency), currency, state.dvol.get(currency))
         case "hedging":
             return Group(*alert_lines(state.alerts()), hedger_table(state.hedgers.values()))
 
@@ -244,7 +245,9 @@ def status_view(state: DeskState, instrument: str | None) -> RenderableType:
     options = state.option_books_synced()
     books = f"books: futures {fresh} of {total} synced" + (
         f", options {options[0]} of {options[1]} at the last minute" if options else "")
+    locked = state.locks.describe()
     parts: list[RenderableType] = [
+        *([Text(f"{locked}: no new orders there", style="bold red")] if locked else []),
         *alert_lines(state.alerts()),
         Text(describe_connection(state.connection) + (f"; trading {instrument}" if instrument else "")),
         positions_table(state.positions()),
@@ -316,10 +319,21 @@ def chain_tables(chain: ChainSnapshot | None, expiry: str | None = None) -> Rend
     return Group(*tables)
 
 
-def surface_view(surface: SurfaceSnapshot | None, currency: str) -> RenderableType:
-    """``surface``: the ATM term structure with 25-delta risk reversal and butterfly."""
+def dvol_text(dvol: VolatilityIndex | None) -> str:
+    """Deribit's own 30-day index, with when it was published."""
+    if dvol is None:
+        return "DVOL (Deribit) not received yet"
+    when = dt.datetime.fromtimestamp(dvol.timestamp / 1000, tz=dt.UTC).strftime("%H:%M:%S UTC")
+    return f"DVOL (Deribit) {fmt(dvol.volatility, 2)} at {when}"
+
+
+def surface_view(surface: SurfaceSnapshot | None, currency: str,
+                 dvol: VolatilityIndex | None = None) -> RenderableType:
+    """``surface``: the ATM term structure with 25-delta risk reversal and butterfly, and our
+    30-day variance index beside Deribit's DVOL."""
     if surface is None:
-        return Text(f"no {currency} surface yet: the SurfaceBuilder publishes one at each full minute")
+        return Text(f"no {currency} surface yet: the SurfaceBuilder publishes one at each full minute; "
+                    f"{dvol_text(dvol)}")
     when = dt.datetime.fromtimestamp(surface.at, tz=dt.UTC).strftime("%H:%M UTC")
     table = Table(title=f"{currency} volatility surface at {when} ({surface.method}), vol points",
                   title_justify="left")
@@ -330,7 +344,7 @@ def surface_view(surface: SurfaceSnapshot | None, currency: str) -> RenderableTy
     if not table.row_count:
         table.add_row("(no tenors)", "", "", "")
     notes = (f"30-day: ATM {fmt(surface.atm_iv_30d, 2)}, RR {fmt(surface.rr25_30d, 2)}, "
-             f"BF {fmt(surface.bf25_30d, 2)}, variance index {fmt(surface.variance_index, 2)}")
+             f"BF {fmt(surface.bf25_30d, 2)}, variance index {fmt(surface.variance_index, 2)}; {dvol_text(dvol)}")
     if not surface.surface_ok:
         notes += "; the fit failed, quotes only"
     return Group(table, Text(notes))

@@ -33,7 +33,7 @@ from messages.commands import (
     RefreshInstruments,
 )
 from messages.hedging import HedgeActivation, HedgeCode, HedgePlan, HedgerControl, HedgerStatus, SetHedgeBand
-from messages.market import InstrumentsLoaded
+from messages.market import InstrumentsLoaded, PlatformState, VolatilityIndex
 from messages.state import ChainSnapshot, TopOfBook
 from messages.surface import SurfaceSnapshot, TenorFigures
 from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, StopRequested
@@ -361,6 +361,26 @@ def test_chain_and_surface_views(tmp_path: Any) -> None:
     RichConsole(file=out, width=160).print(surface_view(surface, "BTC"))
     text = out.getvalue()
     assert "80.10" in text and "-3.20" in text and "variance index 79.50" in text
+    assert "DVOL (Deribit) not received yet" in text
+    out = io.StringIO()
+    dvol = VolatilityIndex(index_name="btc_usd", volatility=81.37, timestamp=int(NOW * 1000))
+    RichConsole(file=out, width=200).print(surface_view(surface, "BTC", dvol))
+    assert "variance index 79.50; DVOL (Deribit) 81.37 at" in out.getvalue()
+
+
+def test_dvol_and_a_platform_lock_on_the_actor(tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.feed_market()
+    h.tell(VolatilityIndex(index_name="btc_usd", volatility=55.5, timestamp=int(time.time() * 1000)))
+    h.tell(PlatformState(price_index="btc_usd", locked=True))
+    h.tell(PlatformState(price_index="btc_usd", locked=True))  # said once
+    assert h.output().count("ALERT: Deribit locked trading on btc_usd") == 1
+    h.run("status")
+    assert "Deribit has locked trading on btc_usd: no new orders there" in h.output()
+    h.run("surface")
+    assert "DVOL (Deribit) 55.50" in h.output()
+    h.tell(PlatformState(price_index="btc_usd", locked=False))
+    assert "Deribit unlocked trading on btc_usd" in h.output()
 
 
 def test_option_orders_use_the_chosen_contract(tmp_path: Any) -> None:
