@@ -22,6 +22,17 @@ class WallClock:
         return time.time()
 
 
+class ShiftedClock:
+    """The wall clock moved by ``offset_s`` (a test runs the desk and the simulator at another
+    time of day, e.g. a few seconds before the 08:00 UTC settlement)."""
+
+    def __init__(self, offset_s: float) -> None:
+        self.offset_s = offset_s
+
+    def now(self) -> float:
+        return time.time() + self.offset_s
+
+
 class ReplayClock:
     """Time as written in a wire log. Never moves backwards: a log whose timestamps jitter
     backwards by a few microseconds (the capture has some) keeps the latest time seen."""

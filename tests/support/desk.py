@@ -17,7 +17,7 @@ import pytest
 
 import main
 from config.settings import Settings
-from runtime.clock import WallClock
+from runtime.clock import ShiftedClock, WallClock
 from runtime.logs import setup_logging, shutdown_logging
 from runtime.supervisor import ActorSpec, Supervisor
 from simulator import Simulator
@@ -54,27 +54,30 @@ class SimDesk:
 class StartDesk(Protocol):
     def __call__(self, values: Mapping[str, Any] | None = None, /, *, currencies: Sequence[str] = ...,
                  seed: int = ..., sim: Mapping[str, Any] | None = ..., only: Collection[str] | None = ...,
-                 extra_specs: Sequence[ActorSpec] = ...) -> SimDesk: ...
+                 extra_specs: Sequence[ActorSpec] = ..., clock_offset_s: float = ...) -> SimDesk: ...
 
 
 def start_desk(tmp_path: Path, values: Mapping[str, Any] | None = None, /, *,
                currencies: Sequence[str] = ("BTC", "ETH"), seed: int = 3, sim: Mapping[str, Any] | None = None,
-               only: Collection[str] | None = None, extra_specs: Sequence[ActorSpec] = ()) -> SimDesk:
+               only: Collection[str] | None = None, extra_specs: Sequence[ActorSpec] = (),
+               clock_offset_s: float = 0.0) -> SimDesk:
     """Start a simulator (the small chain, one account) and the desk logged in to it.
 
     ``values`` are dotted settings keys over the desk's defaults (the simulator's account, fast
     reconnects, files under ``tmp_path``); ``sim`` are :class:`SimSettings` fields; ``only`` keeps
-    just the program's actors of those names; ``extra_specs`` start after them."""
+    just the program's actors of those names; ``extra_specs`` start after them; ``clock_offset_s``
+    moves both clocks (the simulator's and the desk's) by that much from the wall clock."""
+    clock = ShiftedClock(clock_offset_s) if clock_offset_s else WallClock()
     setup_logging(tmp_path / "logs", "info", console=False, secrets=[SIM_CLIENT_SECRET])
     simulator = Simulator(seed=seed, settings=SimSettings.for_account(
-        SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_BALANCES, **{"chain": "small", **(sim or {})}))
+        SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_BALANCES, **{"chain": "small", **(sim or {})}), clock=clock.now)
     url = simulator.start_in_thread()
     try:
         settings = make_settings({"deribit.client_id": SIM_CLIENT_ID, "deribit.client_secret": SIM_CLIENT_SECRET,
                                   "deribit.reconnect_initial_s": 0.2, "currencies": list(currencies),
                                   **(values or {})}, tmp_path=tmp_path)
         specs = [s for s in main.actor_specs(settings, url=url) if only is None or s.name in only]
-        supervisor = main.make_supervisor(settings, [*specs, *extra_specs], WallClock(), url=url)
+        supervisor = main.make_supervisor(settings, [*specs, *extra_specs], clock, url=url)
     except BaseException:
         simulator.stop()
         raise
