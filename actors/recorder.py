@@ -64,6 +64,7 @@ class Recorder(Actor):
                                  connect_timeout_s=r.connect_timeout_s)
         self.dvol = DvolAtMinute()
         self.settlements_seen = SettlementsSeen()
+        self._dvol_current: dict[str, bool] = {}  # per currency: had the last minute a current DVOL
         self._alarm: Alarm | None = None
         self._published: tuple[Any, ...] | None = None
 
@@ -104,7 +105,12 @@ class Recorder(Actor):
     # -- batches -----------------------------------------------------------------------------------------
     @handles(SurfaceSnapshot)
     def on_snapshot(self, snapshot: SurfaceSnapshot) -> None:
-        self.store.record(snapshot_record(snapshot, self.dvol.at_minute(snapshot.currency, snapshot.at)))
+        dvol = self.dvol.at_minute(snapshot.currency, snapshot.at)
+        if self._dvol_current.get(snapshot.currency) != (dvol is not None):
+            self._dvol_current[snapshot.currency] = dvol is not None
+            self.log.info("dvol_recorded" if dvol is not None else "dvol_missing", currency=snapshot.currency,
+                          minute=snapshot.at, dvol_at_ms=dvol.timestamp if dvol is not None else None)
+        self.store.record(snapshot_record(snapshot, dvol))
         self._publish_status()
 
     @handles(VolatilityIndex)
