@@ -4,10 +4,10 @@ Each :class:`SurfaceSnapshot` (one currency-minute) is one transaction, Deribit'
 minute written beside its variance index (kept from the :class:`VolatilityIndex` notifications;
 stored as missing when stale); every order command seen on the bus and its answer go to
 ``orders_audit``; each :class:`SettlementHistory` adds its entries not recorded yet to
-``settlements``. When the database is unreachable the batch goes to
-the spool on disk and an :class:`~runtime.alarm.Alarm` wakes the actor when the backoff allows a
-retry, in real time (also in replay), writing the spool back in order once the database answers.
-A clean stop writes what it can and leaves the rest spooled for the next start. The logic is
+``settlements``. When the database is unreachable the batch goes to the spool on disk and an
+:class:`~runtime.alarm.Alarm` wakes the actor when the backoff allows a retry, in real time (also
+in replay), writing the spool back in order once the database answers. A clean stop writes what it
+can and leaves the rest spooled for the next start. The logic is
 :class:`sql.store.MinuteStore`; this actor receives, calls it and publishes :class:`RecorderStatus`
 (each minute and on change).
 """
