@@ -1,10 +1,13 @@
 """The Recorder: the only database writer.
 
-Each :class:`SurfaceSnapshot` (one currency-minute) is one transaction; every order command seen on
-the bus and its answer go to ``orders_audit``. When the database is unreachable the batch goes to
-the spool on disk and an :class:`~runtime.alarm.Alarm` wakes the actor when the backoff allows a
-retry, in real time (also in replay), writing the spool back in order once the database answers.
-A clean stop writes what it can and leaves the rest spooled for the next start. The logic is
+Each :class:`SurfaceSnapshot` (one currency-minute) is one transaction, Deribit's DVOL at the
+minute written beside its variance index (kept from the :class:`VolatilityIndex` notifications;
+stored as missing when stale); every order command seen on the bus and its answer go to
+``orders_audit``; each :class:`SettlementHistory` adds its entries not recorded yet to
+``settlements``. When the database is unreachable the batch goes to the spool on disk and an
+:class:`~runtime.alarm.Alarm` wakes the actor when the backoff allows a retry, in real time (also
+in replay), writing the spool back in order once the database answers. A clean stop writes what it
+can and leaves the rest spooled for the next start. The logic is
 :class:`sql.store.MinuteStore`; this actor receives, calls it and publishes :class:`RecorderStatus`
 (each minute and on change).
 """
@@ -18,6 +21,7 @@ import msgspec
 import pykka
 
 from config.settings import Settings
+from messages.account import SettlementHistory
 from messages.commands import (
     CancelAll,
     CancelByLabel,
@@ -27,11 +31,13 @@ from messages.commands import (
     EditOrder,
     PlaceOrder,
 )
+from messages.market import VolatilityIndex
 from messages.surface import RecorderStatus, SurfaceSnapshot
 from messages.system import MinuteTick, Shutdown
 from runtime.actor import Actor, ActorContext, handles
 from runtime.alarm import Alarm
-from sql.store import MinuteStore, audit_record, snapshot_record
+from sql.recording import DvolAtMinute, SettlementsSeen
+from sql.store import MinuteStore, audit_record, settlements_record, snapshot_record
 from sql.writers import audit_answer, audit_request
 
 
@@ -56,6 +62,9 @@ class Recorder(Actor):
         self.store = MinuteStore(url or s.database_url, spool_directory(s), retry_initial_s=r.retry_initial_s,
                                  retry_max_s=r.retry_max_s, busy_timeout_s=r.sqlite_busy_timeout_s,
                                  connect_timeout_s=r.connect_timeout_s)
+        self.dvol = DvolAtMinute()
+        self.settlements_seen = SettlementsSeen()
+        self._dvol_current: dict[str, bool] = {}  # per currency: had the last minute a current DVOL
         self._alarm: Alarm | None = None
         self._published: tuple[Any, ...] | None = None
 
@@ -96,8 +105,27 @@ class Recorder(Actor):
     # -- batches -----------------------------------------------------------------------------------------
     @handles(SurfaceSnapshot)
     def on_snapshot(self, snapshot: SurfaceSnapshot) -> None:
-        self.store.record(snapshot_record(snapshot))
+        dvol = self.dvol.at_minute(snapshot.currency, snapshot.at)
+        if self._dvol_current.get(snapshot.currency) != (dvol is not None):
+            self._dvol_current[snapshot.currency] = dvol is not None
+            self.log.info("dvol_recorded" if dvol is not None else "dvol_missing", currency=snapshot.currency,
+                          minute=snapshot.at, dvol_at_ms=dvol.timestamp if dvol is not None else None)
+        self.store.record(snapshot_record(snapshot, dvol))
         self._publish_status()
+
+    @handles(VolatilityIndex)
+    def on_dvol(self, index: VolatilityIndex) -> None:
+        if not self.dvol.update(index):
+            self.log.debug("dvol_ignored", index_name=index.index_name, volatility=index.volatility,
+                           timestamp=index.timestamp)
+
+    @handles(SettlementHistory)
+    def on_settlements(self, history: SettlementHistory) -> None:
+        fresh = self.settlements_seen.new_entries(history)
+        if fresh is not None:
+            self.log.info("settlements_recording", currency=history.currency, entries=len(fresh.settlements))
+            self.store.record(settlements_record(fresh))
+            self._publish_status()
 
     @handles(PlaceOrder, EditOrder, CancelOrder, CancelAll, CancelByLabel)
     def on_command(self, command: Any) -> None:

@@ -14,11 +14,12 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from runtime.secrets import mask_url
+from sql.migrations import migrate
 from sql.tables import SCHEMA_VERSION, metadata, schema_version
 from sql.writers import insert_ignoring_conflicts
 
@@ -79,12 +80,20 @@ def _sqlite_engine(parsed: URL, busy_timeout_s: float) -> Engine:
     return engine
 
 
+#: PostgreSQL advisory lock held while the schema is created or migrated: programs starting at once
+#: against one database take turns (the second finds the work done).
+SCHEMA_LOCK = 0x6465736B  # "desk"
+
+
 def create_schema(engine: Engine) -> int:
-    """Create every missing table and record the schema version; safe to call on every start.
+    """Create every missing table, take an older database forward (:mod:`sql.migrations`) and record
+    the schema version; safe to call on every start.
 
     Returns the database's schema version; :class:`SchemaVersionError` when the database is newer
     than this program."""
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
         metadata.create_all(conn, checkfirst=True)
         recorded = conn.execute(select(func.max(schema_version.c.version))).scalar()
         if recorded is None:
@@ -96,8 +105,5 @@ def create_schema(engine: Engine) -> int:
             raise SchemaVersionError(
                 f"the database's schema is version {recorded}, this program knows version {SCHEMA_VERSION}: "
                 "run a newer version of the program, or point --db at another database")
-        if recorded < SCHEMA_VERSION:
-            # Only version 1 exists so far; a later version adds its Alembic migration here.
-            raise SchemaVersionError(
-                f"the database's schema is version {recorded} and needs migrating to {SCHEMA_VERSION}")
-        return int(recorded)
+        migrate(conn, int(recorded))
+        return SCHEMA_VERSION

@@ -5,7 +5,8 @@
   quotes' vols);
 - ``surface``: the constant-maturity grid as a heatmap, tenor against log-moneyness;
 - ``term``: the ATM term structure (the grid at ln(K/F) = 0, and each expiry's fitted ATM vol) with
-  the 30-day variance index beside the 30-day ATM vol.
+  the 30-day variance index beside the 30-day ATM vol, and Deribit's DVOL at the minute when it was
+  current.
 
 Each reads one minute: the latest recorded for the currency, or the latest at or before ``--at``.
 """
@@ -27,7 +28,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from sql.engine import make_engine, mask_url
-from sql.tables import option_quotes, surface_fits, surface_points, volatility_index
+from sql.queries import as_utc, read_volatility_index
+from sql.tables import option_quotes, surface_fits, surface_points
 
 WHAT = ("smile", "surface", "term")
 DEFAULT_SIZE = (1200, 800)
@@ -61,11 +63,6 @@ def parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def _as_utc(value: dt.datetime) -> dt.datetime:
-    # SQLite hands back the stored UTC text as a naive datetime.
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
 def _minute(engine: Engine, currency: str, at: dt.datetime | None) -> dt.datetime:
     query = select(func.max(surface_points.c.minute)).where(surface_points.c.currency == currency)
     if at is not None:
@@ -76,7 +73,7 @@ def _minute(engine: Engine, currency: str, at: dt.datetime | None) -> dt.datetim
         when = f" at or before {at.isoformat()}" if at is not None else ""
         raise PlotError(f"no surface of {currency} recorded{when} in {mask_url(str(engine.url))}; "
                         "run the desk (or replay a wire log) with this database first")
-    return _as_utc(found)
+    return as_utc(found)
 
 
 def _rows(engine: Engine, query: Any) -> list[Any]:
@@ -97,11 +94,11 @@ def _plot_smile(engine: Engine, fig: Figure, currency: str, minute: dt.datetime)
                    .where(option_quotes.c.minute == minute, option_quotes.c.currency == currency,
                           option_quotes.c.in_surface.is_(True))
                    .order_by(option_quotes.c.expiry, option_quotes.c.strike))
-    fits = {_as_utc(r.expiry): r for r in _rows(engine, select(surface_fits).where(
+    fits = {as_utc(r.expiry): r for r in _rows(engine, select(surface_fits).where(
         surface_fits.c.minute == minute, surface_fits.c.currency == currency))}
     by_expiry: dict[dt.datetime, list[Any]] = {}
     for row in quotes:
-        by_expiry.setdefault(_as_utc(row.expiry), []).append(row)
+        by_expiry.setdefault(as_utc(row.expiry), []).append(row)
     if not by_expiry:
         raise PlotError(f"no out-of-the-money quotes of {currency} at {minute.isoformat()}")
     n = len(by_expiry)
@@ -168,8 +165,7 @@ def _plot_term(engine: Engine, fig: Figure, currency: str, minute: dt.datetime) 
     if not atm_col.size:
         raise PlotError("the grid has no ln(K/F) = 0 column for the ATM term structure")
     atm = iv[:, atm_col[0]]
-    index = _rows(engine, select(volatility_index).where(volatility_index.c.minute == minute,
-                                                         volatility_index.c.currency == currency))
+    index = read_volatility_index(engine, currency, minute, minute)
     fits = _rows(engine, select(surface_fits).where(surface_fits.c.minute == minute,
                                                     surface_fits.c.currency == currency))
     ax = fig.add_subplot(1, 1, 1)
@@ -183,13 +179,17 @@ def _plot_term(engine: Engine, fig: Figure, currency: str, minute: dt.datetime) 
     if fit_days:
         ax.scatter(fit_days, fit_atm, marker="x", color="tab:gray", label="ATM vol per expiry (SVI)")
     title = f"{currency} ATM term structure at {minute:%Y-%m-%d %H:%M} UTC"
-    if index and index[0].value is not None:
-        ax.axhline(index[0].value, color="tab:red", ls="--", lw=1.0)
-        ax.scatter([30.0], [index[0].value], marker="D", s=50, color="tab:red",
-                   label=f"30-day variance index {index[0].value:.2f}")
-        title += f": index {index[0].value:.2f}"
+    if index and index[0].variance_index is not None:
+        value = index[0].variance_index
+        ax.axhline(value, color="tab:red", ls="--", lw=1.0)
+        ax.scatter([30.0], [value], marker="D", s=50, color="tab:red", label=f"30-day variance index {value:.2f}")
+        title += f": index {value:.2f}"
         if index[0].atm_iv_30d is not None:
             title += f", ATM 30d {index[0].atm_iv_30d:.2f}"
+    if index and index[0].dvol is not None:
+        dvol = index[0].dvol
+        ax.scatter([30.0], [dvol], marker="s", s=50, color="tab:green", label=f"Deribit DVOL {dvol:.2f}")
+        title += f", DVOL {dvol:.2f}"
     ax.set_xscale("log")
     ax.set_xlabel("tenor (days, log scale)")
     ax.set_ylabel("implied vol (%)")

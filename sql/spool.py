@@ -1,10 +1,11 @@
 """The Recorder's spool: what the database could not take yet, one fsync'd file per batch, in order.
 
-A batch is one currency-minute (a :class:`SurfaceSnapshot`) or one order-audit entry, encoded with
-msgspec (MessagePack). Files are named ``<sequence>-<what>.msgpack``; the sequence continues across
-restarts, so batches are written back in the order they arrived. A file is written beside its final
-name, fsync'd, renamed into place and the directory fsync'd: a batch the spool accepted survives a
-crash of the program or of the machine. It is deleted only after its transaction committed; a crash
+A batch is one currency-minute (a :class:`SurfaceSnapshot`, with the DVOL at the minute), one
+order-audit entry or the new entries of one settlement history, encoded with msgspec (MessagePack).
+Files are named ``<sequence>-<what>.msgpack``; the sequence continues across restarts, so batches
+are written back in the order they arrived. A file is written beside its final name, fsync'd,
+renamed into place and the directory fsync'd: a batch the spool accepted survives a crash of the
+program or of the machine. It is deleted only after its transaction committed; a crash
 in between writes it again, which the inserts' conflict handling ignores.
 """
 
@@ -17,21 +18,32 @@ from pathlib import Path
 
 import msgspec
 
+from messages.account import SettlementHistory
 from messages.surface import SurfaceSnapshot
-from sql.writers import OrderAuditEvent
+from sql.writers import DvolReading, OrderAuditEvent
 
-_NAME = re.compile(r"^(\d{12})-(minute|audit)-[\w.-]*\.msgpack$")
+_NAME = re.compile(r"^(\d{12})-(minute|audit|settlements)-[\w.-]*\.msgpack$")
 
 
 class SpoolRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One spooled batch: exactly one of the two is set."""
+    """One spooled batch: exactly one of ``snapshot``, ``audit`` and ``settlements`` is set;
+    ``dvol`` goes with a snapshot (None: no current DVOL at the minute). A file written before
+    ``dvol`` and ``settlements`` existed reads back with them None."""
 
     snapshot: SurfaceSnapshot | None = None
+    dvol: DvolReading | None = None
     audit: OrderAuditEvent | None = None
+    settlements: SettlementHistory | None = None
 
     @property
     def kind(self) -> str:
-        return "minute" if self.snapshot is not None else "audit"
+        if self.snapshot is not None:
+            return "minute"
+        return "audit" if self.audit is not None else "settlements"
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:32]
 
 
 class SpoolError(Exception):
@@ -68,9 +80,11 @@ class Spool:
             snap = record.snapshot
             label = f"minute-{snap.currency}-{int(snap.at)}"
         elif record.audit is not None:
-            label = f"audit-{re.sub(r'[^A-Za-z0-9_.-]', '_', record.audit.origin)[:32]}"
+            label = f"audit-{_safe(record.audit.origin)}"
+        elif record.settlements is not None:
+            label = f"settlements-{_safe(record.settlements.currency)}"
         else:
-            raise ValueError("a spool record holds a snapshot or an audit entry")
+            raise ValueError("a spool record holds a snapshot, an audit entry or settlements")
         name = f"{self._next:012d}-{label}.msgpack"
         final = self.directory / name
         temp = self.directory / f".{name}.tmp"

@@ -3,7 +3,8 @@ take, and write the spool back in order once it answers again. No threads, no ac
 calls :meth:`MinuteStore.record` for each batch and :meth:`MinuteStore.catch_up` on its timer.
 
 A batch is one currency-minute (all its rows in ``option_quotes``, ``surface_points``,
-``surface_fits`` and ``volatility_index``: one transaction) or one order-audit entry.
+``surface_fits`` and ``volatility_index``, with Deribit's DVOL at the minute: one transaction), one
+order-audit entry, or the new entries of one settlement history (``settlements``).
 
 - Database answering, nothing spooled: the batch is written at once.
 - A write fails for want of the database (connection refused or lost, SQLite file locked past the
@@ -34,11 +35,12 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from messages.account import SettlementHistory
 from messages.surface import RecorderStatus, SurfaceSnapshot
 from runtime.throttle import Backoff
 from sql.engine import SchemaVersionError, create_schema, make_engine, mask_url
 from sql.spool import Spool, SpoolError, SpoolRecord
-from sql.writers import OrderAuditEvent, write_audit, write_surface_snapshot
+from sql.writers import DvolReading, OrderAuditEvent, write_audit, write_settlements, write_surface_snapshot
 
 
 class DatabaseUnavailable(Exception):
@@ -200,9 +202,11 @@ class MinuteStore:
                 self._ensure_schema()
                 with self.engine.begin() as conn:
                     if record.snapshot is not None:
-                        write_surface_snapshot(conn, record.snapshot)
+                        write_surface_snapshot(conn, record.snapshot, record.dvol)
                     elif record.audit is not None:
                         write_audit(conn, record.audit)
+                    elif record.settlements is not None:
+                        write_settlements(conn, record.settlements)
                 break
             except Exception as exc:
                 if _is_outage(exc):
@@ -287,9 +291,13 @@ class MinuteStore:
             self.log.error("batch_rejected", reason=reason, batch=record.kind, note="not spooled: disk refused it")
 
 
-def snapshot_record(snapshot: SurfaceSnapshot) -> SpoolRecord:
-    return SpoolRecord(snapshot=snapshot)
+def snapshot_record(snapshot: SurfaceSnapshot, dvol: DvolReading | None = None) -> SpoolRecord:
+    return SpoolRecord(snapshot=snapshot, dvol=dvol)
 
 
 def audit_record(event: OrderAuditEvent) -> SpoolRecord:
     return SpoolRecord(audit=event)
+
+
+def settlements_record(history: SettlementHistory) -> SpoolRecord:
+    return SpoolRecord(settlements=history)

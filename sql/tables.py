@@ -6,8 +6,11 @@ keeps the UTC text). ``minute`` is the minute tick the row belongs to. Volatilit
 so a minute written twice (a replay, a spool written again after a crash) adds nothing: the
 writers insert with ``ON CONFLICT DO NOTHING``.
 
-``SCHEMA_VERSION`` is recorded in ``schema_version``; raise it (and add an Alembic migration) when a
-table changes.
+``SCHEMA_VERSION`` is recorded in ``schema_version``; raise it (and add the step that takes a database of
+the version before forward, in ``sql/migrations.py``) when a table changes.
+
+Versions: 1 the minute tables and the orders audit; 2 Deribit's DVOL beside the variance index
+(``volatility_index.dvol``, ``dvol_at``) and the ``settlements`` table.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -112,6 +115,40 @@ volatility_index = Table(
     Column("atm_iv_30d", Double),
     Column("rr25_30d", Double),
     Column("bf25_30d", Double),
+    # Deribit's DVOL of the currency's coin at the minute (the latest at or before it) and its own
+    # exchange timestamp; both NULL when there was none, or the latest was older than
+    # sql.recording.DVOL_STALE_AFTER_S at the minute: a stale figure is missing, not current.
+    Column("dvol", Double),
+    Column("dvol_at", _utc()),
+)
+
+settlements = Table(
+    "settlements",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # the currency whose history listed the entry (private/get_settlement_history_by_currency)
+    Column("currency", String(16), nullable=False),
+    # '' for an entry without an instrument (a bankruptcy): a key column is never NULL, since NULLs
+    # never conflict and the same entry would go in again with each fetch
+    Column("instrument", String(64), nullable=False),
+    # settlement, delivery or bankruptcy
+    Column("type", String(16), nullable=False),
+    # Deribit's timestamp of the event
+    Column("settled_at", _utc(), nullable=False),
+    Column("position", Double),
+    Column("mark_price", Double),
+    Column("index_price", Double),
+    Column("profit_loss", Double),
+    Column("session_profit_loss", Double),
+    Column("funding", Double),
+    Column("funded", Double),
+    Column("session_bankruptcy", Double),
+    Column("session_tax", Double),
+    Column("session_tax_rate", Double),
+    Column("socialized", Double),
+    # when the desk first received the history listing it (a later fetch of the same entry adds nothing)
+    Column("recorded_at", _utc(), nullable=False),
+    UniqueConstraint("currency", "instrument", "type", "settled_at", name="uq_settlements_entry"),
 )
 
 orders_audit = Table(

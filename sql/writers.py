@@ -1,9 +1,13 @@
-"""Batched inserts that ignore conflicts: a minute or an order-audit entry written twice adds nothing.
+"""Batched inserts that ignore conflicts: a minute, an order-audit entry or a settlement written twice
+adds nothing.
 
-``write_surface_snapshot(conn, snapshot)`` puts one currency-minute into ``option_quotes``,
-``surface_points``, ``surface_fits`` and ``volatility_index`` (one batch per table) inside the
-caller's transaction. ``write_audit(conn, event)`` records an order command or its answer in
-``orders_audit``, correlated by (origin, request_key) whichever arrives first.
+``write_surface_snapshot(conn, snapshot, dvol)`` puts one currency-minute into ``option_quotes``,
+``surface_points``, ``surface_fits`` and ``volatility_index`` (one batch per table; Deribit's DVOL
+at the minute beside the variance index) inside the caller's transaction. ``write_audit(conn,
+event)`` records an order command or its answer in ``orders_audit``, correlated by (origin,
+request_key) whichever arrives first. ``write_settlements(conn, history)`` adds the entries of a
+settlement history that ``settlements`` does not hold yet (its natural key: currency, instrument,
+type, timestamp).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
 from deribit.codec import command_method
+from messages.account import Settlement, SettlementHistory
 from messages.commands import (
     CancelAll,
     CancelByLabel,
@@ -31,7 +36,7 @@ from messages.commands import (
     PlaceOrder,
 )
 from messages.surface import QuoteIV, SurfaceSnapshot
-from sql.tables import MINUTE_TABLES, option_quotes, orders_audit
+from sql.tables import MINUTE_TABLES, option_quotes, orders_audit, settlements
 
 UTC = dt.UTC
 SVI_NAMES = ("a", "b", "rho", "m", "sigma")
@@ -63,15 +68,24 @@ assert [c.name for c in option_quotes.columns][4:] == [f.name for f in _QUOTE_TA
 Rows = list[tuple[Any, ...]]
 
 
+class DvolReading(msgspec.Struct, frozen=True, kw_only=True):
+    """Deribit's DVOL written beside one minute's variance index: the value (vol points) and the
+    exchange's own timestamp of it (unix ms)."""
+
+    value: float
+    timestamp: int
+
+
 class MinuteRows(NamedTuple):
     table: Table
     columns: tuple[str, ...]
     rows: Rows
 
 
-def minute_rows(snapshot: SurfaceSnapshot, *, times_as_text: bool = False) -> list[MinuteRows]:
-    """The rows of one currency-minute, per table. Times are UTC datetimes, or ISO-8601 text with
-    the offset when ``times_as_text`` (for COPY)."""
+def minute_rows(snapshot: SurfaceSnapshot, dvol: DvolReading | None = None, *,
+                times_as_text: bool = False) -> list[MinuteRows]:
+    """The rows of one currency-minute, per table; ``dvol`` the DVOL at the minute (None: missing).
+    Times are UTC datetimes, or ISO-8601 text with the offset when ``times_as_text`` (for COPY)."""
     cache: dict[float, Any] = {}
 
     def when(seconds: float) -> Any:
@@ -100,21 +114,25 @@ def minute_rows(snapshot: SurfaceSnapshot, *, times_as_text: bool = False) -> li
          "; ".join(f.notes) or None)
         for f in snapshot.fits
     ]
+    dvol_value = _finite(dvol.value) if dvol is not None else None
+    dvol_at = when(dvol.timestamp / 1000.0) if dvol is not None and dvol_value is not None else None
     index: Rows = [(minute, currency, _finite(snapshot.variance_index), _finite(snapshot.atm_iv_30d),
-              _finite(snapshot.rr25_30d), _finite(snapshot.bf25_30d))]
+                    _finite(snapshot.rr25_30d), _finite(snapshot.bf25_30d), dvol_value, dvol_at)]
     return [MinuteRows(table, tuple(c.name for c in table.columns), rows)
             for table, rows in zip(MINUTE_TABLES, (quotes, points, fits, index), strict=True)]
 
 
-def write_surface_snapshot(conn: Connection, snapshot: SurfaceSnapshot) -> dict[str, int]:
-    """Insert one currency-minute in the caller's transaction; returns rows offered per table.
+def write_surface_snapshot(conn: Connection, snapshot: SurfaceSnapshot,
+                           dvol: DvolReading | None = None) -> dict[str, int]:
+    """Insert one currency-minute (and the DVOL at it, if any) in the caller's transaction; returns
+    rows offered per table.
 
     PostgreSQL: COPY into a session-private staging table, then one
     ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` per table (psycopg2's executemany is a round
     trip per row). SQLite: one executemany of ``INSERT ... ON CONFLICT DO NOTHING`` per table."""
     postgres = conn.dialect.name == "postgresql"
     counts: dict[str, int] = {}
-    for part in minute_rows(snapshot, times_as_text=postgres):
+    for part in minute_rows(snapshot, dvol, times_as_text=postgres):
         counts[part.table.name] = len(part.rows)
         if not part.rows:
             continue
@@ -207,3 +225,40 @@ def write_audit(conn: Connection, event: OrderAuditEvent) -> None:
     row = {"origin": event.origin, "request_key": event.request_key, "instrument": None, **values}
     conn.execute(insert_ignoring_conflicts(orders_audit, conn.dialect.name), [row])
     conn.execute(orders_audit.update().where(key).values(**values))
+
+
+# -- settlements -----------------------------------------------------------------------------------
+#: An entry's natural key: currency, instrument ('' when none: a bankruptcy), type, timestamp (ms).
+SettlementKey = tuple[str, str, str, int]
+
+
+def settlement_key(currency: str, entry: Settlement) -> SettlementKey:
+    return currency, entry.instrument_name or "", entry.type, entry.timestamp
+
+
+def settlement_rows(history: SettlementHistory) -> list[dict[str, Any]]:
+    """One ``settlements`` row per entry (an entry listed twice, once); ``recorded_at`` is when the
+    history arrived."""
+    recorded_at = utc(history.at)
+    rows: dict[SettlementKey, dict[str, Any]] = {}
+    for entry in history.settlements:
+        key = settlement_key(history.currency, entry)
+        rows.setdefault(key, {
+            "currency": history.currency, "instrument": key[1], "type": entry.type,
+            "settled_at": utc(entry.timestamp / 1000.0), "position": _finite(entry.position),
+            "mark_price": _finite(entry.mark_price), "index_price": _finite(entry.index_price),
+            "profit_loss": _finite(entry.profit_loss), "session_profit_loss": _finite(entry.session_profit_loss),
+            "funding": _finite(entry.funding), "funded": _finite(entry.funded),
+            "session_bankruptcy": _finite(entry.session_bankruptcy), "session_tax": _finite(entry.session_tax),
+            "session_tax_rate": _finite(entry.session_tax_rate), "socialized": _finite(entry.socialized),
+            "recorded_at": recorded_at})
+    return list(rows.values())
+
+
+def write_settlements(conn: Connection, history: SettlementHistory) -> int:
+    """Insert the entries ``settlements`` does not hold yet, in the caller's transaction; returns
+    the entries offered."""
+    rows = settlement_rows(history)
+    if rows:
+        conn.execute(insert_ignoring_conflicts(settlements, conn.dialect.name), rows)
+    return len(rows)

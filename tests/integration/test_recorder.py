@@ -20,16 +20,21 @@ from sqlalchemy import select
 
 from actors.recorder import GetRecorderStatus, Recorder
 from config.settings import SettingsError
+from messages.account import Settlement, SettlementHistory
 from messages.commands import CommandResult, PlaceOrder
+from messages.market import VolatilityIndex
 from messages.surface import RecorderStatus, SurfaceSnapshot
 from messages.system import MinuteTick
 from runtime.actor import ActorContext
 from runtime.clock import ReplayClock
 from sql.engine import make_engine
-from sql.store import MinuteStore, audit_record, snapshot_record
-from sql.tables import option_quotes, orders_audit, surface_points, volatility_index
-from sql.writers import audit_request
+from sql.queries import read_settlements, read_volatility_index
+from sql.recording import DVOL_STALE_AFTER_S
+from sql.store import MinuteStore, audit_record, settlements_record, snapshot_record
+from sql.tables import option_quotes, orders_audit, settlements, surface_points, volatility_index
+from sql.writers import DvolReading, audit_request
 from tests.support.postgres import ThrowawayCluster, dead_url
+from tests.support.recorder_messages import docs_dvol, docs_settlements
 from tests.support.settings import make_settings
 from tests.support.sql import AT, count, private_schema, small_snapshot
 from tests.support.waiting import wait_until
@@ -79,6 +84,29 @@ def assert_each_minute_once(url: str, snapshots: list[SurfaceSnapshot]) -> None:
         assert count(eng, volatility_index) == len(snapshots)
     finally:
         eng.dispose()
+
+
+def history(*entries: Settlement, at: float = AT, currency: str = "BTC") -> SettlementHistory:
+    return SettlementHistory(currency=currency, settlements=entries, at=at)
+
+
+def assert_settlements_once(url: str, expected: set[tuple[str, str]]) -> None:
+    """``settlements`` holds each of ``expected`` (instrument, type) exactly once, and nothing else."""
+    eng = make_engine(url)
+    try:
+        rows = [(r.instrument, r.type) for r in read_settlements(eng)]
+    finally:
+        eng.dispose()
+    assert sorted(rows) == sorted(expected)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'desk.sqlite3'}"
+        return
+    with private_schema(request.getfixturevalue("pg_url")) as url:
+        yield url
 
 
 # -- MinuteStore -------------------------------------------------------------------------------------------
@@ -234,6 +262,56 @@ def test_spool_that_cannot_be_written_keeps_the_minute_in_memory(
     store.close()
 
 
+def test_postgres_outage_spools_settlements_with_the_minutes_and_writes_each_once(
+        cluster: ThrowawayCluster, snapshots: list[SurfaceSnapshot], tmp_path: Path) -> None:
+    clock = FakeMonotonic()
+    first, second = docs_settlements()
+    reading = DvolReading(value=51.0, timestamp=int(snapshots[1].at * 1000) - 900)
+    with private_schema(cluster.url) as url:
+        store = MinuteStore(url, tmp_path / "spool", retry_initial_s=1.0, retry_max_s=4.0, monotonic=clock)
+        store.open()
+        assert store.record(settlements_record(history(first)))
+        cluster.stop()
+        try:
+            # The history fetched again and again while the database is down, a minute between.
+            assert store.record(settlements_record(history(first, at=AT + 1))) is False
+            assert store.record(snapshot_record(snapshots[1], reading)) is False
+            assert store.record(settlements_record(history(second, first, at=AT + 2))) is False
+            assert store.record(settlements_record(history(second, first, at=AT + 3))) is False
+            assert (store.backlog, store.backlog_minutes) == (4, 1)
+            kinds = sorted(p.name.split("-")[1] for p in (tmp_path / "spool").glob("*.msgpack"))
+            assert kinds == ["minute", "settlements", "settlements", "settlements"]
+        finally:
+            cluster.start()
+        clock.now += 10.0
+        assert store.catch_up() == 4 and store.backlog == 0
+        store.close()
+        assert_settlements_once(url, {("ETH-22FEB19", "settlement"), ("BTC-15FEB19-4000-P", "delivery")})
+        eng = make_engine(url)
+        recorded = {r.instrument: r.recorded_at.timestamp() for r in read_settlements(eng)}
+        index = read_volatility_index(eng, "BTC")
+        eng.dispose()
+        assert recorded == {"ETH-22FEB19": AT, "BTC-15FEB19-4000-P": AT + 2}  # first arrival, not a later fetch
+        assert [(r.minute.timestamp(), r.dvol) for r in index] == [(snapshots[1].at, 51.0)]
+        assert not list((tmp_path / "spool").glob("*.msgpack"))
+
+
+def test_settlements_spooled_twice_are_written_once(db_url: str, tmp_path: Path) -> None:
+    # A crash after the commit and before the spool file was deleted writes the batch again.
+    first, second = docs_settlements()
+    store = MinuteStore(db_url, tmp_path / "spool")
+    store.open()
+    store.record(settlements_record(history(first, second)))
+    store.spool.append(settlements_record(history(first, second)))
+    store.spool.append(settlements_record(history(second, at=AT + 5)))
+    store.close()
+    again = MinuteStore(db_url, tmp_path / "spool")
+    again.open()
+    assert again.backlog == 0
+    again.close()
+    assert_settlements_once(db_url, {("ETH-22FEB19", "settlement"), ("BTC-15FEB19-4000-P", "delivery")})
+
+
 # -- the actor ------------------------------------------------------------------------------------------------
 class Bus:
     def __init__(self) -> None:
@@ -300,8 +378,9 @@ def test_the_actor_catches_up_by_itself_after_an_outage(
             try:
                 for snap in snapshots[1:4]:
                     ref.tell(snap)  # type: ignore[attr-defined]
+                    ref.tell(history(*docs_settlements(), at=snap.at))  # type: ignore[attr-defined]
                 status = ref.ask(GetRecorderStatus(), timeout=30)  # type: ignore[attr-defined]
-                assert (status.reachable, status.backlog_minutes) == (False, 3)
+                assert (status.reachable, status.backlog_minutes, status.backlog_batches) == (False, 3, 4)
                 assert any(not s.reachable and s.backlog_minutes == 3 for s in bus.statuses())
                 time.sleep(1.0)  # a few retries fail meanwhile
             finally:
@@ -314,9 +393,76 @@ def test_the_actor_catches_up_by_itself_after_an_outage(
         finally:
             ref.stop()  # type: ignore[attr-defined]
         assert_each_minute_once(url, snapshots[:5])
+        assert_settlements_once(url, {("ETH-22FEB19", "settlement"), ("BTC-15FEB19-4000-P", "delivery")})
         assert bus.statuses()[-1].reachable and bus.statuses()[-1].backlog_minutes == 0
 
 
 def test_a_database_url_that_can_never_work_stops_the_start_with_a_settings_error(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"database\.url: .*unsupported database 'mysql'.*postgresql\+psycopg2://"):
         start_recorder("mysql://desk:pw@db/x", tmp_path / "spool", Bus())
+
+
+def test_the_actor_writes_the_dvol_of_each_minute_and_a_stale_one_as_missing(
+        db_url: str, snapshots: list[SurfaceSnapshot], tmp_path: Path) -> None:
+    stale_ms = int(DVOL_STALE_AFTER_S * 1000)
+    real = docs_dvol()  # Deribit's documentation example, stamped 2021-04-30 10:19:06 UTC
+    base = (real.timestamp // 60_000 + 1) * 60.0  # the next whole minute
+    minutes = [msgspec.structs.replace(snapshots[0], at=base + 60 * i) for i in range(4)]
+    base_ms = int(base * 1000)
+    bus = Bus()
+    ref = start_recorder(db_url, tmp_path / "spool", bus)
+    try:
+        ref.tell(real)  # type: ignore[attr-defined]
+        ref.tell(VolatilityIndex(index_name="eth_usd", volatility=80.0, timestamp=base_ms + 1))  # type: ignore[attr-defined]
+        ref.tell(minutes[0])  # type: ignore[attr-defined]  # the docs' DVOL, 54 s before the minute
+        ref.tell(VolatilityIndex(index_name="btc_usd", volatility=131.0, timestamp=base_ms + 30_000))  # type: ignore[attr-defined]
+        # The feed stops: the last DVOL is 30 s, 90 s, then 150 s old at the next minutes.
+        for snap in minutes[1:]:
+            ref.tell(snap)  # type: ignore[attr-defined]
+        ref.tell(msgspec.structs.replace(snapshots[0], currency="ETH", at=base))  # type: ignore[attr-defined]
+        status = ref.ask(GetRecorderStatus(), timeout=10)  # type: ignore[attr-defined]
+        assert status.written_minutes == 5
+    finally:
+        ref.stop()  # type: ignore[attr-defined]
+    eng = make_engine(db_url)
+    btc = read_volatility_index(eng, "BTC")
+    eth = read_volatility_index(eng, "ETH")
+    eng.dispose()
+    got = [(r.minute.timestamp(), r.dvol, r.dvol_at.timestamp() * 1000 if r.dvol_at else None) for r in btc]
+    assert got == [
+        (base, real.volatility, real.timestamp),
+        (base + 60, 131.0, base_ms + 30_000),
+        (base + 120, 131.0, base_ms + 30_000),
+        (base + 180, None, None),  # 150 s old: stale, stored as missing
+    ]
+    assert base_ms + 180_000 - (base_ms + 30_000) > stale_ms
+    assert all(r.variance_index == snapshots[0].variance_index for r in btc)  # beside the variance index
+    assert [r.dvol for r in eth] == [None]  # ETH's DVOL came 1 ms after the minute: none at it
+
+
+def test_the_actor_records_each_settlement_once_however_often_the_history_comes(
+        db_url: str, tmp_path: Path) -> None:
+    first, second = docs_settlements()
+    bus = Bus()
+    ref = start_recorder(db_url, tmp_path / "spool", bus)
+    try:
+        for i in range(3):  # at start, after a reconnect, ...
+            ref.tell(history(first, at=AT + i))  # type: ignore[attr-defined]
+        ref.tell(history(at=AT + 10))  # type: ignore[attr-defined]  # an empty history: nothing to write
+        ref.tell(history(second, first, at=AT + 86_400))  # type: ignore[attr-defined]  # after 08:00
+        ref.ask(GetRecorderStatus(), timeout=10)  # type: ignore[attr-defined]
+    finally:
+        ref.stop()  # type: ignore[attr-defined]
+    assert VolatilityIndex in Recorder.subscriptions() and SettlementHistory in Recorder.subscriptions()
+    assert_settlements_once(db_url, {("ETH-22FEB19", "settlement"), ("BTC-15FEB19-4000-P", "delivery")})
+    # A new run (no memory of what was written) sends the same history again: still once each.
+    ref = start_recorder(db_url, tmp_path / "spool", bus)
+    try:
+        ref.tell(history(second, first, at=AT + 90_000))  # type: ignore[attr-defined]
+        ref.ask(GetRecorderStatus(), timeout=10)  # type: ignore[attr-defined]
+    finally:
+        ref.stop()  # type: ignore[attr-defined]
+    assert_settlements_once(db_url, {("ETH-22FEB19", "settlement"), ("BTC-15FEB19-4000-P", "delivery")})
+    eng = make_engine(db_url)
+    assert count(eng, settlements) == 2
+    eng.dispose()

@@ -12,19 +12,30 @@ import msgspec
 import pytest
 from sqlalchemy import Engine, func, select
 
+from messages.account import Settlement, SettlementHistory
 from messages.commands import CancelAll, CancelOrder, CommandFailed, CommandResult, EditOrder, PlaceOrder
 from sql.engine import DatabaseURLError, SchemaVersionError, create_schema, make_engine, mask_url
+from sql.queries import IndexMinute, read_settlements, read_volatility_index
 from sql.spool import Spool, SpoolError, SpoolRecord
 from sql.tables import (
     SCHEMA_VERSION,
     option_quotes,
     orders_audit,
     schema_version,
+    settlements,
     surface_fits,
     surface_points,
     volatility_index,
 )
-from sql.writers import audit_answer, audit_request, write_audit, write_surface_snapshot
+from sql.writers import (
+    DvolReading,
+    audit_answer,
+    audit_request,
+    write_audit,
+    write_settlements,
+    write_surface_snapshot,
+)
+from tests.support.recorder_messages import DOCS_SETTLEMENTS, docs_settlements
 from tests.support.sql import AT, count, private_schema, small_snapshot
 
 
@@ -133,6 +144,63 @@ def test_rows_hold_exactly_what_the_snapshot_says(engine: Engine) -> None:
         assert r.notes == ("; ".join(f.notes) or None)
     assert (index.value, index.atm_iv_30d, index.rr25_30d, index.bf25_30d) == (
         snap.variance_index, snap.atm_iv_30d, snap.rr25_30d, snap.bf25_30d)
+    assert (index.dvol, index.dvol_at) == (None, None)  # no DVOL given: missing
+
+
+def test_the_dvol_is_stored_and_read_beside_the_variance_index(engine: Engine) -> None:
+    create_schema(engine)
+    snap = small_snapshot()
+    reading = DvolReading(value=57.31, timestamp=int(AT * 1000) - 1_234)
+    with engine.begin() as conn:
+        write_surface_snapshot(conn, snap, reading)
+        write_surface_snapshot(conn, msgspec.structs.replace(snap, at=AT + 60))  # no current DVOL then
+        write_surface_snapshot(conn, small_snapshot(currency="ETH"), DvolReading(value=70.0, timestamp=int(AT * 1000)))
+    minute = dt.datetime.fromtimestamp(AT, dt.UTC)
+    later = minute + dt.timedelta(minutes=1)
+    btc = read_volatility_index(engine, "BTC")
+    assert btc == [
+        IndexMinute(minute, "BTC", snap.variance_index, snap.atm_iv_30d, snap.rr25_30d, snap.bf25_30d, 57.31,
+                    dt.datetime.fromtimestamp(reading.timestamp / 1000, dt.UTC)),
+        IndexMinute(later, "BTC", snap.variance_index, snap.atm_iv_30d, snap.rr25_30d, snap.bf25_30d, None, None),
+    ]
+    assert btc[0].dvol_at is not None and btc[0].dvol_at.tzinfo is not None
+    assert read_volatility_index(engine, "BTC", start=later) == btc[1:]
+    assert read_volatility_index(engine, "BTC", end=minute) == btc[:1]
+    assert [r.dvol for r in read_volatility_index(engine, "ETH")] == [70.0]
+
+
+def test_a_settlement_history_fetched_again_and_again_adds_each_entry_once(engine: Engine) -> None:
+    create_schema(engine)
+    first, second = docs_settlements()
+    bankruptcy = Settlement(type="bankruptcy", timestamp=1550475692526, session_bankruptcy=0.25, funded=0.1)
+    history = SettlementHistory(currency="BTC", settlements=(first, bankruptcy), at=AT)
+    for i in range(3):
+        with engine.begin() as conn:
+            assert write_settlements(conn, msgspec.structs.replace(history, at=AT + i)) == 2
+    assert count(engine, settlements) == 2
+    with engine.begin() as conn:  # after the next settlement: the new entry first, the old ones again
+        write_settlements(conn, SettlementHistory(currency="BTC", settlements=(second, first, bankruptcy),
+                                                  at=AT + 86_400))
+        write_settlements(conn, SettlementHistory(currency="ETH", settlements=(first,), at=AT))
+    assert count(engine, settlements) == 4
+    assert count(engine, settlements, currency="BTC") == 3
+    rows = read_settlements(engine, "BTC")
+    assert [(r.instrument, r.type) for r in rows] == [("BTC-15FEB19-4000-P", "delivery"), ("", "bankruptcy"),
+                                                      ("ETH-22FEB19", "settlement")]
+    raw = {e["instrument_name"]: e for e in msgspec.json.decode(DOCS_SETTLEMENTS)}
+    for row in rows[::2]:
+        source = raw[row.instrument]
+        assert row.settled_at == dt.datetime.fromtimestamp(source["timestamp"] / 1000, dt.UTC)
+        assert (row.position, row.mark_price, row.index_price, row.profit_loss, row.session_profit_loss,
+                row.funding) == (source["position"], source["mark_price"], source["index_price"],
+                                 source["profit_loss"], source["session_profit_loss"], None)
+    # recorded_at is when the entry first arrived: later fetches change nothing.
+    recorded = {r.instrument: r.recorded_at for r in rows}
+    assert recorded["ETH-22FEB19"] == recorded[""] == dt.datetime.fromtimestamp(AT, dt.UTC)
+    assert recorded["BTC-15FEB19-4000-P"] == dt.datetime.fromtimestamp(AT + 86_400, dt.UTC)
+    start = dt.datetime.fromtimestamp(1550475692.526, dt.UTC)
+    assert [r.currency for r in read_settlements(engine, start=start)] == ["BTC", "BTC", "ETH"]
+    assert read_settlements(engine, end=start - dt.timedelta(seconds=1)) == rows[:1]
 
 
 def test_postgres_stores_utc_instants(pg_url: str) -> None:
@@ -225,6 +293,36 @@ def test_spool_keeps_batches_in_order_across_restarts(tmp_path: Path) -> None:
     assert names[0].startswith("000000000003-minute-BTC-") and names[1].startswith("000000000004-minute-BTC-")
     path, record = again.peek()  # type: ignore[misc]
     assert record.snapshot == second
+
+
+def test_settlements_are_spooled_in_order_with_the_minutes(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    history = SettlementHistory(currency="BTC", settlements=docs_settlements(), at=AT)
+    reading = DvolReading(value=50.0, timestamp=int(AT * 1000))
+    spool.append(SpoolRecord(snapshot=small_snapshot(AT), dvol=reading))
+    spool.append(SpoolRecord(settlements=history))
+    again = Spool(tmp_path / "spool")
+    assert (len(again), again.minutes) == (2, 1)
+    path, record = again.peek()  # type: ignore[misc]
+    assert record.dvol == reading and record.kind == "minute"
+    again.remove(path)
+    path, record = again.peek()  # type: ignore[misc]
+    assert record.settlements == history and record.kind == "settlements"
+    assert path.name.startswith("000000000002-settlements-BTC")
+    again.remove(path)
+    assert (len(again), again.minutes) == (0, 0)
+
+
+def test_a_spool_file_of_the_version_before_reads_back(tmp_path: Path) -> None:
+    class SpoolRecordV1(msgspec.Struct, frozen=True, kw_only=True):  # the spool's record before DVOL
+        snapshot: object = None
+        audit: object = None
+
+    snap = small_snapshot()
+    (tmp_path / f"000000000001-minute-BTC-{int(AT)}.msgpack").write_bytes(
+        msgspec.msgpack.encode(SpoolRecordV1(snapshot=snap)))
+    _path, record = Spool(tmp_path).peek()  # type: ignore[misc]
+    assert (record.snapshot, record.dvol, record.settlements) == (snap, None, None)
 
 
 def test_unreadable_spool_file_is_reported(tmp_path: Path) -> None:

@@ -1,0 +1,61 @@
+"""The steps that take a database of one schema version to the next without losing a row.
+
+:func:`sql.engine.create_schema` first creates the tables a database lacks (a table new in a
+version needs no step), then runs the steps from the database's recorded version up to
+``SCHEMA_VERSION``, recording each version once its step is done. A step only adds (nullable
+columns, with ``ALTER TABLE ... ADD COLUMN``, which keeps every row on PostgreSQL and SQLite) and
+looks first at what is there, so it can run again: SQLite runs these statements outside the
+transaction, and a start cut short between a step and its record completes it at the next start.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+
+import structlog
+from sqlalchemy import Connection, Table, inspect
+from sqlalchemy.schema import CreateColumn
+
+from sql.tables import SCHEMA_VERSION, schema_version, volatility_index
+from sql.writers import insert_ignoring_conflicts
+
+
+def add_columns(conn: Connection, table: Table, names: Iterable[str]) -> list[str]:
+    """Add ``table``'s columns ``names`` where the database's table lacks them; returns those added."""
+    present = {column["name"] for column in inspect(conn).get_columns(table.name)}
+    added = []
+    for name in names:
+        if name in present:
+            continue
+        column = table.c[name]
+        # Existing rows get NULL: a NOT NULL column would need a default, which no step has had.
+        assert column.nullable and not column.primary_key, f"{table.name}.{name}: only nullable columns are added"
+        spec = CreateColumn(column).compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {conn.dialect.identifier_preparer.format_table(table)} ADD COLUMN {spec}")
+        added.append(name)
+    return added
+
+
+def _to_2(conn: Connection) -> None:
+    """Deribit's DVOL beside the variance index (the ``settlements`` table is new: created, no step)."""
+    add_columns(conn, volatility_index, ("dvol", "dvol_at"))
+
+
+#: The step that takes a database of version N - 1 to N, by N.
+STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2}
+assert sorted(STEPS) == list(range(2, SCHEMA_VERSION + 1)), "one step for each version after the first"
+
+
+def migrate(conn: Connection, recorded: int) -> list[int]:
+    """Take the database from version ``recorded`` to ``SCHEMA_VERSION``; returns the versions applied."""
+    applied = []
+    for version in range(recorded + 1, SCHEMA_VERSION + 1):
+        STEPS[version](conn)
+        conn.execute(insert_ignoring_conflicts(schema_version, conn.dialect.name),
+                     [{"version": version, "applied_at": dt.datetime.now(dt.UTC)}])
+        applied.append(version)
+    if applied:
+        structlog.get_logger().info("schema_migrated", from_version=recorded, to_version=SCHEMA_VERSION,
+                                    dialect=conn.dialect.name)
+    return applied

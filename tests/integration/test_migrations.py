@@ -1,0 +1,214 @@
+"""A database of schema version 1 holding version 1's rows is taken forward to the present version on
+SQLite and PostgreSQL: no row lost or changed, the result the same as a database created new, and the
+Recorder writing on at once (what a version-1 run left in its spool too)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from sqlalchemy import Engine, inspect, select
+
+from messages.account import SettlementHistory
+from messages.commands import CancelOrder, CommandResult, PlaceOrder
+from messages.surface import SurfaceSnapshot
+from sql.engine import create_schema, make_engine
+from sql.migrations import add_columns
+from sql.queries import read_settlements, read_volatility_index
+from sql.store import MinuteStore, settlements_record, snapshot_record
+from sql.tables import SCHEMA_VERSION, metadata, schema_version, settlements, volatility_index
+from sql.writers import DvolReading, audit_answer, audit_request, minute_rows, write_audit
+from tests.support import schema_v1
+from tests.support.recorder_messages import docs_settlements
+from tests.support.sql import AT, count, private_schema, small_snapshot
+
+V1_TABLES = ("option_quotes", "surface_points", "surface_fits", "volatility_index", "orders_audit", "schema_version")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'desk.sqlite3'}"
+        return
+    with private_schema(request.getfixturevalue("pg_url")) as pg:
+        yield pg
+
+
+def v1_database(engine: Engine, snapshots: list[SurfaceSnapshot]) -> None:
+    """What version 1 of the program left: its tables, its version row, minutes and audit entries."""
+    with engine.begin() as conn:
+        schema_v1.metadata.create_all(conn)
+        conn.execute(schema_v1.schema_version.insert().values(version=1, applied_at=dt.datetime.fromtimestamp(
+            AT - 86_400, dt.UTC)))
+        for snap in snapshots:
+            for part in minute_rows(snap):
+                table = schema_v1.metadata.tables[part.table.name]
+                rows = [{k: v for k, v in zip(part.columns, row, strict=True) if k in table.c} for row in part.rows]
+                if rows:
+                    conn.execute(table.insert(), rows)
+        place = PlaceOrder(instrument_name="BTC-PERPETUAL", side="buy", amount=10, price=30000.0, origin="hedger",
+                           request_key="h-1")
+        write_audit(conn, audit_request(place, AT))
+        write_audit(conn, audit_answer(CommandResult(request_key="h-1", origin="hedger", method="private/buy",
+                                                     result="{}"), AT + 0.1))
+        write_audit(conn, audit_request(CancelOrder(order_id="7", origin="console", request_key="c-1"), AT + 1))
+
+
+def contents(engine: Engine, names: tuple[str, ...] = V1_TABLES) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the version-1 tables, in version 1's columns, sorted."""
+    with engine.connect() as conn:
+        return {name: sorted((tuple(r) for r in conn.execute(select(schema_v1.metadata.tables[name]))), key=repr)
+                for name in names}
+
+
+def shape(engine: Engine) -> dict[str, Any]:
+    """Each table's columns (name, type, nullable), primary key and unique constraints, as the database has them."""
+    found = {}
+    with engine.connect() as conn:
+        inspector = inspect(conn)
+        for name in sorted(inspector.get_table_names()):
+            columns = [(c["name"], type(c["type"]).__name__, c["nullable"]) for c in inspector.get_columns(name)]
+            uniques = sorted((u["name"], tuple(u["column_names"])) for u in inspector.get_unique_constraints(name))
+            found[name] = (columns, inspector.get_pk_constraint(name)["constrained_columns"], uniques)
+    return found
+
+
+@pytest.fixture(scope="module")
+def snapshots() -> list[SurfaceSnapshot]:
+    base = small_snapshot()
+    return [msgspec.structs.replace(base, at=AT + 60 * i) for i in range(2)] + [small_snapshot(currency="ETH")]
+
+
+def test_a_version_1_database_is_taken_forward_without_losing_a_row(url: str,
+                                                                    snapshots: list[SurfaceSnapshot]) -> None:
+    engine = make_engine(url)
+    try:
+        v1_database(engine, snapshots)
+        before = contents(engine)
+        assert sum(len(rows) for rows in before.values()) > 3 * len(snapshots[0].quotes)
+        # A reader of the desk's database (main.py plot) reads a version-1 database as it is: no DVOL.
+        assert [r.dvol for r in read_volatility_index(engine, "BTC")] == [None, None]
+
+        assert create_schema(engine) == SCHEMA_VERSION == 2
+        assert contents(engine, V1_TABLES[:-1]) == {k: v for k, v in before.items() if k != "schema_version"}
+        with engine.connect() as conn:
+            assert conn.execute(select(schema_version.c.version).order_by(schema_version.c.version)
+                                ).scalars().all() == [1, 2]
+        rows = read_volatility_index(engine, "BTC")
+        assert [(r.minute.timestamp(), r.variance_index, r.dvol, r.dvol_at) for r in rows] == [
+            (s.at, s.variance_index, None, None) for s in snapshots[:2]]
+        assert count(engine, settlements) == 0
+
+        assert create_schema(engine) == SCHEMA_VERSION  # again: nothing to do
+        assert contents(engine, V1_TABLES[:-1]) == {k: v for k, v in before.items() if k != "schema_version"}
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def fresh_url(url: str, tmp_path: Path) -> Iterator[str]:
+    """A second database on the same kind of server as ``url``."""
+    if url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+        return
+    with private_schema(url.split("?")[0]) as pg:
+        yield pg
+
+
+def test_a_migrated_database_is_the_one_this_version_creates(url: str, fresh_url: str,
+                                                             snapshots: list[SurfaceSnapshot]) -> None:
+    old, new = make_engine(url), make_engine(fresh_url)
+    try:
+        v1_database(old, snapshots)
+        create_schema(old)
+        create_schema(new)
+        assert shape(old) == shape(new)
+        assert set(shape(new)) == set(metadata.tables)
+    finally:
+        old.dispose()
+        new.dispose()
+
+
+def test_a_step_cut_short_is_completed_at_the_next_start(url: str, snapshots: list[SurfaceSnapshot]) -> None:
+    engine = make_engine(url)
+    try:
+        v1_database(engine, snapshots[:1])
+        with engine.begin() as conn:  # the column went in, the program stopped before recording version 2
+            assert add_columns(conn, volatility_index, ("dvol",)) == ["dvol"]
+        assert create_schema(engine) == SCHEMA_VERSION
+        with engine.connect() as conn:
+            columns = [c["name"] for c in inspect(conn).get_columns("volatility_index")]
+        assert columns[-2:] == ["dvol", "dvol_at"] and len(columns) == len(set(columns))
+        assert len(read_volatility_index(engine, "BTC")) == 1
+    finally:
+        engine.dispose()
+
+
+def test_the_recorder_takes_a_version_1_database_and_spool_forward_and_writes_on(
+        url: str, snapshots: list[SurfaceSnapshot], tmp_path: Path) -> None:
+    engine = make_engine(url)
+    v1_database(engine, snapshots[:1])
+    before = contents(engine)
+
+    class SpoolRecordV1(msgspec.Struct, frozen=True, kw_only=True):  # version 1's spool record
+        snapshot: SurfaceSnapshot | None = None
+        audit: object = None
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / f"000000000001-minute-BTC-{int(snapshots[1].at)}.msgpack").write_bytes(
+        msgspec.msgpack.encode(SpoolRecordV1(snapshot=snapshots[1])))
+    store = MinuteStore(url, spool)
+    try:
+        store.open()  # migrates, then writes what version 1 left in the spool
+        assert store.backlog == 0 and store.reachable
+        reading = DvolReading(value=48.2, timestamp=int(snapshots[2].at * 1000) - 500)
+        assert store.record(snapshot_record(snapshots[2], reading))
+        history = SettlementHistory(currency="BTC", settlements=docs_settlements(), at=AT)
+        assert store.record(settlements_record(history))
+        assert store.record(settlements_record(history))
+    finally:
+        store.close()
+    after = contents(engine)
+    for name, rows in before.items():
+        if name != "schema_version":
+            assert set(rows) <= set(after[name]), name
+    assert [r.minute.timestamp() for r in read_volatility_index(engine, "BTC")] == [s.at for s in snapshots[:2]]
+    assert [r.dvol for r in read_volatility_index(engine, "ETH")] == [48.2]
+    assert len(read_settlements(engine)) == 2
+    engine.dispose()
+
+
+def test_two_programs_starting_at_once_on_a_version_1_postgres_database(
+        pg_url: str, snapshots: list[SurfaceSnapshot]) -> None:
+    with private_schema(pg_url) as url:
+        engines = [make_engine(url) for _ in range(3)]
+        try:
+            v1_database(engines[0], snapshots[:1])
+            results: list[object] = []
+            barrier = threading.Barrier(len(engines))
+
+            def start(engine: Engine) -> None:
+                barrier.wait()
+                try:
+                    results.append(create_schema(engine))
+                except Exception as exc:
+                    results.append(exc)
+
+            threads = [threading.Thread(target=start, args=(e,)) for e in engines]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+            assert results == [SCHEMA_VERSION] * len(engines)
+            with engines[0].connect() as conn:
+                assert conn.execute(select(schema_version.c.version).order_by(schema_version.c.version)
+                                    ).scalars().all() == [1, 2]
+        finally:
+            for e in engines:
+                e.dispose()
