@@ -27,6 +27,7 @@ from deribit import channels as ch
 from deribit.codec import (
     MIN_HEARTBEAT_INTERVAL_S,
     AuthResult,
+    EntryDefect,
     Request,
     RequestEncoder,
     RpcError,
@@ -960,16 +961,20 @@ class Session:
             return
         window = (ExchangeWindow(received_us=answer.us_in, sent_us=answer.us_out)
                   if answer.us_in is not None and answer.us_out is not None else None)
+        defects: tuple[EntryDefect, ...] = ()
         match pending:
             case GetPositions():
-                state.positions = decode_positions(answer.result)
+                state.positions, defects = decode_positions(answer.result)
                 state.positions_window = window
             case GetOpenOrders():
-                state.orders = decode_open_orders(answer.result)
+                state.orders, defects = decode_open_orders(answer.result)
                 state.orders_window = window
             case GetSummary():
-                state.summary = decode_account_summary(answer.result)
+                state.summary, defects = decode_account_summary(answer.result)
                 state.summary_done = True
+        for defect in defects:  # an entry left out; the rest of the answer stands
+            self.log.warning("entry_skipped", currency=currency, where=defect.where, name=defect.name,
+                             field=defect.field, value=defect.value, problem=defect.problem)
         if state.positions is not None and state.orders is not None and state.summary_done:
             del self.reconciles[currency]
             self._out.append(ExchangeState(currency=currency, positions=state.positions, open_orders=state.orders,
