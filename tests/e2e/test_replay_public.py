@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e.test_replay import counts_in_file, replay_cli
 from tests.support.public_messages import NOTIFICATION_KINDS, WIRE_PUBLIC, public_messages, wire_log_lines
+from tests.support.replay import counts_in_file, replay_cli
 
 
 def test_the_committed_wire_log_is_the_corpus_s() -> None:
