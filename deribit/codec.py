@@ -89,7 +89,7 @@ class FrameError(ValueError):
 class EntryDefect(msgspec.Struct, frozen=True, kw_only=True):
     """Why one entry of a list Deribit sent was skipped: where it was (``where``: the channel or
     method and the entry's index, e.g. ``trades.BTC-PERPETUAL.100ms[3]``), what it was about
-    (``name``: its instrument, order or trade, as far as it says), the field, its value as received
+    (``name``: its instrument and its order or trade id, as far as it says), the field, its value as received
     (JSON text, cut to 80 characters) and what was wrong with it."""
 
     where: str
@@ -484,9 +484,9 @@ def entry_defect(entry: msgspec.Raw | bytes | str, error: msgspec.ValidationErro
         else:
             value = value.get(part[0], _ABSENT) if isinstance(value, dict) else _ABSENT
     shown = "(none)" if value is _ABSENT else msgspec.json.encode(value).decode()[:VALUE_CHARS]
-    name = "(no name)"
-    if isinstance(fields, dict):
-        name = next((str(fields[key]) for key in _NAME_KEYS if key in fields), name)
+    # The instrument and the order's or trade's id, as far as the entry says.
+    names = [str(fields[key]) for key in _NAME_KEYS if key in fields][:2] if isinstance(fields, dict) else []
+    name = " ".join(names) or "(no name)"
     return EntryDefect(where=where, name=name, field=path or "(the entry)", value=shown,
                        problem=_ERROR_PATH.sub("", text))
 

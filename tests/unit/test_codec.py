@@ -1026,7 +1026,8 @@ def test_a_bad_entry_of_a_list_is_left_out_and_named(
     assert_same(decoded.messages, good, every_key_is_a_field=False)
     (defect,) = decoded.defects
     assert defect.where == f"{channel}[{bad_index}]" and defect.field == field
-    assert defect.name == entries[bad_index]["instrument_name"]
+    bad = entries[bad_index]
+    assert defect.name == f"{bad['instrument_name']} {bad.get('order_id', bad.get('trade_id'))}"
     assert defect.value == (json.dumps(entries[bad_index][field]) if field in entries[bad_index] else "(none)")
     assert defect.problem and "$" not in defect.problem  # msgspec's text, its path given as the field
     assert channel in str(defect)
@@ -1064,7 +1065,8 @@ def test_decode_entries_names_nested_fields() -> None:
     items, defects = decode_entries(json.dumps([PUBLIC_TRADE, bad, 7]), Trade, "x")
     assert len(items) == 1
     assert [(d.where, d.field, d.value, d.name) for d in defects] == [
-        ("x[1]", "price", "[1,2]", PUBLIC_TRADE["instrument_name"]), ("x[2]", "(the entry)", "(none)", "(no name)")]
+        ("x[1]", "price", "[1,2]", f"{PUBLIC_TRADE['instrument_name']} {PUBLIC_TRADE['trade_id']}"),
+        ("x[2]", "(the entry)", "(none)", "(no name)")]
 
 
 def test_positions_and_open_orders_leave_a_bad_entry_out() -> None:
