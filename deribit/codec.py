@@ -5,6 +5,11 @@ bytes, then one prebuilt decoder per channel family that turns the data straight
 types (``messages.market``, ``messages.account``). Nothing goes through dicts, which is what
 makes this faster than ``json.loads``.
 
+Lists (public and private trades, aggregated orders, ``user.changes``' lists, positions, open
+orders, settlements, instruments) follow one rule, :func:`decode_entries`: the whole list in one
+decode; only when that fails, entry by entry, each bad entry left out and named by an
+:class:`EntryDefect` that the caller logs.
+
 Encoding turns commands (``messages.commands``) and the Connection's own requests (auth,
 heartbeat, subscribe, instruments, reconcile) into ``(method, params)`` and then into request
 frames with increasing integer ids. :func:`redact_frame` strips secrets from frames before
