@@ -252,6 +252,9 @@ class Connection(Actor):
                 publish(message)
             if messages and (kind := messages[0].__class__) in WARM_UP_TYPES:
                 self._warm_frames[kind] = frame
+            for defect in decoded.defects:  # an entry left out of a list; the rest was published
+                self.log.warning("entry_skipped", channel=decoded.channel, where=defect.where, name=defect.name,
+                                 field=defect.field, value=defect.value, problem=defect.problem)
             if probe is not None:  # after: its own bookkeeping is not the program's latency
                 probe.received(messages, received_ns)
         elif cls is RpcResponse:

@@ -13,11 +13,25 @@ Interval = Literal["raw", "100ms", "agg2"]
 Kind = Literal["future", "option", "spot", "future_combo", "option_combo", "combo", "any"]
 
 #: Prefixes that take two dot-separated words; every other prefix is the first word.
-_TWO_WORD_PREFIXES: frozenset[str] = frozenset({"user", "instrument"})
+_TWO_WORD_PREFIXES: frozenset[str] = frozenset({"user", "instrument", "markprice", "block_rfq"})
 
-#: Channels that only an authenticated connection may subscribe to (``private/subscribe``).
+#: Channels that only an authenticated connection may subscribe to (``private/subscribe``): every
+#: ``user.*`` channel Deribit lists, its block trade confirmations and the block RFQ maker and taker
+#: channels (``block_rfq.trades.*`` is public).
 PRIVATE_PREFIXES: frozenset[str] = frozenset(
-    {"user.orders", "user.trades", "user.portfolio", "user.changes", "user.access_log", "user.lock"}
+    {
+        "user.orders",
+        "user.trades",
+        "user.portfolio",
+        "user.changes",
+        "user.access_log",
+        "user.lock",
+        "user.mmp_trigger",
+        "user.isolated",
+        "block_trade_confirmations",
+        "block_rfq.maker",
+        "block_rfq.taker",
+    }
 )
 
 
@@ -65,10 +79,33 @@ def user_portfolio(currency: str) -> str:
     return f"user.portfolio.{currency.lower()}"
 
 
+def user_changes(kind: Kind, currency: str, interval: Interval = "raw") -> str:
+    """Orders, fills and the exchange's own positions of one instrument after each event, in one
+    atomic notification."""
+    return f"user.changes.{kind}.{currency}.{interval}"
+
+
+def platform_state(public_methods: bool = False) -> str:
+    """Locks and unlocks of trading on an index (``platform_state``), or whether unauthenticated
+    requests are allowed (``platform_state.public_methods_state``)."""
+    return "platform_state.public_methods_state" if public_methods else "platform_state"
+
+
+def volatility_index(index_name: str) -> str:
+    """DVOL of ``index_name`` (``btc_usd``, ``eth_usd``; lower case, as Deribit names them)."""
+    return f"deribit_volatility_index.{index_name.lower()}"
+
+
+def markprice_options(index_name: str) -> str:
+    """The marks and mark IVs of every option on ``index_name`` in one notification."""
+    return f"markprice.options.{index_name.lower()}"
+
+
 def channel_prefix(channel: str) -> str:
     """The channel's family: ``book``, ``ticker``, ``quote``, ``trades``,
     ``deribit_price_index``, ``instrument.state``, ``user.orders``, ``user.trades``,
-    ``user.portfolio``, ... (the text before the first parameter)."""
+    ``user.portfolio``, ``user.changes``, ``platform_state``, ``deribit_volatility_index``,
+    ``markprice.options``, ... (the text before the first parameter)."""
     first, dot, rest = channel.partition(".")
     if first in _TWO_WORD_PREFIXES and dot:
         second = rest.partition(".")[0]

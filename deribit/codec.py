@@ -5,6 +5,11 @@ bytes, then one prebuilt decoder per channel family that turns the data straight
 types (``messages.market``, ``messages.account``). Nothing goes through dicts, which is what
 makes this faster than ``json.loads``.
 
+Lists (public and private trades, aggregated orders, ``user.changes``' lists, positions, open
+orders, settlements, instruments) follow one rule, :func:`decode_entries`: the whole list in one
+decode; only when that fails, entry by entry, each bad entry left out and named by an
+:class:`EntryDefect` that the caller logs.
+
 Encoding turns commands (``messages.commands``) and the Connection's own requests (auth,
 heartbeat, subscribe, instruments, reconcile) into ``(method, params)`` and then into request
 frames with increasing integer ids. :func:`redact_frame` strips secrets from frames before
@@ -24,7 +29,18 @@ from typing import Any, ClassVar, TypeVar
 import msgspec
 
 from deribit.channels import channel_prefix, is_private
-from messages.account import AccountSummary, OrderUpdate, PortfolioUpdate, Position, Settlement, UserTrade
+from messages.account import (
+    AccountLimits,
+    AccountSummary,
+    OrderUpdate,
+    PortfolioUpdate,
+    Position,
+    RateLimit,
+    Settlement,
+    SettlementHistory,
+    UserChanges,
+    UserTrade,
+)
 from messages.base import Message
 from messages.commands import (
     CancelAll,
@@ -37,7 +53,19 @@ from messages.commands import (
     PlaceOrder,
     check_command,
 )
-from messages.market import BookChange, BookSnapshot, IndexPrice, InstrumentState, Quote, Ticker, Trade
+from messages.market import (
+    BookChange,
+    BookSnapshot,
+    IndexPrice,
+    InstrumentState,
+    OptionMark,
+    OptionMarks,
+    PlatformState,
+    Quote,
+    Ticker,
+    Trade,
+    VolatilityIndex,
+)
 from runtime.secrets import SECRET_KEY_NAMES
 
 #: Longest excerpt of a bad frame kept in a :class:`FrameError`.
@@ -63,12 +91,31 @@ class FrameError(ValueError):
         super().__init__(f"{reason}; frame: {self.excerpt}")
 
 
+class EntryDefect(msgspec.Struct, frozen=True, kw_only=True):
+    """Why one entry of a list Deribit sent was skipped: where it was (``where``: the channel or
+    method and the entry's index, e.g. ``trades.BTC-PERPETUAL.100ms[3]``), what it was about
+    (``name``: its instrument and its order or trade id, as far as it says), the field, its value as received
+    (JSON text, cut to 80 characters) and what was wrong with it."""
+
+    where: str
+    name: str
+    field: str
+    value: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.where} ({self.name}): {self.field} = {self.value}: {self.problem}"
+
+
 class Notification(msgspec.Struct, frozen=True, gc=False):
     """A subscription notification: the channel and its data as typed messages (one for most
-    channels; any number for ``trades.*``, ``user.trades.*`` and aggregated ``user.orders.*``)."""
+    channels; any number for ``trades.*``, ``user.trades.*`` and aggregated ``user.orders.*``).
+    ``defects`` names the entries of a list that could not be decoded and were left out (the
+    receiver logs each once); the rest are in ``messages``."""
 
     channel: str
     messages: tuple[Message, ...]
+    defects: tuple[EntryDefect, ...] = ()
 
 
 class RpcResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -177,23 +224,29 @@ class FrameDecoder:
         self._book = msgspec.json.Decoder(BookSnapshot | BookChange)
         self._book_snapshot = msgspec.json.Decoder(BookSnapshot)
         self._book_change = msgspec.json.Decoder(BookChange)
+        self._book_kind = msgspec.json.Decoder(_BookKind)
         self._ticker = msgspec.json.Decoder(Ticker)
         self._quote = msgspec.json.Decoder(Quote)
         self._index = msgspec.json.Decoder(IndexPrice)
         self._instrument_state = msgspec.json.Decoder(InstrumentState)
-        self._trades = msgspec.json.Decoder(tuple[Trade, ...])
         self._orders = msgspec.json.Decoder(OrderUpdate | tuple[OrderUpdate, ...])
-        self._user_trades = msgspec.json.Decoder(tuple[UserTrade, ...])
         self._portfolio = msgspec.json.Decoder(PortfolioUpdate)
+        self._changes = msgspec.json.Decoder(UserChanges)
+        self._platform_state = msgspec.json.Decoder(PlatformState)
+        self._volatility_index = msgspec.json.Decoder(VolatilityIndex)
         self._by_prefix: dict[str, _ChannelDecoder] = {
             "ticker": lambda raw: (self._ticker.decode(raw),),
             "quote": lambda raw: (self._quote.decode(raw),),
             "deribit_price_index": lambda raw: (self._index.decode(raw),),
             "instrument.state": lambda raw: (self._instrument_state.decode(raw),),
-            "trades": self._trades.decode,
+            "trades": _list_decoder(Trade),
             "user.orders": self._decode_orders,
-            "user.trades": self._user_trades.decode,
+            "user.trades": _list_decoder(UserTrade),
             "user.portfolio": lambda raw: (self._portfolio.decode(raw),),
+            "user.changes": self._decode_changes,
+            # platform_state and platform_state.public_methods_state: one type, fields optional.
+            "platform_state": lambda raw: (self._platform_state.decode(raw),),
+            "deribit_volatility_index": lambda raw: (self._volatility_index.decode(raw),),
         }
         self._by_channel: dict[str, _ChannelDecoder] = {}
 
@@ -243,6 +296,9 @@ class FrameDecoder:
             messages = channel_decoder(params.data)
         except _DECODE_ERRORS as error:
             raise FrameError(f"bad data on {channel} ({error})", frame) from None
+        except _PartList as part:  # rare: a list with entries that could not be decoded
+            defects = tuple(msgspec.structs.replace(d, where=channel + d.where) for d in part.defects)
+            return Notification(channel, part.messages, defects)
         if messages is None:
             return UnknownChannel(channel, params.data)
         return Notification(channel, messages)
@@ -253,6 +309,8 @@ class FrameDecoder:
             # book.{instrument}.{interval} is incremental; the grouped form
             # book.{instrument}.{group}.{depth}.{interval} has other levels and is not read.
             decoder: _ChannelDecoder = self._decode_book if channel.count(".") == 2 else _unknown
+        elif prefix == "markprice.options":
+            decoder = _marks_decoder(channel.partition("markprice.options.")[2])
         else:
             decoder = self._by_prefix.get(prefix, _unknown)
         if len(self._by_channel) >= self.MAX_CACHED_CHANNELS:
@@ -266,19 +324,179 @@ class FrameDecoder:
         except msgspec.ValidationError:
             if b'"type"' in bytes(raw):
                 raise
-        # Older feeds omit "type": a change is the one that carries prev_change_id.
-        if b'"prev_change_id"' in bytes(raw):
+        # Older feeds omit "type". Deribit: "every message except the first also contains
+        # prev_change_id"; the first is the whole book. So a change is one that names a previous
+        # change: prev_change_id absent, null or 0 makes the snapshot.
+        if self._book_kind.decode(raw).prev_change_id:
             return (self._book_change.decode(raw),)
         return (self._book_snapshot.decode(raw),)
 
     def _decode_orders(self, raw: msgspec.Raw) -> tuple[Message, ...]:
         # raw interval: one order per notification; aggregated intervals: a list.
-        orders = self._orders.decode(raw)
+        try:
+            orders = self._orders.decode(raw)
+        except msgspec.ValidationError:
+            if bytes(raw).lstrip()[:1] != b"[":
+                raise  # one order, and it is unreadable: nothing to keep
+            raise _PartList(*decode_each(raw, OrderUpdate)) from None
         return (orders,) if isinstance(orders, OrderUpdate) else orders
+
+    def _decode_changes(self, raw: msgspec.Raw) -> tuple[Message, ...]:
+        try:
+            return (self._changes.decode(raw),)
+        except msgspec.ValidationError:
+            changes, defects = _decode_changes_each(raw)
+        raise _PartList((changes,), defects)
 
 
 def _unknown(_raw: msgspec.Raw) -> tuple[Message, ...] | None:
     return None
+
+
+class _BookKind(msgspec.Struct):
+    prev_change_id: int | None = None
+
+
+class _PartList(Exception):
+    """A list decoded entry by entry: the messages of the entries that decoded and what was wrong
+    with the others. Raised by a channel decoder only when the whole list failed to decode, so the
+    common case pays nothing for it."""
+
+    def __init__(self, messages: tuple[Message, ...], defects: tuple[EntryDefect, ...]) -> None:
+        super().__init__(f"{len(defects)} entries left out")
+        self.messages = messages
+        self.defects = defects
+
+
+def _list_decoder(entry_type: type[Message]) -> _ChannelDecoder:
+    """A channel decoder for a list of ``entry_type``: the whole list in one decode, entry by entry
+    only when that fails (:func:`decode_each`)."""
+    whole = _decoders(entry_type)[0]
+
+    def decode(raw: msgspec.Raw) -> tuple[Message, ...]:
+        try:
+            messages: tuple[Message, ...] = whole.decode(raw)
+        except msgspec.ValidationError:
+            raise _PartList(*decode_each(raw, entry_type)) from None
+        return messages
+
+    return decode
+
+
+def _marks_decoder(index_name: str) -> _ChannelDecoder:
+    """``markprice.options.{index_name}``: the data is a list of marks; the index is the channel's."""
+
+    def decode(raw: msgspec.Raw) -> tuple[Message, ...]:
+        marks, defects = decode_entries(raw, OptionMark)
+        message = OptionMarks(index_name=index_name, marks=marks)
+        if defects:
+            raise _PartList((message,), defects)
+        return (message,)
+
+    return decode
+
+
+class _RawUserChanges(msgspec.Struct):
+    instrument_name: str
+    orders: tuple[msgspec.Raw, ...] = ()
+    trades: tuple[msgspec.Raw, ...] = ()
+    positions: tuple[msgspec.Raw, ...] = ()
+
+
+_raw_user_changes = msgspec.json.Decoder(_RawUserChanges)
+
+
+def _decode_changes_each(raw: msgspec.Raw) -> tuple[UserChanges, tuple[EntryDefect, ...]]:
+    """``user.changes`` whose inner lists did not decode whole: each list entry by entry."""
+    parts = _raw_user_changes.decode(raw)
+    orders, order_defects = _decode_raw_entries(parts.orders, OrderUpdate, " orders")
+    trades, trade_defects = _decode_raw_entries(parts.trades, UserTrade, " trades")
+    positions, position_defects = _decode_raw_entries(parts.positions, Position, " positions")
+    changes = UserChanges(instrument_name=parts.instrument_name, orders=orders, trades=trades, positions=positions)
+    return changes, order_defects + trade_defects + position_defects
+
+
+# --- lists decoded entry by entry --------------------------------------------------------------
+
+EntryT = TypeVar("EntryT")
+#: The entries of a list that decoded, and what was wrong with each that did not.
+Entries = tuple[tuple[EntryT, ...], tuple[EntryDefect, ...]]
+
+_raw_entries = msgspec.json.Decoder(tuple[msgspec.Raw, ...])
+_entry_decoders: dict[Any, tuple[msgspec.json.Decoder[Any], msgspec.json.Decoder[Any]]] = {}
+_ERROR_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"missing required field `(?P<name>[^`]*)`")
+_PATH_PART = re.compile(r"[^.\[\]]+|\[(\d+)\]")
+#: Keys that say what an entry is about, in order of preference.
+_NAME_KEYS = ("instrument_name", "order_id", "trade_id")
+VALUE_CHARS = 80
+
+
+def _decoders(entry_type: Any) -> tuple[msgspec.json.Decoder[Any], msgspec.json.Decoder[Any]]:
+    decoders = _entry_decoders.get(entry_type)
+    if decoders is None:
+        decoders = _entry_decoders[entry_type] = (
+            msgspec.json.Decoder(tuple[entry_type, ...]),
+            msgspec.json.Decoder(entry_type),
+        )
+    return decoders
+
+
+def decode_entries(raw: msgspec.Raw | bytes | str, entry_type: type[EntryT], where: str = "") -> Entries[EntryT]:
+    """A JSON list of ``entry_type``: in one decode when every entry is good, else entry by entry
+    (:func:`decode_each`). The one rule for every list Deribit sends (instruments, trades, orders,
+    positions, settlements): one bad entry is reported and skipped, the rest used. Raises
+    ``msgspec.DecodeError``/``ValidationError`` only when ``raw`` is not a JSON list."""
+    whole, _one = _decoders(entry_type)
+    try:
+        return whole.decode(raw), ()
+    except msgspec.ValidationError:
+        return decode_each(raw, entry_type, where)
+
+
+def decode_each(raw: msgspec.Raw | bytes | str, entry_type: type[EntryT], where: str = "") -> Entries[EntryT]:
+    """A JSON list decoded entry by entry: the entries that decode, and an :class:`EntryDefect` for
+    each that does not (``where`` and the entry's index say where it was)."""
+    return _decode_raw_entries(_raw_entries.decode(raw), entry_type, where)
+
+
+def _decode_raw_entries(entries: tuple[msgspec.Raw, ...], entry_type: type[EntryT], where: str) -> Entries[EntryT]:
+    _whole, one = _decoders(entry_type)
+    items: list[EntryT] = []
+    defects: list[EntryDefect] = []
+    for index, entry in enumerate(entries):
+        try:
+            items.append(one.decode(entry))
+        except msgspec.ValidationError as error:
+            defects.append(entry_defect(entry, error, f"{where}[{index}]"))
+    return tuple(items), tuple(defects)
+
+
+def entry_defect(entry: msgspec.Raw | bytes | str, error: msgspec.ValidationError, where: str) -> EntryDefect:
+    """What msgspec's ``error`` says is wrong with ``entry``: the field's path, its value as received
+    and the problem, and the instrument (or order, or trade) the entry is about."""
+    fields: Any = msgspec.json.decode(entry)
+    text = str(error)
+    found = _ERROR_PATH.search(text)
+    missing = _MISSING.search(text)
+    path = found["path"] if found and found["path"] else ""
+    path = f"{path}.{missing['name']}".lstrip(".") if missing else path
+    value: Any = fields if path else _ABSENT
+    for part in _PATH_PART.finditer(path):
+        if part[1] is not None:
+            index = int(part[1])
+            value = value[index] if isinstance(value, list) and index < len(value) else _ABSENT
+        else:
+            value = value.get(part[0], _ABSENT) if isinstance(value, dict) else _ABSENT
+    shown = "(none)" if value is _ABSENT else msgspec.json.encode(value).decode()[:VALUE_CHARS]
+    # The instrument and the order's or trade's id, as far as the entry says.
+    names = [str(fields[key]) for key in _NAME_KEYS if key in fields][:2] if isinstance(fields, dict) else []
+    name = " ".join(names) or "(no name)"
+    return EntryDefect(where=where, name=name, field=path or "(the entry)", value=shown,
+                       problem=_ERROR_PATH.sub("", text))
+
+
+_ABSENT = object()
 
 
 # --- results of requests ---------------------------------------------------------------------
@@ -306,8 +524,6 @@ class _OrderWithTrades(msgspec.Struct):
 _order_with_trades = msgspec.json.Decoder(_OrderWithTrades)
 _order = msgspec.json.Decoder(OrderUpdate)
 _result_keys = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_positions = msgspec.json.Decoder(tuple[Position, ...])
-_open_orders = msgspec.json.Decoder(tuple[OrderUpdate, ...])
 _account_summary = msgspec.json.Decoder(AccountSummary)
 _auth = msgspec.json.Decoder(AuthResult)
 _channels = msgspec.json.Decoder(tuple[str, ...])
@@ -334,19 +550,114 @@ def decode_order_result(raw: msgspec.Raw | bytes | str) -> tuple[OrderUpdate, tu
     return _order.decode(raw), ()
 
 
-def decode_positions(raw: msgspec.Raw | bytes | str) -> tuple[Position, ...]:
-    """The result of ``private/get_positions``."""
-    return _positions.decode(raw)
+def decode_positions(raw: msgspec.Raw | bytes | str) -> Entries[Position]:
+    """The result of ``private/get_positions``: the positions, and any entry left out."""
+    return decode_entries(raw, Position, "private/get_positions")
 
 
-def decode_open_orders(raw: msgspec.Raw | bytes | str) -> tuple[OrderUpdate, ...]:
-    """The result of ``private/get_open_orders_by_currency`` (or ``..._by_instrument``)."""
-    return _open_orders.decode(raw)
+def decode_open_orders(raw: msgspec.Raw | bytes | str) -> Entries[OrderUpdate]:
+    """The result of ``private/get_open_orders_by_currency`` (or ``..._by_instrument``): the orders,
+    and any entry left out (an order that is open all the same: a caller that must know every open
+    order treats a defect as not knowing)."""
+    return decode_entries(raw, OrderUpdate, "private/get_open_orders")
 
 
-def decode_account_summary(raw: msgspec.Raw | bytes | str) -> AccountSummary:
-    """The result of ``private/get_account_summary``."""
-    return _account_summary.decode(raw)
+class _SettlementPage(msgspec.Struct):
+    settlements: msgspec.Raw
+    continuation: str | None = None
+
+
+_settlement_page = msgspec.json.Decoder(_SettlementPage)
+
+
+def decode_settlement_history(
+    raw: msgspec.Raw | bytes | str, currency: str = "", at: float = 0.0
+) -> tuple[SettlementHistory, tuple[EntryDefect, ...]]:
+    """The result of ``private/get_settlement_history_by_currency`` (``{"settlements": [...],
+    "continuation": ...}``) as the :class:`SettlementHistory` of ``currency`` received at ``at``,
+    and any entry left out. Deribit's ``continuation`` is ``"none"`` on the last page: kept as sent."""
+    page = _settlement_page.decode(raw)
+    settlements, defects = decode_entries(page.settlements, Settlement, "private/get_settlement_history_by_currency")
+    history = SettlementHistory(currency=currency, settlements=settlements, at=at, continuation=page.continuation)
+    return history, defects
+
+
+_limits_free_summary = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_raw_encoder = msgspec.json.Encoder()
+_limit_fields = msgspec.json.Decoder(dict[str, Any])
+_rate_limit_keys = frozenset({"rate", "burst"})
+
+
+def decode_account_summary(raw: msgspec.Raw | bytes | str) -> tuple[AccountSummary, tuple[EntryDefect, ...]]:
+    """The result of ``private/get_account_summary``. Its ``limits`` are read by
+    :func:`decode_account_limits`, in any of the shapes Deribit has sent; limits of a shape not
+    known leave ``limits`` None and are reported as a defect, never failing the summary."""
+    fields = _limits_free_summary.decode(raw)
+    limits_raw = fields.pop("limits", None)
+    summary = _account_summary.decode(_raw_encoder.encode(fields))
+    if limits_raw is None:
+        return summary, ()
+    limits, defects = decode_account_limits(limits_raw)
+    return msgspec.structs.replace(summary, limits=limits), defects
+
+
+def decode_account_limits(raw: msgspec.Raw | bytes | str) -> tuple[AccountLimits | None, tuple[EntryDefect, ...]]:
+    """``limits`` of ``private/get_account_summary``. Deribit has sent three shapes:
+
+    - nested (the documentation's current example): ``matching_engine`` holds ``trading.total``
+      (orders), ``cancel_all``, ``spot``, ``quotes``, ... each ``{"rate", "burst"}``; the order
+      limit is ``trading.total``;
+    - flat: ``matching_engine`` and ``non_matching_engine`` each ``{"rate", "burst"}``;
+    - numbers: ``matching_engine`` (rate) beside ``matching_engine_burst``.
+
+    Another shape gives ``(None, (defect,))``."""
+    try:
+        fields = _limit_fields.decode(raw)
+    except msgspec.DecodeError as error:
+        return None, (_limits_defect("(the entry)", str(error), "not JSON"),)
+    if not isinstance(fields, dict):
+        return None, (_limits_defect("(the entry)", msgspec.json.encode(fields).decode()[:VALUE_CHARS],
+                                     "not an object"),)
+    per_currency = fields.get("limits_per_currency", False)
+    if not isinstance(per_currency, bool):
+        return None, (_limits_defect("limits_per_currency", repr(per_currency), "expected a boolean"),)
+    matching = _rate_limit(fields, "matching_engine", ("trading", "total"))
+    if isinstance(matching, str):
+        return None, (_limits_defect("matching_engine", _shown(fields, "matching_engine"), matching),)
+    non_matching = _rate_limit(fields, "non_matching_engine", ())
+    if isinstance(non_matching, str):
+        return None, (_limits_defect("non_matching_engine", _shown(fields, "non_matching_engine"), non_matching),)
+    return AccountLimits(limits_per_currency=per_currency, matching_engine=matching,
+                         non_matching_engine=non_matching), ()
+
+
+def _shown(fields: dict[str, Any], name: str) -> str:
+    return msgspec.json.encode(fields.get(name)).decode()[:VALUE_CHARS]
+
+
+def _rate_limit(fields: dict[str, Any], name: str, nested: tuple[str, ...]) -> RateLimit | str | None:
+    """The limit ``name`` of ``fields`` in any of Deribit's shapes; None when absent; a text saying
+    what is wrong when its shape is not known."""
+    value = fields.get(name)
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        burst = fields.get(f"{name}_burst", value)
+        value = {"rate": value, "burst": burst}
+    if isinstance(value, dict) and not _rate_limit_keys <= value.keys() and nested:
+        for key in nested:
+            value = value.get(key) if isinstance(value, dict) else None
+    if not (isinstance(value, dict) and _rate_limit_keys <= value.keys()):
+        return "not a known shape of limits (rate and burst, flat or under trading.total)"
+    try:
+        return msgspec.convert({"rate": value["rate"], "burst": value["burst"]}, RateLimit)
+    except msgspec.ValidationError as error:
+        return str(error)
+
+
+def _limits_defect(field: str, value: str, problem: str) -> EntryDefect:
+    return EntryDefect(where="private/get_account_summary limits", name="(the account)", field=field,
+                       value=value, problem=problem)
 
 
 def decode_auth_result(raw: msgspec.Raw | bytes | str) -> AuthResult:
@@ -633,26 +944,10 @@ def get_account_summary_request(currency: str, extended: bool = False) -> Reques
 
 
 def get_settlement_history_request(currency: str, type: str | None = None, count: int | None = None) -> Request:
-    """``private/get_settlement_history_by_currency``: settlements, deliveries and bankruptcies
-    that touched the account (newest first)."""
-    return "private/get_settlement_history_by_currency", _without_none(
-        {"currency": currency, "type": type, "count": count})
-
-
-class _SettlementPage(msgspec.Struct):
-    settlements: tuple[Settlement, ...] = ()
-    continuation: str | None = None
-
-
-_settlement_page = msgspec.json.Decoder(_SettlementPage)
-
-
-def decode_settlement_history(raw: msgspec.Raw | bytes | str) -> tuple[tuple[Settlement, ...], str | None]:
-    """The result of ``private/get_settlement_history_by_currency``: its entries and the
-    continuation token (``None`` or ``"none"`` when there are no more)."""
-    page = _settlement_page.decode(raw)
-    continuation = page.continuation if page.continuation not in (None, "none") else None
-    return page.settlements, continuation
+    """``private/get_settlement_history_by_currency``; ``type`` ``settlement``, ``delivery`` or
+    ``bankruptcy`` (all when None); ``count`` up to 1000 (Deribit's default 20)."""
+    params = {"currency": currency, "type": type, "count": count}
+    return "private/get_settlement_history_by_currency", _without_none(params)
 
 
 def _without_none(params: dict[str, Any]) -> dict[str, Any]:

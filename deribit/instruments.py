@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from deribit.codec import decode_entries
 from messages.market import Instrument, InstrumentsLoaded, TickSizeStep
 
 __all__ = [
@@ -368,14 +369,10 @@ class InstrumentDefect(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _RawInstrumentsResponse(msgspec.Struct):
-    result: tuple[msgspec.Raw, ...]
+    result: msgspec.Raw
 
 
 _raw_instruments_response_decoder = msgspec.json.Decoder(_RawInstrumentsResponse)
-_raw_instruments_decoder = msgspec.json.Decoder(tuple[msgspec.Raw, ...])
-_instrument_decoder = msgspec.json.Decoder(Instrument)
-_ERROR_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
-_MISSING = re.compile(r"missing required field `(?P<name>[^`]*)`")
 #: Every price is put on the tick grid, every amount on the minimum's, every position valued by the
 #: contract size: a zero, negative or non-finite one raises or divides by zero wherever it is used.
 _POSITIVE_FIELDS = ("tick_size", "contract_size", "min_trade_amount")
@@ -415,28 +412,11 @@ def decode_instrument_list(data: bytes | str) -> tuple[tuple[Instrument, ...], t
     type), so that one bad entry never loses the list. Check each instrument's values with
     :func:`instrument_defect`. Raises ``msgspec.ValidationError``/``DecodeError`` only when the
     whole is not a list."""
-    if data.lstrip()[:1] in ("[", b"["):
-        entries = _raw_instruments_decoder.decode(data)
-    else:
-        entries = _raw_instruments_response_decoder.decode(data).result
-    instruments: list[Instrument] = []
-    defects: list[InstrumentDefect] = []
-    for entry in entries:
-        try:
-            instruments.append(_instrument_decoder.decode(entry))
-        except msgspec.ValidationError as exc:
-            fields = msgspec.json.decode(entry)
-            fields = fields if isinstance(fields, dict) else {}
-            found = _ERROR_PATH.search(str(exc))
-            missing = _MISSING.search(str(exc))
-            path = found["path"] if found and found["path"] else ""
-            path = f"{path}.{missing['name']}".lstrip(".") if missing else path
-            field = path.split(".")[0].split("[")[0]
-            value = msgspec.json.encode(fields[field]).decode()[:80] if field in fields else "(none)"
-            defects.append(InstrumentDefect(instrument_name=str(fields.get("instrument_name", "(no name)")),
-                                            field=path or "(the entry)", value=value,
-                                            problem=_ERROR_PATH.sub("", str(exc))))
-    return tuple(instruments), tuple(defects)
+    raw = data if data.lstrip()[:1] in ("[", b"[") else _raw_instruments_response_decoder.decode(data).result
+    # The one rule for lists (deribit.codec.decode_entries), its defects in this module's terms.
+    instruments, defects = decode_entries(raw, Instrument, "public/get_instruments")
+    return instruments, tuple(InstrumentDefect(instrument_name=d.name, field=d.field, value=d.value, problem=d.problem)
+                              for d in defects)
 
 
 def tick_size_at(instrument: Instrument, price: float) -> float:

@@ -28,6 +28,7 @@ from deribit import channels as ch
 from deribit.codec import (
     MIN_HEARTBEAT_INTERVAL_S,
     AuthResult,
+    EntryDefect,
     Request,
     RequestEncoder,
     RpcError,
@@ -69,7 +70,6 @@ from messages.account import (
     Position,
     ReconcileFailed,
     ReconcileStarted,
-    SettlementHistory,
 )
 from messages.base import Message
 from messages.commands import (
@@ -1002,17 +1002,32 @@ class Session:
             return
         window = (ExchangeWindow(received_us=answer.us_in, sent_us=answer.us_out)
                   if answer.us_in is not None and answer.us_out is not None else None)
+        defects: tuple[EntryDefect, ...] = ()
         match pending:
             case GetPositions():
-                state.positions = decode_positions(answer.result)
+                state.positions, defects = decode_positions(answer.result)
                 state.positions_window = window
             case GetOpenOrders():
-                state.orders = decode_open_orders(answer.result)
+                state.orders, defects = decode_open_orders(answer.result)
                 state.orders_window = window
             case GetSummary():
-                state.summary = decode_account_summary(answer.result)
+                state.summary, defects = decode_account_summary(answer.result)
                 state.summary_done = True
                 self._adopt_limits(state.summary.limits, now)
+        for defect in defects:  # an entry left out; the rest of the answer stands
+            self.log.warning("entry_skipped", currency=currency, where=defect.where, name=defect.name,
+                             field=defect.field, value=defect.value, problem=defect.problem)
+        listed = self.instruments.listed.get(currency, {})
+        unreadable = [d for d in defects if isinstance(pending, GetPositions) and d.name.split(" ")[0] in (
+            *listed, "(no name)")]
+        if unreadable:
+            # A position in an instrument the desk trades, left out, would read as flat: the hedge is
+            # computed from these, so the picture waits for an answer that can be read in full (the
+            # Portfolio asks again). One in something it does not trade (a combo, spot) is skipped.
+            first = unreadable[0]
+            self._reconcile_failed(currency, f"{len(unreadable)} position(s) could not be read ({first.name}: "
+                                             f"{first.field} {first.problem})")
+            return
         if state.positions is not None and state.orders is not None and state.summary_done:
             del self.reconciles[currency]
             self._out.append(ExchangeState(currency=currency, positions=state.positions, open_orders=state.orders,
@@ -1078,6 +1093,9 @@ class Session:
         if isinstance(answer, RpcError):
             self.log.warning("settlement_history_failed", currency=currency, code=answer.code, message=answer.message)
             return
-        settlements, _more = decode_settlement_history(answer.result)
-        self.log.info("settlement_history", currency=currency, entries=len(settlements))
-        self._out.append(SettlementHistory(currency=currency, settlements=settlements, at=self.clock()))
+        history, defects = decode_settlement_history(answer.result, currency, self.clock())
+        for defect in defects:
+            self.log.warning("entry_skipped", currency=currency, where=defect.where, name=defect.name,
+                             field=defect.field, value=defect.value, problem=defect.problem)
+        self.log.info("settlement_history", currency=currency, entries=len(history.settlements))
+        self._out.append(history)

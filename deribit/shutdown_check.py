@@ -112,10 +112,14 @@ class CheckUnderWay:
             self.fail(f"{method} {currency}: {answer.message} (code {answer.code})")
             return False
         try:
-            self.checked[currency] = decode_open_orders(answer.result)
+            orders, defects = decode_open_orders(answer.result)
         except msgspec.MsgspecError as exc:
             self.fail(f"{method} {currency}: an unreadable answer ({exc})")
             return False
+        if defects:  # an order it could not read may be open: the check cannot say none is
+            self.fail(f"{method} {currency}: an unreadable order ({defects[0]})")
+            return False
+        self.checked[currency] = orders
         return True
 
     def findings(self) -> Findings:

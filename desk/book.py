@@ -6,6 +6,12 @@ change and reading the top are O(1) for everything but that case (books hold ten
 even the recompute is cheap). Continuity follows Deribit's rule: a change's ``prev_change_id``
 must equal the last ``change_id``; otherwise a notification was lost and the book is stale until
 the next snapshot. A crossed book (best bid at or above best ask) is stale the same way.
+
+Deribit: "the first notification contains a full snapshot of the book ... every message except the
+first also contains ``prev_change_id``". A notification whose ``prev_change_id`` is 0 names no
+predecessor: it is a subscription's first, the whole book, whatever its ``type`` says. It starts a
+chain only for a book that waits for one (stale: never had a snapshot, or resubscribed after a gap);
+on a fresh book it does not continue the chain and is a gap like any other (:func:`opens_chain`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,19 @@ class Applied(enum.IntEnum):
     GAP = 3
     #: Applied, and the result is crossed; the book is now stale.
     CROSSED = 4
+
+
+def opens_chain(change: BookChange, waiting: bool) -> bool:
+    """True when ``change`` is a subscription's first notification (``prev_change_id`` 0: no
+    predecessor) arriving at a book that is ``waiting`` for one: it is the whole book, to be applied
+    as :func:`as_snapshot` gives it. Never for a fresh book, where 0 breaks the chain (a gap)."""
+    return waiting and change.prev_change_id == 0
+
+
+def as_snapshot(change: BookChange) -> BookSnapshot:
+    """The whole book a chain's first notification holds (see :func:`opens_chain`)."""
+    return BookSnapshot(instrument_name=change.instrument_name, timestamp=change.timestamp,
+                        change_id=change.change_id, bids=change.bids, asks=change.asks)
 
 
 class L2Book:

@@ -25,7 +25,7 @@ from typing import Literal
 
 from deribit.constants import GONE_STATES, LIVE_STATES, PERPETUAL_EXPIRY_MS
 from deribit.instruments import InstrumentNameError, parse_instrument_name
-from desk.book import Applied, L2Book
+from desk.book import Applied, L2Book, as_snapshot, opens_chain
 from desk.plausibility import PlausibilityLimits, timestamp_fault, top_fault
 from messages.base import Message
 from messages.commands import ResubscribeInstrument
@@ -253,6 +253,8 @@ class BookFamily:
         if book is None:
             # A future's first book notification is a change: its snapshot was missed.
             book = entry.book = L2Book(entry.name)
+        if change.prev_change_id == 0 and opens_chain(change, book.stale):
+            return self.on_snapshot(as_snapshot(change), now)
         self.stats.changes += 1
         result = book.apply_change(change)
         if result is Applied.SAME:

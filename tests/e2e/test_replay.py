@@ -4,9 +4,7 @@ way twice, with minute ticks and the 08:00 rollover in order with the data; bad 
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +15,6 @@ from typing import Any
 import pykka
 
 from actors.connection import REPLAY_ONLY, Connection, GetReplaySummary
-from deribit.channels import channel_prefix
 from main import build_parser, make_supervisor, overrides_from_args
 from messages.base import Message
 from messages.commands import CommandFailed, PlaceOrder
@@ -31,35 +28,7 @@ from simulator import SimSettings, Simulator, generate_wire_log
 from tests.support.capture import wire_lines, wire_sample
 from tests.support.connection_harness import Desk, GetSeen, Probe, connection_settings
 from tests.support.paths import REPO
-
-
-def replay_cli(path: Path, tmp_path: Path) -> tuple[int, dict[str, Any] | None, str]:
-    """`python main.py replay FILE` in a clean environment; (status, summary or None, stderr)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DERIBIT_", "DESK__")) and k not in ("DATABASE_URL", "LOG_LEVEL")}
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "main.py"), "replay", str(path), "--set", f"logging.dir={tmp_path / 'logs'}",
-         "--set", f"data_dir={tmp_path / 'data'}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    lines = proc.stdout.strip().splitlines()
-    return proc.returncode, json.loads(lines[-1]) if lines else None, proc.stderr
-
-
-def counts_in_file(path: Path) -> dict[str, Any]:
-    """What a wire log holds, counted with plain json: in frames and notifications per channel family."""
-    in_frames = 0
-    notifications: collections.Counter[str] = collections.Counter()
-    responses = 0
-    for record in read_wire_log(path):
-        if record.dir != "in" or record.frame is None:
-            continue
-        in_frames += 1
-        frame = json.loads(record.frame)
-        if frame.get("method") == "subscription":
-            notifications[channel_prefix(frame["params"]["channel"])] += 1
-        elif "result" in frame:
-            responses += 1
-    return {"in_frames": in_frames, "notifications": dict(notifications), "responses": responses}
+from tests.support.replay import counts_in_file, replay_cli
 
 
 def test_replay_of_the_real_capture_prints_its_counts(tmp_path: Path) -> None:

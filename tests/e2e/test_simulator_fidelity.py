@@ -243,8 +243,9 @@ def test_codec_decodes_private_answers(sim: Simulator) -> None:
         answer("private/buy", {"instrument_name": "BTC-PERPETUAL", "amount": 20, "type": "market"}).result
     )
     assert order.order_state == "filled" and trades and trades[0].liquidity == "T"
-    assert decode_positions(answer("private/get_positions", {"currency": "BTC"}).result)
-    assert decode_account_summary(answer("private/get_account_summary", {"currency": "BTC"}).result).currency == "BTC"
+    assert decode_positions(answer("private/get_positions", {"currency": "BTC"}).result)[0]
+    summary, _ = decode_account_summary(answer("private/get_account_summary", {"currency": "BTC"}).result)
+    assert summary.currency == "BTC"
     decode_open_orders(answer("private/get_open_orders_by_currency", {"currency": "BTC"}).result)
     c.close()
 

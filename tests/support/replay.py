@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,10 +18,12 @@ import pykka
 import main
 from actors.connection import GetReplaySummary
 from config.settings import Settings
+from deribit.channels import channel_prefix
 from runtime.clock import ReplayClock
 from runtime.logs import setup_logging, shutdown_logging
 from runtime.supervisor import ActorSpec, Supervisor
 from runtime.wirelog import read_wire_log
+from tests.support.paths import REPO
 
 
 @contextlib.contextmanager
@@ -58,3 +65,32 @@ def ask(supervisor: Supervisor, name: str, message: object, timeout: float = 30)
     ref = supervisor.refs()[name]
     assert ref is not None, f"{name} is not running"
     return ref.ask(message, timeout=timeout)
+
+
+def replay_cli(path: Path, tmp_path: Path) -> tuple[int, dict[str, Any] | None, str]:
+    """`python main.py replay FILE` in a clean environment; (status, summary or None, stderr)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DERIBIT_", "DESK__")) and k not in ("DATABASE_URL", "LOG_LEVEL")}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "replay", str(path), "--set", f"logging.dir={tmp_path / 'logs'}",
+         "--set", f"data_dir={tmp_path / 'data'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.strip().splitlines()
+    return proc.returncode, json.loads(lines[-1]) if lines else None, proc.stderr
+
+
+def counts_in_file(path: Path) -> dict[str, Any]:
+    """What a wire log holds, counted with plain json: in frames and notifications per channel family."""
+    in_frames = 0
+    notifications: collections.Counter[str] = collections.Counter()
+    responses = 0
+    for record in read_wire_log(path):
+        if record.dir != "in" or record.frame is None:
+            continue
+        in_frames += 1
+        frame = json.loads(record.frame)
+        if frame.get("method") == "subscription":
+            notifications[channel_prefix(frame["params"]["channel"])] += 1
+        elif "result" in frame:
+            responses += 1
+    return {"in_frames": in_frames, "notifications": dict(notifications), "responses": responses}

@@ -276,3 +276,48 @@ def test_replay_of_the_capture_has_no_resync(tmp_path: Path) -> None:
         assert (btc["instruments"], eth["instruments"]) == (7, 3)
         assert btc["stats"].gaps == eth["stats"].gaps == 0
         assert btc["stats"].changes + eth["stats"].changes == 36
+
+
+# --- prev_change_id 0: a subscription's first notification (Deribit: "every message except the first
+# also contains prev_change_id") -----------------------------------------------------------------------
+
+
+def test_a_first_notification_with_prev_change_id_0_is_the_whole_book_not_a_gap() -> None:
+    family = BookFamily("BTC", "option", name="books-BTC-option")
+    # Subscribed, nothing yet: the first notification names no predecessor and holds the book.
+    out = family.on_change(chg(CALL, 0, 500, bids=[("new", 0.01, 1.0)], asks=[("new", 0.02, 2.0)]), T0)
+    assert resubscribes(out) == [] and family.stats.gaps == 0
+    book = family.entries[CALL].book
+    assert book is not None and not book.stale and book.change_id == 500
+    assert book.top() == (0.01, 1.0, 0.02, 2.0)
+    # The chain goes on from it.
+    family.on_change(chg(CALL, 500, 501, bids=[("change", 0.01, 3.0)]), T0 + 1)
+    assert book.top() == (0.01, 3.0, 0.02, 2.0) and not book.stale
+
+
+def test_prev_change_id_0_after_a_gap_is_the_resubscription_s_book() -> None:
+    family = BookFamily("BTC", "option", name="books-BTC-option")
+    family.on_snapshot(snap(CALL, 10), T0)
+    assert resubscribes(family.on_change(chg(CALL, 11, 12), T0 + 1))  # a real gap: resync asked
+    family.on_change(chg(CALL, 0, 40, bids=[("new", 0.015, 1.0)], asks=[("new", 0.018, 1.0)]), T0 + 2)
+    book = family.entries[CALL].book
+    assert book is not None and not book.stale and book.top() == (0.015, 1.0, 0.018, 1.0)
+    assert family.stats.gaps == 1 and [e.reason for e in family.episodes] == ["gap"]
+
+
+def test_prev_change_id_0_on_a_fresh_book_is_still_a_gap() -> None:
+    family = BookFamily("BTC", "option", name="books-BTC-option")
+    family.on_snapshot(snap(CALL, 10), T0)
+    out = family.on_change(chg(CALL, 0, 11, bids=[("new", 0.5, 1.0)]), T0 + 1)
+    assert [m.reason for m in resubscribes(out)] == ["gap"]
+    book = family.entries[CALL].book
+    assert book is not None and book.stale and book.top() == (0.01, 1.0, 0.02, 2.0)  # nothing applied
+
+
+def test_a_book_whose_chain_starts_at_0_continues_it() -> None:
+    family = BookFamily("BTC", "option", name="books-BTC-option")
+    family.on_snapshot(snap(CALL, 0), T0)  # a new listing's first book: change_id 0
+    family.on_change(chg(CALL, 0, 1, bids=[("change", 0.01, 5.0)]), T0 + 1)
+    book = family.entries[CALL].book
+    assert book is not None and not book.stale and book.top() == (0.01, 5.0, 0.02, 2.0)
+    assert family.stats.gaps == 0

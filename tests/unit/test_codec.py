@@ -36,19 +36,31 @@ from deribit.codec import (
     command_result,
     decode_account_summary,
     decode_auth_result,
+    decode_entries,
     decode_open_orders,
     decode_order_result,
     decode_positions,
     decode_result,
+    decode_settlement_history,
     decode_subscribed,
     excerpt,
     get_instruments_request,
+    get_settlement_history_request,
     redact_frame,
     set_heartbeat_request,
     subscribe_request,
     unsubscribe_request,
 )
-from messages.account import AccountSummary, OrderUpdate, PortfolioUpdate, Position, UserTrade
+from messages.account import (
+    AccountLimits,
+    AccountSummary,
+    OrderUpdate,
+    PortfolioUpdate,
+    Position,
+    RateLimit,
+    UserChanges,
+    UserTrade,
+)
 from messages.commands import (
     CancelAll,
     CancelByLabel,
@@ -58,7 +70,17 @@ from messages.commands import (
     PlaceOrder,
     RefreshInstruments,
 )
-from messages.market import BookChange, BookSnapshot, IndexPrice, InstrumentState, Quote, Ticker, Trade
+from messages.market import (
+    BookChange,
+    BookSnapshot,
+    IndexPrice,
+    InstrumentState,
+    OptionMarks,
+    PlatformState,
+    Quote,
+    Ticker,
+    Trade,
+)
 from tests.support.capture import inbound_frames
 
 
@@ -405,10 +427,10 @@ def test_rpc_error(decoder: FrameDecoder) -> None:
 @pytest.mark.parametrize(
     "channel",
     [
-        "deribit_volatility_index.btc_usd",
         "book.BTC-PERPETUAL.none.10.100ms",
-        "platform_state",
-        "user.changes.any.any.raw",
+        "deribit_price_statistics.btc_usd",
+        "user.access_log",
+        "markprice",
     ],
 )
 def test_unknown_channel(decoder: FrameDecoder, channel: str) -> None:
@@ -610,10 +632,10 @@ def test_positions_open_orders_and_account_summary() -> None:
             "average_price": 27751.55,
         }
     ]
-    decoded = decode_positions(json.dumps(positions))
-    assert all(isinstance(p, Position) for p in decoded)
+    decoded, defects = decode_positions(json.dumps(positions))
+    assert defects == () and all(isinstance(p, Position) for p in decoded)
     assert_same(decoded, positions)
-    assert decode_open_orders(json.dumps([ORDER])) == (decode_result(json.dumps(ORDER), OrderUpdate),)
+    assert decode_open_orders(json.dumps([ORDER])) == ((decode_result(json.dumps(ORDER), OrderUpdate),), ())
     summary_data = {
         **PORTFOLIO,
         "username": "desk",
@@ -624,8 +646,8 @@ def test_positions_open_orders_and_account_summary() -> None:
         "creation_timestamp": 1594388820315,
         "limits": {"non_matching_engine": {"rate": 20, "burst": 100}},
     }
-    summary = decode_account_summary(json.dumps(summary_data))
-    assert isinstance(summary, AccountSummary)
+    summary, defects = decode_account_summary(json.dumps(summary_data))
+    assert isinstance(summary, AccountSummary) and defects == ()
     assert_same(summary, summary_data, every_key_is_a_field=False)
     with pytest.raises(msgspec.ValidationError):
         decode_account_summary(json.dumps({**summary_data, "equity": "302"}))
@@ -930,3 +952,225 @@ def test_frames_without_secrets_are_untouched() -> None:
         assert redact_frame(frame) == frame
     harmless = '{"params":{"grant_type":"client_credentials","client_id":"AbC"}}'
     assert redact_frame(harmless) == harmless
+
+
+# --- issue 16: new channels, lists decoded entry by entry, settlements, the account's limits ------
+
+
+def test_new_channel_names_prefixes_and_privacy() -> None:
+    assert channels.user_changes("any", "any") == "user.changes.any.any.raw"
+    assert channels.user_changes("option", "BTC", "100ms") == "user.changes.option.BTC.100ms"
+    assert channels.platform_state() == "platform_state"
+    assert channels.platform_state(public_methods=True) == "platform_state.public_methods_state"
+    assert channels.volatility_index("BTC_USD") == "deribit_volatility_index.btc_usd"
+    assert channels.markprice_options("eth_usd") == "markprice.options.eth_usd"
+    prefixes = {
+        channels.user_changes("future", "ETH"): "user.changes",
+        channels.platform_state(): "platform_state",
+        channels.platform_state(public_methods=True): "platform_state",
+        channels.volatility_index("btc_usd"): "deribit_volatility_index",
+        channels.markprice_options("btc_usd"): "markprice.options",
+        "block_rfq.maker.any": "block_rfq.maker",
+    }
+    assert {channel: channels.channel_prefix(channel) for channel in prefixes} == prefixes
+    private = [channels.user_changes("any", "any"), "user.mmp_trigger.btc_usd", "user.access_log", "user.lock",
+               "block_rfq.taker.any", "block_trade_confirmations"]
+    public = [channels.platform_state(), channels.volatility_index("btc_usd"), channels.markprice_options("btc_usd"),
+              "block_rfq.trades.BTC", channels.price_index("btc_usd")]
+    assert all(channels.is_private(c) for c in private) and not any(channels.is_private(c) for c in public)
+    assert subscribe_request([channels.user_changes("any", "any")])[0] == "private/subscribe"
+
+
+def test_markprice_options_takes_its_index_from_the_channel(decoder: FrameDecoder) -> None:
+    marks = [{"timestamp": 1622470378005, "mark_price": 0.0333, "iv": 0.9, "instrument_name": "BTC-2JUN21-37000-P"},
+             {"timestamp": 1622470378005, "mark_price": 0.117, "iv": 0.9, "instrument_name": "BTC-4JUN21-40500-P"}]
+    for index in ("btc_usd", "eth_usd"):
+        decoded = decoder.decode(notification(f"markprice.options.{index}", marks))
+        assert isinstance(decoded, Notification) and decoded.defects == ()
+        (message,) = decoded.messages
+        assert isinstance(message, OptionMarks) and message.index_name == index
+        assert_same(message.marks, marks)
+
+
+def test_platform_state_both_channels(decoder: FrameDecoder) -> None:
+    locked = decoder.decode(notification("platform_state", {"price_index": "sol_usdc", "locked": True}))
+    assert isinstance(locked, Notification)
+    assert locked.messages == (PlatformState(price_index="sol_usdc", locked=True),)
+    methods = decoder.decode(notification("platform_state.public_methods_state",
+                                          {"allow_unauthenticated_public_requests": False}))
+    assert isinstance(methods, Notification)
+    assert methods.messages == (PlatformState(allow_unauthenticated_public_requests=False),)
+
+
+def _bad(entry: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**entry, **changes}
+
+
+@pytest.mark.parametrize(
+    ("channel", "entries", "bad_index", "field", "message_type"),
+    [
+        ("trades.BTC-PERPETUAL.100ms", [PUBLIC_TRADE, _bad(PUBLIC_TRADE, price="x"), PUBLIC_TRADE], 1, "price", Trade),
+        ("user.trades.any.any.raw", [_bad(USER_TRADE, direction="up"), USER_TRADE], 0, "direction", UserTrade),
+        ("user.orders.any.any.100ms", [ORDER, {k: v for k, v in ORDER.items() if k != "amount"}], 1, "amount",
+         OrderUpdate),
+    ],
+)
+def test_a_bad_entry_of_a_list_is_left_out_and_named(
+    decoder: FrameDecoder, channel: str, entries: list[dict[str, Any]], bad_index: int, field: str,
+    message_type: type,
+) -> None:
+    decoded = decoder.decode(notification(channel, entries))
+    assert isinstance(decoded, Notification)
+    good = [entry for i, entry in enumerate(entries) if i != bad_index]
+    assert all(type(m) is message_type for m in decoded.messages)
+    assert_same(decoded.messages, good, every_key_is_a_field=False)
+    (defect,) = decoded.defects
+    assert defect.where == f"{channel}[{bad_index}]" and defect.field == field
+    bad = entries[bad_index]
+    assert defect.name == f"{bad['instrument_name']} {bad.get('order_id', bad.get('trade_id'))}"
+    assert defect.value == (json.dumps(entries[bad_index][field]) if field in entries[bad_index] else "(none)")
+    assert defect.problem and "$" not in defect.problem  # msgspec's text, its path given as the field
+    assert channel in str(defect)
+
+
+def test_a_bad_single_order_is_still_a_bad_frame(decoder: FrameDecoder) -> None:
+    with pytest.raises(FrameError):
+        decoder.decode(notification("user.orders.BTC-PERPETUAL.raw", _bad(ORDER, amount="ten")))
+
+
+def test_user_changes_keeps_what_decodes_of_each_list(decoder: FrameDecoder) -> None:
+    position = {"instrument_name": "BTC-PERPETUAL", "kind": "future", "direction": "buy", "size": 10.0,
+                "average_price": 17391.0, "leverage": 33.5, "floating_profit_loss": 0.1}
+    data = {"instrument_name": "BTC-PERPETUAL", "orders": [ORDER, _bad(ORDER, order_state=None)],
+            "trades": [USER_TRADE], "positions": [position, _bad(position, size="big")]}
+    decoded = decoder.decode(notification("user.changes.any.any.raw", data))
+    assert isinstance(decoded, Notification)
+    (changes,) = decoded.messages
+    assert isinstance(changes, UserChanges)
+    assert_same(changes, {**data, "orders": [ORDER], "positions": [position]}, every_key_is_a_field=False)
+    assert [(d.where, d.field) for d in decoded.defects] == [
+        ("user.changes.any.any.raw orders[1]", "order_state"), ("user.changes.any.any.raw positions[1]", "size")]
+    whole = decoder.decode(notification("user.changes.any.any.raw", {**data, "orders": [ORDER],
+                                                                        "positions": [position]}))
+    assert isinstance(whole, Notification) and whole.defects == () and whole.messages[0] == changes
+
+
+def test_not_a_list_is_a_bad_frame(decoder: FrameDecoder) -> None:
+    with pytest.raises(FrameError):
+        decoder.decode(notification("trades.BTC-PERPETUAL.100ms", {"trade_id": "1"}))
+
+
+def test_decode_entries_names_nested_fields() -> None:
+    bad = {**PUBLIC_TRADE, "price": [1, 2]}
+    items, defects = decode_entries(json.dumps([PUBLIC_TRADE, bad, 7]), Trade, "x")
+    assert len(items) == 1
+    assert [(d.where, d.field, d.value, d.name) for d in defects] == [
+        ("x[1]", "price", "[1,2]", f"{PUBLIC_TRADE['instrument_name']} {PUBLIC_TRADE['trade_id']}"),
+        ("x[2]", "(the entry)", "(none)", "(no name)")]
+
+
+def test_positions_and_open_orders_leave_a_bad_entry_out() -> None:
+    position = {"instrument_name": "ETH-PERPETUAL", "kind": "future", "direction": "sell", "size": -3.0,
+                "leverage": 12.5}
+    positions, defects = decode_positions(json.dumps([position, _bad(position, direction="long")]))
+    assert len(positions) == 1 and positions[0].leverage == 12.5
+    assert [(d.where, d.field) for d in defects] == [("private/get_positions[1]", "direction")]
+    orders, defects = decode_open_orders(json.dumps([_bad(ORDER, amount=None), ORDER]))
+    assert [o.order_id for o in orders] == [ORDER["order_id"]] and defects[0].field == "amount"
+
+
+SETTLEMENTS = {
+    "settlements": [
+        {"type": "settlement", "timestamp": 1550475692526, "session_profit_loss": 0.038358299,
+         "profit_loss": -0.001783937, "position": -66, "mark_price": 121.67, "instrument_name": "ETH-22FEB19",
+         "index_price": 119.8},
+        {"type": "delivery", "timestamp": 1550475692526, "session_profit_loss": 0.1, "profit_loss": 0.2,
+         "position": 1.5, "mark_price": 0.02, "instrument_name": "ETH-22FEB19-140-C", "index_price": 119.8},
+    ],
+    "continuation": "xY7T6cusbMBNpH9SNmKb94jXSBxUPojJEdCPL4YociHBUgAhWQvEP",
+}
+
+
+def test_settlement_history() -> None:
+    history, defects = decode_settlement_history(json.dumps(SETTLEMENTS), "ETH", 12.5)
+    assert defects == () and (history.currency, history.at) == ("ETH", 12.5)
+    assert history.continuation == SETTLEMENTS["continuation"]
+    assert_same(history.settlements, SETTLEMENTS["settlements"])
+    odd = {**SETTLEMENTS, "settlements": [{**SETTLEMENTS["settlements"][0], "type": "haircut"},
+                                          SETTLEMENTS["settlements"][1]]}
+    history, defects = decode_settlement_history(json.dumps(odd))
+    assert [s.type for s in history.settlements] == ["delivery"] and defects[0].field == "type"
+    assert get_settlement_history_request("BTC") == ("private/get_settlement_history_by_currency",
+                                                     {"currency": "BTC"})
+    assert get_settlement_history_request("BTC", "delivery", 1) == (
+        "private/get_settlement_history_by_currency", {"currency": "BTC", "type": "delivery", "count": 1})
+
+
+NESTED_LIMITS = {
+    "limits_per_currency": False,
+    "non_matching_engine": {"burst": 1500, "rate": 1000},
+    "matching_engine": {
+        "trading": {"total": {"burst": 250, "rate": 200}},
+        "spot": {"burst": 250, "rate": 200},
+        "quotes": {"burst": 500, "rate": 500},
+        "max_quotes": {"burst": 10, "rate": 10},
+        "guaranteed_quotes": {"burst": 2, "rate": 2},
+        "cancel_all": {"burst": 250, "rate": 200},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        (NESTED_LIMITS, AccountLimits(matching_engine=RateLimit(rate=200, burst=250),
+                                      non_matching_engine=RateLimit(rate=1000, burst=1500))),
+        ({"limits_per_currency": True, "matching_engine": {"rate": 5, "burst": 20},
+          "non_matching_engine": {"rate": 20, "burst": 100}},
+         AccountLimits(limits_per_currency=True, matching_engine=RateLimit(rate=5, burst=20),
+                       non_matching_engine=RateLimit(rate=20, burst=100))),
+        ({"matching_engine": 5, "matching_engine_burst": 20, "non_matching_engine": 20,
+          "non_matching_engine_burst": 100},
+         AccountLimits(matching_engine=RateLimit(rate=5, burst=20), non_matching_engine=RateLimit(rate=20, burst=100))),
+        ({}, AccountLimits()),
+    ],
+)
+def test_account_limits_in_every_shape_deribit_sent(limits: dict[str, Any], expected: AccountLimits) -> None:
+    summary, defects = decode_account_summary(json.dumps({**PORTFOLIO, "limits": limits}))
+    assert defects == () and summary.limits == expected
+    assert summary.equity == PORTFOLIO["equity"]
+
+
+@pytest.mark.parametrize(
+    ("limits", "field"),
+    [
+        ({"matching_engine": {"orders": {"per_second": 5}}}, "matching_engine"),
+        ({"matching_engine": {"rate": "fast", "burst": 1}}, "matching_engine"),
+        ({"non_matching_engine": [1, 2]}, "non_matching_engine"),
+        ({"limits_per_currency": "yes"}, "limits_per_currency"),
+        ([1, 2], "(the entry)"),
+    ],
+)
+def test_limits_of_an_unknown_shape_never_fail_the_summary(limits: Any, field: str) -> None:
+    summary, defects = decode_account_summary(json.dumps({**PORTFOLIO, "limits": limits}))
+    assert summary.limits is None and summary.balance == PORTFOLIO["balance"]
+    (defect,) = defects
+    assert defect.field == field and "limits" in defect.where
+
+
+def test_summary_without_limits_has_none() -> None:
+    summary, defects = decode_account_summary(json.dumps(PORTFOLIO))
+    assert summary.limits is None and defects == ()
+
+
+@pytest.mark.parametrize("prev", [None, 0, "absent"])
+def test_untyped_first_book_notification_is_a_snapshot(decoder: FrameDecoder, prev: Any) -> None:
+    data: dict[str, Any] = {"timestamp": 1, "instrument_name": "BTC-PERPETUAL", "change_id": 7,
+                            "bids": [["new", 100.0, 10.0]], "asks": []}
+    if prev != "absent":
+        data["prev_change_id"] = prev
+    decoded = decoder.decode(notification("book.BTC-PERPETUAL.raw", data))
+    assert isinstance(decoded, Notification) and isinstance(decoded.messages[0], BookSnapshot)
+    changed = decoder.decode(notification("book.BTC-PERPETUAL.raw", {**data, "prev_change_id": 6}))
+    assert isinstance(changed, Notification) and isinstance(changed.messages[0], BookChange)
+    assert changed.messages[0].prev_change_id == 6

@@ -605,6 +605,42 @@ def test_a_newer_reconcile_supersedes_one_under_way_and_its_late_answers_count_f
     assert state.round == rig.of(ReconcileStarted)[-1].round
 
 
+def test_a_reconcile_keeps_the_entries_it_can_read_and_logs_each_it_cannot(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    rig.sent.clear()
+    rig.take(rig.session.handle(ReconcilePortfolio(origin="portfolio", currencies=("BTC",)), 1.0))
+    parts = reconcile_parts(rig)
+    good = {"instrument_name": "BTC-PERPETUAL", "kind": "future", "direction": "buy", "size": 10.0, "leverage": 33.5}
+    odd = {**good, "instrument_name": "BTC-FS-29SEP23_PERP", "kind": "future_combo", "direction": "long"}
+    rig.answer(parts["private/get_positions"], [good, odd], 1.1)
+    rig.answer(parts["private/get_open_orders_by_currency"], [], 1.1)
+    rig.answer(parts["private/get_account_summary"], {**SUMMARY, "limits": {"matching_engine": "fast"}}, 1.1)
+    [state] = rig.of(ExchangeState)
+    assert [p.instrument_name for p in state.positions] == ["BTC-PERPETUAL"]
+    assert state.summary is not None and state.summary.limits is None and state.summary.equity == 1.0
+    skipped = [fields for level, event, fields in rig.log.lines if event == "entry_skipped"]
+    assert [(f["where"], f["name"], f["field"]) for f in skipped] == [
+        ("private/get_positions[1]", "BTC-FS-29SEP23_PERP", "direction"),
+        ("private/get_account_summary limits", "(the account)", "matching_engine")]
+    assert all(level == "warning" for level, event, _ in rig.log.lines if event == "entry_skipped")
+
+
+def test_a_reconcile_fails_when_a_position_in_a_listed_instrument_cannot_be_read(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    rig.sent.clear()
+    rig.take(rig.session.handle(ReconcilePortfolio(origin="portfolio", currencies=("BTC",)), 1.0))
+    parts = reconcile_parts(rig)
+    bad = {"instrument_name": "BTC-PERPETUAL", "kind": "future", "direction": "long", "size": 10.0}
+    rig.answer(parts["private/get_positions"], [bad], 1.1)
+    rig.answer(parts["private/get_open_orders_by_currency"], [], 1.1)
+    rig.answer(parts["private/get_account_summary"], SUMMARY, 1.1)
+    assert not rig.of(ExchangeState)  # read as flat it would be a wrong hedge
+    [failed] = rig.of(ReconcileFailed)
+    assert "1 position(s) could not be read (BTC-PERPETUAL: direction" in failed.message
+
+
 @pytest.mark.parametrize("fault", ["error", "timeout", "unreadable", "link lost", "unwritten"])
 def test_a_reconcile_that_cannot_finish_says_so(tmp_path: Path, fault: str) -> None:
     rig = Rig(tmp_path)

@@ -3,11 +3,14 @@ none open, some still open, unverifiable, no credentials, paper, replay, mainnet
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from deribit.codec import RpcResponse
 from deribit.shutdown_check import (
     CheckUnderWay,
     Findings,
@@ -151,3 +154,18 @@ def test_the_last_connection_says_why_it_was_made() -> None:
 def test_describe_order_without_a_price() -> None:
     assert describe_order(order("B-2", price=None, label="")) == "BTC-PERPETUAL buy 100 at market, no label, " \
                                                                   "order id B-2"
+
+
+def test_an_open_order_the_check_cannot_read_makes_it_unknown_not_clear() -> None:
+    readable = msgspec.json.encode(order("B-1")).decode()
+    unreadable = json.dumps({**json.loads(readable), "order_id": "B-2", "amount": "a lot"})
+    check = CheckUnderWay(via="the Connection", currencies=("BTC",), cancel_sent=True, cancelled=0)
+    answer = RpcResponse(id=1, result=msgspec.Raw(f"[{readable},{unreadable}]".encode()))
+    assert not check.take_open_orders("BTC", "private/get_open_orders_by_currency", answer)
+    findings = check.findings()
+    assert findings.checked == () and findings.failed is not None and "B-2" in findings.failed
+    assert "amount" in findings.failed and not settled(findings)
+    fine = CheckUnderWay(via="the Connection", currencies=("BTC",), cancel_sent=True, cancelled=0)
+    assert fine.take_open_orders("BTC", "private/get_open_orders_by_currency",
+                                 RpcResponse(id=2, result=msgspec.Raw(f"[{readable}]".encode())))
+    assert fine.findings().checked == (("BTC", (order("B-1"),)),)
