@@ -53,7 +53,7 @@ from deribit.codec import (
     unsubscribe_request,
 )
 from deribit.constants import GONE_STATES, LIVE_STATES, RATE_LIMIT_CODE
-from deribit.instruments import currency_of, decode_instrument_list, instrument_defect
+from deribit.instruments import decode_instrument_list, family_of, instrument_defect, select_for_family
 from deribit.shutdown_check import CheckUnderWay, Findings
 from deribit.subscriptions import SubscriptionTracker, currency_channels, market_channels
 from messages.account import (
@@ -646,8 +646,13 @@ class Session:
         return self._done()
 
     def instrument_state(self, event: InstrumentState, now: float) -> list[Effect]:
-        """A listing or an expiry the list does not know yet: load that currency's list again."""
-        currency = currency_of(event.instrument_name)
+        """A listing or an expiry the list does not know yet: load that family's list again. A
+        linear family's ``instrument.state`` channels carry every coin's USDC instruments: those of
+        families not configured are not ours. The name's first segment is all a notification
+        says; the list loaded again decides from the metadata."""
+        currency = event.instrument_name.partition("-")[0]
+        if currency not in self.currencies:
+            return self._done()
         known = event.instrument_name in self.instruments.listed.get(currency, {})
         if (event.state in LIVE_STATES and not known) or (event.state in GONE_STATES and known):
             self.log.info("instrument_state", instrument=event.instrument_name, state=event.state)
@@ -655,12 +660,13 @@ class Session:
         return self._done()
 
     def _load_instruments(self, currency: str, now: float) -> None:
+        """Ask for ``currency``'s list (a family: BTC's under BTC, SOL_USDC's under USDC)."""
         instruments = self.instruments
         instruments.needed.add(currency)
         if currency in instruments.in_flight:
             return
         instruments.in_flight.add(currency)
-        self._request(LoadInstruments, get_instruments_request(currency), now, currency)
+        self._request(LoadInstruments, get_instruments_request(family_of(currency).request_currency), now, currency)
 
     def _instruments_failed(self, currency: str, now: float) -> None:
         instruments = self.instruments
@@ -675,8 +681,24 @@ class Session:
             self.log.error("get_instruments_failed", currency=currency, code=answer.code, message=answer.message)
             self._instruments_failed(currency, now)
             return
+        family = family_of(currency)
         decoded, defects = decode_instrument_list(bytes(answer.result))
-        decoded = tuple(i for i in decoded if i.kind in ("option", "future"))
+        # Identity from metadata decides what the books take: the family's options, futures and
+        # perpetuals. The rest (combos, spot, the other margining, other coins of the USDC list,
+        # unknown kinds) is counted in one line; it never fails the load.
+        selection = select_for_family(decoded, family)
+        decoded = selection.kept
+        # An entry that does not decode is said per entry when its name is of this family (an
+        # instrument the books lose); the USDC list's other coins' only count in the summary.
+        foreign = tuple(d for d in defects if d.instrument_name.partition("-")[0] != currency)
+        defects = tuple(d for d in defects if d.instrument_name.partition("-")[0] == currency)
+        if selection.left_out or foreign:
+            self.log.info("instruments_left_out", currency=currency, listed_under=family.request_currency,
+                          kept=len(decoded), left_out=selection.left_out_count + len(foreign),
+                          by_reason={why.value: count for why, count, _ in selection.left_out}
+                          | ({"undecodable_other": len(foreign)} if foreign else {}),
+                          examples={why.value: example for why, _, example in selection.left_out}
+                          | ({"undecodable_other": foreign[0].instrument_name} if foreign else {}))
         # An unusable instrument is dropped here, before any book, the console or the hedger sees
         # it; the rest of the list stands.
         defects += tuple(d for d in map(instrument_defect, decoded) if d is not None)

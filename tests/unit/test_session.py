@@ -633,7 +633,10 @@ def test_a_listing_the_session_does_not_know_loads_the_list_again(tmp_path: Path
     loads = len(rig.requests("public/get_instruments"))
     rig.take(rig.session.handle(InstrumentState(instrument_name="BTC_USDC-1JAN00-70000-C", state="created",
                                                 timestamp=0), 1.0))
-    assert len(rig.requests("public/get_instruments")) == loads + 1  # BTC_USDC-... is a BTC instrument
+    assert len(rig.requests("public/get_instruments")) == loads  # the linear BTC_USDC family's: not configured
+    rig.take(rig.session.handle(InstrumentState(instrument_name="BTC-1JAN00-70000-C", state="created",
+                                                timestamp=0), 1.0))
+    assert len(rig.requests("public/get_instruments")) == loads + 1
     rig.take(rig.session.handle(InstrumentState(instrument_name="BTC-1JAN00-60000-C", state="open",
                                                 timestamp=0), 1.0))
     assert len(rig.requests("public/get_instruments")) == loads + 1  # known: nothing to do
