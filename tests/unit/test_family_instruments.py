@@ -1,19 +1,15 @@
-"""What a currency family loads, subscribes and books, decided by instrument metadata: the inverse
-family of a coin (BTC) and USDC-settled linear ones (SOL_USDC, BTC_USDC).
-
-The real entries are under tests/fixtures/public_instruments/ (see SOURCES.md there). No whole real
-linear option or spot entry was found in public sources: those are built here from the real linear
-perpetual's currency and margining fields and the real inverse option's option fields, and named so."""
+"""What a currency family takes, subscribes and books, decided by instrument metadata: the inverse
+family of a coin (BTC) and USDC-settled linear ones (SOL_USDC, BTC_USDC); a linear family's implied
+vols. The Session's loading of them is tested in test_session.py. Real entries:
+tests/support/public_instruments.py (tests/fixtures/public_instruments/SOURCES.md)."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
-from typing import Any
 
 import msgspec
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bench.snapshot import synthetic_chain_snapshot
 from deribit.instruments import (
@@ -29,68 +25,29 @@ from deribit.instruments import (
 from deribit.subscriptions import currency_channels
 from desk.book_family import BookFamily
 from desk.surface_snapshot import build_surface_snapshot
-from messages.market import IndexPrice, Instrument, InstrumentsLoaded, InstrumentState, Ticker
+from messages.market import IndexPrice, Ticker
 from messages.state import ChainSnapshot, OptionQuote
 from quant import black76_price
 from quant.surface import MS_PER_YEAR
-from tests.unit.test_session import Rig
+from tests.support.public_instruments import as_instrument, public_entries
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "public_instruments"
 AT = 1_782_000_000.0  # 2026-06-21, before the fixtures' 26JUN26 expiry
-
-
-def _result(name: str) -> Any:
-    return json.loads((FIXTURES / name).read_text())["result"]
-
-
-def _entries() -> dict[str, Any]:
-    """The real entries, and the linear option and spot entries built from them (see the module doc)."""
-    perpetual = _result("btc_usdc_perpetual.json")
-    inverse_option = _result("btc_option_26jun26_100000_c.json")
-    linear = {k: perpetual[k] for k in ("instrument_type", "settlement_currency", "counter_currency",
-                                        "quote_currency", "maker_commission", "taker_commission")}
-    option_fields = {k: v for k, v in inverse_option.items() if k not in linear and k != "price_index"}
-
-    def linear_option(coin: str, strike: float, strike_text: str, option_type: str) -> dict[str, Any]:
-        letter = "C" if option_type == "call" else "P"
-        return {**option_fields, **linear, "instrument_name": f"{coin}_USDC-26JUN26-{strike_text}-{letter}",
-                "base_currency": coin, "strike": strike, "option_type": option_type,
-                "price_index": f"{coin.lower()}_usdc", "tick_size": 0.01, "tick_size_steps": []}
-
-    sol_perpetual = {**perpetual, "instrument_name": "SOL_USDC-PERPETUAL", "base_currency": "SOL",
-                     "price_index": "sol_usdc", "contract_size": 0.1, "min_trade_amount": 0.1, "tick_size": 0.01}
-    # Spot as the documentation describes it: no settlement_period, no settlement_currency.
-    spot = {k: v for k, v in perpetual.items() if k not in ("settlement_period", "settlement_currency",
-                                                            "future_type", "max_leverage")}
-    spot |= {"kind": "spot", "instrument_name": "BTC_USDC", "contract_size": 0.0001, "min_trade_amount": 0.0001}
-    return {
-        "inverse_option": inverse_option, "btc_usdc_perpetual": perpetual, "sol_usdc_perpetual": sol_perpetual,
-        "sol_call": linear_option("SOL", 150.0, "150", "call"), "sol_put": linear_option("SOL", 140.0, "140", "put"),
-        "xrp_call": linear_option("XRP", 0.625, "0d625", "call"),
-        "btc_usdc_call": linear_option("BTC", 110_000.0, "110000", "call"),
-        "spot": spot, "option_combos": _result("btc_option_combos.json"),
-        "future_combos": _result("btc_future_combos.json"),
-    }
-
-
-def _instrument(entry: dict[str, Any]) -> Instrument:
-    return msgspec.convert(entry, Instrument)
 
 
 # -- identity and families --------------------------------------------------------------------------------
 def test_the_real_entries_identities_come_from_their_metadata() -> None:
-    e = _entries()
-    perpetual = identity_of(_instrument(e["btc_usdc_perpetual"]))
+    e = public_entries()
+    perpetual = identity_of(as_instrument(e["btc_usdc_perpetual"]))
     assert (perpetual.instrument_class, perpetual.margining, perpetual.base_currency, perpetual.settlement_currency,
             perpetual.contract_size) == (InstrumentClass.PERPETUAL, Margining.LINEAR, "BTC", "USDC", 0.001)
     assert family_name_of(perpetual) == "BTC_USDC"
-    option = identity_of(_instrument(e["inverse_option"]))
+    option = identity_of(as_instrument(e["inverse_option"]))
     assert (option.instrument_class, option.margining, family_name_of(option)) == (
         InstrumentClass.OPTION, Margining.INVERSE, "BTC")
     for combo in (*e["option_combos"], *e["future_combos"]):
-        assert identity_of(_instrument(combo)).instrument_class is InstrumentClass.COMBO
-    assert identity_of(_instrument(e["spot"])).instrument_class is InstrumentClass.SPOT
-    xrp = identity_of(_instrument(e["xrp_call"]))
+        assert identity_of(as_instrument(combo)).instrument_class is InstrumentClass.COMBO
+    assert identity_of(as_instrument(e["spot"])).instrument_class is InstrumentClass.SPOT
+    xrp = identity_of(as_instrument(e["xrp_call"]))
     assert (xrp.strike, family_name_of(xrp)) == (0.625, "XRP_USDC")
 
 
@@ -115,16 +72,33 @@ def test_anything_else_is_no_family_and_the_refusal_says_what_to_write(name: str
     assert repr(name) in str(refused.value)
 
 
+@given(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.abc ", max_size=12))
+def test_a_family_name_is_a_known_coin_or_coin_usdc_and_reads_back_as_itself(name: str) -> None:
+    base, _, quote = name.partition("_")
+    wellformed = base[:1].isalpha() and base.isalnum() and base.isupper() and quote in ("", "USDC") and (
+        quote == "" or name.endswith("_USDC"))
+    expected = wellformed and (quote == "USDC" or base in ("BTC", "ETH"))
+    try:
+        family = family_of(name)
+    except ValueError as exc:
+        assert not expected, name
+        assert "USDC" in str(exc)  # it says what to write
+    else:
+        assert expected, name
+        assert family.name == name and family.base_currency == base
+        assert family.is_linear == (quote == "USDC")
+
+
 def test_a_family_keeps_its_own_options_futures_and_perpetuals_and_counts_the_rest() -> None:
-    e = _entries()
-    btc_list = [_instrument(x) for x in (e["inverse_option"], e["btc_usdc_perpetual"], e["spot"],
+    e = public_entries()
+    btc_list = [as_instrument(x) for x in (e["inverse_option"], e["btc_usdc_perpetual"], e["spot"],
                                          *e["option_combos"], *e["future_combos"])]
     btc = select_for_family(btc_list, family_of("BTC"))
     assert [i.instrument_name for i in btc.kept] == ["BTC-26JUN26-100000-C"]
     assert {why: (count, example) for why, count, example in btc.left_out} == {
         LeftOut.LINEAR: (1, "BTC_USDC-PERPETUAL"), LeftOut.SPOT: (1, "BTC_USDC"),
         LeftOut.COMBO: (12, "BTC-STRG-19MAY26-74000_79000")}
-    usdc_list = [_instrument(e[k]) for k in ("btc_usdc_perpetual", "sol_usdc_perpetual", "sol_call", "sol_put",
+    usdc_list = [as_instrument(e[k]) for k in ("btc_usdc_perpetual", "sol_usdc_perpetual", "sol_call", "sol_put",
                                              "xrp_call", "btc_usdc_call", "inverse_option")]
     sol = select_for_family(usdc_list, family_of("SOL_USDC"))
     assert [i.instrument_name for i in sol.kept] == ["SOL_USDC-PERPETUAL", "SOL_USDC-26JUN26-150-C",
@@ -136,77 +110,9 @@ def test_a_family_keeps_its_own_options_futures_and_perpetuals_and_counts_the_re
 
 def test_an_entry_whose_name_and_metadata_disagree_is_kept_out() -> None:
     # Linear metadata under an inverse-shaped name would be booked with the inverse BTC books.
-    odd = _instrument({**_entries()["btc_usdc_call"], "instrument_name": "BTC-26JUN26-110000-C"})
+    odd = as_instrument({**public_entries()["btc_usdc_call"], "instrument_name": "BTC-26JUN26-110000-C"})
     [(why, count, example)] = select_for_family([odd], family_of("BTC_USDC")).left_out
     assert (why, count, example) == (LeftOut.NAME_DISAGREES, 1, "BTC-26JUN26-110000-C")
-
-
-# -- the session: loading and subscribing -----------------------------------------------------------------
-def _rig(tmp_path: Path, *currencies: str) -> Rig:
-    rig = Rig(tmp_path, {"deribit.client_id": "", "deribit.client_secret": ""}, currencies=list(currencies))
-    rig.take(rig.session.link_up(0.0))
-    return rig
-
-
-def _load(rig: Rig, listed_under: str) -> dict[str, Any]:
-    [request] = [r for r in rig.requests("public/get_instruments") if r["params"]["currency"] == listed_under]
-    return request
-
-
-def test_a_linear_family_is_loaded_from_the_usdc_list_and_keeps_only_its_coin(tmp_path: Path) -> None:
-    e = _entries()
-    rig = _rig(tmp_path, "BTC", "SOL_USDC")
-    assert sorted(r["params"]["currency"] for r in rig.requests("public/get_instruments")) == ["BTC", "USDC"]
-    usdc = [e[k] for k in ("btc_usdc_perpetual", "sol_usdc_perpetual", "sol_call", "sol_put", "xrp_call",
-                           "btc_usdc_call")]
-    rig.answer(_load(rig, "USDC"), usdc, 0.1)
-    [loaded] = rig.of(InstrumentsLoaded)
-    assert loaded.currency == "SOL_USDC"
-    assert [i.instrument_name for i in loaded.instruments] == ["SOL_USDC-PERPETUAL", "SOL_USDC-26JUN26-150-C",
-                                                               "SOL_USDC-26JUN26-140-P"]
-    [line] = rig.log.events("instruments_left_out")
-    assert line["currency"] == "SOL_USDC" and line["listed_under"] == "USDC" and line["kept"] == 3
-    assert line["by_reason"] == {"other_coin": 3} and line["examples"] == {"other_coin": "BTC_USDC-PERPETUAL"}
-    wanted = rig.session.subs.wanted
-    assert {"deribit_price_index.sol_usdc", "instrument.state.option.USDC", "instrument.state.future.USDC",
-            "book.SOL_USDC-26JUN26-150-C.100ms", "quote.SOL_USDC-PERPETUAL"} <= wanted
-    assert not {c for c in wanted if "XRP" in c or "BTC_USDC" in c}
-
-
-def test_combos_spot_and_linear_entries_in_an_inverse_list_are_one_line_and_never_fail_the_load(
-        tmp_path: Path) -> None:
-    e = _entries()
-    rig = _rig(tmp_path, "BTC")
-    listed = [e["inverse_option"], e["btc_usdc_perpetual"], e["spot"], *e["option_combos"], *e["future_combos"]]
-    rig.answer(_load(rig, "BTC"), listed, 0.1)
-    [loaded] = rig.of(InstrumentsLoaded)
-    assert [i.instrument_name for i in loaded.instruments] == ["BTC-26JUN26-100000-C"]
-    [line] = rig.log.events("instruments_left_out")
-    assert line["left_out"] == 14 and line["by_reason"] == {"linear": 1, "spot": 1, "combo": 12}
-    assert not rig.log.events("instrument_refused") and not rig.log.events("instruments_retry")
-    assert "BTC" not in rig.session.instruments.needed  # loaded: no retry
-    # A list of only such entries is still a load (no books), not a failure.
-    rig.take(rig.session.handle(_refresh(), 1.0))
-    rig.answer(rig.last("public/get_instruments"), e["option_combos"], 1.0)
-    assert rig.of(InstrumentsLoaded)[-1].instruments == () and len(rig.log.events("instruments_left_out")) == 2
-
-
-def _refresh() -> Any:
-    from messages.commands import RefreshInstruments
-    return RefreshInstruments(origin="test", reason="again")
-
-
-def test_instrument_states_of_families_not_configured_are_not_ours(tmp_path: Path) -> None:
-    rig = _rig(tmp_path, "BTC", "SOL_USDC")
-    rig.answer(_load(rig, "USDC"), [_entries()["sol_call"]], 0.1)
-    loads = len(rig.requests("public/get_instruments"))
-    for name in ("XRP_USDC-26JUN26-0d7-C", "BTC_USDC-26JUN26-120000-C", "BTC-STRG-19MAY26-74000_79000x"):
-        rig.take(rig.session.handle(InstrumentState(instrument_name=name, state="created", timestamp=0), 1.0))
-    assert len(rig.requests("public/get_instruments")) == loads  # another family's, or not a family at all
-    assert not rig.log.events("refresh_unknown_currency")
-    rig.take(rig.session.handle(InstrumentState(instrument_name="SOL_USDC-26JUN26-160-C", state="created",
-                                                timestamp=0), 1.0))
-    assert rig.last("public/get_instruments")["params"]["currency"] == "USDC"
 
 
 def test_a_linear_familys_channels_are_its_index_and_the_usdc_listings() -> None:
@@ -218,9 +124,9 @@ def test_a_linear_familys_channels_are_its_index_and_the_usdc_listings() -> None
 
 
 # -- books ------------------------------------------------------------------------------------------------
-def test_linear_books_are_a_family_of_their_own(tmp_path: Path) -> None:
-    e = _entries()
-    listed = tuple(_instrument(e[k]) for k in ("sol_usdc_perpetual", "sol_call", "sol_put", "btc_usdc_call",
+def test_linear_books_are_a_family_of_their_own() -> None:
+    e = public_entries()
+    listed = tuple(as_instrument(e[k]) for k in ("sol_usdc_perpetual", "sol_call", "sol_put", "btc_usdc_call",
                                                "inverse_option"))
     sol = BookFamily("SOL_USDC", "option")
     sol.listed(listed, AT)

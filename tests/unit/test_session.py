@@ -50,6 +50,7 @@ from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusR
 from runtime.actor import ActorContext
 from runtime.clock import WallClock
 from tests.support.connection_harness import connection_settings
+from tests.support.public_instruments import public_entries
 from tests.support.scripted_server import tiny_instruments
 
 EPOCH_MS = 1_700_000_000_000
@@ -316,6 +317,69 @@ def test_an_unusable_instrument_is_dropped_from_the_list_with_a_warning_and_the_
     assert rig.log.events("instrument_refused")[-1] == {"currency": "BTC", "instrument": "BTC-PERPETUAL",
                                                         "field": "tick_size", "value": "-0.5",
                                                         "problem": "must be a positive finite number"}
+
+
+# -- families: what a currency setting loads (tests/support/public_instruments.py: real entries) ------
+def _rig(tmp_path: Path, *currencies: str) -> Rig:
+    rig = Rig(tmp_path, {"deribit.client_id": "", "deribit.client_secret": ""}, currencies=list(currencies))
+    rig.take(rig.session.link_up(0.0))
+    return rig
+
+
+def _load(rig: Rig, listed_under: str) -> dict[str, Any]:
+    [request] = [r for r in rig.requests("public/get_instruments") if r["params"]["currency"] == listed_under]
+    return request
+
+
+def test_a_linear_family_is_loaded_from_the_usdc_list_and_keeps_only_its_coin(tmp_path: Path) -> None:
+    e = public_entries()
+    rig = _rig(tmp_path, "BTC", "SOL_USDC")
+    assert sorted(r["params"]["currency"] for r in rig.requests("public/get_instruments")) == ["BTC", "USDC"]
+    usdc = [e[k] for k in ("btc_usdc_perpetual", "sol_usdc_perpetual", "sol_call", "sol_put", "xrp_call",
+                           "btc_usdc_call")]
+    rig.answer(_load(rig, "USDC"), usdc, 0.1)
+    [loaded] = rig.of(InstrumentsLoaded)
+    assert loaded.currency == "SOL_USDC"
+    assert [i.instrument_name for i in loaded.instruments] == ["SOL_USDC-PERPETUAL", "SOL_USDC-26JUN26-150-C",
+                                                               "SOL_USDC-26JUN26-140-P"]
+    [line] = rig.log.events("instruments_left_out")
+    assert line["currency"] == "SOL_USDC" and line["listed_under"] == "USDC" and line["kept"] == 3
+    assert line["by_reason"] == {"other_coin": 3} and line["examples"] == {"other_coin": "BTC_USDC-PERPETUAL"}
+    wanted = rig.session.subs.wanted
+    assert {"deribit_price_index.sol_usdc", "instrument.state.option.USDC", "instrument.state.future.USDC",
+            "book.SOL_USDC-26JUN26-150-C.100ms", "quote.SOL_USDC-PERPETUAL"} <= wanted
+    assert not {c for c in wanted if "XRP" in c or "BTC_USDC" in c}
+
+
+def test_combos_spot_and_linear_entries_in_an_inverse_list_are_one_line_and_never_fail_the_load(
+        tmp_path: Path) -> None:
+    e = public_entries()
+    rig = _rig(tmp_path, "BTC")
+    listed = [e["inverse_option"], e["btc_usdc_perpetual"], e["spot"], *e["option_combos"], *e["future_combos"]]
+    rig.answer(_load(rig, "BTC"), listed, 0.1)
+    [loaded] = rig.of(InstrumentsLoaded)
+    assert [i.instrument_name for i in loaded.instruments] == ["BTC-26JUN26-100000-C"]
+    [line] = rig.log.events("instruments_left_out")
+    assert line["left_out"] == 14 and line["by_reason"] == {"linear": 1, "spot": 1, "combo": 12}
+    assert not rig.log.events("instrument_refused") and not rig.log.events("instruments_retry")
+    assert "BTC" not in rig.session.instruments.needed  # loaded: no retry
+    # A list of only such entries is still a load (no books), not a failure.
+    rig.take(rig.session.handle(RefreshInstruments(origin="test", reason="again"), 1.0))
+    rig.answer(rig.last("public/get_instruments"), e["option_combos"], 1.0)
+    assert rig.of(InstrumentsLoaded)[-1].instruments == () and len(rig.log.events("instruments_left_out")) == 2
+
+
+def test_instrument_states_of_families_not_configured_are_not_ours(tmp_path: Path) -> None:
+    rig = _rig(tmp_path, "BTC", "SOL_USDC")
+    rig.answer(_load(rig, "USDC"), [public_entries()["sol_call"]], 0.1)
+    loads = len(rig.requests("public/get_instruments"))
+    for name in ("XRP_USDC-26JUN26-0d7-C", "BTC_USDC-26JUN26-120000-C", "BTC-STRG-19MAY26-74000_79000x"):
+        rig.take(rig.session.handle(InstrumentState(instrument_name=name, state="created", timestamp=0), 1.0))
+    assert len(rig.requests("public/get_instruments")) == loads  # another family's, or not a family at all
+    assert not rig.log.events("refresh_unknown_currency")
+    rig.take(rig.session.handle(InstrumentState(instrument_name="SOL_USDC-26JUN26-160-C", state="created",
+                                                timestamp=0), 1.0))
+    assert rig.last("public/get_instruments")["params"]["currency"] == "USDC"
 
 
 # -- orders -----------------------------------------------------------------------------------------------
