@@ -28,7 +28,7 @@ import numpy as np
 import structlog
 from numpy.typing import NDArray
 
-from deribit.instruments import LINEAR_SETTLEMENT
+from deribit.instruments import LINEAR_SETTLEMENT, family_of
 from messages.state import ChainSnapshot, OptionQuote
 from messages.surface import QuoteIV, SmileFit, SurfacePoint, SurfaceSnapshot, TenorFigures
 from quant import ChainInputs, SurfaceGrid, SurfaceResult, build_surface, implied_vol_with_reasons
@@ -63,9 +63,20 @@ def _solve(prices: FloatArray, forward: FloatArray, strike: FloatArray, years: F
     return np.asarray(vols, dtype=np.float64)
 
 
+def price_currency_of(chain: ChainSnapshot) -> str:
+    """What the chain's option prices are in, always named: the chain's ``price_currency``, else
+    (a producer that predates it) its family's (the coin, or USDC for a linear family)."""
+    if chain.price_currency:
+        return chain.price_currency
+    try:
+        return family_of(chain.currency).option_price_currency
+    except ValueError:  # not a family name (a test's or a tool's chain): its prices are in its coin
+        return chain.currency
+
+
 def quoted_in_usdc(chain: ChainSnapshot) -> bool:
     """Whether the chain's option prices are in USDC (a linear family), not in the coin."""
-    return chain.price_currency == LINEAR_SETTLEMENT
+    return price_currency_of(chain) == LINEAR_SETTLEMENT
 
 
 def build_surface_snapshot(
@@ -132,13 +143,8 @@ def build_surface_snapshot(
         return SurfaceSnapshot(currency=chain.currency, at=chain.at, method=method, index_price=chain.index_price,
                                quotes=quotes, points=(), fits=(), tenors=(), variance_index=None, atm_iv_30d=None,
                                n_unquoted=n_unquoted, n_stale=int(stale.sum()), surface_ok=False, notes=notes,
-                               price_currency=_price_currency(chain))
+                               price_currency=price_currency_of(chain))
     return _with_surface(chain, result, quotes, n_unquoted, int(stale.sum()))
-
-
-def _price_currency(chain: ChainSnapshot) -> str:
-    """The unit of the quotes' prices, always named: the chain's, else (older producers) its coin."""
-    return chain.price_currency or chain.currency
 
 
 def _quote_rows(options: list[OptionQuote], bid_iv: FloatArray, ask_iv: FloatArray, mid_iv: FloatArray,
@@ -187,5 +193,5 @@ def _with_surface(chain: ChainSnapshot, result: SurfaceResult, quotes: tuple[Quo
         currency=chain.currency, at=chain.at, method=result.method, index_price=chain.index_price, quotes=quotes,
         points=points, fits=fits, tenors=tenors, variance_index=_opt(result.variance_index.value),
         atm_iv_30d=figures.atm_iv, rr25_30d=figures.rr25, bf25_30d=figures.bf25, n_unquoted=n_unquoted,
-        n_stale=n_stale, surface_ok=True, notes=result.notes, price_currency=_price_currency(chain),
+        n_stale=n_stale, surface_ok=True, notes=result.notes, price_currency=price_currency_of(chain),
     )

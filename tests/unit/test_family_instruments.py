@@ -180,6 +180,9 @@ def test_a_linear_options_usdc_price_gives_back_the_vol_it_was_priced_at(strike:
     # The same number read as a coin price (the inverse maths) is no vol at all, or a wrong one.
     as_coin = build_surface_snapshot(msgspec.structs.replace(chain, price_currency="SOL")).quotes[0].bid_iv
     assert as_coin is None or abs(as_coin - vol * 100.0) > 10.0
+    # A chain that does not say its unit is read in its family's: SOL_USDC's are USDC.
+    unsaid = build_surface_snapshot(msgspec.structs.replace(chain, price_currency=""))
+    assert unsaid.price_currency == "USDC" and unsaid.quotes[0].bid_iv == row.bid_iv
 
 
 def test_a_linear_chain_gets_the_same_vols_and_surface_as_the_same_chain_in_coin() -> None:
