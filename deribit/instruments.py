@@ -4,6 +4,10 @@ Names: options ``BTC-24SEP21-8000-P``, futures ``BTC-24SEP21``, perpetuals ``BTC
 linear (USDC-settled) instruments put the pair first: ``BTC_USDC-PERPETUAL``,
 ``XRP_USDC-30AUG24-0d625-C`` (a fractional strike writes ``d`` for the decimal point). Dates
 are ``{day}{MON}{yy}`` with no leading zero on the day; every expiry is at 08:00 UTC.
+
+Metadata: :func:`identity_of` (what an instrument is, inverse or linear); :class:`Family` (what one
+currency setting loads: ``BTC`` inverse, ``SOL_USDC`` linear) and :func:`select_for_family` (which
+entries of a list its books take, and why the others are kept out).
 """
 
 from __future__ import annotations
