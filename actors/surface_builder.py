@@ -36,6 +36,7 @@ class SurfaceBuilder(Actor):
         snapshot = build_surface_snapshot(chain, grid=self.grid, method=self.method)
         self.publish(snapshot)
         self.log.info("surface_built", currency=chain.currency, minute=chain.at, quotes=len(snapshot.quotes),
+                      price_currency=snapshot.price_currency,
                       unquoted=snapshot.n_unquoted, stale=snapshot.n_stale, expiries=len(snapshot.fits),
                       surface_ok=snapshot.surface_ok, variance_index=snapshot.variance_index,
                       atm_iv_30d=snapshot.atm_iv_30d, build_ms=round((time.perf_counter() - started) * 1e3, 1),

@@ -21,6 +21,7 @@ import msgspec
 import tomli_w
 from msgspec import Meta
 
+from deribit.instruments import FAMILY_FORMS, family_of
 from runtime.secrets import mask_url, mask_value, url_password
 
 DEFAULTS_PATH = Path(__file__).with_name("default.toml")
@@ -31,7 +32,9 @@ NonNegative = Annotated[float, Meta(ge=0)]
 Count = Annotated[int, Meta(ge=1)]
 NonNegativeInt = Annotated[int, Meta(ge=0)]
 Port = Annotated[int, Meta(ge=0, le=65535, description="0 (a free loopback port) to 65535")]
-Currency = Literal["BTC", "ETH"]
+#: A currency family: ``BTC``/``ETH`` (inverse, coin-settled) or ``COIN_USDC`` (linear, USDC-settled).
+#: Checked by :func:`_family_refusal` (deribit.instruments.family_of says what a family is).
+Currency = Annotated[str, Meta(description=FAMILY_FORMS)]
 TimeOfDay = Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="a UTC time of day as HH:MM")]
 HedgeInstrument = Annotated[str, Meta(pattern=r"^[^_-]+-[^-]+$",
                                       description="a future or perpetual name such as BTC-PERPETUAL or BTC-24SEP21")]
@@ -52,6 +55,19 @@ def _refuse(keys: str, text: str) -> ValueError:
     """A ``__post_init__`` error about ``keys`` (comma-separated, of the struct): the loader names
     the first key in the message and the layer that last set any of them as the source."""
     return ValueError(f"{keys}: {text}")
+
+
+def _family_refusal(currencies: tuple[str, ...]) -> str | None:
+    """What is wrong with a list of currency families (an unknown one, one named twice), or None."""
+    for name in currencies:
+        try:
+            family_of(name)
+        except ValueError as exc:
+            return str(exc)
+    twice = sorted({name for name in currencies if currencies.count(name) > 1})
+    if twice:
+        return f"{', '.join(twice)} named twice; name each family once"
+    return None
 
 
 class Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -196,6 +212,14 @@ class HedgerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     confirm_within_s: Annotated[float, Meta(gt=0, le=600, description="seconds, at most 600")]
 
     def __post_init__(self) -> None:
+        refusal = _family_refusal(self.currencies)
+        if refusal is not None:
+            raise _refuse("currencies", refusal)
+        for name in self.currencies:
+            if family_of(name).is_linear:
+                # The hedge maths (option deltas against an inverse future sized in USD) is inverse
+                # only: a linear family is refused here rather than hedged wrongly.
+                raise _refuse("currencies", f"hedging {name} is not supported yet: remove it from [hedger] currencies")
         seen: set[str] = set()
         for name in self.instruments:
             currency = name.partition("-")[0]
@@ -252,6 +276,11 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     portfolio: PortfolioSettings
     hedger: HedgerSettings
     console: ConsoleSettings
+
+    def __post_init__(self) -> None:
+        refusal = _family_refusal(self.currencies)
+        if refusal is not None:
+            raise _refuse("currencies", refusal)
 
     @property
     def database_url(self) -> str:

@@ -4,6 +4,10 @@ Names: options ``BTC-24SEP21-8000-P``, futures ``BTC-24SEP21``, perpetuals ``BTC
 linear (USDC-settled) instruments put the pair first: ``BTC_USDC-PERPETUAL``,
 ``XRP_USDC-30AUG24-0d625-C`` (a fractional strike writes ``d`` for the decimal point). Dates
 are ``{day}{MON}{yy}`` with no leading zero on the day; every expiry is at 08:00 UTC.
+
+Metadata: :func:`identity_of` (what an instrument is, inverse or linear); :class:`Family` (what one
+currency setting loads: ``BTC`` inverse, ``SOL_USDC`` linear) and :func:`select_for_family` (which
+entries of a list its books take, and why the others are kept out).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import datetime as dt
 import enum
 import math
 import re
+from collections.abc import Iterable
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
@@ -21,7 +26,13 @@ from deribit.codec import decode_entries
 from messages.market import Instrument, InstrumentsLoaded, TickSizeStep
 
 __all__ = [
+    "BOOKED_CLASSES",
     "EXPIRY_HOUR_UTC",
+    "FAMILY_FORMS",
+    "INVERSE_COINS",
+    "LINEAR_SETTLEMENT",
+    "Family",
+    "FamilySelection",
     "Instrument",
     "InstrumentClass",
     "InstrumentDefect",
@@ -29,12 +40,15 @@ __all__ = [
     "InstrumentName",
     "InstrumentNameError",
     "InstrumentsLoaded",
+    "LeftOut",
     "Margining",
     "TickSizeStep",
     "amount_step",
     "decode_instrument_list",
     "decode_instruments",
     "expiry_ms",
+    "family_name_of",
+    "family_of",
     "format_expiry",
     "format_future_name",
     "format_option_name",
@@ -42,10 +56,12 @@ __all__ = [
     "format_strike",
     "identity_of",
     "instrument_defect",
+    "left_out_of",
     "parse_expiry",
     "parse_instrument_name",
     "round_to_contract",
     "round_to_tick",
+    "select_for_family",
     "tick_size_at",
 ]
 
@@ -339,6 +355,150 @@ def identity_of(instrument: Instrument) -> InstrumentIdentity:
         strike=instrument.strike,
         option_type=instrument.option_type,
     )
+
+
+# --- families: what one currency setting loads -----------------------------------------------
+
+#: The currency Deribit settles every linear instrument in, and lists them under in
+#: ``public/get_instruments`` (``currency="USDC"``: every coin's linear options, futures and perpetuals).
+LINEAR_SETTLEMENT = "USDC"
+_FAMILY_NAME = re.compile(rf"(?P<base>[A-Z][A-Z0-9]*)(?:_(?P<quote>{LINEAR_SETTLEMENT}))?")
+FAMILY_FORMS = (f"a coin for its inverse family (BTC or ETH: coin-settled) or COIN_{LINEAR_SETTLEMENT} for a "
+                f"{LINEAR_SETTLEMENT}-settled linear family (SOL_{LINEAR_SETTLEMENT}, BTC_{LINEAR_SETTLEMENT}, ...)")
+#: The coins with inverse (coin-settled) options and futures on Deribit.
+INVERSE_COINS = ("BTC", "ETH")
+#: What a family books: options, futures and perpetuals (combos, spot and unknown kinds never).
+BOOKED_CLASSES = frozenset({InstrumentClass.OPTION, InstrumentClass.FUTURE, InstrumentClass.PERPETUAL})
+
+
+class Family(msgspec.Struct, frozen=True, kw_only=True):
+    """One currency setting: the inverse family of a coin (``BTC``: its coin-settled options,
+    futures and perpetuals) or a linear one (``SOL_USDC``: the USDC-settled options, futures and
+    perpetuals of SOL). ``name`` is also the first segment of its instruments' names, which the
+    bus keys book families by (:func:`instrument_family`)."""
+
+    name: str
+    base_currency: str
+    margining: Margining
+
+    @property
+    def is_linear(self) -> bool:
+        return self.margining is Margining.LINEAR
+
+    @property
+    def settlement_currency(self) -> str:
+        return LINEAR_SETTLEMENT if self.is_linear else self.base_currency
+
+    @property
+    def request_currency(self) -> str:
+        """The ``currency`` of its ``public/get_instruments``, ``instrument.state`` channels and
+        account requests: the coin, or USDC for a linear family (which lists every coin's)."""
+        return self.settlement_currency
+
+    @property
+    def index_name(self) -> str:
+        """Its price index: ``btc_usd`` for BTC, ``sol_usdc`` for SOL_USDC."""
+        quote = LINEAR_SETTLEMENT if self.is_linear else "USD"
+        return f"{self.base_currency}_{quote}".lower()
+
+    @property
+    def option_price_currency(self) -> str:
+        """What its option prices are in: the coin (inverse) or USDC (linear)."""
+        return LINEAR_SETTLEMENT if self.is_linear else self.base_currency
+
+
+def family_of(name: str) -> Family:
+    """The family a currency setting names (``BTC``, ``SOL_USDC``). Raises ``ValueError`` saying
+    what to write for anything else."""
+    match = _FAMILY_NAME.fullmatch(name) if isinstance(name, str) else None
+    if match is None:
+        raise ValueError(f"{name!r} is not a currency family: write {FAMILY_FORMS}")
+    base, quote = match["base"], match["quote"]
+    if quote is None and base not in INVERSE_COINS:
+        raise ValueError(f"{name!r} has no inverse (coin-settled) family on Deribit: write one of "
+                         f"{', '.join(INVERSE_COINS)}, or {base}_{LINEAR_SETTLEMENT} for its "
+                         f"{LINEAR_SETTLEMENT}-settled linear family")
+    return Family(name=name, base_currency=base, margining=Margining.LINEAR if quote else Margining.INVERSE)
+
+
+def family_name_of(identity: InstrumentIdentity) -> str:
+    """The family an instrument belongs to, from its metadata: its coin (inverse) or
+    ``COIN_SETTLEMENT`` (linear, e.g. ``SOL_USDC``)."""
+    if identity.is_linear:
+        return f"{identity.base_currency}_{identity.settlement_currency}"
+    return identity.base_currency
+
+
+class LeftOut(enum.StrEnum):
+    """Why an entry of an instrument list is kept out of a family's books."""
+
+    COMBO = "combo"
+    SPOT = "spot"
+    UNKNOWN_KIND = "unknown_kind"
+    LINEAR = "linear"  # a linear instrument in an inverse family's list
+    INVERSE = "inverse"  # an inverse one in a linear family's list
+    OTHER_COIN = "other_coin"  # another coin's (the USDC list holds every coin's)
+    NAME_DISAGREES = "name_disagrees"  # its name's family is not its metadata's: books would mix
+
+
+_LEFT_OUT_OF_CLASS = {InstrumentClass.COMBO: LeftOut.COMBO, InstrumentClass.SPOT: LeftOut.SPOT,
+                      InstrumentClass.OTHER: LeftOut.UNKNOWN_KIND}
+
+
+def request_currency_of(currency: str) -> str:
+    """The ``currency`` Deribit's account requests and listings take for a currency setting: the
+    coin itself, or USDC for a linear family (``SOL_USDC``); a name that is no family, as given."""
+    try:
+        return family_of(currency).request_currency
+    except ValueError:
+        return currency
+
+
+def in_family(currency: str, instrument_name: str) -> bool:
+    """Whether an instrument of an account answer (asked with :func:`request_currency_of`) belongs
+    to the currency setting ``currency``: its name's first segment is the family's name."""
+    return instrument_name.partition("-")[0] == currency
+
+
+class FamilySelection(msgspec.Struct, frozen=True, kw_only=True):
+    """An instrument list sorted for one family: what its books take, and how many were kept out
+    for each reason with the first such name as an example (one log line says it all)."""
+
+    kept: tuple[Instrument, ...]
+    left_out: tuple[tuple[LeftOut, int, str], ...] = ()
+
+    @property
+    def left_out_count(self) -> int:
+        return sum(count for _, count, _ in self.left_out)
+
+
+def left_out_of(instrument: Instrument, family: Family) -> LeftOut | None:
+    """Why ``instrument`` is not one of ``family``'s, from its metadata; None if it is."""
+    identity = identity_of(instrument)
+    if identity.instrument_class not in BOOKED_CLASSES:
+        return _LEFT_OUT_OF_CLASS[identity.instrument_class]
+    if identity.margining is not family.margining:
+        return LeftOut.LINEAR if identity.is_linear else LeftOut.INVERSE
+    if identity.base_currency != family.base_currency or identity.settlement_currency != family.settlement_currency:
+        return LeftOut.OTHER_COIN
+    if instrument.instrument_name.partition("-")[0] != family.name:
+        return LeftOut.NAME_DISAGREES
+    return None
+
+
+def select_for_family(instruments: Iterable[Instrument], family: Family) -> FamilySelection:
+    """The entries ``family`` books (see :func:`left_out_of`) and a summary of the rest."""
+    kept: list[Instrument] = []
+    counts: dict[LeftOut, int] = {}
+    examples: dict[LeftOut, str] = {}
+    for instrument in instruments:
+        why = left_out_of(instrument, family)
+        if why is None:
+            kept.append(instrument)
+        else:
+            counts[why] = counts.get(why, 0) + 1
+            examples.setdefault(why, instrument.instrument_name)
+    return FamilySelection(kept=tuple(kept), left_out=tuple((why, counts[why], examples[why]) for why in counts))
 
 
 

@@ -31,6 +31,7 @@ from deribit.codec import (
     cancel_all_request,
     get_open_orders_request,
 )
+from deribit.instruments import request_currency_of
 from deribit.shutdown_check import CheckUnderWay, Findings
 from deribit.transport import LinkClosed, WebsocketTransport
 from messages.commands import CancelAll
@@ -108,7 +109,7 @@ class LastLink:
             self._check.take_cancel(answer)
         log.warning("last_link_cancel_all", cancelled=self._check.cancelled, error=self._check.cancel_error)
         for currency in self.currencies:
-            request = get_open_orders_request(currency)
+            request = get_open_orders_request(request_currency_of(currency))
             answer = talk.ask(request)
             with self._lock:
                 took = self._check.take_open_orders(currency, request[0], answer)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import msgspec
 
+from deribit.instruments import family_of
 from messages.market import Instrument, PlatformState
 
-#: The price index of each inverse currency (Deribit's names, lower case).
-INDEX_NAMES: dict[str, str] = {"BTC": "btc_usd", "ETH": "eth_usd"}
 #: ``public/status``'s word for "every index is locked".
 ALL_LOCKED = "true"
 
@@ -24,11 +23,10 @@ def index_of(currency: str, instrument: Instrument | None = None) -> str:
     ``sol_usdc``)."""
     if instrument is not None and instrument.price_index:
         return instrument.price_index
-    known = INDEX_NAMES.get(currency)
-    if known is not None:
-        return known
-    base, _, counter = currency.partition("_")
-    return f"{base.lower()}_{(counter or 'usd').lower()}"
+    try:
+        return family_of(currency).index_name
+    except ValueError:
+        return f"{currency.lower()}_usd"
 
 
 class PlatformStatus(msgspec.Struct, frozen=True, kw_only=True):

@@ -57,7 +57,15 @@ from deribit.codec import (
     unsubscribe_request,
 )
 from deribit.constants import GONE_STATES, LIVE_STATES, RATE_LIMIT_CODE
-from deribit.instruments import currency_of, decode_instrument_list, instrument_defect
+from deribit.instruments import (
+    currency_of,
+    decode_instrument_list,
+    family_of,
+    in_family,
+    instrument_defect,
+    request_currency_of,
+    select_for_family,
+)
 from deribit.platform import PlatformLocks, decode_platform_status, index_of, status_request
 from deribit.shutdown_check import CheckUnderWay, Findings
 from deribit.subscriptions import SubscriptionTracker, currency_channels, market_channels
@@ -683,8 +691,13 @@ class Session:
         return self._done()
 
     def instrument_state(self, event: InstrumentState, now: float) -> list[Effect]:
-        """A listing or an expiry the list does not know yet: load that currency's list again."""
-        currency = currency_of(event.instrument_name)
+        """A listing or an expiry the list does not know yet: load that family's list again. A
+        linear family's ``instrument.state`` channels carry every coin's USDC instruments: those of
+        families not configured are not ours. The name's first segment is all a notification
+        says; the list loaded again decides from the metadata."""
+        currency = event.instrument_name.partition("-")[0]
+        if currency not in self.currencies:
+            return self._done()
         known = event.instrument_name in self.instruments.listed.get(currency, {})
         if (event.state in LIVE_STATES and not known) or (event.state in GONE_STATES and known):
             self.log.info("instrument_state", instrument=event.instrument_name, state=event.state)
@@ -692,12 +705,13 @@ class Session:
         return self._done()
 
     def _load_instruments(self, currency: str, now: float) -> None:
+        """Ask for ``currency``'s list (a family: BTC's under BTC, SOL_USDC's under USDC)."""
         instruments = self.instruments
         instruments.needed.add(currency)
         if currency in instruments.in_flight:
             return
         instruments.in_flight.add(currency)
-        self._request(LoadInstruments, get_instruments_request(currency), now, currency)
+        self._request(LoadInstruments, get_instruments_request(family_of(currency).request_currency), now, currency)
 
     def _instruments_failed(self, currency: str, now: float) -> None:
         instruments = self.instruments
@@ -712,8 +726,24 @@ class Session:
             self.log.error("get_instruments_failed", currency=currency, code=answer.code, message=answer.message)
             self._instruments_failed(currency, now)
             return
+        family = family_of(currency)
         decoded, defects = decode_instrument_list(bytes(answer.result))
-        decoded = tuple(i for i in decoded if i.kind in ("option", "future"))
+        # Identity from metadata decides what the books take: the family's options, futures and
+        # perpetuals. The rest (combos, spot, the other margining, other coins of the USDC list,
+        # unknown kinds) is counted in one line; it never fails the load.
+        selection = select_for_family(decoded, family)
+        decoded = selection.kept
+        # An entry that does not decode is said per entry when its name is of this family (an
+        # instrument the books lose); the USDC list's other coins' only count in the summary.
+        foreign = tuple(d for d in defects if d.instrument_name.partition("-")[0] != currency)
+        defects = tuple(d for d in defects if d.instrument_name.partition("-")[0] == currency)
+        if selection.left_out or foreign:
+            self.log.info("instruments_left_out", currency=currency, listed_under=family.request_currency,
+                          kept=len(decoded), left_out=selection.left_out_count + len(foreign),
+                          by_reason={why.value: count for why, count, _ in selection.left_out}
+                          | ({"undecodable_other": len(foreign)} if foreign else {}),
+                          examples={why.value: example for why, _, example in selection.left_out}
+                          | ({"undecodable_other": foreign[0].instrument_name} if foreign else {}))
         # An unusable instrument is dropped here, before any book, the console or the hedger sees
         # it; the rest of the list stands.
         defects += tuple(d for d in map(instrument_defect, decoded) if d is not None)
@@ -937,7 +967,7 @@ class Session:
             return
         # Asked only now: what is open once the cancel took effect (still asked after a refusal).
         for currency in self.currencies:
-            self._request(ShutdownCheck, get_open_orders_request(currency), now, currency)
+            self._request(ShutdownCheck, get_open_orders_request(request_currency_of(currency)), now, currency)
 
     def _answer_shutdown_check(self, pending: ShutdownCheck, answer: RpcResponse | RpcError) -> None:
         check = self.shutdown_check
@@ -977,9 +1007,11 @@ class Session:
             # Before the requests: every fill the Portfolio took before this was known before we asked.
             self._out.append(Announce(ReconcileStarted(currency=currency, at=at, reason=command.reason,
                                                        round=number)))
-            self._request(GetPositions, get_positions_request(currency), now, currency, number)
-            self._request(GetOpenOrders, get_open_orders_request(currency), now, currency, number)
-            self._request(GetSummary, get_account_summary_request(currency), now, currency, number)
+            # A linear family's account is USDC's, shared by every coin's linear instruments.
+            account = request_currency_of(currency)
+            self._request(GetPositions, get_positions_request(account), now, currency, number)
+            self._request(GetOpenOrders, get_open_orders_request(account), now, currency, number)
+            self._request(GetSummary, get_account_summary_request(account), now, currency, number)
 
     def _current_round(self, pending: ReconcileRequest) -> bool:
         state = self.reconciles.get(pending.currency)
@@ -1005,10 +1037,12 @@ class Session:
         defects: tuple[EntryDefect, ...] = ()
         match pending:
             case GetPositions():
-                state.positions, defects = decode_positions(answer.result)
+                positions, defects = decode_positions(answer.result)
+                state.positions = tuple(p for p in positions if in_family(currency, p.instrument_name))
                 state.positions_window = window
             case GetOpenOrders():
-                state.orders, defects = decode_open_orders(answer.result)
+                orders, defects = decode_open_orders(answer.result)
+                state.orders = tuple(o for o in orders if in_family(currency, o.instrument_name))
                 state.orders_window = window
             case GetSummary():
                 state.summary, defects = decode_account_summary(answer.result)
@@ -1086,7 +1120,8 @@ class Session:
         for currency, due in list(self.settlements_due.items()):
             if now >= due:
                 del self.settlements_due[currency]
-                self._request(GetSettlements, get_settlement_history_request(currency, count=SETTLEMENTS_PER_FETCH),
+                self._request(GetSettlements, get_settlement_history_request(request_currency_of(currency),
+                                                                             count=SETTLEMENTS_PER_FETCH),
                               now, currency)
 
     def _answer_settlements(self, currency: str, answer: RpcResponse | RpcError) -> None:
@@ -1094,6 +1129,10 @@ class Session:
             self.log.warning("settlement_history_failed", currency=currency, code=answer.code, message=answer.message)
             return
         history, defects = decode_settlement_history(answer.result, currency, self.clock())
+        ours = tuple(e for e in history.settlements
+                     if e.instrument_name is None or in_family(currency, e.instrument_name))
+        if len(ours) != len(history.settlements):  # a linear family's answer lists every coin's
+            history = msgspec.structs.replace(history, settlements=ours)
         for defect in defects:
             self.log.warning("entry_skipped", currency=currency, where=defect.where, name=defect.name,
                              field=defect.field, value=defect.value, problem=defect.problem)

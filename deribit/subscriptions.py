@@ -7,9 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from deribit import channels
+from deribit.instruments import family_of
 from messages.market import Instrument
-
-INDEX_NAMES = {"BTC": "btc_usd", "ETH": "eth_usd"}
 
 
 def market_channels(instruments: Iterable[Instrument], book_interval: str) -> set[str]:
@@ -26,16 +25,22 @@ def market_channels(instruments: Iterable[Instrument], book_interval: str) -> se
 
 
 def currency_channels(currency: str, private: bool) -> set[str]:
+    """A family's own channels: its index (``btc_usd``, ``sol_usdc``) and the listings and
+    expiries of its options and futures. A linear family's come under USDC, which every coin's
+    linear instruments share: the Session keeps only the family's own notifications. Private:
+    the account's orders, trades and portfolio in the family's settlement currency."""
+    family = family_of(currency)
+    listed_under = family.request_currency
     out = {
-        channels.price_index(INDEX_NAMES.get(currency, f"{currency.lower()}_usd")),
-        channels.instrument_state("option", currency),
-        channels.instrument_state("future", currency),
+        channels.price_index(family.index_name),
+        channels.instrument_state("option", listed_under),
+        channels.instrument_state("future", listed_under),
     }
     if private:
         out |= {
-            channels.user_orders("any", currency, "raw"),
-            channels.user_trades("any", currency, "raw"),
-            channels.user_portfolio(currency),
+            channels.user_orders("any", listed_under, "raw"),
+            channels.user_trades("any", listed_under, "raw"),
+            channels.user_portfolio(listed_under),
         }
     return out
 

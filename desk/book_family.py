@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from deribit.constants import GONE_STATES, LIVE_STATES, PERPETUAL_EXPIRY_MS
-from deribit.instruments import InstrumentNameError, parse_instrument_name
+from deribit.instruments import InstrumentNameError, family_name_of, family_of, identity_of, parse_instrument_name
 from desk.book import Applied, L2Book, as_snapshot, opens_chain
 from desk.plausibility import PlausibilityLimits, timestamp_fault, top_fault
 from messages.base import Message
@@ -137,7 +137,10 @@ class BookFamily:
         if self.kind not in ("option", "future"):
             raise ValueError(f"a book family's kind is option or future, got {self.kind!r}")
         self.name = self.name or f"books-{self.currency}-{self.kind}"
-        self._index_name = f"{self.currency.lower()}_usd"
+        family = family_of(self.currency)
+        self._index_name = family.index_name
+        #: What its options' prices are in: the coin (inverse) or USDC (linear), said in each ChainSnapshot.
+        self.price_currency = family.option_price_currency
         # Names of other families and of expired instruments: ignored after one lookup.
         self._ignored: set[str] = set()
 
@@ -153,7 +156,9 @@ class BookFamily:
             self._ignored.add(name)
             return None
         kind = "option" if parsed.kind == "option" else "future"
-        if parsed.currency != self.currency or kind != self.kind or parsed.counter_currency is not None:
+        # The family is the name's first segment (BTC, SOL_USDC), as the bus keys it: inverse and
+        # linear books never mix. Which instruments are listed at all comes from metadata (listed()).
+        if name.partition("-")[0] != self.currency or kind != self.kind:
             self._ignored.add(name)
             return None
         expiry = parsed.expiry_ms if parsed.expiry_ms is not None else PERPETUAL_EXPIRY_MS
@@ -179,16 +184,21 @@ class BookFamily:
         ones, drop ours that are no longer listed. Returns the dropped names."""
         names = set()
         for instrument in instruments:
-            kind = "option" if instrument.kind == "option" else "future"
-            if kind != self.kind or instrument.base_currency != self.currency:
+            identity = identity_of(instrument)
+            kind = "option" if identity.is_option else "future" if identity.is_future else None
+            if kind != self.kind or family_name_of(identity) != self.currency:
                 continue
             name = instrument.instrument_name
             names.add(name)
             if name not in self.entries:
                 self._ignored.discard(name)
                 entry = self._entry_for(name, now)
-                if entry is not None and instrument.expiration_timestamp:
-                    entry.expiry_ms = instrument.expiration_timestamp
+                if entry is not None:
+                    # The metadata's figures where it has them (the name's are the same, rounded).
+                    if identity.expiration_timestamp:
+                        entry.expiry_ms = identity.expiration_timestamp
+                    if identity.is_option and identity.strike:
+                        entry.strike = identity.strike
         gone = [name for name in self.entries if name not in names]
         for name in gone:
             self._drop(name)
@@ -448,7 +458,8 @@ class BookFamily:
                 )
             )
             return ChainSnapshot(
-                currency=self.currency, kind="option", at=at, index_price=self.index_price, options=options
+                currency=self.currency, kind="option", at=at, index_price=self.index_price, options=options,
+                price_currency=self.price_currency,
             )
         futures = tuple(
             self._future_quote(entry, now) for entry in sorted(self.entries.values(), key=lambda e: e.expiry_ms)

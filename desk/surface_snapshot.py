@@ -10,6 +10,10 @@ The seed program's filters:
 - a stale book (a gap or crossed book the BookKeeper has not resynchronised yet) is recorded with
   its vols and ``stale`` set, and left out of the surface and the variance index.
 
+A linear (USDC-settled) family's option prices are in USDC: its vols are solved from the price
+over the forward (the coin price Black-76 takes); its quotes keep the exchange's USDC prices, and
+the snapshot names their unit (``price_currency``).
+
 Everything numeric is one :func:`quant.build_surface` call on flat arrays (bid, ask, mid and mark
 vols of every quote at once, the smile fits, the grid, ATM/RR25/BF25 and the variance index); the
 few stale quotes get their vols from one more vectorized solver call.
@@ -24,6 +28,7 @@ import numpy as np
 import structlog
 from numpy.typing import NDArray
 
+from deribit.instruments import LINEAR_SETTLEMENT, family_of
 from messages.state import ChainSnapshot, OptionQuote
 from messages.surface import QuoteIV, SmileFit, SurfacePoint, SurfaceSnapshot, TenorFigures
 from quant import ChainInputs, SurfaceGrid, SurfaceResult, build_surface, implied_vol_with_reasons
@@ -58,6 +63,22 @@ def _solve(prices: FloatArray, forward: FloatArray, strike: FloatArray, years: F
     return np.asarray(vols, dtype=np.float64)
 
 
+def price_currency_of(chain: ChainSnapshot) -> str:
+    """What the chain's option prices are in, always named: the chain's ``price_currency``, else
+    (a producer that predates it) its family's (the coin, or USDC for a linear family)."""
+    if chain.price_currency:
+        return chain.price_currency
+    try:
+        return family_of(chain.currency).option_price_currency
+    except ValueError:  # not a family name (a test's or a tool's chain): its prices are in its coin
+        return chain.currency
+
+
+def quoted_in_usdc(chain: ChainSnapshot) -> bool:
+    """Whether the chain's option prices are in USDC (a linear family), not in the coin."""
+    return price_currency_of(chain) == LINEAR_SETTLEMENT
+
+
 def build_surface_snapshot(
     chain: ChainSnapshot,
     *,
@@ -73,10 +94,14 @@ def build_surface_snapshot(
     expiry_ms = np.array([o.expiry_ms for o in options], dtype=np.int64)
     strike = np.array([o.strike for o in options], dtype=np.float64)
     is_call = np.array([o.option_type == "call" for o in options], dtype=bool)
-    bid = _floats([o.bid for o in options])
-    ask = _floats([o.ask for o in options])
-    mark = _floats([o.mark_price for o in options])
     forward = _floats([o.underlying_price for o in options])
+    # Every vol is solved from a price in coin (Black-76 with F = underlying_price): a linear
+    # family's USDC prices are divided by the forward first. The rows keep the exchange's prices.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        to_coin = 1.0 / forward if quoted_in_usdc(chain) else np.ones(len(options))
+    bid = _floats([o.bid for o in options]) * to_coin
+    ask = _floats([o.ask for o in options]) * to_coin
+    mark = _floats([o.mark_price for o in options]) * to_coin
     stale = np.array([o.stale for o in options], dtype=bool)
     # Stale books take no part in the surface: their sides are hidden from the fit.
     fit_bid = np.where(stale, np.nan, bid)
@@ -117,7 +142,8 @@ def build_surface_snapshot(
     if result is None:
         return SurfaceSnapshot(currency=chain.currency, at=chain.at, method=method, index_price=chain.index_price,
                                quotes=quotes, points=(), fits=(), tenors=(), variance_index=None, atm_iv_30d=None,
-                               n_unquoted=n_unquoted, n_stale=int(stale.sum()), surface_ok=False, notes=notes)
+                               n_unquoted=n_unquoted, n_stale=int(stale.sum()), surface_ok=False, notes=notes,
+                               price_currency=price_currency_of(chain))
     return _with_surface(chain, result, quotes, n_unquoted, int(stale.sum()))
 
 
@@ -167,5 +193,5 @@ def _with_surface(chain: ChainSnapshot, result: SurfaceResult, quotes: tuple[Quo
         currency=chain.currency, at=chain.at, method=result.method, index_price=chain.index_price, quotes=quotes,
         points=points, fits=fits, tenors=tenors, variance_index=_opt(result.variance_index.value),
         atm_iv_30d=figures.atm_iv, rr25_30d=figures.rr25, bf25_30d=figures.bf25, n_unquoted=n_unquoted,
-        n_stale=n_stale, surface_ok=True, notes=result.notes,
+        n_stale=n_stale, surface_ok=True, notes=result.notes, price_currency=price_currency_of(chain),
     )

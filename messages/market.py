@@ -182,7 +182,7 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
     kind: str
     base_currency: str
     quote_currency: str
-    settlement_period: str
+    settlement_period: str | None = None  # Deribit sends none for spot
     tick_size: float
     contract_size: float
     min_trade_amount: float

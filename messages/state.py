@@ -31,7 +31,8 @@ class TopOfBook(Message, frozen=True, kw_only=True):
 class OptionQuote(Message, frozen=True, kw_only=True):
     """One option in a :class:`ChainSnapshot`: its book's top and its latest ticker's figures.
 
-    Prices in coin; ``mark_iv`` in percent as Deribit quotes it; greeks from the ticker;
+    Prices in the chain's ``price_currency`` (the coin, or USDC in a linear family); ``mark_iv``
+    in percent as Deribit quotes it; greeks from the ticker;
     ``age_s`` seconds since its book or ticker last changed; ``stale`` when its book is not
     known to be the exchange's (gap, crossed, or not yet snapshotted since a reconnect)."""
 
@@ -86,6 +87,9 @@ class ChainSnapshot(Message, frozen=True, kw_only=True):
     index_price: float | None
     options: tuple[OptionQuote, ...] = ()
     futures: tuple[FutureQuote, ...] = ()
+    #: What the options' prices (bid, ask, mark) are in: the coin (``BTC``) in an inverse family,
+    #: ``USDC`` in a linear one (``SOL_USDC``); empty from producers that predate it: the coin.
+    price_currency: str = ""
 
 
 class PortfolioChanged(Message, frozen=True, kw_only=True):

@@ -108,6 +108,9 @@ class SurfaceSnapshot(Message, frozen=True, kw_only=True):
     n_stale: int = 0
     surface_ok: bool = True
     notes: tuple[str, ...] = ()
+    #: What the quotes' prices are in (the chain's): the coin, or USDC in a linear family (their vols
+    #: are solved from the price over the forward, in coin); empty from older producers: the coin.
+    price_currency: str = ""
 
 
 class RecorderStatus(Message, frozen=True, kw_only=True):

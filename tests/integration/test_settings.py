@@ -323,3 +323,36 @@ def test_a_size_multiplier_flag_in_range_is_taken(tmp_path: Path) -> None:
     result = run_main("config", "show", "--size-multiplier", "12.5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert tomllib.loads(result.stdout)["console"]["size_multiplier"] == 12.5
+
+
+# -- currency families -----------------------------------------------------------------------------------
+def test_a_usdc_settled_linear_family_is_a_currency_setting(tmp_path: Path) -> None:
+    f = write(tmp_path, 'currencies = ["BTC", "SOL_USDC", "BTC_USDC"]\n')
+    s = load_settings(f, environ={})
+    assert s.currencies == ("BTC", "SOL_USDC", "BTC_USDC")
+    assert s.hedger.currencies == ("BTC", "ETH")  # hedging stays with the inverse families
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    ('["SOL"]', "'SOL' has no inverse (coin-settled) family on Deribit: write one of BTC, ETH, or SOL_USDC"),
+    ('["btc"]', "'btc' is not a currency family: write a coin for its inverse family (BTC or ETH"),
+    ('["SOL_USDT"]', "'SOL_USDT' is not a currency family"),
+    ('["BTC", "SOL_USDC", "BTC"]', "BTC named twice; name each family once"),
+])
+def test_a_currency_that_is_no_family_is_refused_saying_what_to_write(tmp_path: Path, value: str, said: str) -> None:
+    f = write(tmp_path, f"currencies = {value}\n")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(f, environ={})
+    text = str(refused.value)
+    assert text.startswith(f"settings file {f}: currencies: ") and said in text
+
+
+def test_hedging_a_linear_family_is_refused_at_start_up(tmp_path: Path) -> None:
+    f = write(tmp_path, 'currencies = ["BTC", "SOL_USDC"]\n[hedger]\ncurrencies = ["BTC", "SOL_USDC"]\n')
+    with pytest.raises(SettingsError) as refused:
+        load_settings(f, environ={})
+    assert str(refused.value) == (f"settings file {f}: hedger.currencies: hedging SOL_USDC is not supported yet: "
+                                  "remove it from [hedger] currencies")
+    with pytest.raises(SettingsError, match=r"command line \(--set hedger.currencies\): hedger.currencies: "
+                                            r"'ETH_USD' is not a currency family"):
+        load_settings(environ={}, cwd=tmp_path, overrides={"hedger.currencies": '["ETH_USD"]'})

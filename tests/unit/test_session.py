@@ -14,6 +14,7 @@ import pytest
 from actors.connection import Connection, _Answer
 from deribit.codec import RpcError, RpcResponse
 from deribit.link import LinkUp, Wake
+from deribit.platform import PlatformLocks, PlatformStatus, index_of
 from deribit.session import (
     MAX_RATE_LIMIT_RETRIES,
     Announce,
@@ -28,12 +29,13 @@ from deribit.session import (
     Subscribe,
 )
 from deribit.transport import LinkClosed
-from messages.account import ExchangeState, ExchangeWindow, ReconcileFailed, ReconcileStarted
+from messages.account import ExchangeState, ExchangeWindow, ReconcileFailed, ReconcileStarted, SettlementHistory
 from messages.commands import (
     ANSWER_LOST,
     INVALID,
     NOT_CONNECTED,
     PAPER_ONLY,
+    PLATFORM_LOCKED,
     QUEUED_TOO_LONG,
     REPLAY_ONLY,
     TRADING_DISABLED,
@@ -45,11 +47,12 @@ from messages.commands import (
     RefreshInstruments,
     ResubscribeInstrument,
 )
-from messages.market import InstrumentsLoaded, InstrumentState
-from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, SafeShutdown
+from messages.market import InstrumentsLoaded, InstrumentState, PlatformState
+from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, DailyRollover, SafeShutdown
 from runtime.actor import ActorContext
 from runtime.clock import WallClock
 from tests.support.connection_harness import connection_settings
+from tests.support.public_instruments import public_entries
 from tests.support.scripted_server import tiny_instruments
 
 EPOCH_MS = 1_700_000_000_000
@@ -317,6 +320,69 @@ def test_an_unusable_instrument_is_dropped_from_the_list_with_a_warning_and_the_
     assert rig.log.events("instrument_refused")[-1] == {"currency": "BTC", "instrument": "BTC-PERPETUAL",
                                                         "field": "tick_size", "value": "-0.5",
                                                         "problem": "must be a positive finite number"}
+
+
+# -- families: what a currency setting loads (tests/support/public_instruments.py: real entries) ------
+def _rig(tmp_path: Path, *currencies: str) -> Rig:
+    rig = Rig(tmp_path, {"deribit.client_id": "", "deribit.client_secret": ""}, currencies=list(currencies))
+    rig.take(rig.session.link_up(0.0))
+    return rig
+
+
+def _load(rig: Rig, listed_under: str) -> dict[str, Any]:
+    [request] = [r for r in rig.requests("public/get_instruments") if r["params"]["currency"] == listed_under]
+    return request
+
+
+def test_a_linear_family_is_loaded_from_the_usdc_list_and_keeps_only_its_coin(tmp_path: Path) -> None:
+    e = public_entries()
+    rig = _rig(tmp_path, "BTC", "SOL_USDC")
+    assert sorted(r["params"]["currency"] for r in rig.requests("public/get_instruments")) == ["BTC", "USDC"]
+    usdc = [e[k] for k in ("btc_usdc_perpetual", "sol_usdc_perpetual", "sol_call", "sol_put", "xrp_call",
+                           "btc_usdc_call")]
+    rig.answer(_load(rig, "USDC"), usdc, 0.1)
+    [loaded] = rig.of(InstrumentsLoaded)
+    assert loaded.currency == "SOL_USDC"
+    assert [i.instrument_name for i in loaded.instruments] == ["SOL_USDC-PERPETUAL", "SOL_USDC-26JUN26-150-C",
+                                                               "SOL_USDC-26JUN26-140-P"]
+    [line] = rig.log.events("instruments_left_out")
+    assert line["currency"] == "SOL_USDC" and line["listed_under"] == "USDC" and line["kept"] == 3
+    assert line["by_reason"] == {"other_coin": 3} and line["examples"] == {"other_coin": "BTC_USDC-PERPETUAL"}
+    wanted = rig.session.subs.wanted
+    assert {"deribit_price_index.sol_usdc", "instrument.state.option.USDC", "instrument.state.future.USDC",
+            "book.SOL_USDC-26JUN26-150-C.100ms", "quote.SOL_USDC-PERPETUAL"} <= wanted
+    assert not {c for c in wanted if "XRP" in c or "BTC_USDC" in c}
+
+
+def test_combos_spot_and_linear_entries_in_an_inverse_list_are_one_line_and_never_fail_the_load(
+        tmp_path: Path) -> None:
+    e = public_entries()
+    rig = _rig(tmp_path, "BTC")
+    listed = [e["inverse_option"], e["btc_usdc_perpetual"], e["spot"], *e["option_combos"], *e["future_combos"]]
+    rig.answer(_load(rig, "BTC"), listed, 0.1)
+    [loaded] = rig.of(InstrumentsLoaded)
+    assert [i.instrument_name for i in loaded.instruments] == ["BTC-26JUN26-100000-C"]
+    [line] = rig.log.events("instruments_left_out")
+    assert line["left_out"] == 14 and line["by_reason"] == {"linear": 1, "spot": 1, "combo": 12}
+    assert not rig.log.events("instrument_refused") and not rig.log.events("instruments_retry")
+    assert "BTC" not in rig.session.instruments.needed  # loaded: no retry
+    # A list of only such entries is still a load (no books), not a failure.
+    rig.take(rig.session.handle(RefreshInstruments(origin="test", reason="again"), 1.0))
+    rig.answer(rig.last("public/get_instruments"), e["option_combos"], 1.0)
+    assert rig.of(InstrumentsLoaded)[-1].instruments == () and len(rig.log.events("instruments_left_out")) == 2
+
+
+def test_instrument_states_of_families_not_configured_are_not_ours(tmp_path: Path) -> None:
+    rig = _rig(tmp_path, "BTC", "SOL_USDC")
+    rig.answer(_load(rig, "USDC"), [public_entries()["sol_call"]], 0.1)
+    loads = len(rig.requests("public/get_instruments"))
+    for name in ("XRP_USDC-26JUN26-0d7-C", "BTC_USDC-26JUN26-120000-C", "BTC-STRG-19MAY26-74000_79000x"):
+        rig.take(rig.session.handle(InstrumentState(instrument_name=name, state="created", timestamp=0), 1.0))
+    assert len(rig.requests("public/get_instruments")) == loads  # another family's, or not a family at all
+    assert not rig.log.events("refresh_unknown_currency")
+    rig.take(rig.session.handle(InstrumentState(instrument_name="SOL_USDC-26JUN26-160-C", state="created",
+                                                timestamp=0), 1.0))
+    assert rig.last("public/get_instruments")["params"]["currency"] == "USDC"
 
 
 # -- orders -----------------------------------------------------------------------------------------------
@@ -670,7 +736,10 @@ def test_a_listing_the_session_does_not_know_loads_the_list_again(tmp_path: Path
     loads = len(rig.requests("public/get_instruments"))
     rig.take(rig.session.handle(InstrumentState(instrument_name="BTC_USDC-1JAN00-70000-C", state="created",
                                                 timestamp=0), 1.0))
-    assert len(rig.requests("public/get_instruments")) == loads + 1  # BTC_USDC-... is a BTC instrument
+    assert len(rig.requests("public/get_instruments")) == loads  # the linear BTC_USDC family's: not configured
+    rig.take(rig.session.handle(InstrumentState(instrument_name="BTC-1JAN00-70000-C", state="created",
+                                                timestamp=0), 1.0))
+    assert len(rig.requests("public/get_instruments")) == loads + 1
     rig.take(rig.session.handle(InstrumentState(instrument_name="BTC-1JAN00-60000-C", state="open",
                                                 timestamp=0), 1.0))
     assert len(rig.requests("public/get_instruments")) == loads + 1  # known: nothing to do
@@ -813,3 +882,100 @@ def test_the_connection_announces_no_subscribed_on_a_link_whose_unsubscribe_fail
     said = [m for m in published if isinstance(m, ConnectionStatus)]
     assert not any(s.can_trade for s in said), said
     assert not conn.session.can_trade
+
+
+# -- what the exchange says about itself: locks, the account's limits, settlements ----------------------------
+def test_a_locked_index_refuses_new_orders_on_it_and_cancels_still_go(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    rig.take(rig.session.handle(PlatformState(price_index="btc_usd", locked=True), 1.0))
+    assert rig.log.events("platform_locked")[0]["price_index"] == "btc_usd"
+    sent = len(rig.sent)
+    rig.take(rig.session.command(order("o-1"), 1.0))
+    refused = rig.of(CommandFailed)[-1]
+    assert (refused.request_key, refused.code) == ("o-1", PLATFORM_LOCKED)
+    assert "btc_usd" in refused.message and len(rig.sent) == sent
+    # Another index's lock says nothing about BTC; unlocking BTC lets orders go again.
+    rig.take(rig.session.handle(PlatformState(price_index="sol_usdc", locked=False), 1.1))
+    rig.take(rig.session.handle(PlatformState(price_index="btc_usd", locked=False), 1.2))
+    rig.take(rig.session.command(order("o-2"), 1.3))
+    assert rig.last("private/sell")["params"]["instrument_name"] == "BTC-PERPETUAL"
+
+
+def test_public_status_on_connect_brings_the_locks_up_to_date_and_publishes_the_changes(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    rig.answer(rig.last("public/status"), {"locked": "partial", "locked_indices": ["btc_usd"]}, 0.5)
+    assert rig.of(PlatformState) == [PlatformState(price_index="btc_usd", locked=True)]
+    rig.take(rig.session.command(order("o-1"), 1.0))
+    assert rig.of(CommandFailed)[-1].code == PLATFORM_LOCKED
+    # After a reconnect the status no longer lists it: unlocked, and said so.
+    rig.take(rig.session.link_down("test"))
+    rig.take(rig.session.link_up(2.0))
+    rig.answer(rig.last("public/status"), {"locked": "false", "locked_indices": []}, 2.1)
+    assert rig.of(PlatformState)[-1] == PlatformState(price_index="btc_usd", locked=False)
+
+
+def test_platform_locks_everything_and_index_names() -> None:
+    locks = PlatformLocks()
+    assert locks.states_for_status(PlatformStatus(locked="true")) == []
+    assert locks.locked("eth_usd") and locks.everything and "every index" in locks.describe()
+    locks.states_for_status(PlatformStatus(locked="false"))
+    assert not locks.locked("eth_usd") and locks.describe() == ""
+    assert not locks.on_state(PlatformState(allow_unauthenticated_public_requests=True))
+    assert (index_of("BTC"), index_of("ETH"), index_of("SOL_USDC")) == ("btc_usd", "eth_usd", "sol_usdc")
+
+
+def _answer_summary(rig: Rig, limits: object, now: float) -> None:
+    parts = reconcile_parts(rig)
+    for method, result in zip(PARTS, ([], [], {**SUMMARY, "limits": limits}), strict=True):
+        rig.answer(parts[method], result, now)
+
+
+def test_the_accounts_own_order_limit_replaces_the_configured_one(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    rig.sent.clear()
+    rig.take(rig.session.handle(ReconcilePortfolio(origin="portfolio", currencies=("BTC",)), 1.0))
+    _answer_summary(rig, {"limits_per_currency": False, "matching_engine": {"rate": 2, "burst": 3},
+                          "non_matching_engine": {"rate": 20, "burst": 100}}, 1.1)
+    bucket = rig.session.order_bucket
+    assert (bucket.rate, bucket.burst) == (2, 3.0)
+    assert rig.log.events("order_limits_from_account")[0]["configured_rate"] > 0
+    # The bucket now holds at most 3: a fourth order at once waits for the account's rate.
+    rig.sent.clear()
+    for i in range(4):
+        rig.take(rig.session.command(order(f"o-{i}"), 1.2))
+    assert len(rig.requests("private/sell")) == 3
+    rig.take(rig.session.tick(1.2 + 0.5))
+    assert len(rig.requests("private/sell")) == 4
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(0, 20), (-1, 20), (5, 0)])
+def test_an_unusable_account_limit_is_ignored_with_a_warning(tmp_path: Path, rate: float, burst: float) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    before = (rig.session.order_bucket.rate, rig.session.order_bucket.burst)
+    rig.sent.clear()
+    rig.take(rig.session.handle(ReconcilePortfolio(origin="portfolio", currencies=("BTC",)), 1.0))
+    _answer_summary(rig, {"matching_engine": {"rate": rate, "burst": burst}}, 1.1)
+    assert (rig.session.order_bucket.rate, rig.session.order_bucket.burst) == before
+    assert rig.log.events("account_limits_ignored")
+
+
+def test_the_settlement_history_is_read_after_login_and_again_after_the_0800_settlement(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    [request] = rig.requests("private/get_settlement_history_by_currency")
+    assert request["params"]["currency"] == "BTC"
+    entry = {"type": "delivery", "timestamp": 1_632_470_400_000, "instrument_name": "BTC-24SEP21-40000-P",
+             "position": 1.0, "mark_price": 0.0, "index_price": 42_000.0, "profit_loss": -0.01,
+             "session_profit_loss": -0.01}
+    rig.answer(request, {"settlements": [entry], "continuation": "none"}, 1.0)
+    [history] = rig.of(SettlementHistory)
+    assert history.currency == "BTC" and history.settlements[0].instrument_name == "BTC-24SEP21-40000-P"
+    rig.take(rig.session.handle(DailyRollover(at=2.0, day="2021-09-24"), 2.0))
+    rig.take(rig.session.tick(3.0))
+    assert len(rig.requests("private/get_settlement_history_by_currency")) == 1  # not at 08:00 sharp
+    rig.take(rig.session.tick(2.0 + 61.0))
+    assert len(rig.requests("private/get_settlement_history_by_currency")) == 2
