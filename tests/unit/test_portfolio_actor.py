@@ -3,6 +3,7 @@ lost answers and expiry."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from typing import Any
@@ -20,11 +21,12 @@ from messages.account import (
     UserTrade,
 )
 from messages.commands import CommandFailed, CommandResult, ReconcilePortfolio
-from messages.market import InstrumentState, Ticker
+from messages.market import InstrumentsLoaded, InstrumentState, Ticker
 from messages.state import PortfolioChanged
 from messages.system import ConnectionState, ConnectionStatus, DailyRollover, MinuteTick
 from runtime.actor import ActorContext, immediate_delivery
 from runtime.clock import ReplayClock
+from tests.support.contracts import inverse_option
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_until
 
@@ -110,10 +112,16 @@ def test_reconciliations_and_the_reconciled_flag() -> None:
         ref.stop()
 
 
+def listed(*names: str) -> InstrumentsLoaded:
+    return InstrumentsLoaded(currency="BTC", instruments=tuple(
+        inverse_option(n, dt.date(2026, 11, 20 if n == OPTION else 27), 60_000.0) for n in names))
+
+
 def test_marks_are_published_at_most_once_per_interval_and_on_the_minute() -> None:
     published, clock = Published(), ReplayClock(T0)
     ref = start(published, clock)
     try:
+        ref.tell(listed(LATER))
         ref.tell(fill(LATER, 2.0, "T1"))
         ticker = Ticker(instrument_name=LATER, timestamp=1, state="open", mark_price=0.06)
         ref.tell(ticker)  # within the interval of the fill's publication: held back
