@@ -120,9 +120,9 @@ def test_an_option_keeps_the_exchanges_session_and_takes_its_greeks(exchange: Po
 def test_fills_between_reconciles_use_the_same_definitions() -> None:
     """A sale out of a position carried over from the settlement realizes against the settlement
     price (the docs' user.changes: 10 USD at 17,391 against 16,025.83: 0.00004898 BTC)."""
-    before = msgspec.structs.replace(DOCS_USER_CHANGES, size=DOCS_USER_CHANGES.size + 10.0,
-                                     floating_profit_loss=(DOCS_USER_CHANGES.size + 10.0) * (1 / 16_025.83 - 1 / 17_391),
-                                     realized_profit_loss=0.0)
+    size = DOCS_USER_CHANGES.size + 10.0
+    before = msgspec.structs.replace(DOCS_USER_CHANGES, size=size, realized_profit_loss=0.0,
+                                     floating_profit_loss=size * (1 / 16_025.83 - 1 / 17_391))
     b = book()
     b.reconcile(snapshot(before))
     b.on_trade(trade(PERP, "sell", 10.0, 17_391.0, mark=17_391.0))
