@@ -90,6 +90,8 @@ class Portfolio(Actor):
         self._failures: dict[str, int] = {}
         self._retry: set[str] = set()
         self._alarm = Alarm(self._ring, name=f"{context.name}-alarm")
+        # Per currency, the held instruments already said to have no metadata (logged once each).
+        self._unmodelled: dict[str, set[str]] = {}
 
     def on_start(self) -> None:
         for currency in self.book.accounts:
@@ -109,7 +111,13 @@ class Portfolio(Actor):
         now = self.context.clock.now()
         self._last_published[currency] = now
         self._marks_dirty.discard(currency)
-        self.publish(self.book.account(currency).snapshot(now))
+        picture = self.book.account(currency).snapshot(now)
+        unmodelled = set(picture.unmodelled)
+        if unmodelled - self._unmodelled.get(currency, set()):
+            self.log.warning("positions_unmodelled", currency=currency, instruments=sorted(unmodelled),
+                             hint="no instrument metadata yet: the exchange's PnL figures are shown as sent")
+        self._unmodelled[currency] = unmodelled
+        self.publish(picture)
 
     def _reconcile(self, reason: str, currencies: tuple[str, ...] = ()) -> None:
         self.log.info("reconcile_requested", reason=reason, currencies=list(currencies) or "all")

@@ -44,6 +44,7 @@ __all__ = [
     "Holding",
     "Marked",
     "Money",
+    "delivery_value",
     "fill",
     "mark",
     "money_of",
@@ -53,6 +54,7 @@ __all__ = [
     "session_price_from",
     "settle",
     "usd",
+    "value_usd",
 ]
 
 #: Amounts are sums of contract multiples: rounding away float dust keeps them exact.
@@ -206,6 +208,30 @@ def usd(money: Money, amount: float, index_price: float | None) -> float | None:
     if not money.pnl_in_coin:
         return amount
     return amount * index_price if index_price is not None and index_price > 0 else None
+
+
+def delivery_value(identity: InstrumentIdentity, delivery_price: float) -> float | None:
+    """What one unit of an expiring instrument is worth at its delivery, in its own price unit:
+    Deribit's ``delivery_price`` is the underlying's (the index's average before 08:00, USD), which
+    is a future's price; an option pays its intrinsic value, in the coin for an inverse option
+    (``intrinsic / delivery_price``), in USDC for a linear one. ``None`` for what has no such rule."""
+    if identity.is_future:
+        return delivery_price
+    if not identity.is_option or identity.strike is None or identity.option_type is None or delivery_price <= 0:
+        return None
+    above = delivery_price - identity.strike
+    intrinsic = max(above, 0.0) if identity.option_type == "call" else max(-above, 0.0)
+    return intrinsic if identity.is_linear else intrinsic / delivery_price
+
+
+def value_usd(money: Money, size: float, mark_price: float, index_price: float | None) -> float | None:
+    """A position's value in USD at the mark: an inverse future's face (its size is USD), an
+    inverse option's coin value at the index, a linear position's quote value (USDC as USD)."""
+    if money is Money.INVERSE_FUTURE:
+        return size
+    if money is Money.INVERSE_OPTION:
+        return size * mark_price * index_price if index_price is not None and index_price > 0 else None
+    return size * mark_price
 
 
 def option_pnl_usd(size: float, mark_price: float, index_price: float, average_price_usd: float) -> float:

@@ -15,7 +15,10 @@ the notifications arrive:
 - a fill received after the snapshot was taken in, stamped before it was taken, is not applied
   (it should be in it) and not trusted either: the picture is in doubt until the next snapshot,
   which the Portfolio asks for at once;
-- order states newer than the snapshot's open orders are kept.
+- order states newer than the snapshot's open orders are kept;
+- the positions of a ``user.changes`` event are the exchange's truth after that event: taken
+  unless the picture already holds something newer of that instrument (a fill stamped after the
+  event, or a snapshot taken after it); its orders and fills go the usual way, each once.
 
 Positions and PnL follow Deribit's definitions, in one place: :mod:`deribit.contracts` (inverse
 futures, inverse options, linear USDC instruments, from each instrument's identity). Where the
@@ -177,27 +180,36 @@ def _event_ms(changes: UserChanges) -> int | None:
     return max(stamps) if stamps else None
 
 
-def _best_delivery_price(ticker: Ticker | None, position: Position) -> tuple[float | None, bool]:
-    """The price a position leaving at expiry delivers at, and whether it is the exchange's own."""
-    if ticker is not None and ticker.delivery_price is not None and _delivered_by(ticker):
-        return ticker.delivery_price, True
-    if ticker is not None and isinstance(ticker.estimated_delivery_price, float):
-        return ticker.estimated_delivery_price, False
-    return position.mark_price, False
+def _delivery_prices(identity: InstrumentIdentity | None, ticker: Ticker | None,
+                     position: Position) -> tuple[float | None, float | None, bool]:
+    """(the underlying's delivery price, the instrument's value at it, whether both are the
+    exchange's own) for a position leaving at expiry: the closing ticker's ``delivery_price``,
+    else its last ``estimated_delivery_price``, else the last mark as the value."""
+    if ticker is not None and _delivered_by(ticker):
+        underlying, exact = ticker.delivery_price, True
+    elif ticker is not None and isinstance(ticker.estimated_delivery_price, float):
+        underlying, exact = ticker.estimated_delivery_price, False
+    else:
+        return None, position.mark_price, False
+    assert underlying is not None
+    if identity is not None:
+        return underlying, contracts.delivery_value(identity, underlying), exact
+    return underlying, underlying if position.kind == "future" else None, exact
 
 
 def _delivery(identity: InstrumentIdentity | None, position: Position, session: Session | None, timestamp_ms: int,
-              price: float | None, index: float | None) -> Settlement:
-    """Our own delivery entry of a position leaving at ``price``: Deribit's ``profit_loss`` is the
-    session's floating at it, ``session_profit_loss`` that plus the session's realized (both
-    ``None`` without the contract maths)."""
+              underlying: float | None, value: float | None) -> Settlement:
+    """Our own delivery entry of a position leaving at ``value`` (its price at expiry; the
+    underlying's delivery price beside it, as Deribit's entries carry the index): Deribit's
+    ``profit_loss`` is the session's floating at it, ``session_profit_loss`` that plus the
+    session's realized (both ``None`` without the contract maths)."""
     money = contracts.money_of(identity) if identity is not None else None
     profit = session_profit = None
-    if money is not None and price is not None and price > 0:
-        _held, session_profit = contracts.settle(money, _holding(position, session), price)
+    if money is not None and value is not None and value >= 0 and (value > 0 or not money.harmonic):
+        _held, session_profit = contracts.settle(money, _holding(position, session), value)
         profit = session_profit - (position.realized_profit_loss or 0.0)
     return Settlement(type="delivery", timestamp=timestamp_ms, instrument_name=position.instrument_name,
-                      position=position.size, mark_price=price, index_price=index, profit_loss=profit,
+                      position=position.size, mark_price=value, index_price=underlying, profit_loss=profit,
                       session_profit_loss=session_profit)
 
 
@@ -495,7 +507,7 @@ class PortfolioBook:
         if position is None:
             return self._late_delivery(ticker)
         if _delivered_by(ticker):
-            return self._deliver(account, name, ticker.timestamp, ticker.delivery_price, ticker.index_price)
+            return self._deliver(account, name, ticker.timestamp, ticker)
         self.tickers[name] = ticker
         identity = self.identities.get(name)
         session = account.sessions.get(name)
@@ -661,23 +673,26 @@ class PortfolioBook:
                     changed.append(account.currency)
         return changed
 
-    def _deliver(self, account: CurrencyAccount, name: str, timestamp_ms: int, price: float | None,
-                 index: float | None, exact: bool = True) -> str:
-        """The position in ``name`` leaves at expiry at the delivery ``price`` (``exact``: the
-        exchange's own; else an estimate a closing ticker may correct later)."""
+    def _deliver(self, account: CurrencyAccount, name: str, timestamp_ms: int, ticker: Ticker | None) -> str:
+        """The position in ``name`` leaves at expiry at the closing ``ticker``'s delivery price,
+        else at an estimate that a closing ticker may correct later."""
         position = account.positions[name]
         session = account.sessions.get(name)
         identity = self.identities.get(name)
-        account.record_delivery(_delivery(identity, position, session, timestamp_ms, price, index))
+        underlying, value, exact = _delivery_prices(identity, ticker, position)
+        account.record_delivery(_delivery(identity, position, session, timestamp_ms, underlying, value))
         if not exact:
             self._delivered[name] = (identity, position, session)
             while len(self._delivered) > RECENT_SETTLEMENTS:
                 self._delivered.popitem(last=False)
+        self._leave(account, name)
+        return account.currency
+
+    def _leave(self, account: CurrencyAccount, name: str) -> None:
         account.put(name, None, None)
         self.tickers.pop(name, None)
         for order_id in [i for i, o in account.orders.items() if o.instrument_name == name]:
             del account.orders[order_id]
-        return account.currency
 
     def _late_delivery(self, ticker: Ticker) -> str | None:
         """The closing ticker of a position that already left on an estimate: the exact entry."""
@@ -685,9 +700,9 @@ class PortfolioBook:
         if not _delivered_by(ticker) or name not in self._delivered:
             return None
         identity, position, session = self._delivered.pop(name)
+        underlying, value, _exact = _delivery_prices(identity, ticker, position)
         account = self.account(currency_of(name))
-        account.record_delivery(_delivery(identity, position, session, ticker.timestamp, ticker.delivery_price,
-                                          ticker.index_price))
+        account.record_delivery(_delivery(identity, position, session, ticker.timestamp, underlying, value))
         return account.currency
 
     def drop_instruments(self, names: set[str] | frozenset[str], at_ms: int = 0) -> list[str]:
@@ -701,10 +716,8 @@ class PortfolioBook:
             gone_orders = [i for i, o in account.orders.items() if o.instrument_name in names]
             for name in gone_positions:
                 ticker = self.tickers.get(name)
-                position = account.positions[name]
-                price, exact = _best_delivery_price(ticker, position)
-                self._deliver(account, name, ticker.timestamp if ticker is not None and exact else at_ms, price,
-                              ticker.index_price if ticker is not None else position.index_price, exact)
+                closed = ticker is not None and _delivered_by(ticker)
+                self._deliver(account, name, ticker.timestamp if ticker is not None and closed else at_ms, ticker)
             for order_id in gone_orders:
                 account.orders.pop(order_id, None)
             if gone_positions or gone_orders:
@@ -733,7 +746,7 @@ class PortfolioBook:
                 if entry.type != "delivery" or name is None:
                     continue
                 if name in account.positions:
-                    self._deliver(account, name, entry.timestamp, entry.mark_price, entry.index_price)
+                    self._leave(account, name)
                 self._delivered.pop(name, None)
                 account.record_delivery(entry)
         return sorted(changed)

@@ -116,6 +116,29 @@ def test_a_linear_perpetual_is_arithmetic_in_coin() -> None:
     assert old.average_price == pytest.approx(3019.65, abs=0.01)
 
 
+def test_usd_figures() -> None:
+    """PnL in the coin counts at the index, in USDC as it is; values: an inverse future's face,
+    an option's price times size (times the index when priced in the coin)."""
+    assert contracts.usd(Money.INVERSE_FUTURE, 0.5, 40_000.0) == 20_000.0
+    assert contracts.usd(Money.INVERSE_OPTION, 0.5, None) is None
+    assert contracts.usd(Money.LINEAR_OPTION, 12.5, 40_000.0) == 12.5
+    assert contracts.value_usd(Money.INVERSE_FUTURE, -400.0, 39_000.0, 40_000.0) == -400.0
+    assert contracts.value_usd(Money.INVERSE_OPTION, 2.0, 0.05, 40_000.0) == pytest.approx(4_000.0)
+    assert contracts.value_usd(Money.LINEAR_FUTURE, 0.002, 3_000.0, 3_001.0) == pytest.approx(6.0)
+
+
+def test_delivery_values() -> None:
+    """Deribit's delivery price is the underlying's: a future delivers at it, an option pays its
+    intrinsic value (in the coin for inverse options, in USDC for linear ones)."""
+    expiry = dt.date(2021, 6, 25)
+    assert contracts.delivery_value(identity(inverse_perpetual()), 31_000.0) == 31_000.0
+    put = identity(inverse_option("BTC-25JUN21-28000-P", expiry, 28_000.0, "put"))
+    assert contracts.delivery_value(put, 24_000.0) == pytest.approx(4_000.0 / 24_000.0)
+    assert contracts.delivery_value(put, 30_000.0) == 0.0
+    call = identity(linear_option("SOL_USDC-25JUN21-0d5-C", expiry, 0.5, "call"))
+    assert contracts.delivery_value(call, 0.62) == pytest.approx(0.12)
+
+
 def test_session_price_from_the_exchange_figures() -> None:
     """The settlement price when it gives the exchange's floating (to its rounding), else the
     price that gives it exactly (fills this session moved it)."""

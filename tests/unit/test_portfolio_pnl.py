@@ -231,35 +231,42 @@ def test_a_settlement_seen_only_in_the_ticker_restarts_the_session_too() -> None
 
 # -- expiry -----------------------------------------------------------------------------------------
 def closing(name: str, delivery: float, timestamp: int = 9_000) -> Ticker:
+    """The last ticker of an expiring instrument: ``delivery`` is the underlying's price (USD)."""
     return Ticker(instrument_name=name, timestamp=timestamp, state="closed", mark_price=0.0, index_price=delivery,
                   estimated_delivery_price="expired", delivery_price=delivery)
 
 
 def test_the_closing_ticker_delivers_the_position() -> None:
+    """An inverse put delivers its intrinsic value in coin at the underlying's delivery price:
+    (28,000 - 24,000) / 24,000 BTC per BTC; the session's PnL is from its settlement price."""
     exchange = OPTION_POSITIONS[1]  # long 0.1 BTC-25JUN21-28000-P, settled at 0.13975074
     b = book()
     b.reconcile(snapshot(exchange))
     b.on_order(OrderUpdate(order_id="A", instrument_name=OPTION, order_state="open", order_type="limit",
                            direction="sell", amount=0.1, price=0.2, last_update_timestamp=1))
-    assert b.on_ticker(closing(OPTION, 0.15)) == "BTC"
+    assert b.on_ticker(closing(OPTION, 24_000.0)) == "BTC"
     account = b.accounts["BTC"]
     assert OPTION not in account.positions and account.orders == {}
     [delivery] = account.snapshot(0.0).deliveries
-    assert (delivery.type, delivery.instrument_name, delivery.position, delivery.mark_price) == (
-        "delivery", OPTION, 0.1, 0.15)
-    assert delivery.profit_loss == pytest.approx(0.1 * (0.15 - 0.13975074), abs=1e-7)
+    value = 4_000.0 / 24_000.0
+    assert (delivery.type, delivery.instrument_name, delivery.position, delivery.index_price) == (
+        "delivery", OPTION, 0.1, 24_000.0)
+    assert delivery.mark_price == pytest.approx(value)
+    assert delivery.profit_loss == pytest.approx(0.1 * (value - 0.13975074), abs=1e-9)
+    assert delivery.session_profit_loss == delivery.profit_loss  # nothing realized this session
 
 
 def test_a_position_dropped_at_the_rollover_is_corrected_by_the_closing_ticker() -> None:
     b = book()
     b.reconcile(snapshot(OPTION_POSITIONS[1]))
-    b.on_ticker(ticker(OPTION, 0.14, estimated_delivery_price=0.145))
+    b.on_ticker(ticker(OPTION, 0.14, index_price=24_400.0, estimated_delivery_price=24_500.0))
     assert b.drop_instruments({OPTION}, at_ms=8_000) == ["BTC"]
     [estimate] = b.accounts["BTC"].snapshot(0.0).deliveries
-    assert estimate.mark_price == 0.145
-    assert b.on_ticker(closing(OPTION, 0.15)) == "BTC"
+    assert estimate.index_price == 24_500.0 and estimate.mark_price == pytest.approx(3_500.0 / 24_500.0)
+    assert b.on_ticker(closing(OPTION, 24_000.0)) == "BTC"
     [exact] = b.accounts["BTC"].snapshot(0.0).deliveries
-    assert exact.mark_price == 0.15 and exact.timestamp == 9_000
+    assert exact.mark_price == pytest.approx(4_000.0 / 24_000.0) and exact.timestamp == 9_000
+    assert b.on_ticker(closing(OPTION, 24_000.0)) is None  # once
 
 
 def test_the_settlement_history_delivers_what_is_still_held_and_is_kept() -> None:
