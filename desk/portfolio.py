@@ -505,7 +505,7 @@ class PortfolioBook:
             return None
         position = account.positions.get(name)
         if position is None:
-            return self._late_delivery(ticker)
+            return self._late_delivery(ticker) if ticker.estimated_delivery_price == "expired" else None
         if _delivered_by(ticker):
             return self._deliver(account, name, ticker.timestamp, ticker)
         self.tickers[name] = ticker
