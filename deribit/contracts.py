@@ -27,7 +27,9 @@ messages (see tests/unit/test_contracts.py for each source):
 - ``realized_profit_loss``: the session's, what reductions made against the session price
   (Deribit's trade ``profit_loss`` of a closing fill: 10 USD sold at 17,391 against 16,025.83
   is 0.00004898 BTC) plus, for perpetuals, the session's ``realized_funding``, which only the
-  exchange knows; it moves into the balance at settlement and restarts at 0.
+  exchange knows; fees are not in it (the same example: 0.012454598 = funding 0.01235663 +
+  2 x 0.00004898, its fee 1.6e-7 left out; the docs' get_positions: -9e-9 with funding -1e-8);
+  it moves into the balance at settlement and restarts at 0.
 
 Reducing keeps both averages; a fill through zero closes all and opens the rest at its price.
 """
