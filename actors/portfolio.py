@@ -23,7 +23,7 @@ import msgspec
 import pykka
 
 from deribit.constants import GONE_STATES
-from deribit.instruments import InstrumentNameError, currency_of, parse_instrument_name
+from deribit.instruments import InstrumentNameError, parse_instrument_name
 from desk.portfolio import Difference, PortfolioBook
 from messages.account import (
     AccountFigures,
@@ -305,9 +305,7 @@ class Portfolio(Actor):
     def on_instruments(self, loaded: InstrumentsLoaded) -> None:
         for currency in self.book.on_instruments(loaded):
             self._publish_state(currency)
-        listed = {i.instrument_name for i in loaded.instruments}
-        gone = {n for n in self.book.held_instruments() if currency_of(n) == loaded.currency and n not in listed}
-        self._drop(gone, "no longer listed")
+        self._drop(self.book.unlisted(loaded), "no longer listed")
 
     @handles(DailyRollover)
     def on_rollover(self, event: DailyRollover) -> None:

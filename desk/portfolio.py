@@ -653,6 +653,15 @@ class PortfolioBook:
                 changed.append(account.currency)
         return changed
 
+    def unlisted(self, loaded: InstrumentsLoaded) -> set[str]:
+        """Held instruments (positions or orders) that a complete list should hold and does not:
+        those the list's currency settles (Deribit lists linear ``ETH_USDC-...`` instruments under
+        USDC, not ETH). An instrument whose metadata never came is not judged by a list."""
+        listed = {i.instrument_name for i in loaded.instruments}
+        return {name for name in self.held_instruments()
+                if name not in listed and (identity := self.identities.get(name)) is not None
+                and identity.settlement_currency == loaded.currency}
+
     def settle_sessions(self) -> list[str]:
         """The 08:00 UTC settlement (``DailyRollover``): every modelled session restarts at the
         last mark (a ticker then says the exchange's own settlement price), realized at 0."""

@@ -28,6 +28,7 @@ from tests.support.contracts import (
     OPTION_POSITIONS,
     inverse_option,
     inverse_perpetual,
+    linear_option,
     linear_perpetual,
 )
 
@@ -282,3 +283,34 @@ def test_the_settlement_history_delivers_what_is_still_held_and_is_kept() -> Non
     assert [p.instrument_name for p in picture.positions] == [PERP]
     assert picture.deliveries == (theirs,) and set(picture.settlements) == {theirs, daily}
     assert b.on_settlement_history(history) == []  # nothing new
+
+
+def test_a_list_judges_only_what_its_currency_settles() -> None:
+    """A held linear ETH_USDC-PERPETUAL is not gone because the ETH list (inverse) lacks it, and an
+    instrument without metadata is never judged by a list; an inverse one missing from its own
+    currency's list is."""
+    b = book("BTC", "ETH")
+    b.on_trade(trade(LINEAR, "buy", 0.001, 3000.0))
+    b.on_trade(trade(PERP, "buy", 10.0, 50_000.0))
+    b.on_trade(trade("BTC-24SEP21", "buy", 10.0, 50_000.0))  # no metadata
+    eth = InstrumentsLoaded(currency="ETH", instruments=(inverse_perpetual("ETH"),))
+    assert b.unlisted(eth) == set()
+    assert b.unlisted(InstrumentsLoaded(currency="BTC", instruments=())) == {PERP}
+    assert b.unlisted(InstrumentsLoaded(currency="USDC", instruments=())) == {LINEAR}
+
+
+def test_a_linear_option_is_priced_and_settled_in_usdc() -> None:
+    name = "SOL_USDC-25JUN21-0d5-C"
+    b = PortfolioBook(("SOL",))
+    b.on_instruments(InstrumentsLoaded(currency="USDC", instruments=(
+        linear_option(name, dt.date(2021, 6, 25), 0.5, "call"),)))
+    b.on_trade(trade(name, "buy", 10.0, 0.02))
+    b.on_trade(trade(name, "buy", 30.0, 0.04))
+    b.on_ticker(ticker(name, 0.05, index_price=0.52, greeks=Greeks(delta=0.6, gamma=1.0, vega=0.01, theta=-0.02)))
+    position = held(b, name, "SOL")
+    assert position.average_price == pytest.approx(0.035) and position.delta == pytest.approx(24.0)
+    assert position.total_profit_loss == pytest.approx(40.0 * (0.05 - 0.035))  # USDC
+    assert b.on_ticker(closing(name, 0.62)) == "SOL"
+    [delivery] = b.accounts["SOL"].snapshot(0.0).deliveries
+    assert delivery.mark_price == pytest.approx(0.12)
+    assert delivery.profit_loss == pytest.approx(40.0 * (0.12 - 0.035))
