@@ -1,15 +1,17 @@
 """The Portfolio: our open orders, positions and account figures per currency, a thin shell over
 :class:`desk.portfolio.PortfolioBook`.
 
-Notifications (``user.orders``, ``user.trades``, ``user.portfolio``) and our commands' answers
-build the picture; after every (re)connect, after an answer lost with the link, after the daily
-rollover and on demand (anyone may publish ``ReconcilePortfolio``) the exchange's own figures
-are taken in as of when the exchange took them (``desk.portfolio``), and each difference is
-logged as a warning; a snapshot that cannot be placed in time is discarded and asked for again,
-and a failed one is asked for again after a backoff while the picture is unreconciled. Publishes
-one ``PortfolioChanged`` per currency after every change; ``reconciled`` is false from a link
-loss until the exchange's figures for that currency arrived, ``reconciling`` true while a
-reconcile is under way.
+Notifications (``user.orders``, ``user.trades``, ``user.changes``, ``user.portfolio``) and our
+commands' answers build the picture, with each instrument's contract maths from its metadata
+(``InstrumentsLoaded``); the 08:00 UTC rollover restarts the PnL sessions, a closing ticker or
+the exchange's settlement history delivers an expired position; after every (re)connect, after an
+answer lost with the link, after the daily rollover and on demand (anyone may publish
+``ReconcilePortfolio``) the exchange's own figures are taken in as of when the exchange took them
+(``desk.portfolio``), and each difference is logged as a warning; a snapshot that cannot be
+placed in time is discarded and asked for again, and a failed one is asked for again after a
+backoff while the picture is unreconciled. Publishes one ``PortfolioChanged`` per currency after
+every change; ``reconciled`` is false from a link loss until the exchange's figures for that
+currency arrived, ``reconciling`` true while a reconcile is under way.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import msgspec
 import pykka
 
 from deribit.constants import GONE_STATES
-from deribit.instruments import InstrumentNameError, currency_of, parse_instrument_name
+from deribit.instruments import InstrumentNameError, parse_instrument_name
 from desk.portfolio import Difference, PortfolioBook
 from messages.account import (
     AccountFigures,
@@ -30,6 +32,8 @@ from messages.account import (
     PortfolioUpdate,
     ReconcileFailed,
     ReconcileStarted,
+    SettlementHistory,
+    UserChanges,
     UserTrade,
 )
 from messages.commands import ANSWER_LOST, CommandFailed, CommandResult, ReconcilePortfolio
@@ -63,6 +67,13 @@ class _RetryReconcile(msgspec.Struct, frozen=True):
     """A failed reconcile's backoff is over (sent by the Portfolio's own alarm)."""
 
 
+class _Closing(msgspec.Struct, frozen=True):
+    """The closing ticker of an expiring instrument (sent to itself from the link thread: a
+    delivery changes orders and positions, which only the Portfolio's own thread does)."""
+
+    ticker: Ticker
+
+
 class Portfolio(Actor):
     def __init__(self, context: ActorContext) -> None:
         super().__init__(context)
@@ -79,6 +90,8 @@ class Portfolio(Actor):
         self._failures: dict[str, int] = {}
         self._retry: set[str] = set()
         self._alarm = Alarm(self._ring, name=f"{context.name}-alarm")
+        # Per currency, the held instruments already said to have no metadata (logged once each).
+        self._unmodelled: dict[str, set[str]] = {}
 
     def on_start(self) -> None:
         for currency in self.book.accounts:
@@ -98,7 +111,13 @@ class Portfolio(Actor):
         now = self.context.clock.now()
         self._last_published[currency] = now
         self._marks_dirty.discard(currency)
-        self.publish(self.book.account(currency).snapshot(now))
+        picture = self.book.account(currency).snapshot(now)
+        unmodelled = set(picture.unmodelled)
+        if unmodelled - self._unmodelled.get(currency, set()):
+            self.log.warning("positions_unmodelled", currency=currency, instruments=sorted(unmodelled),
+                             hint="no instrument metadata yet: the exchange's PnL figures are shown as sent")
+        self._unmodelled[currency] = unmodelled
+        self.publish(picture)
 
     def _reconcile(self, reason: str, currencies: tuple[str, ...] = ()) -> None:
         self.log.info("reconcile_requested", reason=reason, currencies=list(currencies) or "all")
@@ -114,6 +133,16 @@ class Portfolio(Actor):
         currency = self.book.on_trade(trade)
         self._publish_state(currency)
         if currency is not None:
+            self._resolve_doubt(currency)
+
+    @handles(UserChanges)
+    def on_changes(self, changes: UserChanges) -> None:
+        currencies, taken = self.book.on_changes(changes)
+        if changes.positions and not taken:
+            self.log.debug("user_changes_positions_not_taken", instrument=changes.instrument_name,
+                           hint="the picture already holds a later fill or snapshot of it")
+        for currency in currencies:
+            self._publish_state(currency)
             self._resolve_doubt(currency)
 
     def _resolve_doubt(self, currency: str) -> None:
@@ -132,6 +161,9 @@ class Portfolio(Actor):
         # In the link thread. The picture with the new marks is published from the Portfolio's
         # own thread, as every other: two threads publishing snapshots could deliver them out of
         # the order they were made in (an old position after a fill, to the Hedger).
+        if ticker.estimated_delivery_price == "expired":
+            self.later(self._tell, _Closing(ticker=ticker))
+            return
         currency = self.book.on_ticker(ticker)
         if currency is None:
             return
@@ -142,10 +174,21 @@ class Portfolio(Actor):
             self.later(self._ask_publish, currency)
 
     def _ask_publish(self, currency: str) -> None:
+        self._tell(_PublishMarks(currency=currency))
+
+    def _tell(self, message: msgspec.Struct) -> None:
         try:
-            self.actor_ref.tell(_PublishMarks(currency=currency))
+            self.actor_ref.tell(message)
         except pykka.ActorDeadError:
             pass
+
+    @handles(_Closing)
+    def on_closing(self, closing: _Closing) -> None:
+        currency = self.book.on_ticker(closing.ticker)
+        if currency is not None:
+            self.log.info("position_delivered", instrument=closing.ticker.instrument_name,
+                          delivery_price=closing.ticker.delivery_price)
+        self._publish_state(currency)
 
     @handles(_PublishMarks)
     def on_publish_marks(self, request: _PublishMarks) -> None:
@@ -247,7 +290,7 @@ class Portfolio(Actor):
     def _drop(self, names: set[str], reason: str) -> None:
         if not names:
             return
-        changed = self.book.drop_instruments(names)
+        changed = self.book.drop_instruments(names, int(self.context.clock.now() * 1000))
         if changed:
             self.log.info("expired_instruments_dropped", reason=reason, instruments=sorted(names))
         for currency in changed:
@@ -260,23 +303,35 @@ class Portfolio(Actor):
 
     @handles(InstrumentsLoaded)
     def on_instruments(self, loaded: InstrumentsLoaded) -> None:
-        listed = {i.instrument_name for i in loaded.instruments}
-        gone = {n for n in self.book.held_instruments() if currency_of(n) == loaded.currency and n not in listed}
-        self._drop(gone, "no longer listed")
+        for currency in self.book.on_instruments(loaded):
+            self._publish_state(currency)
+        self._drop(self.book.unlisted(loaded), "no longer listed")
 
     @handles(DailyRollover)
     def on_rollover(self, event: DailyRollover) -> None:
         expired = set()
         for name in self.book.held_instruments():
-            try:
-                expiry = parse_instrument_name(name).expiry_ms
-            except InstrumentNameError:
-                continue
+            identity = self.book.identities.get(name)
+            if identity is not None:
+                expiry = identity.expiration_timestamp
+            else:
+                try:
+                    expiry = parse_instrument_name(name).expiry_ms
+                except InstrumentNameError:
+                    continue
             if expiry is not None and expiry <= event.at * 1000:
                 expired.add(name)
         self._drop(expired, f"rollover {event.day}")
+        # The 08:00 settlement: every session restarts (the tickers then say at which price).
+        for currency in self.book.settle_sessions():
+            self._publish_state(currency)
         # Settlement moved cash: take the exchange's balances and positions.
         self._reconcile(f"rollover {event.day}")
+
+    @handles(SettlementHistory)
+    def on_settlement_history(self, history: SettlementHistory) -> None:
+        for currency in self.book.on_settlement_history(history):
+            self._publish_state(currency)
 
     @handles(MinuteTick)
     def on_minute(self, _tick: MinuteTick) -> None:

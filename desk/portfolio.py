@@ -15,26 +15,45 @@ the notifications arrive:
 - a fill received after the snapshot was taken in, stamped before it was taken, is not applied
   (it should be in it) and not trusted either: the picture is in doubt until the next snapshot,
   which the Portfolio asks for at once;
-- order states newer than the snapshot's open orders are kept.
+- order states newer than the snapshot's open orders are kept;
+- the positions of a ``user.changes`` event are the exchange's truth after that event: taken
+  unless the picture already holds something newer of that instrument (a fill stamped after the
+  event, or a snapshot taken after it); its orders and fills go the usual way, each once.
 
-Deribit's conventions: option amounts and prices are in coin, the average price is the
-amount-weighted mean; futures and perpetual amounts are USD and inverse, so the average price is
-the USD-weighted harmonic mean (``size / sum(usd_i / price_i)``) and PnL in coin is
-``size * (1 / average - 1 / mark)``. Reducing a position keeps its average; flipping it opens
-the rest at the fill's price.
+Positions and PnL follow Deribit's definitions, in one place: :mod:`deribit.contracts` (inverse
+futures, inverse options, linear USDC instruments, from each instrument's identity). Where the
+exchange sends a figure (``private/get_positions`` on a reconcile, the positions of
+``user.changes``) the desk takes it, and computes between two such figures with the same
+definitions, so a column never jumps: the session price behind the exchange's floating PnL is
+kept and moved by our fills, so the next ticker at the same mark gives back the same figure. An
+instrument whose metadata has not come yet keeps the exchange's figures (its size still moves
+with our fills) and is named in the picture's ``unmodelled``. The 08:00 UTC settlement restarts
+every session (floating from the settlement price, realized at 0); an expired position leaves
+with its delivery (``deliveries``), the exchange's own entry replacing ours once it lists it.
 """
 
 from __future__ import annotations
 
 import collections
-import math
 from dataclasses import dataclass, field
 
 import msgspec
 
-from deribit.instruments import currency_of, kind_of
-from messages.account import AccountFigures, ExchangeState, ExchangeWindow, OrderUpdate, Position, UserTrade
-from messages.market import Ticker
+from deribit import contracts
+from deribit.contracts import Holding
+from deribit.instruments import InstrumentIdentity, currency_of, identity_of, kind_of
+from messages.account import (
+    AccountFigures,
+    ExchangeState,
+    ExchangeWindow,
+    OrderUpdate,
+    Position,
+    Settlement,
+    SettlementHistory,
+    UserChanges,
+    UserTrade,
+)
+from messages.market import InstrumentsLoaded, Ticker
 from messages.state import PortfolioChanged
 
 #: Order states after which an order is gone from the open orders.
@@ -45,82 +64,164 @@ MEMORY = 10_000
 JOURNAL = 2_000
 #: Trade ids a picture carries (``PortfolioChanged.recent_trade_ids``): a hedger checks its own in them.
 RECENT_TRADES = 512
-#: Amounts are sums of contract multiples: rounding away float dust keeps them exact.
-AMOUNT_DECIMALS = 8
+#: Deliveries and exchange settlement entries a picture carries, newest first.
+RECENT_SETTLEMENTS = 100
 #: A position size or price this close is the same (float noise of the exchange's rounding).
 SIZE_TOLERANCE = 1e-8
 PRICE_RELATIVE_TOLERANCE = 1e-6
 
 
-def _clean(x: float) -> float:
-    return round(x, AMOUNT_DECIMALS) + 0.0
+@dataclass(slots=True)
+class Session:
+    """What the exchange's figures do not carry but the next ones depend on: the session price
+    (the session's average; the settlement price for what was carried over) and the settlement
+    price it last started from (``None``: not known). ``provisional``: restarted at our own last
+    mark on the rollover, until a ticker says the exchange's settlement price."""
+
+    price: float
+    settlement_price: float | None = None
+    provisional: bool = False
+    filled_since: bool = False
 
 
-def apply_fill(position: Position | None, trade: UserTrade) -> Position | None:
-    """The position after one of our fills; ``None`` when it is flat."""
-    kind = position.kind if position is not None else kind_of(trade.instrument_name)
+def _holding(position: Position, session: Session | None) -> Holding:
+    return Holding(position.size, position.average_price,
+                   session.price if session is not None else position.average_price,
+                   position.realized_profit_loss or 0.0)
+
+
+def apply_fill(position: Position | None, trade: UserTrade, identity: InstrumentIdentity | None = None,
+               session: Session | None = None) -> tuple[Position | None, Session | None]:
+    """The position after one of our fills (``None`` when flat) and its session. Without the
+    instrument's identity only the size moves (a new position's average is the fill's price,
+    whatever the maths); its PnL figures are not guessed."""
+    money = contracts.money_of(identity) if identity is not None else None
     signed = trade.amount if trade.direction == "buy" else -trade.amount
-    size = position.size if position is not None else 0.0
-    average = position.average_price if position is not None else 0.0
-    price = trade.price
-    if size == 0 or (size > 0) == (signed > 0):
-        new_size = _clean(size + signed)
-        average = _opened_average(kind, size, average, signed, price, new_size)
-    else:
-        closing = min(abs(signed), abs(size))
-        new_size = _clean(size - math.copysign(closing, size))
-        rest = _clean(abs(signed) - closing)
-        if rest > 0:
-            new_size = math.copysign(rest, signed)
-            average = price
-        elif new_size == 0:
-            average = 0.0
-    if new_size == 0:
-        return None
-    mark = trade.mark_price if trade.mark_price is not None else (position.mark_price if position else None)
-    base = position or Position(instrument_name=trade.instrument_name, kind=kind, direction="zero", size=0.0)
+    base = position or Position(instrument_name=trade.instrument_name, kind=_kind(identity, trade.instrument_name),
+                                direction="zero", size=0.0)
+    mark = trade.mark_price if trade.mark_price is not None else base.mark_price
+    index = trade.index_price if trade.index_price is not None else base.index_price
+    if money is None:
+        size = contracts.round_amount(base.size + signed)
+        if size == 0:
+            return None, None
+        flipped = base.size == 0 or (size > 0) != (base.size > 0)
+        updated = msgspec.structs.replace(
+            base, size=size, direction="buy" if size > 0 else "sell",
+            average_price=trade.price if flipped else base.average_price, mark_price=mark, index_price=index,
+            floating_profit_loss=None, total_profit_loss=None,
+            size_currency=None if base.kind != "option" else base.size_currency,
+            delta=None if base.kind != "option" else base.delta)
+        return updated, None
+    held = contracts.fill(money, _holding(base, session) if position is not None else None, signed, trade.price)
+    if held.size == 0:
+        return None, None
+    new_session = Session(held.session_price, session.settlement_price if session else None,
+                          session.provisional if session else False, filled_since=True)
     updated = msgspec.structs.replace(
-        base,
-        size=new_size,
-        direction="buy" if new_size > 0 else "sell",
-        average_price=average,
-        mark_price=mark,
-        index_price=trade.index_price if trade.index_price is not None else base.index_price,
-    )
-    return with_mark(updated, mark, updated.index_price, None)
+        base, size=held.size, direction="buy" if held.size > 0 else "sell", average_price=held.average_price,
+        realized_profit_loss=held.realized, mark_price=mark, index_price=index)
+    return with_mark(updated, mark, index, None, identity, new_session), new_session
 
 
-def _opened_average(kind: str, size: float, average: float, signed: float, price: float, new_size: float) -> float:
-    if kind == "option":
-        return (abs(size) * average + abs(signed) * price) / abs(new_size)
-    coins = (size / average if size else 0.0) + signed / price
-    return new_size / coins
+def _kind(identity: InstrumentIdentity | None, name: str) -> str:
+    """Deribit's position ``kind``: from the identity, else the name's shape (a label only)."""
+    if identity is not None:
+        return "option" if identity.is_option else "future"
+    return kind_of(name)
 
 
-def with_mark(position: Position, mark: float | None, index: float | None, ticker: Ticker | None) -> Position:
-    """The position's mark-dependent figures (delta, greeks, floating PnL) at ``mark``.
-    Greeks come from the option's ticker; a future's delta is its size in coin."""
+def with_mark(position: Position, mark: float | None, index: float | None, ticker: Ticker | None,
+              identity: InstrumentIdentity | None = None, session: Session | None = None) -> Position:
+    """The position's mark-dependent figures at ``mark``: Deribit's floating (session) and total
+    PnL and a future's delta in coin (:mod:`deribit.contracts`), an option's greeks from its
+    ticker. Without the identity the PnL figures stay the exchange's."""
     if mark is None or mark <= 0:
         return position
     size = position.size
     changes: dict[str, float | None] = {"mark_price": mark, "index_price": index}
-    if position.kind == "option":
-        floating = size * (mark - position.average_price)
-        greeks = ticker.greeks if ticker is not None else None
-        if greeks is not None:
-            changes.update(
-                delta=size * greeks.delta,
-                gamma=size * greeks.gamma,
-                vega=size * greeks.vega,
-                theta=size * greeks.theta,
-            )
-    else:
-        floating = size * (1.0 / position.average_price - 1.0 / mark) if position.average_price else 0.0
-        changes.update(size_currency=size / mark, delta=size / mark)
-    changes["floating_profit_loss"] = floating
-    if position.realized_profit_loss is not None:
-        changes["total_profit_loss"] = position.realized_profit_loss + floating
+    greeks = ticker.greeks if ticker is not None else None
+    if greeks is not None and position.kind == "option":
+        changes.update(delta=size * greeks.delta, gamma=size * greeks.gamma, vega=size * greeks.vega,
+                       theta=size * greeks.theta)
+    money = contracts.money_of(identity) if identity is not None else None
+    if money is not None:
+        figures = contracts.mark(money, _holding(position, session), mark)
+        changes.update(floating_profit_loss=figures.floating_profit_loss,
+                       total_profit_loss=figures.total_profit_loss)
+        if figures.delta is not None:
+            changes.update(size_currency=figures.size_currency, delta=figures.delta)
     return msgspec.structs.replace(position, **changes)
+
+
+def _settled_in(session: Session, price: float) -> tuple[Session, bool]:
+    """The session after a ticker saying the instrument's settlement price is ``price``, and
+    whether that restarted it (a settlement no rollover told us of: realized moves on)."""
+    if session.settlement_price is None and not session.provisional:
+        return Session(session.price, price, False, session.filled_since), False  # first seen
+    if session.settlement_price == price and not session.provisional:
+        return session, False
+    if session.provisional:
+        # The rollover restarted the session at our own last mark: now at the exchange's price
+        # (unless our fills since moved it: the reconcile after the rollover settles that).
+        return Session(session.price if session.filled_since else price, price, False, session.filled_since), False
+    return Session(price, price, False, False), True
+
+
+def _delivered_by(ticker: Ticker) -> bool:
+    """The closing ticker of an expiring instrument: it says the price it delivered at."""
+    return ticker.estimated_delivery_price == "expired" and ticker.delivery_price is not None
+
+
+def _event_ms(changes: UserChanges) -> int | None:
+    """When the exchange stamped one user.changes event (ms): its newest fill or order state."""
+    stamps = [t.timestamp for t in changes.trades] + [o.last_update_timestamp for o in changes.orders
+                                                       if o.last_update_timestamp]
+    return max(stamps) if stamps else None
+
+
+def _delivery_prices(identity: InstrumentIdentity | None, ticker: Ticker | None,
+                     position: Position) -> tuple[float | None, float | None, bool]:
+    """(the underlying's delivery price, the instrument's value at it, whether both are the
+    exchange's own) for a position leaving at expiry: the closing ticker's ``delivery_price``,
+    else its last ``estimated_delivery_price``, else the last mark as the value."""
+    if ticker is not None and _delivered_by(ticker):
+        underlying, exact = ticker.delivery_price, True
+    elif ticker is not None and isinstance(ticker.estimated_delivery_price, float):
+        underlying, exact = ticker.estimated_delivery_price, False
+    else:
+        return None, position.mark_price, False
+    assert underlying is not None
+    if identity is not None:
+        return underlying, contracts.delivery_value(identity, underlying), exact
+    return underlying, underlying if position.kind == "future" else None, exact
+
+
+def _delivery(identity: InstrumentIdentity | None, position: Position, session: Session | None, timestamp_ms: int,
+              underlying: float | None, value: float | None) -> Settlement:
+    """Our own delivery entry of a position leaving at ``value`` (its price at expiry; the
+    underlying's delivery price beside it, as Deribit's entries carry the index): Deribit's
+    ``profit_loss`` is the session's floating at it, ``session_profit_loss`` that plus the
+    session's realized (both ``None`` without the contract maths)."""
+    money = contracts.money_of(identity) if identity is not None else None
+    profit = session_profit = None
+    if money is not None and value is not None and value >= 0 and (value > 0 or not money.harmonic):
+        _held, session_profit = contracts.settle(money, _holding(position, session), value)
+        profit = session_profit - (position.realized_profit_loss or 0.0)
+    return Settlement(type="delivery", timestamp=timestamp_ms, instrument_name=position.instrument_name,
+                      position=position.size, mark_price=value, index_price=underlying, profit_loss=profit,
+                      session_profit_loss=session_profit)
+
+
+def session_of(position: Position, identity: InstrumentIdentity | None) -> Session | None:
+    """The session behind one of the exchange's positions (``None`` without the identity)."""
+    money = contracts.money_of(identity) if identity is not None else None
+    if money is None:
+        return None
+    settled = position.settlement_price if position.settlement_price else None
+    price = contracts.session_price_from(money, position.size, position.floating_profit_loss, position.mark_price,
+                                         settled, position.average_price)
+    return Session(price, settled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +333,14 @@ class CurrencyAccount:
     recent_trades: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=RECENT_TRADES))
     # Why the picture cannot be trusted until the next snapshot ("" when it can).
     doubt: str = ""
+    # Each modelled position's session (a position without one has no metadata yet: unmodelled).
+    sessions: dict[str, Session] = field(default_factory=dict)
+    # The exchange's time (ms) of the newest fill applied per instrument: an older user.changes
+    # position would take the picture back in time.
+    last_fill_ms: dict[str, int] = field(default_factory=dict)
+    deliveries: collections.deque[Settlement] = field(
+        default_factory=lambda: collections.deque(maxlen=RECENT_SETTLEMENTS))
+    settlements: tuple[Settlement, ...] = ()
 
     def snapshot(self, at: float) -> PortfolioChanged:
         figures = self.figures
@@ -256,7 +365,29 @@ class CurrencyAccount:
             reconciled_at=self.reconciled_at,
             reconcile_requested_at=self.requested_at,
             recent_trade_ids=tuple(self.recent_trades),
+            unmodelled=tuple(sorted(self.positions.keys() - self.sessions.keys())),
+            deliveries=tuple(self.deliveries),
+            settlements=self.settlements,
         )
+
+    def put(self, name: str, position: Position | None, session: Session | None) -> None:
+        """Set (``None``: remove) one instrument's position and its session."""
+        if position is None:
+            self.positions.pop(name, None)
+            self.sessions.pop(name, None)
+            return
+        self.positions[name] = position
+        if session is None:
+            self.sessions.pop(name, None)
+        else:
+            self.sessions[name] = session
+
+    def record_delivery(self, entry: Settlement) -> None:
+        """A position that left at expiry; an entry of the same instrument is replaced (the
+        exchange's own, or the closing ticker's price, is better than an estimate)."""
+        kept = [d for d in self.deliveries if d.instrument_name != entry.instrument_name]
+        self.deliveries.clear()
+        self.deliveries.extend([entry, *kept])
 
 
 class PortfolioBook:
@@ -269,6 +400,12 @@ class PortfolioBook:
         self._closed: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._trades: collections.OrderedDict[str, int] = collections.OrderedDict()
         self.tickers: dict[str, Ticker] = {}
+        # Each listed instrument's identity (metadata): which contract maths its figures follow.
+        self.identities: dict[str, InstrumentIdentity] = {}
+        # Positions that left at expiry before their delivery price was known: (identity, the
+        # position, its session), to compute the delivery again when the closing ticker comes.
+        self._delivered: collections.OrderedDict[str, tuple[InstrumentIdentity | None, Position, Session | None]] = (
+            collections.OrderedDict())
 
     def account(self, currency: str) -> CurrencyAccount:
         account = self.accounts.get(currency)
@@ -327,15 +464,31 @@ class PortfolioBook:
             return account.currency
         account.recent_trades.append(trade.trade_id)
         name = trade.instrument_name
-        position = apply_fill(account.positions.get(name), trade)
-        if position is None:
-            account.positions.pop(name, None)
-        else:
+        account.last_fill_ms[name] = max(trade.timestamp, account.last_fill_ms.get(name, 0))
+        self._apply(account.positions, account.sessions, trade, account)
+        return account.currency
+
+    def _apply(self, positions: dict[str, Position], sessions: dict[str, Session], trade: UserTrade,
+               account: CurrencyAccount | None = None) -> None:
+        """One fill on ``positions`` and ``sessions`` (an account's, or a snapshot's being replayed)."""
+        name = trade.instrument_name
+        identity = self.identities.get(name)
+        position, session = apply_fill(positions.get(name), trade, identity, sessions.get(name))
+        if position is not None:
             ticker = self.tickers.get(name)
             if ticker is not None:
-                position = with_mark(position, ticker.mark_price, ticker.index_price, ticker)
-            account.positions[name] = position
-        return account.currency
+                position = with_mark(position, ticker.mark_price, ticker.index_price, ticker, identity, session)
+        if account is not None:
+            account.put(name, position, session)
+            return
+        if position is None:
+            positions.pop(name, None)
+        else:
+            positions[name] = position
+        if session is None:
+            sessions.pop(name, None)
+        else:
+            sessions[name] = session
 
     def on_figures(self, figures: AccountFigures) -> str:
         account = self.account(figures.currency)
@@ -343,16 +496,29 @@ class PortfolioBook:
         return account.currency
 
     def on_ticker(self, ticker: Ticker) -> str | None:
-        """A held instrument's marks; tickers of anything else are ignored (one lookup)."""
+        """A held instrument's marks; tickers of anything else are ignored (one lookup). A new
+        settlement price in the ticker restarts the session at it; the closing ticker of an
+        expiring instrument (``estimated_delivery_price`` "expired") delivers the position."""
         name = ticker.instrument_name
         account = self.accounts.get(currency_of(name))
         if account is None:
             return None
         position = account.positions.get(name)
         if position is None:
-            return None
+            return self._late_delivery(ticker) if ticker.estimated_delivery_price == "expired" else None
+        if _delivered_by(ticker):
+            return self._deliver(account, name, ticker.timestamp, ticker)
         self.tickers[name] = ticker
-        account.positions[name] = with_mark(position, ticker.mark_price, ticker.index_price, ticker)
+        identity = self.identities.get(name)
+        session = account.sessions.get(name)
+        if session is not None and identity is not None and ticker.settlement_price:
+            session, restarted = _settled_in(session, ticker.settlement_price)
+            account.sessions[name] = session
+            changes: dict[str, float | None] = {"settlement_price": session.settlement_price}
+            if restarted:
+                changes["realized_profit_loss"] = 0.0
+            position = msgspec.structs.replace(position, **changes)
+        account.positions[name] = with_mark(position, ticker.mark_price, ticker.index_price, ticker, identity, session)
         return account.currency
 
     # -- the link and the exchange's truth ----------------------------------------------------------
@@ -385,16 +551,10 @@ class PortfolioBook:
             return ReconcileOutcome(applied=False, doubt=doubt)
         theirs_positions = {p.instrument_name: p for p in state.positions if p.size != 0}
         as_taken = dict(theirs_positions)
+        theirs_sessions = {name: session for name, p in theirs_positions.items()
+                           if (session := session_of(p, self.identities.get(name))) is not None}
         for trade in replay:
-            name = trade.instrument_name
-            position = apply_fill(theirs_positions.get(name), trade)
-            if position is None:
-                theirs_positions.pop(name, None)
-                continue
-            ticker = self.tickers.get(name)
-            if ticker is not None:
-                position = with_mark(position, ticker.mark_price, ticker.index_price, ticker)
-            theirs_positions[name] = position
+            self._apply(theirs_positions, theirs_sessions, trade)
         if replay and _same_sizes(as_taken, account.positions, replay) and not _same_sizes(
                 theirs_positions, account.positions, replay):
             # Our fills stamped after it are in it already: its times and its positions disagree.
@@ -406,6 +566,7 @@ class PortfolioBook:
         for name in account.positions.keys() - theirs_positions.keys():
             self.tickers.pop(name, None)
         account.positions = theirs_positions
+        account.sessions = theirs_sessions
         account.orders = theirs_orders
         if state.summary is not None:
             account.figures = state.summary
@@ -475,21 +636,155 @@ class PortfolioBook:
                 kept += 1
         return theirs, kept
 
-    # -- expiry -------------------------------------------------------------------------------------
-    def drop_instruments(self, names: set[str] | frozenset[str]) -> list[str]:
-        """Instruments that settled or are no longer listed leave positions and orders."""
+    # -- metadata, settlement and expiry -------------------------------------------------------------
+    def on_instruments(self, loaded: InstrumentsLoaded) -> list[str]:
+        """Identities of a currency's listed instruments. A held position that had none is
+        modelled from now on, from the exchange's figures it holds (currencies that changed)."""
+        for instrument in loaded.instruments:
+            self.identities[instrument.instrument_name] = identity_of(instrument)
+        changed = []
+        for account in self.accounts.values():
+            newly = [n for n in account.positions if n not in account.sessions and n in self.identities]
+            for name in newly:
+                session = session_of(account.positions[name], self.identities[name])
+                if session is not None:
+                    account.sessions[name] = session
+            if newly:
+                changed.append(account.currency)
+        return changed
+
+    def unlisted(self, loaded: InstrumentsLoaded) -> set[str]:
+        """Held instruments (positions or orders) that a complete list should hold and does not:
+        those the list's currency settles (Deribit lists linear ``ETH_USDC-...`` instruments under
+        USDC, not ETH). An instrument whose metadata never came is not judged by a list."""
+        listed = {i.instrument_name for i in loaded.instruments}
+        return {name for name in self.held_instruments()
+                if name not in listed and (identity := self.identities.get(name)) is not None
+                and identity.settlement_currency == loaded.currency}
+
+    def settle_sessions(self) -> list[str]:
+        """The 08:00 UTC settlement (``DailyRollover``): every modelled session restarts at the
+        last mark (a ticker then says the exchange's own settlement price), realized at 0."""
+        changed = []
+        for account in self.accounts.values():
+            for name, session in list(account.sessions.items()):
+                position = account.positions[name]
+                identity = self.identities.get(name)
+                money = contracts.money_of(identity) if identity is not None else None
+                if money is None or position.mark_price is None or position.mark_price <= 0:
+                    continue
+                held, _paid = contracts.settle(money, _holding(position, session), position.mark_price)
+                session = account.sessions[name] = Session(held.session_price, session.settlement_price, True)
+                position = msgspec.structs.replace(position, realized_profit_loss=0.0)
+                account.positions[name] = with_mark(position, position.mark_price, position.index_price, None,
+                                                    identity, session)
+                if account.currency not in changed:
+                    changed.append(account.currency)
+        return changed
+
+    def _deliver(self, account: CurrencyAccount, name: str, timestamp_ms: int, ticker: Ticker | None) -> str:
+        """The position in ``name`` leaves at expiry at the closing ``ticker``'s delivery price,
+        else at an estimate that a closing ticker may correct later."""
+        position = account.positions[name]
+        session = account.sessions.get(name)
+        identity = self.identities.get(name)
+        underlying, value, exact = _delivery_prices(identity, ticker, position)
+        account.record_delivery(_delivery(identity, position, session, timestamp_ms, underlying, value))
+        if not exact:
+            self._delivered[name] = (identity, position, session)
+            while len(self._delivered) > RECENT_SETTLEMENTS:
+                self._delivered.popitem(last=False)
+        self._leave(account, name)
+        return account.currency
+
+    def _leave(self, account: CurrencyAccount, name: str) -> None:
+        account.put(name, None, None)
+        self.tickers.pop(name, None)
+        for order_id in [i for i, o in account.orders.items() if o.instrument_name == name]:
+            del account.orders[order_id]
+
+    def _late_delivery(self, ticker: Ticker) -> str | None:
+        """The closing ticker of a position that already left on an estimate: the exact entry."""
+        name = ticker.instrument_name
+        if not _delivered_by(ticker) or name not in self._delivered:
+            return None
+        identity, position, session = self._delivered.pop(name)
+        underlying, value, _exact = _delivery_prices(identity, ticker, position)
+        account = self.account(currency_of(name))
+        account.record_delivery(_delivery(identity, position, session, ticker.timestamp, underlying, value))
+        return account.currency
+
+    def drop_instruments(self, names: set[str] | frozenset[str], at_ms: int = 0) -> list[str]:
+        """Instruments that expired or are no longer listed leave positions and orders; a
+        position leaves as a delivery at the best price known (the closing ticker's, else its
+        last estimated delivery price, else its mark), corrected when the closing ticker or the
+        exchange's settlement history says more."""
         changed = []
         for account in self.accounts.values():
             gone_positions = [n for n in account.positions if n in names]
             gone_orders = [i for i, o in account.orders.items() if o.instrument_name in names]
             for name in gone_positions:
-                del account.positions[name]
-                self.tickers.pop(name, None)
+                ticker = self.tickers.get(name)
+                closed = ticker is not None and _delivered_by(ticker)
+                self._deliver(account, name, ticker.timestamp if ticker is not None and closed else at_ms, ticker)
             for order_id in gone_orders:
-                del account.orders[order_id]
+                account.orders.pop(order_id, None)
             if gone_positions or gone_orders:
                 changed.append(account.currency)
         return changed
+
+    def on_settlement_history(self, history: SettlementHistory) -> list[str]:
+        """The exchange's settlements and deliveries: kept for the picture; a delivery of a position
+        still held takes it out (with the exchange's figures), and replaces our own entry of it."""
+        changed: set[str] = set()
+        by_currency: dict[str, list[Settlement]] = {}
+        for entry in history.settlements:
+            if entry.instrument_name:
+                by_currency.setdefault(currency_of(entry.instrument_name), []).append(entry)
+        for currency, entries in by_currency.items():
+            account = self.account(currency)
+            known = {(e.type, e.instrument_name, e.timestamp) for e in account.settlements}
+            fresh = [e for e in entries if (e.type, e.instrument_name, e.timestamp) not in known]
+            if not fresh:
+                continue
+            merged = sorted([*account.settlements, *fresh], key=lambda e: e.timestamp, reverse=True)
+            account.settlements = tuple(merged[:RECENT_SETTLEMENTS])
+            changed.add(currency)
+            for entry in fresh:
+                name = entry.instrument_name
+                if entry.type != "delivery" or name is None:
+                    continue
+                if name in account.positions:
+                    self._leave(account, name)
+                self._delivered.pop(name, None)
+                account.record_delivery(entry)
+        return sorted(changed)
+
+    # -- user.changes ---------------------------------------------------------------------------------
+    def on_changes(self, changes: UserChanges) -> tuple[list[str], bool]:
+        """One event's orders, fills and the exchange's positions after it, atomically. Orders and
+        fills go the usual way (each counted once, whatever came first); the positions are taken
+        as the exchange's truth unless the picture already holds something newer (a later fill of
+        that instrument, or a snapshot taken after the event). Returns the currencies changed and
+        whether the positions were taken."""
+        changed = {c for c in (self.on_order(o) for o in changes.orders) if c is not None}
+        changed |= {c for c in (self.on_trade(t) for t in changes.trades) if c is not None}
+        name = changes.instrument_name
+        account = self.account(currency_of(name))
+        when = _event_ms(changes)
+        window = account.positions_window
+        newer = (when is None or account.last_fill_ms.get(name, 0) > when
+                 or (window is not None and window.includes(when) is not False))
+        theirs = [p for p in changes.positions if p.instrument_name == name]
+        if newer or not theirs:
+            return sorted(changed), False
+        position = theirs[-1]
+        if position.size == 0:
+            account.put(name, None, None)
+        else:
+            account.put(name, position, session_of(position, self.identities.get(name)))
+        changed.add(account.currency)
+        return sorted(changed), True
 
     def held_instruments(self) -> set[str]:
         names: set[str] = set()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from messages.account import OrderUpdate, Position
+from messages.account import OrderUpdate, Position, Settlement
 from messages.base import Message
 
 
@@ -121,3 +121,12 @@ class PortfolioChanged(Message, frozen=True, kw_only=True):
     reconcile_requested_at: float | None = None
     # The ids of the latest fills these positions reflect, oldest first (at most a few hundred).
     recent_trade_ids: tuple[str, ...] = ()
+    # Held instruments whose PnL figures are the exchange's as last sent, not recomputed: no
+    # instrument metadata yet, so their contract maths (inverse or linear) is not known.
+    unmodelled: tuple[str, ...] = ()
+    # Positions that left at expiry, newest first (``type`` "delivery": size, delivery price and the
+    # session's PnL at it); the exchange's own entry replaces the desk's once it lists it.
+    deliveries: tuple[Settlement, ...] = ()
+    # The exchange's settlement history (settlements and deliveries) of this currency's
+    # instruments, newest first, as far as it was fetched.
+    settlements: tuple[Settlement, ...] = ()

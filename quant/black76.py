@@ -229,7 +229,10 @@ class Black76Greeks:
     - ``delta``: dV/dF (call in [0, 1], put in [-1, 0]); Deribit's ticker ``delta``.
     - ``gamma``: d2V/dF2 per unit of forward.
     - ``vega``: value change for a +1 vol point move (vol + 0.01), Deribit's convention.
-    - ``theta``: value change over one calendar day (365-day year) with the forward unchanged.
+    - ``theta``: value change over one calendar day (365-day year) with the forward unchanged:
+      Deribit's convention, the instantaneous rate -dV/dT / 365 while at least a day is left and,
+      in the last day, what is left of the option above its intrinsic value, negated
+      (``intrinsic - price``: a day later it has expired). See :func:`black76_greeks`.
     - ``delta_premium_adjusted``: delta - price/forward, the delta of a coin-settled option
       measured in coin (the premium itself is a coin exposure).
     """
@@ -249,6 +252,12 @@ def black76_greeks(
 
     At or past expiry (or zero vol) delta is the intrinsic step (1/0 or 0/-1; 0.5 at the money),
     gamma, vega and theta are 0.
+
+    Theta follows Deribit's ticker: the instantaneous -dV/dT per 365-day day while T >= 1 day;
+    within the last day (0 < T < 1/365) it is ``intrinsic - price``, the value the option loses by
+    expiring before a day has passed (checked on every last-day ticker of the real capture:
+    ETH-23JUL21-2300-C at 0.39 days, Deribit -0.00152 USD/day where the instantaneous rate is
+    -0.0333; tickers further from expiry keep the instantaneous rate).
     """
     f, k, t, v, c = _prepare(forward, strike, years, vol, is_call)
     price = np.asarray(black76_price(f, k, t, v, c))
@@ -267,6 +276,9 @@ def black76_greeks(
         gamma = np.where(live, pdf / (f * safe_s), 0.0)
         vega = np.where(live, f * pdf * sqrt_t, 0.0) * 0.01
         theta = np.where(live, -f * pdf * v / (2.0 * np.where(live, sqrt_t, 1.0)), 0.0) / DAYS_PER_YEAR
+        # Deribit's last day: the whole time value goes within the day (see the docstring).
+        intrinsic = np.maximum(np.where(c, f - k, k - f), 0.0)
+        theta = np.where(live & (t < 1.0 / DAYS_PER_YEAR), intrinsic - price, theta)
         delta_pa = delta - price / f
     bad = np.isnan(price)
     nan = np.nan

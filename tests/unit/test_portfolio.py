@@ -10,16 +10,36 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deribit.instruments import currency_of, kind_of
-from desk.portfolio import PortfolioBook, apply_fill, with_mark
+from deribit.instruments import currency_of, identity_of, kind_of
+from desk.portfolio import PortfolioBook, Session, apply_fill, with_mark
 from messages.account import AccountSummary, ExchangeState, OrderUpdate, PortfolioUpdate, Position, UserTrade
-from messages.market import Greeks, Ticker
+from messages.market import Greeks, InstrumentsLoaded, Ticker
 from simulator.accounts import Position as SimPosition
 from simulator.listing import InstrumentSpec
+from tests.support.contracts import inverse_option, inverse_perpetual
 
 OPTION = "BTC-24SEP21-40000-C"
 FUTURE = "BTC-PERPETUAL"
 _ids = itertools.count(1)
+OPTION_ID = identity_of(inverse_option(OPTION, dt.date(2021, 9, 24), 40_000.0))
+FUTURE_ID = identity_of(inverse_perpetual())
+IDS = {OPTION: OPTION_ID, FUTURE: FUTURE_ID}
+
+
+def book_with_metadata() -> PortfolioBook:
+    book = PortfolioBook(("BTC",))
+    book.on_instruments(InstrumentsLoaded(currency="BTC", instruments=(
+        inverse_option(OPTION, dt.date(2021, 9, 24), 40_000.0), inverse_perpetual())))
+    return book
+
+
+def fills(name: str, *moves: tuple[str, float, float]) -> tuple[Position | None, Session | None]:
+    """A position built by fills (direction, amount, price) with its instrument's metadata."""
+    position: Position | None = None
+    session: Session | None = None
+    for direction, amount, price in moves:
+        position, session = apply_fill(position, trade(name, direction, amount, price), IDS[name], session)
+    return position, session
 
 
 def trade(name: str, direction: str, amount: float, price: float, trade_id: str | None = None,
@@ -59,20 +79,20 @@ def test_names() -> None:
 
 
 def test_option_average_is_amount_weighted_and_a_flip_opens_at_the_fill_price() -> None:
-    position = apply_fill(None, trade(OPTION, "buy", 1.0, 0.05))
-    position = apply_fill(position, trade(OPTION, "buy", 1.0, 0.07))
+    position, session = fills(OPTION, ("buy", 1.0, 0.05), ("buy", 1.0, 0.07))
     assert position is not None and position.size == 2.0 and position.average_price == pytest.approx(0.06)
-    position = apply_fill(position, trade(OPTION, "sell", 0.5, 0.09))
+    position, session = apply_fill(position, trade(OPTION, "sell", 0.5, 0.09), OPTION_ID, session)
     assert position is not None and position.size == 1.5 and position.average_price == pytest.approx(0.06)
-    position = apply_fill(position, trade(OPTION, "sell", 2.5, 0.08))
+    assert position.realized_profit_loss == pytest.approx(0.5 * (0.09 - 0.06))
+    position, session = apply_fill(position, trade(OPTION, "sell", 2.5, 0.08), OPTION_ID, session)
     assert position is not None and position.size == -1.0 and position.direction == "sell"
     assert position.average_price == 0.08
-    assert apply_fill(position, trade(OPTION, "buy", 1.0, 0.01)) is None
+    assert apply_fill(position, trade(OPTION, "buy", 1.0, 0.01), OPTION_ID, session) == (None, None)
 
 
 def test_future_average_is_the_usd_weighted_harmonic_mean() -> None:
-    position = apply_fill(None, trade(FUTURE, "buy", 100.0, 50_000.0))
-    position = apply_fill(position, trade(FUTURE, "buy", 100.0, 40_000.0, mark=40_100.0))
+    position, session = fills(FUTURE, ("buy", 100.0, 50_000.0))
+    position, _ = apply_fill(position, trade(FUTURE, "buy", 100.0, 40_000.0, mark=40_100.0), FUTURE_ID, session)
     assert position is not None and position.kind == "future"
     assert position.average_price == pytest.approx(200.0 / (100 / 50_000 + 100 / 40_000))
     # A future's delta is its size in coin at the mark (the fill's mark until a ticker comes).
@@ -98,10 +118,11 @@ def test_positions_match_the_simulators_contract_maths(fills: list[tuple[str, in
         name, amount_step, price_step = FUTURE, 10.0, 125.0
     reference = SimPosition(spec)
     ours: Position | None = None
+    session: Session | None = None
     for direction, amount_units, price_units in fills:
         amount, price = round(amount_units * amount_step, 8), round(price_units * price_step, 8)
         reference.apply(direction, amount, price)
-        ours = apply_fill(ours, trade(name, direction, amount, price))
+        ours, session = apply_fill(ours, trade(name, direction, amount, price), IDS[name], session)
         if reference.size == 0:
             assert ours is None
         else:
@@ -110,16 +131,16 @@ def test_positions_match_the_simulators_contract_maths(fills: list[tuple[str, in
 
 
 def test_marks_give_floating_pnl_and_greeks() -> None:
-    option = apply_fill(None, trade(OPTION, "buy", 2.0, 0.05))
+    option, session = fills(OPTION, ("buy", 2.0, 0.05))
     assert option is not None
     ticker = Ticker(instrument_name=OPTION, timestamp=1, state="open", mark_price=0.06, index_price=40_000.0,
                     greeks=Greeks(delta=0.5, gamma=0.0001, vega=20.0, theta=-10.0))
-    marked = with_mark(option, ticker.mark_price, ticker.index_price, ticker)
-    assert marked.floating_profit_loss == pytest.approx(0.02)
+    marked = with_mark(option, ticker.mark_price, ticker.index_price, ticker, OPTION_ID, session)
+    assert marked.floating_profit_loss == pytest.approx(0.02) and marked.total_profit_loss == pytest.approx(0.02)
     assert (marked.delta, marked.gamma, marked.vega, marked.theta) == pytest.approx((1.0, 0.0002, 40.0, -20.0))
-    future = apply_fill(None, trade(FUTURE, "sell", 1000.0, 50_000.0))
+    future, session = fills(FUTURE, ("sell", 1000.0, 50_000.0))
     assert future is not None
-    marked = with_mark(future, 40_000.0, 40_000.0, None)
+    marked = with_mark(future, 40_000.0, 40_000.0, None, FUTURE_ID, session)
     assert marked.delta == pytest.approx(-0.025) and marked.size_currency == pytest.approx(-0.025)
     assert marked.floating_profit_loss == pytest.approx(-1000.0 * (1 / 50_000 - 1 / 40_000))
 
@@ -150,7 +171,7 @@ def test_trades_count_once() -> None:
 
 
 def test_tickers_mark_held_instruments_only() -> None:
-    book = PortfolioBook(("BTC",))
+    book = book_with_metadata()
     book.on_trade(trade(OPTION, "buy", 1.0, 0.05))
     other = Ticker(instrument_name="BTC-24SEP21-50000-C", timestamp=1, state="open", mark_price=0.01)
     assert book.on_ticker(other) is None

@@ -3,11 +3,13 @@ lost answers and expiry."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from typing import Any
 
 import pykka
+import pytest
 
 from actors.portfolio import GetPortfolio, GetReconcileReport, Portfolio
 from messages.account import (
@@ -17,14 +19,17 @@ from messages.account import (
     Position,
     ReconcileFailed,
     ReconcileStarted,
+    Settlement,
+    SettlementHistory,
     UserTrade,
 )
 from messages.commands import CommandFailed, CommandResult, ReconcilePortfolio
-from messages.market import InstrumentState, Ticker
+from messages.market import InstrumentsLoaded, InstrumentState, Ticker
 from messages.state import PortfolioChanged
 from messages.system import ConnectionState, ConnectionStatus, DailyRollover, MinuteTick
 from runtime.actor import ActorContext, immediate_delivery
 from runtime.clock import ReplayClock
+from tests.support.contracts import inverse_option
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_until
 
@@ -110,10 +115,16 @@ def test_reconciliations_and_the_reconciled_flag() -> None:
         ref.stop()
 
 
+def listed(*names: str) -> InstrumentsLoaded:
+    return InstrumentsLoaded(currency="BTC", instruments=tuple(
+        inverse_option(n, dt.date(2026, 11, 20 if n == OPTION else 27), 60_000.0) for n in names))
+
+
 def test_marks_are_published_at_most_once_per_interval_and_on_the_minute() -> None:
     published, clock = Published(), ReplayClock(T0)
     ref = start(published, clock)
     try:
+        ref.tell(listed(LATER))
         ref.tell(fill(LATER, 2.0, "T1"))
         ticker = Ticker(instrument_name=LATER, timestamp=1, state="open", mark_price=0.06)
         ref.tell(ticker)  # within the interval of the fill's publication: held back
@@ -256,5 +267,45 @@ def test_a_failed_reconcile_is_asked_for_again_after_a_backoff() -> None:
         ref.ask(GetPortfolio(), timeout=5)
         time.sleep(0.8)
         assert reasons(published.take()) == []
+    finally:
+        ref.stop()
+
+
+def test_rollover_settles_sessions_and_expiry_delivers() -> None:
+    """At 08:00 the expiring option leaves as a delivery (at its last estimated delivery price),
+    the other's session restarts; the closing ticker then gives the exact delivery, and the
+    exchange's settlement history is kept in the picture."""
+    published, clock = Published(), ReplayClock(T0)
+    ref = start(published, clock)
+    try:
+        ref.tell(listed(OPTION, LATER))
+        ref.tell(fill(OPTION, 1.0, "T1"))
+        ref.tell(fill(LATER, 1.0, "T2"))
+        ref.tell(Ticker(instrument_name=OPTION, timestamp=2, state="open", mark_price=0.06,
+                        estimated_delivery_price=61_000.0))
+        ref.tell(Ticker(instrument_name=LATER, timestamp=2, state="open", mark_price=0.07))
+        settle(ref)
+        before = ref.ask(GetPortfolio(), timeout=5)["BTC"]
+        assert before.unmodelled == () and before.positions[1].realized_profit_loss == 0.0
+        assert before.positions[1].floating_profit_loss == 0.07 - 0.05
+        ref.tell(DailyRollover(at=T0 + 600, day="2026-11-20"))
+        state = ref.ask(GetPortfolio(), timeout=5)["BTC"]
+        [later] = state.positions
+        assert later.instrument_name == LATER and later.floating_profit_loss == 0.0
+        assert later.total_profit_loss == 0.07 - 0.05
+        [estimate] = state.deliveries  # the 60,000 call at the index's estimate
+        assert (estimate.instrument_name, estimate.index_price) == (OPTION, 61_000.0)
+        assert estimate.mark_price == pytest.approx(1_000.0 / 61_000.0)
+        ref.tell(Ticker(instrument_name=OPTION, timestamp=3, state="closed", mark_price=0.0,
+                        estimated_delivery_price="expired", delivery_price=62_000.0))
+        settle(ref)
+        [exact] = ref.ask(GetPortfolio(), timeout=5)["BTC"].deliveries
+        assert exact.mark_price == pytest.approx(2_000.0 / 62_000.0)
+        assert exact.profit_loss == pytest.approx(2_000.0 / 62_000.0 - 0.05)  # from its fill, this session
+        entry = Settlement(type="delivery", timestamp=1_795_161_600_000, instrument_name=OPTION, position=1.0,
+                           mark_price=0.0401, profit_loss=-0.0199)
+        ref.tell(SettlementHistory(currency="BTC", settlements=(entry,), at=T0 + 700))
+        state = ref.ask(GetPortfolio(), timeout=5)["BTC"]
+        assert state.deliveries == (entry,) and state.settlements == (entry,)
     finally:
         ref.stop()

@@ -11,8 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from deribit.instruments import identity_of
 from desk.portfolio import PortfolioBook, apply_fill
 from messages.account import ExchangeState, ExchangeWindow, OrderUpdate, Position, UserTrade
+from messages.market import InstrumentsLoaded
+from tests.support.market import perpetual
 
 FUTURE = "BTC-PERPETUAL"
 _ids = itertools.count(1)
@@ -170,9 +173,10 @@ def test_any_order_of_arrival_ends_at_the_exchange_position(moves: list[tuple[st
     truth: Position | None = None
     for f in fills:
         if (f.timestamp + 1) * 1000 <= window(taken_ms).received_us:
-            truth = apply_fill(truth, f)
+            truth, _ = apply_fill(truth, f, identity_of(perpetual()))
     snapshot = state((truth,) if truth is not None else (), taken_ms=taken_ms)
     book = PortfolioBook(("BTC",))
+    book.on_instruments(InstrumentsLoaded(currency="BTC", instruments=(perpetual(),)))
     for i, f in enumerate(fills):
         if i == started_at:
             book.reconcile_started("BTC", 1)
@@ -188,7 +192,7 @@ def test_any_order_of_arrival_ends_at_the_exchange_position(moves: list[tuple[st
     account = book.accounts["BTC"]
     final: Position | None = None
     for f in fills:
-        final = apply_fill(final, f)
+        final, _ = apply_fill(final, f)
     if account.doubt or not account.reconciled:
         # It knows it cannot tell: a fresh snapshot, taken after every fill, settles it.
         book.reconcile_started("BTC", 2)
