@@ -198,10 +198,11 @@ def format_perpetual_name(currency: str, counter_currency: str | None = None) ->
 
 
 def currency_of(instrument_name: str) -> str:
-    """The base coin of an instrument, from its name alone: ``BTC`` for ``BTC-24SEP21-8000-P``,
-    ``BTC-PERPETUAL`` and ``BTC_USDC-PERPETUAL``. Positions, accounts and deltas are kept per base
-    coin; whether an instrument is inverse or linear comes from its metadata, not from here."""
-    return instrument_name.partition("-")[0].partition("_")[0]
+    """The currency setting (family) an instrument belongs to, which keys its books, account and
+    positions: ``BTC`` for ``BTC-24SEP21-8000-P`` and ``BTC-PERPETUAL``, ``BTC_USDC`` for
+    ``BTC_USDC-PERPETUAL`` (a linear instrument is margined in USDC's account, never in the coin's).
+    Whether an instrument is inverse or linear comes from its metadata, not from here."""
+    return instrument_name.partition("-")[0]
 
 
 def kind_of(instrument_name: str) -> str:

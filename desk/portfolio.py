@@ -655,12 +655,11 @@ class PortfolioBook:
 
     def unlisted(self, loaded: InstrumentsLoaded) -> set[str]:
         """Held instruments (positions or orders) that a complete list should hold and does not:
-        those the list's currency settles (Deribit lists linear ``ETH_USDC-...`` instruments under
-        USDC, not ETH). An instrument whose metadata never came is not judged by a list."""
+        those of the list's family (``ETH_USDC-...`` instruments are the ``ETH_USDC`` family's, never
+        ``ETH``'s). An instrument whose metadata never came is not judged by a list."""
         listed = {i.instrument_name for i in loaded.instruments}
         return {name for name in self.held_instruments()
-                if name not in listed and (identity := self.identities.get(name)) is not None
-                and identity.settlement_currency == loaded.currency}
+                if name not in listed and name in self.identities and currency_of(name) == loaded.currency}
 
     def settle_sessions(self) -> list[str]:
         """The 08:00 UTC settlement (``DailyRollover``): every modelled session restarts at the

@@ -74,7 +74,7 @@ def order(order_id: str, state: str, updated: int = 1, filled: float = 0.0, name
 
 
 def test_names() -> None:
-    assert currency_of("ETH-30JUL21-2800-C") == "ETH" and currency_of("BTC_USDC-PERPETUAL") == "BTC"
+    assert currency_of("ETH-30JUL21-2800-C") == "ETH" and currency_of("BTC_USDC-PERPETUAL") == "BTC_USDC"
     assert kind_of(OPTION) == "option" and kind_of(FUTURE) == "future" and kind_of("BTC-24SEP21") == "future"
 
 

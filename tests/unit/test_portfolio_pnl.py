@@ -140,7 +140,7 @@ def test_a_linear_perpetual_is_modelled_in_coin_and_usdc() -> None:
     b = book("BTC", "ETH")
     b.on_trade(trade(LINEAR, "buy", 0.001, 2973.55, mark=2980.0))
     b.on_trade(trade(LINEAR, "buy", 0.001, 3067.2, mark=3070.0))
-    position = held(b, LINEAR, "ETH")
+    position = held(b, LINEAR, "ETH_USDC")  # USDC's account, never ETH's
     assert position.size == 0.002 and position.average_price == pytest.approx(3020.375, rel=1e-12)
     assert position.delta == position.size_currency == 0.002
     assert position.total_profit_loss == pytest.approx(0.002 * (3070.0 - 3020.375))
@@ -285,7 +285,7 @@ def test_the_settlement_history_delivers_what_is_still_held_and_is_kept() -> Non
     assert b.on_settlement_history(history) == []  # nothing new
 
 
-def test_a_list_judges_only_what_its_currency_settles() -> None:
+def test_a_list_judges_only_its_own_familys_instruments() -> None:
     """A held linear ETH_USDC-PERPETUAL is not gone because the ETH list (inverse) lacks it, and an
     instrument without metadata is never judged by a list; an inverse one missing from its own
     currency's list is."""
@@ -296,21 +296,22 @@ def test_a_list_judges_only_what_its_currency_settles() -> None:
     eth = InstrumentsLoaded(currency="ETH", instruments=(inverse_perpetual("ETH"),))
     assert b.unlisted(eth) == set()
     assert b.unlisted(InstrumentsLoaded(currency="BTC", instruments=())) == {PERP}
-    assert b.unlisted(InstrumentsLoaded(currency="USDC", instruments=())) == {LINEAR}
+    assert b.unlisted(InstrumentsLoaded(currency="ETH_USDC", instruments=())) == {LINEAR}
+    assert b.unlisted(InstrumentsLoaded(currency="BTC_USDC", instruments=())) == set()
 
 
 def test_a_linear_option_is_priced_and_settled_in_usdc() -> None:
     name = "SOL_USDC-25JUN21-0d5-C"
-    b = PortfolioBook(("SOL",))
-    b.on_instruments(InstrumentsLoaded(currency="USDC", instruments=(
+    b = PortfolioBook(("SOL_USDC",))
+    b.on_instruments(InstrumentsLoaded(currency="SOL_USDC", instruments=(
         linear_option(name, dt.date(2021, 6, 25), 0.5, "call"),)))
     b.on_trade(trade(name, "buy", 10.0, 0.02))
     b.on_trade(trade(name, "buy", 30.0, 0.04))
     b.on_ticker(ticker(name, 0.05, index_price=0.52, greeks=Greeks(delta=0.6, gamma=1.0, vega=0.01, theta=-0.02)))
-    position = held(b, name, "SOL")
+    position = held(b, name, "SOL_USDC")
     assert position.average_price == pytest.approx(0.035) and position.delta == pytest.approx(24.0)
     assert position.total_profit_loss == pytest.approx(40.0 * (0.05 - 0.035))  # USDC
-    assert b.on_ticker(closing(name, 0.62)) == "SOL"
-    [delivery] = b.accounts["SOL"].snapshot(0.0).deliveries
+    assert b.on_ticker(closing(name, 0.62)) == "SOL_USDC"
+    [delivery] = b.accounts["SOL_USDC"].snapshot(0.0).deliveries
     assert delivery.mark_price == pytest.approx(0.12)
     assert delivery.profit_loss == pytest.approx(40.0 * (0.12 - 0.035))
