@@ -23,5 +23,8 @@ LIVE_STATES: frozenset[str] = frozenset({"created", "started", "open"})
 #: Instrument states after which an instrument is gone for good.
 GONE_STATES: frozenset[str] = frozenset({"settled", "closed", "terminated", "deactivated", "expired"})
 
+#: The indices Deribit publishes a DVOL (``deribit_volatility_index.{index}``) for.
+DVOL_INDICES: frozenset[str] = frozenset({"btc_usd", "eth_usd"})
+
 #: Expiry of perpetuals as Deribit lists them (year 3000), in milliseconds.
 PERPETUAL_EXPIRY_MS = 32_503_708_800_000

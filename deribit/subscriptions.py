@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from deribit import channels
+from deribit.constants import DVOL_INDICES
 from deribit.instruments import family_of
 from messages.market import Instrument
 
@@ -25,8 +26,9 @@ def market_channels(instruments: Iterable[Instrument], book_interval: str) -> se
 
 
 def currency_channels(currency: str, private: bool) -> set[str]:
-    """A family's own channels: its index (``btc_usd``, ``sol_usdc``) and the listings and
-    expiries of its options and futures. A linear family's come under USDC, which every coin's
+    """A family's own channels: its index (``btc_usd``, ``sol_usdc``), its coin's DVOL where
+    Deribit publishes one, the platform's locks, and the listings and expiries of its options and
+    futures. A linear family's come under USDC, which every coin's
     linear instruments share: the Session keeps only the family's own notifications. Private:
     the account's orders, trades and portfolio in the family's settlement currency."""
     family = family_of(currency)
@@ -35,11 +37,17 @@ def currency_channels(currency: str, private: bool) -> set[str]:
         channels.price_index(family.index_name),
         channels.instrument_state("option", listed_under),
         channels.instrument_state("future", listed_under),
+        channels.platform_state(),  # index locks, which instrument.state does not announce
     }
+    dvol = f"{family.base_currency.lower()}_usd"
+    if dvol in DVOL_INDICES:
+        out.add(channels.volatility_index(dvol))
     if private:
         out |= {
             channels.user_orders("any", listed_under, "raw"),
             channels.user_trades("any", listed_under, "raw"),
+            # The exchange's own positions (with its PnL figures) after each of our events.
+            channels.user_changes("any", listed_under, "raw"),
             channels.user_portfolio(listed_under),
         }
     return out

@@ -45,8 +45,9 @@ PUBLIC_BTC = {
     f"book.{CALL}.100ms", f"ticker.{CALL}.100ms", f"book.{PUT}.100ms", f"ticker.{PUT}.100ms",
     "quote.BTC-PERPETUAL", "ticker.BTC-PERPETUAL.100ms",
     "deribit_price_index.btc_usd", "instrument.state.option.BTC", "instrument.state.future.BTC",
+    "platform_state", "deribit_volatility_index.btc_usd",
 }
-PRIVATE_BTC = {"user.orders.any.BTC.raw", "user.trades.any.BTC.raw", "user.portfolio.btc"}
+PRIVATE_BTC = {"user.orders.any.BTC.raw", "user.trades.any.BTC.raw", "user.changes.any.BTC.raw", "user.portfolio.btc"}
 S = ConnectionState
 
 RunDesk = Callable[..., Desk]  # (dotted settings keys, /, **top-level keys)
@@ -270,7 +271,8 @@ def test_subscribe_requests_are_batched_within_the_rate_limit(run_desk: RunDesk,
     requests.sort(key=lambda r: r.at)
     assert all(1 <= len(r.params["channels"]) <= 3 for r in requests)
     channels = [c for r in requests for c in r.params["channels"]]
-    assert len(channels) == len(set(channels)) == 24  # each once: 12 per currency
+    # each once: 14 per currency, and platform_state shared
+    assert len(channels) == len(set(channels)) == 29
     assert len(requests) >= 8
     times = [r.at for r in requests]
     for i, start in enumerate(times):
@@ -290,7 +292,7 @@ def test_refused_and_failed_subscriptions_are_retried(run_desk: RunDesk, server:
     assert len(server.calls("private/subscribe")) >= 2
     assert desk.log_events("subscribe_refused")[0]["count"] == 1
     assert desk.log_events("subscribe_failed")[0]["code"] == 11094
-    assert subscribed.detail == "12 of 12 channels"
+    assert subscribed.detail == f"{len(PUBLIC_BTC | PRIVATE_BTC)} of {len(PUBLIC_BTC | PRIVATE_BTC)} channels"
 
 
 def test_resubscribe_instrument_unsubscribes_then_subscribes_its_book(

@@ -56,8 +56,9 @@ from tests.support.public_instruments import public_entries
 from tests.support.scripted_server import tiny_instruments
 
 EPOCH_MS = 1_700_000_000_000
-PUBLIC_BTC = {"deribit_price_index.btc_usd", "instrument.state.option.BTC", "instrument.state.future.BTC"}
-PRIVATE_BTC = {"user.orders.any.BTC.raw", "user.trades.any.BTC.raw", "user.portfolio.btc"}
+PUBLIC_BTC = {"deribit_price_index.btc_usd", "instrument.state.option.BTC", "instrument.state.future.BTC",
+              "platform_state", "deribit_volatility_index.btc_usd"}
+PRIVATE_BTC = {"user.orders.any.BTC.raw", "user.trades.any.BTC.raw", "user.changes.any.BTC.raw", "user.portfolio.btc"}
 MARKET_BTC = {"book.BTC-1JAN00-60000-C.100ms", "ticker.BTC-1JAN00-60000-C.100ms", "book.BTC-1JAN00-60000-P.100ms",
               "ticker.BTC-1JAN00-60000-P.100ms", "quote.BTC-PERPETUAL", "ticker.BTC-PERPETUAL.100ms"}
 
@@ -218,7 +219,10 @@ def test_subscriptions_go_in_batches_under_the_rate_limit(tmp_path: Path) -> Non
     assert len(rig.requests("public/subscribe")) == 1  # one request a second, burst 1
     rig.take(rig.session.tick(1.0))
     subscribes = rig.requests("public/subscribe")
-    assert [len(f["params"]["channels"]) for f in subscribes] == [2, 1]
+    assert [len(f["params"]["channels"]) for f in subscribes] == [2, 2]
+    rig.take(rig.session.tick(2.0))
+    subscribes = rig.requests("public/subscribe")
+    assert [len(f["params"]["channels"]) for f in subscribes] == [2, 2, 1]
     assert {c for f in subscribes for c in f["params"]["channels"]} == PUBLIC_BTC
     assert all(isinstance(rig.session.pending[f["id"]], Subscribe) for f in subscribes)
 
