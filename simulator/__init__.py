@@ -178,6 +178,16 @@ class Simulator:
     def shift_index(self, currency: str, pct: float) -> None:
         self.call(lambda: self.server.shift_index(currency, pct))
 
+    def lock_index(self, price_index: str, locked: bool = True) -> None:
+        """Lock (``locked=False``: unlock) trading on a price index (``btc_usd``): orders on its
+        instruments are refused and ``platform_state`` says so, as on Deribit."""
+        self.call(lambda: self.server.lock_index(price_index, locked))
+
+    def settlement_history(self, client_id: str = DEFAULT_CLIENT_ID, currency: str = "BTC") -> list[dict[str, Any]]:
+        return self.call(
+            lambda: self.server.exchange.settlement_history(client_id, currency, None, 1000, None)["settlements"]
+        )
+
     def index(self, currency: str) -> float:
         return self.call(lambda: self.server.exchange.index_price(currency))
 
