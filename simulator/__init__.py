@@ -207,8 +207,11 @@ class Simulator:
         return self.call(lambda: self.server.exchange.books[instrument].change_id)
 
     def instruments(self, currency: str | None = None) -> list[str]:
+        """Names listed under ``currency`` as get_instruments lists them (by settlement currency)."""
         return self.call(
-            lambda: [n for n, s in self.server.exchange.instruments.items() if currency in (None, s.currency)]
+            lambda: [
+                n for n, s in self.server.exchange.instruments.items() if currency in (None, s.settlement_currency)
+            ]
         )
 
     def ticker(self, instrument: str) -> dict[str, Any]:

@@ -161,6 +161,19 @@ ACCOUNT_LIMITS: dict[str, Any] = {
 }
 
 
+# (kind, settlement period) -> (maker, taker) of an account's instruments, for its ``fees``.
+FeeRates = dict[str, tuple[float, float]]
+
+
+def fee_schedule(index: str, rates: FeeRates | None) -> dict[str, Any]:
+    """``fees`` of get_account_summary in Deribit's shape (per index: future, option and perpetual,
+    each a block-trade factor and the default maker/taker rates, ``fixed``)."""
+    out: dict[str, Any] = {}
+    for group, (maker, taker) in (rates or {}).items():
+        out[group] = {"block_trade": 1.0, "default": {"maker": maker, "taker": taker, "type": "fixed"}}
+    return {index: out}
+
+
 def intrinsic(spec: InstrumentSpec, underlying: float) -> float:
     """An option's value at expiry in its price unit: coin for inverse options, USDC for linear."""
     k = spec.strike
@@ -302,7 +315,9 @@ class Account:
             return opening * self.option_short_margin(spec, mark, underlying, False)
         return self.future_notional(spec, opening, price) * 0.02
 
-    def summary(self, currency: str, marks: MarkFn, open_orders_margin: float) -> dict[str, Any]:
+    def summary(
+        self, currency: str, marks: MarkFn, open_orders_margin: float, fee_rates: FeeRates | None = None
+    ) -> dict[str, Any]:
         """``private/get_account_summary`` and ``user.portfolio`` body for ``currency``.
 
         Deribit's identity (checked on the docs' example answer): equity = balance + options value
@@ -344,7 +359,9 @@ class Account:
                 fut_delta += pos.size if spec.is_linear else pos.size / mark
         equity = balance + opt_value + fut_upl + fut_rpl
         im_total = im + open_orders_margin
-        idx = sorted(index_names)[0] if index_names else currency.lower() + "_usd"
+        # The maps are keyed by the account's index: the coin's (btc_usd), or for USDC its first.
+        default = "btc_usdc" if currency == "USDC" else currency.lower() + "_usd"
+        idx = sorted(index_names)[0] if index_names else default
         delta_total = round(g.delta + fut_delta, 6)
         r = lambda x: round(x, 8) + 0.0  # noqa: E731
         return {
@@ -376,11 +393,14 @@ class Account:
             "options_vega_map": {idx: round(g.vega, 4)} if g.vega else {},
             "options_theta_map": {idx: round(g.theta, 4)} if g.theta else {},
             "delta_total": delta_total,
-            "delta_total_map": {idx: delta_total} if delta_total else {},
+            # Deribit keys these two by the account's index even at zero (its ETH example answer).
+            "delta_total_map": {idx: delta_total},
             "projected_delta_total": delta_total,
             "fee_balance": 0.0,
+            "spot_reserve": 0.0,
+            "fees": fee_schedule(idx, fee_rates),
             "estimated_liquidation_ratio": r(mm / equity) if equity > 0 else 0.0,
-            "estimated_liquidation_ratio_map": {idx: r(mm / equity)} if equity > 0 and mm else {},
+            "estimated_liquidation_ratio_map": {idx: r(mm / equity) if equity > 0 else 0.0},
             "margin_model": "segregated_sm",
             "portfolio_margining_enabled": False,
             "cross_collateral_enabled": False,
@@ -439,4 +459,6 @@ class Account:
                     "interest_value": 0.0,
                 }
             )
+            if spec.is_perpetual:
+                d["realized_funding"] = 0.0  # the simulator charges no funding
         return d

@@ -722,6 +722,9 @@ class Exchange:
 
     def _execute(self, spec: InstrumentSpec, book: Book, order: Order) -> list[dict[str, Any]]:
         """Match an order that just became active; rest or cancel what is left."""
+        if order.price is None:
+            lo, hi = self.price_band(spec)
+            order.market_limit = hi if order.is_buy else lo
         limit = order.ticks = book.ticks_of(order.price) if order.price is not None else None
         if order.time_in_force == "fill_or_kill" and book.available(order, limit) < order.remaining:
             self._close_order(order, "cancelled", "fill_or_kill")
@@ -1001,7 +1004,12 @@ class Exchange:
 
     def account_summary(self, client_id: str, currency: str) -> dict[str, Any]:
         acc = self.accounts[client_id]
-        return acc.summary(currency, self.marks, self._open_orders_margin(acc, currency))
+        rates: dict[str, tuple[float, float]] = {}
+        for spec in self.instruments.values():
+            if spec.settlement_currency == currency:
+                group = "perpetual" if spec.is_perpetual else spec.kind
+                rates.setdefault(group, (spec.maker_commission, spec.taker_commission))
+        return acc.summary(currency, self.marks, self._open_orders_margin(acc, currency), rates)
 
     def user_trades_json(
         self, client_id: str, currency: str, kind: Any = None, count: int = 10, newest_first: bool = True

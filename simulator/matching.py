@@ -53,6 +53,9 @@ class Order:
     cancel_reason: str | None = None
     triggered: bool | None = None
     replaced: bool = False
+    # A market order's protection price (the price band's edge when it went to the book): Deribit
+    # shows it as the ``price`` of a market order, and "market_price" only while one is untriggered.
+    market_limit: float | None = None
     # Internal: the limit price in ticks (None while the order has no price).
     ticks: int | None = None
 
@@ -83,7 +86,7 @@ class Order:
             "time_in_force": self.time_in_force,
             "replaced": self.replaced,
             "reduce_only": self.reduce_only,
-            "price": self.price if self.price is not None else "market_price",
+            "price": self.price if self.price is not None else self.market_limit or "market_price",
             "post_only": self.post_only,
             "order_type": self.order_type,
             "order_state": self.state,

@@ -573,22 +573,22 @@ class SimulatorServer:
         if p.get("expired"):
             return []
         if cur == "any":
-            return [i for c2 in self.settings.currencies for i in self.exchange.instruments_json(c2, kind)]
-        if cur not in self.settings.currencies:
+            return [i for c2 in self.settings.account_currencies for i in self.exchange.instruments_json(c2, kind)]
+        if cur not in self.settings.account_currencies:
             raise invalid_params("currency", "invalid currency")
         return self.exchange.instruments_json(cur, kind)
 
     def _get_index_price(self, c: Client, p: dict[str, Any]) -> dict[str, float]:
         idx = p.get("index_name")
         cur = idx.split("_")[0].upper() if isinstance(idx, str) else ""
-        if cur not in self.settings.currencies:
+        if cur not in self.settings.currencies or idx not in (f"{cur.lower()}_usd", f"{cur.lower()}_usdc"):
             raise invalid_params("index_name", "invalid index name")
         price = self.exchange.index_price(cur)
         return {"index_price": price, "estimated_delivery_price": price}
 
     def _book_summary(self, c: Client, p: dict[str, Any]) -> list[dict[str, Any]]:
         cur = p.get("currency")
-        if cur not in self.settings.currencies:
+        if cur not in self.settings.account_currencies:
             raise invalid_params("currency", "invalid currency")
         return self.exchange.book_summary(cur, p.get("kind"))
 
