@@ -8,6 +8,7 @@ moves and read access to the exchange's own state::
     url = sim.start_in_thread()          # ws://127.0.0.1:PORT/ws/api/v2
     sim.shift_index("BTC", -5.0)
     sim.drop_book_notifications(1)
+    sim.lock_index("btc_usd")            # platform_state says so; its orders are refused (10019)
     bids, asks = sim.book("BTC-PERPETUAL")
     sim.stop()
 """

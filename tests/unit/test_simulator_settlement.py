@@ -60,6 +60,26 @@ def test_inverse_perpetual_figures_of_a_real_position() -> None:
     assert pos.total_pnl(109_266.97) == pytest.approx(40 * (1 / 112_585.87 - 1 / 109_266.97), rel=1e-12)
 
 
+def test_deribits_own_user_changes_example() -> None:
+    """Deribit's user.changes example (docs.deribit.com, user.changes.(kind).(currency).(interval)):
+    a BTC-PERPETUAL long at average 15,000, last settlement 16,025.83, sells 10 USD at 17,391
+    (mark 17,391) and keeps 185,160 USD. Deribit's own figures: the trade's profit_loss 0.00004898
+    (against the settlement price), floating_profit_loss 0.906961435 (since the settlement),
+    total_profit_loss 1.69711368 (against the average), size_currency 10.646886321."""
+    ex = exchange()
+    spec = spec_of(ex, "BTC-PERPETUAL")
+    acc = ex.accounts["alice"]
+    acc.apply_fill(spec, "buy", 185_170.0, 15_000.0, 0.0)
+    acc.settle_position(spec, 16_025.83, 16_000.0, 0)
+    realized = acc.apply_fill(spec, "sell", 10.0, 17_391.0, 0.0)
+    pos = acc.positions[spec.name]
+    assert pos.size == 185_160 and pos.average_price == pytest.approx(15_000.0, rel=1e-12)
+    assert realized == pytest.approx(0.00004898, abs=5e-9)
+    assert pos.floating_pnl(17_391.0) == pytest.approx(0.906961435, abs=5e-9)
+    assert pos.total_pnl(17_391.0) == pytest.approx(1.69711368, abs=5e-8)
+    assert pos.size / 17_391.0 == pytest.approx(10.646886321, abs=5e-9)
+
+
 def test_linear_perpetual_figures_of_real_fills() -> None:
     """Issue 16's ETH_USDC-PERPETUAL: buys of 0.001 at 2,973.55 and 3,067.2 give average 3,020.375
     (arithmetic) and delta 0.002 ETH; PnL in USDC."""
