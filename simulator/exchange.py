@@ -648,6 +648,7 @@ class Exchange:
             trigger_price=trigger_price,
             max_show=params.get("max_show") if isinstance(params.get("max_show"), int | float) else None,
             last_update_ms=self.now_ms,
+            contract_size=float(spec.contract_size),
         )
         if reduce_only:
             self._clip_reduce_only(acc, spec, order)
@@ -830,6 +831,10 @@ class Exchange:
             "amount": amount,
             "profit_loss": round(realized, 8),
             "api": True,
+            "contracts": clean(amount / float(spec.contract_size)),
+            "mmp": False,
+            "risk_reducing": False,
+            "self_trade": False,
         }
         if order.label:
             t["label"] = order.label

@@ -56,6 +56,7 @@ class Order:
     # A market order's protection price (the price band's edge when it went to the book): Deribit
     # shows it as the ``price`` of a market order, and "market_price" only while one is untriggered.
     market_limit: float | None = None
+    contract_size: float = 1.0  # the instrument's: ``contracts`` = amount / contract_size
     # Internal: the limit price in ticks (None while the order has no price).
     ticks: int | None = None
 
@@ -104,6 +105,9 @@ class Order:
             "average_price": round(self.average_price, 10),
             "api": True,
             "amount": self.amount,
+            "contracts": clean(self.amount / self.contract_size),
+            "mmp": False,
+            "risk_reducing": False,
         }
         if self.post_only:
             d["reject_post_only"] = self.reject_post_only
