@@ -8,6 +8,7 @@ moves and read access to the exchange's own state::
     url = sim.start_in_thread()          # ws://127.0.0.1:PORT/ws/api/v2
     sim.shift_index("BTC", -5.0)
     sim.drop_book_notifications(1)
+    sim.lock_index("btc_usd")            # platform_state says so; its orders are refused (10019)
     bids, asks = sim.book("BTC-PERPETUAL")
     sim.stop()
 """
@@ -178,6 +179,16 @@ class Simulator:
     def shift_index(self, currency: str, pct: float) -> None:
         self.call(lambda: self.server.shift_index(currency, pct))
 
+    def lock_index(self, price_index: str, locked: bool = True) -> None:
+        """Lock (``locked=False``: unlock) trading on a price index (``btc_usd``): orders on its
+        instruments are refused and ``platform_state`` says so, as on Deribit."""
+        self.call(lambda: self.server.lock_index(price_index, locked))
+
+    def settlement_history(self, client_id: str = DEFAULT_CLIENT_ID, currency: str = "BTC") -> list[dict[str, Any]]:
+        return self.call(
+            lambda: self.server.exchange.settlement_history(client_id, currency, None, 1000, None)["settlements"]
+        )
+
     def index(self, currency: str) -> float:
         return self.call(lambda: self.server.exchange.index_price(currency))
 
@@ -197,8 +208,11 @@ class Simulator:
         return self.call(lambda: self.server.exchange.books[instrument].change_id)
 
     def instruments(self, currency: str | None = None) -> list[str]:
+        """Names listed under ``currency`` as get_instruments lists them (by settlement currency)."""
         return self.call(
-            lambda: [n for n, s in self.server.exchange.instruments.items() if currency in (None, s.currency)]
+            lambda: [
+                n for n, s in self.server.exchange.instruments.items() if currency in (None, s.settlement_currency)
+            ]
         )
 
     def ticker(self, instrument: str) -> dict[str, Any]:

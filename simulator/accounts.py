@@ -1,9 +1,12 @@
 """Accounts, positions, fees and PnL with Deribit's contract maths.
 
-Options are quoted and paid in coin: buying ``a`` options at ``p`` moves ``a * p`` coin out of the
-balance, so the option value sits in equity as ``size * mark``. Futures are inverse: ``size`` is
-USD, the average price is the USD-weighted harmonic mean, and PnL in coin is
-``size * (1 / avg - 1 / price)``. Realised futures PnL goes to the balance at once.
+Options are quoted and paid in their price unit (coin for inverse options, USDC for linear ones):
+buying ``a`` options at ``p`` moves ``a * p`` out of the balance, so the option value sits in
+equity as ``size * mark``. Inverse futures: ``size`` is USD, the average price is the USD-weighted
+harmonic mean, and PnL in coin is ``size * (1 / avg - 1 / price)``. Linear (USDC) futures: ``size``
+in coin, arithmetic average, PnL ``size * (price - avg)`` in USDC. Futures' session PnL reaches the
+balance at the 08:00 UTC settlement (Deribit's daily settlement), against which
+``floating_profit_loss`` then runs.
 """
 
 from __future__ import annotations
@@ -16,27 +19,56 @@ from simulator.listing import InstrumentSpec
 from simulator.matching import clean
 
 OPTION_FEE_CAP = 0.125  # option fees are capped at 12.5% of the premium
+DAY_S = 86_400.0
+SETTLEMENT_HOUR_S = 8 * 3600.0  # Deribit settles every position daily at 08:00 UTC
 
 
-def fee_for(spec: InstrumentSpec, price: float, amount: float, maker: bool) -> float:
-    """Fee in coin of one fill (negative is a rebate)."""
+def last_settlement_s(now_s: float) -> float:
+    """The latest 08:00 UTC at or before ``now_s`` (unix seconds)."""
+    return (now_s - SETTLEMENT_HOUR_S) // DAY_S * DAY_S + SETTLEMENT_HOUR_S
+
+
+def fee_for(spec: InstrumentSpec, price: float, amount: float, maker: bool, underlying: float = 0.0) -> float:
+    """Fee of one fill in the settlement currency (negative is a rebate). Options pay a rate of
+    the underlying (in coin for inverse options, the underlying's USDC value for linear ones),
+    capped at 12.5% of the premium; futures a rate of the notional."""
     rate = spec.maker_commission if maker else spec.taker_commission
     if spec.is_option:
-        return round(min(rate * amount, OPTION_FEE_CAP * price * amount), 8)
+        unit = underlying if spec.is_linear else 1.0
+        return round(min(rate * amount * unit, OPTION_FEE_CAP * price * amount), 8)
+    if spec.is_linear:
+        return round(rate * amount * price, 8)
     return round(rate * amount / price, 8)
 
 
 @dataclass(slots=True)
 class Position:
+    """One instrument's position with Deribit's two bases.
+
+    ``average_price`` is the basis of ``total_profit_loss``: the USD-weighted harmonic mean of the
+    open fills for inverse futures (``coins`` = sum of usd / price), the arithmetic mean for options
+    and linear futures. The session basis (``session_coins`` / ``session_average``) is what
+    ``floating_profit_loss`` runs against: the last settlement price for the position carried over
+    08:00 UTC, the fill price for this session's fills. ``session_rpl`` is realised against the
+    session basis and goes into the balance at the next settlement; ``realized_pnl`` (against the
+    average, over the position's life) is kept for checks.
+    """
+
     spec: InstrumentSpec
-    size: float = 0.0  # coins for options, USD for futures; signed
+    size: float = 0.0  # signed; USD for inverse futures, coin for options and linear futures
     average_price: float = 0.0
-    coins: float = 0.0  # futures: sum of usd / price of the open position (signed)
-    realized_pnl: float = 0.0  # coin
+    coins: float = 0.0  # inverse futures: signed sum of usd / price of the open position
+    session_coins: float = 0.0  # inverse futures: the same at the session basis
+    session_average: float = 0.0  # options and linear futures: the session basis
+    realized_pnl: float = 0.0
     session_rpl: float = 0.0
 
+    @property
+    def inverse_future(self) -> bool:
+        return not self.spec.is_option and not self.spec.is_linear
+
     def apply(self, direction: str, amount: float, price: float) -> float:
-        """Book one fill; returns the realised PnL in coin (futures; options realise in equity)."""
+        """Book one fill; returns the PnL it realised against the session basis (settlement currency)."""
         signed = amount if direction == "buy" else -amount
         realized = 0.0
         if self.size == 0 or (self.size > 0) == (signed > 0):
@@ -44,37 +76,62 @@ class Position:
         else:
             closing = min(abs(signed), abs(self.size))
             sign = 1.0 if self.size > 0 else -1.0
-            if self.spec.is_option:
-                realized = sign * closing * (price - self.average_price)
+            share = closing / abs(self.size)
+            if self.inverse_future:
+                realized = self.session_coins * share - sign * closing / price
+                self.realized_pnl += self.coins * share - sign * closing / price
+                self.coins -= self.coins * share
+                self.session_coins -= self.session_coins * share
             else:
-                realized = sign * closing * (1.0 / self.average_price - 1.0 / price)
-                self.coins -= self.coins * closing / abs(self.size)
+                realized = sign * closing * (price - self.session_average)
+                self.realized_pnl += sign * closing * (price - self.average_price)
             self.size = clean(self.size - sign * closing)
             rest = clean(abs(signed) - closing)
             if self.size == 0:
-                self.average_price = 0.0
-                self.coins = 0.0
+                self.average_price = self.session_average = 0.0
+                self.coins = self.session_coins = 0.0
             if rest > 0:
                 self._open(rest * (1.0 if signed > 0 else -1.0), price)
-        self.realized_pnl += realized
         self.session_rpl += realized
         return realized
 
     def _open(self, signed: float, price: float) -> None:
         new = clean(self.size + signed)
-        if self.spec.is_option:
-            self.average_price = (abs(self.size) * self.average_price + abs(signed) * price) / abs(new)
-        else:
+        if self.inverse_future:
             self.coins += signed / price
+            self.session_coins += signed / price
             self.average_price = new / self.coins
+        else:
+            old, add = abs(self.size), abs(signed)
+            self.average_price = (old * self.average_price + add * price) / abs(new)
+            self.session_average = (old * self.session_average + add * price) / abs(new)
         self.size = new
 
-    def floating_pnl(self, mark: float) -> float:
+    def total_pnl(self, mark: float) -> float:
+        """``total_profit_loss``: against the average price."""
         if self.size == 0:
             return 0.0
-        if self.spec.is_option:
-            return self.size * (mark - self.average_price)
-        return self.size * (1.0 / self.average_price - 1.0 / mark)
+        if self.inverse_future:
+            return self.coins - self.size / mark
+        return self.size * (mark - self.average_price)
+
+    def floating_pnl(self, mark: float) -> float:
+        """``floating_profit_loss``: since the last settlement (against the session basis)."""
+        if self.size == 0:
+            return 0.0
+        if self.inverse_future:
+            return self.session_coins - self.size / mark
+        return self.size * (mark - self.session_average)
+
+    def settle(self, price: float) -> float:
+        """08:00 UTC: the session's PnL at ``price``; the session basis becomes ``price``."""
+        session = self.session_rpl + self.floating_pnl(price)
+        self.session_rpl = 0.0
+        if self.inverse_future:
+            self.session_coins = self.size / price
+        else:
+            self.session_average = price if self.size else 0.0
+        return session
 
 
 @dataclass(slots=True)
@@ -88,6 +145,41 @@ class Greeks:
 # (mark price, index price, underlying price, greeks or None) of an instrument.
 MarkFn = Callable[[InstrumentSpec], tuple[float, float, float, Greeks | None]]
 
+# ``limits`` of get_account_summary in Deribit's current shape (the example answer of
+# private/get_account_summary, as quoted in ccxt's coinbaseinternational.ts: the default tier).
+ACCOUNT_LIMITS: dict[str, Any] = {
+    "limits_per_currency": False,
+    "non_matching_engine": {"burst": 1500, "rate": 1000},
+    "matching_engine": {
+        "cancel_all": {"burst": 250, "rate": 200},
+        "guaranteed_quotes": {"burst": 2, "rate": 2},
+        "max_quotes": {"burst": 10, "rate": 10},
+        "quotes": {"burst": 500, "rate": 500},
+        "spot": {"burst": 250, "rate": 200},
+        "trading": {"total": {"burst": 250, "rate": 200}},
+    },
+}
+
+
+# (kind, settlement period) -> (maker, taker) of an account's instruments, for its ``fees``.
+FeeRates = dict[str, tuple[float, float]]
+
+
+def fee_schedule(index: str, rates: FeeRates | None) -> dict[str, Any]:
+    """``fees`` of get_account_summary in Deribit's shape (per index: future, option and perpetual,
+    each a block-trade factor and the default maker/taker rates, ``fixed``)."""
+    out: dict[str, Any] = {}
+    for group, (maker, taker) in (rates or {}).items():
+        out[group] = {"block_trade": 1.0, "default": {"maker": maker, "taker": taker, "type": "fixed"}}
+    return {index: out}
+
+
+def intrinsic(spec: InstrumentSpec, underlying: float) -> float:
+    """An option's value at expiry in its price unit: coin for inverse options, USDC for linear."""
+    k = spec.strike
+    usd = max(underlying - k, 0.0) if spec.option_type == "call" else max(k - underlying, 0.0)
+    return usd if spec.is_linear else usd / underlying
+
 
 @dataclass(slots=True)
 class Account:
@@ -97,6 +189,8 @@ class Account:
     positions: dict[str, Position] = field(default_factory=dict)
     fees: dict[str, float] = field(default_factory=dict)
     initial_balances: dict[str, float] = field(default_factory=dict)
+    # private/get_settlement_history_by_currency entries, oldest first, per settlement currency.
+    settlements: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def position(self, spec: InstrumentSpec) -> Position:
         pos = self.positions.get(spec.name)
@@ -104,43 +198,102 @@ class Account:
             pos = self.positions[spec.name] = Position(spec)
         return pos
 
+    def _credit(self, currency: str, amount: float) -> None:
+        self.balances[currency] = round(self.balances.get(currency, 0.0) + amount, 10)
+
     def apply_fill(self, spec: InstrumentSpec, direction: str, amount: float, price: float, fee: float) -> float:
-        """Position, premium and fee of one fill; returns realised PnL (coin)."""
-        cur = spec.currency
+        """Position, premium and fee of one fill; returns the PnL it realised (session basis).
+
+        Options move their premium through the balance at once; futures' PnL (realised and
+        floating) reaches the balance at the 08:00 UTC settlement, as on Deribit."""
+        cur = spec.settlement_currency
         realized = self.position(spec).apply(direction, amount, price)
-        bal = self.balances.get(cur, 0.0)
         if spec.is_option:
-            bal += -amount * price if direction == "buy" else amount * price
-        else:
-            bal += realized
-        self.balances[cur] = round(bal - fee, 10)
+            self._credit(cur, -amount * price if direction == "buy" else amount * price)
+        self._credit(cur, -fee)
         self.fees[cur] = round(self.fees.get(cur, 0.0) + fee, 10)
         return realized
 
-    def settle(self, spec: InstrumentSpec, delivery: float) -> float:
-        """Cash-settle an expiring position at the delivery (index) price; returns the coin moved."""
-        pos = self.positions.pop(spec.name, None)
-        if pos is None or pos.size == 0:
+    def _record(
+        self,
+        kind: str,
+        spec: InstrumentSpec,
+        pos: Position,
+        price: float,
+        index: float,
+        profit_loss: float,
+        session: float,
+        now_ms: int,
+    ) -> None:
+        entry: dict[str, Any] = {
+            "type": kind,
+            "timestamp": now_ms,
+            "session_profit_loss": round(session, 8),
+            "profit_loss": round(profit_loss, 8),
+            "position": pos.size,
+            "mark_price": price,
+            "instrument_name": spec.name,
+            "index_price": index,
+        }
+        if spec.is_perpetual:
+            entry["funding"] = 0.0
+        self.settlements.setdefault(spec.settlement_currency, []).append(entry)
+
+    def settle_position(self, spec: InstrumentSpec, mark: float, index: float, now_ms: int) -> float:
+        """The daily settlement of one position at ``mark``: futures' session PnL into the balance
+        (options' premium is already there); a ``settlement`` entry. Returns the coin moved."""
+        pos = self.positions.get(spec.name)
+        if pos is None or (pos.size == 0 and pos.session_rpl == 0):
             return 0.0
-        if spec.is_option:
-            k = spec.strike
-            intrinsic = max(delivery - k, 0.0) if spec.option_type == "call" else max(k - delivery, 0.0)
-            value = pos.size * intrinsic / delivery
-        else:
-            value = pos.floating_pnl(delivery)
-        self.balances[spec.currency] = round(self.balances.get(spec.currency, 0.0) + value, 10)
-        return value
+        floating = pos.floating_pnl(mark)
+        session = pos.settle(mark)
+        moved = 0.0 if spec.is_option else session
+        self._credit(spec.settlement_currency, moved)
+        self._record("settlement", spec, pos, mark, index, floating, session, now_ms)
+        if pos.size == 0:
+            del self.positions[spec.name]
+        return moved
+
+    def deliver(self, spec: InstrumentSpec, delivery: float, now_ms: int) -> float:
+        """Expiry: the position is delivered (cash) at the delivery price; a ``delivery`` entry.
+        Returns what moved into the balance."""
+        pos = self.positions.pop(spec.name, None)
+        if pos is None or (pos.size == 0 and pos.session_rpl == 0):
+            return 0.0
+        price = intrinsic(spec, delivery) if spec.is_option else delivery
+        floating = pos.floating_pnl(price)
+        session = pos.session_rpl + floating
+        # An option pays its value at expiry; a future its session PnL.
+        moved = pos.size * price if spec.is_option else session
+        self._credit(spec.settlement_currency, moved)
+        self._record("delivery", spec, pos, price, delivery, floating, session, now_ms)
+        return moved
+
+    def settlement_history(self, currency: str, kind: Any, count: int, continuation: Any) -> dict[str, Any]:
+        """``private/get_settlement_history_by_currency``: newest first, ``count`` a page; the
+        continuation token is the position of the next page (None at the end)."""
+        entries = [e for e in reversed(self.settlements.get(currency, [])) if kind in (None, e["type"])]
+        start = int(continuation) if isinstance(continuation, str) and continuation.isdigit() else 0
+        page = entries[start : start + count]
+        more = start + count < len(entries)
+        return {"settlements": page, "continuation": str(start + count) if more else None}
 
     # --- margins and summaries ----------------------------------------------------------------
 
     @staticmethod
     def option_short_margin(spec: InstrumentSpec, mark: float, underlying: float, maintenance: bool) -> float:
-        """Deribit's standard margin for one short option, in coin."""
+        """Deribit's standard margin for one short option, in the option's price unit."""
         k = spec.strike
         otm = max(k - underlying, 0.0) if spec.option_type == "call" else max(underlying - k, 0.0)
+        unit = underlying if spec.is_linear else 1.0
         if maintenance:
-            return 0.075 + mark
-        return max(0.15 - otm / underlying, 0.1) + mark
+            return 0.075 * unit + mark
+        return max(0.15 - otm / underlying, 0.1) * unit + mark
+
+    @staticmethod
+    def future_notional(spec: InstrumentSpec, size: float, price: float) -> float:
+        """A futures position's value in its settlement currency."""
+        return abs(size) * price if spec.is_linear else abs(size) / price
 
     def order_margin(
         self,
@@ -151,7 +304,7 @@ class Account:
         mark: float,
         underlying: float,
     ) -> float:
-        """Initial margin an order would need, in coin, for the part that opens exposure."""
+        """Initial margin an order would need, in the settlement currency, for the part that opens exposure."""
         pos = self.positions.get(spec.name)
         size = pos.size if pos else 0.0
         closing = min(amount, abs(size)) if size and (size > 0) != (direction == "buy") else 0.0
@@ -160,19 +313,26 @@ class Account:
             if direction == "buy":
                 return amount * price
             return opening * self.option_short_margin(spec, mark, underlying, False)
-        return opening / price * 0.02
+        return self.future_notional(spec, opening, price) * 0.02
 
-    def summary(self, currency: str, marks: MarkFn, open_orders_margin: float) -> dict[str, Any]:
-        """``private/get_account_summary`` and ``user.portfolio`` body for ``currency``."""
+    def summary(
+        self, currency: str, marks: MarkFn, open_orders_margin: float, fee_rates: FeeRates | None = None
+    ) -> dict[str, Any]:
+        """``private/get_account_summary`` and ``user.portfolio`` body for ``currency``.
+
+        Deribit's identity (checked on the docs' example answer): equity = balance + options value
+        + futures session PnL (realised and floating); the session figures run since 08:00 UTC."""
         balance = self.balances.get(currency, 0.0)
         opt_value = opt_upl = fut_upl = opt_rpl = fut_rpl = 0.0
         im = mm = 0.0
         g = Greeks()
         fut_delta = 0.0
+        index_names: set[str] = set()
         for pos in self.positions.values():
             spec = pos.spec
-            if spec.currency != currency:
+            if spec.settlement_currency != currency:
                 continue
+            index_names.add(spec.price_index)
             if spec.is_option:
                 opt_rpl += pos.session_rpl
             else:
@@ -193,13 +353,15 @@ class Account:
                     g.theta += pos.size * greeks.theta
             else:
                 fut_upl += pos.floating_pnl(mark)
-                notional = abs(pos.size) / mark
+                notional = self.future_notional(spec, pos.size, mark)
                 im += notional * 0.02
                 mm += notional * 0.01
-                fut_delta += pos.size / mark
-        equity = balance + opt_value + fut_upl
+                fut_delta += pos.size if spec.is_linear else pos.size / mark
+        equity = balance + opt_value + fut_upl + fut_rpl
         im_total = im + open_orders_margin
-        idx = currency.lower() + "_usd"
+        # The maps are keyed by the account's index: the coin's (btc_usd), or for USDC its first.
+        default = "btc_usdc" if currency == "USDC" else currency.lower() + "_usd"
+        idx = sorted(index_names)[0] if index_names else default
         delta_total = round(g.delta + fut_delta, 6)
         r = lambda x: round(x, 8) + 0.0  # noqa: E731
         return {
@@ -231,17 +393,24 @@ class Account:
             "options_vega_map": {idx: round(g.vega, 4)} if g.vega else {},
             "options_theta_map": {idx: round(g.theta, 4)} if g.theta else {},
             "delta_total": delta_total,
-            "delta_total_map": {idx: delta_total} if delta_total else {},
+            # Deribit keys these two by the account's index even at zero (its ETH example answer).
+            "delta_total_map": {idx: delta_total},
             "projected_delta_total": delta_total,
             "fee_balance": 0.0,
+            "spot_reserve": 0.0,
+            "fees": fee_schedule(idx, fee_rates),
             "estimated_liquidation_ratio": r(mm / equity) if equity > 0 else 0.0,
-            "estimated_liquidation_ratio_map": {idx: r(mm / equity)} if equity > 0 and mm else {},
+            "estimated_liquidation_ratio_map": {idx: r(mm / equity) if equity > 0 else 0.0},
             "margin_model": "segregated_sm",
             "portfolio_margining_enabled": False,
             "cross_collateral_enabled": False,
+            "limits": ACCOUNT_LIMITS,
         }
 
-    def position_json(self, pos: Position, marks: MarkFn) -> dict[str, Any]:
+    def position_json(self, pos: Position, marks: MarkFn, settlement: float | None = None) -> dict[str, Any]:
+        """One entry of get_positions / user.changes, Deribit's definitions:
+        ``floating_profit_loss`` since the last settlement, ``total_profit_loss`` against the average
+        price, ``realized_profit_loss`` this session's realised PnL (settlement currency)."""
         spec = pos.spec
         mark, index, und, greeks = marks(spec)
         floating = pos.floating_pnl(mark)
@@ -253,21 +422,21 @@ class Account:
             "average_price": round(pos.average_price, 8),
             "mark_price": mark,
             "index_price": index,
-            "settlement_price": mark,
+            "settlement_price": settlement if settlement is not None else mark,
             "floating_profit_loss": round(floating, 8),
-            "realized_profit_loss": round(pos.realized_pnl, 8),
-            "total_profit_loss": round(floating + pos.realized_pnl, 8),
+            "realized_profit_loss": round(pos.session_rpl, 8),
+            "total_profit_loss": round(pos.total_pnl(mark), 8),
             "open_orders_margin": 0.0,
         }
         if spec.is_option:
             im = -pos.size * self.option_short_margin(spec, mark, und, False) if pos.size < 0 else 0.0
             mm = -pos.size * self.option_short_margin(spec, mark, und, True) if pos.size < 0 else 0.0
             g = greeks or Greeks()
+            usd = 1.0 if spec.is_linear else und
             d.update(
                 {
-                    "average_price_usd": round(pos.average_price * und, 2),
-                    "floating_profit_loss_usd": round(floating * und, 2),
-                    "realized_profit_loss": round(pos.realized_pnl, 8),
+                    "average_price_usd": round(pos.average_price * usd, 2),
+                    "floating_profit_loss_usd": round(floating * usd, 2),
                     "delta": round(pos.size * g.delta, 6),
                     "gamma": round(pos.size * g.gamma, 6),
                     "vega": round(pos.size * g.vega, 6),
@@ -277,11 +446,12 @@ class Account:
                 }
             )
         else:
-            notional = abs(pos.size) / mark if mark else 0.0
+            notional = self.future_notional(spec, pos.size, mark) if mark else 0.0
+            coin = pos.size if spec.is_linear else (pos.size / mark if mark else 0.0)
             d.update(
                 {
-                    "size_currency": round(pos.size / mark, 8) if mark else 0.0,
-                    "delta": round(pos.size / mark, 8) if mark else 0.0,
+                    "size_currency": round(coin, 8),
+                    "delta": round(coin, 8),
                     "initial_margin": round(notional * 0.02, 8),
                     "maintenance_margin": round(notional * 0.01, 8),
                     "leverage": 50,
@@ -289,4 +459,6 @@ class Account:
                     "interest_value": 0.0,
                 }
             )
+            if spec.is_perpetual:
+                d["realized_funding"] = 0.0  # the simulator charges no funding
         return d

@@ -11,6 +11,7 @@ PRICE_TOO_LOW = 10005
 PRICE_TOO_HIGH = 10007
 NOT_ENOUGH_FUNDS = 10009
 ALREADY_CLOSED = 10010
+LOCKED_BY_ADMIN = 10019  # trading locked (a platform lock of the instrument's price index)
 INVALID_AMOUNT = 10021
 TOO_MANY_REQUESTS = 10028
 NOT_OWNER_OF_ORDER = 10029
@@ -33,6 +34,7 @@ MESSAGES: dict[int, str] = {
     PRICE_TOO_HIGH: "price_too_high",
     NOT_ENOUGH_FUNDS: "not_enough_funds",
     ALREADY_CLOSED: "already_closed",
+    LOCKED_BY_ADMIN: "locked_by_admin",
     INVALID_AMOUNT: "invalid_amount",
     TOO_MANY_REQUESTS: "too_many_requests",
     NOT_OWNER_OF_ORDER: "not_owner_of_order",

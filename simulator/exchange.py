@@ -9,7 +9,14 @@ Events are tuples, first item the kind:
 ``("book", name, prev_change_id, change_id, bids, asks, ts_ms)``, ``("ticker", name)``,
 ``("index", currency)``, ``("trades", name, [trade])``, ``("state", spec, state, ts_ms)``,
 ``("order", client_id, spec, order_json)``, ``("user_trades", client_id, spec, [trade])``,
-``("portfolio", client_id, currency)``.
+``("portfolio", client_id, currency)``, ``("changes", client_id, spec, orders, trades, positions)``
+(``user.changes``: what one event did to one instrument, atomically), ``("ticker_closed", name,
+ticker)`` (an expiring instrument's last ticker), ``("platform_state", price_index, locked)``.
+
+At 08:00 UTC every position is settled at its mark (futures' session PnL into the balance, a
+``settlement`` entry in the history) and expiring instruments are delivered at the index (their
+last ticker says ``"state": "closed"``, ``"estimated_delivery_price": "expired"`` and the
+``delivery_price``; a ``delivery`` entry).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from simulator import errors
-from simulator.accounts import Account, Greeks, fee_for
+from simulator.accounts import DAY_S, Account, Greeks, fee_for, intrinsic, last_settlement_s
 from simulator.errors import RpcError, invalid_params
 from simulator.listing import InstrumentSpec, build_listing, future_name
 from simulator.market import MarketModel
@@ -52,7 +59,7 @@ class Exchange:
         self.events: list[Event] = []
         self.accounts: dict[str, Account] = {}
         for acc in settings.accounts:
-            bal = {c: acc.balance(c) for c in settings.currencies}
+            bal = {c: acc.balance(c) for c in settings.account_currencies}
             self.accounts[acc.client_id] = Account(acc.client_id, acc.client_secret, bal, initial_balances=dict(bal))
         self.orders: dict[str, Order] = {}
         self.open_orders: dict[str, dict[str, Order]] = {cid: {} for cid in self.accounts}
@@ -67,13 +74,19 @@ class Exchange:
         self._next_index_s = now_s
         self._next_portfolio_s = now_s + PORTFOLIO_EVERY_S
         self._listed_ms = int(now_s * 1000)
-        self._add_instruments(build_listing(now_s, self._spots(), settings.chain, settings.currencies), False)
+        self._next_settlement_s = last_settlement_s(now_s) + DAY_S
+        self.locked_indices: set[str] = set()
+        self._add_instruments(self._listing(now_s), False)
 
     # --- helpers -------------------------------------------------------------------------------
 
     @property
     def now_ms(self) -> int:
         return int(self.now_s * 1000)
+
+    def _listing(self, now_s: float) -> list[InstrumentSpec]:
+        s = self.settings
+        return build_listing(now_s, self._spots(), s.chain, s.currencies, s.linear)
 
     def _spots(self) -> dict[str, float]:
         return {c: self.market.index(c) for c in self.settings.currencies}
@@ -109,6 +122,8 @@ class Exchange:
         """(underlying_index, underlying_price): the same-expiry future, else Deribit's synthetic."""
         assert spec.expiry is not None
         fut = future_name(spec.currency, spec.expiry)
+        if spec.is_linear:
+            fut = fut.replace(spec.currency, f"{spec.currency}_{spec.linear_currency}", 1)
         name = fut if fut in self.instruments else f"SYN.{fut}"
         return name, round(self.market.forward(spec.currency, spec.expiration_ms), 2)
 
@@ -124,17 +139,18 @@ class Exchange:
 
     def _half_spread(self, spec: InstrumentSpec) -> float:
         if spec.is_option:
-            vega_coin = self.market.quote(spec.name).vega_coin
-            return max(self.settings.spread_vols * vega_coin, 0.5 * spec.tick_size)
+            vega_unit = self.market.quote(spec.name).vega_coin
+            return max(self.settings.spread_vols * vega_unit, 0.5 * spec.tick_size)
         return 0.6 * spec.tick_size
 
     def price_band(self, spec: InstrumentSpec) -> tuple[float, float]:
         mark = self.mark_price(spec)
         tick = spec.tick_size
         if spec.is_option:
-            band = 0.015 + 0.3 * mark
-            lo = max(0.0001, math.floor((mark - band) / tick) * tick)
-            return round(lo, 4), round(math.ceil((mark + band) / tick) * tick, 4)
+            unit = self.underlying(spec)[1] if spec.is_linear else 1.0
+            band = 0.015 * unit + 0.3 * mark
+            lo = max(tick, math.floor((mark - band) / tick) * tick)
+            return round(lo, 8), round(math.ceil((mark + band) / tick) * tick, 8)
         return (
             round(math.floor(mark * 0.975 / tick) * tick, 2),
             round(math.ceil(mark * 1.025 / tick) * tick, 2),
@@ -173,10 +189,12 @@ class Exchange:
             for o in list(self.orders.values()):
                 if o.instrument == s.name and o.is_open:
                     self._close_order(o, "cancelled", "settlement")
+            self.events.append(("state", s, "closed", now_ms))
+            self.events.append(("ticker_closed", s.name, self.closing_ticker(s, delivery)))
             for acc in self.accounts.values():
                 if s.name in acc.positions:
-                    acc.settle(s, delivery)
-                    touched.add((acc.client_id, s.currency))
+                    acc.deliver(s, delivery, now_ms)
+                    touched.add((acc.client_id, s.settlement_currency))
             self.events.append(("state", s, "settled", now_ms))
             self.events.append(("state", s, "terminated", now_ms))
             del self.instruments[s.name]
@@ -184,15 +202,110 @@ class Exchange:
         for o in list(self.orders.values()):
             if o.is_open and o.time_in_force == "good_til_day":
                 self._close_order(o, "cancelled", "good_til_day")
-        self._add_instruments(build_listing(now_s, self._spots(), self.settings.chain, self.settings.currencies), True)
+        self._add_instruments(self._listing(now_s), True)
         for cid, cur in sorted(touched):
             self.events.append(("portfolio", cid, cur))
 
+    def closing_ticker(self, spec: InstrumentSpec, delivery: float) -> dict[str, Any]:
+        """The last ticker of an expiring instrument: ``"state": "closed"``, the delivery price, and
+        ``"estimated_delivery_price": "expired"``; an option's mark is its value at delivery and
+        its greeks are zero (as in Deribit's closing option tickers)."""
+        out = self.ticker(spec.name)
+        value = intrinsic(spec, delivery) if spec.is_option else delivery
+        out.update(
+            {
+                "state": "closed",
+                "estimated_delivery_price": "expired",
+                "delivery_price": delivery,
+                "mark_price": round(value, 8),
+                "index_price": delivery,
+                "best_bid_price": 0.0,
+                "best_bid_amount": 0.0,
+                "best_ask_price": 0.0,
+                "best_ask_amount": 0.0,
+            }
+        )
+        if spec.is_option:
+            out["greeks"] = {"vega": 0.0, "theta": 0.0, "rho": 0.0, "gamma": 0.0, "delta": 0.0}
+            out["bid_iv"] = out["ask_iv"] = 0.0
+        return out
+
+    def _settle(self, at_s: float) -> None:
+        """Deribit's daily 08:00 UTC settlement: every instrument's settlement price becomes its
+        mark; every position's session PnL is settled (futures' into the balance)."""
+        at_ms = int(at_s * 1000)
+        touched: set[tuple[str, str]] = set()
+        for name, spec in self.instruments.items():
+            mark = self.mark_price(spec)
+            self.settlement[name] = mark
+            for acc in self.accounts.values():
+                if name in acc.positions:
+                    acc.settle_position(spec, mark, self.index_price(spec.currency), at_ms)
+                    touched.add((acc.client_id, spec.settlement_currency))
+        for cid, cur in sorted(touched):
+            self.events.append(("portfolio", cid, cur))
+
+    def settle_due(self, now_s: float) -> None:
+        """Expire, deliver and settle at every 08:00 UTC up to ``now_s`` (expiring instruments
+        are delivered, not settled)."""
+        while now_s >= self._next_settlement_s:
+            at = self._next_settlement_s
+            self._next_settlement_s += DAY_S
+            self._expire(at)
+            self._settle(at)
+        self._expire(now_s)
+
+    def settlement_history(
+        self, client_id: str, currency: str, kind: Any, count: Any, continuation: Any
+    ) -> dict[str, Any]:
+        if kind not in (None, "settlement", "delivery", "bankruptcy"):
+            raise invalid_params("type", "must be settlement, delivery or bankruptcy")
+        n = count if isinstance(count, int) and not isinstance(count, bool) else 20
+        if not 1 <= n <= 1000:
+            raise invalid_params("count", "must be between 1 and 1000")
+        return self.accounts[client_id].settlement_history(currency, kind, n, continuation)
+
+    # --- platform locks ------------------------------------------------------------------------
+
+    def lock_index(self, price_index: str, locked: bool) -> None:
+        """Lock or unlock trading on one price index (``btc_usd``); ``platform_state`` tells it."""
+        if locked == (price_index in self.locked_indices):
+            return
+        if locked:
+            self.locked_indices.add(price_index)
+        else:
+            self.locked_indices.discard(price_index)
+        self.events.append(("platform_state", price_index, locked))
+
+    def _check_unlocked(self, spec: InstrumentSpec) -> None:
+        if spec.price_index in self.locked_indices:
+            raise RpcError(errors.LOCKED_BY_ADMIN, {"reason": f"price index {spec.price_index} is locked"})
+
+    # --- marks of a whole chain ----------------------------------------------------------------
+
+    def option_marks(self, price_index: str) -> list[dict[str, Any]]:
+        """``markprice.options.{index}``: every option of that index, mark and mark IV (a fraction)."""
+        now = self.now_ms
+        out = []
+        for spec in self.instruments.values():
+            if spec.is_option and spec.price_index == price_index:
+                q = self.market.quote(spec.name)
+                out.append(
+                    {
+                        "timestamp": now,
+                        "mark_price": q.mark_price,
+                        "iv": round(q.mark_iv / 100.0, 4),
+                        "instrument_name": spec.name,
+                    }
+                )
+        return out
+
     def instruments_json(self, currency: str, kind: str | None = None) -> list[dict[str, Any]]:
+        """Deribit lists by settlement currency: ``USDC`` gives the linear instruments."""
         return [
             s.to_json()
             for s in self.instruments.values()
-            if s.currency == currency and (kind is None or s.kind == kind)
+            if s.settlement_currency == currency and (kind is None or s.kind == kind)
         ]
 
     # --- the market clock ----------------------------------------------------------------------
@@ -209,11 +322,12 @@ class Exchange:
         self._stepped_s = now_s
         self.now_s = max(self.now_s, now_s)
         self.market.advance(now_s)
-        self._expire(now_s)
+        self.settle_due(now_s)
         if now_s >= self._next_index_s:
             self._next_index_s = now_s + 1.0 / max(self.settings.index_updates_per_s, 1e-9)
             for cur in self.settings.currencies:
                 self.events.append(("index", cur))
+                self.events.append(("vol_index", cur))
         self._check_stops()
         if requote and dt > 0:
             self._requote_some(dt)
@@ -221,7 +335,7 @@ class Exchange:
         if now_s >= self._next_portfolio_s:
             self._next_portfolio_s = now_s + PORTFOLIO_EVERY_S
             for cid in self.accounts:
-                for cur in self.settings.currencies:
+                for cur in self.settings.account_currencies:
                     self.events.append(("portfolio", cid, cur))
 
     def _requote_some(self, dt: float) -> None:
@@ -412,7 +526,7 @@ class Exchange:
     def book_summary(self, currency: str, kind: str | None) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for spec in self.instruments.values():
-            if spec.currency != currency or (kind is not None and spec.kind != kind):
+            if spec.settlement_currency != currency or (kind is not None and spec.kind != kind):
                 continue
             book = self.books[spec.name]
             bb, _, ba, _ = book.top()
@@ -420,7 +534,7 @@ class Exchange:
             d: dict[str, Any] = {
                 "volume_usd": 0.0,
                 "volume": book.volume,
-                "quote_currency": spec.currency if spec.is_option else "USD",
+                "quote_currency": spec.settlement_currency if spec.is_option else spec.linear_currency or "USD",
                 "price_change": None,
                 "open_interest": book.open_interest,
                 "mid_price": round((bb + ba) / 2, 10) if bb and ba else None,
@@ -485,6 +599,7 @@ class Exchange:
     def place(self, client_id: str, direction: str, params: dict[str, Any]) -> dict[str, Any]:
         """``private/buy`` / ``private/sell``: returns ``{"order": ..., "trades": [...]}``."""
         spec = self.spec(params.get("instrument_name"))
+        self._check_unlocked(spec)
         book = self.books[spec.name]
         acc = self.accounts[client_id]
         amount = self._check_amount(spec, params)
@@ -533,6 +648,7 @@ class Exchange:
             trigger_price=trigger_price,
             max_show=params.get("max_show") if isinstance(params.get("max_show"), int | float) else None,
             last_update_ms=self.now_ms,
+            contract_size=float(spec.contract_size),
         )
         if reduce_only:
             self._clip_reduce_only(acc, spec, order)
@@ -582,7 +698,7 @@ class Exchange:
             if o is skip or o.state != "open":
                 continue
             spec = self.instruments.get(o.instrument)
-            if spec is None or spec.currency != currency:
+            if spec is None or spec.settlement_currency != currency:
                 continue
             total += self._order_margin(acc, spec, o.direction, o.remaining, o.price)
         return total
@@ -597,15 +713,19 @@ class Exchange:
     def _check_funds(self, acc: Account, spec: InstrumentSpec, order: Order, skip: Order | None = None) -> None:
         need = self._order_margin(acc, spec, order.direction, order.remaining, order.price)
         if spec.is_option and order.is_buy:
-            need += fee_for(spec, order.price or self.mark_price(spec), order.remaining, False)
+            need += fee_for(spec, order.price or self.mark_price(spec), order.remaining, False, self.marks(spec)[2])
         if need <= 0:
             return
-        summary = acc.summary(spec.currency, self.marks, self._open_orders_margin(acc, spec.currency, skip))
+        cur = spec.settlement_currency
+        summary = acc.summary(cur, self.marks, self._open_orders_margin(acc, cur, skip))
         if summary["available_funds"] - need < 0:
             raise RpcError(errors.NOT_ENOUGH_FUNDS)
 
     def _execute(self, spec: InstrumentSpec, book: Book, order: Order) -> list[dict[str, Any]]:
         """Match an order that just became active; rest or cancel what is left."""
+        if order.price is None:
+            lo, hi = self.price_band(spec)
+            order.market_limit = hi if order.is_buy else lo
         limit = order.ticks = book.ticks_of(order.price) if order.price is not None else None
         if order.time_in_force == "fill_or_kill" and book.available(order, limit) < order.remaining:
             self._close_order(order, "cancelled", "fill_or_kill")
@@ -637,7 +757,7 @@ class Exchange:
             for order, maker in ((f.taker, False), (f.maker, True)):
                 if order is None:
                     continue
-                fee = fee_for(spec, price, f.amount, maker)
+                fee = fee_for(spec, price, f.amount, maker, self.marks(spec)[2])
                 order.add_fill(price, f.amount, fee, now_ms)
                 acc = self.accounts[order.account]
                 realized = acc.apply_fill(spec, order.direction, f.amount, price, fee)
@@ -649,7 +769,7 @@ class Exchange:
             public.append(self._public_trade(spec, taker_dir, price, f.amount))
             book.open_interest = clean(book.open_interest + f.amount)
         for order in touched.values():
-            self._order_event(order)
+            self._order_event(order, changes=False)
             book.touch_order(order)
         by_account: dict[str, list[dict[str, Any]]] = {}
         for t in out:
@@ -657,11 +777,26 @@ class Exchange:
         for cid, trades in by_account.items():
             self.user_trades[cid].extend(trades)
             self.events.append(("user_trades", cid, spec, trades))
+            orders = [o.to_json() for o in touched.values() if o.account == cid]
+            self._changes(cid, spec, orders, trades)
         if public:
             self.events.append(("trades", spec.name, public))
         for cid in sorted(accounts):
-            self.events.append(("portfolio", cid, spec.currency))
+            self.events.append(("portfolio", cid, spec.settlement_currency))
         return out
+
+    def _changes(
+        self, client_id: str, spec: InstrumentSpec, orders: list[dict[str, Any]], trades: list[dict[str, Any]]
+    ) -> None:
+        """``user.changes``: the orders and trades of one event and the account's position after
+        it, in one notification (Deribit's atomic view; a closed position is sent with size 0)."""
+        acc = self.accounts[client_id]
+        pos = acc.positions.get(spec.name)
+        positions = [self.position_json(client_id, pos)] if pos is not None else []
+        self.events.append(("changes", client_id, spec, orders, trades, positions))
+
+    def position_json(self, client_id: str, pos: Any) -> dict[str, Any]:
+        return self.accounts[client_id].position_json(pos, self.marks, self.settlement.get(pos.spec.name))
 
     def _user_trade(
         self,
@@ -690,12 +825,16 @@ class Exchange:
             "liquidity": "M" if maker else "T",
             "instrument_name": spec.name,
             "index_price": self.index_price(spec.currency),
-            "fee_currency": spec.currency,
+            "fee_currency": spec.settlement_currency,
             "fee": fee,
             "direction": order.direction,
             "amount": amount,
             "profit_loss": round(realized, 8),
             "api": True,
+            "contracts": clean(amount / float(spec.contract_size)),
+            "mmp": False,
+            "risk_reducing": False,
+            "self_trade": False,
         }
         if order.label:
             t["label"] = order.label
@@ -704,10 +843,13 @@ class Exchange:
             t["underlying_price"] = self.underlying(spec)[1]
         return t
 
-    def _order_event(self, order: Order) -> None:
+    def _order_event(self, order: Order, changes: bool = True) -> None:
         spec = self.instruments.get(order.instrument)
         if spec is not None:
-            self.events.append(("order", order.account, spec, order.to_json()))
+            data = order.to_json()
+            self.events.append(("order", order.account, spec, data))
+            if changes:
+                self._changes(order.account, spec, [data], [])
 
     def _close_order(self, order: Order, state: str, reason: str) -> None:
         order.state = state
@@ -756,6 +898,7 @@ class Exchange:
         if not order.is_open:
             raise RpcError(errors.NOT_OPEN_ORDER)
         spec = self.instruments[order.instrument]
+        self._check_unlocked(spec)
         book = self.books[spec.name]
         amount = self._check_amount(spec, params)
         if amount < order.filled_amount:
@@ -851,7 +994,7 @@ class Exchange:
         out = []
         for o in self.open_orders[client_id].values():
             spec = self.instruments.get(o.instrument)
-            if spec is not None and spec.currency == currency and pred(o, spec):
+            if spec is not None and spec.settlement_currency == currency and pred(o, spec):
                 out.append(o.to_json())
         return out
 
@@ -860,13 +1003,18 @@ class Exchange:
         out = []
         for pos in acc.positions.values():
             s = pos.spec
-            if s.currency == currency and (kind in (None, "any") or s.kind == kind) and pos.size != 0:
-                out.append(acc.position_json(pos, self.marks))
+            if s.settlement_currency == currency and (kind in (None, "any") or s.kind == kind) and pos.size != 0:
+                out.append(self.position_json(client_id, pos))
         return out
 
     def account_summary(self, client_id: str, currency: str) -> dict[str, Any]:
         acc = self.accounts[client_id]
-        return acc.summary(currency, self.marks, self._open_orders_margin(acc, currency))
+        rates: dict[str, tuple[float, float]] = {}
+        for spec in self.instruments.values():
+            if spec.settlement_currency == currency:
+                group = "perpetual" if spec.is_perpetual else spec.kind
+                rates.setdefault(group, (spec.maker_commission, spec.taker_commission))
+        return acc.summary(currency, self.marks, self._open_orders_margin(acc, currency), rates)
 
     def user_trades_json(
         self, client_id: str, currency: str, kind: Any = None, count: int = 10, newest_first: bool = True

@@ -123,6 +123,10 @@ def generate_wire_log(
                     if not ex.instruments[name].is_option:
                         _line(out, t, "in", frames.notification(f"quote.{name}", ex.quote(name)))
                         counts["quote"] += 1
+                elif kind == "ticker_closed" and ev[1] in subscribed:
+                    # The expiring instrument's last ticker ("state": "closed", its delivery price).
+                    _line(out, t, "in", frames.notification(f"ticker.{ev[1]}.100ms", ev[2]))
+                    counts["ticker"] += 1
                 elif kind == "index":
                     cur = ev[1]
                     data_i = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import math
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -55,6 +56,29 @@ SPECS: dict[str, CurrencySpec] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class LinearSpec:
+    """A USDC linear family of one coin: its perpetual's and (if listed) its options' specs."""
+
+    perpetual_tick: float | int
+    perpetual_contract: float
+    perpetual_min: float
+    option_tick: float | None = None
+    option_contract: float = 0.01
+    option_min: float = 0.01
+
+
+# BTC_USDC-PERPETUAL as Deribit lists it (public/get_instrument, quoted in kostic/gec's
+# Instrument.java: tick 1, contract and minimum 0.001 BTC, maker 0, taker 0.0005);
+# ETH_USDC-PERPETUAL's 0.001 ETH and 0.05 USDC tick from the fills in issue 16 (2,973.55 and
+# 3,067.2). BTC_USDC options: a 5 USDC tick and 0.01 BTC contracts (not checked on a real list).
+LINEAR: dict[str, LinearSpec] = {
+    "BTC": LinearSpec(1, 0.001, 0.001, 5.0, 0.01, 0.01),
+    "ETH": LinearSpec(0.05, 0.001, 0.001),
+}
+USDC = "USDC"
+
+
 def spec_for(currency: str) -> CurrencySpec:
     return SPECS.get(currency, SPECS["ETH"])
 
@@ -77,11 +101,16 @@ class InstrumentSpec:
     strike: float = 0.0
     option_type: str = ""  # call or put
     expiration_ms: int = 0  # filled from ``expiry`` (kept as a field: it is read on every quote)
+    # USDC for linear instruments (BTC_USDC-PERPETUAL, BTC_USDC options); "" is inverse (the coin).
+    linear_currency: str = ""
+    instrument_id: int = 0
 
     def __post_init__(self) -> None:
         if not self.expiration_ms:
             ms = PERPETUAL_EXPIRY_MS if self.expiry is None else expiry_ms(self.expiry)
             object.__setattr__(self, "expiration_ms", ms)
+        if not self.instrument_id:
+            object.__setattr__(self, "instrument_id", 100_000 + zlib.crc32(self.name.encode()) % 900_000)
 
     @property
     def is_option(self) -> bool:
@@ -91,14 +120,41 @@ class InstrumentSpec:
     def is_perpetual(self) -> bool:
         return self.expiry is None
 
+    @property
+    def is_linear(self) -> bool:
+        return bool(self.linear_currency)
+
+    @property
+    def settlement_currency(self) -> str:
+        """The currency its PnL, premium and fees are paid in (the account it trades from)."""
+        return self.linear_currency or self.currency
+
+    @property
+    def price_index(self) -> str:
+        """Deribit's index of the instrument: ``btc_usd`` (inverse), ``btc_usdc`` (linear)."""
+        return f"{self.currency.lower()}_{(self.linear_currency or 'usd').lower()}"
+
     def to_json(self) -> dict[str, Any]:
+        # Deribit's current get_instruments fields (instrument_type, settlement/counter currency,
+        # price_index, ...) as in the real answers quoted by kostic/gec (BTC_USDC-PERPETUAL,
+        # BTC-26JUN26-100000-C, 2025); inverse instruments are ``reversed``.
+        linear = self.is_linear
+        common: dict[str, Any] = {
+            "price_index": self.price_index,
+            "rfq": False,
+            "instrument_type": "linear" if linear else "reversed",
+            "instrument_id": self.instrument_id,
+            "tick_size_steps": [],
+            "settlement_currency": self.settlement_currency,
+            "counter_currency": self.linear_currency or "USD",
+        }
         if self.kind == "option":
             return {
                 "tick_size": self.tick_size,
                 "taker_commission": self.taker_commission,
                 "strike": float(self.strike),
                 "settlement_period": self.settlement_period,
-                "quote_currency": self.currency,
+                "quote_currency": self.settlement_currency,
                 "option_type": self.option_type,
                 "min_trade_amount": self.min_trade_amount,
                 "maker_commission": self.maker_commission,
@@ -107,28 +163,35 @@ class InstrumentSpec:
                 "instrument_name": self.name,
                 "expiration_timestamp": self.expiration_ms,
                 "creation_timestamp": self.creation_ms,
-                "contract_size": 1.0,
+                "contract_size": self.contract_size,
                 "block_trade_commission": 0.00015,
+                "block_trade_min_trade_amount": 25,
+                "block_trade_tick_size": self.tick_size,
                 "base_currency": self.currency,
+                **common,
             }
         spec = spec_for(self.currency)
         return {
             "tick_size": self.tick_size,
             "taker_commission": self.taker_commission,
             "settlement_period": self.settlement_period,
-            "quote_currency": "USD",
+            "quote_currency": self.linear_currency or "USD",
             "min_trade_amount": self.min_trade_amount,
-            "max_liquidation_commission": spec.max_liquidation_commission,
-            "max_leverage": spec.max_leverage,
+            "max_liquidation_commission": 0.0075 if linear else spec.max_liquidation_commission,
+            "max_leverage": 50 if linear else spec.max_leverage,
             "maker_commission": self.maker_commission,
             "kind": "future",
+            "future_type": "linear" if linear else "reversed",
             "is_active": True,
             "instrument_name": self.name,
             "expiration_timestamp": self.expiration_ms,
             "creation_timestamp": self.creation_ms,
             "contract_size": self.contract_size,
             "block_trade_commission": 0.0001,
+            "block_trade_min_trade_amount": 200000,
+            "block_trade_tick_size": self.tick_size,
             "base_currency": self.currency,
+            **common,
         }
 
 
@@ -238,13 +301,67 @@ def build_listing(
     spots: dict[str, float],
     chain: Literal["full", "small"] = "full",
     currencies: tuple[str, ...] = ("BTC", "ETH"),
+    linear: bool = False,
 ) -> list[InstrumentSpec]:
-    """Every instrument live at ``now_s``: the perpetual, the futures and the options of each currency."""
+    """Every instrument live at ``now_s``: the perpetual, the futures and the options of each
+    currency; with ``linear``, the USDC perpetuals and a few USDC options too."""
     out: list[InstrumentSpec] = []
     for cur in currencies:
         out.extend(list_expiry_instruments(cur, now_s, spots[cur], None, chain, now_s))
         for e in expiries(now_s, chain):
             out.extend(list_expiry_instruments(cur, now_s, spots[cur], e, chain, now_s))
+        if linear and cur in LINEAR:
+            out.extend(list_linear_instruments(cur, now_s, spots[cur], chain))
+    return out
+
+
+def list_linear_instruments(
+    currency: str, now_s: float, spot: float, chain: Literal["full", "small"]
+) -> list[InstrumentSpec]:
+    """The USDC perpetual of ``currency`` and, where listed, its USDC options: a few strikes on
+    the first two expiries (``BTC_USDC-...``, priced and settled in USDC, amounts in the coin)."""
+    ls = LINEAR[currency]
+    created_ms = int(now_s * 1000)
+    out = [
+        InstrumentSpec(
+            format_perpetual_name(currency, USDC),
+            currency,
+            "future",
+            None,
+            "perpetual",
+            ls.perpetual_tick,
+            ls.perpetual_contract,
+            ls.perpetual_min,
+            0,
+            0.0005,
+            created_ms,
+            linear_currency=USDC,
+        )
+    ]
+    if ls.option_tick is None:
+        return out
+    for e in expiries(now_s, chain)[:2]:
+        t = max(expiry_ms(e.day) / 1000.0 - now_s, 3600.0) / (365.0 * 86400.0)
+        for k in strike_grid(spot, t, "small"):
+            for ot in ("call", "put"):
+                out.append(
+                    InstrumentSpec(
+                        format_option_name(currency, e.day, k, "call" if ot == "call" else "put", USDC),
+                        currency,
+                        "option",
+                        e.day,
+                        e.period,
+                        ls.option_tick,
+                        ls.option_contract,
+                        ls.option_min,
+                        0.0003,
+                        0.0003,
+                        created_ms,
+                        float(k),
+                        ot,
+                        linear_currency=USDC,
+                    )
+                )
     return out
 
 

@@ -4,12 +4,17 @@ Deribit's conventions (checked against the real capture): option prices are in c
 Black-76 value with F = ``underlying_price`` divided by F; ``mark_iv`` is in vol points rounded to
 0.01 and ``mark_price`` is Black-76 at that rounded vol; greeks are USD figures: plain Black-76
 delta, gamma per USD, vega per vol point, theta per 365-day day, rho per 1% (K T N(d2) / 100).
+In the last day before expiry Deribit's theta is minus the option's remaining time value (its
+Black-76 value at ``mark_iv`` less intrinsic, in USD): what it loses by expiry, not the
+instantaneous rate (the capture's ETH-23JUL21-2300-C at 0.39 days: -0.00146 both ways, the rate
+being -0.032). Linear (USDC) options are priced in USDC: the USD value itself.
 Everything is seeded: the same seed and the same sequence of ``advance`` times give the same path.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +46,19 @@ def black76_usd(f: np.ndarray, k: np.ndarray, t: np.ndarray, sigma: np.ndarray, 
     c = f * ncdf(d1) - k * ncdf(d2)
     p = c - f + k
     return np.where(call, c, p)
+
+
+def deribit_theta(f: np.ndarray, k: np.ndarray, t: np.ndarray, sigma: np.ndarray, call: np.ndarray) -> np.ndarray:
+    """Deribit's ticker theta in USD per day: the Black-76 rate (r = 0, 365-day years), but in the
+    last day before expiry minus the option's remaining time value (Black-76 value less intrinsic),
+    which is what it loses by expiry."""
+    sqrt_t = np.sqrt(t)
+    sd = np.maximum(sigma * sqrt_t, 1e-12)
+    d1 = (np.log(f / k) + 0.5 * sd * sd) / sd
+    rate = -f * npdf(d1) * sigma / (2.0 * np.maximum(sqrt_t, 1e-12)) / 365.0
+    intrinsic = np.where(call, np.maximum(f - k, 0.0), np.maximum(k - f, 0.0))
+    value = np.maximum(black76_usd(f, k, t, sigma, call), intrinsic)
+    return np.asarray(np.where(t * 365.0 < 1.0, -(value - intrinsic), rate))
 
 
 def implied_vol_coin(
@@ -95,7 +113,7 @@ class OptionQuote:
     vega: float
     theta: float
     rho: float
-    vega_coin: float  # coin value of one vol point, for the quoting spread
+    vega_coin: float  # value of one vol point in the option's price unit, for the quoting spread
 
 
 class MarketModel:
@@ -126,13 +144,16 @@ class MarketModel:
             "k": np.array([o.strike for o in self.options], dtype=float).reshape(n),
             "call": np.array([o.option_type == "call" for o in self.options], dtype=bool).reshape(n),
             "exp": np.array([o.expiration_ms / 1000.0 for o in self.options], dtype=float).reshape(n),
+            "linear": np.array([o.is_linear for o in self.options], dtype=bool).reshape(n),
         }
         groups: dict[tuple[str, int], list[int]] = {}
         for i, o in enumerate(self.options):
             groups.setdefault((o.currency, o.expiration_ms), []).append(i)
         self._groups = [(cur, e, np.array(ix, dtype=int)) for (cur, e), ix in groups.items()]
         # Marks are published to 8 decimals for BTC options and 6 for ETH, never below one unit.
-        self._arrays["floor"] = np.array([1e-8 if o.currency == "BTC" else 1e-6 for o in self.options])
+        self._arrays["floor"] = np.array(
+            [1e-4 if o.is_linear else 1e-8 if o.currency == "BTC" else 1e-6 for o in self.options]
+        )
         self.reprice()
 
     # --- index and forwards ----------------------------------------------------------------------
@@ -236,13 +257,18 @@ class MarketModel:
         delta = np.where(call, nd1, nd1 - 1.0)
         gamma = pdf / (f * sd)
         vega = f * pdf * sqrt_t / 100.0
-        theta = -f * pdf * s / (2.0 * sqrt_t) / 365.0
+        theta = deribit_theta(f, k, t, s, call)
         rho = np.where(call, k * t * nd2, -k * t * (1.0 - nd2)) / 100.0
         self._arrays["t"] = t
         self._arrays["f"] = f
         self._arrays["iv"] = iv
         floor = self._arrays["floor"]
-        mark = np.maximum(np.where(floor < 1e-7, np.round(coin, 8), np.round(coin, 6)), floor)
+        linear = a["linear"]
+        mark = np.where(
+            linear,
+            np.maximum(np.round(usd, 4), floor),
+            np.maximum(np.where(floor < 1e-7, np.round(coin, 8), np.round(coin, 6)), floor),
+        )
         self._cols = (
             mark.tolist(),
             iv.tolist(),
@@ -252,8 +278,32 @@ class MarketModel:
             np.round(vega, 5).tolist(),
             np.round(theta, 5).tolist(),
             np.round(rho, 5).tolist(),
-            (vega / f).tolist(),
+            np.where(linear, vega, vega / f).tolist(),
         )
+
+    def smile(self, currency: str, t: float, fwd: float) -> Callable[[np.ndarray], np.ndarray]:
+        """The model's implied vol (fraction) as a function of strike at ``t`` years (before the
+        0.01 rounding of mark_iv): the same smile every option of that expiry is marked on."""
+        st = self.state[currency]
+        atm = float(self.atm_vol(currency, np.array([t]))[0])
+
+        def sigma(k: np.ndarray) -> np.ndarray:
+            x = np.clip(np.log(k / fwd) / (atm * math.sqrt(t)), -4.0, 4.0)
+            return np.asarray(np.clip(atm * (1.0 + st.skew * x + st.smile * x * x), 0.1, 4.0))
+
+        return sigma
+
+    def volatility_index(self, currency: str) -> float:
+        """DVOL of ``currency`` in vol points (2 decimals), from the simulator's own smile.
+
+        Deribit's DVOL is a 30-day variance-swap implied vol (the VIX method on its option chain,
+        interpolated between the expiries around 30 days). The model's smile is defined at every
+        maturity, so the strip is taken at exactly 30 days on the 30-day forward: no interpolation
+        between listed expiries is needed."""
+        t = DVOL_DAYS / 365.0
+        st = self.state[currency]
+        fwd = st.index * math.exp(st.basis * t)
+        return round(100.0 * variance_swap_vol(fwd, t, self.smile(currency, t, fwd)), 2)
 
     def quote(self, name: str) -> OptionQuote:
         """Mark figures of one option at the last ``advance``."""
@@ -270,8 +320,9 @@ class MarketModel:
             return []
         idx = np.array([self.option_index[n] for n in names], dtype=int)
         a = self._arrays
+        px = np.asarray(prices, dtype=float)
         iv = implied_vol_coin(
-            np.asarray(prices, dtype=float),
+            np.where(a["linear"][idx], px / a["f"][idx], px),
             a["f"][idx],
             a["k"][idx],
             a["t"][idx],
@@ -279,3 +330,23 @@ class MarketModel:
             a["iv"][idx] / 100.0,
         )
         return np.round(iv * 100.0, 2).tolist()
+
+
+DVOL_DAYS = 30.0
+
+
+def variance_swap_vol(f: float, t: float, sigma_of: Callable[[np.ndarray], np.ndarray]) -> float:
+    """Vol (fraction) of a ``t``-year variance swap on a forward ``f`` whose smile is ``sigma_of(K)``.
+
+    The VIX / DVOL formula on a strip of out-of-the-money options:
+    ``sigma^2 = 2/T sum dK/K^2 Q(K) - 1/T (F/K0 - 1)^2`` with K0 the strike just below F; the
+    strip is dense (from 1% to 10x the forward), so truncation and discreteness are negligible.
+    """
+    k = f * np.exp(np.linspace(math.log(0.01), math.log(10.0), 4001))
+    sig = sigma_of(k)
+    call = k >= f
+    q = black76_usd(np.full_like(k, f), k, np.full_like(k, t), sig, call)
+    dk = np.gradient(k)
+    k0 = k[k <= f][-1]
+    var = 2.0 / t * float(np.sum(dk / (k * k) * q)) - (f / k0 - 1.0) ** 2 / t
+    return math.sqrt(max(var, 0.0))

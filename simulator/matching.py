@@ -53,6 +53,10 @@ class Order:
     cancel_reason: str | None = None
     triggered: bool | None = None
     replaced: bool = False
+    # A market order's protection price (the price band's edge when it went to the book): Deribit
+    # shows it as the ``price`` of a market order, and "market_price" only while one is untriggered.
+    market_limit: float | None = None
+    contract_size: float = 1.0  # the instrument's: ``contracts`` = amount / contract_size
     # Internal: the limit price in ticks (None while the order has no price).
     ticks: int | None = None
 
@@ -83,7 +87,7 @@ class Order:
             "time_in_force": self.time_in_force,
             "replaced": self.replaced,
             "reduce_only": self.reduce_only,
-            "price": self.price if self.price is not None else "market_price",
+            "price": self.price if self.price is not None else self.market_limit or "market_price",
             "post_only": self.post_only,
             "order_type": self.order_type,
             "order_state": self.state,
@@ -101,6 +105,9 @@ class Order:
             "average_price": round(self.average_price, 10),
             "api": True,
             "amount": self.amount,
+            "contracts": clean(self.amount / self.contract_size),
+            "mmp": False,
+            "risk_reducing": False,
         }
         if self.post_only:
             d["reject_post_only"] = self.reject_post_only

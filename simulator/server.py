@@ -121,7 +121,7 @@ class SimulatorServer:
             "public/test": lambda c, p: {"version": VERSION},
             "public/hello": lambda c, p: {"version": VERSION},
             "public/get_time": lambda c, p: int(self.clock() * 1000),
-            "public/status": lambda c, p: {"locked": "false", "locked_indices": []},
+            "public/status": self._status,
             "public/auth": self._auth,
             "public/set_heartbeat": self._set_heartbeat,
             "public/disable_heartbeat": self._disable_heartbeat,
@@ -150,12 +150,16 @@ class SimulatorServer:
             "private/get_position": self._position,
             "private/get_account_summary": self._account_summary,
             "private/get_user_trades_by_currency": self._user_trades,
+            "private/get_settlement_history_by_currency": self._settlement_history,
             "private/enable_cancel_on_disconnect": self._enable_cod,
             "private/disable_cancel_on_disconnect": self._disable_cod,
             "private/logout": self._logout,
             "simulator/fault": self._fault_rpc,
             "simulator/set_index": lambda c, p: self.set_index(str(p.get("currency")), float(p["price"])),
             "simulator/shift_index": lambda c, p: self.shift_index(str(p.get("currency")), float(p["pct"])),
+            "simulator/lock_index": lambda c, p: self.lock_index(
+                str(p.get("price_index")), bool(p.get("locked", True))
+            ),
         }
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -278,14 +282,42 @@ class SimulatorServer:
                 _, spec, state, ts = ev
                 state_data = {"timestamp": ts, "state": state, "instrument_name": spec.name}
                 for k in (spec.kind, "any"):
-                    for cur in (spec.currency, "any"):
+                    for cur in (spec.settlement_currency, "any"):
                         ch = f"instrument.state.{k}.{cur}"
                         clients = subs.get(ch)
                         if clients:
                             frame = frames.notification(ch, state_data)
                             for c in clients:
                                 c.out.append(frame)
-            elif kind in ("order", "user_trades", "portfolio"):
+            elif kind == "ticker_closed":
+                _, name, data = ev
+                chans = self._chans(name)
+                for ch in chans[2:4]:
+                    for c in subs.get(ch, ()):
+                        c.out.append(frames.notification(ch, data))
+            elif kind == "vol_index":
+                cur = ev[1]
+                index_name = f"{cur.lower()}_usd"
+                ch = f"deribit_volatility_index.{index_name}"
+                clients = subs.get(ch)
+                if clients:
+                    frame = frames.notification(ch, self._vol_data(cur))
+                    for c in clients:
+                        c.out.append(frame)
+                for idx in (index_name, f"{cur.lower()}_usdc"):
+                    ch = f"markprice.options.{idx}"
+                    clients = subs.get(ch)
+                    if clients:
+                        frame = frames.notification(ch, ex.option_marks(idx))
+                        for c in clients:
+                            c.out.append(frame)
+            elif kind == "platform_state":
+                clients = subs.get("platform_state")
+                if clients:
+                    frame = frames.notification("platform_state", {"price_index": ev[1], "locked": ev[2]})
+                    for c in clients:
+                        c.out.append(frame)
+            elif kind in ("order", "user_trades", "portfolio", "changes"):
                 self._route_user(ev)
 
     def _chans(self, name: str) -> tuple[str, ...]:
@@ -321,9 +353,17 @@ class SimulatorServer:
     def _trade_channels(spec: InstrumentSpec) -> list[str]:
         out = [f"trades.{spec.name}.raw", f"trades.{spec.name}.100ms"]
         for k in (spec.kind, "any"):
-            for cur in (spec.currency, "any"):
+            for cur in (spec.settlement_currency, "any"):
                 out += [f"trades.{k}.{cur}.raw", f"trades.{k}.{cur}.100ms"]
         return out
+
+    def _vol_data(self, currency: str) -> dict[str, Any]:
+        """``deribit_volatility_index.{index}``: DVOL from the simulator's own smile."""
+        return {
+            "volatility": self.exchange.market.volatility_index(currency),
+            "timestamp": self.exchange.now_ms,
+            "index_name": f"{currency.lower()}_usd",
+        }
 
     def _index_data(self, currency: str) -> dict[str, Any]:
         return {
@@ -343,13 +383,15 @@ class SimulatorServer:
                         c.out.append(frames.notification(sub.channel, self.exchange.account_summary(cid, ev[2])))
                     continue
                 spec: InstrumentSpec = ev[2]
-                if sub.what != ("orders" if kind == "order" else "trades"):
+                if sub.what != {"order": "orders", "user_trades": "trades", "changes": "changes"}[kind]:
                     continue
                 if sub.target == spec.name or (
-                    sub.target in (spec.kind, "any") and sub.currency in (spec.currency, "any")
+                    sub.target in (spec.kind, "any") and sub.currency in (spec.settlement_currency, "any")
                 ):
                     if kind == "order":
                         data: Any = ev[3] if sub.interval == "raw" else [ev[3]]
+                    elif kind == "changes":
+                        data = {"instrument_name": spec.name, "orders": ev[3], "trades": ev[4], "positions": ev[5]}
                     else:
                         data = ev[3]
                     c.out.append(frames.notification(sub.channel, data))
@@ -531,22 +573,22 @@ class SimulatorServer:
         if p.get("expired"):
             return []
         if cur == "any":
-            return [i for c2 in self.settings.currencies for i in self.exchange.instruments_json(c2, kind)]
-        if cur not in self.settings.currencies:
+            return [i for c2 in self.settings.account_currencies for i in self.exchange.instruments_json(c2, kind)]
+        if cur not in self.settings.account_currencies:
             raise invalid_params("currency", "invalid currency")
         return self.exchange.instruments_json(cur, kind)
 
     def _get_index_price(self, c: Client, p: dict[str, Any]) -> dict[str, float]:
         idx = p.get("index_name")
         cur = idx.split("_")[0].upper() if isinstance(idx, str) else ""
-        if cur not in self.settings.currencies:
+        if cur not in self.settings.currencies or idx not in (f"{cur.lower()}_usd", f"{cur.lower()}_usdc"):
             raise invalid_params("index_name", "invalid index name")
         price = self.exchange.index_price(cur)
         return {"index_price": price, "estimated_delivery_price": price}
 
     def _book_summary(self, c: Client, p: dict[str, Any]) -> list[dict[str, Any]]:
         cur = p.get("currency")
-        if cur not in self.settings.currencies:
+        if cur not in self.settings.account_currencies:
             raise invalid_params("currency", "invalid currency")
         return self.exchange.book_summary(cur, p.get("kind"))
 
@@ -674,7 +716,7 @@ class SimulatorServer:
                     continue
                 c.user_subs[ch] = arg
                 if arg.what == "portfolio":
-                    for cur in self.settings.currencies if arg.currency == "ANY" else [arg.currency]:
+                    for cur in self.settings.account_currencies if arg.currency == "ANY" else [arg.currency]:
                         initial.append(frames.notification(ch, self.exchange.account_summary(c.client_id, cur)))
             elif what == "depth":
                 c.depth_subs[ch] = arg
@@ -702,6 +744,10 @@ class SimulatorServer:
             return [frames.notification(ch, ex.quote(arg))]
         if what == "index":
             return [frames.notification(ch, self._index_data(arg))]
+        if what == "vol_index":
+            return [frames.notification(ch, self._vol_data(arg))]
+        if what == "marks":
+            return [frames.notification(ch, ex.option_marks(arg))]
         return []
 
     def _parse_channel(self, ch: str) -> tuple[str, Any] | None:
@@ -728,22 +774,30 @@ class SimulatorServer:
             cur = parts[1].split("_")[0].upper()
             return ("index", cur) if cur in self.settings.currencies and parts[1].endswith("_usd") else None
         if ch.startswith("instrument.state.") and len(parts) == 4:
-            ok = parts[2] in ("future", "option", "any") and parts[3] in (*self.settings.currencies, "any")
+            ok = parts[2] in ("future", "option", "any") and parts[3] in (*self.settings.account_currencies, "any")
             return ("state", None) if ok else None
+        if head == "deribit_volatility_index" and len(parts) == 2:
+            cur = parts[1].split("_")[0].upper()
+            return ("vol_index", cur) if cur in self.settings.currencies and parts[1].endswith("_usd") else None
+        if ch.startswith("markprice.options.") and len(parts) == 3:
+            known = {s.price_index for s in ex.instruments.values() if s.is_option}
+            return ("marks", parts[2]) if parts[2] in known else None
+        if ch == "platform_state":
+            return ("platform_state", None)
         if head == "user" and len(parts) >= 3:
             what = parts[1]
             if what == "portfolio" and len(parts) == 3:
                 cur = parts[2].upper()
                 return (
                     ("user", UserSub(ch, "portfolio", cur, cur, "raw"))
-                    if cur in (*self.settings.currencies, "ANY")
+                    if cur in (*self.settings.account_currencies, "ANY")
                     else None
                 )
-            if what in ("orders", "trades"):
+            if what in ("orders", "trades", "changes"):
                 if len(parts) == 4 and parts[2] in ex.instruments and parts[3] in INTERVALS:
                     return ("user", UserSub(ch, what, parts[2], "", parts[3]))
                 kinds = ("future", "option", "any")
-                currencies = (*self.settings.currencies, "any")
+                currencies = (*self.settings.account_currencies, "any")
                 if len(parts) == 5 and parts[2] in kinds and parts[3] in currencies and parts[4] in INTERVALS:
                     return ("user", UserSub(ch, what, parts[2], parts[3], parts[4]))
         return None
@@ -774,7 +828,7 @@ class SimulatorServer:
 
     def _currency(self, p: dict[str, Any]) -> str:
         cur = p.get("currency")
-        if cur not in self.settings.currencies:
+        if cur not in self.settings.account_currencies:
             raise invalid_params("currency", "invalid currency")
         return str(cur)
 
@@ -815,7 +869,16 @@ class SimulatorServer:
         who = self._who(c, p)
         spec = self.exchange.spec(p.get("instrument_name"))
         acc = self.exchange.accounts[who]
-        return acc.position_json(acc.position(spec), self.exchange.marks)
+        return self.exchange.position_json(who, acc.position(spec))
+
+    def _settlement_history(self, c: Client, p: dict[str, Any]) -> dict[str, Any]:
+        return self.exchange.settlement_history(
+            self._who(c, p), self._currency(p), p.get("type"), p.get("count", 20), p.get("continuation")
+        )
+
+    def _status(self, c: Client, p: dict[str, Any]) -> dict[str, Any]:
+        locked = sorted(self.exchange.locked_indices)
+        return {"locked": "partial" if locked else "false", "locked_indices": locked}
 
     def _account_summary(self, c: Client, p: dict[str, Any]) -> dict[str, Any]:
         return self.exchange.account_summary(self._who(c, p), self._currency(p))
@@ -865,6 +928,14 @@ class SimulatorServer:
             raise invalid_params("currency", "invalid currency")
         self.exchange.market.set_index(currency, price)
         self.exchange.requote(list(self.exchange.books))
+        return "ok"
+
+    def lock_index(self, price_index: str, locked: bool = True) -> str:
+        """Lock (or unlock) trading on a price index, as Deribit's platform locks do."""
+        known = {s.price_index for s in self.exchange.instruments.values()}
+        if price_index not in known:
+            raise invalid_params("price_index", "unknown price index")
+        self.exchange.lock_index(price_index, locked)
         return "ok"
 
     def shift_index(self, currency: str, pct: float) -> str:

@@ -16,7 +16,7 @@ class SimAccount:
 
     client_id: str = DEFAULT_CLIENT_ID
     client_secret: str = DEFAULT_CLIENT_SECRET
-    balances: tuple[tuple[str, float], ...] = (("BTC", 10.0), ("ETH", 100.0))
+    balances: tuple[tuple[str, float], ...] = (("BTC", 10.0), ("ETH", 100.0), ("USDC", 100_000.0))
 
     def balance(self, currency: str) -> float:
         return dict(self.balances).get(currency, 0.0)
@@ -56,6 +56,8 @@ class SimSettings:
     # Synthetic public trades per instrument per second (prints on trades.* channels).
     public_trades_per_s: float = 0.01
     access_token_ttl_s: int = 900
+    # List the USDC linear perpetuals (and BTC's USDC options) beside the inverse instruments.
+    linear: bool = True
 
     @classmethod
     def for_account(
@@ -64,6 +66,11 @@ class SimSettings:
         """Settings with one account (what the program's ``[simulator]`` section describes)."""
         account = SimAccount(client_id, client_secret, tuple(balances.items()))
         return cls(accounts=(account,), **overrides)
+
+    @property
+    def account_currencies(self) -> tuple[str, ...]:
+        """The currencies an account holds: the coins, and USDC when linear instruments are listed."""
+        return (*self.currencies, "USDC") if self.linear else self.currencies
 
     def spot_of(self, currency: str) -> float:
         return dict(self.spot).get(currency, 100.0)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -82,10 +83,11 @@ def test_auth_grants_and_wrong_credentials(client: RpcClient) -> None:
 def test_full_chain_stream_keeps_change_id_continuity(sim: Simulator, client: RpcClient) -> None:
     names = [
         i["instrument_name"]
-        for cur in ("BTC", "ETH")
+        for cur in ("BTC", "ETH", "USDC")
         for i in client.result("public/get_instruments", {"currency": cur})
     ]
     assert len(names) == len(sim.instruments())
+    assert {"BTC_USDC-PERPETUAL", "ETH_USDC-PERPETUAL"} <= set(names)
     chans = [f"book.{n}.raw" for n in names] + [f"ticker.{n}.100ms" for n in names]
     assert sorted(client.result("public/subscribe", {"channels": [*chans, "book.NOPE-1.raw"]})) == sorted(chans)
     client.pump(1.5)
@@ -349,3 +351,95 @@ def test_cli_generate(tmp_path: Path) -> None:
         timeout=60,
     )
     assert again.read_bytes() == out.read_bytes()
+
+
+def test_issue_16_channels_and_methods_over_the_wire(sim: Simulator, client: RpcClient) -> None:
+    """user.changes, platform_state with a lock, DVOL, option marks, the settlement history and
+    the account's limits, as a Deribit client sees them."""
+    client.login()
+    channels = [
+        "user.changes.any.any.raw",
+        "platform_state",
+        "deribit_volatility_index.btc_usd",
+        "markprice.options.btc_usd",
+    ]
+    assert sorted(client.result("private/subscribe", {"channels": channels})) == sorted(channels)
+    dvol = client.wait_for(channel_is("deribit_volatility_index.btc_usd"))["params"]["data"]
+    assert dvol["index_name"] == "btc_usd" and 10 < dvol["volatility"] < 400
+    marks = client.wait_for(channel_is("markprice.options.btc_usd"))["params"]["data"]
+    assert {m["instrument_name"] for m in marks} == {n for n in sim.instruments("BTC") if n.count("-") == 3}
+    fill = client.result("private/buy", {"instrument_name": "BTC-PERPETUAL", "amount": 30, "type": "market"})
+    change = client.wait_for(
+        lambda n: (
+            channel_is("user.changes.any.any.raw")(n)
+            and any(o["order_id"] == fill["order"]["order_id"] for o in n["params"]["data"]["orders"])
+        )
+    )["params"]["data"]
+    assert change["instrument_name"] == "BTC-PERPETUAL" and change["trades"]
+    assert change["positions"][0]["size"] == sum(
+        p["size"] for p in sim.positions() if p["instrument_name"] == "BTC-PERPETUAL"
+    )
+    sim.lock_index("btc_usd")
+    state = client.wait_for(channel_is("platform_state"))["params"]["data"]
+    assert state == {"price_index": "btc_usd", "locked": True}
+    refused = client.call("private/buy", {"instrument_name": "BTC-PERPETUAL", "amount": 10, "type": "market"})
+    assert refused["error"]["code"] == 10019
+    assert client.result("public/status", {})["locked_indices"] == ["btc_usd"]
+    sim.lock_index("btc_usd", locked=False)
+    assert client.wait_for(lambda n: channel_is("platform_state")(n) and n["params"]["data"]["locked"] is False)[
+        "params"
+    ]["data"] == {"price_index": "btc_usd", "locked": False}
+    history = client.result("private/get_settlement_history_by_currency", {"currency": "BTC", "type": "settlement"})
+    assert set(history) == {"settlements", "continuation"}
+    limits = client.result("private/get_account_summary", {"currency": "BTC"})["limits"]
+    assert limits["matching_engine"]["trading"]["total"]["rate"] > 0
+    usdc = client.result("public/get_instruments", {"currency": "USDC", "kind": "future"})
+    assert {i["instrument_name"] for i in usdc} == {"BTC_USDC-PERPETUAL", "ETH_USDC-PERPETUAL"}
+    linear = client.result("private/buy", {"instrument_name": "ETH_USDC-PERPETUAL", "amount": 0.01, "type": "market"})
+    assert linear["trades"][0]["fee_currency"] == "USDC"
+    pos = client.result("private/get_positions", {"currency": "USDC"})
+    assert [p["size"] for p in pos if p["instrument_name"] == "ETH_USDC-PERPETUAL"] == [0.01]
+
+
+def test_settlement_and_expiry_on_the_simulated_clock() -> None:
+    """Across 08:00 UTC on the simulator's clock: the expiring option's last ticker (closed,
+    "expired", its delivery price), its delivery, the perpetual's settlement and the history."""
+    now = [datetime(2026, 9, 21, 7, 59, 58, tzinfo=UTC).timestamp()]
+    s = Simulator(3, SimSettings(chain="small", step_s=0.05, updates_per_s=2.0), clock=lambda: now[0])
+    s.start_in_thread()
+    c = RpcClient(s.url)
+    try:
+        c.login()
+        daily = min(
+            (n for n in s.instruments("BTC") if n.count("-") == 3 and n.split("-")[1] == "21SEP26"),
+            key=lambda n: abs(float(n.split("-")[2]) - s.index("BTC")),
+        )
+        c.result("private/subscribe", {"channels": [f"ticker.{daily}.raw", "instrument.state.option.BTC"]})
+        c.result("private/buy", {"instrument_name": daily, "amount": 1.0, "type": "market"})
+        c.result("private/buy", {"instrument_name": "BTC-PERPETUAL", "amount": 100, "type": "market"})
+        now[0] += 5.0  # 08:00:03
+        last = c.wait_for(lambda n: channel_is(f"ticker.{daily}.raw")(n) and n["params"]["data"]["state"] == "closed")[
+            "params"
+        ]["data"]
+        assert last["estimated_delivery_price"] == "expired" and last["delivery_price"] > 0
+        states = [
+            c.wait_for(
+                lambda n: (
+                    channel_is("instrument.state.option.BTC")(n) and n["params"]["data"]["instrument_name"] == daily
+                )
+            )["params"]["data"]["state"]
+            for _ in range(3)
+        ]
+        assert states == ["closed", "settled", "terminated"]
+        history = c.result("private/get_settlement_history_by_currency", {"currency": "BTC"})["settlements"]
+        kinds = {(e["type"], e["instrument_name"]) for e in history}
+        assert ("delivery", daily) in kinds and ("settlement", "BTC-PERPETUAL") in kinds
+        delivery = next(e for e in history if e["type"] == "delivery")
+        assert delivery["index_price"] == last["delivery_price"]
+        perp = c.result("public/ticker", {"instrument_name": "BTC-PERPETUAL"})
+        settled = next(e for e in history if e["instrument_name"] == "BTC-PERPETUAL")
+        assert perp["settlement_price"] == settled["mark_price"]
+        assert daily not in {p["instrument_name"] for p in c.result("private/get_positions", {"currency": "BTC"})}
+    finally:
+        c.close()
+        s.stop()

@@ -12,9 +12,9 @@ import pytest
 from deribit.instruments import parse_instrument_name
 from simulator.exchange import Exchange
 from simulator.listing import build_listing, expiries, last_friday, strike_grid
-from simulator.market import MarketModel, black76_usd, implied_vol_coin
+from simulator.market import MarketModel, black76_usd, deribit_theta, implied_vol_coin
 from simulator.settings import SimSettings
-from tests.support.capture import instruments_path
+from tests.support.capture import instruments_path, wire_lines
 
 NOW = datetime(2021, 7, 22, 22, 42, tzinfo=UTC).timestamp()  # the capture's moment
 
@@ -89,7 +89,9 @@ def test_marks_and_greeks_follow_deribit_conventions() -> None:
         sigma = q.mark_iv / 100
         call = spec.option_type == "call"
         usd = black76_usd(np.array([f]), np.array([spec.strike]), np.array([t]), np.array([sigma]), np.array([call]))
-        assert usd[0] / f == pytest.approx(q.mark_price, abs=1e-4, rel=5e-4)
+        # Inverse options are priced in the coin, linear (USDC) options in USDC.
+        unit = 1.0 if spec.is_linear else f
+        assert usd[0] / unit == pytest.approx(q.mark_price, abs=1e-4 * f / unit, rel=5e-4)
         # Delta and vega against bumps of the Black-76 value.
         h = f * 1e-4
         up = black76_usd(np.array([f + h]), np.array([spec.strike]), np.array([t]), np.array([sigma]), np.array([call]))
@@ -152,3 +154,51 @@ def test_futures_basis_and_book_spreads() -> None:
         for p, a in bids + asks:
             assert math.isclose(p / tick, round(p / tick), abs_tol=1e-6) and a > 0
         assert len(asks) >= 3, name
+
+
+def capture_option_tickers() -> list[dict]:
+    out = []
+    for line in wire_lines():
+        rec = json.loads(line)
+        if rec["dir"] != "in":
+            continue
+        frame = json.loads(rec["frame"])
+        if frame.get("method") == "subscription" and frame["params"]["channel"].startswith("ticker."):
+            out.append(frame["params"]["data"])
+    return out
+
+
+def test_theta_follows_deribit_on_the_capture() -> None:
+    """Deribit's theta on every ticker of the real capture: the Black-76 rate, and minus the
+    remaining time value in the last day (ETH-23JUL21-2300-C at 0.39 days)."""
+    final_day = 0
+    for d in capture_option_tickers():
+        meta = parse_instrument_name(d["instrument_name"])
+        assert meta.expiry_ms is not None and meta.strike is not None
+        t = (meta.expiry_ms - d["timestamp"]) / 1000 / (365 * 86400)
+        f, k, tt, sigma = (np.array([x]) for x in (d["underlying_price"], meta.strike, t, d["mark_iv"] / 100))
+        theta = deribit_theta(f, k, tt, sigma, np.array([meta.option_type == "call"]))[0]
+        assert theta == pytest.approx(d["greeks"]["theta"], abs=2e-3, rel=2e-3), d["instrument_name"]
+        final_day += t * 365 < 1
+    assert final_day > 0
+
+
+def test_final_day_theta_is_minus_the_time_value() -> None:
+    ex = Exchange(1, SimSettings(chain="small"), datetime(2021, 7, 23, 0, 0, tzinfo=UTC).timestamp())
+    m = ex.market
+    seen = 0
+    for spec in ex.instruments.values():
+        if not spec.is_option or spec.is_linear:
+            continue
+        q = m.quote(spec.name)
+        t = (spec.expiration_ms / 1000 - m.now_s) / (365 * 86400)
+        if t * 365 >= 1:
+            continue
+        f, k = q.underlying_price, spec.strike
+        call = spec.option_type == "call"
+        value = black76_usd(np.array([f]), np.array([k]), np.array([t]), np.array([q.mark_iv / 100]), np.array([call]))
+        intrinsic = max(f - k, 0.0) if call else max(k - f, 0.0)
+        # underlying_price is rounded to 0.01: a relative tolerance.
+        assert q.theta == pytest.approx(-(max(float(value[0]), intrinsic) - intrinsic), rel=1e-4, abs=1e-5)
+        seen += 1
+    assert seen > 0

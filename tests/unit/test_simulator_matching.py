@@ -24,8 +24,8 @@ START = 1_790_000_000.0  # 2026-09-21 14:13 UTC, a Monday
 SETTINGS = SimSettings(
     chain="small",
     accounts=(
-        SimAccount("alice", "a-secret", (("BTC", 50.0), ("ETH", 500.0))),
-        SimAccount("bob", "b-secret", (("BTC", 50.0), ("ETH", 500.0))),
+        SimAccount("alice", "a-secret", (("BTC", 50.0), ("ETH", 500.0), ("USDC", 1e6))),
+        SimAccount("bob", "b-secret", (("BTC", 50.0), ("ETH", 500.0), ("USDC", 1e6))),
     ),
     public_trades_per_s=0.0,
 )
@@ -36,10 +36,12 @@ def new_exchange(seed: int = 3) -> Exchange:
 
 
 def traded(ex: Exchange) -> list[str]:
-    """A perpetual, a dated future and two options of each kind: the names the properties trade."""
-    opts = sorted(n for n, s in ex.instruments.items() if s.is_option and s.currency == "BTC")
+    """The inverse and the USDC perpetual, a dated future, two options of each kind and a USDC
+    option: the names the properties trade."""
+    opts = sorted(n for n, s in ex.instruments.items() if s.is_option and s.currency == "BTC" and not s.is_linear)
     futs = sorted(n for n, s in ex.instruments.items() if not s.is_option and s.currency == "BTC")
-    return futs + opts[len(opts) // 2 - 2 : len(opts) // 2 + 2]
+    linear = sorted(n for n, s in ex.instruments.items() if s.is_option and s.is_linear)
+    return futs + opts[len(opts) // 2 - 2 : len(opts) // 2 + 2] + linear[len(linear) // 2 : len(linear) // 2 + 1]
 
 
 op = st.one_of(
@@ -83,22 +85,27 @@ def check_invariants(ex: Exchange) -> None:
             fills = [t for t in trades if t["instrument_name"] == name]
             signed = sum(t["amount"] if t["direction"] == "buy" else -t["amount"] for t in fills)
             assert abs(pos.size - signed) < 1e-9, name
-            # Total PnL at any mark equals the sum over fills: inverse maths for futures, linear for options.
+            # Total PnL at any mark equals the sum over fills: inverse maths for inverse futures,
+            # linear for options and USDC futures; with no settlement yet, the session's realised
+            # and floating PnL add up to the same.
             for m in (pos.average_price or 1.0, 1.37 * (pos.average_price or 1.0)):
                 want = 0.0
                 for t in fills:
                     s = t["amount"] if t["direction"] == "buy" else -t["amount"]
-                    want += s * (m - t["price"]) if pos.spec.is_option else s * (1 / t["price"] - 1 / m)
-                got = pos.realized_pnl + pos.floating_pnl(m) if pos.size else pos.realized_pnl
-                assert got == pytest.approx(want, rel=1e-9, abs=1e-12), name
-        for cur in ("BTC", "ETH"):
+                    linear = pos.spec.is_option or pos.spec.is_linear
+                    want += s * (m - t["price"]) if linear else s * (1 / t["price"] - 1 / m)
+                got = pos.realized_pnl + pos.total_pnl(m)
+                assert got == pytest.approx(want, rel=1e-9, abs=1e-9), name
+                assert pos.session_rpl + pos.floating_pnl(m) == pytest.approx(want, rel=1e-9, abs=1e-9), name
+        # Options pay their premium at once; futures' PnL waits for the 08:00 settlement.
+        for cur in ("BTC", "ETH", "USDC"):
             flows = 0.0
             for t in trades:
                 spec = ex.instruments.get(t["instrument_name"])
-                if spec is None or spec.currency != cur:
+                if spec is None or spec.settlement_currency != cur:
                     continue
                 s = t["amount"] if t["direction"] == "buy" else -t["amount"]
-                flows += -s * t["price"] if spec.is_option else t["profit_loss"]
+                flows += -s * t["price"] if spec.is_option else 0.0
                 flows -= t["fee"]
             assert acc.balances[cur] == pytest.approx(acc.initial_balances[cur] + flows, abs=1e-7)
 
@@ -190,7 +197,12 @@ def test_inverse_round_trip_pnl(p1: int, p2: int, amount: int) -> None:
     realized = acc.apply_fill(spec, "sell", usd, float(p2), 0.0)
     assert realized == pytest.approx(usd * (1 / p1 - 1 / p2), rel=1e-12)
     assert acc.positions[spec.name].size == 0
+    # The realised PnL reaches the balance at the daily settlement, with a settlement entry.
+    assert acc.balances["BTC"] == 50.0
+    acc.settle_position(spec, 30_000.0, 30_000.0, 0)
     assert acc.balances["BTC"] == pytest.approx(50.0 + usd * (1 / p1 - 1 / p2), abs=1e-9)
+    entries = acc.settlements.get("BTC", [])
+    assert sum(e["session_profit_loss"] for e in entries) == pytest.approx(usd * (1 / p1 - 1 / p2), abs=1e-8)
 
 
 def test_aggressive_order_walks_the_book() -> None:
