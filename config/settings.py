@@ -84,6 +84,7 @@ class DeribitSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     subscribe_requests_per_s: Positive
     order_requests_per_s: Positive
     order_burst: Count
+    settlement_history_delay_s: NonNegative
     reconnect_initial_s: Positive
     reconnect_max_s: Positive
     healthy_after_s: NonNegative

@@ -126,15 +126,19 @@ def describe_connection(status: ConnectionStatus | None) -> str:
 
 # -- tables -------------------------------------------------------------------------------------------
 def positions_table(positions: Iterable[Position]) -> Table:
-    table = Table(title="positions", title_justify="left")
-    for column in ("instrument", "size", "avg price", "mark", "PnL", "delta", "gamma", "vega", "theta"):
+    """Deribit's own figures: ``floating`` PnL since the last 08:00 UTC settlement, ``total`` PnL
+    against the average price, both in the instrument's settlement currency (the coin, or USDC for
+    a linear ``..._USDC-...`` instrument)."""
+    table = Table(title="positions (PnL in the settlement currency)", title_justify="left")
+    for column in ("instrument", "size", "avg price", "mark", "floating PnL", "total PnL", "delta", "gamma", "vega",
+                   "theta"):
         table.add_column(column, justify="left" if column == "instrument" else "right")
     for p in sorted(positions, key=lambda p: p.instrument_name):
         table.add_row(p.instrument_name, fmt(p.size), fmt(p.average_price), fmt(p.mark_price),
-                      fmt(p.total_profit_loss, 6), fmt(p.delta, 4), fmt(p.gamma, 6), fmt(p.vega, 2),
-                      fmt(p.theta, 2))
+                      fmt(p.floating_profit_loss, 8), fmt(p.total_profit_loss, 8), fmt(p.delta, 4), fmt(p.gamma, 6),
+                      fmt(p.vega, 2), fmt(p.theta, 2))
     if not table.row_count:
-        table.add_row("(no positions)", *[""] * 8)
+        table.add_row("(no positions)", *[""] * 9)
     return table
 
 

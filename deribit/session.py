@@ -105,8 +105,7 @@ from runtime.throttle import TokenBucket, retry_delay, token_refresh_delay
 
 #: Sends of one command after Deribit's rate-limit answer before giving up with its error.
 MAX_RATE_LIMIT_RETRIES = 5
-#: How long after the 08:00 rollover the settlement history is asked for again, and how many entries.
-SETTLEMENT_DELAY_S = 60.0
+#: How many entries of the settlement history are asked for at a time.
 SETTLEMENTS_PER_FETCH = 100
 
 
@@ -687,7 +686,7 @@ class Session:
         self._refresh(RefreshInstruments(origin="connection", reason=f"rollover {event.day}"), now)
         # The settlement and the deliveries take the exchange a moment after 08:00.
         for currency in self.currencies:
-            self.settlements_due[currency] = now + SETTLEMENT_DELAY_S
+            self.settlements_due[currency] = now + self.dset.settlement_history_delay_s
         return self._done()
 
     def instrument_state(self, event: InstrumentState, now: float) -> list[Effect]:
