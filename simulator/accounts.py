@@ -192,6 +192,26 @@ class Account:
     # private/get_settlement_history_by_currency entries, oldest first, per settlement currency.
     settlements: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
+    def extended_fields(self) -> dict[str, Any]:
+        """What ``get_account_summary`` adds with ``extended=true`` (the fields of Deribit's example
+        answers: the account's id, name and type, and its trading settings)."""
+        return {
+            "id": 10_000 + sum(map(ord, self.client_id)),
+            "username": self.client_id,
+            "email": f"{self.client_id}@simulator.invalid",
+            "system_name": self.client_id,
+            "type": "main",
+            "creation_timestamp": 1_600_000_000_000,
+            "referrer_id": None,
+            "login_enabled": False,
+            "security_keys_enabled": False,
+            "mmp_enabled": False,
+            "interuser_transfers_enabled": False,
+            "self_trading_reject_mode": "reject_taker",
+            "self_trading_extended_to_subaccounts": False,
+            "block_rfq_self_match_prevention": False,
+        }
+
     def position(self, spec: InstrumentSpec) -> Position:
         pos = self.positions.get(spec.name)
         if pos is None:
@@ -398,6 +418,7 @@ class Account:
             "projected_delta_total": delta_total,
             "fee_balance": 0.0,
             "spot_reserve": 0.0,
+            "additional_reserve": 0.0,
             "fees": fee_schedule(idx, fee_rates),
             "estimated_liquidation_ratio": r(mm / equity) if equity > 0 else 0.0,
             "estimated_liquidation_ratio_map": {idx: r(mm / equity) if equity > 0 else 0.0},

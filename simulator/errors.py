@@ -61,10 +61,8 @@ class RpcError(Exception):
         super().__init__(f"{self.code} {self.message} {data or ''}".strip())
 
     def to_json(self) -> dict[str, Any]:
-        err: dict[str, Any] = {"message": self.message, "code": self.code}
-        if self.data is not None:
-            err["data"] = self.data
-        return err
+        # Deribit sends "data" with every error, null when it has nothing to add.
+        return {"message": self.message, "code": self.code, "data": self.data}
 
 
 def invalid_params(param: str, reason: str) -> RpcError:

@@ -279,7 +279,7 @@ class Exchange:
 
     def _check_unlocked(self, spec: InstrumentSpec) -> None:
         if spec.price_index in self.locked_indices:
-            raise RpcError(errors.LOCKED_BY_ADMIN, {"reason": f"price index {spec.price_index} is locked"})
+            raise RpcError(errors.LOCKED_BY_ADMIN)
 
     # --- marks of a whole chain ----------------------------------------------------------------
 
@@ -435,13 +435,19 @@ class Exchange:
         bb, bba, ba, baa = book.top()
         index = self.index_price(spec.currency)
         lo, hi = self.price_band(spec)
-        vol = book.volume
+        vol = book.volume  # traded amounts: coin for options and linear, USD for inverse futures
         stats: dict[str, Any] = {
             "volume": vol if vol else None,
             "price_change": 0.0 if vol else None,
             "low": book.low,
             "high": book.high,
         }
+        if not spec.is_option:
+            # Deribit's futures stats: volume in the coin and in USD.
+            mark_now = self.mark_price(spec)
+            coins = vol if spec.is_linear else (vol / mark_now if vol and mark_now else 0.0)
+            stats["volume"] = round(coins, 8) if vol else None
+            stats["volume_usd"] = round(coins * mark_now, 2) if vol else None
         if spec.is_option:
             q = self.market.quote(name)
             und_name, _ = self.underlying(spec)
@@ -1007,14 +1013,19 @@ class Exchange:
                 out.append(self.position_json(client_id, pos))
         return out
 
-    def account_summary(self, client_id: str, currency: str) -> dict[str, Any]:
+    def account_summary(self, client_id: str, currency: str, extended: bool = False) -> dict[str, Any]:
+        """``private/get_account_summary``; ``extended`` adds the account's own fields (its id, name,
+        type, settings), as Deribit does."""
         acc = self.accounts[client_id]
         rates: dict[str, tuple[float, float]] = {}
         for spec in self.instruments.values():
             if spec.settlement_currency == currency:
                 group = "perpetual" if spec.is_perpetual else spec.kind
                 rates.setdefault(group, (spec.maker_commission, spec.taker_commission))
-        return acc.summary(currency, self.marks, self._open_orders_margin(acc, currency), rates)
+        summary = acc.summary(currency, self.marks, self._open_orders_margin(acc, currency), rates)
+        if extended:
+            summary.update(acc.extended_fields())
+        return summary
 
     def user_trades_json(
         self, client_id: str, currency: str, kind: Any = None, count: int = 10, newest_first: bool = True

@@ -881,7 +881,7 @@ class SimulatorServer:
         return {"locked": "partial" if locked else "false", "locked_indices": locked}
 
     def _account_summary(self, c: Client, p: dict[str, Any]) -> dict[str, Any]:
-        return self.exchange.account_summary(self._who(c, p), self._currency(p))
+        return self.exchange.account_summary(self._who(c, p), self._currency(p), extended=p.get("extended") is True)
 
     def _user_trades(self, c: Client, p: dict[str, Any]) -> dict[str, Any]:
         count = p.get("count", 10)
