@@ -52,12 +52,13 @@ def _run(desk: Desk, sim: Simulator) -> None:
     subscribed = desk.wait_state(ConnectionState.SUBSCRIBED, timeout=60)
     assert subscribed.authenticated and subscribed.can_trade
     loaded = {m.currency: m for m in desk.seen(InstrumentsLoaded)}
-    expected_channels = 0
+    expected_channels = 1  # platform_state
     for currency in ("BTC", "ETH"):
         names = {i.instrument_name for i in loaded[currency].instruments}
         assert names == set(sim.instruments(currency))
         assert sum(i.kind == "option" for i in loaded[currency].instruments) > 500
-        expected_channels += 2 * len(names) + 6  # book or quote, and ticker; index, states, private
+        # book or quote, and ticker; index, DVOL, two states; orders, trades, changes, portfolio
+        expected_channels += 2 * len(names) + 8
     assert subscribed.detail == f"{expected_channels} of {expected_channels} channels"
     options = sum(i.kind == "option" for m in loaded.values() for i in m.instruments)
     desk.wait_until(lambda: desk.counts().get("BookSnapshot", 0) >= options, 30, "a snapshot of every option book")

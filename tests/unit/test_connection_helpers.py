@@ -77,9 +77,10 @@ def test_channels_for_instruments_and_currencies() -> None:
     assert chans == {"book.BTC-1JAN30-1000-C.100ms", "ticker.BTC-1JAN30-1000-C.100ms", "quote.BTC-PERPETUAL",
                      "ticker.BTC-PERPETUAL.100ms"}
     assert currency_channels("ETH", private=False) == {
-        "deribit_price_index.eth_usd", "instrument.state.option.ETH", "instrument.state.future.ETH"}
+        "deribit_price_index.eth_usd", "instrument.state.option.ETH", "instrument.state.future.ETH",
+        "platform_state", "deribit_volatility_index.eth_usd"}
     assert currency_channels("ETH", private=True) - currency_channels("ETH", private=False) == {
-        "user.orders.any.ETH.raw", "user.trades.any.ETH.raw", "user.portfolio.eth"}
+        "user.orders.any.ETH.raw", "user.trades.any.ETH.raw", "user.changes.any.ETH.raw", "user.portfolio.eth"}
 
 
 def test_tracker_batches_confirms_retries_and_unsubscribes_dropped() -> None:

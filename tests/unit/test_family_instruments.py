@@ -116,10 +116,13 @@ def test_an_entry_whose_name_and_metadata_disagree_is_kept_out() -> None:
 
 
 def test_a_linear_familys_channels_are_its_index_and_the_usdc_listings() -> None:
+    # SOL has no DVOL; BTC_USDC shares BTC's.
     assert currency_channels("SOL_USDC", private=False) == {
-        "deribit_price_index.sol_usdc", "instrument.state.option.USDC", "instrument.state.future.USDC"}
+        "deribit_price_index.sol_usdc", "instrument.state.option.USDC", "instrument.state.future.USDC",
+        "platform_state"}
+    assert "deribit_volatility_index.btc_usd" in currency_channels("BTC_USDC", private=False)
     assert currency_channels("SOL_USDC", private=True) - currency_channels("SOL_USDC", private=False) == {
-        "user.orders.any.USDC.raw", "user.trades.any.USDC.raw", "user.portfolio.usdc"}
+        "user.orders.any.USDC.raw", "user.trades.any.USDC.raw", "user.changes.any.USDC.raw", "user.portfolio.usdc"}
     assert "deribit_price_index.btc_usd" in currency_channels("BTC", private=False)
 
 
