@@ -54,7 +54,7 @@ def test_url_and_unknown_path(sim: Simulator) -> None:
 
 def test_auth_grants_and_wrong_credentials(client: RpcClient) -> None:
     bad = client.call("public/auth", {"grant_type": "client_credentials", "client_id": "desk", "client_secret": "x"})
-    assert bad["error"] == {"message": "invalid_credentials", "code": 13004}
+    assert bad["error"] == {"message": "invalid_credentials", "code": 13004, "data": None}
     assert {"usIn", "usOut", "usDiff", "testnet"} <= set(bad)
     unauth = client.call("private/get_positions", {"currency": "BTC"})
     assert unauth["error"]["code"] == 13009
@@ -197,7 +197,7 @@ def test_rejections_over_the_wire(client: RpcClient) -> None:
     e = client.call("private/buy", {"instrument_name": "BTC-PERPETUAL", "amount": 10, "price": 1.3})["error"]
     assert e["data"]["reason"] == "must conform to tick size"
     e = client.call("private/buy", {"instrument_name": "BTC-PERPETUAL", "amount": 10**9, "type": "market"})["error"]
-    assert e == {"message": "not_enough_funds", "code": 10009}
+    assert e == {"message": "not_enough_funds", "code": 10009, "data": None}
     assert client.call("private/nope", {})["error"]["code"] == -32601
 
 
@@ -218,7 +218,7 @@ def test_faults(sim: Simulator, client: RpcClient) -> None:
     assert gap
     # Rate limit, delay, malformed frame.
     sim.rate_limit_next(2)
-    assert client.call("public/test", {})["error"] == {"message": "too_many_requests", "code": 10028}
+    assert client.call("public/test", {})["error"] == {"message": "too_many_requests", "code": 10028, "data": None}
     assert client.call("public/test", {})["error"]["code"] == 10028
     assert "result" in client.call("public/test", {})
     sim.delay_answers(0.3)
