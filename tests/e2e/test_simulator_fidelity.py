@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from simulator.client import RpcClient
 from simulator.listing import expiry_ms
 from simulator.market import black76_usd
 from tests.support.capture import instruments_path, wire_lines
+from tests.support.public_messages import CORPUS_KINDS, public_messages
 
 
 def jtype(v: Any) -> str:
@@ -343,35 +343,6 @@ def test_tickers_follow_deribit_conventions(session: RpcClient) -> None:
 
 # --- the simulator against the public corpus of real Deribit messages (issue 16) -------------------
 
-# The kinds of the public corpus (tests/fixtures/public/<kind>/): the simulator serves every one.
-CORPUS_KINDS = (
-    "book_snapshot",
-    "book_change",
-    "ticker_option",
-    "ticker_future",
-    "ticker_perpetual",
-    "ticker_expired",
-    "quote",
-    "trades",
-    "price_index",
-    "instrument_state",
-    "user_orders",
-    "user_trades",
-    "user_portfolio",
-    "user_changes",
-    "platform_state",
-    "volatility_index",
-    "markprice_options",
-    "get_instruments",
-    "get_positions",
-    "get_open_orders",
-    "get_account_summary",
-    "order_result",
-    "cancel_result",
-    "settlement_history",
-    "subscribe_result",
-    "error",
-)
 ANSWER_KINDS = {
     "public/get_instruments": "get_instruments",
     "private/get_positions": "get_positions",
@@ -632,11 +603,7 @@ def test_every_frame_decodes_with_the_desk_codec(corpus_session: SimFrames) -> N
 
 def public_corpus(kind: str) -> list[Any]:
     """The payloads of the real messages of ``kind`` (tests/fixtures/public/<kind>/)."""
-    try:
-        loader = importlib.import_module("tests.support.public_messages")
-    except ImportError:
-        pytest.skip("the public corpus loader (tests.support.public_messages) is not in this tree yet")
-    real = [payload(m.frame) for m in loader.public_messages(kind)]
+    real = [payload(m.frame) for m in public_messages(kind)]
     if not real:
         pytest.skip(f"no real {kind} message in the public corpus yet")
     return real

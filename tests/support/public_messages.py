@@ -40,6 +40,20 @@ NOTIFICATION_KINDS: tuple[str, ...] = (
     "volatility_index",
     "markprice_options",
 )
+#: Kinds whose frames are answers to requests.
+ANSWER_KINDS: tuple[str, ...] = (
+    "get_instruments",
+    "get_positions",
+    "get_open_orders",
+    "get_account_summary",
+    "order_result",
+    "cancel_result",
+    "settlement_history",
+    "subscribe_result",
+    "error",
+)
+#: Every kind of the corpus (tests/fixtures/public/<kind>/).
+CORPUS_KINDS: tuple[str, ...] = NOTIFICATION_KINDS + ANSWER_KINDS
 #: When the wire log starts (2021-07-22 22:42 UTC, the hour of the shared capture): no rollover or
 #: minute boundary falls between its frames but the ones it crosses in its own seconds.
 WIRE_START_T = 1_626_993_720.0
