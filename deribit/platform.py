@@ -63,6 +63,8 @@ class PlatformLocks:
         return self._everything
 
     def locked(self, index: str) -> bool:
+        if not self._locked:  # the hedger asks on every decision: nothing locked costs one test
+            return self._everything
         return self._everything or index.lower() in self._locked
 
     def on_state(self, state: PlatformState) -> bool:
