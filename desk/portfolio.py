@@ -35,6 +35,7 @@ with its delivery (``deliveries``), the exchange's own entry replacing ours once
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass, field
 
 import msgspec
@@ -136,7 +137,7 @@ def with_mark(position: Position, mark: float | None, index: float | None, ticke
     """The position's mark-dependent figures at ``mark``: Deribit's floating (session) and total
     PnL and a future's delta in coin (:mod:`deribit.contracts`), an option's greeks from its
     ticker. Without the identity the PnL figures stay the exchange's."""
-    if mark is None or mark <= 0:
+    if mark is None or not 0.0 < mark < math.inf:  # a mark that is no price moves nothing
         return position
     size = position.size
     changes: dict[str, float | None] = {"mark_price": mark, "index_price": index}

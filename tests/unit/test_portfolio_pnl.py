@@ -315,3 +315,14 @@ def test_a_linear_option_is_priced_and_settled_in_usdc() -> None:
     [delivery] = b.accounts["SOL_USDC"].snapshot(0.0).deliveries
     assert delivery.mark_price == pytest.approx(0.12)
     assert delivery.profit_loss == pytest.approx(40.0 * (0.12 - 0.035))
+
+
+@pytest.mark.parametrize("mark", [float("nan"), float("inf"), -1.0, 0.0])
+def test_a_mark_that_is_no_price_moves_no_figure(mark: float) -> None:
+    b = book("BTC", "ETH")
+    b.on_trade(trade(PERP, "buy", 40.0, 112_585.87, mark=112_585.87))
+    before = held(b, PERP)
+    b.on_ticker(ticker(PERP, mark))
+    after = held(b, PERP)
+    assert (after.floating_profit_loss, after.total_profit_loss, after.delta, after.mark_price) == (
+        before.floating_profit_loss, before.total_profit_loss, before.delta, before.mark_price)
