@@ -512,8 +512,9 @@ class PortfolioBook:
         self.tickers[name] = ticker
         identity = self.identities.get(name)
         session = account.sessions.get(name)
-        if session is not None and identity is not None and ticker.settlement_price:
-            session, restarted = _settled_in(session, ticker.settlement_price)
+        settlement = ticker.settlement_price
+        if session is not None and identity is not None and settlement is not None and 0.0 < settlement < math.inf:
+            session, restarted = _settled_in(session, settlement)
             account.sessions[name] = session
             changes: dict[str, float | None] = {"settlement_price": session.settlement_price}
             if restarted:

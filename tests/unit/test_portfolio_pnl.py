@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 
 import msgspec
 import pytest
@@ -326,3 +327,15 @@ def test_a_mark_that_is_no_price_moves_no_figure(mark: float) -> None:
     after = held(b, PERP)
     assert (after.floating_profit_loss, after.total_profit_loss, after.delta, after.mark_price) == (
         before.floating_profit_loss, before.total_profit_loss, before.delta, before.mark_price)
+
+
+@pytest.mark.parametrize("settlement", [float("nan"), float("inf"), -5.0])
+def test_a_settlement_price_that_is_no_price_restarts_no_session(settlement: float) -> None:
+    b = book("BTC", "ETH")
+    b.on_trade(trade(PERP, "buy", 40.0, 112_585.87, mark=112_585.87))
+    b.on_ticker(ticker(PERP, 110_000.0, settlement_price=109_351.31))
+    good = held(b, PERP)
+    b.on_ticker(ticker(PERP, 110_000.0, settlement_price=settlement))
+    after = held(b, PERP)
+    assert after.floating_profit_loss == good.floating_profit_loss
+    assert after.floating_profit_loss is not None and math.isfinite(after.floating_profit_loss)
