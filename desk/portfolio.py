@@ -171,7 +171,8 @@ def _settled_in(session: Session, price: float) -> tuple[Session, bool]:
 
 def _delivered_by(ticker: Ticker) -> bool:
     """The closing ticker of an expiring instrument: it says the price it delivered at."""
-    return ticker.estimated_delivery_price == "expired" and ticker.delivery_price is not None
+    price = ticker.delivery_price
+    return ticker.estimated_delivery_price == "expired" and price is not None and 0.0 < price < math.inf
 
 
 def _event_ms(changes: UserChanges) -> int | None:
@@ -188,7 +189,8 @@ def _delivery_prices(identity: InstrumentIdentity | None, ticker: Ticker | None,
     else its last ``estimated_delivery_price``, else the last mark as the value."""
     if ticker is not None and _delivered_by(ticker):
         underlying, exact = ticker.delivery_price, True
-    elif ticker is not None and isinstance(ticker.estimated_delivery_price, float):
+    elif (ticker is not None and isinstance(ticker.estimated_delivery_price, float)
+          and 0.0 < ticker.estimated_delivery_price < math.inf):
         underlying, exact = ticker.estimated_delivery_price, False
     else:
         return None, position.mark_price, False

@@ -339,3 +339,15 @@ def test_a_settlement_price_that_is_no_price_restarts_no_session(settlement: flo
     after = held(b, PERP)
     assert after.floating_profit_loss == good.floating_profit_loss
     assert after.floating_profit_loss is not None and math.isfinite(after.floating_profit_loss)
+
+
+@pytest.mark.parametrize("delivery", [float("nan"), float("inf"), 0.0, -24_000.0])
+def test_a_closing_ticker_whose_delivery_price_is_no_price_delivers_nothing(delivery: float) -> None:
+    """The position stays (its figures untouched) until the exchange's history, the rollover or the
+    instrument's state takes it out at a price that is one."""
+    b = book()
+    b.reconcile(snapshot(OPTION_POSITIONS[1]))
+    before = b.accounts["BTC"].positions[OPTION]
+    b.on_ticker(closing(OPTION, delivery))
+    account = b.accounts["BTC"]
+    assert account.positions[OPTION] == before and account.snapshot(0.0).deliveries == ()
