@@ -68,7 +68,7 @@ from deribit.instruments import (
 )
 from deribit.platform import PlatformLocks, decode_platform_status, index_of, status_request
 from deribit.shutdown_check import CheckUnderWay, Findings
-from deribit.subscriptions import SubscriptionTracker, currency_channels, market_channels
+from deribit.subscriptions import RESYNC_REQUESTS_PER_S, SubscriptionTracker, currency_channels, market_channels
 from messages.account import (
     AccountLimits,
     AccountSummary,
@@ -233,6 +233,15 @@ class Subscribe(Sent):
 
 @dataclass(slots=True)
 class Unsubscribe(Sent):
+    """A resync's unsubscribe, or channels no longer wanted (the resyncs' budget)."""
+
+    batch: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class ResyncSubscribe(Sent):
+    """A resync's fresh subscribe, after its unsubscribe answered (the resyncs' budget)."""
+
     batch: tuple[str, ...]
 
 
@@ -284,8 +293,8 @@ class ShutdownCheck(Sent):
 
 
 Pending = (SetHeartbeat | Login | RefreshToken | EnableCancelOnDisconnect | LoadInstruments | Subscribe
-           | Unsubscribe | SendOrder | GetPositions | GetOpenOrders | GetSummary | ShutdownCancel | ShutdownCheck
-           | GetPlatformStatus | GetSettlements)
+           | Unsubscribe | ResyncSubscribe | SendOrder | GetPositions | GetOpenOrders | GetSummary | ShutdownCancel
+           | ShutdownCheck | GetPlatformStatus | GetSettlements)
 ReconcileRequest = GetPositions | GetOpenOrders | GetSummary
 _PART = {GetPositions: "positions", GetOpenOrders: "open_orders", GetSummary: "summary"}
 
@@ -342,8 +351,14 @@ class Session:
         self.instruments = _Instruments()
         self.subs = SubscriptionTracker(batch_size=self.dset.subscribe_batch_size)
         # Burst 1: subscribe requests go out evenly spaced, never more than the rate in a second.
+        # The full subscription has the configured rate to itself; book resyncs (unsubscribes and
+        # fresh subscribes) a small budget of their own, so that a storm of gaps never delays it.
         self.sub_bucket = TokenBucket(self.dset.subscribe_requests_per_s, 1.0, now)
+        self.resync_bucket = TokenBucket(RESYNC_REQUESTS_PER_S, 1.0, now)
         self.sub_retry_at = 0.0
+        self.resync_retry_at = 0.0
+        # A request of this link could not be written: the link is gone, SUBSCRIBED is not said.
+        self.write_failed = False
         self.to_unsubscribe: set[str] = set()
         self.order_bucket = TokenBucket(self.dset.order_requests_per_s, self.dset.order_burst, now)
         self.order_queue: collections.deque[Queued] = collections.deque()
@@ -424,7 +439,8 @@ class Session:
         # not keep SUBSCRIBED from being announced for the public ones).
         self.subs.drop({c for c in self.subs.wanted if ch.is_private(c)})
         self.to_unsubscribe.clear()
-        self.sub_retry_at = 0.0
+        self.sub_retry_at = self.resync_retry_at = 0.0
+        self.write_failed = False
         self.instruments.retry_at.clear()
         if self.replay:
             return self._done()
@@ -508,11 +524,14 @@ class Session:
     def unsent(self, request_id: int, now: float) -> list[Effect]:
         """Request ``request_id`` could not be written (the link failed): as if never sent."""
         pending = self.pending.pop(request_id, None)
+        self.write_failed = True
         match pending:
             case SendOrder(queued=queued):
                 self._refuse(queued.command, NOT_CONNECTED, "connection lost; not sent")
             case Subscribe():
                 self.subs.in_flight.pop(request_id, None)
+            case ResyncSubscribe():
+                self.subs.resync_in_flight.pop(request_id, None)
             case Unsubscribe(batch=batch):
                 self.to_unsubscribe |= set(batch)
             case LoadInstruments(currency=currency):
@@ -538,8 +557,12 @@ class Session:
                 case Subscribe():
                     self.subs.failed(rid)
                     self._retry_subscriptions_later(0, now)
+                case ResyncSubscribe():
+                    self.subs.resync_failed(rid)
+                    self._retry_resyncs_later(0, now)
                 case Unsubscribe(batch=batch):
                     self.to_unsubscribe |= set(batch)
+                    self._retry_resyncs_later(0, now)
                 case LoadInstruments(currency=currency):
                     self._instruments_failed(currency, now)
                 case Login():
@@ -580,11 +603,13 @@ class Session:
                 self._answer_order(pending, answer, now)
             case Subscribe():
                 self._answer_subscribe(answer, now)
+            case ResyncSubscribe():
+                self._answer_resync(answer, now)
             case Unsubscribe(batch=batch):
                 if error is not None:
                     self.log.warning("unsubscribe_failed", code=error.code, message=error.message)
                     self.to_unsubscribe |= set(batch)
-                    self._retry_subscriptions_later(error.code, now)
+                    self._retry_resyncs_later(error.code, now)
                     return
                 # Channels still wanted were unsubscribed to be subscribed afresh (a book resync).
                 self.subs.forget(batch)
@@ -771,28 +796,42 @@ class Session:
 
     # -- subscriptions -----------------------------------------------------------------------------------------
     def _pump_subscriptions(self, now: float) -> None:
-        if now < self.sub_retry_at:
+        """The full subscription first, on its own budget; SUBSCRIBED once it is done (resyncs
+        under way or not); then the resyncs on theirs."""
+        subs = self.subs
+        if now >= self.sub_retry_at:
+            while True:
+                batch = subs.next_batch()
+                if not batch or not self.sub_bucket.try_take(now):
+                    break
+                subs.sent(self._request(Subscribe, subscribe_request(batch), now, batch), batch)
+        if (not self.link.subscribed and subs.complete and not subs.in_flight and not self.instruments.needed
+                and not self.write_failed):
+            self.link = self.link.with_subscribed(True)
+            done, wanted = subs.counts()
+            resyncing = len(subs.resyncing)
+            self.log.info("subscriptions_confirmed", channels=done, resyncing=resyncing)
+            self._status(ConnectionState.SUBSCRIBED, detail=f"{done} of {wanted} channels"
+                         + (f" ({resyncing} being resynced)" if resyncing else ""))
+            # The resyncs wait for the next round: the status goes out when the handler returns,
+            # after every frame of the round, and must not follow a frame that could not be
+            # written (the link is gone; Session.unsent says so for the rounds after).
+            return
+        self._pump_resyncs(now)
+
+    def _pump_resyncs(self, now: float) -> None:
+        if now < self.resync_retry_at:
             return
         subs = self.subs
-        unsubscribing = bool(self.to_unsubscribe) and self.sub_bucket.try_take(now)
-        if unsubscribing:
+        # Fresh subscribes first: they finish resyncs whose unsubscribe answered. New unsubscribes
+        # first would take every token while gaps keep coming, and no book would ever be resynced.
+        batch = subs.next_resync_batch()
+        if batch and self.resync_bucket.try_take(now):
+            subs.resync_sent(self._request(ResyncSubscribe, subscribe_request(batch), now, batch), batch)
+        if self.to_unsubscribe and self.resync_bucket.try_take(now):
             batch = tuple(sorted(self.to_unsubscribe))[: subs.batch_size]
             self.to_unsubscribe -= set(batch)
             self._request(Unsubscribe, unsubscribe_request(batch), now, batch)
-        while True:
-            batch = subs.next_batch()
-            if not batch or not self.sub_bucket.try_take(now):
-                break
-            subs.sent(self._request(Subscribe, subscribe_request(batch), now, batch), batch)
-        # Not in the round that issued an unsubscribe: whether it could be written is known only
-        # after this returns (Session.unsent puts it back), and SUBSCRIBED (can_trade) must not be
-        # announced on a link whose write failed. The next round announces it if it was written.
-        if (not unsubscribing and not self.link.subscribed and subs.complete and not subs.in_flight
-                and not self.instruments.needed and not self.to_unsubscribe):
-            self.link = self.link.with_subscribed(True)
-            confirmed, wanted = subs.counts()
-            self.log.info("subscriptions_confirmed", channels=confirmed)
-            self._status(ConnectionState.SUBSCRIBED, detail=f"{confirmed} of {wanted} channels")
 
     def _answer_subscribe(self, answer: RpcResponse | RpcError, now: float) -> None:
         if isinstance(answer, RpcError):
@@ -808,12 +847,37 @@ class Session:
             self.to_unsubscribe |= set(unwanted)
         self._pump(now)
 
-    def _retry_subscriptions_later(self, code: int, now: float) -> None:
-        delay = retry_delay(self.subs.failures, initial=0.5)
+    def _answer_resync(self, answer: RpcResponse | RpcError, now: float) -> None:
+        if isinstance(answer, RpcError):
+            batch = self.subs.resync_failed(answer.id) if answer.id is not None else ()
+            self.log.warning("resubscribe_failed", code=answer.code, message=answer.message, channels=len(batch))
+            self._retry_resyncs_later(answer.code, now)
+            return
+        refused, unwanted = self.subs.resync_answered(answer.id, decode_subscribed(answer.result))
+        if refused:
+            self.log.warning("resubscribe_refused", channels=list(refused[:5]), count=len(refused))
+            self._retry_resyncs_later(0, now)
+        if unwanted:
+            self.to_unsubscribe |= set(unwanted)
+        self._pump(now)
+
+    def _rate_limited(self, code: int, now: float) -> None:
+        """Deribit said too fast: its subscribe credits are one pool, so both budgets start empty."""
         if code == RATE_LIMIT_CODE:
             self.sub_bucket.drain(now)
+            self.resync_bucket.drain(now)
+
+    def _retry_subscriptions_later(self, code: int, now: float) -> None:
+        delay = retry_delay(self.subs.failures, initial=0.5)
+        self._rate_limited(code, now)
         self.sub_retry_at = now + delay
         self.log.info("subscriptions_retry", retry_in_s=delay)
+
+    def _retry_resyncs_later(self, code: int, now: float) -> None:
+        delay = retry_delay(max(self.subs.resync_failures, 1), initial=0.5)
+        self._rate_limited(code, now)
+        self.resync_retry_at = now + delay
+        self.log.info("resyncs_retry", retry_in_s=delay)
 
     def resubscribe(self, command: ResubscribeInstrument, now: float) -> list[Effect]:
         """A book found a gap: unsubscribe its channel and subscribe it afresh (a new snapshot)."""
@@ -830,9 +894,9 @@ class Session:
             return self._done()
         self.log.info("resubscribing", instrument=command.instrument_name, origin=command.origin,
                       reason=command.reason)
-        if channel in self.subs.confirmed:
+        if self.subs.resync(channel):
             self.to_unsubscribe.add(channel)
-        # Not yet confirmed: its subscribe answer brings a fresh snapshot anyway.
+        # Not subscribed yet, or already being resynced: that subscribe's answer brings a snapshot.
         self._pump(now)
         return self._done()
 

@@ -23,11 +23,14 @@ from deribit.session import (
     GetSummary,
     Link,
     Login,
+    ResyncSubscribe,
     Send,
     SendOrder,
     Session,
     Subscribe,
+    Unsubscribe,
 )
+from deribit.subscriptions import RESYNC_REQUESTS_PER_S
 from deribit.transport import LinkClosed
 from messages.account import ExchangeState, ExchangeWindow, ReconcileFailed, ReconcileStarted, SettlementHistory
 from messages.commands import (
@@ -294,6 +297,69 @@ def test_a_resync_unsubscribes_and_subscribes_the_book_afresh(tmp_path: Path) ->
     rig.answer(unsubscribe, [book], 5.0)
     rig.take(rig.session.tick(6.0))
     assert rig.last("public/subscribe")["params"]["channels"] == [book]
+
+
+Requests = list[tuple[float, list[str]]]
+
+
+def _subscribe_under_a_gap_storm(tmp_path: Path, storm: bool) -> tuple[Rig, Requests, Requests, float]:
+    """Public data only, 2 channels a request, 1 request a second: 11 channels in 6 batches.
+    Every request is answered at once; with ``storm``, both books (subscribed first) find a gap
+    every 0.1 s. Returns the rig, the full subscription's requests and the resyncs' (time,
+    channels), and when SUBSCRIBED came."""
+    rig = Rig(tmp_path, {"deribit.client_id": "", "deribit.client_secret": "", "deribit.subscribe_batch_size": 2,
+                         "deribit.subscribe_requests_per_s": 1.0})
+    rig.take(rig.session.link_up(0.0))
+    rig.answer(rig.last("public/get_instruments"), tiny_instruments()["BTC"], 0.0)
+    full: Requests = []
+    resyncs: Requests = []
+    subscribed_at = -1.0
+    for step in range(200):
+        now = step / 10
+        if storm:
+            for name in ("BTC-1JAN00-60000-C", "BTC-1JAN00-60000-P"):
+                rig.take(_resync(rig, name, now))
+        rig.take(rig.session.tick(now))
+        for request in list(rig.sent):
+            pending = rig.session.pending.get(request["id"])
+            if pending is None:
+                continue
+            if isinstance(pending, Subscribe):
+                full.append((now, request["params"]["channels"]))
+            elif isinstance(pending, ResyncSubscribe | Unsubscribe):
+                resyncs.append((now, request["params"]["channels"]))
+            else:
+                continue
+            rig.answer(request, request["params"]["channels"], now)
+        if subscribed_at < 0 and ConnectionState.SUBSCRIBED in rig.states():
+            subscribed_at = now
+    return rig, full, resyncs, subscribed_at
+
+
+def test_a_storm_of_gaps_never_delays_the_full_subscription_and_resyncs_keep_their_own_budget(
+        tmp_path: Path) -> None:
+    """Issue 17: resyncs took the one subscribe token each time, the remaining batches never went
+    out and SUBSCRIBED never came. The full subscription now goes exactly as on a calm link, and
+    the resyncs (unsubscribes and fresh subscribes) stay within their own budget."""
+    calm, calm_full, calm_resyncs, calm_at = _subscribe_under_a_gap_storm(tmp_path, storm=False)
+    rig, full, resyncs, subscribed_at = _subscribe_under_a_gap_storm(tmp_path, storm=True)
+    assert full == calm_full and len(full) == 6 and calm_resyncs == []
+    assert subscribed_at == calm_at >= 0 and rig.states().count(ConnectionState.SUBSCRIBED) == 1
+    # The books were resynced again and again (an unsubscribe, then a fresh subscribe) ...
+    assert len(rig.requests("public/unsubscribe")) > 5 and len(resyncs) > 10
+    assert rig.session.resyncs > len(rig.requests("public/unsubscribe"))  # gaps of a book being resynced: one
+    # ... never faster than their own budget (burst 1).
+    for i, (start, _) in enumerate(resyncs):
+        for j in range(i, len(resyncs)):
+            assert j - i + 1 <= 1 + RESYNC_REQUESTS_PER_S * (resyncs[j][0] - start) + 1e-9
+    # Once the gaps stop, every resync finishes: every channel confirmed, none left resyncing.
+    for step in range(200, 240):
+        rig.take(rig.session.tick(step / 10))
+        rig.confirm_subscriptions(step / 10)
+        for request in rig.requests("public/unsubscribe"):
+            if request["id"] in rig.session.pending:
+                rig.answer(request, request["params"]["channels"], step / 10)
+    assert not rig.session.subs.resyncing and rig.session.subs.confirmed == calm.session.subs.confirmed
 
 
 # -- the instrument list --------------------------------------------------------------------------------------
@@ -779,12 +845,12 @@ def _written(rig: Rig, effects: list[Any], *, link_failed: bool, now: float) -> 
     return published
 
 
-def test_subscribed_is_not_announced_in_the_round_whose_unsubscribe_could_not_be_written(tmp_path: Path) -> None:
-    """The old Connection stopped pumping subscriptions when an unsubscribe (or subscribe) could
-    not be written, so SUBSCRIBED, and with it can_trade, was never announced on a link that had
-    just failed. The session decides the announcement before the frames are written: it must not
-    announce in the round that issued an unsubscribe."""
-    rig = Rig(tmp_path, {"deribit.subscribe_requests_per_s": 1.0})  # burst 1: one subscribe request a second
+def _resync(rig: Rig, instrument: str, now: float) -> list[Any]:
+    return rig.session.resubscribe(ResubscribeInstrument(instrument_name=instrument, origin="t", reason="gap"), now)
+
+
+def _up_with_public_batch_unanswered(rig: Rig) -> dict[str, Any]:
+    """Link up, logged in, instruments listed, every batch answered but the first (public) one."""
     rig.take(rig.session.link_up(0.0))
     public = rig.last("public/subscribe")
     rig.answer(rig.last("public/auth"), {"access_token": "a", "refresh_token": "r", "expires_in": 900}, 0.0)
@@ -793,38 +859,46 @@ def test_subscribed_is_not_announced_in_the_round_whose_unsubscribe_could_not_be
     rest = rig.last("private/subscribe") if rig.requests("private/subscribe") else rig.last("public/subscribe")
     assert rest["id"] != public["id"]
     rig.answer(rest, rest["params"]["channels"], 1.0)
-    # A book found a gap while the public batch is still unanswered; the bucket is empty.
-    rig.take(rig.session.resubscribe(ResubscribeInstrument(instrument_name="BTC-1JAN00-60000-C", origin="t",
-                                                           reason="gap"), 1.0))
-    rig.answer(public, public["params"]["channels"], 1.5)
-    assert ConnectionState.SUBSCRIBED not in rig.states()  # the resync's unsubscribe waits for the bucket
-    # The bucket has a token again: the unsubscribe goes out, and the link has just failed.
-    published = _written(rig, rig.session.tick(2.0), link_failed=True, now=2.0)
-    announced = [m for m in published if isinstance(m, ConnectionStatus) and m.state is ConnectionState.SUBSCRIBED]
-    assert announced == [], "SUBSCRIBED (can_trade) announced on a link whose write just failed"
+    return public
+
+
+def test_subscribed_is_not_announced_on_a_link_whose_resync_frame_could_not_be_written(tmp_path: Path) -> None:
+    """SUBSCRIBED (can_trade) does not wait for resyncs, but a frame of this link that could not
+    be written means the link is gone: nothing after it says SUBSCRIBED."""
+    rig = Rig(tmp_path, {"deribit.subscribe_requests_per_s": 1.0})
+    public = _up_with_public_batch_unanswered(rig)
+    # A book found a gap: its unsubscribe goes on the resyncs' own budget at once, and the link has failed.
+    published = _written(rig, _resync(rig, "BTC-1JAN00-60000-C", 1.0), link_failed=True, now=1.0)
+    assert rig.requests("public/unsubscribe") == [] and published == []
     assert rig.session.to_unsubscribe == {"book.BTC-1JAN00-60000-C.100ms"}  # to be sent again
+    rig.answer(public, public["params"]["channels"], 1.5)  # the full subscription is complete
+    rig.take(rig.session.tick(2.0))
+    assert ConnectionState.SUBSCRIBED not in rig.states(), "SUBSCRIBED (can_trade) on a link whose write failed"
     assert not rig.session.can_trade
 
 
-def test_subscribed_follows_a_written_unsubscribe_as_before(tmp_path: Path) -> None:
-    """The same, with the unsubscribe written: SUBSCRIBED is announced (as the old Connection did,
-    at the latest at the next wake-up) and only once."""
+def test_subscribed_does_not_wait_for_a_resync_and_no_resync_frame_shares_its_round(tmp_path: Path) -> None:
+    """The full subscription done, SUBSCRIBED is announced with a resync still under way; the
+    resync's frames wait for the next round (the status goes out after the round's frames)."""
     rig = Rig(tmp_path, {"deribit.subscribe_requests_per_s": 1.0})
-    rig.take(rig.session.link_up(0.0))
-    public = rig.last("public/subscribe")
-    rig.answer(rig.last("public/auth"), {"access_token": "a", "refresh_token": "r", "expires_in": 900}, 0.0)
-    rig.answer(rig.last("public/get_instruments"), tiny_instruments()["BTC"], 0.0)
-    rig.take(rig.session.tick(1.0))
-    rest = rig.last("private/subscribe") if rig.requests("private/subscribe") else rig.last("public/subscribe")
-    rig.answer(rest, rest["params"]["channels"], 1.0)
-    rig.take(rig.session.resubscribe(ResubscribeInstrument(instrument_name="BTC-1JAN00-60000-C", origin="t",
-                                                           reason="gap"), 1.0))
-    rig.answer(public, public["params"]["channels"], 1.5)
-    _written(rig, rig.session.tick(2.0), link_failed=False, now=2.0)
-    assert rig.requests("public/unsubscribe")
-    rig.take(rig.session.tick(2.1))  # the next wake-up
-    subscribed = [s for s in rig.of(ConnectionStatus) if s.state is ConnectionState.SUBSCRIBED]
-    assert len(subscribed) == 1 and subscribed[0].can_trade
+    public = _up_with_public_batch_unanswered(rig)
+    book = "book.BTC-1JAN00-60000-C.100ms"
+    rig.take(_resync(rig, "BTC-1JAN00-60000-C", 1.0))
+    unsubscribe = rig.last("public/unsubscribe")
+    assert unsubscribe["params"]["channels"] == [book]
+    rig.answer(unsubscribe, [book], 1.2)  # unsubscribed: the book waits for its fresh subscribe
+    rig.take(_resync(rig, "BTC-1JAN00-60000-P", 1.2))  # another gap; the resyncs' budget is spent
+    sent = len(rig.sent)
+    effects = rig.answer(public, public["params"]["channels"], 2.0)  # the resyncs' budget has a token again
+    assert [e for e in effects if isinstance(e, Send)] == [] and len(rig.sent) == sent
+    [subscribed] = [m for m in effects if isinstance(m, ConnectionStatus)]
+    assert subscribed.state is ConnectionState.SUBSCRIBED and subscribed.can_trade
+    assert subscribed.detail.endswith("(2 being resynced)")
+    rig.take(rig.session.tick(2.0))  # the resync finishes first: the fresh subscribe, then the next unsubscribe
+    assert rig.last("public/subscribe")["params"]["channels"] == [book]
+    rig.take(rig.session.tick(3.0))
+    assert rig.last("public/unsubscribe")["params"]["channels"] == ["book.BTC-1JAN00-60000-P.100ms"]
+    assert rig.states().count(ConnectionState.SUBSCRIBED) == 1
 
 
 class _DeadAfter:
@@ -850,8 +924,8 @@ class _DeadAfter:
 
 def test_the_connection_announces_no_subscribed_on_a_link_whose_unsubscribe_failed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same through the Connection actor's own handlers (no threads): its ``_apply`` hands
-    the unwritten unsubscribe back to the session, and nothing says can_trade."""
+    """Through the Connection actor's own handlers (no threads): its ``_apply`` hands the
+    unwritten unsubscribe back to the session, and nothing says can_trade afterwards."""
     clock = [0.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     published: list[Any] = []
@@ -876,11 +950,11 @@ def test_the_connection_announces_no_subscribed_on_a_link_whose_unsubscribe_fail
     rest = frame("private/subscribe") if any(f["method"] == "private/subscribe" for f in transport.frames) \
         else frame("public/subscribe")
     answer(rest, rest["params"]["channels"])
-    conn.on_receive(ResubscribeInstrument(instrument_name="BTC-1JAN00-60000-C", origin="t", reason="gap"))
-    clock[0] = 1.5
-    answer(public, public["params"]["channels"])
     published.clear()
     transport.dead = True
+    conn.on_receive(ResubscribeInstrument(instrument_name="BTC-1JAN00-60000-C", origin="t", reason="gap"))
+    clock[0] = 1.5
+    answer(public, public["params"]["channels"])  # an answer read before the link thread saw the end
     clock[0] = 2.0
     conn.on_receive(Wake())
     said = [m for m in published if isinstance(m, ConnectionStatus)]
