@@ -301,16 +301,13 @@ class MinuteStore:
         self.retry_at = self._monotonic() + delay
         self.last_error = _short(exc)
         health = DatabaseHealth.HUNG if _timed_out(exc) else DatabaseHealth.UNREACHABLE
-        if health is DatabaseHealth.HUNG and self.health is not DatabaseHealth.HUNG:
-            self.log.warning("database_hung", database=self.database, error=self.last_error, retry_in_s=delay,
-                             backlog=self.backlog)
-        self.health = health
-        if self.reachable is not False:
-            self.log.warning("database_unreachable", database=self.database, error=self.last_error,
-                             retry_in_s=delay, backlog=self.backlog)
+        if self.reachable is not False or health is not self.health:
+            self.log.warning("database_hung" if health is DatabaseHealth.HUNG else "database_unreachable",
+                             database=self.database, error=self.last_error, retry_in_s=delay, backlog=self.backlog)
         else:
             self.log.info("database_still_unreachable", error=self.last_error, retry_in_s=delay,
-                          backlog=self.backlog, failures=self.failures)
+                          backlog=self.backlog, failures=self.failures, health=health.value)
+        self.health = health
         self.reachable = False
 
     def _keep(self, record: SpoolRecord) -> None:
