@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,13 +28,17 @@ from pathlib import Path
 import msgspec
 import pykka
 import pytest
+from sqlalchemy import select
 
 from actors.recorder import GetRecorderStatus, Recorder
 from messages.surface import DatabaseHealth, RecorderStatus, SurfaceSnapshot
 from runtime.actor import ActorContext
 from runtime.clock import ReplayClock
+from sql.engine import make_engine
 from sql.store import MinuteStore, snapshot_record
+from sql.tables import volatility_index
 from tests.integration.test_recorder import Bus, assert_each_minute_once
+from tests.support.paths import REPO
 from tests.support.postgres import ThrowawayCluster
 from tests.support.settings import make_settings
 from tests.support.sql import AT, private_schema, small_snapshot
@@ -208,3 +215,62 @@ def test_a_busy_timeout_longer_than_the_deadline_is_cut_to_fit(tmp_path: Path) -
         busy_ms = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
     assert busy_ms is not None and busy_ms < DEADLINE_S * 1000
     store.close()
+
+
+# -- the program ---------------------------------------------------------------------------------------------
+def log_events(logs: Path) -> list[dict[str, object]]:
+    events = []
+    for f in logs.glob("*.jsonl"):
+        for line in f.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):  # a line being written
+                events.append(json.loads(line))
+    return events
+
+
+def wait_for_event(logs: Path, *names: str, timeout: float) -> dict[str, object]:
+    found: list[dict[str, object]] = []
+    wait_until(lambda: bool(found.extend(e for e in log_events(logs) if e.get("event") in names) or found),
+               timeout=timeout)
+    return found[0]
+
+
+def test_sigterm_while_the_database_hangs_exits_within_two_seconds_with_the_minute_spooled(
+        cluster: ThrowawayCluster, tmp_path: Path) -> None:
+    logs, data = tmp_path / "logs", tmp_path / "data"
+    spool = data / "spool"
+    with private_schema(cluster.url) as url:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        # A deadline of ten minutes: a write in flight at the SIGTERM can only be ended by the stop.
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "main.py"), "run", "--db", url, "--set", f"logging.dir={logs}",
+             "--set", f"data_dir={data}", "--set", "recorder.write_deadline_s=600"],
+            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for_event(logs, "database_reachable", timeout=60)  # the schema is there
+            with hung(cluster):
+                # The first minute's snapshot reaches the Recorder (logged just before its write).
+                wait_for_event(logs, "dvol_recorded", "dvol_missing", timeout=150)
+                sent = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+                took = time.monotonic() - sent
+                print(f"SIGTERM during the hang: exit after {took:.2f} s")
+                minutes_spooled = spooled_minutes(spool)
+        finally:
+            proc.kill()
+            _out, err = proc.communicate()
+        assert proc.returncode == 0, err
+        assert took < 2.0, f"the stop took {took:.2f} s"
+        assert minutes_spooled, "the minute in flight was not spooled"
+        events = [e.get("event") for e in log_events(logs)]
+        assert "database_hung" in events and "spool_left_for_next_start" in events
+        # The next start writes what was spooled: each currency-minute once.
+        again = MinuteStore(url, spool)
+        again.open()
+        assert again.backlog == 0
+        again.close()
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            rows = conn.execute(select(volatility_index.c.minute, volatility_index.c.currency)).all()
+        engine.dispose()
+        assert len(rows) == len(set(rows)) >= len(minutes_spooled)
