@@ -149,6 +149,10 @@ def create_schema(engine: Engine) -> int:
     than this program."""
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
+            # A migration may outlast a minute's write deadline (the session's statement and lock
+            # timeouts); the caller's own, longer deadline bounds it (sql.store.SCHEMA_DEADLINE_S).
+            conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+            conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
         metadata.create_all(conn, checkfirst=True)
         recorded = conn.execute(select(func.max(schema_version.c.version))).scalar()

@@ -97,6 +97,10 @@ def cluster() -> Iterator[ThrowawayCluster]:
         c.destroy()
 
 
+def writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "db-write" and t.is_alive()]
+
+
 def spooled_minutes(spool: Path) -> list[str]:
     return sorted(p.name for p in spool.glob("*-minute-*.msgpack"))
 
@@ -118,6 +122,9 @@ def test_a_hung_postgres_costs_a_deadline_then_every_minute_is_written_once(
             status = store.status(AT)
             assert (status.health, status.reachable, status.backlog_minutes) == (DatabaseHealth.HUNG, False, 1)
             assert "DeadlineExceeded" in status.last_error
+            # The abort ended the blocked driver call (its socket shut down), hung server or not:
+            # no write thread is left waiting on it.
+            wait_until(lambda: not writer_threads(), timeout=10.0)
             # A minute a second while hung: each is spooled behind the others (a retry, when the
             # backoff allows one, costs one deadline and fails again).
             while time.monotonic() - hung_since < HANG_S:
@@ -203,6 +210,30 @@ def test_a_sqlite_file_locked_past_the_busy_timeout_says_hung_and_loses_nothing(
     wait_for(lambda: store.catch_up() >= 0 and store.backlog == 0)
     assert store.record(snapshot_record(snaps[3])) is True and store.health is DatabaseHealth.OK
     assert_each_minute_once(url, snaps)
+    store.close()
+
+
+def test_a_write_that_takes_more_than_half_its_deadline_says_slow(tmp_path: Path) -> None:
+    snaps = minutes(3)
+    path = tmp_path / "desk.sqlite3"
+    deadline = 4.0
+    store = MinuteStore(f"sqlite:///{path}", tmp_path / "spool", busy_timeout_s=deadline, write_deadline_s=deadline)
+    store.open()
+    assert store.record(snapshot_record(snaps[0])) and store.health is DatabaseHealth.OK
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    # Held for more than half the deadline, released well before the busy timeout ends.
+    release = threading.Timer(deadline * 0.6, lambda: holder.execute("ROLLBACK"))
+    release.start()
+    try:
+        assert store.record(snapshot_record(snaps[1])) is True  # written: it waited for the lock
+        assert store.health is DatabaseHealth.SLOW and store.reachable
+        assert store.status(AT).health is DatabaseHealth.SLOW
+    finally:
+        release.join()
+        holder.close()
+    assert store.record(snapshot_record(snaps[2])) is True and store.health is DatabaseHealth.OK
+    assert_each_minute_once(f"sqlite:///{path}", snaps)
     store.close()
 
 
