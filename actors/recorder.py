@@ -118,6 +118,8 @@ class Recorder(Actor):
             self._dvol_current[snapshot.currency] = dvol is not None
             self.log.info("dvol_recorded" if dvol is not None else "dvol_missing", currency=snapshot.currency,
                           minute=snapshot.at, dvol_at_ms=dvol.timestamp if dvol is not None else None)
+        # One line per currency-minute, before the write: a write that then hangs is in the log.
+        self.log.info("minute_recording", currency=snapshot.currency, minute=snapshot.at, backlog=self.store.backlog)
         self.store.record(snapshot_record(snapshot, dvol))
         self._publish_status()
 

@@ -13,6 +13,7 @@ the deadline and a few retries.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import json
 import os
@@ -258,11 +259,22 @@ def log_events(logs: Path) -> list[dict[str, object]]:
     return events
 
 
-def wait_for_event(logs: Path, *names: str, timeout: float) -> dict[str, object]:
+def wait_for_event(logs: Path, name: str, timeout: float, after: str = "") -> dict[str, object]:
+    """The first ``name`` event logged after ``after`` (a log ``time``: ISO-8601, ms, UTC)."""
     found: list[dict[str, object]] = []
-    wait_until(lambda: bool(found.extend(e for e in log_events(logs) if e.get("event") in names) or found),
-               timeout=timeout)
+
+    def seen() -> bool:
+        found[:] = [e for e in log_events(logs) if e.get("event") == name and str(e.get("time", "")) > after]
+        return bool(found)
+
+    wait_until(seen, timeout=timeout)
     return found[0]
+
+
+def log_time_now() -> str:
+    """Now as the log writes its ``time`` (runtime.logs.utc_timestamp)."""
+    now = dt.datetime.now(dt.UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 def test_sigterm_while_the_database_hangs_exits_within_two_seconds_with_the_minute_spooled(
@@ -279,8 +291,9 @@ def test_sigterm_while_the_database_hangs_exits_within_two_seconds_with_the_minu
         try:
             wait_for_event(logs, "database_reachable", timeout=60)  # the schema is there
             with hung(cluster):
-                # The first minute's snapshot reaches the Recorder (logged just before its write).
-                wait_for_event(logs, "dvol_recorded", "dvol_missing", timeout=150)
+                hung_at = log_time_now()
+                # A minute reaches the Recorder after the hang began (logged just before its write).
+                wait_for_event(logs, "minute_recording", after=hung_at, timeout=150)
                 sent = time.monotonic()
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
