@@ -62,7 +62,8 @@ class _Refused(Exception):
 
 #: Creating or migrating the schema may take longer than a minute's write; still not for ever.
 SCHEMA_DEADLINE_S = 120.0
-#: What a stop spends writing the backlog to a database that answers; the rest stays spooled.
+#: What a stop spends writing the backlog to a database that answers, however many times it
+#: flushes (the Recorder does on Shutdown and again as it stops); the rest stays spooled.
 STOP_FLUSH_BUDGET_S = 1.0
 
 
@@ -126,6 +127,7 @@ class MinuteStore:
         self.schema_ready = False
         self.reachable: bool | None = None  # None: not tried yet
         self.health = DatabaseHealth.UNKNOWN
+        self._flush_until: float | None = None  # set by the first flush: the stop's budget
         self.failures = 0
         self.retry_at = 0.0
         self.last_error = ""
@@ -200,9 +202,12 @@ class MinuteStore:
         :data:`STOP_FLUSH_BUDGET_S`; nothing when it is hung); the rest stays spooled for the next
         start."""
         written = 0
-        if self.health is not DatabaseHealth.HUNG:
+        if self._flush_until is None:
+            self._flush_until = self._monotonic() + STOP_FLUSH_BUDGET_S
+        budget = self._flush_until - self._monotonic()
+        if self.health is not DatabaseHealth.HUNG and budget > 0:
             self.retry_at = 0.0
-            written = self.catch_up(budget_s=STOP_FLUSH_BUDGET_S)
+            written = self.catch_up(budget_s=budget)
         if self._unspooled:
             self._spool_memory()
         if self.backlog:
@@ -229,9 +234,10 @@ class MinuteStore:
         return elapsed
 
     def _guarded(self, call: Callable[[], Any], deadline_s: float) -> tuple[Any, float]:
-        """``call()`` (a driver call) within ``deadline_s``: (its result, seconds it took)."""
+        """``call()`` (a driver call) within ``deadline_s`` of real time (the injected clock paces
+        only the backoff): (its result, seconds it took)."""
         return call_with_deadline(call, deadline_s, abort=lambda: abort_connections(self.engine, self._connections),
-                                  stopping=self.stopping, monotonic=self._monotonic)
+                                  stopping=self.stopping)
 
     def _try(self, action: Callable[[], Any]) -> bool:
         try:
