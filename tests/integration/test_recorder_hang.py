@@ -5,9 +5,11 @@ on the hung write.
 The hang is real: a throwaway PostgreSQL cluster's postmaster and backends stopped with SIGSTOP
 (their kernel still accepts and acknowledges packets, so the driver blocks in ``recv``), resumed
 with SIGCONT; a SQLite file held under an exclusive lock past the busy timeout. The issue's
-150-second hang is :data:`HANG_S` here: what it proves (the deadline fires, the minutes spool,
-nothing is lost or duplicated afterwards) does not depend on the length once it is well past
-the deadline and a few retries.
+150-second hang is :data:`HANG_S`, 15 s by default to keep the suite within its budget: what it
+proves (the deadline fires, the minutes spool, nothing is lost or duplicated afterwards) does not
+depend on the length once it is well past the deadline and a few retries at the backoff's
+maximum. The program's SIGTERM test hangs the cluster until a minute reaches the Recorder (up to
+a minute) and then stops the program.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ from tests.support.settings import make_settings
 from tests.support.sql import AT, private_schema, small_snapshot
 from tests.support.waiting import wait_until
 
-#: How long the cluster stays hung (the issue's acceptance says 150 s; see the module doc).
-HANG_S = 15.0
+#: How long the cluster stays hung: the issue's acceptance says 150 s, which
+#: ``RECORDER_HANG_S=150 pytest tests/integration/test_recorder_hang.py`` runs (see the module doc).
+HANG_S = float(os.environ.get("RECORDER_HANG_S", "15"))
 #: The write deadline in these tests: short, so that the hang holds many deadlines and retries.
 DEADLINE_S = 1.0
 
