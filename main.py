@@ -184,9 +184,11 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
 
 # -- the wiring --------------------------------------------------------------------------------
 def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str | None = None,
-                replay_speed: float | None = None) -> list[ActorSpec]:
+                replay_speed: float | None = None, stopping: threading.Event | None = None) -> list[ActorSpec]:
     """Every actor of the program, in start order (stopped in reverse). The Connection starts
-    first and stops last, so that orders cancelled on the way out still reach the exchange."""
+    first and stops last, so that orders cancelled on the way out still reach the exchange.
+    ``stopping``: the supervisor's stop signal (:func:`make_supervisor`), which cuts the
+    Recorder's write in flight short."""
     from actors.bookkeeper import BookKeeper
     from actors.connection import Connection
     from actors.console import Console
@@ -209,7 +211,7 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
         ActorSpec("portfolio", lambda ctx: Portfolio.start(ctx)),
         # The recorder starts before the surface builder so that it stops after it: the last
         # minute built on the way out is still written (or spooled).
-        ActorSpec("recorder", lambda ctx: Recorder.start(ctx)),
+        ActorSpec("recorder", lambda ctx: Recorder.start(ctx, stopping=stopping)),
         ActorSpec("surface_builder", lambda ctx: SurfaceBuilder.start(ctx)),
         # The console owns standard input; a replay has none (its stdout is the JSON summary).
         *([ActorSpec("console", lambda ctx: Console.start(ctx))] if replay_file is None else []),
@@ -217,7 +219,7 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
 
 
 def make_supervisor(settings: Settings, specs: list[ActorSpec], clock: Clock, replay: bool = False,
-                    url: str | None = None) -> Supervisor:
+                    url: str | None = None, stopping: threading.Event | None = None) -> Supervisor:
     """The supervisor of ``specs``; after a fatal failure it makes the account at ``url`` safe
     (:func:`make_account_safe`)."""
     from runtime.bus import Bus
@@ -228,6 +230,7 @@ def make_supervisor(settings: Settings, specs: list[ActorSpec], clock: Clock, re
         specs, bus=Bus(), clock=clock, settings=settings, replay=replay,
         policy=RestartPolicy(sup.backoff_initial_s, sup.backoff_max_s, sup.max_restarts, sup.restart_window_s),
         rollover_utc=sup.rollover_utc, make_safe=functools.partial(make_account_safe, settings, url, replay),
+        stopping=stopping,
     )
 
 
@@ -325,7 +328,9 @@ def command_run(args: argparse.Namespace) -> int:
             log.warning("read_only", reason="mainnet without --live: market data only, no orders will be sent")
     log.info("starting", venue=settings.venue, url=url, currencies=list(settings.currencies),
              database=mask_url(settings.database_url))
-    supervisor = make_supervisor(settings, actor_specs(settings, url=url), WallClock(), url=url)
+    stopping = threading.Event()
+    supervisor = make_supervisor(settings, actor_specs(settings, url=url, stopping=stopping), WallClock(), url=url,
+                                 stopping=stopping)
 
     def on_signal(signum: int, _frame: Any) -> None:
         supervisor.request_stop(f"signal {signal.Signals(signum).name}")
@@ -375,8 +380,10 @@ def command_replay(args: argparse.Namespace) -> int:
         print(f"cannot replay {args.file}: the file holds no records", file=sys.stderr)
         return 2
     setup_logging(settings.logging.dir, settings.logging.level, secrets=settings.secrets(), console=False)
-    supervisor = make_supervisor(settings, actor_specs(settings, replay_file=args.file, replay_speed=speed),
-                                 ReplayClock(first.t), replay=True)
+    stopping = threading.Event()
+    supervisor = make_supervisor(settings, actor_specs(settings, replay_file=args.file, replay_speed=speed,
+                                                       stopping=stopping),
+                                 ReplayClock(first.t), replay=True, stopping=stopping)
     supervisor.start()
     summary = None
     try:

@@ -34,6 +34,7 @@ from console.terminal import (
 )
 from console.views import (
     alert_lines,
+    database_state,
     describe_answer,
     describe_connection,
     describe_fill,
@@ -177,10 +178,11 @@ class Console(Actor):
     def on_recorder(self, status: RecorderStatus) -> None:
         before = self.desk.recorder
         self.desk.on_recorder(status)
-        if before is not None and before.reachable != status.reachable:
-            self.say(f"recorder: database {'reachable again' if status.reachable else 'UNREACHABLE'}"
+        state = database_state(status)
+        if before is not None and database_state(before) != state:
+            self.say(f"recorder: database {'reachable again' if state == 'reachable' else state}"
                      f"{': ' + status.last_error if status.last_error and not status.reachable else ''}",
-                     "green" if status.reachable else "bold red")
+                     "green" if state == "reachable" else "bold red")
 
     @handles(HedgerStatus)
     def on_hedger(self, status: HedgerStatus) -> None:

@@ -6,14 +6,18 @@ stored as missing when stale); every order command seen on the bus and its answe
 ``orders_audit``; each :class:`SettlementHistory` adds its entries not recorded yet to
 ``settlements``. When the database is unreachable the batch goes to the spool on disk and an
 :class:`~runtime.alarm.Alarm` wakes the actor when the backoff allows a retry, in real time (also
-in replay), writing the spool back in order once the database answers. A clean stop writes what it
-can and leaves the rest spooled for the next start. The logic is
+in replay), writing the spool back in order once the database answers. Every write has a deadline
+(``recorder.write_deadline_s``): a hung database costs the actor that long once, then the batches
+are spooled and the status says ``HUNG``. A stop (``stopping``, set by the program as it stops,
+from any thread) cuts a write in flight short, spools what is in memory and leaves the rest spooled
+for the next start; the actor's thread is a daemon, so nothing it waits on holds the exit. The logic is
 :class:`sql.store.MinuteStore`; this actor receives, calls it and publishes :class:`RecorderStatus`
 (each minute and on change).
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +58,18 @@ def spool_directory(settings: Settings) -> Path:
 
 
 class Recorder(Actor):
-    def __init__(self, context: ActorContext, *, url: str | None = None) -> None:
+    use_daemon_thread = True  # a write the deadline abandoned never holds the program's exit
+
+    def __init__(self, context: ActorContext, *, url: str | None = None,
+                 stopping: threading.Event | None = None) -> None:
         super().__init__(context)
         s = context.settings
         r = s.recorder
         # The settings checked database.url at load; a URL that can never work does not get here.
         self.store = MinuteStore(url or s.database_url, spool_directory(s), retry_initial_s=r.retry_initial_s,
                                  retry_max_s=r.retry_max_s, busy_timeout_s=r.sqlite_busy_timeout_s,
-                                 connect_timeout_s=r.connect_timeout_s)
+                                 connect_timeout_s=r.connect_timeout_s, write_deadline_s=r.write_deadline_s,
+                                 stopping=stopping)
         self.dvol = DvolAtMinute()
         self.settlements_seen = SettlementsSeen()
         self._dvol_current: dict[str, bool] = {}  # per currency: had the last minute a current DVOL
@@ -110,6 +118,8 @@ class Recorder(Actor):
             self._dvol_current[snapshot.currency] = dvol is not None
             self.log.info("dvol_recorded" if dvol is not None else "dvol_missing", currency=snapshot.currency,
                           minute=snapshot.at, dvol_at_ms=dvol.timestamp if dvol is not None else None)
+        # One line per currency-minute, before the write: a write that then hangs is in the log.
+        self.log.info("minute_recording", currency=snapshot.currency, minute=snapshot.at, backlog=self.store.backlog)
         self.store.record(snapshot_record(snapshot, dvol))
         self._publish_status()
 
@@ -161,8 +171,8 @@ class Recorder(Actor):
     def _publish_status(self, force: bool = False) -> None:
         self._arm()  # called after every write, spool and retry
         status = self.store.status(self.context.clock.now())
-        key = (status.reachable, status.backlog_minutes, status.backlog_batches, status.last_written_minute,
-               status.last_error)
+        key = (status.reachable, status.health, status.backlog_minutes, status.backlog_batches,
+               status.last_written_minute, status.last_error)
         if force or key != self._published:
             self._published = key
             self.publish(status)

@@ -167,6 +167,7 @@ class RecorderSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields
     retry_max_s: Positive
     sqlite_busy_timeout_s: NonNegative
     connect_timeout_s: Positive
+    write_deadline_s: Positive
 
     def __post_init__(self) -> None:
         if self.retry_max_s < self.retry_initial_s:

@@ -23,7 +23,7 @@ from messages.commands import CommandFailed, CommandResult
 from messages.hedging import HedgeActivation, HedgeCode, HedgerStatus
 from messages.market import VolatilityIndex
 from messages.state import ChainSnapshot, OptionQuote, PortfolioChanged, TopOfBook
-from messages.surface import RecorderStatus, SurfaceSnapshot
+from messages.surface import DatabaseHealth, RecorderStatus, SurfaceSnapshot
 from messages.system import ConnectionStatus
 
 if TYPE_CHECKING:  # desk_state renders its waits with fmt from here
@@ -202,12 +202,19 @@ def hedger_table(statuses: Iterable[HedgerStatus]) -> Table:
     return table
 
 
+def database_state(status: RecorderStatus) -> str:
+    """The database as the Recorder last found it: reachable, SLOW, HUNG or UNREACHABLE."""
+    if status.health in (DatabaseHealth.SLOW, DatabaseHealth.HUNG):
+        return status.health.name
+    return "reachable" if status.reachable else "UNREACHABLE"
+
+
 def recorder_text(status: RecorderStatus | None) -> Text:
     if status is None:
         return Text("recorder: no status yet")
     last = (dt.datetime.fromtimestamp(status.last_written_minute, tz=dt.UTC).strftime("%H:%M UTC")
             if status.last_written_minute is not None else "none")
-    text = (f"recorder: database {status.database} {'reachable' if status.reachable else 'UNREACHABLE'}, "
+    text = (f"recorder: database {status.database} {database_state(status)}, "
             f"last minute written {last}, {status.written_minutes} written, backlog {status.backlog_minutes} "
             f"minutes")
     if status.last_error:

@@ -9,6 +9,7 @@ smile fits (``surface_fits``), the per-tenor ATM / 25-delta figures and the 30-d
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 
 from messages.base import Message
@@ -113,11 +114,22 @@ class SurfaceSnapshot(Message, frozen=True, kw_only=True):
     price_currency: str = ""
 
 
+class DatabaseHealth(StrEnum):
+    """How the Recorder's database answered its last write."""
+
+    UNKNOWN = "unknown"  # not tried yet
+    OK = "ok"
+    SLOW = "slow"  # answered, but took more than half the write deadline
+    HUNG = "hung"  # no answer within the write deadline: the batch went to the spool
+    UNREACHABLE = "unreachable"  # refused, lost or locked: the batch went to the spool
+
+
 class RecorderStatus(Message, frozen=True, kw_only=True):
-    """The Recorder's state, published each minute and whenever reachability or the backlog
-    changes. ``backlog_minutes`` counts currency-minutes waiting in the spool (``backlog_batches``
-    also counts order-audit entries); ``last_written_minute`` is the latest minute committed
-    (unix seconds) or ``None``; ``last_error`` the database's last error text."""
+    """The Recorder's state, published each minute and whenever reachability, health or the
+    backlog changes. ``backlog_minutes`` counts currency-minutes waiting in the spool
+    (``backlog_batches`` also counts order-audit entries); ``last_written_minute`` is the latest
+    minute committed (unix seconds) or ``None``; ``last_error`` the database's last error text;
+    ``health`` how its last write went (``reachable`` is False when hung or unreachable)."""
 
     at: float
     database: str
@@ -127,3 +139,4 @@ class RecorderStatus(Message, frozen=True, kw_only=True):
     last_written_minute: float | None
     written_minutes: int
     last_error: str = ""
+    health: DatabaseHealth = DatabaseHealth.UNKNOWN

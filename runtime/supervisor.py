@@ -116,6 +116,7 @@ class Supervisor:
         replay: bool = False,
         safe_shutdown_grace_s: float = 1.5,
         make_safe: MakeSafe | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
@@ -134,7 +135,9 @@ class Supervisor:
         self._schedule_lock = threading.Lock()
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._restarts: list[tuple[float, str]] = []  # (monotonic due, name) heap
-        self._stopping = threading.Event()
+        # Set as the stop begins; shared with actors that must cut a blocking call short then
+        # (the Recorder's database write).
+        self._stopping = stopping if stopping is not None else threading.Event()
         self._stopped = threading.Event()
         self._all_started = threading.Event()
         self.fatal: TooManyRestarts | None = None

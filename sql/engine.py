@@ -5,12 +5,18 @@
   for a lock before failing (the Recorder then spools the minute).
 - PostgreSQL (``postgresql+psycopg2://user@host/db``): a connection attempt gives up after
   ``connect_timeout_s`` and pooled connections are checked before use, so a restarted server is
-  picked up again.
+  picked up again. With ``statement_timeout_s`` (the Recorder's write deadline) the server ends a
+  statement that runs longer (``statement_timeout``) or waits for a lock longer than half of it
+  (``lock_timeout``); TCP keepalives notice a peer that is gone. A server that stopped answering
+  altogether is noticed only by the caller's own deadline (:mod:`sql.deadline`), which then
+  :func:`abort_connections`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +55,62 @@ def check_url(url: str) -> URL:
     return parsed
 
 
-def make_engine(url: str, *, busy_timeout_s: float = 2.0, connect_timeout_s: float = 3.0) -> Engine:
+def make_engine(url: str, *, busy_timeout_s: float = 2.0, connect_timeout_s: float = 3.0,
+                statement_timeout_s: float | None = None) -> Engine:
     """An engine for SQLite or PostgreSQL; :class:`DatabaseURLError` for anything else."""
     parsed = check_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, busy_timeout_s)
+    connect_args: dict[str, Any] = {"connect_timeout": max(1, round(connect_timeout_s)),
+                                    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                                    "keepalives_count": 3}
+    if statement_timeout_s is not None:
+        ms = max(1, round(statement_timeout_s * 1000))
+        # Beside any options the URL gives (a search_path, say): connect_args would replace them.
+        given = parsed.query.get("options", ())
+        options = [given] if isinstance(given, str) else list(given)
+        connect_args["options"] = " ".join([*options, f"-c statement_timeout={ms} -c lock_timeout={max(1, ms // 2)}"])
+        parsed = parsed.difference_update_query(["options"])
     return create_engine(parsed.set(drivername="postgresql+psycopg2"), pool_pre_ping=True, pool_size=2,
-                         max_overflow=2, connect_args={"connect_timeout": max(1, round(connect_timeout_s))})
+                         max_overflow=2, connect_args=connect_args)
+
+
+def track_connections(engine: Engine) -> dict[int, Any]:
+    """The engine's open driver connections (by id), kept up to date: what
+    :func:`abort_connections` ends."""
+    live: dict[int, Any] = {}
+
+    @event.listens_for(engine, "connect")
+    def _opened(dbapi_connection: Any, _record: Any) -> None:
+        live[id(dbapi_connection)] = dbapi_connection
+
+    @event.listens_for(engine, "close")
+    def _closed(dbapi_connection: Any, _record: Any) -> None:
+        live.pop(id(dbapi_connection), None)
+
+    @event.listens_for(engine, "close_detached")
+    def _closed_detached(dbapi_connection: Any) -> None:
+        live.pop(id(dbapi_connection), None)
+
+    return live
+
+
+def abort_connections(engine: Engine, live: dict[int, Any]) -> None:
+    """End whatever a thread is blocked on in ``live``'s connections, from another thread: a
+    PostgreSQL connection's socket is shut down (the blocked ``recv`` returns at once and the
+    server rolls the transaction back when it runs again), a SQLite statement is interrupted.
+    The pool is then emptied so that the next write opens a new connection."""
+    for dbapi_connection in list(live.values()):
+        try:
+            if hasattr(dbapi_connection, "interrupt"):  # sqlite3
+                dbapi_connection.interrupt()
+            else:
+                with socket.socket(fileno=os.dup(dbapi_connection.fileno())) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+        except Exception:  # closed meanwhile (nothing to end), or a driver error: the deadline stands
+            pass
+    live.clear()
+    engine.dispose()
 
 
 def _sqlite_engine(parsed: URL, busy_timeout_s: float) -> Engine:
@@ -63,7 +118,8 @@ def _sqlite_engine(parsed: URL, busy_timeout_s: float) -> Engine:
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     # The sqlite3 module's own busy wait is the timeout argument (seconds).
-    engine = create_engine(parsed, connect_args={"timeout": busy_timeout_s})
+    # Writes run in a thread of their own (sql.deadline): a pooled connection moves between threads.
+    engine = create_engine(parsed, connect_args={"timeout": busy_timeout_s, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -93,6 +149,10 @@ def create_schema(engine: Engine) -> int:
     than this program."""
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
+            # A migration may outlast a minute's write deadline (the session's statement and lock
+            # timeouts); the caller's own, longer deadline bounds it (sql.store.SCHEMA_DEADLINE_S).
+            conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+            conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
         metadata.create_all(conn, checkfirst=True)
         recorded = conn.execute(select(func.max(schema_version.c.version))).scalar()

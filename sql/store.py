@@ -13,10 +13,18 @@ order-audit entry, or the new entries of one settlement history (``settlements``
   spooled every new batch is spooled behind it so the order holds.
 - A batch the database refuses for what it holds (it never will take it) is moved to
   ``<spool>/rejected/`` with the reason beside it, so one bad batch cannot stop the others.
+- Every driver call has a deadline (``write_deadline_s``, :mod:`sql.deadline`): past it the
+  connections are aborted, the batch is spooled and the health says ``HUNG`` (a write that took
+  more than half of it: ``SLOW``). A write abandoned at its deadline may still commit when the
+  server runs again; the spooled copy then adds nothing (inserts ignore conflicts).
+- ``stopping`` (set from any thread when the program stops) cuts a write in flight short
+  (:data:`~sql.deadline.STOP_GRACE_S`); :meth:`MinuteStore.flush` then does not wait on a hung
+  database at all and spools what is in memory.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from collections import deque
@@ -36,9 +44,10 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from messages.account import SettlementHistory
-from messages.surface import RecorderStatus, SurfaceSnapshot
+from messages.surface import DatabaseHealth, RecorderStatus, SurfaceSnapshot
 from runtime.throttle import Backoff
-from sql.engine import SchemaVersionError, create_schema, make_engine, mask_url
+from sql.deadline import DeadlineExceeded, call_with_deadline, classify
+from sql.engine import SchemaVersionError, abort_connections, create_schema, make_engine, mask_url, track_connections
 from sql.spool import Spool, SpoolError, SpoolRecord
 from sql.writers import DvolReading, OrderAuditEvent, write_audit, write_settlements, write_surface_snapshot
 
@@ -51,10 +60,32 @@ class _Refused(Exception):
     """The database will never take this batch."""
 
 
+#: Creating or migrating the schema may take longer than a minute's write; still not for ever.
+SCHEMA_DEADLINE_S = 120.0
+#: What a stop spends writing the backlog to a database that answers, however many times it
+#: flushes (the Recorder does on Shutdown and again as it stops); the rest stays spooled.
+STOP_FLUSH_BUDGET_S = 1.0
+
+
 def _is_outage(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout | SchemaVersionError):
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout | SchemaVersionError
+                  | DeadlineExceeded):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+#: PostgreSQL's codes for its own deadlines: statement_timeout (query_canceled), lock_timeout.
+_PG_TIMEOUT_CODES = ("57014", "55P03")
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` is a deadline that passed: ours, the server's, or SQLite's busy timeout."""
+    if isinstance(exc, DeadlineExceeded):
+        return True
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "pgcode", None) in _PG_TIMEOUT_CODES:
+        return True
+    return isinstance(exc, OperationalError) and "database is locked" in str(orig)
 
 
 def _short(exc: BaseException) -> str:
@@ -72,11 +103,18 @@ class MinuteStore:
         retry_max_s: float = 30.0,
         busy_timeout_s: float = 2.0,
         connect_timeout_s: float = 3.0,
+        write_deadline_s: float = 5.0,
+        stopping: threading.Event | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         engine: Engine | None = None,
     ) -> None:
         self.url = url
-        self.engine = engine or make_engine(url, busy_timeout_s=busy_timeout_s, connect_timeout_s=connect_timeout_s)
+        # SQLite's busy wait cannot be interrupted: it ends before the write's deadline.
+        self.engine = engine or make_engine(url, busy_timeout_s=min(busy_timeout_s, write_deadline_s * 0.8),
+                                            connect_timeout_s=connect_timeout_s, statement_timeout_s=write_deadline_s)
+        self._connections = track_connections(self.engine)
+        self.write_deadline_s = write_deadline_s
+        self.stopping = stopping or threading.Event()
         self.database = f"{self.engine.dialect.name} {mask_url(url)}"
         self.spool = Spool(spool_dir)
         self.retry_initial_s = retry_initial_s
@@ -88,6 +126,8 @@ class MinuteStore:
         self._unspooled: deque[SpoolRecord] = deque()
         self.schema_ready = False
         self.reachable: bool | None = None  # None: not tried yet
+        self.health = DatabaseHealth.UNKNOWN
+        self._flush_until: float | None = None  # set by the first flush: the stop's budget
         self.failures = 0
         self.retry_at = 0.0
         self.last_error = ""
@@ -158,10 +198,16 @@ class MinuteStore:
         return written
 
     def flush(self) -> int:
-        """On a clean stop: write what the database takes now (ignoring the backoff); the rest stays
-        spooled for the next start."""
-        self.retry_at = 0.0
-        written = self.catch_up(budget_s=5.0)
+        """On a stop: write what the database takes now (ignoring the backoff, for at most
+        :data:`STOP_FLUSH_BUDGET_S`; nothing when it is hung); the rest stays spooled for the next
+        start."""
+        written = 0
+        if self._flush_until is None:
+            self._flush_until = self._monotonic() + STOP_FLUSH_BUDGET_S
+        budget = self._flush_until - self._monotonic()
+        if self.health is not DatabaseHealth.HUNG and budget > 0:
+            self.retry_at = 0.0
+            written = self.catch_up(budget_s=budget)
         if self._unspooled:
             self._spool_memory()
         if self.backlog:
@@ -173,16 +219,25 @@ class MinuteStore:
         return RecorderStatus(at=at, database=self.database, reachable=bool(self.reachable),
                               backlog_minutes=self.backlog_minutes, backlog_batches=self.backlog,
                               last_written_minute=self.last_written_minute, written_minutes=self.written_minutes,
-                              last_error=self.last_error)
+                              last_error=self.last_error, health=self.health)
 
     def close(self) -> None:
         self.engine.dispose()
 
     # -- inside ----------------------------------------------------------------------------------------
-    def _ensure_schema(self) -> None:
-        if not self.schema_ready:
-            create_schema(self.engine)
-            self.schema_ready = True
+    def _ensure_schema(self) -> float:
+        """Create the schema if not done yet; returns the seconds it took."""
+        if self.schema_ready:
+            return 0.0
+        _, elapsed = self._guarded(lambda: create_schema(self.engine), max(SCHEMA_DEADLINE_S, self.write_deadline_s))
+        self.schema_ready = True
+        return elapsed
+
+    def _guarded(self, call: Callable[[], Any], deadline_s: float) -> tuple[Any, float]:
+        """``call()`` (a driver call) within ``deadline_s`` of real time (the injected clock paces
+        only the backoff): (its result, seconds it took)."""
+        return call_with_deadline(call, deadline_s, abort=lambda: abort_connections(self.engine, self._connections),
+                                  stopping=self.stopping)
 
     def _try(self, action: Callable[[], Any]) -> bool:
         try:
@@ -192,21 +247,16 @@ class MinuteStore:
                 self._unreachable(exc)
                 return False
             raise
-        self._reachable()
+        self._reachable(0.0)
         return True
 
     def _write(self, record: SpoolRecord) -> None:
         """One transaction; :class:`DatabaseUnavailable` or :class:`_Refused` when it failed."""
+        elapsed = 0.0
         for attempt in (1, 2):
             try:
                 self._ensure_schema()
-                with self.engine.begin() as conn:
-                    if record.snapshot is not None:
-                        write_surface_snapshot(conn, record.snapshot, record.dvol)
-                    elif record.audit is not None:
-                        write_audit(conn, record.audit)
-                    elif record.settlements is not None:
-                        write_settlements(conn, record.settlements)
+                _, elapsed = self._guarded(lambda: self._transaction(record), self.write_deadline_s)
                 break
             except Exception as exc:
                 if _is_outage(exc):
@@ -218,19 +268,34 @@ class MinuteStore:
                     continue
                 self.log.error("batch_refused", error=_short(exc), traceback=traceback.format_exc())
                 raise _Refused(_short(exc)) from exc
-        self._reachable()
+        self._reachable(elapsed)
         self.written_batches += 1
         if record.snapshot is not None:
             self._written(record.snapshot)
+
+    def _transaction(self, record: SpoolRecord) -> None:
+        """The driver work of one batch (in the deadline's thread: it touches no state of ours)."""
+        with self.engine.begin() as conn:
+            if record.snapshot is not None:
+                write_surface_snapshot(conn, record.snapshot, record.dvol)
+            elif record.audit is not None:
+                write_audit(conn, record.audit)
+            elif record.settlements is not None:
+                write_settlements(conn, record.settlements)
 
     def _written(self, snapshot: SurfaceSnapshot) -> None:
         self.written_minutes += 1
         if self.last_written_minute is None or snapshot.at > self.last_written_minute:
             self.last_written_minute = snapshot.at
 
-    def _reachable(self) -> None:
+    def _reachable(self, elapsed_s: float) -> None:
         if self.reachable is not True:
             self.log.info("database_reachable", database=self.database, backlog=self.backlog)
+        health = classify(elapsed_s, self.write_deadline_s)
+        if health is not self.health and DatabaseHealth.SLOW in (health, self.health):
+            self.log.warning("database_slow" if health is DatabaseHealth.SLOW else "database_no_longer_slow",
+                             database=self.database, write_s=round(elapsed_s, 3), deadline_s=self.write_deadline_s)
+        self.health = health
         self.reachable = True
         self.failures = 0
         self._backoff.reset()
@@ -241,12 +306,14 @@ class MinuteStore:
         delay = self._backoff.next_delay()
         self.retry_at = self._monotonic() + delay
         self.last_error = _short(exc)
-        if self.reachable is not False:
-            self.log.warning("database_unreachable", database=self.database, error=self.last_error,
-                             retry_in_s=delay, backlog=self.backlog)
+        health = DatabaseHealth.HUNG if _timed_out(exc) else DatabaseHealth.UNREACHABLE
+        if self.reachable is not False or health is not self.health:
+            self.log.warning("database_hung" if health is DatabaseHealth.HUNG else "database_unreachable",
+                             database=self.database, error=self.last_error, retry_in_s=delay, backlog=self.backlog)
         else:
             self.log.info("database_still_unreachable", error=self.last_error, retry_in_s=delay,
-                          backlog=self.backlog, failures=self.failures)
+                          backlog=self.backlog, failures=self.failures, health=health.value)
+        self.health = health
         self.reachable = False
 
     def _keep(self, record: SpoolRecord) -> None:

@@ -23,7 +23,7 @@ from config.settings import SettingsError
 from messages.account import Settlement, SettlementHistory
 from messages.commands import CommandResult, PlaceOrder
 from messages.market import VolatilityIndex
-from messages.surface import RecorderStatus, SurfaceSnapshot
+from messages.surface import DatabaseHealth, RecorderStatus, SurfaceSnapshot
 from messages.system import MinuteTick
 from runtime.actor import ActorContext
 from runtime.clock import ReplayClock
@@ -121,6 +121,7 @@ def test_postgres_outage_spools_then_writes_every_minute_once_in_order(
         try:
             assert store.record(snapshot_record(snapshots[1])) is False
             assert store.reachable is False and store.last_error
+            assert store.health is DatabaseHealth.UNREACHABLE  # refused, not hung
             assert (store.backlog, store.backlog_minutes) == (1, 1)
             status = store.status(AT)
             assert (status.reachable, status.backlog_minutes, status.last_written_minute) == (False, 1, AT)
@@ -176,6 +177,7 @@ def test_locked_sqlite_file_is_survived(snapshots: list[SurfaceSnapshot], tmp_pa
         assert store.record(snapshot_record(snapshots[1])) is False
         assert time.monotonic() - started < 5.0  # the busy timeout, not forever
         assert "locked" in store.last_error
+        assert store.health is DatabaseHealth.HUNG  # the busy timeout is the write's deadline passing
         assert store.record(snapshot_record(snapshots[2])) is False
         clock.now += 1.0
         assert store.catch_up() == 0 and store.backlog_minutes == 2
