@@ -6,10 +6,8 @@ under an exclusive lock by another connection.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,12 +29,12 @@ from sql.engine import make_engine
 from sql.queries import read_settlements, read_volatility_index
 from sql.recording import DVOL_STALE_AFTER_S
 from sql.store import MinuteStore, audit_record, settlements_record, snapshot_record
-from sql.tables import option_quotes, orders_audit, settlements, surface_points, volatility_index
+from sql.tables import orders_audit, settlements
 from sql.writers import DvolReading, audit_request
 from tests.support.postgres import ThrowawayCluster, dead_url
 from tests.support.recorder_messages import docs_dvol, docs_settlements
 from tests.support.settings import make_settings
-from tests.support.sql import AT, count, private_schema, small_snapshot
+from tests.support.sql import AT, Bus, assert_each_minute_once, count, private_schema, small_snapshot
 from tests.support.waiting import wait_until
 
 # A minute's rows may wait for a throwaway cluster's restart.
@@ -71,19 +69,6 @@ def dead() -> Iterator[str]:
 def snapshots() -> list[SurfaceSnapshot]:
     base = small_snapshot()
     return [msgspec.structs.replace(base, at=AT + 60 * i) for i in range(6)]
-
-
-def assert_each_minute_once(url: str, snapshots: list[SurfaceSnapshot]) -> None:
-    eng = make_engine(url)
-    try:
-        for snap in snapshots:
-            minute = dt.datetime.fromtimestamp(snap.at, dt.UTC)
-            assert count(eng, option_quotes, minute=minute) == len(snap.quotes)
-            assert count(eng, surface_points, minute=minute) == len(snap.points)
-            assert count(eng, volatility_index, minute=minute) == 1
-        assert count(eng, volatility_index) == len(snapshots)
-    finally:
-        eng.dispose()
 
 
 def history(*entries: Settlement, at: float = AT, currency: str = "BTC") -> SettlementHistory:
@@ -315,20 +300,6 @@ def test_settlements_spooled_twice_are_written_once(db_url: str, tmp_path: Path)
 
 
 # -- the actor ------------------------------------------------------------------------------------------------
-class Bus:
-    def __init__(self) -> None:
-        self.messages: list[object] = []
-        self.lock = threading.Lock()
-
-    def publish(self, message: object) -> None:
-        with self.lock:
-            self.messages.append(message)
-
-    def statuses(self) -> list[RecorderStatus]:
-        with self.lock:
-            return [m for m in self.messages if isinstance(m, RecorderStatus)]
-
-
 def start_recorder(url: str, spool: Path, bus: Bus, **settings: object) -> object:
     overrides = {"database.url": url, "recorder.spool_dir": str(spool), **settings}
     s = make_settings(overrides)

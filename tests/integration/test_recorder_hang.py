@@ -40,11 +40,10 @@ from runtime.clock import ReplayClock
 from sql.engine import make_engine
 from sql.store import MinuteStore, snapshot_record
 from sql.tables import volatility_index
-from tests.integration.test_recorder import Bus, assert_each_minute_once
 from tests.support.paths import REPO
 from tests.support.postgres import ThrowawayCluster
 from tests.support.settings import make_settings
-from tests.support.sql import AT, private_schema, small_snapshot
+from tests.support.sql import AT, Bus, assert_each_minute_once, private_schema, small_snapshot
 from tests.support.waiting import wait_until
 
 #: How long the cluster stays hung: the issue's acceptance says 150 s, which

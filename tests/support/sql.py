@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -10,8 +12,9 @@ from sqlalchemy import Engine, Table, func, select, text
 
 from bench.snapshot import synthetic_chain_snapshot
 from desk.surface_snapshot import build_surface_snapshot
-from messages.surface import SurfaceSnapshot
+from messages.surface import RecorderStatus, SurfaceSnapshot
 from sql.engine import make_engine
+from sql.tables import option_quotes, surface_points, volatility_index
 
 AT = 1_626_994_800.0  # 2021-07-22 23:00 UTC, a whole minute
 
@@ -43,3 +46,30 @@ def count(engine: Engine, table: Table, **where: object) -> int:
 def small_snapshot(at: float = AT, currency: str = "BTC") -> SurfaceSnapshot:
     chain = synthetic_chain_snapshot(currency=currency, at=at, n_quotes=120, n_expiries=4)
     return build_surface_snapshot(chain)
+
+
+def assert_each_minute_once(url: str, snapshots: list[SurfaceSnapshot]) -> None:
+    eng = make_engine(url)
+    try:
+        for snap in snapshots:
+            minute = dt.datetime.fromtimestamp(snap.at, dt.UTC)
+            assert count(eng, option_quotes, minute=minute) == len(snap.quotes)
+            assert count(eng, surface_points, minute=minute) == len(snap.points)
+            assert count(eng, volatility_index, minute=minute) == 1
+        assert count(eng, volatility_index) == len(snapshots)
+    finally:
+        eng.dispose()
+
+
+class Bus:
+    def __init__(self) -> None:
+        self.messages: list[object] = []
+        self.lock = threading.Lock()
+
+    def publish(self, message: object) -> None:
+        with self.lock:
+            self.messages.append(message)
+
+    def statuses(self) -> list[RecorderStatus]:
+        with self.lock:
+            return [m for m in self.messages if isinstance(m, RecorderStatus)]
