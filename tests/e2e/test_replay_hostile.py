@@ -194,3 +194,12 @@ def test_a_file_with_nothing_to_replay_is_status_2(kind: str, tmp_path: Path) ->
     status, summary, stderr = replay_within_bound(path, tmp_path)
     assert status == 2 and summary is None
     assert f"cannot replay {path}: {expected}" in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1", "3000000"])
+def test_the_jump_setting_is_refused_out_of_its_range(value: str, tmp_path: Path) -> None:
+    status, summary, stderr = replay_within_bound(clean_log(tmp_path), tmp_path, "--set",
+                                                  f"deribit.replay_max_jump_s={value}")
+    assert status == 2 and summary is None
+    assert "deribit.replay_max_jump_s: expected `float`" in stderr
+    assert "above 0 and at most 31 days" in stderr and "Traceback" not in stderr
