@@ -62,6 +62,21 @@ def _add_run_settings_options(parser: argparse.ArgumentParser) -> None:
                         help="the console's amount multiplier, e.g. 10: a2 buys 20 USD (default: asked at start-up)")
 
 
+def _replay_speed(text: str) -> float | None:
+    """``--speed``: None for max (as fast as possible), else a finite factor above 0."""
+    import math
+
+    if text == "max":
+        return None
+    try:
+        speed = float(text)
+    except ValueError:
+        speed = math.nan
+    if not (math.isfinite(speed) and speed > 0):
+        raise argparse.ArgumentTypeError(f"expected max or a finite factor above 0 such as 10, got {text!r}")
+    return speed
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py",
@@ -79,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Replay a wire log through the same decoder and actors on the replay "
                                         "clock; requests are logged, not sent. Prints one JSON summary line.")
     replay.add_argument("file", metavar="FILE", help="wire log (JSON Lines: t, dir, frame)")
-    replay.add_argument("--speed", default="max", help="max (as fast as possible, the default) or a factor N")
+    replay.add_argument("--speed", default=None, type=_replay_speed, metavar="max|N",
+                        help="max (as fast as possible, the default) or a finite factor N above 0")
+    replay.add_argument("--strict", action="store_true",
+                        help="stop at the first bad line (default: count it, skip it and replay the rest)")
     _add_settings_options(replay)
 
     simulator = sub.add_parser("simulator", help="serve the local Deribit alone, or generate a wire log",
@@ -184,7 +202,8 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
 
 # -- the wiring --------------------------------------------------------------------------------
 def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str | None = None,
-                replay_speed: float | None = None, stopping: threading.Event | None = None) -> list[ActorSpec]:
+                replay_speed: float | None = None, replay_strict: bool = False,
+                stopping: threading.Event | None = None) -> list[ActorSpec]:
     """Every actor of the program, in start order (stopped in reverse). The Connection starts
     first and stops last, so that orders cancelled on the way out still reach the exchange.
     ``stopping``: the supervisor's stop signal (:func:`make_supervisor`), which cuts the
@@ -203,7 +222,7 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
 
     return [
         ActorSpec("connection", lambda ctx: Connection.start(ctx, url=url, replay_file=replay_file,
-                                                             replay_speed=replay_speed)),
+                                                             replay_speed=replay_speed, replay_strict=replay_strict)),
         # The hedger is on the bus before the others: it is the first to hear a ticker.
         ActorSpec("hedger", lambda ctx: Hedger.start(ctx)),
         *(ActorSpec(f"books-{currency}-{kind}", books(currency, kind))
@@ -355,55 +374,87 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_replay(args: argparse.Namespace) -> int:
+    """Status 0: the whole log replayed, no bad line; 1: a bad line (counted, skipped, named in the
+    summary and on stderr), an early end or a fatal failure; 2: no log to replay."""
     import json
     import time
 
     from actors.connection import GetReplaySummary
     from runtime.clock import ReplayClock
     from runtime.logs import setup_logging, shutdown_logging
-    from runtime.wirelog import WireLogError, read_wire_log
+    from runtime.wirelog import first_time
 
     settings = settings_from_args(args)
+    max_jump_s = settings.deribit.replay_max_jump_s
     try:
-        speed = None if args.speed == "max" else float(args.speed)
-        if speed is not None and speed <= 0:
-            raise ValueError
-    except ValueError:
-        print(f"--speed {args.speed!r}: expected max or a positive factor such as 10", file=sys.stderr)
+        start = first_time(args.file, max_jump_s=max_jump_s)
+        summary: dict[str, Any] | None = (None if start is not None
+                                          else _bad_lines_only(args.file, max_jump_s, strict=args.strict))
+    except OSError as exc:
+        print(f"cannot replay {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    try:
-        first = next(iter(read_wire_log(args.file)), None)
-    except (OSError, WireLogError) as exc:
-        print(f"cannot replay {args.file}: {exc}", file=sys.stderr)
-        return 2
-    if first is None:
+    if summary is not None and summary["bad_lines"] == 0:
         print(f"cannot replay {args.file}: the file holds no records", file=sys.stderr)
         return 2
-    setup_logging(settings.logging.dir, settings.logging.level, secrets=settings.secrets(), console=False)
-    stopping = threading.Event()
-    supervisor = make_supervisor(settings, actor_specs(settings, replay_file=args.file, replay_speed=speed,
-                                                       stopping=stopping),
-                                 ReplayClock(first.t), replay=True, stopping=stopping)
-    supervisor.start()
-    summary = None
-    try:
-        while summary is None:
+    supervisor = None
+    if start is not None:  # else nothing to replay: the bad lines are the whole summary
+        setup_logging(settings.logging.dir, settings.logging.level, secrets=settings.secrets(), console=False)
+        stopping = threading.Event()
+        specs = actor_specs(settings, replay_file=args.file, replay_speed=args.speed, replay_strict=args.strict,
+                            stopping=stopping)
+        supervisor = make_supervisor(settings, specs, ReplayClock(start), replay=True, stopping=stopping)
+        supervisor.start()
+        try:
+            while summary is None:
+                ref = supervisor.refs()["connection"]
+                summary = cast("dict[str, Any] | None",
+                               ref.ask(GetReplaySummary(), timeout=30) if ref is not None else None)
+                if summary is None:
+                    time.sleep(0.05)
+            supervisor.drain()
             ref = supervisor.refs()["connection"]
-            summary = ref.ask(GetReplaySummary(), timeout=30) if ref is not None else None
-            if summary is None:
-                time.sleep(0.05)
-        supervisor.drain()
-        ref = supervisor.refs()["connection"]
-        if ref is not None:  # the summary again, now that every actor handled the whole log
-            summary = ref.ask(GetReplaySummary(), timeout=30)
-    finally:
-        supervisor.stop(reason="replay finished")
-        shutdown_logging()
+            if ref is not None:  # the summary again, now that every actor handled the whole log
+                summary = cast("dict[str, Any]", ref.ask(GetReplaySummary(), timeout=30))
+        finally:
+            supervisor.stop(reason="replay finished")
+            shutdown_logging()
+    assert summary is not None
     print(json.dumps(summary))
-    message = exit_message(supervisor)
+    _say_bad_lines(args.file, summary)
+    message = exit_message(supervisor) if supervisor is not None else None
     if message is not None:
         print(message, file=sys.stderr)
-    return 0 if supervisor.fatal is None else 1
+    failed = supervisor is not None and supervisor.fatal is not None
+    return 1 if failed or summary["bad_lines"] or not summary["complete"] else 0
+
+
+def _bad_lines_only(path: str, max_jump_s: float, *, strict: bool) -> dict[str, Any]:
+    """The summary of a log with no good record: its bad lines (none: the file is empty)."""
+    from deribit.link import LinkStats
+    from runtime.wirelog import BadLine, scan_wire_log
+
+    stats = LinkStats()
+    for bad in scan_wire_log(path, max_jump_s=max_jump_s):
+        assert isinstance(bad, BadLine)  # first_time found no good record
+        stats.bad_line(bad)
+        if strict:
+            stats.complete = False
+            stats.failure = f"line {bad.line} is bad (--strict: the replay stops at the first)"
+            break
+    return stats.replay_summary(resyncs=0, minutes=0)
+
+
+def _say_bad_lines(path: str, summary: Mapping[str, Any]) -> None:
+    """The replay's bad lines and early end on stderr, one line each (the summary names the first)."""
+    named = summary["first_bad_lines"]
+    for bad in named:
+        print(f"{path}:{bad['line']}: {bad['reason']}", file=sys.stderr)
+    if summary["bad_lines"] > len(named):
+        print(f"{path}: ... and {summary['bad_lines'] - len(named)} more bad lines", file=sys.stderr)
+    if not summary["complete"]:
+        print(f"{path}: the replay ended early: {summary.get('failure', 'stopped')}", file=sys.stderr)
+    elif summary["bad_lines"]:
+        print(f"{path}: {summary['bad_lines']} bad line(s) skipped, every other line replayed", file=sys.stderr)
 
 
 def command_plot(args: argparse.Namespace) -> int:

@@ -111,6 +111,7 @@ class Connection(Actor):
         url: str | None = None,
         replay_file: str | None = None,
         replay_speed: float | None = None,
+        replay_strict: bool = False,
         transport_factory: Callable[[str], Transport] | None = None,
     ) -> None:
         super().__init__(context)
@@ -124,6 +125,7 @@ class Connection(Actor):
         self.url = url
         self.replay_file = replay_file
         self.replay_speed = replay_speed  # None: as fast as possible
+        self.replay_strict = replay_strict  # stop at the log's first bad line
         self._transport_factory = transport_factory or (
             lambda u: WebsocketTransport(u, connect_timeout_s=self.dset.request_timeout_s)
         )
@@ -162,7 +164,8 @@ class Connection(Actor):
             if not self.context.wait_started(30.0):
                 self.log.warning("started_before_the_other_actors")
             if self.replay_file:
-                self.link.replay(self.replay_file, self.replay_speed, self.context.advance_time)
+                self.link.replay(self.replay_file, self.replay_speed, self.context.advance_time,
+                                 max_jump_s=self.dset.replay_max_jump_s, strict=self.replay_strict)
             else:
                 dset = self.dset
                 self.link.run(self.url or "", self._transport_factory,
@@ -372,7 +375,8 @@ class Connection(Actor):
     @handles(ReplayFinished)
     def on_replay_finished(self, _event: ReplayFinished) -> None:
         self._replay_finished = True
-        self.log.info("replay_finished", in_frames=self.stats.in_frames)
+        self.log.info("replay_finished", in_frames=self.stats.in_frames, bad_lines=self.stats.bad_lines,
+                      complete=self.stats.complete)
 
     @handles(GetReplaySummary)
     def on_summary(self, _request: GetReplaySummary) -> dict[str, Any] | None:
@@ -380,7 +384,7 @@ class Connection(Actor):
         actor before the end (minute ticks, answers) was handled; None before that."""
         if not (self.link.done.is_set() and self._replay_finished):
             return None
-        return self._summary()
+        return self.stats.replay_summary(resyncs=self.session.resyncs, minutes=self.minutes)
 
     @handles(GetLinkStats)
     def on_link_stats(self, _request: GetLinkStats) -> dict[str, Any]:

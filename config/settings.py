@@ -47,6 +47,9 @@ HedgeInstrument = Annotated[str, Meta(pattern=r"^[^_-]+-[^-]+$",
 MAX_DELTA_MISMATCH = 5.0
 DeltaBand = Annotated[float, Meta(gt=0, le=MAX_DELTA_MISMATCH,
                                   description=f"above 0 and at most {MAX_DELTA_MISMATCH:g} coins of delta")]
+#: The widest ``deribit.replay_max_jump_s``: every minute of a jump is replayed as a tick, so an
+#: unbounded one would let one wrong time tick for hours.
+MAX_REPLAY_JUMP_S = 31 * 86_400.0
 #: The largest console size multiplier (a typo guard: the largest amount, 10,000, times it is 1e9 USD).
 MAX_SIZE_MULTIPLIER = 100_000.0
 
@@ -92,6 +95,8 @@ class DeribitSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     cancel_on_disconnect: bool
     safe_shutdown_s: Positive
     record_wire: str
+    replay_max_jump_s: Annotated[float, Meta(gt=0, le=MAX_REPLAY_JUMP_S,
+                                             description="above 0 and at most 31 days (2678400 s)")]
     warm_up_ms: Annotated[float, Meta(ge=0, description="0 (off) or more")]
     max_clock_ahead_s: Positive
 

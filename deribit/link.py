@@ -11,6 +11,7 @@ the link's events go to the owner's ``tell`` as the messages below.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import threading
 import time
@@ -25,7 +26,7 @@ from deribit.session import Logger
 from deribit.transport import LinkClosed, Transport
 from messages.system import ConnectionState, ConnectionStatus
 from runtime.throttle import Backoff
-from runtime.wirelog import WireLogWriter, read_wire_log
+from runtime.wirelog import BadLine, WireLogWriter, scan_wire_log
 
 #: How often the link thread wakes its owner (timers: batches, retries, timeouts, refresh).
 WAKE_EVERY_S = 0.1
@@ -33,6 +34,10 @@ WAKE_EVERY_S = 0.1
 RECV_SLICE_S = 0.2
 #: The most of an idle link's time its warm-ups may take.
 WARM_UP_SHARE = 0.05
+#: How many bad lines a replay's summary names (the first by line number; all are counted).
+BAD_LINES_NAMED = 100
+#: The longest single wait of a paced replay (bounds how fast it notices a stop).
+REPLAY_WAIT_SLICE_S = 0.5
 
 
 # -- what the link thread tells its owner -----------------------------------------------------------
@@ -67,6 +72,17 @@ class LinkStats:
     responses: int = 0
     errors: int = 0
     malformed: int = 0
+    # A replay's: the wire log's bad lines (counted; the first BAD_LINES_NAMED by number kept), whether
+    # it was read to its end, and what ended it early.
+    bad_lines: int = 0
+    first_bad_lines: list[BadLine] = field(default_factory=list)
+    complete: bool = True
+    failure: str | None = None
+
+    def bad_line(self, bad: BadLine) -> None:
+        self.bad_lines += 1
+        bisect.insort(self.first_bad_lines, bad, key=lambda b: b.line)
+        del self.first_bad_lines[BAD_LINES_NAMED:]
 
     def notifications(self) -> dict[str, int]:
         by_prefix: collections.Counter[str] = collections.Counter()
@@ -77,8 +93,15 @@ class LinkStats:
     def summary(self, *, resyncs: int, minutes: int) -> dict[str, Any]:
         """The counts a replay's summary (and the link's stats) report."""
         return {"in_frames": self.in_frames, "notifications": self.notifications(), "responses": self.responses,
-                "errors": self.errors + self.malformed, "malformed": self.malformed, "resyncs": resyncs,
-                "minutes": minutes}
+                "errors": self.errors + self.malformed + self.bad_lines, "malformed": self.malformed,
+                "resyncs": resyncs, "minutes": minutes}
+
+    def replay_summary(self, *, resyncs: int, minutes: int) -> dict[str, Any]:
+        """A replay's summary: the counts, the wire log's bad lines (``first_bad_lines``: line and
+        reason, by line number) and whether the whole log was read (``complete``; ``failure``: why not)."""
+        return {**self.summary(resyncs=resyncs, minutes=minutes), "bad_lines": self.bad_lines,
+                "first_bad_lines": [{"line": b.line, "reason": b.reason} for b in self.first_bad_lines],
+                "complete": self.complete, **({"failure": self.failure} if self.failure is not None else {})}
 
 
 class LinkOwner(Protocol):
@@ -215,23 +238,40 @@ class LinkLoop:
                     break
         return "stopped"
 
-    def replay(self, path: str, speed: float | None, advance_time: Callable[[float], None]) -> None:
-        """Read the wire log at ``path`` as the link (``speed``: times real time; None: at once)."""
-        owner = self.owner
+    def replay(self, path: str, speed: float | None, advance_time: Callable[[float], None], *,
+               max_jump_s: float, strict: bool = False) -> None:
+        """Read the wire log at ``path`` as the link (``speed``: times real time; None: at once).
+
+        A bad line (see :func:`runtime.wirelog.scan_wire_log`; ``max_jump_s`` bounds a time's jump)
+        is counted, logged and skipped, and the rest replayed; with ``strict`` the replay ends at
+        the first. Only good records move the clock, so the minute schedule covers the log's real
+        span and no more."""
+        owner, stats, closing = self.owner, self.stats, self.closing
         first_t: float | None = None
         started = time.monotonic()
         generation = 0
         try:
-            for record in read_wire_log(path):
-                if self.closing.is_set():
+            for record in scan_wire_log(path, max_jump_s=max_jump_s):
+                if closing.is_set():
+                    stats.complete = False
+                    stats.failure = "stopped"
                     break
+                if isinstance(record, BadLine):
+                    stats.bad_line(record)
+                    if stats.bad_lines <= BAD_LINES_NAMED:  # a log of bad lines makes no log of its size
+                        self.log.info("replay_bad_line", line=record.line, reason=record.reason)
+                    if strict:
+                        stats.complete = False
+                        stats.failure = f"line {record.line} is bad (--strict: the replay stops at the first)"
+                        break
+                    continue
                 t = record.t
                 if speed:
                     if first_t is None:
                         first_t = t
-                    delay = started + (t - first_t) / speed - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
+                    while (delay := started + (t - first_t) / speed - time.monotonic()) > 0:
+                        if closing.wait(min(delay, REPLAY_WAIT_SLICE_S)):
+                            break
                 advance_time(t)
                 direction = record.dir
                 if direction == "in" and record.frame is not None:
@@ -244,9 +284,11 @@ class LinkLoop:
                     owner.publish(ConnectionStatus(state=ConnectionState.DISCONNECTED, venue="replay", at=t,
                                                    detail="closed in the log"))
                     owner.tell(LinkDown(generation, "closed in the log"))
-        except Exception as exc:  # a bad log line: say which, and end the replay
-            self.log.error("replay_failed", error=str(exc))
-            self.stats.errors += 1
+        except Exception as exc:  # the file could not be read on (or a bug): say so, and end the replay
+            self.log.error("replay_failed", error=f"{type(exc).__name__}: {exc}")
+            stats.errors += 1
+            stats.complete = False
+            stats.failure = f"{type(exc).__name__}: {exc}"
         finally:
             self.done.set()
             owner.tell(ReplayFinished())

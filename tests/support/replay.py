@@ -22,7 +22,7 @@ from deribit.channels import channel_prefix
 from runtime.clock import ReplayClock
 from runtime.logs import setup_logging, shutdown_logging
 from runtime.supervisor import ActorSpec, Supervisor
-from runtime.wirelog import read_wire_log
+from runtime.wirelog import first_time, read_wire_log
 from tests.support.paths import REPO
 
 
@@ -38,7 +38,8 @@ def replayed_program(settings: Settings, log: Path, logs_dir: Path, *, extra_spe
     setup_logging(logs_dir, "info", console=False)
     program = main.actor_specs(settings, replay_file=str(log))
     assert program[0].name == "connection"
-    start = start_at if start_at is not None else next(iter(read_wire_log(log))).t
+    start = start_at if start_at is not None else first_time(log)
+    assert start is not None, f"{log} holds no good record"
     supervisor: Supervisor = main.make_supervisor(settings, [*program[1:], *extra_specs, program[0]],
                                                   ReplayClock(start), replay=True)
     try:
@@ -67,14 +68,15 @@ def ask(supervisor: Supervisor, name: str, message: object, timeout: float = 30)
     return ref.ask(message, timeout=timeout)
 
 
-def replay_cli(path: Path, tmp_path: Path) -> tuple[int, dict[str, Any] | None, str]:
-    """`python main.py replay FILE` in a clean environment; (status, summary or None, stderr)."""
+def replay_cli(path: Path, tmp_path: Path, *options: str,
+               timeout_s: float = 120) -> tuple[int, dict[str, Any] | None, str]:
+    """`python main.py replay FILE [options]` in a clean environment; (status, summary or None, stderr)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DERIBIT_", "DESK__")) and k not in ("DATABASE_URL", "LOG_LEVEL")}
     proc = subprocess.run(
         [sys.executable, str(REPO / "main.py"), "replay", str(path), "--set", f"logging.dir={tmp_path / 'logs'}",
-         "--set", f"data_dir={tmp_path / 'data'}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+         "--set", f"data_dir={tmp_path / 'data'}", *options],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout_s)
     lines = proc.stdout.strip().splitlines()
     return proc.returncode, json.loads(lines[-1]) if lines else None, proc.stderr
 
