@@ -66,6 +66,7 @@ from deribit.instruments import (
     request_currency_of,
     select_for_family,
 )
+from deribit.order_outcome import resolution_request, resolve
 from deribit.platform import PlatformLocks, decode_platform_status, index_of, status_request
 from deribit.shutdown_check import CheckUnderWay, Findings
 from deribit.subscriptions import SubscriptionTracker, currency_channels, market_channels
@@ -270,6 +271,14 @@ class GetSettlements(Sent):
 
 
 @dataclass(slots=True)
+class ResolveOrder(Sent):
+    """What became of ``command``, whose answer was lost (its own method: ``lost_method``)."""
+
+    command: ExchangeCommand
+    lost_method: str
+
+
+@dataclass(slots=True)
 class ShutdownCancel(Sent):
     """The safe shutdown's cancel_all."""
 
@@ -285,7 +294,7 @@ class ShutdownCheck(Sent):
 
 Pending = (SetHeartbeat | Login | RefreshToken | EnableCancelOnDisconnect | LoadInstruments | Subscribe
            | Unsubscribe | SendOrder | GetPositions | GetOpenOrders | GetSummary | ShutdownCancel | ShutdownCheck
-           | GetPlatformStatus | GetSettlements)
+           | GetPlatformStatus | GetSettlements | ResolveOrder)
 ReconcileRequest = GetPositions | GetOpenOrders | GetSummary
 _PART = {GetPositions: "positions", GetOpenOrders: "open_orders", GetSummary: "summary"}
 
@@ -357,6 +366,10 @@ class Session:
         self.locks = PlatformLocks()
         # When to ask for each currency's settlement history again (after the 08:00 settlement).
         self.settlements_due: dict[str, float] = {}
+        # Commands whose answer was lost, by (origin, request_key), until the exchange says what
+        # became of them (OrderResolved); those asked about on this link.
+        self.unresolved: dict[tuple[str, str], tuple[ExchangeCommand, str]] = {}
+        self.resolving: set[tuple[str, str]] = set()
         self._out: list[Effect] = []
 
     # -- what the rest of the program sees -----------------------------------------------------------
@@ -419,6 +432,7 @@ class Session:
         self.link = Link.CONNECTED
         self.cod_enabled = False
         self.pending.clear()
+        self.resolving.clear()
         self.subs.reset()
         # Private channels come back once this connection is logged in (a rejected login must
         # not keep SUBSCRIBED from being announced for the public ones).
@@ -468,6 +482,7 @@ class Session:
                 if isinstance(pending, SendOrder):
                     self._lost(pending, lost_why)
             self.pending.clear()
+            self.resolving.clear()
         while self.order_queue:
             self._refuse(self.order_queue.popleft().command, NOT_CONNECTED, queued_why)
 
@@ -475,6 +490,13 @@ class Session:
         command = pending.queued.command
         self._out.append(CommandFailed(request_key=command.request_key, origin=command.origin,
                                        method=pending.method, code=ANSWER_LOST, message=why))
+        if self.replay:
+            return
+        if resolution_request(command) is None:
+            self.log.warning("order_unresolvable", request_key=command.request_key, origin=command.origin,
+                             method=pending.method, hint="no order id or label to ask the exchange about")
+            return
+        self.unresolved[(command.origin, command.request_key)] = (command, pending.method)
 
     def tick(self, now: float) -> list[Effect]:
         self._pump(now)
@@ -495,6 +517,7 @@ class Session:
         self._pump_subscriptions(now)
         self._pump_orders(now)
         self._pump_settlements(now)
+        self._pump_resolutions(now)
 
     # -- requests and answers ------------------------------------------------------------------------------
     def _request(self, kind: Callable[..., Pending], request: Request, now: float, *payload: Any,
@@ -522,6 +545,8 @@ class Session:
                     self._reconcile_failed(pending.currency, f"{pending.method} could not be written (link lost)")
             case ShutdownCancel() | ShutdownCheck():
                 self._shutdown_check_failed(f"{pending.method} could not be written (connection lost)")
+            case ResolveOrder(command=command):
+                self.resolving.discard((command.origin, command.request_key))
         return self._done()
 
     def _expire_requests(self, now: float) -> None:
@@ -551,6 +576,8 @@ class Session:
                         self._reconcile_failed(pending.currency, f"no answer to {pending.method} within {limit:g} s")
                 case ShutdownCancel() | ShutdownCheck():
                     self._shutdown_check_failed(f"no answer to {pending.method} within {limit:g} s")
+                case ResolveOrder(command=command):
+                    self.resolving.discard((command.origin, command.request_key))  # asked again
 
     def answer(self, answer: RpcResponse | RpcError, now: float) -> list[Effect]:
         """An answer of this link (the caller drops those of an earlier link)."""
@@ -618,6 +645,8 @@ class Session:
                 self._answer_platform_status(answer)
             case GetSettlements(currency=currency):
                 self._answer_settlements(currency, answer)
+            case ResolveOrder():
+                self._answer_resolution(pending, answer)
 
     # -- auth ------------------------------------------------------------------------------------------------
     def _login(self, now: float) -> None:
@@ -1137,3 +1166,41 @@ class Session:
                              field=defect.field, value=defect.value, problem=defect.problem)
         self.log.info("settlement_history", currency=currency, entries=len(history.settlements))
         self._out.append(history)
+
+    # -- commands whose answer was lost ---------------------------------------------------------------------
+    #: Resolution requests in flight at a time (after a storm there may be many to ask about).
+    RESOLVING_AT_ONCE = 5
+
+    def _pump_resolutions(self, now: float) -> None:
+        if not self.link.logged_in:
+            return
+        for key, (command, method) in list(self.unresolved.items()):
+            if len(self.resolving) >= self.RESOLVING_AT_ONCE:
+                return
+            if key in self.resolving:
+                continue
+            request = resolution_request(command)
+            if request is None:  # _lost keeps only those it can ask about
+                del self.unresolved[key]
+                continue
+            self.resolving.add(key)
+            self._request(ResolveOrder, request, now, command, method)
+
+    def _answer_resolution(self, pending: ResolveOrder, answer: RpcResponse | RpcError) -> None:
+        command = pending.command
+        key = (command.origin, command.request_key)
+        self.resolving.discard(key)
+        try:
+            resolved = resolve(command, pending.lost_method, answer)
+        except msgspec.MsgspecError as exc:
+            self.log.warning("order_resolution_unreadable", request_key=command.request_key, error=str(exc))
+            return  # asked again on the next pump
+        if resolved is None:
+            if isinstance(answer, RpcError):
+                self.log.warning("order_resolution_failed", request_key=command.request_key, code=answer.code,
+                                 message=answer.message)
+            return
+        del self.unresolved[key]
+        self.log.info("order_resolved", request_key=command.request_key, origin=command.origin,
+                      method=pending.lost_method, outcome=resolved.outcome.value, detail=resolved.message)
+        self._out.append(resolved)
