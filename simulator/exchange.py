@@ -1008,12 +1008,12 @@ class Exchange:
         """The account's orders in ``currency``, open or closed, newest first (an expired
         instrument's by its name's currency)."""
         out = []
-        for o in self.orders.values():
+        for o in reversed(self.orders.values()):  # newest placed first among equal timestamps
             spec = self.instruments.get(o.instrument)
             settles = spec.settlement_currency if spec is not None else o.instrument.partition("-")[0]
             if o.account == client_id and settles == currency:
                 out.append(o)
-        return sorted(out, key=lambda o: (o.creation_ms, o.order_id), reverse=True)
+        return sorted(out, key=lambda o: -o.creation_ms)
 
     def orders_by_label_json(self, client_id: str, currency: str, label: str) -> list[dict[str, Any]]:
         """``private/get_order_state_by_label``: the account's orders of ``currency`` carrying
