@@ -218,3 +218,24 @@ def test_plain_text_is_stored_as_it_is() -> None:
     assert escape_text("not_enough_funds: amount 10") == "not_enough_funds: amount 10"
     assert escape_text(None) is None and unescape_text(None) is None
     assert escape_text("bad\x00char") == "bad\\x00char"
+
+
+#: The documented answer of ``private/get_order_state_by_label`` (Deribit API 2.1.1, as published at
+#: docs.cdp.coinbase.com/api-reference/trading/private-get_order_state_by_label; request
+#: ``{"currency": "ETH", "label": "fooBar"}``).
+DOCS_ORDER_STATE_BY_LABEL = b"""{"jsonrpc": "2.0", "id": 4316, "result": [{"amount": 37, "api": false,
+ "average_price": 118.94, "creation_timestamp": 1550219749176, "direction": "sell", "filled_amount": 37,
+ "instrument_name": "ETH-PERPETUAL", "is_liquidation": false, "is_rebalance": false, "label": "fooBar",
+ "last_update_timestamp": 1550219810944, "max_show": 37, "order_id": "ETH-331562", "order_state": "filled",
+ "order_type": "limit", "post_only": false, "price": 118.94, "reduce_only": false,
+ "time_in_force": "good_til_cancelled"}]}"""
+
+
+def test_the_documented_answer_resolves_a_lost_placement() -> None:
+    frame = msgspec.json.decode(DOCS_ORDER_STATE_BY_LABEL)
+    place = order("o-1", label="fooBar", instrument_name="ETH-PERPETUAL", amount=37.0)
+    assert resolution_request(place) == ("private/get_order_state_by_label", {"currency": "ETH", "label": "fooBar"})
+    resolved = resolve(place, "private/sell", response(frame["result"]))
+    assert resolved is not None and resolved.outcome is AuditOutcome.FILLED
+    assert resolved.order is not None and (resolved.order.order_id, resolved.order.filled_amount) == ("ETH-331562",
+                                                                                                       37.0)
