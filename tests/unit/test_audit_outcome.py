@@ -3,7 +3,6 @@ order state resolves it, and texts a database refuses stored escaped and read ba
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -25,11 +24,10 @@ from messages.commands import (
     CommandFailed,
     CommandResult,
     EditOrder,
-    OrderResolved,
+    PlaceOrder,
 )
 from sql.recording import FillsSeen
-from sql.writers import audit_answer, audit_resolution, escape_text, unescape_text
-from tests.unit.test_session import Rig, order
+from sql.writers import audit_answer, escape_text, unescape_text
 
 #: Every local refusal code messages.commands defines (the negative module constants).
 LOCAL_CODES = {name: value for name, value in vars(commands).items()
@@ -42,6 +40,13 @@ def exchange_order(**fields: Any) -> dict[str, Any]:
                               "filled_amount": 0.0, "label": "hedge-1", "creation_timestamp": 1}
     values.update(fields)
     return values
+
+
+def order(key: str, **fields: Any) -> PlaceOrder:
+    values: dict[str, Any] = {"instrument_name": "BTC-PERPETUAL", "side": "sell", "amount": 10.0, "type": "market",
+                              "origin": "test", "request_key": key}
+    values.update(fields)
+    return PlaceOrder(**values)
 
 
 def result(method: str, order_fields: dict[str, Any] | None) -> CommandResult:
@@ -142,52 +147,6 @@ def test_a_cancel_or_edit_is_resolved_from_its_orders_state() -> None:
     assert carried is not None and carried.outcome is AuditOutcome.SENT
     missed = resolve(edit, "private/edit", response(exchange_order(amount=10.0, price=31000.0)))
     assert missed is not None and missed.outcome is AuditOutcome.REJECTED
-
-
-def test_a_lost_answer_is_resolved_once_the_link_is_back(tmp_path: Path) -> None:
-    rig = Rig(tmp_path)
-    rig.log_in()
-    rig.take(rig.session.command(order("o-1", label="hedge-1", type="limit", price=30000.0), 10.0))
-    rig.take(rig.session.command(order("o-2"), 10.0))  # no label: nothing to ask about
-    rig.take(rig.session.link_down("reset by peer"))
-    lost = {f.request_key: f for f in rig.of(CommandFailed)}
-    assert {k: answer_outcome(f) for k, f in lost.items()} == {"o-1": AuditOutcome.UNKNOWN,
-                                                               "o-2": AuditOutcome.UNKNOWN}
-    assert rig.log.events("order_unresolvable")[0]["request_key"] == "o-2"
-    assert not rig.requests("private/get_order_state_by_label")  # nothing asked while down
-    rig.log_in(20.0)
-    ask = rig.last("private/get_order_state_by_label")
-    assert ask["params"] == {"currency": "BTC", "label": "hedge-1"}
-    # The link drops again before the answer: asked again on the next link.
-    rig.take(rig.session.link_down("again"))
-    rig.log_in(30.0)
-    asks = rig.requests("private/get_order_state_by_label")
-    assert len(asks) == 2
-    rig.answer(asks[-1], [exchange_order(order_state="filled", filled_amount=10.0)], 31.0)
-    resolved = rig.of(OrderResolved)
-    assert [(r.request_key, r.origin, r.method, r.outcome) for r in resolved] == [
-        ("o-1", "test", "private/sell", AuditOutcome.FILLED)]
-    rig.take(rig.session.tick(40.0))
-    assert len(rig.requests("private/get_order_state_by_label")) == 2 and not rig.session.unresolved
-    event = audit_resolution(resolved[0], 31.0)
-    assert (event.kind, event.outcome, event.order_id, event.filled_amount) == ("resolution", AuditOutcome.FILLED,
-                                                                                "9001", 10.0)
-
-
-def test_a_timed_out_answer_is_asked_about_on_the_same_link(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, {"deribit.request_timeout_s": 5.0})
-    rig.log_in()
-    rig.take(rig.session.command(CancelOrder(order_id="77", origin="console", request_key="c-1"), 10.0))
-    rig.take(rig.session.tick(15.1))
-    assert rig.of(CommandFailed)[-1].code == ANSWER_LOST
-    ask = rig.last("private/get_order_state")
-    assert ask["params"] == {"order_id": "77"}
-    rig.error(ask, 10028, 15.2, message="too_many_requests")  # says nothing: asked again
-    rig.take(rig.session.tick(15.3))
-    again = rig.last("private/get_order_state")
-    assert again["id"] != ask["id"]
-    rig.answer(again, exchange_order(order_id="77", order_state="cancelled"), 15.4)
-    assert [(r.request_key, r.outcome) for r in rig.of(OrderResolved)] == [("c-1", AuditOutcome.SENT)]
 
 
 # -- fills of resting orders ------------------------------------------------------------------------------
