@@ -318,6 +318,21 @@ def legacy_audit_outcome(outcome: str, method: str, error_code: int | None,
             "filled_amount": filled if order else None}
 
 
+def legacy_audit_event(fields: dict[str, Any]) -> OrderAuditEvent:
+    """An audit entry as schema version 2 spooled it, in today's outcomes (``ValueError`` when it
+    is not one)."""
+    outcome = fields.get("outcome")
+    if isinstance(outcome, str):
+        values = legacy_audit_outcome(outcome, str(fields.get("method", "")), fields.get("error_code"),
+                                      fields.get("payload"))
+        if values is not None:
+            fields = {**fields, **values}
+    try:
+        return msgspec.convert(fields, OrderAuditEvent)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"not an audit entry: {exc}") from exc
+
+
 # -- settlements -----------------------------------------------------------------------------------
 #: An entry's natural key: currency, instrument ('' when none: a bankruptcy), type, timestamp (ms).
 SettlementKey = tuple[str, str, str, int]

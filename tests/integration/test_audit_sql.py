@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from sqlalchemy import Engine, select
 
@@ -126,3 +127,32 @@ def test_a_resting_order_that_fills_later_says_filled(engine: Engine) -> None:
     found = rows(engine)
     assert (found["h-1"].outcome, found["h-1"].filled_amount) == ("filled", 4.0)
     assert found["c-1"].outcome == "sent"  # the cancel's row is not the order's placement
+
+
+def test_an_answer_spooled_by_schema_version_2_is_written_in_todays_outcomes(url: str, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    answer = json.dumps({"message": "CommandResult", "order": {"order_id": "O-5", "filled_amount": 10.0}})
+    legacy = [
+        {"kind": "request", "origin": "hedger", "request_key": "h-5", "method": "private/sell", "at": AT,
+         "payload": '{"message": "PlaceOrder"}', "outcome": "pending", "instrument": "BTC-PERPETUAL"},
+        {"kind": "answer", "origin": "hedger", "request_key": "h-5", "method": "private/sell", "at": AT + 1,
+         "payload": answer, "outcome": "accepted"},
+        {"kind": "answer", "origin": "hedger", "request_key": "h-6", "method": "private/sell", "at": AT + 1,
+         "payload": "{}", "outcome": "refused", "error_code": ANSWER_LOST, "error_message": "lost"},
+    ]
+    for number, audit in enumerate(legacy, 1):
+        (spool / f"{number:012d}-audit-hedger.msgpack").write_bytes(msgspec.msgpack.encode({"audit": audit}))
+    store = MinuteStore(url, spool)
+    try:
+        store.open()
+        assert (store.backlog, store.rejected) == (0, 0)
+    finally:
+        store.close()
+    eng = make_engine(url)
+    try:
+        found = rows(eng)
+    finally:
+        eng.dispose()
+    assert (found["h-5"].outcome, found["h-5"].order_id, found["h-5"].filled_amount) == ("filled", "O-5", 10.0)
+    assert found["h-6"].outcome == "unknown"
