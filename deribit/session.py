@@ -271,6 +271,16 @@ class GetSettlements(Sent):
 
 
 @dataclass(slots=True)
+class LostAnswer:
+    """A command whose answer was lost, until the exchange says what became of it."""
+
+    command: ExchangeCommand
+    method: str
+    failures: int = 0
+    not_before: float = 0.0
+
+
+@dataclass(slots=True)
 class ResolveOrder(Sent):
     """What became of ``command``, whose answer was lost (its own method: ``lost_method``)."""
 
@@ -368,7 +378,7 @@ class Session:
         self.settlements_due: dict[str, float] = {}
         # Commands whose answer was lost, by (origin, request_key), until the exchange says what
         # became of them (OrderResolved); those asked about on this link.
-        self.unresolved: dict[tuple[str, str], tuple[ExchangeCommand, str]] = {}
+        self.unresolved: dict[tuple[str, str], LostAnswer] = {}
         self.resolving: set[tuple[str, str]] = set()
         self._out: list[Effect] = []
 
@@ -496,7 +506,7 @@ class Session:
             self.log.warning("order_unresolvable", request_key=command.request_key, origin=command.origin,
                              method=pending.method, hint="no order id or label to ask the exchange about")
             return
-        self.unresolved[(command.origin, command.request_key)] = (command, pending.method)
+        self.unresolved[(command.origin, command.request_key)] = LostAnswer(command, pending.method)
 
     def tick(self, now: float) -> list[Effect]:
         self._pump(now)
@@ -576,8 +586,8 @@ class Session:
                         self._reconcile_failed(pending.currency, f"no answer to {pending.method} within {limit:g} s")
                 case ShutdownCancel() | ShutdownCheck():
                     self._shutdown_check_failed(f"no answer to {pending.method} within {limit:g} s")
-                case ResolveOrder(command=command):
-                    self.resolving.discard((command.origin, command.request_key))  # asked again
+                case ResolveOrder():
+                    self._resolution_failed(pending, now, f"no answer within {limit:g} s")
 
     def answer(self, answer: RpcResponse | RpcError, now: float) -> list[Effect]:
         """An answer of this link (the caller drops those of an earlier link)."""
@@ -646,7 +656,7 @@ class Session:
             case GetSettlements(currency=currency):
                 self._answer_settlements(currency, answer)
             case ResolveOrder():
-                self._answer_resolution(pending, answer)
+                self._answer_resolution(pending, answer, now)
 
     # -- auth ------------------------------------------------------------------------------------------------
     def _login(self, now: float) -> None:
@@ -1170,37 +1180,57 @@ class Session:
     # -- commands whose answer was lost ---------------------------------------------------------------------
     #: Resolution requests in flight at a time (after a storm there may be many to ask about).
     RESOLVING_AT_ONCE = 5
+    #: Tries before a lost answer's outcome is left unknown (asked again with a doubling backoff).
+    RESOLUTION_ATTEMPTS = 10
 
     def _pump_resolutions(self, now: float) -> None:
         if not self.link.logged_in:
             return
-        for key, (command, method) in list(self.unresolved.items()):
+        for key, lost in list(self.unresolved.items()):
             if len(self.resolving) >= self.RESOLVING_AT_ONCE:
                 return
-            if key in self.resolving:
+            if key in self.resolving or now < lost.not_before:
                 continue
-            request = resolution_request(command)
+            request = resolution_request(lost.command)
             if request is None:  # _lost keeps only those it can ask about
                 del self.unresolved[key]
                 continue
             self.resolving.add(key)
-            self._request(ResolveOrder, request, now, command, method)
+            self._request(ResolveOrder, request, now, lost.command, lost.method)
 
-    def _answer_resolution(self, pending: ResolveOrder, answer: RpcResponse | RpcError) -> None:
+    def _resolution_failed(self, pending: ResolveOrder, now: float, why: str) -> None:
+        """Ask again after a backoff; after RESOLUTION_ATTEMPTS the outcome stays unknown (logged)."""
         command = pending.command
         key = (command.origin, command.request_key)
         self.resolving.discard(key)
+        lost = self.unresolved.get(key)
+        if lost is None:
+            return
+        lost.failures += 1
+        if lost.failures >= self.RESOLUTION_ATTEMPTS:
+            del self.unresolved[key]
+            self.log.error("order_resolution_abandoned", request_key=command.request_key, origin=command.origin,
+                           method=lost.method, attempts=lost.failures, why=why,
+                           hint="the audit keeps this command's outcome unknown")
+            return
+        lost.not_before = now + retry_delay(lost.failures, initial=1.0, maximum=60.0)
+        self.log.warning("order_resolution_failed", request_key=command.request_key, why=why,
+                         retry_in_s=lost.not_before - now)
+
+    def _answer_resolution(self, pending: ResolveOrder, answer: RpcResponse | RpcError, now: float) -> None:
+        command = pending.command
+        key = (command.origin, command.request_key)
         try:
             resolved = resolve(command, pending.lost_method, answer)
         except msgspec.MsgspecError as exc:
-            self.log.warning("order_resolution_unreadable", request_key=command.request_key, error=str(exc))
-            return  # asked again on the next pump
-        if resolved is None:
-            if isinstance(answer, RpcError):
-                self.log.warning("order_resolution_failed", request_key=command.request_key, code=answer.code,
-                                 message=answer.message)
+            self._resolution_failed(pending, now, f"the answer could not be read: {exc}")
             return
-        del self.unresolved[key]
+        if resolved is None:
+            why = f"{answer.message} (code {answer.code})" if isinstance(answer, RpcError) else "no answer"
+            self._resolution_failed(pending, now, why)
+            return
+        self.resolving.discard(key)
+        self.unresolved.pop(key, None)
         self.log.info("order_resolved", request_key=command.request_key, origin=command.origin,
                       method=pending.lost_method, outcome=resolved.outcome.value, detail=resolved.message)
         self._out.append(resolved)

@@ -3,6 +3,7 @@ frames to send and messages to publish out. No threads, no sockets."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -1032,9 +1033,31 @@ def test_a_timed_out_answer_is_asked_about_on_the_same_link(tmp_path: Path) -> N
     assert rig.of(CommandFailed)[-1].code == ANSWER_LOST
     ask = rig.last("private/get_order_state")
     assert ask["params"] == {"order_id": "77"}
-    rig.error(ask, 10028, 15.2, message="too_many_requests")  # says nothing: asked again
+    rig.error(ask, 10028, 15.2, message="too_many_requests")  # says nothing: asked again, after a backoff
     rig.take(rig.session.tick(15.3))
+    assert rig.last("private/get_order_state")["id"] == ask["id"]
+    rig.take(rig.session.tick(16.3))
     again = rig.last("private/get_order_state")
     assert again["id"] != ask["id"]
-    rig.answer(again, lost_order(order_id="77", order_state="cancelled"), 15.4)
+    rig.answer(again, lost_order(order_id="77", order_state="cancelled"), 16.4)
     assert [(r.request_key, r.outcome) for r in rig.of(OrderResolved)] == [("c-1", AuditOutcome.SENT)]
+
+
+def test_a_resolution_that_keeps_failing_backs_off_and_is_given_up(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    rig.take(rig.session.command(CancelOrder(order_id="77", origin="console", request_key="c-1"), 10.0))
+    rig.take(rig.session.link_down("reset"))
+    rig.log_in(20.0)
+    now, asked = 20.0, []
+    for _ in range(60):
+        if rig.session.pending and rig.last("private/get_order_state")["id"] in rig.session.pending:
+            ask = rig.last("private/get_order_state")
+            asked.append(now)
+            rig.error(ask, 13021, now, message="forbidden")
+        now += 30.0
+        rig.take(rig.session.tick(now))
+    gaps = [b - a for a, b in itertools.pairwise(asked)]
+    assert len(asked) == Session.RESOLUTION_ATTEMPTS and gaps == sorted(gaps)  # never faster than before
+    assert rig.log.events("order_resolution_abandoned")[0]["request_key"] == "c-1"
+    assert not rig.session.unresolved and not rig.of(OrderResolved)
