@@ -3,14 +3,15 @@
 Each :class:`SurfaceSnapshot` (one currency-minute) is one transaction, Deribit's DVOL at the
 minute written beside its variance index (kept from the :class:`VolatilityIndex` notifications;
 stored as missing when stale); every order command seen on the bus and its answer go to
-``orders_audit``; each :class:`SettlementHistory` adds its entries not recorded yet to
-``settlements``. When the database is unreachable the batch goes to the spool on disk and an
-:class:`~runtime.alarm.Alarm` wakes the actor when the backoff allows a retry, in real time (also
-in replay), writing the spool back in order once the database answers. Every write has a deadline
-(``recorder.write_deadline_s``): a hung database costs the actor that long once, then the batches
-are spooled and the status says ``HUNG``. A stop (``stopping``, set by the program as it stops,
-from any thread) cuts a write in flight short, spools what is in memory and leaves the rest spooled
-for the next start; the actor's thread is a daemon, so nothing it waits on holds the exit. The logic is
+``orders_audit`` (with the resolution of a lost answer, and the fills of orders that rested); each
+:class:`SettlementHistory` adds its entries not recorded yet to ``settlements``. When the
+database is unreachable the batch goes to the spool on disk and an :class:`~runtime.alarm.Alarm`
+wakes the actor when the backoff allows a retry, in real time (also in replay), writing the spool
+back in order once the database answers. Every write has a deadline (``recorder.write_deadline_s``):
+a hung database costs the actor that long once, then the batches are spooled and the status says
+``HUNG``. A stop (``stopping``, set by the program as it stops, from any thread) cuts a write in
+flight short, spools what is in memory and leaves the rest spooled for the next start; the actor's
+thread is a daemon, so nothing it waits on holds the exit. The logic is
 :class:`sql.store.MinuteStore`; this actor receives, calls it and publishes :class:`RecorderStatus`
 (each minute and on change).
 """
@@ -25,7 +26,7 @@ import msgspec
 import pykka
 
 from config.settings import Settings
-from messages.account import SettlementHistory
+from messages.account import OrderUpdate, SettlementHistory
 from messages.commands import (
     CancelAll,
     CancelByLabel,
@@ -33,6 +34,7 @@ from messages.commands import (
     CommandFailed,
     CommandResult,
     EditOrder,
+    OrderResolved,
     PlaceOrder,
 )
 from messages.market import VolatilityIndex
@@ -40,9 +42,9 @@ from messages.surface import RecorderStatus, SurfaceSnapshot
 from messages.system import MinuteTick, Shutdown
 from runtime.actor import Actor, ActorContext, handles
 from runtime.alarm import Alarm
-from sql.recording import DvolAtMinute, SettlementsSeen
+from sql.recording import DvolAtMinute, FillsSeen, SettlementsSeen
 from sql.store import MinuteStore, audit_record, settlements_record, snapshot_record
-from sql.writers import audit_answer, audit_request
+from sql.writers import audit_answer, audit_fill, audit_request, audit_resolution
 
 
 class _Wake(msgspec.Struct, frozen=True):
@@ -72,6 +74,7 @@ class Recorder(Actor):
                                  stopping=stopping)
         self.dvol = DvolAtMinute()
         self.settlements_seen = SettlementsSeen()
+        self.fills_seen = FillsSeen()
         self._dvol_current: dict[str, bool] = {}  # per currency: had the last minute a current DVOL
         self._alarm: Alarm | None = None
         self._published: tuple[Any, ...] | None = None
@@ -146,6 +149,18 @@ class Recorder(Actor):
     def on_answer(self, answer: CommandResult | CommandFailed) -> None:
         self.store.record(audit_record(audit_answer(answer, self.context.clock.now())))
         self._publish_status()
+
+    @handles(OrderResolved)
+    def on_resolved(self, resolved: OrderResolved) -> None:
+        self.store.record(audit_record(audit_resolution(resolved, self.context.clock.now())))
+        self._publish_status()
+
+    @handles(OrderUpdate)
+    def on_order(self, order: OrderUpdate) -> None:
+        # An order resting when answered that executes later: its placement's row says filled.
+        if self.fills_seen.grew(order):
+            self.store.record(audit_record(audit_fill(order, self.context.clock.now())))
+            self._publish_status()
 
     @handles(_Wake)
     def on_wake(self, _wake: _Wake) -> None:

@@ -17,6 +17,8 @@ VENUE_WEB_UI: dict[str, str] = {
 
 #: Deribit's ``too_many_requests``: nothing was done, the request may be sent again later.
 RATE_LIMIT_CODE = 10028
+#: Deribit's ``order_not_found``: no order of this account has that id.
+ORDER_NOT_FOUND = 10004
 
 #: Instrument states (``instrument.state.*`` channels) in which an instrument is listed and trades.
 LIVE_STATES: frozenset[str] = frozenset({"created", "started", "open"})

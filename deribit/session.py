@@ -66,6 +66,7 @@ from deribit.instruments import (
     request_currency_of,
     select_for_family,
 )
+from deribit.order_outcome import resolution_request, resolve
 from deribit.platform import PlatformLocks, decode_platform_status, index_of, status_request
 from deribit.shutdown_check import CheckUnderWay, Findings
 from deribit.subscriptions import RESYNC_REQUESTS_PER_S, SubscriptionTracker, currency_channels, market_channels
@@ -279,6 +280,24 @@ class GetSettlements(Sent):
 
 
 @dataclass(slots=True)
+class LostAnswer:
+    """A command whose answer was lost, until the exchange says what became of it."""
+
+    command: ExchangeCommand
+    method: str
+    failures: int = 0
+    not_before: float = 0.0
+
+
+@dataclass(slots=True)
+class ResolveOrder(Sent):
+    """What became of ``command``, whose answer was lost (its own method: ``lost_method``)."""
+
+    command: ExchangeCommand
+    lost_method: str
+
+
+@dataclass(slots=True)
 class ShutdownCancel(Sent):
     """The safe shutdown's cancel_all."""
 
@@ -294,7 +313,7 @@ class ShutdownCheck(Sent):
 
 Pending = (SetHeartbeat | Login | RefreshToken | EnableCancelOnDisconnect | LoadInstruments | Subscribe
            | Unsubscribe | ResyncSubscribe | SendOrder | GetPositions | GetOpenOrders | GetSummary | ShutdownCancel
-           | ShutdownCheck | GetPlatformStatus | GetSettlements)
+           | ShutdownCheck | GetPlatformStatus | GetSettlements | ResolveOrder)
 ReconcileRequest = GetPositions | GetOpenOrders | GetSummary
 _PART = {GetPositions: "positions", GetOpenOrders: "open_orders", GetSummary: "summary"}
 
@@ -372,6 +391,10 @@ class Session:
         self.locks = PlatformLocks()
         # When to ask for each currency's settlement history again (after the 08:00 settlement).
         self.settlements_due: dict[str, float] = {}
+        # Commands whose answer was lost, by (origin, request_key), until the exchange says what
+        # became of them (OrderResolved); those asked about on this link.
+        self.unresolved: dict[tuple[str, str], LostAnswer] = {}
+        self.resolving: set[tuple[str, str]] = set()
         self._out: list[Effect] = []
 
     # -- what the rest of the program sees -----------------------------------------------------------
@@ -434,6 +457,7 @@ class Session:
         self.link = Link.CONNECTED
         self.cod_enabled = False
         self.pending.clear()
+        self.resolving.clear()
         self.subs.reset()
         # Private channels come back once this connection is logged in (a rejected login must
         # not keep SUBSCRIBED from being announced for the public ones).
@@ -484,6 +508,7 @@ class Session:
                 if isinstance(pending, SendOrder):
                     self._lost(pending, lost_why)
             self.pending.clear()
+            self.resolving.clear()
         while self.order_queue:
             self._refuse(self.order_queue.popleft().command, NOT_CONNECTED, queued_why)
 
@@ -491,6 +516,13 @@ class Session:
         command = pending.queued.command
         self._out.append(CommandFailed(request_key=command.request_key, origin=command.origin,
                                        method=pending.method, code=ANSWER_LOST, message=why))
+        if self.replay:
+            return
+        if resolution_request(command) is None:
+            self.log.warning("order_unresolvable", request_key=command.request_key, origin=command.origin,
+                             method=pending.method, hint="no order id or label to ask the exchange about")
+            return
+        self.unresolved[(command.origin, command.request_key)] = LostAnswer(command, pending.method)
 
     def tick(self, now: float) -> list[Effect]:
         self._pump(now)
@@ -511,6 +543,7 @@ class Session:
         self._pump_subscriptions(now)
         self._pump_orders(now)
         self._pump_settlements(now)
+        self._pump_resolutions(now)
 
     # -- requests and answers ------------------------------------------------------------------------------
     def _request(self, kind: Callable[..., Pending], request: Request, now: float, *payload: Any,
@@ -541,6 +574,8 @@ class Session:
                     self._reconcile_failed(pending.currency, f"{pending.method} could not be written (link lost)")
             case ShutdownCancel() | ShutdownCheck():
                 self._shutdown_check_failed(f"{pending.method} could not be written (connection lost)")
+            case ResolveOrder(command=command):
+                self.resolving.discard((command.origin, command.request_key))
         return self._done()
 
     def _expire_requests(self, now: float) -> None:
@@ -574,6 +609,8 @@ class Session:
                         self._reconcile_failed(pending.currency, f"no answer to {pending.method} within {limit:g} s")
                 case ShutdownCancel() | ShutdownCheck():
                     self._shutdown_check_failed(f"no answer to {pending.method} within {limit:g} s")
+                case ResolveOrder():
+                    self._resolution_failed(pending, now, f"no answer within {limit:g} s")
 
     def answer(self, answer: RpcResponse | RpcError, now: float) -> list[Effect]:
         """An answer of this link (the caller drops those of an earlier link)."""
@@ -643,6 +680,8 @@ class Session:
                 self._answer_platform_status(answer)
             case GetSettlements(currency=currency):
                 self._answer_settlements(currency, answer)
+            case ResolveOrder():
+                self._answer_resolution(pending, answer, now)
 
     # -- auth ------------------------------------------------------------------------------------------------
     def _login(self, now: float) -> None:
@@ -1201,3 +1240,61 @@ class Session:
                              field=defect.field, value=defect.value, problem=defect.problem)
         self.log.info("settlement_history", currency=currency, entries=len(history.settlements))
         self._out.append(history)
+
+    # -- commands whose answer was lost ---------------------------------------------------------------------
+    #: Resolution requests in flight at a time (after a storm there may be many to ask about).
+    RESOLVING_AT_ONCE = 5
+    #: Tries before a lost answer's outcome is left unknown (asked again with a doubling backoff).
+    RESOLUTION_ATTEMPTS = 10
+
+    def _pump_resolutions(self, now: float) -> None:
+        if not self.link.logged_in:
+            return
+        for key, lost in list(self.unresolved.items()):
+            if len(self.resolving) >= self.RESOLVING_AT_ONCE:
+                return
+            if key in self.resolving or now < lost.not_before:
+                continue
+            request = resolution_request(lost.command)
+            if request is None:  # _lost keeps only those it can ask about
+                del self.unresolved[key]
+                continue
+            self.resolving.add(key)
+            self._request(ResolveOrder, request, now, lost.command, lost.method)
+
+    def _resolution_failed(self, pending: ResolveOrder, now: float, why: str) -> None:
+        """Ask again after a backoff; after RESOLUTION_ATTEMPTS the outcome stays unknown (logged)."""
+        command = pending.command
+        key = (command.origin, command.request_key)
+        self.resolving.discard(key)
+        lost = self.unresolved.get(key)
+        if lost is None:
+            return
+        lost.failures += 1
+        if lost.failures >= self.RESOLUTION_ATTEMPTS:
+            del self.unresolved[key]
+            self.log.error("order_resolution_abandoned", request_key=command.request_key, origin=command.origin,
+                           method=lost.method, attempts=lost.failures, why=why,
+                           hint="the audit keeps this command's outcome unknown")
+            return
+        lost.not_before = now + retry_delay(lost.failures, initial=1.0, maximum=60.0)
+        self.log.warning("order_resolution_failed", request_key=command.request_key, why=why,
+                         retry_in_s=lost.not_before - now)
+
+    def _answer_resolution(self, pending: ResolveOrder, answer: RpcResponse | RpcError, now: float) -> None:
+        command = pending.command
+        key = (command.origin, command.request_key)
+        try:
+            resolved = resolve(command, pending.lost_method, answer)
+        except msgspec.MsgspecError as exc:
+            self._resolution_failed(pending, now, f"the answer could not be read: {exc}")
+            return
+        if resolved is None:
+            why = f"{answer.message} (code {answer.code})" if isinstance(answer, RpcError) else "no answer"
+            self._resolution_failed(pending, now, why)
+            return
+        self.resolving.discard(key)
+        self.unresolved.pop(key, None)
+        self.log.info("order_resolved", request_key=command.request_key, origin=command.origin,
+                      method=pending.lost_method, outcome=resolved.outcome.value, detail=resolved.message)
+        self._out.append(resolved)

@@ -11,6 +11,7 @@ before anything reaches the exchange, and a sender may call it first for an earl
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 from typing import Literal
 
 from messages.account import OrderUpdate, UserTrade
@@ -157,6 +158,30 @@ class CommandFailed(Message, frozen=True, kw_only=True):
     code: int
     message: str
     data: str = ""
+
+
+class AuditOutcome(StrEnum):
+    """What became of an order command, as the audit trail records it."""
+
+    PENDING = "pending"  # seen, not answered yet
+    SENT = "sent"  # the exchange took it (an order resting, cancelled unfilled, a cancel done)
+    FILLED = "filled"  # the order executed, in part or in full
+    REJECTED = "rejected"  # the exchange refused it, or never had it
+    REFUSED = "refused"  # the Connection refused it: never sent
+    UNKNOWN = "unknown"  # sent, answer lost: resolved later from the exchange's order state
+
+
+class OrderResolved(Message, frozen=True, kw_only=True):
+    """What the exchange says became of a command whose answer was lost (``ANSWER_LOST``),
+    asked once the link is back. ``order`` is the exchange's order when it has one; ``outcome``
+    is never UNKNOWN or PENDING; ``message`` says how it was found out."""
+
+    request_key: str
+    origin: str
+    method: str
+    outcome: AuditOutcome
+    message: str
+    order: OrderUpdate | None = None
 
 
 #: Commands that are sent to the exchange and answered with CommandResult/CommandFailed.

@@ -1004,6 +1004,36 @@ class Exchange:
                 out.append(o.to_json())
         return out
 
+    def _orders_of(self, client_id: str, currency: str) -> list[Order]:
+        """The account's orders in ``currency``, open or closed, newest first (an expired
+        instrument's by its name's currency)."""
+        out = []
+        for o in reversed(self.orders.values()):  # newest placed first among equal timestamps
+            spec = self.instruments.get(o.instrument)
+            settles = spec.settlement_currency if spec is not None else o.instrument.partition("-")[0]
+            if o.account == client_id and settles == currency:
+                out.append(o)
+        return sorted(out, key=lambda o: -o.creation_ms)
+
+    def orders_by_label_json(self, client_id: str, currency: str, label: str) -> list[dict[str, Any]]:
+        """``private/get_order_state_by_label``: the account's orders of ``currency`` carrying
+        ``label``, open and closed."""
+        return [o.to_json() for o in self._orders_of(client_id, currency) if o.label == label]
+
+    def order_history_json(self, client_id: str, currency: str, kind: Any = None, count: int = 20, offset: int = 0,
+                           include_unfilled: bool = False) -> list[dict[str, Any]]:
+        """``private/get_order_history_by_currency``: closed orders that executed (and those that did
+        not, with ``include_unfilled``), newest first; open orders that partly executed too."""
+        pred = self.type_filter(kind, None)
+        out = []
+        for o in self._orders_of(client_id, currency):
+            spec = self.instruments.get(o.instrument)
+            if spec is not None and not pred(o, spec):
+                continue
+            if o.filled_amount > 0 or (include_unfilled and not o.is_open):
+                out.append(o.to_json())
+        return out[offset:offset + count]
+
     def positions_json(self, client_id: str, currency: str, kind: Any = None) -> list[dict[str, Any]]:
         acc = self.accounts[client_id]
         out = []

@@ -146,6 +146,8 @@ class SimulatorServer:
             "private/cancel_by_label": self._cancel_by_label,
             "private/get_open_orders_by_currency": self._open_orders,
             "private/get_order_state": self._order_state,
+            "private/get_order_state_by_label": self._order_state_by_label,
+            "private/get_order_history_by_currency": self._order_history,
             "private/get_positions": self._positions,
             "private/get_position": self._position,
             "private/get_account_summary": self._account_summary,
@@ -861,6 +863,18 @@ class SimulatorServer:
         if order is None or order.account != who:
             raise RpcError(errors.ORDER_NOT_FOUND)
         return order.to_json()
+
+    def _order_state_by_label(self, c: Client, p: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.exchange.orders_by_label_json(self._who(c, p), self._currency(p), str(p.get("label") or ""))
+
+    def _order_history(self, c: Client, p: dict[str, Any]) -> list[dict[str, Any]]:
+        count, offset = p.get("count", 20), p.get("offset", 0)
+        if not (isinstance(count, int) and 1 <= count <= 10_000):
+            raise invalid_params("count", "must be 1 to 10000")
+        if not (isinstance(offset, int) and offset >= 0):
+            raise invalid_params("offset", "must be a non-negative integer")
+        return self.exchange.order_history_json(self._who(c, p), self._currency(p), p.get("kind"), count, offset,
+                                                bool(p.get("include_unfilled", False)))
 
     def _positions(self, c: Client, p: dict[str, Any]) -> list[dict[str, Any]]:
         return self.exchange.positions_json(self._who(c, p), self._currency(p), p.get("kind"))

@@ -14,11 +14,11 @@ import datetime as dt
 from collections.abc import Callable, Iterable
 
 import structlog
-from sqlalchemy import Connection, Table, inspect
+from sqlalchemy import Connection, Table, inspect, select
 from sqlalchemy.schema import CreateColumn
 
-from sql.tables import SCHEMA_VERSION, schema_version, volatility_index
-from sql.writers import insert_ignoring_conflicts
+from sql.tables import SCHEMA_VERSION, orders_audit, schema_version, volatility_index
+from sql.writers import insert_ignoring_conflicts, legacy_audit_outcome
 
 
 def add_columns(conn: Connection, table: Table, names: Iterable[str]) -> list[str]:
@@ -42,8 +42,21 @@ def _to_2(conn: Connection) -> None:
     add_columns(conn, volatility_index, ("dvol", "dvol_at"))
 
 
+def _to_3(conn: Connection) -> None:
+    """The audit's outcomes: ``accepted`` becomes sent or filled (from the answer's order), a lost
+    answer (-2) recorded ``refused`` becomes ``unknown``; the order id and filled amount are added."""
+    add_columns(conn, orders_audit, ("order_id", "filled_amount", "resolved_at", "resolution"))
+    table = orders_audit
+    rows = conn.execute(select(table.c.id, table.c.outcome, table.c.method, table.c.error_code, table.c.answer)
+                        .where(table.c.outcome.in_(("accepted", "refused")))).all()
+    for row in rows:
+        values = legacy_audit_outcome(row.outcome, row.method, row.error_code, row.answer)
+        if values is not None:
+            conn.execute(table.update().where(table.c.id == row.id).values(**values))
+
+
 #: The step that takes a database of version N - 1 to N, by N.
-STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2}
+STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3}
 assert sorted(STEPS) == list(range(2, SCHEMA_VERSION + 1)), "one step for each version after the first"
 
 

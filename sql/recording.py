@@ -17,7 +17,7 @@ from collections import deque
 
 import msgspec
 
-from messages.account import SettlementHistory
+from messages.account import OrderUpdate, SettlementHistory
 from messages.market import VolatilityIndex
 from sql.writers import DvolReading, SettlementKey, settlement_key
 
@@ -74,3 +74,22 @@ class SettlementsSeen:
                 self._keys.add(key)
                 fresh.append(entry)
         return msgspec.structs.replace(history, settlements=tuple(fresh)) if fresh else None
+
+
+class FillsSeen:
+    """Which order updates tell the audit something new: an order whose filled amount grew (each
+    order's latest filled amount kept; the oldest orders forgotten past ``keep``)."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self.keep = keep
+        self._filled: dict[str, float] = {}
+
+    def grew(self, order: OrderUpdate) -> bool:
+        filled = order.filled_amount
+        if not (math.isfinite(filled) and filled > self._filled.get(order.order_id, 0.0)):
+            return False
+        self._filled.pop(order.order_id, None)
+        self._filled[order.order_id] = filled
+        while len(self._filled) > self.keep:
+            del self._filled[next(iter(self._filled))]
+        return True

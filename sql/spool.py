@@ -19,8 +19,9 @@ from pathlib import Path
 import msgspec
 
 from messages.account import SettlementHistory
+from messages.commands import ANSWER_LOST
 from messages.surface import SurfaceSnapshot
-from sql.writers import DvolReading, OrderAuditEvent
+from sql.writers import DvolReading, OrderAuditEvent, legacy_audit_event
 
 _NAME = re.compile(r"^(\d{12})-(minute|audit|settlements)-[\w.-]*\.msgpack$")
 
@@ -114,8 +115,20 @@ class Spool:
             return None
         path = self._pending[0]
         try:
-            return path, _decoder.decode(path.read_bytes())
-        except (OSError, msgspec.DecodeError) as exc:
+            data = path.read_bytes()
+            try:
+                record = _decoder.decode(data)
+                if record.audit is not None and record.audit.error_code == ANSWER_LOST:
+                    # schema version 2 spooled a lost answer as refused: it is unknown
+                    record = SpoolRecord(audit=legacy_audit_event(msgspec.to_builtins(record.audit)))
+                return path, record
+            except msgspec.ValidationError:
+                # An audit entry spooled by schema version 2 (outcome "accepted"): in today's outcomes.
+                audit = msgspec.msgpack.decode(data).get("audit")
+                if not isinstance(audit, dict):
+                    raise
+                return path, SpoolRecord(audit=legacy_audit_event(audit))
+        except (OSError, msgspec.DecodeError, ValueError) as exc:
             raise SpoolError(f"spool file {path} cannot be read: {exc}") from exc
 
     def remove(self, path: Path) -> None:

@@ -10,7 +10,9 @@ writers insert with ``ON CONFLICT DO NOTHING``.
 the version before forward, in ``sql/migrations.py``) when a table changes.
 
 Versions: 1 the minute tables and the orders audit; 2 Deribit's DVOL beside the variance index
-(``volatility_index.dvol``, ``dvol_at``) and the ``settlements`` table.
+(``volatility_index.dvol``, ``dvol_at``) and the ``settlements`` table; 3 the orders audit's outcomes
+(sent, filled, rejected, refused, unknown) with the order id, filled amount and the resolution of an
+unknown outcome (``order_id``, ``filled_amount``, ``resolved_at``, ``resolution``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -165,10 +167,19 @@ orders_audit = Table(
     Column("answered_at", _utc()),
     # CommandResult / CommandFailed (JSON)
     Column("answer", Text),
-    # pending (no answer yet), accepted, rejected (by the exchange), refused (locally, never sent)
+    # messages.commands.AuditOutcome: pending (no answer yet), sent, filled, rejected (by the
+    # exchange), refused (by the Connection: never sent), unknown (sent, answer lost; until resolved)
     Column("outcome", String(16), nullable=False),
     Column("error_code", Integer),
+    # Text columns other than the JSON ones are stored escaped (sql.writers.escape_text): a NUL
+    # from an exchange's error text would make PostgreSQL refuse the whole batch.
     Column("error_message", Text),
+    # the exchange's order (from the answer, the resolution or a later fill) and what of it executed
+    Column("order_id", String(64)),
+    Column("filled_amount", Double),
+    # when an unknown outcome was resolved from the exchange's order state, and how
+    Column("resolved_at", _utc()),
+    Column("resolution", Text),
     UniqueConstraint("origin", "request_key", name="uq_orders_audit_request"),
 )
 

@@ -4,10 +4,10 @@ adds nothing.
 ``write_surface_snapshot(conn, snapshot, dvol)`` puts one currency-minute into ``option_quotes``,
 ``surface_points``, ``surface_fits`` and ``volatility_index`` (one batch per table; Deribit's DVOL
 at the minute beside the variance index) inside the caller's transaction. ``write_audit(conn,
-event)`` records an order command or its answer in ``orders_audit``, correlated by (origin,
-request_key) whichever arrives first. ``write_settlements(conn, history)`` adds the entries of a
-settlement history that ``settlements`` does not hold yet (its natural key: currency, instrument,
-type, timestamp).
+event)`` records an order command, its answer, the resolution of a lost answer or a later fill in
+``orders_audit``, correlated by (origin, request_key) whichever arrives first (a fill by order
+id). ``write_settlements(conn, history)`` adds the entries of a settlement history that
+``settlements`` does not hold yet (its natural key: currency, instrument, type, timestamp).
 """
 
 from __future__ import annotations
@@ -17,22 +17,27 @@ import datetime as dt
 import io
 import json
 import math
+import re
 from typing import Any, Literal, NamedTuple
 
 import msgspec
-from sqlalchemy import Column, Connection, MetaData, Table, and_, select
+from sqlalchemy import Column, Connection, MetaData, Table, and_, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
 from deribit.codec import command_method
-from messages.account import Settlement, SettlementHistory
+from deribit.order_outcome import answer_outcome
+from messages.account import OrderUpdate, Settlement, SettlementHistory
 from messages.commands import (
+    ANSWER_LOST,
+    AuditOutcome,
     CancelAll,
     CancelByLabel,
     CancelOrder,
     CommandFailed,
     CommandResult,
     EditOrder,
+    OrderResolved,
     PlaceOrder,
 )
 from messages.surface import QuoteIV, SurfaceSnapshot
@@ -173,58 +178,159 @@ def _copy_ignoring_conflicts(conn: Connection, part: MinuteRows) -> None:
 Command = PlaceOrder | EditOrder | CancelOrder | CancelAll | CancelByLabel
 Answer = CommandResult | CommandFailed
 
+# What a database refuses in text: NUL (PostgreSQL) and lone surrogates (not UTF-8: neither
+# driver can encode them); the backslash is escaped too so that every text reads back exactly.
+_REFUSED_TEXT = re.compile("[\\\\\x00\ud800-\udfff]")
+_ESCAPED_TEXT = re.compile(r"\\(\\|x00|u[0-9a-f]{4})")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    return "\\\\" if char == "\\" else "\\x00" if char == "\x00" else f"\\u{ord(char):04x}"
+
+
+def _unescape_char(match: re.Match[str]) -> str:
+    code = match.group(1)
+    return "\\" if code == "\\" else "\x00" if code == "x00" else chr(int(code[1:], 16))
+
+
+def escape_text(text: str | None) -> str | None:
+    """``text`` as stored in a plain text column: every database takes it; :func:`unescape_text`
+    gives it back exactly."""
+    return None if text is None else _REFUSED_TEXT.sub(_escape_char, text)
+
+
+def unescape_text(text: str | None) -> str | None:
+    return None if text is None else _ESCAPED_TEXT.sub(_unescape_char, text)
+
+
+AuditKind = Literal["request", "answer", "resolution", "fill"]
+
 
 class OrderAuditEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """An order command seen on the bus, or its answer: one ``orders_audit`` row's worth."""
+    """An order command seen on the bus, its answer, the resolution of a lost answer, or a fill of
+    an order: one ``orders_audit`` row's worth (a fill: its ``order_id`` and ``filled_amount``)."""
 
-    kind: Literal["request", "answer"]
+    kind: AuditKind
     origin: str
     request_key: str
     method: str
     at: float
     payload: str
-    outcome: str
+    outcome: AuditOutcome
     instrument: str | None = None
     error_code: int | None = None
     error_message: str | None = None
+    order_id: str | None = None
+    filled_amount: float | None = None
+
+
+def _json(message: msgspec.Struct) -> str:
+    # ensure_ascii: NUL and lone surrogates inside the message come out as \u escapes.
+    return json.dumps({"message": type(message).__name__, **msgspec.to_builtins(message)})
 
 
 def audit_request(command: Command, at: float) -> OrderAuditEvent:
     instrument = getattr(command, "instrument_name", None)
-    payload = {"message": type(command).__name__, **msgspec.to_builtins(command)}
     return OrderAuditEvent(kind="request", origin=command.origin, request_key=command.request_key,
-                           method=command_method(command), at=at, payload=json.dumps(payload),
-                           outcome="pending", instrument=instrument)
+                           method=command_method(command), at=at, payload=_json(command),
+                           outcome=AuditOutcome.PENDING, instrument=instrument)
 
 
 def audit_answer(answer: Answer, at: float) -> OrderAuditEvent:
-    payload = {"message": type(answer).__name__, **msgspec.to_builtins(answer)}
-    if isinstance(answer, CommandResult):
-        return OrderAuditEvent(kind="answer", origin=answer.origin, request_key=answer.request_key,
-                               method=answer.method, at=at, payload=json.dumps(payload), outcome="accepted")
-    # A negative code is the Connection's own refusal: the command never reached the exchange.
+    order = answer.order if isinstance(answer, CommandResult) else None
+    error = (answer.code, answer.message) if isinstance(answer, CommandFailed) else (None, None)
     return OrderAuditEvent(kind="answer", origin=answer.origin, request_key=answer.request_key,
-                           method=answer.method, at=at, payload=json.dumps(payload),
-                           outcome="refused" if answer.code < 0 else "rejected",
-                           error_code=answer.code, error_message=answer.message)
+                           method=answer.method, at=at, payload=_json(answer), outcome=answer_outcome(answer),
+                           error_code=error[0], error_message=error[1],
+                           order_id=order.order_id if order is not None else None,
+                           filled_amount=order.filled_amount if order is not None else None)
+
+
+def audit_resolution(resolved: OrderResolved, at: float) -> OrderAuditEvent:
+    order = resolved.order
+    return OrderAuditEvent(kind="resolution", origin=resolved.origin, request_key=resolved.request_key,
+                           method=resolved.method, at=at, payload=resolved.message, outcome=resolved.outcome,
+                           order_id=order.order_id if order is not None else None,
+                           filled_amount=order.filled_amount if order is not None else None)
+
+
+def audit_fill(order: OrderUpdate, at: float) -> OrderAuditEvent:
+    """An order of ours executed (in part): its placement's row says filled."""
+    return OrderAuditEvent(kind="fill", origin="", request_key="", method="", at=at, payload="",
+                           outcome=AuditOutcome.FILLED, order_id=order.order_id, filled_amount=order.filled_amount)
 
 
 def write_audit(conn: Connection, event: OrderAuditEvent) -> None:
-    """Record a request or an answer; the other half may already be there (or come later)."""
-    key = and_(orders_audit.c.origin == event.origin, orders_audit.c.request_key == event.request_key)
+    """Record a request, an answer, a resolution or a fill; a request's answer may already be
+    there (or come later). An outcome only moves forward: a resolution changes only an unknown
+    outcome, a fill only a sent or filled placement with less filled."""
+    t = orders_audit
+    origin, request_key = escape_text(event.origin), escape_text(event.request_key)
+    key = and_(t.c.origin == origin, t.c.request_key == request_key)
     when = utc(event.at)
-    if event.kind == "request":
-        values = {"requested_at": when, "request": event.payload, "instrument": event.instrument}
-        row = {"origin": event.origin, "request_key": event.request_key, "method": event.method,
-               "outcome": event.outcome, **values}
-        conn.execute(insert_ignoring_conflicts(orders_audit, conn.dialect.name), [row])
-        conn.execute(orders_audit.update().where(key, orders_audit.c.request.is_(None)).values(**values))
+    insert = insert_ignoring_conflicts(t, conn.dialect.name)
+    method = escape_text(event.method)
+    if event.kind == "fill":
+        conn.execute(t.update().where(
+            t.c.order_id == escape_text(event.order_id), t.c.method.in_(("private/buy", "private/sell")),
+            t.c.outcome.in_((AuditOutcome.SENT.value, AuditOutcome.FILLED.value)),
+            or_(t.c.filled_amount.is_(None), t.c.filled_amount < event.filled_amount),
+        ).values(outcome=AuditOutcome.FILLED.value, filled_amount=event.filled_amount))
         return
-    values = {"answered_at": when, "answer": event.payload, "outcome": event.outcome, "method": event.method,
-              "error_code": event.error_code, "error_message": event.error_message}
-    row = {"origin": event.origin, "request_key": event.request_key, "instrument": None, **values}
-    conn.execute(insert_ignoring_conflicts(orders_audit, conn.dialect.name), [row])
-    conn.execute(orders_audit.update().where(key).values(**values))
+    if event.kind == "request":
+        values = {"requested_at": when, "request": event.payload, "instrument": escape_text(event.instrument)}
+        row = {"origin": origin, "request_key": request_key, "method": method,
+               "outcome": event.outcome.value, **values}
+        conn.execute(insert, [row])
+        conn.execute(t.update().where(key, t.c.request.is_(None)).values(**values))
+        return
+    order = {"order_id": escape_text(event.order_id), "filled_amount": _finite(event.filled_amount)}
+    if event.kind == "resolution":
+        values = {"outcome": event.outcome.value, "resolved_at": when, "resolution": escape_text(event.payload),
+                  **order}
+        conn.execute(insert, [{"origin": origin, "request_key": request_key, "method": method, **values}])
+        conn.execute(t.update().where(key, t.c.outcome == AuditOutcome.UNKNOWN.value).values(**values))
+        return
+    values = {"answered_at": when, "answer": event.payload, "outcome": event.outcome.value, "method": method,
+              "error_code": event.error_code, "error_message": escape_text(event.error_message), **order}
+    conn.execute(insert, [{"origin": origin, "request_key": request_key, "instrument": None, **values}])
+    conn.execute(t.update().where(key).values(**values))
+
+
+def legacy_audit_outcome(outcome: str, method: str, error_code: int | None,
+                         answer: str | None) -> dict[str, Any] | None:
+    """A row of schema version 2 in today's outcomes (None: it stands): ``accepted`` is sent, or
+    filled when the answer's order executed; ``refused`` with a lost answer (-2) is unknown."""
+    if outcome == "refused":
+        return {"outcome": AuditOutcome.UNKNOWN.value} if error_code == ANSWER_LOST else None
+    if outcome != "accepted":
+        return None
+    try:
+        order = (json.loads(answer) if answer else {}).get("order") or {}
+        filled = float(order.get("filled_amount") or 0.0)
+        order_id = order.get("order_id")
+    except (ValueError, AttributeError, TypeError):
+        return {"outcome": AuditOutcome.SENT.value}
+    executed = method in ("private/buy", "private/sell", "private/edit") and filled > 0
+    return {"outcome": (AuditOutcome.FILLED if executed else AuditOutcome.SENT).value,
+            "order_id": escape_text(order_id) if isinstance(order_id, str) else None,
+            "filled_amount": filled if order else None}
+
+
+def legacy_audit_event(fields: dict[str, Any]) -> OrderAuditEvent:
+    """An audit entry as schema version 2 spooled it, in today's outcomes (``ValueError`` when it
+    is not one)."""
+    outcome = fields.get("outcome")
+    if isinstance(outcome, str):
+        values = legacy_audit_outcome(outcome, str(fields.get("method", "")), fields.get("error_code"),
+                                      fields.get("payload"))
+        if values is not None:
+            fields = {**fields, **values}
+    try:
+        return msgspec.convert(fields, OrderAuditEvent)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"not an audit entry: {exc}") from exc
 
 
 # -- settlements -----------------------------------------------------------------------------------

@@ -6,13 +6,17 @@
 - A disconnect storm: thirty-odd forced disconnects, each right after the hedger sent an order,
   with the answers delayed so the link drops while orders are in flight. After every storm, once
   quiet, the desk's positions equal the exchange's and no move was hedged twice (no order against
-  the direction its move called for, no more volume than the move needed).
+  the direction its move called for, no more volume than the move needed). And the audit trail
+  holds: every order the simulator executed has its ``orders_audit`` row saying filled (the answers
+  lost in the storm recorded unknown, then resolved from the exchange's orders), none refused.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +25,7 @@ from typing import Any
 import pytest
 
 from actors.portfolio import GetPortfolio, GetReconcileReport
-from messages.commands import CommandFailed, CommandResult, PlaceOrder, ReconcilePortfolio
+from messages.commands import ANSWER_LOST, CommandFailed, CommandResult, OrderResolved, PlaceOrder, ReconcilePortfolio
 from messages.hedging import HedgeCode, HedgerControl
 from runtime.actor import Actor, ActorContext, handles
 from runtime.supervisor import ActorSpec
@@ -44,7 +48,7 @@ class Storm(Actor):
         self.cut = cut
         self.armed = armed
 
-    @handles(PlaceOrder, CommandResult, CommandFailed)
+    @handles(PlaceOrder, CommandResult, CommandFailed, OrderResolved)
     def on_message(self, message: object) -> None:
         self.sink.append(message)
         if isinstance(message, PlaceOrder) and message.origin == "hedger" and self.armed.is_set():
@@ -171,3 +175,38 @@ def test_a_disconnect_storm_with_hedges_in_flight_hedges_each_move_once(sim_desk
             assert a.side == b.side or tb - ta > 50, described
     assert cuts >= 30
     assert running.status().active
+    assert_audit_holds(running)
+
+
+def assert_audit_holds(running: Desk) -> None:
+    """Every order the simulator executed has an audit row saying filled; none refused; every lost
+    answer that can be asked about was resolved."""
+    tapped = list(running.tapped)
+    lost = {(m.origin, m.request_key) for m in tapped if isinstance(m, CommandFailed) and m.code == ANSWER_LOST
+            and m.method in ("private/buy", "private/sell", "private/edit", "private/cancel")}
+    wait_until(lambda: lost <= {(m.origin, m.request_key) for m in running.tapped if isinstance(m, OrderResolved)},
+               30, "every lost answer resolved")
+    exchange = running.sim.server.exchange
+    executed = running.sim.call(lambda: {o.label: o.filled_amount for o in exchange.orders.values()
+                                         if o.account == SIM_CLIENT_ID and o.filled_amount > 0})
+    running.supervisor.stop()  # the Recorder writes what it holds
+    with sqlite3.connect(running.data_dir / "deribit.sqlite3") as db:
+        rows = db.execute("select origin, request_key, method, outcome, error_code, resolved_at, filled_amount "
+                          "from orders_audit").fetchall()
+    places = {r[1]: r for r in rows if r[2] in ("private/buy", "private/sell")}
+    unknowns = [r for r in rows if r[4] == ANSWER_LOST]
+    resolved = [r for r in unknowns if r[5] is not None]
+    print(f"audit: {len(places)} orders placed, {len(executed)} executed, {len(unknowns)} answers lost "
+          f"({sum(1 for r in unknowns if r[1] in executed)} of them executed), {len(resolved)} resolved; "
+          f"outcomes {sorted(collections.Counter(r[3] for r in rows).items())}")
+    assert executed and unknowns, "the storm lost no answer: it tested nothing"
+    # Every hedge order the exchange executed has its row, saying filled, with what was filled.
+    hedges = {label: amount for label, amount in executed.items() if label.startswith("hedge-")}
+    assert len(hedges) >= 30
+    assert {label: places[label][3] if label in places else None for label in hedges} == dict.fromkeys(
+        hedges, "filled")
+    assert all(places[label][6] == pytest.approx(amount) for label, amount in hedges.items())
+    assert [r for r in rows if r[3] == "refused" and r[1] in executed] == []
+    # Every lost answer that can be asked about was resolved, and its row says how.
+    askable = ("private/buy", "private/sell", "private/edit", "private/cancel")
+    assert [r for r in unknowns if r[2] in askable and (r[3] == "unknown" or r[5] is None)] == []

@@ -15,14 +15,13 @@ import pytest
 from sqlalchemy import Engine, inspect, select
 
 from messages.account import SettlementHistory
-from messages.commands import CancelOrder, CommandResult, PlaceOrder
 from messages.surface import SurfaceSnapshot
 from sql.engine import create_schema, make_engine
 from sql.migrations import add_columns
 from sql.queries import read_settlements, read_volatility_index
 from sql.store import MinuteStore, settlements_record, snapshot_record
-from sql.tables import SCHEMA_VERSION, metadata, schema_version, settlements, volatility_index
-from sql.writers import DvolReading, audit_answer, audit_request, minute_rows, write_audit
+from sql.tables import SCHEMA_VERSION, metadata, orders_audit, schema_version, settlements, volatility_index
+from sql.writers import DvolReading, minute_rows
 from tests.support import schema_v1
 from tests.support.recorder_messages import docs_settlements
 from tests.support.sql import AT, count, private_schema, small_snapshot
@@ -51,19 +50,46 @@ def v1_database(engine: Engine, snapshots: list[SurfaceSnapshot]) -> None:
                 rows = [{k: v for k, v in zip(part.columns, row, strict=True) if k in table.c} for row in part.rows]
                 if rows:
                     conn.execute(table.insert(), rows)
-        place = PlaceOrder(instrument_name="BTC-PERPETUAL", side="buy", amount=10, price=30000.0, origin="hedger",
-                           request_key="h-1")
-        write_audit(conn, audit_request(place, AT))
-        write_audit(conn, audit_answer(CommandResult(request_key="h-1", origin="hedger", method="private/buy",
-                                                     result="{}"), AT + 0.1))
-        write_audit(conn, audit_request(CancelOrder(order_id="7", origin="console", request_key="c-1"), AT + 1))
+        conn.execute(schema_v1.orders_audit.insert(), V1_AUDIT)
+
+
+def _v1_audit(key: str, method: str, outcome: str, *, answer: str | None = None,
+              code: int | None = None) -> dict[str, Any]:
+    at = dt.datetime.fromtimestamp(AT, dt.UTC)
+    return {"origin": "hedger", "request_key": key, "method": method, "instrument": "BTC-PERPETUAL",
+            "requested_at": at, "request": '{"message": "PlaceOrder"}', "answered_at": at if answer or code else None,
+            "answer": answer, "outcome": outcome, "error_code": code, "error_message": "lost" if code else None}
+
+
+_FILLED = '{"message": "CommandResult", "order": {"order_id": "ETH-9", "filled_amount": 10.0}}'
+#: Version 1's outcomes as it wrote them, and what version 3 makes of each.
+V1_AUDIT = [
+    _v1_audit("h-1", "private/buy", "accepted", answer='{"message": "CommandResult", "order": null}'),
+    _v1_audit("h-2", "private/buy", "accepted", answer=_FILLED),
+    _v1_audit("h-3", "private/sell", "refused", code=-2),  # sent, answer lost: never "refused"
+    _v1_audit("h-4", "private/sell", "refused", code=-1),
+    _v1_audit("h-5", "private/cancel", "accepted", answer=_FILLED),  # a cancel is sent, never filled
+    _v1_audit("c-1", "private/cancel", "pending"),
+]
+V3_OUTCOMES = {"h-1": "sent", "h-2": "filled", "h-3": "unknown", "h-4": "refused", "h-5": "sent", "c-1": "pending"}
 
 
 def contents(engine: Engine, names: tuple[str, ...] = V1_TABLES) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of the version-1 tables, in version 1's columns, sorted."""
+    """Every row of the version-1 tables, in version 1's columns but the audit's outcome (version 3
+    names outcomes anew), sorted."""
+    found = {}
     with engine.connect() as conn:
-        return {name: sorted((tuple(r) for r in conn.execute(select(schema_v1.metadata.tables[name]))), key=repr)
-                for name in names}
+        for name in names:
+            table = schema_v1.metadata.tables[name]
+            columns = [c for c in table.c if (name, c.name) != ("orders_audit", "outcome")]
+            found[name] = sorted((tuple(r) for r in conn.execute(select(*columns))), key=repr)
+    return found
+
+
+def outcomes(engine: Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(orders_audit.c.request_key, orders_audit.c.outcome))
+        return {key: outcome for key, outcome in rows}
 
 
 def shape(engine: Engine) -> dict[str, Any]:
@@ -94,11 +120,15 @@ def test_a_version_1_database_is_taken_forward_without_losing_a_row(url: str,
         # A reader of the desk's database (main.py plot) reads a version-1 database as it is: no DVOL.
         assert [r.dvol for r in read_volatility_index(engine, "BTC")] == [None, None]
 
-        assert create_schema(engine) == SCHEMA_VERSION == 2
+        assert outcomes(engine) == {row["request_key"]: row["outcome"] for row in V1_AUDIT}
+        assert create_schema(engine) == SCHEMA_VERSION == 3
         assert contents(engine, V1_TABLES[:-1]) == {k: v for k, v in before.items() if k != "schema_version"}
+        assert outcomes(engine) == V3_OUTCOMES
         with engine.connect() as conn:
             assert conn.execute(select(schema_version.c.version).order_by(schema_version.c.version)
-                                ).scalars().all() == [1, 2]
+                                ).scalars().all() == [1, 2, 3]
+            filled = conn.execute(select(orders_audit).where(orders_audit.c.request_key == "h-2")).one()
+        assert (filled.order_id, filled.filled_amount) == ("ETH-9", 10.0)
         rows = read_volatility_index(engine, "BTC")
         assert [(r.minute.timestamp(), r.variance_index, r.dvol, r.dvol_at) for r in rows] == [
             (s.at, s.variance_index, None, None) for s in snapshots[:2]]
@@ -106,6 +136,7 @@ def test_a_version_1_database_is_taken_forward_without_losing_a_row(url: str,
 
         assert create_schema(engine) == SCHEMA_VERSION  # again: nothing to do
         assert contents(engine, V1_TABLES[:-1]) == {k: v for k, v in before.items() if k != "schema_version"}
+        assert outcomes(engine) == V3_OUTCOMES
     finally:
         engine.dispose()
 
@@ -208,7 +239,7 @@ def test_two_programs_starting_at_once_on_a_version_1_postgres_database(
             assert results == [SCHEMA_VERSION] * len(engines)
             with engines[0].connect() as conn:
                 assert conn.execute(select(schema_version.c.version).order_by(schema_version.c.version)
-                                    ).scalars().all() == [1, 2]
+                                    ).scalars().all() == list(range(1, SCHEMA_VERSION + 1))
         finally:
             for e in engines:
                 e.dispose()

@@ -335,7 +335,7 @@ def test_the_actor_records_minutes_and_orders_and_publishes_its_status(
     with eng.connect() as conn:
         row = conn.execute(select(orders_audit)).one()
     eng.dispose()
-    assert (row.request_key, row.outcome) == ("h-1", "accepted")
+    assert (row.request_key, row.outcome) == ("h-1", "sent")
 
 
 def test_the_actor_catches_up_by_itself_after_an_outage(

@@ -242,7 +242,7 @@ def test_audit_correlates_requests_and_answers_in_either_order(engine: Engine) -
     assert len(rows) == 2
     by_key = {r.request_key: r for r in rows}  # type: ignore[attr-defined]
     h = by_key["h-1"]
-    assert (h.origin, h.method, h.instrument, h.outcome) == ("hedger", "private/buy", "BTC-PERPETUAL", "accepted")
+    assert (h.origin, h.method, h.instrument, h.outcome) == ("hedger", "private/buy", "BTC-PERPETUAL", "sent")
     assert json.loads(h.request)["price"] == 30000.0 and json.loads(h.request)["message"] == "PlaceOrder"
     assert json.loads(h.answer)["message"] == "CommandResult"
     assert h.requested_at.replace(tzinfo=dt.UTC) == dt.datetime.fromtimestamp(AT, dt.UTC)

@@ -3,6 +3,7 @@ frames to send and messages to publish out. No threads, no sockets."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,9 +43,12 @@ from messages.commands import (
     QUEUED_TOO_LONG,
     REPLAY_ONLY,
     TRADING_DISABLED,
+    AuditOutcome,
     CancelAll,
+    CancelOrder,
     CommandFailed,
     CommandResult,
+    OrderResolved,
     PlaceOrder,
     ReconcilePortfolio,
     RefreshInstruments,
@@ -1057,3 +1061,77 @@ def test_the_settlement_history_is_read_after_login_and_again_after_the_0800_set
     assert len(rig.requests("private/get_settlement_history_by_currency")) == 1  # not at 08:00 sharp
     rig.take(rig.session.tick(2.0 + 61.0))
     assert len(rig.requests("private/get_settlement_history_by_currency")) == 2
+
+
+# -- what became of an order whose answer was lost ---------------------------------------------------------------
+def lost_order(**fields: Any) -> dict[str, Any]:
+    """An order as Deribit lists it (private/get_order_state, get_order_state_by_label)."""
+    values: dict[str, Any] = {"order_id": "9001", "instrument_name": "BTC-PERPETUAL", "order_state": "open",
+                              "order_type": "limit", "direction": "sell", "amount": 10.0, "price": 30000.0,
+                              "filled_amount": 0.0, "label": "hedge-1", "creation_timestamp": 1}
+    values.update(fields)
+    return values
+
+
+def test_a_lost_answer_is_resolved_once_the_link_is_back(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    rig.take(rig.session.command(order("o-1", label="hedge-1", type="limit", price=30000.0), 10.0))
+    rig.take(rig.session.command(order("o-2"), 10.0))  # no label: nothing to ask about
+    rig.take(rig.session.link_down("reset by peer"))
+    lost = {f.request_key: f for f in rig.of(CommandFailed)}
+    assert {k: f.code for k, f in lost.items()} == {"o-1": ANSWER_LOST, "o-2": ANSWER_LOST}
+    assert rig.log.events("order_unresolvable")[0]["request_key"] == "o-2"
+    assert not rig.requests("private/get_order_state_by_label")  # nothing asked while down
+    rig.log_in(20.0)
+    ask = rig.last("private/get_order_state_by_label")
+    assert ask["params"] == {"currency": "BTC", "label": "hedge-1"}
+    # The link drops again before the answer: asked again on the next link.
+    rig.take(rig.session.link_down("again"))
+    rig.log_in(30.0)
+    asks = rig.requests("private/get_order_state_by_label")
+    assert len(asks) == 2
+    rig.answer(asks[-1], [lost_order(order_state="filled", filled_amount=10.0)], 31.0)
+    resolved = rig.of(OrderResolved)
+    assert [(r.request_key, r.origin, r.method, r.outcome) for r in resolved] == [
+        ("o-1", "test", "private/sell", AuditOutcome.FILLED)]
+    rig.take(rig.session.tick(40.0))
+    assert len(rig.requests("private/get_order_state_by_label")) == 2 and not rig.session.unresolved
+
+
+def test_a_timed_out_answer_is_asked_about_on_the_same_link(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, {"deribit.request_timeout_s": 5.0})
+    rig.log_in()
+    rig.take(rig.session.command(CancelOrder(order_id="77", origin="console", request_key="c-1"), 10.0))
+    rig.take(rig.session.tick(15.1))
+    assert rig.of(CommandFailed)[-1].code == ANSWER_LOST
+    ask = rig.last("private/get_order_state")
+    assert ask["params"] == {"order_id": "77"}
+    rig.error(ask, 10028, 15.2, message="too_many_requests")  # says nothing: asked again, after a backoff
+    rig.take(rig.session.tick(15.3))
+    assert rig.last("private/get_order_state")["id"] == ask["id"]
+    rig.take(rig.session.tick(16.3))
+    again = rig.last("private/get_order_state")
+    assert again["id"] != ask["id"]
+    rig.answer(again, lost_order(order_id="77", order_state="cancelled"), 16.4)
+    assert [(r.request_key, r.outcome) for r in rig.of(OrderResolved)] == [("c-1", AuditOutcome.SENT)]
+
+
+def test_a_resolution_that_keeps_failing_backs_off_and_is_given_up(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.log_in()
+    rig.take(rig.session.command(CancelOrder(order_id="77", origin="console", request_key="c-1"), 10.0))
+    rig.take(rig.session.link_down("reset"))
+    rig.log_in(20.0)
+    now, asked = 20.0, []
+    for _ in range(60):
+        if rig.session.pending and rig.last("private/get_order_state")["id"] in rig.session.pending:
+            ask = rig.last("private/get_order_state")
+            asked.append(now)
+            rig.error(ask, 13021, now, message="forbidden")
+        now += 30.0
+        rig.take(rig.session.tick(now))
+    gaps = [b - a for a, b in itertools.pairwise(asked)]
+    assert len(asked) == Session.RESOLUTION_ATTEMPTS and gaps == sorted(gaps)  # never faster than before
+    assert rig.log.events("order_resolution_abandoned")[0]["request_key"] == "c-1"
+    assert not rig.session.unresolved and not rig.of(OrderResolved)

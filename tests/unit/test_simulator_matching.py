@@ -418,3 +418,30 @@ def test_expiry_settles_and_lists() -> None:
     assert opt not in ex.accounts["alice"].positions
     assert ex.accounts["alice"].balances["BTC"] >= bal
     assert all(s.expiration_ms > first for s in ex.instruments.values())
+
+
+def test_orders_by_label_and_the_order_history_list_open_and_closed_orders() -> None:
+    """``private/get_order_state_by_label`` lists the account's orders of that label, open and closed;
+    ``private/get_order_history_by_currency`` the closed or executed ones (unfilled ones on request),
+    newest first (as Deribit documents both)."""
+    ex = new_exchange()
+    book = ex.books["BTC-PERPETUAL"]
+    bid = book.top()[0]
+    far = book.price_of(book.ticks_of(bid) - 10)
+    filled = ex.place("alice", "buy", {"instrument_name": "BTC-PERPETUAL", "amount": 20, "type": "market",
+                                       "label": "hedge-1"})["order"]
+    resting = ex.place("alice", "buy", {"instrument_name": "BTC-PERPETUAL", "amount": 20, "price": far,
+                                        "label": "hedge-2"})["order"]
+    cancelled = ex.place("alice", "buy", {"instrument_name": "BTC-PERPETUAL", "amount": 20, "price": far,
+                                          "label": "hedge-2"})["order"]
+    ex.cancel("alice", cancelled["order_id"])
+    ex.place("bob", "buy", {"instrument_name": "BTC-PERPETUAL", "amount": 20, "price": far, "label": "hedge-2"})
+    by_label = ex.orders_by_label_json("alice", "BTC", "hedge-2")
+    assert {o["order_id"]: o["order_state"] for o in by_label} == {resting["order_id"]: "open",
+                                                                   cancelled["order_id"]: "cancelled"}
+    assert [o["order_state"] for o in ex.orders_by_label_json("alice", "BTC", "hedge-1")] == ["filled"]
+    assert ex.orders_by_label_json("alice", "ETH", "hedge-1") == []
+    assert [o["order_id"] for o in ex.order_history_json("alice", "BTC")] == [filled["order_id"]]
+    unfilled = ex.order_history_json("alice", "BTC", include_unfilled=True)
+    assert [o["order_id"] for o in unfilled] == [cancelled["order_id"], filled["order_id"]]
+    assert ex.order_history_json("alice", "BTC", include_unfilled=True, count=1, offset=1) == unfilled[1:]
