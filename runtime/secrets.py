@@ -83,14 +83,13 @@ def mask_value(key: str, value: Any) -> Any:
 
 def _userinfo(url: str) -> tuple[int, int] | None:
     """Where the password of ``scheme://user:password@host...`` starts and ends in ``url``: after the
-    user's colon, up to the LAST @ before the query (a raw @ in a password is the user's mistake,
-    and the whole of it is still the password), or None."""
+    user's colon, up to the LAST @ of the URL (a raw @, / or ? in a password is the user's mistake,
+    and the whole of it is still the password; an @ in the query masks more, never less), or None."""
     start = url.find("://")
     if start < 0:
         return None
     start += 3
-    end = url.find("?", start)
-    at = url.rfind("@", start, len(url) if end < 0 else end)
+    at = url.rfind("@", start)
     if at < 0:
         return None
     colon = url.find(":", start, at)
