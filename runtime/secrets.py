@@ -30,15 +30,16 @@ TRANSIENT_KEPT = 32
 _lock = threading.Lock()
 _lasting: set[str] = set()
 _transient: deque[str] = deque(maxlen=TRANSIENT_KEPT)
-_pattern: re.Pattern[str] | None = None
-_values: tuple[str, ...] = ()
+#: The pattern and the values it matches, replaced together (one assignment: a reader on another
+#: thread never sees a value the pattern does not hold).
+_masker: tuple[re.Pattern[str] | None, tuple[str, ...]] = (None, ())
 
 
 def register_secrets(values: Iterable[str | None], *, transient: bool = False) -> None:
     """Values the masker removes wherever they appear from now on: the configured secrets (for the
     run), or ``transient`` ones (access and refresh tokens, signatures) as soon as they are known.
     Values under 4 characters would mask ordinary text and are not taken."""
-    global _pattern, _values
+    global _masker
     with _lock:
         for value in values:
             if value and len(value) >= 4 and value not in _lasting and value not in _transient:
@@ -47,14 +48,13 @@ def register_secrets(values: Iterable[str | None], *, transient: bool = False) -
                 else:
                     _lasting.add(value)
         found = sorted({*_lasting, *_transient}, key=len, reverse=True)  # the longest first: no half-masks
-        _pattern = re.compile("|".join(re.escape(s) for s in found)) if found else None
-        _values = tuple(found)
+        _masker = (re.compile("|".join(re.escape(s) for s in found)) if found else None, tuple(found))
 
 
 def scrub_text(text: str) -> str:
     """``text`` with every registered secret replaced by :data:`MASK` (logs, the wire log, exchange
     error texts that reach the console and the audit table)."""
-    pattern, values = _pattern, _values
+    pattern, values = _masker
     # Substring tests first: about three times faster than the regex on a frame that holds none
     # (the wire log runs every frame through here).
     if pattern is not None and text and any(value in text for value in values):
