@@ -137,7 +137,9 @@ class DatabaseSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields
         if self.url:
             refusal = database_url_refusal(self.url, self.allow_in_memory)
             if refusal is not None:
-                raise _refuse("url, allow_in_memory" if "allow_in_memory" in refusal else "url", refusal)
+                # An in-memory URL's refusal is also about allow_in_memory: the source named is the
+                # last layer that set either.
+                raise _refuse("url, allow_in_memory" if "in-memory" in refusal else "url", refusal)
 
 
 def database_url_refusal(url: str, allow_in_memory: bool = False) -> str | None:
@@ -158,9 +160,7 @@ def database_url_refusal(url: str, allow_in_memory: bool = False) -> str | None:
         return str(exc)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
-        if not database or database == ":memory:" or "memory" in (database.partition("?")[0].lower()
-                                                                   if database.startswith("file:") else "") \
-                or parsed.query.get("mode") == "memory":
+        if _in_memory(parsed):
             if allow_in_memory:
                 return None
             return (f"database URL {shown} is an in-memory SQLite database: everything recorded is lost at "
@@ -176,6 +176,14 @@ def database_url_refusal(url: str, allow_in_memory: bool = False) -> str | None:
     if not parsed.database:
         return f"database URL {shown} names no database: write postgresql+psycopg2://USER@HOST/DATABASE"
     return None
+
+
+def _in_memory(parsed: Any) -> bool:
+    """Whether a parsed SQLite URL (sqlalchemy URL) is an in-memory database: no path, ``:memory:``,
+    or a ``file:`` URI of ``:memory:`` or ``mode=memory``."""
+    database = parsed.database or ""
+    return database in ("", ":memory:") or parsed.query.get("mode") == "memory" or (
+        database.startswith("file:") and ":memory:" in database)
 
 
 #: The most of a value (a path, a URL) an error message quotes.
@@ -637,7 +645,7 @@ def read_settings_file(path: Path) -> dict[str, Any]:
     """A settings file's TOML; :class:`SettingsError` saying why not for anything but a readable,
     regular UTF-8 file of at most :data:`MAX_FILE_BYTES` (a directory, a device, a FIFO that would
     block, /proc/self/mem, a huge or binary file)."""
-    source = f"settings file {path}"
+    source = f"settings file {clip(os.fspath(path), SHOWN_CHARS)}"
     try:
         # O_NONBLOCK: opening a FIFO nobody writes to must not hang; only a regular file is read.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
@@ -689,7 +697,7 @@ def load_settings(
         candidate = (cwd or Path.cwd()) / "settings.toml"
         path = candidate if candidate.exists() else None
     if path is not None:
-        layers.add(read_settings_file(path), f"settings file {path}")
+        layers.add(read_settings_file(path), f"settings file {clip(os.fspath(path), SHOWN_CHARS)}")
 
     for name, value in environ.items():
         if name in ENV_NAMES:

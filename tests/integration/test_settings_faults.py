@@ -70,6 +70,8 @@ CASES: dict[str, Case] = {
     "file too large": Case(("--config", "{tmp}/big.toml"), "settings file {tmp}/big.toml",
                            "is larger than 1,048,576 bytes",
                            prepare=_write("big.toml", b"#" * (2 << 20))),
+    "file path too long": Case(("--config", "/tmp/" + "c" * 6000), "settings file /tmp/ccc",
+                               "...(6,005 characters) cannot be opened: File name too long"),
     "file missing": Case(("--config", "{tmp}/none.toml"), "settings file {tmp}/none.toml", "does not exist"),
     "file not TOML": Case(("--config", "{tmp}/bad.toml"), "settings file {tmp}/bad.toml", "not valid TOML",
                           prepare=_write("bad.toml", b"venue = \n")),
