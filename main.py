@@ -55,6 +55,10 @@ def _add_settings_options(parser: argparse.ArgumentParser) -> None:
 def _add_run_settings_options(parser: argparse.ArgumentParser) -> None:
     """The settings only `run` uses; `config show` takes them too, so it shows (and refuses) what
     the same `run` command line would."""
+    parser.add_argument("--venue-url", metavar="URL",
+                        help="connect to this websocket URL of a Deribit-compatible venue, e.g. a simulator "
+                             "started with `main.py simulator --port 8765`: ws://127.0.0.1:8765/ws/api/v2 "
+                             "(--venue still says what the venue is)")
     parser.add_argument("--record-wire", metavar="FILE", help="write every frame to FILE (JSON Lines, auth redacted)")
     parser.add_argument("--instrument", metavar="NAME", help="the future the console trades, e.g. BTC-PERPETUAL "
                                                              "(default: chosen at start-up)")
@@ -132,6 +136,7 @@ _FLAG_KEYS = (
     ("venue", "venue", "--venue"), ("live", "live", "--live"), ("paper", "paper", "--paper"),
     ("db", "database.url", "--db"), ("log_level", "logging.level", "--log-level"),
     ("currencies", "currencies", "--currencies"), ("record_wire", "deribit.record_wire", "--record-wire"),
+    ("venue_url", "deribit.url", "--venue-url"),
     ("instrument", "console.instrument", "--instrument"), ("size_multiplier", "console.size_multiplier",
                                                            "--size-multiplier"),
 )
@@ -178,9 +183,10 @@ def _size_multiplier_flag(text: str) -> float:
 
 def _shown(key: str, value: str) -> str:
     """A flag's value as an error message may show it: no secret, no database password."""
-    from runtime.secrets import mask_url, mask_value
+    from config.settings import SHOWN_CHARS
+    from runtime.secrets import clip, mask_url, mask_value
 
-    return str(mask_value(key, mask_url(value)))
+    return clip(str(mask_value(key, mask_url(value))), SHOWN_CHARS)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -315,17 +321,24 @@ def start_embedded_simulator(settings: Settings) -> tuple[Simulator, Settings]:
                                            updates_per_s=sim.updates_per_s)
     simulator = Simulator(seed=sim.seed, settings=sim_settings)
     simulator.start_in_thread(port=sim.port)
-    if not settings.deribit.client_id:
-        import msgspec
+    return simulator, with_simulator_account(settings)
 
-        settings = msgspec.structs.replace(
-            settings, deribit=msgspec.structs.replace(settings.deribit, client_id=sim.client_id,
-                                                      client_secret=sim.client_secret))
-    return simulator, settings
+
+def with_simulator_account(settings: Settings) -> Settings:
+    """On the simulator venue (embedded, or one at ``deribit.url``) with no account given, the
+    simulator's account (``[simulator]`` client_id and client_secret), so that trading works out of
+    the box."""
+    if settings.venue != "simulator" or settings.deribit.client_id:
+        return settings
+    import msgspec
+
+    sim = settings.simulator
+    return msgspec.structs.replace(
+        settings, deribit=msgspec.structs.replace(settings.deribit, client_id=sim.client_id,
+                                                  client_secret=sim.client_secret))
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from deribit.constants import VENUE_URLS
     from runtime.clock import WallClock
     from runtime.logs import setup_logging, shutdown_logging
     from runtime.secrets import mask_url
@@ -333,16 +346,19 @@ def command_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     # With the console on a terminal, only warnings go to the screen; the JSON log has everything.
     setup_logging(settings.logging.dir, settings.logging.level, secrets=settings.secrets(),
-                  console_level="warning" if sys.stdin.isatty() else None)
+                  console_level="warning" if sys.stdin.isatty() else None,
+                  max_field_chars=settings.logging.max_field_chars)
     import structlog
 
     log = structlog.get_logger(actor="main")
     simulator = None
-    if settings.venue == "simulator":
+    venue_url = settings.venue_url
+    if venue_url is None:
         simulator, settings = start_embedded_simulator(settings)
         url = simulator.url
     else:
-        url = VENUE_URLS[settings.venue]
+        url = venue_url
+        settings = with_simulator_account(settings)
         if settings.venue == "mainnet" and not settings.live:
             log.warning("read_only", reason="mainnet without --live: market data only, no orders will be sent")
     log.info("starting", venue=settings.venue, url=url, currencies=list(settings.currencies),

@@ -10,25 +10,34 @@ refuse the same values.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
 import msgspec
 import tomli_w
 from msgspec import Meta
 
+from deribit.constants import VENUE_URLS
 from deribit.instruments import FAMILY_FORMS, family_of
-from runtime.secrets import mask_url, mask_value, url_password
+from runtime.secrets import clip, mask_url, mask_value, url_passwords
 
 DEFAULTS_PATH = Path(__file__).with_name("default.toml")
 
 # -- constrained types ---------------------------------------------------------------------------
-Positive = Annotated[float, Meta(gt=0)]
-NonNegative = Annotated[float, Meta(ge=0)]
+# Floats are finite: TOML and the flags take `inf` and `nan`, which no setting means (NaN fails
+# every comparison, so gt/ge already refuse it; a bound at the largest float refuses infinity).
+_LARGEST = sys.float_info.max
+Positive = Annotated[float, Meta(gt=0, le=_LARGEST, description="a finite number above 0")]
+NonNegative = Annotated[float, Meta(ge=0, le=_LARGEST, description="a finite number, 0 or more")]
+Finite = Annotated[float, Meta(ge=-_LARGEST, le=_LARGEST, description="a finite number")]
 Count = Annotated[int, Meta(ge=1)]
 NonNegativeInt = Annotated[int, Meta(ge=0)]
 Port = Annotated[int, Meta(ge=0, le=65535, description="0 (a free loopback port) to 65535")]
@@ -36,6 +45,11 @@ Port = Annotated[int, Meta(ge=0, le=65535, description="0 (a free loopback port)
 #: Checked by :func:`_family_refusal` (deribit.instruments.family_of says what a family is).
 Currency = Annotated[str, Meta(description=FAMILY_FORMS)]
 TimeOfDay = Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="a UTC time of day as HH:MM")]
+#: A venue's websocket endpoint: empty (the venue's own: deribit.constants.VENUE_URLS, or the embedded
+#: simulator) or the URL of any Deribit-compatible venue (a simulator started on its own, a proxy).
+VenueURL = Annotated[str, Meta(pattern=r"^(wss?://[^\s/?#@]+(/\S*)?)?$",
+                               description="empty (the venue's own) or a websocket URL such as "
+                                           "ws://127.0.0.1:8765/ws/api/v2 or wss://HOST/ws/api/v2")]
 HedgeInstrument = Annotated[str, Meta(pattern=r"^[^_-]+-[^-]+$",
                                       description="a future or perpetual name such as BTC-PERPETUAL or BTC-24SEP21")]
 
@@ -78,6 +92,7 @@ class Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 
 class DeribitSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    url: VenueURL
     client_id: str
     client_secret: str
     auth_method: Literal["client_signature", "client_credentials"]
@@ -97,10 +112,12 @@ class DeribitSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     record_wire: str
     replay_max_jump_s: Annotated[float, Meta(gt=0, le=MAX_REPLAY_JUMP_S,
                                              description="above 0 and at most 31 days (2678400 s)")]
-    warm_up_ms: Annotated[float, Meta(ge=0, description="0 (off) or more")]
+    warm_up_ms: Annotated[float, Meta(ge=0, le=_LARGEST, description="0 (off) or more")]
     max_clock_ahead_s: Positive
 
     def __post_init__(self) -> None:
+        if self.record_wire:
+            _check_place("record_wire", self.record_wire, directory=False)
         if self.reconnect_max_s < self.reconnect_initial_s:
             raise _refuse("reconnect_max_s, reconnect_initial_s",
                           f"must not be below reconnect_initial_s ({self.reconnect_initial_s!r}), "
@@ -119,21 +136,129 @@ class SimulatorSettings(Section, frozen=True, kw_only=True, forbid_unknown_field
 
 class DatabaseSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     url: str
+    allow_in_memory: bool
 
     def __post_init__(self) -> None:
         if self.url:
-            # Imported here: most loads have no URL (SQLite under data_dir) and need no SQLAlchemy.
-            from sql.engine import DatabaseURLError, check_url
+            refusal = database_url_refusal(self.url, self.allow_in_memory)
+            if refusal is not None:
+                # An in-memory URL's refusal is also about allow_in_memory: the source named is the
+                # last layer that set either.
+                raise _refuse("url, allow_in_memory" if "in-memory" in refusal else "url", refusal)
 
+
+def database_url_refusal(url: str, allow_in_memory: bool = False) -> str | None:
+    """Why the program cannot keep its data at ``url``, or None; the text shows the URL masked.
+    SQLite: an in-memory database loses everything at exit (refused unless ``allow_in_memory``), a
+    file must be one the program can create or write. PostgreSQL: a host (or ``?host=`` socket
+    directory) and a database are named, never left to the driver's defaults."""
+    # Imported here: most loads have no URL (SQLite under data_dir) and need no SQLAlchemy.
+    from sql.engine import DatabaseURLError, check_url
+
+    shown = repr(clip(mask_url(url), SHOWN_CHARS))
+    if url.partition("?")[0].count("@") > 1:
+        return (f"database URL {shown} holds more than one @: an @ inside the user name or password is "
+                f"written %40 (URL-encoded), e.g. postgresql+psycopg2://desk:p%40ss@host/db")
+    try:
+        parsed = check_url(url)
+    except DatabaseURLError as exc:
+        return str(exc)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if _in_memory(parsed):
+            if allow_in_memory:
+                return None
+            return (f"database URL {shown} is an in-memory SQLite database: everything recorded is lost at "
+                    f"exit; give a file (sqlite:///data/deribit.sqlite3), or set database.allow_in_memory = true "
+                    f"to mean it")
+        if database.startswith("file:"):
+            return None  # a SQLite URI: its path is SQLite's to read
+        refusal = path_refusal(Path(database).expanduser(), directory=False)
+        return None if refusal is None else f"database URL {shown}: {refusal}"
+    if not (parsed.host or parsed.query.get("host")):
+        return (f"database URL {shown} names no host: write postgresql+psycopg2://USER@HOST/DATABASE "
+                f"(or ?host=/SOCKET/DIR for a local socket)")
+    if not parsed.database:
+        return f"database URL {shown} names no database: write postgresql+psycopg2://USER@HOST/DATABASE"
+    return None
+
+
+def _in_memory(parsed: Any) -> bool:
+    """Whether a parsed SQLite URL (sqlalchemy URL) is an in-memory database: no path, ``:memory:``,
+    or a ``file:`` URI of ``:memory:`` or ``mode=memory``."""
+    database = parsed.database or ""
+    return database in ("", ":memory:") or parsed.query.get("mode") == "memory" or (
+        database.startswith("file:") and ":memory:" in database)
+
+
+#: The most of a value (a path, a URL) an error message quotes.
+SHOWN_CHARS = 200
+
+
+def _check_place(key: str, path: str, *, directory: bool) -> None:
+    """Refuse ``key`` (of the struct being checked) when the program could not write at ``path``."""
+    refusal = path_refusal(Path(path).expanduser(), directory=directory)
+    if refusal is not None:
+        raise _refuse(key, refusal)
+
+
+def _path_limits() -> tuple[int, int]:
+    """The system's longest path and longest name in it (POSIX minimums where it does not say)."""
+    try:
+        return os.pathconf("/", "PC_PATH_MAX"), os.pathconf("/", "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 4096, 255
+
+
+def path_refusal(path: Path, *, directory: bool) -> str | None:
+    """Why the program could not create or write ``path`` (a directory, or a file), or None. Only
+    looks (stat, access): nothing is created at load."""
+    longest_path, longest_name = _path_limits()
+    text = os.fspath(path)
+    if "\x00" in text:
+        return "the path holds a NUL character"
+    if len(os.fsencode(text)) >= longest_path:
+        return f"the path is {len(text):,} characters long; this system takes at most {longest_path - 1:,}"
+    for name in path.parts:
+        if len(os.fsencode(name)) > longest_name:
+            return f"a name in the path is {len(name):,} characters long; this system takes at most {longest_name}"
+    what = "directory" if directory else "file"
+    shown = clip(text, SHOWN_CHARS)
+    probe = path
+    try:
+        while True:
             try:
-                check_url(self.url)
-            except DatabaseURLError as exc:
-                raise _refuse("url", str(exc)) from None
+                mode = os.stat(probe).st_mode
+                break
+            except (FileNotFoundError, NotADirectoryError):  # not there, or under a file: look above
+                if probe.parent == probe:
+                    return f"{shown} cannot be created: nothing of it exists"
+                probe = probe.parent
+        if probe == path:
+            if directory and not stat.S_ISDIR(mode):
+                return f"{shown} is not a directory"
+            if not directory and stat.S_ISDIR(mode):
+                return f"{shown} is a directory, not a {what}"
+            if not os.access(path, os.W_OK | (os.X_OK if directory else os.R_OK)):
+                return f"{shown} is not writable"
+            return None
+        if not stat.S_ISDIR(mode):
+            return f"{shown} cannot be created: {clip(os.fspath(probe), SHOWN_CHARS)} is not a directory"
+        if not os.access(probe, os.W_OK | os.X_OK):
+            return f"{shown} cannot be created: {clip(os.fspath(probe), SHOWN_CHARS)} is not writable"
+    except OSError as exc:
+        return f"{shown} cannot be used: {exc.strerror or errno.errorcode.get(exc.errno or 0, exc)}"
+    return None
 
 
 class LoggingSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     dir: str
     level: Literal["debug", "info", "warning", "error"]
+    # A logged text longer than this is cut, its full length noted (runtime/logs.py).
+    max_field_chars: Annotated[int, Meta(ge=64, le=10_000_000, description="64 to 10,000,000 characters")]
+
+    def __post_init__(self) -> None:
+        _check_place("dir", self.dir, directory=True)
 
 
 class SupervisorSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -153,7 +278,7 @@ class SupervisorSettings(Section, frozen=True, kw_only=True, forbid_unknown_fiel
 class SurfaceSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     method: Literal["svi", "linear"]
     tenor_days: Annotated[tuple[Positive, ...], Meta(min_length=1)]
-    log_moneyness: tuple[float, ...]
+    log_moneyness: tuple[Finite, ...]
 
     def __post_init__(self) -> None:
         # The 30-day figures (ATM vol beside the variance index) and the ATM term structure are read off the grid.
@@ -175,6 +300,8 @@ class RecorderSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields
     write_deadline_s: Positive
 
     def __post_init__(self) -> None:
+        if self.spool_dir:
+            _check_place("spool_dir", self.spool_dir, directory=True)
         if self.retry_max_s < self.retry_initial_s:
             raise _refuse("retry_max_s, retry_initial_s",
                           f"must not be below retry_initial_s ({self.retry_initial_s!r}), got {self.retry_max_s!r}")
@@ -211,7 +338,7 @@ class HedgerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     retry_after_reject_s: NonNegative
     max_index_deviation_pct: Annotated[float, Meta(gt=0, le=50, description="above 0, at most 50 (percent)")]
     max_mark_outside_book_pct: Annotated[float, Meta(gt=0, le=50, description="above 0, at most 50 (percent)")]
-    max_iv_pct: Annotated[float, Meta(gt=0, le=100000, description="above 0 (percent)")]
+    max_iv_pct: Annotated[float, Meta(gt=0, le=100000, description="above 0, at most 100000 (percent)")]
     reverse_after_s: Annotated[float, Meta(ge=0, le=60, description="0 (off) to 60 seconds")]
     # Activation waits for a confirmation when the first order is above this (or the hedge
     # instrument holds a position the hedger did not make); the plan shown expires after confirm_within_s.
@@ -288,6 +415,19 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
         refusal = _family_refusal(self.currencies)
         if refusal is not None:
             raise _refuse("currencies", refusal)
+        # data_dir holds the SQLite file when no database URL is given (the URL's file is checked
+        # with the URL), the spool by default and the console's history.
+        _check_place("data_dir", self.data_dir, directory=True)
+        if not self.database.url:
+            _check_place("data_dir", str(Path(self.data_dir) / "deribit.sqlite3"), directory=False)
+        # Deribit's own endpoints belong to their venue: mainnet's URL under another venue name would
+        # trade real money without --live.
+        host = urlsplit(self.deribit.url).hostname
+        for venue, url in VENUE_URLS.items():
+            if host is not None and host == urlsplit(url).hostname and venue != self.venue:
+                live = " --live to trade" if venue == "mainnet" else ""
+                raise _refuse("venue, deribit", f"deribit.url {self.deribit.url!r} is Deribit {venue}: say "
+                                                f"venue = \"{venue}\" (--venue {venue}{live}), got {self.venue!r}")
 
     @property
     def database_url(self) -> str:
@@ -297,13 +437,20 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
         return f"sqlite:///{Path(self.data_dir) / 'deribit.sqlite3'}"
 
     @property
+    def venue_url(self) -> str | None:
+        """Where the desk connects: ``deribit.url`` if given, else the venue's own endpoint; None for
+        the simulator venue without a URL (the program starts its embedded simulator)."""
+        return self.deribit.url or VENUE_URLS.get(self.venue)
+
+    @property
     def can_trade(self) -> bool:
         """Mainnet trading needs the explicit live flag; testnet and the simulator do not."""
         return self.venue != "mainnet" or self.live
 
     def secrets(self) -> tuple[str, ...]:
-        """Values the logs scrub wherever they appear: the client secrets and the database password."""
-        found = (self.deribit.client_secret, self.simulator.client_secret, url_password(self.database.url))
+        """Values the logs scrub wherever they appear: the client secrets and the database password
+        (as written and percent-decoded)."""
+        found = (self.deribit.client_secret, self.simulator.client_secret, *url_passwords(self.database.url))
         return tuple(s for s in found if s)
 
 
@@ -461,12 +608,80 @@ def _is_str_field(key: Key) -> bool:
     return kind is str or get_origin(kind) is Literal
 
 
-def _parse_scalar(text: str) -> Any:
+def _parse_scalar(text: str, source: str) -> Any:
     """An environment or command-line value: a TOML literal if it is one, else the string."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+        return _parse_toml(f"v = {text}", source)["v"]
+    except SettingsError as exc:
+        if "nests" in str(exc):
+            raise
         return text
+
+
+#: The largest settings file read (the defaults are 10 KiB): a bigger one is not a settings file.
+MAX_FILE_BYTES = 1 << 20
+#: The deepest nesting a settings value may have: the schema has tables of keys holding arrays
+#: (3); more is not a setting, and parsing it would exhaust the stack.
+MAX_DEPTH = 8
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests (tables and arrays), counted no further than ``limit + 1``."""
+    if limit < 0 or not isinstance(value, Mapping | list | tuple):
+        return 0
+    children = value.values() if isinstance(value, Mapping) else value
+    return 1 + max((_depth(child, limit - 1) for child in children), default=0)
+
+
+def _parse_toml(text: str, source: str) -> dict[str, Any]:
+    """``text`` parsed as TOML, refused naming ``source`` if it is not, or nests too deeply."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{source}: not valid TOML ({exc})") from None
+    except RecursionError:
+        data = None
+    if data is None or _depth(data, MAX_DEPTH) > MAX_DEPTH:
+        raise SettingsError(f"{source}: nests tables or arrays more than {MAX_DEPTH} levels deep; "
+                            f"settings nest at most 3 (a table's key holding an array)")
+    return data
+
+
+def read_settings_file(path: Path) -> dict[str, Any]:
+    """A settings file's TOML; :class:`SettingsError` saying why not for anything but a readable,
+    regular UTF-8 file of at most :data:`MAX_FILE_BYTES` (a directory, a device, a FIFO that would
+    block, /proc/self/mem, a huge or binary file)."""
+    source = f"settings file {clip(os.fspath(path), SHOWN_CHARS)}"
+    try:
+        # O_NONBLOCK: opening a FIFO nobody writes to must not hang; only a regular file is read.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise SettingsError(f"{source} does not exist; give an existing file to --config") from None
+    except IsADirectoryError:
+        raise SettingsError(f"{source} is a directory; give a settings file (TOML) to --config") from None
+    except OSError as exc:
+        raise SettingsError(f"{source} cannot be opened: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise SettingsError(f"{source} is a directory; give a settings file (TOML) to --config")
+        if not stat.S_ISREG(mode):
+            raise SettingsError(f"{source} is not a regular file (a device, FIFO or socket); "
+                                f"give a settings file (TOML) to --config")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise SettingsError(f"{source} cannot be read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_FILE_BYTES:
+        raise SettingsError(f"{source} is larger than {MAX_FILE_BYTES:,} bytes; a settings file is a few KiB of TOML")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{source} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                            f"TOML files are UTF-8") from None
+    return _parse_toml(text, source)
 
 
 def load_settings(
@@ -487,14 +702,8 @@ def load_settings(
     if path is None:
         candidate = (cwd or Path.cwd()) / "settings.toml"
         path = candidate if candidate.exists() else None
-    elif not path.exists():
-        raise SettingsError(f"settings file {path} does not exist; give an existing file to --config")
     if path is not None:
-        try:
-            with open(path, "rb") as f:
-                layers.add(tomllib.load(f), f"settings file {path}")
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"settings file {path}: not valid TOML ({exc})") from None
+        layers.add(read_settings_file(path), f"settings file {clip(os.fspath(path), SHOWN_CHARS)}")
 
     for name, value in environ.items():
         if name in ENV_NAMES:
@@ -503,14 +712,22 @@ def load_settings(
             key = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
         else:
             continue
-        layers.add(_nest(key, value if _is_str_field(key) else _parse_scalar(value)), f"environment variable {name}")
+        source = f"environment variable {name}"
+        if len(key) > MAX_DEPTH:
+            raise SettingsError(f"{source}: names a key {len(key)} levels deep; settings nest at most 2 "
+                                f"(DESK__SECTION__KEY)")
+        layers.add(_nest(key, value if _is_str_field(key) else _parse_scalar(value, source)), source)
 
     for dotted, value in (overrides or {}).items():
         key = tuple(dotted.split("."))
-        if isinstance(value, str) and not _is_str_field(key):
-            value = _parse_scalar(value)
         flag = (flags or {}).get(dotted, f"--set {dotted}")
-        layers.add(_nest(key, value), f"command line ({flag})")
+        source = f"command line ({flag})"
+        if len(key) > MAX_DEPTH:
+            raise SettingsError(f"{source}: names a key {len(key)} levels deep; settings nest at most 2 "
+                                f"(section.key)")
+        if isinstance(value, str) and not _is_str_field(key):
+            value = _parse_scalar(value, source)
+        layers.add(_nest(key, value), source)
     return layers.validate()
 
 

@@ -66,7 +66,7 @@ from messages.market import (
     Trade,
     VolatilityIndex,
 )
-from runtime.secrets import SECRET_KEY_NAMES
+from runtime.secrets import SECRET_KEY_NAMES, register_secrets, scrub_text
 
 #: Longest excerpt of a bad frame kept in a :class:`FrameError`.
 EXCERPT_CHARS = 200
@@ -268,8 +268,10 @@ class FrameDecoder:
             return RpcError(
                 id=envelope.id,
                 code=error_body.code,
-                message=error_body.message,
-                data=bytes(error_body.data).decode() if error_body.data else "",
+                # An exchange (or a proxy) may echo a token or signature back: masked on arrival, so
+                # that no console line, log or audit row built from the error holds it.
+                message=scrub_text(error_body.message),
+                data=scrub_text(bytes(error_body.data).decode()) if error_body.data else "",
                 us_in=envelope.us_in,
                 us_out=envelope.us_out,
                 testnet=envelope.testnet,
@@ -891,11 +893,13 @@ def auth_client_signature_request(
     """``public/auth`` proving knowledge of the secret without sending it. ``timestamp_ms``
     must be close to Deribit's clock (it rejects stale signatures)."""
     nonce = new_nonce() if nonce is None else nonce
+    signature = client_signature(client_secret, timestamp_ms, nonce, data)
+    register_secrets((signature,), transient=True)
     params = {
         "grant_type": "client_signature",
         "client_id": client_id,
         "timestamp": timestamp_ms,
-        "signature": client_signature(client_secret, timestamp_ms, nonce, data),
+        "signature": signature,
         "nonce": nonce,
         "data": data,
         "scope": scope,
@@ -969,9 +973,12 @@ REDACTED = "<redacted>"
 
 def redact_frame(frame: bytes | str) -> str:
     """The frame's text with the values of secret keys (client_secret, signature, access_token,
-    refresh_token, ...) replaced by ``<redacted>``; every other character unchanged. Also works on
+    refresh_token, ...) replaced by ``<redacted>`` and any secret registered with the masker
+    (runtime.secrets) by its mask; every other character unchanged. Also works on
     a truncated frame and on a frame quoted inside another JSON string."""
     text = frame.decode("utf-8", "replace") if isinstance(frame, bytes | bytearray | memoryview) else frame
+    # Any registered secret (a token echoed in an error text, a signature) wherever it stands.
+    text = scrub_text(text)
     if not any(name in text for name in SECRET_KEY_NAMES):
         return text  # the common case: no auth frame, no regex
     text = _SECRET_IN_FRAME.sub(lambda m: f'"{m["key"]}"{m["colon"]}"{REDACTED}"', text)

@@ -12,10 +12,12 @@ logs only what it found.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
 
+import msgspec
 import structlog
 
 from config.settings import DeribitSettings
@@ -29,12 +31,14 @@ from deribit.codec import (
     auth_client_credentials_request,
     auth_client_signature_request,
     cancel_all_request,
+    decode_auth_result,
     get_open_orders_request,
 )
 from deribit.instruments import request_currency_of
 from deribit.shutdown_check import CheckUnderWay, Findings
 from deribit.transport import LinkClosed, WebsocketTransport
 from messages.commands import CancelAll
+from runtime.secrets import register_secrets
 
 log = structlog.get_logger(actor="last_link")
 
@@ -96,6 +100,11 @@ class LastLink:
     def _cancel_and_check(self, transport: WebsocketTransport, deadline: float) -> None:
         talk = _Talk(transport, deadline, self.dset.request_timeout_s)
         login = talk.ask(self._login_request())
+        if isinstance(login, RpcResponse):
+            # This connection's own tokens: masked like the Connection's should an answer echo them.
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                auth = decode_auth_result(login.result)
+                register_secrets((auth.access_token, auth.refresh_token), transient=True)
         if isinstance(login, RpcError):
             self._fail(f"login refused: {login.message} (code {login.code}); check DERIBIT_CLIENT_ID and "
                        "DERIBIT_CLIENT_SECRET for this venue")

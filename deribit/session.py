@@ -102,6 +102,7 @@ from messages.commands import (
 )
 from messages.market import Instrument, InstrumentsLoaded, InstrumentState, PlatformState
 from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, DailyRollover, SafeShutdown
+from runtime.secrets import register_secrets
 from runtime.throttle import TokenBucket, retry_delay, token_refresh_delay
 
 #: Sends of one command after Deribit's rate-limit answer before giving up with its error.
@@ -706,6 +707,8 @@ class Session:
         self._authenticated(decode_auth_result(answer.result), now)
 
     def _authenticated(self, auth: AuthResult, now: float, refreshed: bool = False) -> None:
+        # Known from now on: masked wherever they might be echoed (logs, wire log, error texts).
+        register_secrets((auth.access_token, auth.refresh_token), transient=True)
         self.access = auth
         first = not self.link.logged_in
         self.link = self.link.with_login(True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import re
 import sys
 import threading
 from collections.abc import Iterable, MutableMapping
@@ -19,36 +18,34 @@ from typing import Any
 
 import structlog
 
-from runtime.secrets import MASK, mask_value
+from runtime.secrets import clip, mask_value, register_secrets, scrub_text
 
-_secrets: tuple[str, ...] = ()
-_secrets_pattern: re.Pattern[str] | None = None
+__all__ = ["register_secrets", "scrub_text", "setup_logging", "shutdown_logging"]
 
-
-def register_secrets(values: Iterable[str | None]) -> None:
-    """Values to remove wherever they appear (the configured client secret, tokens)."""
-    global _secrets, _secrets_pattern
-    found = {v for v in (*_secrets, *values) if v and len(v) >= 4}
-    _secrets = tuple(sorted(found, key=len, reverse=True))
-    _secrets_pattern = re.compile("|".join(re.escape(s) for s in _secrets)) if _secrets else None
+#: Logged texts longer than this are cut (logging.max_field_chars sets it): a 10 MiB channel name
+#: from a bad frame must not become a 10 MiB log line.
+_max_field_chars = 8192
+#: Containers are walked this deep; below, a value is logged as its (scrubbed, cut) text.
+_MAX_DEPTH = 6
 
 
-def scrub_text(text: str) -> str:
-    if _secrets_pattern is not None and text:
-        return _secrets_pattern.sub(MASK, text)
-    return text
+def _text(value: str) -> str:
+    # Scrubbed before it is cut: a secret across the cut must not leave its first half behind.
+    return clip(scrub_text(value), _max_field_chars)
 
 
 def _scrub(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
-        return scrub_text(value)
-    if depth > 6:
+        return _text(value)
+    if value is None or isinstance(value, bool | int | float):
         return value
-    if isinstance(value, dict):
+    if depth <= _MAX_DEPTH and isinstance(value, dict):
         return {k: _masked(k, v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if depth <= _MAX_DEPTH and isinstance(value, list | tuple):
         return type(value)(_scrub(v, depth + 1) for v in value)
-    return value
+    # Anything else (bytes, a message, an exception, a container too deep) as the text the JSON
+    # renderer would write, so that it is scrubbed and cut like any text.
+    return _text(str(value))
 
 
 def _masked(key: Any, value: Any, depth: int) -> Any:
@@ -134,13 +131,16 @@ def setup_logging(
     console: bool | None = None,
     secrets: Iterable[str | None] = (),
     console_level: str | None = None,
+    max_field_chars: int = 8192,
 ) -> Path | None:
     """Configure structlog and the stdlib root logger. Returns the JSON log directory.
 
     ``console=None`` renders to stderr only when stderr is a terminal; otherwise only warnings
     and errors are printed there (as one plain line each), so piped output stays clean.
     """
+    global _max_field_chars
     register_secrets(secrets)
+    _max_field_chars = max_field_chars
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}; use debug, info, warning or error")

@@ -65,3 +65,31 @@ def test_simulator_generate_from_the_command_line(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     first = json.loads(out.read_text().splitlines()[0])
     assert first["dir"] == "open"
+
+
+def test_the_desk_trades_on_a_simulator_started_on_its_own(tmp_path: Path) -> None:
+    """README: `python main.py simulator --port N` in one terminal, the desk pointed at it with
+    --venue-url in another; it logs in with the simulator's account and stops cleanly."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    sim = subprocess.Popen([sys.executable, str(REPO / "main.py"), "simulator", "--port", "0", "--chain", "small"],
+                           cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        assert sim.stdout is not None
+        first = sim.stdout.readline()
+        assert first.startswith("simulator listening on ws://127.0.0.1:"), first
+        url = first.split()[-1]
+        desk = start(tmp_path, "--venue-url", url, "--currencies", "BTC")
+        try:
+            lines = wait_for_log(tmp_path, "authenticated", timeout=60)
+            desk.send_signal(signal.SIGTERM)
+            desk.wait(timeout=10)
+        finally:
+            desk.kill()
+        _out, err = desk.communicate()
+        assert desk.returncode == 0, err
+        starting = next(line for line in lines if line["event"] == "starting")
+        assert starting["url"] == url and starting["venue"] == "simulator"
+    finally:
+        sim.terminate()
+        sim.communicate(timeout=10)

@@ -157,5 +157,6 @@ def test_record_wire_to_an_unwritable_path_stops_the_program_with_a_clear_messag
          f"logging.dir={tmp_path / 'logs'}", "--set", f"data_dir={tmp_path / 'data'}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2
-    assert f"cannot write the wire log {tmp_path}: Is a directory" in proc.stderr
+    # Refused at load (issue 17: the program's files are checked with the settings), naming the flag.
+    assert f"deribit.record_wire: {tmp_path} is a directory, not a file" in proc.stderr
     assert "--record-wire" in proc.stderr and "Traceback" not in proc.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -18,6 +19,7 @@ from runtime.logs import setup_logging
 from runtime.wirelog import read_wire_log
 from tests.support.connection_harness import Desk, connection_settings
 from tests.support.scripted_server import CLIENT_SECRET, ScriptedServer
+from tests.support.waiting import wait_until
 
 
 @pytest.mark.parametrize("auth_method", ["client_signature", "client_credentials"])
@@ -62,3 +64,63 @@ def test_no_secret_signature_or_token_in_logs_or_wire_log(tmp_path: Path, auth_m
         for number, line in enumerate(lines, 1):
             for secret in secrets_found:
                 assert secret not in line, f"{where} line {number} holds a secret: {line[:300]}"
+
+
+#: A database password with an @ in it (written %40 in the URL, as the settings require).
+DB_PASSWORD = "db-p@ss-Q7x1"
+
+
+def test_an_echoed_token_and_a_database_password_with_an_at_are_in_no_file_written(
+        tmp_path: Path, pg_url: str) -> None:
+    """A venue echoes the session's tokens in an order's error; the database password holds an @.
+    Neither reaches the order's answer (what the console prints and orders_audit stores), the
+    audit rows, the log, the wire log or any other file under the test's directory."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from actors.recorder import Recorder
+    from messages.commands import CommandFailed
+    from runtime.supervisor import ActorSpec
+
+    url = make_url(pg_url).set(password=DB_PASSWORD).render_as_string(hide_password=False)
+    assert "%40" in url
+    wire = tmp_path / "wire.jsonl"
+    settings = connection_settings(tmp_path, {"deribit.record_wire": str(wire), "logging.level": "debug",
+                                              "database.url": url})
+    assert DB_PASSWORD in settings.secrets() and quote(DB_PASSWORD, safe="") in settings.secrets()
+    with ScriptedServer() as server:
+        desk = Desk.start(settings, server.url, extra_specs=[ActorSpec("recorder", lambda ctx: Recorder.start(ctx))])
+        try:
+            desk.wait_state(ConnectionState.SUBSCRIBED)
+            server.echo_tokens_next("private/buy")
+            desk.publish(PlaceOrder(instrument_name="BTC-PERPETUAL", side="buy", amount=10, price=50000.0,
+                                    origin="test", request_key="echo-1", label="secret-test"))
+            answer = desk.wait_answer("echo-1")
+            engine = create_engine(pg_url)
+            with engine.connect() as conn:
+                def audit() -> list[str]:
+                    rows = conn.execute(text("SELECT * FROM orders_audit WHERE request_key = 'echo-1' "
+                                             "AND answer IS NOT NULL")).all()
+                    conn.commit()
+                    return [str(tuple(row)) for row in rows]
+                rows = wait_until(audit, timeout=20, what="the echoed order's audit row")
+            engine.dispose()
+        finally:
+            desk.stop()
+            setup_logging(None, "warning", console=False)  # release the log files
+
+    tokens = server.issued_tokens[-2:]
+    assert isinstance(answer, CommandFailed) and answer.code == 11050
+    assert "bad_request: session ***" in answer.message and "***" in answer.data
+    values = [CLIENT_SECRET, *tokens, DB_PASSWORD, quote(DB_PASSWORD, safe="")]
+    for value in values:
+        assert value not in answer.message + answer.data
+        assert not any(value in row for row in rows), rows
+    wire_text = wire.read_text()
+    assert "bad_request: session ***" in wire_text  # the error frame is there, masked
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert wire in written and any(path.suffix == ".jsonl" and path != wire for path in written)
+    for path in written:
+        data = path.read_bytes()
+        for value in values:
+            assert value.encode() not in data, f"{path} holds {value[:4]}..."

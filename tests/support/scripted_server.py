@@ -183,6 +183,12 @@ class ScriptedServer:
         with self._lock:
             self._faults[("fail", method)] += times
 
+    def echo_tokens_next(self, method: str, times: int = 1) -> None:
+        """Answer the next ``times`` requests of ``method`` with an error whose message and data echo
+        the newest access and refresh tokens (a careless venue or proxy: issue 17)."""
+        with self._lock:
+            self._faults[("echo", method)] += times
+
     def refuse_channel(self, channel: str, times: int = 1) -> None:
         """Leave ``channel`` out of the next ``times`` subscribe answers that ask for it."""
         with self._lock:
@@ -293,6 +299,7 @@ class ScriptedServer:
             swallow = self._take_fault("swallow", method)
             limited = self._take_fault("rate_limit", method)
             failed = self._take_fault("fail", method)
+            echo = self.issued_tokens[-2:] if self._take_fault("echo", method) else None
         if swallow:
             return
         after: list[str] = []
@@ -301,6 +308,9 @@ class ScriptedServer:
                 raise RpcFault(10028, "too_many_requests")
             if failed:
                 raise RpcFault(11094, "internal_server_error")
+            if echo is not None:
+                raise RpcFault(11050, f"bad_request: session {' / '.join(echo)} is not allowed",
+                               {"reason": f"token {echo[0]} refused"})
             result = self._answer(c, method, params, after)
             us_out = int(time.time() * 1e6)
             frame = {"jsonrpc": "2.0", "id": request.get("id"), "result": result, "usIn": us_in, "usOut": us_out,

@@ -10,6 +10,7 @@ from pathlib import Path
 import structlog
 
 from runtime.logs import setup_logging, shutdown_logging
+from runtime.secrets import MASK
 
 SECRET = "Zx9-fake-client-secret-0123"
 
@@ -61,3 +62,40 @@ def test_the_wire_log_redaction_takes_its_key_names_from_the_same_rule() -> None
     frame = '{"params":{"client_id":"desk","client_secret":"abc","api_key":"k1","access_token":"t1"}}'
     assert redact_frame(frame) == (f'{{"params":{{"client_id":"desk","client_secret":"{REDACTED}",'
                                    f'"api_key":"{REDACTED}","access_token":"{REDACTED}"}}}}')
+
+
+def _log_lines(path: Path) -> list[dict]:
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    return [json.loads(line) for f in sorted(path.glob("app-*.jsonl")) for line in f.read_text().splitlines()]
+
+
+def test_a_long_text_is_cut_with_its_length_noted_and_a_secret_at_the_cut_masked_first(tmp_path: Path) -> None:
+    token = "acc-0f3c9e1d2b7a4c6e8f0a1b2c"
+    setup_logging(tmp_path, "info", console=False, max_field_chars=100)
+    from runtime.secrets import register_secrets
+
+    register_secrets([token], transient=True)
+    log = structlog.get_logger(actor="tester")
+    channel = "book." + "X" * (10 << 20)  # a 10 MiB channel name from a bad frame
+    log.warning("unknown_channel", channel=channel, echoed="y" * 90 + token, nested={"deep": [[[[[[[[token]]]]]]]]})
+    line = _log_lines(tmp_path)[-1]
+    shutdown_logging()
+    assert line["channel"] == channel[:100] + f"...({len(channel):,} characters)"
+    # The token straddled the cut: masked before cutting, so none of it is left.
+    assert line["echoed"] == "y" * 90 + MASK and token[:8] not in json.dumps(line)
+    assert token not in json.dumps(line)
+
+
+def test_tokens_are_kept_by_the_masker_as_long_as_they_may_be_seen() -> None:
+    from runtime.secrets import TRANSIENT_KEPT, register_secrets, scrub_text
+
+    configured = "configured-secret-0001"
+    register_secrets([configured])
+    tokens = [f"tok-{n:04d}-abcdef" for n in range(TRANSIENT_KEPT * 2)]
+    for token in tokens:
+        register_secrets([token], transient=True)
+    newest = tokens[-TRANSIENT_KEPT:]
+    assert scrub_text(" ".join([configured, *newest])) == " ".join([MASK] * (1 + len(newest)))
+    assert scrub_text(tokens[0]) == tokens[0]  # long expired: no longer kept, the list stays bounded
+    assert scrub_text("abc") == "abc"
