@@ -11,21 +11,18 @@ simulator's: no silent divergence.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 
-from actors.bookkeeper import GetBooks, GetBookStats, GetTops
+from actors.bookkeeper import GetBookStats
 from messages.system import ConnectionState, ConnectionStatus
 from runtime.actor import Actor, ActorContext, handles
 from runtime.supervisor import ActorSpec
-from tests.support.desk import SimDesk, StartDesk
+from tests.support.desk import FUTURE_KEEPERS, OPTION_KEEPERS, SimDesk, StartDesk, books_all_fresh, compare_books
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("isolated_cwd")
 
-OPTION_KEEPERS = ("books-BTC-option", "books-ETH-option")
-FUTURE_KEEPERS = ("books-BTC-future", "books-ETH-future")
 DROP_PROBABILITY = 0.03
 #: The issue's acceptance: SUBSCRIBED within the normal time plus this.
 ALLOWANCE_S = 2.0
@@ -41,14 +38,6 @@ class StatusTap(Actor):
     @handles(ConnectionStatus)
     def on_status(self, status: ConnectionStatus) -> None:
         self.sink.append((time.monotonic(), status))
-
-
-def all_fresh(desk: SimDesk) -> bool:
-    for keeper in OPTION_KEEPERS + FUTURE_KEEPERS:
-        stats = desk.ask(keeper, GetBookStats())
-        if stats["stale"] or not stats["instruments"]:
-            return False
-    return True
 
 
 def subscribed_after(statuses: list[tuple[float, ConnectionStatus]], since: int) -> float | None:
@@ -70,30 +59,6 @@ def reconnect_and_time(desk: SimDesk, statuses: list[tuple[float, ConnectionStat
     return float(wait_until(lambda: subscribed_after(statuses, since), timeout, "SUBSCRIBED after the reconnect"))
 
 
-def compare_books(desk: SimDesk) -> int:
-    """Every local book equals the simulator's (the market stalled); how many were compared."""
-    compared = 0
-    for keeper in OPTION_KEEPERS:
-        books: dict[str, Any] = desk.ask(keeper, GetBooks())
-        assert books, keeper
-        for name, view in books.items():
-            bids, asks = desk.sim.book(name)
-            assert not view.stale, (name, view.stale_reason)
-            assert view.change_id == desk.sim.change_id(name), name
-            assert list(view.bids) == bids and list(view.asks) == asks, name
-            compared += 1
-    for keeper in FUTURE_KEEPERS:
-        tops = desk.ask(keeper, GetTops())
-        assert tops, keeper
-        for name, (bid, bid_amount, ask, ask_amount, stale) in tops.items():
-            bids, asks = desk.sim.book(name)
-            assert not stale, name
-            assert (bid, bid_amount) == (bids[0] if bids else (None, 0.0)), name
-            assert (ask, ask_amount) == (asks[0] if asks else (None, 0.0)), name
-            compared += 1
-    return compared
-
-
 def test_subscribed_in_normal_time_while_3_percent_of_book_frames_are_dropped_and_no_book_diverges(
         sim_desk: StartDesk) -> None:
     statuses: list[tuple[float, ConnectionStatus]] = []
@@ -102,10 +67,10 @@ def test_subscribed_in_normal_time_while_3_percent_of_book_frames_are_dropped_an
                     extra_specs=[ActorSpec("tap", lambda ctx: StatusTap.start(ctx, statuses))])
     sim = desk.sim
     wait_until(lambda: subscribed_after(statuses, 0), 120, "the first SUBSCRIBED")
-    wait_until(lambda: all_fresh(desk), 120, "every book's first snapshot")
+    wait_until(lambda: books_all_fresh(desk), 120, "every book's first snapshot")
 
     normal = reconnect_and_time(desk, statuses, 120)
-    wait_until(lambda: all_fresh(desk), 120, "every book fresh again after the plain reconnect")
+    wait_until(lambda: books_all_fresh(desk), 120, "every book fresh again after the plain reconnect")
 
     sim.drop_book_notifications(0, probability=DROP_PROBABILITY)
     time.sleep(2.0)  # resyncs under way before the link goes
@@ -125,7 +90,7 @@ def test_subscribed_in_normal_time_while_3_percent_of_book_frames_are_dropped_an
         last_drop[name] = max(change_id, last_drop.get(name, 0))
     wait_until(lambda: all(sim.change_id(name) > change_id for name, change_id in last_drop.items()), 90,
                "a change after every book's last dropped frame")
-    wait_until(lambda: all_fresh(desk), 90, "every stale book to be resynced")
+    wait_until(lambda: books_all_fresh(desk), 90, "every stale book to be resynced")
     sim.stall(10.0)
     time.sleep(0.5)  # what was on the wire when the market stopped
     desk.supervisor.drain()

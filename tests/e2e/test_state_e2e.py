@@ -16,18 +16,16 @@ from typing import Any
 
 import pytest
 
-from actors.bookkeeper import GetBooks, GetBookStats, GetTops
+from actors.bookkeeper import GetBookStats
 from actors.portfolio import GetPortfolio, GetReconcileReport
 from messages.commands import CancelOrder, CommandFailed, CommandResult, PlaceOrder, ReconcilePortfolio
 from runtime.actor import Actor, handles
-from tests.support.desk import SimDesk, StartDesk
+from tests.support.desk import OPTION_KEEPERS, SimDesk, StartDesk, books_all_fresh, compare_books
 from tests.support.settings import SIM_CLIENT_ID as CLIENT_ID
 from tests.support.waiting import wait_until as wait_for
 
 pytestmark = pytest.mark.usefixtures("isolated_cwd")  # the program's data/ goes to a temp dir
 
-OPTION_KEEPERS = ("books-BTC-option", "books-ETH-option")
-FUTURE_KEEPERS = ("books-BTC-future", "books-ETH-future")
 
 
 class Desk(SimDesk):
@@ -40,11 +38,7 @@ class Desk(SimDesk):
         return self.ask(name, GetBookStats())
 
     def all_fresh(self) -> bool:
-        for name in OPTION_KEEPERS + FUTURE_KEEPERS:
-            stats = self.stats(name)
-            if stats["stale"] or not stats["instruments"]:
-                return False
-        return True
+        return books_all_fresh(self)
 
 
 @pytest.fixture
@@ -53,31 +47,6 @@ def desk(sim_desk: StartDesk) -> Callable[..., Desk]:
         return Desk(sim_desk(overrides, seed=3, sim={"updates_per_s": updates_per_s}, extra_specs=extra_specs))
 
     return start
-
-
-def compare_books(desk: Desk) -> int:
-    """Every local book equals the simulator's (the market must be stalled). Returns how many
-    books were compared."""
-    compared = 0
-    for keeper in OPTION_KEEPERS:
-        books = desk.ask(keeper, GetBooks())
-        assert books, keeper
-        for name, view in books.items():
-            bids, asks = desk.sim.book(name)
-            assert not view.stale, (name, view.stale_reason)
-            assert view.change_id == desk.sim.change_id(name), name
-            assert list(view.bids) == bids and list(view.asks) == asks, name
-            compared += 1
-    for keeper in FUTURE_KEEPERS:
-        tops = desk.ask(keeper, GetTops())
-        assert tops, keeper
-        for name, (bid, bid_amount, ask, ask_amount, stale) in tops.items():
-            bids, asks = desk.sim.book(name)
-            assert not stale, name
-            assert (bid, bid_amount) == (bids[0] if bids else (None, 0.0)), name
-            assert (ask, ask_amount) == (asks[0] if asks else (None, 0.0)), name
-            compared += 1
-    return compared
 
 
 def run_with_drops(desk: Desk, drops: int, reconnect: bool) -> None:

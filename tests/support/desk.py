@@ -16,6 +16,7 @@ import pykka
 import pytest
 
 import main
+from actors.bookkeeper import GetBooks, GetBookStats, GetTops
 from config.settings import Settings
 from runtime.clock import ShiftedClock, WallClock
 from runtime.logs import setup_logging, shutdown_logging
@@ -25,6 +26,9 @@ from simulator.settings import SimSettings
 from tests.support.settings import SIM_CLIENT_ID, SIM_CLIENT_SECRET, make_settings
 
 SIM_BALANCES = {"BTC": 10.0, "ETH": 100.0}
+#: The BookKeepers of the default currencies.
+OPTION_KEEPERS = ("books-BTC-option", "books-ETH-option")
+FUTURE_KEEPERS = ("books-BTC-future", "books-ETH-future")
 
 
 class SimDesk:
@@ -112,3 +116,37 @@ def sim_desk(tmp_path: Path) -> Iterator[StartDesk]:
             except pykka.Timeout:
                 pass  # an actor stopped while being asked to: nothing is left running that matters
             shutdown_logging()
+
+
+def books_all_fresh(desk: SimDesk) -> bool:
+    """Every BookKeeper has instruments and no stale book."""
+    for name in OPTION_KEEPERS + FUTURE_KEEPERS:
+        stats = desk.ask(name, GetBookStats())
+        if stats["stale"] or not stats["instruments"]:
+            return False
+    return True
+
+
+def compare_books(desk: SimDesk) -> int:
+    """Every option book equals the simulator's (levels and change id) and every future's top equals
+    the simulator's best levels; none is stale. Returns how many books were compared."""
+    compared = 0
+    for keeper in OPTION_KEEPERS:
+        books: dict[str, Any] = desk.ask(keeper, GetBooks())
+        assert books, keeper
+        for name, view in books.items():
+            bids, asks = desk.sim.book(name)
+            assert not view.stale, (name, view.stale_reason)
+            assert view.change_id == desk.sim.change_id(name), name
+            assert list(view.bids) == bids and list(view.asks) == asks, name
+            compared += 1
+    for keeper in FUTURE_KEEPERS:
+        tops = desk.ask(keeper, GetTops())
+        assert tops, keeper
+        for name, (bid, bid_amount, ask, ask_amount, stale) in tops.items():
+            bids, asks = desk.sim.book(name)
+            assert not stale, name
+            assert (bid, bid_amount) == (bids[0] if bids else (None, 0.0)), name
+            assert (ask, ask_amount) == (asks[0] if asks else (None, 0.0)), name
+            compared += 1
+    return compared
