@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -22,6 +23,9 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.support.desk import sim_desk  # noqa: F401  (the desk-on-simulator fixture, for every test)
 from tests.support.paths import capture
+
+if TYPE_CHECKING:
+    from tests.support.postgres import ThrowawayCluster
 
 # Hypothesis's "ci" profile: derandomised, no deadline (a loaded machine is not a bug), and no example
 # database, which would otherwise be .hypothesis/ in the repository, shared by concurrent runs.
@@ -68,6 +72,30 @@ def pg_url() -> Iterator[str]:
 
     with run_database() as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The test's own database, once on SQLite (a file) and once on PostgreSQL (a private schema)."""
+    from tests.support.sql import private_schema
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'desk.sqlite3'}"
+        return
+    with private_schema(request.getfixturevalue("pg_url")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ThrowawayCluster]:
+    """A PostgreSQL cluster of the module's own, to stop or hang (never the shared server)."""
+    from tests.support.postgres import ThrowawayCluster
+
+    c = ThrowawayCluster().start()
+    try:
+        yield c
+    finally:
+        c.destroy()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,6 @@ from sql.tables import option_quotes, surface_points, volatility_index
 from tests.support.paths import REPO
 from tests.support.postgres import ThrowawayCluster
 from tests.support.settings import make_settings
-from tests.support.sql import private_schema
 
 GRID_POINTS = 10 * 21  # the default [surface] grid
 START = 1_795_260_900.0  # a whole minute
@@ -137,26 +135,18 @@ def replay(log: Path, url: str, workdir: Path) -> dict[str, object]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'desk.sqlite3'}"
-        return
-    with private_schema(request.getfixturevalue("pg_url")) as url:
-        yield url
-
 
 def test_replaying_a_generated_log_records_every_full_minute_once(
-        full_log: Path, full_truth: dict[tuple[float, str], set[str]], database_url: str, tmp_path: Path) -> None:
+        full_log: Path, full_truth: dict[tuple[float, str], set[str]], db_url: str, tmp_path: Path) -> None:
     minutes = {START + 60, START + 120, START + 180}
     assert {m for m, _ in full_truth} == minutes  # the log's full minutes
-    summary = replay(full_log, database_url, tmp_path)
+    summary = replay(full_log, db_url, tmp_path)
     assert summary["minutes"] == 3 and summary["errors"] == 0
-    assert_every_minute_once(database_url, full_truth, minutes)
+    assert_every_minute_once(db_url, full_truth, minutes)
     assert not list((tmp_path / "data" / "spool").glob("*.msgpack"))
     # The same log again adds no row.
-    replay(full_log, database_url, tmp_path)
-    assert_every_minute_once(database_url, full_truth, minutes)
+    replay(full_log, db_url, tmp_path)
+    assert_every_minute_once(db_url, full_truth, minutes)
 
 
 # -- outages during a paced replay ----------------------------------------------------------------------------

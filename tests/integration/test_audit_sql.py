@@ -19,21 +19,12 @@ from sql.engine import create_schema, make_engine
 from sql.store import MinuteStore, audit_record
 from sql.tables import orders_audit
 from sql.writers import audit_answer, audit_fill, audit_request, audit_resolution, unescape_text, write_audit
-from tests.support.sql import AT, private_schema
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'desk.sqlite3'}"
-        return
-    with private_schema(request.getfixturevalue("pg_url")) as pg:
-        yield pg
+from tests.support.sql import AT
 
 
 @pytest.fixture
-def engine(url: str) -> Iterator[Engine]:
-    eng = make_engine(url)
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
     create_schema(eng)
     yield eng
     eng.dispose()
@@ -57,8 +48,8 @@ def update(order_id: str, filled: float, state: str = "open") -> OrderUpdate:
 NASTY = "rejected: bad\x00byte, half \ud83d, back\\slash"
 
 
-def test_a_nul_text_is_stored_and_its_batch_is_not_refused(url: str, tmp_path: Path) -> None:
-    store = MinuteStore(url, tmp_path / "spool")
+def test_a_nul_text_is_stored_and_its_batch_is_not_refused(db_url: str, tmp_path: Path) -> None:
+    store = MinuteStore(db_url, tmp_path / "spool")
     try:
         store.open()
         command = PlaceOrder(instrument_name="BTC-PERPETUAL\x00", side="sell", amount=1.0, price=1.0, origin="hedger",
@@ -70,7 +61,7 @@ def test_a_nul_text_is_stored_and_its_batch_is_not_refused(url: str, tmp_path: P
         assert (store.backlog, store.rejected) == (0, 0)
     finally:
         store.close()
-    eng = make_engine(url)
+    eng = make_engine(db_url)
     try:
         (row,) = rows(eng).values()
     finally:
@@ -129,7 +120,7 @@ def test_a_resting_order_that_fills_later_says_filled(engine: Engine) -> None:
     assert found["c-1"].outcome == "sent"  # the cancel's row is not the order's placement
 
 
-def test_an_answer_spooled_by_schema_version_2_is_written_in_todays_outcomes(url: str, tmp_path: Path) -> None:
+def test_an_answer_spooled_by_schema_version_2_is_written_in_todays_outcomes(db_url: str, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     spool.mkdir()
     answer = json.dumps({"message": "CommandResult", "order": {"order_id": "O-5", "filled_amount": 10.0}})
@@ -143,13 +134,13 @@ def test_an_answer_spooled_by_schema_version_2_is_written_in_todays_outcomes(url
     ]
     for number, audit in enumerate(legacy, 1):
         (spool / f"{number:012d}-audit-hedger.msgpack").write_bytes(msgspec.msgpack.encode({"audit": audit}))
-    store = MinuteStore(url, spool)
+    store = MinuteStore(db_url, spool)
     try:
         store.open()
         assert (store.backlog, store.rejected) == (0, 0)
     finally:
         store.close()
-    eng = make_engine(url)
+    eng = make_engine(db_url)
     try:
         found = rows(eng)
     finally:

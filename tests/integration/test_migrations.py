@@ -29,14 +29,6 @@ from tests.support.sql import AT, count, private_schema, small_snapshot
 V1_TABLES = ("option_quotes", "surface_points", "surface_fits", "volatility_index", "orders_audit", "schema_version")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'desk.sqlite3'}"
-        return
-    with private_schema(request.getfixturevalue("pg_url")) as pg:
-        yield pg
-
 
 def v1_database(engine: Engine, snapshots: list[SurfaceSnapshot]) -> None:
     """What version 1 of the program left: its tables, its version row, minutes and audit entries."""
@@ -110,9 +102,9 @@ def snapshots() -> list[SurfaceSnapshot]:
     return [msgspec.structs.replace(base, at=AT + 60 * i) for i in range(2)] + [small_snapshot(currency="ETH")]
 
 
-def test_a_version_1_database_is_taken_forward_without_losing_a_row(url: str,
+def test_a_version_1_database_is_taken_forward_without_losing_a_row(db_url: str,
                                                                     snapshots: list[SurfaceSnapshot]) -> None:
-    engine = make_engine(url)
+    engine = make_engine(db_url)
     try:
         v1_database(engine, snapshots)
         before = contents(engine)
@@ -142,18 +134,18 @@ def test_a_version_1_database_is_taken_forward_without_losing_a_row(url: str,
 
 
 @pytest.fixture
-def fresh_url(url: str, tmp_path: Path) -> Iterator[str]:
-    """A second database on the same kind of server as ``url``."""
-    if url.startswith("sqlite"):
+def fresh_url(db_url: str, tmp_path: Path) -> Iterator[str]:
+    """A second database on the same kind of server as ``db_url``."""
+    if db_url.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
         return
-    with private_schema(url.split("?")[0]) as pg:
+    with private_schema(db_url.split("?")[0]) as pg:
         yield pg
 
 
-def test_a_migrated_database_is_the_one_this_version_creates(url: str, fresh_url: str,
+def test_a_migrated_database_is_the_one_this_version_creates(db_url: str, fresh_url: str,
                                                              snapshots: list[SurfaceSnapshot]) -> None:
-    old, new = make_engine(url), make_engine(fresh_url)
+    old, new = make_engine(db_url), make_engine(fresh_url)
     try:
         v1_database(old, snapshots)
         create_schema(old)
@@ -165,8 +157,8 @@ def test_a_migrated_database_is_the_one_this_version_creates(url: str, fresh_url
         new.dispose()
 
 
-def test_a_step_cut_short_is_completed_at_the_next_start(url: str, snapshots: list[SurfaceSnapshot]) -> None:
-    engine = make_engine(url)
+def test_a_step_cut_short_is_completed_at_the_next_start(db_url: str, snapshots: list[SurfaceSnapshot]) -> None:
+    engine = make_engine(db_url)
     try:
         v1_database(engine, snapshots[:1])
         with engine.begin() as conn:  # the column went in, the program stopped before recording version 2
@@ -181,8 +173,8 @@ def test_a_step_cut_short_is_completed_at_the_next_start(url: str, snapshots: li
 
 
 def test_the_recorder_takes_a_version_1_database_and_spool_forward_and_writes_on(
-        url: str, snapshots: list[SurfaceSnapshot], tmp_path: Path) -> None:
-    engine = make_engine(url)
+        db_url: str, snapshots: list[SurfaceSnapshot], tmp_path: Path) -> None:
+    engine = make_engine(db_url)
     v1_database(engine, snapshots[:1])
     before = contents(engine)
 
@@ -194,7 +186,7 @@ def test_the_recorder_takes_a_version_1_database_and_spool_forward_and_writes_on
     spool.mkdir()
     (spool / f"000000000001-minute-BTC-{int(snapshots[1].at)}.msgpack").write_bytes(
         msgspec.msgpack.encode(SpoolRecordV1(snapshot=snapshots[1])))
-    store = MinuteStore(url, spool)
+    store = MinuteStore(db_url, spool)
     try:
         store.open()  # migrates, then writes what version 1 left in the spool
         assert store.backlog == 0 and store.reachable

@@ -49,14 +49,6 @@ class FakeMonotonic:
         return self.now
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ThrowawayCluster]:
-    c = ThrowawayCluster().start()
-    try:
-        yield c
-    finally:
-        c.destroy()
-
 
 @pytest.fixture
 def dead() -> Iterator[str]:
@@ -84,14 +76,6 @@ def assert_settlements_once(url: str, expected: set[tuple[str, str]]) -> None:
         eng.dispose()
     assert sorted(rows) == sorted(expected)
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'desk.sqlite3'}"
-        return
-    with private_schema(request.getfixturevalue("pg_url")) as url:
-        yield url
 
 
 # -- MinuteStore -------------------------------------------------------------------------------------------

@@ -91,14 +91,6 @@ def hung(cluster: ThrowawayCluster) -> Iterator[None]:
                 os.kill(pid, signal.SIGCONT)
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ThrowawayCluster]:
-    c = ThrowawayCluster().start()
-    try:
-        yield c
-    finally:
-        c.destroy()
-
 
 def writer_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "db-write" and t.is_alive()]
