@@ -25,9 +25,13 @@ from messages.commands import (
 )
 from messages.hedging import HedgeActivation, HedgerStatus
 from messages.market import IndexPrice, Instrument, InstrumentsLoaded, PlatformState, VolatilityIndex
-from messages.state import ChainSnapshot, OptionQuote, PortfolioChanged, TopOfBook
+from messages.state import ChainSnapshot, ChainView, OptionQuote, PortfolioChanged, TopOfBook
 from messages.surface import RecorderStatus, SurfaceSnapshot
 from messages.system import ConnectionState, ConnectionStatus
+
+#: A live option quote older than this (since its keeper answered) is not live any more: the
+#: console asks several times a second, so only a keeper that stopped answering gets here.
+LIVE_QUOTE_MAX_AGE_S = 2.0
 
 
 # -- the desk's picture ---------------------------------------------------------------------------
@@ -48,6 +52,10 @@ class DeskState:
         self.recorder: RecorderStatus | None = None
         self.dvol: dict[str, VolatilityIndex] = {}  # Deribit's DVOL by currency
         self.locks = PlatformLocks()
+        #: The option keepers' latest live answers, by currency, and each option's latest quote
+        #: with the local time of the answer that carried it.
+        self.views: dict[str, ChainView] = {}
+        self.live_options: dict[str, tuple[OptionQuote, float]] = {}
 
     # Each ``on_*`` takes one message type; the actor dispatches by type.
     def on_connection(self, status: ConnectionStatus) -> None:
@@ -86,6 +94,15 @@ class DeskState:
 
     def on_chain(self, chain: ChainSnapshot) -> None:
         self.chains[(chain.currency, chain.kind)] = chain
+
+    def on_chain_view(self, view: ChainView) -> None:
+        """A keeper's live answer; an answer older than the one held is dropped (never back in time)."""
+        held = self.views.get(view.currency)
+        if held is not None and held.at > view.at:
+            return
+        self.views[view.currency] = view
+        for quote in view.options:
+            self.live_options[quote.instrument_name] = (quote, view.at)
 
     def on_surface(self, surface: SurfaceSnapshot) -> None:
         self.surfaces[surface.currency] = surface
@@ -142,6 +159,14 @@ class DeskState:
         return sorted((i for i in listing if i.kind == "option"),
                       key=lambda i: (i.expiration_timestamp, i.strike or 0.0, i.option_type or ""))
 
+    def option_quote(self, name: str, now: float) -> OptionQuote | None:
+        """The option's live quote (from a keeper's answer at most :data:`LIVE_QUOTE_MAX_AGE_S`
+        old, stale books included: callers check ``stale``), else None."""
+        held = self.live_options.get(name)
+        if held is None or not 0.0 <= now - held[1] <= LIVE_QUOTE_MAX_AGE_S:
+            return None
+        return held[0]
+
     def open_orders(self) -> list[OrderUpdate]:
         return [o for p in self.portfolios.values() for o in p.open_orders]
 
@@ -163,7 +188,8 @@ class DeskState:
         chain = self.chains.get((currency, "option"))
         return chain.index_price if chain is not None else None
 
-    def option_quote(self, name: str) -> OptionQuote | None:
+    def minute_option_quote(self, name: str) -> OptionQuote | None:
+        """The option in the last minute's chain snapshot (up to a minute old)."""
         chain = self.chains.get((currency_of(name) or "", "option"))
         if chain is None:
             return None

@@ -480,7 +480,7 @@ class Trading:
             if inst is None:
                 return Refusal(f"{self.option} is not listed any more", "choose another with setContractType")
             chain = state.chains.get((inst.base_currency, "option"))
-            quote = state.option_quote(self.option)
+            quote = state.minute_option_quote(self.option)
             if chain is None or quote is None:
                 return Refusal(f"no quote for {self.option} yet", "the option chain comes at each full minute")
             old = now - chain.at > OPTION_QUOTE_MAX_AGE_S

@@ -276,7 +276,7 @@ def price_view(state: DeskState, instrument: str | None, option: str | None) -> 
         top = state.tops.get(instrument)
         parts.append(tops_table([top] if top is not None else [], title=f"{instrument}"))
     if option is not None:
-        parts.append(chain_rows_table([q for q in [state.option_quote(option)] if q is not None], option))
+        parts.append(chain_rows_table([q for q in [state.minute_option_quote(option)] if q is not None], option))
     if not parts:
         parts.append(Text("no instrument chosen yet"))
     return Group(*parts)

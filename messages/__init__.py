@@ -45,7 +45,15 @@ from messages.market import (
     TickSizeStep,
     Trade,
 )
-from messages.state import ChainSnapshot, FutureQuote, OptionQuote, PortfolioChanged, TopOfBook
+from messages.state import (
+    ChainSnapshot,
+    ChainView,
+    ChainViewRequest,
+    FutureQuote,
+    OptionQuote,
+    PortfolioChanged,
+    TopOfBook,
+)
 from messages.surface import QuoteIV, RecorderStatus, SmileFit, SurfacePoint, SurfaceSnapshot, TenorFigures
 from messages.system import (
     ActorFailed,
@@ -70,6 +78,8 @@ __all__ = [
     "CancelByLabel",
     "CancelOrder",
     "ChainSnapshot",
+    "ChainView",
+    "ChainViewRequest",
     "CommandFailed",
     "CommandResult",
     "ConnectionState",

@@ -55,6 +55,11 @@ class OptionQuote(Message, frozen=True, kw_only=True):
     theta: float | None
     age_s: float
     stale: bool
+    #: The ticker's IVs of the best bid and ask (percent; ``None`` when that side is empty) and
+    #: its 24-hour volume in contracts; absent from producers that predate them.
+    bid_iv: float | None = None
+    ask_iv: float | None = None
+    volume_24h: float | None = None
 
 
 class FutureQuote(Message, frozen=True, kw_only=True):
@@ -89,6 +94,34 @@ class ChainSnapshot(Message, frozen=True, kw_only=True):
     futures: tuple[FutureQuote, ...] = ()
     #: What the options' prices (bid, ask, mark) are in: the coin (``BTC``) in an inverse family,
     #: ``USDC`` in a linear one (``SOL_USDC``); empty from producers that predate it: the coin.
+    price_currency: str = ""
+
+
+class ChainViewRequest(Message, frozen=True, kw_only=True):
+    """The Console asks one option family's BookKeeper for what it shows live: every option of
+    ``expiry_ms`` (None: none) and the options ``names`` (the traded option, option positions),
+    those of other families ignored. Answered with a :class:`ChainView` carrying ``request_id``."""
+
+    currency: str
+    expiry_ms: int | None
+    names: tuple[str, ...] = ()
+    request_id: int = 0
+
+
+class ChainView(Message, frozen=True, kw_only=True):
+    """A BookKeeper's live answer to a :class:`ChainViewRequest`, as of ``at`` (local clock):
+    the options asked for (sorted by expiry, strike, type), every expiry the family lists
+    (``expiries``, ms, ascending) and how many of its ``books`` are known to be the exchange's
+    (``synced``: a snapshot since the last (re)connect, no gap)."""
+
+    currency: str
+    at: float
+    request_id: int
+    index_price: float | None
+    options: tuple[OptionQuote, ...] = ()
+    expiries: tuple[int, ...] = ()
+    books: int = 0
+    synced: int = 0
     price_currency: str = ""
 
 
