@@ -144,7 +144,7 @@ class LineRunner:
                 return self._show(topic, request.wait)
             case ShowChain(expiry=expiry):
                 currency = currency_of(trading.instrument) if trading.instrument else self.settings.currencies[0]
-                self.say(chain_tables(self.desk.chains.get((currency or "", "option")), expiry))
+                self.say(chain_tables(self.desk, currency or "", expiry, self.now()))
             case Plot(args=args):
                 self.say(f"plotting: {' '.join(args) or '(no arguments)'}")
                 start_plot(args, self.settings, self.out)
@@ -172,7 +172,7 @@ class LineRunner:
     def _show(self, topic: Topic, wait: bool) -> LineOutcome:
         trading = self.trading
         self.say(topic_view(topic, self.desk, trading.instrument, trading.option, trading.size_multiplier,
-                            self._currency()))
+                            self._currency(), self.now()))
         if topic == "hedging":  # the table, then the hedger's own answer
             return self._hedger(HedgerControl(action="status", origin=self.origin, request_key=trading.key("hedger"),
                                               currency=self._currency()), wait)

@@ -18,11 +18,11 @@ from rich.text import Text
 from console.grammar import HELP, Topic
 from deribit.constants import PERPETUAL_EXPIRY_MS
 from deribit.instruments import format_expiry
-from messages.account import OrderUpdate, Position, UserTrade
+from messages.account import UserTrade
 from messages.commands import CommandFailed, CommandResult
-from messages.hedging import HedgeActivation, HedgeCode, HedgerStatus
+from messages.hedging import HedgeActivation, HedgerStatus
 from messages.market import VolatilityIndex
-from messages.state import ChainSnapshot, OptionQuote, PortfolioChanged, TopOfBook
+from messages.state import OptionQuote, PortfolioChanged, TopOfBook
 from messages.surface import DatabaseHealth, RecorderStatus, SurfaceSnapshot
 from messages.system import ConnectionStatus
 
@@ -124,40 +124,7 @@ def describe_connection(status: ConnectionStatus | None) -> str:
     return text
 
 
-# -- tables -------------------------------------------------------------------------------------------
-def positions_table(positions: Iterable[Position]) -> Table:
-    """Deribit's own figures: ``floating`` PnL since the last 08:00 UTC settlement, ``total`` PnL
-    against the average price, both in the instrument's settlement currency (the coin, or USDC for
-    a linear ``..._USDC-...`` instrument)."""
-    table = Table(title="positions (PnL in the settlement currency)", title_justify="left")
-    for column in ("instrument", "size", "avg price", "mark", "floating PnL", "total PnL", "delta", "gamma", "vega",
-                   "theta"):
-        table.add_column(column, justify="left" if column == "instrument" else "right")
-    for p in sorted(positions, key=lambda p: p.instrument_name):
-        table.add_row(p.instrument_name, fmt(p.size), fmt(p.average_price), fmt(p.mark_price),
-                      fmt(p.floating_profit_loss, 8), fmt(p.total_profit_loss, 8), fmt(p.delta, 4), fmt(p.gamma, 6),
-                      fmt(p.vega, 2), fmt(p.theta, 2))
-    if not table.row_count:
-        table.add_row("(no positions)", *[""] * 9)
-    return table
-
-
-def orders_table(orders: Iterable[OrderUpdate]) -> Table:
-    table = Table(title="open orders", title_justify="left")
-    for column in ("label", "instrument", "side", "amount", "filled", "type", "price", "trigger", "flags",
-                   "order id"):
-        table.add_column(column, justify="right" if column in ("amount", "filled", "price", "trigger") else "left")
-    for o in sorted(orders, key=lambda o: (o.instrument_name, o.creation_timestamp, o.order_id)):
-        price = o.price if isinstance(o.price, float | int) else None
-        flags = " ".join(f for f, on in (("post-only", o.post_only), ("reduce-only", o.reduce_only)) if on)
-        trigger = f"{fmt(o.trigger_price)} {o.trigger}" if o.trigger_price is not None else ""
-        table.add_row(o.label, o.instrument_name, o.direction, fmt(o.amount), fmt(o.filled_amount), o.order_type,
-                      fmt(price), trigger, flags, o.order_id)
-    if not table.row_count:
-        table.add_row("(no open orders)", *[""] * 9)
-    return table
-
-
+# -- tables (the desk's own: console/tables.py) ----------------------------------------------------
 def funds_table(portfolios: Iterable[PortfolioChanged]) -> Table:
     table = Table(title="funds", title_justify="left")
     for column in ("currency", "equity", "balance", "available", "initial margin", "maint. margin", "delta total",
@@ -184,24 +151,6 @@ def tops_table(tops: Iterable[TopOfBook], title: str = "futures") -> Table:
     return table
 
 
-def hedger_table(statuses: Iterable[HedgerStatus]) -> Table:
-    table = Table(title="delta hedging", title_justify="left")
-    for column in ("currency", "state", "instrument", "band", "options delta", "hedge delta", "mismatch",
-                   "orders today", "message"):
-        table.add_column(column, justify="right" if column in ("band", "options delta", "hedge delta", "mismatch",
-                                                                "orders today") else "left")
-    for s in sorted(statuses, key=lambda s: s.currency):
-        # The message, then why it holds (in red when data was refused as implausible).
-        text = Text(s.message or s.last_reason)
-        if s.message and s.last_reason and s.last_reason != s.message:
-            text.append("\n" + s.last_reason, style="bold red" if s.code is HedgeCode.IMPLAUSIBLE_DATA else "")
-        table.add_row(s.currency, activation_text(s), s.instrument, fmt(s.band),
-                      fmt(s.options_delta, 4), fmt(s.hedge_delta, 4), fmt(s.mismatch, 4), str(s.orders_today), text)
-    if not table.row_count:
-        table.add_row("(no status from the hedger yet)", *[""] * 8)
-    return table
-
-
 def database_state(status: RecorderStatus) -> str:
     """The database as the Recorder last found it: reachable, SLOW, HUNG or UNREACHABLE."""
     if status.health in (DatabaseHealth.SLOW, DatabaseHealth.HUNG):
@@ -223,9 +172,12 @@ def recorder_text(status: RecorderStatus | None) -> Text:
 
 
 def topic_view(topic: Topic, state: DeskState, instrument: str | None, option: str | None,
-               size_multiplier: float | None, currency: str) -> RenderableType:
+               size_multiplier: float | None, currency: str, now: float | None = None) -> RenderableType:
     """What an information word prints, given the chosen future, option and multiplier and the
-    currency they are in."""
+    currency they are in, as of ``now`` (None: the desk's latest market data)."""
+    from console import tables  # it builds on this module's lines (alerts, the hedger's state)
+
+    at = now if now is not None else (tables.latest_data_at(state) or 0.0)
     match topic:
         case "help":
             return Text(HELP)
@@ -234,36 +186,40 @@ def topic_view(topic: Topic, state: DeskState, instrument: str | None, option: s
         case "funds":
             return funds_table(state.portfolios.values())
         case "orders":
-            return orders_table(state.open_orders())
+            return tables.orders_table(state, at)
         case "positions":
-            return positions_table(state.positions())
+            return tables.positions_table(state, at)
         case "connection":
             return Text(describe_connection(state.connection))
         case "size_multiplier":
             return Text(f"size multiplier: {size_multiplier:g}" if size_multiplier else "no size multiplier chosen yet")
         case "status":
-            return status_view(state, instrument)
+            return status_view(state, instrument, at)
         case "surface":
             return surface_view(state.surfaces.get(currency), currency, state.dvol.get(currency))
         case "hedging":
-            return Group(*alert_lines(state.alerts()), hedger_table(state.hedgers.values()))
+            return tables.hedger_panel(state, at)
 
 
-def status_view(state: DeskState, instrument: str | None) -> RenderableType:
-    """``status``: positions with greeks, futures tickers, hedger and recorder, book sync."""
+def status_view(state: DeskState, instrument: str | None, now: float) -> RenderableType:
+    """``status``: the header (link, index, vols, hedgers), positions with greeks, futures
+    tickers, the hedger panel (with its alert), recorder, book sync."""
+    from console import tables
+
     tops = [state.tops[i.instrument_name] for i in state.futures() if i.instrument_name in state.tops]
     fresh, total = state.books_synced()
     options = state.option_books_synced()
     books = f"books: futures {fresh} of {total} synced" + (
         f", options {options[0]} of {options[1]} at the last minute" if options else "")
     locked = state.locks.describe()
+    venue = state.connection.venue if state.connection is not None else "-"
     parts: list[RenderableType] = [
         *([Text(f"{locked}: no new orders there", style="bold red")] if locked else []),
-        *alert_lines(state.alerts()),
-        Text(describe_connection(state.connection) + (f"; trading {instrument}" if instrument else "")),
-        positions_table(state.positions()),
+        tables.header_text(state, venue, now),
+        *([Text(f"trading {instrument}")] if instrument else []),
+        tables.positions_table(state, now),
         tops_table(tops),
-        hedger_table(state.hedgers.values()),
+        tables.hedger_panel(state, now),
         recorder_text(state.recorder),
         Text(books),
     ]
@@ -294,40 +250,24 @@ def chain_rows_table(quotes: Iterable[OptionQuote], title: str) -> Table:
     return table
 
 
-def chain_tables(chain: ChainSnapshot | None, expiry: str | None = None) -> RenderableType:
-    """``chain [EXPIRY]``: one T-table per expiry: calls (bid, ask, mark, IV) | strike | puts."""
-    if chain is None:
-        return Text("no option chain yet: the books publish one at each full minute")
-    by_expiry: dict[int, dict[float, dict[str, OptionQuote]]] = {}
-    for q in chain.options:
-        by_expiry.setdefault(q.expiry_ms, {}).setdefault(q.strike, {})[q.option_type] = q
-    when = dt.datetime.fromtimestamp(chain.at, tz=dt.UTC).strftime("%H:%M UTC")
-    tables: list[RenderableType] = []
-    for expiry_ms in sorted(by_expiry):
-        name = expiry_label(expiry_ms)
-        if expiry is not None and name != expiry:
-            continue
-        table = Table(title=f"{chain.currency} {name} (at {when}, index {fmt(chain.index_price, 2)}; prices in "
-                            f"{chain.currency}, IV in %)", title_justify="left")
-        for column in ("C bid", "C ask", "C mark", "C IV", "strike", "P bid", "P ask", "P mark", "P IV"):
-            table.add_column(column, justify="center" if column == "strike" else "right",
-                             style="bold" if column == "strike" else None)
-        for strike in sorted(by_expiry[expiry_ms]):
-            row = by_expiry[expiry_ms][strike]
+def chain_tables(state: DeskState, currency: str, expiry: str | None, now: float,
+                 strikes: int | None = None, width: int = 120) -> RenderableType:
+    """``chain [EXPIRY]``: one expiry's live chain (the nearest when none is named) around the
+    forward; an expiry not listed: the ones that are."""
+    from console import tables
 
-            def cells(q: OptionQuote | None) -> list[str]:
-                if q is None:
-                    return ["", "", "", ""]
-                mark = fmt(q.mark_price, 4) + ("*" if q.stale else "")
-                return [fmt(q.bid, 4), fmt(q.ask, 4), mark, fmt(q.mark_iv, 1)]
-
-            table.add_row(*cells(row.get("call")), fmt(strike), *cells(row.get("put")))
-        tables.append(table)
-    if not tables:
-        known = ", ".join(expiry_label(e) for e in sorted(by_expiry))
-        return Text(f"no expiry {expiry} in the {chain.currency} chain; expiries: {known or 'none'}")
-    tables.append(Text("* stale book"))
-    return Group(*tables)
+    listed = tables.option_expiries(state, currency)
+    if not listed:
+        return Text(f"no {currency} options listed yet")
+    if expiry is None:
+        chosen = next((e for e in listed if e / 1000.0 > now), listed[-1])
+    else:
+        found = [e for e in listed if expiry_label(e) == expiry.upper()]
+        if not found:
+            return Text(f"no expiry {expiry} in the {currency} chain; expiries: "
+                        f"{', '.join(expiry_label(e) for e in listed)}")
+        chosen = found[0]
+    return tables.chain_table(state, currency, chosen, strikes or tables.DEFAULT_STRIKES, now, width=width)
 
 
 def dvol_text(dvol: VolatilityIndex | None) -> str:

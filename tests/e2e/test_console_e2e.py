@@ -30,7 +30,7 @@ def test_trading_in_a_pseudo_terminal_against_the_simulator(tmp_path: Path) -> N
 
         term.type("a2\r")
         term.expect(r"filled: buy 20 BTC-PERPETUAL @ [\d,.]+ \[manual_api_1\]")
-        term.run_until("positions", r"│ BTC-PERPETUAL\s*│\s*20 │")
+        term.run_until("positions", r"BTC-PERPETUAL\s+long\s+20 ")
 
         term.type("as1 1000\r")
         term.expect(r"open: buy 10 BTC-PERPETUAL @ 1,000, filled 0 \[manual_api_2\]")
@@ -82,7 +82,7 @@ def test_piped_commands_without_a_terminal(tmp_path: Path) -> None:
     assert "sent: buy 20 BTC-PERPETUAL limit" in out
     assert re.search(r"filled: buy 20 BTC-PERPETUAL @ [\d,.]+ \[manual_api_1\]", out)
     # The order waited for its fill to reach the portfolio: the next line shows the position.
-    assert re.search(r"│ BTC-PERPETUAL\s*│\s*20 │", out.split("> positions")[1].split("> as1")[0])
+    assert re.search(r"BTC-PERPETUAL\s+long\s+20 ", out.split("> positions")[1].split("> as1")[0])
     # The hedger's first status reached the console (it starts before the console does).
     status = out.split("> delta hedging status")[1].split("> as1")[0]
     assert re.search(r"│ BTC\s*│ inactive\s*│ BTC-PERPETUAL", status) and "no status from the hedger" not in status

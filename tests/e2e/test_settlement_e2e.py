@@ -21,7 +21,9 @@ import pytest
 from rich.console import Console as RichConsole
 
 from actors.portfolio import GetPortfolio
-from console.views import positions_table
+from console.desk_state import DeskState
+from console.numbers import coin_text
+from console.tables import position_lines, positions_table
 from messages.account import ExchangeState, Position
 from messages.commands import CommandResult, PlaceOrder, ReconcilePortfolio
 from messages.market import Ticker
@@ -163,8 +165,13 @@ def test_pnl_is_the_exchanges_across_the_settlement_and_the_expired_option_leave
     expected_floating = perp.size * (1.0 / perp.settlement_price - 1.0 / perp.mark_price)
     assert perp.floating_profit_loss == pytest.approx(expected_floating, abs=1e-8)  # sent to 8 decimals
 
-    # The console's PnL columns show those figures.
+    # The console's PnL columns show those figures (to 4 decimals of the coin, beside USD).
+    shown = DeskState(["BTC"])
+    shown.on_portfolio(desk_after)
     out = io.StringIO()
-    RichConsole(file=out, width=220).print(positions_table(desk_after.positions))
+    RichConsole(file=out, width=220).print(positions_table(shown, time.time()))
     ours = next(p for p in desk_after.positions if p.instrument_name == PERP)
-    assert f"{ours.floating_profit_loss:,.8f}" in out.getvalue() and f"{ours.total_profit_loss:,.8f}" in out.getvalue()
+    [line] = [line for line in position_lines(shown) if line.position.instrument_name == PERP]
+    assert (line.floating, line.total) == (ours.floating_profit_loss, ours.total_profit_loss)
+    text = out.getvalue()
+    assert coin_text(ours.floating_profit_loss, 4) in text and coin_text(ours.total_profit_loss, 4) in text

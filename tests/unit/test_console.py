@@ -22,7 +22,7 @@ from config.settings import Settings
 from console.desk_state import DeskState, ScriptWait, startup_stages
 from console.orders import reference_mark
 from console.terminal import Configure, GetStartup, RunLine, Terminal, WaitDone
-from console.views import chain_tables, surface_view
+from console.views import surface_view
 from messages.account import OrderUpdate, UserTrade
 from messages.commands import (
     CancelAll,
@@ -321,7 +321,7 @@ def test_information_tables(tmp_path: Any) -> None:
     for line in ("positions", "orders", "funds", "price", "connection status", "show size multiplier", "help"):
         h.run(line)
     text = h.output()
-    assert re.search(r"│ BTC-PERPETUAL\s*│\s*20 │\s*60,000 │", text)
+    assert re.search(r"BTC-PERPETUAL\s+long\s+20\s+60,000.0 ", text)
     assert "manual_api_3" in text and "o9" in text and "post-only" in text
     assert "9.500000" in text  # available funds
     assert "59,990" in text and "60,000" in text
@@ -343,16 +343,7 @@ def test_cancel_shortcuts_on_the_actor(tmp_path: Any) -> None:
         ("CancelOrder", "o2"), ("CancelByLabel", "manual_api_2")]
 
 
-def test_chain_and_surface_views(tmp_path: Any) -> None:
-    chain = ChainSnapshot(currency="BTC", kind="option", at=NOW, index_price=31900.0, options=(
-        quote(30000, "call", 0.1, 0.11), quote(30000, "put", 0.02, 0.025), quote(35000, "call", None, 0.03, True)))
-    out = io.StringIO()
-    RichConsole(file=out, width=160).print(chain_tables(chain))
-    text = out.getvalue()
-    assert "BTC 24SEP21" in text and "30,000" in text and "0.1000" in text and "0.0290*" in text
-    out = io.StringIO()
-    RichConsole(file=out, width=160).print(chain_tables(chain, "1OCT21"))
-    assert "no expiry 1OCT21 in the BTC chain; expiries: 24SEP21" in out.getvalue()
+def test_surface_view(tmp_path: Any) -> None:  # the chain's tables: tests/unit/test_tables.py
     surface = SurfaceSnapshot(currency="BTC", at=NOW, method="svi", index_price=31900.0, quotes=(), points=(),
                               fits=(), tenors=(TenorFigures(tenor_days=7, atm_iv=80.1, rr25=-3.2, bf25=1.1),
                                                TenorFigures(tenor_days=30, atm_iv=78.0, rr25=-2.0, bf25=0.9)),

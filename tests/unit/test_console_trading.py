@@ -12,8 +12,9 @@ from rich.console import Console as RichConsole
 from console.desk_state import DeskState, ScriptWait
 from console.grammar import Cancel, LimitOrder, MarketOrder, OptionOrder, Show, Topic
 from console.orders import OPTION_QUOTE_MAX_AGE_S, Refusal, Trading, describe_cancel
+from console.tables import hedger_panel
 from console.terminal import Choices, completions
-from console.views import hedger_table, topic_view
+from console.views import topic_view
 from desk.book_family import BookFamily
 from messages.commands import CancelAll, CancelByLabel, CancelOrder, PlaceOrder
 from messages.hedging import HedgeCode, HedgeMode, HedgerStatus
@@ -210,7 +211,9 @@ def test_the_hedger_table_says_why_it_holds() -> None:
                           at=NOW, code=HedgeCode.IMPLAUSIBLE_DATA, fault=DataFault.CROSSED,
                           last_reason="implausible data refused: BTC-PERPETUAL: crossed: bid 80000 above ask 70000",
                           message="hedging activated by console")
+    d = desk()
+    d.on_hedger(status)
     out = io.StringIO()
-    RichConsole(file=out, width=250, color_system=None).print(hedger_table([status]))
+    RichConsole(file=out, width=250, color_system=None).print(hedger_panel(d, NOW))
     text = out.getvalue()
     assert "crossed: bid 80000 above ask 70000" in text and "hedging activated by console" in text
