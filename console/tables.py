@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # desk_state imports console.views, which imports this module
 DEFAULT_STRIKES = 5
 #: From this width the chain shows every column; below it, each side drops its 24 h volume and
 #: open interest (slow figures a trader does not trade from) so that both sides fit 120 columns.
-CHAIN_FULL_WIDTH = 150
+CHAIN_FULL_WIDTH = 145
 STALE_MARK = "*"
 STALE_STYLE = "yellow"
 BID_STYLE = "green"
@@ -371,6 +371,21 @@ def direction_of(position: Position) -> str:
     return "long" if size and size > 0 else "short" if size and size < 0 else "flat"
 
 
+def totals_of(lines: list[PositionLine]) -> list[str]:
+    return sorted({line.currency for line in lines})
+
+
+def _tick_and_step(line: PositionLine) -> tuple[float | None, float | None]:
+    """The instrument's tick and amount step; without its metadata (an instrument no longer
+    listed), four decimals for an inverse option's coin price, cents otherwise, and the size as
+    exact as it is."""
+    if line.instrument is not None:
+        return line.instrument.tick_size, line.instrument.min_trade_amount
+    tick = 0.0001 if not line.future and line.linear is False else 0.01
+    size = _finite(line.position.size)
+    return tick, abs(size) if size else None
+
+
 def _coin_digits(settlement: str) -> int:
     return 2 if settlement == "USDC" else 4
 
@@ -386,25 +401,29 @@ def positions_table(desk: DeskState, now: float) -> RenderableType:
     lines = position_lines(desk)
     table = Table(title="positions (PnL as the exchange gives it, in the settlement currency; $: USD at the index)",
                   **_COMPACT)  # type: ignore[arg-type]
+    names = [line.position.instrument_name for line in lines] + [f"{c} total (USDC)" for c in totals_of(lines)]
     for header in ("instrument", "dir", "size", "avg", "mark", "value$", "float", "total", "float$", "total$",
                    "delta", "gamma", "vega", "theta"):
-        table.add_column(header, justify="left" if header in ("instrument", "dir") else "right", no_wrap=True)
+        if header == "instrument":
+            table.add_column(header, no_wrap=True, min_width=max(map(len, names), default=10))
+        else:  # a figure too wide for its column folds onto a second line rather than being cut
+            table.add_column(header, justify="left" if header == "dir" else "right", overflow="fold")
     totals = {t.currency: t for t in position_totals(lines)}
     for index, line in enumerate(lines):
-        p, i = line.position, line.instrument
-        tick = i.tick_size if i is not None else None
+        p = line.position
+        tick, step = _tick_and_step(line)
         direction = direction_of(p)
         digits = _coin_digits(line.settlement)
         blank = "" if line.future else None  # futures carry delta only
         table.add_row(
             p.instrument_name, Text(direction, style=LONG_STYLE if direction == "long" else SHORT_STYLE),
-            amount_text(p.size, i.min_trade_amount if i is not None else None),
+            amount_text(p.size, step),
             price_text(p.average_price, tick), price_text(p.mark_price, tick), usd_text(line.value_usd),
             _money(line.floating, coin_text(line.floating, digits)), _money(line.total, coin_text(line.total, digits)),
             _money(line.floating_usd, usd_text(line.floating_usd)), _money(line.total_usd, usd_text(line.total_usd)),
             greek_text(p.delta, 4), blank if blank is not None else greek_text(p.gamma, 5),
-            blank if blank is not None else greek_text(p.vega, 2),
-            blank if blank is not None else greek_text(p.theta, 2))
+            blank if blank is not None else greek_text(p.vega, 1),
+            blank if blank is not None else greek_text(p.theta, 1))
         last_of_currency = index + 1 == len(lines) or lines[index + 1].currency != line.currency
         if last_of_currency:
             t = totals[line.currency]
@@ -414,7 +433,7 @@ def positions_table(desk: DeskState, now: float) -> RenderableType:
                 Text(f"{t.currency} total{unit}", style="bold"), "", "", "", "", usd_text(t.value_usd),
                 _money(t.floating, coin_text(t.floating, digits)), _money(t.total, coin_text(t.total, digits)),
                 _money(t.floating_usd, usd_text(t.floating_usd)), _money(t.total_usd, usd_text(t.total_usd)),
-                greek_text(t.delta, 4), greek_text(t.gamma, 5), greek_text(t.vega, 2), greek_text(t.theta, 2),
+                greek_text(t.delta, 4), greek_text(t.gamma, 5), greek_text(t.vega, 1), greek_text(t.theta, 1),
                 style="bold", end_section=True)
     if not lines:
         table.add_row("(no positions)", *[""] * 13)
@@ -500,10 +519,9 @@ def hedger_panel(desk: DeskState, now: float) -> RenderableType:
     band), hedge orders today and the last action; the red ALERT line of a hedger that switched
     itself off above it (until acknowledged)."""
     table = Table(title="delta hedging (deltas in coin)", title_justify="left")
-    for column in ("currency", "state", "instrument", "band", "options delta", "hedge delta", "mismatch", "orders",
-                   "last action"):
-        table.add_column(column, justify="right" if column in ("band", "options delta", "hedge delta", "mismatch",
-                                                                "orders") else "left")
+    for column in ("ccy", "state", "instrument", "band", "options Δ", "hedge Δ", "mismatch", "orders", "last action"):
+        table.add_column(column, justify="right" if column in ("band", "options Δ", "hedge Δ", "mismatch", "orders")
+                         else "left")
     for s in sorted(desk.hedgers.values(), key=lambda s: s.currency):
         mismatch = _finite(s.mismatch)
         band = _finite(s.band)
