@@ -445,8 +445,9 @@ def positions_table(desk: DeskState, now: float) -> RenderableType:
             settlement = family_of(currency).settlement_currency
         except ValueError:
             settlement = currency
-        notes.append(Text(f"{currency} account (the exchange's): equity {coin_text(portfolio.equity, 4)} {settlement}, "
-                          f"delta total {greek_text(portfolio.delta_total, 4)} (options less premium, plus futures)"
+        notes.append(Text(f"{currency} account (exchange): equity {coin_text(portfolio.equity, 4)} {settlement}, "
+                          f"delta total {greek_text(portfolio.delta_total, 4)} (options less premium + futures), "
+                          f"{_age_text(now - portfolio.at)} old"
                           + ("" if portfolio.reconciled else "; NOT reconciled yet"), style="dim"))
     return Group(table, *notes)
 
@@ -482,6 +483,7 @@ def header_text(desk: DeskState, venue: str, now: float) -> RenderableType:
     top = Text.assemble((venue, "bold"), "  ", _link(desk), "  last data ",
                         (f"{_age_text(now - last)} ago" if last is not None else "none yet"))
     lines = [top]
+    pad = max((len(c) for c in desk.currencies), default=3)
     for currency in desk.currencies:
         try:
             coin = family_of(currency).base_currency
@@ -495,8 +497,8 @@ def header_text(desk: DeskState, venue: str, now: float) -> RenderableType:
         vols = (f"DVOL {iv_text(dvol.volatility)}  var30 {iv_text(variance)}" if dvol is not None
                 else f"desk vol index {iv_text(variance)} (no DVOL)")
         index_text = price_text(index, underlying_tick(desk, currency))
-        lines.append(Text.assemble((f"{currency:<4}", "bold"), f" index {index_text}  {vols}  ATM30 {iv_text(atm)}  ",
-                                   _hedger_state(desk.hedgers.get(currency))))
+        lines.append(Text.assemble((f"{currency:<{pad}}", "bold"), f"  index {index_text}  {vols}  "
+                                   f"ATM30 {iv_text(atm)}  ", _hedger_state(desk.hedgers.get(currency))))
     return Group(*lines)
 
 
