@@ -51,9 +51,13 @@ BID_STYLE = "green"
 ASK_STYLE = "red"
 LONG_STYLE = "green"
 SHORT_STYLE = "red"
-# A compact table: no vertical rules, one space between columns (both sides of a chain fit 120).
-_COMPACT = {"box": box.SIMPLE_HEAD, "padding": (0, 0), "pad_edge": False,
-            "title_justify": "left", "show_edge": False}
+
+
+def compact_table(title: str) -> Table:
+    """No vertical rules, one space between columns (the box's blank divider, no padding): both
+    sides of a chain, and the positions with their greeks, fit 120 columns."""
+    return Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False, title_justify="left",
+                 show_edge=False)
 
 
 def _positive(value: float | None) -> float | None:
@@ -216,7 +220,7 @@ def chain_table(desk: DeskState, currency: str, expiry_ms: int, strikes: int, no
     title = (f"{currency} {expiry_label(expiry_ms)}  fwd {price_text(forward, tick)}  {_days_text(expiry_ms, now)}"
              f"  index {price_text(index, tick)}  (prices in {prices_in}, IV %)")
     calls, puts = chain_columns(width)
-    table = Table(title=title, **_COMPACT)  # type: ignore[arg-type]
+    table = compact_table(title)
     for column in calls:
         table.add_column(column.header, justify="right", no_wrap=True)
     table.add_column("strike", justify="center", style="bold", no_wrap=True)
@@ -249,7 +253,7 @@ def chain_table(desk: DeskState, currency: str, expiry_ms: int, strikes: int, no
 class PositionLine:
     """One position's figures as shown. ``settlement``: the currency its PnL is paid in (the coin
     for inverse instruments, USDC for linear ones); USD figures ``None`` when the index is missing
-    (inverse) or an input is; ``gamma``/``vega``/``theta`` ``None`` for futures (``future``)."""
+    (inverse) or an input is; a ``future`` shows delta as its only greek."""
 
     currency: str
     position: Position
@@ -271,9 +275,10 @@ def _times(a: float | None, b: float | None) -> float | None:
 
 def position_line(desk: DeskState, currency: str, position: Position) -> PositionLine:
     """The figures of one position: the exchange's (size, prices, PnL, greeks) and its USD value.
-    Inverse instruments are valued in USD at the coin's index (coin x index); linear ones are
-    already in USDC (no inverse maths). Margining from the instrument's metadata, else from the
-    currency setting the portfolio is kept under (``SOL_USDC`` is linear)."""
+    ``floating`` PnL runs since the last 08:00 UTC settlement, ``total`` since the position was
+    opened (both Deribit's). Inverse instruments are valued in USD at the coin's index (coin x
+    index); linear ones are already in USDC (no inverse maths). Margining from the instrument's
+    metadata, else from the currency setting the portfolio is kept under (``SOL_USDC`` is linear)."""
     instrument = desk.instrument(position.instrument_name)
     identity = identity_of(instrument) if instrument is not None else None
     if identity is not None:
@@ -292,13 +297,15 @@ def position_line(desk: DeskState, currency: str, position: Position) -> Positio
         value_usd = _finite(position.size)  # an inverse future's size is its USD notional
     else:
         value_usd = _times(_times(position.size, position.mark_price), rate)
-    floating_usd = _finite(position.floating_profit_loss_usd) if not linear else None
-    if floating_usd is None:
-        floating_usd = _times(position.floating_profit_loss, rate)
+    # Deribit's ``floating_profit_loss_usd`` (options) is the PnL since the position was opened,
+    # against its USD average price: the exchange's own total in USD, preferred to total x index.
+    total_usd = _finite(position.floating_profit_loss_usd)
+    if total_usd is None:
+        total_usd = _times(position.total_profit_loss, rate)
     return PositionLine(currency=currency, position=position, instrument=instrument, settlement=settlement,
                         linear=linear, future=future, value_usd=value_usd,
                         floating=_finite(position.floating_profit_loss), total=_finite(position.total_profit_loss),
-                        floating_usd=floating_usd, total_usd=_times(position.total_profit_loss, rate))
+                        floating_usd=_times(position.floating_profit_loss, rate), total_usd=total_usd)
 
 
 def _order_key(line: PositionLine) -> tuple[object, ...]:
@@ -399,8 +406,7 @@ def positions_table(desk: DeskState, now: float) -> RenderableType:
     settlement currency (``PnL``) and in USD (``$``), and the exchange's greeks (futures: delta
     only), with a totals row per currency; then each currency's account as the exchange gives it."""
     lines = position_lines(desk)
-    table = Table(title="positions (PnL as the exchange gives it, in the settlement currency; $: USD at the index)",
-                  **_COMPACT)  # type: ignore[arg-type]
+    table = compact_table("positions (PnL as the exchange gives it, in the settlement currency; $: USD at the index)")
     names = [line.position.instrument_name for line in lines] + [f"{c} total (USDC)" for c in totals_of(lines)]
     for header in ("instrument", "dir", "size", "avg", "mark", "value$", "float", "total", "float$", "total$",
                    "delta", "gamma", "vega", "theta"):
@@ -531,8 +537,8 @@ def hedger_panel(desk: DeskState, now: float) -> RenderableType:
         state = Text(activation_text(s), style="bold white on red" if s.alert else "green" if s.active else "")
         if s.alert:
             state.append(" ALERT")
-        table.add_row(s.currency, state, s.instrument, price_text(s.band, s.band), greek_text(s.options_delta, 4),
-                      greek_text(s.hedge_delta, 4), Text(greek_text(s.mismatch, 4), style="bold red" if beyond else ""),
+        table.add_row(s.currency, state, s.instrument, price_text(s.band, s.band, most=6),
+                      greek_text(s.options_delta, 4), greek_text(s.hedge_delta, 4), Text(greek_text(s.mismatch, 4), style="bold red" if beyond else ""),
                       str(s.orders_today), _last_action(s, now))
     if not table.row_count:
         table.add_row("(no status from the hedger yet)", *[""] * 8)
@@ -542,7 +548,7 @@ def hedger_panel(desk: DeskState, now: float) -> RenderableType:
 # -- open orders ------------------------------------------------------------------------------------
 def orders_table(desk: DeskState, now: float) -> RenderableType:
     """The open orders, prices to their instrument's tick and amounts to its step; age since placed."""
-    table = Table(title="open orders", **_COMPACT)  # type: ignore[arg-type]
+    table = compact_table("open orders")
     for column in ("label", "instrument", "side", "amount", "filled", "type", "price", "trigger", "flags", "age",
                    "order id"):
         table.add_column(column, justify="right" if column in ("amount", "filled", "price", "trigger", "age")

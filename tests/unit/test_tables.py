@@ -20,6 +20,7 @@ from console.tables import (
     header_text,
     hedger_panel,
     orders_table,
+    position_line,
     position_lines,
     position_totals,
     positions_table,
@@ -282,8 +283,13 @@ def test_an_inverse_option_is_valued_at_the_index_and_the_exchanges_usd_pnl_pref
     lines = {line.position.instrument_name: line for line in position_lines(desk)}
     call, perp = lines["BTC-24SEP21-40000-C"], lines["BTC-PERPETUAL"]
     assert call.value_usd is not None and math.isclose(call.value_usd, -12.5 * 0.011 * INDEX)
-    assert call.floating_usd == -40.1  # the exchange's figure
-    assert call.total_usd is not None and math.isclose(call.total_usd, 0.00123 * INDEX)
+    assert call.floating_usd is not None and math.isclose(call.floating_usd, -0.0012 * INDEX)
+    assert call.total_usd == -40.1  # the exchange's USD PnL since opened (floating_profit_loss_usd)
+    # The real positions: Deribit's USD figure is the total since opened, near total x the index then.
+    for real in OPTION_POSITIONS:
+        assert real.total_profit_loss is not None and real.index_price is not None
+        assert real.floating_profit_loss_usd == position_line(desk, "BTC", real).total_usd
+        assert math.isclose(real.floating_profit_loss_usd, real.total_profit_loss * real.index_price, rel_tol=0.06)
     assert perp.value_usd == 12340.0  # an inverse future's size is USD
     text = render(positions_table(desk, NOW))
     perp_row = next(line for line in text.splitlines() if line.startswith("BTC-PERPETUAL"))
