@@ -538,8 +538,9 @@ def hedger_panel(desk: DeskState, now: float) -> RenderableType:
         if s.alert:
             state.append(" ALERT")
         table.add_row(s.currency, state, s.instrument, price_text(s.band, s.band, most=6),
-                      greek_text(s.options_delta, 4), greek_text(s.hedge_delta, 4), Text(greek_text(s.mismatch, 4), style="bold red" if beyond else ""),
-                      str(s.orders_today), _last_action(s, now))
+                      greek_text(s.options_delta, 4), greek_text(s.hedge_delta, 4),
+                      Text(greek_text(s.mismatch, 4), style="bold red" if beyond else ""), str(s.orders_today),
+                      _last_action(s, now))
     if not table.row_count:
         table.add_row("(no status from the hedger yet)", *[""] * 8)
     return Group(*alert_lines(desk.alerts()), table)
