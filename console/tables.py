@@ -94,6 +94,9 @@ def index_of(desk: DeskState, currency: str) -> float | None:
     """The USD index of a family (a linear family's coin index when its own is not known); None
     when missing, zero or not finite."""
     found = _positive(desk.index_price(currency))
+    view = desk.views.get(currency)
+    if found is None and view is not None:  # the option keeper's live answer carries it too
+        found = _positive(view.index_price)
     if found is None:
         try:
             base = family_of(currency).base_currency
@@ -186,8 +189,8 @@ def _side_cells(columns: tuple[_Column, ...], quote: OptionQuote | None, instrum
     cells = []
     for column in columns:
         text = column.cell(quote, instrument)
-        if column.header == "mark" and quote.stale:
-            text += STALE_MARK
+        if column.header == "mark" and quote.stale:  # before the figure: the digits stay aligned
+            text = STALE_MARK + text
         cells.append(Text(text, style=STALE_STYLE if quote.stale else column.style))
     return cells
 
@@ -198,7 +201,7 @@ def chain_table(desk: DeskState, currency: str, expiry_ms: int, strikes: int, no
     strike in the middle, puts right; ``strikes`` strikes at or below the forward and as many
     above, the one nearest the forward marked ATM. The title holds the forward (the quotes'
     ``underlying_price``), days to expiry and the index. A stale book's cells are yellow with
-    ``*`` by the mark, and a footer counts them (only when there are any); no live quote: ``-``."""
+    ``*`` before the mark, and a footer counts them (only when there are any); no live quote: ``-``."""
     listed = [i for i in desk.options(currency) if i.expiration_timestamp == expiry_ms]
     if not listed:
         known = ", ".join(expiry_label(e) for e in option_expiries(desk, currency))

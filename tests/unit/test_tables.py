@@ -174,7 +174,7 @@ def test_stale_cells_are_marked_and_counted_only_when_stale() -> None:
     text = render(chain_table(desk, "BTC", SEP21, 3, NOW))
     [row] = [r for r in rows(text) if strike_of(r) == "34,000"]
     mark = real_ticker("BTC-24SEP21-34000-P").mark_price
-    assert f"{mark:.4f}*" in row.split("34,000")[1]
+    assert f"*{mark:.4f}" in row.split("34,000")[1]
     assert "* 1 book is stale" in text and "BTC-24SEP21-34000-P" in text
     assert "\x1b[33m" in ansi(chain_table(desk, "BTC", SEP21, 3, NOW))  # yellow
 
@@ -215,9 +215,9 @@ def test_a_linear_chain_is_priced_in_usdc_to_its_tick() -> None:
                    for i in listing if i.kind == "option")
     desk.on_chain_view(ChainView(currency="SOL_USDC", at=now, request_id=1, index_price=147.0, options=quotes))
     text = render(chain_table(desk, "SOL_USDC", listing[0].expiration_timestamp, 2, now))
-    assert "SOL_USDC 26JUN26  fwd 147.50  2.5d" in text and "prices in USDC" in text
+    assert "SOL_USDC 26JUN26  fwd 147.50  2.5d  index 147.00  (prices in USDC, IV %)" in text
     assert [strike_of(r) for r in rows(text)] == ["130", "140", ">150<", "160"]  # 150 is nearest 147.50
-    assert "12.25 12.30 12.40" in text
+    assert " 12.25 12.30 12.40 " in text  # bid, mark, ask
 
 
 def test_the_chain_command_shows_one_expiry() -> None:
