@@ -3,12 +3,14 @@ wait for, what it prints, and the piped terminal's start, end and no-input behav
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -20,6 +22,8 @@ from rich.console import Console as RichConsole
 from actors.console import Console
 from config.settings import Settings
 from console.desk_state import DeskState, ScriptWait, startup_stages
+from console.grammar import Plot
+from console.lines import plot_request
 from console.orders import reference_mark
 from console.terminal import Configure, GetStartup, RunLine, Terminal, WaitDone
 from console.views import chain_tables, surface_view
@@ -129,7 +133,7 @@ def test_an_order_line_publishes_exactly_its_orders(tmp_path: Any) -> None:
         ("buy", 10.0, "limit", 1000.0, True, "good_til_cancelled", "manual_api_2"),
     ]
     assert all(o.origin == "console" for o in orders)
-    assert "sent: buy 20 BTC-PERPETUAL limit 60060 IOC [manual_api_1]" in h.output()
+    assert "sent: buy 20 BTC-PERPETUAL limit 60,060.0 IOC [manual_api_1]" in h.output()
 
 
 def test_labels_continue_after_the_highest_open_one(tmp_path: Any) -> None:
@@ -163,7 +167,7 @@ def test_paper_mode_prints_orders_and_sends_none(tmp_path: Any) -> None:
     h.run("a2")
     h.run("ca")
     assert h.sent(PlaceOrder) == [] and h.sent(CancelAll) == []
-    assert "paper (not sent): buy 20 BTC-PERPETUAL limit 60060 IOC [manual_api_1]" in h.output()
+    assert "paper (not sent): buy 20 BTC-PERPETUAL limit 60,060.0 IOC [manual_api_1]" in h.output()
 
 
 def test_the_reference_mark() -> None:
@@ -195,8 +199,13 @@ def test_a_piped_order_waits_for_its_answer_and_for_the_portfolio(tmp_path: Any)
     h.tell(trade, portfolio(positions=(position(50.0),)))
     assert h.ref.ask(WaitDone(outcome.wait_key)) is True
     text = h.output()
-    assert "filled: buy 20 BTC-PERPETUAL @ 60,000 [manual_api_1]" in text
-    assert "filled: buy 20 BTC-PERPETUAL @ 60,060, filled 20 avg 60,000 [manual_api_1] (order 42)" in text
+    # One line per fill (the answer carried it; the same fill published after is not said again),
+    # and the order's own line says what became of it, without the limit price.
+    assert [line for line in text.splitlines() if "filled" in line] == [
+        "filled: buy 20 BTC-PERPETUAL @ 60,000.0 [manual_api_1], fee 0.00000000 BTC",
+        "order manual_api_1: buy 20 BTC-PERPETUAL: filled 20 of 20 (id 42)"]
+    assert [line for line in text.splitlines() if "60,060" in line] == [
+        "sent: buy 20 BTC-PERPETUAL limit 60,060.0 IOC [manual_api_1]"]
 
 
 def test_a_piped_line_gives_up_after_its_timeout(tmp_path: Any) -> None:
@@ -578,12 +587,30 @@ def test_what_was_published_before_the_console_joined_is_asked_for_again(tmp_pat
     assert h2.sent(RefreshInstruments) == [] and h2.sent(ReconcilePortfolio) == []
 
 
-def test_plot_runs_the_plot_command(tmp_path: Any) -> None:
+def test_plot_in_the_console_takes_the_chosen_currency_and_names_its_file(tmp_path: Any) -> None:
+    """``plot`` alone (it asked for the command line's --what, --currency and --out): the chosen
+    future's currency, a smile, a file under the data directory whose name it prints."""
     h = Harness(tmp_path)
-    h.run("plot --help")
-    wait_until(lambda: "usage:" in h.buffer.getvalue(), timeout=60)
-    assert "plotting: --help" in h.output()
-    assert "--what" in h.output()
+    h.run("plot")
+    match = re.search(r"plotting the BTC smile of the last recorded minute into (\S+\.png)", h.output())
+    assert match is not None, h.output()
+    out = Path(match[1])
+    assert out.parent == tmp_path / "plots" and re.fullmatch(r"BTC-smile-\d{8}-\d{6}\.png", out.name), out
+    # main.py plot ran with every flag it needs: it answers about the (empty) database, not the flags.
+    wait_until(lambda: "cannot plot" in h.buffer.getvalue(), timeout=60)
+    assert "does not exist" in h.output() and "usage:" not in h.output()
+    assert h.run("plot eth").error
+    assert "plot takes one of the desk's currencies (BTC), got ETH" in h.output()
+
+
+def test_the_plot_request_of_each_kind() -> None:
+    at = dt.datetime(2026, 12, 7, 6, 50, 1, tzinfo=dt.UTC).timestamp()
+    out, args = plot_request(Plot("smile", "26DEC26"), "ETH", "data", at)
+    assert out == Path("data/plots/ETH-smile-26DEC26-20261207-065001.png")
+    assert args == ("--what", "smile", "--currency", "ETH", "--out", str(out), "--expiry", "26DEC26")
+    out, args = plot_request(Plot("heatmap"), "BTC", "/d", at)
+    assert out == Path("/d/plots/BTC-heatmap-20261207-065001.png") and args[:4] == ("--what", "surface",
+                                                                                      "--currency", "BTC")
 
 
 def test_completion_of_commands_and_instrument_names() -> None:
