@@ -159,6 +159,8 @@ class LineRunner:
                 return LineOutcome(follow_up="instrument")
             case ResetSizeMultiplier():
                 return LineOutcome(follow_up="multiplier")
+            case Show(topic="help"):
+                self.say(help_view(self.desk, self._currency(), None, self.now()))
             case Show(topic=topic):
                 return self._show(topic, request.wait)
             case ShowChain(expiry=expiry):
@@ -167,7 +169,7 @@ class LineRunner:
             case Plot():
                 return self._plot(command)
             case HelpOn(typed=typed):
-                self.say(help_view(self.desk, self._currency(), typed))
+                self.say(help_view(self.desk, self._currency(), typed, self.now()))
             case Hedging(action="acknowledge") if not self.desk.alerts():
                 self.say("no hedger alert to acknowledge")
             case Hedging() | SetHedgeStep():

@@ -297,7 +297,7 @@ def topic_view(topic: Topic, state: DeskState, instrument: str | None, option: s
     currency they are in."""
     match topic:
         case "help":
-            return Text(help_text(examples_for(state, currency)))
+            return help_view(state, currency)
         case "price":
             return price_view(state, instrument, option)
         case "funds":
@@ -318,25 +318,27 @@ def topic_view(topic: Topic, state: DeskState, instrument: str | None, option: s
             return Group(*alert_lines(state.alerts()), hedger_table(state.hedgers.values()))
 
 
-def examples_for(state: DeskState, currency: str) -> Examples:
+def examples_for(state: DeskState, currency: str, now: float | None = None) -> Examples:
     """The help's examples: the listed option of ``currency`` (else of any currency) nearest the
-    money at the nearest expiry at least a day away; :data:`NO_EXAMPLES` before any is listed."""
+    money at the nearest expiry, one at least a day after ``now`` when there is one (an option
+    expiring within hours makes a poor example); :data:`NO_EXAMPLES` before any is listed."""
     options = state.options(currency) or [o for c in state.instruments for o in state.options(c)]
     if not options:
         return NO_EXAMPLES
-    nearest = min(o.expiration_timestamp for o in options)
-    later = [o for o in options if o.expiration_timestamp >= nearest + 86_400_000] or options
-    expiry_ms = min(o.expiration_timestamp for o in later)
-    listed = [o for o in later if o.expiration_timestamp == expiry_ms and o.option_type == "call"] or later
-    index = state.index_price(listed[0].base_currency)
-    chosen = min(listed, key=lambda o: abs((o.strike or 0.0) - index)) if index else listed[len(listed) // 2]
+    later = [o for o in options if now is not None and o.expiration_timestamp >= (now + 86_400) * 1000]
+    expiry_ms = min(o.expiration_timestamp for o in later or options)
+    listed = [o for o in options if o.expiration_timestamp == expiry_ms]
+    calls = [o for o in listed if o.option_type == "call"] or listed
+    index = state.index_price(calls[0].base_currency)
+    chosen = min(calls, key=lambda o: abs((o.strike or 0.0) - index)) if index else calls[len(calls) // 2]
     return Examples(chosen.instrument_name, expiry_label(expiry_ms))
 
 
-def help_view(state: DeskState, currency: str, typed: Iterable[str] | None = None) -> Text:
+def help_view(state: DeskState, currency: str, typed: Iterable[str] | None = None,
+              now: float | None = None) -> Text:
     """``help`` (every command) or ``help COMMAND`` (``typed``: the commands named), the examples
-    naming listed instruments."""
-    examples = examples_for(state, currency)
+    naming listed instruments (see :func:`examples_for`)."""
+    examples = examples_for(state, currency, now)
     return Text(help_text(examples) if typed is None else command_help(typed, examples))
 
 
