@@ -381,7 +381,8 @@ def commands_markdown(commands: Iterable[CommandHelp] = COMMANDS) -> str:
     """The README's table of console commands."""
     rows = ["| kind | line | what it does |", "|---|---|---|"]
     for c in commands:
-        typed = " / ".join(f"`{part}`" for part in c.typed.split(" / "))
+        # A bar inside a table cell ends the cell unless escaped (plot [smile|term|heatmap]).
+        typed = " / ".join(f"`{part}`" for part in c.typed.replace("|", "\\|").split(" / "))
         rows.append(f"| {c.group.lower()} | {typed} | {c.meaning} |")
     return "\n".join(rows)
 
