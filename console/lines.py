@@ -39,7 +39,7 @@ from console.grammar import (
     Topic,
     parse_line,
 )
-from console.orders import Refusal, Trading, describe_cancel, describe_order
+from console.orders import Refusal, Trading, describe_cancel, describe_order, typo_warning
 from console.terminal import LineOutcome, RunLine, start_plot
 from console.views import alert_lines, chain_tables, help_view, topic_view
 from deribit.instruments import currency_of
@@ -230,6 +230,8 @@ class LineRunner:
             self.log.info("console_override", instrument=orders[0].instrument_name)
             self.say(f"override: sending on {orders[0].instrument_name} although the hedger owns it; it will hedge "
                      "the delta this order adds", "yellow")
+        if override and not isinstance(orders, Refusal):
+            self._say_typo_override(command, orders)
         if isinstance(orders, Refusal):
             self.log.info("console_refused", reason=orders.reason, held=orders.held)
             self.say(f"held back: {orders}" if orders.held else f"refused, nothing sent: {orders}",
@@ -237,6 +239,16 @@ class LineRunner:
             return LineOutcome(error=True)
         script_wait = ScriptWait.for_orders(orders, self.desk, time.monotonic() + self.cs.order_wait_s)
         return self._send(orders, self._describe_order, script_wait, wait, each=True)
+
+    def _say_typo_override(self, command: OrderCommand, orders: tuple[PlaceOrder, ...]) -> None:
+        """An order sent with override that would have been held back as a typo: said and logged."""
+        ctx = self.trading.context(command, self.desk, self.now())
+        if isinstance(ctx, Refusal):
+            return
+        warning = typo_warning(command, [(o.side, o.price) for o in orders if o.post_only], ctx)
+        if warning is not None:
+            self.log.info("console_override_typo", warning=warning)
+            self.say(f"override: sending as typed although {warning}", "yellow")
 
     def _cancel(self, command: Cancel, wait: bool) -> LineOutcome:
         cancels = self.trading.cancels(command, self.desk, self.pending.values(), self._currency())

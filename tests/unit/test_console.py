@@ -778,3 +778,4 @@ def test_the_console_holds_a_typo_back_and_sends_it_on_override(tmp_path: Any) -
     assert "held back: looks like a typo: a post-only buy at 60,100.0 is at or above the ask 60,000.0" in h.output()
     assert not h.run("as1 60100 override").error
     assert [(o.price, o.post_only) for o in h.sent(PlaceOrder)] == [(60100.0, True)]
+    assert "override: sending as typed although a post-only buy at 60,100.0 is at or above the ask" in h.output()
