@@ -77,7 +77,7 @@ from console.grammar import (
     check_size_multiplier,
     pick_future,
 )
-from console.numbers import price_text
+from console.numbers import amount_text, price_text
 from deribit.instruments import amount_step, currency_of, round_to_contract, round_to_tick, tick_size_at
 from messages.account import OrderUpdate
 from messages.commands import (
@@ -413,7 +413,8 @@ def describe_order(order: PlaceOrder, instrument: Instrument | None = None) -> s
     def price(value: float) -> str:
         return price_text(value, instrument.tick_size) if instrument is not None else f"{value:g}"
 
-    parts = [order.side, f"{order.amount:g}", order.instrument_name, order.type]
+    amount = amount_text(order.amount, amount_step(instrument)) if instrument is not None else f"{order.amount:g}"
+    parts = [order.side, amount, order.instrument_name, order.type]
     if order.price is not None:
         parts.append(price(order.price))
     if order.trigger_price is not None:

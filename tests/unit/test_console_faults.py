@@ -131,6 +131,8 @@ def test_prices_in_lines_and_tops_are_to_the_tick() -> None:
     order = PlaceOrder(instrument_name=PERP, side="buy", amount=20.0, origin="console", request_key="k",
                        price=60046.5, label="manual_api_1", time_in_force="immediate_or_cancel")
     assert describe_order(order, perp) == "buy 20 BTC-PERPETUAL limit 60,046.5 IOC [manual_api_1]"
+    big = msgspec.structs.replace(order, amount=120000.0)
+    assert describe_order(big, perp) == "buy 120,000 BTC-PERPETUAL limit 60,046.5 IOC [manual_api_1]"
     top = TopOfBook(instrument_name=PERP, kind="future", bid=59926.0, bid_amount=16350.0, ask=59926.5,
                     ask_amount=9530.0, timestamp=0, at=NOW, mark_price=59926.33137, index_price=59919.2571)
     text = text_of(tops_table([top], instrument={PERP: perp}.get))
