@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--at", metavar="TIME", help="UTC time, ISO 8601 (2021-07-22T22:43) or unix seconds")
     plot.add_argument("--out", required=True, metavar="FILE.png", help="the PNG to write")
     plot.add_argument("--size", default="1200x800", metavar="WxH", help="pixels (default 1200x800)")
+    plot.add_argument("--expiry", metavar="DDMMMYY", help="smile only: that expiry alone (26DEC26)")
     _add_settings_options(plot)
 
     config = sub.add_parser("config", help="settings", description="Inspect the settings.")
@@ -474,12 +475,19 @@ def _say_bad_lines(path: str, summary: Mapping[str, Any]) -> None:
 
 
 def command_plot(args: argparse.Namespace) -> int:
+    from deribit.instruments import InstrumentNameError, parse_expiry
     from sql.plots import PlotError, parse_size, parse_time, plot_from_database
 
     settings = settings_from_args(args)
     try:
+        expiry = parse_expiry(args.expiry.upper()) if args.expiry else None
+    except InstrumentNameError as exc:
+        print(f"cannot plot: --expiry: {exc}", file=sys.stderr)
+        return 2
+    try:
         path, minute = plot_from_database(settings.database_url, what=args.what, currency=args.currency, out=args.out,
-                                          at=parse_time(args.at) if args.at else None, size=parse_size(args.size))
+                                          at=parse_time(args.at) if args.at else None, size=parse_size(args.size),
+                                          expiry=expiry)
     except PlotError as exc:
         print(f"cannot plot: {exc}", file=sys.stderr)
         return 2

@@ -203,16 +203,23 @@ class Console(Actor):
 
     @handles(UserTrade)
     def on_fill(self, trade: UserTrade) -> None:
+        """One line per fill (its price and fee), whether it came in an order's answer or after."""
         if trade.trade_id in self.seen_trades:
             return
         self.seen_trades.append(trade.trade_id)
-        self.say(describe_fill(trade), "cyan" if label_number(trade.label) is not None else "")
+        self.say(describe_fill(trade, self.desk.instrument(trade.instrument_name)),
+                 "cyan" if label_number(trade.label) is not None else "")
 
     @handles(CommandResult, CommandFailed)
     def on_answer(self, answer: CommandResult | CommandFailed) -> None:
         if answer.origin != ORIGIN or not answer.request_key.startswith(self.trading.key_prefix):
             return
-        self.say(describe_answer(answer), "red" if isinstance(answer, CommandFailed) else "")
+        # The fills the answer carries first, then what became of the order (no price of its own).
+        for trade in answer.trades if isinstance(answer, CommandResult) else ():
+            self.on_fill(trade)
+        order = answer.order if isinstance(answer, CommandResult) else None
+        instrument = self.desk.instrument(order.instrument_name) if order is not None else None
+        self.say(describe_answer(answer, instrument), "red" if isinstance(answer, CommandFailed) else "")
         self.lines.on_answer(answer)
 
     @handles(ActorFailed)

@@ -10,9 +10,14 @@ completes, :data:`HELP` and the README's table of console commands (:func:`comma
 
 Order shortcuts: ``a`` buys, ``d`` sells; a second letter ``s`` means the bid, ``w`` the ask; the
 amount is at most 10,000; one or three further words give a price (``18000s``: a stop's trigger)
-or a ladder's bounds and count. Any other line that ends in a lower-case ``c`` is refused (a
-guard against typos). FMZ-style words take their argument after a colon
-(``buyOption:price,amount``, ``setContractType:NAME``, ``setHedgeDeltaStep:x``).
+or a ladder's bounds and count. Any other order-like or unknown line that ends in a lower-case
+``c`` is refused (a guard against typos); a command with a value (FMZ-style words take theirs after
+a colon: ``buyOption:price,amount``, ``setContractType:NAME``, ``setHedgeDeltaStep:x``; ``chain``,
+``plot``, ``help`` after a space) is read first, so a bad value gets its real reason: what the
+command accepts and what was typed.
+
+Examples in the help name listed instruments (:func:`help_text` with :class:`Examples`, built
+from the desk's instrument list); :data:`HELP` is the text before any is listed.
 """
 
 from __future__ import annotations
@@ -89,13 +94,17 @@ class StopOrder:
 
 @dataclass(frozen=True)
 class LadderOrder:
-    """``a100 16000 18000 10``: ``count`` post-only limits evenly spaced from ``low`` to ``high``."""
+    """``a100 16000 18000 10``: ``count`` post-only limits evenly spaced from ``low`` to ``high``.
+    A buy ladder is typed from its low bound up, a sell ladder from its high bound down (the order
+    its orders are placed in, ``d50 22000 20000 5``); ``reversed``: typed the other way round (a
+    typo the console asks to confirm)."""
 
     side: Side
     quantity: float
     low: float
     high: float
     count: int
+    reversed: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,11 +142,32 @@ class ShowChain:
     expiry: str | None = None
 
 
+PlotWhat = Literal["smile", "term", "heatmap"]
+#: What ``plot`` draws, in the words the console reads (``heatmap``: the surface's grid).
+PLOT_WHATS: tuple[PlotWhat, ...] = ("smile", "term", "heatmap")
+
+
+#: Other words for a kind of plot (the command line's ``--what surface`` is the heatmap).
+_PLOT_ALIASES: dict[str, PlotWhat] = {"surface": "heatmap"}
+_CURRENCY_WORD = re.compile(r"[A-Za-z]{3,5}", re.ASCII)
+
+
 @dataclass(frozen=True)
 class Plot:
-    """``plot ARGS``: the plot command's arguments."""
+    """``plot [smile|term|heatmap] [EXPIRY] [CURRENCY]``: a plot of the last recorded minute of
+    ``currency`` (None: the chosen instrument's); a smile by default, ``expiry`` (as 26DEC26)
+    narrows a smile to one expiry."""
 
-    args: tuple[str, ...]
+    what: PlotWhat = "smile"
+    expiry: str | None = None
+    currency: str | None = None
+
+
+@dataclass(frozen=True)
+class HelpOn:
+    """``help COMMAND``: the help of the commands ``typed`` names (keys of :data:`COMMANDS`)."""
+
+    typed: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -186,10 +216,11 @@ class SetContractType:
 
 
 OrderCommand = MarketOrder | TouchOrder | LimitOrder | StopOrder | LadderOrder | OptionOrder
-Command = (OrderCommand | Override | Cancel | Show | ShowChain | Plot | ResetSizeMultiplier | ChangeInstrument
-           | Quit | Hedging | SetHedgeStep | SetContractType)
+Command = (OrderCommand | Override | Cancel | Show | ShowChain | Plot | HelpOn | ResetSizeMultiplier
+           | ChangeInstrument | Quit | Hedging | SetHedgeStep | SetContractType)
 ORDER_COMMANDS = (MarketOrder, TouchOrder, LimitOrder, StopOrder, LadderOrder, OptionOrder)
-#: The last word of an order line that sends it on the hedge instrument of an active hedger.
+#: The last word of an order line that sends it although the console held it back: on the hedge
+#: instrument of an active hedger, or when it looks like a typo (see :mod:`console.orders`).
 OVERRIDE = "override"
 
 
@@ -209,7 +240,9 @@ GROUP_TITLES: dict[Group, str] = {
 class CommandHelp:
     """One line of the command list. ``words``: the fixed texts the parser reads as ``command``
     (word commands in any case, the cancel shortcuts only in lower case); ``completes``: what
-    Tab offers besides them (a prefix that takes an argument)."""
+    Tab offers besides them (a prefix that takes an argument); ``example``: a line to type
+    (default: ``typed``'s first form), where ``{option}`` and ``{expiry}`` stand for a listed
+    option and expiry (see :class:`Examples`)."""
 
     group: Group
     typed: str
@@ -217,6 +250,23 @@ class CommandHelp:
     words: tuple[str, ...] = ()
     command: Command | None = None
     completes: tuple[str, ...] = ()
+    example: str = ""
+
+    def example_line(self, examples: Examples) -> str:
+        return (self.example or self.typed.split(" / ")[0]).format(option=examples.option, expiry=examples.expiry)
+
+
+@dataclass(frozen=True)
+class Examples:
+    """What the help's examples name: a listed option and one of its expiries (as 26DEC26), or
+    the placeholders :data:`NO_EXAMPLES` before the instruments are listed."""
+
+    option: str
+    expiry: str
+    listed: bool = True
+
+
+NO_EXAMPLES = Examples("OPTION", "EXPIRY", listed=False)
 
 
 def _word(group: Group, typed: str, meaning: str, command: Command, *also: str) -> CommandHelp:
@@ -231,10 +281,13 @@ COMMANDS: tuple[CommandHelp, ...] = (
     CommandHelp("Trading", "as100 16000", "post-only limit at 16000 (a price overrides s/w)"),
     CommandHelp("Trading", "dw200 18000s", "stop-market triggered by the mark at 18000, reduce only (not on the "
                                            "wrong side)"),
-    CommandHelp("Trading", "a100 16000 18000 10", "a ladder of 10 post-only limits from 16000 to 18000"),
-    CommandHelp("Trading", f"a200 {OVERRIDE}", "sends an order line on the hedge instrument of an active hedger "
-                                              "(refused without the word: the hedger would trade it away)"),
-    CommandHelp("Trading", "a200c", "any other line ending in c is never executed (a guard against typos)"),
+    CommandHelp("Trading", "a100 16000 18000 10", "a ladder of 10 post-only limits from 16000 to 18000 (a sell "
+                                                  "ladder is typed from its high bound down: d100 18000 16000 10)"),
+    CommandHelp("Trading", f"a200 {OVERRIDE}", "sends an order line held back: on the hedge instrument of an "
+                                              "active hedger (it would trade it away), or one that looks like a "
+                                              "typo (a post-only price through the market, a ladder's bounds "
+                                              "reversed or on the wrong side of the market)"),
+    CommandHelp("Trading", "a200c", "any other order line ending in c is never executed (a guard against typos)"),
     _word("Cancels", "ca", "cancels every order of the account", Cancel("all")),
     _word("Cancels", "cc", "cancels the last manual order", Cancel("last")),
     _word("Cancels", "cb", "cancels the manual buys (stops excluded)", Cancel("buys")),
@@ -246,18 +299,21 @@ COMMANDS: tuple[CommandHelp, ...] = (
     _word("Information", "positions", "the positions with their greeks", Show("positions")),
     _word("Information", "connection status", "the link to the exchange", Show("connection")),
     _word("Information", "status", "positions, futures tickers, hedger, recorder and book sync", Show("status")),
-    CommandHelp("Information", "chain [EXPIRY]", "option T-tables of every expiry, or of one (chain 24SEP21)",
-                ("chain",), ShowChain(), ("chain ",)),
+    CommandHelp("Information", "chain [EXPIRY]", "option T-tables of every expiry, or of one",
+                ("chain",), ShowChain(), ("chain ",), example="chain {expiry}"),
     _word("Information", "surface", "the ATM term structure with 25-delta risk reversal and butterfly",
           Show("surface")),
-    CommandHelp("Information", "plot ...", "runs the plot command (main.py plot ...) in the background",
-                completes=("plot ",)),
+    CommandHelp("Information", "plot [smile|term|heatmap] [EXPIRY]",
+                "plots the chosen currency's last recorded minute (a smile by default, of one expiry if "
+                "given) into a PNG under the data directory, and prints its name", ("plot",), Plot(),
+                ("plot smile", "plot term", "plot heatmap"), example="plot smile {expiry}"),
     _word("Information", "show size multiplier", "the size multiplier", Show("size_multiplier")),
     _word("Information", "reset size multiplier", "asks for the size multiplier again", ResetSizeMultiplier()),
     _word("Information", "change instrument", "asks for the future to trade again", ChangeInstrument()),
-    _word("Information", "help", "prints this list", Show("help")),
-    CommandHelp("Information", "quit / shutdown", "stops the program (so does Ctrl-D)", ("quit", "shutdown"),
-                Quit()),
+    CommandHelp("Information", "help [COMMAND] / ?", "prints this list, or one command's help with an example",
+                ("help", "?"), Show("help"), ("help ",), example="help chain"),
+    CommandHelp("Information", "quit / exit / shutdown", "stops the program (so does Ctrl-D)",
+                ("quit", "exit", "shutdown"), Quit()),
     _word("Hedging", "activate delta hedging", "switches the hedger on after stating its first order; a large "
                                                "first order or a position it did not make waits for confirm",
           Hedging("activate")),
@@ -269,8 +325,9 @@ COMMANDS: tuple[CommandHelp, ...] = (
     _word("Hedging", "delta hedging status", "the hedger's table and its answer", Show("hedging")),
     CommandHelp("Hedging", "setHedgeDeltaStep:0.01", "the hedger's band, in coins of delta",
                 completes=("setHedgeDeltaStep:",)),
-    CommandHelp("Options", "setContractType:BTC-24SEP21-40000-C", "the option buyOption and sellOption trade",
-                completes=("setContractType:",)),
+    CommandHelp("Options", "setContractType:NAME", "the option buyOption and sellOption trade (Tab completes "
+                                                   "listed names)",
+                completes=("setContractType:",), example="setContractType:{option}"),
     CommandHelp("Options", "buyOption:0.05,1 / sellOption:0.06,1",
                 "GTC limit buy / sell of the chosen option; price and amount in coin",
                 completes=("buyOption:", "sellOption:")),
@@ -280,18 +337,43 @@ _WORDS: dict[str, Command] = {word: c.command for c in COMMANDS if c.command is 
 # The cancel shortcuts read as typed (lower case), like the order shortcuts.
 _SHORTCUT_WORDS = frozenset(word for c in COMMANDS if c.group == "Cancels" for word in c.words)
 _FMZ = ("setContractType", "buyOption", "sellOption", "setHedgeDeltaStep")
+_FMZ_NAMES = {name.lower(): name for name in _FMZ}
 
 #: Everything the completer offers (words, and prefixes that take an argument).
 COMPLETION_WORDS: tuple[str, ...] = (*_WORDS, *(word for c in COMMANDS for word in c.completes))
 
 
-def _help(commands: Iterable[CommandHelp]) -> str:
+def _help(commands: Iterable[CommandHelp], examples: Examples) -> str:
+    commands = tuple(commands)
     lines: list[str] = []
     for group, title in GROUP_TITLES.items():
         rows = [c for c in commands if c.group == group]
         width = max(len(c.typed) for c in rows) + 2
         lines.append(f"{title}:")
-        lines += [f"  {c.typed:<{width}}{c.meaning}" for c in rows]
+        for c in rows:
+            example = c.example_line(examples)
+            shown = f" (e.g. {example})" if c.example else ""
+            lines.append(f"  {c.typed:<{width}}{c.meaning}{shown}")
+    lines.append("help COMMAND shows one command with an example, e.g. help chain")
+    if not examples.listed:
+        lines.append(f"(examples name a listed option and expiry once the instrument list is in; until then "
+                     f"{examples.option} and {examples.expiry} stand for them)")
+    return "\n".join(lines)
+
+
+def help_text(examples: Examples = NO_EXAMPLES) -> str:
+    """The list of commands, the examples naming ``examples``' option and expiry."""
+    return _help(COMMANDS, examples)
+
+
+def command_help(typed: Iterable[str], examples: Examples = NO_EXAMPLES) -> str:
+    """``help COMMAND``: each named command (a key of :data:`COMMANDS`) with its group, meaning and
+    an example line."""
+    by_typed = {c.typed: c for c in COMMANDS}
+    lines = []
+    for key in typed:
+        c = by_typed[key]
+        lines += [f"{c.typed}  ({c.group.lower()})", f"  {c.meaning}", f"  example: {c.example_line(examples)}"]
     return "\n".join(lines)
 
 
@@ -299,12 +381,14 @@ def commands_markdown(commands: Iterable[CommandHelp] = COMMANDS) -> str:
     """The README's table of console commands."""
     rows = ["| kind | line | what it does |", "|---|---|---|"]
     for c in commands:
-        typed = " / ".join(f"`{part}`" for part in c.typed.split(" / "))
+        # A bar inside a table cell ends the cell unless escaped (plot [smile|term|heatmap]).
+        typed = " / ".join(f"`{part}`" for part in c.typed.replace("|", "\\|").split(" / "))
         rows.append(f"| {c.group.lower()} | {typed} | {c.meaning} |")
     return "\n".join(rows)
 
 
-HELP = _help(COMMANDS)
+#: The help before any instrument is listed (placeholders in the examples).
+HELP = help_text()
 
 # Numbers are ASCII digits only ([0-9], never \\d, which takes any script's digits, as Decimal does).
 _NUMBER = r"(?:0|[1-9][0-9]{0,8})(?:\.[0-9]{1,8})?"
@@ -352,7 +436,7 @@ def parse_line(text: str) -> Command | ParseError | None:
     if len(line) > MAX_LINE:
         return ParseError(line[:40] + "...", f"line longer than {MAX_LINE} characters", "type one command per line")
     # The whole text, not the stripped line: strip() and split() take non-ASCII spaces too.
-    foreign = non_ascii(text) if line[:5].lower() != "plot " else None
+    foreign = non_ascii(text)
     if foreign is not None:
         return ParseError(line, f"{foreign}: commands and numbers are ASCII only", _ASCII_HINT)
     if not line.isprintable():
@@ -362,25 +446,37 @@ def parse_line(text: str) -> Command | ParseError | None:
     command = _WORDS.get(words if words.lower() in _SHORTCUT_WORDS else words.lower())
     if command is not None:
         return command
-    if line.endswith("c"):
-        return _typo(line)
+    # Commands that take a value read it first: a bad value gets its own reason, not the typo guard's.
     head, colon, rest = words.partition(":")
-    if colon and " " not in head:
+    if colon and " " not in head and head.lower() in _FMZ_NAMES:
         return _parse_fmz(line, head, rest.strip())
     first, _, args = words.partition(" ")
     if first.lower() == "chain":
         return _parse_chain(line, args)
     if first.lower() == "plot":
-        return Plot(tuple(args.split()))
+        return _parse_plot(line, args)
+    if first.lower() == "help":
+        return _parse_help(line, args)
+    if line.endswith("c") and _would_run(line[:-1]):
+        return _typo(line)
+    if colon and " " not in head:
+        return _unknown(line)
     if _SHORTCUT_LIKE.fullmatch(first):
         tokens = words.split(" ")
         if len(tokens) > 1 and tokens[-1] == OVERRIDE:
-            if tokens[-2].endswith("c"):
+            if tokens[-2].endswith("c") and _would_run(" ".join([*tokens[:-2], tokens[-2][:-1]])):
                 return _typo(line)
             order = _parse_order(line, tokens[:-1])
             return Override(order) if isinstance(order, ORDER_COMMANDS) else order
         return _parse_order(line, tokens)
     return _unknown(line)
+
+
+def _would_run(text: str) -> bool:
+    """Whether ``text`` is a command: a line that is one with a c appended is a typo; any other
+    line ending in c gets the reason the line itself is not understood."""
+    command = parse_line(text)
+    return command is not None and not isinstance(command, ParseError)
 
 
 def _typo(line: str) -> ParseError:
@@ -410,42 +506,133 @@ def _parse_chain(line: str, args: str) -> Command | ParseError:
     return ShowChain(parts[0].upper())
 
 
+def _not_a_number(text: str) -> str:
+    """Why ``text`` is not a plain decimal (see :func:`_number`), in a few words."""
+    if not text:
+        return "nothing was typed"
+    if text[0] in "+-":
+        return "no sign: the value is above 0 by itself"
+    if any(c in text for c in ",_'"):
+        return "no thousands separators"
+    if "." in text and len(text.partition(".")[2]) > 8:
+        return "at most 8 decimals"
+    if re.fullmatch(r"[0-9.]+", text, re.ASCII) and len(text.partition(".")[0]) > 9:
+        return "too large"
+    return "digits 0-9 and one decimal point only"
+
+
+def _value_error(line: str, what: str, accepted: str, typed: str, example: str, why: str = "") -> ParseError:
+    """``WHAT needs ACCEPTED, got 'TYPED' (WHY)``: what a command takes, beside what it was given."""
+    because = f" ({why})" if why else ""
+    return ParseError(line, f"{what} needs {accepted}, got {typed!r}{because}", f"e.g. {example}")
+
+
+_OPTION_EXAMPLE = "setContractType:BTC-26DEC26-100000-C (help setContractType names a listed one)"
+
+
 def _parse_fmz(line: str, head: str, rest: str) -> Command | ParseError:
-    names = {name.lower(): name for name in _FMZ}
-    name = names.get(head.lower())
-    if name is None:
-        return _unknown(line)
+    name = _FMZ_NAMES[head.lower()]
     if name == "setContractType":
         candidate = rest.upper()
+        accepted = "an option's name (CURRENCY-EXPIRY-STRIKE-C or -P)"
         try:
             parsed = parse_instrument_name(candidate)
         except InstrumentNameError as exc:
-            return ParseError(line, str(exc), "e.g. setContractType:BTC-24SEP21-40000-C")
+            return _value_error(line, name, accepted, rest, _OPTION_EXAMPLE, str(exc))
         if parsed.kind != "option":
-            return ParseError(line, f"{candidate} is not an option",
-                              "setContractType takes an option, e.g. BTC-24SEP21-40000-C; "
-                              "change instrument picks the future")
+            return _value_error(line, name, accepted, rest, _OPTION_EXAMPLE,
+                                f"{candidate} is a {parsed.kind}; change instrument picks the future")
         return SetContractType(candidate)
     if name == "setHedgeDeltaStep":
+        accepted = f"a number of coins of delta above 0 and at most {MAX_DELTA_MISMATCH:g}"
         value = _number(rest)
-        refusal = HedgerSettings.band_refusal(value) if value is not None else None
-        if value is None or refusal is not None:
-            what = "is not a positive number" if value is None else f"is out of range: {refusal}"
-            return ParseError(line, f"delta step {rest!r} {what}",
-                              f"e.g. setHedgeDeltaStep:0.01 (above 0, at most {MAX_DELTA_MISMATCH:g} coins of delta)")
+        if value is None:
+            return _value_error(line, name, accepted, rest, "setHedgeDeltaStep:0.01", _not_a_number(rest))
+        refusal = HedgerSettings.band_refusal(value)
+        if refusal is not None:
+            return _value_error(line, name, accepted, rest, "setHedgeDeltaStep:0.01",
+                                "not above 0" if value <= 0 else f"above {MAX_DELTA_MISMATCH:g}")
         return SetHedgeStep(value)
     side: Side = "buy" if name == "buyOption" else "sell"
-    price_text, comma, amount_text = rest.partition(",")
-    price, amount = _number(price_text.strip()), _number(amount_text.strip())
-    if not comma or price is None or amount is None:
-        return ParseError(line, f"{name} needs a price and an amount", f"e.g. {name}:0.05,1 (price in coin, amount "
-                                                                      "in coins)")
-    if price <= 0 or amount <= 0:
-        return ParseError(line, "price and amount must be positive", f"e.g. {name}:0.05,1")
+    example = f"{name}:0.05,1"
+    price_typed, comma, amount_typed = (part.strip() for part in rest.partition(","))
+    if not comma:
+        return _value_error(line, name, "a price and an amount separated by a comma (price in coin, amount in "
+                                        "coins)", rest, example)
+    price, amount = _number(price_typed), _number(amount_typed)
+    if price is None or price <= 0:
+        why = _not_a_number(price_typed) if price is None else "not above 0"
+        return _value_error(line, f"{name}'s price", "a number in coin above 0", price_typed, example, why)
+    if amount is None or amount <= 0:
+        why = _not_a_number(amount_typed) if amount is None else "not above 0"
+        return _value_error(line, f"{name}'s amount", f"a number of coins above 0 and at most {MAX_QUANTITY:,.0f}",
+                            amount_typed, example, why)
     if amount > MAX_QUANTITY:
-        return ParseError(line, f"amount {amount:g} is above the maximum of {MAX_QUANTITY:,.0f}",
-                          "split it into several orders")
+        return _value_error(line, f"{name}'s amount", f"a number of coins above 0 and at most {MAX_QUANTITY:,.0f}",
+                            amount_typed, "split it into several orders")
     return OptionOrder(side, price, amount)
+
+
+def _parse_plot(line: str, args: str) -> Plot | ParseError:
+    """``plot [smile|term|heatmap] [EXPIRY] [CURRENCY]``, the words in any order."""
+    accepted = "at most one of smile, term, heatmap, one expiry (as 26DEC26) and one currency"
+    what: PlotWhat | None = None
+    expiry: str | None = None
+    currency: str | None = None
+    for word in args.split():
+        lower = word.lower()
+        kind = _PLOT_ALIASES.get(lower) or next((w for w in PLOT_WHATS if w == lower), None)
+        if kind is not None and what is None:
+            what = kind
+            continue
+        if _CURRENCY_WORD.fullmatch(word) and currency is None and kind is None:
+            currency = word.upper()
+            continue
+        if kind is not None or word.startswith("-") or _CURRENCY_WORD.fullmatch(word):
+            why = ("the console's plot takes words, not the command line's flags: the currency is the chosen "
+                   "instrument's and the file is named for you") if word.startswith("-") else (
+                "two kinds of plot" if kind is not None else "two currencies")
+            return _value_error(line, "plot", accepted, args, "plot, plot term, plot smile 26DEC26", why)
+        try:
+            parse_expiry(word.upper())
+        except InstrumentNameError as exc:
+            return _value_error(line, "plot", accepted, args, "plot, plot term, plot smile 26DEC26", str(exc))
+        if expiry is not None:
+            return _value_error(line, "plot", accepted, args, "plot smile 26DEC26", "two expiries")
+        expiry = word.upper()
+    if expiry is not None and what not in (None, "smile"):
+        return _value_error(line, "plot", accepted, args, "plot smile 26DEC26",
+                            f"an expiry narrows a smile; {what} draws every expiry")
+    return Plot(what or "smile", expiry, currency)
+
+
+def _parse_help(line: str, args: str) -> HelpOn | Show | ParseError:
+    """``help COMMAND``: the commands whose words or typed forms ``args`` names (a group's name
+    names the group)."""
+    wanted = " ".join(args.split()).lower().rstrip(":")
+    if not wanted:
+        return Show("help")
+
+    def forms(c: CommandHelp) -> set[str]:
+        typed = {part.split(" [")[0].split(":")[0].lower() for part in c.typed.split(" / ")}
+        return typed | {w.lower() for w in c.words} | {w.strip().rstrip(":").lower() for w in c.completes}
+
+    exact = tuple(c.typed for c in COMMANDS if wanted in forms(c))
+    if exact:
+        return HelpOn(exact)
+    group = tuple(c.typed for c in COMMANDS if c.group.lower() == wanted or c.group.lower() == wanted + "s")
+    if group:
+        return HelpOn(group)
+    starting = tuple(c.typed for c in COMMANDS if any(f.startswith(wanted) for f in forms(c)))
+    if starting:
+        return HelpOn(starting)
+    every = sorted({f for c in COMMANDS for f in forms(c)})
+    guess = difflib.get_close_matches(wanted, every, n=1, cutoff=0.6)
+    hint = f"did you mean help {guess[0]}? help lists every command" if guess else "help lists every command"
+    return ParseError(line, f"help knows no command {args.strip()!r}", hint)
+
+
+_AMOUNT = f"a number above 0 and at most {MAX_QUANTITY:,.0f}"
 
 
 def _parse_order(line: str, tokens: list[str]) -> Command | ParseError:
@@ -458,14 +645,15 @@ def _parse_order(line: str, tokens: list[str]) -> Command | ParseError:
         if first[1].isalpha() and first[1] not in "sw":
             return ParseError(line, f"second letter {first[1]!r} must be s (bid) or w (ask), or the amount follows",
                               example)
-        return ParseError(line, f"amount {first.lstrip('adsw')!r} is not a plain number", example)
+        typed = first[2:] if first[1:2] in ("s", "w") else first[1:]
+        return _value_error(line, "the amount", _AMOUNT, typed, example[5:], _not_a_number(typed))
     side: Side = "buy" if match["side"] == "a" else "sell"
     quantity = _number(match["quantity"])
     if quantity is None or quantity <= 0:
-        return ParseError(line, "the amount must be positive", example)
+        return _value_error(line, "the amount", _AMOUNT, match["quantity"], example[5:], "not above 0")
     if quantity > MAX_QUANTITY:
-        return ParseError(line, f"amount {quantity:g} is above the maximum of {MAX_QUANTITY:,.0f}",
-                          "split it into several orders")
+        return _value_error(line, "the amount", _AMOUNT, match["quantity"], "split it into several orders",
+                            f"above {MAX_QUANTITY:,.0f}")
     args = tokens[1:]
     if not args:
         if match["touch"]:
@@ -478,26 +666,31 @@ def _parse_order(line: str, tokens: list[str]) -> Command | ParseError:
     price_match = _PRICE.fullmatch(args[0])
     price = _number(price_match["price"]) if price_match else None
     if price_match is None or price is None or price <= 0:
-        return ParseError(line, f"price {args[0]!r} is not a positive number",
-                          "e.g. as100 16000 (limit) or dw200 18000s (stop)")
+        why = "not above 0" if price is not None else _not_a_number(args[0].removesuffix("s"))
+        return _value_error(line, "the price", "a number above 0 (ending in s: a stop's trigger)", args[0],
+                            "as100 16000 (limit) or dw200 18000s (stop)", why)
     if len(args) == 1:
         if price_match["stop"]:
             return StopOrder(side, quantity, price)
         return LimitOrder(side, quantity, price)
     if price_match["stop"]:
         return ParseError(line, "a ladder takes no stop (s) price", "e.g. a100 16000 18000 10")
-    high = _number(args[1])
-    if high is None or high <= 0:
-        return ParseError(line, f"upper bound {args[1]!r} is not a positive number", "e.g. a100 16000 18000 10")
+    second = _number(args[1])
+    if second is None or second <= 0:
+        why = "not above 0" if second is not None else _not_a_number(args[1])
+        return _value_error(line, "the ladder's second bound", "a number above 0", args[1],
+                            "a100 16000 18000 10", why)
     if not _COUNT.fullmatch(args[2]):
-        return ParseError(line, f"count {args[2]!r} is not a whole number of orders", "e.g. a100 16000 18000 10")
+        return _value_error(line, "the ladder's count", "a whole number of orders from 2 to 9999", args[2],
+                            "a100 16000 18000 10")
     count = int(args[2])
     if count < 2:
-        return ParseError(line, "a ladder needs at least 2 orders", "for one order type as100 16000")
-    low, high = min(price, high), max(price, high)
+        return _value_error(line, "the ladder's count", "a whole number of orders from 2 to 9999", args[2],
+                            "as100 16000 for one order", "a ladder is 2 orders or more")
+    low, high = min(price, second), max(price, second)
     if low == high:
         return ParseError(line, "the ladder's bounds are equal", "e.g. a100 16000 18000 10")
-    return LadderOrder(side, quantity, low, high, count)
+    return LadderOrder(side, quantity, low, high, count, reversed=(price > second) == (side == "buy"))
 
 
 # -- the start-up prompts ----------------------------------------------------------------------------

@@ -8,8 +8,10 @@ A failure while running one line is said and logged; the next line runs as befor
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from rich.console import Console as RichConsole
@@ -23,6 +25,7 @@ from console.grammar import (
     ChangeInstrument,
     Command,
     Hedging,
+    HelpOn,
     OrderCommand,
     Override,
     ParseError,
@@ -36,13 +39,29 @@ from console.grammar import (
     Topic,
     parse_line,
 )
-from console.orders import Refusal, Trading, describe_cancel, describe_order
+from console.orders import Refusal, Trading, describe_cancel, describe_order, typo_warning
 from console.terminal import LineOutcome, RunLine, start_plot
-from console.views import alert_lines, chain_tables, topic_view
+from console.views import alert_lines, chain_tables, help_view, topic_view
 from deribit.instruments import currency_of
-from messages.commands import CommandFailed, CommandResult, ExchangeCommand
+from messages.commands import CommandFailed, CommandResult, ExchangeCommand, PlaceOrder
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
 from messages.system import StopRequested
+
+#: Where the console's plots go, under the data directory.
+PLOTS_DIR = "plots"
+#: The command line's word for each kind of plot the console reads (``main.py plot --what``).
+_PLOT_WHAT = {"smile": "smile", "term": "term", "heatmap": "surface"}
+
+
+def plot_request(plot: Plot, currency: str, data_dir: str, now: float) -> tuple[Path, tuple[str, ...]]:
+    """The PNG a console ``plot`` writes (``DATA_DIR/plots/CURRENCY-WHAT[-EXPIRY]-YYYYMMDD-HHMMSS.png``,
+    in UTC) and the arguments of ``main.py plot`` that draw it."""
+    stamp = dt.datetime.fromtimestamp(now, tz=dt.UTC).strftime("%Y%m%d-%H%M%S")
+    name = "-".join([currency, plot.what, *([plot.expiry] if plot.expiry else []), stamp])
+    out = Path(data_dir) / PLOTS_DIR / f"{name}.png"
+    args = ("--what", _PLOT_WHAT[plot.what], "--currency", currency, "--out", str(out),
+            *(("--expiry", plot.expiry) if plot.expiry else ()))
+    return out, args
 
 
 class Printer(Protocol):
@@ -140,14 +159,17 @@ class LineRunner:
                 return LineOutcome(follow_up="instrument")
             case ResetSizeMultiplier():
                 return LineOutcome(follow_up="multiplier")
+            case Show(topic="help"):
+                self.say(help_view(self.desk, self._currency(), None, self.now()))
             case Show(topic=topic):
                 return self._show(topic, request.wait)
             case ShowChain(expiry=expiry):
                 currency = currency_of(trading.instrument) if trading.instrument else self.settings.currencies[0]
                 self.say(chain_tables(self.desk, currency or "", expiry, self.now()))
-            case Plot(args=args):
-                self.say(f"plotting: {' '.join(args) or '(no arguments)'}")
-                start_plot(args, self.settings, self.out)
+            case Plot():
+                return self._plot(command)
+            case HelpOn(typed=typed):
+                self.say(help_view(self.desk, self._currency(), typed, self.now()))
             case Hedging(action="acknowledge") if not self.desk.alerts():
                 self.say("no hedger alert to acknowledge")
             case Hedging() | SetHedgeStep():
@@ -168,6 +190,21 @@ class LineRunner:
 
     def _currency(self) -> str:
         return self.trading.currency(self.settings.currencies[0])
+
+    def _plot(self, plot: Plot) -> LineOutcome:
+        currency = plot.currency or self._currency()
+        if currency not in self.settings.currencies:
+            self.say(f"not understood, nothing plotted: plot takes one of the desk's currencies "
+                     f"({', '.join(self.settings.currencies)}), got {currency}", "red")
+            return LineOutcome(error=True)
+        out, args = plot_request(plot, currency, self.settings.data_dir, self.now())
+        what = f"{plot.what}{' of ' + plot.expiry if plot.expiry else ''}"
+        self.say(f"plotting the {currency} {what} of the last recorded minute into {out} (in the background)")
+        start_plot(args, self.settings, self.out)
+        return LineOutcome()
+
+    def _describe_order(self, order: PlaceOrder) -> str:
+        return describe_order(order, self.desk.instrument(order.instrument_name))
 
     def _show(self, topic: Topic, wait: bool) -> LineOutcome:
         trading = self.trading
@@ -193,12 +230,25 @@ class LineRunner:
             self.log.info("console_override", instrument=orders[0].instrument_name)
             self.say(f"override: sending on {orders[0].instrument_name} although the hedger owns it; it will hedge "
                      "the delta this order adds", "yellow")
+        if override and not isinstance(orders, Refusal):
+            self._say_typo_override(command, orders)
         if isinstance(orders, Refusal):
-            self.log.info("console_refused", reason=orders.reason)
-            self.say(f"refused, nothing sent: {orders}", "red")
+            self.log.info("console_refused", reason=orders.reason, held=orders.held)
+            self.say(f"held back: {orders}" if orders.held else f"refused, nothing sent: {orders}",
+                     "yellow" if orders.held else "red")
             return LineOutcome(error=True)
         script_wait = ScriptWait.for_orders(orders, self.desk, time.monotonic() + self.cs.order_wait_s)
-        return self._send(orders, describe_order, script_wait, wait, each=True)
+        return self._send(orders, self._describe_order, script_wait, wait, each=True)
+
+    def _say_typo_override(self, command: OrderCommand, orders: tuple[PlaceOrder, ...]) -> None:
+        """An order sent with override that would have been held back as a typo: said and logged."""
+        ctx = self.trading.context(command, self.desk, self.now())
+        if isinstance(ctx, Refusal):
+            return
+        warning = typo_warning(command, [(o.side, o.price) for o in orders if o.post_only], ctx)
+        if warning is not None:
+            self.log.info("console_override_typo", warning=warning)
+            self.say(f"override: sending as typed although {warning}", "yellow")
 
     def _cancel(self, command: Cancel, wait: bool) -> LineOutcome:
         cancels = self.trading.cancels(command, self.desk, self.pending.values(), self._currency())

@@ -39,6 +39,14 @@ An order on the hedge instrument of an active hedger is refused (the hedger trea
 position there as its hedge and would trade the order away) unless the line ends with
 ``override``; cancels are never refused.
 
+An order line that looks like a typo is held back the same way, with a warning that says what
+looks wrong, until it is repeated ending with ``override`` (:func:`typo_warning`): a post-only
+price at or through the market (a buy at or above the ask, a sell at or below the bid: Deribit
+would move it, it would not rest where typed), a ladder whose bounds were typed high first, a
+ladder reaching the other side of the market (a buy ladder up to the ask or above, a sell ladder
+down to the bid or below). The safety limits below apply first, override or not.
+(A buy ladder is typed from its low bound up, a sell ladder from its high bound down.)
+
 Safety limits (:class:`OrderLimits`): an order line whose notional (USD; a ladder counts as a
 whole) exceeds ``max_notional_usd`` is refused, and so is a limit price further than the allowed
 percentage from the mark *on the side where it would trade* (a buy above the mark, a sell below
@@ -69,6 +77,7 @@ from console.grammar import (
     check_size_multiplier,
     pick_future,
 )
+from console.numbers import amount_text, price_text
 from deribit.instruments import amount_step, currency_of, round_to_contract, round_to_tick, tick_size_at
 from messages.account import OrderUpdate
 from messages.commands import (
@@ -95,10 +104,12 @@ OPTION_QUOTE_MAX_AGE_S = 150.0
 
 @dataclass(frozen=True)
 class Refusal:
-    """Nothing is sent: ``reason`` says why, ``hint`` what to do."""
+    """Nothing is sent: ``reason`` says why, ``hint`` what to do. ``held``: the line looks like a
+    typo and is sent when repeated ending with ``override``."""
 
     reason: str
     hint: str = ""
+    held: bool = False
 
     def __str__(self) -> str:
         return f"{self.reason}. {self.hint}" if self.hint else self.reason
@@ -259,14 +270,16 @@ def orders_for(command: OrderCommand, ctx: TradingContext, first_label: int,
                 if ctx.ask is None:
                     return Refusal(f"no ask in {name}'s book to check the stop against", "try again when quoted")
                 if trigger <= ctx.ask:
-                    return Refusal(f"a buy stop at {trigger:g} is at or below the ask {ctx.ask:g}: it would trigger "
-                                   "at once", "a buy stop goes above the market")
+                    return Refusal(f"a buy stop at {price_text(trigger, inst.tick_size)} is at or below the ask "
+                                   f"{price_text(ctx.ask, inst.tick_size)}: it would trigger at once",
+                                   "a buy stop goes above the market")
             else:
                 if ctx.bid is None:
                     return Refusal(f"no bid in {name}'s book to check the stop against", "try again when quoted")
                 if trigger >= ctx.bid:
-                    return Refusal(f"a sell stop at {trigger:g} is at or above the bid {ctx.bid:g}: it would trigger "
-                                   "at once", "a sell stop goes below the market")
+                    return Refusal(f"a sell stop at {price_text(trigger, inst.tick_size)} is at or above the bid "
+                                   f"{price_text(ctx.bid, inst.tick_size)}: it would trigger at once",
+                                   "a sell stop goes below the market")
             orders.append((side, None, _Terms(type="stop_market", trigger="mark_price", trigger_price=trigger,
                                                reduce_only=True)))
         case OptionOrder(side=side, price=typed):
@@ -285,6 +298,11 @@ def orders_for(command: OrderCommand, ctx: TradingContext, first_label: int,
     if total > ctx.limits.max_notional_usd:
         return Refusal(f"notional {total:,.0f} USD is above the limit of {ctx.limits.max_notional_usd:,.0f} USD",
                        "trade a smaller amount or raise console.max_notional_usd")
+    if not override:
+        warning = typo_warning(command, [(side, at) for side, at, terms in orders if terms.post_only], ctx)
+        if warning is not None:
+            return Refusal(f"looks like a typo: {warning}", f"nothing sent; to send it as typed, repeat the line "
+                                                            f"ending with {OVERRIDE}", held=True)
     out = []
     for i, (side, at, terms) in enumerate(orders):
         label = f"{LABEL_PREFIX}{first_label + i}"
@@ -294,6 +312,43 @@ def orders_for(command: OrderCommand, ctx: TradingContext, first_label: int,
                               time_in_force=terms.time_in_force, trigger_price=terms.trigger_price,
                               trigger=terms.trigger))
     return tuple(out)
+
+
+def typo_warning(command: OrderCommand, post_only: list[tuple[Side, float | None]], ctx: TradingContext) -> str | None:
+    """What looks like a typo in an order line (see the module doc), or None. ``post_only``: the
+    side and price of each post-only order the line became (on the tick grid). A side of the book
+    that is missing cannot be crossed: nothing is said about it."""
+    inst = ctx.instrument
+
+    def p(value: float) -> str:
+        return price_text(value, inst.tick_size)
+
+    if isinstance(command, LadderOrder):
+        if command.reversed:
+            low, high = p(command.low), p(command.high)
+            typed, expected = (f"{high} {low}", f"{low} {high}") if command.side == "buy" else (
+                f"{low} {high}", f"{high} {low}")
+            way = "from its low bound up" if command.side == "buy" else "from its high bound down"
+            return (f"the {command.side} ladder's bounds are typed the other way round ({typed}); a {command.side} "
+                    f"ladder is typed {way}: {expected}")
+        prices = [at for _, at in post_only if at is not None]
+        if command.side == "buy" and ctx.ask and prices and max(prices) >= ctx.ask:
+            return (f"a buy ladder up to {p(max(prices))} reaches the ask {p(ctx.ask)}: its upper orders are on the "
+                    "sellers' side of the market (post-only: Deribit moves them below the ask)")
+        if command.side == "sell" and ctx.bid and prices and min(prices) <= ctx.bid:
+            return (f"a sell ladder down to {p(min(prices))} reaches the bid {p(ctx.bid)}: its lower orders are on "
+                    "the buyers' side of the market (post-only: Deribit moves them above the bid)")
+        return None
+    for side, at in post_only:
+        if at is None:
+            continue
+        if side == "buy" and ctx.ask and at >= ctx.ask:
+            return (f"a post-only buy at {p(at)} is at or above the ask {p(ctx.ask)}: it cannot rest there "
+                    "(Deribit moves it below the ask); a bid is below the ask")
+        if side == "sell" and ctx.bid and at <= ctx.bid:
+            return (f"a post-only sell at {p(at)} is at or below the bid {p(ctx.bid)}: it cannot rest there "
+                    "(Deribit moves it above the bid); an offer is above the bid")
+    return None
 
 
 def _check_prices(orders: list[tuple[Side, float | None, _Terms]], ctx: TradingContext) -> Refusal | None:
@@ -307,12 +362,15 @@ def _check_prices(orders: list[tuple[Side, float | None, _Terms]], ctx: TradingC
             return Refusal(f"price {price!r} is not positive on {name}'s tick grid", "type a larger price")
         if ctx.mark is None or ctx.mark <= 0:
             return Refusal(f"no mark price for {name} yet: cannot check the limit price", "wait for its ticker")
+        tick = ctx.instrument.tick_size
         if side == "buy" and price > ctx.mark * (1 + pct / 100):
-            return Refusal(f"buy limit {price:g} is {100 * (price / ctx.mark - 1):.2f}% above the mark {ctx.mark:g} "
-                           f"(limit {pct:g}%)", "check the price, or raise the console's price deviation limit")
+            return Refusal(f"buy limit {price_text(price, tick)} is {100 * (price / ctx.mark - 1):.2f}% above the "
+                           f"mark {price_text(ctx.mark, tick)} (limit {pct:g}%)",
+                           "check the price, or raise the console's price deviation limit")
         if side == "sell" and price < ctx.mark * (1 - pct / 100):
-            return Refusal(f"sell limit {price:g} is {100 * (1 - price / ctx.mark):.2f}% below the mark {ctx.mark:g} "
-                           f"(limit {pct:g}%)", "check the price, or raise the console's price deviation limit")
+            return Refusal(f"sell limit {price_text(price, tick)} is {100 * (1 - price / ctx.mark):.2f}% below the "
+                           f"mark {price_text(ctx.mark, tick)} (limit {pct:g}%)",
+                           "check the price, or raise the console's price deviation limit")
     return None
 
 
@@ -348,13 +406,19 @@ def cancels_for(command: Cancel, open_orders: Iterable[OrderUpdate], pending_lab
                  for i, o in enumerate(sorted(chosen, key=lambda o: o.order_id)))
 
 
-def describe_order(order: PlaceOrder) -> str:
-    """One line for the terminal, e.g. ``buy 20 BTC-PERPETUAL limit 60060 IOC [manual_api_3]``."""
-    parts = [order.side, f"{order.amount:g}", order.instrument_name, order.type]
+def describe_order(order: PlaceOrder, instrument: Instrument | None = None) -> str:
+    """One line for the terminal, e.g. ``buy 20 BTC-PERPETUAL limit 60,060.0 IOC [manual_api_3]``:
+    prices to ``instrument``'s tick (as short as exact without it)."""
+
+    def price(value: float) -> str:
+        return price_text(value, instrument.tick_size) if instrument is not None else f"{value:g}"
+
+    amount = amount_text(order.amount, amount_step(instrument)) if instrument is not None else f"{order.amount:g}"
+    parts = [order.side, amount, order.instrument_name, order.type]
     if order.price is not None:
-        parts.append(f"{order.price:g}")
+        parts.append(price(order.price))
     if order.trigger_price is not None:
-        parts.append(f"trigger {order.trigger_price:g} ({order.trigger})")
+        parts.append(f"trigger {price(order.trigger_price)} ({order.trigger})")
     if order.post_only:
         parts.append("post-only")
     if order.reduce_only:

@@ -372,7 +372,10 @@ class Terminal:
             if self.interactive:
                 self._run_interactive()
             else:
-                self._run_script()
+                # Each piped line is echoed once, as "> line": the log's record of it (and of the
+                # order it sent) stays in the JSON file, off a terminal that stderr may be.
+                with self._quiet_logs():
+                    self._run_script()
         except pykka.ActorDeadError:
             pass
         except Exception as exc:  # the terminal must never die silently
@@ -506,8 +509,9 @@ class Terminal:
     # -- a terminal ------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _quiet_logs(self) -> Iterator[None]:
-        """While the prompt owns the terminal, log lines on it are warnings only, printed above
-        the prompt (through the patched stderr); the JSON log file keeps everything."""
+        """While the console owns the terminal (a prompt, or piped lines with their echo), log
+        lines on it are warnings only (above a prompt, through the patched stderr); the JSON log
+        file keeps everything."""
         handlers = [h for h in logging.getLogger().handlers
                     if type(h) is logging.StreamHandler and isatty(getattr(h, "stream", None))]
         saved = [(h, h.level, h.stream) for h in handlers]

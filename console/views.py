@@ -1,27 +1,30 @@
 """What the console shows: the answers, fills and statuses as lines, and the tables.
 
 Plain functions over the messages and :class:`~console.desk_state.DeskState` (no actor, no
-terminal), returning text or rich renderables; tests call them directly.
+terminal), returning text or rich renderables; tests call them directly. Prices are written to
+their instrument's tick and amounts to its step (:mod:`console.numbers`); :func:`fmt` is for
+figures that are neither.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from console.grammar import HELP, Topic
+from console.grammar import NO_EXAMPLES, Examples, Topic, command_help, help_text
+from console.numbers import amount_text, coin_text, price_text
 from deribit.constants import PERPETUAL_EXPIRY_MS
-from deribit.instruments import format_expiry
-from messages.account import UserTrade
+from deribit.instruments import amount_step, format_expiry
+from messages.account import OrderUpdate, UserTrade
 from messages.commands import CommandFailed, CommandResult
 from messages.hedging import HedgeActivation, HedgerStatus
-from messages.market import VolatilityIndex
+from messages.market import Instrument, VolatilityIndex
 from messages.state import OptionQuote, PortfolioChanged, TopOfBook
 from messages.surface import DatabaseHealth, RecorderStatus, SurfaceSnapshot
 from messages.system import ConnectionStatus
@@ -32,8 +35,9 @@ if TYPE_CHECKING:  # desk_state renders its waits with fmt from here
 
 
 def fmt(value: float | None, digits: int | None = None) -> str:
-    """A number for a table: ``-`` when unknown, thousands separated, ``digits`` decimals (else
-    as short as exact)."""
+    """A figure that is no price nor amount of a known instrument (a band, a strike, a tenor, a
+    count): ``-`` when unknown, thousands separated, ``digits`` decimals (else as short as exact).
+    Prices go through :func:`price_of`, amounts through :func:`amount_of`."""
     if value is None:
         return "-"
     if digits is None:
@@ -47,23 +51,72 @@ def expiry_label(expiry_ms: int) -> str:
     return format_expiry(dt.datetime.fromtimestamp(expiry_ms / 1000, tz=dt.UTC).date())
 
 
+# -- numbers of an instrument --------------------------------------------------------------------------
+def price_of(value: float | None, instrument: Instrument | None) -> str:
+    """A price of ``instrument`` to its tick's decimals (its smallest tick: every price on its grid
+    reads alike); without the instrument, as short as exact."""
+    return price_text(value, instrument.tick_size) if instrument is not None else fmt(value)
+
+
+def amount_of(value: float | None, instrument: Instrument | None) -> str:
+    """An amount of ``instrument`` (USD of a future, coins of an option) to its step's decimals."""
+    return amount_text(value, amount_step(instrument)) if instrument is not None else fmt(value)
+
+
+#: An option's tick on Deribit (0.0001 coin) when its metadata is not at hand.
+OPTION_TICK = 0.0001
+
+#: Fees and other figures in a stable coin carry cents; in a coin, satoshis.
+_STABLE = ("USD", "USDC", "USDT")
+
+
+def fee_text(fee: float, currency: str) -> str:
+    """A fee with its currency: ``0.00000017 BTC``, ``-0.0100 USDC`` (negative: a rebate)."""
+    return f"{coin_text(fee, 4 if currency.upper() in _STABLE else 8)} {currency}"
+
+
 # -- answers as text --------------------------------------------------------------------------------
-def describe_answer(answer: CommandResult | CommandFailed) -> str:
+_IMMEDIATE = ("immediate_or_cancel", "fill_or_kill")
+
+
+def describe_order_state(order: OrderUpdate, instrument: Instrument | None = None) -> str:
+    """What became of an order, in one line: open (at its price), filled N of M, cancelled or
+    rejected. A filled order names no price: each fill has its own line with its price and fee."""
+    amount = amount_of(order.amount, instrument)
+    filled = amount_of(order.filled_amount, instrument)
+    price = order.price if isinstance(order.price, float | int) else None
+    head = f"order {order.label or order.order_id}: {order.direction} {amount} {order.instrument_name}"
+    state = order.order_state
+    part = f"filled {filled} of {amount}"
+    if state == "open":
+        what = f"open at {price_of(price, instrument)}" + (f", {part} so far" if order.filled_amount else "")
+    elif state == "untriggered":
+        what = f"waiting for its trigger at {price_of(order.trigger_price, instrument)} ({order.trigger})"
+    elif state == "filled":
+        what = part
+    elif state == "cancelled":
+        what = f"cancelled, {part}"
+        if order.time_in_force in _IMMEDIATE:
+            what += ": nothing at that price" if not order.filled_amount else ": the rest found nothing at that price"
+        elif order.cancel_reason and order.cancel_reason != "user_request":
+            what += f" ({order.cancel_reason})"
+    elif state == "rejected":
+        what = "rejected" + (f" ({order.cancel_reason})" if order.cancel_reason else "")
+    else:
+        what = f"{state}, {part}"
+    return f"{head}: {what} (id {order.order_id})"
+
+
+def describe_answer(answer: CommandResult | CommandFailed, instrument: Instrument | None = None) -> str:
+    """The exchange's answer to one of the console's commands; ``instrument``: the order's (its
+    tick and step)."""
     if isinstance(answer, CommandFailed):
         where = "refused locally" if answer.code < 0 else f"rejected by the exchange ({answer.code})"
         data = f" {answer.data}" if answer.data else ""
         return f"{where}: {answer.message}{data} [{answer.request_key}]"
     order = answer.order
     if order is not None:
-        price = order.price if isinstance(order.price, float | int) else None
-        text = (f"{order.order_state}: {order.direction} {fmt(order.amount)} {order.instrument_name}"
-                f"{' @ ' + fmt(price) if price is not None else ''}, filled {fmt(order.filled_amount)}"
-                f"{' avg ' + fmt(order.average_price) if order.filled_amount and order.average_price else ''}"
-                f" [{order.label or order.order_id}] (order {order.order_id})")
-        if order.order_state == "cancelled" and not order.filled_amount and order.time_in_force in (
-                "immediate_or_cancel", "fill_or_kill"):
-            text += ": nothing at that price"
-        return text
+        return describe_order_state(order, instrument)
     try:
         result = json.loads(answer.result)
     except ValueError:
@@ -73,9 +126,12 @@ def describe_answer(answer: CommandResult | CommandFailed) -> str:
     return f"{answer.method}: {answer.result}"
 
 
-def describe_fill(trade: UserTrade) -> str:
-    return (f"filled: {trade.direction} {fmt(trade.amount)} {trade.instrument_name} @ {fmt(trade.price)}"
-            f"{' [' + trade.label + ']' if trade.label else ''} (fee {fmt(trade.fee)} {trade.fee_currency})")
+def describe_fill(trade: UserTrade, instrument: Instrument | None = None) -> str:
+    """One fill: its price to the instrument's tick, its fee with the fee's currency."""
+    liquidity = {"M": ", maker", "T": ", taker"}.get(trade.liquidity or "", "")
+    return (f"filled: {trade.direction} {amount_of(trade.amount, instrument)} {trade.instrument_name} "
+            f"@ {price_of(trade.price, instrument)}{' [' + trade.label + ']' if trade.label else ''}, "
+            f"fee {fee_text(trade.fee, trade.fee_currency)}{liquidity}")
 
 
 def activation_text(status: HedgerStatus) -> str:
@@ -139,13 +195,26 @@ def funds_table(portfolios: Iterable[PortfolioChanged]) -> Table:
     return table
 
 
-def tops_table(tops: Iterable[TopOfBook], title: str = "futures") -> Table:
+def _unknown_instrument(_name: str) -> Instrument | None:
+    return None
+
+
+#: Index prices are USD to the cent.
+INDEX_TICK = 0.01
+
+
+def tops_table(tops: Iterable[TopOfBook], title: str = "futures",
+               instrument: Callable[[str], Instrument | None] = _unknown_instrument) -> Table:
+    """Top of book per instrument, prices to its tick and amounts to its step (``instrument``
+    looks its metadata up)."""
     table = Table(title=title, title_justify="left")
     for column in ("instrument", "bid", "bid amount", "ask", "ask amount", "mark", "index", "book"):
         table.add_column(column, justify="left" if column in ("instrument", "book") else "right")
     for t in tops:
-        table.add_row(t.instrument_name, fmt(t.bid), fmt(t.bid_amount), fmt(t.ask), fmt(t.ask_amount),
-                      fmt(t.mark_price), fmt(t.index_price), "STALE" if t.stale else "live")
+        inst = instrument(t.instrument_name)
+        table.add_row(t.instrument_name, price_of(t.bid, inst), amount_of(t.bid_amount, inst), price_of(t.ask, inst),
+                      amount_of(t.ask_amount, inst), price_of(t.mark_price, inst),
+                      price_text(t.index_price, INDEX_TICK), "STALE" if t.stale else "live")
     if not table.row_count:
         table.add_row("(no quotes yet)", *[""] * 7)
     return table
@@ -180,7 +249,7 @@ def topic_view(topic: Topic, state: DeskState, instrument: str | None, option: s
     at = now if now is not None else (tables.latest_data_at(state) or 0.0)
     match topic:
         case "help":
-            return Text(HELP)
+            return help_view(state, currency)
         case "price":
             return price_view(state, instrument, option)
         case "funds":
@@ -201,6 +270,30 @@ def topic_view(topic: Topic, state: DeskState, instrument: str | None, option: s
             return tables.hedger_panel(state, at)
 
 
+def examples_for(state: DeskState, currency: str, now: float | None = None) -> Examples:
+    """The help's examples: the listed option of ``currency`` (else of any currency) nearest the
+    money at the nearest expiry, one at least a day after ``now`` when there is one (an option
+    expiring within hours makes a poor example); :data:`NO_EXAMPLES` before any is listed."""
+    options = state.options(currency) or [o for c in state.instruments for o in state.options(c)]
+    if not options:
+        return NO_EXAMPLES
+    later = [o for o in options if now is not None and o.expiration_timestamp >= (now + 86_400) * 1000]
+    expiry_ms = min(o.expiration_timestamp for o in later or options)
+    listed = [o for o in options if o.expiration_timestamp == expiry_ms]
+    calls = [o for o in listed if o.option_type == "call"] or listed
+    index = state.index_price(calls[0].base_currency)
+    chosen = min(calls, key=lambda o: abs((o.strike or 0.0) - index)) if index else calls[len(calls) // 2]
+    return Examples(chosen.instrument_name, expiry_label(expiry_ms))
+
+
+def help_view(state: DeskState, currency: str, typed: Iterable[str] | None = None,
+              now: float | None = None) -> Text:
+    """``help`` (every command) or ``help COMMAND`` (``typed``: the commands named), the examples
+    naming listed instruments (see :func:`examples_for`)."""
+    examples = examples_for(state, currency, now)
+    return Text(help_text(examples) if typed is None else command_help(typed, examples))
+
+
 def status_view(state: DeskState, instrument: str | None, now: float) -> RenderableType:
     """``status``: the header (link, index, vols, hedgers), positions with greeks, futures
     tickers, the hedger panel (with its alert), recorder, book sync."""
@@ -218,7 +311,7 @@ def status_view(state: DeskState, instrument: str | None, now: float) -> Rendera
         tables.header_text(state, venue, now),
         *([Text(f"trading {instrument}")] if instrument else []),
         tables.positions_table(state, now),
-        tops_table(tops),
+        tops_table(tops, instrument=state.instrument),
         tables.hedger_panel(state, now),
         recorder_text(state.recorder),
         Text(books),
@@ -230,21 +323,26 @@ def price_view(state: DeskState, instrument: str | None, option: str | None) -> 
     parts: list[RenderableType] = []
     if instrument is not None:
         top = state.tops.get(instrument)
-        parts.append(tops_table([top] if top is not None else [], title=f"{instrument}"))
+        parts.append(tops_table([top] if top is not None else [], title=f"{instrument}",
+                                instrument=state.instrument))
     if option is not None:
-        parts.append(chain_rows_table([q for q in [state.minute_option_quote(option)] if q is not None], option))
+        parts.append(chain_rows_table([q for q in [state.minute_option_quote(option)] if q is not None], option,
+                                      state.instrument(option)))
     if not parts:
         parts.append(Text("no instrument chosen yet"))
     return Group(*parts)
 
 
-def chain_rows_table(quotes: Iterable[OptionQuote], title: str) -> Table:
+def chain_rows_table(quotes: Iterable[OptionQuote], title: str, instrument: Instrument | None = None) -> Table:
+    """Option quotes of ``instrument`` (prices to its tick; without it, to an option's 0.0001)."""
+    tick = instrument.tick_size if instrument is not None else OPTION_TICK
     table = Table(title=title, title_justify="left")
     for column in ("option", "bid", "ask", "mark", "IV", "delta", "book"):
         table.add_column(column, justify="left" if column in ("option", "book") else "right")
     for q in quotes:
-        table.add_row(q.instrument_name, fmt(q.bid, 4), fmt(q.ask, 4), fmt(q.mark_price, 4), fmt(q.mark_iv, 2),
-                      fmt(q.delta, 3), "STALE" if q.stale else "live")
+        table.add_row(q.instrument_name, price_text(q.bid, tick), price_text(q.ask, tick),
+                      price_text(q.mark_price, tick), fmt(q.mark_iv, 2), fmt(q.delta, 3),
+                      "STALE" if q.stale else "live")
     if not table.row_count:
         table.add_row("(no quote at the last minute)", *[""] * 6)
     return table

@@ -87,7 +87,8 @@ def _svi_iv(parameters: dict[str, float], k: np.ndarray, years: float) -> np.nda
     return 100.0 * np.sqrt(np.maximum(w, 0.0) / years)
 
 
-def _plot_smile(engine: Engine, fig: Figure, currency: str, minute: dt.datetime) -> None:
+def _plot_smile(engine: Engine, fig: Figure, currency: str, minute: dt.datetime,
+                expiry_date: dt.date | None = None) -> None:
     quotes = _rows(engine, select(option_quotes.c.expiry, option_quotes.c.strike, option_quotes.c.underlying_price,
                                   option_quotes.c.bid_iv, option_quotes.c.ask_iv, option_quotes.c.mid_iv,
                                   option_quotes.c.mark_iv)
@@ -101,6 +102,13 @@ def _plot_smile(engine: Engine, fig: Figure, currency: str, minute: dt.datetime)
         by_expiry.setdefault(as_utc(row.expiry), []).append(row)
     if not by_expiry:
         raise PlotError(f"no out-of-the-money quotes of {currency} at {minute.isoformat()}")
+    if expiry_date is not None:
+        known = ", ".join(f"{e:%d%b%y}".upper().lstrip("0") for e in sorted(by_expiry))
+        by_expiry = {e: rows for e, rows in by_expiry.items() if e.date() == expiry_date}
+        if not by_expiry:
+            raise PlotError(f"no {currency} quotes of the expiry {f'{expiry_date:%d%b%y}'.upper()} at "
+                            f"{minute.isoformat()}; "
+                            f"expiries then: {known}")
     n = len(by_expiry)
     cols = math.ceil(math.sqrt(n * 1.5))
     rows = math.ceil(n / cols)
@@ -204,10 +212,14 @@ PLOTTERS: dict[str, Callable[[Engine, Figure, str, dt.datetime], None]] = {
 
 
 def plot_from_database(url: str, *, what: str, currency: str, out: str | Path, at: dt.datetime | None = None,
-                       size: tuple[int, int] = DEFAULT_SIZE) -> tuple[Path, dt.datetime]:
-    """Draw ``what`` for ``currency`` into the PNG ``out``; returns the file and the minute drawn."""
+                       size: tuple[int, int] = DEFAULT_SIZE,
+                       expiry: dt.date | None = None) -> tuple[Path, dt.datetime]:
+    """Draw ``what`` for ``currency`` into the PNG ``out``; returns the file and the minute drawn.
+    ``expiry``: a smile of that expiry only."""
     if what not in PLOTTERS:
         raise PlotError(f"--what {what!r}: choose one of {', '.join(WHAT)}")
+    if expiry is not None and what != "smile":
+        raise PlotError(f"--expiry narrows a smile; --what {what} draws every expiry")
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise PlotError(f"--out {str(out)!r}: the plot is a PNG; give a file name ending in .png")
@@ -220,7 +232,10 @@ def plot_from_database(url: str, *, what: str, currency: str, out: str | Path, a
         minute = _minute(engine, currency, at)
         fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
         FigureCanvasAgg(fig)
-        PLOTTERS[what](engine, fig, currency, minute)
+        if expiry is not None:
+            _plot_smile(engine, fig, currency, minute, expiry)
+        else:
+            PLOTTERS[what](engine, fig, currency, minute)
     except SQLAlchemyError as exc:
         raise PlotError(f"cannot read {mask_url(url)}: {str(getattr(exc, 'orig', exc)).strip()}") from None
     finally:

@@ -33,7 +33,7 @@ def test_trading_in_a_pseudo_terminal_against_the_simulator(tmp_path: Path) -> N
         term.run_until("positions", r"BTC-PERPETUAL\s+long\s+20 ")
 
         term.type("as1 1000\r")
-        term.expect(r"open: buy 10 BTC-PERPETUAL @ 1,000, filled 0 \[manual_api_2\]")
+        term.expect(r"order manual_api_2: buy 10 BTC-PERPETUAL: open at 1,000\.0 ")
         term.run_until("orders", r"manual_api_2\s+BTC-PERPETUAL\s+buy\s+10 ")
         positions, orders = simulator_state(url)
         assert [(p["instrument_name"], p["size"]) for p in positions] == [("BTC-PERPETUAL", 20)]

@@ -78,7 +78,7 @@ def test_a_failure_while_handling_one_line_leaves_a_usable_prompt(tmp_path: Path
         term.expect(r"BTC-PERPETUAL x10>", timeout=60)
         url = simulator_url(tmp_path)
         term.type("as1 1000\r")
-        term.expect(r"open: buy 10 BTC-PERPETUAL @ 1,000, filled 0 \[manual_api_1\]")
+        term.expect(r"order manual_api_1: buy 10 BTC-PERPETUAL: open at 1,000\.0 ")
         term.type("a7\r")
         term.expect(rf"error while handling 'a7': RuntimeError: {INJECTED} \(traceback in the log\)")
         term.expect(r"BTC-PERPETUAL x10>")

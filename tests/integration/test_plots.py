@@ -98,3 +98,16 @@ def test_bad_requests_say_what_to_do(sqlite_url: str, tmp_path: Path, capsys: py
     status = main.main(["plot", "--what", "term", "--currency", "BTC", "--out", str(tmp_path / "t.png"),
                         "--db", sqlite_url, "--at", "soon"])
     assert status == 2 and "cannot plot: --at 'soon'" in capsys.readouterr().err
+
+
+def test_a_smile_of_one_expiry(sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--expiry`` (what the console's ``plot smile 29JUL21`` asks for) draws that expiry alone."""
+    one, every = tmp_path / "one.png", tmp_path / "every.png"
+    args = ["plot", "--what", "smile", "--currency", "BTC", "--db", sqlite_url, "--size", "600x400"]
+    assert main.main([*args, "--out", str(one), "--expiry", "29jul21"]) == 0, capsys.readouterr().err
+    assert main.main([*args, "--out", str(every)]) == 0
+    assert not np.array_equal(assert_real_png(one, 600, 400), assert_real_png(every, 600, 400))
+    assert main.main([*args, "--out", str(tmp_path / "x.png"), "--expiry", "30JUL21"]) == 2
+    assert "no BTC quotes of the expiry 30JUL21 at" in capsys.readouterr().err
+    assert main.main([*args[:2], "term", *args[3:], "--out", str(tmp_path / "y.png"), "--expiry", "29JUL21"]) == 2
+    assert "--expiry narrows a smile" in capsys.readouterr().err

@@ -3,12 +3,16 @@ wait for, what it prints, and the piped terminal's start, end and no-input behav
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -20,6 +24,8 @@ from rich.console import Console as RichConsole
 from actors.console import Console
 from config.settings import Settings
 from console.desk_state import DeskState, ScriptWait, startup_stages
+from console.grammar import HelpOn, Plot, Quit, Show, parse_line
+from console.lines import plot_request
 from console.orders import reference_mark
 from console.terminal import Configure, GetStartup, RunLine, Terminal, WaitDone
 from console.views import surface_view
@@ -39,6 +45,7 @@ from messages.surface import SurfaceSnapshot, TenorFigures
 from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, StopRequested
 from runtime.actor import ActorContext, handles
 from runtime.clock import WallClock
+from runtime.logs import setup_logging
 from tests.support.market import NOW, PERP, btc, open_order, portfolio, position, quote
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_until
@@ -129,7 +136,7 @@ def test_an_order_line_publishes_exactly_its_orders(tmp_path: Any) -> None:
         ("buy", 10.0, "limit", 1000.0, True, "good_til_cancelled", "manual_api_2"),
     ]
     assert all(o.origin == "console" for o in orders)
-    assert "sent: buy 20 BTC-PERPETUAL limit 60060 IOC [manual_api_1]" in h.output()
+    assert "sent: buy 20 BTC-PERPETUAL limit 60,060.0 IOC [manual_api_1]" in h.output()
 
 
 def test_labels_continue_after_the_highest_open_one(tmp_path: Any) -> None:
@@ -163,7 +170,7 @@ def test_paper_mode_prints_orders_and_sends_none(tmp_path: Any) -> None:
     h.run("a2")
     h.run("ca")
     assert h.sent(PlaceOrder) == [] and h.sent(CancelAll) == []
-    assert "paper (not sent): buy 20 BTC-PERPETUAL limit 60060 IOC [manual_api_1]" in h.output()
+    assert "paper (not sent): buy 20 BTC-PERPETUAL limit 60,060.0 IOC [manual_api_1]" in h.output()
 
 
 def test_the_reference_mark() -> None:
@@ -195,8 +202,13 @@ def test_a_piped_order_waits_for_its_answer_and_for_the_portfolio(tmp_path: Any)
     h.tell(trade, portfolio(positions=(position(50.0),)))
     assert h.ref.ask(WaitDone(outcome.wait_key)) is True
     text = h.output()
-    assert "filled: buy 20 BTC-PERPETUAL @ 60,000 [manual_api_1]" in text
-    assert "filled: buy 20 BTC-PERPETUAL @ 60,060, filled 20 avg 60,000 [manual_api_1] (order 42)" in text
+    # One line per fill (the answer carried it; the same fill published after is not said again),
+    # and the order's own line says what became of it, without the limit price.
+    assert [line for line in text.splitlines() if "filled" in line] == [
+        "filled: buy 20 BTC-PERPETUAL @ 60,000.0 [manual_api_1], fee 0.00000000 BTC",
+        "order manual_api_1: buy 20 BTC-PERPETUAL: filled 20 of 20 (id 42)"]
+    assert [line for line in text.splitlines() if "60,060" in line] == [
+        "sent: buy 20 BTC-PERPETUAL limit 60,060.0 IOC [manual_api_1]"]
 
 
 def test_a_piped_line_gives_up_after_its_timeout(tmp_path: Any) -> None:
@@ -569,12 +581,30 @@ def test_what_was_published_before_the_console_joined_is_asked_for_again(tmp_pat
     assert h2.sent(RefreshInstruments) == [] and h2.sent(ReconcilePortfolio) == []
 
 
-def test_plot_runs_the_plot_command(tmp_path: Any) -> None:
+def test_plot_in_the_console_takes_the_chosen_currency_and_names_its_file(tmp_path: Any) -> None:
+    """``plot`` alone (it asked for the command line's --what, --currency and --out): the chosen
+    future's currency, a smile, a file under the data directory whose name it prints."""
     h = Harness(tmp_path)
-    h.run("plot --help")
-    wait_until(lambda: "usage:" in h.buffer.getvalue(), timeout=60)
-    assert "plotting: --help" in h.output()
-    assert "--what" in h.output()
+    h.run("plot")
+    match = re.search(r"plotting the BTC smile of the last recorded minute into (\S+\.png)", h.output())
+    assert match is not None, h.output()
+    out = Path(match[1])
+    assert out.parent == tmp_path / "plots" and re.fullmatch(r"BTC-smile-\d{8}-\d{6}\.png", out.name), out
+    # main.py plot ran with every flag it needs: it answers about the (empty) database, not the flags.
+    wait_until(lambda: "cannot plot" in h.buffer.getvalue(), timeout=60)
+    assert "does not exist" in h.output() and "usage:" not in h.output()
+    assert h.run("plot eth").error
+    assert "plot takes one of the desk's currencies (BTC), got ETH" in h.output()
+
+
+def test_the_plot_request_of_each_kind() -> None:
+    at = dt.datetime(2026, 12, 7, 6, 50, 1, tzinfo=dt.UTC).timestamp()
+    out, args = plot_request(Plot("smile", "26DEC26"), "ETH", "data", at)
+    assert out == Path("data/plots/ETH-smile-26DEC26-20261207-065001.png")
+    assert args == ("--what", "smile", "--currency", "ETH", "--out", str(out), "--expiry", "26DEC26")
+    out, args = plot_request(Plot("heatmap"), "BTC", "/d", at)
+    assert out == Path("/d/plots/BTC-heatmap-20261207-065001.png") and args[:4] == ("--what", "surface",
+                                                                                      "--currency", "BTC")
 
 
 def test_completion_of_commands_and_instrument_names() -> None:
@@ -651,3 +681,92 @@ def test_a_failure_while_a_piped_line_waits_is_said_and_the_script_goes_on(tmp_p
     assert "error while handling 'as1 1000': RuntimeError: broken wait; see the log" in text
     assert text.index("> as1 1000") < text.index("> positions") < text.index("> quit")
     assert [m.reason for m in h.published if isinstance(m, StopRequested)] == ["quit"]
+
+
+# -- the faults of issue 18 that need the actor (the others: test_console_faults.py) ---------------------
+def test_the_console_says_each_fill_once_then_the_order(tmp_path: Any) -> None:
+    """Two fills of one order: a line each (price to the tick, fee), then the order's line without
+    its limit; the same fills published again from user.trades are not said twice."""
+    h = Harness(tmp_path)
+    h.feed_market()
+    h.run("a2")
+    order = h.sent(PlaceOrder)[0]
+
+    def fill(trade_id: str, price: float, amount: float, fee: float) -> UserTrade:
+        return UserTrade(trade_id=trade_id, order_id="42", instrument_name=PERP, timestamp=0, direction="buy",
+                         price=price, amount=amount, fee=fee, fee_currency="BTC", label=order.label, liquidity="T")
+
+    first, second = fill("t1", 59999.5, 5.0, 0.00000017), fill("t2", 60000.0, 15.0, 0.0000005)
+    filled = OrderUpdate(order_id="42", instrument_name=PERP, order_state="filled", order_type="limit",
+                         direction="buy", amount=20.0, price=60060.0, filled_amount=20.0, average_price=59999.875,
+                         label=order.label, time_in_force="immediate_or_cancel")
+    h.tell(CommandResult(request_key=order.request_key, origin="console", method="private/buy", result="{}",
+                         order=filled, trades=(first, second)))
+    h.tell(first, second)  # the same fills from user.trades
+    lines = [line for line in h.output().splitlines() if not line.startswith("sent: ")]
+    assert lines == [
+        "filled: buy 5 BTC-PERPETUAL @ 59,999.5 [manual_api_1], fee 0.00000017 BTC, taker",
+        "filled: buy 15 BTC-PERPETUAL @ 60,000.0 [manual_api_1], fee 0.00000050 BTC, taker",
+        "order manual_api_1: buy 20 BTC-PERPETUAL: filled 20 of 20 (id 42)",
+    ]
+
+
+class TerminalText(io.StringIO):
+    """A stderr that says it is a terminal (as it is when a script is piped in by hand)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def stderr_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> Iterator[TerminalText]:
+    err = TerminalText()
+    monkeypatch.setattr(sys, "stderr", err)
+    setup_logging(None, "info", console=True)
+    try:
+        yield err
+    finally:
+        setup_logging(None, "warning", console=False)
+        logging.getLogger().setLevel(logging.WARNING)
+
+
+def test_a_piped_line_is_echoed_once_when_stderr_is_a_terminal(tmp_path: Any,
+                                                               stderr_on_a_terminal: TerminalText) -> None:
+    reader, writer = pipe_with("connection status\nshow size multiplier\n")
+    writer.close()
+    h = Harness(tmp_path, stdin=reader, terminal=True, startup_timeout_s=5.0)
+    h.feed_market()
+    wait_until(lambda: any(isinstance(m, StopRequested) for m in h.published))
+    screen = h.output() + stderr_on_a_terminal.getvalue()
+    assert screen.count("connection status") == 1, screen  # "> connection status", not the log's record too
+    assert screen.count("show size multiplier") == 1, screen
+    assert "> connection status" in screen and "connection: subscribed to simulator" in screen
+
+
+def test_exit_question_mark_and_help_of_one_command(tmp_path: Any) -> None:
+    assert parse_line("exit") == Quit() and parse_line("EXIT") == Quit()
+    assert parse_line("?") == Show("help")
+    assert parse_line("help chain") == HelpOn(("chain [EXPIRY]",))
+    h = Harness(tmp_path)
+    h.feed_market()
+    h.run("?")
+    h.run("help chain")
+    text = h.output()
+    assert "Trading (a buys, d sells" in text
+    chain_help = text.split("chain [EXPIRY]  (information)")[1]
+    assert "option T-tables of every expiry, or of one" in chain_help
+    example = re.search(r"example: chain (\w+)", chain_help)
+    assert example is not None and any(f"-{example[1]}-" in i.instrument_name for i in btc()), chain_help
+    assert not h.run("help nothing").quit and "help knows no command 'nothing'" in h.output()
+    assert h.run("exit").quit
+
+
+def test_the_console_holds_a_typo_back_and_sends_it_on_override(tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.feed_market()  # bid 59990, ask 60000
+    assert h.run("as1 60100").error
+    assert h.sent(PlaceOrder) == []
+    assert "held back: looks like a typo: a post-only buy at 60,100.0 is at or above the ask 60,000.0" in h.output()
+    assert not h.run("as1 60100 override").error
+    assert [(o.price, o.post_only) for o in h.sent(PlaceOrder)] == [(60100.0, True)]
+    assert "override: sending as typed although a post-only buy at 60,100.0 is at or above the ask" in h.output()

@@ -3,6 +3,7 @@ bad line gives a reason and a hint; the safety checks refuse what must not be se
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +17,9 @@ from console.grammar import (
     HELP,
     Cancel,
     ChangeInstrument,
+    Examples,
     Hedging,
+    HelpOn,
     LadderOrder,
     LimitOrder,
     MarketOrder,
@@ -143,7 +146,16 @@ PARSED = [
     ("show size multiplier", Show("size_multiplier")), ("reset size multiplier", ResetSizeMultiplier()),
     ("change instrument", ChangeInstrument()), ("help", Show("help")), ("quit", Quit()), ("shutdown", Quit()),
     ("status", Show("status")), ("surface", Show("surface")), ("chain", ShowChain()),
-    ("chain 24sep21", ShowChain("24SEP21")), ("plot surface BTC", Plot(("surface", "BTC"))),
+    ("chain 24sep21", ShowChain("24SEP21")), ("plot surface BTC", Plot("heatmap", None, "BTC")),
+    ("plot", Plot()), ("plot term", Plot("term")), ("plot heatmap", Plot("heatmap")),
+    ("plot 26dec26", Plot("smile", "26DEC26")), ("PLOT Smile 26DEC26 eth", Plot("smile", "26DEC26", "ETH")),
+    ("exit", Quit()), ("?", Show("help")), ("help chain", HelpOn(("chain [EXPIRY]",))),
+    ("help setHedgeDeltaStep", HelpOn(("setHedgeDeltaStep:0.01",))), ("help exit", HelpOn(("quit / exit / shutdown",))),
+    ("help ?", HelpOn(("help [COMMAND] / ?",))), ("help cancels", HelpOn(("ca", "cc", "cb", "cs", "cstops"))),
+    ("setcontracttype:btc-24sep21-40000-c", SetContractType("BTC-24SEP21-40000-C")),
+    ("a100 18000 16000 10", LadderOrder("buy", 100.0, 16000.0, 18000.0, 10, reversed=True)),
+    ("d100 18000 16000 10", LadderOrder("sell", 100.0, 16000.0, 18000.0, 10)),
+    ("d100 16000 18000 10", LadderOrder("sell", 100.0, 16000.0, 18000.0, 10, reversed=True)),
     ("activate delta hedging", Hedging("activate")), ("deactivate delta hedging", Hedging("deactivate")),
     ("delta hedging status", Show("hedging")), ("  Connection   Status ", Show("connection")),
     ("ca", Cancel("all")), ("cc", Cancel("last")), ("cb", Cancel("buys")), ("cs", Cancel("sells")),
@@ -165,21 +177,70 @@ def test_parse(line: str, expected: object) -> None:
 
 
 BAD = [
-    ("a200c", "last letter is c"), ("as100 16000c", "last letter is c"), ("pric", "last letter is c"),
-    ("a10001", "above the maximum of 10,000"), ("a0", "must be positive"), ("a", "needs an amount"),
-    ("ds", "needs an amount"), ("ax200", "second letter 'x'"), ("a2e3", "not a plain number"),
-    ("a-5", "not a plain number"), ("a1,000", "not a plain number"), ("a007", "not a plain number"),
-    ("d 200", "needs an amount"), ("A200", "lower case"), ("a200 xyz", "price 'xyz'"),
-    ("a200 -5", "price '-5'"), ("a200 0", "price '0'"), ("a100 16000 18000", "needs a count"),
-    ("a100 16000 18000 1", "at least 2"), ("a100 16000 18000 x", "count 'x'"),
+    ("a200c", "last letter is c"), ("as100 16000c", "last letter is c"), ("pric", "unknown command 'pric'"),
+    ("a10001", "got '10001' (above 10,000)"), ("a0", "got '0' (not above 0)"), ("a", "needs an amount"),
+    ("ds", "needs an amount"), ("ax200", "second letter 'x'"), ("a2e3", "got '2e3'"),
+    ("a-5", "got '-5' (no sign"), ("a1,000", "got '1,000' (no thousands separators)"),
+    ("a007", "got '007' (digits 0-9"),
+    ("d 200", "needs an amount"), ("A200", "lower case"), ("a200 xyz", "got 'xyz'"),
+    ("a200 -5", "got '-5'"), ("a200 0", "got '0' (not above 0)"), ("a100 16000 18000", "needs a count"),
+    ("a100 16000 18000 1", "a ladder is 2 orders or more"), ("a100 16000 18000 x", "got 'x'"),
     ("a100 16000s 18000 10", "no stop"), ("a100 16000 16000 4", "bounds are equal"),
     ("a1 2 3 4 5", "too many words"), ("activate hedging", "did you mean 'activate delta hedging'"),
-    ("buyOption:0.05", "needs a price and an amount"), ("buyOption:0,1", "must be positive"),
-    ("setHedgeDeltaStep:-1", "not a positive number"), ("setContractType:BTC-PERPETUAL", "is not an option"),
+    ("buyOption:0.05", "needs a price and an amount separated by a comma"), ("buyOption:0,1", "got '0' (not above 0)"),
+    ("setHedgeDeltaStep:-1", "got '-1' (no sign"), ("setContractType:BTC-PERPETUAL", "is a perpetual"),
     ("setContractType:BTC-99XYZ21-1-C", "bad expiry"), ("foo:bar", "unknown command"),
     ("chain 2021-09-24", "bad expiry"), ("hello", "unknown command"), ("a" * 300, "longer than"),
-    ("a200\x1b[A", "control characters"), ("a200 nan", "price 'nan'"), ("a200 inf", "price 'inf'"),
+    ("a200\x1b[A", "control characters"), ("a200 nan", "got 'nan'"), ("a200 inf", "got 'inf'"),
+    ("help nothing", "help knows no command 'nothing'"),
 ]
+
+# Each command's bad values: the reason says what the command accepts and what it got, never the
+# typo guard's "last letter is c" (setHedgeDeltaStep:abc gave that).
+VALUE_ERRORS = [
+    ("setHedgeDeltaStep:abc", "setHedgeDeltaStep needs a number of coins of delta above 0 and at most 5, got 'abc' "
+                              "(digits 0-9 and one decimal point only)"),
+    ("setHedgeDeltaStep:0", "setHedgeDeltaStep needs a number of coins of delta above 0 and at most 5, got '0' "
+                            "(not above 0)"),
+    ("setHedgeDeltaStep:7", "setHedgeDeltaStep needs a number of coins of delta above 0 and at most 5, got '7' "
+                            "(above 5)"),
+    ("setHedgeDeltaStep:", "setHedgeDeltaStep needs a number of coins of delta above 0 and at most 5, got '' "
+                           "(nothing was typed)"),
+    ("setHedgeDeltaStep:0.000000001", "got '0.000000001' (at most 8 decimals)"),
+    ("buyOption:abc", "buyOption needs a price and an amount separated by a comma (price in coin, amount in coins), "
+                      "got 'abc'"),
+    ("sellOption:0.05,abc", "sellOption's amount needs a number of coins above 0 and at most 10,000, got 'abc' "
+                            "(digits 0-9 and one decimal point only)"),
+    ("buyOption:abc,1", "buyOption's price needs a number in coin above 0, got 'abc' (digits 0-9 and one decimal "
+                        "point only)"),
+    ("buyOption:0.05,20000", "buyOption's amount needs a number of coins above 0 and at most 10,000, got '20000'"),
+    ("setContractType:abc", "setContractType needs an option's name (CURRENCY-EXPIRY-STRIKE-C or -P), got 'abc'"),
+    ("setContractType:btc-26dec26", "setContractType needs an option's name (CURRENCY-EXPIRY-STRIKE-C or -P), got "
+                                    "'btc-26dec26' (BTC-26DEC26 is a future"),
+    ("as1 abc", "the price needs a number above 0 (ending in s: a stop's trigger), got 'abc'"),
+    ("dw1 1e5s", "the price needs a number above 0 (ending in s: a stop's trigger), got '1e5s'"),
+    ("a1 100 abc 3", "the ladder's second bound needs a number above 0, got 'abc'"),
+    ("a1 100 200 abc", "the ladder's count needs a whole number of orders from 2 to 9999, got 'abc'"),
+    ("a1 100 200 1", "the ladder's count needs a whole number of orders from 2 to 9999, got '1'"),
+    ("a1.123456789", "the amount needs a number above 0 and at most 10,000, got '1.123456789' (at most 8 decimals)"),
+    ("plot 1x2", "plot needs at most one of smile, term, heatmap, one expiry (as 26DEC26) and one currency, "
+                 "got '1x2'"),
+    ("plot btc eth", "(two currencies)"),
+    ("plot --what smile --currency BTC", "the console's plot takes words, not the command line's flags"),
+    ("plot smile term", "(two kinds of plot)"),
+    ("plot term 26DEC26", "(an expiry narrows a smile; term draws every expiry)"),
+    ("plot 32DEC26", "got '32DEC26' (bad expiry"),
+    ("help abc", "help knows no command 'abc'"),
+]
+
+
+@pytest.mark.parametrize(("line", "reason"), VALUE_ERRORS, ids=[v[0] for v in VALUE_ERRORS])
+def test_a_bad_value_gets_its_real_reason(line: str, reason: str) -> None:
+    result = parse_line(line)
+    assert isinstance(result, ParseError), result
+    assert reason in result.reason, result.reason
+    assert "last letter is c" not in result.reason
+    assert result.hint.startswith(("e.g.", "split", "did you mean", "help")), result.hint
 
 
 @pytest.mark.parametrize(("line", "reason"), BAD, ids=[repr(b[0])[:30] for b in BAD])
@@ -287,8 +348,10 @@ def test_help_words_and_completion_come_from_the_one_description() -> None:
         assert f"{name}:" in COMPLETION_WORDS
     for entry in COMMANDS:
         for typed in entry.typed.split(" / "):
-            parsed = parse_line(typed.replace(" ...", "").replace(" [EXPIRY]", ""))
+            parsed = parse_line(re.sub(r" \[[^]]*\]", "", typed).replace(":NAME", ":BTC-26DEC26-100000-C"))
             assert isinstance(parsed, ParseError) == (typed == "a200c") and parsed is not None, typed
+        example = parse_line(entry.example_line(Examples("BTC-26DEC26-100000-C", "26DEC26")))
+        assert example is not None and (isinstance(example, ParseError) == (entry.typed == "a200c")), entry
     assert [title.split(" (")[0] for title in GROUP_TITLES.values()] == list(GROUP_TITLES)
 
 
@@ -325,9 +388,10 @@ def test_the_non_ascii_refusal_says_a_foreign_digit_is_one() -> None:
     assert "is not ASCII" in str(parse_line("as100\u200316000"))
 
 
-def test_plot_arguments_may_name_files_in_any_script() -> None:
-    name = "smile-\u00e9t\u00e9.png"
-    assert parse_line(f"plot --what smile --out {name}") == Plot(("--what", "smile", "--out", name))
+def test_a_plot_line_is_ascii_like_any_other() -> None:
+    # The console names the file itself: nothing typed on a plot line is a file name any more.
+    result = parse_line("plot smile \u00e9t\u00e9")
+    assert isinstance(result, ParseError) and "ASCII only" in result.reason
 
 
 def test_start_up_answers_are_ascii_numbers_only() -> None:

@@ -13,12 +13,13 @@ from hypothesis import strategies as st
 from console.grammar import (
     ORDER_COMMANDS,
     Cancel,
+    HelpOn,
     LadderOrder,
     LimitOrder,
     MarketOrder,
     OptionOrder,
     ParseError,
-    Plot,
+    SetContractType,
     StopOrder,
     TouchOrder,
     parse_line,
@@ -57,7 +58,7 @@ def expected_order(line: str) -> object | None:
             a, b, n = float(m["low"]), float(m["high"]), int(m["n"])
             if a <= 0 or b <= 0 or a == b or n < 2:
                 return None
-            return LadderOrder(side, q, min(a, b), max(a, b), n)
+            return LadderOrder(side, q, min(a, b), max(a, b), n, reversed=(a > b) == (side == "buy"))
         if m["touch"]:
             return TouchOrder(side, q, "bid" if m["touch"] == "s" else "ask")
         return MarketOrder(side, q)
@@ -144,7 +145,8 @@ def test_no_exception_escapes_and_only_valid_lines_order(line: str) -> None:
     if isinstance(result, ParseError):
         assert result.reason and result.hint
     if line.strip().endswith("c") and " ".join(line.split()) not in CANCELS:
-        assert isinstance(result, ParseError)
+        # Never an order; at most the choice of an option (its name ends in -c) or a command's help.
+        assert isinstance(result, ParseError | SetContractType | HelpOn), result
 
 
 @settings(max_examples=2_000, deadline=None)
@@ -193,7 +195,7 @@ def test_no_line_with_a_non_ascii_character_ever_yields_an_order(line: str) -> N
     assert not line.isascii()
     result = parse_line(line)
     assert not isinstance(result, ORDER_COMMANDS), f"{line!r} gave {result!r}"
-    # Nor anything else: only a plot's arguments (file names) may hold such characters.
-    assert result is None or isinstance(result, ParseError | Plot), f"{line!r} gave {result!r}"
+    # Nor anything else: the console names a plot's file itself, so no line may hold such characters.
+    assert result is None or isinstance(result, ParseError), f"{line!r} gave {result!r}"
     if isinstance(result, ParseError):
         assert result.reason and result.hint
