@@ -256,7 +256,8 @@ COMMANDS: tuple[CommandHelp, ...] = (
     _word("Information", "reset size multiplier", "asks for the size multiplier again", ResetSizeMultiplier()),
     _word("Information", "change instrument", "asks for the future to trade again", ChangeInstrument()),
     _word("Information", "help", "prints this list", Show("help")),
-    CommandHelp("Information", "quit / shutdown", "stops the program (so does Ctrl-D)", ("quit", "shutdown"),
+    CommandHelp("Information", "quit / exit / shutdown", "stops the program (so does Ctrl-D)",
+                ("quit", "exit", "shutdown"),
                 Quit()),
     _word("Hedging", "activate delta hedging", "switches the hedger on after stating its first order; a large "
                                                "first order or a position it did not make waits for confirm",

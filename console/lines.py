@@ -134,7 +134,8 @@ class LineRunner:
         match command:
             case Quit():
                 self.say("stopping")
-                self.publish(StopRequested(reason="quit", origin=self.origin))
+                if not request.wait:  # a piped session is stopped by its terminal, with its exit status
+                    self.publish(StopRequested(reason="quit", origin=self.origin))
                 return LineOutcome(quit=True)
             case ChangeInstrument():
                 return LineOutcome(follow_up="instrument")
