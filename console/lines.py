@@ -8,6 +8,7 @@ A failure while running one line is said and logged; the next line runs as befor
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -43,6 +44,7 @@ from deribit.instruments import currency_of
 from messages.commands import CommandFailed, CommandResult, ExchangeCommand
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
 from messages.system import StopRequested
+from runtime.logs import run_id
 
 
 class Printer(Protocol):
@@ -174,6 +176,8 @@ class LineRunner:
         trading = self.trading
         self.say(topic_view(topic, self.desk, trading.instrument, trading.option, trading.size_multiplier,
                             self._currency()))
+        if topic == "status":  # which run's lines in the JSON log are this desk's
+            self.say(f"run {run_id()} (pid {os.getpid()})")
         if topic == "hedging":  # the table, then the hedger's own answer
             return self._hedger(HedgerControl(action="status", origin=self.origin, request_key=trading.key("hedger"),
                                               currency=self._currency()), wait)

@@ -727,3 +727,14 @@ def test_an_unreachable_venue_is_said_once_and_stops_with_status_1_after_the_sta
     assert status is ExitStatus.FAILED and "not reachable within the start-up timeout (1.5 s" in reason
     assert text.count("cannot reach the simulator venue") == 1 and "Connection refused" in text
     assert "Check the network, the URL" in text and "> positions" not in text
+
+
+def test_status_shows_the_run_id_of_the_json_log(tmp_path: Any) -> None:
+    import os
+
+    from runtime.logs import run_id
+
+    h = Harness(tmp_path)
+    h.feed_market()
+    h.run("status")
+    assert f"run {run_id()} (pid {os.getpid()})" in h.output()
