@@ -450,6 +450,10 @@ def command_replay(args: argparse.Namespace) -> int:
             supervisor.stop(reason="replay finished")
             shutdown_logging()
     assert summary is not None
+    if supervisor is not None:  # the replay's lines in the JSON log carry it
+        from runtime.logs import run_id
+
+        summary = {**summary, "run_id": run_id()}
     print(json.dumps(summary))
     _say_bad_lines(args.file, summary)
     message = exit_message(supervisor) if supervisor is not None else None

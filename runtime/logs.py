@@ -31,7 +31,8 @@ from runtime.secrets import clip, mask_value, register_secrets, scrub_text
 
 __all__ = ["register_secrets", "run_id", "scrub_text", "setup_logging", "shutdown_logging"]
 
-#: This process's run: a short random id, printed at start, shown by the console's ``status``.
+#: This run's id: short and random, new with each :func:`setup_logging` (a program sets its logs up
+#: once: a run of the desk, a piped session, a replay), printed at start, shown by ``status``.
 _RUN_ID = _random.token_hex(3)
 
 #: The fields logged with a time in them, by key: (the value's units per second, the key written).
@@ -87,7 +88,7 @@ def redact_secrets(_logger: Any, _name: str, event_dict: MutableMapping[str, Any
 
 
 def run_id() -> str:
-    """This process's run id (the same for every line it logs)."""
+    """This run's id (the same on every line it logs)."""
     return _RUN_ID
 
 
@@ -197,7 +198,8 @@ def setup_logging(
     ``console=None`` renders to stderr only when stderr is a terminal; otherwise only warnings
     and errors are printed there (as one plain line each), so piped output stays clean.
     """
-    global _max_field_chars
+    global _max_field_chars, _RUN_ID
+    _RUN_ID = _random.token_hex(3)
     register_secrets(secrets)
     _max_field_chars = max_field_chars
     numeric = logging.getLevelName(level.upper())
