@@ -299,7 +299,8 @@ class Terminal:
         self.choices = Choices((), (), None, None)
         # A piped session's lines refused by the console, rejected by the exchange or failed: any
         # makes its exit status 1. Kept here, where they outlive the actor's restarts.
-        self.failures: list[str] = []
+        self.failures = 0
+        self.failures_named: list[str] = []  # the first few, for the last line
         self._failures_lock = threading.Lock()
         self._link_was_up = False
         self.thread = threading.Thread(target=self._main, name="console-terminal", daemon=True)
@@ -491,19 +492,21 @@ class Terminal:
     def note_failure(self, what: str) -> None:
         """A line refused, an order rejected by the exchange, a line that failed (any thread)."""
         with self._failures_lock:
-            self.failures.append(what)
+            self.failures += 1
+            if len(self.failures_named) < 5:
+                self.failures_named.append(what)
 
     def _session_end(self, reason: str) -> None:
         """Stop after piped input: status 1 when any line was refused, rejected or failed (said)."""
         with self._failures_lock:
-            failures = list(self.failures)
+            failures, named = self.failures, list(self.failures_named)
         if not failures:
             self.ask(StopProgram(reason, ExitStatus.OK))
             self.stopped.set()
             return
-        shown = "; ".join(failures[:5]) + (f"; ... ({len(failures)} in all)" if len(failures) > 5 else "")
+        shown = "; ".join(named) + ("; ..." if failures > len(named) else "")
         self._stop(reason, ExitStatus.FAILED,
-                   f"{reason}: {len(failures)} line(s) refused, rejected or failed ({shown}); exit status 1")
+                   f"{reason}: {failures} line(s) refused, rejected or failed ({shown}); exit status 1")
 
     def _configure(self, instrument: str | None, multiplier: float | None) -> str | None:
         error = self.ask(Configure(instrument, multiplier))
