@@ -80,3 +80,18 @@ def test_quit_at_the_instrument_question_on_a_terminal_stops_cleanly(tmp_path: P
     finally:
         term.close()
     assert "not a listed future" not in term.text
+
+
+def test_the_statuses_are_in_help_and_in_the_readme(capsys: pytest.CaptureFixture[str]) -> None:
+    from main import main
+    from messages.system import ExitStatus
+
+    helps = []
+    for argv in (["--help"], ["run", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        helps.append(capsys.readouterr().out)
+    readme = (REPO / "README.md").read_text()
+    for status in ExitStatus:
+        assert all(f"\n  {status.value}  " in text for text in helps)
+        assert f"\n| {status.value} | " in readme
