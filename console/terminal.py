@@ -6,7 +6,12 @@ prompt with history (in ``data/``), completion of commands and instrument names,
 actors printed above it; Ctrl-C clears the line, Ctrl-D or ``quit`` stops the program. With piped
 input each line runs in turn, an order line waiting for the exchange's answer and for its fills to
 reach the portfolio; end of input after some lines stops the program, no input at all
-(``/dev/null``) leaves it running without a console.
+(``/dev/null``) leaves it running without a console. A piped session ends with status 1 when a line
+was refused, an order rejected or a line failed (the terminal counts them: it outlives the actor).
+
+Both ways, start-up stops the program when the venue is not reached within the start-up timeout
+(status 1, said once with what to check) or ``--instrument`` is not a listed future (status 2);
+``quit``/``exit`` answer the start-up questions too.
 
 The :class:`Terminal` thread knows the actor only by its reference and the requests below, so it
 outlives the actor's restarts.
