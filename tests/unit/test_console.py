@@ -721,7 +721,6 @@ def test_an_unreachable_venue_is_said_once_and_stops_with_status_1_after_the_sta
                ConnectionStatus(state=ConnectionState.DISCONNECTED, venue="simulator", at=NOW, attempt=attempt,
                                 detail="cannot connect to ws://127.0.0.1:1/ws/api/v2: [Errno 111] Connection "
                                        "refused; retrying in 0.1 s"))
-        time.sleep(0.25)  # the failures come one after another while the terminal waits
     [(reason, status)] = stops(h)
     text = h.output()
     assert status is ExitStatus.FAILED and "not reachable within the start-up timeout (1.5 s" in reason
