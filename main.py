@@ -4,12 +4,16 @@
     python main.py replay FILE [options]   drive the actors from a wire log on the replay clock
     python main.py simulator [options]     serve the local Deribit alone, or --generate a wire log
     python main.py config show             the effective settings, secrets masked
+
+Exit status: 0 a clean session; 1 a piped session with refused or rejected lines, an unreachable
+venue at start-up, or a stop on a failure; 2 bad settings or arguments (an unlisted --instrument).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import signal
 import sys
 import threading
@@ -35,6 +39,13 @@ if TYPE_CHECKING:
     from simulator import Simulator
 
 COMMANDS = ("run", "replay", "simulator", "plot", "config")
+#: What ``--help`` says of the exit statuses (the README's table says the same).
+EXIT_STATUSES = """exit status:
+  0  a clean session (quit, end of piped input, a signal)
+  1  a piped session had refused or rejected lines (a line the console refused, an order the
+     exchange rejected, a line that failed); the venue was not reachable within the start-up
+     timeout (console.startup_timeout_s); the desk stopped on a failure; a replay with bad lines
+  2  bad settings or arguments, an unlisted --instrument among them"""
 BOOK_KINDS: tuple[Literal["option", "future"], ...] = ("option", "future")
 
 
@@ -85,12 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py",
         description="A Deribit options desk: live books, IV surface recorder, delta hedger, console.",
-        epilog="`python main.py [options]` is `python main.py run [options]`.",
+        epilog=f"`python main.py [options]` is `python main.py run [options]`.\n\n{EXIT_STATUSES}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the desk (the default command)",
-                         description="Run the desk: connect, keep the books, record, hedge, take commands.")
+                         description="Run the desk: connect, keep the books, record, hedge, take commands.",
+                         epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_settings_options(run)
     _add_run_settings_options(run)
 
@@ -341,7 +354,7 @@ def with_simulator_account(settings: Settings) -> Settings:
 
 def command_run(args: argparse.Namespace) -> int:
     from runtime.clock import WallClock
-    from runtime.logs import setup_logging, shutdown_logging
+    from runtime.logs import run_id, setup_logging, shutdown_logging
     from runtime.secrets import mask_url
 
     settings = settings_from_args(args)
@@ -373,11 +386,13 @@ def command_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    # The run id is on every JSON line of this run: said once, so that its lines can be found.
+    print(f"run {run_id()} (pid {os.getpid()}): JSON log in {settings.logging.dir}", file=sys.stderr)
     try:
         supervisor.start()
         if sys.stderr.isatty():
             print(f"running on {settings.venue} ({url}); Ctrl-C stops", file=sys.stderr)
-        status = supervisor.run()
+        status = int(supervisor.run())
     finally:
         supervisor.stop()
         if simulator is not None:
@@ -436,6 +451,10 @@ def command_replay(args: argparse.Namespace) -> int:
             supervisor.stop(reason="replay finished")
             shutdown_logging()
     assert summary is not None
+    if supervisor is not None:  # the replay's lines in the JSON log carry it
+        from runtime.logs import run_id
+
+        summary = {**summary, "run_id": run_id()}
     print(json.dumps(summary))
     _say_bad_lines(args.file, summary)
     message = exit_message(supervisor) if supervisor is not None else None

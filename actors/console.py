@@ -22,12 +22,14 @@ from console.orders import OrderLimits, Trading, label_number
 from console.terminal import (
     Choices,
     Configure,
-    EndOfInput,
     GetChoices,
+    GetLink,
     GetStartup,
     LineOutcome,
+    Link,
     RunLine,
     Say,
+    StopProgram,
     Terminal,
     WaitDone,
     isatty,
@@ -219,7 +221,10 @@ class Console(Actor):
             self.on_fill(trade)
         order = answer.order if isinstance(answer, CommandResult) else None
         instrument = self.desk.instrument(order.instrument_name) if order is not None else None
-        self.say(describe_answer(answer, instrument), "red" if isinstance(answer, CommandFailed) else "")
+        said = describe_answer(answer, instrument)
+        self.say(said, "red" if isinstance(answer, CommandFailed) else "")
+        if isinstance(answer, CommandFailed) and self.terminal is not None:
+            self.terminal.note_failure(said[:120])  # a piped session that had one ends with status 1
         self.lines.on_answer(answer)
 
     @handles(ActorFailed)
@@ -281,10 +286,14 @@ class Console(Actor):
     def on_wait_done(self, request: WaitDone) -> bool:
         return self.lines.wait_done(request.key)
 
-    @handles(EndOfInput)
-    def on_end_of_input(self, _event: EndOfInput) -> None:
-        self.log.info("console_end_of_input")
-        self.publish(StopRequested(reason="end of console input", origin=ORIGIN))
+    @handles(GetLink)
+    def on_get_link(self, _request: GetLink) -> Link:
+        return Link(self.desk.connection, self.desk.link_up)
+
+    @handles(StopProgram)
+    def on_stop_program(self, request: StopProgram) -> None:
+        self.log.info("console_stops_the_program", reason=request.reason, status=int(request.status))
+        self.publish(StopRequested(reason=request.reason, origin=ORIGIN, status=request.status))
 
     @handles(Say)
     def on_say(self, message: Say) -> None:

@@ -131,6 +131,12 @@ class Portfolio(Actor):
     @handles(UserTrade)
     def on_trade(self, trade: UserTrade) -> None:
         currency = self.book.on_trade(trade)
+        if currency is not None:
+            # Every fill of our orders, resting or taking, once: the book counts each trade id once.
+            self.log.info("fill", instrument=trade.instrument_name, side=trade.direction, amount=trade.amount,
+                          price=trade.price, fee=trade.fee, fee_currency=trade.fee_currency,
+                          order_id=trade.order_id, label=trade.label, trade_id=trade.trade_id,
+                          liquidity=trade.liquidity, order_state=trade.state)
         self._publish_state(currency)
         if currency is not None:
             self._resolve_doubt(currency)

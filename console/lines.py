@@ -9,6 +9,7 @@ A failure while running one line is said and logged; the next line runs as befor
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,6 +47,7 @@ from deribit.instruments import currency_of
 from messages.commands import CommandFailed, CommandResult, ExchangeCommand, PlaceOrder
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
 from messages.system import StopRequested
+from runtime.logs import run_id
 
 #: Where the console's plots go, under the data directory.
 PLOTS_DIR = "plots"
@@ -153,7 +155,8 @@ class LineRunner:
         match command:
             case Quit():
                 self.say("stopping")
-                self.publish(StopRequested(reason="quit", origin=self.origin))
+                if not request.wait:  # a piped session is stopped by its terminal, with its exit status
+                    self.publish(StopRequested(reason="quit", origin=self.origin))
                 return LineOutcome(quit=True)
             case ChangeInstrument():
                 return LineOutcome(follow_up="instrument")
@@ -210,6 +213,8 @@ class LineRunner:
         trading = self.trading
         self.say(topic_view(topic, self.desk, trading.instrument, trading.option, trading.size_multiplier,
                             self._currency(), self.now()))
+        if topic == "status":  # which run's lines in the JSON log are this desk's
+            self.say(f"run {run_id()} (pid {os.getpid()})")
         if topic == "hedging":  # the table, then the hedger's own answer
             return self._hedger(HedgerControl(action="status", origin=self.origin, request_key=trading.key("hedger"),
                                               currency=self._currency()), wait)

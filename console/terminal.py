@@ -6,7 +6,12 @@ prompt with history (in ``data/``), completion of commands and instrument names,
 actors printed above it; Ctrl-C clears the line, Ctrl-D or ``quit`` stops the program. With piped
 input each line runs in turn, an order line waiting for the exchange's answer and for its fills to
 reach the portfolio; end of input after some lines stops the program, no input at all
-(``/dev/null``) leaves it running without a console.
+(``/dev/null``) leaves it running without a console. A piped session ends with status 1 when a line
+was refused, an order rejected or a line failed (the terminal counts them: it outlives the actor).
+
+Both ways, start-up stops the program when the venue is not reached within the start-up timeout
+(status 1, said once with what to check) or ``--instrument`` is not a listed future (status 2);
+``quit``/``exit`` answer the start-up questions too.
 
 The :class:`Terminal` thread knows the actor only by its reference and the requests below, so it
 outlives the actor's restarts.
@@ -34,9 +39,19 @@ from rich.text import Text
 
 from config.settings import Settings
 from console.desk_state import Stage
-from console.grammar import COMPLETION_WORDS, ORDER_COMMANDS, OVERRIDE, ParseError, parse_line, parse_size_multiplier
+from console.grammar import (
+    COMPLETION_WORDS,
+    ORDER_COMMANDS,
+    OVERRIDE,
+    ParseError,
+    Quit,
+    parse_line,
+    parse_size_multiplier,
+    pick_future,
+)
 from console.views import startup_text
 from messages.market import Instrument
+from messages.system import ConnectionState, ConnectionStatus, ExitStatus
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
@@ -122,8 +137,25 @@ class WaitDone:
 
 
 @dataclass(frozen=True)
-class EndOfInput:
-    """Piped input ended after some lines: stop the program."""
+class GetLink:
+    """Answered with :class:`Link`."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """The link as the console knows it: the last status heard (None before any), and whether it is up."""
+
+    status: ConnectionStatus | None
+    up: bool
+
+
+@dataclass(frozen=True)
+class StopProgram:
+    """Stop the program with ``status`` (piped input ended or said quit; the venue unreachable at
+    start-up; an unlisted --instrument)."""
+
+    reason: str
+    status: ExitStatus = ExitStatus.OK
 
 
 @dataclass(frozen=True)
@@ -134,7 +166,7 @@ class Say:
     style: str = ""
 
 
-TerminalRequest = RunLine | Configure | GetStartup | GetChoices | WaitDone | EndOfInput | Say
+TerminalRequest = RunLine | Configure | GetStartup | GetChoices | GetLink | WaitDone | StopProgram | Say
 
 
 def isatty(stream: IO[str] | None) -> bool:
@@ -163,6 +195,11 @@ def completions(text: str, choices: Choices, asking_instrument: bool) -> list[st
         if order and OVERRIDE.startswith(last) and isinstance(parse_line(order), ORDER_COMMANDS):
             candidates.append(f"{order} {OVERRIDE}")
     return [word for word in candidates if word.lower().startswith(text.lower()) and word != text]
+
+
+def _is_quit(answer: str) -> bool:
+    """``quit`` (or ``exit``) typed where a question is asked: the program stops."""
+    return isinstance(parse_line(answer), Quit)
 
 
 class CompletionSource(Protocol):
@@ -265,6 +302,12 @@ class Terminal:
         self.app: Application[str] | None = None
         self.asking_instrument = False  # the completer offers futures while the instrument is asked
         self.choices = Choices((), (), None, None)
+        # A piped session's lines refused by the console, rejected by the exchange or failed: any
+        # makes its exit status 1. Kept here, where they outlive the actor's restarts.
+        self.failures = 0
+        self.failures_named: list[str] = []  # the first few, for the last line
+        self._failures_lock = threading.Lock()
+        self._link_was_up = False
         self.thread = threading.Thread(target=self._main, name="console-terminal", daemon=True)
 
     @classmethod
@@ -327,7 +370,9 @@ class Terminal:
     @overload
     def ask(self, message: Configure, timeout: float = ...) -> str | None: ...
     @overload
-    def ask(self, message: Say | EndOfInput, timeout: float = ...) -> None: ...
+    def ask(self, message: GetLink, timeout: float = ...) -> Link: ...
+    @overload
+    def ask(self, message: Say | StopProgram, timeout: float = ...) -> None: ...
 
     def ask(self, message: TerminalRequest, timeout: float = 30.0) -> object:
         while not self.stopped.is_set():
@@ -385,21 +430,91 @@ class Terminal:
 
     # -- start-up ----------------------------------------------------------------------------------------
     def _wait_for_startup(self, show: Callable[[tuple[Stage, ...]], None]) -> tuple[Stage, ...]:
-        """Poll the start-up stages until all are done or the timeout passes; ``show`` renders them."""
+        """Poll the start-up stages until all are done or the timeout passes; ``show`` renders them.
+        A venue not reached is said once, at its first failure, with what to check; still not
+        reached at the timeout, the program stops with status 1. Then an ``--instrument`` that is
+        not listed stops it with status 2 (known only once the lists are in)."""
         deadline = time.monotonic() + self.cs.startup_timeout_s
         stages: tuple[Stage, ...] = ()
+        link = Link(None, False)
+        said_unreachable = False
         while not self.stopped.is_set():
             stages = self.ask(GetStartup())
+            link = self.ask(GetLink())
+            status = link.status
+            # Said at the second failed attempt: by then the status is the link's own failure (an
+            # actor's request for the status, once at start-up, gives one that says only who asked).
+            if not (said_unreachable or self._link_was_up) and status is not None \
+                    and status.state is ConnectionState.DISCONNECTED and status.attempt >= 2:
+                said_unreachable = True
+                self.say(self._unreachable_text(status), "bold red")
+            self._link_was_up = self._link_was_up or link.up
             show(stages)
             if all(s.done for s in stages):
                 break
             if time.monotonic() > deadline:
+                if not link.up:
+                    self.log.info("console_venue_unreachable", venue=self.settings.venue,
+                                     url=self.settings.venue_url, timeout_s=self.cs.startup_timeout_s,
+                                     detail=link.status.detail if link.status is not None else "")
+                    self._stop(f"the {self.settings.venue} venue not reachable within the start-up timeout "
+                               f"({self.cs.startup_timeout_s:g} s, console.startup_timeout_s); stopping",
+                               ExitStatus.FAILED)
+                    return stages
                 self.say(f"start-up incomplete after {self.cs.startup_timeout_s:g} s: {startup_text(stages)}; "
                          "orders are refused until the data is there", "yellow")
                 self.log.warning("console_startup_incomplete", stages=startup_text(stages))
                 break
             time.sleep(0.2)
+        if not self.stopped.is_set() and self.cs.instrument and all(s.done for s in stages):
+            self._check_instrument_flag(self.cs.instrument)
         return stages
+
+    def _unreachable_text(self, link: ConnectionStatus) -> str:
+        return (f"cannot reach the {self.settings.venue} venue ({link.detail}). Check the network, the URL "
+                f"(--venue-url or deribit.url: {self.settings.venue_url or 'the embedded simulator'}) and the venue "
+                f"(--venue); trying until the start-up timeout ({self.cs.startup_timeout_s:g} s)")
+
+    def _check_instrument_flag(self, given: str) -> None:
+        """``--instrument`` (console.instrument) names a listed future, or the program stops with
+        status 2, saying what was given and what is listed."""
+        futures = list(self.ask(GetChoices()).futures)
+        if not futures or not isinstance(pick_future(given, futures), ParseError):
+            return
+        names = [f.instrument_name for f in futures]
+        listed = ", ".join(names[:6]) + (f", ... ({len(names)} futures)" if len(names) > 6 else "")
+        currencies = ",".join(self.settings.currencies)
+        self.log.info("console_instrument_not_listed", instrument=given, listed=names[:20])
+        self._stop(f"--instrument {given} is not listed", ExitStatus.USAGE,
+                   f"--instrument {given}: not a listed future of {currencies}; listed: {listed}. "
+                   "Give one of them, or leave --instrument out to choose at start-up; stopping")
+
+    def _stop(self, reason: str, status: ExitStatus, said: str | None = None) -> None:
+        """Say why (``said``, else the reason), stop the program with ``status``, and end this
+        terminal's work."""
+        self.say(said or reason, "bold red" if status is not ExitStatus.OK else "")
+        self.ask(StopProgram(reason, status))
+        self.stopped.set()
+
+    # -- a piped session's outcome -------------------------------------------------------------------------
+    def note_failure(self, what: str) -> None:
+        """A line refused, an order rejected by the exchange, a line that failed (any thread)."""
+        with self._failures_lock:
+            self.failures += 1
+            if len(self.failures_named) < 5:
+                self.failures_named.append(what)
+
+    def _session_end(self, reason: str) -> None:
+        """Stop after piped input: status 1 when any line was refused, rejected or failed (said)."""
+        with self._failures_lock:
+            failures, named = self.failures, list(self.failures_named)
+        if not failures:
+            self.ask(StopProgram(reason, ExitStatus.OK))
+            self.stopped.set()
+            return
+        shown = "; ".join(named) + ("; ..." if failures > len(named) else "")
+        self._stop(reason, ExitStatus.FAILED,
+                   f"{reason}: {failures} line(s) refused, rejected or failed ({shown}); exit status 1")
 
     def _configure(self, instrument: str | None, multiplier: float | None) -> str | None:
         error = self.ask(Configure(instrument, multiplier))
@@ -446,6 +561,9 @@ class Terminal:
                 self.log.info("console_no_input", reason="standard input is empty; running without a console")
                 return
             lines_read += 1
+            if _is_quit(line):
+                self._session_end("quit")
+                return
             instrument = line.strip()
         multiplier: float | None = self.cs.size_multiplier or None
         if multiplier is None:
@@ -454,16 +572,21 @@ class Terminal:
                 self._end(lines_read)
                 return
             lines_read += 1
+            if _is_quit(line):
+                self._session_end("quit")
+                return
             parsed = parse_size_multiplier(line)
             if isinstance(parsed, ParseError):
-                self.ask(Say(f"console: {parsed}; stopping", "bold red"))
-                self.ask(EndOfInput())
+                self.ask(Say(f"console: {parsed}", "bold red"))
+                self.note_failure(f"size multiplier {line.strip()[:40]!r}")
+                self._session_end("stopping")
                 return
             multiplier = parsed
         error = self._configure(instrument, multiplier)
         if error is not None:
-            self.ask(Say(f"console: {error}; stopping", "bold red"))
-            self.ask(EndOfInput())
+            self.ask(Say(f"console: {error}", "bold red"))
+            self.note_failure(f"instrument {instrument[:40]!r}")
+            self._session_end("stopping")
             return
         while not self.stopped.is_set():
             line = self._read()
@@ -475,34 +598,36 @@ class Terminal:
                 continue
             self.ask(Say(f"> {line.rstrip()}", "bold"))
             outcome = self.ask_for_line(RunLine(line, wait=True), line) or LineOutcome(error=True)
+            if outcome.error:
+                self.note_failure(f"line {lines_read} {line.strip()[:40]!r}")
             if outcome.wait_key is not None:
                 # A wait that fails is over: the next line runs.
                 while not self.stopped.is_set() and self.ask_for_line(WaitDone(outcome.wait_key), line) is False:
                     time.sleep(0.02)
             if outcome.quit:
+                self._session_end("quit")
                 return
-            if outcome.follow_up == "instrument":
+            if outcome.follow_up is not None:
                 answer = self._read()
                 if answer is None:
                     self._end(lines_read)
                     return
-                error = self._configure(answer.strip(), None)
+                lines_read += 1
+                if _is_quit(answer):
+                    self._session_end("quit")
+                    return
+                if outcome.follow_up == "instrument":
+                    error = self._configure(answer.strip(), None)
+                else:
+                    parsed = parse_size_multiplier(answer)
+                    error = str(parsed) if isinstance(parsed, ParseError) else self._configure(None, parsed)
                 if error is not None:
                     self.ask(Say(f"console: {error}", "red"))
-            elif outcome.follow_up == "multiplier":
-                answer = self._read()
-                if answer is None:
-                    self._end(lines_read)
-                    return
-                parsed = parse_size_multiplier(answer)
-                if isinstance(parsed, ParseError):
-                    self.ask(Say(f"console: {parsed}", "red"))
-                else:
-                    self._configure(None, parsed)
+                    self.note_failure(f"line {lines_read} {answer.strip()[:40]!r}")
 
     def _end(self, lines_read: int) -> None:
         if lines_read:
-            self.ask(EndOfInput())
+            self._session_end("end of console input")
         else:
             self.log.info("console_no_input", reason="standard input is empty; running without a console")
 
@@ -591,7 +716,8 @@ class Terminal:
                     screen.app = None
 
     def _choose(self, session: PromptSession[str], what: Literal["instrument", "multiplier"]) -> bool:
-        """Ask for the instrument or the multiplier until valid; False when the user quit."""
+        """Ask for the instrument or the multiplier until valid; False when the user quit (``quit``
+        or ``exit`` as the answer stops the program, as at the prompt)."""
         while not self.stopped.is_set():
             self.choices = self.ask(GetChoices())
             if what == "instrument":
@@ -602,9 +728,14 @@ class Terminal:
                     answer = self._prompt(session, f"instrument (number or name{default}, Tab completes): ")
                 finally:
                     self.asking_instrument = False
-                error = self._configure(answer.strip(), None)
             else:
                 answer = self._prompt(session, "size multiplier: ")
+            if _is_quit(answer):
+                self.ask(RunLine(answer))
+                return False
+            if what == "instrument":
+                error = self._configure(answer.strip(), None)
+            else:
                 parsed = parse_size_multiplier(answer)
                 error = str(parsed) if isinstance(parsed, ParseError) else self._configure(None, parsed)
             if error is None:

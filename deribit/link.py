@@ -159,7 +159,10 @@ class LinkLoop:
                     transport.connect()
                 except LinkClosed as exc:
                     delay = backoff.next_delay()
-                    log.warning("connect_failed", error=str(exc), retry_in_s=round(delay, 2), attempt=self.attempt)
+                    # A warning once per run of failures (the console says what to check); the
+                    # attempts after it are in the JSON log, not printed again and again.
+                    (log.warning if self.attempt == 1 else log.info)(
+                        "connect_failed", error=str(exc), retry_in_s=round(delay, 2), attempt=self.attempt)
                     owner.link_status(ConnectionState.DISCONNECTED, self.attempt,
                                       f"{exc}; retrying in {delay:.1f} s")
                     closing.wait(delay)

@@ -70,11 +70,21 @@ class ConnectionStatus(Message, frozen=True, kw_only=True):
     detail: str = ""
 
 
+class ExitStatus(enum.IntEnum):
+    """The program's exit status (the README's table, ``main.py --help``)."""
+
+    OK = 0  # a clean session
+    FAILED = 1  # a piped session with refused or rejected lines, an unreachable venue, a fatal failure
+    USAGE = 2  # bad settings or arguments (an unlisted --instrument among them)
+
+
 class StopRequested(Message, frozen=True, kw_only=True):
-    """Ask the supervisor to stop the program cleanly (the console's quit)."""
+    """Ask the supervisor to stop the program cleanly (the console's quit, the end of piped
+    input); ``status``: the exit status the session ends with."""
 
     reason: str
     origin: str = ""
+    status: ExitStatus = ExitStatus.OK
 
 
 class ConnectionStatusRequest(Message, frozen=True, kw_only=True):

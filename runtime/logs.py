@@ -1,6 +1,13 @@
 """Structured logging: JSON Lines to ``logs/app-YYYYMMDD.jsonl``, a readable console rendering
 when attached to a terminal, and a processor that removes secrets before anything is written.
 
+Every JSON line carries the process's run id and pid (:func:`add_run`): the desk, piped runs and
+replays share one daily file and are told apart by them. Fields that hold a time as unix seconds or
+epoch milliseconds are written as ISO 8601 UTC by one processor with an explicit list of keys
+(:data:`TIME_FIELDS`): the log calls keep logging the values they hold (a minute's ``at``, a
+Deribit timestamp), and a suffix rule could not tell ``dvol_at_ms`` (a time) from ``build_ms`` (a
+duration).
+
 Everything goes through the stdlib ``logging`` tree (structlog's ProcessorFormatter), so records
 from libraries (pykka, websocket-client, sqlalchemy) come out as the same JSON.
 """
@@ -9,7 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
+import secrets as _random
 import sys
 import threading
 from collections.abc import Iterable, MutableMapping
@@ -20,7 +29,21 @@ import structlog
 
 from runtime.secrets import clip, mask_value, register_secrets, scrub_text
 
-__all__ = ["register_secrets", "scrub_text", "setup_logging", "shutdown_logging"]
+__all__ = ["register_secrets", "run_id", "scrub_text", "setup_logging", "shutdown_logging"]
+
+#: This run's id: short and random, new with each :func:`setup_logging` (a program sets its logs up
+#: once: a run of the desk, a piped session, a replay), printed at start, shown by ``status``.
+_RUN_ID = _random.token_hex(3)
+
+#: The fields logged with a time in them, by key: (the value's units per second, the key written).
+#: ``minute``/``at``: a full minute or an instant in unix seconds (MinuteTick, ChainSnapshot,
+#: SurfaceSnapshot); ``timestamp``, ``dvol_at_ms``: Deribit's epoch milliseconds (the DVOL tick's).
+TIME_FIELDS: dict[str, tuple[float, str]] = {
+    "minute": (1.0, "minute"),
+    "at": (1.0, "at"),
+    "timestamp": (1000.0, "timestamp"),
+    "dvol_at_ms": (1000.0, "dvol_at"),
+}
 
 #: Logged texts longer than this are cut (logging.max_field_chars sets it): a 10 MiB channel name
 #: from a bad frame must not become a 10 MiB log line.
@@ -64,6 +87,43 @@ def redact_secrets(_logger: Any, _name: str, event_dict: MutableMapping[str, Any
     return event_dict
 
 
+def run_id() -> str:
+    """This run's id (the same on every line it logs)."""
+    return _RUN_ID
+
+
+def iso_utc(seconds: float) -> str:
+    """``seconds`` (unix) as ISO 8601 UTC: ``2026-12-07T08:00:00Z``, with milliseconds when it has any."""
+    when = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    millis = round(when.microsecond / 1000)
+    text = when.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
+
+
+def add_run(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: the run id and the process id, so that runs sharing a file are told apart."""
+    event_dict["run_id"] = _RUN_ID
+    event_dict["pid"] = os.getpid()
+    return event_dict
+
+
+def iso_times(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: the :data:`TIME_FIELDS` that hold a number written as ISO 8601 UTC
+    (anything else under those keys, a text or None, is left as it is)."""
+    for key, (per_second, written) in TIME_FIELDS.items():
+        value = event_dict.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            continue
+        try:
+            text = iso_utc(value / per_second)
+        except (OverflowError, OSError, ValueError):  # not a time after all: left as logged
+            continue
+        if written != key:
+            del event_dict[key]
+        event_dict[written] = text
+    return event_dict
+
+
 def utc_timestamp(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     now = dt.datetime.now(dt.UTC)
     event_dict["time"] = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
@@ -80,7 +140,7 @@ def _rename_event(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]
 
 def _order_fields(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     # time, level, actor, event first: the lines read well with `tail -f` and `jq`.
-    head = {k: event_dict.pop(k) for k in ("time", "level", "actor", "event") if k in event_dict}
+    head = {k: event_dict.pop(k) for k in ("time", "level", "actor", "event", "run_id", "pid") if k in event_dict}
     head.update(event_dict)
     return head
 
@@ -138,7 +198,8 @@ def setup_logging(
     ``console=None`` renders to stderr only when stderr is a terminal; otherwise only warnings
     and errors are printed there (as one plain line each), so piped output stays clean.
     """
-    global _max_field_chars
+    global _max_field_chars, _RUN_ID
+    _RUN_ID = _random.token_hex(3)
     register_secrets(secrets)
     _max_field_chars = max_field_chars
     numeric = logging.getLevelName(level.upper())
@@ -160,6 +221,7 @@ def setup_logging(
         structlog.stdlib.ProcessorFormatter.remove_processors_meta,
         _rename_event,
         structlog.processors.format_exc_info,
+        iso_times,
         redact_secrets,
     ]
     root = logging.getLogger()
@@ -176,7 +238,8 @@ def setup_logging(
         file_handler.setFormatter(
             structlog.stdlib.ProcessorFormatter(
                 foreign_pre_chain=shared,
-                processors=[*tail, _order_fields, structlog.processors.JSONRenderer(default=str, sort_keys=False)],
+                processors=[*tail, add_run, _order_fields,
+                            structlog.processors.JSONRenderer(default=str, sort_keys=False)],
             )
         )
         _configured_handlers.append(file_handler)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pykka
 import structlog
 
-from messages.system import ActorFailed, SafeShutdown, Shutdown, StopRequested
+from messages.system import ActorFailed, ExitStatus, SafeShutdown, Shutdown, StopRequested
 from runtime.actor import Actor, ActorContext, handles
 from runtime.bus import Bus
 from runtime.clock import Clock
@@ -44,13 +44,13 @@ class _Barrier:
 class _StopListener(Actor):
     """Turns a StopRequested on the bus (the console's quit) into a supervisor stop."""
 
-    def __init__(self, context: ActorContext, on_stop: Callable[[str], None]) -> None:
+    def __init__(self, context: ActorContext, on_stop: Callable[[str, ExitStatus], None]) -> None:
         super().__init__(context)
         self._on_stop = on_stop
 
     @handles(StopRequested)
     def on_stop_requested(self, message: StopRequested) -> None:
-        self._on_stop(f"{message.reason} ({message.origin})" if message.origin else message.reason)
+        self._on_stop(f"{message.reason} ({message.origin})" if message.origin else message.reason, message.status)
 
 
 @dataclass(frozen=True)
@@ -230,9 +230,9 @@ class Supervisor:
     def stopped(self) -> bool:
         return self._stopped.is_set()
 
-    def request_stop(self, reason: str) -> None:
-        """Thread-safe (signal handlers, the console): ends :meth:`run`."""
-        self._events.put(("stop", reason))
+    def request_stop(self, reason: str, status: ExitStatus = ExitStatus.OK) -> None:
+        """Thread-safe (signal handlers, the console): ends :meth:`run`, which returns ``status``."""
+        self._events.put(("stop", (reason, status)))
 
     # -- time ----------------------------------------------------------------------------------
     def advance_time(self, now: float) -> None:
@@ -247,10 +247,12 @@ class Supervisor:
             self.bus.publish(event)
 
     # -- the loop ------------------------------------------------------------------------------
-    def run(self, until: threading.Event | None = None) -> int:
+    def run(self, until: threading.Event | None = None) -> ExitStatus:
         """Supervise until a stop is requested (or ``until`` is set). Returns the exit status:
-        0 after a clean stop, 1 after too many restarts."""
+        the one the stop was requested with (OK for a signal; the console's for its session),
+        FAILED after too many restarts."""
         reason = "stop requested"
+        status = ExitStatus.OK
         try:
             while not self._stopped.is_set() and not (until is not None and until.is_set()):
                 timeout = self._next_wakeup()
@@ -263,7 +265,7 @@ class Supervisor:
                     if self.fatal is not None:
                         break
                 elif kind == "stop":
-                    reason = payload
+                    reason, status = payload
                     break
                 self._run_due_restarts()
                 if not self.replay:
@@ -274,7 +276,7 @@ class Supervisor:
                 self.stop(reason=str(self.fatal))
             else:
                 self.stop(reason=reason)
-        return 1 if self.fatal is not None else 0
+        return ExitStatus.FAILED if self.fatal is not None else status
 
     def advance_time_live(self) -> None:
         with self._schedule_lock:

@@ -78,7 +78,7 @@ def test_piped_commands_without_a_terminal(tmp_path: Path) -> None:
     done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     out = done.stdout
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # the two invalid lines: a piped session that had refused lines
     assert "sent: buy 20 BTC-PERPETUAL limit" in out
     assert re.search(r"filled: buy 20 BTC-PERPETUAL @ [\d,.]+ \[manual_api_1\]", out)
     # The order waited for its fill to reach the portfolio: the next line shows the position.
@@ -93,7 +93,8 @@ def test_piped_commands_without_a_terminal(tmp_path: Path) -> None:
     events = [line for line in log_lines(tmp_path)]
     assert [e["order"] for e in events if e["event"] == "console_order"] == [
         next(e["order"] for e in events if e["event"] == "console_order")]
-    assert any(e["event"] == "stopped" and e["status"] == 0 for e in events)
+    assert any(e["event"] == "stopped" and e["status"] == 1 for e in events)
+    assert "quit: 2 line(s) refused, rejected or failed" in out
 
 
 @pytest.mark.parametrize("stdin", ["devnull", "eof-after-lines"])
@@ -123,7 +124,8 @@ def test_end_of_input(tmp_path: Path, stdin: str) -> None:
                               cwd=tmp_path, env=env)
         assert done.returncode == 0, done.stderr
         assert "connection: subscribed to simulator, logged in, trading allowed" in done.stdout
-        assert any(e["event"] == "console_end_of_input" for e in log_lines(tmp_path))
+        assert any(e["event"] == "console_stops_the_program" and e["reason"] == "end of console input"
+                   and e["status"] == 0 for e in log_lines(tmp_path))
 
 
 @pytest.mark.parametrize("how", ["ctrl-d", "sigterm"])
@@ -135,6 +137,7 @@ def test_leaving_the_prompt_stops_cleanly_and_restores_the_terminal(tmp_path: Pa
         term.expect(r"BTC-PERPETUAL x2>")
         term.type("show size multiplier\r")
         term.expect(r"size multiplier: 2\b")
+        term.expect(r"BTC-PERPETUAL x2>")  # the next prompt is up (between two, the terminal is cooked)
         assert not termios.tcgetattr(term.master)[3] & termios.ICANON  # the prompt runs in raw mode
         started = time.monotonic()
         if how == "ctrl-d":

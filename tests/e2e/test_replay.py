@@ -6,6 +6,7 @@ logs: test_replay_hostile.py."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -44,6 +45,9 @@ def test_replay_of_the_real_capture_prints_its_counts(tmp_path: Path) -> None:
     assert summary["in_frames"] == independent["in_frames"]
     assert summary["notifications"] == independent["notifications"]
     assert summary["responses"] == independent["responses"] == 1
+    # The replay's own run id, on every line it logged: told apart from the desk in the same daily file.
+    logged = [json.loads(line) for f in (tmp_path / "logs").glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert logged and {line["run_id"] for line in logged} == {summary["run_id"]}
 
 
 def test_record_then_replay_gives_the_recorded_counts(tmp_path: Path) -> None:

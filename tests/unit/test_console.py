@@ -42,7 +42,7 @@ from messages.hedging import HedgeActivation, HedgeCode, HedgePlan, HedgerContro
 from messages.market import InstrumentsLoaded, PlatformState, VolatilityIndex
 from messages.state import ChainSnapshot, TopOfBook
 from messages.surface import SurfaceSnapshot, TenorFigures
-from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, StopRequested
+from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, ExitStatus, StopRequested
 from runtime.actor import ActorContext, handles
 from runtime.clock import WallClock
 from runtime.logs import setup_logging
@@ -454,7 +454,9 @@ def test_an_unlisted_instrument_in_a_script_stops_with_a_reason(tmp_path: Any) -
     h = Harness(tmp_path, stdin=reader, terminal=True, startup_timeout_s=5.0, instrument="BTC-1JAN30")
     h.feed_market()
     wait_until(lambda: any(isinstance(m, StopRequested) for m in h.published))
-    assert "BTC-1JAN30 is not a listed future" in h.output()
+    # What was given, what is listed; exit status 2 (a bad argument), not a session that ran.
+    assert "--instrument BTC-1JAN30: not a listed future of BTC; listed: BTC-PERPETUAL" in h.output()
+    assert [m.status for m in h.published if isinstance(m, StopRequested)] == [ExitStatus.USAGE]
     assert h.sent(PlaceOrder) == []
 
 
@@ -770,3 +772,78 @@ def test_the_console_holds_a_typo_back_and_sends_it_on_override(tmp_path: Any) -
     assert not h.run("as1 60100 override").error
     assert [(o.price, o.post_only) for o in h.sent(PlaceOrder)] == [(60100.0, True)]
     assert "override: sending as typed although a post-only buy at 60,100.0 is at or above the ask" in h.output()
+
+
+# -- exit statuses of a piped session ----------------------------------------------------------------------
+def stops(h: Harness) -> list[tuple[str, ExitStatus]]:
+    wait_until(lambda: any(isinstance(m, StopRequested) for m in h.published))
+    h.output()  # a barrier
+    return [(m.reason, m.status) for m in h.published if isinstance(m, StopRequested)]
+
+
+@pytest.mark.parametrize(("lines", "status"), [
+    ("positions\nquit\n", ExitStatus.OK),
+    ("positions\n", ExitStatus.OK),
+    ("positions\nbogus line\nquit\n", ExitStatus.FAILED),
+    ("a2c\npositions\n", ExitStatus.FAILED),
+])
+def test_a_piped_session_ends_with_status_1_when_a_line_was_refused(tmp_path: Any, lines: str,
+                                                                     status: ExitStatus) -> None:
+    reader, writer = pipe_with(lines)
+    writer.close()
+    h = Harness(tmp_path, stdin=reader, terminal=True, startup_timeout_s=5.0)
+    h.feed_market()
+    [(_reason, got)] = stops(h)  # one stop: a piped quit is the terminal's, with the session's status
+    assert got is status
+    assert ("exit status 1" in h.output()) == (status is ExitStatus.FAILED)
+
+
+def test_a_piped_session_with_an_order_the_exchange_rejected_ends_with_status_1(tmp_path: Any) -> None:
+    reader, writer = pipe_with("a2\npositions\n")
+    writer.close()
+    h = Harness(tmp_path, stdin=reader, terminal=True, startup_timeout_s=5.0)
+    h.feed_market()
+    wait_until(lambda: any(isinstance(m, PlaceOrder) for m in h.published))
+    order = next(m for m in h.published if isinstance(m, PlaceOrder))
+    h.tell(CommandFailed(request_key=order.request_key, origin="console", method="private/buy", code=10009,
+                         message="not_enough_funds"))
+    assert stops(h) == [("end of console input", ExitStatus.FAILED)]
+    assert "rejected by the exchange (10009)" in h.output()
+
+
+@pytest.mark.parametrize("word", ["quit", "exit"])
+@pytest.mark.parametrize("question", ["instrument", "multiplier"])
+def test_quit_at_a_piped_question_stops_cleanly(tmp_path: Any, word: str, question: str) -> None:
+    reader, writer = pipe_with(f"{word}\n" if question == "instrument" else f"BTC-PERPETUAL\n{word}\n")
+    writer.close()
+    h = Harness(tmp_path, stdin=reader, terminal=True, startup_timeout_s=5.0, instrument="", size_multiplier=0.0)
+    h.feed_market()
+    assert stops(h) == [("quit", ExitStatus.OK)]
+    assert "not a listed future" not in h.output() and "not a plain decimal" not in h.output()
+
+
+def test_an_unreachable_venue_is_said_once_and_stops_with_status_1_after_the_startup_timeout(tmp_path: Any) -> None:
+    reader, writer = pipe_with("BTC-PERPETUAL\n10\npositions\n")
+    writer.close()
+    h = Harness(tmp_path, stdin=reader, terminal=True, startup_timeout_s=1.5)
+    for attempt in range(1, 6):
+        h.tell(ConnectionStatus(state=ConnectionState.CONNECTING, venue="simulator", at=NOW, attempt=attempt),
+               ConnectionStatus(state=ConnectionState.DISCONNECTED, venue="simulator", at=NOW, attempt=attempt,
+                                detail="cannot connect to ws://127.0.0.1:1/ws/api/v2: [Errno 111] Connection "
+                                       "refused; retrying in 0.1 s"))
+    [(reason, status)] = stops(h)
+    text = h.output()
+    assert status is ExitStatus.FAILED and "not reachable within the start-up timeout (1.5 s" in reason
+    assert text.count("cannot reach the simulator venue") == 1 and "Connection refused" in text
+    assert "Check the network, the URL" in text and "> positions" not in text
+
+
+def test_status_shows_the_run_id_of_the_json_log(tmp_path: Any) -> None:
+    import os
+
+    from runtime.logs import run_id
+
+    h = Harness(tmp_path)
+    h.feed_market()
+    h.run("status")
+    assert f"run {run_id()} (pid {os.getpid()})" in h.output()

@@ -99,3 +99,43 @@ def test_tokens_are_kept_by_the_masker_as_long_as_they_may_be_seen() -> None:
     assert scrub_text(" ".join([configured, *newest])) == " ".join([MASK] * (1 + len(newest)))
     assert scrub_text(tokens[0]) == tokens[0]  # long expired: no longer kept, the list stays bounded
     assert scrub_text("abc") == "abc"
+
+
+def test_every_json_line_has_the_run_id_and_pid_and_times_in_iso_and_nothing_else_altered(tmp_path: Path) -> None:
+    """The desk, piped runs and replays share one daily file: each line says which run wrote it.
+    A minute in unix seconds and a Deribit timestamp in epoch milliseconds read as ISO 8601 UTC;
+    a duration in ms, a day, texts and other numbers stay as logged; secrets stay masked."""
+    import os
+
+    from runtime.logs import run_id
+
+    setup_logging(tmp_path, "debug", console=False, secrets=[SECRET])
+    log = structlog.get_logger(actor="tester")
+    log.info("minute_recording", currency="BTC", minute=1_796_630_400, backlog=0, day="2026-12-07")
+    log.info("dvol_recorded", minute=1_796_630_400.0, dvol_at_ms=1_796_630_399_123, build_ms=12.5)
+    log.error("surface_failed", at=1_796_630_460, error=f"failed with {SECRET}", client_secret=SECRET)
+    log.debug("dvol_ignored", timestamp=1_796_630_401_000, volatility=55.2, minute=None)
+    log.info("not_a_time", at="somewhere", minute=True, count=3)
+    logging.getLogger("some.library").warning("library line")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    text = next(tmp_path.glob("app-*.jsonl")).read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    shutdown_logging()
+    assert len(lines) == 6
+    assert re.fullmatch(r"[0-9a-f]{6}", run_id())
+    for line in lines:
+        assert line["run_id"] == run_id() and line["pid"] == os.getpid()
+    recording, dvol, failed, ignored, not_a_time, library = lines
+    assert recording["minute"] == "2026-12-07T08:00:00Z"
+    assert (recording["currency"], recording["backlog"], recording["day"]) == ("BTC", 0, "2026-12-07")
+    assert dvol["minute"] == "2026-12-07T08:00:00Z" and dvol["dvol_at"] == "2026-12-07T07:59:59.123Z"
+    assert "dvol_at_ms" not in dvol and dvol["build_ms"] == 12.5
+    assert failed["at"] == "2026-12-07T08:01:00Z" and failed["client_secret"] == MASK
+    assert SECRET not in text and MASK in failed["error"]
+    assert ignored["timestamp"] == "2026-12-07T08:00:01Z" and ignored["volatility"] == 55.2
+    assert ignored["minute"] is None
+    assert (not_a_time["at"], not_a_time["minute"], not_a_time["count"]) == ("somewhere", True, 3)
+    assert library["event"] == "library line" and library["actor"] == "some.library"
+    # The head of a line stays readable with tail -f: time, level, actor, event, then the run.
+    assert list(recording)[:6] == ["time", "level", "actor", "event", "run_id", "pid"]

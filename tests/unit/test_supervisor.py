@@ -10,7 +10,7 @@ import pykka
 import pytest
 
 from messages.base import Message
-from messages.system import ActorFailed, MinuteTick, SafeShutdown, Shutdown
+from messages.system import ActorFailed, ExitStatus, MinuteTick, SafeShutdown, Shutdown, StopRequested
 from runtime.actor import Actor, ActorContext, handles
 from runtime.bus import Bus
 from runtime.clock import ReplayClock
@@ -264,3 +264,15 @@ def test_producers_can_wait_until_every_actor_is_on_the_bus() -> None:
         assert contexts[0].wait_started(0.01) is True
     finally:
         sup.stop()
+
+
+@pytest.mark.parametrize("status", [ExitStatus.OK, ExitStatus.FAILED, ExitStatus.USAGE])
+def test_a_stop_requested_on_the_bus_ends_the_run_with_its_exit_status(status: ExitStatus) -> None:
+    """The console's end of a piped session says how it went (refused lines: 1, an unlisted
+    --instrument: 2); the run returns that status."""
+    sup, _, _ = make()
+    sup.start()
+    t, result = run_in_thread(sup)
+    sup.bus.publish(StopRequested(reason="end of console input", origin="console", status=status))
+    t.join(5)
+    assert result == [status] and sup.stopped
