@@ -16,6 +16,7 @@ from rich.console import Console as RichConsole
 from rich.console import RenderableType
 
 from config.settings import Settings
+from console.chain_focus import ChainFocus, focused_chain
 from console.desk_state import DeskState, HedgerWait, ScriptWait
 from console.grammar import (
     ORDER_COMMANDS,
@@ -38,8 +39,7 @@ from console.grammar import (
 )
 from console.orders import Refusal, Trading, describe_cancel, describe_order
 from console.terminal import LineOutcome, RunLine, start_plot
-from console.views import alert_lines, chain_tables, topic_view
-from deribit.instruments import currency_of
+from console.views import alert_lines, topic_view
 from messages.commands import CommandFailed, CommandResult, ExchangeCommand
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
 from messages.system import StopRequested
@@ -57,7 +57,7 @@ class LineRunner:
 
     def __init__(self, settings: Settings, desk: DeskState, trading: Trading, *, origin: str,
                  say: Printer, publish: Callable[[object], None],
-                 log: Any, now: Callable[[], float], out: RichConsole) -> None:
+                 log: Any, now: Callable[[], float], out: RichConsole, focus: ChainFocus | None = None) -> None:
         self.settings = settings
         self.cs = settings.console
         self.desk = desk
@@ -70,6 +70,7 @@ class LineRunner:
         self.out = out
         self.pending: dict[str, ExchangeCommand] = {}  # request key -> command sent, not answered yet
         self.waits: dict[str, ScriptWait | HedgerWait] = {}
+        self.focus = focus or ChainFocus(tuple(settings.currencies), settings.console.chain_strikes)
 
     # -- what comes back ---------------------------------------------------------------------------------
     def on_answer(self, answer: CommandResult | CommandFailed) -> None:
@@ -142,9 +143,12 @@ class LineRunner:
                 return LineOutcome(follow_up="multiplier")
             case Show(topic=topic):
                 return self._show(topic, request.wait)
-            case ShowChain(expiry=expiry):
-                currency = currency_of(trading.instrument) if trading.instrument else self.settings.currencies[0]
-                self.say(chain_tables(self.desk.chains.get((currency or "", "option")), expiry))
+            case ShowChain(expiry=expiry, currency=currency):
+                error = self.focus.choose(currency, expiry, self.desk, self.now())
+                if error is not None:
+                    self.say(f"chain: {error}", "red")
+                    return LineOutcome(error=True)
+                self.say(focused_chain(self.desk, self.focus, self.now()))
             case Plot(args=args):
                 self.say(f"plotting: {' '.join(args) or '(no arguments)'}")
                 start_plot(args, self.settings, self.out)
@@ -172,7 +176,7 @@ class LineRunner:
     def _show(self, topic: Topic, wait: bool) -> LineOutcome:
         trading = self.trading
         self.say(topic_view(topic, self.desk, trading.instrument, trading.option, trading.size_multiplier,
-                            self._currency()))
+                            self._currency(), now=self.now()))
         if topic == "hedging":  # the table, then the hedger's own answer
             return self._hedger(HedgerControl(action="status", origin=self.origin, request_key=trading.key("hedger"),
                                               currency=self._currency()), wait)

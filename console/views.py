@@ -223,14 +223,14 @@ def recorder_text(status: RecorderStatus | None) -> Text:
 
 
 def topic_view(topic: Topic, state: DeskState, instrument: str | None, option: str | None,
-               size_multiplier: float | None, currency: str) -> RenderableType:
+               size_multiplier: float | None, currency: str, now: float | None = None) -> RenderableType:
     """What an information word prints, given the chosen future, option and multiplier and the
-    currency they are in."""
+    currency they are in (``now``: the clock, for the live option quote's age)."""
     match topic:
         case "help":
             return Text(HELP)
         case "price":
-            return price_view(state, instrument, option)
+            return price_view(state, instrument, option, now)
         case "funds":
             return funds_table(state.portfolios.values())
         case "orders":
@@ -252,10 +252,10 @@ def topic_view(topic: Topic, state: DeskState, instrument: str | None, option: s
 def status_view(state: DeskState, instrument: str | None) -> RenderableType:
     """``status``: positions with greeks, futures tickers, hedger and recorder, book sync."""
     tops = [state.tops[i.instrument_name] for i in state.futures() if i.instrument_name in state.tops]
-    fresh, total = state.books_synced()
+    fresh, total = state.books_synced(options=False)
     options = state.option_books_synced()
     books = f"books: futures {fresh} of {total} synced" + (
-        f", options {options[0]} of {options[1]} at the last minute" if options else "")
+        f", options {options[0]:,} of {options[1]:,}" if options else "")
     locked = state.locks.describe()
     parts: list[RenderableType] = [
         *([Text(f"{locked}: no new orders there", style="bold red")] if locked else []),
@@ -270,19 +270,25 @@ def status_view(state: DeskState, instrument: str | None) -> RenderableType:
     return Group(*parts)
 
 
-def price_view(state: DeskState, instrument: str | None, option: str | None) -> RenderableType:
+def price_view(state: DeskState, instrument: str | None, option: str | None,
+               now: float | None = None) -> RenderableType:
+    """``price``: the chosen future's top of book and the chosen option's live quote (its keeper's
+    answer at most a couple of seconds old at ``now``; none without ``now``)."""
     parts: list[RenderableType] = []
     if instrument is not None:
         top = state.tops.get(instrument)
         parts.append(tops_table([top] if top is not None else [], title=f"{instrument}"))
     if option is not None:
-        parts.append(chain_rows_table([q for q in [state.minute_option_quote(option)] if q is not None], option))
+        quote = state.option_quote(option, now) if now is not None else None
+        parts.append(chain_rows_table([quote] if quote is not None else [], option,
+                                      empty=f"(no live quote for {option} yet: waiting for its ticker and book)"))
     if not parts:
         parts.append(Text("no instrument chosen yet"))
     return Group(*parts)
 
 
-def chain_rows_table(quotes: Iterable[OptionQuote], title: str) -> Table:
+def chain_rows_table(quotes: Iterable[OptionQuote], title: str,
+                     empty: str = "(no quote at the last minute)") -> Table:
     table = Table(title=title, title_justify="left")
     for column in ("option", "bid", "ask", "mark", "IV", "delta", "book"):
         table.add_column(column, justify="left" if column in ("option", "book") else "right")
@@ -290,7 +296,7 @@ def chain_rows_table(quotes: Iterable[OptionQuote], title: str) -> Table:
         table.add_row(q.instrument_name, fmt(q.bid, 4), fmt(q.ask, 4), fmt(q.mark_price, 4), fmt(q.mark_iv, 2),
                       fmt(q.delta, 3), "STALE" if q.stale else "live")
     if not table.row_count:
-        table.add_row("(no quote at the last minute)", *[""] * 6)
+        table.add_row(empty, *[""] * 6)
     return table
 
 
