@@ -10,7 +10,6 @@ rollover) gives way to the next one listed. :func:`strike_window` picks the stri
 from __future__ import annotations
 
 import bisect
-import datetime as dt
 import math
 import statistics
 from collections.abc import Iterable
@@ -20,24 +19,14 @@ from rich.console import RenderableType
 from rich.text import Text
 
 from console.desk_state import LIVE_QUOTE_MAX_AGE_S, DeskState
-from console.views import chain_tables
-from deribit.instruments import InstrumentNameError, currency_of, format_expiry, parse_expiry
+from console.views import chain_tables, expiry_label
+from deribit.instruments import InstrumentNameError, currency_of, expiry_ms, parse_expiry
 from messages.state import ChainSnapshot, ChainViewRequest, OptionQuote
-
-#: Deribit's expiries are at 08:00 UTC.
-EXPIRY_HOUR_UTC = 8
-
-
-def expiry_text(expiry_ms: int) -> str:
-    """``26DEC26`` for an expiry in ms."""
-    return format_expiry(dt.datetime.fromtimestamp(expiry_ms / 1000, tz=dt.UTC).date())
 
 
 def expiry_ms_of(text: str) -> int:
     """``26DEC26`` -> its 08:00 UTC in ms. Raises ``InstrumentNameError`` (a ``ValueError``)."""
-    day = parse_expiry(text)
-    at = dt.datetime(day.year, day.month, day.day, EXPIRY_HOUR_UTC, tzinfo=dt.UTC)
-    return int(at.timestamp() * 1000)
+    return expiry_ms(parse_expiry(text))
 
 
 @dataclass
@@ -107,21 +96,21 @@ class ChainFocus:
         listed = _live(desk.option_expiries(target), now)
         if not listed:
             return f"no {target} options listed yet: the instrument list comes after the connection"
-        expiry_ms: int | None = None
+        chosen_ms: int | None = None
         if expiry is not None:
             try:
-                expiry_ms = expiry_ms_of(expiry)
+                chosen_ms = expiry_ms_of(expiry)
             except (InstrumentNameError, ValueError) as exc:
                 return str(exc)
-            if expiry_ms not in listed:
-                return f"no {target} options expire on {expiry}; listed: {', '.join(expiry_text(e) for e in listed)}"
+            if chosen_ms not in listed:
+                return f"no {target} options expire on {expiry}; listed: {', '.join(expiry_label(e) for e in listed)}"
         if currency is not None:
             self.chosen = True
             if currency != self.currency:
                 self.expiry_ms = None
         self.currency = target
-        if expiry_ms is not None:
-            self.expiry_ms = expiry_ms
+        if chosen_ms is not None:
+            self.expiry_ms = chosen_ms
         return None
 
 
@@ -211,6 +200,6 @@ def focused_chain(desk: DeskState, focus: ChainFocus, now: float) -> RenderableT
     if expiry is None:
         return Text(f"no {focus.currency} options listed yet")
     if chain is None:
-        return Text(f"no quotes for {focus.currency} {expiry_text(expiry)} yet: the books answer within a second "
+        return Text(f"no quotes for {focus.currency} {expiry_label(expiry)} yet: the books answer within a second "
                     "(type chain again)")
-    return chain_tables(chain, expiry_text(expiry))
+    return chain_tables(chain, expiry_label(expiry))
