@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
-from typing import TextIO
+from typing import Any, TextIO
 
 import msgspec
 import pykka
@@ -137,6 +137,12 @@ class Console(Actor):
             self._alarm.close()
         if self.terminal is not None:
             self.terminal.close()
+
+    def on_failure(self, *args: Any) -> None:
+        # The terminal outlives a failed actor (its successor takes it over); the alarm does not.
+        if self._alarm is not None:
+            self._alarm.close()
+        super().on_failure(*args)
 
     # -- the live option data -----------------------------------------------------------------------
     def _ring(self) -> None:
