@@ -23,7 +23,7 @@ from rich.console import Console as RichConsole
 from rich.console import RenderableType
 from rich.text import Text
 
-from console.chain_focus import ChainFocus, live_requests
+from console.chain_focus import ChainFocus, chain_due, live_requests
 from console.desk_state import DeskState, Stage, startup_stages
 from console.lines import LineRunner
 from console.orders import OrderLimits, Trading, label_number
@@ -154,6 +154,7 @@ class Console(Actor):
 
     @handles(_Refresh)
     def on_refresh(self, _tick: _Refresh) -> None:
+        self._print_due_chain()
         self._requests += 1
         for request in live_requests(self.desk, self.focus, self.trading.option, self.context.clock.now(),
                                      self._requests):
@@ -166,6 +167,13 @@ class Console(Actor):
     @handles(ChainView)
     def on_chain_view(self, view: ChainView) -> None:
         self.desk.on_chain_view(view)
+        self._print_due_chain()
+
+    def _print_due_chain(self) -> None:
+        """A ``chain`` line waiting for its live answer prints once it came (or waited enough)."""
+        chain = chain_due(self.desk, self.focus, self.context.clock.now())
+        if chain is not None:
+            self.say(chain)
 
     def say(self, message: RenderableType | str, style: str = "") -> None:
         self.out.print(Text(message, style=style) if isinstance(message, str) else message)

@@ -23,6 +23,10 @@ from console.views import chain_tables, expiry_label
 from deribit.instruments import InstrumentNameError, currency_of, expiry_ms, parse_expiry
 from messages.state import ChainSnapshot, ChainViewRequest, OptionQuote
 
+#: How long a ``chain`` line that moved the focus waits for the keeper's live answer (a refresh
+#: or two; the request also goes out at once).
+LIVE_ANSWER_WAIT_S = 1.0
+
 
 def expiry_ms_of(text: str) -> int:
     """``26DEC26`` -> its 08:00 UTC in ms. Raises ``InstrumentNameError`` (a ``ValueError``)."""
@@ -40,6 +44,9 @@ class ChainFocus:
     currency: str = ""
     expiry_ms: int | None = None
     chosen: bool = field(default=False)
+    #: A ``chain`` line that moved the focus waits (until this clock time) for the keeper's live
+    #: answer before it prints; None: nothing waits.
+    pending_until: float | None = None
 
     def __post_init__(self) -> None:
         if not self.currencies:
@@ -192,6 +199,24 @@ def focused_quotes(desk: DeskState, focus: ChainFocus, now: float) -> tuple[int 
     return expiry, ChainSnapshot(currency=chain.currency, kind="option", at=chain.at, index_price=chain.index_price,
                                  options=tuple(q for q in chain.options if q.strike in window),
                                  price_currency=chain.price_currency)
+
+
+def focus_is_live(desk: DeskState, focus: ChainFocus, now: float) -> bool:
+    """Whether the keeper's live answer for the focused expiry is in (and fresh)."""
+    expiry = focus.expiry(desk, now)
+    view = desk.views.get(focus.currency)
+    return (expiry is not None and view is not None and 0.0 <= now - view.at <= LIVE_QUOTE_MAX_AGE_S
+            and any(q.expiry_ms == expiry for q in view.options))
+
+
+def chain_due(desk: DeskState, focus: ChainFocus, now: float) -> RenderableType | None:
+    """The chain a waiting ``chain`` line prints now: once its live answer is in, or (from the
+    minute's snapshot, or saying so) once it waited long enough; None while it waits or when
+    nothing waits."""
+    if focus.pending_until is None or not (focus_is_live(desk, focus, now) or now >= focus.pending_until):
+        return None
+    focus.pending_until = None
+    return focused_chain(desk, focus, now)
 
 
 def focused_chain(desk: DeskState, focus: ChainFocus, now: float) -> RenderableType:

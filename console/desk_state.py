@@ -7,7 +7,7 @@ Plain classes over the messages (no actor, no terminal): the Console actor feeds
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from console.views import fmt
@@ -354,6 +354,18 @@ class ScriptWait:
             if abs(state.position_size(name) - want) > 1e-9 * max(1.0, abs(want)):
                 out.append(f"position {name} {fmt(want)}")
         return out
+
+
+@dataclass
+class ChainWait:
+    """A piped ``chain`` line that moved the focus: waits until its chain was printed (``printed``
+    says so), so that the next line's output comes after it."""
+
+    printed: Callable[[], bool]
+    deadline: float
+
+    def missing(self, _state: DeskState) -> list[str]:
+        return [] if self.printed() else ["the live chain"]
 
 
 @dataclass

@@ -16,8 +16,8 @@ from rich.console import Console as RichConsole
 from rich.console import RenderableType
 
 from config.settings import Settings
-from console.chain_focus import ChainFocus, focused_chain
-from console.desk_state import DeskState, HedgerWait, ScriptWait
+from console.chain_focus import LIVE_ANSWER_WAIT_S, ChainFocus, focus_is_live, focused_chain, live_requests
+from console.desk_state import ChainWait, DeskState, HedgerWait, ScriptWait
 from console.grammar import (
     ORDER_COMMANDS,
     Cancel,
@@ -69,7 +69,7 @@ class LineRunner:
         self.now = now
         self.out = out
         self.pending: dict[str, ExchangeCommand] = {}  # request key -> command sent, not answered yet
-        self.waits: dict[str, ScriptWait | HedgerWait] = {}
+        self.waits: dict[str, ScriptWait | HedgerWait | ChainWait] = {}
         self.focus = focus or ChainFocus(tuple(settings.currencies), settings.console.chain_strikes)
 
     # -- what comes back ---------------------------------------------------------------------------------
@@ -144,11 +144,7 @@ class LineRunner:
             case Show(topic=topic):
                 return self._show(topic, request.wait)
             case ShowChain(expiry=expiry, currency=currency):
-                error = self.focus.choose(currency, expiry, self.desk, self.now())
-                if error is not None:
-                    self.say(f"chain: {error}", "red")
-                    return LineOutcome(error=True)
-                self.say(focused_chain(self.desk, self.focus, self.now()))
+                return self._chain(currency, expiry, request.wait)
             case Plot(args=args):
                 self.say(f"plotting: {' '.join(args) or '(no arguments)'}")
                 start_plot(args, self.settings, self.out)
@@ -169,6 +165,29 @@ class LineRunner:
             case _ if isinstance(command, ORDER_COMMANDS):
                 return self._order(command, request.wait)
         return LineOutcome()
+
+    def _chain(self, currency: str | None, expiry: str | None, wait: bool) -> LineOutcome:
+        """``chain [CURRENCY] [EXPIRY]``: focus there and print it, live. A focus just moved has
+        no live answer yet: it is asked for now and printed when it comes (the Console's
+        ``chain_due``); a piped line waits for that."""
+        now = self.now()
+        error = self.focus.choose(currency, expiry, self.desk, now)
+        if error is not None:
+            self.say(f"chain: {error}", "red")
+            return LineOutcome(error=True)
+        if focus_is_live(self.desk, self.focus, now):
+            self.focus.pending_until = None
+            self.say(focused_chain(self.desk, self.focus, now))
+            return LineOutcome()
+        self.focus.pending_until = now + LIVE_ANSWER_WAIT_S
+        for ask in live_requests(self.desk, self.focus, self.trading.option, now, 0):
+            self.publish(ask)
+        if not wait:
+            return LineOutcome()
+        key = self.trading.key("chain")
+        self.waits[key] = ChainWait(lambda: self.focus.pending_until is None,
+                                    time.monotonic() + LIVE_ANSWER_WAIT_S + 2.0)
+        return LineOutcome(wait_key=key)
 
     def _currency(self) -> str:
         return self.trading.currency(self.settings.currencies[0])

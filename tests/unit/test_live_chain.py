@@ -10,13 +10,17 @@ import math
 from typing import Any
 
 import pytest
+import structlog
 from rich.console import Console as RichConsole
+from rich.text import Text
 
 from actors.bookkeeper import BookKeeper, GetBookStats
-from console.chain_focus import ChainFocus, expiry_ms_of, focused_chain, live_requests, strike_window
+from console.chain_focus import ChainFocus, chain_due, expiry_ms_of, focused_chain, live_requests, strike_window
 from console.desk_state import DeskState
 from console.grammar import OptionOrder, ParseError, ShowChain, parse_line
+from console.lines import LineRunner
 from console.orders import Refusal, Trading
+from console.terminal import RunLine
 from console.views import price_view
 from desk.book_family import BookFamily
 from messages.account import Position
@@ -221,6 +225,42 @@ def test_chain_shows_the_focused_expiry_s_window_only() -> None:
     assert "BTC 24SEP21" in text and "31DEC21" not in text
     strikes = [line.split("│")[5].strip() for line in text.splitlines() if line.count("│") == 10]
     assert strikes == ["28,000", "30,000", "32,000", "34,000", "36,000"]
+
+
+def test_a_chain_line_that_moves_the_focus_asks_at_once_and_prints_when_the_answer_comes() -> None:
+    desk = both_currencies()
+    said: list[Any] = []
+    published: list[Any] = []
+    clock = [NOW]
+    settings = make_settings({}, currencies=["BTC", "ETH"])
+    runner = LineRunner(settings, desk, Trading(LIMITS, key_prefix="k-", paper=False, trading_allowed=True),
+                        origin="console", say=lambda message, style="": said.append(message),
+                        publish=published.append, log=structlog.get_logger(), now=lambda: clock[0],
+                        out=RichConsole(file=io.StringIO()))
+    outcome = runner.run(RunLine("chain ETH 24SEP21", wait=True))
+    assert outcome.wait_key is not None and not outcome.error and said == []
+    assert published == [ChainViewRequest(currency="BTC", expiry_ms=None, request_id=0),
+                         ChainViewRequest(currency="ETH", expiry_ms=SEP, request_id=0)]
+    assert not runner.wait_done(outcome.wait_key)  # a piped line waits for the chain
+    assert chain_due(desk, runner.focus, NOW + 0.1) is None  # nothing in yet
+    eth = BookFamily("ETH", "option")
+    for n, i in enumerate(capture.instruments("ETH")):
+        if i.kind == "option" and i.expiration_timestamp == SEP:
+            eth.on_snapshot(snap(i.instrument_name, n + 1), NOW)
+    desk.on_chain_view(eth.chain_view(published[1], NOW + 0.2))
+    shown = chain_due(desk, runner.focus, NOW + 0.2)
+    out = io.StringIO()
+    RichConsole(file=out, width=160).print(shown)
+    assert "ETH 24SEP21" in out.getvalue() and runner.wait_done(outcome.wait_key)
+    # Focused and live: printed at once. A focus whose answer never comes prints what there is, once.
+    said.clear()
+    clock[0] = NOW + 0.3
+    assert runner.run(RunLine("chain", wait=True)).wait_key is None and len(said) == 1
+    assert runner.run(RunLine("chain BTC", wait=True)).wait_key is not None
+    assert chain_due(desk, runner.focus, NOW + 0.8) is None
+    late = chain_due(desk, runner.focus, NOW + 1.3)  # LIVE_ANSWER_WAIT_S after the line
+    assert isinstance(late, Text) and str(late).startswith("no quotes for BTC 23JUL21 yet")
+    assert chain_due(desk, runner.focus, NOW + 1.4) is None
 
 
 @pytest.mark.parametrize(("line", "command"), [
