@@ -10,7 +10,9 @@ family bought no parallelism, only a queue and a thread switch per message (and 
 woken by every frame, kept the link thread from the CPU when a hedge was due). The link's status,
 instrument changes, the minute tick and the rollover come the same way so that they stay in the
 order they were published in with the data: in a replay the minute's snapshot holds exactly the
-frames before the tick. Only questions (``ask``) are answered in its own thread. It
+frames before the tick. Only questions (``ask``) and the Console's ``ChainViewRequest`` (a few a
+second, routed to the one option keeper of its currency) are answered in its own thread: the answer
+is built from an index by expiry, so the link thread waits for the state lock only that long. It
 publishes top-of-book changes, one ``ChainSnapshot`` per minute tick, and a
 ``ResubscribeInstrument`` once per stale episode (a gap, a crossed book, a change without a
 snapshot). A new link makes every book stale without asking: the Connection subscribes
@@ -31,11 +33,17 @@ from desk.book_family import BookFamily, Episode, FamilyStats
 from desk.plausibility import PlausibilityLimits
 from messages.commands import ResubscribeInstrument
 from messages.market import BookChange, BookSnapshot, IndexPrice, InstrumentsLoaded, InstrumentState, Quote, Ticker
+from messages.state import ChainViewRequest
 from messages.system import ConnectionState, ConnectionStatus, DailyRollover, MinuteTick
 from runtime.actor import Actor, ActorContext, handles
 
 #: States published when a link ends or a new one starts (by the Connection's link thread).
 _LINK_DOWN = frozenset({ConnectionState.DISCONNECTED, ConnectionState.CONNECTING, ConnectionState.STOPPED})
+
+
+def _option_family(request: ChainViewRequest) -> tuple[str, str]:
+    """The keeper a console's live question goes to: its currency's option family."""
+    return request.currency, "option"
 
 
 class GetBooks(msgspec.Struct, frozen=True):
@@ -72,7 +80,7 @@ class BookKeeper(Actor):
     # The bus hands each keeper only its own family's books, quotes and tickers.
     route_by: ClassVar[dict[type, Callable[[Any], Any]]] = {
         BookChange: instrument_family, BookSnapshot: instrument_family, Quote: instrument_family,
-        Ticker: instrument_family}
+        Ticker: instrument_family, ChainViewRequest: _option_family}
 
     def __init__(self, context: ActorContext, *, currency: str, kind: Literal["option", "future"]) -> None:
         super().__init__(context)
@@ -166,6 +174,13 @@ class BookKeeper(Actor):
         now = self._clock.now()
         self._publish(self.family.chain_snapshot(tick.at, now))
         self._send(self.family.due_resyncs(now))
+
+    # -- the console's live view ------------------------------------------------------------------
+    @handles(ChainViewRequest)
+    def on_chain_view_request(self, request: ChainViewRequest) -> None:
+        # In the keeper's own thread, under its state lock (see runtime.actor); published after.
+        if self.family.kind == "option" and request.currency == self.family.currency:
+            self._publish(self.family.chain_view(request, self._clock.now()))
 
     # -- inspection -------------------------------------------------------------------------------
     @handles(GetBooks)

@@ -3,6 +3,11 @@
 thread reads from standard input, and publishes the orders, cancels and hedger controls that
 :mod:`console.orders` makes of them; what a line means is :mod:`console.grammar`'s, how things
 look :mod:`console.views`'.
+
+Option data is live: at ``console.refresh_hz`` an :class:`~runtime.alarm.Alarm` has the actor ask
+each option BookKeeper (``ChainViewRequest``) for the focused chain (:mod:`console.chain_focus`),
+the traded option and the option positions; the answers (``ChainView``) are what ``price``,
+``chain`` and the option order checks read.
 """
 
 from __future__ import annotations
@@ -10,12 +15,15 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
-from typing import TextIO
+from typing import Any, TextIO
 
+import msgspec
+import pykka
 from rich.console import Console as RichConsole
 from rich.console import RenderableType
 from rich.text import Text
 
+from console.chain_focus import ChainFocus, chain_due, live_requests
 from console.desk_state import DeskState, Stage, startup_stages
 from console.lines import LineRunner
 from console.orders import OrderLimits, Trading, label_number
@@ -47,7 +55,7 @@ from messages.account import UserTrade
 from messages.commands import CommandFailed, CommandResult, ReconcilePortfolio, RefreshInstruments
 from messages.hedging import HedgerStatus
 from messages.market import IndexPrice, Instrument, InstrumentsLoaded, PlatformState, VolatilityIndex
-from messages.state import ChainSnapshot, PortfolioChanged, TopOfBook
+from messages.state import ChainSnapshot, ChainView, PortfolioChanged, TopOfBook
 from messages.surface import RecorderStatus, SurfaceSnapshot
 from messages.system import (
     ActorFailed,
@@ -58,10 +66,15 @@ from messages.system import (
     StopRequested,
 )
 from runtime.actor import Actor, ActorContext, handles
+from runtime.alarm import Alarm
 
 ORIGIN = "console"
 #: Subscribed this long without a reconciled portfolio: ask for a reconcile (start-up only).
 RECONCILE_AFTER_S = 5.0
+
+
+class _Refresh(msgspec.Struct, frozen=True):
+    """The refresh alarm rang: ask the option books for the live view (in the actor's thread)."""
 
 
 class Console(Actor):
@@ -87,13 +100,22 @@ class Console(Actor):
                                       width=None if self.interactive else 120)
         self.with_terminal = terminal
         self.terminal: Terminal | None = None
+        self.focus = ChainFocus(tuple(settings.currencies), self.cs.chain_strikes)
         self.lines = LineRunner(settings, self.desk, self.trading, origin=ORIGIN, say=self.say, publish=self.publish,
-                                log=self.log, now=context.clock.now, out=self.out)
+                                log=self.log, now=context.clock.now, out=self.out, focus=self.focus)
+        self._refresh_s = 1.0 / self.cs.refresh_hz
+        self._refresh_due = 0.0
+        self._requests = 0
+        self._alarm: Alarm | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     def on_start(self) -> None:
+        self._refresh_due = time.monotonic()
+        self._alarm = Alarm(self._ring, name=f"{self.context.name}-refresh")
+        self._alarm.set(self._refresh_due)
         if self.cs.instrument:
             self.trading.instrument = self.cs.instrument
+            self.focus.follow(currency_of(self.cs.instrument))
         if self.cs.size_multiplier:
             error = self.trading.configure(None, self.cs.size_multiplier, [])
             if error is not None:  # the settings' range is the same: only a changed check gets here
@@ -113,8 +135,47 @@ class Console(Actor):
             self.publish(ConnectionStatusRequest(origin=ORIGIN))
 
     def on_stop(self) -> None:
+        if self._alarm is not None:
+            self._alarm.close()
         if self.terminal is not None:
             self.terminal.close()
+
+    def on_failure(self, *args: Any) -> None:
+        # The terminal outlives a failed actor (its successor takes it over); the alarm does not.
+        if self._alarm is not None:
+            self._alarm.close()
+        super().on_failure(*args)
+
+    # -- the live option data -----------------------------------------------------------------------
+    def _ring(self) -> None:
+        """In the alarm's thread: the work is the actor's, in its own thread."""
+        try:
+            self.actor_ref.tell(_Refresh())
+        except pykka.ActorDeadError:
+            pass
+
+    @handles(_Refresh)
+    def on_refresh(self, _tick: _Refresh) -> None:
+        self._print_due_chain()
+        self._requests += 1
+        for request in live_requests(self.desk, self.focus, self.trading.option, self.context.clock.now(),
+                                     self._requests):
+            self.publish(request)
+        # The next one a period after the last, not after this one ran late (no burst to catch up).
+        self._refresh_due = max(self._refresh_due + self._refresh_s, time.monotonic())
+        if self._alarm is not None:
+            self._alarm.set(self._refresh_due)
+
+    @handles(ChainView)
+    def on_chain_view(self, view: ChainView) -> None:
+        self.desk.on_chain_view(view)
+        self._print_due_chain()
+
+    def _print_due_chain(self) -> None:
+        """A ``chain`` line waiting for its live answer prints once it came (or waited enough)."""
+        chain = chain_due(self.desk, self.focus, self.context.clock.now())
+        if chain is not None:
+            self.say(chain)
 
     def say(self, message: RenderableType | str, style: str = "") -> None:
         self.out.print(Text(message, style=style) if isinstance(message, str) else message)
@@ -275,6 +336,8 @@ class Console(Actor):
                                        self.desk.default_future(self.settings.currencies))
         if error is not None:
             return error
+        if self.trading.instrument:
+            self.focus.follow(currency_of(self.trading.instrument))
         summary = self.trading.describe(self.desk)
         if summary is not None:
             self.say(summary, "bold")

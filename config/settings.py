@@ -391,6 +391,11 @@ class ConsoleSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     startup_timeout_s: Positive
     order_wait_s: Positive
     hedger_wait_s: Positive
+    #: How often a second the console asks the option BookKeepers for its live chain, traded
+    #: option and option positions (each keeper answers in its own thread: kept modest).
+    refresh_hz: Annotated[float, Meta(ge=0.5, le=20.0, description="0.5 to 20 times a second")]
+    #: The chain's strikes shown on each side of the forward.
+    chain_strikes: Annotated[int, Meta(ge=1, le=200, description="1 to 200 strikes each side")]
 
 
 class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

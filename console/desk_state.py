@@ -7,7 +7,7 @@ Plain classes over the messages (no actor, no terminal): the Console actor feeds
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from console.views import fmt
@@ -56,6 +56,7 @@ class DeskState:
         #: with the local time of the answer that carried it.
         self.views: dict[str, ChainView] = {}
         self.live_options: dict[str, tuple[OptionQuote, float]] = {}
+        self._expiries: dict[str, tuple[int, ...]] = {}  # listed option expiries by currency
 
     # Each ``on_*`` takes one message type; the actor dispatches by type.
     def on_connection(self, status: ConnectionStatus) -> None:
@@ -66,11 +67,11 @@ class DeskState:
         self.connection = status
 
     def on_instruments(self, loaded: InstrumentsLoaded) -> None:
-        self.instruments[loaded.currency] = {i.instrument_name: i for i in loaded.instruments}
-        gone = [name for name in self.tops if currency_of(name) == loaded.currency
-                and name not in self.instruments[loaded.currency]]
-        for name in gone:
-            del self.tops[name]
+        listing = self.instruments[loaded.currency] = {i.instrument_name: i for i in loaded.instruments}
+        self._expiries.pop(loaded.currency, None)
+        for held in (self.tops, self.live_options):
+            for name in [n for n in held if currency_of(n) == loaded.currency and n not in listing]:
+                del held[name]
 
     def on_top(self, top: TopOfBook) -> None:
         self.tops[top.instrument_name] = top
@@ -101,8 +102,11 @@ class DeskState:
         if held is not None and held.at > view.at:
             return
         self.views[view.currency] = view
+        listing = self.instruments.get(view.currency)
         for quote in view.options:
-            self.live_options[quote.instrument_name] = (quote, view.at)
+            # An answer under way when the instrument list dropped the option does not bring it back.
+            if listing is None or quote.instrument_name in listing:
+                self.live_options[quote.instrument_name] = (quote, view.at)
 
     def on_surface(self, surface: SurfaceSnapshot) -> None:
         self.surfaces[surface.currency] = surface
@@ -159,6 +163,20 @@ class DeskState:
         return sorted((i for i in listing if i.kind == "option"),
                       key=lambda i: (i.expiration_timestamp, i.strike or 0.0, i.option_type or ""))
 
+    def option_expiries(self, currency: str) -> tuple[int, ...]:
+        """The listed option expiries of ``currency`` (ms, ascending), from its instrument list."""
+        expiries = self._expiries.get(currency)
+        if expiries is None:
+            listing = self.instruments.get(currency, {}).values()
+            expiries = tuple(sorted({i.expiration_timestamp for i in listing if i.kind == "option"}))
+            if currency in self.instruments:
+                self._expiries[currency] = expiries
+        return expiries
+
+    def option_names(self) -> list[str]:
+        """The options held (a position of any size other than 0), by name."""
+        return [p.instrument_name for p in self.positions() if p.kind == "option"]
+
     def option_quote(self, name: str, now: float) -> OptionQuote | None:
         """The option's live quote (from a keeper's answer at most :data:`LIVE_QUOTE_MAX_AGE_S`
         old, stale books included: callers check ``stale``), else None."""
@@ -185,6 +203,9 @@ class DeskState:
         for top in self.tops.values():
             if top.index_price and currency_of(top.instrument_name) == currency:
                 return top.index_price
+        view = self.views.get(currency)
+        if view is not None and view.index_price:
+            return view.index_price
         chain = self.chains.get((currency, "option"))
         return chain.index_price if chain is not None else None
 
@@ -198,19 +219,33 @@ class DeskState:
                 return quote
         return None
 
-    def books_synced(self) -> tuple[int, int]:
-        """Futures books known to be the exchange's, of all listed futures (options are judged
-        by the minute's chain snapshot: see :meth:`option_books_synced`)."""
+    def books_synced(self, options: bool = True) -> tuple[int, int]:
+        """Books known to be the exchange's, of all books: every listed future's (by its top of
+        book) and, with ``options``, every option book as its keeper last counted them (see
+        :meth:`option_books_synced`)."""
         names = [i.instrument_name for c in self.currencies for i in self.futures(c)]
         fresh = sum(1 for n in names if n in self.tops and not self.tops[n].stale)
-        return fresh, len(names)
+        total = len(names)
+        if options:
+            counted = self.option_books_synced()
+            if counted is not None:
+                fresh, total = fresh + counted[0], total + counted[1]
+        return fresh, total
 
     def option_books_synced(self) -> tuple[int, int] | None:
-        chains = [self.chains[(c, "option")] for c in self.currencies if (c, "option") in self.chains]
-        if not chains:
-            return None
-        quotes = [q for chain in chains for q in chain.options]
-        return sum(1 for q in quotes if not q.stale), len(quotes)
+        """(synced, books) of the option families, from their keepers' latest live answers; a
+        currency that lists options and has not answered yet counts each of them as not synced.
+        None before any option is listed or counted."""
+        synced = books = 0
+        counted = False
+        for currency in self.currencies:
+            view = self.views.get(currency)
+            if view is not None:
+                synced, books, counted = synced + view.synced, books + view.books, True
+            elif self.option_expiries(currency):
+                books += sum(1 for i in self.instruments[currency].values() if i.kind == "option")
+                counted = True
+        return (synced, books) if counted else None
 
 
 # -- start-up -------------------------------------------------------------------------------------
@@ -224,8 +259,8 @@ class Stage:
 
 
 def startup_stages(state: DeskState) -> tuple[Stage, ...]:
-    """Connecting, instruments loaded, subscriptions confirmed, books synced (n of N), portfolio
-    reconciled: where the start-up stands."""
+    """Connecting, instruments loaded, subscriptions confirmed, books synced (n of N: futures and
+    option books), portfolio reconciled: where the start-up stands."""
     status = state.connection
     connected = state.link_up
     conn_detail = "" if status is None else status.state.value + (f" ({status.detail})" if status.detail else "")
@@ -238,7 +273,7 @@ def startup_stages(state: DeskState) -> tuple[Stage, ...]:
         Stage("connecting", connected, conn_detail),
         Stage("instruments loaded", len(loaded) == n, counts, len(loaded), n),
         Stage("subscriptions confirmed", state.subscribed),
-        Stage(f"books synced ({fresh} of {total})", total > 0 and fresh == total, "", fresh, max(total, 1)),
+        Stage(f"books synced ({fresh:,} of {total:,})", total > 0 and fresh == total, "", fresh, max(total, 1)),
         Stage("portfolio reconciled", len(reconciled) == n, ", ".join(reconciled), len(reconciled), n),
     )
 
@@ -319,6 +354,18 @@ class ScriptWait:
             if abs(state.position_size(name) - want) > 1e-9 * max(1.0, abs(want)):
                 out.append(f"position {name} {fmt(want)}")
         return out
+
+
+@dataclass
+class ChainWait:
+    """A piped ``chain`` line that moved the focus: waits until its chain was printed (``printed``
+    says so), so that the next line's output comes after it."""
+
+    printed: Callable[[], bool]
+    deadline: float
+
+    def missing(self, _state: DeskState) -> list[str]:
+        return [] if self.printed() else ["the live chain"]
 
 
 @dataclass

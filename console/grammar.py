@@ -137,9 +137,12 @@ class Show:
 
 @dataclass(frozen=True)
 class ShowChain:
-    """``chain [EXPIRY]``: option T-tables (all expiries, or the one given as 24SEP21)."""
+    """``chain [CURRENCY] [EXPIRY]``: focus the option chain on a currency (``ETH``) and/or an
+    expiry (``26DEC26``, upper case) and show it; nothing given: the focused chain (at first the
+    nearest expiry). Whether they are listed is the console's to check, not the grammar's."""
 
     expiry: str | None = None
+    currency: str | None = None
 
 
 PlotWhat = Literal["smile", "term", "heatmap"]
@@ -493,17 +496,30 @@ def _unknown(line: str) -> ParseError:
     return ParseError(line, f"unknown command {line!r}", "help lists every command; a200 buys, d200 sells")
 
 
+_CHAIN_HINT = "e.g. chain ETH 26DEC26, chain 26DEC26 (this currency), chain ETH (its nearest expiry) or chain"
+_CHAIN_CURRENCY = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z]+)?", re.ASCII)
+
+
 def _parse_chain(line: str, args: str) -> Command | ParseError:
-    parts = args.split()
-    if not parts:
-        return ShowChain()
-    if len(parts) > 1:
-        return ParseError(line, "chain takes at most one expiry", "e.g. chain 24SEP21, or chain for every expiry")
-    try:
-        parse_expiry(parts[0].upper())
-    except InstrumentNameError as exc:
-        return ParseError(line, str(exc), "e.g. chain 24SEP21")
-    return ShowChain(parts[0].upper())
+    """``chain [CURRENCY] [EXPIRY]``: a currency is a word that starts with a letter, an expiry
+    one that starts with a digit (DMMMYY)."""
+    parts = args.upper().split()
+    if len(parts) > 2:
+        return ParseError(line, "chain takes at most a currency and an expiry", _CHAIN_HINT)
+    currency = expiry = None
+    if parts and not parts[0][:1].isdigit():
+        currency = parts.pop(0)
+        if not _CHAIN_CURRENCY.fullmatch(currency):
+            return ParseError(line, f"{currency!r} is not a currency (BTC, ETH, SOL_USDC)", _CHAIN_HINT)
+    if parts:
+        expiry = parts.pop(0)
+        try:
+            parse_expiry(expiry)
+        except InstrumentNameError as exc:
+            return ParseError(line, str(exc), _CHAIN_HINT)
+    if parts:
+        return ParseError(line, "the currency comes before the expiry", _CHAIN_HINT)
+    return ShowChain(expiry, currency)
 
 
 def _not_a_number(text: str) -> str:

@@ -19,7 +19,8 @@ from rich.console import Console as RichConsole
 from rich.console import RenderableType
 
 from config.settings import Settings
-from console.desk_state import DeskState, HedgerWait, ScriptWait
+from console.chain_focus import LIVE_ANSWER_WAIT_S, ChainFocus, focus_is_live, focused_chain, live_requests
+from console.desk_state import ChainWait, DeskState, HedgerWait, ScriptWait
 from console.grammar import (
     ORDER_COMMANDS,
     Cancel,
@@ -42,8 +43,7 @@ from console.grammar import (
 )
 from console.orders import Refusal, Trading, describe_cancel, describe_order, typo_warning
 from console.terminal import LineOutcome, RunLine, start_plot
-from console.views import alert_lines, chain_tables, help_view, topic_view
-from deribit.instruments import currency_of
+from console.views import alert_lines, help_view, topic_view
 from messages.commands import CommandFailed, CommandResult, ExchangeCommand, PlaceOrder
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
 from messages.system import StopRequested
@@ -78,7 +78,7 @@ class LineRunner:
 
     def __init__(self, settings: Settings, desk: DeskState, trading: Trading, *, origin: str,
                  say: Printer, publish: Callable[[object], None],
-                 log: Any, now: Callable[[], float], out: RichConsole) -> None:
+                 log: Any, now: Callable[[], float], out: RichConsole, focus: ChainFocus | None = None) -> None:
         self.settings = settings
         self.cs = settings.console
         self.desk = desk
@@ -90,7 +90,8 @@ class LineRunner:
         self.now = now
         self.out = out
         self.pending: dict[str, ExchangeCommand] = {}  # request key -> command sent, not answered yet
-        self.waits: dict[str, ScriptWait | HedgerWait] = {}
+        self.waits: dict[str, ScriptWait | HedgerWait | ChainWait] = {}
+        self.focus = focus or ChainFocus(tuple(settings.currencies), settings.console.chain_strikes)
 
     # -- what comes back ---------------------------------------------------------------------------------
     def on_answer(self, answer: CommandResult | CommandFailed) -> None:
@@ -166,9 +167,8 @@ class LineRunner:
                 self.say(help_view(self.desk, self._currency(), None, self.now()))
             case Show(topic=topic):
                 return self._show(topic, request.wait)
-            case ShowChain(expiry=expiry):
-                currency = currency_of(trading.instrument) if trading.instrument else self.settings.currencies[0]
-                self.say(chain_tables(self.desk, currency or "", expiry, self.now()))
+            case ShowChain(expiry=expiry, currency=currency):
+                return self._chain(currency, expiry, request.wait)
             case Plot():
                 return self._plot(command)
             case HelpOn(typed=typed):
@@ -190,6 +190,29 @@ class LineRunner:
             case _ if isinstance(command, ORDER_COMMANDS):
                 return self._order(command, request.wait)
         return LineOutcome()
+
+    def _chain(self, currency: str | None, expiry: str | None, wait: bool) -> LineOutcome:
+        """``chain [CURRENCY] [EXPIRY]``: focus there and print it, live. A focus just moved has
+        no live answer yet: it is asked for now and printed when it comes (the Console's
+        ``chain_due``); a piped line waits for that."""
+        now = self.now()
+        error = self.focus.choose(currency, expiry, self.desk, now)
+        if error is not None:
+            self.say(f"chain: {error}", "red")
+            return LineOutcome(error=True)
+        if focus_is_live(self.desk, self.focus, now):
+            self.focus.pending_until = None
+            self.say(focused_chain(self.desk, self.focus, now))
+            return LineOutcome()
+        self.focus.pending_until = now + LIVE_ANSWER_WAIT_S
+        for ask in live_requests(self.desk, self.focus, self.trading.option, now, 0):
+            self.publish(ask)
+        if not wait:
+            return LineOutcome()
+        key = self.trading.key("chain")
+        self.waits[key] = ChainWait(lambda: self.focus.pending_until is None,
+                                    time.monotonic() + LIVE_ANSWER_WAIT_S + 2.0)
+        return LineOutcome(wait_key=key)
 
     def _currency(self) -> str:
         return self.trading.currency(self.settings.currencies[0])

@@ -99,8 +99,6 @@ from messages.state import TopOfBook
 THROUGH_TOUCH_PCT = 0.1
 LABEL_PREFIX = "manual_api_"
 _LABEL = re.compile(r"manual_api_([0-9]{1,12})", re.ASCII)
-#: A chain snapshot older than this cannot vouch for an option's mark (they come each minute).
-OPTION_QUOTE_MAX_AGE_S = 150.0
 
 @dataclass(frozen=True)
 class Refusal:
@@ -360,8 +358,11 @@ def _check_prices(orders: list[tuple[Side, float | None, _Terms]], ctx: TradingC
             continue
         if not (math.isfinite(price) and price > 0):
             return Refusal(f"price {price!r} is not positive on {name}'s tick grid", "type a larger price")
-        if ctx.mark is None or ctx.mark <= 0:
+        if ctx.mark is None:
             return Refusal(f"no mark price for {name} yet: cannot check the limit price", "wait for its ticker")
+        if not (math.isfinite(ctx.mark) and ctx.mark > 0):
+            return Refusal(f"the mark price of {name} is {ctx.mark!r}, not a price: cannot check the limit price",
+                           "wait for a sane ticker")
         tick = ctx.instrument.tick_size
         if side == "buy" and price > ctx.mark * (1 + pct / 100):
             return Refusal(f"buy limit {price_text(price, tick)} is {100 * (price / ctx.mark - 1):.2f}% above the "
@@ -534,8 +535,9 @@ class Trading:
         return None
 
     def context(self, command: OrderCommand, state: DeskState, now: float) -> TradingContext | Refusal:
-        """What ``command`` is priced against: the chosen option's last chain quote (stale when
-        older than :data:`OPTION_QUOTE_MAX_AGE_S` at ``now``), or the chosen future's book."""
+        """What ``command`` is priced against: the chosen option's live quote (its keeper's answer
+        at most :data:`~console.desk_state.LIVE_QUOTE_MAX_AGE_S` old at ``now``: its book's top
+        and its ticker's mark), or the chosen future's book."""
         if isinstance(command, OptionOrder):
             if self.option is None:
                 return Refusal("no option chosen", "setContractType:NAME first, e.g. setContractType:"
@@ -543,12 +545,12 @@ class Trading:
             inst = state.instrument(self.option)
             if inst is None:
                 return Refusal(f"{self.option} is not listed any more", "choose another with setContractType")
-            chain = state.chains.get((inst.base_currency, "option"))
-            quote = state.minute_option_quote(self.option)
-            if chain is None or quote is None:
-                return Refusal(f"no quote for {self.option} yet", "the option chain comes at each full minute")
-            old = now - chain.at > OPTION_QUOTE_MAX_AGE_S
-            return self._priced(state, inst, 1.0, quote.bid, quote.ask, quote.mark_price, quote.stale or old)
+            quote = state.option_quote(self.option, now)
+            if quote is None:
+                return Refusal(f"no live quote for {self.option} yet",
+                               "wait a second for its book keeper's answer (the books come in after a (re)connect: "
+                               "status shows how many are synced)")
+            return self._priced(state, inst, 1.0, quote.bid, quote.ask, quote.mark_price, quote.stale)
         if self.instrument is None or self.size_multiplier is None:
             return Refusal("no instrument or size multiplier chosen", "type change instrument")
         inst = state.instrument(self.instrument)

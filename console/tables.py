@@ -41,7 +41,6 @@ if TYPE_CHECKING:  # desk_state imports console.views, which imports this module
     from console.desk_state import DeskState
 
 #: Strikes shown on each side of the forward when the caller does not say.
-DEFAULT_STRIKES = 5
 #: From this width the chain shows every column; below it, each side drops its 24 h volume and
 #: open interest (slow figures a trader does not trade from) so that both sides fit 120 columns.
 CHAIN_FULL_WIDTH = 145
@@ -114,11 +113,6 @@ def latest_data_at(desk: DeskState) -> float | None:
 
 
 # -- the option chain -------------------------------------------------------------------------------
-def option_expiries(desk: DeskState, currency: str) -> list[int]:
-    """The listed option expiries of ``currency`` (ms, ascending)."""
-    return sorted({i.expiration_timestamp for i in desk.options(currency)})
-
-
 def strike_window(strikes: list[float], centre: float | None, each_side: int) -> list[float]:
     """``each_side`` strikes at or below ``centre`` and ``each_side`` above (fewer at the ends of
     the listing); with no centre (no forward, no index), the middle of the listing."""
@@ -204,7 +198,7 @@ def chain_table(desk: DeskState, currency: str, expiry_ms: int, strikes: int, no
     ``*`` before the mark, and a footer counts them (only when there are any); no live quote: ``-``."""
     listed = [i for i in desk.options(currency) if i.expiration_timestamp == expiry_ms]
     if not listed:
-        known = ", ".join(expiry_label(e) for e in option_expiries(desk, currency))
+        known = ", ".join(expiry_label(e) for e in desk.option_expiries(currency))
         return Text(f"no {currency} options expire {expiry_label(expiry_ms)}; expiries: {known or 'none listed'}")
     by_strike: dict[float, dict[str, Instrument]] = {}
     for instrument in listed:

@@ -251,7 +251,7 @@ def topic_view(topic: Topic, state: DeskState, instrument: str | None, option: s
         case "help":
             return help_view(state, currency)
         case "price":
-            return price_view(state, instrument, option)
+            return price_view(state, instrument, option, now)
         case "funds":
             return funds_table(state.portfolios.values())
         case "orders":
@@ -300,10 +300,10 @@ def status_view(state: DeskState, instrument: str | None, now: float) -> Rendera
     from console import tables
 
     tops = [state.tops[i.instrument_name] for i in state.futures() if i.instrument_name in state.tops]
-    fresh, total = state.books_synced()
+    fresh, total = state.books_synced(options=False)
     options = state.option_books_synced()
     books = f"books: futures {fresh} of {total} synced" + (
-        f", options {options[0]} of {options[1]} at the last minute" if options else "")
+        f", options {options[0]:,} of {options[1]:,}" if options else "")
     locked = state.locks.describe()
     venue = state.connection.venue if state.connection is not None else "-"
     parts: list[RenderableType] = [
@@ -319,21 +319,26 @@ def status_view(state: DeskState, instrument: str | None, now: float) -> Rendera
     return Group(*parts)
 
 
-def price_view(state: DeskState, instrument: str | None, option: str | None) -> RenderableType:
+def price_view(state: DeskState, instrument: str | None, option: str | None,
+               now: float | None = None) -> RenderableType:
+    """``price``: the chosen future's top of book and the chosen option's live quote (its keeper's
+    answer at most a couple of seconds old at ``now``; none without ``now``)."""
     parts: list[RenderableType] = []
     if instrument is not None:
         top = state.tops.get(instrument)
         parts.append(tops_table([top] if top is not None else [], title=f"{instrument}",
                                 instrument=state.instrument))
     if option is not None:
-        parts.append(chain_rows_table([q for q in [state.minute_option_quote(option)] if q is not None], option,
-                                      state.instrument(option)))
+        quote = state.option_quote(option, now) if now is not None else None
+        parts.append(chain_rows_table([quote] if quote is not None else [], option, state.instrument(option),
+                                      empty=f"(no live quote for {option} yet: waiting for its ticker and book)"))
     if not parts:
         parts.append(Text("no instrument chosen yet"))
     return Group(*parts)
 
 
-def chain_rows_table(quotes: Iterable[OptionQuote], title: str, instrument: Instrument | None = None) -> Table:
+def chain_rows_table(quotes: Iterable[OptionQuote], title: str, instrument: Instrument | None = None,
+                     empty: str = "(no quote)") -> Table:
     """Option quotes of ``instrument`` (prices to its tick; without it, to an option's 0.0001)."""
     tick = instrument.tick_size if instrument is not None else OPTION_TICK
     table = Table(title=title, title_justify="left")
@@ -344,28 +349,8 @@ def chain_rows_table(quotes: Iterable[OptionQuote], title: str, instrument: Inst
                       price_text(q.mark_price, tick), fmt(q.mark_iv, 2), fmt(q.delta, 3),
                       "STALE" if q.stale else "live")
     if not table.row_count:
-        table.add_row("(no quote at the last minute)", *[""] * 6)
+        table.add_row(empty, *[""] * 6)
     return table
-
-
-def chain_tables(state: DeskState, currency: str, expiry: str | None, now: float,
-                 strikes: int | None = None, width: int = 120) -> RenderableType:
-    """``chain [EXPIRY]``: one expiry's live chain (the nearest when none is named) around the
-    forward; an expiry not listed: the ones that are."""
-    from console import tables
-
-    listed = tables.option_expiries(state, currency)
-    if not listed:
-        return Text(f"no {currency} options listed yet")
-    if expiry is None:
-        chosen = next((e for e in listed if e / 1000.0 > now), listed[-1])
-    else:
-        found = [e for e in listed if expiry_label(e) == expiry.upper()]
-        if not found:
-            return Text(f"no expiry {expiry} in the {currency} chain; expiries: "
-                        f"{', '.join(expiry_label(e) for e in listed)}")
-        chosen = found[0]
-    return tables.chain_table(state, currency, chosen, strikes or tables.DEFAULT_STRIKES, now, width=width)
 
 
 def dvol_text(dvol: VolatilityIndex | None) -> str:

@@ -4,7 +4,9 @@
 market messages the Connection publishes (every family's: it ignores other families' cheaply),
 applies them to :class:`~desk.book.L2Book` s, and returns the messages to publish
 (:class:`~messages.state.TopOfBook`, :class:`~messages.commands.ResubscribeInstrument`). It
-builds the minute's :class:`~messages.state.ChainSnapshot`, tracks every stale episode from its
+builds the minute's :class:`~messages.state.ChainSnapshot` and the console's live
+:class:`~messages.state.ChainView` (several a second: from an index of its entries by expiry, not a
+sort of the family), tracks every stale episode from its
 start (gap, crossed, reconnect, missing snapshot) to the snapshot that ends it, and drops
 instruments when they expire.
 
@@ -30,7 +32,7 @@ from desk.plausibility import PlausibilityLimits, timestamp_fault, top_fault
 from messages.base import Message
 from messages.commands import ResubscribeInstrument
 from messages.market import BookChange, BookSnapshot, IndexPrice, Instrument, Quote, Ticker
-from messages.state import ChainSnapshot, FutureQuote, OptionQuote, TopOfBook
+from messages.state import ChainSnapshot, ChainView, ChainViewRequest, FutureQuote, OptionQuote, TopOfBook
 
 Kind = Literal["option", "future"]
 #: Completed stale episodes kept for inspection (tests, the status table).
@@ -143,6 +145,9 @@ class BookFamily:
         self.price_currency = family.option_price_currency
         # Names of other families and of expired instruments: ignored after one lookup.
         self._ignored: set[str] = set()
+        # The entries by expiry, each sorted by strike and type, rebuilt after an instrument came
+        # or went (None): the live views read it several times a second.
+        self._by_expiry: dict[int, tuple[Entry, ...]] | None = None
 
     # -- instruments -----------------------------------------------------------------------------
     def _entry_for(self, name: str, now: float) -> Entry | None:
@@ -177,6 +182,7 @@ class BookFamily:
         )
         self.entries[name] = entry
         self.stats.added += 1
+        self._by_expiry = None
         return entry
 
     def listed(self, instruments: tuple[Instrument, ...], now: float) -> list[str]:
@@ -202,6 +208,7 @@ class BookFamily:
         gone = [name for name in self.entries if name not in names]
         for name in gone:
             self._drop(name)
+        self._by_expiry = None  # the metadata may have moved an expiry or a strike
         return gone
 
     def instrument_state(self, name: str, state: str, now: float) -> bool:
@@ -229,6 +236,7 @@ class BookFamily:
         self.entries.pop(name, None)
         self._ignored.add(name)
         self.stats.dropped += 1
+        self._by_expiry = None
 
     # -- the link --------------------------------------------------------------------------------
     def link_lost(self, now: float) -> tuple[Message, ...]:
@@ -452,10 +460,7 @@ class BookFamily:
         """The whole family as of minute ``at`` (ages measured at ``now``)."""
         if self.kind == "option":
             options = tuple(
-                self._option_quote(entry, now)
-                for entry in sorted(
-                    self.entries.values(), key=lambda e: (e.expiry_ms, e.strike or 0.0, e.option_type or "")
-                )
+                self._option_quote(entry, now) for entries in self._expiry_index().values() for entry in entries
             )
             return ChainSnapshot(
                 currency=self.currency, kind="option", at=at, index_price=self.index_price, options=options,
@@ -466,6 +471,41 @@ class BookFamily:
         )
         return ChainSnapshot(
             currency=self.currency, kind="future", at=at, index_price=self.index_price, futures=futures
+        )
+
+    def _expiry_index(self) -> dict[int, tuple[Entry, ...]]:
+        index = self._by_expiry
+        if index is None:
+            grouped: dict[int, list[Entry]] = {}
+            for entry in sorted(self.entries.values(), key=_chain_order):
+                grouped.setdefault(entry.expiry_ms, []).append(entry)
+            index = self._by_expiry = {expiry: tuple(entries) for expiry, entries in grouped.items()}
+        return index
+
+    def chain_view(self, request: ChainViewRequest, now: float) -> ChainView:
+        """The console's live answer: every option of ``request.expiry_ms`` and those of
+        ``request.names`` that are this family's (sorted by expiry, strike, type), every expiry
+        listed, and how many books are known to be the exchange's."""
+        index = self._expiry_index()
+        expiry = request.expiry_ms
+        chosen: tuple[Entry, ...] | list[Entry] = index.get(expiry, ()) if expiry is not None else ()
+        if request.names:
+            entries = self.entries
+            extra = {entry.name: entry for name in request.names
+                     if (entry := entries.get(name)) is not None and entry.expiry_ms != expiry}
+            if extra:
+                chosen = sorted((*chosen, *extra.values()), key=_chain_order)
+        books = synced = 0
+        for entry in self.entries.values():
+            book = entry.book
+            if book is not None:
+                books += 1
+                if not book.stale:
+                    synced += 1
+        return ChainView(
+            currency=self.currency, at=now, request_id=request.request_id, index_price=self.index_price,
+            options=tuple(self._option_quote(entry, now) for entry in chosen), expiries=tuple(index),
+            books=books, synced=synced, price_currency=self.price_currency,
         )
 
     def _option_quote(self, entry: Entry, now: float) -> OptionQuote:
@@ -492,6 +532,9 @@ class BookFamily:
             theta=greeks.theta if greeks is not None else None,
             age_s=_age(now, entry.updated_at),
             stale=entry.stale,
+            bid_iv=ticker.bid_iv if ticker is not None else None,
+            ask_iv=ticker.ask_iv if ticker is not None else None,
+            volume_24h=ticker.stats.volume if ticker is not None and ticker.stats is not None else None,
         )
 
     def _future_quote(self, entry: Entry, now: float) -> FutureQuote:
@@ -516,6 +559,10 @@ class BookFamily:
 
     def stale_names(self) -> list[str]:
         return sorted(name for name, entry in self.entries.items() if entry.stale)
+
+
+def _chain_order(entry: Entry) -> tuple[int, float, str]:
+    return entry.expiry_ms, entry.strike or 0.0, entry.option_type or ""
 
 
 def _age(now: float, then: float) -> float:

@@ -40,7 +40,7 @@ from messages.commands import (
 )
 from messages.hedging import HedgeActivation, HedgeCode, HedgePlan, HedgerControl, HedgerStatus, SetHedgeBand
 from messages.market import InstrumentsLoaded, PlatformState, VolatilityIndex
-from messages.state import ChainSnapshot, TopOfBook
+from messages.state import ChainSnapshot, ChainView, ChainViewRequest, TopOfBook
 from messages.surface import SurfaceSnapshot, TenorFigures
 from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, ExitStatus, StopRequested
 from runtime.actor import ActorContext, handles
@@ -94,6 +94,10 @@ class Harness:
                         ask_amount=2000.0, timestamp=0, at=NOW, stale=stale, mark_price=(bid + ask) / 2,
                         index_price=59950.0) for i in btc() if i.kind == "future"],
             portfolio(),
+            # The option keeper's count: every option book synced.
+            ChainView(currency="BTC", at=time.time(), request_id=0, index_price=59950.0,
+                      books=sum(1 for i in btc() if i.kind == "option"),
+                      synced=sum(1 for i in btc() if i.kind == "option")),
         )
 
 
@@ -110,16 +114,24 @@ def test_startup_stages_follow_the_bus(tmp_path: Any) -> None:
     desk.on_instruments(InstrumentsLoaded(currency="BTC", instruments=btc(), at=NOW))
     stages = startup_stages(desk)
     assert [s.done for s in stages] == [True, True, False, False, False]
-    assert stages[3].name == "books synced (0 of 8)"
+    # The 8 futures and the 390 options: until their keeper counts them, every option book is unsynced.
+    assert stages[3].name == "books synced (0 of 398)"
     desk.on_connection(ConnectionStatus(state=ConnectionState.SUBSCRIBED, venue="x", at=NOW, can_trade=True))
     for i in btc():
         if i.kind == "future":
             desk.on_top(TopOfBook(instrument_name=i.instrument_name, kind="future", bid=1.0, bid_amount=1, ask=2.0,
                                   ask_amount=1, timestamp=0, at=NOW, stale=i.instrument_name == PERP))
-    assert startup_stages(desk)[3].name == "books synced (7 of 8)"
+    assert startup_stages(desk)[3].name == "books synced (7 of 398)"
+    desk.on_chain_view(ChainView(currency="BTC", at=NOW, request_id=1, index_price=None, books=390, synced=388))
+    stages = startup_stages(desk)
+    assert (stages[3].name, stages[3].completed, stages[3].total) == ("books synced (395 of 398)", 395, 398)
     desk.on_top(TopOfBook(instrument_name=PERP, kind="future", bid=1.0, bid_amount=1, ask=2.0, ask_amount=1,
                           timestamp=0, at=NOW))
     desk.on_portfolio(portfolio())
+    assert not startup_stages(desk)[3].done  # two option books still syncing
+    desk.on_chain_view(ChainView(currency="BTC", at=NOW + 0.25, request_id=2, index_price=None, books=390,
+                                 synced=390))
+    assert startup_stages(desk)[3].name == "books synced (398 of 398)"
     assert all(s.done for s in startup_stages(desk))
     desk.on_connection(ConnectionStatus(state=ConnectionState.DISCONNECTED, venue="x", at=NOW))
     assert not startup_stages(desk)[2].done
@@ -392,10 +404,16 @@ def test_option_orders_use_the_chosen_contract(tmp_path: Any) -> None:
     assert h.run("buyOption:0.05,1").error
     h.run("setContractType:BTC-24SEP21-40000-P")
     assert h.run("buyOption:0.05,1").error
-    assert "no quote for BTC-24SEP21-40000-P yet" in h.output()
-    chain = ChainSnapshot(currency="BTC", kind="option", at=time.time(), index_price=31900.0, options=(
-        msgspec.structs.replace(quote(40000, "put", 0.28, 0.29), instrument_name="BTC-24SEP21-40000-P"),))
-    h.tell(chain)
+    assert "no live quote for BTC-24SEP21-40000-P yet" in h.output()
+    put = msgspec.structs.replace(quote(40000, "put", 0.28, 0.29), instrument_name="BTC-24SEP21-40000-P")
+    h.tell(ChainSnapshot(currency="BTC", kind="option", at=time.time(), index_price=31900.0, options=(put,)))
+    assert h.run("buyOption:0.2812,1.25").error  # a minute's snapshot does not price an order
+    # The console asks the BTC option keeper for the chosen option (no chain: by the wall clock every
+    # expiry of the 2021 capture is past).
+    asked = wait_until(lambda: [r for r in h.sent(ChainViewRequest) if r.names], 5, "a request naming the option")
+    assert (asked[-1].currency, asked[-1].names, asked[-1].expiry_ms) == ("BTC", ("BTC-24SEP21-40000-P",), None)
+    h.tell(ChainView(currency="BTC", at=time.time(), request_id=asked[-1].request_id, index_price=31900.0,
+                     options=(put,)))
     h.run("buyOption:0.2812,1.25")
     order = h.sent(PlaceOrder)[0]
     assert (order.instrument_name, order.side, order.amount, order.price, order.type, order.post_only) == (

@@ -9,9 +9,9 @@ import io
 import msgspec
 from rich.console import Console as RichConsole
 
-from console.desk_state import DeskState, ScriptWait
+from console.desk_state import LIVE_QUOTE_MAX_AGE_S, DeskState, ScriptWait
 from console.grammar import Cancel, LimitOrder, MarketOrder, OptionOrder, Show, Topic
-from console.orders import OPTION_QUOTE_MAX_AGE_S, Refusal, Trading, describe_cancel
+from console.orders import Refusal, Trading, describe_cancel
 from console.tables import hedger_panel
 from console.terminal import Choices, completions
 from console.views import topic_view
@@ -19,7 +19,7 @@ from desk.book_family import BookFamily
 from messages.commands import CancelAll, CancelByLabel, CancelOrder, PlaceOrder
 from messages.hedging import HedgeCode, HedgeMode, HedgerStatus
 from messages.market import DataFault, InstrumentsLoaded, Quote
-from messages.state import ChainSnapshot, TopOfBook
+from messages.state import ChainSnapshot, ChainView, TopOfBook
 from messages.system import ConnectionState, ConnectionStatus
 from tests.support.market import LIMITS, NOW, PERP, PUT, btc, btc_futures, open_order, portfolio, position, quote
 
@@ -106,19 +106,30 @@ def test_labels_and_request_keys_continue() -> None:
     assert (t.key("hedger"), t.key("band")) == ("console-k-hedger-1", "console-k-band-2")
 
 
-def test_option_orders_are_priced_on_the_chain_and_stale_when_it_is_old() -> None:
+def test_option_orders_are_priced_on_the_live_quote_and_refused_without_one() -> None:
     t = chosen(trading())
     line = OptionOrder("buy", 0.2812, 1.25)
     assert "no option chosen" in str(t.orders(line, desk(), NOW))
     d = desk()
     assert t.choose_option(PUT, d) is None
-    assert f"no quote for {PUT} yet" in str(t.orders(line, d, NOW))
-    d.on_chain(ChainSnapshot(currency="BTC", kind="option", at=NOW, index_price=31900.0, options=(
-        msgspec.structs.replace(quote(40000, "put", 0.28, 0.29), instrument_name=PUT),)))
-    orders = t.orders(line, d, NOW + OPTION_QUOTE_MAX_AGE_S)
+    put = msgspec.structs.replace(quote(40000, "put", 0.28, 0.29), instrument_name=PUT)
+    # The minute's snapshot no longer prices an order: only the live quote does.
+    d.on_chain(ChainSnapshot(currency="BTC", kind="option", at=NOW, index_price=31900.0, options=(put,)))
+    refused = str(t.orders(line, d, NOW))
+    assert f"no live quote for {PUT} yet" in refused and "full minute" not in refused
+    d.on_chain_view(ChainView(currency="BTC", at=NOW, request_id=1, index_price=31900.0, options=(put,)))
+    orders = t.orders(line, d, NOW + LIVE_QUOTE_MAX_AGE_S)
     assert isinstance(orders, tuple)
     assert (orders[0].instrument_name, orders[0].amount, orders[0].price) == (PUT, 1.2, 0.281)
-    assert "stale" in str(t.orders(line, d, NOW + OPTION_QUOTE_MAX_AGE_S + 1))
+    # An answer older than that is no live quote (its keeper stopped answering).
+    assert f"no live quote for {PUT} yet" in str(t.orders(line, d, NOW + LIVE_QUOTE_MAX_AGE_S + 0.1))
+    # An older answer arriving late never replaces a newer one (never back in time).
+    d.on_chain_view(ChainView(currency="BTC", at=NOW - 1, request_id=0, index_price=31900.0,
+                              options=(msgspec.structs.replace(put, stale=True),)))
+    assert isinstance(t.orders(line, d, NOW + 1), tuple)
+    d.on_chain_view(ChainView(currency="BTC", at=NOW + 1, request_id=2, index_price=31900.0,
+                              options=(msgspec.structs.replace(put, stale=True),)))
+    assert "stale" in str(t.orders(line, d, NOW + 1))
 
 
 def test_cancels_use_the_pending_orders_and_the_waits_know_what_must_go() -> None:

@@ -11,6 +11,7 @@ import re
 import msgspec
 from rich.console import Console, RenderableType
 
+from console.chain_focus import ChainFocus, focused_chain
 from console.desk_state import LIVE_QUOTE_MAX_AGE_S, DeskState
 from console.numbers import coin_text, greek_text, usd_text
 from console.tables import (
@@ -26,7 +27,7 @@ from console.tables import (
     positions_table,
     strike_window,
 )
-from console.views import chain_tables, topic_view
+from console.views import topic_view
 from messages.account import OrderUpdate, Position
 from messages.hedging import HedgeActivation, HedgeMode, HedgerStatus
 from messages.market import IndexPrice, Instrument, InstrumentsLoaded, Ticker, VolatilityIndex
@@ -223,13 +224,17 @@ def test_a_linear_chain_is_priced_in_usdc_to_its_tick() -> None:
 def test_the_chain_command_shows_one_expiry() -> None:
     # The old `chain` printed every expiry (about 365 lines on mainnet) and the stale footer always.
     desk = chain_desk()
-    text = render(chain_tables(desk, "BTC", "24SEP21", NOW))
+    focus = ChainFocus(("BTC",), strikes=5)
+    assert focus.choose(None, "24SEP21", desk, NOW) is None
+    text = render(focused_chain(desk, focus, NOW))
     assert "BTC 24SEP21" in text and "stale" not in text
-    nearest = render(chain_tables(desk, "BTC", None, NOW))
-    assert "BTC 23JUL21" in nearest and "BTC 24SEP21" not in nearest  # the next expiry: tomorrow 08:00
-    assert len(nearest.splitlines()) < 20
-    assert "no expiry 1OCT21 in the BTC chain; expiries: 23JUL21, 24JUL21, 30JUL21" in render(
-        chain_tables(desk, "BTC", "1OCT21", NOW), 400)
+    nearest = ChainFocus(("BTC",), strikes=5)
+    text = render(focused_chain(desk, nearest, NOW))
+    assert "BTC 23JUL21" in text and "BTC 24SEP21" not in text  # the next expiry: tomorrow 08:00
+    assert len(text.splitlines()) < 20
+    assert focus.choose(None, "1OCT21", desk, NOW) == \
+        "no BTC options expire on 1OCT21; listed: 23JUL21, 24JUL21, 30JUL21, 6AUG21, 13AUG21, 27AUG21, 24SEP21, " \
+        "31DEC21, 25MAR22, 24JUN22"
 
 
 # -- positions ------------------------------------------------------------------------------------
