@@ -18,14 +18,17 @@ from rich.text import Text
 
 from console.desk_state import DeskState, Stage, startup_stages
 from console.lines import LineRunner
-from console.orders import OrderLimits, Trading, label_number
+from console.orders import OrderLimits, Trading
+from console.screen_frame import Renderer, ScreenFocus, ScreenFrame, render_frame
 from console.terminal import (
     Choices,
     Configure,
     EndOfInput,
     GetChoices,
+    GetScreenFrame,
     GetStartup,
     LineOutcome,
+    MoveChainFocus,
     RunLine,
     Say,
     Terminal,
@@ -85,6 +88,9 @@ class Console(Actor):
                                       width=None if self.interactive else 120)
         self.with_terminal = terminal
         self.terminal: Terminal | None = None
+        # The full screen's chain pane (set on the first frame) and the renderer of its panes.
+        self.focus: ScreenFocus | None = None
+        self.renderer = Renderer()
         self.lines = LineRunner(settings, self.desk, self.trading, origin=ORIGIN, say=self.say, publish=self.publish,
                                 log=self.log, now=context.clock.now, out=self.out)
 
@@ -206,7 +212,7 @@ class Console(Actor):
         if trade.trade_id in self.seen_trades:
             return
         self.seen_trades.append(trade.trade_id)
-        self.say(describe_fill(trade), "cyan" if label_number(trade.label) is not None else "")
+        self.say(describe_fill(trade), "green" if trade.direction == "buy" else "red")
 
     @handles(CommandResult, CommandFailed)
     def on_answer(self, answer: CommandResult | CommandFailed) -> None:
@@ -282,6 +288,25 @@ class Console(Actor):
     @handles(Say)
     def on_say(self, message: Say) -> None:
         self.say(message.text, message.style)
+
+    # -- the full screen ---------------------------------------------------------------------------------
+    def _focus(self) -> ScreenFocus:
+        if self.focus is None:
+            traded = currency_of(self.trading.instrument) if self.trading.instrument else None
+            self.focus = ScreenFocus(traded if traded in self.settings.currencies else self.settings.currencies[0])
+        return self.focus
+
+    @handles(GetScreenFrame)
+    def on_screen_frame(self, request: GetScreenFrame) -> ScreenFrame:
+        # What the console says goes to the messages pane, as wide as the screen.
+        if self.out.width != request.width:
+            self.out.width = request.width
+        return render_frame(self.desk, self._focus(), self.settings.venue, request.width, request.height,
+                            self.context.clock.now(), self.renderer)
+
+    @handles(MoveChainFocus)
+    def on_move_focus(self, request: MoveChainFocus) -> None:
+        self.focus = self._focus().moved(request.move, self.desk, self.context.clock.now())
 
     # -- executing a line -------------------------------------------------------------------------------
     @handles(RunLine)

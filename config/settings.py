@@ -391,6 +391,8 @@ class ConsoleSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     startup_timeout_s: Positive
     order_wait_s: Positive
     hedger_wait_s: Positive
+    #: On a terminal, the line console instead of the full-screen desk (--plain).
+    plain: bool = False
 
 
 class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
