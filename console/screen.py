@@ -37,11 +37,11 @@ from prompt_toolkit.layout.menus import CompletionsMenu
 from prompt_toolkit.output import Output
 from prompt_toolkit.styles import Style
 
-from console.screen_frame import SCREEN_HZ, FocusMove, MessageLog, ScreenFrame, pane_heights
+from console.screen_frame import PANES, SCREEN_HZ, FocusMove, MessageLog, ScreenFrame, pane_heights
 
 #: What the footer says the keys do.
-KEYS_TEXT = ("Enter run  Tab complete  Up/Down history  F5/F6 expiry  F7 currency  PgUp/PgDn messages  "
-             "Ctrl-C clear  Ctrl-D or quit: stop")
+KEYS_TEXT = ("F5/F6 expiry  F7 currency  PgUp/PgDn/End messages  Tab complete  Up/Down history  "
+             "Ctrl-C clear line  Ctrl-D/quit stop")
 #: The panes under a title bar (the header has none), top to bottom.
 TITLED = ("positions", "hedger", "chain", "orders", "messages")
 TITLES = {"positions": "POSITIONS", "hedger": "HEDGER", "chain": "CHAIN", "orders": "OPEN ORDERS",
@@ -174,12 +174,12 @@ class DeskScreen:
         future = loop.run_in_executor(self.pool, call)
 
         def done(finished: asyncio.Future[None]) -> None:
-            error = finished.exception()
+            error = None if finished.cancelled() else finished.exception()
             if isinstance(error, self.stop_on):
                 self._exit()
             elif error is not None:
-                self.pool.submit(self.backend.failed, what, error)
-            elif refresh:
+                self._report(what, error)
+            elif refresh and self.app.is_running:
                 self.app.create_background_task(self._refresh_once())
 
         future.add_done_callback(done)
@@ -190,24 +190,28 @@ class DeskScreen:
         loop = asyncio.get_running_loop()
         try:
             frame = await loop.run_in_executor(self.pool, self.backend.frame, size.columns, size.rows)
+            self.apply(frame)
         except self.stop_on:
             self._exit()
-            return
+        except RuntimeError:  # the pool is shut down: the screen is closing
+            pass
         except Exception as exc:
-            self.pool.submit(self.backend.failed, "screen refresh", exc)
-            return
-        self.apply(frame)
+            self._report("screen refresh", exc)
 
     async def _refresh_loop(self) -> None:
-        while True:
+        while self.app.is_running:
             started = time.monotonic()
             await self._refresh_once()
             await asyncio.sleep(max(0.0, self.period - (time.monotonic() - started)))
 
+    def _report(self, what: str, error: BaseException) -> None:
+        with contextlib.suppress(RuntimeError):  # the pool is shut down: the screen is closing
+            self.pool.submit(self.backend.failed, what, error)
+
     def apply(self, frame: ScreenFrame) -> None:
         """Show ``frame``: the panes whose text changed, one redraw for all."""
         changed = False
-        heights = pane_heights(frame.height)
+        heights = dict(zip(PANES, frame.heights, strict=True))
         if heights != self.heights:
             self.heights, changed = heights, True
         for name in ("header", "positions", "hedger", "chain", "orders"):
@@ -248,7 +252,8 @@ class DeskScreen:
             self.app.create_background_task(self._refresh_loop())
 
         try:
-            self.app.run(pre_run=start, handle_sigint=False)
+            # No exception handler of prompt_toolkit's: it would wait for Enter under the screen.
+            self.app.run(pre_run=start, handle_sigint=False, set_exception_handler=False)
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
 

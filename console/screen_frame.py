@@ -28,7 +28,6 @@ from console.views import (
     activation_text,
     alert_lines,
     chain_tables,
-    describe_connection,
     expiry_label,
     fmt,
     hedger_table,
@@ -99,6 +98,8 @@ class ScreenFrame:
     chain_title: str
     width: int
     height: int
+    #: Lines of each pane (:func:`pane_heights`), in :data:`PANES` order.
+    heights: tuple[int, ...]
 
     def pane(self, name: str) -> str:
         return str(getattr(self, name))
@@ -114,11 +115,13 @@ _SHARE = {"positions": 3, "chain": 4, "orders": 1, "messages": 2}
 FIXED_LINES = len(PANES) - 1 + 2
 
 
-def pane_heights(height: int) -> dict[str, int]:
-    """Lines of each pane on a screen ``height`` lines tall (the least of each on a small one)."""
-    spare = max(0, height - FIXED_LINES - sum(_MIN_LINES.values()))
+def pane_heights(height: int, currencies: int = 2) -> dict[str, int]:
+    """Lines of each pane on a screen ``height`` lines tall (the least of each on a small one);
+    the header has a line for the link and one per currency."""
+    least = {**_MIN_LINES, "header": 1 + currencies}
+    spare = max(0, height - FIXED_LINES - sum(least.values()))
     shares = sum(_SHARE.values())
-    lines = {name: _MIN_LINES[name] + spare * _SHARE.get(name, 0) // shares for name in PANES}
+    lines = {name: least[name] + spare * _SHARE.get(name, 0) // shares for name in PANES}
     lines["messages"] += spare - sum(spare * share // shares for share in _SHARE.values())
     return lines
 
@@ -164,15 +167,17 @@ def header_text(desk: DeskState, venue: str, now: float) -> RenderableType:
     the 30-day ATM vol."""
     status = desk.connection
     link = Text(f"{venue}  ", style="bold")
-    link.append(describe_connection(status).removeprefix("connection: "),
-                style="green" if status is not None and status.can_trade else "bold red")
+    if status is None:
+        link.append("no link yet", style="bold red")
+    else:
+        link.append(f"{status.state.value}{', logged in' if status.authenticated else ''}"
+                    f"{', trading allowed' if status.can_trade else ', NO TRADING'}"
+                    f"{', attempt ' + str(status.attempt) if status.attempt > 1 else ''}",
+                    style="green" if status.can_trade else "bold red")
     newest = max((t.at for t in desk.tops.values()), default=None)
     if newest is not None:
         age = max(0.0, now - newest)
-        link.append(f"  last data {age:.1f} s ago", style="yellow" if age > 5 else "dim")
-    for currency, hedger in sorted(desk.hedgers.items()):
-        link.append(f"  hedger {currency} {activation_text(hedger)}",
-                    style=ALERT_STYLE if hedger.alert else "green" if hedger.active else "")
+        link.append(f"  last frame {age:.1f} s ago", style="bold yellow" if age > 5 else "dim")
     markets: list[Text] = []
     for currency in desk.currencies:
         surface = desk.surfaces.get(currency)
@@ -186,6 +191,10 @@ def header_text(desk: DeskState, venue: str, now: float) -> RenderableType:
         if surface is not None:
             market.append(f"  30d variance index {fmt(surface.variance_index, 2)}  "
                           f"ATM 30d {fmt(surface.atm_iv_30d, 2)}", style="")
+        hedger = desk.hedgers.get(currency)
+        if hedger is not None:
+            market.append(f"  hedger {activation_text(hedger)}" + (" ALERT" if hedger.alert else ""),
+                          style=ALERT_STYLE if hedger.alert else "green" if hedger.active else "")
     return Text("\n").join([link, *markets])
 
 
@@ -221,11 +230,11 @@ def chain_pane(desk: DeskState, focus: ScreenFocus, rows: int, now: float) -> tu
     the strikes around the forward."""
     expiry_ms = focus.resolved(desk, now)
     if expiry_ms is None:
-        return Text(f"no {focus.currency} options listed yet"), f"chain {focus.currency}"
+        return Text(f"no {focus.currency} options listed yet"), f"CHAIN {focus.currency}"
     quotes, at = chain_quotes(desk, focus, expiry_ms, now)
     forward = next((q.underlying_price for q in quotes if q.underlying_price), None) or desk.index_price(focus.currency)
     days = (expiry_ms / 1000 - now) / 86400
-    title = f"chain {focus.currency} {expiry_label(expiry_ms)}  forward {fmt(forward, 2)}  {days:.1f} days"
+    title = f"CHAIN {focus.currency} {expiry_label(expiry_ms)}  forward {fmt(forward, 2)}  {days:.1f} days"
     if not quotes:
         return Text(f"no quotes for {focus.currency} {expiry_label(expiry_ms)} yet"), title
     window = strike_window(quotes, forward, max(1, rows - 2))
@@ -241,7 +250,7 @@ def render_frame(desk: DeskState, focus: ScreenFocus, venue: str, width: int, he
                  renderer: Renderer) -> ScreenFrame:
     """Every pane but the messages at ``width``, each in its share of ``height`` (see
     :func:`pane_heights`). The one place that chooses the pane renderers."""
-    lines = pane_heights(height)
+    lines = pane_heights(height, len(desk.currencies))
     hedger: list[RenderableType] = [*alert_lines(desk.alerts()), compact(hedger_table(desk.hedgers.values()))]
     chain, chain_title = chain_pane(desk, focus, lines["chain"], now)
     panes: dict[str, RenderableType] = {
@@ -254,7 +263,7 @@ def render_frame(desk: DeskState, focus: ScreenFocus, venue: str, width: int, he
     texts = {name: renderer.text(panes[name], width, lines[name]) for name in panes}
     return ScreenFrame(header=texts["header"], positions=texts["positions"], hedger=texts["hedger"],
                        chain=texts["chain"], orders=texts["orders"], chain_title=chain_title,
-                       width=width, height=height)
+                       width=width, height=height, heights=tuple(lines[name] for name in PANES))
 
 
 def _group(parts: list[RenderableType]) -> RenderableType:

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from prompt_toolkit.application import Application
     from prompt_toolkit.history import History
 
+    from console.screen import DeskScreen
+
 _REPO = Path(__file__).resolve().parent.parent
 #: The Console actor's reference (console/ names no actor; any actor answering the requests below).
 ConsoleRef = pykka.ActorRef[Any]
@@ -294,6 +296,7 @@ class Terminal:
         self.full_screen = self.screen is not None and not settings.console.plain and isatty(self.screen.stream)
         self.asking: Literal["instrument", "multiplier"] | None = None  # the full screen's question
         self.log_handlers: list[logging.Handler] = []  # those on the terminal (_quiet_logs)
+        self.desk_screen: DeskScreen | None = None
         self.asking_instrument = False  # the completer offers futures while the instrument is asked
         self.choices = Choices((), (), None, None)
         self.thread = threading.Thread(target=self._main, name="console-terminal", daemon=True)
@@ -640,7 +643,7 @@ class Terminal:
                             stop_on=(pykka.ActorDeadError,), **io)
         self.choices = self.ask(GetChoices())
         screen.prompt_text = self.prompt()
-        self.app = screen.app
+        self.app, self.desk_screen = screen.app, screen
         try:
             if not self.stopped.is_set():
                 screen.run()
