@@ -338,6 +338,7 @@ class Terminal:
 
     def close(self) -> None:
         self.stopped.set()
+        self.attached.set()  # an ask waiting for a new actor gives up now (the screen's worker exits)
         with Terminal._lock:
             if Terminal._running.get(id(self.stdin)) is self:
                 del Terminal._running[id(self.stdin)]

@@ -216,6 +216,13 @@ def test_a_typed_line_runs_and_its_output_is_in_the_messages(desk: Desk) -> None
     press(desk, "positi", "c-c", "show size multiplier", "enter")  # Ctrl-C cleared the half-typed word
     desk.wait_for("size multiplier: 10", "MESSAGES")
     assert not desk.shows("positisize")
+    press(desk, "connec", "\t")  # Tab completes a command word
+    desk.wait(lambda: desk.rows()[-1].endswith("> connection status"), "the completed word")
+    press(desk, "enter")
+    desk.wait_for("connection: subscribed to simulator", "MESSAGES")
+    press(desk, "\x1b[A", "\x1b[A", "enter")  # Up twice: the line before last, from the history
+    desk.wait(lambda: sum("> show size multiplier" in row for row in pane(desk.rows(), "MESSAGES")) == 2,
+              "the line recalled from the history run again")
 
 
 def test_the_chain_shows_a_new_quote_at_the_next_refresh(desk: Desk) -> None:
@@ -326,3 +333,32 @@ def test_log_records_and_prints_never_reach_the_terminal_under_the_screen(tmp_pa
     assert terminal.screen is not None
     assert terminal.screen.messages.lines()[1] == ("a stray print", "a console line")
     assert stream.getvalue() == "" and handler.level == logging.WARNING
+
+
+def test_a_hedger_that_switched_itself_off_is_an_alert() -> None:
+    desk = DeskState(["BTC"])
+    desk.on_hedger(HedgerStatus(currency="BTC", active=False, instrument=PERP, mode="options_vs_hedge",  # type: ignore[arg-type]
+                                band=0.0025, at=NOW, alert="three rejected hedges in a row"))
+    frame = render_frame(desk, ScreenFocus("BTC"), "simulator", 120, 40, NOW, Renderer())
+    assert "ALERT hedger BTC switched itself off: three rejected hedges in a row" in frame.hedger
+    assert "\x1b[1;" in frame.hedger.split("ALERT")[0][-20:]  # bold, in colour
+    assert "hedger inactive ALERT" in frame.header
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("interactive", "plain", "full_screen"),
+                         [(True, False, True), (True, True, False), (False, False, False)])
+def test_plain_keeps_the_line_console_on_a_terminal(tmp_path: Any, interactive: bool, plain: bool,
+                                                    full_screen: bool) -> None:
+    import main
+
+    args = main.build_parser().parse_args(main.normalise_argv(["--plain"] if plain else []))
+    settings = make_settings(main.overrides_from_args(args), currencies=["BTC"], data_dir=str(tmp_path))
+    assert settings.console.plain is plain
+    terminal = Terminal(None, io.StringIO(), RichConsole(file=_Tty()), interactive=interactive,  # type: ignore[arg-type]
+                        settings=settings, log=structlog.get_logger(actor="test"))
+    assert terminal.full_screen is full_screen
