@@ -98,7 +98,8 @@ class DeskScreen:
     # -- layout -----------------------------------------------------------------------------------------
     def _pane(self, name: str) -> Window:
         return Window(FormattedTextControl(lambda: self.shown.get(name, [])), wrap_lines=False,
-                      height=lambda: Dimension.exact(self.heights[name]))
+                      # Its share, or less on a terminal too small for every share.
+                      height=lambda: Dimension(min=1, max=self.heights[name], preferred=self.heights[name]))
 
     def _title(self, name: str) -> Window:
         return Window(FormattedTextControl(lambda: [("class:title", f" {self.titles[name]} ")]), height=1,

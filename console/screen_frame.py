@@ -132,12 +132,25 @@ class Renderer:
 
     def __init__(self) -> None:
         self._console: RichConsole | None = None
+        self._panes: dict[str, tuple[tuple[object, ...], str]] = {}
 
     def console(self, width: int) -> RichConsole:
         if self._console is None or self._console.width != width:
             self._console = RichConsole(file=io.StringIO(), width=width, force_terminal=True, color_system="256",
                                         markup=False, highlight=False, emoji=False, legacy_windows=False)
         return self._console
+
+    def pane(self, name: str, key: tuple[object, ...], width: int, lines: int,
+             make: Callable[[], RenderableType]) -> str:
+        """The pane ``name``'s text, rendered again only when ``key`` (what it reads: immutable
+        messages, compared by value), the width or the lines changed."""
+        full = (key, width, lines)
+        held = self._panes.get(name)
+        if held is not None and held[0] == full:
+            return held[1]
+        text = self.text(make(), width, lines)
+        self._panes[name] = (full, text)
+        return text
 
     def text(self, renderable: RenderableType, width: int, lines: int) -> str:
         """``renderable`` in at most ``lines`` lines (the last says what was cut)."""
@@ -225,16 +238,28 @@ def strike_window(quotes: list[OptionQuote], around: float | None, rows: int) ->
     return [q for q in quotes if q.strike in kept]
 
 
+def _forward(desk: DeskState, focus: ScreenFocus, quotes: list[OptionQuote]) -> float | None:
+    return next((q.underlying_price for q in quotes if q.underlying_price), None) or desk.index_price(focus.currency)
+
+
+def chain_pane_title(desk: DeskState, focus: ScreenFocus, expiry_ms: int | None, now: float) -> str:
+    """``CHAIN BTC 26DEC26  forward 60,012.50  19.0 days``."""
+    if expiry_ms is None:
+        return f"CHAIN {focus.currency}"
+    forward = _forward(desk, focus, chain_quotes(desk, focus, expiry_ms, now)[0])
+    days = (expiry_ms / 1000 - now) / 86400
+    return f"CHAIN {focus.currency} {expiry_label(expiry_ms)}  forward {fmt(forward, 2)}  {days:.1f} days"
+
+
 def chain_pane(desk: DeskState, focus: ScreenFocus, rows: int, now: float) -> tuple[RenderableType, str]:
     """The chain pane and its title; until console.tables' chain table lands, views' T-table of
     the strikes around the forward."""
     expiry_ms = focus.resolved(desk, now)
+    title = chain_pane_title(desk, focus, expiry_ms, now)
     if expiry_ms is None:
-        return Text(f"no {focus.currency} options listed yet"), f"CHAIN {focus.currency}"
+        return Text(f"no {focus.currency} options listed yet"), title
     quotes, at = chain_quotes(desk, focus, expiry_ms, now)
-    forward = next((q.underlying_price for q in quotes if q.underlying_price), None) or desk.index_price(focus.currency)
-    days = (expiry_ms / 1000 - now) / 86400
-    title = f"CHAIN {focus.currency} {expiry_label(expiry_ms)}  forward {fmt(forward, 2)}  {days:.1f} days"
+    forward = _forward(desk, focus, quotes)
     if not quotes:
         return Text(f"no quotes for {focus.currency} {expiry_label(expiry_ms)} yet"), title
     window = strike_window(quotes, forward, max(1, rows - 2))
@@ -251,16 +276,26 @@ def render_frame(desk: DeskState, focus: ScreenFocus, venue: str, width: int, he
     """Every pane but the messages at ``width``, each in its share of ``height`` (see
     :func:`pane_heights`). The one place that chooses the pane renderers."""
     lines = pane_heights(height, len(desk.currencies))
-    hedger: list[RenderableType] = [*alert_lines(desk.alerts()), compact(hedger_table(desk.hedgers.values()))]
-    chain, chain_title = chain_pane(desk, focus, lines["chain"], now)
-    panes: dict[str, RenderableType] = {
-        "header": header_text(desk, venue, now),
-        "positions": compact(positions_table(desk.positions())),
-        "hedger": hedger[0] if len(hedger) == 1 else _group(hedger),
-        "chain": chain,
-        "orders": compact(orders_table(desk.open_orders())),
+    portfolios = tuple(desk.portfolios.values())
+
+    def hedger() -> RenderableType:
+        return _group([*alert_lines(desk.alerts()), compact(hedger_table(desk.hedgers.values()))])
+
+    expiry = focus.resolved(desk, now)
+    chain_title = chain_pane_title(desk, focus, expiry, now)
+    # Each pane is rendered again only when what it shows changed (rich tables cost milliseconds
+    # each, in the Console actor's thread, 4 times a second): its key is everything it reads.
+    texts = {
+        "header": renderer.text(header_text(desk, venue, now), width, lines["header"]),
+        "positions": renderer.pane("positions", portfolios, width, lines["positions"],
+                                   lambda: compact(positions_table(desk.positions()))),
+        "hedger": renderer.pane("hedger", tuple(desk.hedgers.values()), width, lines["hedger"], hedger),
+        "chain": renderer.pane("chain", (focus.currency, expiry, desk.chains.get((focus.currency, "option")),
+                                         desk.views.get(focus.currency), int(now)),
+                               width, lines["chain"], lambda: chain_pane(desk, focus, lines["chain"], now)[0]),
+        "orders": renderer.pane("orders", portfolios, width, lines["orders"],
+                                lambda: compact(orders_table(desk.open_orders()))),
     }
-    texts = {name: renderer.text(panes[name], width, lines[name]) for name in panes}
     return ScreenFrame(header=texts["header"], positions=texts["positions"], hedger=texts["hedger"],
                        chain=texts["chain"], orders=texts["orders"], chain_title=chain_title,
                        width=width, height=height, heights=tuple(lines[name] for name in PANES))
