@@ -362,3 +362,41 @@ def test_plain_keeps_the_line_console_on_a_terminal(tmp_path: Any, interactive: 
     terminal = Terminal(None, io.StringIO(), RichConsole(file=_Tty()), interactive=interactive,  # type: ignore[arg-type]
                         settings=settings, log=structlog.get_logger(actor="test"))
     assert terminal.full_screen is full_screen
+
+
+def test_only_what_changed_is_rendered_and_redrawn() -> None:
+    from prompt_toolkit.formatted_text.utils import fragment_list_to_text
+    from prompt_toolkit.output import DummyOutput
+
+    from console.screen import DeskScreen
+
+    desk = DeskState(["BTC"])
+    for message in market_messages():
+        if isinstance(message, InstrumentsLoaded) and message.currency == "BTC":
+            desk.on_instruments(message)
+        elif not isinstance(message, InstrumentsLoaded | ConnectionStatus | TopOfBook | IndexPrice | HedgerStatus):
+            getattr(desk, {"PortfolioChanged": "on_portfolio", "ChainSnapshot": "on_chain"}[type(message).__name__])(
+                message)
+    renderer = Renderer()
+    now = NOW + 3600
+    first = render_frame(desk, ScreenFocus("BTC"), "simulator", 120, 40, now, renderer)
+    again = render_frame(desk, ScreenFocus("BTC"), "simulator", 120, 40, now, renderer)
+    assert again.positions is first.positions and again.chain is first.chain  # not rendered again
+    desk.on_portfolio(portfolio())
+    changed = render_frame(desk, ScreenFocus("BTC"), "simulator", 120, 40, now, renderer)
+    assert "(no positions)" in changed.positions and changed.chain is first.chain
+
+    class Backend:
+        def prompt(self) -> str:
+            return "> "
+
+    with create_pipe_input() as pipe:
+        screen = DeskScreen(Backend(), MessageLog(), InMemoryHistory(), None, input=pipe,  # type: ignore[arg-type]
+                            output=DummyOutput())
+        redraws: list[None] = []
+        screen.app.invalidate = lambda: redraws.append(None)  # type: ignore[method-assign]
+        screen.apply(first)
+        screen.apply(again)
+        assert len(redraws) == 1  # the same texts: nothing redrawn
+        screen.apply(changed)
+        assert len(redraws) == 2 and "(no positions)" in fragment_list_to_text(screen.shown["positions"])
