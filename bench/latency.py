@@ -34,7 +34,10 @@ With ``--screen`` the same runs measure the cost of the full-screen console: the
 120x40 at its 4 Hz and drawing it into a VT100 output on ``/dev/null``) is switched on and off in
 alternate blocks (``--screen-block`` scripted moves, ``--screen-block-s`` seconds of the stream),
 and the figures of the blocks with it (``screen.on``) are set against those without
-(``screen.off``), with their ratios.
+(``screen.off``), with their ratios; ``frame_ms_p50/p99``: how long a frame took to come from the
+actor (its mailbox, then the panes that changed, rendered); ``screen_frames_per_s`` and
+``screen_redraws_per_s``: frames applied and redraws made (a frame that changed nothing is not
+redrawn).
 
     python -m bench latency [--moves 30] [--stream-s 40] [--updates-per-s 2.5] [--calls 3] [--warm-up-ms MS]
                             [--screen] --json
@@ -388,7 +391,7 @@ class ScreenPhases:
         self.session = session
         self.blocks: list[dict[str, Any]] = []
         self.frame_ms: list[float] = []
-        self._mark: tuple[bool, int, int, float, int] | None = None
+        self._mark: tuple[bool, int, int, float, int, int] | None = None
         self._screen: Any = None
         self._thread: threading.Thread | None = None
         self._devnull = open(os.devnull, "w")  # noqa: SIM115  # closed in close()
@@ -437,15 +440,17 @@ class ScreenPhases:
             self._start()
         probe = self.session.probe
         self._mark = (on, len(probe.triggers), probe.frames, time.perf_counter(),
-                      self._screen.frames if self._screen is not None else 0)
+                      self._screen.frames if self._screen is not None else 0,
+                      self._screen.redraws if self._screen is not None else 0)
 
     def end(self) -> None:
         assert self._mark is not None
-        on, keys0, frames0, t0, drawn0 = self._mark
+        on, keys0, frames0, t0, asked0, drawn0 = self._mark
         probe = self.session.probe
         self.blocks.append({"on": on, "keys": list(probe.triggers)[keys0:], "frames": probe.frames - frames0,
                             "seconds": time.perf_counter() - t0,
-                            "screen_frames": (self._screen.frames - drawn0) if self._screen is not None else 0})
+                            "screen_frames": (self._screen.frames - asked0) if self._screen is not None else 0,
+                            "screen_redraws": (self._screen.redraws - drawn0) if self._screen is not None else 0})
         self._mark = None
         if on:
             self._stop()
@@ -470,8 +475,8 @@ def screen_figures(probe: Probe, blocks: list[dict[str, Any]], frame_ms: list[fl
                      "timed_orders": figures["timed_orders"], "blocks": len(chosen), "seconds": round(seconds, 1),
                      "frames_per_s": round(sum(b["frames"] for b in chosen) / seconds) if seconds else None}
         if on:
-            out[name]["screen_refreshes_per_s"] = (round(sum(b["screen_frames"] for b in chosen) / seconds, 2)
-                                                   if seconds else None)
+            for key in ("screen_frames", "screen_redraws"):
+                out[name][f"{key}_per_s"] = round(sum(b[key] for b in chosen) / seconds, 2) if seconds else None
 
     def ratio(key: str) -> float | None:
         on, off = out["on"][key], out["off"][key]

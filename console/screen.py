@@ -51,6 +51,18 @@ STYLE = Style.from_dict({"title": "reverse bold", "footer": "reverse", "prompt":
 _FOCUS_KEYS = {"f5": FocusMove.PREVIOUS_EXPIRY, "f6": FocusMove.NEXT_EXPIRY, "f7": FocusMove.NEXT_CURRENCY}
 
 
+def fragments(text: str) -> StyleAndTextTuples:
+    """ANSI text as prompt_toolkit's styled fragments, a run of one style in one fragment (its
+    ANSI parser gives one a character, and drawing each costs the screen's redraw most of its time)."""
+    merged: StyleAndTextTuples = []
+    for style, chars, *_ in to_formatted_text(ANSI(text)):
+        if merged and merged[-1][0] == style and "\n" not in chars:
+            merged[-1] = (style, merged[-1][1] + chars)
+        else:
+            merged.append((style, chars))
+    return merged
+
+
 class ScreenBackend(Protocol):
     """What the screen asks for (the terminal thread answers, through the Console actor)."""
 
@@ -88,12 +100,17 @@ class DeskScreen:
         self.scroll = 0  # message lines scrolled back from the newest
         self.messages_seen = (-1, -1, -1)  # (seq, scroll, height) last shown
         self.prompt_text = backend.prompt()
-        self.frames = 0
+        self.frames = 0  # frames asked for and applied
+        self.redraws = 0  # ... and the screen's redraws
         self.buffer = Buffer(history=history, completer=completer, complete_while_typing=False, multiline=False,
                              accept_handler=self._accept)
         self.app: Application[None] = Application(
             layout=self._layout(), key_bindings=self._keys(), style=STYLE, full_screen=True, mouse_support=False,
             enable_page_navigation_bindings=False, input=input, output=output)
+        self.app.after_render += self._drawn
+
+    def _drawn(self, _app: object) -> None:
+        self.redraws += 1
 
     # -- layout -----------------------------------------------------------------------------------------
     def _pane(self, name: str) -> Window:
@@ -219,7 +236,7 @@ class DeskScreen:
             text = frame.pane(name)
             if self.texts.get(name) != text:
                 self.texts[name] = text
-                self.shown[name] = to_formatted_text(ANSI(text))
+                self.shown[name] = fragments(text)
                 changed = True
         if self.titles["chain"] != frame.chain_title:
             self.titles["chain"] = frame.chain_title
@@ -238,7 +255,7 @@ class DeskScreen:
         self.messages_seen = (seq, self.scroll, height)
         end = len(lines) - self.scroll
         shown = lines[max(0, end - height):end]
-        self.shown["messages"] = to_formatted_text(ANSI("\n".join(shown)))
+        self.shown["messages"] = fragments("\n".join(shown))
         self.titles["messages"] = TITLES["messages"] + (f" (scrolled back {self.scroll} lines; End: newest)"
                                                         if self.scroll else "")
         if redraw:

@@ -189,8 +189,10 @@ def header_text(desk: DeskState, venue: str, now: float) -> RenderableType:
                     style="green" if status.can_trade else "bold red")
     newest = max((t.at for t in desk.tops.values()), default=None)
     if newest is not None:
+        # In whole seconds: a live link's header stays the same text (and is not redrawn).
         age = max(0.0, now - newest)
-        link.append(f"  last frame {age:.1f} s ago", style="bold yellow" if age > 5 else "dim")
+        link.append("  last frame <1 s ago" if age < 1 else f"  last frame {age:.0f} s ago",
+                    style="bold yellow" if age > 5 else "dim")
     markets: list[Text] = []
     for currency in desk.currencies:
         surface = desk.surfaces.get(currency)

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from console.screen import DeskScreen
 
 _REPO = Path(__file__).resolve().parent.parent
+#: Messages of the full screen printed on the terminal when it closes.
+LAST_MESSAGES_KEPT = 8
 #: The Console actor's reference (console/ names no actor; any actor answering the requests below).
 ConsoleRef = pykka.ActorRef[Any]
 
@@ -619,6 +621,10 @@ class Terminal:
             if chosen and self.full_screen and not self.stopped.is_set():
                 with self._screen_owns_terminal():
                     self._until_quit(lambda: self.run_screen(history))
+                # The screen is gone with the terminal's alternate screen: its last messages stay.
+                assert self.screen is not None
+                for line in self.screen.messages.lines()[1][-LAST_MESSAGES_KEPT:]:
+                    self.screen.write(line + "\n")
 
     def _until_quit(self, run: Callable[[], bool | None]) -> bool:
         """``run()``'s answer (None: True); Ctrl-D (EOFError) quits the program: False."""
