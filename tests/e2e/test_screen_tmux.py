@@ -100,8 +100,12 @@ def test_the_desk_screen_trades_and_quits_in_a_real_terminal(desk: tuple[Tmux, P
     [row] = [r for r in pane_rows(rows, "POSITIONS") if r.startswith(" BTC-PERPETUAL")]
     cells = row.split()
     assert re.fullmatch(r"0\.000\d", cells[6]), row  # delta, in the table's column
-    # The chain pane is the nearest listed expiry's.
-    assert any(row.startswith(" CHAIN BTC ") and "forward" in row for row in rows)
+    # The chain pane is the nearest listed expiry's; F6 shows the next one.
+    [title] = [row for row in rows if row.startswith(" CHAIN BTC ")]
+    expiry = title.split()[2]
+    term.send("F6")
+    rows = term.wait(r"^ CHAIN BTC (?!" + expiry + r" )\S+ ")
+    assert rows[-1].rstrip() == "BTC-PERPETUAL x10>"  # nothing typed on the command line
     term.send("quit", "Enter")
     quit_at = time.monotonic()
     status = tmp_path / "status"
