@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from rich import box
 from rich.console import Console as RichConsole
-from rich.console import RenderableType
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -281,7 +281,7 @@ def render_frame(desk: DeskState, focus: ScreenFocus, venue: str, width: int, he
     portfolios = tuple(desk.portfolios.values())
 
     def hedger() -> RenderableType:
-        return _group([*alert_lines(desk.alerts()), compact(hedger_table(desk.hedgers.values()))])
+        return Group(*alert_lines(desk.alerts()), compact(hedger_table(desk.hedgers.values())))
 
     expiry = focus.resolved(desk, now)
     chain_title = chain_pane_title(desk, focus, expiry, now)
@@ -301,12 +301,6 @@ def render_frame(desk: DeskState, focus: ScreenFocus, venue: str, width: int, he
     return ScreenFrame(header=texts["header"], positions=texts["positions"], hedger=texts["hedger"],
                        chain=texts["chain"], orders=texts["orders"], chain_title=chain_title,
                        width=width, height=height, heights=tuple(lines[name] for name in PANES))
-
-
-def _group(parts: list[RenderableType]) -> RenderableType:
-    from rich.console import Group
-
-    return Group(*parts)
 
 
 # -- the messages pane ------------------------------------------------------------------------------------
