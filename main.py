@@ -75,6 +75,8 @@ def _add_run_settings_options(parser: argparse.ArgumentParser) -> None:
                                                              "(default: chosen at start-up)")
     parser.add_argument("--size-multiplier", metavar="X",
                         help="the console's amount multiplier, e.g. 10: a2 buys 20 USD (default: asked at start-up)")
+    parser.add_argument("--plain", action="store_true", default=None,
+                        help="on a terminal, the line console instead of the full-screen desk (console.plain)")
 
 
 def _replay_speed(text: str) -> float | None:
@@ -153,6 +155,7 @@ _FLAG_KEYS = (
     ("venue_url", "deribit.url", "--venue-url"),
     ("instrument", "console.instrument", "--instrument"), ("size_multiplier", "console.size_multiplier",
                                                            "--size-multiplier"),
+    ("plain", "console.plain", "--plain"),
 )
 
 

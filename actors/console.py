@@ -26,15 +26,18 @@ from rich.text import Text
 from console.chain_focus import ChainFocus, chain_due, live_requests
 from console.desk_state import DeskState, Stage, startup_stages
 from console.lines import LineRunner
-from console.orders import OrderLimits, Trading, label_number
+from console.orders import OrderLimits, Trading
+from console.screen_frame import FocusMove, Renderer, ScreenFrame, render_frame
 from console.terminal import (
     Choices,
     Configure,
     GetChoices,
     GetLink,
+    GetScreenFrame,
     GetStartup,
     LineOutcome,
     Link,
+    MoveChainFocus,
     RunLine,
     Say,
     StopProgram,
@@ -101,6 +104,7 @@ class Console(Actor):
         self.with_terminal = terminal
         self.terminal: Terminal | None = None
         self.focus = ChainFocus(tuple(settings.currencies), self.cs.chain_strikes)
+        self.renderer = Renderer()  # the full screen's panes, each rendered again only when its input changed
         self.lines = LineRunner(settings, self.desk, self.trading, origin=ORIGIN, say=self.say, publish=self.publish,
                                 log=self.log, now=context.clock.now, out=self.out, focus=self.focus)
         self._refresh_s = 1.0 / self.cs.refresh_hz
@@ -157,14 +161,18 @@ class Console(Actor):
     @handles(_Refresh)
     def on_refresh(self, _tick: _Refresh) -> None:
         self._print_due_chain()
-        self._requests += 1
-        for request in live_requests(self.desk, self.focus, self.trading.option, self.context.clock.now(),
-                                     self._requests):
-            self.publish(request)
+        self._refresh_now()
         # The next one a period after the last, not after this one ran late (no burst to catch up).
         self._refresh_due = max(self._refresh_due + self._refresh_s, time.monotonic())
         if self._alarm is not None:
             self._alarm.set(self._refresh_due)
+
+    def _refresh_now(self) -> None:
+        """Ask the option keepers for what is shown live (also at once after a focus move)."""
+        self._requests += 1
+        for request in live_requests(self.desk, self.focus, self.trading.option, self.context.clock.now(),
+                                     self._requests):
+            self.publish(request)
 
     @handles(ChainView)
     def on_chain_view(self, view: ChainView) -> None:
@@ -271,7 +279,7 @@ class Console(Actor):
             return
         self.seen_trades.append(trade.trade_id)
         self.say(describe_fill(trade, self.desk.instrument(trade.instrument_name)),
-                 "cyan" if label_number(trade.label) is not None else "")
+                 "green" if trade.direction == "buy" else "red")
 
     @handles(CommandResult, CommandFailed)
     def on_answer(self, answer: CommandResult | CommandFailed) -> None:
@@ -361,6 +369,29 @@ class Console(Actor):
     @handles(Say)
     def on_say(self, message: Say) -> None:
         self.say(message.text, message.style)
+
+    # -- the full screen ---------------------------------------------------------------------------------
+    @handles(GetScreenFrame)
+    def on_screen_frame(self, request: GetScreenFrame) -> ScreenFrame:
+        # What the console says goes to the messages pane, as wide as the screen.
+        if self.out.width != request.width:
+            self.out.width = request.width
+        return render_frame(self.desk, self.focus, self.settings.venue, request.width, request.height,
+                            self.context.clock.now(), self.renderer)
+
+    @handles(MoveChainFocus)
+    def on_move_focus(self, request: MoveChainFocus) -> None:
+        now = self.context.clock.now()
+        match request.move:
+            case FocusMove.NEXT_EXPIRY:
+                self.focus.next_expiry(self.desk, now)
+            case FocusMove.PREVIOUS_EXPIRY:
+                self.focus.previous_expiry(self.desk, now)
+            case FocusMove.NEXT_CURRENCY:
+                self.focus.next_currency(self.desk)
+            case FocusMove.OTHER_COLUMNS:
+                self.focus.toggle_view()
+        self._refresh_now()
 
     # -- executing a line -------------------------------------------------------------------------------
     @handles(RunLine)

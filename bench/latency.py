@@ -29,13 +29,27 @@ send stamp - receive stamp of the frame that carried the trigger (for a BookKeep
 the frame of the quote it came from). Orders triggered by something other than a frame (a
 settled fill, a control) are counted, not timed.
 
-    python -m bench latency [--moves 30] [--stream-s 40] [--updates-per-s 2.5] [--calls 3] [--warm-up-ms MS] --json
+With ``--screen`` the same runs measure the cost of the full-screen console: the desk's screen
+(:class:`console.screen.DeskScreen`, the program's own, asking the Console actor for a frame of
+120x40 at its 4 Hz and drawing it into a VT100 output on ``/dev/null``) is switched on and off in
+alternate blocks (``--screen-block`` scripted moves, ``--screen-block-s`` seconds of the stream),
+and the figures of the blocks with it (``screen.on``) are set against those without
+(``screen.off``), with their ratios; ``frame_ms_p50/p99``: how long a frame took to come from the
+actor (its mailbox, then the panes that changed, rendered); ``screen_frames_per_s`` and
+``screen_redraws_per_s``: frames applied and redraws made (a frame that changed nothing is not
+redrawn).
+
+    python -m bench latency [--moves 30] [--stream-s 40] [--updates-per-s 2.5] [--calls 3] [--warm-up-ms MS]
+                            [--screen] --json
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import io
+import os
 import random
 import statistics
 import subprocess
@@ -237,6 +251,8 @@ class Session:
             **({"deribit.warm_up_ms": opts.warm_up_ms} if opts.warm_up_ms is not None else {})})
         setup_logging(self.settings.logging.dir, "info", console=False, secrets=self.settings.secrets())
         specs = [spec for spec in main.actor_specs(self.settings, url=self.url) if spec.name not in opts.skip_actor]
+        if opts.screen:
+            specs = [_console_without_terminal(spec) for spec in specs]
         self.supervisor = main.make_supervisor(self.settings, specs, WallClock())
         self.supervisor.start()
         threading.Thread(target=self.supervisor.run, kwargs={"until": self.stop_event}, daemon=True).start()
@@ -326,7 +342,153 @@ class Session:
             shutdown_logging()
 
 
-def scripted_path(session: Session, moves: int, pause_s: float, seed: int) -> tuple[list[float], float]:
+def _console_without_terminal(spec: Any) -> Any:
+    """The Console actor with no terminal thread (the bench's screen asks it for frames)."""
+    from actors.console import Console
+    from runtime.supervisor import ActorSpec
+
+    if spec.name != "console":
+        return spec
+    return ActorSpec("console", lambda ctx: Console.start(ctx, stdin=io.StringIO(), interactive=False,
+                                                          terminal=False))
+
+
+class _ScreenBackend:
+    """The screen's questions, put to the Console actor as the terminal thread puts them."""
+
+    def __init__(self, session: Session, asked_ms: list[float]) -> None:
+        self.session = session
+        self.asked_ms = asked_ms  # how long each frame took to come (the actor renders it)
+
+    def frame(self, width: int, height: int) -> Any:
+        from console.terminal import GetScreenFrame
+
+        started = time.perf_counter()
+        frame = self.session.supervisor.refs()["console"].ask(GetScreenFrame(width, height), timeout=10)
+        self.asked_ms.append((time.perf_counter() - started) * 1000)
+        return frame
+
+    def move_focus(self, move: Any) -> None:
+        from console.terminal import MoveChainFocus
+
+        self.session.supervisor.refs()["console"].ask(MoveChainFocus(move), timeout=10)
+
+    def enter(self, text: str) -> bool:
+        return False
+
+    def prompt(self) -> str:
+        return "bench> "
+
+    def failed(self, what: str, error: BaseException) -> None:
+        print(f"screen: {what} failed: {error!r}", file=sys.stderr)
+
+
+class ScreenPhases:
+    """The desk's full screen (the program's own :class:`~console.screen.DeskScreen`, 120x40 into
+    a VT100 output on /dev/null, at its 4 Hz) switched on and off in blocks; what each block saw."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.blocks: list[dict[str, Any]] = []
+        self.frame_ms: list[float] = []
+        self._mark: tuple[bool, int, int, float, int, int] | None = None
+        self._screen: Any = None
+        self._thread: threading.Thread | None = None
+        self._devnull = open(os.devnull, "w")  # noqa: SIM115  # closed in close()
+
+    def _start(self) -> None:
+        from prompt_toolkit.data_structures import Size
+        from prompt_toolkit.history import InMemoryHistory
+        from prompt_toolkit.input import create_pipe_input
+        from prompt_toolkit.output.vt100 import Vt100_Output
+
+        from console.screen import DeskScreen
+        from console.screen_frame import MessageLog
+        from console.terminal import Choices, CommandCompleter
+
+        class NoChoices:
+            choices = Choices((), (), None, None)
+            asking_instrument = False
+
+        inputs = contextlib.ExitStack()
+        pipe = inputs.enter_context(create_pipe_input())
+        output = Vt100_Output(self._devnull, lambda: Size(rows=40, columns=120), term="xterm", enable_cpr=False)
+        screen = DeskScreen(_ScreenBackend(self.session, self.frame_ms), MessageLog(), InMemoryHistory(),
+                            CommandCompleter(NoChoices()), input=pipe, output=output)
+
+        def run() -> None:
+            try:
+                screen.run()
+            except EOFError:
+                pass
+            finally:
+                inputs.close()
+
+        self._screen = screen
+        self._thread = threading.Thread(target=run, name="bench-screen", daemon=True)
+        self._thread.start()
+        _wait(lambda: screen.frames > 0, 10, "the screen's first frame")
+
+    def _stop(self) -> None:
+        if self._screen is not None and self._thread is not None:
+            self._screen.close()
+            self._thread.join(timeout=5)
+        self._screen = self._thread = None
+
+    def begin(self, on: bool) -> None:
+        if on:
+            self._start()
+        probe = self.session.probe
+        self._mark = (on, len(probe.triggers), probe.frames, time.perf_counter(),
+                      self._screen.frames if self._screen is not None else 0,
+                      self._screen.redraws if self._screen is not None else 0)
+
+    def end(self) -> None:
+        assert self._mark is not None
+        on, keys0, frames0, t0, asked0, drawn0 = self._mark
+        probe = self.session.probe
+        self.blocks.append({"on": on, "keys": list(probe.triggers)[keys0:], "frames": probe.frames - frames0,
+                            "seconds": time.perf_counter() - t0,
+                            "screen_frames": (self._screen.frames - asked0) if self._screen is not None else 0,
+                            "screen_redraws": (self._screen.redraws - drawn0) if self._screen is not None else 0})
+        self._mark = None
+        if on:
+            self._stop()
+
+    def close(self) -> None:
+        if self._mark is not None:
+            self.end()
+        self._stop()
+        self._devnull.close()
+
+
+def screen_figures(probe: Probe, blocks: list[dict[str, Any]], frame_ms: list[float]) -> dict[str, Any]:
+    """The blocks with the screen against those without: latency, frames/s, and their ratios;
+    how long a screen frame took to come from the actor (``frame_ms``)."""
+    out: dict[str, Any] = {"frame_ms_p50": round(_percentile(frame_ms, 50), 2),
+                           "frame_ms_p99": round(_percentile(frame_ms, 99), 2)}
+    for name, on in (("on", True), ("off", False)):
+        chosen = [b for b in blocks if b["on"] is on]
+        seconds = sum(b["seconds"] for b in chosen)
+        figures = stats(probe, [k for b in chosen for k in b["keys"]])
+        out[name] = {"p50_us": figures["p50_us"], "p99_us": figures["p99_us"], "max_us": figures["max_us"],
+                     "timed_orders": figures["timed_orders"], "blocks": len(chosen), "seconds": round(seconds, 1),
+                     "frames_per_s": round(sum(b["frames"] for b in chosen) / seconds) if seconds else None}
+        if on:
+            for key in ("screen_frames", "screen_redraws"):
+                out[name][f"{key}_per_s"] = round(sum(b[key] for b in chosen) / seconds, 2) if seconds else None
+
+    def ratio(key: str) -> float | None:
+        on, off = out["on"][key], out["off"][key]
+        return round(on / off, 3) if on is not None and off and on == on and off == off else None
+
+    out["p50_ratio"], out["p99_ratio"], out["frames_per_s_ratio"] = (ratio("p50_us"), ratio("p99_us"),
+                                                                     ratio("frames_per_s"))
+    return out
+
+
+def scripted_path(session: Session, moves: int, pause_s: float, seed: int,
+                  screen: ScreenPhases | None = None, block: int = 3) -> tuple[list[float], float]:
     """Index moves of 0.15-0.6%, each a burst of the whole chain requoted (the perpetual's frames
     first); after each settle, the mismatch from the exchange's own figures."""
     rng = random.Random(seed)
@@ -335,6 +497,10 @@ def scripted_path(session: Session, moves: int, pause_s: float, seed: int) -> tu
     mismatches: list[float] = []
     contract = 0.0
     for n in range(moves):
+        if screen is not None and n % block == 0:
+            if n:
+                screen.end()
+            screen.begin(on=(n // block) % 2 == 0)
         size = rng.uniform(0.15, 0.6) / 100.0
         # Biased back toward the start, so that the path oscillates.
         direction = -1.0 if price > start * 1.004 else 1.0 if price < start * 0.996 else rng.choice((-1.0, 1.0))
@@ -396,8 +562,14 @@ def run(args: list[str]) -> dict[str, Any]:
     parser.add_argument("--warm-up-ms", type=float, default=None,
                         help="deribit.warm_up_ms for this run (default: the program's; 0: no warm-ups)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--screen", action="store_true",
+                        help="also measure with the desk's full screen running: on and off in alternate blocks")
+    parser.add_argument("--screen-block", type=int, default=3, help="--screen: scripted moves per block")
+    parser.add_argument("--screen-block-s", type=float, default=5.0, help="--screen: seconds of the stream per block")
     opts = parser.parse_args(args)
-    if sys.stdin.isatty() and "console" not in opts.skip_actor:
+    if opts.screen and "console" in opts.skip_actor:
+        parser.error("--screen needs the console actor: do not skip it")
+    if sys.stdin.isatty() and "console" not in opts.skip_actor and not opts.screen:
         # The console would take over this terminal; it is not on the hot path.
         print("leaving the console out: standard input is a terminal", file=sys.stderr)
         opts.skip_actor.append("console")
@@ -407,24 +579,42 @@ def run(args: list[str]) -> dict[str, Any]:
     # Run 1: the scripted path on a market that only the bench moves, so that the mismatch after
     # each settle measures the hedger, not the market's drift while the bench reads it.
     session = Session(opts, index_vol=0.0, jumps_per_year=0.0)
+    path_screen = ScreenPhases(session) if opts.screen else None
     try:
-        mismatches, contract = scripted_path(session, opts.moves, opts.pause_s, opts.seed)
+        mismatches, contract = scripted_path(session, opts.moves, opts.pause_s, opts.seed, path_screen,
+                                             opts.screen_block)
+        if path_screen is not None:
+            path_screen.close()
         path = session.figures()
         band = session.settings.hedger.max_delta_mismatch
         warm_up_ms = session.settings.deribit.warm_up_ms
     finally:
+        if path_screen is not None:
+            path_screen.close()
         session.close()
     # Run 2: the simulator's own index diffusion (60% a year, jumps), no scripted moves: the
     # hedges are triggered by ordinary frames of the stream rather than at the head of a burst.
     stream: dict[str, Any] | None = None
+    stream_screen: ScreenPhases | None = None
     if opts.stream_s > 0:
         session = Session(opts, index_vol=0.6, jumps_per_year=25.0)
+        stream_screen = ScreenPhases(session) if opts.screen else None
         try:
             print(f"streaming {opts.stream_s:g} s", file=sys.stderr)
-            time.sleep(opts.stream_s)
+            if stream_screen is None:
+                time.sleep(opts.stream_s)
+            else:
+                end, on = time.monotonic() + opts.stream_s, True
+                while time.monotonic() < end:
+                    stream_screen.begin(on)
+                    time.sleep(max(0.0, min(opts.screen_block_s, end - time.monotonic())))
+                    stream_screen.end()
+                    on = not on
             session.settle()
             stream = session.figures()
         finally:
+            if stream_screen is not None:
+                stream_screen.close()
             session.close()
 
     path_stats = stats(path["probe"], path["keys"])
@@ -436,7 +626,20 @@ def run(args: list[str]) -> dict[str, Any]:
                 getattr(merged, attribute).update(getattr(figures["probe"], attribute))
     everything = stats(merged, path["keys"] + (stream["keys"] if stream else []))
     runs = [f for f in (path, stream) if f is not None]
+    screen: dict[str, Any] | None = None
+    if opts.screen:
+        assert path_screen is not None
+        screen = {"path": screen_figures(path["probe"], path_screen.blocks, path_screen.frame_ms)}
+        if stream is not None and stream_screen is not None:
+            screen["stream"] = screen_figures(stream["probe"], stream_screen.blocks, stream_screen.frame_ms)
+            screen.update(screen_figures(merged, path_screen.blocks + stream_screen.blocks,
+                                         path_screen.frame_ms + stream_screen.frame_ms))
+            # frames/s: the stream's alone (the scripted path's frames come in bursts it sets off).
+            screen["frames_per_s_ratio"] = screen["stream"]["frames_per_s_ratio"]
+        else:
+            screen.update(screen["path"])
     return {
+        **({"screen": screen} if screen is not None else {}),
         **everything,
         "p50_to_target": round(everything["p50_us"] / TARGET_P50_US, 3),
         "p99_to_target": round(everything["p99_us"] / TARGET_P99_US, 3),

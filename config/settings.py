@@ -396,6 +396,8 @@ class ConsoleSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     refresh_hz: Annotated[float, Meta(ge=0.5, le=20.0, description="0.5 to 20 times a second")]
     #: The chain's strikes shown on each side of the forward.
     chain_strikes: Annotated[int, Meta(ge=1, le=200, description="1 to 200 strikes each side")]
+    #: On a terminal, the line console instead of the full-screen desk (--plain).
+    plain: bool = False
 
 
 class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -16,7 +16,7 @@ from rich.console import RenderableType
 from rich.text import Text
 
 from console.desk_state import LIVE_QUOTE_MAX_AGE_S, DeskState
-from console.tables import chain_table
+from console.tables import ChainColumns, chain_table
 from console.views import expiry_label
 from deribit.instruments import InstrumentNameError, currency_of, expiry_ms, parse_expiry
 from messages.state import ChainViewRequest
@@ -45,6 +45,12 @@ class ChainFocus:
     #: A ``chain`` line that moved the focus waits (until this clock time) for the keeper's live
     #: answer before it prints; None: nothing waits.
     pending_until: float | None = None
+    #: Below the full width, the book or the activity (greeks, open interest, volume) of each option.
+    view: ChainColumns = ChainColumns.BOOK
+
+    def toggle_view(self) -> ChainColumns:
+        self.view = ChainColumns.ACTIVITY if self.view is ChainColumns.BOOK else ChainColumns.BOOK
+        return self.view
 
     def __post_init__(self) -> None:
         if not self.currencies:
@@ -163,4 +169,4 @@ def focused_chain(desk: DeskState, focus: ChainFocus, now: float) -> RenderableT
     expiry = focus.expiry(desk, now)
     if expiry is None:
         return Text(f"no {focus.currency} options listed yet")
-    return chain_table(desk, focus.currency, expiry, focus.strikes, now)
+    return chain_table(desk, focus.currency, expiry, focus.strikes, now, view=focus.view)

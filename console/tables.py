@@ -10,6 +10,7 @@ text. They are laid out for a 120-column terminal; every number goes through
 
 from __future__ import annotations
 
+import enum
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -40,11 +41,12 @@ from messages.state import OptionQuote
 if TYPE_CHECKING:  # desk_state imports console.views, which imports this module's callers
     from console.desk_state import DeskState
 
-#: Strikes shown on each side of the forward when the caller does not say.
 #: From this width the chain shows every column; below it, each side drops its 24 h volume and
 #: open interest (slow figures a trader does not trade from) so that both sides fit 120 columns.
 CHAIN_FULL_WIDTH = 145
 STALE_MARK = "*"
+#: The header's "last data" turns yellow past this many seconds without market data.
+QUIET_AFTER_S = 5.0
 STALE_STYLE = "yellow"
 BID_STYLE = "green"
 ASK_STYLE = "red"
@@ -52,7 +54,7 @@ LONG_STYLE = "green"
 SHORT_STYLE = "red"
 
 
-def compact_table(title: str) -> Table:
+def compact_table(title: str | None) -> Table:
     """No vertical rules, one space between columns (the box's blank divider, no padding): both
     sides of a chain, and the positions with their greeks, fit 120 columns."""
     return Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False, title_justify="left",
@@ -75,8 +77,10 @@ def _age_text(seconds: float | None) -> str:
     if seconds is None:
         return MISSING
     seconds = max(0.0, seconds)
+    if seconds < 1:
+        return "<1s"  # whole seconds: a live pane's text does not change with every refresh
     if seconds < 60:
-        return f"{seconds:.1f}s"
+        return f"{seconds:.0f}s"
     if seconds < 3600:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h"
@@ -166,12 +170,33 @@ _SLOW = (
     _Column("OI", lambda q, i: amount_text(q.open_interest, i.min_trade_amount)),
     _Column("vol24h", lambda q, i: amount_text(q.volume_24h, i.min_trade_amount)),
 )
+#: The activity view's columns (narrow screens): mark IV, the greeks, open interest, volume.
+_ACTIVITY = (
+    _Column("mIV", lambda q, i: iv_text(q.mark_iv)),
+    _Column("delta", lambda q, i: greek_text(q.delta, 2)),
+    _Column("gamma", lambda q, i: greek_text(q.gamma, 5)),
+    _Column("vega", lambda q, i: greek_text(q.vega, 2)),
+    _Column("theta", lambda q, i: greek_text(q.theta, 2)),
+    _Column("OI", lambda q, i: amount_text(q.open_interest, i.min_trade_amount)),
+    _Column("vol24h", lambda q, i: amount_text(q.volume_24h, i.min_trade_amount)),
+)
 
 
-def chain_columns(width: int) -> tuple[tuple[_Column, ...], tuple[_Column, ...]]:
+class ChainColumns(enum.Enum):
+    """What a chain narrower than :data:`CHAIN_FULL_WIDTH` shows of each option (a key switches):
+    its book (sizes, IVs, prices) and delta, or its activity (mark IV, greeks, open interest, 24 h
+    volume). From that width on, the book, delta, open interest and volume together."""
+
+    BOOK = "book"
+    ACTIVITY = "activity"
+
+
+def chain_columns(width: int, view: ChainColumns = ChainColumns.BOOK,
+                  ) -> tuple[tuple[_Column, ...], tuple[_Column, ...]]:
     """The call side's and put side's columns at ``width``: mirrored as on Deribit (calls' slow
-    figures on the far left, puts' on the far right); below :data:`CHAIN_FULL_WIDTH` without
-    24 h volume and open interest."""
+    figures on the far left, puts' on the far right)."""
+    if width < CHAIN_FULL_WIDTH and view is ChainColumns.ACTIVITY:
+        return tuple(reversed(_ACTIVITY)), _ACTIVITY
     slow = _SLOW if width >= CHAIN_FULL_WIDTH else _SLOW[:1]
     return tuple(reversed(slow)) + _BOOK, _BOOK + slow
 
@@ -189,8 +214,28 @@ def _side_cells(columns: tuple[_Column, ...], quote: OptionQuote | None, instrum
     return cells
 
 
+def _forward_of(quotes: Iterable[OptionQuote | None]) -> float | None:
+    """An expiry's forward: the median ``underlying_price`` of its quotes (None: no usable one)."""
+    forwards = [f for q in quotes if q is not None and (f := _positive(q.underlying_price)) is not None]
+    return statistics.median(forwards) if forwards else None
+
+
+def chain_title(desk: DeskState, currency: str, expiry_ms: int, now: float) -> str:
+    """``BTC 26DEC26  fwd 60,012.50  19.0d  index 59,950.00  (prices in BTC, IV %)``: the forward
+    is the median ``underlying_price`` of the expiry's live quotes."""
+    listed = [i for i in desk.options(currency) if i.expiration_timestamp == expiry_ms]
+    forward = _forward_of(desk.option_quote(i.instrument_name, now) for i in listed)
+    tick = underlying_tick(desk, currency)
+    prices_in = currency
+    if listed:
+        identity = identity_of(listed[0])
+        prices_in = identity.settlement_currency if identity.is_linear else identity.base_currency
+    return (f"{currency} {expiry_label(expiry_ms)}  fwd {price_text(forward, tick)}  {_days_text(expiry_ms, now)}"
+            f"  index {price_text(index_of(desk, currency), tick)}  (prices in {prices_in}, IV %)")
+
+
 def chain_table(desk: DeskState, currency: str, expiry_ms: int, strikes: int, now: float, *,
-                width: int = 120) -> RenderableType:
+                width: int = 120, titled: bool = True, view: ChainColumns = ChainColumns.BOOK) -> RenderableType:
     """One currency's options of one expiry, live (:meth:`DeskState.option_quote`): calls left,
     strike in the middle, puts right; ``strikes`` strikes at or below the forward and as many
     above, the one nearest the forward marked ATM. The title holds the forward (the quotes'
@@ -205,19 +250,13 @@ def chain_table(desk: DeskState, currency: str, expiry_ms: int, strikes: int, no
         if instrument.strike is not None and instrument.option_type is not None:
             by_strike.setdefault(instrument.strike, {})[instrument.option_type] = instrument
     quotes = {i.instrument_name: desk.option_quote(i.instrument_name, now) for i in listed}
-    forwards = [f for q in quotes.values() if q is not None and (f := _positive(q.underlying_price)) is not None]
-    forward = statistics.median(forwards) if forwards else None
+    forward = _forward_of(quotes.values())
     index = index_of(desk, currency)
     centre = forward if forward is not None else index
     window = strike_window(list(by_strike), centre, strikes)
     atm = min(by_strike, key=lambda s: abs(s - centre)) if centre is not None else None
-    identity = identity_of(listed[0])
-    prices_in = identity.settlement_currency if identity.is_linear else identity.base_currency
-    tick = underlying_tick(desk, currency)
-    title = (f"{currency} {expiry_label(expiry_ms)}  fwd {price_text(forward, tick)}  {_days_text(expiry_ms, now)}"
-             f"  index {price_text(index, tick)}  (prices in {prices_in}, IV %)")
-    calls, puts = chain_columns(width)
-    table = compact_table(title)
+    calls, puts = chain_columns(width, view)
+    table = compact_table(chain_title(desk, currency, expiry_ms, now) if titled else None)
     for column in calls:
         table.add_column(column.header, justify="right", no_wrap=True)
     table.add_column("strike", justify="center", style="bold", no_wrap=True)
@@ -462,7 +501,7 @@ def _link(desk: DeskState) -> Text:
         return Text("no link status yet", style="yellow")
     style = "green" if status.can_trade else "yellow" if desk.link_up else "bold red"
     text = f"{status.state.value}, {'logged in' if status.authenticated else 'not logged in'}, " + (
-        "trading" if status.can_trade else "no trading")
+        "trading allowed" if status.can_trade else "NO TRADING")
     if status.attempt:
         text += f", attempt {status.attempt}"
     return Text(text, style=style)
@@ -483,8 +522,10 @@ def header_text(desk: DeskState, venue: str, now: float) -> RenderableType:
     Deribit's DVOL (else the desk's own 30-day variance index, labelled so), the desk's 30-day
     variance index and ATM vol (its latest surface) and the hedger's state."""
     last = latest_data_at(desk)
+    quiet = last is None or now - last > QUIET_AFTER_S
     top = Text.assemble((venue, "bold"), "  ", _link(desk), "  last data ",
-                        (f"{_age_text(now - last)} ago" if last is not None else "none yet"))
+                        (f"{_age_text(now - last)} ago" if last is not None else "none yet",
+                         "bold yellow" if quiet else ""))
     lines = [top]
     pad = max((len(c) for c in desk.currencies), default=3)
     for currency in desk.currencies:

@@ -1,9 +1,11 @@
 """Standard input of the Console: a prompt_toolkit prompt on a terminal, the lines in order when
 input is piped.
 
-On a terminal: start-up progress, the questions for the future and the size multiplier, then a
-prompt with history (in ``data/``), completion of commands and instrument names, lines from other
-actors printed above it; Ctrl-C clears the line, Ctrl-D or ``quit`` stops the program. With piped
+On a terminal: start-up progress, the questions for the future and the size multiplier, then the
+full-screen desk (:mod:`console.screen`: panes above a command line) or, with ``--plain``
+(``console.plain``), a prompt with lines from other actors printed above it; both with history (in
+``data/``) and completion of commands and instrument names; Ctrl-C clears the line, Ctrl-D or
+``quit`` stops the program. With piped
 input each line runs in turn, an order line waiting for the exchange's answer and for its fills to
 reach the portfolio; end of input after some lines stops the program, no input at all
 (``/dev/null``) leaves it running without a console. A piped session ends with status 1 when a line
@@ -49,6 +51,7 @@ from console.grammar import (
     parse_size_multiplier,
     pick_future,
 )
+from console.screen_frame import FocusMove, MessageLog, ScreenFrame
 from console.views import startup_text
 from messages.market import Instrument
 from messages.system import ConnectionState, ConnectionStatus, ExitStatus
@@ -56,8 +59,13 @@ from messages.system import ConnectionState, ConnectionStatus, ExitStatus
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.application import Application
+    from prompt_toolkit.history import History
+
+    from console.screen import DeskScreen
 
 _REPO = Path(__file__).resolve().parent.parent
+#: Messages of the full screen printed on the terminal when it closes.
+LAST_MESSAGES_KEPT = 8
 #: The Console actor's reference (console/ names no actor; any actor answering the requests below).
 ConsoleRef = pykka.ActorRef[Any]
 
@@ -166,7 +174,23 @@ class Say:
     style: str = ""
 
 
-TerminalRequest = RunLine | Configure | GetStartup | GetChoices | GetLink | WaitDone | StopProgram | Say
+@dataclass(frozen=True)
+class GetScreenFrame:
+    """Answered with a :class:`~console.screen_frame.ScreenFrame` for a screen of this size."""
+
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class MoveChainFocus:
+    """The full screen's chain pane: another expiry or currency."""
+
+    move: FocusMove
+
+
+TerminalRequest = (RunLine | Configure | GetStartup | GetChoices | GetLink | WaitDone | StopProgram | Say
+                   | GetScreenFrame | MoveChainFocus)
 
 
 def isatty(stream: IO[str] | None) -> bool:
@@ -241,7 +265,9 @@ def start_plot(args: tuple[str, ...], settings: Settings, out: RichConsole) -> N
 
 # -- the terminal ---------------------------------------------------------------------------------------
 class Screen:
-    """Where the console's lines go on a terminal (its Rich consoles' file). Between prompts a line
+    """Where the console's lines go on a terminal (its Rich consoles' file). While the full screen
+    is up (``full_screen``), every line goes to its messages pane (:attr:`messages`), never to the
+    terminal under it. In line mode, between prompts a line
     is written at once, so that what a line printed is on the screen before the next prompt is
     drawn (patch_stdout's proxy writes from a thread of its own and could draw it over the new
     prompt, which then stayed hidden); while a prompt is up, it goes through that proxy, above the
@@ -252,8 +278,12 @@ class Screen:
         self.stream = stream
         self.lock = threading.Lock()
         self.app: Application[str] | None = None
+        self.messages = MessageLog()
+        self.full_screen = False
 
     def _target(self) -> IO[str]:
+        if self.full_screen:
+            return self.messages  # type: ignore[return-value]
         app = self.app
         return sys.stdout if app is not None and app.is_running else self.stream
 
@@ -263,7 +293,8 @@ class Screen:
 
     def flush(self) -> None:
         with self.lock:
-            self._target().flush()
+            if not self.full_screen:
+                self._target().flush()
 
     def isatty(self) -> bool:
         return isatty(self.stream)
@@ -299,7 +330,12 @@ class Terminal:
         self.attached.set()
         self.instrument: str | None = None
         self.size_multiplier: float | None = None
-        self.app: Application[str] | None = None
+        self.app: Application[Any] | None = None
+        #: The full-screen desk (a terminal's default) rather than the line prompt (--plain).
+        self.full_screen = self.screen is not None and not settings.console.plain and isatty(self.screen.stream)
+        self.asking: Literal["instrument", "multiplier"] | None = None  # the full screen's question
+        self.log_handlers: list[logging.Handler] = []  # those on the terminal (_quiet_logs)
+        self.desk_screen: DeskScreen | None = None
         self.asking_instrument = False  # the completer offers futures while the instrument is asked
         self.choices = Choices((), (), None, None)
         # A piped session's lines refused by the console, rejected by the exchange or failed: any
@@ -347,6 +383,7 @@ class Terminal:
 
     def close(self) -> None:
         self.stopped.set()
+        self.attached.set()  # an ask waiting for a new actor gives up now (the screen's worker exits)
         with Terminal._lock:
             if Terminal._running.get(id(self.stdin)) is self:
                 del Terminal._running[id(self.stdin)]
@@ -372,7 +409,9 @@ class Terminal:
     @overload
     def ask(self, message: GetLink, timeout: float = ...) -> Link: ...
     @overload
-    def ask(self, message: Say | StopProgram, timeout: float = ...) -> None: ...
+    def ask(self, message: Say | StopProgram | MoveChainFocus, timeout: float = ...) -> None: ...
+    @overload
+    def ask(self, message: GetScreenFrame, timeout: float = ...) -> ScreenFrame: ...
 
     def ask(self, message: TerminalRequest, timeout: float = 30.0) -> object:
         while not self.stopped.is_set():
@@ -640,6 +679,7 @@ class Terminal:
         handlers = [h for h in logging.getLogger().handlers
                     if type(h) is logging.StreamHandler and isatty(getattr(h, "stream", None))]
         saved = [(h, h.level, h.stream) for h in handlers]
+        self.log_handlers = list(handlers)
         for handler in handlers:
             handler.setLevel(max(handler.level, logging.WARNING))
         try:
@@ -649,9 +689,27 @@ class Terminal:
                 handler.setLevel(level)
                 handler.setStream(stream)
 
+    @contextlib.contextmanager
+    def _screen_owns_terminal(self) -> Iterator[None]:
+        """While the full screen is up nothing else writes to the terminal: no log record (the
+        JSON log file keeps everything), and what anything prints (the console's lines, a stray
+        print) goes to the messages pane."""
+        assert self.screen is not None
+        saved = [(h, h.level) for h in self.log_handlers]
+        for handler in self.log_handlers:
+            handler.setLevel(logging.CRITICAL + 1)
+        self.screen.full_screen = True
+        try:
+            with contextlib.redirect_stdout(self.screen), contextlib.redirect_stderr(self.screen):
+                yield
+        finally:
+            self.screen.full_screen = False
+            for handler, level in saved:
+                handler.setLevel(level)
+
     def _run_interactive(self) -> None:
         from prompt_toolkit import PromptSession
-        from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+        from prompt_toolkit.history import FileHistory, InMemoryHistory
         from prompt_toolkit.patch_stdout import patch_stdout
         from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
@@ -686,7 +744,95 @@ class Terminal:
                 for handler in logging.getLogger().handlers:
                     if type(handler) is logging.StreamHandler and isatty(getattr(handler, "stream", None)):
                         handler.setStream(sys.stderr)
-                self._prompt_loop(session)
+                chosen = self._until_quit(lambda: self._choose_at_start(session))
+                if chosen and not self.full_screen:
+                    self._until_quit(lambda: self._prompt_loop(session))
+            if chosen and self.full_screen and not self.stopped.is_set():
+                with self._screen_owns_terminal():
+                    self._until_quit(lambda: self.run_screen(history))
+                # The screen is gone with the terminal's alternate screen: its last messages stay.
+                assert self.screen is not None
+                for line in self.screen.messages.lines()[1][-LAST_MESSAGES_KEPT:]:
+                    self.screen.write(line + "\n")
+
+    def _until_quit(self, run: Callable[[], bool | None]) -> bool:
+        """``run()``'s answer (None: True); Ctrl-D (EOFError) quits the program: False."""
+        try:
+            return run() is not False
+        except EOFError:
+            if not self.stopped.is_set():
+                self.ask(RunLine("quit"))
+            return False
+
+    # -- the full screen ---------------------------------------------------------------------------------
+    def run_screen(self, history: History, **io: Any) -> None:
+        """The full-screen desk until quit; ``io``: prompt_toolkit's ``input`` and ``output``
+        (tests); by default the terminal's."""
+        from prompt_toolkit.output import create_output
+
+        from console.screen import DeskScreen
+
+        assert self.screen is not None
+        if "output" not in io:
+            io["output"] = create_output(stdout=self.screen.stream)  # type: ignore[arg-type]
+        screen = DeskScreen(self, self.screen.messages, history, CommandCompleter(self), hz=self.cs.refresh_hz,
+                            stop_on=(pykka.ActorDeadError,), **io)
+        self.choices = self.ask(GetChoices())
+        screen.prompt_text = self.prompt()
+        self.app, self.desk_screen = screen.app, screen
+        try:
+            if not self.stopped.is_set():
+                screen.run()
+        finally:
+            self.app = None
+
+    def frame(self, width: int, height: int) -> ScreenFrame:
+        return self.ask(GetScreenFrame(width, height), timeout=10.0)
+
+    def move_focus(self, move: FocusMove) -> None:
+        self.ask(MoveChainFocus(move))
+
+    def prompt(self) -> str:
+        if self.asking == "instrument":
+            default = f", Enter: {self.choices.default}" if self.choices.default else ""
+            return f"instrument (number or name{default}, Tab completes): "
+        if self.asking == "multiplier":
+            return "size multiplier: "
+        multiplier = self.choices.size_multiplier
+        return f"{self.choices.instrument} x{multiplier:g}> " if multiplier else \
+            f"{self.choices.instrument} (no size multiplier)> "
+
+    def enter(self, text: str) -> bool:
+        """A line typed on the full screen (shown in the messages first), or the answer to the
+        question asked; True when the program stops."""
+        asking = self.asking
+        self.say(f"{self.prompt()}{text}", "bold")
+        if asking is not None:
+            if asking == "instrument":
+                error = self._configure(text.strip(), None)
+            else:
+                parsed = parse_size_multiplier(text)
+                error = str(parsed) if isinstance(parsed, ParseError) else self._configure(None, parsed)
+            if error is not None:
+                self.say(error, "red")
+            else:
+                self.asking = None
+        elif text.strip():
+            outcome = self.ask_for_line(RunLine(text), text) or LineOutcome(error=True)
+            if outcome.quit:
+                return True
+            if outcome.follow_up is not None:
+                self.asking = outcome.follow_up
+        self.choices = self.ask(GetChoices())
+        if self.asking == "instrument":
+            self.say(self.choices.futures_listing("  "))
+        self.asking_instrument = self.asking == "instrument"
+        return False
+
+    def failed(self, what: str, error: BaseException) -> None:
+        self.log.warning("console_screen_failed", what=what[:200], error=f"{type(error).__name__}: {error}")
+        with contextlib.suppress(Exception):
+            self.say(f"error while handling {what[:200]!r}: {type(error).__name__}: {error}; see the log", "bold red")
 
     def _prompt(self, session: PromptSession[str], message: str) -> str:
         """One prompt; Ctrl-C clears the line and asks again, Ctrl-D raises EOFError."""
@@ -743,32 +889,28 @@ class Terminal:
             self.say(error, "red")
         return False
 
+    def _choose_at_start(self, session: PromptSession[str]) -> bool:
+        """The instrument and multiplier from the settings, else asked; False when the user quit."""
+        if self.cs.instrument and self._configure(self.cs.instrument, None) is None:
+            pass
+        elif self.cs.instrument:
+            self.say(f"--instrument {self.cs.instrument}: not a listed future; choose one", "red")
+            if not self._choose(session, "instrument"):
+                return False
+        elif not self._choose(session, "instrument"):
+            return False
+        error = self._configure(None, self.cs.size_multiplier) if self.cs.size_multiplier else None
+        if error is not None:
+            self.say(f"--size-multiplier {self.cs.size_multiplier:g}: {error}; choose one", "red")
+        return not ((error is not None or not self.cs.size_multiplier) and not self._choose(session, "multiplier"))
+
     def _prompt_loop(self, session: PromptSession[str]) -> None:
-        try:
-            if self.cs.instrument and self._configure(self.cs.instrument, None) is None:
-                pass
-            elif self.cs.instrument:
-                self.say(f"--instrument {self.cs.instrument}: not a listed future; choose one", "red")
-                if not self._choose(session, "instrument"):
-                    return
-            elif not self._choose(session, "instrument"):
+        """The line console (--plain): a prompt, a line, its output above the next prompt."""
+        while not self.stopped.is_set():
+            self.choices = self.ask(GetChoices())
+            text = self._prompt(session, self.prompt())
+            outcome = self.ask_for_line(RunLine(text), text) or LineOutcome(error=True)
+            if outcome.quit:
                 return
-            error = self._configure(None, self.cs.size_multiplier) if self.cs.size_multiplier else None
-            if error is not None:
-                self.say(f"--size-multiplier {self.cs.size_multiplier:g}: {error}; choose one", "red")
-            if (error is not None or not self.cs.size_multiplier) and not self._choose(session, "multiplier"):
+            if outcome.follow_up is not None and not self._choose(session, outcome.follow_up):
                 return
-            while not self.stopped.is_set():
-                self.choices = self.ask(GetChoices())
-                multiplier = self.choices.size_multiplier
-                prompt = f"{self.choices.instrument} x{multiplier:g}> " if multiplier else \
-                    f"{self.choices.instrument} (no size multiplier)> "
-                text = self._prompt(session, prompt)
-                outcome = self.ask_for_line(RunLine(text), text) or LineOutcome(error=True)
-                if outcome.quit:
-                    return
-                if outcome.follow_up is not None and not self._choose(session, outcome.follow_up):
-                    return
-        except EOFError:
-            if not self.stopped.is_set():
-                self.ask(RunLine("quit"))

@@ -65,9 +65,11 @@ def simulator_state(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]
 
 
 class PseudoTerminal:
-    """The program on a pseudo-terminal: type lines, wait for text (ANSI codes removed)."""
+    """The program on a pseudo-terminal: type lines, wait for text (ANSI codes removed). ``plain``:
+    the line console (``--plain``), not the full screen."""
 
-    def __init__(self, args: list[str], cwd: Path) -> None:
+    def __init__(self, args: list[str], cwd: Path, plain: bool = True) -> None:
+        args = [*args, "--plain"] if plain else args
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 200, 0, 0))
         env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1",

@@ -379,7 +379,7 @@ def test_header_names_link_index_vols_and_hedger() -> None:
                                     points=(), fits=(), tenors=(), variance_index=79.54, atm_iv_30d=78.04))
     desk.on_hedger(hedger())
     text = render(header_text(desk, "mainnet", NOW))
-    assert "mainnet  subscribed, logged in, trading  last data 0.3s ago" in text
+    assert "mainnet  subscribed, logged in, trading allowed  last data <1s ago" in text
     assert "BTC  index 32,208.13  desk vol index 79.5 (no DVOL)  ATM30 78.0  hedger active" in text
     desk.on_volatility_index(VolatilityIndex(index_name="btc_usd", volatility=81.37, timestamp=int(NOW * 1000)))
     desk.on_hedger(hedger(active=False, activation=HedgeActivation.OFF, alert="3 orders rejected"))
@@ -392,7 +392,7 @@ def test_hedger_panel_shows_state_band_deltas_and_the_alert() -> None:
     desk.on_hedger(hedger())
     text = render(hedger_panel(desk, NOW))
     assert re.search(r"│ BTC\s*│ active\s*│ BTC-PERPETUAL\s*│ 0.0025 │\s*-1.2345 │\s*1.2000 │\s*-0.0345 │", text)
-    assert "hedge sent: buy 1,110" in text and "12.0s" in text and "ALERT" not in text
+    assert "hedge sent: buy 1,110" in text and "12s" in text and "ALERT" not in text
     assert "\x1b[1;31m" in ansi(hedger_panel(desk, NOW))  # the mismatch is beyond the band: red
     desk.on_hedger(hedger(active=False, activation=HedgeActivation.OFF, alert="3 hedge orders rejected in a row"))
     text = render(hedger_panel(desk, NOW))
