@@ -79,7 +79,7 @@ def test_an_option_is_traded_and_priced_live_before_the_first_minute(
             raise AssertionError(f"{exc}; the console shows:\n{buffer.getvalue()[-4000:]}") from None
         return match
 
-    after(f"buyOption:{bid},0.5", rf"open: buy 0\.5 {re.escape(option)} @ ")
+    after(f"buyOption:{bid},0.5", rf"order manual_api_1: buy 0\.5 {re.escape(option)}: open at ")
     accepted_at, accepted_after = time.time() + offset, time.monotonic() - started
     orders = [o for o in desk.sim.open_orders(SIM_CLIENT_ID, "BTC") if o["instrument_name"] == option]
     assert [(o["direction"], o["amount"], o["price"]) for o in orders] == [("buy", 0.5, bid)]

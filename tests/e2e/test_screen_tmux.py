@@ -88,7 +88,7 @@ def test_the_desk_screen_trades_and_quits_in_a_real_terminal(desk: tuple[Tmux, P
     term.wait(r"^BTC-PERPETUAL x10>", timeout=60)
     rows = term.wait(r"\Asimulator .*trading allowed")  # the first frame drawn
     assert rows[0].startswith("simulator") and "trading allowed" in rows[0], rows[0]
-    assert rows[1].startswith("BTC index "), rows[1]
+    assert rows[1].startswith("BTC  index "), rows[1]
     for title in ("POSITIONS", "HEDGER", "CHAIN BTC", "OPEN ORDERS", "MESSAGES"):
         assert any(row.startswith(f" {title}") for row in rows), (title, rows)
     assert "F5/F6 expiry" in rows[-2]
@@ -96,10 +96,12 @@ def test_the_desk_screen_trades_and_quits_in_a_real_terminal(desk: tuple[Tmux, P
     rows = term.wait(r"filled: buy 20 BTC-PERPETUAL")
     assert any("sent: buy 20 BTC-PERPETUAL" in row for row in pane_rows(rows, "MESSAGES")), rows
     # The position with its greeks (delta of 20 USD at about 60,000: 0.0003 BTC).
-    rows = term.wait(r"^ BTC-PERPETUAL +20 ")
-    [row] = [r for r in pane_rows(rows, "POSITIONS") if r.startswith(" BTC-PERPETUAL")]
+    rows = term.wait(r"^BTC-PERPETUAL +long +20 ")
+    [row] = [r for r in pane_rows(rows, "POSITIONS") if r.startswith("BTC-PERPETUAL")]
     cells = row.split()
-    assert re.fullmatch(r"0\.000\d", cells[6]), row  # delta, in the table's column
+    assert re.fullmatch(r"0\.000\d", cells[10]), row  # delta, in the table's column
+    # The chain is live: the option keepers' quotes within a second, prices in the coin.
+    assert any(re.search(r" 0\.\d{4} ", r) for r in pane_rows(rows, "CHAIN")), rows
     # The chain pane is the nearest listed expiry's; F6 shows the next one.
     [title] = [row for row in rows if row.startswith(" CHAIN BTC ")]
     expiry = title.split()[2]
