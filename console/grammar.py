@@ -302,7 +302,8 @@ COMMANDS: tuple[CommandHelp, ...] = (
     _word("Information", "positions", "the positions with their greeks", Show("positions")),
     _word("Information", "connection status", "the link to the exchange", Show("connection")),
     _word("Information", "status", "positions, futures tickers, hedger, recorder and book sync", Show("status")),
-    CommandHelp("Information", "chain [EXPIRY]", "option T-tables of every expiry, or of one",
+    CommandHelp("Information", "chain [CURRENCY] [EXPIRY]", "the live option chain of one currency and expiry "
+                "(the nearest at first) around the forward; the screen's chain pane follows it",
                 ("chain",), ShowChain(), ("chain ",), example="chain {expiry}"),
     _word("Information", "surface", "the ATM term structure with 25-delta risk reversal and butterfly",
           Show("surface")),

@@ -530,7 +530,7 @@ class Trading:
         if self.instrument and currency_of(name) != currency_of(self.instrument):
             return Refusal(f"{name} is not an option on {currency_of(self.instrument)} (the chosen {self.instrument})")
         if state.instrument(name) is None:
-            return Refusal(f"{name} is not listed; options of the chain: chain [EXPIRY]")
+            return Refusal(f"{name} is not listed; options of the chain: chain [CURRENCY] [EXPIRY]")
         self.option = name
         return None
 

@@ -766,15 +766,15 @@ def test_a_piped_line_is_echoed_once_when_stderr_is_a_terminal(tmp_path: Any,
 def test_exit_question_mark_and_help_of_one_command(tmp_path: Any) -> None:
     assert parse_line("exit") == Quit() and parse_line("EXIT") == Quit()
     assert parse_line("?") == Show("help")
-    assert parse_line("help chain") == HelpOn(("chain [EXPIRY]",))
+    assert parse_line("help chain") == HelpOn(("chain [CURRENCY] [EXPIRY]",))
     h = Harness(tmp_path)
     h.feed_market()
     h.run("?")
     h.run("help chain")
     text = h.output()
     assert "Trading (a buys, d sells" in text
-    chain_help = text.split("chain [EXPIRY]  (information)")[1]
-    assert "option T-tables of every expiry, or of one" in chain_help
+    chain_help = text.split("chain [CURRENCY] [EXPIRY]  (information)")[1]
+    assert "the live option chain of one currency and expiry" in chain_help
     example = re.search(r"example: chain (\w+)", chain_help)
     assert example is not None and any(f"-{example[1]}-" in i.instrument_name for i in btc()), chain_help
     assert not h.run("help nothing").quit and "help knows no command 'nothing'" in h.output()

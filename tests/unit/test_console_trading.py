@@ -71,7 +71,7 @@ def test_choose_option_refuses_other_currencies_and_unlisted_names() -> None:
     assert str(t.choose_option("ETH-24SEP21-2000-C", desk())) == (
         "ETH-24SEP21-2000-C is not an option on BTC (the chosen BTC-PERPETUAL)")
     assert str(t.choose_option("BTC-24SEP21-99000-C", desk())) == (
-        "BTC-24SEP21-99000-C is not listed; options of the chain: chain [EXPIRY]")
+        "BTC-24SEP21-99000-C is not listed; options of the chain: chain [CURRENCY] [EXPIRY]")
     assert t.option is None
 
 

@@ -149,7 +149,7 @@ PARSED = [
     ("chain 24sep21", ShowChain("24SEP21")), ("plot surface BTC", Plot("heatmap", None, "BTC")),
     ("plot", Plot()), ("plot term", Plot("term")), ("plot heatmap", Plot("heatmap")),
     ("plot 26dec26", Plot("smile", "26DEC26")), ("PLOT Smile 26DEC26 eth", Plot("smile", "26DEC26", "ETH")),
-    ("exit", Quit()), ("?", Show("help")), ("help chain", HelpOn(("chain [EXPIRY]",))),
+    ("exit", Quit()), ("?", Show("help")), ("help chain", HelpOn(("chain [CURRENCY] [EXPIRY]",))),
     ("help setHedgeDeltaStep", HelpOn(("setHedgeDeltaStep:0.01",))), ("help exit", HelpOn(("quit / exit / shutdown",))),
     ("help ?", HelpOn(("help [COMMAND] / ?",))), ("help cancels", HelpOn(("ca", "cc", "cb", "cs", "cstops"))),
     ("setcontracttype:btc-24sep21-40000-c", SetContractType("BTC-24SEP21-40000-C")),
