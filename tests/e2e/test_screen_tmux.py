@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.paths import REPO
+from tests.support.screen import pane
 from tests.support.terminal import program_args
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None and not os.environ.get("CI"),
@@ -73,16 +74,6 @@ def desk(tmp_path: Path) -> Iterator[tuple[Tmux, Path]]:
         term.close()
 
 
-def pane_rows(rows: list[str], title: str) -> list[str]:
-    start = next(n for n, row in enumerate(rows) if row.startswith(f" {title}"))
-    out = []
-    for row in rows[start + 1:]:
-        if re.match(r"^ (POSITIONS|HEDGER|CHAIN|OPEN ORDERS|MESSAGES|F5/F6)", row):
-            break
-        out.append(row)
-    return out
-
-
 def test_the_desk_screen_trades_and_quits_in_a_real_terminal(desk: tuple[Tmux, Path]) -> None:
     term, tmp_path = desk
     term.wait(r"^BTC-PERPETUAL x10>", timeout=60)
@@ -94,14 +85,14 @@ def test_the_desk_screen_trades_and_quits_in_a_real_terminal(desk: tuple[Tmux, P
     assert "F5/F6 expiry" in rows[-2]
     term.send("a2", "Enter")
     rows = term.wait(r"filled: buy 20 BTC-PERPETUAL")
-    assert any("sent: buy 20 BTC-PERPETUAL" in row for row in pane_rows(rows, "MESSAGES")), rows
+    assert any("sent: buy 20 BTC-PERPETUAL" in row for row in pane(rows, "MESSAGES")), rows
     # The position with its greeks (delta of 20 USD at about 60,000: 0.0003 BTC).
     rows = term.wait(r"^BTC-PERPETUAL +long +20 ")
-    [row] = [r for r in pane_rows(rows, "POSITIONS") if r.startswith("BTC-PERPETUAL")]
+    [row] = [r for r in pane(rows, "POSITIONS") if r.startswith("BTC-PERPETUAL")]
     cells = row.split()
     assert re.fullmatch(r"0\.000\d", cells[10]), row  # delta, in the table's column
     # The chain is live: the option keepers' quotes within a second, prices in the coin.
-    assert any(re.search(r" 0\.\d{4} ", r) for r in pane_rows(rows, "CHAIN")), rows
+    assert any(re.search(r" 0\.\d{4} ", r) for r in pane(rows, "CHAIN")), rows
     # The chain pane is the nearest listed expiry's; F6 shows the next one.
     [title] = [row for row in rows if row.startswith(" CHAIN BTC ")]
     expiry = title.split()[2]

@@ -34,8 +34,9 @@ def test_the_settings_refuse_a_band_out_of_its_range(value: float) -> None:
 def test_the_console_refuses_a_delta_step_out_of_its_range(text: str) -> None:
     result = parse_line(f"setHedgeDeltaStep:{text}")
     assert isinstance(result, ParseError), result
-    assert f"delta step '{text}' is out of range: the band must be above 0 and at most 5 coins of delta" in str(result)
-    assert "at most 5 coins of delta" in result.hint
+    assert (f"setHedgeDeltaStep needs a number of coins of delta above 0 and at most {MAX_DELTA_MISMATCH:g}, "
+            f"got '{text}'") in str(result)
+    assert "setHedgeDeltaStep:0.01" in result.hint
 
 
 def test_the_console_takes_a_delta_step_up_to_the_bound() -> None:
