@@ -576,7 +576,8 @@ def draw_surface(engine: Engine, schema: Schema, fig: Figure, currency: str, min
               loc="upper center", bbox_to_anchor=(0.5, -0.08), fontsize=8, frameon=False)
     ax.set_title(f"{currency} constant-maturity surface ({grid.method}) at {_when(minute)}\n"
                  f"colours: {_ordinal(COLOUR_PERCENTILES[0])} to {_ordinal(COLOUR_PERCENTILES[1])} percentile "
-                 f"of the points inside the data ({vmin:.0f}-{vmax:.0f}%); extrapolation {grid.flag_source}", fontsize=10)
+                 f"of the points inside the data ({vmin:.0f}-{vmax:.0f}%); extrapolation {grid.flag_source}",
+                 fontsize=10)
     fig.subplots_adjust(left=0.07, right=0.99, bottom=0.14, top=0.9)
 
 
