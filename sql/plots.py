@@ -57,6 +57,7 @@ COLOUR_PERCENTILES = (2.0, 98.0)
 #: The delta axis's ticks: put deltas below the forward, call deltas above.
 PUT_DELTAS = (-0.05, -0.10, -0.25)
 CALL_DELTAS = (0.25, 0.10, 0.05)
+DELTA_PRIORITY = ("25P", "25C", "10P", "10C", "5P", "5C")
 #: Delta ticks closer than this share of the axis width to the previous one are left out.
 MIN_TICK_GAP = 0.05
 EXTRAPOLATED_HATCH = "///"
@@ -359,15 +360,17 @@ def read_grid(engine: Engine, schema: Schema, currency: str, minute: dt.datetime
                 flags[t_index[row.tenor_days], k_index[row.log_moneyness]] = int(bool(row.extrapolated))
     source = "recorded"
     if (flags < 0).any():
+        some_recorded = bool((flags >= 0).any())
         derived = _derived_extrapolated(tenors, ks, _read_fits(engine, schema, currency, minute),
                                         _read_quotes(engine, currency, minute))
         if derived is None:
             flags[flags < 0] = 0
-            source = "unknown (drawn as data)"
+            source = "recorded where flagged, else unknown (drawn as data)" if some_recorded \
+                else "unknown (drawn as data)"
         else:
             flags = np.where(flags < 0, derived.astype(int), flags)
-            source = "derived from the quoted strikes' range" if (flags >= 0).all() and not schema.extrapolated \
-                else "recorded; older rows derived from the quoted strikes' range"
+            source = ("recorded where flagged, else derived from the quoted strikes' range" if some_recorded
+                      else "derived from the quoted strikes' range")
     return Grid(tenors, ks, iv, flags == 1, source, points[0].method if points else "")
 
 
@@ -415,16 +418,14 @@ def _delta_ticks(forward: float, years: float, strikes: np.ndarray, vols: np.nda
 
 
 def _spread(ticks: list[tuple[float, str]], lo: float, hi: float, gap: float) -> list[tuple[float, str]]:
-    """The ticks (strike, label) inside [lo, hi] that lie at least ``gap`` of the log axis's width apart."""
-    kept: list[tuple[float, str]] = []
+    """The ticks (strike, label) inside [lo, hi] at least ``gap`` of the log axis's width apart, the
+    25-deltas first, then the 10s, then the 5s (a crowded axis keeps the ones a trader reads first)."""
     width = math.log(hi / lo)
-    for strike, label in sorted(ticks):
-        if not lo <= strike <= hi:
-            continue
-        if kept and math.log(strike / kept[-1][0]) < gap * width:
-            continue
-        kept.append((strike, label))
-    return kept
+    kept: list[tuple[float, str]] = []
+    for strike, label in sorted(ticks, key=lambda t: DELTA_PRIORITY.index(t[1]) if t[1] in DELTA_PRIORITY else 99):
+        if lo <= strike <= hi and all(abs(math.log(strike / s)) >= gap * width for s, _ in kept):
+            kept.append((strike, label))
+    return sorted(kept)
 
 
 def _smile_panel(ax: Axes, fit: Fit | None, quotes: Quotes, minute: dt.datetime, expiry: dt.datetime,
@@ -453,8 +454,17 @@ def _smile_panel(ax: Axes, fit: Fit | None, quotes: Quotes, minute: dt.datetime,
                     label="fit, extrapolated (outside quoted strikes)" if part[0] else None)
         listed = np.unique(quotes.strike[np.isfinite(quotes.strike)])
         atm = float(listed[np.argmin(np.abs(listed - forward))]) if listed.size else forward
-        ax.axvline(forward, color="tab:green", lw=1.0, label=f"forward {forward:,.0f}")
-        ax.axvline(atm, color="tab:purple", lw=1.0, ls=":", label=f"ATM strike {atm:,.0f}")
+        # The forward and the ATM strike are often a few hundred apart: the ATM line is drawn over the
+        # forward's (wider, paler), dash-dotted, so both show.
+        ax.axvline(forward, color="tab:green", lw=2.2, alpha=0.6, zorder=1, label=f"forward {forward:,.0f}")
+        ax.axvline(atm, color="tab:purple", lw=1.1, ls="-.", zorder=2, label=f"ATM strike {atm:,.0f}")
+        if single:
+            # x in data, y in axes units: the labels sit at the bottom of the lines
+            x_data = ax.get_xaxis_transform()
+            ax.text(forward, 0.01, f" F {forward:,.0f}", transform=x_data, color="tab:green", fontsize=8,
+                    ha="right" if atm >= forward else "left", va="bottom")
+            ax.text(atm, 0.01, f" ATM {atm:,.0f} ", transform=x_data, color="tab:purple", fontsize=8,
+                    ha="left" if atm >= forward else "right", va="bottom")
         ax.set_xscale("log")
         ax.set_xlim(strikes[0], strikes[-1])
         ticks = _strike_ticks(quotes.strike, 7 if single else 4)
@@ -472,7 +482,7 @@ def _smile_panel(ax: Axes, fit: Fit | None, quotes: Quotes, minute: dt.datetime,
             ax.set_ylim(max(bottom - margin, 0.0), top + 2 * margin)
         secondary = ax.secondary_xaxis("top")
         delta = _spread(_delta_ticks(forward, years, strikes, vol), strikes[0], strikes[-1],
-                        MIN_TICK_GAP if single else 3 * MIN_TICK_GAP)
+                        MIN_TICK_GAP if single else 2 * MIN_TICK_GAP)
         secondary.xaxis.set_major_locator(FixedLocator([s for s, _ in delta]))
         secondary.xaxis.set_minor_locator(NullLocator())
         secondary.set_xticklabels([label for _, label in delta], fontsize=small)
@@ -520,8 +530,9 @@ def draw_smile(engine: Engine, schema: Schema, fig: Figure, currency: str, minut
         handles, labels = fig.axes[0].get_legend_handles_labels()
         keep = [(h, lab) for h, lab in zip(handles, labels, strict=True)
                 if not lab.startswith(("forward", "ATM", "fit ("))]
-        keep += [(Line2D([], [], color="black"), "fit"), (Line2D([], [], color="tab:green"), "forward"),
-                 (Line2D([], [], color="tab:purple", ls=":"), "ATM strike")]
+        keep += [(Line2D([], [], color="black"), "fit"),
+                 (Line2D([], [], color="tab:green", lw=2.2, alpha=0.6), "forward"),
+                 (Line2D([], [], color="tab:purple", ls="-."), "ATM strike")]
         fig.legend([h for h, _ in keep], [lab for _, lab in keep], loc="upper right", fontsize=7, ncols=4)
         fig.suptitle(f"{currency} smiles at {_when(minute)}: implied vol (%) against strike, delta on top",
                      fontsize=11, x=0.02, ha="left")
@@ -563,7 +574,7 @@ def draw_surface(engine: Engine, schema: Schema, fig: Figure, currency: str, min
             if grid.extrapolated[i, j]:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch=EXTRAPOLATED_HATCH,
                                        edgecolor=(*ink, 0.45), lw=0, gid="extrapolated"))
-    step = max(1, nk // 11)
+    step = max(1, math.ceil(nk / 11))
     ax.set_xticks(range(0, nk, step), [f"{k:+.2f}".replace("+0.00", "0") for k in grid.ks[::step]])
     ax.set_yticks(range(nt), [f"{t:g}" for t in grid.tenors])
     ax.set_xlabel("log-moneyness ln(K/F)")
@@ -622,10 +633,14 @@ def draw_term(engine: Engine, schema: Schema, fig: Figure, currency: str, minute
         value = index[0].variance_index
         ax.scatter([30.0], [value], marker="D", s=60, color="tab:red", zorder=5,
                    label=f"variance index (30d) {value:.1f}%")
+        ax.annotate(f"variance index (30d) {value:.1f}%", (30.0, value), xytext=(8, 4), textcoords="offset points",
+                    color="tab:red", fontsize=9)
         title += f": variance index (30d) {value:.1f}%"
     if index and index[0].dvol is not None:
         dvol = index[0].dvol
         ax.scatter([30.0], [dvol], marker="s", s=60, color="tab:green", zorder=5, label=f"DVOL {dvol:.1f}%")
+        ax.annotate(f"DVOL {dvol:.1f}%", (30.0, dvol), xytext=(8, -12), textcoords="offset points",
+                    color="tab:green", fontsize=9)
         title += f", DVOL {dvol:.1f}%"
     else:
         title += ", DVOL not recorded"
