@@ -40,9 +40,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FixedLocator, NullLocator
-from sqlalchemy import Boolean, DateTime, Double, Engine, String, column, func, inspect, select, table, union
+from sqlalchemy import Boolean, DateTime, Double, Engine, String, column, func, inspect, select, table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql import ColumnElement
 
 from quant.black76 import black76_greeks
 from sql.engine import make_engine, mask_url
@@ -168,22 +169,26 @@ def _nearest_text(engine: Engine, schema: Schema, currency: str, minute: dt.date
 def resolve_minute(engine: Engine, schema: Schema, currency: str, at: dt.datetime | None) -> dt.datetime:
     """The latest minute of ``currency`` recorded at or before ``at`` (any time when None), if it is
     complete; else :class:`PlotError` naming the nearest complete minute."""
-    recorded = [select(surface_points.c.minute.label("minute")).where(surface_points.c.currency == currency),
-                select(option_quotes.c.minute.label("minute")).where(option_quotes.c.currency == currency)]
+    # The latest of each table's own latest (each a backward scan of its minute-first key; a UNION of
+    # every minute would read the whole history).
+    recorded: list[tuple[ColumnElement[Any], ColumnElement[Any]]] = [
+        (surface_points.c.minute, surface_points.c.currency), (option_quotes.c.minute, option_quotes.c.currency)]
     if schema.coverage:
-        recorded.append(select(_minute_coverage.c.minute.label("minute"))
-                        .where(_minute_coverage.c.currency == currency))
-    minutes = union(*recorded).subquery()
-    query = select(func.max(minutes.c.minute))
-    if at is not None:
-        query = query.where(minutes.c.minute <= at)
-    found = _scalar(engine, query)
-    if found is None:
+        recorded.append((_minute_coverage.c.minute, _minute_coverage.c.currency))
+    latest = []
+    for minute_column, currency_column in recorded:
+        query = select(func.max(minute_column)).where(currency_column == currency)
+        if at is not None:
+            query = query.where(minute_column <= at)
+        value = _scalar(engine, query)
+        if value is not None:
+            latest.append(as_utc(value))
+    if not latest:
         when = f" at or before {at.isoformat()}" if at is not None else ""
         nearest = ("; " + _nearest_text(engine, schema, currency, at)) if at is not None else ""
         raise PlotError(f"no surface of {currency} recorded{when} in {mask_url(str(engine.url))}{nearest}; "
                         "run the desk (or replay a wire log) with this database first")
-    minute = as_utc(found)
+    minute = max(latest)
     why = ""
     if schema.coverage:
         mc = _minute_coverage
