@@ -647,6 +647,8 @@ def draw_term(engine: Engine, schema: Schema, fig: Figure, currency: str, minute
         ax.annotate(f"DVOL {dvol:.1f}%", (30.0, dvol), xytext=(8, -12), textcoords="offset points",
                     color="tab:green", fontsize=9)
         title += f", DVOL {dvol:.1f}%"
+        if index[0].variance_index is not None:
+            title += f" (DVOL - index {dvol - index[0].variance_index:+.1f} pts)"
     else:
         title += ", DVOL not recorded"
     ax.set_xscale("log")

@@ -228,7 +228,7 @@ def test_the_term_chart_shows_expiries_and_the_index_and_dvol_as_points_at_30_da
     per_expiry = next(lab for lab in labels if lab.startswith("ATM vol of each expiry"))
     assert "1 under 0.5 d left out" in per_expiry
     assert sorted(np.round(points[per_expiry][:, 0], 1)) == [6.4, 50.4, 364.4]
-    assert re.search(r"variance index \(30d\) 65\.\d%, DVOL 63\.9%", ax.get_title())
+    assert re.search(r"variance index \(30d\) 65\.\d%, DVOL 63\.9% \(DVOL - index -1\.\d pts\)", ax.get_title())
 
 
 # -- incomplete and empty minutes ----------------------------------------------------------------------
