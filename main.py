@@ -126,10 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = sub.add_parser("plot", help="draw a smile, the surface or the ATM term structure from the database",
                           description="Draw one recorded minute (the latest, or the latest at or before --at) "
-                                      "from the database into a PNG.")
+                                      "from the database into a PNG. A minute that is incomplete or has no "
+                                      "surface is refused (status 2) with the nearest complete minute named.")
     plot.add_argument("--what", required=True, choices=("smile", "surface", "term"),
-                      help="smile: bid/ask vols and the fit per expiry; surface: the grid as a heatmap; "
-                           "term: ATM term structure with the variance index")
+                      help="smile: bid, ask and mark vols and the fit against strike and delta, per expiry; "
+                           "surface: the grid as a heatmap, extrapolated cells hatched; term: ATM term "
+                           "structure per expiry and on the grid, the 30-day variance index and DVOL")
     plot.add_argument("--currency", required=True, type=str.upper, help="BTC or ETH")
     plot.add_argument("--at", metavar="TIME", help="UTC time, ISO 8601 (2021-07-22T22:43) or unix seconds")
     plot.add_argument("--out", required=True, metavar="FILE.png", help="the PNG to write")
