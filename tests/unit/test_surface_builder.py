@@ -223,11 +223,16 @@ def test_the_actor_publishes_one_snapshot_per_option_chain_and_ignores_futures(c
         assert ref.ask(futures, timeout=10) is None
         unquoted = msgspec.structs.replace(chain, options=tuple(
             msgspec.structs.replace(o, bid=None, ask=None) for o in chain.options))
-        assert ref.ask(unquoted, timeout=10) is None
+        # Nothing quoted: an incomplete minute (no quote rows, no surface), said so rather than skipped.
+        empty = ref.ask(unquoted, timeout=10)
+        assert isinstance(empty, SurfaceSnapshot)
+        assert (empty.complete, empty.surface_ok, empty.coverage, empty.listed, empty.quotes) == (
+            False, False, 0.0, len(chain.options), ())
+        assert ref.ask(msgspec.structs.replace(chain, options=()), timeout=10) is None  # nothing listed
         snap = ref.ask(chain, timeout=30)
     finally:
         ref.stop()
-    assert isinstance(snap, SurfaceSnapshot) and snap.method == "linear"
-    assert published == [snap]
+    assert isinstance(snap, SurfaceSnapshot) and snap.method == "linear" and snap.complete
+    assert published == [empty, snap]
     assert SurfaceBuilder.subscriptions() == (ChainSnapshot,)
     assert math.isfinite(snap.variance_index or math.nan)
