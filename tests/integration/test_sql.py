@@ -17,7 +17,7 @@ from desk.surface_snapshot import build_surface_snapshot
 from messages.account import Settlement, SettlementHistory
 from messages.commands import CancelAll, CancelOrder, CommandFailed, CommandResult, EditOrder, PlaceOrder
 from sql.engine import DatabaseURLError, SchemaVersionError, create_schema, make_engine, mask_url
-from sql.queries import IndexMinute, read_settlements, read_volatility_index
+from sql.queries import IndexMinute, read_minute_coverage, read_settlements, read_volatility_index
 from sql.spool import Spool, SpoolError, SpoolRecord
 from sql.tables import (
     SCHEMA_VERSION,
@@ -168,9 +168,10 @@ def test_the_dvol_is_stored_and_read_beside_the_variance_index(engine: Engine) -
     minute = dt.datetime.fromtimestamp(AT, dt.UTC)
     later = minute + dt.timedelta(minutes=1)
     btc = read_volatility_index(engine, "BTC")
+    assert snap.variance_index is not None
     assert btc == [
         IndexMinute(minute, "BTC", snap.variance_index, snap.atm_iv_30d, snap.rr25_30d, snap.bf25_30d, 57.31,
-                    dt.datetime.fromtimestamp(reading.timestamp / 1000, dt.UTC)),
+                    dt.datetime.fromtimestamp(reading.timestamp / 1000, dt.UTC), btc[0].dvol_minus_index),
         IndexMinute(later, "BTC", snap.variance_index, snap.atm_iv_30d, snap.rr25_30d, snap.bf25_30d, None, None),
     ]
     assert btc[0].dvol_at is not None and btc[0].dvol_at.tzinfo is not None
@@ -184,6 +185,7 @@ def test_the_dvol_is_stored_and_read_beside_the_variance_index(engine: Engine) -
                                    .order_by(t.c.minute)).scalars().all()
     assert snap.variance_index is not None
     assert differences[0] == pytest.approx(57.31 - snap.variance_index, abs=1e-12) and differences[1] is None
+    assert [r.dvol_minus_index for r in btc] == differences
 
 
 def test_an_incomplete_minute_stores_its_quotes_marked_and_no_surface_fits_or_index(engine: Engine) -> None:
@@ -203,6 +205,9 @@ def test_an_incomplete_minute_stores_its_quotes_marked_and_no_surface_fits_or_in
     assert [(r.complete, r.listed, r.usable) for r in rows] == [(False, 120, incomplete.usable),
                                                                 (True, 120, snap.usable)]
     assert rows[0].coverage == pytest.approx(incomplete.usable / 120)
+    read = read_minute_coverage(engine, "BTC")
+    assert [(r.minute.timestamp(), r.complete) for r in read] == [(AT, False), (AT + 60, True)]
+    assert read_minute_coverage(engine, "ETH") == []
 
 
 def test_a_settlement_history_fetched_again_and_again_adds_each_entry_once(engine: Engine) -> None:
