@@ -2,8 +2,10 @@
 volatility surface (:class:`SurfaceSnapshot`), for the Recorder and the Console.
 
 A thin shell: the work is :func:`desk.surface_snapshot.build_surface_snapshot` (see there for the
-filters and the maths). Futures snapshots are not its business; a chain with no bid or ask at all
-(books not loaded yet) publishes nothing.
+filters and the maths). Futures snapshots are not its business; a chain that lists no option
+publishes nothing. A chain whose coverage is below ``surface.min_coverage`` (the first minute after
+a start: books in, tickers not yet; or no bid or ask at all) is published as an incomplete minute:
+its quotes, no surface.
 """
 
 from __future__ import annotations
@@ -23,22 +25,26 @@ class SurfaceBuilder(Actor):
         surface = context.settings.surface
         self.method = surface.method
         self.grid = SurfaceGrid(tenor_days=tuple(surface.tenor_days), log_moneyness=tuple(surface.log_moneyness))
+        self.min_coverage = surface.min_coverage
 
     @handles(ChainSnapshot)
     def on_chain(self, chain: ChainSnapshot) -> SurfaceSnapshot | None:
         if chain.kind != "option":
             return None
-        if not any(o.bid or o.ask for o in chain.options):
-            # Nothing quoted (books not loaded yet, or all empty): no vol to record this minute.
-            self.log.warning("no_quoted_options", currency=chain.currency, minute=chain.at, options=len(chain.options))
+        if not chain.options:
+            self.log.warning("no_listed_options", currency=chain.currency, minute=chain.at)
             return None
         started = time.perf_counter()  # how long the build took, not business time
-        snapshot = build_surface_snapshot(chain, grid=self.grid, method=self.method)
+        snapshot = build_surface_snapshot(chain, grid=self.grid, method=self.method, min_coverage=self.min_coverage)
+        if not snapshot.complete:
+            self.log.warning("incomplete_minute", currency=chain.currency, minute=chain.at, listed=snapshot.listed,
+                             usable=snapshot.usable, coverage=snapshot.coverage, min_coverage=self.min_coverage)
         self.publish(snapshot)
         self.log.info("surface_built", currency=chain.currency, minute=chain.at, quotes=len(snapshot.quotes),
                       price_currency=snapshot.price_currency,
                       unquoted=snapshot.n_unquoted, stale=snapshot.n_stale, expiries=len(snapshot.fits),
-                      surface_ok=snapshot.surface_ok, variance_index=snapshot.variance_index,
+                      surface_ok=snapshot.surface_ok, complete=snapshot.complete, coverage=snapshot.coverage,
+                      variance_index=snapshot.variance_index,
                       atm_iv_30d=snapshot.atm_iv_30d, build_ms=round((time.perf_counter() - started) * 1e3, 1),
                       notes=list(snapshot.notes))
         return snapshot

@@ -279,6 +279,9 @@ class SurfaceSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     method: Literal["svi", "linear"]
     tenor_days: Annotated[tuple[Positive, ...], Meta(min_length=1)]
     log_moneyness: tuple[Finite, ...]
+    #: the share of listed options with a two-sided book and a ticker below which a minute is
+    #: incomplete (its quotes recorded, no surface or index); 0 records every minute with a usable quote
+    min_coverage: Annotated[float, Meta(ge=0, le=1, description="a share from 0 to 1")]
 
     def __post_init__(self) -> None:
         # The 30-day figures (ATM vol beside the variance index) and the ATM term structure are read off the grid.

@@ -379,8 +379,11 @@ def surface_view(surface: SurfaceSnapshot | None, currency: str,
         table.add_row("(no tenors)", "", "", "")
     notes = (f"30-day: ATM {fmt(surface.atm_iv_30d, 2)}, RR {fmt(surface.rr25_30d, 2)}, "
              f"BF {fmt(surface.bf25_30d, 2)}, variance index {fmt(surface.variance_index, 2)}; {dvol_text(dvol)}")
-    if not surface.surface_ok:
-        notes += "; the fit failed, quotes only"
+    if not surface.complete:
+        notes += (f"; INCOMPLETE minute: {surface.usable} of {surface.listed} listed options two-sided with a "
+                  f"ticker (coverage {fmt(surface.coverage, 2)}): quotes only, no surface")
+    elif not surface.surface_ok:
+        notes += "; no surface this minute (the fit failed or there was nothing to fit), quotes only"
     return Group(table, Text(notes))
 
 

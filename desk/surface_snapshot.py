@@ -10,6 +10,15 @@ The seed program's filters:
 - a stale book (a gap or crossed book the BookKeeper has not resynchronised yet) is recorded with
   its vols and ``stale`` set, and left out of the surface and the variance index.
 
+Honest minutes: a minute's *coverage* is the share of the chain's listed options with a two-sided
+book and a ticker (bid, ask and mark present, book not stale). Below ``min_coverage`` (the setting
+``surface.min_coverage``), or with no such option at all, the minute is *incomplete*: its quotes
+are recorded with their vols (and marked incomplete) but no surface, fit or index is built from
+them, so the first minute after a start (books in, tickers not yet) is never recorded as good
+data. A complete minute whose fit has no expiry to fit is recorded with ``surface_ok`` false.
+
+Each grid point says whether it lies inside the data or is extrapolated (:mod:`quant.coverage`).
+
 A linear (USDC-settled) family's option prices are in USDC: its vols are solved from the price
 over the forward (the coin price Black-76 takes); its quotes keep the exchange's USDC prices, and
 the snapshot names their unit (``price_currency``).
@@ -32,10 +41,14 @@ from deribit.instruments import LINEAR_SETTLEMENT, family_of
 from messages.state import ChainSnapshot, OptionQuote
 from messages.surface import QuoteIV, SmileFit, SurfacePoint, SurfaceSnapshot, TenorFigures
 from quant import ChainInputs, SurfaceGrid, SurfaceResult, build_surface, implied_vol_with_reasons
+from quant.coverage import inside_data, quoted_k_ranges
 from quant.surface import DEFAULT_GRID, MS_PER_YEAR
 
 FloatArray = NDArray[np.float64]
 INDEX_TENOR_DAYS = 30.0
+#: The coverage below which a minute is incomplete, for callers without settings (the desk's own is
+#: ``surface.min_coverage`` in config/default.toml).
+DEFAULT_MIN_COVERAGE = 0.5
 log = structlog.get_logger(actor="surface_builder")
 
 
@@ -79,13 +92,32 @@ def quoted_in_usdc(chain: ChainSnapshot) -> bool:
     return price_currency_of(chain) == LINEAR_SETTLEMENT
 
 
+def usable_for_surface(option: OptionQuote) -> bool:
+    """A two-sided book and a ticker: bid, ask and mark present and the book not stale."""
+    return (option.bid is not None and option.bid > 0.0 and option.ask is not None and option.ask > 0.0
+            and option.mark_price is not None and not option.stale)
+
+
+def chain_coverage(chain: ChainSnapshot) -> tuple[int, int, float]:
+    """(listed, usable, coverage) of the chain: coverage = usable / listed, 0 when nothing is listed."""
+    listed = len(chain.options)
+    usable = sum(1 for o in chain.options if usable_for_surface(o))
+    return listed, usable, usable / listed if listed else 0.0
+
+
 def build_surface_snapshot(
     chain: ChainSnapshot,
     *,
     grid: SurfaceGrid = DEFAULT_GRID,
     method: str = "svi",
+    min_coverage: float = DEFAULT_MIN_COVERAGE,
 ) -> SurfaceSnapshot:
-    """Quotes with implied vols, the surface and its figures for one currency at ``chain.at``."""
+    """Quotes with implied vols, the surface and its figures for one currency at ``chain.at``; an
+    incomplete minute (coverage below ``min_coverage``, or nothing usable) has its quotes only."""
+    listed, usable, coverage = chain_coverage(chain)
+    complete = usable > 0 and coverage >= min_coverage
+    coverage_fields: dict[str, Any] = {"coverage": coverage, "complete": complete, "listed": listed,
+                                       "usable": usable}
     options: list[OptionQuote] = [
         o for o in chain.options if (o.bid is not None and o.bid > 0.0) or (o.ask is not None and o.ask > 0.0)
     ]
@@ -111,12 +143,16 @@ def build_surface_snapshot(
                          index_price=np.nan if chain.index_price is None else chain.index_price)
     result: SurfaceResult | None = None
     notes: tuple[str, ...] = ()
-    try:
-        result = build_surface(inputs, now_ms, grid=grid, method=method, variance_index_days=INDEX_TENOR_DAYS)  # type: ignore[arg-type]
-    except Exception as exc:  # the quotes still get recorded; the failure is logged with its traceback
-        log.error("surface_failed", currency=chain.currency, at=chain.at, error=f"{type(exc).__name__}: {exc}",
-                  traceback=traceback.format_exc())
-        notes = (f"surface failed: {type(exc).__name__}: {exc}",)
+    if not complete:
+        notes = (f"incomplete minute: {usable} of {listed} listed options two-sided with a ticker "
+                 f"(coverage {coverage:.2f}, minimum {min_coverage:.2f}): quotes only, no surface",)
+    else:
+        try:
+            result = build_surface(inputs, now_ms, grid=grid, method=method, variance_index_days=INDEX_TENOR_DAYS)  # type: ignore[arg-type]
+        except Exception as exc:  # the quotes still get recorded; the failure is logged with its traceback
+            log.error("surface_failed", currency=chain.currency, at=chain.at, error=f"{type(exc).__name__}: {exc}",
+                      traceback=traceback.format_exc())
+            notes = (f"surface failed: {type(exc).__name__}: {exc}",)
 
     years = (expiry_ms.astype(np.float64) - now_ms) / MS_PER_YEAR
     if result is not None:
@@ -143,8 +179,9 @@ def build_surface_snapshot(
         return SurfaceSnapshot(currency=chain.currency, at=chain.at, method=method, index_price=chain.index_price,
                                quotes=quotes, points=(), fits=(), tenors=(), variance_index=None, atm_iv_30d=None,
                                n_unquoted=n_unquoted, n_stale=int(stale.sum()), surface_ok=False, notes=notes,
-                               price_currency=price_currency_of(chain))
-    return _with_surface(chain, result, quotes, n_unquoted, int(stale.sum()))
+                               price_currency=price_currency_of(chain), **coverage_fields)
+    return _with_surface(chain, result, quotes, n_unquoted, int(stale.sum()), coverage_fields,
+                         inside_grid(result, expiry_ms))
 
 
 def _quote_rows(options: list[OptionQuote], bid_iv: FloatArray, ask_iv: FloatArray, mid_iv: FloatArray,
@@ -166,11 +203,25 @@ def _quote_rows(options: list[OptionQuote], bid_iv: FloatArray, ask_iv: FloatArr
     return tuple(rows)
 
 
+def inside_grid(result: SurfaceResult, quote_expiry_ms: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """(tenors, k) booleans: which grid nodes lie inside the data (:mod:`quant.coverage`); the
+    data are the quotes the surface kept that carry a vol (``quote_expiry_ms``: the quotes' expiries,
+    in the surface's input order), per fitted expiry."""
+    q = result.quotes
+    with_vol = q.kept & (np.isfinite(q.bid_iv) | np.isfinite(q.ask_iv) | np.isfinite(q.mid_iv))
+    expiry_ms = np.array([e.expiry_ms for e in result.expiries], dtype=np.int64)
+    k_min, k_max = quoted_k_ranges(quote_expiry_ms, q.log_moneyness, with_vol, expiry_ms)
+    return inside_data(result.tenor_days / 365.0, result.log_moneyness,
+                       [e.years for e in result.expiries], k_min, k_max)
+
+
 def _with_surface(chain: ChainSnapshot, result: SurfaceResult, quotes: tuple[QuoteIV, ...], n_unquoted: int,
-                  n_stale: int) -> SurfaceSnapshot:
+                  n_stale: int, coverage_fields: dict[str, Any], inside_nodes: NDArray[np.bool_]) -> SurfaceSnapshot:
+    inside = inside_nodes.ravel().tolist()
     points = tuple(
-        SurfacePoint(tenor_days=t, log_moneyness=k, iv=None if not np.isfinite(v) else round(v * 100.0, 10))
-        for t, k, v in result.grid_points()
+        SurfacePoint(tenor_days=t, log_moneyness=k, iv=None if not np.isfinite(v) else round(v * 100.0, 10),
+                     extrapolated=not is_inside)
+        for (t, k, v), is_inside in zip(result.grid_points(), inside, strict=True)
     )
     fits = tuple(
         SmileFit(
@@ -178,6 +229,8 @@ def _with_surface(chain: ChainSnapshot, result: SurfaceResult, quotes: tuple[Quo
             parameters=tuple(float(x) for x in e.params.as_array()) if e.params is not None else (),
             rmse=_opt(e.rmse_vol_points), n_quotes=e.n_quotes, butterfly_ok=e.butterfly_ok,
             calendar_ok=e.calendar_ok, min_g=_opt(e.min_g), wing_slope=_opt(e.wing_slope), notes=e.notes,
+            check_k_min=None if e.check_k_min is None else _opt(e.check_k_min),
+            check_k_max=None if e.check_k_max is None else _opt(e.check_k_max),
         )
         for e in result.expiries
     )
@@ -193,5 +246,6 @@ def _with_surface(chain: ChainSnapshot, result: SurfaceResult, quotes: tuple[Quo
         currency=chain.currency, at=chain.at, method=result.method, index_price=chain.index_price, quotes=quotes,
         points=points, fits=fits, tenors=tenors, variance_index=_opt(result.variance_index.value),
         atm_iv_30d=figures.atm_iv, rr25_30d=figures.rr25, bf25_30d=figures.bf25, n_unquoted=n_unquoted,
-        n_stale=n_stale, surface_ok=True, notes=result.notes, price_currency=price_currency_of(chain),
+        n_stale=n_stale, surface_ok=bool(result.expiries), notes=result.notes,
+        price_currency=price_currency_of(chain), **coverage_fields,
     )

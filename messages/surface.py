@@ -49,18 +49,25 @@ class QuoteIV(Message, frozen=True, kw_only=True):
 
 
 class SurfacePoint(Message, frozen=True, kw_only=True):
-    """One node of the constant-maturity grid: vol (percent) at a tenor and ln(K/F)."""
+    """One node of the constant-maturity grid: vol (percent) at a tenor and ln(K/F).
+
+    ``extrapolated``: the node lies outside the data (a tenor before the first or after the last
+    fitted expiry, or a k outside the quoted strikes' range interpolated in time between the
+    neighbouring expiries: :mod:`quant.coverage`); ``None`` only from producers that predate it
+    (unknown)."""
 
     tenor_days: float
     log_moneyness: float
     iv: float | None
+    extrapolated: bool | None = None
 
 
 class SmileFit(Message, frozen=True, kw_only=True):
     """One expiry's smile. ``method`` is what was used ("svi", or "linear" by request or as the
     fallback); ``parameters`` the raw-SVI (a, b, rho, m, sigma) in total variance when SVI, else
     empty; ``rmse`` the SVI fit's error in vol points. ``butterfly_ok`` / ``calendar_ok`` are the
-    arbitrage checks; ``notes`` say what was found and done."""
+    arbitrage checks; ``notes`` say what was found and done. ``check_k_min`` / ``check_k_max``: the
+    ln(K/F) range the butterfly check covered (``None``: not said by the producer)."""
 
     expiry_ms: int
     years: float
@@ -74,6 +81,8 @@ class SmileFit(Message, frozen=True, kw_only=True):
     min_g: float | None
     wing_slope: float | None
     notes: tuple[str, ...] = ()
+    check_k_min: float | None = None
+    check_k_max: float | None = None
 
 
 class TenorFigures(Message, frozen=True, kw_only=True):
@@ -91,7 +100,14 @@ class SurfaceSnapshot(Message, frozen=True, kw_only=True):
 
     ``variance_index`` is the 30-day index (Cboe VIX method, percent) and ``atm_iv_30d`` the ATM
     vol at 30 days beside it. ``n_unquoted`` options had neither bid nor ask and are not in
-    ``quotes``; ``surface_ok`` is false when the fit failed and only the quotes are usable."""
+    ``quotes``; ``surface_ok`` is false when the fit failed or there was nothing to fit, and only
+    the quotes are usable.
+
+    Coverage: ``listed`` options in the chain, ``usable`` of them with a two-sided book and a
+    ticker (bid, ask and mark present, book not stale), ``coverage`` = usable / listed. A minute
+    below the desk's ``surface.min_coverage`` (or with nothing usable) is not ``complete``: its
+    quotes are recorded, marked so, and it has no surface, fits or index. ``coverage`` is None
+    from producers that predate it (nothing known)."""
 
     currency: str
     at: float
@@ -112,6 +128,10 @@ class SurfaceSnapshot(Message, frozen=True, kw_only=True):
     #: What the quotes' prices are in (the chain's): the coin, or USDC in a linear family (their vols
     #: are solved from the price over the forward, in coin); empty from older producers: the coin.
     price_currency: str = ""
+    coverage: float | None = None
+    complete: bool = True
+    listed: int = 0
+    usable: int = 0
 
 
 class DatabaseHealth(StrEnum):

@@ -53,11 +53,14 @@ class IVReason(IntEnum):
     """Why an implied volatility is (or is not) available."""
 
     OK = 0
-    #: a NaN or infinite input, a non-positive forward or strike, or a negative price
+    #: a NaN or infinite input (an infinite time too), a non-positive forward or strike, or a
+    #: negative price
     BAD_INPUT = 1
     #: no time left: years <= 0
     NO_TIME = 2
-    #: price at or below intrinsic value: no time value left to explain with a volatility
+    #: price at or below intrinsic value: no time value left to explain with a volatility; also a
+    #: time value too small to be a number (normalised below the smallest normal double: the
+    #: subnormals have lost their digits, and the solver's logarithms with them)
     BELOW_INTRINSIC = 3
     #: price at or above the upper bound (the forward for a call, the strike for a put)
     ABOVE_MAXIMUM = 4
@@ -373,27 +376,32 @@ def implied_vol_with_reasons(
     )
     shape = p.shape
     p, f, k, t, c = (a.ravel() for a in (p, f, k, t, c))
-    with np.errstate(invalid="ignore"):
-        bad = ~(np.isfinite(p) & np.isfinite(f) & np.isfinite(k) & (f > 0.0) & (k > 0.0) & (p >= 0.0)) | np.isnan(t)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # An infinite time is bad input, not "no time" nor a vol of 0: s / sqrt(inf) would be 0 with OK.
+        bad = ~(np.isfinite(p) & np.isfinite(f) & np.isfinite(k) & np.isfinite(t) & (f > 0.0) & (k > 0.0)
+                & (p >= 0.0))
         # Same arithmetic as LetsBeRational: intrinsic value and the in-to-out-of-the-money switch
         # in price units, so both agree on the time value of a deep in-the-money quote to the bit.
         time_value = p - np.maximum(np.where(c, f - k, k - f), 0.0)
+        # A normalised time value below the smallest normal double (a price of 1e-323) has no
+        # digits left: the solver's ln(b) is then garbage (it returned 14.85 with OK). No vol.
+        beta = time_value / (np.sqrt(f) * np.sqrt(k))
         reason = np.select(
-            [bad, ~(t > 0.0), p >= np.where(c, f, k), ~(time_value > 0.0)],
+            [bad, ~(t > 0.0), p >= np.where(c, f, k), ~(time_value > 0.0) | ~(beta >= _DBL_MIN)],
             [IVReason.BAD_INPUT, IVReason.NO_TIME, IVReason.ABOVE_MAXIMUM, IVReason.BELOW_INTRINSIC],
             IVReason.OK,
         ).astype(np.int8)
     ok = reason == IVReason.OK
     if ok.all():
         # Both an in-the-money call and an out-of-the-money put have x >= 0: as a call they are b(-x).
-        s = normalised_implied_vol(time_value / (np.sqrt(f) * np.sqrt(k)), -np.abs(np.log(f / k)))
+        s = normalised_implied_vol(beta, -np.abs(np.log(f / k)))
         vol = s / np.sqrt(t)
     else:
         vol = np.full(p.shape, np.nan)
         idx = np.nonzero(ok)[0]
         if idx.size:
             fi, ki = f[idx], k[idx]
-            s = normalised_implied_vol(time_value[idx] / (np.sqrt(fi) * np.sqrt(ki)), -np.abs(np.log(fi / ki)))
+            s = normalised_implied_vol(beta[idx], -np.abs(np.log(fi / ki)))
             vol[idx] = s / np.sqrt(t[idx])
     return vol.reshape(shape)[()], reason.reshape(shape)[()]
 

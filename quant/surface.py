@@ -174,6 +174,8 @@ class ExpiryFit:
     wing_slope: float
     calendar_ok: bool
     notes: tuple[str, ...] = ()
+    check_k_min: float | None = None  # the ln(K/F) range the butterfly check covered (None: not said)
+    check_k_max: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy import Connection, Table, inspect, select
 from sqlalchemy.schema import CreateColumn
 
-from sql.tables import SCHEMA_VERSION, orders_audit, schema_version, volatility_index
+from sql.tables import SCHEMA_VERSION, orders_audit, schema_version, surface_fits, surface_points, volatility_index
 from sql.writers import insert_ignoring_conflicts, legacy_audit_outcome
 
 
@@ -55,8 +55,21 @@ def _to_3(conn: Connection) -> None:
             conn.execute(table.update().where(table.c.id == row.id).values(**values))
 
 
+def _to_4(conn: Connection) -> None:
+    """Honest minutes (the ``minute_coverage`` table is new: created, no step), which grid points are
+    extrapolated, the butterfly check's range and DVOL minus the index. Old rows keep NULL in the
+    first two (unknown: never computed); DVOL minus the index is the difference of two columns the
+    row holds, so it is filled where both are there (and stays NULL where either is missing)."""
+    add_columns(conn, surface_points, ("extrapolated",))
+    add_columns(conn, surface_fits, ("check_k_min", "check_k_max"))
+    add_columns(conn, volatility_index, ("dvol_minus_index",))
+    t = volatility_index
+    conn.execute(t.update().where(t.c.dvol.is_not(None), t.c.value.is_not(None), t.c.dvol_minus_index.is_(None))
+                 .values(dvol_minus_index=t.c.dvol - t.c.value))
+
+
 #: The step that takes a database of version N - 1 to N, by N.
-STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3}
+STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3, 4: _to_4}
 assert sorted(STEPS) == list(range(2, SCHEMA_VERSION + 1)), "one step for each version after the first"
 
 

@@ -1,5 +1,6 @@
 """What readers take from the database (the plots, a notebook): the 30-day variance index with
-Deribit's DVOL beside it, minute by minute, and the recorded settlements and deliveries.
+Deribit's DVOL beside it (and DVOL minus the index), minute by minute, each minute's coverage
+(whether it was complete), and the recorded settlements and deliveries.
 
 Every time comes back as an aware UTC datetime (SQLite hands back its stored UTC text as naive
 datetimes). A DVOL that was missing or stale at its minute is ``None`` with ``dvol_at`` ``None``.
@@ -12,7 +13,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Engine, inspect, literal, select
 
-from sql.tables import settlements, volatility_index
+from sql.tables import minute_coverage, settlements, volatility_index
 
 
 def as_utc(value: dt.datetime) -> dt.datetime:
@@ -34,6 +35,8 @@ class IndexMinute(NamedTuple):
     bf25_30d: float | None
     dvol: float | None
     dvol_at: dt.datetime | None
+    #: DVOL minus the variance index (None: either missing, or a database before schema version 4)
+    dvol_minus_index: float | None = None
 
 
 def read_volatility_index(engine: Engine, currency: str, start: dt.datetime | None = None,
@@ -42,8 +45,9 @@ def read_volatility_index(engine: Engine, currency: str, start: dt.datetime | No
     A database of schema version 1 (not yet taken forward by a desk's start) reads with no DVOL."""
     t = volatility_index
     with engine.connect() as conn:
-        has_dvol = "dvol" in {c["name"] for c in inspect(conn).get_columns(t.name)}
-    dvol = (t.c.dvol, t.c.dvol_at) if has_dvol else (literal(None).label("dvol"), literal(None).label("dvol_at"))
+        present = {c["name"] for c in inspect(conn).get_columns(t.name)}
+    dvol = [t.c[name] if name in present else literal(None).label(name)
+            for name in ("dvol", "dvol_at", "dvol_minus_index")]
     query = select(t.c.minute, t.c.currency, t.c.value, t.c.atm_iv_30d, t.c.rr25_30d, t.c.bf25_30d,
                    *dvol).where(t.c.currency == currency).order_by(t.c.minute)
     if start is not None:
@@ -52,7 +56,37 @@ def read_volatility_index(engine: Engine, currency: str, start: dt.datetime | No
         query = query.where(t.c.minute <= as_utc(end))
     with engine.connect() as conn:
         return [IndexMinute(as_utc(r.minute), r.currency, r.value, r.atm_iv_30d, r.rr25_30d, r.bf25_30d, r.dvol,
-                            _maybe_utc(r.dvol_at)) for r in conn.execute(query)]
+                            _maybe_utc(r.dvol_at), r.dvol_minus_index) for r in conn.execute(query)]
+
+
+class CoverageMinute(NamedTuple):
+    """One currency-minute of ``minute_coverage``: ``complete`` False means its quotes are recorded
+    but no surface, fits or index (coverage below surface.min_coverage, or nothing usable)."""
+
+    minute: dt.datetime
+    currency: str
+    coverage: float
+    complete: bool
+    listed: int
+    usable: int
+
+
+def read_minute_coverage(engine: Engine, currency: str, start: dt.datetime | None = None,
+                         end: dt.datetime | None = None) -> list[CoverageMinute]:
+    """The recorded coverage of ``currency``'s minutes from ``start`` to ``end`` (both included),
+    oldest first; none for minutes recorded before schema version 4 (or a database without the table)."""
+    t = minute_coverage
+    with engine.connect() as conn:
+        if not inspect(conn).has_table(t.name):
+            return []
+    query = select(t).where(t.c.currency == currency).order_by(t.c.minute)
+    if start is not None:
+        query = query.where(t.c.minute >= as_utc(start))
+    if end is not None:
+        query = query.where(t.c.minute <= as_utc(end))
+    with engine.connect() as conn:
+        return [CoverageMinute(as_utc(r.minute), r.currency, r.coverage, bool(r.complete), r.listed, r.usable)
+                for r in conn.execute(query)]
 
 
 class SettlementEntry(NamedTuple):

@@ -12,7 +12,11 @@ the version before forward, in ``sql/migrations.py``) when a table changes.
 Versions: 1 the minute tables and the orders audit; 2 Deribit's DVOL beside the variance index
 (``volatility_index.dvol``, ``dvol_at``) and the ``settlements`` table; 3 the orders audit's outcomes
 (sent, filled, rejected, refused, unknown) with the order id, filled amount and the resolution of an
-unknown outcome (``order_id``, ``filled_amount``, ``resolved_at``, ``resolution``).
+unknown outcome (``order_id``, ``filled_amount``, ``resolved_at``, ``resolution``); 4 honest minutes
+and a surface that says what it knows: ``minute_coverage`` (each currency-minute's coverage and
+whether it was complete), ``surface_points.extrapolated``, ``surface_fits.check_k_min`` /
+``check_k_max`` (the butterfly check's range) and ``volatility_index.dvol_minus_index`` (NULL on the
+rows of older versions: not known).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -86,6 +90,9 @@ surface_points = Table(
     Column("tenor_days", Double, primary_key=True),
     Column("log_moneyness", Double, primary_key=True),
     Column("iv", Double),
+    # the node lies outside the data (tenor outside the fitted expiries, or k outside the quoted
+    # strikes' range interpolated in time): quant.coverage. NULL on rows before version 4: unknown.
+    Column("extrapolated", Boolean),
 )
 
 surface_fits = Table(
@@ -106,6 +113,9 @@ surface_fits = Table(
     Column("min_g", Double),
     Column("wing_slope", Double),
     Column("notes", Text),
+    # the ln(K/F) range the butterfly check covered (NULL: not said, or a row before version 4)
+    Column("check_k_min", Double),
+    Column("check_k_max", Double),
 )
 
 volatility_index = Table(
@@ -122,6 +132,23 @@ volatility_index = Table(
     # sql.recording.DVOL_STALE_AFTER_S at the minute: a stale figure is missing, not current.
     Column("dvol", Double),
     Column("dvol_at", _utc()),
+    # DVOL minus our 30-day variance index (``value``), vol points; NULL when either is missing.
+    Column("dvol_minus_index", Double),
+)
+
+# One row per currency-minute the SurfaceBuilder published (version 4): ``listed`` options in the
+# chain, ``usable`` of them with a two-sided book and a ticker, ``coverage`` = usable / listed, and
+# whether the minute was ``complete`` (coverage at least surface.min_coverage): an incomplete
+# minute has its option_quotes rows but no surface_points, surface_fits or volatility_index row.
+minute_coverage = Table(
+    "minute_coverage",
+    metadata,
+    Column("minute", _utc(), primary_key=True),
+    Column("currency", String(8), primary_key=True),
+    Column("coverage", Double, nullable=False),
+    Column("complete", Boolean, nullable=False),
+    Column("listed", Integer, nullable=False),
+    Column("usable", Integer, nullable=False),
 )
 
 settlements = Table(
@@ -184,4 +211,4 @@ orders_audit = Table(
 )
 
 #: The tables a minute's rows go into, in the order written.
-MINUTE_TABLES = (option_quotes, surface_points, surface_fits, volatility_index)
+MINUTE_TABLES = (option_quotes, minute_coverage, surface_points, surface_fits, volatility_index)

@@ -2,8 +2,10 @@
 adds nothing.
 
 ``write_surface_snapshot(conn, snapshot, dvol)`` puts one currency-minute into ``option_quotes``,
-``surface_points``, ``surface_fits`` and ``volatility_index`` (one batch per table; Deribit's DVOL
-at the minute beside the variance index) inside the caller's transaction. ``write_audit(conn,
+``minute_coverage``, ``surface_points``, ``surface_fits`` and ``volatility_index`` (one batch per
+table; Deribit's DVOL at the minute beside the variance index, and their difference) inside the
+caller's transaction. An incomplete minute writes its quotes and its ``minute_coverage`` row only: no
+surface, fits or index row comes from it. ``write_audit(conn,
 event)`` records an order command, its answer, the resolution of a lost answer or a later fill in
 ``orders_audit``, correlated by (origin, request_key) whichever arrives first (a fill by order
 id). ``write_settlements(conn, history)`` adds the entries of a settlement history that
@@ -89,8 +91,10 @@ class MinuteRows(NamedTuple):
 
 def minute_rows(snapshot: SurfaceSnapshot, dvol: DvolReading | None = None, *,
                 times_as_text: bool = False) -> list[MinuteRows]:
-    """The rows of one currency-minute, per table; ``dvol`` the DVOL at the minute (None: missing).
-    Times are UTC datetimes, or ISO-8601 text with the offset when ``times_as_text`` (for COPY)."""
+    """The rows of one currency-minute, per table (:data:`sql.tables.MINUTE_TABLES`' order); ``dvol``
+    the DVOL at the minute (None: missing). Times are UTC datetimes, or ISO-8601 text with the offset
+    when ``times_as_text`` (for COPY). A snapshot from a producer that predates coverage (``coverage``
+    None: a spooled batch of an older version) has no ``minute_coverage`` row."""
     cache: dict[float, Any] = {}
 
     def when(seconds: float) -> Any:
@@ -109,22 +113,35 @@ def minute_rows(snapshot: SurfaceSnapshot, dvol: DvolReading | None = None, *,
     for q in snapshot.quotes:
         t = astuple(q)
         quotes.append((minute, t[0], currency, when(t[1] / 1000.0), *t[2:]))
+    coverage_rows: Rows = []
+    coverage = _finite(snapshot.coverage)
+    if coverage is not None:
+        coverage_rows.append((minute, currency, coverage, snapshot.complete, snapshot.listed, snapshot.usable))
+    if not snapshot.complete:
+        # Quotes only: the surface, fits and index of an incomplete minute are not data.
+        return _parts((quotes, coverage_rows, [], [], []))
     method = snapshot.method
-    points: Rows = [(minute, currency, method, p.tenor_days, p.log_moneyness, _finite(p.iv))
+    points: Rows = [(minute, currency, method, p.tenor_days, p.log_moneyness, _finite(p.iv), p.extrapolated)
                     for p in snapshot.points]
     fits: Rows = [
         (minute, currency, when(f.expiry_ms / 1000.0), f.method, f.years, _finite(f.forward),
          json.dumps(dict(zip(SVI_NAMES, f.parameters, strict=True)) if f.parameters else {}),
          _finite(f.rmse), f.n_quotes, f.butterfly_ok, f.calendar_ok, _finite(f.min_g), _finite(f.wing_slope),
-         "; ".join(f.notes) or None)
+         "; ".join(f.notes) or None, _finite(f.check_k_min), _finite(f.check_k_max))
         for f in snapshot.fits
     ]
     dvol_value = _finite(dvol.value) if dvol is not None else None
     dvol_at = when(dvol.timestamp / 1000.0) if dvol is not None and dvol_value is not None else None
-    index: Rows = [(minute, currency, _finite(snapshot.variance_index), _finite(snapshot.atm_iv_30d),
-                    _finite(snapshot.rr25_30d), _finite(snapshot.bf25_30d), dvol_value, dvol_at)]
-    return [MinuteRows(table, tuple(c.name for c in table.columns), rows)
-            for table, rows in zip(MINUTE_TABLES, (quotes, points, fits, index), strict=True)]
+    value = _finite(snapshot.variance_index)
+    difference = dvol_value - value if dvol_value is not None and value is not None else None
+    index: Rows = [(minute, currency, value, _finite(snapshot.atm_iv_30d),
+                    _finite(snapshot.rr25_30d), _finite(snapshot.bf25_30d), dvol_value, dvol_at, difference)]
+    return _parts((quotes, coverage_rows, points, fits, index))
+
+
+def _parts(rows: tuple[Rows, Rows, Rows, Rows, Rows]) -> list[MinuteRows]:
+    return [MinuteRows(table, tuple(c.name for c in table.columns), table_rows)
+            for table, table_rows in zip(MINUTE_TABLES, rows, strict=True)]
 
 
 def write_surface_snapshot(conn: Connection, snapshot: SurfaceSnapshot,

@@ -20,9 +20,20 @@ from sql.engine import create_schema, make_engine
 from sql.migrations import add_columns
 from sql.queries import read_settlements, read_volatility_index
 from sql.store import MinuteStore, settlements_record, snapshot_record
-from sql.tables import SCHEMA_VERSION, metadata, orders_audit, schema_version, settlements, volatility_index
+from sql.tables import (
+    SCHEMA_VERSION,
+    metadata,
+    minute_coverage,
+    option_quotes,
+    orders_audit,
+    schema_version,
+    settlements,
+    surface_fits,
+    surface_points,
+    volatility_index,
+)
 from sql.writers import DvolReading, minute_rows
-from tests.support import schema_v1
+from tests.support import schema_v1, schema_v3
 from tests.support.recorder_messages import docs_settlements
 from tests.support.sql import AT, count, private_schema, small_snapshot
 
@@ -38,6 +49,8 @@ def v1_database(engine: Engine, snapshots: list[SurfaceSnapshot]) -> None:
             AT - 86_400, dt.UTC)))
         for snap in snapshots:
             for part in minute_rows(snap):
+                if part.table.name not in schema_v1.metadata.tables:
+                    continue  # a table of a later version (minute_coverage)
                 table = schema_v1.metadata.tables[part.table.name]
                 rows = [{k: v for k, v in zip(part.columns, row, strict=True) if k in table.c} for row in part.rows]
                 if rows:
@@ -113,12 +126,12 @@ def test_a_version_1_database_is_taken_forward_without_losing_a_row(db_url: str,
         assert [r.dvol for r in read_volatility_index(engine, "BTC")] == [None, None]
 
         assert outcomes(engine) == {row["request_key"]: row["outcome"] for row in V1_AUDIT}
-        assert create_schema(engine) == SCHEMA_VERSION == 3
+        assert create_schema(engine) == SCHEMA_VERSION == 4
         assert contents(engine, V1_TABLES[:-1]) == {k: v for k, v in before.items() if k != "schema_version"}
         assert outcomes(engine) == V3_OUTCOMES
         with engine.connect() as conn:
             assert conn.execute(select(schema_version.c.version).order_by(schema_version.c.version)
-                                ).scalars().all() == [1, 2, 3]
+                                ).scalars().all() == [1, 2, 3, 4]
             filled = conn.execute(select(orders_audit).where(orders_audit.c.request_key == "h-2")).one()
         assert (filled.order_id, filled.filled_amount) == ("ETH-9", 10.0)
         rows = read_volatility_index(engine, "BTC")
@@ -166,7 +179,7 @@ def test_a_step_cut_short_is_completed_at_the_next_start(db_url: str, snapshots:
         assert create_schema(engine) == SCHEMA_VERSION
         with engine.connect() as conn:
             columns = [c["name"] for c in inspect(conn).get_columns("volatility_index")]
-        assert columns[-2:] == ["dvol", "dvol_at"] and len(columns) == len(set(columns))
+        assert columns[-3:] == ["dvol", "dvol_at", "dvol_minus_index"] and len(columns) == len(set(columns))
         assert len(read_volatility_index(engine, "BTC")) == 1
     finally:
         engine.dispose()
@@ -235,3 +248,97 @@ def test_two_programs_starting_at_once_on_a_version_1_postgres_database(
         finally:
             for e in engines:
                 e.dispose()
+
+
+# -- version 3 to 4: honest minutes, extrapolated points, the check range, DVOL minus the index -----------
+V3_MINUTE_TABLES = ("option_quotes", "surface_points", "surface_fits", "volatility_index")
+
+
+def v3_database(engine: Engine, snapshots: list[SurfaceSnapshot], dvols: list[DvolReading | None]) -> None:
+    """What version 3 of the program left: its tables (its own definitions), its version rows and
+    minutes with the DVOL beside the index (version 3 wrote no difference, no coverage, no flags)."""
+    with engine.begin() as conn:
+        schema_v3.metadata.create_all(conn)
+        conn.execute(schema_v3.schema_version.insert(), [
+            {"version": v, "applied_at": dt.datetime.fromtimestamp(AT - 86_400, dt.UTC)} for v in (1, 2, 3)])
+        for snap, dvol in zip(snapshots, dvols, strict=True):
+            for part in minute_rows(snap, dvol):
+                if part.table.name not in schema_v3.metadata.tables:
+                    continue
+                table = schema_v3.metadata.tables[part.table.name]
+                rows = [{k: v for k, v in zip(part.columns, row, strict=True) if k in table.c} for row in part.rows]
+                if rows:
+                    conn.execute(table.insert(), rows)
+
+
+def v3_contents(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    found = {}
+    with engine.connect() as conn:
+        for name in V3_MINUTE_TABLES:
+            found[name] = sorted((tuple(r) for r in conn.execute(select(*schema_v3.metadata.tables[name].c))),
+                                 key=repr)
+    return found
+
+
+def test_a_version_3_database_is_taken_to_4_keeping_every_row_and_marking_the_new_columns_unknown(
+        db_url: str, snapshots: list[SurfaceSnapshot], tmp_path: Path) -> None:
+    engine = make_engine(db_url)
+    dvols = [DvolReading(value=61.25, timestamp=int(snapshots[0].at * 1000) - 1_000), None,
+             DvolReading(value=70.5, timestamp=int(snapshots[2].at * 1000) - 2_000)]
+    try:
+        v3_database(engine, snapshots, dvols)
+        before = v3_contents(engine)
+        assert all(before[name] for name in V3_MINUTE_TABLES)
+        assert create_schema(engine) == SCHEMA_VERSION == 4
+        assert v3_contents(engine) == before  # no row lost or changed in version 3's columns
+        with engine.connect() as conn:
+            assert conn.execute(select(schema_version.c.version).order_by(schema_version.c.version)
+                                ).scalars().all() == [1, 2, 3, 4]
+            # What version 3 never computed is unknown (NULL), not made up.
+            assert set(conn.execute(select(surface_points.c.extrapolated)).scalars()) == {None}
+            assert set(conn.execute(select(surface_fits.c.check_k_min, surface_fits.c.check_k_max))) == {
+                (None, None)}
+            assert count(engine, minute_coverage) == 0
+            # DVOL minus the index is the difference of the row's own columns, NULL where either is missing.
+            index = conn.execute(select(volatility_index.c.currency, volatility_index.c.value,
+                                        volatility_index.c.dvol, volatility_index.c.dvol_minus_index)
+                                 .order_by(volatility_index.c.minute, volatility_index.c.currency)).all()
+        assert len(index) == 3
+        for _, value, dvol, difference in index:
+            if dvol is None or value is None:
+                assert difference is None
+            else:
+                assert difference == pytest.approx(dvol - value, abs=1e-12)
+        assert sum(1 for row in index if row.dvol_minus_index is not None) == 2
+        assert create_schema(engine) == SCHEMA_VERSION  # again: nothing to do
+        assert v3_contents(engine) == before
+    finally:
+        engine.dispose()
+
+    # The Recorder writes on at once: a spooled version-3 minute (no coverage: no minute_coverage
+    # row), then an incomplete minute (its quotes and coverage only) and a complete one.
+    later = [msgspec.structs.replace(snapshots[0], at=AT + 600 + 60 * i) for i in range(3)]
+    incomplete = msgspec.structs.replace(later[1], complete=False, coverage=0.1, listed=120, usable=12,
+                                         surface_ok=False, points=(), fits=(), tenors=(), variance_index=None)
+    old_spooled = msgspec.structs.replace(later[0], coverage=None)
+    spool = tmp_path / "spool"
+    store = MinuteStore(db_url, spool)
+    try:
+        store.open()
+        for snap in (old_spooled, incomplete, later[2]):
+            assert store.record(snapshot_record(snap, DvolReading(value=66.0, timestamp=int(snap.at * 1000))))
+    finally:
+        store.close()
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            coverage = conn.execute(select(minute_coverage.c.minute, minute_coverage.c.complete,
+                                           minute_coverage.c.usable).order_by(minute_coverage.c.minute)).all()
+        assert [(m.timestamp() if m.tzinfo else m.replace(tzinfo=dt.UTC).timestamp(), c, u)
+                for m, c, u in coverage] == [(incomplete.at, False, 12), (later[2].at, True, later[2].usable)]
+        when = dt.datetime.fromtimestamp(incomplete.at, dt.UTC)
+        assert count(engine, option_quotes, minute=when) == len(incomplete.quotes) > 0
+        assert count(engine, surface_points, minute=when) == count(engine, volatility_index, minute=when) == 0
+        assert [r.dvol for r in read_volatility_index(engine, "BTC")][-2:] == [66.0, 66.0]
+    finally:
+        engine.dispose()

@@ -12,13 +12,16 @@ import msgspec
 import pytest
 from sqlalchemy import Engine, func, select
 
+from bench.snapshot import synthetic_chain_snapshot
+from desk.surface_snapshot import build_surface_snapshot
 from messages.account import Settlement, SettlementHistory
 from messages.commands import CancelAll, CancelOrder, CommandFailed, CommandResult, EditOrder, PlaceOrder
 from sql.engine import DatabaseURLError, SchemaVersionError, create_schema, make_engine, mask_url
-from sql.queries import IndexMinute, read_settlements, read_volatility_index
+from sql.queries import IndexMinute, read_minute_coverage, read_settlements, read_volatility_index
 from sql.spool import Spool, SpoolError, SpoolRecord
 from sql.tables import (
     SCHEMA_VERSION,
+    minute_coverage,
     option_quotes,
     orders_audit,
     schema_version,
@@ -97,7 +100,7 @@ def test_a_minute_lands_in_all_four_tables_once_however_often_it_is_written(engi
     for _ in range(3):
         with engine.begin() as conn:
             counts = write_surface_snapshot(conn, snap)
-    assert counts == {"option_quotes": len(snap.quotes), "surface_points": len(snap.points),
+    assert counts == {"option_quotes": len(snap.quotes), "minute_coverage": 1, "surface_points": len(snap.points),
                       "surface_fits": len(snap.fits), "volatility_index": 1}
     assert count(engine, option_quotes) == len(snap.quotes)
     assert count(engine, surface_points) == len(snap.points)
@@ -134,6 +137,8 @@ def test_rows_hold_exactly_what_the_snapshot_says(engine: Engine) -> None:
     for p in snap.points:
         assert points[(p.tenor_days, p.log_moneyness)].iv == p.iv
         assert points[(p.tenor_days, p.log_moneyness)].method == snap.method
+        assert points[(p.tenor_days, p.log_moneyness)].extrapolated == p.extrapolated is not None
+    assert {p.extrapolated for p in snap.points} == {True, False}
     assert [f.expiry_ms for f in snap.fits] == [int(r.expiry.replace(tzinfo=dt.UTC).timestamp() * 1000) for r in fits]
     for f, r in zip(snap.fits, fits, strict=True):
         params = json.loads(r.parameters)
@@ -142,9 +147,14 @@ def test_rows_hold_exactly_what_the_snapshot_says(engine: Engine) -> None:
         assert (r.method, r.rmse, r.n_quotes, r.butterfly_ok, r.calendar_ok) == (
             f.method, f.rmse, f.n_quotes, f.butterfly_ok, f.calendar_ok)
         assert r.notes == ("; ".join(f.notes) or None)
+        assert (r.check_k_min, r.check_k_max) == (f.check_k_min, f.check_k_max)
     assert (index.value, index.atm_iv_30d, index.rr25_30d, index.bf25_30d) == (
         snap.variance_index, snap.atm_iv_30d, snap.rr25_30d, snap.bf25_30d)
-    assert (index.dvol, index.dvol_at) == (None, None)  # no DVOL given: missing
+    assert (index.dvol, index.dvol_at, index.dvol_minus_index) == (None, None, None)  # no DVOL given: missing
+    with engine.connect() as conn:
+        coverage = conn.execute(select(minute_coverage)).one()
+    assert (coverage.currency, coverage.coverage, coverage.complete, coverage.listed, coverage.usable) == (
+        "BTC", snap.coverage, True, snap.listed, snap.usable)
 
 
 def test_the_dvol_is_stored_and_read_beside_the_variance_index(engine: Engine) -> None:
@@ -158,15 +168,46 @@ def test_the_dvol_is_stored_and_read_beside_the_variance_index(engine: Engine) -
     minute = dt.datetime.fromtimestamp(AT, dt.UTC)
     later = minute + dt.timedelta(minutes=1)
     btc = read_volatility_index(engine, "BTC")
+    assert snap.variance_index is not None
     assert btc == [
         IndexMinute(minute, "BTC", snap.variance_index, snap.atm_iv_30d, snap.rr25_30d, snap.bf25_30d, 57.31,
-                    dt.datetime.fromtimestamp(reading.timestamp / 1000, dt.UTC)),
+                    dt.datetime.fromtimestamp(reading.timestamp / 1000, dt.UTC), btc[0].dvol_minus_index),
         IndexMinute(later, "BTC", snap.variance_index, snap.atm_iv_30d, snap.rr25_30d, snap.bf25_30d, None, None),
     ]
     assert btc[0].dvol_at is not None and btc[0].dvol_at.tzinfo is not None
     assert read_volatility_index(engine, "BTC", start=later) == btc[1:]
     assert read_volatility_index(engine, "BTC", end=minute) == btc[:1]
     assert [r.dvol for r in read_volatility_index(engine, "ETH")] == [70.0]
+    # DVOL minus our index, recorded beside them; NULL where the DVOL was missing.
+    with engine.connect() as conn:
+        t = volatility_index
+        differences = conn.execute(select(t.c.dvol_minus_index).where(t.c.currency == "BTC")
+                                   .order_by(t.c.minute)).scalars().all()
+    assert snap.variance_index is not None
+    assert differences[0] == pytest.approx(57.31 - snap.variance_index, abs=1e-12) and differences[1] is None
+    assert [r.dvol_minus_index for r in btc] == differences
+
+
+def test_an_incomplete_minute_stores_its_quotes_marked_and_no_surface_fits_or_index(engine: Engine) -> None:
+    create_schema(engine)
+    snap = small_snapshot()
+    incomplete = build_surface_snapshot(synthetic_chain_snapshot(at=AT, n_quotes=120, n_expiries=4),
+                                        min_coverage=0.99)
+    assert not incomplete.complete and incomplete.quotes
+    with engine.begin() as conn:
+        write_surface_snapshot(conn, incomplete, DvolReading(value=50.0, timestamp=int(AT * 1000)))
+        write_surface_snapshot(conn, msgspec.structs.replace(snap, at=AT + 60))
+    assert count(engine, option_quotes) == len(incomplete.quotes) + len(snap.quotes)
+    assert count(engine, surface_points) == len(snap.points) and count(engine, surface_fits) == len(snap.fits)
+    assert [r.minute.timestamp() for r in read_volatility_index(engine, "BTC")] == [AT + 60]
+    with engine.connect() as conn:
+        rows = conn.execute(select(minute_coverage).order_by(minute_coverage.c.minute)).all()
+    assert [(r.complete, r.listed, r.usable) for r in rows] == [(False, 120, incomplete.usable),
+                                                                (True, 120, snap.usable)]
+    assert rows[0].coverage == pytest.approx(incomplete.usable / 120)
+    read = read_minute_coverage(engine, "BTC")
+    assert [(r.minute.timestamp(), r.complete) for r in read] == [(AT, False), (AT + 60, True)]
+    assert read_minute_coverage(engine, "ETH") == []
 
 
 def test_a_settlement_history_fetched_again_and_again_adds_each_entry_once(engine: Engine) -> None:

@@ -381,6 +381,18 @@ def test_surface_view(tmp_path: Any) -> None:  # the chain's tables: tests/unit/
     dvol = VolatilityIndex(index_name="btc_usd", volatility=81.37, timestamp=int(NOW * 1000))
     RichConsole(file=out, width=200).print(surface_view(surface, "BTC", dvol))
     assert "variance index 79.50; DVOL (Deribit) 81.37 at" in out.getvalue()
+    assert "INCOMPLETE" not in out.getvalue()
+
+
+def test_surface_view_says_when_a_minute_is_incomplete() -> None:
+    incomplete = SurfaceSnapshot(currency="BTC", at=NOW, method="svi", index_price=31900.0, quotes=(), points=(),
+                                 fits=(), tenors=(), variance_index=None, atm_iv_30d=None, surface_ok=False,
+                                 coverage=0.0, complete=False, listed=604, usable=0)
+    out = io.StringIO()
+    RichConsole(file=out, width=200).print(surface_view(incomplete, "BTC"))
+    text = " ".join(out.getvalue().split())
+    assert "INCOMPLETE minute: 0 of 604 listed options two-sided with a ticker (coverage 0.00)" in text
+    assert "no surface" in text
 
 
 def test_dvol_and_a_platform_lock_on_the_actor(tmp_path: Any) -> None:

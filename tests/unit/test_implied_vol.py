@@ -175,3 +175,63 @@ def test_normalised_solver_matches_lets_be_rational_beyond_the_domain() -> None:
         ]
     )
     np.testing.assert_allclose(ours, ref, rtol=1e-11, atol=0.0)
+
+
+# Every hostile value of each input, with the reason it must give (issue 19: T = +inf gave vol 0
+# with OK; a price of 1e-323 gave 14.85 with OK).
+_F, _K, _T, _P = 100.0, 110.0, 0.5, 3.0
+HOSTILE = [
+    # price
+    ((np.nan, _F, _K, _T, True), IVReason.BAD_INPUT),
+    ((np.inf, _F, _K, _T, True), IVReason.BAD_INPUT),
+    ((-np.inf, _F, _K, _T, True), IVReason.BAD_INPUT),
+    ((-1.0, _F, _K, _T, True), IVReason.BAD_INPUT),
+    ((-5e-324, _F, _K, _T, True), IVReason.BAD_INPUT),
+    ((0.0, _F, _K, _T, True), IVReason.BELOW_INTRINSIC),
+    ((-0.0, _F, _K, _T, True), IVReason.BELOW_INTRINSIC),
+    ((5e-324, _F, _K, _T, True), IVReason.BELOW_INTRINSIC),  # the smallest subnormal
+    ((1e-323, _F, 1000.0, 1 / 365, True), IVReason.BELOW_INTRINSIC),  # the issue's: 14.85 with OK before
+    ((1e-323, _F, _F, _T, True), IVReason.BELOW_INTRINSIC),  # at the money: vol 0 with OK before
+    ((1e-310, _F, _K, _T, True), IVReason.BELOW_INTRINSIC),  # subnormal once normalised by sqrt(F K)
+    ((_P, _F, _K, _T, True), IVReason.OK),
+    # time
+    ((_P, _F, _K, np.inf, True), IVReason.BAD_INPUT),  # vol 0 with OK before
+    ((_P, _F, _K, -np.inf, True), IVReason.BAD_INPUT),
+    ((_P, _F, _K, np.nan, True), IVReason.BAD_INPUT),
+    ((_P, _F, _K, 0.0, True), IVReason.NO_TIME),
+    ((_P, _F, _K, -0.0, True), IVReason.NO_TIME),
+    ((_P, _F, _K, -1.0, True), IVReason.NO_TIME),
+    ((_P, _F, _K, -5e-324, True), IVReason.NO_TIME),
+    # forward
+    ((_P, 0.0, _K, _T, True), IVReason.BAD_INPUT),
+    ((_P, -_F, _K, _T, True), IVReason.BAD_INPUT),
+    ((_P, np.inf, _K, _T, True), IVReason.BAD_INPUT),
+    ((_P, -np.inf, _K, _T, True), IVReason.BAD_INPUT),
+    ((_P, np.nan, _K, _T, True), IVReason.BAD_INPUT),
+    # strike
+    ((_P, _F, 0.0, _T, False), IVReason.BAD_INPUT),
+    ((_P, _F, -_K, _T, False), IVReason.BAD_INPUT),
+    ((_P, _F, np.inf, _T, False), IVReason.BAD_INPUT),
+    ((_P, _F, -np.inf, _T, False), IVReason.BAD_INPUT),
+    ((_P, _F, np.nan, _T, False), IVReason.BAD_INPUT),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), HOSTILE, ids=[f"{a}" for a, _ in HOSTILE])
+def test_every_hostile_input_gives_its_reason_and_no_vol(args: tuple[float, float, float, float, bool],
+                                                         expected: IVReason) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vol, reason = implied_vol_with_reasons(*args)
+    assert IVReason(int(reason)) is expected
+    if expected is IVReason.OK:
+        assert np.isfinite(vol) and vol > 0.0
+    else:
+        assert np.isnan(vol)
+
+
+def test_hostile_inputs_in_one_array_give_the_same_reasons_as_one_by_one() -> None:
+    args = [np.array([c[0][i] for c in HOSTILE]) for i in range(5)]
+    vol, reason = implied_vol_with_reasons(*args)
+    np.testing.assert_array_equal(reason, [int(c[1]) for c in HOSTILE])
+    assert np.isnan(vol[reason != IVReason.OK]).all() and (vol[reason == IVReason.OK] > 0.0).all()

@@ -8,6 +8,7 @@ entries (tests/support/recorder_messages.py names the sources).
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -17,6 +18,8 @@ from hypothesis import strategies as st
 from messages.account import Settlement, SettlementHistory
 from messages.market import VolatilityIndex
 from sql.recording import DVOL_STALE_AFTER_S, DvolAtMinute, SettlementsSeen, coin_of
+from sql.spool import Spool
+from sql.store import snapshot_record
 from sql.writers import DvolReading, minute_rows, settlement_key, settlement_rows
 from tests.support.recorder_messages import DOCS_SETTLEMENTS, docs_dvol, docs_settlements
 from tests.support.sql import AT, small_snapshot
@@ -158,3 +161,28 @@ def test_a_history_seen_again_hands_on_only_what_is_new() -> None:
     assert fresh is not None and fresh.settlements == (second,) and fresh.at == AT + 86_400
     # The same entry in another currency's history is another entry.
     assert seen.new_entries(msgspec.structs.replace(history, currency="ETH")) is not None
+
+
+def test_a_spooled_minute_replays_the_same_rows_coverage_flags_and_difference_included(tmp_path: Path) -> None:
+    snap = small_snapshot()
+    assert snap.coverage is not None and {p.extrapolated for p in snap.points} == {True, False}
+    incomplete = msgspec.structs.replace(snap, at=AT + 60, complete=False, coverage=0.2, usable=24, points=(),
+                                         fits=(), tenors=(), variance_index=None, surface_ok=False)
+    reading = DvolReading(value=60.5, timestamp=int(AT * 1000))
+    spool = Spool(tmp_path / "spool")
+    for original in (snap, incomplete):
+        spool.append(snapshot_record(original, reading))
+        head = spool.peek()
+        assert head is not None
+        path, record = head
+        assert record.snapshot == original and record.dvol == reading
+        assert minute_rows(record.snapshot, record.dvol) == minute_rows(original, reading)
+        spool.remove(path)
+    complete_rows = {part.table.name: part.rows for part in minute_rows(snap, reading)}
+    assert complete_rows["minute_coverage"] == [(complete_rows["option_quotes"][0][0], "BTC", snap.coverage, True,
+                                                 snap.listed, snap.usable)]
+    assert snap.variance_index is not None
+    assert complete_rows["volatility_index"][0][-1] == pytest.approx(60.5 - snap.variance_index)
+    incomplete_rows = {part.table.name: len(part.rows) for part in minute_rows(incomplete, reading)}
+    assert incomplete_rows == {"option_quotes": len(snap.quotes), "minute_coverage": 1, "surface_points": 0,
+                               "surface_fits": 0, "volatility_index": 0}

@@ -223,11 +223,103 @@ def test_the_actor_publishes_one_snapshot_per_option_chain_and_ignores_futures(c
         assert ref.ask(futures, timeout=10) is None
         unquoted = msgspec.structs.replace(chain, options=tuple(
             msgspec.structs.replace(o, bid=None, ask=None) for o in chain.options))
-        assert ref.ask(unquoted, timeout=10) is None
+        # Nothing quoted: an incomplete minute (no quote rows, no surface), said so rather than skipped.
+        empty = ref.ask(unquoted, timeout=10)
+        assert isinstance(empty, SurfaceSnapshot)
+        assert (empty.complete, empty.surface_ok, empty.coverage, empty.listed, empty.quotes) == (
+            False, False, 0.0, len(chain.options), ())
+        assert ref.ask(msgspec.structs.replace(chain, options=()), timeout=10) is None  # nothing listed
         snap = ref.ask(chain, timeout=30)
     finally:
         ref.stop()
-    assert isinstance(snap, SurfaceSnapshot) and snap.method == "linear"
-    assert published == [snap]
+    assert isinstance(snap, SurfaceSnapshot) and snap.method == "linear" and snap.complete
+    assert published == [empty, snap]
     assert SurfaceBuilder.subscriptions() == (ChainSnapshot,)
     assert math.isfinite(snap.variance_index or math.nan)
+
+
+# -- honest minutes ---------------------------------------------------------------------------------------
+def _no_ticker_yet(chain: ChainSnapshot) -> ChainSnapshot:
+    """The first minute after a start: every book is in, no ticker has come yet (no mark, no
+    underlying price, no greeks): what the real capture's first BTC minute recorded as good data."""
+    return msgspec.structs.replace(chain, options=tuple(
+        msgspec.structs.replace(o, mark_price=None, mark_iv=None, underlying_price=None, index_price=None, delta=None,
+                                gamma=None, vega=None, theta=None, open_interest=None) for o in chain.options))
+
+
+def test_the_first_minute_after_a_start_is_incomplete_and_leaves_no_surface(chain: ChainSnapshot) -> None:
+    first = _no_ticker_yet(chain)
+    snap = build_surface_snapshot(first)
+    quoted = [o for o in first.options if (o.bid or 0) > 0 or (o.ask or 0) > 0]
+    # Its quotes are recorded (and marked incomplete), nothing else is.
+    assert [q.instrument_name for q in snap.quotes] == [o.instrument_name for o in quoted]
+    assert (snap.complete, snap.surface_ok, snap.coverage, snap.usable, snap.listed) == (
+        False, False, 0.0, 0, len(first.options))
+    assert snap.points == () and snap.fits == () and snap.tenors == ()
+    assert (snap.variance_index, snap.atm_iv_30d, snap.rr25_30d, snap.bf25_30d) == (None, None, None, None)
+    assert "incomplete minute" in snap.notes[0]
+
+
+def test_coverage_is_the_share_of_listed_options_two_sided_with_a_ticker(chain: ChainSnapshot) -> None:
+    options = list(chain.options)
+    usable = [i for i, o in enumerate(options) if o.bid and o.ask and o.mark_price is not None and not o.stale]
+    assert len(usable) > 0.6 * len(options)
+    # Take the ticker from some, one side from others, mark a few stale: each stops counting.
+    lost = usable[:len(options) // 4]
+    for n, i in enumerate(lost):
+        change = ({"mark_price": None}, {"bid": None}, {"ask": None}, {"stale": True})[n % 4]
+        options[i] = msgspec.structs.replace(options[i], **change)  # type: ignore[arg-type]
+    changed = msgspec.structs.replace(chain, options=tuple(options))
+    expected = (len(usable) - len(lost)) / len(options)
+    snap = build_surface_snapshot(changed, min_coverage=expected)
+    assert snap.coverage == pytest.approx(expected) and snap.usable == len(usable) - len(lost)
+    assert snap.complete and snap.surface_ok and snap.points
+    # A minimum just above it: the same minute is incomplete, its quotes kept with their vols.
+    below = build_surface_snapshot(changed, min_coverage=expected + 1e-9)
+    assert not below.complete and not below.surface_ok and below.points == ()
+    assert [(q.instrument_name, q.bid_iv, q.ask_iv) for q in below.quotes] == [
+        (q.instrument_name, q.bid_iv, q.ask_iv) for q in snap.quotes]
+
+
+def test_nothing_to_fit_is_not_a_good_surface() -> None:
+    chain = synthetic_chain_snapshot(at=AT, n_quotes=200, n_expiries=4)
+    # Every option expired a minute ago: books and tickers still there (complete), nothing to fit.
+    later = msgspec.structs.replace(chain, at=max(o.expiry_ms for o in chain.options) / 1000 + 60)
+    snap = build_surface_snapshot(later)
+    assert snap.complete and snap.fits == ()
+    assert not snap.surface_ok
+
+
+def _known_chain() -> ChainSnapshot:
+    """Two expiries, 7 days quoted on ln(K/F) in [-0.2, 0.2] and 60 days on [-0.4, 0.3], both
+    sides at every strike, priced at a flat 60% with a 1-vol-point spread."""
+    forward = 30_000.0
+    options = []
+    for days, ks in ((7, np.round(np.arange(-0.2, 0.2001, 0.05), 4)), (60, np.round(np.arange(-0.4, 0.3001, 0.05), 4))):
+        expiry_ms = int((AT + days * 86_400) * 1000)
+        years = (expiry_ms - AT * 1000) / MS_PER_YEAR
+        for k in ks.tolist():
+            strike = forward * math.exp(k)
+            for kind in ("call", "put"):
+                def coin(vol: float, strike: float = strike, kind: str = kind, years: float = years) -> float:
+                    return float(black76_price(forward, strike, years, vol, kind == "call")) / forward
+                options.append(OptionQuote(
+                    instrument_name=f"BTC-{days}D-{strike:.2f}-{kind[0].upper()}", expiry_ms=expiry_ms, strike=strike,
+                    option_type=kind, bid=coin(0.595), bid_amount=1.0, ask=coin(0.605),  # type: ignore[arg-type]
+                    ask_amount=1.0, mark_price=coin(0.60), mark_iv=60.0, underlying_price=forward,
+                    index_price=forward, open_interest=1.0, delta=None, gamma=None, vega=None, theta=None, age_s=1.0,
+                    stale=False))
+    return ChainSnapshot(currency="BTC", kind="option", at=AT, index_price=forward, options=tuple(options))
+
+
+def test_grid_points_say_whether_they_are_data_or_extrapolation() -> None:
+    grid = SurfaceGrid(tenor_days=(1.0, 7.0, 30.0, 60.0, 90.0), log_moneyness=(-0.5, -0.3, -0.2, 0.0, 0.2, 0.25, 0.3))
+    snap = build_surface_snapshot(_known_chain(), grid=grid)
+    assert snap.complete and snap.surface_ok and len(snap.fits) == 2
+    flags = {(p.tenor_days, p.log_moneyness): p.extrapolated for p in snap.points}
+    assert len(flags) == 35 and all(isinstance(v, bool) for v in flags.values())
+    inside = {key for key, extrapolated in flags.items() if not extrapolated}
+    # 7 days: [-0.2, 0.2]; 60 days: [-0.4, 0.3]; 30 days (23/53 of the way): [-0.287, 0.243].
+    # Before the first (1 day) and after the last expiry (90 days): all extrapolated.
+    assert inside == {(7.0, k) for k in (-0.2, 0.0, 0.2)} | {(30.0, k) for k in (-0.2, 0.0, 0.2)} | {
+        (60.0, k) for k in (-0.3, -0.2, 0.0, 0.2, 0.25, 0.3)}
