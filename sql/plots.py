@@ -46,6 +46,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
 
 from quant.black76 import black76_greeks
+from quant.coverage import inside_data
 from sql.engine import make_engine, mask_url
 from sql.queries import as_utc, read_volatility_index
 from sql.tables import option_quotes, surface_fits, surface_points
@@ -253,8 +254,9 @@ def _read_fits(engine: Engine, schema: Schema, currency: str, minute: dt.datetim
             if row.check_k_min is not None and row.check_k_max is not None:
                 ranges[as_utc(row.expiry)] = (row.check_k_min, row.check_k_max)
     fits = {}
-    for row in _rows(engine, select(surface_fits).where(surface_fits.c.minute == minute,
-                                                        surface_fits.c.currency == currency)):
+    f = surface_fits.c  # the columns of every schema (a database of schema 3 lacks the check range)
+    for row in _rows(engine, select(f.expiry, f.method, f.years, f.forward, f.parameters, f.rmse, f.butterfly_ok)
+                     .where(f.minute == minute, f.currency == currency)):
         expiry = as_utc(row.expiry)
         fits[expiry] = Fit(expiry, row.method, row.years, row.forward, json.loads(row.parameters or "{}"), row.rmse,
                            bool(row.butterfly_ok), ranges.get(expiry))
@@ -324,7 +326,7 @@ def _derived_extrapolated(tenors: np.ndarray, ks: np.ndarray, fits: dict[dt.date
     """Outside the data: before the first or after the last fitted expiry, or k outside the quoted
     strikes' range interpolated linearly in time between the neighbouring expiries. None when the
     minute has no quotes to tell."""
-    nodes = []
+    years, lo, hi = [], [], []
     for expiry, fit in sorted(fits.items()):
         q = quotes.get(expiry)
         forward = _forward(fit, q)
@@ -333,15 +335,12 @@ def _derived_extrapolated(tenors: np.ndarray, ks: np.ndarray, fits: dict[dt.date
         qk = _quoted_k(q, forward)
         qk = qk[np.isfinite(qk)]
         if qk.size:
-            nodes.append((fit.years * 365.0, float(qk.min()), float(qk.max())))
-    if not nodes:
+            years.append(fit.years)
+            lo.append(float(qk.min()))
+            hi.append(float(qk.max()))
+    if not years:
         return None
-    days, lo, hi = (np.array(v) for v in zip(*nodes, strict=True))
-    k_lo = np.interp(tenors, days, lo)[:, None]
-    k_hi = np.interp(tenors, days, hi)[:, None]
-    inside_t = ((tenors >= days[0] - 1e-9) & (tenors <= days[-1] + 1e-9))[:, None]
-    inside = inside_t & (ks[None, :] >= k_lo - 1e-9) & (ks[None, :] <= k_hi + 1e-9)
-    return np.asarray(~inside)
+    return np.asarray(~inside_data(tenors / 365.0, ks, years, lo, hi))
 
 
 def read_grid(engine: Engine, schema: Schema, currency: str, minute: dt.datetime) -> Grid:

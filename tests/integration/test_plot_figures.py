@@ -2,8 +2,8 @@
 (``sql.plots.build_figure``): axes and their labels, the delta axis, the forward and ATM lines, the
 heatmap's cell values, hatched extrapolated cells and colour scale, the term chart's 30-day points;
 and ``plot`` refuses an incomplete or empty minute with status 2, naming the nearest complete one.
-Databases of schema 3 (no ``extrapolated``, ``check_k_*``, ``minute_coverage``) and with schema 4's
-additions (made here with the names and types the guide agreed) are both read."""
+Databases of schema 4 and of schema 3 (no ``extrapolated``, ``check_k_*``, ``minute_coverage``:
+dropped here) are both read; NULL flags (old rows) are derived from the quotes."""
 
 from __future__ import annotations
 
@@ -61,15 +61,23 @@ def engine(base_file: Path, tmp_path: Path) -> Iterator[Engine]:
         eng.dispose()
 
 
-def _add_schema_4(engine: Engine) -> None:
-    """Schema 4's additions as the guide names them (H-honest's migration makes them in the desk)."""
+def _as_schema_3(engine: Engine) -> None:
+    """A database as schema 3 left it: no extrapolation flags, check range or coverage table."""
     with engine.begin() as conn:
-        conn.execute(text("ALTER TABLE surface_points ADD COLUMN extrapolated BOOLEAN"))
-        conn.execute(text("ALTER TABLE surface_fits ADD COLUMN check_k_min DOUBLE PRECISION"))
-        conn.execute(text("ALTER TABLE surface_fits ADD COLUMN check_k_max DOUBLE PRECISION"))
-        conn.execute(text("CREATE TABLE minute_coverage (minute TIMESTAMP WITH TIME ZONE NOT NULL, "
-                          "currency VARCHAR(8) NOT NULL, coverage DOUBLE PRECISION, complete BOOLEAN, "
-                          "listed INTEGER, usable INTEGER, PRIMARY KEY (minute, currency))"))
+        conn.execute(text("ALTER TABLE surface_points DROP COLUMN extrapolated"))
+        conn.execute(text("ALTER TABLE surface_fits DROP COLUMN check_k_min"))
+        conn.execute(text("ALTER TABLE surface_fits DROP COLUMN check_k_max"))
+        conn.execute(text("DROP TABLE minute_coverage"))
+
+
+def _forget_flags(engine: Engine, minute: dt.datetime | None = None) -> None:
+    """Rows as the migration leaves old ones: the extrapolation flag NULL."""
+    with engine.begin() as conn:
+        if minute is None:
+            conn.execute(text("UPDATE surface_points SET extrapolated = NULL"))
+        else:
+            conn.execute(text("UPDATE surface_points SET extrapolated = NULL WHERE minute = :m")
+                         .bindparams(bindparam("m", minute, type_=UTC)))
 
 
 def _figure(engine: Engine, what: str, **kwargs: object) -> Figure:
@@ -140,7 +148,6 @@ def test_every_expiry_panel_has_the_same_axes(engine: Engine) -> None:
 
 
 def test_the_checked_range_shows_on_a_smile_when_recorded(engine: Engine) -> None:
-    _add_schema_4(engine)
     with engine.begin() as conn:
         conn.execute(text("UPDATE surface_fits SET check_k_min = -4.0, check_k_max = 4.0"))
     (ax,) = _main_axes(_figure(engine, "smile", expiry=EXPIRY))
@@ -168,6 +175,7 @@ def test_the_heatmap_writes_each_value_hatches_extrapolation_and_one_wing_does_n
     # One extrapolated 1-day wing of 280% (the first expiry settles in 0.4 days, the second in 6.4:
     # the 1-day tenor lies between them, and k = -0.5 far outside their quoted strikes).
     _set_iv(engine, 1.0, -0.5, 280.0)
+    _forget_flags(engine)
     fig = _figure(engine, "surface")
     (ax,) = _main_axes(fig)
     assert ax.get_xlabel() == "log-moneyness ln(K/F)" and ax.get_ylabel() == "tenor (days)"
@@ -191,7 +199,7 @@ def test_the_heatmap_writes_each_value_hatches_extrapolation_and_one_wing_does_n
 
 
 def test_recorded_flags_mark_the_cells_and_null_flags_are_derived(engine: Engine) -> None:
-    _add_schema_4(engine)
+    _forget_flags(engine, MINUTE)
     with engine.begin() as conn:
         conn.execute(text("UPDATE surface_points SET extrapolated = (tenor_days = 60.0) WHERE minute = :m")
                      .bindparams(bindparam("m", LATER, type_=UTC)))
@@ -202,6 +210,14 @@ def test_recorded_flags_mark_the_cells_and_null_flags_are_derived(engine: Engine
     # Old rows (NULL) beside the new column: derived from the quotes, as on schema 3.
     _, derived = _cells(_main_axes(_figure(engine, "surface", at=MINUTE))[0])
     assert (0.0, 0.0) in derived and (10.0, 5.0) not in derived
+
+
+def test_a_database_of_schema_3_is_read_with_derived_flags(engine: Engine) -> None:
+    _as_schema_3(engine)
+    assert Schema.of(engine) == Schema(extrapolated=False, check_range=False, coverage=False)
+    (ax,) = _main_axes(_figure(engine, "surface"))
+    _, hatched = _cells(ax)
+    assert (0.0, 0.0) in hatched and "derived from the quoted strikes' range" in ax.get_title()
 
 
 # -- term ----------------------------------------------------------------------------------------------
@@ -262,6 +278,8 @@ def test_a_minute_with_quotes_and_no_surface_rows_is_refused(engine: Engine, tmp
 
 def _mark_incomplete(engine: Engine, minute: dt.datetime) -> None:
     with engine.begin() as conn:
+        conn.execute(text("DELETE FROM minute_coverage WHERE minute = :m AND currency = 'BTC'")
+                     .bindparams(bindparam("m", minute, type_=UTC)))
         conn.execute(text("INSERT INTO minute_coverage (minute, currency, coverage, complete, listed, usable) "
                           "VALUES (:m, 'BTC', 0.12, false, 604, 72)").bindparams(bindparam("m", minute, type_=UTC)))
 
@@ -273,7 +291,6 @@ def test_a_minute_marked_incomplete_is_refused(db_url: str, tmp_path: Path, what
     _fill(db_url, tmp_path / "spool")
     eng = make_engine(db_url)
     try:
-        _add_schema_4(eng)
         _mark_incomplete(eng, MINUTE)
         # The latest minute is complete and plots; the earlier one is refused, naming the later.
         assert _plot(db_url, what, tmp_path) == 0, capsys.readouterr().err
