@@ -168,12 +168,17 @@ def _is_option(instrument: Instrument) -> bool:
 
 def notional_usd(instrument: Instrument, amount: float, price: float | None, index_price: float | None) -> float | None:
     """USD notional of ``amount``: options and linear instruments by coins x index (or price),
-    inverse futures are quoted in USD already. None when it cannot be known."""
+    inverse futures are quoted in USD already. None when it cannot be known (a missing index or
+    one that is not a positive finite price: a NaN or negative notional would pass the limit)."""
+    def usable(value: float | None) -> float | None:
+        return value if value is not None and math.isfinite(value) and value > 0 else None
+
     if _is_option(instrument):
-        return amount * index_price if index_price else None
+        index = usable(index_price)
+        return amount * index if index is not None else None
     if instrument.counter_currency not in (None, "USD") or instrument.settlement_currency in ("USDC", "USDT"):
-        ref = price or index_price
-        return amount * ref if ref else None
+        ref = usable(price) or usable(index_price)
+        return amount * ref if ref is not None else None
     return amount
 
 
