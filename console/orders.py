@@ -78,6 +78,7 @@ from console.grammar import (
     pick_future,
 )
 from console.numbers import amount_text, price_text
+from console.views import examples_for
 from deribit.instruments import amount_step, currency_of, round_to_contract, round_to_tick, tick_size_at
 from messages.account import OrderUpdate
 from messages.commands import (
@@ -545,8 +546,9 @@ class Trading:
         and its ticker's mark), or the chosen future's book."""
         if isinstance(command, OptionOrder):
             if self.option is None:
-                return Refusal("no option chosen", "setContractType:NAME first, e.g. setContractType:"
-                                                   "BTC-24SEP21-40000-C")
+                example = examples_for(state, self.currency(state.currencies[0]), now)
+                return Refusal("no option chosen", f"setContractType:NAME first, e.g. setContractType:{example.option}"
+                               if example.listed else "setContractType:NAME first, once the options are listed")
             inst = state.instrument(self.option)
             if inst is None:
                 return Refusal(f"{self.option} is not listed any more", "choose another with setContractType")

@@ -5,6 +5,7 @@ for, the completion words and the information views."""
 from __future__ import annotations
 
 import io
+import re
 
 import msgspec
 from rich.console import Console as RichConsole
@@ -228,3 +229,18 @@ def test_the_hedger_table_says_why_it_holds() -> None:
     RichConsole(file=out, width=250, color_system=None).print(hedger_panel(d, NOW))
     text = out.getvalue()
     assert "crossed: bid 80000 above ask 70000" in text and "hedging activated by console" in text
+
+
+def test_the_no_option_hint_names_a_listed_option() -> None:
+    # The hint named BTC-24SEP21-40000-C whatever was listed (help examples come from the listing).
+    t = chosen(trading())
+    d = desk()
+    refused = str(t.orders(OptionOrder("buy", 0.05, 1), d, NOW))
+    [named] = re.findall(r"setContractType:([A-Z]+-[0-9]\S*)", refused)
+    assert d.instrument(named) is not None and d.instrument(named).kind == "option", refused  # type: ignore[union-attr]
+    # Later listings give later examples: nothing expired is offered.
+    later = desk()
+    listing = tuple(i for i in btc() if i.kind != "option" or i.instrument_name != named)
+    later.on_instruments(InstrumentsLoaded(currency="BTC", instruments=listing, at=NOW))
+    [other] = re.findall(r"setContractType:([A-Z]+-[0-9]\S*)", str(t.orders(OptionOrder("buy", 0.05, 1), later, NOW)))
+    assert other != named and later.instrument(other) is not None
