@@ -78,7 +78,7 @@ from console.grammar import (
     pick_future,
 )
 from console.numbers import amount_text, price_text
-from console.views import examples_for
+from console.views import examples_for, expiry_label
 from deribit.instruments import amount_step, currency_of, round_to_contract, round_to_tick, tick_size_at
 from messages.account import OrderUpdate
 from messages.commands import (
@@ -552,6 +552,8 @@ class Trading:
             inst = state.instrument(self.option)
             if inst is None:
                 return Refusal(f"{self.option} is not listed any more", "choose another with setContractType")
+            if (expired := _expired(inst, now)) is not None:
+                return expired
             quote = state.option_quote(self.option, now)
             if quote is None:
                 return Refusal(f"no live quote for {self.option} yet",
@@ -563,6 +565,8 @@ class Trading:
         inst = state.instrument(self.instrument)
         if inst is None:
             return Refusal(f"{self.instrument} is not listed (any more)", "type change instrument")
+        if (expired := _expired(inst, now)) is not None:
+            return expired
         top = state.tops.get(self.instrument)
         if top is None:
             return Refusal(f"no book for {self.instrument} yet", "wait until its book is synced (status)")
@@ -597,6 +601,15 @@ class Trading:
         pending_labels = [o.label for o in pending if isinstance(o, PlaceOrder)]
         return cancels_for(command, state.open_orders(), pending_labels, origin=self.origin,
                            request_key=self.key(f"cancel-{command.scope}"), currency=currency)
+
+
+def _expired(inst: Instrument, now: float) -> Refusal | None:
+    """An instrument at or past its expiry is still listed until the rollover drops it, its book
+    frozen at its last state (never marked stale): nothing may be priced on it."""
+    if inst.expiration_timestamp > now * 1000:
+        return None
+    return Refusal(f"{inst.instrument_name} expired at {expiry_label(inst.expiration_timestamp)} 08:00 UTC",
+                   "choose another: setContractType for an option, change instrument for a future")
 
 
 def describe_cancel(cancel: ExchangeCommand) -> str:
