@@ -221,6 +221,10 @@ def orders_for(command: OrderCommand, ctx: TradingContext, first_label: int,
                        f"or the same line ending with {OVERRIDE}")
     if ctx.stale:
         return Refusal(f"the book of {name} is stale (a gap or a reconnect)", "wait until it is resynchronised")
+    fault = _touch_fault(ctx)
+    if fault is not None:
+        return Refusal(f"the book of {name} is not a market ({fault}): no order is priced on it",
+                       "wait until it is resynchronised")
     step = amount_step(inst)
     wanted = command.amount if isinstance(command, OptionOrder) else command.quantity * ctx.size_multiplier
     if not (math.isfinite(wanted) and wanted > 0):
@@ -352,6 +356,19 @@ def typo_warning(command: OrderCommand, post_only: list[tuple[Side, float | None
         if side == "sell" and ctx.bid and at <= ctx.bid:
             return (f"a post-only sell at {p(at)} is at or below the bid {p(ctx.bid)}: it cannot rest there "
                     "(Deribit moves it above the bid); an offer is above the bid")
+    return None
+
+
+def _touch_fault(ctx: TradingContext) -> str | None:
+    """What makes the touch no market (a side that is not a positive finite price, a crossed or
+    locked book), or None; a missing side (None, or 0 as Deribit writes an empty one) is no fault.
+    The keepers mark such books stale; this holds even if one did not."""
+    for side, value in (("bid", ctx.bid), ("ask", ctx.ask)):
+        if value and not (math.isfinite(value) and value > 0):
+            return f"{side} {value!r}"
+    if ctx.bid and ctx.ask and ctx.bid >= ctx.ask:
+        tick = ctx.instrument.tick_size
+        return f"bid {price_text(ctx.bid, tick)} at or above ask {price_text(ctx.ask, tick)}"
     return None
 
 

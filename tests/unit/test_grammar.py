@@ -446,3 +446,13 @@ def test_an_option_order_is_refused_when_the_index_price_is_not_a_price() -> Non
     for index in (math.nan, -32000.0, math.inf):
         says = refused("buyOption:0.0512,1000", replace(option_market, index_price=index))
         assert "index price" in says, says
+
+
+@pytest.mark.parametrize("line", ["a200", "as200", "dw200", "as1 18000", "a1 18000 18500 3", "dw200 18000s"])
+@pytest.mark.parametrize(("bid", "ask"), [(19000.0, 18990.0), (19000.0, 19000.0), (math.nan, 19000.0),
+                                          (18990.0, math.inf), (-18990.0, 19000.0)])
+def test_no_order_from_a_crossed_or_implausible_touch(line: str, bid: float, ask: float) -> None:
+    # A quote that is not a market (crossed, locked, NaN, infinite or negative) prices no
+    # order, whatever the line, even when the keeper did not mark it stale.
+    says = refused(line, replace(market(), bid=bid, ask=ask))
+    assert "not a market" in says, says
