@@ -22,6 +22,7 @@ from rich.console import Console as RichConsole
 from actors.console import Console
 from console.chain_focus import ChainFocus
 from console.desk_state import DeskState
+from console.screen import KEYS_TEXT
 from console.screen_frame import MessageLog, Renderer, pane_heights, render_frame
 from console.terminal import GetStartup, Terminal
 from messages.account import Position
@@ -435,3 +436,8 @@ def test_open_orders_are_shown_on_120x40_with_two_currencies() -> None:
     frame = render_frame(desk, ChainFocus(("BTC", "ETH"), strikes=11), "simulator", 120, 40, NOW, Renderer())
     assert "manual_api_1" in frame.orders, frame.orders
     assert sum(pane_heights(40, currencies=2).values()) + 7 == 40
+
+
+def test_the_footer_says_how_to_stop_within_120_columns() -> None:
+    footer = " " + KEYS_TEXT  # as the screen draws it
+    assert len(footer) <= 120 and "Ctrl-D/quit stop" in footer[:80], footer
