@@ -549,7 +549,10 @@ class Trading:
                 f"{f'; the {hedged_by} delta hedger owns it: orders there need override' if hedged_by else ''}")
 
     def choose_option(self, name: str, state: DeskState) -> Refusal | None:
-        """``setContractType:NAME``: an option of the chosen future's currency that is listed."""
+        """``setContractType:NAME``: an option of the chosen future's currency that is listed. A
+        refused choice forgets the previous one: the next buyOption must not trade an option the
+        trader just meant to leave."""
+        self.option = None
         if self.instrument and currency_of(name) != currency_of(self.instrument):
             return Refusal(f"{name} is not an option on {currency_of(self.instrument)} (the chosen {self.instrument})")
         if state.instrument(name) is None:

@@ -267,3 +267,14 @@ def test_no_order_on_an_instrument_past_its_expiry() -> None:
     at = future.expiration_timestamp / 1000
     assert isinstance(t.orders(MarketOrder("buy", 2), d, at - 1), tuple)
     assert "expired" in str(t.orders(MarketOrder("buy", 2), d, at))
+
+
+def test_a_refused_choice_of_option_forgets_the_previous_one() -> None:
+    # setContractType:X refused (X expired at 08:00 and left the list), then buyOption: the order
+    # went to the option chosen before X, which the trader no longer meant.
+    t = chosen(trading())
+    d = desk()
+    assert t.choose_option(PUT, d) is None
+    assert isinstance(t.choose_option("BTC-24SEP21-99000-C", d), Refusal)
+    assert t.option is None
+    assert "no option chosen" in str(t.orders(OptionOrder("buy", 0.2812, 1.25), d, NOW))
