@@ -180,7 +180,7 @@ class LineRunner:
             case SetContractType(instrument_name=name):
                 refusal = trading.choose_option(name, self.desk)
                 if refusal is not None:
-                    self.say(str(refusal), "red")
+                    self.say(f"{refusal}; no option is chosen now", "red")
                     return LineOutcome(error=True)
                 self.say(f"options: buyOption/sellOption trade {name}")
             case Cancel():

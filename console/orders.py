@@ -78,6 +78,7 @@ from console.grammar import (
     pick_future,
 )
 from console.numbers import amount_text, price_text
+from console.views import examples_for, expiry_label
 from deribit.instruments import amount_step, currency_of, round_to_contract, round_to_tick, tick_size_at
 from messages.account import OrderUpdate
 from messages.commands import (
@@ -168,12 +169,17 @@ def _is_option(instrument: Instrument) -> bool:
 
 def notional_usd(instrument: Instrument, amount: float, price: float | None, index_price: float | None) -> float | None:
     """USD notional of ``amount``: options and linear instruments by coins x index (or price),
-    inverse futures are quoted in USD already. None when it cannot be known."""
+    inverse futures are quoted in USD already. None when it cannot be known (a missing index or
+    one that is not a positive finite price: a NaN or negative notional would pass the limit)."""
+    def usable(value: float | None) -> float | None:
+        return value if value is not None and math.isfinite(value) and value > 0 else None
+
     if _is_option(instrument):
-        return amount * index_price if index_price else None
+        index = usable(index_price)
+        return amount * index if index is not None else None
     if instrument.counter_currency not in (None, "USD") or instrument.settlement_currency in ("USDC", "USDT"):
-        ref = price or index_price
-        return amount * ref if ref else None
+        ref = usable(price) or usable(index_price)
+        return amount * ref if ref is not None else None
     return amount
 
 
@@ -215,6 +221,10 @@ def orders_for(command: OrderCommand, ctx: TradingContext, first_label: int,
                        f"or the same line ending with {OVERRIDE}")
     if ctx.stale:
         return Refusal(f"the book of {name} is stale (a gap or a reconnect)", "wait until it is resynchronised")
+    fault = _touch_fault(ctx)
+    if fault is not None:
+        return Refusal(f"the book of {name} is not a market ({fault}): no order is priced on it",
+                       "wait until it is resynchronised")
     step = amount_step(inst)
     wanted = command.amount if isinstance(command, OptionOrder) else command.quantity * ctx.size_multiplier
     if not (math.isfinite(wanted) and wanted > 0):
@@ -346,6 +356,19 @@ def typo_warning(command: OrderCommand, post_only: list[tuple[Side, float | None
         if side == "sell" and ctx.bid and at <= ctx.bid:
             return (f"a post-only sell at {p(at)} is at or below the bid {p(ctx.bid)}: it cannot rest there "
                     "(Deribit moves it above the bid); an offer is above the bid")
+    return None
+
+
+def _touch_fault(ctx: TradingContext) -> str | None:
+    """What makes the touch no market (a side that is not a positive finite price, a crossed or
+    locked book), or None; a missing side (None, or 0 as Deribit writes an empty one) is no fault.
+    The keepers mark such books stale; this holds even if one did not."""
+    for side, value in (("bid", ctx.bid), ("ask", ctx.ask)):
+        if value and not (math.isfinite(value) and value > 0):
+            return f"{side} {value!r}"
+    if ctx.bid and ctx.ask and ctx.bid >= ctx.ask:
+        tick = ctx.instrument.tick_size
+        return f"bid {price_text(ctx.bid, tick)} at or above ask {price_text(ctx.ask, tick)}"
     return None
 
 
@@ -526,7 +549,10 @@ class Trading:
                 f"{f'; the {hedged_by} delta hedger owns it: orders there need override' if hedged_by else ''}")
 
     def choose_option(self, name: str, state: DeskState) -> Refusal | None:
-        """``setContractType:NAME``: an option of the chosen future's currency that is listed."""
+        """``setContractType:NAME``: an option of the chosen future's currency that is listed. A
+        refused choice forgets the previous one: the next buyOption must not trade an option the
+        trader just meant to leave."""
+        self.option = None
         if self.instrument and currency_of(name) != currency_of(self.instrument):
             return Refusal(f"{name} is not an option on {currency_of(self.instrument)} (the chosen {self.instrument})")
         if state.instrument(name) is None:
@@ -540,11 +566,14 @@ class Trading:
         and its ticker's mark), or the chosen future's book."""
         if isinstance(command, OptionOrder):
             if self.option is None:
-                return Refusal("no option chosen", "setContractType:NAME first, e.g. setContractType:"
-                                                   "BTC-24SEP21-40000-C")
+                example = examples_for(state, self.currency(state.currencies[0]), now)
+                return Refusal("no option chosen", f"setContractType:NAME first, e.g. setContractType:{example.option}"
+                               if example.listed else "setContractType:NAME first, once the options are listed")
             inst = state.instrument(self.option)
             if inst is None:
                 return Refusal(f"{self.option} is not listed any more", "choose another with setContractType")
+            if (expired := _expired(inst, now)) is not None:
+                return expired
             quote = state.option_quote(self.option, now)
             if quote is None:
                 return Refusal(f"no live quote for {self.option} yet",
@@ -556,6 +585,8 @@ class Trading:
         inst = state.instrument(self.instrument)
         if inst is None:
             return Refusal(f"{self.instrument} is not listed (any more)", "type change instrument")
+        if (expired := _expired(inst, now)) is not None:
+            return expired
         top = state.tops.get(self.instrument)
         if top is None:
             return Refusal(f"no book for {self.instrument} yet", "wait until its book is synced (status)")
@@ -590,6 +621,15 @@ class Trading:
         pending_labels = [o.label for o in pending if isinstance(o, PlaceOrder)]
         return cancels_for(command, state.open_orders(), pending_labels, origin=self.origin,
                            request_key=self.key(f"cancel-{command.scope}"), currency=currency)
+
+
+def _expired(inst: Instrument, now: float) -> Refusal | None:
+    """An instrument at or past its expiry is still listed until the rollover drops it, its book
+    frozen at its last state (never marked stale): nothing may be priced on it."""
+    if inst.expiration_timestamp > now * 1000:
+        return None
+    return Refusal(f"{inst.instrument_name} expired at {expiry_label(inst.expiration_timestamp)} 08:00 UTC",
+                   "choose another: setContractType for an option, change instrument for a future")
 
 
 def describe_cancel(cancel: ExchangeCommand) -> str:

@@ -40,9 +40,10 @@ from prompt_toolkit.styles import Style
 
 from console.screen_frame import PANES, FocusMove, MessageLog, ScreenFrame, pane_heights
 
-#: What the footer says the keys do.
-KEYS_TEXT = ("F5/F6 expiry  F7 currency  F8 columns  PgUp/PgDn/End messages  Tab complete  Up/Down history  "
-             "Ctrl-C clear line  Ctrl-D/quit stop")
+#: What the footer says the keys do: how to stop first, all of it within 120 columns (it was cut
+#: after "Ctrl-D" there).
+KEYS_TEXT = ("Ctrl-D/quit stop  F5/F6 expiry  F7 currency  F8 columns  PgUp/PgDn/End msgs  Tab complete  "
+             "Up/Dn history  Ctrl-C clear")
 #: The panes under a title bar (the header has none), top to bottom.
 TITLED = ("positions", "hedger", "chain", "orders", "messages")
 TITLES = {"positions": "POSITIONS", "hedger": "HEDGER", "chain": "CHAIN", "orders": "OPEN ORDERS",

@@ -63,10 +63,11 @@ class ScreenFrame:
 
 
 # -- the panes' sizes ----------------------------------------------------------------------------------
-#: Lines each pane gets at the least (title bars, the footer and the command line are extra).
-_MIN_LINES = {"header": 3, "positions": 5, "hedger": 4, "chain": 7, "orders": 3, "messages": 3}
-#: How the lines beyond the least are shared out (on 120x40: positions 7, chain 10, orders 4,
-#: messages 4); messages take what rounding leaves.
+#: Lines each pane gets at the least (title bars, the footer and the command line are extra); the
+#: orders pane's header and rule leave at least one order and the count of the others.
+_MIN_LINES = {"header": 3, "positions": 5, "hedger": 4, "chain": 7, "orders": 4, "messages": 2}
+#: How the lines beyond the least are shared out (on 120x40 with BTC and ETH: positions 7,
+#: chain 10, orders 4, messages 5); messages take what rounding leaves.
 _SHARE = {"positions": 3, "chain": 4, "orders": 1, "messages": 2}
 #: Lines that are not a pane's: a title bar over each pane but the header, the footer, the command line.
 FIXED_LINES = len(PANES) - 1 + 2

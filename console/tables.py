@@ -148,27 +148,44 @@ class _Column:
     style: str = ""
 
 
+#: An option amount (coins: a size, open interest, volume) at or above this is no amount the
+#: exchange sends: a dash, not a figure three hundred digits wide that pushes the chain apart.
+_MAX_OPTION_AMOUNT = 1e9
+
+
+def _amount(value: float | None, i: Instrument) -> str:
+    if value is None or not 0.0 <= value < _MAX_OPTION_AMOUNT:
+        return MISSING
+    return amount_text(value, i.min_trade_amount)
+
+
 def _bid_size(q: OptionQuote, i: Instrument) -> str:
-    return amount_text(q.bid_amount, i.min_trade_amount) if q.bid is not None else MISSING
+    return _amount(q.bid_amount, i) if q.bid is not None else MISSING
 
 
 def _ask_size(q: OptionQuote, i: Instrument) -> str:
-    return amount_text(q.ask_amount, i.min_trade_amount) if q.ask is not None else MISSING
+    return _amount(q.ask_amount, i) if q.ask is not None else MISSING
+
+
+def _side_iv(price: float | None, iv: float | None) -> str:
+    """A side's IV: none without a price on that side, nor where Deribit sends 0 (no bid, or a
+    bid below the option's intrinsic value has no IV)."""
+    return iv_text(iv) if price is not None and iv is not None and iv > 0 else MISSING
 
 
 _BOOK = (
     _Column("bsz", _bid_size, BID_STYLE),
-    _Column("bIV", lambda q, i: iv_text(q.bid_iv), BID_STYLE),
+    _Column("bIV", lambda q, i: _side_iv(q.bid, q.bid_iv), BID_STYLE),
     _Column("bid", lambda q, i: price_text(q.bid, i.tick_size), BID_STYLE),
     _Column("mark", lambda q, i: price_text(q.mark_price, i.tick_size)),
     _Column("ask", lambda q, i: price_text(q.ask, i.tick_size), ASK_STYLE),
-    _Column("aIV", lambda q, i: iv_text(q.ask_iv), ASK_STYLE),
+    _Column("aIV", lambda q, i: _side_iv(q.ask, q.ask_iv), ASK_STYLE),
     _Column("asz", _ask_size, ASK_STYLE),
 )
 _SLOW = (
     _Column("delta", lambda q, i: greek_text(q.delta, 2)),
-    _Column("OI", lambda q, i: amount_text(q.open_interest, i.min_trade_amount)),
-    _Column("vol24h", lambda q, i: amount_text(q.volume_24h, i.min_trade_amount)),
+    _Column("OI", lambda q, i: _amount(q.open_interest, i)),
+    _Column("vol24h", lambda q, i: _amount(q.volume_24h, i)),
 )
 #: The activity view's columns (narrow screens): mark IV, the greeks, open interest, volume.
 _ACTIVITY = (
@@ -177,8 +194,8 @@ _ACTIVITY = (
     _Column("gamma", lambda q, i: greek_text(q.gamma, 5)),
     _Column("vega", lambda q, i: greek_text(q.vega, 2)),
     _Column("theta", lambda q, i: greek_text(q.theta, 2)),
-    _Column("OI", lambda q, i: amount_text(q.open_interest, i.min_trade_amount)),
-    _Column("vol24h", lambda q, i: amount_text(q.volume_24h, i.min_trade_amount)),
+    _Column("OI", lambda q, i: _amount(q.open_interest, i)),
+    _Column("vol24h", lambda q, i: _amount(q.volume_24h, i)),
 )
 
 

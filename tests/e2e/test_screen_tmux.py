@@ -82,7 +82,7 @@ def test_the_desk_screen_trades_and_quits_in_a_real_terminal(desk: tuple[Tmux, P
     assert rows[1].startswith("BTC  index "), rows[1]
     for title in ("POSITIONS", "HEDGER", "CHAIN BTC", "OPEN ORDERS", "MESSAGES"):
         assert any(row.startswith(f" {title}") for row in rows), (title, rows)
-    assert "F5/F6 expiry" in rows[-2]
+    assert "Ctrl-D/quit stop  F5/F6 expiry" in rows[-2]
     term.send("a2", "Enter")
     rows = term.wait(r"filled: buy 20 BTC-PERPETUAL")
     assert any("sent: buy 20 BTC-PERPETUAL" in row for row in pane(rows, "MESSAGES")), rows

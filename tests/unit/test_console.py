@@ -44,7 +44,7 @@ from messages.state import ChainSnapshot, ChainView, ChainViewRequest, TopOfBook
 from messages.surface import SurfaceSnapshot, TenorFigures
 from messages.system import ConnectionState, ConnectionStatus, ConnectionStatusRequest, ExitStatus, StopRequested
 from runtime.actor import ActorContext, handles
-from runtime.clock import WallClock
+from runtime.clock import ShiftedClock, WallClock
 from runtime.logs import setup_logging
 from tests.support.market import NOW, PERP, btc, open_order, portfolio, position, quote
 from tests.support.settings import make_settings
@@ -62,12 +62,13 @@ class Harness:
     """A Console actor whose bus is a list, with its output in a string."""
 
     def __init__(self, tmp_path: Any, stdin: Any = None, terminal: bool = False, paper: bool = False,
-                 **console: Any) -> None:
+                 clock: Any = None, **console: Any) -> None:
         s = settings(tmp_path, paper, **console)
         self.published: list[Any] = []
         self.buffer = io.StringIO()
         out = RichConsole(file=self.buffer, width=160, markup=False, highlight=False, emoji=False)
-        context = ActorContext(name="console", clock=WallClock(), settings=s, publish=self.published.append)
+        self.clock = clock or WallClock()
+        context = ActorContext(name="console", clock=self.clock, settings=s, publish=self.published.append)
         self.ref = Console.start(context, stdin=stdin, out=out, interactive=False, terminal=terminal)
 
     def tell(self, *messages: Any) -> None:
@@ -95,7 +96,7 @@ class Harness:
                         index_price=59950.0) for i in btc() if i.kind == "future"],
             portfolio(),
             # The option keeper's count: every option book synced.
-            ChainView(currency="BTC", at=time.time(), request_id=0, index_price=59950.0,
+            ChainView(currency="BTC", at=self.clock.now(), request_id=0, index_price=59950.0,
                       books=sum(1 for i in btc() if i.kind == "option"),
                       synced=sum(1 for i in btc() if i.kind == "option")),
         )
@@ -411,20 +412,20 @@ def test_dvol_and_a_platform_lock_on_the_actor(tmp_path: Any) -> None:
 
 
 def test_option_orders_use_the_chosen_contract(tmp_path: Any) -> None:
-    h = Harness(tmp_path)
+    # An hour before the put's expiry (24SEP21 08:00 UTC): an expired option is never traded.
+    h = Harness(tmp_path, clock=ShiftedClock(1632470400.0 - 3600 - time.time()))
     h.feed_market()
     assert h.run("buyOption:0.05,1").error
     h.run("setContractType:BTC-24SEP21-40000-P")
     assert h.run("buyOption:0.05,1").error
     assert "no live quote for BTC-24SEP21-40000-P yet" in h.output()
     put = msgspec.structs.replace(quote(40000, "put", 0.28, 0.29), instrument_name="BTC-24SEP21-40000-P")
-    h.tell(ChainSnapshot(currency="BTC", kind="option", at=time.time(), index_price=31900.0, options=(put,)))
+    h.tell(ChainSnapshot(currency="BTC", kind="option", at=h.clock.now(), index_price=31900.0, options=(put,)))
     assert h.run("buyOption:0.2812,1.25").error  # a minute's snapshot does not price an order
-    # The console asks the BTC option keeper for the chosen option (no chain: by the wall clock every
-    # expiry of the 2021 capture is past).
+    # The console asks the BTC option keeper for the chosen option.
     asked = wait_until(lambda: [r for r in h.sent(ChainViewRequest) if r.names], 5, "a request naming the option")
-    assert (asked[-1].currency, asked[-1].names, asked[-1].expiry_ms) == ("BTC", ("BTC-24SEP21-40000-P",), None)
-    h.tell(ChainView(currency="BTC", at=time.time(), request_id=asked[-1].request_id, index_price=31900.0,
+    assert (asked[-1].currency, asked[-1].names) == ("BTC", ("BTC-24SEP21-40000-P",))
+    h.tell(ChainView(currency="BTC", at=h.clock.now(), request_id=asked[-1].request_id, index_price=31900.0,
                      options=(put,)))
     h.run("buyOption:0.2812,1.25")
     order = h.sent(PlaceOrder)[0]

@@ -195,8 +195,10 @@ def test_with_one_side_missing_or_the_limits_broken_no_typo_is_claimed() -> None
     assert isinstance(run("as1 19500", no_ask), tuple)  # nothing to be through
     crossed = TradingContext(instrument=market().instrument, size_multiplier=10, bid=19010.0, ask=19000.0,
                              mark=18995.0, index_price=18990.0, limits=market().limits)
-    held = run("as1 19005", crossed)
-    assert isinstance(held, Refusal) and held.held
+    # A crossed book is no market: refused outright, never merely held (override would send it).
+    for line in ("as1 19005", "as1 19005 override"):
+        refused = run(line, crossed)
+        assert isinstance(refused, Refusal) and not refused.held and "not a market" in refused.reason, line
     # The safety limits come first and override does not lift them.
     for line in ("as1 25000", "as1 25000 override", "a1 25000 18000 3 override"):
         refused = run(line)

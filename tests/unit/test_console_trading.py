@@ -5,6 +5,7 @@ for, the completion words and the information views."""
 from __future__ import annotations
 
 import io
+import re
 
 import msgspec
 from rich.console import Console as RichConsole
@@ -228,3 +229,52 @@ def test_the_hedger_table_says_why_it_holds() -> None:
     RichConsole(file=out, width=250, color_system=None).print(hedger_panel(d, NOW))
     text = out.getvalue()
     assert "crossed: bid 80000 above ask 70000" in text and "hedging activated by console" in text
+
+
+def test_the_no_option_hint_names_a_listed_option() -> None:
+    # The hint named BTC-24SEP21-40000-C whatever was listed (help examples come from the listing).
+    t = chosen(trading())
+    d = desk()
+    refused = str(t.orders(OptionOrder("buy", 0.05, 1), d, NOW))
+    [named] = re.findall(r"setContractType:([A-Z]+-[0-9]\S*)", refused)
+    assert d.instrument(named) is not None and d.instrument(named).kind == "option", refused  # type: ignore[union-attr]
+    # Later listings give later examples: nothing expired is offered.
+    later = desk()
+    listing = tuple(i for i in btc() if i.kind != "option" or i.instrument_name != named)
+    later.on_instruments(InstrumentsLoaded(currency="BTC", instruments=listing, at=NOW))
+    [other] = re.findall(r"setContractType:([A-Z]+-[0-9]\S*)", str(t.orders(OptionOrder("buy", 0.05, 1), later, NOW)))
+    assert other != named and later.instrument(other) is not None
+
+
+def test_no_order_on_an_instrument_past_its_expiry() -> None:
+    # From 08:00 until the rollover drops it, an expired option is still listed and its keeper
+    # still answers with its last (frozen) quote: nothing may be priced on that.
+    t = chosen(trading())
+    d = desk()
+    assert t.choose_option(PUT, d) is None
+    expiry = (d.instrument(PUT) or btc()[0]).expiration_timestamp / 1000
+    put = msgspec.structs.replace(quote(40000, "put", 0.28, 0.29), instrument_name=PUT)
+    line = OptionOrder("buy", 0.2812, 1.25)
+    d.on_chain_view(ChainView(currency="BTC", at=expiry - 1, request_id=1, index_price=31900.0, options=(put,)))
+    assert isinstance(t.orders(line, d, expiry - 1), tuple)
+    d.on_chain_view(ChainView(currency="BTC", at=expiry + 1, request_id=2, index_price=31900.0, options=(put,)))
+    assert "expired" in str(t.orders(line, d, expiry + 1))
+    # The same for a future: its book freezes at expiry and is never marked stale.
+    future = next(f for f in btc_futures() if f.settlement_period != "perpetual")
+    assert t.configure(future.instrument_name, None, btc_futures()) is None
+    d.on_top(TopOfBook(instrument_name=future.instrument_name, kind="future", bid=59990.0, bid_amount=1000.0,
+                       ask=60000.0, ask_amount=1000.0, timestamp=0, at=NOW, mark_price=59995.0))
+    at = future.expiration_timestamp / 1000
+    assert isinstance(t.orders(MarketOrder("buy", 2), d, at - 1), tuple)
+    assert "expired" in str(t.orders(MarketOrder("buy", 2), d, at))
+
+
+def test_a_refused_choice_of_option_forgets_the_previous_one() -> None:
+    # setContractType:X refused (X expired at 08:00 and left the list), then buyOption: the order
+    # went to the option chosen before X, which the trader no longer meant.
+    t = chosen(trading())
+    d = desk()
+    assert t.choose_option(PUT, d) is None
+    assert isinstance(t.choose_option("BTC-24SEP21-99000-C", d), Refusal)
+    assert t.option is None
+    assert "no option chosen" in str(t.orders(OptionOrder("buy", 0.2812, 1.25), d, NOW))

@@ -3,6 +3,7 @@ bad line gives a reason and a hint; the safety checks refuse what must not be se
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 from typing import Any
@@ -434,3 +435,24 @@ def test_an_amount_that_is_not_finite_is_refused_not_raised() -> None:
     assert isinstance(result, Refusal) and "not a positive number" in result.reason
     result = place("a1", replace(market(), size_multiplier=float("nan")))
     assert isinstance(result, Refusal)
+
+
+def test_an_option_order_is_refused_when_the_index_price_is_not_a_price() -> None:
+    # The notional of an option is coins x index: a NaN or negative index must not make it pass
+    # the notional limit (NaN > limit and -x > limit are both false).
+    option_market = TradingContext(instrument=option(), size_multiplier=10, bid=0.05, ask=0.0555, mark=0.053,
+                                   index_price=32000.0, limits=replace(LIMITS, max_notional_usd=10_000))
+    assert "above the limit" in refused("buyOption:0.0512,1000", option_market)
+    for index in (math.nan, -32000.0, math.inf):
+        says = refused("buyOption:0.0512,1000", replace(option_market, index_price=index))
+        assert "index price" in says, says
+
+
+@pytest.mark.parametrize("line", ["a200", "as200", "dw200", "as1 18000", "a1 18000 18500 3", "dw200 18000s"])
+@pytest.mark.parametrize(("bid", "ask"), [(19000.0, 18990.0), (19000.0, 19000.0), (math.nan, 19000.0),
+                                          (18990.0, math.inf), (-18990.0, 19000.0)])
+def test_no_order_from_a_crossed_or_implausible_touch(line: str, bid: float, ask: float) -> None:
+    # A quote that is not a market (crossed, locked, NaN, infinite or negative) prices no
+    # order, whatever the line, even when the keeper did not mark it stale.
+    says = refused(line, replace(market(), bid=bid, ask=ask))
+    assert "not a market" in says, says

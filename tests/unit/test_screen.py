@@ -22,6 +22,7 @@ from rich.console import Console as RichConsole
 from actors.console import Console
 from console.chain_focus import ChainFocus
 from console.desk_state import DeskState
+from console.screen import KEYS_TEXT
 from console.screen_frame import MessageLog, Renderer, pane_heights, render_frame
 from console.terminal import GetStartup, Terminal
 from messages.account import Position
@@ -244,7 +245,7 @@ def test_a_typed_line_runs_and_its_output_is_in_the_messages(desk: Desk) -> None
     press(desk, "enter")
     desk.wait_for("connection: subscribed to simulator", "MESSAGES")
     press(desk, "\x1b[A", "\x1b[A", "enter")  # Up twice: the line before last, from the history
-    desk.wait(lambda: sum("> show size multiplier" in row for row in pane(desk.rows(), "MESSAGES")) == 2,
+    desk.wait(lambda: sum("> show size multiplier" in row for row in messages.lines()[1]) == 2,
               "the line recalled from the history run again")
 
 
@@ -425,3 +426,18 @@ def test_only_what_changed_is_rendered_and_redrawn() -> None:
         assert len(redraws) == 1  # the same texts: nothing redrawn
         screen.apply(changed)
         assert len(redraws) == 2 and "(no positions)" in fragment_list_to_text(screen.shown["positions"])
+
+
+def test_open_orders_are_shown_on_120x40_with_two_currencies() -> None:
+    # The orders pane had 3 lines there: its header and rule, then "... 2 more lines" and not
+    # one order. It shows at least the first order, and says how many more.
+    desk = DeskState(["BTC", "ETH"])
+    desk.on_portfolio(portfolio(orders=(open_order("o1", "manual_api_1"), open_order("o2", "manual_api_2"))))
+    frame = render_frame(desk, ChainFocus(("BTC", "ETH"), strikes=11), "simulator", 120, 40, NOW, Renderer())
+    assert "manual_api_1" in frame.orders, frame.orders
+    assert sum(pane_heights(40, currencies=2).values()) + 7 == 40
+
+
+def test_the_footer_says_how_to_stop_within_120_columns() -> None:
+    footer = " " + KEYS_TEXT  # as the screen draws it
+    assert len(footer) <= 120 and "Ctrl-D/quit stop" in footer[:80], footer

@@ -422,3 +422,25 @@ def test_line_mode_words_use_these_tables() -> None:
     status = render(topic_view("status", desk, "BTC-PERPETUAL", None, 10.0, "BTC", NOW))
     assert "BTC  index 32,208.13" in status and "BTC total (BTC)" in status
     assert coin_text(0.0123456, 4) in status
+
+
+def test_a_side_without_a_bid_or_an_iv_shows_no_iv_and_absurd_sizes_keep_the_layout() -> None:
+    # Deribit's ticker says bid_iv 0 when there is no bid (or it is below the option's intrinsic
+    # value): that is no IV, not a 0.0% vol. A negative or absurd size must not widen the table.
+    desk = chain_desk()
+    view = desk.views["BTC"]
+    changed = []
+    for q in view.options:
+        if q.instrument_name == "BTC-24SEP21-30000-C":
+            q = msgspec.structs.replace(q, bid=None, bid_iv=0.0, ask_iv=0.0)
+        elif q.instrument_name == "BTC-24SEP21-30000-P":
+            q = msgspec.structs.replace(q, bid_amount=-1e308, ask_amount=1e308)
+        changed.append(q)
+    desk.on_chain_view(ChainView(currency="BTC", at=NOW + 0.1, request_id=2, index_price=INDEX,
+                                 options=tuple(changed)))
+    text = render(chain_table(desk, "BTC", SEP21, 3, NOW + 0.1))
+    assert all(len(line) <= 120 for line in text.splitlines()) and "…" not in text, text
+    [row] = [r for r in rows(text) if strike_of(r) == "30,000"]
+    call, put = (side.split() for side in row.split("30,000"))
+    assert call[1:4] == ["-", "-", "-"] and call[6] == "-", row  # bid size, bid IV, bid; ask IV
+    assert put[0] == "-" and put[6] == "-", row  # sizes that are not a size
