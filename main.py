@@ -363,9 +363,10 @@ def command_run(args: argparse.Namespace) -> int:
     from runtime.secrets import mask_url
 
     settings = settings_from_args(args)
-    # With the console on a terminal, only warnings go to the screen; the JSON log has everything.
+    # With the console on a terminal, it says what matters in its own words: only errors reach the
+    # terminal before it is up, none while it is (console/terminal.py); the JSON log has everything.
     setup_logging(settings.logging.dir, settings.logging.level, secrets=settings.secrets(),
-                  console_level="warning" if sys.stdin.isatty() else None,
+                  console_level="error" if sys.stdin.isatty() else None,
                   max_field_chars=settings.logging.max_field_chars)
     import structlog
 

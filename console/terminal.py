@@ -66,6 +66,8 @@ if TYPE_CHECKING:
 _REPO = Path(__file__).resolve().parent.parent
 #: Messages of the full screen printed on the terminal when it closes.
 LAST_MESSAGES_KEPT = 8
+#: A level no log record reaches: none on a terminal the console's prompt or screen owns.
+NO_LOG_RECORDS = logging.CRITICAL + 1
 #: The Console actor's reference (console/ names no actor; any actor answering the requests below).
 ConsoleRef = pykka.ActorRef[Any]
 
@@ -672,16 +674,16 @@ class Terminal:
 
     # -- a terminal ------------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _quiet_logs(self) -> Iterator[None]:
-        """While the console owns the terminal (a prompt, or piped lines with their echo), log
-        lines on it are warnings only (above a prompt, through the patched stderr); the JSON log
-        file keeps everything."""
+    def _quiet_logs(self, level: int = logging.WARNING) -> Iterator[None]:
+        """While the console owns the terminal, log lines on it are ``level`` and above: piped
+        lines with their echo keep warnings on a terminal's stderr; a prompt shows none (the
+        console says what matters in its own words; the JSON log file keeps everything)."""
         handlers = [h for h in logging.getLogger().handlers
                     if type(h) is logging.StreamHandler and isatty(getattr(h, "stream", None))]
         saved = [(h, h.level, h.stream) for h in handlers]
         self.log_handlers = list(handlers)
         for handler in handlers:
-            handler.setLevel(max(handler.level, logging.WARNING))
+            handler.setLevel(max(handler.level, level))
         try:
             yield
         finally:
@@ -697,7 +699,7 @@ class Terminal:
         assert self.screen is not None
         saved = [(h, h.level) for h in self.log_handlers]
         for handler in self.log_handlers:
-            handler.setLevel(logging.CRITICAL + 1)
+            handler.setLevel(NO_LOG_RECORDS)
         self.screen.full_screen = True
         try:
             with contextlib.redirect_stdout(self.screen), contextlib.redirect_stderr(self.screen):
@@ -722,7 +724,7 @@ class Terminal:
             history = InMemoryHistory()
         session: PromptSession[str] = PromptSession(history=history, completer=CommandCompleter(self),
                                                     complete_while_typing=False)
-        with self._quiet_logs():
+        with self._quiet_logs(NO_LOG_RECORDS):
             progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
                                 TextColumn("{task.fields[detail]}", markup=False), console=self.out,
                                 transient=False)

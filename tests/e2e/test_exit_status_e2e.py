@@ -95,3 +95,18 @@ def test_the_statuses_are_in_help_and_in_the_readme(capsys: pytest.CaptureFixtur
     for status in ExitStatus:
         assert all(f"\n  {status.value}  " in text for text in helps)
         assert f"\n| {status.value} | " in readme
+
+
+def test_an_unreachable_venue_on_a_terminal_shows_no_log_record(tmp_path: Path) -> None:
+    """The line console on a terminal: the friendly line once, no raw ``connect_failed`` record
+    beside it (the JSON log keeps them)."""
+    term = PseudoTerminal(program_args(tmp_path, "--venue-url", "ws://127.0.0.1:1/ws/api/v2",
+                                       "--set", "console.startup_timeout_s=3"), tmp_path)
+    try:
+        term.expect(r"not reachable within the start-up timeout", timeout=60)
+        assert term.proc.wait(timeout=15) == 1
+    finally:
+        term.close()
+    assert term.text.count("cannot reach the simulator venue") == 1, term.text
+    assert "connect_failed" not in term.text and "[warning]" not in term.text, term.text
+    assert sum(e["event"] == "connect_failed" for e in log_lines(tmp_path)) >= 2

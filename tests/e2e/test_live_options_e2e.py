@@ -54,7 +54,11 @@ def test_an_option_is_traded_and_priced_live_before_the_first_minute(
                                                                                 interactive=False))])
 
     def nearest_two_sided() -> str:
-        options = [n for n in desk.sim.instruments("BTC") if n.count("-") == 3]
+        # The nearest expiry still an hour away on the desk's clock (one settling at 08:00 stays
+        # listed until the rollover, and the console refuses an option past its expiry).
+        soon = time.time() + offset + 3600
+        options = [n for n in desk.sim.instruments("BTC") if n.count("-") == 3
+                   and dt.datetime.combine(_expiry(n), dt.time(8), dt.UTC).timestamp() > soon]
         expiry = min(_expiry(n) for n in options)
         for name in sorted(options, key=lambda n: abs(_strike(n) - desk.sim.index("BTC"))):
             bids, asks = desk.sim.book(name)
