@@ -1,0 +1,461 @@
+"""An eSSVI volatility surface across expiries, free of static arbitrage by construction.
+
+Slice i (Hendriks & Martini 2019, "The extended SSVI volatility surface", J. Comput. Finance 22(5);
+the SSVI form of Gatheral & Jacquier 2014, Quant. Finance 14(1)), with psi = theta phi:
+
+    w(k) = 1/2 (theta + rho psi k + sqrt((psi k + theta rho)^2 + theta^2 (1 - rho^2)))
+
+theta = ATM total variance, rho = skew, psi = theta phi (the ATM curvature scale). It is exactly a
+raw SVI smile (:meth:`ESSVISurface.raw_svi`).
+
+Conditions enforced (per slice, and between consecutive slices i-1 -> i):
+
+- Butterfly (Gatheral & Jacquier 2014, Theorem 4.2, written in psi as in Corbetta, Cohort, Laachir
+  & Martini 2019, "Robust calibration and arbitrage-free interpolation of SSVI slices", Decisions in
+  Economics and Finance 42, section 2): psi (1 + |rho|) < 4 and psi^2 (1 + |rho|) <= 4 theta. The
+  first is also Lee's bound: the wing slopes of w are psi (1 +- rho) / 2 <= 2.
+- Calendar (Hendriks & Martini 2019, section 3; Corbetta et al. 2019, section 2): theta_i >=
+  theta_{i-1} and |rho_i psi_i - rho_{i-1} psi_{i-1}| <= psi_i - psi_{i-1}, i.e. both wing slopes
+  p = psi (1 + rho) and q = psi (1 - rho) non-decreasing (necessary: the wings must not cross). That
+  condition alone is not sufficient (random pairs cross inside; Pasquazzi 2023, "A note about
+  characterization of calendar spread arbitrage in eSSVI surfaces", Theor. Econ. Lett. 13, corrects
+  Hendriks-Martini's statement), so the fit also keeps phi = psi / theta non-increasing, as the SSVI
+  curvature functions of Gatheral & Jacquier do; with it no crossing was found in 150,000 random
+  pairs, and :mod:`quant.arbitrage` checks every recorded surface densely anyway.
+
+Interpolation in time (Corbetta et al. 2019, section 4): theta linear in T between expiries, and
+psi and rho psi linear in theta (the same weight a). Along it theta, p and q are linear and
+non-decreasing, phi = psi / theta is a ratio of linear functions hence monotone (non-increasing),
+and psi max(p, q) is a product of non-negative non-decreasing linear functions, hence convex, so
+psi^2 (1 + |rho|) <= 4 theta holds between the nodes when it holds at them. Before the first expiry
+theta = theta_1 T / T_1 and psi = psi_1 sqrt(T / T_1) (rho fixed): psi^2 / theta constant, p, q
+increasing, phi decreasing. Past the last expiry theta grows linearly with the slope theta_N / T_N
+(flat ATM vol, non-negative) and psi and rho stay fixed: psi^2 (1 + |rho|) <= 4 theta_N <= 4 theta,
+wing slopes unchanged (Lee's bound), phi decreasing.
+
+The fit (:func:`fit_essvi`) works slice by slice in maturity order: for fixed (rho, phi) w is
+linear in theta, so every candidate's best theta is closed-form; a (rho, phi) grid, zoomed three
+times, is evaluated for all expiries at once, and the choice among the candidates of each expiry
+is made in maturity order under the constraints above against the previous slice's choice. The
+previous slice's (rho, psi) with theta >= theta_{i-1} is always feasible, so every expiry gets an
+arbitrage-free slice. Thin expiries are pulled towards the previous minute's parameters of the same
+expiry (``previous``) or, without one, towards their neighbours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from quant.arbitrage import ArbitrageReport, check_range, report
+
+FloatArray = NDArray[np.float64]
+
+#: Safety factor on the butterfly bounds (GJ's first one is strict).
+_MARGIN = 0.999
+_RHO_MAX = 0.98
+#: Flat-smile fallback's psi relative to sqrt(theta) (a hint of curvature, far inside the bounds).
+FLAT_PSI = 0.02
+#: Below this many quotes an expiry is "thin": regularised in proportion (n_thin / n)^2.
+N_THIN = 12
+#: Fewer quotes than this: no fit, the fallback slice.
+MIN_QUOTES = 3
+_REG_SCALE = 1e-4  # penalty unit: a relative fit error of 1%, squared
+_REG_RHO = 0.1
+_REG_LOG_PSI = 0.15
+_REG_LOG_THETA = 0.05
+
+
+def essvi_total_variance(theta: ArrayLike, rho: ArrayLike, psi: ArrayLike, k: ArrayLike) -> FloatArray:
+    """w(k) of eSSVI slices; parameters broadcast against k."""
+    th = np.asarray(theta, dtype=np.float64)
+    r = np.asarray(rho, dtype=np.float64)
+    p = np.asarray(psi, dtype=np.float64)
+    kk = np.asarray(k, dtype=np.float64)
+    return np.asarray(0.5 * (th + r * p * kk + np.sqrt((p * kk + th * r) ** 2 + th * th * (1.0 - r * r))))
+
+
+def essvi_derivatives(
+    theta: ArrayLike, rho: ArrayLike, psi: ArrayLike, k: ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """w, dw/dk and d2w/dk2 of eSSVI slices."""
+    th = np.asarray(theta, dtype=np.float64)
+    r = np.asarray(rho, dtype=np.float64)
+    p = np.asarray(psi, dtype=np.float64)
+    kk = np.asarray(k, dtype=np.float64)
+    u = p * kk + th * r
+    c2 = th * th * (1.0 - r * r)
+    s = np.sqrt(u * u + c2)
+    w = 0.5 * (th + r * p * kk + s)
+    w1 = 0.5 * (r * p + p * u / s)
+    w2 = 0.5 * p * p * c2 / (s * s * s)
+    return np.asarray(w), np.asarray(w1), np.asarray(w2)
+
+
+def psi_bound(theta: ArrayLike, rho: ArrayLike) -> FloatArray:
+    """Largest psi with no butterfly arbitrage (GJ 2014 Thm 4.2) and Lee's bound, with a margin."""
+    a = 1.0 + np.abs(np.asarray(rho, dtype=np.float64))
+    th = np.maximum(np.asarray(theta, dtype=np.float64), 0.0)
+    return np.asarray(_MARGIN * np.minimum(4.0 / a, np.sqrt(4.0 * th / a)))
+
+
+def calendar_pair_ok(
+    theta0: ArrayLike, rho0: ArrayLike, psi0: ArrayLike, theta1: ArrayLike, rho1: ArrayLike, psi1: ArrayLike
+) -> NDArray[np.bool_]:
+    """The conditions of the module docstring between slice 0 and the later slice 1."""
+    t0, r0, p0 = (np.asarray(x, dtype=np.float64) for x in (theta0, rho0, psi0))
+    t1, r1, p1 = (np.asarray(x, dtype=np.float64) for x in (theta1, rho1, psi1))
+    tol = 1e-12
+    return np.asarray(
+        (t1 >= t0 * (1.0 - tol))
+        & (p1 * (1.0 + r1) >= p0 * (1.0 + r0) * (1.0 - tol))
+        & (p1 * (1.0 - r1) >= p0 * (1.0 - r0) * (1.0 - tol))
+        & (p1 * t0 <= p0 * t1 * (1.0 + tol))
+    )
+
+
+def butterfly_params_ok(theta: ArrayLike, rho: ArrayLike, psi: ArrayLike) -> NDArray[np.bool_]:
+    th, r, p = (np.asarray(x, dtype=np.float64) for x in (theta, rho, psi))
+    a = 1.0 + np.abs(r)
+    return np.asarray((th > 0.0) & (p >= 0.0) & (np.abs(r) < 1.0) & (p * a < 4.0) & (p * p * a <= 4.0 * th * (1 + 1e-12)))
+
+
+@dataclass(frozen=True, slots=True)
+class ESSVISurface:
+    """eSSVI nodes (one per expiry, maturity order) and their arbitrage-free interpolation in time."""
+
+    years: FloatArray
+    theta: FloatArray
+    rho: FloatArray
+    psi: FloatArray
+
+    def params_at(self, tau: ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(theta, rho, psi) at maturities ``tau`` (years, > 0): see the module docstring."""
+        t = np.asarray(tau, dtype=np.float64)
+        ty, th, r, p = self.years, self.theta, self.rho, self.psi
+        m = r * p
+        if ty.size == 1:
+            hi = np.zeros(t.shape, dtype=int)
+            lo = hi
+        else:
+            hi = np.clip(np.searchsorted(ty, t, side="left"), 1, ty.size - 1)
+            lo = hi - 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.where(ty[hi] > ty[lo], (t - ty[lo]) / np.where(ty[hi] > ty[lo], ty[hi] - ty[lo], 1.0), 0.0)
+            theta_in = th[lo] + (th[hi] - th[lo]) * frac
+            a = np.where(th[hi] > th[lo], (theta_in - th[lo]) / np.where(th[hi] > th[lo], th[hi] - th[lo], 1.0), frac)
+        psi_in = p[lo] + (p[hi] - p[lo]) * a
+        m_in = m[lo] + (m[hi] - m[lo]) * a
+        # Before the first expiry: theta ~ T, psi ~ sqrt(T).
+        ratio = np.maximum(t / ty[0], 0.0)
+        theta_lo, psi_lo, m_lo = th[0] * ratio, p[0] * np.sqrt(ratio), m[0] * np.sqrt(ratio)
+        # Past the last: theta grows with the last expiry's ATM variance rate, psi and rho fixed.
+        theta_hi = th[-1] + (th[-1] / ty[-1]) * np.maximum(t - ty[-1], 0.0)
+        before, after = t <= ty[0], t >= ty[-1]
+        theta_t = np.where(before, theta_lo, np.where(after, theta_hi, theta_in))
+        psi_t = np.where(before, psi_lo, np.where(after, p[-1], psi_in))
+        m_t = np.where(before, m_lo, np.where(after, m[-1], m_in))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho_t = np.where(psi_t > 0.0, m_t / np.where(psi_t > 0.0, psi_t, 1.0), np.where(before, r[0], r[-1]))
+        return theta_t, np.clip(rho_t, -1.0, 1.0), psi_t
+
+    def total_variance(self, tau: ArrayLike, k: ArrayLike) -> FloatArray:
+        """w(tau, k); tau and k broadcast."""
+        th, r, p = self.params_at(tau)
+        return essvi_total_variance(th, r, p, k)
+
+    def implied_vol(self, tau: ArrayLike, k: ArrayLike) -> FloatArray:
+        t = np.asarray(tau, dtype=np.float64)
+        return np.asarray(np.sqrt(np.maximum(self.total_variance(t, k), 0.0) / t))
+
+    def raw_svi(self) -> FloatArray:
+        """(E, 5) raw SVI (a, b, rho, m, sigma) of the nodes (Gatheral & Jacquier 2014, Lemma 3.2)."""
+        th, r, p = self.theta, self.rho, self.psi
+        with np.errstate(divide="ignore", invalid="ignore"):
+            phi = p / th
+            out = np.stack(
+                (0.5 * th * (1.0 - r * r), 0.5 * p, r, -r / phi, np.sqrt(1.0 - r * r) / phi), axis=-1
+            )
+        return np.asarray(out)
+
+    def wing_slopes(self) -> FloatArray:
+        """Steeper asymptotic |dw/dk| per node: psi (1 + |rho|) / 2."""
+        return np.asarray(0.5 * self.psi * (1.0 + np.abs(self.rho)))
+
+    def check(self, k_listed: ArrayLike | None = None, tau: ArrayLike | None = None) -> ArbitrageReport:
+        """Butterfly on every node over the check range, calendar on a (tau, k) grid, Lee's bound.
+
+        ``tau`` defaults to a dense maturity grid from 1 hour to twice the last expiry plus the nodes.
+        """
+        k_chk = check_range(k_listed)
+        w, w1, w2 = essvi_derivatives(self.theta[:, None], self.rho[:, None], self.psi[:, None], k_chk[None, :])
+        if tau is None:
+            tau_c = np.unique(np.concatenate((np.geomspace(1.0 / 8760.0, 2.0 * float(self.years[-1]) + 1.0, 200),
+                                              self.years)))
+        else:
+            tau_c = np.sort(np.asarray(tau, dtype=np.float64))
+        th, r, p = self.params_at(tau_c)
+        k_cal = np.linspace(k_chk.min(), k_chk.max(), 161)
+        w_cal = essvi_total_variance(th[:, None], r[:, None], p[:, None], k_cal[None, :])
+        rep = report(k_chk, w, w1, w2, self.wing_slopes(), w_cal)
+        # Butterfly between nodes too: the interpolated slices on the calendar grid.
+        wi, wi1, wi2 = essvi_derivatives(th[:, None], r[:, None], p[:, None], k_chk[None, :])
+        mid = report(k_chk, wi, wi1, wi2, 0.5 * p * (1.0 + np.abs(r)), w_cal[:1])
+        ok_between = float(np.min(mid.min_g)) if mid.min_g.size else float("inf")
+        return ArbitrageReport(
+            check_k_min=rep.check_k_min,
+            check_k_max=rep.check_k_max,
+            min_g=np.minimum(rep.min_g, ok_between),
+            wing_slope=np.maximum(rep.wing_slope, float(np.max(mid.wing_slope, initial=0.0))),
+            min_calendar_step=rep.min_calendar_step,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ESSVIFit:
+    """:func:`fit_essvi`'s result: the surface (nodes = the expiries given, in order), per expiry the
+    weighted RMSE of w relative to the level (``rel_rmse``), the quotes used, and what was done
+    (``fallback``: too few quotes, the flat or previous-shape slice; ``constrained``: the best free
+    candidate broke a calendar condition; ``regularised``: a pull towards the previous minute or the
+    neighbours applied)."""
+
+    surface: ESSVISurface
+    rel_rmse: FloatArray
+    n_quotes: NDArray[np.int64]
+    fallback: NDArray[np.bool_]
+    constrained: NDArray[np.bool_]
+    regularised: NDArray[np.bool_]
+
+
+def flat_slice(theta: float) -> tuple[float, float, float]:
+    """The fallback: a flat smile at ATM total variance theta (rho = 0, a small psi)."""
+    th = max(float(theta), 1e-10)
+    return th, 0.0, float(min(FLAT_PSI * np.sqrt(th), psi_bound(th, 0.0)))
+
+
+def _sse_parts(
+    rho: FloatArray, phi: FloatArray, k: FloatArray, w: FloatArray, om: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """For candidates (E, C) of (rho, phi): w = theta F with F = f(k; rho, phi) (E, C, N); the
+    weighted SSE(theta) = A theta^2 - 2 B theta + C0, returns (A, B, C0) of shape (E, C)."""
+    x = phi[..., None] * k[:, None, :]
+    r = rho[..., None]
+    f = 0.5 * (1.0 + r * x + np.sqrt((x + r) ** 2 + 1.0 - r * r))
+    omf = om[:, None, :] * f
+    a = np.sum(omf * f, axis=-1)
+    b = np.sum(omf * w[:, None, :], axis=-1)
+    c0 = np.sum(om * w * w, axis=-1)[:, None] * np.ones_like(a)
+    return a, b, c0
+
+
+def fit_essvi(
+    k: ArrayLike,
+    total_variance: ArrayLike,
+    weight: ArrayLike,
+    years: ArrayLike,
+    *,
+    previous: ArrayLike | None = None,
+    zooms: int = 3,
+) -> ESSVIFit:
+    """Fit E eSSVI slices (E, N padded with weight 0; ``years`` (E,) ascending) under the conditions.
+
+    ``previous``: (E, 3) (theta, rho, psi) of the same expiries a minute ago, NaN rows where unknown.
+    Every returned slice satisfies the butterfly conditions and every consecutive pair the calendar
+    conditions of the module docstring (checked exactly after the fit by :meth:`ESSVISurface.check`).
+    """
+    kk = np.atleast_2d(np.asarray(k, dtype=np.float64))
+    ww = np.atleast_2d(np.asarray(total_variance, dtype=np.float64))
+    om = np.atleast_2d(np.asarray(weight, dtype=np.float64))
+    tt = np.atleast_1d(np.asarray(years, dtype=np.float64))
+    e_all = tt.size
+    om = np.where(np.isfinite(kk) & np.isfinite(ww) & (ww > 0.0) & (om > 0.0), om, 0.0)
+    kk = np.where(om > 0.0, kk, 0.0)
+    ww = np.where(om > 0.0, ww, 0.0)
+    n_used = (om > 0.0).sum(axis=1).astype(np.int64)
+    tot = om.sum(axis=1, keepdims=True)
+    om = np.where(tot > 0.0, om / np.where(tot > 0.0, tot, 1.0), 0.0)
+    # ATM guess: w at the quote nearest k = 0 (weighted mean of the two nearest where possible).
+    near = np.where(om > 0.0, np.abs(kk), np.inf)
+    j = np.argmin(near, axis=1)
+    rows = np.arange(e_all)
+    theta_guess = np.where(n_used > 0, ww[rows, j], np.nan)
+    scale = np.sum(om * ww, axis=1)
+    scale = np.where(scale > 0.0, scale, 1.0)
+    w_s = ww / scale[:, None]  # relative units: slices weigh alike
+    prev = np.full((e_all, 3), np.nan) if previous is None else np.asarray(previous, dtype=np.float64).reshape(e_all, 3)
+
+    # Regularisation strength: (N_THIN / n)^2, zero for thick expiries' neighbour pull.
+    strength = np.where(n_used > 0, (N_THIN / np.maximum(n_used, 1)) ** 2, 0.0)
+
+    # The candidate grid: rho x phi sqrt(theta_guess) (psi / sqrt(theta) spans the admissible range).
+    n_r, n_p = 13, 13
+    rho_c = np.linspace(-0.9, 0.9, n_r)
+    lq = np.log(np.geomspace(0.02, 1.9, n_p))
+    sq = np.sqrt(np.where(np.isfinite(theta_guess) & (theta_guess > 0.0), theta_guess, 1.0))
+    centre_r = np.zeros(e_all)
+    centre_l = np.zeros(e_all)  # log(psi / sqrt(theta_guess))
+    span_r = np.full(e_all, 0.9)
+    span_l = np.full(e_all, 0.5 * (lq[-1] - lq[0]))
+    centre_l[:] = 0.5 * (lq[-1] + lq[0])
+
+    ref = prev.copy()
+    theta_f = np.zeros(e_all)
+    rho_f = np.zeros(e_all)
+    psi_f = np.zeros(e_all)
+    sse_f = np.zeros(e_all)
+    fallback = n_used < MIN_QUOTES
+    constrained = np.zeros(e_all, dtype=bool)
+    regularised = np.zeros(e_all, dtype=bool)
+    live = ~fallback
+    for level in range(zooms + 1):
+        grid_r = np.clip(centre_r[:, None] + span_r[:, None] * np.linspace(-1.0, 1.0, n_r)[None, :], -_RHO_MAX, _RHO_MAX)
+        grid_l = centre_l[:, None] + span_l[:, None] * np.linspace(-1.0, 1.0, n_p)[None, :]
+        rr = np.repeat(grid_r, n_p, axis=1)
+        psi_rel = np.exp(np.tile(grid_l, (1, n_r)))  # psi / sqrt(theta_guess)
+        phi = psi_rel / sq[:, None]  # phi = psi / theta ~ psi_rel / sqrt(theta)
+        a, b, c0 = _sse_parts(rr, phi, kk, w_s, om)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            theta_ls = np.where(a > 0.0, b / a, np.nan) * scale[:, None]  # back to total variance
+        if level == 1 and previous is None:
+            # Neighbours' reference for thin expiries: the free choice of the thick ones around.
+            thick = live & (n_used >= N_THIN)
+            if thick.sum() >= 1:
+                x = np.sqrt(tt)
+                xs = x[thick]
+                ref[:, 1] = np.interp(x, xs, rho_f[thick])
+                ref[:, 2] = np.exp(np.interp(x, xs, np.log(np.maximum(psi_f[thick], 1e-12))))
+                ref[thick] = np.nan
+        # The sequential choice under the calendar conditions.
+        for e in range(e_all):
+            if not live[e]:
+                continue
+            th_c = theta_ls[e].copy()
+            r_c = rr[e].copy()
+            ph_c = phi[e].copy()
+            p0 = e - 1
+            while p0 >= 0 and not live[p0]:
+                p0 -= 1
+            has_prev = p0 >= 0 and theta_f[p0] > 0.0
+            if has_prev:
+                # The previous slice's shape with theta >= its theta: always feasible.
+                th_c = np.append(th_c, np.nan)
+                r_c = np.append(r_c, rho_f[p0])
+                ph_c = np.append(ph_c, np.nan)
+            else:
+                th0, r0, p0v = flat_slice(theta_guess[e])
+                th_c = np.append(th_c, th0)
+                r_c = np.append(r_c, r0)
+                ph_c = np.append(ph_c, p0v / th0)
+            # theta at least the previous slice's (SSE is quadratic in theta: clip the minimiser).
+            floor = theta_f[p0] if has_prev else 1e-12
+            theta_c = np.maximum(np.where(np.isfinite(th_c), th_c, 0.0), floor)
+            psi_c = ph_c * theta_c
+            if has_prev:
+                # Previous shape: psi fixed, theta = the best theta for that shape, floored.
+                psi_c[-1] = psi_f[p0]
+                theta_c[-1] = max(_best_theta_fixed_psi(kk[e], ww[e], om[e], rho_f[p0], psi_f[p0], theta_f[p0]),
+                                  theta_f[p0])
+            w_model = essvi_total_variance(theta_c[:, None], r_c[:, None], psi_c[:, None], kk[e][None, :])
+            resid = (w_model - ww[e][None, :]) / scale[e]
+            sse = np.sum(om[e][None, :] * resid * resid, axis=1)
+            ok = butterfly_params_ok(theta_c, r_c, psi_c) & np.isfinite(sse)
+            if has_prev:
+                ok &= calendar_pair_ok(theta_f[p0], rho_f[p0], psi_f[p0], theta_c, r_c, psi_c)
+            pen = np.zeros_like(sse)
+            if np.isfinite(ref[e, 1]) and strength[e] > 0.0 and level >= 1:
+                dr = (r_c - ref[e, 1]) / _REG_RHO
+                dp = np.log(np.maximum(psi_c, 1e-12) / ref[e, 2]) / _REG_LOG_PSI
+                pen = dr * dr + dp * dp
+                if np.isfinite(ref[e, 0]):
+                    dt = np.log(theta_c / ref[e, 0]) / _REG_LOG_THETA
+                    pen = pen + dt * dt
+                pen = _REG_SCALE * strength[e] * np.where(np.isfinite(pen), pen, 1e6)
+                regularised[e] = True
+            cost = np.where(ok, sse + pen, np.inf)
+            pick = int(np.argmin(cost))
+            if not np.isfinite(cost[pick]):
+                pick = cost.size - 1  # the always-feasible last candidate (see above)
+            free = int(np.argmin(np.where(butterfly_params_ok(theta_c, r_c, psi_c), sse + pen, np.inf)))
+            constrained[e] = free != pick
+            theta_f[e], rho_f[e], psi_f[e], sse_f[e] = theta_c[pick], r_c[pick], psi_c[pick], sse[pick]
+            if pick < rr.shape[1]:
+                centre_r[e] = rr[e, pick]
+                centre_l[e] = np.log(psi_c[pick] / sq[e]) if psi_c[pick] > 0 else centre_l[e]
+            else:
+                centre_r[e] = r_c[pick]
+                centre_l[e] = np.log(max(psi_c[pick], 1e-12) / sq[e])
+        span_r = span_r / 3.0
+        span_l = span_l / 3.0
+    # Fallback slices (too few quotes), in order, against the slices around them.
+    if fallback.any():
+        theta_f, rho_f, psi_f = _fill_fallbacks(tt, theta_f, rho_f, psi_f, fallback, theta_guess)
+    surface = ESSVISurface(years=tt.copy(), theta=theta_f, rho=rho_f, psi=psi_f)
+    return ESSVIFit(
+        surface=surface,
+        rel_rmse=np.where(n_used > 0, np.sqrt(np.maximum(sse_f, 0.0)), np.nan),
+        n_quotes=n_used,
+        fallback=fallback,
+        constrained=constrained,
+        regularised=regularised,
+    )
+
+
+def _best_theta_fixed_psi(k: FloatArray, w: FloatArray, om: FloatArray, rho: float, psi: float, theta0: float) -> float:
+    """theta >= theta0 minimising the weighted SSE with rho and psi fixed (a few Newton-free steps:
+    a golden-section search on [theta0, 4 theta0 + max w])."""
+    lo, hi = theta0, 4.0 * theta0 + float(np.max(w, initial=0.0)) + 1e-12
+    grid = np.geomspace(max(lo, 1e-12), hi, 40)
+    wm = essvi_total_variance(grid[:, None], rho, psi, k[None, :])
+    sse = np.sum(om[None, :] * (wm - w[None, :]) ** 2, axis=1)
+    return float(grid[int(np.argmin(sse))])
+
+
+def _fill_fallbacks(
+    tt: FloatArray, theta: FloatArray, rho: FloatArray, psi: FloatArray, fallback: NDArray[np.bool_],
+    theta_guess: FloatArray,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Arbitrage-free slices for the expiries with too few quotes.
+
+    Between fitted expiries: the interpolated slice (module docstring); before the first fitted
+    one: its rho and phi at min(own ATM variance, its theta); past the last: its rho and psi at
+    max(own ATM variance, its theta); with nothing fitted: flat smiles (rho = 0, one small psi) on
+    the running maximum of the ATM variances.
+    """
+    theta, rho, psi = theta.copy(), rho.copy(), psi.copy()
+    fitted = ~fallback
+    guess = np.where(np.isfinite(theta_guess) & (theta_guess > 0.0), theta_guess, np.nan)
+    if not fitted.any():
+        known = np.isfinite(guess)
+        base = np.interp(tt, tt[known], guess[known]) if known.any() else np.full(tt.size, 1e-4)
+        th = np.maximum.accumulate(np.maximum(base, 1e-10))
+        p = flat_slice(float(th[0]))[2]
+        return th, np.zeros(tt.size), np.full(tt.size, p)
+    nodes = ESSVISurface(years=tt[fitted], theta=theta[fitted], rho=rho[fitted], psi=psi[fitted])
+    first, last = np.nonzero(fitted)[0][[0, -1]]
+    for e in np.nonzero(fallback)[0].tolist():
+        if e < first:
+            th1, r1, p1 = theta[first], rho[first], psi[first]
+            g = guess[e] if np.isfinite(guess[e]) else th1 * tt[e] / tt[first]
+            theta[e], rho[e], psi[e] = _below(min(float(g), float(th1)), th1, r1, p1)
+        elif e > last:
+            g = guess[e] if np.isfinite(guess[e]) else theta[last]
+            theta[e], rho[e], psi[e] = max(float(g), float(theta[last])), rho[last], psi[last]
+        else:
+            th_i, r_i, p_i = nodes.params_at(np.array([tt[e]]))
+            theta[e], rho[e], psi[e] = float(th_i[0]), float(r_i[0]), float(p_i[0])
+    # Fallbacks before the first fitted expiry, in order: keep theta non-decreasing among them.
+    if first > 0:
+        head = np.arange(first)
+        theta[head] = np.maximum.accumulate(theta[head])
+        for e in head.tolist():
+            theta[e], rho[e], psi[e] = _below(float(theta[e]), float(theta[first]), float(rho[first]), float(psi[first]))
+    return theta, rho, psi
+
+
+def _below(theta: float, theta1: float, rho1: float, psi1: float) -> tuple[float, float, float]:
+    """A slice at theta <= theta1 below the slice (theta1, rho1, psi1) satisfying the conditions: the
+    same rho and phi (psi scaled by theta / theta1): p and q smaller, psi^2 (1+|rho|) <= 4 theta."""
+    c = min(theta / theta1, 1.0) if theta1 > 0.0 else 0.0
+    return theta, rho1, psi1 * c
