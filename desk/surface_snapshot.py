@@ -83,7 +83,7 @@ def build_surface_snapshot(
     chain: ChainSnapshot,
     *,
     grid: SurfaceGrid = DEFAULT_GRID,
-    method: str = "svi",
+    method: str = "essvi",
 ) -> SurfaceSnapshot:
     """Quotes with implied vols, the surface and its figures for one currency at ``chain.at``."""
     options: list[OptionQuote] = [

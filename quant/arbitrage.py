@@ -72,6 +72,8 @@ class ArbitrageReport:
     min_g: FloatArray
     wing_slope: FloatArray
     min_calendar_step: float
+    #: smallest g of the smiles between the nodes (interpolated in time), +inf if not checked
+    min_g_between: float = float("inf")
 
     @property
     def butterfly_ok(self) -> NDArray[np.bool_]:
@@ -83,7 +85,7 @@ class ArbitrageReport:
 
     @property
     def ok(self) -> bool:
-        return bool(self.butterfly_ok.all()) and self.calendar_ok
+        return bool(self.butterfly_ok.all()) and self.calendar_ok and self.min_g_between >= G_TOLERANCE
 
 
 def calendar_steps(w_grid: ArrayLike) -> FloatArray:
@@ -104,4 +106,27 @@ def report(
         min_g=np.asarray(np.min(g, axis=-1), dtype=np.float64),
         wing_slope=np.asarray(wing_slope, dtype=np.float64).reshape(-1),
         min_calendar_step=float(steps.min()) if steps.size else float("inf"),
+    )
+
+
+def numeric_derivatives(k: FloatArray, w: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """dw/dk and d2w/dk2 of sampled smiles (..., P) on an increasing k (P,), second-order accurate."""
+    w1 = np.gradient(w, k, axis=-1)
+    w2 = np.gradient(w1, k, axis=-1)
+    return np.asarray(w1), np.asarray(w2)
+
+
+def sampled_report(k_check: FloatArray, w: FloatArray, w_calendar: ArrayLike) -> ArbitrageReport:
+    """:func:`report` for smiles known only as samples w (E, P) on ``k_check`` (dense, increasing):
+    derivatives by finite differences, wing slopes from the outermost samples."""
+    w1, w2 = numeric_derivatives(k_check, w)
+    slope = np.maximum(np.abs(w1[..., 0]), np.abs(w1[..., -1]))
+    # The end points' one-sided second differences are poor: judge g inside them.
+    inner = report(k_check[1:-1], w[..., 1:-1], w1[..., 1:-1], w2[..., 1:-1], slope, w_calendar)
+    return ArbitrageReport(
+        check_k_min=float(k_check.min()),
+        check_k_max=float(k_check.max()),
+        min_g=inner.min_g,
+        wing_slope=inner.wing_slope,
+        min_calendar_step=inner.min_calendar_step,
     )

@@ -119,7 +119,9 @@ def calendar_pair_ok(
 def butterfly_params_ok(theta: ArrayLike, rho: ArrayLike, psi: ArrayLike) -> NDArray[np.bool_]:
     th, r, p = (np.asarray(x, dtype=np.float64) for x in (theta, rho, psi))
     a = 1.0 + np.abs(r)
-    return np.asarray((th > 0.0) & (p >= 0.0) & (np.abs(r) < 1.0) & (p * a < 4.0) & (p * p * a <= 4.0 * th * (1 + 1e-12)))
+    return np.asarray(
+        (th > 0.0) & (p >= 0.0) & (np.abs(r) < 1.0) & (p * a < 4.0) & (p * p * a <= 4.0 * th * (1 + 1e-12))
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,14 +204,14 @@ class ESSVISurface:
         rep = report(k_chk, w, w1, w2, self.wing_slopes(), w_cal)
         # Butterfly between nodes too: the interpolated slices on the calendar grid.
         wi, wi1, wi2 = essvi_derivatives(th[:, None], r[:, None], p[:, None], k_chk[None, :])
-        mid = report(k_chk, wi, wi1, wi2, 0.5 * p * (1.0 + np.abs(r)), w_cal[:1])
-        ok_between = float(np.min(mid.min_g)) if mid.min_g.size else float("inf")
+        between = report(k_chk, wi, wi1, wi2, 0.5 * p * (1.0 + np.abs(r)), w_cal[:1])
         return ArbitrageReport(
             check_k_min=rep.check_k_min,
             check_k_max=rep.check_k_max,
-            min_g=np.minimum(rep.min_g, ok_between),
-            wing_slope=np.maximum(rep.wing_slope, float(np.max(mid.wing_slope, initial=0.0))),
+            min_g=rep.min_g,
+            wing_slope=rep.wing_slope,
             min_calendar_step=rep.min_calendar_step,
+            min_g_between=float(np.min(between.min_g)) if between.min_g.size else float("inf"),
         )
 
 
@@ -233,21 +235,6 @@ def flat_slice(theta: float) -> tuple[float, float, float]:
     """The fallback: a flat smile at ATM total variance theta (rho = 0, a small psi)."""
     th = max(float(theta), 1e-10)
     return th, 0.0, float(min(FLAT_PSI * np.sqrt(th), psi_bound(th, 0.0)))
-
-
-def _sse_parts(
-    rho: FloatArray, phi: FloatArray, k: FloatArray, w: FloatArray, om: FloatArray
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """For candidates (E, C) of (rho, phi): w = theta F with F = f(k; rho, phi) (E, C, N); the
-    weighted SSE(theta) = A theta^2 - 2 B theta + C0, returns (A, B, C0) of shape (E, C)."""
-    x = phi[..., None] * k[:, None, :]
-    r = rho[..., None]
-    f = 0.5 * (1.0 + r * x + np.sqrt((x + r) ** 2 + 1.0 - r * r))
-    omf = om[:, None, :] * f
-    a = np.sum(omf * f, axis=-1)
-    b = np.sum(omf * w[:, None, :], axis=-1)
-    c0 = np.sum(om * w * w, axis=-1)[:, None] * np.ones_like(a)
-    return a, b, c0
 
 
 def fit_essvi(
@@ -290,15 +277,17 @@ def fit_essvi(
     strength = np.where(n_used > 0, (N_THIN / np.maximum(n_used, 1)) ** 2, 0.0)
 
     # The candidate grid: rho x phi sqrt(theta_guess) (psi / sqrt(theta) spans the admissible range).
-    n_r, n_p = 13, 13
-    rho_c = np.linspace(-0.9, 0.9, n_r)
-    lq = np.log(np.geomspace(0.02, 1.9, n_p))
     sq = np.sqrt(np.where(np.isfinite(theta_guess) & (theta_guess > 0.0), theta_guess, 1.0))
+    lq = np.log(np.array([0.02, 1.9]))  # psi / sqrt(theta): the admissible range, roughly
     centre_r = np.zeros(e_all)
-    centre_l = np.zeros(e_all)  # log(psi / sqrt(theta_guess))
+    centre_l = np.full(e_all, 0.5 * (lq[0] + lq[1]))  # log(psi / sqrt(theta_guess))
     span_r = np.full(e_all, 0.9)
-    span_l = np.full(e_all, 0.5 * (lq[-1] - lq[0]))
-    centre_l[:] = 0.5 * (lq[-1] + lq[0])
+    span_l = np.full(e_all, 0.5 * (lq[1] - lq[0]))
+    # Each expiry's used quotes only (no padding in the inner loop).
+    used = [np.nonzero(om[e] > 0.0)[0] for e in range(e_all)]
+    k_e = [kk[e, u] for e, u in enumerate(used)]
+    w_e = [w_s[e, u] for e, u in enumerate(used)]
+    om_e = [om[e, u] for e, u in enumerate(used)]
 
     ref = prev.copy()
     theta_f = np.zeros(e_all)
@@ -310,59 +299,62 @@ def fit_essvi(
     regularised = np.zeros(e_all, dtype=bool)
     live = ~fallback
     for level in range(zooms + 1):
-        grid_r = np.clip(centre_r[:, None] + span_r[:, None] * np.linspace(-1.0, 1.0, n_r)[None, :], -_RHO_MAX, _RHO_MAX)
-        grid_l = centre_l[:, None] + span_l[:, None] * np.linspace(-1.0, 1.0, n_p)[None, :]
-        rr = np.repeat(grid_r, n_p, axis=1)
-        psi_rel = np.exp(np.tile(grid_l, (1, n_r)))  # psi / sqrt(theta_guess)
-        phi = psi_rel / sq[:, None]  # phi = psi / theta ~ psi_rel / sqrt(theta)
-        a, b, c0 = _sse_parts(rr, phi, kk, w_s, om)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            theta_ls = np.where(a > 0.0, b / a, np.nan) * scale[:, None]  # back to total variance
+        n_g = 11 if level == 0 else 7
+        lin = np.linspace(-1.0, 1.0, n_g)
         if level == 1 and previous is None:
             # Neighbours' reference for thin expiries: the free choice of the thick ones around.
             thick = live & (n_used >= N_THIN)
-            if thick.sum() >= 1:
+            if thick.any():
                 x = np.sqrt(tt)
                 xs = x[thick]
                 ref[:, 1] = np.interp(x, xs, rho_f[thick])
                 ref[:, 2] = np.exp(np.interp(x, xs, np.log(np.maximum(psi_f[thick], 1e-12))))
                 ref[thick] = np.nan
         # The sequential choice under the calendar conditions.
+        p0 = -1
         for e in range(e_all):
             if not live[e]:
                 continue
-            th_c = theta_ls[e].copy()
-            r_c = rr[e].copy()
-            ph_c = phi[e].copy()
-            p0 = e - 1
-            while p0 >= 0 and not live[p0]:
-                p0 -= 1
-            has_prev = p0 >= 0 and theta_f[p0] > 0.0
+            has_prev = p0 >= 0
+            r_c = np.repeat(np.clip(centre_r[e] + span_r[e] * lin, -_RHO_MAX, _RHO_MAX), n_g)
+            phi_c = np.tile(np.exp(centre_l[e] + span_l[e] * lin), n_g) / sq[e]
+            # Last candidate, always feasible: the previous slice's shape (theta >= its theta), or flat.
             if has_prev:
-                # The previous slice's shape with theta >= its theta: always feasible.
-                th_c = np.append(th_c, np.nan)
                 r_c = np.append(r_c, rho_f[p0])
-                ph_c = np.append(ph_c, np.nan)
+                phi_c = np.append(phi_c, psi_f[p0] / theta_f[p0])
             else:
-                th0, r0, p0v = flat_slice(theta_guess[e])
-                th_c = np.append(th_c, th0)
+                th0, r0, ps0 = flat_slice(theta_guess[e])
                 r_c = np.append(r_c, r0)
-                ph_c = np.append(ph_c, p0v / th0)
-            # theta at least the previous slice's (SSE is quadratic in theta: clip the minimiser).
-            floor = theta_f[p0] if has_prev else 1e-12
-            theta_c = np.maximum(np.where(np.isfinite(th_c), th_c, 0.0), floor)
-            psi_c = ph_c * theta_c
-            if has_prev:
-                # Previous shape: psi fixed, theta = the best theta for that shape, floored.
-                psi_c[-1] = psi_f[p0]
-                theta_c[-1] = max(_best_theta_fixed_psi(kk[e], ww[e], om[e], rho_f[p0], psi_f[p0], theta_f[p0]),
-                                  theta_f[p0])
-            w_model = essvi_total_variance(theta_c[:, None], r_c[:, None], psi_c[:, None], kk[e][None, :])
-            resid = (w_model - ww[e][None, :]) / scale[e]
-            sse = np.sum(om[e][None, :] * resid * resid, axis=1)
+                phi_c = np.append(phi_c, ps0 / th0)
+            # For fixed (rho, phi) w = theta f(k): theta is the weighted least-squares solution,
+            # floored at the previous slice's (the SSE is quadratic in theta).
+            x = phi_c[:, None] * k_e[e][None, :]
+            rc = r_c[:, None]
+            f = 0.5 * (1.0 + rc * x + np.sqrt((x + rc) ** 2 + 1.0 - rc * rc))
+            omf = om_e[e] * f
+            with np.errstate(divide="ignore", invalid="ignore"):
+                theta_rel = np.sum(omf * w_e[e], axis=1) / np.sum(omf * f, axis=1)
+            floor = theta_f[p0] / scale[e] if has_prev else 1e-12 / scale[e]
+            theta_raw = np.where(np.isfinite(theta_rel), theta_rel, 0.0)
+            theta_rel = np.maximum(theta_raw, floor)
+            resid = theta_rel[:, None] * f - w_e[e]
+            sse = np.sum(om_e[e] * resid * resid, axis=1)
+            theta_c = theta_rel * scale[e]
+            psi_c = phi_c * theta_c
             ok = butterfly_params_ok(theta_c, r_c, psi_c) & np.isfinite(sse)
             if has_prev:
                 ok &= calendar_pair_ok(theta_f[p0], rho_f[p0], psi_f[p0], theta_c, r_c, psi_c)
+                # The previous shape keeps its psi (phi then falls as theta grows): p, q unchanged.
+                # Costlier to score (w is not linear in theta then): only when the grid needs it.
+                psi_c[-1] = psi_f[p0]
+                ok[-1] = True
+                if not ok[:-1].any() or level == zooms:
+                    theta_c[-1] = _best_theta_fixed_psi(k_e[e], w_e[e] * scale[e], om_e[e], rho_f[p0], psi_f[p0],
+                                                        theta_f[p0])
+                    r_last = essvi_total_variance(theta_c[-1], rho_f[p0], psi_f[p0], k_e[e]) / scale[e] - w_e[e]
+                    sse[-1] = np.sum(om_e[e] * r_last * r_last)
+                else:
+                    sse[-1] = np.inf
             pen = np.zeros_like(sse)
             if np.isfinite(ref[e, 1]) and strength[e] > 0.0 and level >= 1:
                 dr = (r_c - ref[e, 1]) / _REG_RHO
@@ -376,18 +368,19 @@ def fit_essvi(
             cost = np.where(ok, sse + pen, np.inf)
             pick = int(np.argmin(cost))
             if not np.isfinite(cost[pick]):
-                pick = cost.size - 1  # the always-feasible last candidate (see above)
+                pick = cost.size - 1  # the always-feasible last candidate
+                if not has_prev:  # the flat smile at the ATM variance itself
+                    theta_c[-1], r_c[-1], psi_c[-1] = flat_slice(theta_guess[e])
+                    sse[-1] = np.nan
             free = int(np.argmin(np.where(butterfly_params_ok(theta_c, r_c, psi_c), sse + pen, np.inf)))
-            constrained[e] = free != pick
+            constrained[e] = free != pick or bool(theta_raw[pick] < floor * (1.0 - 1e-9))
             theta_f[e], rho_f[e], psi_f[e], sse_f[e] = theta_c[pick], r_c[pick], psi_c[pick], sse[pick]
-            if pick < rr.shape[1]:
-                centre_r[e] = rr[e, pick]
-                centre_l[e] = np.log(psi_c[pick] / sq[e]) if psi_c[pick] > 0 else centre_l[e]
-            else:
-                centre_r[e] = r_c[pick]
-                centre_l[e] = np.log(max(psi_c[pick], 1e-12) / sq[e])
-        span_r = span_r / 3.0
-        span_l = span_l / 3.0
+            centre_r[e] = r_c[pick]
+            centre_l[e] = np.log(max(psi_c[pick], 1e-12 * sq[e]) / sq[e])
+            p0 = e
+        # Zoom: the next grid spans two of this grid's steps around the choice.
+        span_r = span_r * 2.0 / (n_g - 1)
+        span_l = span_l * 2.0 / (n_g - 1)
     # Fallback slices (too few quotes), in order, against the slices around them.
     if fallback.any():
         theta_f, rho_f, psi_f = _fill_fallbacks(tt, theta_f, rho_f, psi_f, fallback, theta_guess)
@@ -403,10 +396,10 @@ def fit_essvi(
 
 
 def _best_theta_fixed_psi(k: FloatArray, w: FloatArray, om: FloatArray, rho: float, psi: float, theta0: float) -> float:
-    """theta >= theta0 minimising the weighted SSE with rho and psi fixed (a few Newton-free steps:
-    a golden-section search on [theta0, 4 theta0 + max w])."""
+    """theta >= theta0 (near-)minimising the weighted SSE with rho and psi fixed: the best of a
+    geometric grid on [theta0, 4 theta0 + max w]."""
     lo, hi = theta0, 4.0 * theta0 + float(np.max(w, initial=0.0)) + 1e-12
-    grid = np.geomspace(max(lo, 1e-12), hi, 40)
+    grid = np.geomspace(max(lo, 1e-12), hi, 24)
     wm = essvi_total_variance(grid[:, None], rho, psi, k[None, :])
     sse = np.sum(om[None, :] * (wm - w[None, :]) ** 2, axis=1)
     return float(grid[int(np.argmin(sse))])
@@ -450,7 +443,9 @@ def _fill_fallbacks(
         head = np.arange(first)
         theta[head] = np.maximum.accumulate(theta[head])
         for e in head.tolist():
-            theta[e], rho[e], psi[e] = _below(float(theta[e]), float(theta[first]), float(rho[first]), float(psi[first]))
+            theta[e], rho[e], psi[e] = _below(
+                float(theta[e]), float(theta[first]), float(rho[first]), float(psi[first])
+            )
     return theta, rho, psi
 
 
