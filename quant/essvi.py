@@ -244,7 +244,7 @@ def fit_essvi(
     years: ArrayLike,
     *,
     previous: ArrayLike | None = None,
-    zooms: int = 3,
+    zooms: int = 2,
 ) -> ESSVIFit:
     """Fit E eSSVI slices (E, N padded with weight 0; ``years`` (E,) ascending) under the conditions.
 
@@ -299,7 +299,7 @@ def fit_essvi(
     regularised = np.zeros(e_all, dtype=bool)
     live = ~fallback
     for level in range(zooms + 1):
-        n_g = 11 if level == 0 else 7
+        n_g = 15 if level == 0 else 9
         lin = np.linspace(-1.0, 1.0, n_g)
         if level == 1 and previous is None:
             # Neighbours' reference for thin expiries: the free choice of the thick ones around.
@@ -377,6 +377,15 @@ def fit_essvi(
             theta_f[e], rho_f[e], psi_f[e], sse_f[e] = theta_c[pick], r_c[pick], psi_c[pick], sse[pick]
             centre_r[e] = r_c[pick]
             centre_l[e] = np.log(max(psi_c[pick], 1e-12 * sq[e]) / sq[e])
+            if level == zooms and pick < cost.size - 1:
+                # Polish off the grid's resolution: Gauss-Newton steps on (theta, rho, log psi),
+                # each kept only if it stays feasible and lowers the (penalised) cost.
+                prev3 = (theta_f[p0], rho_f[p0], psi_f[p0]) if has_prev else None
+                ref_e = ref[e] if (np.isfinite(ref[e, 1]) and strength[e] > 0.0) else None
+                theta_f[e], rho_f[e], psi_f[e], sse_f[e] = _polish(
+                    k_e[e], w_e[e], om_e[e], scale[e], (theta_f[e], rho_f[e], psi_f[e]), float(cost[pick]),
+                    prev3, ref_e, _REG_SCALE * strength[e],
+                )
             p0 = e
         # Zoom: the next grid spans two of this grid's steps around the choice.
         span_r = span_r * 2.0 / (n_g - 1)
@@ -393,6 +402,62 @@ def fit_essvi(
         constrained=constrained,
         regularised=regularised,
     )
+
+
+def _penalty(rho: float, psi: float, theta: float, ref: FloatArray | None, weight: float) -> float:
+    if ref is None:
+        return 0.0
+    pen = ((rho - ref[1]) / _REG_RHO) ** 2 + (np.log(max(psi, 1e-12) / ref[2]) / _REG_LOG_PSI) ** 2
+    if np.isfinite(ref[0]):
+        pen += (np.log(theta / ref[0]) / _REG_LOG_THETA) ** 2
+    return float(weight * pen)
+
+
+def _polish(
+    k: FloatArray, w_rel: FloatArray, om: FloatArray, scale: float, start: tuple[float, float, float],
+    cost: float, prev: tuple[float, float, float] | None, ref: FloatArray | None, reg: float, steps: int = 3,
+) -> tuple[float, float, float, float]:
+    """A few damped Gauss-Newton steps on one slice; returns (theta, rho, psi, sse)."""
+    th, r, ps = start
+    best = cost
+    sse_best = float("nan")
+    lam = 1e-3
+    for _ in range(steps):
+        if ps <= 0.0 or th <= 0.0:
+            break
+        # Residuals and the (analytic) Jacobian in (theta, rho, log psi), relative units.
+        x = np.array([th, r, np.log(ps)])
+        sq_ = np.sqrt(ps * ps * k * k + 2.0 * r * ps * th * k + th * th)
+        base = 0.5 * (th + r * ps * k + sq_) / scale - w_rel
+        jac = np.empty((k.size, 3))
+        jac[:, 0] = 0.5 * (1.0 + (r * ps * k + th) / sq_) / scale
+        jac[:, 1] = 0.5 * (ps * k + ps * th * k / sq_) / scale
+        jac[:, 2] = 0.5 * ps * (r * k + (ps * k * k + r * th * k) / sq_) / scale
+        sw = np.sqrt(om)
+        a = (jac * sw[:, None])
+        jtj = a.T @ a
+        g = a.T @ (base * sw)
+        try:
+            step = np.linalg.solve(jtj + lam * np.diag(np.diag(jtj) + 1e-18), -g)
+        except np.linalg.LinAlgError:
+            break
+        nx = x + step
+        nth, nr, nps = float(nx[0]), float(np.clip(nx[1], -_RHO_MAX, _RHO_MAX)), float(np.exp(min(nx[2], 5.0)))
+        ok = bool(butterfly_params_ok(nth, nr, nps)) and (
+            prev is None or bool(calendar_pair_ok(prev[0], prev[1], prev[2], nth, nr, nps)))
+        if ok:
+            res = essvi_total_variance(nth, nr, nps, k) / scale - w_rel
+            sse = float(np.sum(om * res * res))
+            c = sse + _penalty(nr, nps, nth, ref, reg)
+            if c < best:
+                th, r, ps, best, sse_best = nth, nr, nps, c, sse
+                lam = max(lam / 4.0, 1e-9)
+                continue
+        lam *= 8.0
+    if not np.isfinite(sse_best):
+        res = essvi_total_variance(th, r, ps, k) / scale - w_rel
+        sse_best = float(np.sum(om * res * res))
+    return th, r, ps, sse_best
 
 
 def _best_theta_fixed_psi(k: FloatArray, w: FloatArray, om: FloatArray, rho: float, psi: float, theta0: float) -> float:
