@@ -62,7 +62,7 @@ FLAT_PSI = 0.02
 N_THIN = 12
 #: Fewer quotes than this: no fit, the fallback slice.
 MIN_QUOTES = 3
-_REG_SCALE = 1e-4  # penalty unit: a relative fit error of 1%, squared
+_REG_SCALE = 4e-3  # penalty unit: a relative fit error of 6%, squared
 _REG_RHO = 0.1
 _REG_LOG_PSI = 0.15
 _REG_LOG_THETA = 0.05
@@ -245,10 +245,13 @@ def fit_essvi(
     *,
     previous: ArrayLike | None = None,
     zooms: int = 2,
+    n_thin: int = N_THIN,
 ) -> ESSVIFit:
     """Fit E eSSVI slices (E, N padded with weight 0; ``years`` (E,) ascending) under the conditions.
 
     ``previous``: (E, 3) (theta, rho, psi) of the same expiries a minute ago, NaN rows where unknown.
+    An expiry with n < ``n_thin`` quotes is pulled towards it (or, without one, towards the slices
+    its thick neighbours would interpolate) with weight (n_thin / n)^2; ``n_thin=0`` turns that off.
     Every returned slice satisfies the butterfly conditions and every consecutive pair the calendar
     conditions of the module docstring (checked exactly after the fit by :meth:`ESSVISurface.check`).
     """
@@ -274,7 +277,7 @@ def fit_essvi(
     prev = np.full((e_all, 3), np.nan) if previous is None else np.asarray(previous, dtype=np.float64).reshape(e_all, 3)
 
     # Regularisation strength: (N_THIN / n)^2, zero for thick expiries' neighbour pull.
-    strength = np.where(n_used > 0, (N_THIN / np.maximum(n_used, 1)) ** 2, 0.0)
+    strength = np.where(n_used > 0, (n_thin / np.maximum(n_used, 1)) ** 2, 0.0)
 
     # The candidate grid: rho x phi sqrt(theta_guess) (psi / sqrt(theta) spans the admissible range).
     sq = np.sqrt(np.where(np.isfinite(theta_guess) & (theta_guess > 0.0), theta_guess, 1.0))
@@ -303,7 +306,7 @@ def fit_essvi(
         lin = np.linspace(-1.0, 1.0, n_g)
         if level == 1 and previous is None:
             # Neighbours' reference for thin expiries: the free choice of the thick ones around.
-            thick = live & (n_used >= N_THIN)
+            thick = live & (n_used >= n_thin)
             if thick.any():
                 x = np.sqrt(tt)
                 xs = x[thick]
@@ -339,8 +342,34 @@ def fit_essvi(
             theta_rel = np.maximum(theta_raw, floor)
             resid = theta_rel[:, None] * f - w_e[e]
             sse = np.sum(om_e[e] * resid * resid, axis=1)
+            # The best the grid does without the calendar conditions (theta not floored).
+            raw_res = theta_raw[:, None] * f - w_e[e]
+            sse_raw = np.sum(om_e[e] * raw_res * raw_res, axis=1)
+            free_ok = butterfly_params_ok(theta_raw * scale[e], r_c, phi_c * theta_raw * scale[e])
+            sse_free = float(np.min(np.where(free_ok[:-1], sse_raw[:-1], np.inf), initial=np.inf))
             theta_c = theta_rel * scale[e]
             psi_c = phi_c * theta_c
+            # Explicit candidates the (rho, phi) grid with least-squares theta can miss when the
+            # quotes disagree with the conditions: the reference slice (previous minute or
+            # neighbours) and the previous slice's rho with psi between its psi and phi_prev theta.
+            extra: list[tuple[float, float, float]] = []
+            if np.isfinite(ref[e, 1]):
+                th_ref = ref[e, 0] if np.isfinite(ref[e, 0]) else max(float(theta_guess[e]), 1e-12)
+                extra.append((max(th_ref, theta_f[p0] if has_prev else 0.0), ref[e, 1], ref[e, 2]))
+            if has_prev:
+                th_x = max(float(theta_guess[e]), theta_f[p0])
+                hi_psi = psi_f[p0] / theta_f[p0] * th_x
+                for ps_x in np.geomspace(max(psi_f[p0], 1e-12), max(hi_psi, psi_f[p0], 1e-12), 5):
+                    extra.append((th_x, rho_f[p0], float(ps_x)))
+            if extra:
+                ex = np.array(extra)
+                res_x = essvi_total_variance(ex[:, :1], ex[:, 1:2], ex[:, 2:3], k_e[e][None, :]) / scale[e] - w_e[e]
+                sse_x = np.sum(om_e[e] * res_x * res_x, axis=1)
+                theta_c = np.concatenate((theta_c[:-1], ex[:, 0], theta_c[-1:]))
+                r_c = np.concatenate((r_c[:-1], ex[:, 1], r_c[-1:]))
+                psi_c = np.concatenate((psi_c[:-1], ex[:, 2], psi_c[-1:]))
+                sse = np.concatenate((sse[:-1], sse_x, sse[-1:]))
+                theta_raw = np.concatenate((theta_raw[:-1], ex[:, 0] / scale[e], theta_raw[-1:]))
             ok = butterfly_params_ok(theta_c, r_c, psi_c) & np.isfinite(sse)
             if has_prev:
                 ok &= calendar_pair_ok(theta_f[p0], rho_f[p0], psi_f[p0], theta_c, r_c, psi_c)
@@ -364,7 +393,7 @@ def fit_essvi(
                     dt = np.log(theta_c / ref[e, 0]) / _REG_LOG_THETA
                     pen = pen + dt * dt
                 pen = _REG_SCALE * strength[e] * np.where(np.isfinite(pen), pen, 1e6)
-                regularised[e] = True
+                regularised[e] = bool(n_used[e] < n_thin)
             cost = np.where(ok, sse + pen, np.inf)
             pick = int(np.argmin(cost))
             if not np.isfinite(cost[pick]):
@@ -372,8 +401,8 @@ def fit_essvi(
                 if not has_prev:  # the flat smile at the ATM variance itself
                     theta_c[-1], r_c[-1], psi_c[-1] = flat_slice(theta_guess[e])
                     sse[-1] = np.nan
-            free = int(np.argmin(np.where(butterfly_params_ok(theta_c, r_c, psi_c), sse + pen, np.inf)))
-            constrained[e] = free != pick or bool(theta_raw[pick] < floor * (1.0 - 1e-9))
+            # Binding: the arbitrage-free choice fits clearly worse than the grid without calendar.
+            constrained[e] = bool(sse[pick] > 1.01 * sse_free + 1e-12)
             theta_f[e], rho_f[e], psi_f[e], sse_f[e] = theta_c[pick], r_c[pick], psi_c[pick], sse[pick]
             centre_r[e] = r_c[pick]
             centre_l[e] = np.log(max(psi_c[pick], 1e-12 * sq[e]) / sq[e])
