@@ -66,6 +66,8 @@ _REG_SCALE = 4e-3  # penalty unit: a relative fit error of 6%, squared
 _REG_RHO = 0.1
 _REG_LOG_PSI = 0.15
 _REG_LOG_THETA = 0.05
+_FIVE = np.linspace(0.0, 1.0, 5)
+_UNIT24 = np.linspace(0.0, 1.0, 24)
 
 
 def essvi_total_variance(theta: ArrayLike, rho: ArrayLike, psi: ArrayLike, k: ArrayLike) -> FloatArray:
@@ -194,7 +196,7 @@ class ESSVISurface:
         k_chk = check_range(k_listed)
         w, w1, w2 = essvi_derivatives(self.theta[:, None], self.rho[:, None], self.psi[:, None], k_chk[None, :])
         if tau is None:
-            tau_c = np.unique(np.concatenate((np.geomspace(1.0 / 8760.0, 2.0 * float(self.years[-1]) + 1.0, 200),
+            tau_c = np.unique(np.concatenate((np.geomspace(1.0 / 8760.0, 2.0 * float(self.years[-1]) + 1.0, 60),
                                               self.years)))
         else:
             tau_c = np.sort(np.asarray(tau, dtype=np.float64))
@@ -244,7 +246,7 @@ def fit_essvi(
     years: ArrayLike,
     *,
     previous: ArrayLike | None = None,
-    zooms: int = 2,
+    zooms: int = 1,
     n_thin: int = N_THIN,
 ) -> ESSVIFit:
     """Fit E eSSVI slices (E, N padded with weight 0; ``years`` (E,) ascending) under the conditions.
@@ -359,7 +361,8 @@ def fit_essvi(
             if has_prev:
                 th_x = max(float(theta_guess[e]), theta_f[p0])
                 hi_psi = psi_f[p0] / theta_f[p0] * th_x
-                for ps_x in np.geomspace(max(psi_f[p0], 1e-12), max(hi_psi, psi_f[p0], 1e-12), 5):
+                lo_psi = max(psi_f[p0], 1e-12)
+                for ps_x in lo_psi * (max(hi_psi, lo_psi) / lo_psi) ** _FIVE:
                     extra.append((th_x, rho_f[p0], float(ps_x)))
             if extra:
                 ex = np.array(extra)
@@ -492,8 +495,9 @@ def _polish(
 def _best_theta_fixed_psi(k: FloatArray, w: FloatArray, om: FloatArray, rho: float, psi: float, theta0: float) -> float:
     """theta >= theta0 (near-)minimising the weighted SSE with rho and psi fixed: the best of a
     geometric grid on [theta0, 4 theta0 + max w]."""
-    lo, hi = theta0, 4.0 * theta0 + float(np.max(w, initial=0.0)) + 1e-12
-    grid = np.geomspace(max(lo, 1e-12), hi, 24)
+    lo = max(theta0, 1e-12)
+    hi = 4.0 * theta0 + float(np.max(w, initial=0.0)) + 1e-12
+    grid = lo * (hi / lo) ** _UNIT24
     wm = essvi_total_variance(grid[:, None], rho, psi, k[None, :])
     sse = np.sum(om[None, :] * (wm - w[None, :]) ** 2, axis=1)
     return float(grid[int(np.argmin(sse))])
