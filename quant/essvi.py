@@ -96,6 +96,12 @@ def essvi_derivatives(
     return np.asarray(w), np.asarray(w1), np.asarray(w2)
 
 
+def essvi_from_raw_svi(a: float, b: float, rho: float, m: float, sigma: float) -> tuple[float, float, float]:
+    """(theta, rho, psi) of a raw-SVI smile that is an eSSVI slice (:meth:`ESSVISurface.raw_svi`'s
+    inverse): theta = w(0), psi = 2 b."""
+    return a + b * (-rho * m + float(np.sqrt(m * m + sigma * sigma))), rho, 2.0 * b
+
+
 def psi_bound(theta: ArrayLike, rho: ArrayLike) -> FloatArray:
     """Largest psi with no butterfly arbitrage (GJ 2014 Thm 4.2) and Lee's bound, with a margin."""
     a = 1.0 + np.abs(np.asarray(rho, dtype=np.float64))

@@ -46,7 +46,7 @@ from numpy.typing import ArrayLike, NDArray
 from quant._special import ONE_OVER_SQRT_TWO_PI
 from quant.arbitrage import G_TOLERANCE, check_range, density_factor, sampled_report
 from quant.essvi import MIN_QUOTES as ESSVI_MIN_QUOTES
-from quant.essvi import ESSVIFit, ESSVISurface, calendar_pair_ok, fit_essvi
+from quant.essvi import ESSVIFit, ESSVISurface, calendar_pair_ok, essvi_from_raw_svi, fit_essvi
 from quant.implied_vol import IVReason, implied_vol_with_reasons
 from quant.svi import SVIParams, fit_svi_slices, svi_derivatives, svi_total_variance, wing_slope
 from quant.variance_index import VarianceIndex, chain_variance_index
@@ -298,11 +298,14 @@ def build_surface(
     method: Method = "essvi",
     *,
     variance_index_days: float = 30.0,
-    previous: SurfaceResult | Mapping[int, tuple[float, float, float]] | None = None,
+    previous: SurfaceResult | Mapping[int, tuple[float, ...]] | None = None,
 ) -> SurfaceResult:
     """Implied vols, per-expiry smiles, the constant-maturity grid and derived figures of a chain.
 
     ``now`` is a timezone-aware datetime or milliseconds since the epoch (Deribit's unit).
+    ``previous`` (eSSVI): the last minute's :class:`SurfaceResult`, or by expiry_ms either
+    (theta, rho, psi) or the raw-SVI parameters of an eSSVI fit (as ``SmileFit.parameters`` records
+    them); thin expiries are held towards it.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
@@ -576,19 +579,21 @@ def _padded(
 
 
 def _previous_params(
-    previous: SurfaceResult | Mapping[int, tuple[float, float, float]] | None, expiry_ms: NDArray[np.int64]
+    previous: SurfaceResult | Mapping[int, tuple[float, ...]] | None, expiry_ms: NDArray[np.int64]
 ) -> FloatArray | None:
     """(E, 3) (theta, rho, psi) of the previous minute by expiry, NaN rows where unknown."""
     if previous is None:
         return None
+    known: dict[int, tuple[float, ...]]
     if isinstance(previous, SurfaceResult):
         known = {e.expiry_ms: e.essvi for e in previous.expiries if e.essvi is not None}
     else:
-        known = dict(previous)
+        # (theta, rho, psi), or an eSSVI fit's raw-SVI (a, b, rho, m, sigma) as recorded in SmileFit.
+        known = {ms: essvi_from_raw_svi(*p) if len(p) == 5 else p for ms, p in previous.items()}
     out = np.full((expiry_ms.size, 3), np.nan)
     for i, ms in enumerate(expiry_ms.tolist()):
         got = known.get(int(ms))
-        if got is not None and all(np.isfinite(got)) and got[0] > 0.0 and got[2] > 0.0:
+        if got is not None and len(got) == 3 and all(np.isfinite(got)) and got[0] > 0.0 and got[2] > 0.0:
             out[i] = got
     return out
 

@@ -282,5 +282,9 @@ def test_build_surface_takes_the_previous_minute_by_result_or_by_expiry() -> Non
     by_ms = {e.expiry_ms: e.essvi for e in first.expiries if e.essvi is not None}
     again = build_surface(moved, NOW_MS + 60_000, previous=by_ms)
     assert again.expiries[3].essvi == held.expiries[3].essvi
+    # ... or as the recorded raw-SVI parameters of the eSSVI fits (what SmileFit.parameters holds).
+    raw = {e.expiry_ms: tuple(e.params.as_array()) for e in first.expiries if e.params is not None}
+    recorded = build_surface(moved, NOW_MS + 60_000, previous=raw)
+    np.testing.assert_allclose(recorded.expiries[3].essvi, held.expiries[3].essvi, rtol=1e-6, atol=1e-9)
     free = build_surface(moved, NOW_MS + 60_000)
     assert any("neighbours" in n for n in free.expiries[3].notes)
