@@ -537,8 +537,9 @@ def _fill_fallbacks(
             g = guess[e] if np.isfinite(guess[e]) else th1 * tt[e] / tt[first]
             theta[e], rho[e], psi[e] = _below(min(float(g), float(th1)), th1, r1, p1)
         elif e > last:
-            g = guess[e] if np.isfinite(guess[e]) else theta[last]
-            theta[e], rho[e], psi[e] = max(float(g), float(theta[last])), rho[last], psi[last]
+            # In order: theta no lower than the slice before (fitted or a fallback itself).
+            g = guess[e] if np.isfinite(guess[e]) else theta[e - 1]
+            theta[e], rho[e], psi[e] = max(float(g), float(theta[e - 1])), rho[last], psi[last]
         else:
             th_i, r_i, p_i = nodes.params_at(np.array([tt[e]]))
             theta[e], rho[e], psi[e] = float(th_i[0]), float(r_i[0]), float(p_i[0])

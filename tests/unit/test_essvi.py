@@ -158,6 +158,24 @@ def test_fallback_is_a_flat_arbitrage_free_slice() -> None:
     assert fit.surface.check().ok
 
 
+def test_fallbacks_past_the_last_fit_keep_theta_rising() -> None:
+    # Found by hypothesis: two thin expiries after the last fitted one, the first with a high ATM
+    # variance, the second with a low one; the second must not fall below the first.
+    k = np.zeros((3, 11))
+    w = np.zeros((3, 11))
+    om = np.zeros((3, 11))
+    k[0] = np.linspace(-1.7, 1.6, 11)
+    w[0] = 0.9 + 0.3 * k[0] ** 2
+    om[0] = 1.0
+    k[1, 0], w[1, 0], om[1, 0] = 0.1, 3.7, 1.0
+    k[2, 0], w[2, 0], om[2, 0] = -0.3, 0.5, 1.0
+    fit = fit_essvi(k, w, om, np.array([0.5, 1.0, 1.5]))
+    s = fit.surface
+    assert fit.fallback.tolist() == [False, True, True]
+    assert calendar_pair_ok(s.theta[:-1], s.rho[:-1], s.psi[:-1], s.theta[1:], s.rho[1:], s.psi[1:]).all()
+    assert s.check().ok
+
+
 def test_a_known_surface_is_recovered_from_exact_quotes() -> None:
     expiry = expiries_ms(NOW_MS, 12)
     truth = essvi_test_surface((expiry - NOW_MS) / MS_PER_YEAR)
