@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quant import build_surface, butterfly_g
+from quant import build_surface, butterfly_g, svi_total_variance
 from quant.essvi import (
     ESSVISurface,
     butterfly_params_ok,
@@ -189,6 +189,38 @@ def test_a_known_surface_is_recovered_from_exact_quotes() -> None:
     np.testing.assert_allclose(got[:, 2], truth.psi, rtol=1e-3)
     want = truth.implied_vol(result.tenor_days[:, None] / 365.0, result.log_moneyness[None, :])
     assert np.max(np.abs(result.iv - want)) < 1e-4
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["essvi", "svi"]))
+def test_random_chains_give_arbitrage_free_records(seed: int, method: str) -> None:
+    # Random raw-SVI smiles per expiry (arbitrageable or not, unrelated across expiries), random
+    # strikes, spreads and empty sides: whatever the quotes, the record is arbitrage-free.
+    from quant import ChainInputs, black76_price
+
+    rng = np.random.default_rng(seed)
+    n_e = int(rng.integers(1, 10))
+    expiry = np.sort(rng.choice(np.arange(1, 400), n_e, replace=False)) * 86_400_000 + NOW_MS
+    cols = []
+    for e in range(n_e):
+        t = (expiry[e] - NOW_MS) / MS_PER_YEAR
+        n = int(rng.integers(1, 40))
+        k = np.sort(rng.uniform(-2.5, 1.5, n)) * min(1.0, np.sqrt(t) * 2)
+        a, b = rng.uniform(0.0, 0.1) * t * 4, rng.uniform(0.01, 0.6) * np.sqrt(t)
+        raw = np.array([a, b, rng.uniform(-0.9, 0.9), rng.uniform(-0.3, 0.3), rng.uniform(0.01, 0.5)])
+        iv = np.sqrt(np.maximum(np.asarray(svi_total_variance(raw, k)), 1e-4 * t) / t)
+        strikes = 30_000.0 * np.exp(k)
+        for is_call in (True, False):
+            mark = np.asarray(black76_price(30_000.0, strikes, t, iv, is_call)) / 30_000.0
+            spread = mark * rng.uniform(0.0, 0.3, n) + 0.0005
+            bid = np.where(rng.uniform(size=n) < 0.2, 0.0, mark - spread / 2)
+            cols.append((np.full(n, expiry[e]), strikes, np.full(n, is_call), bid, mark + spread / 2, mark))
+    exp_ms, strike, call, bid, ask, mark = (np.concatenate([c[i] for c in cols]) for i in range(6))
+    chain = ChainInputs(expiry_ms=exp_ms.astype(np.int64), strike=strike, is_call=call, bid=bid, ask=ask, mark=mark,
+                        underlying_price=np.full(strike.size, 30_000.0))
+    result = build_surface(chain, NOW_MS, method=method)  # type: ignore[arg-type]
+    assert result.arbitrage_free, result.notes
+    assert violations(result, np.log(strike / 30_000.0)).total == 0
 
 
 # --- the smiles, the simulator, the capture ------------------------------------------------
