@@ -321,38 +321,43 @@ def fit_essvi(
                 ref[:, 1] = np.interp(x, xs, rho_f[thick])
                 ref[:, 2] = np.exp(np.interp(x, xs, np.log(np.maximum(psi_f[thick], 1e-12))))
                 ref[thick] = np.nan
+        # All expiries' grids at once: for fixed (rho, phi) w = theta f(k), so the weighted SSE is
+        # quadratic in theta: A theta^2 - 2 B theta + C0, minimised at B / A (relative units).
+        r_all = np.repeat(np.clip(centre_r[:, None] + span_r[:, None] * lin, -_RHO_MAX, _RHO_MAX), n_g, axis=1)
+        phi_all = np.tile(np.exp(centre_l[:, None] + span_l[:, None] * lin), (1, n_g)) / sq[:, None]
+        x3 = phi_all[..., None] * kk[:, None, :]
+        r3 = r_all[..., None]
+        f3 = 0.5 * (1.0 + r3 * x3 + np.sqrt((x3 + r3) ** 2 + 1.0 - r3 * r3))
+        omf3 = om[:, None, :] * f3
+        a_all = np.sum(omf3 * f3, axis=-1)
+        b_all = np.sum(omf3 * w_s[:, None, :], axis=-1)
+        c_all = np.sum(om * w_s * w_s, axis=-1)
         # The sequential choice under the calendar conditions.
         p0 = -1
         for e in range(e_all):
             if not live[e]:
                 continue
             has_prev = p0 >= 0
-            r_c = np.repeat(np.clip(centre_r[e] + span_r[e] * lin, -_RHO_MAX, _RHO_MAX), n_g)
-            phi_c = np.tile(np.exp(centre_l[e] + span_l[e] * lin), n_g) / sq[e]
             # Last candidate, always feasible: the previous slice's shape (theta >= its theta), or flat.
             if has_prev:
-                r_c = np.append(r_c, rho_f[p0])
-                phi_c = np.append(phi_c, psi_f[p0] / theta_f[p0])
+                r_last, phi_last = rho_f[p0], psi_f[p0] / theta_f[p0]
             else:
-                th0, r0, ps0 = flat_slice(theta_guess[e])
-                r_c = np.append(r_c, r0)
-                phi_c = np.append(phi_c, ps0 / th0)
-            # For fixed (rho, phi) w = theta f(k): theta is the weighted least-squares solution,
-            # floored at the previous slice's (the SSE is quadratic in theta).
-            x = phi_c[:, None] * k_e[e][None, :]
-            rc = r_c[:, None]
-            f = 0.5 * (1.0 + rc * x + np.sqrt((x + rc) ** 2 + 1.0 - rc * rc))
-            omf = om_e[e] * f
+                th0, r_last, ps0 = flat_slice(theta_guess[e])
+                phi_last = ps0 / th0
+            x1 = phi_last * k_e[e]
+            f1 = 0.5 * (1.0 + r_last * x1 + np.sqrt((x1 + r_last) ** 2 + 1.0 - r_last * r_last))
+            r_c = np.append(r_all[e], r_last)
+            phi_c = np.append(phi_all[e], phi_last)
+            a_c = np.append(a_all[e], np.sum(om_e[e] * f1 * f1))
+            b_c = np.append(b_all[e], np.sum(om_e[e] * f1 * w_e[e]))
             with np.errstate(divide="ignore", invalid="ignore"):
-                theta_rel = np.sum(omf * w_e[e], axis=1) / np.sum(omf * f, axis=1)
+                theta_ls = b_c / a_c
+            theta_raw = np.where(np.isfinite(theta_ls), theta_ls, 0.0)
             floor = theta_f[p0] / scale[e] if has_prev else 1e-12 / scale[e]
-            theta_raw = np.where(np.isfinite(theta_rel), theta_rel, 0.0)
             theta_rel = np.maximum(theta_raw, floor)
-            resid = theta_rel[:, None] * f - w_e[e]
-            sse = np.sum(om_e[e] * resid * resid, axis=1)
+            sse = np.maximum(a_c * theta_rel * theta_rel - 2.0 * b_c * theta_rel + c_all[e], 0.0)
             # The best the grid does without the calendar conditions (theta not floored).
-            raw_res = theta_raw[:, None] * f - w_e[e]
-            sse_raw = np.sum(om_e[e] * raw_res * raw_res, axis=1)
+            sse_raw = np.maximum(a_c * theta_raw * theta_raw - 2.0 * b_c * theta_raw + c_all[e], 0.0)
             free_ok = butterfly_params_ok(theta_raw * scale[e], r_c, phi_c * theta_raw * scale[e])
             sse_free = float(np.min(np.where(free_ok[:-1], sse_raw[:-1], np.inf), initial=np.inf))
             theta_c = theta_rel * scale[e]
