@@ -308,6 +308,7 @@ def fit_essvi(
     fallback = n_used < MIN_QUOTES
     constrained = np.zeros(e_all, dtype=bool)
     regularised = np.zeros(e_all, dtype=bool)
+    cost_f = np.full(e_all, np.inf)
     live = ~fallback
     for level in range(zooms + 1):
         n_g = 15 if level == 0 else 9
@@ -420,19 +421,33 @@ def fit_essvi(
             theta_f[e], rho_f[e], psi_f[e], sse_f[e] = theta_c[pick], r_c[pick], psi_c[pick], sse[pick]
             centre_r[e] = r_c[pick]
             centre_l[e] = np.log(max(psi_c[pick], 1e-12 * sq[e]) / sq[e])
-            if level == zooms and pick < cost.size - 1:
-                # Polish off the grid's resolution: Gauss-Newton steps on (theta, rho, log psi),
-                # each kept only if it stays feasible and lowers the (penalised) cost.
-                prev3 = (theta_f[p0], rho_f[p0], psi_f[p0]) if has_prev else None
-                ref_e = ref[e] if (np.isfinite(ref[e, 1]) and strength[e] > 0.0) else None
-                theta_f[e], rho_f[e], psi_f[e], sse_f[e] = _polish(
-                    k_e[e], w_e[e], om_e[e], scale[e], (theta_f[e], rho_f[e], psi_f[e]), float(cost[pick]),
-                    prev3, ref_e, _REG_SCALE * strength[e],
-                )
+            cost_f[e] = cost[pick]
             p0 = e
         # Zoom: the next grid spans two of this grid's steps around the choice.
         span_r = span_r * 2.0 / (n_g - 1)
         span_l = span_l * 2.0 / (n_g - 1)
+    # Polish off the grid's resolution (all expiries at once), then keep each polished slice only
+    # if it is feasible against the final previous slice, in maturity order.
+    if live.any():
+        reg_w = np.where(np.isfinite(ref[:, 1]) & (strength > 0.0), _REG_SCALE * strength, 0.0)
+        pol = _polish_batch(kk, w_s, om, scale, theta_f, rho_f, psi_f, cost_f, ref, reg_w, live)
+        p0 = -1
+        for e in np.nonzero(live)[0].tolist():
+            sse_pol = pol[3][e] if np.isfinite(pol[3][e]) else sse_f[e]
+            options = [(pol[0][e], pol[1][e], pol[2][e], sse_pol), (theta_f[e], rho_f[e], psi_f[e], sse_f[e])]
+            chosen = None
+            for th_o, r_o, p_o, s_o in options:
+                if butterfly_params_ok(th_o, r_o, p_o) and (
+                        p0 < 0 or calendar_pair_ok(theta_f[p0], rho_f[p0], psi_f[p0], th_o, r_o, p_o)):
+                    chosen = (th_o, r_o, p_o, s_o)
+                    break
+            if chosen is None:  # the previous slice's shape, theta no lower: always feasible
+                th_o = max(theta_f[e], theta_f[p0])
+                res = essvi_total_variance(th_o, rho_f[p0], psi_f[p0], k_e[e]) / scale[e] - w_e[e]
+                chosen = (th_o, rho_f[p0], psi_f[p0], float(np.sum(om_e[e] * res * res)))
+                constrained[e] = True
+            theta_f[e], rho_f[e], psi_f[e], sse_f[e] = chosen
+            p0 = e
     # Fallback slices (too few quotes), in order, against the slices around them.
     if fallback.any():
         theta_f, rho_f, psi_f = _fill_fallbacks(tt, theta_f, rho_f, psi_f, fallback, theta_guess)
@@ -447,59 +462,57 @@ def fit_essvi(
     )
 
 
-def _penalty(rho: float, psi: float, theta: float, ref: FloatArray | None, weight: float) -> float:
-    if ref is None:
-        return 0.0
-    pen = ((rho - ref[1]) / _REG_RHO) ** 2 + (np.log(max(psi, 1e-12) / ref[2]) / _REG_LOG_PSI) ** 2
-    if np.isfinite(ref[0]):
-        pen += (np.log(theta / ref[0]) / _REG_LOG_THETA) ** 2
-    return float(weight * pen)
-
-
-def _polish(
-    k: FloatArray, w_rel: FloatArray, om: FloatArray, scale: float, start: tuple[float, float, float],
-    cost: float, prev: tuple[float, float, float] | None, ref: FloatArray | None, reg: float, steps: int = 3,
-) -> tuple[float, float, float, float]:
-    """A few damped Gauss-Newton steps on one slice; returns (theta, rho, psi, sse)."""
-    th, r, ps = start
-    best = cost
-    sse_best = float("nan")
-    lam = 1e-3
+def _polish_batch(
+    k: FloatArray, w_rel: FloatArray, om: FloatArray, scale: FloatArray, theta: FloatArray, rho: FloatArray,
+    psi: FloatArray, cost: FloatArray, ref: FloatArray, reg_w: FloatArray, live: NDArray[np.bool_], steps: int = 3,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Damped Gauss-Newton steps on (theta, rho, log psi) of every slice at once (k, w_rel, om
+    padded (E, N), relative units); a step is kept where it meets the butterfly conditions and
+    lowers the penalised cost. Returns (theta, rho, psi, sse); the calendar conditions are the
+    caller's."""
+    th, r, ps = theta.copy(), rho.copy(), psi.copy()
+    best = cost.copy()
+    sse_best = np.full(th.size, np.nan)
+    lam = np.full(th.size, 1e-3)
+    active = live & (th > 0.0) & (ps > 0.0) & np.isfinite(best)
+    sw = np.sqrt(om)
+    sc = scale[:, None]
+    eye = np.eye(3)
     for _ in range(steps):
-        if ps <= 0.0 or th <= 0.0:
+        if not active.any():
             break
-        # Residuals and the (analytic) Jacobian in (theta, rho, log psi), relative units.
-        x = np.array([th, r, np.log(ps)])
-        sq_ = np.sqrt(ps * ps * k * k + 2.0 * r * ps * th * k + th * th)
-        base = 0.5 * (th + r * ps * k + sq_) / scale - w_rel
-        jac = np.empty((k.size, 3))
-        jac[:, 0] = 0.5 * (1.0 + (r * ps * k + th) / sq_) / scale
-        jac[:, 1] = 0.5 * (ps * k + ps * th * k / sq_) / scale
-        jac[:, 2] = 0.5 * ps * (r * k + (ps * k * k + r * th * k) / sq_) / scale
-        sw = np.sqrt(om)
-        a = (jac * sw[:, None])
-        jtj = a.T @ a
-        g = a.T @ (base * sw)
-        try:
-            step = np.linalg.solve(jtj + lam * np.diag(np.diag(jtj) + 1e-18), -g)
-        except np.linalg.LinAlgError:
-            break
-        nx = x + step
-        nth, nr, nps = float(nx[0]), float(np.clip(nx[1], -_RHO_MAX, _RHO_MAX)), float(np.exp(min(nx[2], 5.0)))
-        ok = bool(butterfly_params_ok(nth, nr, nps)) and (
-            prev is None or bool(calendar_pair_ok(prev[0], prev[1], prev[2], nth, nr, nps)))
-        if ok:
-            res = essvi_total_variance(nth, nr, nps, k) / scale - w_rel
-            sse = float(np.sum(om * res * res))
-            c = sse + _penalty(nr, nps, nth, ref, reg)
-            if c < best:
-                th, r, ps, best, sse_best = nth, nr, nps, c, sse
-                lam = max(lam / 4.0, 1e-9)
-                continue
-        lam *= 8.0
-    if not np.isfinite(sse_best):
-        res = essvi_total_variance(th, r, ps, k) / scale - w_rel
-        sse_best = float(np.sum(om * res * res))
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            t2, r2, p2 = th[:, None], r[:, None], ps[:, None]
+            sq_ = np.sqrt(p2 * p2 * k * k + 2.0 * r2 * p2 * t2 * k + t2 * t2)
+            base = 0.5 * (t2 + r2 * p2 * k + sq_) / sc - w_rel
+            jac = np.stack((
+                0.5 * (1.0 + (r2 * p2 * k + t2) / sq_) / sc,
+                0.5 * (p2 * k + p2 * t2 * k / sq_) / sc,
+                0.5 * p2 * (r2 * k + (p2 * k * k + r2 * t2 * k) / sq_) / sc,
+            ), axis=-1) * sw[..., None]
+        # Inactive (unfitted) rows: theta = 0 gives 0/0; they take no step anyway.
+        jac = np.where(np.isfinite(jac), jac, 0.0)
+        base = np.where(np.isfinite(base), base, 0.0)
+        jtj = np.einsum("eni,enj->eij", jac, jac)
+        g = np.einsum("eni,en->ei", jac, base * sw)
+        damp = lam[:, None, None] * (jtj * eye) + 1e-18 * eye
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            step = np.linalg.solve(jtj + damp, -g[..., None])[..., 0]
+            step = np.where(np.isfinite(step), step, 0.0)
+            nth = th + step[:, 0]
+            nr = np.clip(r + step[:, 1], -_RHO_MAX, _RHO_MAX)
+            nps = ps * np.exp(np.minimum(step[:, 2], 1.0))
+            res = essvi_total_variance(nth[:, None], nr[:, None], nps[:, None], k) / sc - w_rel
+            sse = np.sum(om * res * res, axis=1)
+            pen = ((nr - ref[:, 1]) / _REG_RHO) ** 2 + (np.log(nps / ref[:, 2]) / _REG_LOG_PSI) ** 2
+            pen = pen + np.where(np.isfinite(ref[:, 0]), (np.log(nth / ref[:, 0]) / _REG_LOG_THETA) ** 2, 0.0)
+            new_cost = sse + np.where(reg_w > 0.0, reg_w * pen, 0.0)
+        better = active & butterfly_params_ok(nth, nr, nps) & np.isfinite(new_cost) & (new_cost < best)
+        th, r, ps = np.where(better, nth, th), np.where(better, nr, r), np.where(better, nps, ps)
+        best = np.where(better, new_cost, best)
+        sse_best = np.where(better, sse, sse_best)
+        lam = np.where(better, np.maximum(lam / 4.0, 1e-9), lam * 8.0)
+    # Unimproved slices: their sse as it was (NaN tells the caller to keep its own).
     return th, r, ps, sse_best
 
 
