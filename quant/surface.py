@@ -46,7 +46,14 @@ from numpy.typing import ArrayLike, NDArray
 from quant._special import ONE_OVER_SQRT_TWO_PI
 from quant.arbitrage import G_TOLERANCE, check_range, density_factor, sampled_report
 from quant.essvi import MIN_QUOTES as ESSVI_MIN_QUOTES
-from quant.essvi import ESSVIFit, ESSVISurface, calendar_pair_ok, essvi_from_raw_svi, fit_essvi
+from quant.essvi import (
+    ESSVIFit,
+    ESSVISurface,
+    calendar_pair_ok,
+    essvi_from_raw_svi,
+    essvi_total_variance,
+    fit_essvi,
+)
 from quant.implied_vol import IVReason, implied_vol_with_reasons
 from quant.svi import SVIParams, fit_svi_slices, svi_derivatives, svi_total_variance, wing_slope
 from quant.variance_index import VarianceIndex, chain_variance_index
@@ -417,7 +424,15 @@ def build_surface(
         surface_ok = rep.ok and bool(pair.all())
         svi_params = ess.raw_svi()
         surf = ess
-        vol_at = lambda t_, k_: surf.implied_vol(t_, k_)  # noqa: E731
+        tenor_params = surf.params_at(tau)  # the 25-delta search asks at these tenors many times
+
+        def essvi_vol(t_: FloatArray, k_: FloatArray) -> FloatArray:
+            if t_ is tau:
+                w = essvi_total_variance(*tenor_params, k_)
+                return np.asarray(np.sqrt(np.maximum(w, 0.0) / tau))
+            return surf.implied_vol(t_, k_)
+
+        vol_at = essvi_vol
         for pos in range(n_live):
             if ess_fit.fallback[pos]:
                 exp_notes[pos].append(f"{counts[pos]} two-sided quotes (< {ESSVI_MIN_QUOTES}): arbitrage-free "
