@@ -26,6 +26,9 @@ class SurfaceBuilder(Actor):
         self.method = surface.method
         self.grid = SurfaceGrid(tenor_days=tuple(surface.tenor_days), log_moneyness=tuple(surface.log_moneyness))
         self.min_coverage = surface.min_coverage
+        #: Each currency's last complete minute's eSSVI slices (raw SVI by expiry_ms): a thin expiry
+        #: is held towards them rather than re-fitted freely.
+        self.previous: dict[str, dict[int, tuple[float, ...]]] = {}
 
     @handles(ChainSnapshot)
     def on_chain(self, chain: ChainSnapshot) -> SurfaceSnapshot | None:
@@ -35,7 +38,11 @@ class SurfaceBuilder(Actor):
             self.log.warning("no_listed_options", currency=chain.currency, minute=chain.at)
             return None
         started = time.perf_counter()  # how long the build took, not business time
-        snapshot = build_surface_snapshot(chain, grid=self.grid, method=self.method, min_coverage=self.min_coverage)
+        snapshot = build_surface_snapshot(chain, grid=self.grid, method=self.method, min_coverage=self.min_coverage,
+                                          previous=self.previous.get(chain.currency))
+        if snapshot.complete and snapshot.surface_ok:
+            self.previous[chain.currency] = {f.expiry_ms: f.parameters for f in snapshot.fits
+                                             if f.method == "essvi" and len(f.parameters) == 5}
         if not snapshot.complete:
             self.log.warning("incomplete_minute", currency=chain.currency, minute=chain.at, listed=snapshot.listed,
                              usable=snapshot.usable, coverage=snapshot.coverage, min_coverage=self.min_coverage)

@@ -276,7 +276,7 @@ class SupervisorSettings(Section, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 class SurfaceSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    method: Literal["svi", "linear"]
+    method: Literal["essvi", "svi", "linear"]
     tenor_days: Annotated[tuple[Positive, ...], Meta(min_length=1)]
     log_moneyness: tuple[Finite, ...]
     #: the share of listed options with a two-sided book and a ticker below which a minute is

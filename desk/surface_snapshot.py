@@ -31,6 +31,7 @@ few stale quotes get their vols from one more vectorized solver call.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -109,11 +110,13 @@ def build_surface_snapshot(
     chain: ChainSnapshot,
     *,
     grid: SurfaceGrid = DEFAULT_GRID,
-    method: str = "svi",
+    method: str = "essvi",
     min_coverage: float = DEFAULT_MIN_COVERAGE,
+    previous: Mapping[int, tuple[float, ...]] | None = None,
 ) -> SurfaceSnapshot:
     """Quotes with implied vols, the surface and its figures for one currency at ``chain.at``; an
-    incomplete minute (coverage below ``min_coverage``, or nothing usable) has its quotes only."""
+    incomplete minute (coverage below ``min_coverage``, or nothing usable) has its quotes only;
+    ``previous``: the last complete minute's eSSVI slices (raw SVI by expiry_ms), to hold thin expiries."""
     listed, usable, coverage = chain_coverage(chain)
     complete = usable > 0 and coverage >= min_coverage
     coverage_fields: dict[str, Any] = {"coverage": coverage, "complete": complete, "listed": listed,
@@ -148,7 +151,8 @@ def build_surface_snapshot(
                  f"(coverage {coverage:.2f}, minimum {min_coverage:.2f}): quotes only, no surface",)
     else:
         try:
-            result = build_surface(inputs, now_ms, grid=grid, method=method, variance_index_days=INDEX_TENOR_DAYS)  # type: ignore[arg-type]
+            result = build_surface(inputs, now_ms, grid=grid, method=method,  # type: ignore[arg-type]
+                                   variance_index_days=INDEX_TENOR_DAYS, previous=previous)
         except Exception as exc:  # the quotes still get recorded; the failure is logged with its traceback
             log.error("surface_failed", currency=chain.currency, at=chain.at, error=f"{type(exc).__name__}: {exc}",
                       traceback=traceback.format_exc())
@@ -229,8 +233,8 @@ def _with_surface(chain: ChainSnapshot, result: SurfaceResult, quotes: tuple[Quo
             parameters=tuple(float(x) for x in e.params.as_array()) if e.params is not None else (),
             rmse=_opt(e.rmse_vol_points), n_quotes=e.n_quotes, butterfly_ok=e.butterfly_ok,
             calendar_ok=e.calendar_ok, min_g=_opt(e.min_g), wing_slope=_opt(e.wing_slope), notes=e.notes,
-            check_k_min=None if e.check_k_min is None else _opt(e.check_k_min),
-            check_k_max=None if e.check_k_max is None else _opt(e.check_k_max),
+            check_k_min=_opt(e.check_k_min),
+            check_k_max=_opt(e.check_k_max),
         )
         for e in result.expiries
     )

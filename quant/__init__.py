@@ -1,10 +1,13 @@
 """Option maths, pure and vectorized (numpy only): Black-76 prices and greeks, implied volatility,
-raw-SVI smiles, the constant-maturity volatility surface and a 30-day variance index.
+raw-SVI smiles, the arbitrage-free eSSVI surface and its checks, the constant-maturity volatility
+surface and a 30-day variance index.
 
 Nothing here knows the actors; the SurfaceBuilder calls :func:`build_surface` on flat arrays.
 """
 
+from quant.arbitrage import ArbitrageReport, check_range, density_factor
 from quant.black76 import Black76Greeks, black76_greeks, black76_price, usd_from_coin
+from quant.essvi import ESSVIFit, ESSVISurface, essvi_total_variance, fit_essvi
 from quant.implied_vol import IVReason, implied_vol, implied_vol_with_reasons
 from quant.surface import (
     DEFAULT_GRID,
@@ -37,8 +40,11 @@ __all__ = [
     "SEED_GRID",
     "SEED_LOG_MONEYNESS",
     "SEED_MONEYNESS",
+    "ArbitrageReport",
     "Black76Greeks",
     "ChainInputs",
+    "ESSVIFit",
+    "ESSVISurface",
     "ExpiryFit",
     "IVReason",
     "QuoteIVs",
@@ -53,6 +59,10 @@ __all__ = [
     "build_surface",
     "butterfly_g",
     "chain_variance_index",
+    "check_range",
+    "density_factor",
+    "essvi_total_variance",
+    "fit_essvi",
     "fit_svi",
     "fit_svi_slices",
     "implied_vol",

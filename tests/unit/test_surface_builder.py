@@ -99,8 +99,8 @@ def test_our_vols_match_deribits_on_the_real_capture() -> None:
 
 def test_surface_grid_fits_and_figures_are_build_surfaces_in_percent(chain: ChainSnapshot) -> None:
     grid = SurfaceGrid()
-    snap = build_surface_snapshot(chain, grid=grid, method="svi")
-    assert snap.surface_ok and snap.method == "svi"
+    snap = build_surface_snapshot(chain, grid=grid, method="essvi")
+    assert snap.surface_ok and snap.method == "essvi"
     assert len(snap.points) == len(grid.tenor_days) * len(grid.log_moneyness)
     assert {(p.tenor_days, p.log_moneyness) for p in snap.points} == {
         (float(t), float(k)) for t in grid.tenor_days for k in grid.log_moneyness}
@@ -121,7 +121,7 @@ def test_surface_grid_fits_and_figures_are_build_surfaces_in_percent(chain: Chai
     assert len(snap.fits) == len(ref.expiries)
     for fit, e in zip(snap.fits, ref.expiries, strict=True):
         assert fit.expiry_ms == e.expiry_ms and fit.method == e.method
-        assert len(fit.parameters) == (5 if e.method == "svi" else 0)
+        assert len(fit.parameters) == (5 if e.method in ("svi", "essvi") else 0)
         assert fit.butterfly_ok == e.butterfly_ok and fit.calendar_ok == e.calendar_ok
     # No NaN anywhere: the message must survive JSON (NaN would come back as null and fail).
     assert msgspec.json.decode(msgspec.json.encode(snap), type=SurfaceSnapshot) == snap
