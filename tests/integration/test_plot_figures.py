@@ -117,7 +117,7 @@ def test_the_smile_of_one_expiry_has_strike_and_delta_axes_forward_atm_and_every
     assert {"25P", "25C"} <= ticks.keys()
     assert ticks["25P"] < forward < ticks["25C"]
     labels = _legend_labels(ax)
-    assert {"bid IV", "ask IV", "mark IV", "fit (svi)", "fit, extrapolated (outside quoted strikes)"} <= set(labels)
+    assert {"bid IV", "ask IV", "mark IV", "fit (essvi)", "fit, extrapolated (outside quoted strikes)"} <= set(labels)
     forward_label = next(label for label in labels if label.startswith("forward "))
     atm_label = next(label for label in labels if label.startswith("ATM strike "))
     # The forward and the ATM strike as vertical lines where they are.
@@ -128,7 +128,7 @@ def test_the_smile_of_one_expiry_has_strike_and_delta_axes_forward_atm_and_every
     atm = vertical[atm_label][0]
     assert abs(atm - forward) < 0.1 * forward and float(atm_label.split()[-1].replace(",", "")) == atm
     # The fit solid inside the quoted strikes, dashed and lighter outside them.
-    solid = next(line for line in ax.get_lines() if line.get_label() == "fit (svi)")
+    solid = next(line for line in ax.get_lines() if line.get_label() == "fit (essvi)")
     dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert solid.get_linestyle() == "-" and len(dashed) == 2
     quoted = ax.collections[0].get_offsets()[:, 0]
