@@ -25,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 from quant import ChainInputs, SurfaceResult, build_surface, implied_vol_with_reasons
+from quant.coverage import inside_data, quoted_k_ranges
 from quant.essvi import ESSVISurface
 from quant.surface import MS_PER_YEAR
 from quant.synthetic import essvi_chain, essvi_test_surface, expiries_ms, synthetic_chain
@@ -44,19 +45,12 @@ def _median_ms(fn: Callable[[], object], repeat: int) -> float:
 
 
 def _inside(result: SurfaceResult, chain: ChainInputs, now_ms: float) -> np.ndarray:
-    """Grid points inside the data: tenor within the fitted expiries, k within the quoted range
-    interpolated linearly in time between the expiries around the tenor."""
+    """Grid points inside the data, by the recorder's own rule (:func:`quant.coverage.inside_data`)
+    over the quotes the fit used."""
     q = result.quotes
-    fitted = q.fitted
-    exp = np.unique(chain.expiry_ms[fitted])
-    years = (exp - now_ms) / MS_PER_YEAR
-    lo = np.array([q.log_moneyness[fitted & (chain.expiry_ms == e)].min() for e in exp])
-    hi = np.array([q.log_moneyness[fitted & (chain.expiry_ms == e)].max() for e in exp])
-    tau = result.tenor_days / 365.0
-    k_lo, k_hi = np.interp(tau, years, lo), np.interp(tau, years, hi)
-    k = result.log_moneyness
-    in_t = (tau >= years[0]) & (tau <= years[-1])
-    return in_t[:, None] & (k[None, :] >= k_lo[:, None]) & (k[None, :] <= k_hi[:, None])
+    exp = np.unique(chain.expiry_ms[q.fitted])
+    k_min, k_max = quoted_k_ranges(chain.expiry_ms, q.log_moneyness, q.fitted, exp)
+    return inside_data(result.tenor_days / 365.0, result.log_moneyness, (exp - now_ms) / MS_PER_YEAR, k_min, k_max)
 
 
 def _errors(method: str, seeds: int) -> tuple[float, float]:
