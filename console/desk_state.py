@@ -209,16 +209,6 @@ class DeskState:
         chain = self.chains.get((currency, "option"))
         return chain.index_price if chain is not None else None
 
-    def minute_option_quote(self, name: str) -> OptionQuote | None:
-        """The option in the last minute's chain snapshot (up to a minute old)."""
-        chain = self.chains.get((currency_of(name) or "", "option"))
-        if chain is None:
-            return None
-        for quote in chain.options:
-            if quote.instrument_name == name:
-                return quote
-        return None
-
     def books_synced(self, options: bool = True) -> tuple[int, int]:
         """Books known to be the exchange's, of all books: every listed future's (by its top of
         book) and, with ``options``, every option book as its keeper last counted them (see

@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FixedLocator, NullLocator
-from sqlalchemy import Boolean, DateTime, Double, Engine, String, column, func, inspect, select, table
+from sqlalchemy import Engine, func, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
@@ -49,7 +49,7 @@ from quant.black76 import black76_greeks
 from quant.coverage import inside_data
 from sql.engine import make_engine, mask_url
 from sql.queries import as_utc, read_volatility_index
-from sql.tables import option_quotes, surface_fits, surface_points
+from sql.tables import minute_coverage, option_quotes, surface_fits, surface_points
 
 WHAT = ("smile", "surface", "term")
 DEFAULT_SIZE = (1200, 800)
@@ -65,18 +65,6 @@ MIN_TICK_GAP = 0.05
 EXTRAPOLATED_HATCH = "///"
 #: The term chart leaves out expiries closer than this (days).
 SHORTEST_TERM_DAYS = 0.5
-
-# Schema 4's additions (H-honest's migration), read by name so that this module also reads older
-# databases; sql.tables has them once schema 4 is in.
-_minute_coverage = table("minute_coverage", column("minute", DateTime(timezone=True)), column("currency", String),
-                         column("coverage", Double), column("complete", Boolean), column("listed"),
-                         column("usable"))
-_points_flag = table("surface_points", column("minute", DateTime(timezone=True)), column("currency", String),
-                     column("tenor_days", Double), column("log_moneyness", Double), column("extrapolated", Boolean))
-_fits_range = table("surface_fits", column("minute", DateTime(timezone=True)), column("currency", String),
-                    column("expiry", DateTime(timezone=True)), column("check_k_min", Double),
-                    column("check_k_max", Double))
-
 
 class PlotError(Exception):
     """Nothing to plot, or a bad request; the text says what and what to do."""
@@ -146,7 +134,7 @@ def _complete_minutes(schema: Schema, currency: str) -> Any:
     query = select(surface_points.c.minute).where(surface_points.c.currency == currency,
                                                    surface_points.c.iv.is_not(None))
     if schema.coverage:
-        mc = _minute_coverage
+        mc = minute_coverage
         query = query.where(surface_points.c.minute.not_in(
             select(mc.c.minute).where(mc.c.currency == currency, mc.c.complete.is_(False))))
     return query.subquery()
@@ -175,7 +163,7 @@ def resolve_minute(engine: Engine, schema: Schema, currency: str, at: dt.datetim
     recorded: list[tuple[ColumnElement[Any], ColumnElement[Any]]] = [
         (surface_points.c.minute, surface_points.c.currency), (option_quotes.c.minute, option_quotes.c.currency)]
     if schema.coverage:
-        recorded.append((_minute_coverage.c.minute, _minute_coverage.c.currency))
+        recorded.append((minute_coverage.c.minute, minute_coverage.c.currency))
     latest = []
     for minute_column, currency_column in recorded:
         query = select(func.max(minute_column)).where(currency_column == currency)
@@ -192,7 +180,7 @@ def resolve_minute(engine: Engine, schema: Schema, currency: str, at: dt.datetim
     minute = max(latest)
     why = ""
     if schema.coverage:
-        mc = _minute_coverage
+        mc = minute_coverage
         coverage = _rows(engine, select(mc.c.complete, mc.c.coverage, mc.c.listed, mc.c.usable)
                          .where(mc.c.minute == minute, mc.c.currency == currency))
         if coverage and coverage[0].complete is False:
@@ -248,7 +236,7 @@ def _floats(values: Sequence[float | None]) -> np.ndarray:
 def _read_fits(engine: Engine, schema: Schema, currency: str, minute: dt.datetime) -> dict[dt.datetime, Fit]:
     ranges: dict[dt.datetime, tuple[float, float]] = {}
     if schema.check_range:
-        r = _fits_range
+        r = surface_fits
         for row in _rows(engine, select(r.c.expiry, r.c.check_k_min, r.c.check_k_max)
                          .where(r.c.minute == minute, r.c.currency == currency)):
             if row.check_k_min is not None and row.check_k_max is not None:
@@ -357,7 +345,7 @@ def read_grid(engine: Engine, schema: Schema, currency: str, minute: dt.datetime
             iv[t_index[p.tenor_days], k_index[p.log_moneyness]] = p.iv
     flags = np.full(iv.shape, -1, dtype=int)  # -1 unknown, 0 data, 1 extrapolated
     if schema.extrapolated:
-        f = _points_flag.c
+        f = surface_points.c
         for row in _rows(engine, select(f.tenor_days, f.log_moneyness, f.extrapolated)
                          .where(f.minute == minute, f.currency == currency)):
             if row.extrapolated is not None:
