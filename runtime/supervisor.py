@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pykka
 import structlog
 
-from messages.system import ActorFailed, ExitStatus, SafeShutdown, Shutdown, StopRequested
+from messages.system import (
+    ActorFailed,
+    ConnectionStatusRequest,
+    ExitStatus,
+    SafeShutdown,
+    Shutdown,
+    StopRequested,
+)
 from runtime.actor import Actor, ActorContext, handles
 from runtime.bus import Bus
 from runtime.clock import Clock
@@ -171,9 +178,14 @@ class Supervisor:
 
     def _start_one(self, name: str) -> None:
         slot = self._slots[name]
+        restarted = slot.ref is not None
         ref = slot.spec.factory(self._context(name))
         slot.ref = ref
         self.bus.register(name, ref, ref.actor_class.subscriptions())
+        if restarted:
+            # A restarted actor asks for the link's state as it starts, before it is on the bus:
+            # the answer could pass it by. Asked again now that it is registered.
+            self.bus.publish(ConnectionStatusRequest(origin="supervisor"))
 
     def refs(self) -> dict[str, pykka.ActorRef | None]:
         return {name: slot.ref for name, slot in self._slots.items()}
