@@ -1,0 +1,201 @@
+"""The exposure assistant's plans and their progress, and the vega hedger's controls and status.
+
+The Console plans (``target vega 5000 BTC 30d``: :mod:`desk.exposure`) and shows an
+:class:`ExposurePlan`; nothing is sent until ``confirm``, which hands the plan to the Assistant
+actor as a :class:`WorkPlan`. The Assistant works the legs with post-only limits repriced toward
+the mid (labels ``plan-<n>-<leg>``), publishes a :class:`PlanStatus` on every change and stops on
+:class:`CancelPlan`. Greeks are in the desk's risk units (:mod:`desk.risk`): delta in coin, gamma
+in USD per 1% move, vega in USD per vol point, theta in USD per day.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from messages.base import Message
+
+
+class Greek(StrEnum):
+    """A greek a trader can ask the assistant for (or to hold), in the console's words."""
+
+    DELTA = "delta"
+    GAMMA = "gamma"
+    VEGA = "vega"
+    THETA = "theta"
+
+
+class GreekFigures(Message, frozen=True, kw_only=True):
+    """One currency's (or one leg's) greeks in the risk units: delta in coin, gamma in USD per 1%
+    move of the underlying, vega in USD per vol point, theta in USD per day."""
+
+    delta: float = 0.0
+    gamma: float = 0.0
+    vega: float = 0.0
+    theta: float = 0.0
+
+    def of(self, greek: Greek) -> float:
+        return float(getattr(self, greek.value))
+
+
+class PlanLeg(Message, frozen=True, kw_only=True):
+    """One option of a plan: ``side`` ``amount`` coins (a multiple of its minimum trade amount);
+    the book's touch and mid when planned (coin, or USDC in a linear family); ``greeks`` what the
+    whole leg adds; ``cost_usd`` what it is expected to cost against the mid (half the spread and
+    the fee)."""
+
+    leg: int  # 1-based; the label is plan-<plan_id>-<leg>
+    instrument_name: str
+    side: Literal["buy", "sell"]
+    amount: float
+    bid: float
+    ask: float
+    mid: float
+    underlying_price: float
+    greeks: GreekFigures
+    cost_usd: float
+    fee_usd: float = 0.0
+
+
+class ExposurePlan(Message, frozen=True, kw_only=True):
+    """What the planner proposes for ``target <greek> <target> <currency> [<tenor>]``: legs that
+    take the currency's ``greek`` from ``before`` to ``after`` (within ``tolerance``) while the
+    ``holds`` stay where they are. ``reachable`` False: no plan (``reason`` says why: not enough
+    liquidity, limits) and ``legs`` is empty. ``premium_usd`` is the net premium paid at the mids
+    (negative: received). A plan is confirmed by ``plan_id`` before ``expires_at``."""
+
+    plan_id: int
+    currency: str
+    greek: Greek
+    target: float
+    at: float
+    expires_at: float
+    tenor_days: float | None = None
+    holds: tuple[Greek, ...] = ()
+    tolerance: float = 0.0
+    legs: tuple[PlanLeg, ...] = ()
+    before: GreekFigures = GreekFigures()
+    after: GreekFigures = GreekFigures()
+    cost_usd: float = 0.0
+    premium_usd: float = 0.0
+    reachable: bool = True
+    reason: str = ""
+
+    def label(self, leg: int) -> str:
+        return plan_label(self.plan_id, leg)
+
+
+def plan_label(plan_id: int, leg: int) -> str:
+    """The Deribit label of one leg's orders: ``plan-<n>-<leg>`` (the one place for it)."""
+    return f"plan-{plan_id}-{leg}"
+
+
+def is_plan_label(label: str) -> bool:
+    """Whether an order's label is an exposure plan's (never a hedge order's)."""
+    head, _, rest = label.partition("-")
+    number, _, leg = rest.partition("-")
+    return head == "plan" and number.isdigit() and leg.isdigit()
+
+
+class WorkPlan(Message, frozen=True, kw_only=True):
+    """The trader confirmed ``plan``: the Assistant works its legs (answered with PlanStatus)."""
+
+    plan: ExposurePlan
+    origin: str
+    request_key: str = ""
+
+
+class CancelPlan(Message, frozen=True, kw_only=True):
+    """Stop working a plan and cancel its open orders (``plan_id`` 0: whichever is being worked).
+    Answered with a PlanStatus."""
+
+    origin: str
+    request_key: str = ""
+    plan_id: int = 0
+
+
+class PlanState(StrEnum):
+    """Where a plan being worked stands."""
+
+    WORKING = "working"
+    DONE = "done"  # every leg filled
+    CANCELLED = "cancelled"  # by the trader (cancel plan); its open orders cancelled
+    STOPPED = "stopped"  # by the Assistant: a gate (disconnected, stale, limits, rejections); message says why
+
+
+class LegState(StrEnum):
+    WAITING = "waiting"  # no order yet (gated, or the book not sane)
+    RESTING = "resting"  # a post-only limit on the book
+    AMENDING = "amending"  # an edit or cancel awaits its answer
+    SENT = "sent"  # placed, no answer yet
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+
+
+class LegProgress(Message, frozen=True, kw_only=True):
+    leg: int
+    instrument_name: str
+    side: Literal["buy", "sell"]
+    amount: float
+    filled: float = 0.0
+    average_price: float | None = None
+    price: float | None = None  # the resting limit's price
+    order_id: str = ""
+    state: LegState = LegState.WAITING
+    reprices: int = 0
+
+
+class PlanStatus(Message, frozen=True, kw_only=True):
+    """The Assistant's picture of the plan it works (``plan_id`` 0: none), on every change and
+    in answer to WorkPlan / CancelPlan (``request_key``)."""
+
+    plan_id: int
+    currency: str
+    state: PlanState
+    at: float
+    legs: tuple[LegProgress, ...] = ()
+    message: str = ""
+    request_key: str = ""
+
+
+# -- vega hedging ---------------------------------------------------------------------------------
+class VegaHedgerControl(Message, frozen=True, kw_only=True):
+    """Switch vega hedging of ``currency`` (empty: every hedged currency) on or off, or ask for
+    its status; answered with VegaHedgerStatus."""
+
+    action: Literal["activate", "deactivate", "status"]
+    origin: str
+    request_key: str = ""
+    currency: str = ""
+
+
+class SetVegaBand(Message, frozen=True, kw_only=True):
+    """Change the vega band live: rehedge when |vega - target| exceeds ``band_usd`` (USD per vol
+    point); ``tenor_days`` (None: unchanged) chooses the hedge option's tenor."""
+
+    band_usd: float
+    origin: str
+    request_key: str = ""
+    currency: str = ""
+    tenor_days: float | None = None
+
+
+class VegaHedgerStatus(Message, frozen=True, kw_only=True):
+    """The vega hedger of one currency: ``vega`` the currency's option vega (USD per vol point)
+    kept within ``band_usd`` of ``target_usd`` with ``option``; ``code``/``message`` why it does
+    what it does; ``alert`` why it switched itself off."""
+
+    currency: str
+    active: bool
+    band_usd: float
+    tenor_days: float
+    at: float
+    target_usd: float = 0.0
+    option: str = ""
+    vega: float | None = None
+    in_flight: bool = False
+    orders_today: int = 0
+    code: str = ""
+    message: str = ""
+    alert: str = ""
+    request_key: str = ""
