@@ -13,14 +13,35 @@ Options are valued with Black-76 at their mark IV and their own forward (the tic
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.typing import NDArray
+
+from deribit import contracts
+from deribit.instruments import (
+    InstrumentIdentity,
+    InstrumentNameError,
+    format_expiry,
+    identity_of,
+    parse_instrument_name,
+)
+from desk.plausibility import PlausibilityLimits
+from messages.account import Position
 from messages.market import Instrument
 from messages.state import OptionQuote, PortfolioChanged
+from quant.black76 import DAYS_PER_YEAR, black76_greeks
 
 #: The tenor 30-day-equivalent vega is scaled to.
 EQUIVALENT_DAYS = 30.0
+#: The highest mark IV (a fraction) an option is valued at: the plausibility gate's bound (1000%).
+MAX_IV = PlausibilityLimits().max_iv_pct / 100.0
+MS_PER_YEAR = DAYS_PER_YEAR * 86_400_000.0
+
+FloatArray = NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +99,20 @@ class AccountCheck:
     name: str  # options_delta, delta_total, options_gamma, options_vega, options_theta
     ours: float
     exchange: float | None
+    #: How far apart the two may be and still agree (:data:`ACCOUNT_TOLERANCE`); None: not said.
+    tolerance: float | None = None
 
     @property
     def difference(self) -> float | None:
         return None if self.exchange is None else self.ours - self.exchange
+
+    @property
+    def agrees(self) -> bool | None:
+        """Within ``tolerance`` of the exchange's figure (None: nothing to compare)."""
+        diff = self.difference
+        if diff is None or self.tolerance is None:
+            return None
+        return abs(diff) <= self.tolerance
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,17 +131,287 @@ class CurrencyRisk:
     missing: tuple[str, ...] = ()
 
 
+#: The agreement bound of each account figure: ``absolute + relative * gross``, where ``gross`` is
+#: the sum of the positions' absolute contributions to it. The relative part covers the inputs'
+#: rounding (Deribit's ``mark_iv`` to 0.01 vol point, its ticker greeks to 5 decimals: on the real
+#: capture Black-76 at ``mark_iv`` gives the tickers' delta within 1e-5 and vega and theta within
+#: 0.1%), the absolute part the account figure's own rounding (Deribit sends 4 to 5 decimals; the
+#: simulator rounds options_delta, vega and theta to 4, gamma to 5) and, for the deltas, the
+#: mark price's rounding to its tick.
+ACCOUNT_TOLERANCE: dict[str, tuple[float, float]] = {
+    "options_delta": (2e-4, 1e-4),
+    "delta_total": (2e-4, 1e-4),
+    "options_gamma": (2e-5, 1e-3),
+    "options_vega": (2e-4, 2e-3),
+    "options_theta": (2e-4, 2e-3),
+}
+
+
+def mark_problem(mark: OptionMark, now: float) -> str | None:
+    """Why ``mark`` cannot value its option at ``now`` (None: it can). Refused: a forward, strike,
+    mark IV, mark price or index that is not a finite number in its range (IV in (0, MAX_IV]), and
+    an option at or past its expiry."""
+    f, k, iv = mark.forward, mark.strike, mark.mark_iv
+    if not (isinstance(f, float | int) and math.isfinite(f) and f > 0):
+        return f"forward {f!r} is not a positive number"
+    if not (isinstance(k, float | int) and math.isfinite(k) and k > 0):
+        return f"strike {k!r} is not a positive number"
+    if not (isinstance(iv, float | int) and math.isfinite(iv) and 0 < iv <= MAX_IV):
+        return f"mark IV {iv!r} is outside (0, {MAX_IV:g}]"
+    if mark.mark_price is not None and not (math.isfinite(mark.mark_price) and mark.mark_price >= 0):
+        return f"mark price {mark.mark_price!r} is not a price"
+    if mark.index_price is not None and not (math.isfinite(mark.index_price) and mark.index_price > 0):
+        return f"index price {mark.index_price!r} is not a positive number"
+    if mark.expiry_ms <= now * 1000.0:
+        return "expired"
+    return None
+
+
 def mark_of(quote: OptionQuote, instrument: Instrument | None = None) -> OptionMark | None:
-    """The option's mark from a live quote (None without a usable forward or mark IV)."""
-    raise NotImplementedError
+    """The option's mark from a live quote (None without a usable forward or mark IV; a stale quote
+    keeps its mark: the mark is the exchange's ticker, not the book). ``mark_iv`` turns from
+    percent into a fraction. Linear (USDC-settled) from the instrument's metadata; without it the
+    option is taken as inverse (coin-settled)."""
+    f, iv = quote.underlying_price, quote.mark_iv
+    if f is None or iv is None or not (math.isfinite(f) and f > 0 and math.isfinite(iv) and iv > 0):
+        return None
+    linear = identity_of(instrument).is_linear if instrument is not None else False
+    return OptionMark(instrument_name=quote.instrument_name, expiry_ms=quote.expiry_ms, strike=quote.strike,
+                      is_call=quote.option_type == "call", forward=f, mark_iv=iv / 100.0,
+                      mark_price=quote.mark_price, index_price=quote.index_price, linear=linear)
+
+
+@dataclass(frozen=True, slots=True)
+class OptionArrays:
+    """Options as arrays, one entry per position (what the vectorised risk and scenarios run on)."""
+
+    names: tuple[str, ...]
+    expiry_ms: NDArray[np.int64]
+    strike: FloatArray
+    is_call: NDArray[np.bool_]
+    forward: FloatArray
+    iv: FloatArray
+    size: FloatArray
+    mark_price: FloatArray  # the exchange's, NaN where not given
+    index: FloatArray  # what coin amounts are valued at (USD)
+    linear: NDArray[np.bool_]
+
+    @classmethod
+    def of(cls, marks: Sequence[OptionMark], sizes: Sequence[float], index_price: float | None = None) -> OptionArrays:
+        """``index_price`` (finite, positive) values every coin amount; otherwise each mark's own
+        index, else its forward."""
+        def idx(m: OptionMark) -> float:
+            if index_price is not None and math.isfinite(index_price) and index_price > 0:
+                return index_price
+            return m.index_price if m.index_price is not None else m.forward
+        return cls(
+            names=tuple(m.instrument_name for m in marks),
+            expiry_ms=np.array([m.expiry_ms for m in marks], dtype=np.int64),
+            strike=np.array([m.strike for m in marks], dtype=np.float64),
+            is_call=np.array([m.is_call for m in marks], dtype=bool),
+            forward=np.array([m.forward for m in marks], dtype=np.float64),
+            iv=np.array([m.mark_iv for m in marks], dtype=np.float64),
+            size=np.array(sizes, dtype=np.float64),
+            mark_price=np.array([np.nan if m.mark_price is None else m.mark_price for m in marks], dtype=np.float64),
+            index=np.array([idx(m) for m in marks], dtype=np.float64),
+            linear=np.array([m.linear for m in marks], dtype=bool),
+        )
+
+    def years(self, now: float) -> FloatArray:
+        return np.asarray((self.expiry_ms - now * 1000.0) / MS_PER_YEAR, dtype=np.float64)
+
+
+def exposures(options: OptionArrays, now: float) -> FloatArray:
+    """One row per option, the columns of :meth:`Exposure.astuple` (the module's units)."""
+    years = options.years(now)
+    g = black76_greeks(options.forward, options.strike, years, options.iv, options.is_call)
+    f, size, linear = options.forward, options.size, options.linear
+    price = np.asarray(g.price, dtype=np.float64)
+    # The option's price in its own unit (coin, or USDC when linear): the exchange's mark where
+    # sent (Deribit subtracts its mark price), else the model's at the mark IV.
+    model = np.where(linear, price, price / f)
+    unit_price = np.where(np.isfinite(options.mark_price), options.mark_price, model)
+    delta = size * np.asarray(g.delta)
+    delta_pa = delta - np.where(linear, 0.0, size * unit_price)
+    gamma = size * np.asarray(g.gamma)
+    vega = size * np.asarray(g.vega)
+    days = np.maximum(years * DAYS_PER_YEAR, 1e-12)
+    out = np.empty((size.size, 8), dtype=np.float64)
+    out[:, 0] = delta
+    out[:, 1] = delta_pa
+    out[:, 2] = gamma
+    out[:, 3] = gamma * f * f * 0.01
+    out[:, 4] = vega
+    out[:, 5] = vega * np.sqrt(EQUIVALENT_DAYS / days)
+    out[:, 6] = size * np.asarray(g.theta)
+    out[:, 7] = size * np.where(linear, unit_price, unit_price * options.index)
+    return out
 
 
 def option_exposure(mark: OptionMark, size: float, now: float) -> Exposure:
-    """``size`` coins of the option at ``now``."""
-    raise NotImplementedError
+    """``size`` coins of the option at ``now``. Raises ``ValueError`` for a mark that cannot value
+    it (:func:`mark_problem`) or a size that is not a finite number."""
+    problem = mark_problem(mark, now)
+    if problem is None and not math.isfinite(size):
+        problem = f"size {size!r} is not a number"
+    if problem is not None:
+        raise ValueError(f"{mark.instrument_name}: {problem}")
+    row = exposures(OptionArrays.of([mark], [size]), now)[0]
+    return Exposure(*(float(x) for x in row))
+
+
+@dataclass(frozen=True, slots=True)
+class FutureLeg:
+    """A future or perpetual position as risk and scenarios see it: its delta in coin, its maths
+    (None: no metadata; then only the delta is known) and its expiry (None: perpetual)."""
+
+    instrument_name: str
+    size: float
+    delta: float
+    mark_price: float
+    money: contracts.Money | None
+    expiry_ms: int | None
+
+
+def _identity(name: str, instruments: Mapping[str, Instrument] | None) -> InstrumentIdentity | None:
+    instrument = instruments.get(name) if instruments else None
+    return identity_of(instrument) if instrument is not None else None
+
+
+def future_leg(position: Position, instruments: Mapping[str, Instrument] | None = None) -> FutureLeg | str:
+    """The future's leg, or why it cannot be had. Its delta is the exchange's ``size_currency``
+    where sent (kept current by the Portfolio at each mark), else the contract maths of its identity
+    (:func:`deribit.contracts.mark`: an inverse future's ``size / mark``, a linear one's size)."""
+    name = position.instrument_name
+    identity = _identity(name, instruments)
+    money = contracts.money_of(identity) if identity is not None else None
+    if identity is not None:
+        expiry = identity.expiration_timestamp
+    else:
+        try:
+            expiry = parse_instrument_name(name).expiry_ms
+        except InstrumentNameError:
+            return "not an instrument name this desk reads"
+    mark = position.mark_price
+    mark_ok = mark is not None and math.isfinite(mark) and mark > 0
+    if not math.isfinite(position.size):
+        return f"size {position.size!r} is not a number"
+    coin = position.size_currency
+    if coin is None or not math.isfinite(coin):
+        if money is None or not money.is_future:
+            return "no size in coin and no instrument metadata to compute it"
+        if not mark_ok:
+            return f"mark price {mark!r} is not a price"
+        coin = contracts.mark(money, contracts.Holding(position.size, 0.0, 0.0), float(mark)).delta  # type: ignore[arg-type]
+        if coin is None:
+            return "no delta from the contract maths"
+    return FutureLeg(name, position.size, float(coin), float(mark) if mark_ok else math.nan,  # type: ignore[arg-type]
+                     money, expiry)
+
+
+@dataclass(frozen=True, slots=True)
+class BookLegs:
+    """A portfolio split into what can be valued: options (with their marks), futures, and the
+    positions left out with why."""
+
+    options: OptionArrays
+    marks: tuple[OptionMark, ...]
+    futures: tuple[FutureLeg, ...]
+    missing: tuple[str, ...]
+
+
+def book_legs(portfolio: PortfolioChanged, marks: Mapping[str, OptionMark], index_price: float | None,
+              now: float, instruments: Mapping[str, Instrument] | None = None) -> BookLegs:
+    held: list[OptionMark] = []
+    sizes: list[float] = []
+    futures: list[FutureLeg] = []
+    missing: list[str] = []
+    for position in portfolio.positions:
+        name = position.instrument_name
+        if position.size == 0:
+            continue
+        if position.kind == "option":
+            mark = marks.get(name)
+            problem = "no mark" if mark is None else mark_problem(mark, now)
+            if problem is None and not math.isfinite(position.size):
+                problem = f"size {position.size!r} is not a number"
+            if problem is not None or mark is None:
+                missing.append(f"{name}: {problem}")
+                continue
+            held.append(mark)
+            sizes.append(position.size)
+        elif position.kind == "future":
+            leg = future_leg(position, instruments)
+            if isinstance(leg, str):
+                missing.append(f"{name}: {leg}")
+            else:
+                futures.append(leg)
+        else:
+            missing.append(f"{name}: kind {position.kind!r} is not modelled")
+    return BookLegs(OptionArrays.of(held, sizes, index_price), tuple(held), tuple(futures), tuple(missing))
+
+
+def _label(expiry_ms: int | None) -> str:
+    if expiry_ms is None:
+        return "PERPETUAL"
+    return format_expiry(dt.datetime.fromtimestamp(expiry_ms / 1000.0, tz=dt.UTC).date())
+
+
+def _gross(options: OptionArrays, rows: FloatArray, futures: Sequence[FutureLeg]) -> dict[str, float]:
+    a = np.abs(rows)
+    fut = sum(abs(f.delta) for f in futures)
+    return {"options_delta": float(a[:, 0].sum()),
+            "delta_total": float(a[:, 0].sum() + np.abs(rows[:, 0] - rows[:, 1]).sum() + fut),
+            "options_gamma": float(a[:, 2].sum()), "options_vega": float(a[:, 4].sum()),
+            "options_theta": float(a[:, 6].sum())}
 
 
 def currency_risk(portfolio: PortfolioChanged, marks: Mapping[str, OptionMark], index_price: float | None,
-                  now: float) -> CurrencyRisk:
-    """The currency's risk from its positions and the options' marks."""
-    raise NotImplementedError
+                  now: float, instruments: Mapping[str, Instrument] | None = None) -> CurrencyRisk:
+    """The currency's risk from its positions and the options' marks. ``instruments`` (optional)
+    gives the futures' identity where the positions lack ``size_currency``. A non-finite or
+    non-positive ``index_price`` counts as none (each option's own index, else its forward, then
+    values its coin amounts)."""
+    if index_price is not None and not (math.isfinite(index_price) and index_price > 0):
+        index_price = None
+    legs = book_legs(portfolio, marks, index_price, now, instruments)
+    rows = exposures(legs.options, now)
+    # Futures: delta (and the same as premium-adjusted delta), nothing else.
+    fut_rows = np.zeros((len(legs.futures), 8), dtype=np.float64)
+    fut_rows[:, 0] = fut_rows[:, 1] = [f.delta for f in legs.futures]
+    expiries = [int(e) for e in legs.options.expiry_ms] + [
+        f.expiry_ms if f.expiry_ms is not None else -1 for f in legs.futures]
+    all_rows = np.vstack((rows, fut_rows))
+    # A row left NaN by anything that slipped through the gates is refused, never summed.
+    bad: NDArray[np.bool_] = np.asarray(~np.isfinite(all_rows).all(axis=1), dtype=bool)
+    missing = list(legs.missing)
+    names = list(legs.options.names) + [f.instrument_name for f in legs.futures]
+    missing += [f"{names[j]}: its greeks are not finite" for j in np.nonzero(bad)[0]]
+    keep = ~bad
+    n_opt = rows.shape[0]
+    is_option = np.arange(all_rows.shape[0]) < n_opt
+    key = np.array(expiries, dtype=np.int64)
+    buckets: list[RiskBucket] = []
+    if keep.any():
+        uniq, inverse = np.unique(key[keep], return_inverse=True)
+        sums = np.zeros((uniq.size, 8), dtype=np.float64)
+        np.add.at(sums, inverse, all_rows[keep])
+        counts = np.bincount(inverse, minlength=uniq.size)
+        order = [i for i in range(uniq.size) if uniq[i] >= 0] + [i for i in range(uniq.size) if uniq[i] < 0]
+        for i in order:
+            expiry = int(uniq[i]) if uniq[i] >= 0 else None
+            buckets.append(RiskBucket(_label(expiry), expiry, Exposure(*(float(x) for x in sums[i])), int(counts[i])))
+    opt_sum = all_rows[keep & is_option].sum(axis=0)
+    tot_sum = all_rows[keep].sum(axis=0)
+    options = Exposure(*(float(x) for x in opt_sum))
+    total = Exposure(*(float(x) for x in tot_sum))
+    ok_futures = [f for f, b in zip(legs.futures, bad[n_opt:], strict=True) if not b]
+    gross = _gross(legs.options, rows[~bad[:n_opt]], ok_futures)
+    ours = {"options_delta": options.delta, "delta_total": total.delta_pa, "options_gamma": options.gamma,
+            "options_vega": options.vega_usd, "options_theta": options.theta_usd}
+    account = tuple(
+        AccountCheck(name, ours[name], getattr(portfolio, name),
+                     ACCOUNT_TOLERANCE[name][0] + ACCOUNT_TOLERANCE[name][1] * gross[name])
+        for name in ("options_delta", "delta_total", "options_gamma", "options_vega", "options_theta"))
+    return CurrencyRisk(currency=portfolio.currency, at=now, index_price=index_price, buckets=tuple(buckets),
+                        options=options, total=total, account=account, missing=tuple(missing))
