@@ -351,7 +351,7 @@ def book_legs(portfolio: PortfolioChanged, marks: Mapping[str, OptionMark], inde
     return BookLegs(OptionArrays.of(held, sizes, index_price), tuple(held), tuple(futures), tuple(missing))
 
 
-def _label(expiry_ms: int | None) -> str:
+def expiry_label(expiry_ms: int | None) -> str:
     if expiry_ms is None:
         return "PERPETUAL"
     return format_expiry(dt.datetime.fromtimestamp(expiry_ms / 1000.0, tz=dt.UTC).date())
@@ -400,7 +400,8 @@ def currency_risk(portfolio: PortfolioChanged, marks: Mapping[str, OptionMark], 
         order = [i for i in range(uniq.size) if uniq[i] >= 0] + [i for i in range(uniq.size) if uniq[i] < 0]
         for i in order:
             expiry = int(uniq[i]) if uniq[i] >= 0 else None
-            buckets.append(RiskBucket(_label(expiry), expiry, Exposure(*(float(x) for x in sums[i])), int(counts[i])))
+            exposure = Exposure(*(float(x) for x in sums[i]))
+            buckets.append(RiskBucket(expiry_label(expiry), expiry, exposure, int(counts[i])))
     opt_sum = all_rows[keep & is_option].sum(axis=0)
     tot_sum = all_rows[keep].sum(axis=0)
     options = Exposure(*(float(x) for x in opt_sum))
