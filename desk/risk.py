@@ -302,7 +302,8 @@ def future_leg(position: Position, instruments: Mapping[str, Instrument] | None 
             return "no size in coin and no instrument metadata to compute it"
         if not mark_ok:
             return f"mark price {mark!r} is not a price"
-        coin = contracts.mark(money, contracts.Holding(position.size, 0.0, 0.0), float(mark)).delta  # type: ignore[arg-type]
+        price = float(mark)  # type: ignore[arg-type]
+        coin = contracts.mark(money, contracts.Holding(position.size, price, price), price).delta
         if coin is None:
             return "no delta from the contract maths"
     return FutureLeg(name, position.size, float(coin), float(mark) if mark_ok else math.nan,  # type: ignore[arg-type]
