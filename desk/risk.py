@@ -321,35 +321,65 @@ class BookLegs:
     missing: tuple[str, ...]
 
 
+def _usable(marks: Sequence[OptionMark], sizes: Sequence[float], now: float) -> NDArray[np.bool_]:
+    """Which marks :func:`mark_problem` would pass, with finite sizes, in one array pass (the
+    reasons are asked of :func:`mark_problem` only for those that fail)."""
+    try:
+        f = np.array([m.forward for m in marks], dtype=np.float64)
+        k = np.array([m.strike for m in marks], dtype=np.float64)
+        iv = np.array([m.mark_iv for m in marks], dtype=np.float64)
+        price = np.array([0.0 if m.mark_price is None else m.mark_price for m in marks], dtype=np.float64)
+        index = np.array([1.0 if m.index_price is None else m.index_price for m in marks], dtype=np.float64)
+        expiry = np.array([m.expiry_ms for m in marks], dtype=np.float64)
+        size = np.array(sizes, dtype=np.float64)
+    except (TypeError, ValueError):  # something that is no number at all: one at a time
+        return np.array([mark_problem(m, now) is None and isinstance(z, float | int) and math.isfinite(z)
+                         for m, z in zip(marks, sizes, strict=True)], dtype=bool)
+    with np.errstate(invalid="ignore"):
+        ok = ((f > 0) & (f < np.inf) & (k > 0) & (k < np.inf) & (iv > 0) & (iv <= MAX_IV)
+              & (price >= 0) & (price < np.inf) & (index > 0) & (index < np.inf) & (expiry > now * 1000.0)
+              & np.isfinite(size))
+    return np.asarray(ok, dtype=bool)
+
+
 def book_legs(portfolio: PortfolioChanged, marks: Mapping[str, OptionMark], index_price: float | None,
               now: float, instruments: Mapping[str, Instrument] | None = None) -> BookLegs:
-    held: list[OptionMark] = []
+    """The portfolio's positions split into valued options, futures and the ones left out (named
+    with why, in the portfolio's order)."""
+    candidates: list[OptionMark] = []
     sizes: list[float] = []
+    at: list[int] = []
     futures: list[FutureLeg] = []
-    missing: list[str] = []
-    for position in portfolio.positions:
+    missing: list[tuple[int, str]] = []
+    for i, position in enumerate(portfolio.positions):
         name = position.instrument_name
         if position.size == 0:
             continue
         if position.kind == "option":
             mark = marks.get(name)
-            problem = "no mark" if mark is None else mark_problem(mark, now)
-            if problem is None and not math.isfinite(position.size):
-                problem = f"size {position.size!r} is not a number"
-            if problem is not None or mark is None:
-                missing.append(f"{name}: {problem}")
-                continue
-            held.append(mark)
-            sizes.append(position.size)
+            if mark is None:
+                missing.append((i, f"{name}: no mark"))
+            else:
+                candidates.append(mark)
+                sizes.append(position.size)
+                at.append(i)
         elif position.kind == "future":
             leg = future_leg(position, instruments)
             if isinstance(leg, str):
-                missing.append(f"{name}: {leg}")
+                missing.append((i, f"{name}: {leg}"))
             else:
                 futures.append(leg)
         else:
-            missing.append(f"{name}: kind {position.kind!r} is not modelled")
-    return BookLegs(OptionArrays.of(held, sizes, index_price), tuple(held), tuple(futures), tuple(missing))
+            missing.append((i, f"{name}: kind {position.kind!r} is not modelled"))
+    ok = _usable(candidates, sizes, now)
+    for j in np.nonzero(~ok)[0]:
+        mark = candidates[j]
+        problem = mark_problem(mark, now) or f"size {sizes[j]!r} is not a number"
+        missing.append((at[j], f"{mark.instrument_name}: {problem}"))
+    held = [m for m, good in zip(candidates, ok, strict=True) if good]
+    held_sizes = [z for z, good in zip(sizes, ok, strict=True) if good]
+    return BookLegs(OptionArrays.of(held, held_sizes, index_price), tuple(held), tuple(futures),
+                    tuple(text for _, text in sorted(missing)))
 
 
 def expiry_label(expiry_ms: int | None) -> str:
