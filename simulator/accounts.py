@@ -341,12 +341,25 @@ class Account:
         """``private/get_account_summary`` and ``user.portfolio`` body for ``currency``.
 
         Deribit's identity (checked on the docs' example answer): equity = balance + options value
-        + futures session PnL (realised and floating); the session figures run since 08:00 UTC."""
+        + futures session PnL (realised and floating); the session figures run since 08:00 UTC.
+
+        Greeks as Deribit defines them (its API reference, and the docs' example answers: there
+        delta_total 31.602958 = delta_total_map 31.594357699 - options_value -0.0086, and
+        projected_delta_total 32.613978 = delta_total_map - options_delta): ``options_delta``,
+        ``_gamma``, ``_vega``, ``_theta`` are the sums of size x the tickers' greeks (plain Black-76;
+        vega USD per vol point, theta USD per day); ``delta_total`` is the Net Transaction Delta,
+        options' delta less their mark value in coin (a coin-settled option's premium is itself a
+        coin exposure; none for USDC-settled ones) plus the futures' size in coin;
+        ``delta_total_map`` the raw deltas (no premium taken off); ``projected_delta_total`` the
+        delta_total without the positions of the nearest expiry held."""
         balance = self.balances.get(currency, 0.0)
         opt_value = opt_upl = fut_upl = opt_rpl = fut_rpl = 0.0
         im = mm = 0.0
         g = Greeks()
         fut_delta = 0.0
+        # Per expiry held (ms): the Net Transaction Delta of its positions, for projected_delta_total.
+        ntd_by_expiry: dict[int, float] = {}
+        premium = 0.0  # the coin-settled options' mark value (coin)
         index_names: set[str] = set()
         for pos in self.positions.values():
             spec = pos.spec
@@ -371,18 +384,31 @@ class Account:
                     g.gamma += pos.size * greeks.gamma
                     g.vega += pos.size * greeks.vega
                     g.theta += pos.size * greeks.theta
+                coin_premium = 0.0 if spec.is_linear else pos.size * mark
+                premium += coin_premium
+                ntd = (pos.size * greeks.delta if greeks is not None else 0.0) - coin_premium
+                ntd_by_expiry[spec.expiration_ms] = ntd_by_expiry.get(spec.expiration_ms, 0.0) + ntd
             else:
                 fut_upl += pos.floating_pnl(mark)
                 notional = self.future_notional(spec, pos.size, mark)
                 im += notional * 0.02
                 mm += notional * 0.01
-                fut_delta += pos.size if spec.is_linear else pos.size / mark
+                coin = pos.size if spec.is_linear else pos.size / mark
+                fut_delta += coin
+                if spec.expiry is not None:
+                    ntd_by_expiry[spec.expiration_ms] = ntd_by_expiry.get(spec.expiration_ms, 0.0) + coin
+                else:
+                    ntd_by_expiry[0] = ntd_by_expiry.get(0, 0.0) + coin  # the perpetual never expires
         equity = balance + opt_value + fut_upl + fut_rpl
         im_total = im + open_orders_margin
         # The maps are keyed by the account's index: the coin's (btc_usd), or for USDC its first.
         default = "btc_usdc" if currency == "USDC" else currency.lower() + "_usd"
         idx = sorted(index_names)[0] if index_names else default
-        delta_total = round(g.delta + fut_delta, 6)
+        # Net Transaction Delta: options' delta less their value in coin (inverse only), plus futures.
+        delta_total = round(g.delta - premium + fut_delta, 6)
+        raw_delta = round(g.delta + fut_delta, 6)
+        nearest = min((e for e in ntd_by_expiry if e), default=None)
+        projected = round(sum(v for e, v in ntd_by_expiry.items() if e != nearest), 6)
         r = lambda x: round(x, 8) + 0.0  # noqa: E731
         return {
             "currency": currency,
@@ -414,8 +440,8 @@ class Account:
             "options_theta_map": {idx: round(g.theta, 4)} if g.theta else {},
             "delta_total": delta_total,
             # Deribit keys these two by the account's index even at zero (its ETH example answer).
-            "delta_total_map": {idx: delta_total},
-            "projected_delta_total": delta_total,
+            "delta_total_map": {idx: raw_delta},
+            "projected_delta_total": projected,
             "fee_balance": 0.0,
             "spot_reserve": 0.0,
             "additional_reserve": 0.0,
