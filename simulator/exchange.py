@@ -134,7 +134,7 @@ class Exchange:
             return mark, index, index, None
         if spec.is_option:
             q = self.market.quote(spec.name)
-            return q.mark_price, index, q.underlying_price, Greeks(q.delta, q.gamma, q.vega, q.theta)
+            return q.mark_price, index, q.underlying_price, Greeks(*q.exact)
         return self.mark_price(spec), index, index, None
 
     def _half_spread(self, spec: InstrumentSpec) -> float:

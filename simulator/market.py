@@ -116,6 +116,9 @@ class OptionQuote:
     theta: float
     rho: float
     vega_coin: float  # value of one vol point in the option's price unit, for the quoting spread
+    # The greeks before the tickers' rounding to 5 decimals (delta, gamma, vega, theta): what an
+    # account's sums are made of (a BTC option's gamma, about 2e-5, would lose a quarter of itself).
+    exact: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
 
 class MarketModel:
@@ -281,6 +284,10 @@ class MarketModel:
             np.round(theta, 5).tolist(),
             np.round(rho, 5).tolist(),
             np.where(linear, vega, vega / f).tolist(),
+            delta.tolist(),
+            gamma.tolist(),
+            vega.tolist(),
+            theta.tolist(),
         )
 
     def smile(self, currency: str, t: float, fwd: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -321,7 +328,8 @@ class MarketModel:
         """Mark figures of one option at the last ``advance``."""
         i = self.option_index[name]
         c = self._cols
-        return OptionQuote(c[0][i], c[1][i], c[2][i], c[3][i], c[4][i], c[5][i], c[6][i], c[7][i], c[8][i])
+        return OptionQuote(c[0][i], c[1][i], c[2][i], c[3][i], c[4][i], c[5][i], c[6][i], c[7][i], c[8][i],
+                           (c[9][i], c[10][i], c[11][i], c[12][i]))
 
     def mark(self, name: str) -> float:
         return self._cols[0][self.option_index[name]]
