@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 
 from desk.risk import OptionMark, currency_risk
-from desk.scenarios import ScenarioSpec, Sticky, scenario_grid
+from desk.scenarios import DEFAULT_SPOT_MOVES_PCT, DEFAULT_VOL_SHIFTS, ScenarioSpec, Sticky, scenario_grid
 from messages.account import Position
 from messages.state import PortfolioChanged
 from messages.surface import SmileFit, SurfaceSnapshot
@@ -37,8 +37,8 @@ NOW = 1_700_000_000.0
 INDEX = 40_000.0
 DAY_MS = 86_400_000
 EXPIRY_DAYS = (2.0, 7.0, 14.0, 30.0, 60.0, 91.0, 182.0, 365.0)
-MOVES = tuple(float(m) for m in range(-20, 21))
-SHIFTS = tuple(float(s) for s in range(-20, 21, 5))
+MOVES = DEFAULT_SPOT_MOVES_PCT
+SHIFTS = DEFAULT_VOL_SHIFTS
 
 
 def _median_ms(fn: Callable[[], object], repeat: int) -> float:

@@ -34,6 +34,9 @@ FloatArray = NDArray[np.float64]
 
 #: The lowest vol a shifted or smile-read vol is floored at (a fraction: 1 vol point).
 MIN_VOL = 0.01
+#: The issue's default grid: underlying -20% to +20% by 1% (41) and vol -20 to +20 points by 5 (9).
+DEFAULT_SPOT_MOVES_PCT: tuple[float, ...] = tuple(float(m) for m in range(-20, 21))
+DEFAULT_VOL_SHIFTS: tuple[float, ...] = tuple(float(v) for v in range(-20, 21, 5))
 
 
 class Sticky(StrEnum):
