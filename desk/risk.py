@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -190,6 +190,18 @@ def mark_of(quote: OptionQuote, instrument: Instrument | None = None) -> OptionM
     return OptionMark(instrument_name=quote.instrument_name, expiry_ms=quote.expiry_ms, strike=quote.strike,
                       is_call=quote.option_type == "call", forward=f, mark_iv=iv / 100.0,
                       mark_price=quote.mark_price, index_price=quote.index_price, linear=linear)
+
+
+def marks_of(quotes: Iterable[OptionQuote], instruments: Mapping[str, Instrument] | None = None
+             ) -> dict[str, OptionMark]:
+    """The usable marks of a chain's quotes (a ``ChainView``'s or ``ChainSnapshot``'s options), by
+    name; ``instruments`` tells linear options from inverse ones."""
+    out: dict[str, OptionMark] = {}
+    for quote in quotes:
+        mark = mark_of(quote, instruments.get(quote.instrument_name) if instruments else None)
+        if mark is not None:
+            out[quote.instrument_name] = mark
+    return out
 
 
 @dataclass(frozen=True, slots=True)

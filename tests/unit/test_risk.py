@@ -20,6 +20,7 @@ from desk.risk import (
     OptionMark,
     currency_risk,
     mark_of,
+    marks_of,
     option_exposure,
 )
 from messages.account import Position
@@ -409,3 +410,11 @@ def test_mark_of_reads_the_quote() -> None:
                         instrument_type="linear")
     lm = mark_of(_quote(instrument_name="SOL_USDC-15DEC23-60-C"), linear)
     assert lm is not None and lm.linear
+
+
+def test_marks_of_a_chain_keeps_the_usable_ones() -> None:
+    quotes = [_quote(), _quote(instrument_name="BTC-15DEC23-45000-C", strike=45_000.0, mark_iv=None),
+              _quote(instrument_name="BTC-15DEC23-35000-P", strike=35_000.0, option_type="put")]
+    marks = marks_of(quotes)
+    assert sorted(marks) == ["BTC-15DEC23-35000-P", "BTC-15DEC23-40000-C"]
+    assert marks["BTC-15DEC23-35000-P"].is_call is False
