@@ -15,7 +15,7 @@ import pytest
 
 from actors.portfolio import GetPortfolio
 from deribit.instruments import parse_instrument_name
-from desk.risk import ACCOUNT_TOLERANCE, OptionMark, currency_risk, mark_of
+from desk.risk import ACCOUNT_TOLERANCE, OptionMark, currency_risk, marks_of
 from desk.scenarios import ScenarioSpec, Sticky, scenario_grid
 from messages.commands import CommandFailed, CommandResult, PlaceOrder, ReconcilePortfolio
 from messages.state import ChainView, ChainViewRequest, PortfolioChanged
@@ -119,7 +119,7 @@ def test_risk_totals_equal_the_simulators_account_greeks(sim_desk: StartDesk) ->
         desk.publish(ChainViewRequest(currency="BTC", expiry_ms=None, names=tuple(sorted(held - {PERP})),
                                       request_id=rid))
         chain = wait_until(lambda: _view(sink, lock, rid), 15, "the chain view")
-        marks = {q.instrument_name: m for q in chain.options if (m := mark_of(q)) is not None}
+        marks = marks_of(chain.options)
         return (chain, marks) if set(marks) == held - {PERP} else None
 
     chain, marks = wait_until(marked, 30, "a mark for every option held", interval=0.5)
