@@ -110,25 +110,24 @@ def portfolio_vega(positions: Iterable[Position], tickers: Mapping[str, SeenTick
 def choose_option(instruments: Iterable[Instrument], tenor_days: float, min_days: float,
                   forward_of: Callable[[int], float | None], now: float) -> Instrument | None:
     """The at-the-money option of the listed expiry nearest ``tenor_days`` (at least ``min_days``
-    away): the strike nearest that expiry's forward (``forward_of(expiry_ms)``, None: no expiry
-    without one is chosen), a call at or above the forward, else a put. None when nothing fits."""
+    away): the strike nearest that expiry's forward (``forward_of(expiry_ms)``), a call at or above
+    the forward, else a put. None when nothing fits or that expiry has no forward yet."""
     earliest = (now + min_days * 86_400.0) * 1000.0
     options = [i for i in instruments if i.kind == "option" and i.is_active and i.strike is not None
                and i.option_type is not None and i.expiration_timestamp > earliest
                and i.min_trade_amount > 0 and i.tick_size > 0]
-    expiries = sorted({i.expiration_timestamp for i in options},
-                      key=lambda e: (abs((e - now * 1000.0) / DAY_MS - tenor_days), e))
-    for expiry in expiries:
-        forward = forward_of(expiry)
-        if forward is None or not 0 < forward < math.inf:
-            continue
-        strikes = [i for i in options if i.expiration_timestamp == expiry]
-        strike = min((i.strike or 0.0 for i in strikes), key=lambda k: (abs(k - forward), k))
-        kind = "call" if strike >= forward else "put"
-        chosen = [i for i in strikes if i.strike == strike and i.option_type == kind]
-        if chosen:
-            return chosen[0]
-    return None
+    if not options:
+        return None
+    expiry = min({i.expiration_timestamp for i in options},
+                 key=lambda e: (abs((e - now * 1000.0) / DAY_MS - tenor_days), e))
+    forward = forward_of(expiry)
+    if forward is None or not 0 < forward < math.inf:
+        return None  # not another expiry meanwhile: its forward comes with its first ticker
+    strikes = [i for i in options if i.expiration_timestamp == expiry]
+    strike = min((i.strike or 0.0 for i in strikes), key=lambda k: (abs(k - forward), k))
+    kind = "call" if strike >= forward else "put"
+    chosen = [i for i in strikes if i.strike == strike and i.option_type == kind]
+    return chosen[0] if chosen else next(i for i in strikes if i.strike == strike)
 
 
 def book_fault(ticker: Ticker) -> Implausible | None:
