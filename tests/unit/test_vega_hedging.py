@@ -148,11 +148,12 @@ def test_chooses_the_atm_option_of_the_expiry_nearest_the_tenor() -> None:
     day = choose_option(CHAIN, 1.0, 2.0, forwards.get, T0)
     assert day is not None and day.instrument_name.startswith("BTC-24NOV23")
     # No forward yet for the expiry nearest the tenor: nothing (not another expiry meanwhile).
-    only_dec29 = {parse_instrument_name(HELD).expiry_ms: FORWARD}
+    only_dec29 = {parse_instrument_name(HELD).expiry_ms or 0: FORWARD}
     assert choose_option(CHAIN, 30.0, 2.0, only_dec29.get, T0) is None
     chosen = choose_option(CHAIN, 40.0, 2.0, only_dec29.get, T0)
     assert chosen is not None and chosen.instrument_name == HELD
-    assert choose_option(CHAIN, 30.0, 2.0, {}.get, T0) is None
+    nothing: dict[int, float] = {}
+    assert choose_option(CHAIN, 30.0, 2.0, nothing.get, T0) is None
     assert choose_option((), 30.0, 2.0, forwards.get, T0) is None
     nan_forward = {k: math.nan for k in forwards}
     assert choose_option(CHAIN, 30.0, 2.0, nan_forward.get, T0) is None
