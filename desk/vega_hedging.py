@@ -209,7 +209,8 @@ class VegaHedger:
         self.instruments: dict[str, Instrument] = {}
         self.option: Instrument | None = None
         self.tickers: dict[str, SeenTicker] = {}
-        self.faults: dict[str, Implausible] = {}
+        self.faults: dict[str, Implausible] = {}  # the faults found on record, by option (said once each)
+        self._checked: dict[str, tuple[SeenTicker, Implausible | None]] = {}  # the last check of each option's
         self.forwards: dict[int, float] = {}  # expiry ms -> the latest sane ticker's underlying price
         self.price_index = index_of(currency)
         self.locks = PlatformLocks()
@@ -244,32 +245,51 @@ class VegaHedger:
         self._evaluate(now)
 
     def on_ticker(self, ticker: Ticker, now: float) -> bool:
-        """An option ticker of this currency: kept when sane. True when it could change the decision."""
+        """An option ticker of this currency, kept as the latest of its option (checked when it is
+        read: :meth:`fault_of`); its expiry's forward kept when within the index band (to find the
+        at-the-money strike). True when it could change the decision (a held or the hedge option)."""
         name = ticker.instrument_name
         parsed = parsed_name(name)
         if parsed is None or parsed.option_type is None:
             return False
-        fault = (timestamp_fault(name, ticker.timestamp, now, self.limits)
-                 or option_ticker_fault(ticker, parsed.option_type == "call", self.limits) or book_fault(ticker))
-        if fault is not None:
-            if self.faults.get(name) != fault:
-                self.log.warning("vega_input_refused", currency=self.currency, instrument=name,
-                                 fault=fault.fault.value, detail=fault.detail)
-            self.faults[name] = fault
-            self.tickers.pop(name, None)  # nothing older is used in its place
-        else:
-            self.faults.pop(name, None)
-            self.tickers[name] = SeenTicker(ticker, now)
-            if ticker.underlying_price and parsed.expiry_ms is not None:
-                new_expiry = parsed.expiry_ms not in self.forwards
-                self.forwards[parsed.expiry_ms] = ticker.underlying_price
-                if new_expiry and self.active and self.option is None:
-                    self._evaluate(now)  # an expiry's first forward: an option may be chosen now
+        self.tickers[name] = SeenTicker(ticker, now)
         option = self.option
-        if name in self.held or (option is not None and name == option.instrument_name):
+        relevant = name in self.held or (option is not None and name == option.instrument_name)
+        expiry, forward, index = parsed.expiry_ms, ticker.underlying_price, ticker.index_price
+        if (expiry is not None and forward is not None and index and 0 < forward < math.inf
+                and abs(forward / index - 1.0) <= self.limits.max_index_deviation):
+            new_expiry = expiry not in self.forwards
+            self.forwards[expiry] = forward
+            if new_expiry and not relevant and self.active and option is None:
+                self._evaluate(now)  # an expiry's first forward: an option may be chosen now
+        if relevant:
             self._evaluate(now)
-            return True
-        return False
+        return relevant
+
+    def fault_of(self, name: str) -> Implausible | None:
+        """What is wrong with the latest ticker of ``name`` (None: sane, or none yet): the
+        plausibility rules (:mod:`desk.plausibility`, its stamp against when it came) and a crossed
+        or locked book. Checked once per ticker, and only for the options an order is computed from."""
+        seen = self.tickers.get(name)
+        if seen is None:
+            return None
+        cached = self._checked.get(name)
+        if cached is not None and cached[0] is seen:
+            return cached[1]
+        ticker = seen.ticker
+        parsed = parsed_name(name)
+        fault = (timestamp_fault(name, ticker.timestamp, seen.received_at, self.limits)
+                 or option_ticker_fault(ticker, parsed is not None and parsed.option_type == "call", self.limits)
+                 or book_fault(ticker))
+        self._checked[name] = (seen, fault)
+        if fault is not None and fault != self.faults.get(name):
+            self.log.warning("vega_input_refused", currency=self.currency, instrument=name,
+                             fault=fault.fault.value, detail=fault.detail)
+        if fault is None:
+            self.faults.pop(name, None)
+        else:
+            self.faults[name] = fault
+        return fault
 
     def on_platform_state(self, state: PlatformState, now: float) -> None:
         if self.locks.on_state(state) and state.price_index == self.price_index:
@@ -294,6 +314,7 @@ class VegaHedger:
         if not can_trade:
             self.tickers.clear()  # whatever comes after the reconnect must be fresh
             self.faults.clear()
+            self._checked.clear()
             order = self.order
             if order is not None:
                 order.link_lost = True
@@ -510,10 +531,6 @@ class VegaHedger:
             return Code.RATE_LIMIT, f"{len(self.sent_times)} vega orders in the last 60 s"
         if self.orders_today >= s.vega_max_orders_per_day:
             return Code.DAILY_ORDERS, f"{self.orders_today} vega orders today (vega_max_orders_per_day)"
-        for name in (*self.held, *((self.option.instrument_name,) if self.option else ())):
-            fault = self.faults.get(name)
-            if fault is not None:
-                return Code.IMPLAUSIBLE_DATA, f"implausible data refused: {fault}"
         return None
 
     def _choose(self, now: float) -> Instrument | None:
@@ -533,13 +550,21 @@ class VegaHedger:
         return option
 
     def current(self, now: float) -> VegaDecision:
-        """What the data says now, whatever the gates."""
+        """What the data says now, whatever the gates: nothing from a held or the hedge option's
+        ticker that :meth:`fault_of` refuses."""
+        for name in self.held:
+            fault = self.fault_of(name)
+            if fault is not None:
+                return VegaDecision(Code.IMPLAUSIBLE_DATA, f"implausible data refused: {fault}")
         vega, code, reason = portfolio_vega(self.positions, self.tickers, now, self.settings.stale_after_s)
         if vega is None:
             return VegaDecision(code, reason)
         option = self.option if self.order is not None else self._choose(now)
         if option is None:
             return VegaDecision(Code.NO_OPTION, f"no listed option near {self.tenor_days:g} days with a forward", vega)
+        fault = self.fault_of(option.instrument_name)
+        if fault is not None:
+            return VegaDecision(Code.IMPLAUSIBLE_DATA, f"implausible data refused: {fault}", vega)
         s = self.settings
         return decide_vega(vega, self.target, self.band, option, self.tickers.get(option.instrument_name), now,
                            s.stale_after_s, s.vega_max_order_coins, s.vega_max_price_deviation_pct / 100.0)

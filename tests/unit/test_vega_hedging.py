@@ -4,6 +4,7 @@ fills only, switching itself off; and that the delta hedger counts the vega hedg
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -26,6 +27,7 @@ from messages.exposure import SetVegaBand, VegaHedgeCode, VegaHedgerControl, Veg
 from messages.market import Greeks, Instrument, InstrumentsLoaded, PlatformState, Ticker
 from messages.state import PortfolioChanged
 from tests.support.hedge_rig import CALL, Log, Rig, option_ticker
+from tests.support.paths import WIRE_SAMPLE, capture
 from tests.support.settings import make_settings
 
 T0 = 1_700_000_000.0  # 14 Nov 2023 22:13 UTC
@@ -337,6 +339,17 @@ def test_hostile_hedge_option_tickers_refused(hedge: dict[str, Any], code: VegaH
     assert len(rig.sent()) == 1
 
 
+def test_a_hostile_hedge_option_ticker_before_activation_blocks_the_first_order() -> None:
+    rig = VegaRig()
+    rig.ready(activate=False)
+    rig.tickers(bid=0.052, ask=0.051)  # crossed, before the option is even chosen
+    rig.h.on_control(VegaHedgerControl(action="activate", origin="test"), rig.now)
+    assert rig.h.option is not None and rig.h.option.instrument_name == HEDGE
+    assert rig.sent() == [] and rig.h.code is Code.IMPLAUSIBLE_DATA and "crossed" in rig.h.reason
+    rig.tickers()
+    assert len(rig.sent()) == 1
+
+
 def test_a_hostile_held_option_ticker_blocks() -> None:
     rig = VegaRig()
     rig.ready(held_vega=5.0)
@@ -501,3 +514,31 @@ def test_rechooses_a_delisted_option() -> None:
         o for o in CHAIN if not o.instrument_name.startswith("BTC-24NOV23"))), rig.now)
     rig.portfolio()
     assert rig.h.option is not None and rig.h.option.instrument_name == HEDGE
+
+
+# -- units: Deribit's vega is USD per vol point per coin ---------------------------------------------------
+def test_the_vega_summed_is_deribits_usd_per_vol_point_on_the_real_capture() -> None:
+    """Each real ticker's ``greeks.vega`` (the figure summed) is the Black-76 vega at its mark IV in
+    USD per vol point per coin, F x pdf(d1) x sqrt(T) / 100, written here independently."""
+    checked = 0
+    for line in capture(WIRE_SAMPLE.name).read_text(encoding="utf-8").splitlines():
+        frame = json.loads(line).get("frame")
+        if not frame or '"ticker.' not in frame:
+            continue
+        data = json.loads(frame).get("params", {}).get("data", {})
+        if "greeks" not in data or not data.get("mark_iv"):
+            continue
+        seen = msgspec.convert(data, Ticker)
+        parsed = parse_instrument_name(seen.instrument_name)
+        assert parsed.strike is not None and parsed.expiry_ms is not None and seen.underlying_price and seen.mark_iv
+        forward, sigma = seen.underlying_price, seen.mark_iv / 100.0
+        years = (parsed.expiry_ms - seen.timestamp) / 1000.0 / (365.0 * 86_400.0)
+        d1 = (math.log(forward / parsed.strike) + 0.5 * sigma * sigma * years) / (sigma * math.sqrt(years))
+        closed_form = forward * math.exp(-0.5 * d1 * d1) / math.sqrt(2.0 * math.pi) * math.sqrt(years) / 100.0
+        position = Position(instrument_name=seen.instrument_name, kind="option", direction="sell", size=-3.0)
+        vega, code, _ = portfolio_vega([position], {seen.instrument_name: SeenTicker(seen, T0)}, T0, 10.0)
+        assert code is Code.NONE and vega is not None
+        # mark_iv is rounded to 0.01: the vega within 0.1% (or 1e-3 USD for the smallest).
+        assert vega == pytest.approx(-3.0 * closed_form, rel=1e-3, abs=3e-3), seen.instrument_name
+        checked += 1
+    assert checked >= 50
