@@ -549,9 +549,10 @@ class VegaHedger:
             self.option = option
         return option
 
-    def current(self, now: float) -> VegaDecision:
+    def current(self, now: float, choose: bool = True) -> VegaDecision:
         """What the data says now, whatever the gates: nothing from a held or the hedge option's
-        ticker that :meth:`fault_of` refuses."""
+        ticker that :meth:`fault_of` refuses. ``choose``: choose the hedge option if there is none
+        (the status does not)."""
         for name in self.held:
             fault = self.fault_of(name)
             if fault is not None:
@@ -559,7 +560,7 @@ class VegaHedger:
         vega, code, reason = portfolio_vega(self.positions, self.tickers, now, self.settings.stale_after_s)
         if vega is None:
             return VegaDecision(code, reason)
-        option = self.option if self.order is not None else self._choose(now)
+        option = self._choose(now) if choose and self.order is None else self.option
         if option is None:
             return VegaDecision(Code.NO_OPTION, f"no listed option near {self.tenor_days:g} days with a forward", vega)
         fault = self.fault_of(option.instrument_name)
@@ -714,7 +715,7 @@ class VegaHedger:
         self.publish_status(now)
 
     def status(self, now: float, request_key: str = "") -> VegaHedgerStatus:
-        current = self.current(now) if self.order is None else self.last
+        current = self.current(now, choose=False) if self.order is None else self.last
         vega = current.vega if current is not None and current.vega is not None else (
             self.last.vega if self.last is not None else None)
         order = self.order

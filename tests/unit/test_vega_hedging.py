@@ -542,3 +542,48 @@ def test_the_vega_summed_is_deribits_usd_per_vol_point_on_the_real_capture() -> 
         assert vega == pytest.approx(-3.0 * closed_form, rel=1e-3, abs=3e-3), seen.instrument_name
         checked += 1
     assert checked >= 50
+
+
+def test_rechooses_an_option_within_min_days_of_expiry_and_after_the_rollover() -> None:
+    rig = VegaRig(vega_tenor_days=9.0, vega_min_days=2.0)
+    rig.ready(held_vega=5.0)
+    rig.h.on_ticker(ticker("BTC-24NOV23-40000-C"), rig.now)
+    rig.portfolio()
+    assert rig.h.option is not None and rig.h.option.instrument_name == "BTC-24NOV23-40000-C"
+    rig.now = T0 + 7.5 * 86_400.0  # 22 Nov 10:13: the 24 Nov expiry is within 2 days
+    rig.tickers(held_vega=5.0)
+    rig.portfolio()
+    assert rig.h.option is not None and rig.h.option.instrument_name == HEDGE
+    rig.h.on_set_band(SetVegaBand(band_usd=200.0, origin="test", tenor_days=40.0), rig.now)
+    assert rig.h.option is not None and rig.h.option.instrument_name == HELD  # 29 Dec: 36.9 days
+    rig.h.on_rollover(rig.now)
+    assert rig.h.option is None and rig.h.orders_today == 0
+
+
+def test_the_delta_hedger_never_takes_the_vega_hedgers_orders_or_fills() -> None:
+    rig = Rig()
+    rig.ready(option_size=1.0, delta=0.5)
+    [command] = rig.sent()
+    order = rig.h.order
+    assert order is not None and order.label == "hedge-1"
+    vega_order = OrderUpdate(order_id="v-9", instrument_name=HEDGE, order_state="filled", order_type="limit",
+                             direction="buy", amount=3.0, filled_amount=3.0, label="vega-2")
+    vega_fill = UserTrade(trade_id="tv-1", order_id="v-9", instrument_name=HEDGE, timestamp=1, direction="buy",
+                          price=0.05, amount=3.0, fee=0.0, fee_currency="BTC", state="filled", label="vega-2")
+    rig.h.on_order_update(vega_order, rig.now)
+    rig.h.take_own_trade(vega_fill)
+    rig.h.on_user_trade(vega_fill, rig.now)
+    rig.h.on_result(CommandResult(request_key="vega-2", origin="vega-hedger", method="private/buy", result="{}",
+                                  order=vega_order, trades=(vega_fill,)), rig.now)
+    assert rig.h.order is order and order.phase == "sent" and order.filled == 0.0 and rig.h.own_position == 0.0
+    assert not rig.h.tag.owns("vega-2") and command.origin == "hedger"
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("vega_band_usd", 0.0), ("vega_band_usd", -1.0), ("vega_band_usd", math.nan), ("vega_band_usd", math.inf),
+    ("vega_tenor_days", 0.0), ("vega_tenor_days", 1000.0), ("vega_max_order_coins", 0.0),
+    ("vega_max_orders_per_minute", 0), ("vega_max_daily_volume_coins", -1.0), ("vega_max_price_deviation_pct", 90.0),
+])
+def test_vega_settings_are_constrained(key: str, value: float) -> None:
+    with pytest.raises(Exception, match=key):
+        make_settings({f"hedger.{key}": value})
