@@ -117,7 +117,8 @@ class LineRunner:
         ours = status.request_key.startswith(self.trading.key_prefix)
         changed = before is None or (before.active, before.message) != (status.active, status.message)
         text = describe_vega_hedger(status)
-        if (ours or (changed and started)) and self._vega_said.get(status.currency) != text:
+        asked = ours and "-vega-status-" in status.request_key  # a status asked for is said even unchanged
+        if asked or ((ours or (changed and started)) and self._vega_said.get(status.currency) != text):
             self._vega_said[status.currency] = text
             self.say(text, "" if status.active or ours else "yellow")
         if status.alert and (before is None or before.alert != status.alert):
@@ -279,7 +280,7 @@ class LineRunner:
         """A vega hedging line to the vega hedger of the chosen currency (``setVegaTenor`` keeps the
         band it last said)."""
         currency = self._currency()
-        key = self.trading.key("vega")
+        key = self.trading.key("vega-status" if command == VegaHedging("status") else "vega")
         message: VegaHedgerControl | SetVegaBand
         what: str
         if isinstance(command, VegaHedging):
