@@ -87,12 +87,16 @@ class SeenTicker:
 def portfolio_vega(positions: Iterable[Position], tickers: Mapping[str, SeenTicker], now: float,
                    stale_after_s: float) -> tuple[float | None, VegaHedgeCode, str]:
     """The sum over option positions of size x the ticker's vega (USD per vol point), or None with
-    why: a held option's ticker missing, older than ``stale_after_s``, or without a finite vega."""
+    why: a held option's ticker missing, older than ``stale_after_s``, or without a finite vega. An
+    option at or past its expiry (held until its delivery is booked) has no vega and needs none."""
     total = 0.0
     for position in positions:
         if position.kind != "option" or position.size == 0:
             continue
         name = position.instrument_name
+        parsed = parsed_name(name)
+        if parsed is not None and parsed.expiry_ms is not None and parsed.expiry_ms <= now * 1000.0:
+            continue
         seen = tickers.get(name)
         if seen is None:
             return None, Code.NO_TICKER, f"no sane ticker of the held option {name}"
@@ -325,6 +329,8 @@ class VegaHedger:
         order = self.order
         if order is not None and order.phase == UNKNOWN:
             self._ask_reconcile(order, now)
+        elif order is not None and order.phase == SETTLING and order.due is None:
+            order.due = now + self.settings.fill_wait_s  # the portfolio reconciles on every connect
         self._evaluate(now)
 
     # -- our order's answers, updates and fills ---------------------------------------------------------

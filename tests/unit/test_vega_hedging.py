@@ -173,6 +173,9 @@ def test_portfolio_vega_sums_size_times_the_tickers_vega() -> None:
     nan = {**seen, HEDGE: SeenTicker(ticker(HEDGE, vega=math.nan), T0)}
     assert portfolio_vega(positions, nan, T0, 10.0)[1] is Code.NO_VEGA
     assert portfolio_vega([], {}, T0, 10.0)[0] == 0.0
+    # An option past its expiry (its delivery not booked yet) has no vega and needs no ticker.
+    expired = Position(instrument_name="BTC-10NOV23-40000-C", kind="option", direction="buy", size=5.0)
+    assert portfolio_vega([*positions, expired], seen, T0, 10.0)[0] == pytest.approx(-400.0)
 
 
 def decide(vega: float, hedge: Ticker | None = None, band: float = 200.0, now: float = T0, received: float = T0,
@@ -459,6 +462,23 @@ def test_a_lost_answer_blocks_until_the_exchange_says() -> None:
     assert rig.h.order is None or rig.h.order.label != command.label
 
 
+def test_a_fill_awaited_over_a_link_loss_is_awaited_again_after_it() -> None:
+    rig = VegaRig()
+    rig.ready()
+    [command] = rig.sent()
+    trade = rig.fill(command)
+    order = rig.h.order
+    assert order is not None and order.phase == "settling"
+    rig.h.on_connection(False, rig.now)
+    rig.tick(11.0)
+    rig.h.on_time(rig.now)  # its wait ran out while no picture could come: not given up
+    assert rig.h.order is order and order.due is None and rig.sent(ReconcilePortfolio) == []
+    rig.h.on_connection(True, rig.now)
+    assert order.due == pytest.approx(rig.now + rig.settings.fill_wait_s)
+    rig.show(trade)
+    assert rig.h.order is None and rig.h.active
+
+
 def test_a_found_open_order_is_cancelled() -> None:
     rig = VegaRig()
     rig.ready()
@@ -536,7 +556,8 @@ def test_the_vega_summed_is_deribits_usd_per_vol_point_on_the_real_capture() -> 
         d1 = (math.log(forward / parsed.strike) + 0.5 * sigma * sigma * years) / (sigma * math.sqrt(years))
         closed_form = forward * math.exp(-0.5 * d1 * d1) / math.sqrt(2.0 * math.pi) * math.sqrt(years) / 100.0
         position = Position(instrument_name=seen.instrument_name, kind="option", direction="sell", size=-3.0)
-        vega, code, _ = portfolio_vega([position], {seen.instrument_name: SeenTicker(seen, T0)}, T0, 10.0)
+        at = seen.timestamp / 1000.0
+        vega, code, _ = portfolio_vega([position], {seen.instrument_name: SeenTicker(seen, at)}, at, 10.0)
         assert code is Code.NONE and vega is not None
         # mark_iv is rounded to 0.01: the vega within 0.1% (or 1e-3 USD for the smallest).
         assert vega == pytest.approx(-3.0 * closed_form, rel=1e-3, abs=3e-3), seen.instrument_name
