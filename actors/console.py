@@ -1,13 +1,10 @@
-"""The Console: the trader's keyboard. The actor keeps the desk's picture from the bus
-(:class:`~console.desk_state.DeskState`), executes the lines a :class:`~console.terminal.Terminal`
-thread reads from standard input, and publishes the orders, cancels and hedger controls that
-:mod:`console.orders` makes of them; what a line means is :mod:`console.grammar`'s, how things
-look :mod:`console.views`'.
+"""The Console: the trader's keyboard. It keeps the desk's picture (``console.desk_state.DeskState``), runs the
+lines a ``console.terminal.Terminal`` thread reads from standard input, and publishes the orders, cancels and
+hedger controls ``console.orders`` makes of them (a line's meaning: ``console.grammar``; looks: ``console.views``).
 
-Option data is live: at ``console.refresh_hz`` an :class:`~runtime.alarm.Alarm` has the actor ask
-each option BookKeeper (``ChainViewRequest``) for the focused chain (:mod:`console.chain_focus`),
-the traded option and the option positions; the answers (``ChainView``) are what ``price``,
-``chain`` and the option order checks read.
+Option data is live: at ``console.refresh_hz`` an :class:`~runtime.alarm.Alarm` has the actor ask each option
+BookKeeper (``ChainViewRequest``) for the focused chain (:mod:`console.chain_focus`), the traded option and the
+option positions; the answers (``ChainView``) are what ``price``, ``chain`` and the option order checks read.
 """
 
 from __future__ import annotations
@@ -56,6 +53,7 @@ from console.views import (
 from deribit.instruments import currency_of
 from messages.account import UserTrade
 from messages.commands import CommandFailed, CommandResult, ReconcilePortfolio, RefreshInstruments
+from messages.exposure import VegaHedgerStatus
 from messages.hedging import HedgerStatus
 from messages.market import IndexPrice, Instrument, InstrumentsLoaded, PlatformState, VolatilityIndex
 from messages.state import ChainSnapshot, ChainView, PortfolioChanged, TopOfBook
@@ -255,8 +253,10 @@ class Console(Actor):
                      f"{': ' + status.last_error if status.last_error and not status.reachable else ''}",
                      "green" if state == "reachable" else "bold red")
 
-    @handles(HedgerStatus)
-    def on_hedger(self, status: HedgerStatus) -> None:
+    @handles(HedgerStatus, VegaHedgerStatus)
+    def on_hedger(self, status: HedgerStatus | VegaHedgerStatus) -> None:
+        if isinstance(status, VegaHedgerStatus):  # the vega hedger's: the line runner says it
+            return self.lines.on_vega_hedger(status, self.started)
         before = self.desk.hedgers.get(status.currency)
         self.desk.on_hedger(status)
         ours = status.request_key.startswith(self.trading.key_prefix)

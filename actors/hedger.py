@@ -21,6 +21,11 @@ answers questions and its alarm.
 Controls (from the Console): ``HedgerControl`` activate / confirm / deactivate / status /
 acknowledge and ``SetHedgeBand``; both are answered with ``HedgerStatus`` on the bus, and, for ``ask``, with the
 list of statuses.
+
+Vega hedging (:class:`desk.vega_hedging.VegaHedger`, one per hedged currency beside the delta
+hedger) takes the same inputs and its own controls, ``VegaHedgerControl`` and ``SetVegaBand``,
+answered with ``VegaHedgerStatus``. Answers are routed by origin (``hedger`` / ``vega-hedger``);
+order updates and fills go to both, and each takes only its own order's.
 """
 
 from __future__ import annotations
@@ -35,8 +40,11 @@ import pykka
 
 from deribit.instruments import currency_of
 from desk.hedging import ORIGIN, CurrencyHedger
+from desk.vega_hedging import ORIGIN as VEGA_ORIGIN
+from desk.vega_hedging import VegaHedger
 from messages.account import ExchangeState, OrderUpdate, UserTrade
 from messages.commands import CommandFailed, CommandResult, PlaceOrder, RefreshInstruments
+from messages.exposure import SetVegaBand, VegaHedgerControl, VegaHedgerStatus
 from messages.hedging import HedgeMode, HedgerControl, HedgerStatus, SetHedgeBand
 from messages.market import IndexPrice, InstrumentsLoaded, PlatformState, Quote, Ticker
 from messages.state import PortfolioChanged, TopOfBook
@@ -74,6 +82,11 @@ class Hedger(Actor):
                                      later=self.later_locked, max_clock_ahead_s=settings.deribit.max_clock_ahead_s)
             for currency in hedger_settings.currencies if currency in settings.currencies
         }
+        self.vega: dict[str, VegaHedger] = {
+            currency: VegaHedger(currency, hedger_settings, self.publish, self.deferred_log, self._number, now,
+                                 max_clock_ahead_s=settings.deribit.max_clock_ahead_s)
+            for currency in self.hedgers
+        }
         # One thread for every deadline (a limit order to reprice, a fill to see settled): arming
         # it from a hot handler is a notify, not a thread start.
         self._alarm = Alarm(self._wake, name=f"{context.name}-alarm")
@@ -110,6 +123,11 @@ class Hedger(Actor):
             self.publish(ConnectionStatusRequest(origin=ORIGIN))
         for hedger in self.hedgers.values():
             hedger.publish_status(now, force=True)
+        for vega in self.vega.values():
+            vega.publish_status(now, force=True)
+
+    def _both(self) -> list[CurrencyHedger | VegaHedger]:
+        return [*self.hedgers.values(), *self.vega.values()]
 
     def on_stop(self) -> None:
         self._alarm.close()
@@ -120,7 +138,7 @@ class Hedger(Actor):
 
     # -- timers -------------------------------------------------------------------------------------
     def _arm(self) -> None:
-        dues = [due for due in (h.next_due() for h in self.hedgers.values()) if due is not None]
+        dues = [due for due in (h.next_due() for h in self._both()) if due is not None]
         if not dues:
             return
         due = min(dues)
@@ -139,16 +157,20 @@ class Hedger(Actor):
     def on_wake(self, _wake: _Wake) -> None:
         self._alarm_due = None
         now = self.context.clock.now()
-        for hedger in self.hedgers.values():
+        for hedger in self._both():
             hedger.on_time(now)
         self._arm()
 
     # -- market data (the hot path) ---------------------------------------------------------------
     @handles(Ticker, immediate=True)
     def on_ticker(self, ticker: Ticker) -> None:
-        hedger = self.hedgers.get(ticker.instrument_name.partition("-")[0])
+        currency = ticker.instrument_name.partition("-")[0]
+        hedger = self.hedgers.get(currency)
         if hedger is not None and hedger.on_ticker(ticker, self.context.clock.now()):
             self.later_locked(self._arm)  # after the order this may have decided
+        vega = self.vega.get(currency)
+        if vega is not None and vega.on_ticker(ticker, self.context.clock.now()):
+            self.later_locked(self._arm)
 
     @handles(Quote, immediate=True)
     def on_quote(self, quote: Quote) -> None:
@@ -188,34 +210,38 @@ class Hedger(Actor):
     # -- account and link ---------------------------------------------------------------------------
     @handles(PortfolioChanged, immediate=True)
     def on_portfolio(self, portfolio: PortfolioChanged) -> None:
-        hedger = self.hedgers.get(portfolio.currency)
-        if hedger is not None:
-            hedger.on_portfolio(portfolio, self.context.clock.now())
-            self._arm()
+        for hedger in (self.hedgers.get(portfolio.currency), self.vega.get(portfolio.currency)):
+            if hedger is not None:
+                hedger.on_portfolio(portfolio, self.context.clock.now())
+        self._arm()
 
     @handles(InstrumentsLoaded, immediate=True)
     def on_instruments(self, loaded: InstrumentsLoaded) -> None:
-        hedger = self.hedgers.get(loaded.currency)
-        if hedger is not None:
-            hedger.instruments_loaded(loaded, self.context.clock.now())
-            self._arm()
+        for hedger in (self.hedgers.get(loaded.currency), self.vega.get(loaded.currency)):
+            if hedger is not None:
+                hedger.instruments_loaded(loaded, self.context.clock.now())
+        self._arm()
 
     @handles(PlatformState, immediate=True)
     def on_platform_state(self, state: PlatformState) -> None:
         now = self.context.clock.now()
-        for hedger in self.hedgers.values():
+        for hedger in self._both():
             hedger.on_platform_state(state, now)
         self._arm()
 
     @handles(ConnectionStatus, immediate=True)
     def on_connection(self, status: ConnectionStatus) -> None:
         now = self.context.clock.now()
-        for hedger in self.hedgers.values():
+        for hedger in self._both():
             hedger.on_connection(status.can_trade, now)
         self._arm()
 
     @handles(CommandResult, immediate=True)
     def on_result(self, result: CommandResult) -> None:
+        if result.origin == VEGA_ORIGIN:
+            for vega in self.vega.values():
+                vega.on_result(result, self.context.clock.now())
+            self._arm()
         if result.origin != ORIGIN:
             return
         now = self.context.clock.now()
@@ -227,6 +253,10 @@ class Hedger(Actor):
 
     @handles(CommandFailed, immediate=True)
     def on_failed(self, failed: CommandFailed) -> None:
+        if failed.origin == VEGA_ORIGIN:
+            for vega in self.vega.values():
+                vega.on_failed(failed, self.context.clock.now())
+            self._arm()
         if failed.origin != ORIGIN:
             return
         now = self.context.clock.now()
@@ -236,10 +266,11 @@ class Hedger(Actor):
 
     @handles(OrderUpdate, immediate=True)
     def on_order_update(self, update: OrderUpdate) -> None:
-        hedger = self.hedgers.get(currency_of(update.instrument_name))
-        if hedger is not None:
-            hedger.on_order_update(update, self.context.clock.now())
-            self._arm()
+        currency = currency_of(update.instrument_name)
+        for hedger in (self.hedgers.get(currency), self.vega.get(currency)):
+            if hedger is not None:
+                hedger.on_order_update(update, self.context.clock.now())
+        self._arm()
 
     @handles(UserTrade, immediate=True)
     def on_user_trade(self, trade: UserTrade) -> None:
@@ -247,14 +278,17 @@ class Hedger(Actor):
         if hedger is not None:
             hedger.take_own_trade(trade)
             hedger.on_user_trade(trade, self.context.clock.now())
-            self._arm()
+        vega = self.vega.get(currency_of(trade.instrument_name))
+        if vega is not None:
+            vega.on_user_trade(trade, self.context.clock.now())
+        self._arm()
 
     @handles(ExchangeState, immediate=True)
     def on_exchange_state(self, state: ExchangeState) -> None:
-        hedger = self.hedgers.get(state.currency)
-        if hedger is not None:
-            hedger.on_exchange_state(state, self.context.clock.now())
-            self._arm()
+        for hedger in (self.hedgers.get(state.currency), self.vega.get(state.currency)):
+            if hedger is not None:
+                hedger.on_exchange_state(state, self.context.clock.now())
+        self._arm()
 
     # -- controls -------------------------------------------------------------------------------------
     def _targets(self, currency: str, request_key: str, origin: str) -> list[CurrencyHedger]:
@@ -292,11 +326,44 @@ class Hedger(Actor):
         self._arm()
         return [hedger.status(now, change.request_key) for hedger in targets]
 
+    def _vega_targets(self, currency: str, request_key: str, origin: str) -> list[VegaHedger]:
+        if not currency:
+            return list(self.vega.values())
+        vega = self.vega.get(currency.upper())
+        if vega is None:
+            hedged = ", ".join(self.vega) or "none"
+            self.log.warning("vega_control_refused", currency=currency, origin=origin, hedged=hedged)
+            settings = self.context.settings.hedger
+            self.publish(VegaHedgerStatus(
+                currency=currency, active=False, band_usd=settings.vega_band_usd, tenor_days=settings.vega_tenor_days,
+                at=self.context.clock.now(), request_key=request_key,
+                message=f"{currency} is not hedged (hedged: {hedged}); see hedger.currencies"))
+            return []
+        return [vega]
+
+    @handles(VegaHedgerControl, immediate=True)
+    def on_vega_control(self, control: VegaHedgerControl) -> list[VegaHedgerStatus]:
+        now = self.context.clock.now()
+        targets = self._vega_targets(control.currency, control.request_key, control.origin)
+        for vega in targets:
+            vega.on_control(control, now)
+        self._arm()
+        return [vega.status(now, control.request_key) for vega in targets]
+
+    @handles(SetVegaBand, immediate=True)
+    def on_set_vega_band(self, change: SetVegaBand) -> list[VegaHedgerStatus]:
+        now = self.context.clock.now()
+        targets = self._vega_targets(change.currency, change.request_key, change.origin)
+        for vega in targets:
+            vega.on_set_band(change, now)
+        self._arm()
+        return [vega.status(now, change.request_key) for vega in targets]
+
     # -- time and shutdown ------------------------------------------------------------------------------
     @handles(MinuteTick, immediate=True)
     def on_minute(self, _tick: MinuteTick) -> None:
         now = self.context.clock.now()
-        for hedger in self.hedgers.values():
+        for hedger in self._both():
             hedger.on_minute(now)
         self._arm()
 
@@ -304,11 +371,11 @@ class Hedger(Actor):
     def on_rollover(self, event: DailyRollover) -> None:
         now = self.context.clock.now()
         self.log.info("hedge_day_reset", day=event.day)
-        for hedger in self.hedgers.values():
+        for hedger in self._both():
             hedger.on_rollover(now)
 
     @handles(SafeShutdown, immediate=True)
     def on_safe_shutdown(self, event: SafeShutdown) -> None:
         now = self.context.clock.now()
-        for hedger in self.hedgers.values():
+        for hedger in self._both():
             hedger.safe_shutdown(event.reason, now)

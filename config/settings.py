@@ -59,6 +59,11 @@ HedgeInstrument = Annotated[str, Meta(pattern=r"^[^_-]+-[^-]+$",
 #: hedges with, while 5 ETH (about 15,000 USD at 3,000) still lets a large ETH book use a wide band.
 #: Above it is a typo (``setHedgeDeltaStep:560000``) that would switch hedging off without a word.
 MAX_DELTA_MISMATCH = 5.0
+MAX_VEGA_BAND_USD = 1e7
+VegaBand = Annotated[float, Meta(gt=0, le=MAX_VEGA_BAND_USD,
+                                 description=f"above 0, at most {MAX_VEGA_BAND_USD:,.0f} USD per vol point")]
+MIN_VEGA_TENOR_DAYS, MAX_VEGA_TENOR_DAYS = 1.0, 400.0
+VegaTenor = Annotated[float, Meta(ge=MIN_VEGA_TENOR_DAYS, le=MAX_VEGA_TENOR_DAYS, description="1 to 400 days")]
 DeltaBand = Annotated[float, Meta(gt=0, le=MAX_DELTA_MISMATCH,
                                   description=f"above 0 and at most {MAX_DELTA_MISMATCH:g} coins of delta")]
 #: The widest ``deribit.replay_max_jump_s``: every minute of a jump is replayed as a tick, so an
@@ -347,6 +352,20 @@ class HedgerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     # instrument holds a position the hedger did not make); the plan shown expires after confirm_within_s.
     confirm_above_usd: Positive
     confirm_within_s: Annotated[float, Meta(gt=0, le=600, description="seconds, at most 600")]
+    # Vega hedging (desk/vega_hedging.py): keeps each hedged currency's option vega (USD per vol
+    # point) within vega_band_usd of vega_target_usd with one option (the at-the-money option of the
+    # expiry nearest vega_tenor_days), at most vega_max_order_coins an order.
+    vega_active_on_start: bool = False
+    vega_band_usd: VegaBand = 2000.0
+    vega_target_usd: Annotated[float, Meta(ge=-1e9, le=1e9, description="USD per vol point, within +-1e9")] = 0.0
+    vega_tenor_days: VegaTenor = 30.0
+    vega_min_days: Annotated[float, Meta(ge=0, le=30, description="0 to 30 days")] = 2.0
+    vega_max_order_coins: Annotated[float, Meta(gt=0, le=10000, description="above 0, at most 10000 coins")] = 10.0
+    vega_max_orders_per_minute: Count = 4
+    vega_max_orders_per_day: Count = 200
+    vega_max_daily_volume_coins: Annotated[float, Meta(gt=0, le=1e6, description="above 0, at most 1e6 coins")] = 200.0
+    vega_max_price_deviation_pct: Annotated[float, Meta(gt=0, le=50,
+                                                         description="above 0, at most 50 (percent)")] = 10.0
 
     def __post_init__(self) -> None:
         refusal = _family_refusal(self.currencies)
@@ -370,6 +389,20 @@ class HedgerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=T
         if 0 < value <= MAX_DELTA_MISMATCH:  # NaN compares false
             return None
         return f"the band must be above 0 and at most {MAX_DELTA_MISMATCH:g} {unit} of delta, got {value:g}"
+
+    @staticmethod
+    def vega_band_refusal(value: float) -> str | None:
+        """Why ``value`` cannot be the vega band (the range of :data:`VegaBand`), or None."""
+        if 0 < value <= MAX_VEGA_BAND_USD:  # NaN compares false
+            return None
+        return f"the vega band must be above 0 and at most {MAX_VEGA_BAND_USD:,.0f} USD per vol point, got {value:g}"
+
+    @staticmethod
+    def vega_tenor_refusal(value: float) -> str | None:
+        """Why ``value`` cannot be the vega hedge option's tenor (the range of :data:`VegaTenor`), or None."""
+        if MIN_VEGA_TENOR_DAYS <= value <= MAX_VEGA_TENOR_DAYS:
+            return None
+        return (f"the vega tenor must be {MIN_VEGA_TENOR_DAYS:g} to {MAX_VEGA_TENOR_DAYS:g} days, got {value:g}")
 
     def instrument_for(self, currency: str) -> str:
         """The hedge instrument of ``currency``: the one listed in ``instruments``, else its perpetual."""

@@ -23,6 +23,7 @@ from messages.commands import (
     ExchangeCommand,
     PlaceOrder,
 )
+from messages.exposure import VegaHedgerStatus
 from messages.hedging import HedgeActivation, HedgerStatus
 from messages.market import IndexPrice, Instrument, InstrumentsLoaded, PlatformState, VolatilityIndex
 from messages.state import ChainSnapshot, ChainView, OptionQuote, PortfolioChanged, TopOfBook
@@ -47,6 +48,7 @@ class DeskState:
         self.index: dict[str, float] = {}
         self.portfolios: dict[str, PortfolioChanged] = {}
         self.hedgers: dict[str, HedgerStatus] = {}
+        self.vega_hedgers: dict[str, VegaHedgerStatus] = {}
         self.chains: dict[tuple[str, str], ChainSnapshot] = {}
         self.surfaces: dict[str, SurfaceSnapshot] = {}
         self.recorder: RecorderStatus | None = None
@@ -92,6 +94,9 @@ class DeskState:
 
     def on_hedger(self, status: HedgerStatus) -> None:
         self.hedgers[status.currency] = status
+
+    def on_vega_hedger(self, status: VegaHedgerStatus) -> None:
+        self.vega_hedgers[status.currency] = status
 
     def on_chain(self, chain: ChainSnapshot) -> None:
         self.chains[(chain.currency, chain.kind)] = chain
@@ -366,7 +371,7 @@ class HedgerWait:
     deadline: float
     answered: bool = False
 
-    def on_status(self, status: HedgerStatus) -> None:
+    def on_status(self, status: HedgerStatus | VegaHedgerStatus) -> None:
         if status.request_key == self.request_key:
             self.answered = True
 

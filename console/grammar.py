@@ -31,7 +31,14 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
-from config.settings import MAX_DELTA_MISMATCH, MAX_SIZE_MULTIPLIER, HedgerSettings
+from config.settings import (
+    MAX_DELTA_MISMATCH,
+    MAX_SIZE_MULTIPLIER,
+    MAX_VEGA_BAND_USD,
+    MAX_VEGA_TENOR_DAYS,
+    MIN_VEGA_TENOR_DAYS,
+    HedgerSettings,
+)
 from deribit.instruments import InstrumentNameError, parse_expiry, parse_instrument_name
 from messages.commands import Side
 from messages.market import Instrument
@@ -212,6 +219,22 @@ class SetHedgeStep:
 
 
 @dataclass(frozen=True)
+class VegaHedging:
+    """``activate vega hedging`` / ``deactivate vega hedging`` / ``vega hedging status``."""
+
+    action: Literal["activate", "deactivate", "status"]
+
+
+@dataclass(frozen=True)
+class SetVegaHedge:
+    """``setVegaBand:2000`` (USD per vol point), ``setVegaBand:2000,30`` (and the hedge option's
+    tenor in days), ``setVegaTenor:30`` (the tenor only: ``band_usd`` None keeps the band)."""
+
+    band_usd: float | None
+    tenor_days: float | None = None
+
+
+@dataclass(frozen=True)
 class SetContractType:
     """``setContractType:NAME``: the option that buyOption/sellOption trade."""
 
@@ -220,7 +243,7 @@ class SetContractType:
 
 OrderCommand = MarketOrder | TouchOrder | LimitOrder | StopOrder | LadderOrder | OptionOrder
 Command = (OrderCommand | Override | Cancel | Show | ShowChain | Plot | HelpOn | ResetSizeMultiplier
-           | ChangeInstrument | Quit | Hedging | SetHedgeStep | SetContractType)
+           | ChangeInstrument | Quit | Hedging | SetHedgeStep | SetContractType | VegaHedging | SetVegaHedge)
 ORDER_COMMANDS = (MarketOrder, TouchOrder, LimitOrder, StopOrder, LadderOrder, OptionOrder)
 #: The last word of an order line that sends it although the console held it back: on the hedge
 #: instrument of an active hedger, or when it looks like a typo (see :mod:`console.orders`).
@@ -329,6 +352,16 @@ COMMANDS: tuple[CommandHelp, ...] = (
     _word("Hedging", "delta hedging status", "the hedger's table and its answer", Show("hedging")),
     CommandHelp("Hedging", "setHedgeDeltaStep:0.01", "the hedger's band, in coins of delta",
                 completes=("setHedgeDeltaStep:",)),
+    _word("Hedging", "activate vega hedging", "keeps the currency's option vega within the vega band with one "
+                                              "at-the-money option of the vega tenor (delta: the delta hedger)",
+          VegaHedging("activate")),
+    _word("Hedging", "deactivate vega hedging", "switches vega hedging off", VegaHedging("deactivate")),
+    _word("Hedging", "vega hedging status", "the vega hedger's answer: vega, band, option, orders",
+          VegaHedging("status")),
+    CommandHelp("Hedging", "setVegaBand:2000 / setVegaBand:2000,30", "the vega band in USD per vol point (and the "
+                "hedge option's tenor in days)", completes=("setVegaBand:",)),
+    CommandHelp("Hedging", "setVegaTenor:30", "the vega hedge option's tenor in days (the listed expiry nearest "
+                "it)", completes=("setVegaTenor:",)),
     CommandHelp("Options", "setContractType:NAME", "the option buyOption and sellOption trade (Tab completes "
                                                    "listed names)",
                 completes=("setContractType:",), example="setContractType:{option}"),
@@ -340,7 +373,7 @@ COMMANDS: tuple[CommandHelp, ...] = (
 _WORDS: dict[str, Command] = {word: c.command for c in COMMANDS if c.command is not None for word in c.words}
 # The cancel shortcuts read as typed (lower case), like the order shortcuts.
 _SHORTCUT_WORDS = frozenset(word for c in COMMANDS if c.group == "Cancels" for word in c.words)
-_FMZ = ("setContractType", "buyOption", "sellOption", "setHedgeDeltaStep")
+_FMZ = ("setContractType", "buyOption", "sellOption", "setHedgeDeltaStep", "setVegaBand", "setVegaTenor")
 _FMZ_NAMES = {name.lower(): name for name in _FMZ}
 
 #: Everything the completer offers (words, and prefixes that take an argument).
@@ -489,9 +522,14 @@ def _typo(line: str) -> ParseError:
 
 
 def _unknown(line: str) -> ParseError:
-    guess = difflib.get_close_matches(" ".join(line.split()).lower(), list(_WORDS), n=1, cutoff=0.6)
-    if guess:
-        return ParseError(line, f"unknown command {line!r}", f"did you mean {guess[0]!r}? help lists every command")
+    typed = " ".join(line.split()).lower()
+    guesses = difflib.get_close_matches(typed, list(_WORDS), n=3, cutoff=0.6)
+    if guesses:
+        # Near-equal guesses all named, in the command list's order ("activate hedging": delta, then vega).
+        best = difflib.SequenceMatcher(None, typed, guesses[0]).ratio()
+        close = [g for g in _WORDS if g in guesses and difflib.SequenceMatcher(None, typed, g).ratio() >= best - 0.05]
+        said = " or ".join(repr(g) for g in close)
+        return ParseError(line, f"unknown command {line!r}", f"did you mean {said}? help lists every command")
     if line[:1] in "AD" and line[1:2] in tuple("0123456789"):
         return ParseError(line, f"unknown command {line!r}", "order shortcuts are lower case: a200 buys, d200 sells")
     return ParseError(line, f"unknown command {line!r}", "help lists every command; a200 buys, d200 sells")
@@ -570,6 +608,8 @@ def _parse_fmz(line: str, head: str, rest: str) -> Command | ParseError:
             return _value_error(line, name, accepted, rest, "setHedgeDeltaStep:0.01",
                                 "not above 0" if value <= 0 else f"above {MAX_DELTA_MISMATCH:g}")
         return SetHedgeStep(value)
+    if name in ("setVegaBand", "setVegaTenor"):
+        return _parse_vega(line, name, rest)
     side: Side = "buy" if name == "buyOption" else "sell"
     example = f"{name}:0.05,1"
     price_typed, comma, amount_typed = (part.strip() for part in rest.partition(","))
@@ -588,6 +628,31 @@ def _parse_fmz(line: str, head: str, rest: str) -> Command | ParseError:
         return _value_error(line, f"{name}'s amount", f"a number of coins above 0 and at most {MAX_QUANTITY:,.0f}",
                             amount_typed, "split it into several orders")
     return OptionOrder(side, price, amount)
+
+
+def _parse_vega(line: str, name: str, rest: str) -> SetVegaHedge | ParseError:
+    """``setVegaBand:BAND[,TENOR]`` / ``setVegaTenor:TENOR`` (the ranges of hedger.vega_band_usd and
+    hedger.vega_tenor_days)."""
+    band_typed, comma, tenor_typed = (part.strip() for part in rest.partition(","))
+    if name == "setVegaTenor":
+        band_typed, comma, tenor_typed = "", ",", rest
+    elif not comma:
+        tenor_typed = ""
+    band = tenor = None
+    if name == "setVegaBand":
+        accepted = f"USD per vol point above 0 and at most {MAX_VEGA_BAND_USD:,.0f}"
+        band = _number(band_typed)
+        if band is None or HedgerSettings.vega_band_refusal(band) is not None:
+            why = _not_a_number(band_typed) if band is None else "not above 0" if band <= 0 else "too large"
+            return _value_error(line, name, accepted, band_typed, "setVegaBand:2000", why)
+    if comma:
+        accepted = f"a tenor of {MIN_VEGA_TENOR_DAYS:g} to {MAX_VEGA_TENOR_DAYS:g} days"
+        tenor = _number(tenor_typed)
+        if tenor is None or HedgerSettings.vega_tenor_refusal(tenor) is not None:
+            why = _not_a_number(tenor_typed) if tenor is None else "out of range"
+            return _value_error(line, f"{name}'s tenor", accepted, tenor_typed,
+                                "setVegaTenor:30" if name == "setVegaTenor" else "setVegaBand:2000,30", why)
+    return SetVegaHedge(band, tenor)
 
 
 def _parse_plot(line: str, args: str) -> Plot | ParseError:

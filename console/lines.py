@@ -36,15 +36,18 @@ from console.grammar import (
     ResetSizeMultiplier,
     SetContractType,
     SetHedgeStep,
+    SetVegaHedge,
     Show,
     ShowChain,
     Topic,
+    VegaHedging,
     parse_line,
 )
 from console.orders import Refusal, Trading, describe_cancel, describe_order, typo_warning
 from console.terminal import LineOutcome, RunLine, start_plot
-from console.views import alert_lines, help_view, topic_view
+from console.views import alert_lines, describe_vega_hedger, help_view, topic_view
 from messages.commands import CommandFailed, CommandResult, ExchangeCommand, PlaceOrder
+from messages.exposure import SetVegaBand, VegaHedgerControl, VegaHedgerStatus
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
 from messages.system import StopRequested
 from runtime.logs import run_id
@@ -92,6 +95,7 @@ class LineRunner:
         self.pending: dict[str, ExchangeCommand] = {}  # request key -> command sent, not answered yet
         self.waits: dict[str, ScriptWait | HedgerWait | ChainWait] = {}
         self.focus = focus or ChainFocus(tuple(settings.currencies), settings.console.chain_strikes)
+        self._vega_said: dict[str, str] = {}  # the last vega hedger line said, by currency
 
     # -- what comes back ---------------------------------------------------------------------------------
     def on_answer(self, answer: CommandResult | CommandFailed) -> None:
@@ -101,6 +105,24 @@ class LineRunner:
                 wait.on_answer(answer)
 
     def on_hedger(self, status: HedgerStatus) -> None:
+        for wait in self.waits.values():
+            if isinstance(wait, HedgerWait):
+                wait.on_status(status)
+
+    def on_vega_hedger(self, status: VegaHedgerStatus, started: bool) -> None:
+        """A vega hedger's status: kept; said when it answers this console, or (once started) when it
+        changed; its alert said once, in red."""
+        before = self.desk.vega_hedgers.get(status.currency)
+        self.desk.on_vega_hedger(status)
+        ours = status.request_key.startswith(self.trading.key_prefix)
+        changed = before is None or (before.active, before.message) != (status.active, status.message)
+        text = describe_vega_hedger(status)
+        asked = ours and "-vega-status-" in status.request_key  # a status asked for is said even unchanged
+        if asked or ((ours or (changed and started)) and self._vega_said.get(status.currency) != text):
+            self._vega_said[status.currency] = text
+            self.say(text, "" if status.active or ours else "yellow")
+        if status.alert and (before is None or before.alert != status.alert):
+            self.say(f"ALERT vega hedger {status.currency} switched itself off: {status.alert}", "bold white on red")
         for wait in self.waits.values():
             if isinstance(wait, HedgerWait):
                 wait.on_status(status)
@@ -177,6 +199,8 @@ class LineRunner:
                 self.say("no hedger alert to acknowledge")
             case Hedging() | SetHedgeStep():
                 return self._hedger(trading.hedger_message(command, self.desk, self._currency()), request.wait)
+            case VegaHedging() | SetVegaHedge():
+                return self._vega(command, request.wait)
             case SetContractType(instrument_name=name):
                 refusal = trading.choose_option(name, self.desk)
                 if refusal is not None:
@@ -251,6 +275,35 @@ class LineRunner:
             return LineOutcome()
         self.waits[message.request_key] = HedgerWait(message.request_key, time.monotonic() + self.cs.hedger_wait_s)
         return LineOutcome(wait_key=message.request_key)
+
+    def _vega(self, command: VegaHedging | SetVegaHedge, wait: bool) -> LineOutcome:
+        """A vega hedging line to the vega hedger of the chosen currency (``setVegaTenor`` keeps the
+        band it last said)."""
+        currency = self._currency()
+        key = self.trading.key("vega-status" if command == VegaHedging("status") else "vega")
+        message: VegaHedgerControl | SetVegaBand
+        what: str
+        if isinstance(command, VegaHedging):
+            message = VegaHedgerControl(action=command.action, origin=self.origin, request_key=key, currency=currency)
+            what = command.action
+        else:
+            band = command.band_usd
+            if band is None:
+                shown = self.desk.vega_hedgers.get(currency)
+                if shown is None:
+                    self.say(f"no status from the {currency} vega hedger yet: setVegaBand:BAND,TENOR sets both; "
+                             "nothing sent", "red")
+                    return LineOutcome(error=True)
+                band = shown.band_usd
+            message = SetVegaBand(band_usd=band, tenor_days=command.tenor_days, origin=self.origin, request_key=key,
+                                  currency=currency)
+            what = f"band {band:,.0f} USD/vol pt" + (f", tenor {command.tenor_days:g} d" if command.tenor_days else "")
+        self.publish(message)
+        self.say(f"sent to the {currency} vega hedger: {what}")
+        if not wait:
+            return LineOutcome()
+        self.waits[key] = HedgerWait(key, time.monotonic() + self.cs.hedger_wait_s)
+        return LineOutcome(wait_key=key)
 
     def _order(self, command: OrderCommand, wait: bool, override: bool = False) -> LineOutcome:
         orders = self.trading.orders(command, self.desk, self.now(), override)

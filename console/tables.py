@@ -31,7 +31,7 @@ from console.numbers import (
     price_text,
     usd_text,
 )
-from console.views import activation_text, alert_lines, expiry_label
+from console.views import ALERT_STYLE, activation_text, alert_lines, describe_vega_hedger, expiry_label
 from deribit.instruments import family_of, identity_of
 from messages.account import Position
 from messages.hedging import HedgeActivation, HedgeCode, HedgerStatus
@@ -598,7 +598,9 @@ def hedger_panel(desk: DeskState, now: float) -> RenderableType:
                       _last_action(s, now))
     if not table.row_count:
         table.add_row("(no status from the hedger yet)", *[""] * 8)
-    return Group(*alert_lines(desk.alerts()), table)
+    vega = [Text(describe_vega_hedger(s), style=ALERT_STYLE if s.alert else "")
+            for s in sorted(desk.vega_hedgers.values(), key=lambda s: s.currency)]
+    return Group(*alert_lines(desk.alerts()), table, *vega)
 
 
 # -- open orders ------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from deribit.constants import PERPETUAL_EXPIRY_MS
 from deribit.instruments import amount_step, format_expiry
 from messages.account import OrderUpdate, UserTrade
 from messages.commands import CommandFailed, CommandResult
+from messages.exposure import VegaHedgerStatus
 from messages.hedging import HedgeActivation, HedgerStatus
 from messages.market import Instrument, VolatilityIndex
 from messages.state import OptionQuote, PortfolioChanged, TopOfBook
@@ -155,6 +156,27 @@ def describe_hedger(status: HedgerStatus, traded: str | None = None) -> str:
     if traded == status.instrument and (status.active or status.activation is HedgeActivation.AWAITING_CONFIRMATION):
         parts.append(f"NOTE: the console trades {traded}, the hedger's instrument: orders there are refused while "
                      "it hedges (change instrument, or end the line with override)")
+    return "; ".join(parts)
+
+
+def describe_vega_hedger(status: VegaHedgerStatus) -> str:
+    """The vega hedger's status as a line (vega in USD per vol point)."""
+    state = "active" if status.active else "inactive"
+    parts = [f"vega hedger {status.currency}: {state}, band {fmt(status.band_usd)} around {fmt(status.target_usd)} "
+             f"USD/vol pt, tenor {fmt(status.tenor_days)} d, option {status.option or '-'}"]
+    if status.vega is not None:
+        parts.append(f"vega {status.vega:,.1f}")
+    if status.option_vega is not None:
+        parts.append(f"{status.option_vega:,.2f} per coin of the option")
+    parts.append(f"orders today {status.orders_today} ({fmt(status.volume_today)} coins)")
+    if status.in_flight:
+        parts.append(f"order in flight ({status.phase}, {status.order_label})")
+    if status.code:
+        parts.append(f"{status.code.value}: {status.reason}" if status.reason else status.code.value)
+    if status.message:
+        parts.append(status.message)
+    if status.alert:
+        parts.append(f"ALERT: {status.alert}")
     return "; ".join(parts)
 
 

@@ -180,6 +180,35 @@ class SetVegaBand(Message, frozen=True, kw_only=True):
     tenor_days: float | None = None
 
 
+class VegaHedgeCode(StrEnum):
+    """The short, stable key of why a vega hedger does what it does (``VegaHedgerStatus.code``)."""
+
+    NONE = ""  # nothing said yet (or since it was activated)
+    TRADE = "trade"
+    WITHIN_BAND = "within_band"
+    BELOW_MIN_AMOUNT = "below_min_amount"  # the gap is less than half the hedge option's minimum trade
+    OFF = "off"
+    DISCONNECTED = "disconnected"
+    PLATFORM_LOCKED = "platform_locked"
+    NO_PORTFOLIO = "no_portfolio"
+    UNRECONCILED = "unreconciled"
+    RECONCILING = "reconciling"
+    IN_FLIGHT = "in_flight"
+    ORPHAN_ORDERS = "orphan_orders"
+    COOLDOWN = "cooldown"
+    RATE_LIMIT = "rate_limit"
+    DAILY_ORDERS = "daily_orders"
+    DAILY_VOLUME = "daily_volume"
+    NO_OPTION = "no_option"  # no listed option fits the tenor (or no forward to find the ATM strike)
+    NO_TICKER = "no_ticker"  # a held option's or the hedge option's ticker is missing
+    STALE_TICKER = "stale_ticker"
+    NO_VEGA = "no_vega"  # a ticker without greeks, or the hedge option's vega is 0 / not finite
+    IMPLAUSIBLE_DATA = "implausible_data"  # a refused ticker (NaN, absurd IV or greeks, crossed book)
+    NO_BOOK = "no_book"  # the side to trade against is empty
+    PRICE_DEVIATION = "price_deviation"  # the touch is too far from the mark
+    SWITCHED_OFF = "switched_off"  # by itself: ``alert`` says why
+
+
 class VegaHedgerStatus(Message, frozen=True, kw_only=True):
     """The vega hedger of one currency: ``vega`` the currency's option vega (USD per vol point)
     kept within ``band_usd`` of ``target_usd`` with ``option``; ``code``/``message`` why it does
@@ -195,7 +224,14 @@ class VegaHedgerStatus(Message, frozen=True, kw_only=True):
     vega: float | None = None
     in_flight: bool = False
     orders_today: int = 0
-    code: str = ""
+    code: VegaHedgeCode = VegaHedgeCode.NONE
     message: str = ""
     alert: str = ""
     request_key: str = ""
+    # Added by the vega hedger: the hedge option's vega per coin (USD per vol point), the day's
+    # volume in coins, the order in flight's label and phase ("" when none), why it holds.
+    option_vega: float | None = None
+    volume_today: float = 0.0
+    order_label: str = ""
+    phase: str = ""
+    reason: str = ""

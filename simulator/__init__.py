@@ -179,6 +179,11 @@ class Simulator:
     def shift_index(self, currency: str, pct: float) -> None:
         self.call(lambda: self.server.shift_index(currency, pct))
 
+    def set_vol_level(self, currency: str, level: float) -> None:
+        """Put the level of ``currency``'s implied vols at ``level`` (1.0: the model's base; 1.2
+        lifts every vol by a fifth) now and requote every book around it."""
+        self.call(lambda: self.server.set_vol_level(currency, level))
+
     def lock_index(self, price_index: str, locked: bool = True) -> None:
         """Lock (``locked=False``: unlock) trading on a price index (``btc_usd``): orders on its
         instruments are refused and ``platform_state`` says so, as on Deribit."""

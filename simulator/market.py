@@ -173,6 +173,15 @@ class MarketModel:
     def shift_index(self, currency: str, pct: float) -> None:
         self.set_index(currency, self.state[currency].index * (1.0 + pct / 100.0))
 
+    def set_vol_level(self, currency: str, level: float) -> None:
+        """Put the level of the currency's implied vols (the factor on its base ATM term
+        structure, 1.0 at start) at ``level`` now; it mean-reverts from there as before."""
+        self.state[currency].vol_level = float(level)
+        self.reprice()
+
+    def vol_level(self, currency: str) -> float:
+        return self.state[currency].vol_level
+
     def advance(self, now_s: float) -> None:
         """Move every process from the last time to ``now_s`` and reprice the chain."""
         dt = (now_s - self.now_s) / YEAR_S

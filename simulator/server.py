@@ -159,6 +159,7 @@ class SimulatorServer:
             "simulator/fault": self._fault_rpc,
             "simulator/set_index": lambda c, p: self.set_index(str(p.get("currency")), float(p["price"])),
             "simulator/shift_index": lambda c, p: self.shift_index(str(p.get("currency")), float(p["pct"])),
+            "simulator/set_vol_level": lambda c, p: self.set_vol_level(str(p.get("currency")), float(p["level"])),
             "simulator/lock_index": lambda c, p: self.lock_index(
                 str(p.get("price_index")), bool(p.get("locked", True))
             ),
@@ -941,6 +942,16 @@ class SimulatorServer:
         if currency not in self.settings.currencies:
             raise invalid_params("currency", "invalid currency")
         self.exchange.market.set_index(currency, price)
+        self.exchange.requote(list(self.exchange.books))
+        return "ok"
+
+    def set_vol_level(self, currency: str, level: float) -> str:
+        """Scale the currency's implied vols (1.0: the model's base level) and requote every book."""
+        if currency not in self.settings.currencies:
+            raise invalid_params("currency", "invalid currency")
+        if not 0.1 <= level <= 5.0:  # NaN fails too
+            raise invalid_params("level", "must be 0.1 to 5")
+        self.exchange.market.set_vol_level(currency, level)
         self.exchange.requote(list(self.exchange.books))
         return "ok"
 

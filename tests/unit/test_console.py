@@ -38,6 +38,7 @@ from messages.commands import (
     ReconcilePortfolio,
     RefreshInstruments,
 )
+from messages.exposure import SetVegaBand, VegaHedgeCode, VegaHedgerControl, VegaHedgerStatus
 from messages.hedging import HedgeActivation, HedgeCode, HedgePlan, HedgerControl, HedgerStatus, SetHedgeBand
 from messages.market import InstrumentsLoaded, PlatformState, VolatilityIndex
 from messages.state import ChainSnapshot, ChainView, ChainViewRequest, TopOfBook
@@ -275,6 +276,36 @@ def test_hedging_commands_go_to_the_hedger(tmp_path: Any) -> None:
     text = h.output()
     assert "hedger BTC: active on BTC-PERPETUAL" in text
     assert re.search(r"│ BTC\s*│ active\s*│ BTC-PERPETUAL\s*│\s*0.0025 │", text)  # the status table
+
+
+def test_vega_hedging_commands_go_to_the_hedger_and_its_status_is_shown(tmp_path: Any) -> None:
+    h = Harness(tmp_path)
+    h.feed_market()
+    refused = h.run("setVegaTenor:30")  # the band is not known yet: nothing sent
+    assert refused.error and h.sent(SetVegaBand) == []
+    outcome = h.run("activate vega hedging", wait=True)
+    [control] = h.sent(VegaHedgerControl)
+    assert (control.action, control.currency, control.origin) == ("activate", "BTC", "console")
+    assert h.ref.ask(WaitDone(outcome.wait_key)) is False
+    h.tell(VegaHedgerStatus(currency="BTC", active=True, band_usd=2000.0, tenor_days=30.0, at=NOW, vega=-1234.5,
+                            option="BTC-26DEC26-60000-C", code=VegaHedgeCode.WITHIN_BAND, orders_today=2,
+                            request_key=control.request_key))
+    assert h.ref.ask(WaitDone(outcome.wait_key)) is True
+    assert "vega hedger BTC: active, band 2,000 around 0 USD/vol pt, tenor 30 d, option BTC-26DEC26-60000-C" \
+        in h.output()
+    h.run("setVegaBand:1500,7")
+    h.run("setVegaTenor:14")  # the band it last said
+    h.run("vega hedging status")
+    h.run("deactivate vega hedging")
+    [first, second] = h.sent(SetVegaBand)
+    assert (first.band_usd, first.tenor_days, second.band_usd, second.tenor_days) == (1500.0, 7.0, 2000.0, 14.0)
+    assert [c.action for c in h.sent(VegaHedgerControl)] == ["activate", "status", "deactivate"]
+    h.tell(VegaHedgerStatus(currency="BTC", active=False, band_usd=2000.0, tenor_days=30.0, at=NOW,
+                            code=VegaHedgeCode.SWITCHED_OFF, alert="3 vega hedge orders failed in a row"))
+    h.run("status")
+    text = h.output()
+    assert "ALERT vega hedger BTC switched itself off: 3 vega hedge orders failed in a row" in text
+    assert "vega hedger BTC: inactive" in text  # the line in the hedger panel
 
 
 def hedger_status(**fields: Any) -> HedgerStatus:
@@ -656,7 +687,7 @@ def test_completion_of_commands_and_instrument_names() -> None:
     def complete(text: str) -> list[str]:
         return [c.text for c in CommandCompleter(Source).get_completions(Document(text), CompleteEvent())]
 
-    assert complete("act") == ["activate delta hedging", "activate delta hedging confirm"]
+    assert complete("act") == ["activate delta hedging", "activate delta hedging confirm", "activate vega hedging"]
     assert set(complete("c")) >= {"ca", "cc", "cb", "cs", "cstops", "connection status", "change instrument"}
     assert sorted(complete("setContractType:BTC-24SEP21-40000-")) == ["setContractType:BTC-24SEP21-40000-C",
                                                               "setContractType:BTC-24SEP21-40000-P"]

@@ -176,7 +176,8 @@ def test_completions() -> None:
     futures = tuple(btc_futures())
     options = tuple(i.instrument_name for i in btc() if i.kind == "option")
     choices = Choices(futures, options, PERP, 10.0)
-    assert completions("  act", choices, False) == ["activate delta hedging", "activate delta hedging confirm"]
+    assert completions("  act", choices, False) == ["activate delta hedging", "activate delta hedging confirm",
+                                                    "activate vega hedging"]
     assert sorted(completions("setcontracttype:btc-24sep21-40000-", choices, False)) == [
         "setcontracttype:BTC-24SEP21-40000-C", "setcontracttype:BTC-24SEP21-40000-P"]
     assert completions("chain", choices, False) == ["chain "]

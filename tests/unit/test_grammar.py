@@ -31,10 +31,12 @@ from console.grammar import (
     ResetSizeMultiplier,
     SetContractType,
     SetHedgeStep,
+    SetVegaHedge,
     Show,
     ShowChain,
     StopOrder,
     TouchOrder,
+    VegaHedging,
     check_size_multiplier,
     commands_markdown,
     parse_line,
@@ -354,6 +356,38 @@ def test_help_words_and_completion_come_from_the_one_description() -> None:
         example = parse_line(entry.example_line(Examples("BTC-26DEC26-100000-C", "26DEC26")))
         assert example is not None and (isinstance(example, ParseError) == (entry.typed == "a200c")), entry
     assert [title.split(" (")[0] for title in GROUP_TITLES.values()] == list(GROUP_TITLES)
+
+
+@pytest.mark.parametrize(("line", "command"), [
+    ("activate vega hedging", VegaHedging("activate")),
+    ("  Deactivate  Vega  Hedging ", VegaHedging("deactivate")),
+    ("vega hedging status", VegaHedging("status")),
+    ("setVegaBand:2000", SetVegaHedge(2000.0)),
+    ("setvegaband:1500.5,30", SetVegaHedge(1500.5, 30.0)),
+    ("setVegaTenor:7", SetVegaHedge(None, 7.0)),
+])
+def test_vega_hedging_lines(line: str, command: object) -> None:
+    assert parse_line(line) == command
+
+
+@pytest.mark.parametrize(("line", "why"), [
+    ("setVegaBand:0", "not above 0"),
+    ("setVegaBand:-5", "no sign"),
+    ("setVegaBand:nan", "digits 0-9"),
+    ("setVegaBand:inf", "digits 0-9"),
+    ("setVegaBand:1e3", "digits 0-9"),
+    ("setVegaBand:", "nothing was typed"),
+    ("setVegaBand:20000000", "too large"),
+    ("setVegaBand:2000,0", "out of range"),
+    ("setVegaBand:2000,401", "out of range"),
+    ("setVegaBand:2000,", "nothing was typed"),
+    ("setVegaTenor:nan", "digits 0-9"),
+    ("setVegaTenor:0.5", "out of range"),
+])
+def test_bad_vega_settings_are_refused_saying_why(line: str, why: str) -> None:
+    result = parse_line(line)
+    assert isinstance(result, ParseError), result
+    assert why in result.reason and "e.g. setVega" in str(result)
 
 
 def test_the_readmes_command_table_is_the_one_description() -> None:
