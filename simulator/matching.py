@@ -374,6 +374,36 @@ class Book:
             self.touched[side].add(best)
         return fills
 
+    def users_at_touch(self, side: int) -> int | None:
+        """The best level of ``side`` (0 bids, 1 asks) when user orders rest there (at or
+        inside the market maker's touch), else None."""
+        users = [k for k, v in self.users[side].items() if v]
+        if not users:
+            return None
+        best_user = max(users) if side == 0 else min(users)
+        mm = self.mm[side]
+        if mm and (max(mm) > best_user if side == 0 else min(mm) < best_user):
+            return None  # the market maker is ahead of every user order
+        return best_user
+
+    def hit_users(self, side: int, ticks: int, amount: float) -> list[Fill]:
+        """A taker (not a user) takes up to ``amount`` from the user orders queued at ``ticks`` of
+        ``side``, first come first filled (price-time priority)."""
+        fills: list[Fill] = []
+        queue = self.users[side].get(ticks, [])
+        want = amount
+        while queue and want > 0:
+            maker = queue[0]
+            take = min(want, maker.remaining)
+            fills.append(Fill(None, maker, ticks, take))
+            want = clean(want - take)
+            if take >= maker.remaining:
+                queue.pop(0)
+        if not queue:
+            self.users[side].pop(ticks, None)
+        self.touched[side].add(ticks)
+        return fills
+
     def rest(self, order: Order) -> None:
         assert order.ticks is not None
         side = 0 if order.is_buy else 1
