@@ -394,6 +394,8 @@ class PlanWorker:
         self.publish_status(now)
 
     def on_result(self, result: CommandResult, now: float) -> None:
+        if result.origin != ORIGIN:
+            return  # another sender's: never ours, whatever its key
         order, kind = self._by_key(result.request_key)
         if order is None:
             return
@@ -424,6 +426,8 @@ class PlanWorker:
         self._after_change(now)
 
     def on_failed(self, failed: CommandFailed, now: float) -> None:
+        if failed.origin != ORIGIN:
+            return  # another sender's: never ours, whatever its key
         order, kind = self._by_key(failed.request_key)
         if order is None:
             return
@@ -447,6 +451,8 @@ class PlanWorker:
         self._after_change(now)
 
     def on_resolved(self, resolved: OrderResolved, now: float) -> None:
+        if resolved.origin != ORIGIN:
+            return  # another sender's: never ours, whatever its key
         order, _kind = self._by_key(resolved.request_key)
         if order is None or order.phase != "unknown":
             return
