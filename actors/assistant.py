@@ -153,8 +153,8 @@ class Assistant(Actor):
     # -- time and shutdown ----------------------------------------------------------------------------
     @handles(MinuteTick)
     def on_minute(self, _tick: MinuteTick) -> None:
-        # A safety net for a lost alarm: every deadline passed is handled at the next minute.
-        self.worker.on_time(self.context.clock.now())
+        # A safety net for a lost alarm and a restarted BookKeeper (see PlanWorker.on_minute).
+        self.worker.on_minute(self.context.clock.now())
         self._arm()
 
     @handles(SafeShutdown)

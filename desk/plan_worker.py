@@ -61,7 +61,7 @@ from messages.exposure import (
     plan_label,
 )
 from messages.market import Instrument, InstrumentsLoaded
-from messages.state import PortfolioChanged, TopOfBook
+from messages.state import PortfolioChanged, TopOfBook, WatchOptionTops
 
 ORIGIN = "assistant"
 CLOSED_STATES = frozenset({"filled", "cancelled", "rejected"})
@@ -307,6 +307,7 @@ class PlanWorker:
         self.log.info("plan_started", plan_id=plan.plan_id, origin=work.origin,
                       legs=[f"{leg.side} {leg.amount:g} {leg.instrument_name}" for leg in plan.legs])
         self._ask_instruments()
+        self.watch_tops()
         self.evaluate(now)
         self.publish_status(now, force=True)
 
@@ -358,6 +359,8 @@ class PlanWorker:
         if can_trade == self.can_trade:
             return
         self.can_trade = can_trade
+        if can_trade and self.working:
+            self.watch_tops()  # a keeper restarted meanwhile has forgotten
         if not can_trade:
             self.books.clear()  # what comes after the reconnect must be fresh
             for order in self._orders():
@@ -783,6 +786,7 @@ class PlanWorker:
         self.state = state
         self.message = why
         self.cancelling = False
+        self.watch_tops()  # nothing any more
         self.log.info("plan_finished", plan_id=self.plan_id, state=state.value, message=why,
                       filled={leg.label: leg.filled for leg in self.legs})
         self.publish_status(now)
@@ -832,6 +836,25 @@ class PlanWorker:
     def _only_ours(price: float, amount: float, mine: list[LegOrder], side: Side) -> bool:
         ours = sum(o.open_amount for o in mine if o.side == side and abs(o.price - price) < _EPS)
         return ours > 0 and amount <= ours + _EPS
+
+    def watch_tops(self) -> None:
+        """Ask the option BookKeepers for the live tops of the legs' options while the plan is
+        worked (none once it ended): option tops are not on the bus otherwise."""
+        by_currency: dict[str, list[str]] = {}
+        for leg in self.legs:
+            name = leg.plan_leg.instrument_name
+            by_currency.setdefault(currency_of(name), [])
+            if self.working and name not in by_currency[currency_of(name)]:
+                by_currency[currency_of(name)].append(name)
+        for currency, names in sorted(by_currency.items()):
+            self._publish(WatchOptionTops(currency=currency, names=tuple(names), origin=ORIGIN))
+
+    def on_minute(self, now: float) -> None:
+        """A safety net: deadlines passed are handled, and the tops watched again (a BookKeeper
+        restarted since forgot who watched)."""
+        if self.working:
+            self.watch_tops()
+        self.on_time(now)
 
     def _ask_instruments(self) -> None:
         missing = sorted({currency_of(leg.plan_leg.instrument_name) for leg in self.legs
