@@ -248,7 +248,6 @@ class PlanWorker:
         self.retry_at = 0.0
         self.refresh_asked: set[str] = set()
         self._last_status: tuple[Any, ...] = ()
-        self._request_key = ""
 
     # -- what it works ----------------------------------------------------------------------------
     @property
@@ -303,13 +302,12 @@ class PlanWorker:
         self.rejections = 0
         self.retry_at = 0.0
         self.sent_times.clear()
-        self._request_key = work.request_key
         self.log.info("plan_started", plan_id=plan.plan_id, origin=work.origin,
                       legs=[f"{leg.side} {leg.amount:g} {leg.instrument_name}" for leg in plan.legs])
         self._ask_instruments()
         self.watch_tops()
         self.evaluate(now)
-        self.publish_status(now, force=True)
+        self.publish_status(now, force=True, request_key=work.request_key)
 
     def cancel(self, request: CancelPlan, now: float) -> None:
         if self.work is None or (request.plan_id and request.plan_id != self.plan_id):
@@ -317,11 +315,10 @@ class PlanWorker:
             self._publish(PlanStatus(plan_id=request.plan_id, currency="", state=PlanState.STOPPED, at=now,
                                      message=f"no {which} being worked", request_key=request.request_key))
             return
-        self._request_key = request.request_key
         if self.state is PlanState.WORKING:
             self.log.info("plan_cancel", plan_id=self.plan_id, origin=request.origin)
             self._wind_down(PlanState.CANCELLED, f"cancelled by {request.origin}", now)
-        self.publish_status(now, force=True)
+        self.publish_status(now, force=True, request_key=request.request_key)
 
     def safe_shutdown(self, reason: str, now: float) -> None:
         self.shut_down = True
@@ -896,8 +893,9 @@ class PlanWorker:
         return PlanStatus(plan_id=plan.plan_id, currency=plan.currency, state=self.state, at=now, legs=tuple(legs),
                           message=message, request_key=request_key)
 
-    def publish_status(self, now: float, force: bool = False) -> None:
-        status = self.status(now, self._request_key)
+    def publish_status(self, now: float, force: bool = False, request_key: str = "") -> None:
+        """The status on every change (``force``: now, as the answer to ``request_key``)."""
+        status = self.status(now, request_key)
         key = (status.plan_id, status.state, status.legs, status.message)
         if force or key != self._last_status:
             self._last_status = key
