@@ -48,6 +48,7 @@ from messages.commands import (
     EditOrder,
     OrderResolved,
     PlaceOrder,
+    ReconcilePortfolio,
     RefreshInstruments,
 )
 from messages.exposure import (
@@ -373,8 +374,9 @@ class PlanWorker:
             for order in self._orders():
                 if order.phase != "unknown" or order.unknown_since is None:
                     continue
-                if portfolio.reconciled_at < order.unknown_since or not self.can_trade:
-                    continue  # a picture from before we knew
+                asked = portfolio.reconcile_requested_at
+                if asked is None or asked < order.unknown_since or not self.can_trade:
+                    continue  # a picture asked for before we knew: it may not show the order
                 if currency_of(self._leg(order).plan_leg.instrument_name) != portfolio.currency:
                     continue
                 found = next((o for o in portfolio.open_orders if o.label == order.label
@@ -705,6 +707,10 @@ class PlanWorker:
         order.due = now + self.limits.unknown_wait_s
         self.log.warning("plan_order_unknown", label=order.label, order_id=order.order_id, reason=why,
                          hint="nothing more for this leg until the exchange says")
+        if self.can_trade:  # else the Portfolio reconciles on the reconnect anyway
+            currency = currency_of(self._leg(order).plan_leg.instrument_name)
+            self._publish(ReconcilePortfolio(origin=ORIGIN, currencies=(currency,),
+                                             reason=f"assistant: state of {order.label} unknown"))
 
     def _resolved(self, order: LegOrder, update: OrderUpdate, now: float) -> None:
         order.take_state(update)

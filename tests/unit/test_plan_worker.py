@@ -27,6 +27,7 @@ from messages.commands import (
     EditOrder,
     OrderResolved,
     PlaceOrder,
+    ReconcilePortfolio,
     check_command,
 )
 from messages.exposure import (
@@ -430,7 +431,9 @@ def test_a_lost_order_not_in_the_picture_stops_the_plan_its_fills_unknown() -> N
     place = rig.sent()[0]
     rig.worker.on_failed(CommandFailed(request_key=place.request_key, origin=ORIGIN, method="private/buy",
                                        code=ANSWER_LOST, message="lost"), rig.now)
-    rig.worker.on_portfolio(portfolio(at=rig.now - 1.0), rig.now)  # a picture from before: says nothing
+    # The exchange's picture is asked for; one asked for before the answer was lost says nothing.
+    assert [r.currencies for r in rig.sent(ReconcilePortfolio)] == [("BTC",)]
+    rig.worker.on_portfolio(portfolio(at=rig.now - 1.0), rig.now)
     assert rig.status().state is PlanState.WORKING
     rig.now += 1.0
     rig.worker.on_portfolio(portfolio(at=rig.now), rig.now)
