@@ -289,6 +289,12 @@ class PlanWorker:
         refusal = self._refusal(work, now)
         if refusal is not None:
             self.log.warning("plan_refused", plan_id=work.plan.plan_id, reason=refusal, origin=work.origin)
+            if self.working:
+                # The answer is the plan being worked (the desk's picture of it must not be lost).
+                current = self.status(now, work.request_key)
+                self._publish(msgspec.structs.replace(
+                    current, message=f"plan {work.plan.plan_id} refused: {refusal}; {current.message}"))
+                return
             self._publish(PlanStatus(plan_id=work.plan.plan_id, currency=work.plan.currency, state=PlanState.STOPPED,
                                      at=now, message=f"refused: {refusal}", request_key=work.request_key))
             return

@@ -262,7 +262,9 @@ def test_a_plan_that_is_not_sane_is_refused_with_a_status() -> None:
     assert rig.orders() == [] and "expired" in rig.status().message
     rig = working_rig(BUY_CALL)
     rig.worker.start(make_plan(SELL_PUT, plan_id=8), rig.now)
-    assert rig.status().plan_id == 8 and "still being worked" in rig.status().message
+    answer = rig.status()
+    assert answer.plan_id == 7 and answer.state is PlanState.WORKING and answer.request_key == "confirm-8"
+    assert "plan 8 refused: plan 7 is still being worked" in answer.message
     assert len(rig.sent()) == 1
 
 
