@@ -283,6 +283,8 @@ class PlanWorker:
                 return f"leg {leg.leg}: planned book {leg.bid!r} / {leg.ask!r} (mid {leg.mid!r}) is not sane"
             if leg.instrument_name.count("-") != 3:
                 return f"leg {leg.leg}: {leg.instrument_name} is not an option"
+            if currency_of(leg.instrument_name) != plan.currency:
+                return f"leg {leg.leg}: {leg.instrument_name} is not a {plan.currency} option"
         return None
 
     def start(self, work: WorkPlan, now: float) -> None:
@@ -680,7 +682,20 @@ class PlanWorker:
     def _rest(self, order: LegOrder, now: float) -> None:
         order.phase = "resting"
         order.pending_key = ""
-        order.due = now + self.limits.reprice_after_s
+        # The exchange moves a post-only order that would cross to a tick inside the spread, which
+        # may be past the mid if the book moved meanwhile: then it is repriced at once.
+        order.due = now if self._past_mid(order) else now + self.limits.reprice_after_s
+
+    def _past_mid(self, order: LegOrder) -> bool:
+        touch = self.books.get(self._leg(order).plan_leg.instrument_name)
+        if touch is None:
+            return False
+        bid = touch.others_bid if touch.others_bid is not None else touch.top.bid
+        ask = touch.others_ask if touch.others_ask is not None else touch.top.ask
+        if bid is None or ask is None or not bid < ask:
+            return False
+        mid = (bid + ask) / 2.0
+        return order.price > mid + _EPS if order.side == "buy" else order.price < mid - _EPS
 
     def _state(self, order: LegOrder, update: OrderUpdate, now: float) -> None:
         order.take_state(update)

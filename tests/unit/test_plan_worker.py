@@ -249,7 +249,8 @@ def test_hostile_books_give_no_order_and_no_reprice(what: str, book: TopOfBook) 
 def test_a_plan_that_is_not_sane_is_refused_with_a_status() -> None:
     bad_legs = [leg(1, CALL, "buy", math.nan, 0.01, 0.012), leg(1, CALL, "buy", -1.0, 0.01, 0.012),
                 leg(1, CALL, "buy", 1.0, 0.012, 0.010), leg(1, CALL, "buy", 1.0, math.inf, 0.012),
-                leg(1, "BTC-PERPETUAL", "buy", 10.0, 0.01, 0.012)]
+                leg(1, "BTC-PERPETUAL", "buy", 10.0, 0.01, 0.012),
+                leg(1, "ETH-25DEC26-3000-C", "buy", 1.0, 0.01, 0.012)]
     for bad in bad_legs:
         rig = Rig()
         rig.ready(top(CALL, 0.0100, 0.0120))
@@ -324,11 +325,21 @@ def test_target_price_is_inside_the_book_and_never_past_the_mid(bid_ticks: float
         assert mid - 1e-12 <= price <= ask + 1e-12 and price > bid
 
 
-def test_an_order_the_exchange_moved_keeps_the_exchanges_price() -> None:
+def test_an_order_the_exchange_moved_keeps_the_exchanges_price_and_past_the_mid_is_repriced_at_once() -> None:
     rig = working_rig(BUY_CALL)
     place = rig.sent()[0]
-    rig.accept(place, price=0.0110)  # Deribit moved the post-only order
+    rig.accept(place, price=0.0110)  # Deribit moved the post-only order (to the mid: fine)
     assert rig.status().legs[0].price == 0.0110
+    assert rig.worker.next_due() == pytest.approx(rig.now + LIMITS.reprice_after_s)
+    # The book fell while a buy was under way; Deribit put it a tick under the new ask, past the mid.
+    rig = working_rig(BUY_CALL)
+    place = rig.sent()[0]
+    rig.worker.on_top(top(CALL, 0.0090, 0.0110), rig.now)
+    rig.accept(place, price=0.0105)
+    assert rig.worker.next_due() == pytest.approx(rig.now)
+    rig.advance(0.0)
+    (edit,) = rig.sent(EditOrder)
+    assert edit.price == pytest.approx(0.0100)  # the new mid
 
 
 # -- fills -------------------------------------------------------------------------------------------
