@@ -59,6 +59,7 @@ from messages.exposure import (
     PlanState,
     PlanStatus,
     WorkPlan,
+    is_plan_label,
     plan_label,
 )
 from messages.market import Instrument, InstrumentsLoaded
@@ -248,6 +249,7 @@ class PlanWorker:
         self.rejections = 0
         self.retry_at = 0.0
         self.refresh_asked: set[str] = set()
+        self.orphans_cancelled: set[str] = set()
         self._last_status: tuple[Any, ...] = ()
 
     # -- what it works ----------------------------------------------------------------------------
@@ -319,6 +321,20 @@ class PlanWorker:
         self.publish_status(now, force=True, request_key=work.request_key)
 
     def cancel(self, request: CancelPlan, now: float) -> None:
+        if not self.working:
+            # Nothing worked (an Assistant restarted since, or the plan ended): the trader's cancel
+            # still takes what is left open under plan labels (of that plan, or of any plan).
+            left = [o for p in self.portfolios.values() if p.reconciled
+                    for o in self.left_open(p, {request.plan_id} if request.plan_id else None)]
+            if left and self.can_trade:
+                for order in left:
+                    self._cancel_left(order, f"cancel plan by {request.origin}")
+                labels = ", ".join(sorted({o.label for o in left}))
+                self._publish(PlanStatus(plan_id=request.plan_id or self.plan_id, currency="",
+                                         state=PlanState.CANCELLED, at=now, request_key=request.request_key,
+                                         message=f"no plan being worked; cancelled {len(left)} orders left open "
+                                                 f"({labels})"))
+                return
         if self.work is None or (request.plan_id and request.plan_id != self.plan_id):
             which = f"plan {request.plan_id}" if request.plan_id else "plan"
             self._publish(PlanStatus(plan_id=request.plan_id, currency="", state=PlanState.STOPPED, at=now,
@@ -378,6 +394,7 @@ class PlanWorker:
 
     def on_portfolio(self, portfolio: PortfolioChanged, now: float) -> None:
         self.portfolios[portfolio.currency] = portfolio
+        self._cancel_orphans(portfolio)
         if portfolio.reconciled and not portfolio.reconciling and portfolio.reconciled_at is not None:
             for order in self._orders():
                 if order.phase != "unknown" or order.unknown_since is None:
@@ -790,6 +807,41 @@ class PlanWorker:
         order.due = now + self.limits.answer_wait_s
         self.log.info("plan_cancel_order", label=order.label, order_id=order.order_id)
         self._publish(CancelOrder(order_id=order.order_id, origin=ORIGIN, request_key=order.pending_key))
+
+    def _cancel_orphans(self, portfolio: PortfolioChanged) -> None:
+        """Open orders labelled for a plan this worker worked and that has ended (an order the
+        exchange shows open after its plan was done, cancelled or stopped): cancelled by order
+        id. Never an order of another label, nor of a plan it did not work (another program's),
+        nor of the plan being worked (it may be ours in flight)."""
+        if not self.can_trade or not portfolio.reconciled:
+            return
+        ended = {self.plan_id} if self.work is not None and not self.working else set()
+        ended |= self.worked_ids - {self.plan_id}
+        for order in self.left_open(portfolio, ended):
+            self._cancel_left(order, "its plan ended")
+
+    def left_open(self, portfolio: PortfolioChanged, plans: set[int] | None) -> list[OrderUpdate]:
+        """The open orders of ``portfolio`` labelled for ``plans`` (None: any plan), not being
+        worked and not cancelled yet."""
+        out = []
+        for order in portfolio.open_orders:
+            if not is_plan_label(order.label) or order.order_state in CLOSED_STATES:
+                continue
+            if plans is not None and int(order.label.split("-")[1]) not in plans:
+                continue
+            if self.working and order.label in {leg.label for leg in self.legs}:
+                continue
+            if order.order_id in self.orphans_cancelled or any(o.order_id == order.order_id for o in self._orders()):
+                continue
+            out.append(order)
+        return out
+
+    def _cancel_left(self, order: OrderUpdate, why: str) -> None:
+        self.orphans_cancelled.add(order.order_id)
+        self.log.warning("plan_orphan_cancelled", label=order.label, order_id=order.order_id,
+                         instrument=order.instrument_name, reason=why)
+        self._publish(CancelOrder(order_id=order.order_id, origin=ORIGIN,
+                                  request_key=f"{ORIGIN}-orphan-{order.order_id}"))
 
     def _cancel_label(self, leg: LegWork, now: float) -> None:
         leg.placed += 1
