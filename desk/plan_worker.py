@@ -117,6 +117,7 @@ class LegOrder(msgspec.Struct):
     cancelling: bool = False
     due: float | None = None
     unknown_since: float | None = None
+    lost_why: str = ""  # why its fate became unknown
 
     @property
     def open(self) -> bool:
@@ -742,6 +743,7 @@ class PlanWorker:
         order.pending_key = ""
         order.cancelling = False
         order.unknown_since = now
+        order.lost_why = why
         order.due = now + self.limits.unknown_wait_s
         self.log.warning("plan_order_unknown", label=order.label, order_id=order.order_id, reason=why,
                          hint="nothing more for this leg until the exchange says")
@@ -766,8 +768,9 @@ class PlanWorker:
         """An order of unknown fate is closed, and its fills may not all be known."""
         self._close(order, now)
         if self.state is PlanState.WORKING and not self.cancelling and order.filled < order.amount - _EPS:
-            self._stop(f"{order.label} ({order.order_id or 'no order id'}) closed while its answer was lost "
-                       f"({why}); its fills may not all be known: check the positions", now)
+            lost = order.lost_why or "its fate became unknown"
+            self._stop(f"{order.label} ({order.order_id or 'no order id'}) closed after {lost} ({why}); its fills "
+                       "may not all be known: check the positions", now)
 
     def _rejected(self, why: str, now: float) -> None:
         self.rejections += 1
