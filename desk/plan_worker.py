@@ -41,6 +41,9 @@ from deribit.instruments import currency_of, round_to_contract, round_to_tick, t
 from messages.account import OrderUpdate, UserTrade
 from messages.commands import (
     ANSWER_LOST,
+    PAPER_ONLY,
+    REPLAY_ONLY,
+    TRADING_DISABLED,
     CancelByLabel,
     CancelOrder,
     CommandFailed,
@@ -67,6 +70,8 @@ from messages.state import PortfolioChanged, TopOfBook, WatchOptionTops
 
 ORIGIN = "assistant"
 CLOSED_STATES = frozenset({"filled", "cancelled", "rejected"})
+#: The Connection will send no order at all (mainnet without --live, paper, replay): stop at once.
+_NEVER_SENT = frozenset({TRADING_DISABLED, PAPER_ONLY, REPLAY_ONLY})
 _EPS = 1e-9
 
 Side = Literal["buy", "sell"]
@@ -469,7 +474,10 @@ class PlanWorker:
         elif kind == "place" and order.phase == "sent":
             order.phase = "closed"  # never on the book
             order.due = None
-            self._rejected(f"{failed.message} (code {failed.code})", now)
+            if failed.code in _NEVER_SENT:
+                self._stop(f"orders are not sent here: {failed.message} (code {failed.code})", now)
+            else:
+                self._rejected(f"{failed.message} (code {failed.code})", now)
         elif kind == "cancel" and failed.request_key == order.pending_key:
             # Usually it filled or closed meanwhile: then its update says so; else the exchange's picture.
             self._lose(order, f"cancel failed: {failed.message} (code {failed.code})", now)

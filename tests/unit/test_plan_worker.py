@@ -19,6 +19,9 @@ from desk.plan_worker import ORIGIN, PlanWorker, WorkLimits, target_price
 from messages.account import OrderUpdate, UserTrade
 from messages.commands import (
     ANSWER_LOST,
+    PAPER_ONLY,
+    REPLAY_ONLY,
+    TRADING_DISABLED,
     AuditOutcome,
     CancelByLabel,
     CancelOrder,
@@ -395,6 +398,17 @@ def test_a_rejected_post_only_is_retried_after_a_pause_and_too_many_stop_the_pla
     assert rig.status().state is PlanState.STOPPED and "rejected" in rig.status().message
     rig.advance(60.0)
     assert len(rig.sent()) == LIMITS.max_rejections
+
+
+@pytest.mark.parametrize("code", [TRADING_DISABLED, PAPER_ONLY, REPLAY_ONLY])
+def test_a_connection_that_sends_no_order_stops_the_plan_at_once(code: int) -> None:
+    rig = working_rig(BUY_CALL)
+    place = rig.sent()[0]
+    rig.worker.on_failed(CommandFailed(request_key=place.request_key, origin=ORIGIN, method="private/buy",
+                                       code=code, message="not sent"), rig.now)
+    assert rig.status().state is PlanState.STOPPED and "not sent here" in rig.status().message
+    rig.advance(60.0)
+    assert len(rig.sent()) == 1
 
 
 def test_a_lost_answer_sends_nothing_for_its_leg_until_the_exchange_says() -> None:
