@@ -256,6 +256,7 @@ class PlanWorker:
         self.retry_at = 0.0
         self.refresh_asked: set[str] = set()
         self.orphans_cancelled: set[str] = set()
+        self._left_said: frozenset[str] = frozenset()
         self._last_status: tuple[Any, ...] = ()
 
     # -- what it works ----------------------------------------------------------------------------
@@ -830,6 +831,19 @@ class PlanWorker:
         ended |= self.worked_ids - {self.plan_id}
         for order in self.left_open(portfolio, ended):
             self._cancel_left(order, "its plan ended")
+        # Those of plans it never worked (an Assistant that restarted since, another program):
+        # said once, cancelled only by the trader's cancel plan.
+        left = [o for o in self.left_open(portfolio, None) if o.label not in {leg.label for leg in self.legs}]
+        ids = frozenset(o.order_id for o in left)
+        if left and not ids <= self._left_said:
+            self._left_said |= ids
+            labels = ", ".join(sorted({o.label for o in left}))
+            self.log.warning("plan_orders_left_open", labels=labels, orders=len(left))
+            self._publish(PlanStatus(plan_id=self.plan_id, currency=portfolio.currency,
+                                     state=self.state if self.work is not None else PlanState.STOPPED,
+                                     at=portfolio.at, legs=self.status(portfolio.at).legs,
+                                     message=f"{len(left)} orders of no plan being worked are open ({labels}): "
+                                             "cancel plan cancels them"))
 
     def left_open(self, portfolio: PortfolioChanged, plans: set[int] | None) -> list[OrderUpdate]:
         """The open orders of ``portfolio`` labelled for ``plans`` (None: any plan), not being

@@ -627,6 +627,10 @@ def test_cancel_plan_with_none_worked_cancels_what_plans_left_open_and_nothing_e
             update(place, order_id="h-1", label="hedge-1765000000000"), update(place, order_id="m-1", label="x"))
     rig.worker.on_portfolio(portfolio(open_orders=left), rig.now)
     assert rig.sent(CancelOrder) == []  # not of a plan it worked: only the trader's word cancels them
+    said = rig.status()
+    assert said.message == "2 orders of no plan being worked are open (plan-3-1, plan-4-2): cancel plan cancels them"
+    rig.worker.on_portfolio(portfolio(open_orders=left), rig.now)
+    assert rig.status() is said  # said once
     rig.worker.cancel(CancelPlan(origin="console", request_key="k1", plan_id=3), rig.now)
     assert [c.order_id for c in rig.sent(CancelOrder)] == ["old-1"]
     assert rig.status().state is PlanState.CANCELLED and rig.status().request_key == "k1"
