@@ -16,9 +16,12 @@ Gates (no order, edit, while any holds; cancels always go): the link cannot trad
 currency's portfolio is not reconciled or is reconciling, the leg's book is stale, one-sided,
 crossed or implausible (non-finite, non-positive, far from the plan's prices), no instrument
 metadata (tick size, minimum amount), the plan's order count or per-minute rate is spent, a safe
-shutdown happened. The worker only ever touches orders it placed (by order id) or labelled with
-its own plan's legs (``CancelByLabel`` of its own labels): a hedge order (``hedge-<n>``), a
-trader's order or another plan's is never edited or cancelled.
+shutdown happened. The worker edits and cancels only orders under plan labels: those it placed
+(by order id, or ``CancelByLabel`` of its own plan's leg labels when an id is not known); one
+still open under the label of a plan it worked after that plan ended (by id); and, on the
+trader's ``cancel plan`` while no plan is worked (an Assistant restarted since), what plans left
+open (by id). A hedge order (``hedge-<n>``) or a trader's order is never edited or cancelled, nor
+another program's plan order unless the trader's ``cancel plan`` says so.
 
 A lost answer (``ANSWER_LOST``, an edit or place with no answer within ``answer_wait_s``, the
 link dropped while an order was open) makes that order's fate unknown: nothing more is sent for
