@@ -1002,6 +1002,8 @@ class PlanWorker:
 
     def publish_status(self, now: float, force: bool = False, request_key: str = "") -> None:
         """The status on every change (``force``: now, as the answer to ``request_key``)."""
+        if self.work is None:
+            return  # nothing to say until a plan comes (answers to a cancel say so themselves)
         status = self.status(now, request_key)
         key = (status.plan_id, status.state, status.legs, status.message)
         if force or key != self._last_status:
