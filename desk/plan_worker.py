@@ -663,7 +663,7 @@ class PlanWorker:
         leg.orders.append(order)
         self._count(now)
         self.log.info("plan_order", label=leg.label, instrument=plan_leg.instrument_name, side=plan_leg.side,
-                      amount=amount, price=price)
+                      amount=amount, price=price, book=self._book_seen(plan_leg.instrument_name))
         self._publish(PlaceOrder(instrument_name=plan_leg.instrument_name, side=plan_leg.side, amount=amount,
                                  origin=ORIGIN, request_key=key, type="limit", price=price, post_only=True,
                                  label=leg.label))
@@ -692,9 +692,18 @@ class PlanWorker:
         order.due = now + self.limits.answer_wait_s
         order.price = price
         self._count(now)
-        self.log.info("plan_reprice", label=order.label, order_id=order.order_id, price=price, reprices=order.reprices)
+        self.log.info("plan_reprice", label=order.label, order_id=order.order_id, price=price, reprices=order.reprices,
+                      book=self._book_seen(leg.plan_leg.instrument_name))
         self._publish(EditOrder(order_id=order.order_id, amount=order.amount, price=price, post_only=True,
                                 origin=ORIGIN, request_key=order.pending_key))
+
+    def _book_seen(self, name: str) -> str:
+        """The book an order was priced from, for its log line: the top, and the others' touch."""
+        touch = self.books.get(name)
+        if touch is None:
+            return ""
+        top = touch.top
+        return f"{top.bid} / {top.ask} (others {touch.others_bid} / {touch.others_ask})"
 
     def _leg_book_gate(self, leg: LegWork) -> str | None:
         touch = self.books.get(leg.plan_leg.instrument_name)
