@@ -403,7 +403,8 @@ class Exchange:
     def _taker_hits(self, dt: float) -> None:
         """Takers hit user orders resting at the touch of option books (see
         ``SimSettings.option_taker_hits_per_s``): each such level is hit with probability
-        ``1 - exp(-rate dt)`` for one to ten minimum amounts; the fills are the users' as makers."""
+        ``1 - exp(-rate dt)`` for a taker's size (median 20 minimum amounts); the fills are the
+        users' as makers."""
         rate = self.settings.option_taker_hits_per_s
         if rate <= 0:
             return
@@ -418,7 +419,8 @@ class Exchange:
                 ticks = book.users_at_touch(side)
                 if ticks is None or self._taker_rng.random() >= p:
                     continue
-                amount = book.step * self._taker_rng.randint(1, 10)
+                # A taker's size: median 20 minimum amounts (2 BTC, 20 ETH), a lognormal spread.
+                amount = book.step * max(1, round(math.exp(self._taker_rng.gauss(math.log(20.0), 1.0))))
                 fills = book.hit_users(side, ticks, amount)
                 if fills:
                     self._apply_fills(book.spec, book, fills)

@@ -164,7 +164,9 @@ class Book:
 
     def _size(self) -> float:
         if self.spec.is_option:
-            coins = math.exp(self.rng.gauss(math.log(8.0 if self.spec.currency == "BTC" else 80.0), 1.0))
+            # Median 9 coins a level with a fat upper tail, as the real capture's option tops
+            # (BTC: median 9, upper quartile 95): a planner's leg of tens of coins finds its size.
+            coins = math.exp(self.rng.gauss(math.log(9.0 if self.spec.currency == "BTC" else 90.0), 1.6))
             return max(self.step, round(coins / self.step) * self.step)
         usd = math.exp(self.rng.gauss(math.log(20000.0 if self.spec.currency == "BTC" else 5000.0), 1.2))
         return max(self.step, round(usd / self.step) * self.step)
