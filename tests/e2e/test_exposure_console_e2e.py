@@ -34,12 +34,16 @@ def start(tmp_path: Path) -> tuple[PseudoTerminal, str]:
 def test_target_confirm_and_the_legs_fill(tmp_path: Path) -> None:
     term, url = start(tmp_path)
     try:
-        term.type("target vega 500 BTC 30d\r")
-        term.expect(r"nothing sent: confirm", timeout=60)
+        term.type("target vega 5000 BTC 30d\r")
+        tolerance = float(term.expect(r"-> 5,000\.00 USD/vol pt \(within ([\d,.]+)\)", timeout=60).group(1)
+                          .replace(",", ""))
+        term.expect(r"nothing sent: confirm")
         assert plan_orders(url) == [] and simulator_state(url)[0] == []  # nothing sent before confirm
         term.type("confirm\r")
         plan_id = term.expect(r"sent: plan (\d+) to the assistant").group(1)
-        term.expect(rf"plan {plan_id} BTC: done \(every leg filled\)", timeout=120)
+        term.expect(rf"plan {plan_id} BTC: done \(every leg filled\)", timeout=240)
+        reached = float(term.expect(r"vega reached ([\d,.]+) of the target").group(1).replace(",", ""))
+        assert abs(reached - 5000.0) <= tolerance
         positions, orders = simulator_state(url)
         assert positions and all(p["kind"] == "option" and p["size"] > 0 for p in positions)
         assert [o for o in orders if o.get("label", "").startswith(f"plan-{plan_id}-")] == []
