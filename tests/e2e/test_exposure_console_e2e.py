@@ -25,10 +25,14 @@ def plan_orders(url: str) -> list[dict]:
 def start(tmp_path: Path) -> tuple[PseudoTerminal, str]:
     term = PseudoTerminal(program_args(tmp_path, "--instrument", "BTC-PERPETUAL", "--size-multiplier", "1"),
                           tmp_path)
-    # Start-up shows its progress (the portfolio reconciled among it), then what is traded.
-    term.expect(r"trading BTC-PERPETUAL, size multiplier 1 \(a1 = 1 USD\)", timeout=90)
-    term.expect(r"BTC-PERPETUAL x1>", timeout=30)
-    return term, simulator_url(tmp_path)
+    try:
+        # Start-up shows its progress (the portfolio reconciled among it), then what is traded.
+        term.expect(r"trading BTC-PERPETUAL, size multiplier 1 \(a1 = 1 USD\)", timeout=90)
+        term.expect(r"BTC-PERPETUAL x1>", timeout=30)
+        return term, simulator_url(tmp_path)
+    except BaseException:
+        term.close()  # the program must not outlive a failed start
+        raise
 
 
 def test_target_confirm_and_the_legs_fill(tmp_path: Path) -> None:
