@@ -233,6 +233,7 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
     first and stops last, so that orders cancelled on the way out still reach the exchange.
     ``stopping``: the supervisor's stop signal (:func:`make_supervisor`), which cuts the
     Recorder's write in flight short."""
+    from actors.assistant import Assistant
     from actors.bookkeeper import BookKeeper
     from actors.connection import Connection
     from actors.console import Console
@@ -250,6 +251,8 @@ def actor_specs(settings: Settings, *, url: str | None = None, replay_file: str 
                                                              replay_speed=replay_speed, replay_strict=replay_strict)),
         # The hedger is on the bus before the others: it is the first to hear a ticker.
         ActorSpec("hedger", lambda ctx: Hedger.start(ctx)),
+        # Works confirmed exposure plans (post-only option orders labelled plan-<n>-<leg>).
+        ActorSpec("assistant", lambda ctx: Assistant.start(ctx)),
         *(ActorSpec(f"books-{currency}-{kind}", books(currency, kind))
           for currency in settings.currencies for kind in BOOK_KINDS),
         ActorSpec("portfolio", lambda ctx: Portfolio.start(ctx)),

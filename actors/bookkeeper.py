@@ -33,7 +33,7 @@ from desk.book_family import BookFamily, Episode, FamilyStats
 from desk.plausibility import PlausibilityLimits
 from messages.commands import ResubscribeInstrument
 from messages.market import BookChange, BookSnapshot, IndexPrice, InstrumentsLoaded, InstrumentState, Quote, Ticker
-from messages.state import ChainViewRequest
+from messages.state import ChainViewRequest, WatchOptionTops
 from messages.system import ConnectionState, ConnectionStatus, DailyRollover, MinuteTick
 from runtime.actor import Actor, ActorContext, handles
 
@@ -41,7 +41,7 @@ from runtime.actor import Actor, ActorContext, handles
 _LINK_DOWN = frozenset({ConnectionState.DISCONNECTED, ConnectionState.CONNECTING, ConnectionState.STOPPED})
 
 
-def _option_family(request: ChainViewRequest) -> tuple[str, str]:
+def _option_family(request: ChainViewRequest | WatchOptionTops) -> tuple[str, str]:
     """The keeper a console's live question goes to: its currency's option family."""
     return request.currency, "option"
 
@@ -80,7 +80,7 @@ class BookKeeper(Actor):
     # The bus hands each keeper only its own family's books, quotes and tickers.
     route_by: ClassVar[dict[type, Callable[[Any], Any]]] = {
         BookChange: instrument_family, BookSnapshot: instrument_family, Quote: instrument_family,
-        Ticker: instrument_family, ChainViewRequest: _option_family}
+        Ticker: instrument_family, ChainViewRequest: _option_family, WatchOptionTops: _option_family}
 
     def __init__(self, context: ActorContext, *, currency: str, kind: Literal["option", "future"]) -> None:
         super().__init__(context)
@@ -181,6 +181,12 @@ class BookKeeper(Actor):
         # In the keeper's own thread, under its state lock (see runtime.actor); published after.
         if self.family.kind == "option" and request.currency == self.family.currency:
             self._publish(self.family.chain_view(request, self._clock.now()))
+
+    @handles(WatchOptionTops)
+    def on_watch_tops(self, request: WatchOptionTops) -> None:
+        # An actor that works orders on a few options (the Assistant) wants their live tops.
+        if self.family.kind == "option" and request.currency == self.family.currency:
+            self._send(self.family.watch(request.origin, request.names, self._clock.now()))
 
     # -- inspection -------------------------------------------------------------------------------
     @handles(GetBooks)

@@ -78,6 +78,8 @@ class Entry:
     episode: Episode | None = None
     asked_at: float | None = None
     last_top: tuple[float | None, float, float | None, float, bool] | None = None
+    # Its top changes are published even when the family's are not (WatchOptionTops).
+    watched: bool = False
 
     @property
     def stale(self) -> bool:
@@ -128,6 +130,8 @@ class BookFamily:
     resync_retry_s: float = 30.0
     limits: PlausibilityLimits = field(default_factory=PlausibilityLimits)
     entries: dict[str, Entry] = field(default_factory=dict)
+    # What each watcher (WatchOptionTops' origin) wants the tops of.
+    watchers: dict[str, frozenset[str]] = field(default_factory=dict)
     index_price: float | None = None
     link_up: bool = True
     stats: FamilyStats = field(default_factory=FamilyStats)
@@ -179,6 +183,7 @@ class BookFamily:
             book=L2Book(name) if kind == "option" else None,
             created_at=now,
             updated_at=now,
+            watched=any(name in names for names in self.watchers.values()),
         )
         self.entries[name] = entry
         self.stats.added += 1
@@ -255,7 +260,7 @@ class BookFamily:
                 entry.asked_at = now
             else:
                 entry.quote_stale = True
-            if self.publish_top and entry.last_top is not None and not entry.last_top[4]:
+            if (self.publish_top or entry.watched) and entry.last_top is not None and not entry.last_top[4]:
                 out.append(self._top_message(entry, now))
         return tuple(out)
 
@@ -280,7 +285,7 @@ class BookFamily:
             return _NOTHING
         if result is Applied.TOP:
             entry.updated_at = now
-            return (self._top_message(entry, now),) if self.publish_top else _NOTHING
+            return (self._top_message(entry, now),) if self.publish_top or entry.watched else _NOTHING
         if result is Applied.IGNORED:
             self.stats.ignored += 1
             if entry.episode is None:
@@ -307,7 +312,7 @@ class BookFamily:
             self.stats.crossed += 1
             return self._stale_episode(entry, "crossed", now)
         self._end_episode(entry, snapshot.change_id, now)
-        return (self._top_message(entry, now),) if self.publish_top else _NOTHING
+        return (self._top_message(entry, now),) if self.publish_top or entry.watched else _NOTHING
 
     def _end_episode(self, entry: Entry, change_id: int, now: float) -> None:
         episode = entry.episode
@@ -345,7 +350,7 @@ class BookFamily:
         entry.quote_stale = False
         if entry.episode is not None:
             self._end_episode(entry, 0, now)
-        if not self.publish_top:
+        if not (self.publish_top or entry.watched):
             return _NOTHING
         top = (*entry.top(), False)
         if top == entry.last_top:
@@ -395,7 +400,7 @@ class BookFamily:
         if entry.episode is None:
             from_id = book.change_id if book is not None and reason != "no snapshot" else 0
             entry.episode = Episode(entry.name, reason, from_id, now)
-        if self.publish_top and entry.last_top is not None and not entry.last_top[4]:
+        if (self.publish_top or entry.watched) and entry.last_top is not None and not entry.last_top[4]:
             out.append(self._top_message(entry, now))
         if entry.asked_at is None and self.link_up:
             out.append(self._ask_resubscribe(entry, reason, now))
@@ -430,6 +435,23 @@ class BookFamily:
                 out.append(self._ask_resubscribe(entry, entry.episode.reason, now))
             elif now - entry.asked_at >= self.resync_retry_s:
                 out.append(self._ask_resubscribe(entry, "retry", now))
+        return tuple(out)
+
+    def watch(self, origin: str, names: tuple[str, ...], now: float) -> tuple[TopOfBook, ...]:
+        """``origin`` watches the tops of ``names`` (replacing what it watched): each top change of
+        a watched instrument is published. Returns the current tops of those newly watched that
+        have a book or quote (the watcher need not wait for their next change)."""
+        before = {name for name, entry in self.entries.items() if entry.watched}
+        if names:
+            self.watchers[origin] = frozenset(names)
+        else:
+            self.watchers.pop(origin, None)
+        wanted = frozenset().union(*self.watchers.values()) if self.watchers else frozenset()
+        out: list[TopOfBook] = []
+        for name, entry in self.entries.items():
+            entry.watched = name in wanted
+            if entry.watched and name not in before and (entry.book is not None or entry.quote is not None):
+                out.append(self._top_message(entry, now))
         return tuple(out)
 
     # -- outputs -----------------------------------------------------------------------------------

@@ -125,6 +125,17 @@ class ChainView(Message, frozen=True, kw_only=True):
     price_currency: str = ""
 
 
+class WatchOptionTops(Message, frozen=True, kw_only=True):
+    """Ask the option BookKeeper of ``currency`` to publish :class:`TopOfBook` for every top
+    change of the options ``names`` (and their current tops at once), also when option tops are
+    not published (``books.publish_option_top`` off). Replaces what ``origin`` watched before;
+    empty ``names``: nothing any more."""
+
+    currency: str
+    names: tuple[str, ...]
+    origin: str
+
+
 class PortfolioChanged(Message, frozen=True, kw_only=True):
     """The Portfolio's whole picture of one currency after any change.
 

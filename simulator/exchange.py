@@ -51,6 +51,7 @@ class Exchange:
         self.seed = seed
         self.rng = random.Random(seed)
         self.np_rng = np.random.default_rng(seed + 1)
+        self._taker_rng = random.Random(seed + 2)  # the takers that hit users' resting option orders
         self.now_s = now_s  # the exchange's clock: every fill and order state is stamped with it
         self._stepped_s = now_s  # where the market was last moved to
         self.market = MarketModel(seed, settings, now_s)
@@ -332,6 +333,7 @@ class Exchange:
         if requote and dt > 0:
             self._requote_some(dt)
             self._public_trades(dt)
+            self._taker_hits(dt)
         if now_s >= self._next_portfolio_s:
             self._next_portfolio_s = now_s + PORTFOLIO_EVERY_S
             for cid in self.accounts:
@@ -397,6 +399,33 @@ class Exchange:
             amount = book.step * self.rng.randint(1, 10)
             trade = self._public_trade(book.spec, "buy" if buy else "sell", price, amount)
             self.events.append(("trades", book.name, [trade]))
+
+    def _taker_hits(self, dt: float) -> None:
+        """Takers hit user orders resting at the touch of option books (see
+        ``SimSettings.option_taker_hits_per_s``): each such level is hit with probability
+        ``1 - exp(-rate dt)`` for a taker's size (median 20 minimum amounts); the fills are the
+        users' as makers."""
+        rate = self.settings.option_taker_hits_per_s
+        if rate <= 0:
+            return
+        books = {o.instrument for orders in self.open_orders.values() for o in orders.values()
+                 if o.state == "open" and o.ticks is not None}
+        p = 1.0 - math.exp(-rate * dt)
+        for name in sorted(books):
+            book = self.books.get(name)
+            if book is None or not book.spec.is_option:
+                continue
+            for side in (0, 1):
+                ticks = book.users_at_touch(side)
+                if ticks is None or self._taker_rng.random() >= p:
+                    continue
+                # A taker's size: median 20 minimum amounts (2 BTC, 20 ETH), a lognormal spread.
+                amount = book.step * max(1, round(math.exp(self._taker_rng.gauss(math.log(20.0), 1.0))))
+                fills = book.hit_users(side, ticks, amount)
+                if fills:
+                    self._apply_fills(book.spec, book, fills)
+                    self._flush(book, self.now_ms)
+                    self.events.append(("ticker", name))
 
     def _tick_direction(self, name: str, price: float) -> int:
         last = self.last_price.get(name)

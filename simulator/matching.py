@@ -164,7 +164,9 @@ class Book:
 
     def _size(self) -> float:
         if self.spec.is_option:
-            coins = math.exp(self.rng.gauss(math.log(8.0 if self.spec.currency == "BTC" else 80.0), 1.0))
+            # Median 9 coins a level with a fat upper tail, as the real capture's option tops
+            # (BTC: median 9, upper quartile 95): a planner's leg of tens of coins finds its size.
+            coins = math.exp(self.rng.gauss(math.log(9.0 if self.spec.currency == "BTC" else 90.0), 1.6))
             return max(self.step, round(coins / self.step) * self.step)
         usd = math.exp(self.rng.gauss(math.log(20000.0 if self.spec.currency == "BTC" else 5000.0), 1.2))
         return max(self.step, round(usd / self.step) * self.step)
@@ -372,6 +374,36 @@ class Book:
                 else:
                     del mm[best]
             self.touched[side].add(best)
+        return fills
+
+    def users_at_touch(self, side: int) -> int | None:
+        """The best level of ``side`` (0 bids, 1 asks) when user orders rest there (at or
+        inside the market maker's touch), else None."""
+        users = [k for k, v in self.users[side].items() if v]
+        if not users:
+            return None
+        best_user = max(users) if side == 0 else min(users)
+        mm = self.mm[side]
+        if mm and (max(mm) > best_user if side == 0 else min(mm) < best_user):
+            return None  # the market maker is ahead of every user order
+        return best_user
+
+    def hit_users(self, side: int, ticks: int, amount: float) -> list[Fill]:
+        """A taker (not a user) takes up to ``amount`` from the user orders queued at ``ticks`` of
+        ``side``, first come first filled (price-time priority)."""
+        fills: list[Fill] = []
+        queue = self.users[side].get(ticks, [])
+        want = amount
+        while queue and want > 0:
+            maker = queue[0]
+            take = min(want, maker.remaining)
+            fills.append(Fill(None, maker, ticks, take))
+            want = clean(want - take)
+            if take >= maker.remaining:
+                queue.pop(0)
+        if not queue:
+            self.users[side].pop(ticks, None)
+        self.touched[side].add(ticks)
         return fills
 
     def rest(self, order: Order) -> None:

@@ -55,6 +55,11 @@ class SimSettings:
     testnet: bool = False
     # Synthetic public trades per instrument per second (prints on trades.* channels).
     public_trades_per_s: float = 0.01
+    # Simulated takers: each user limit order resting at or inside the touch of an option book
+    # (the best price of its side, the market maker's included) is hit this many times per second
+    # (Poisson) for a taker's size (median 20 minimum amounts), so that a post-only order at the mid fills within
+    # seconds as on a live book. 0: user orders fill only when the market maker requotes through them.
+    option_taker_hits_per_s: float = 0.2
     access_token_ttl_s: int = 900
     # List the USDC linear perpetuals (and BTC's USDC options) beside the inverse instruments.
     linear: bool = True
