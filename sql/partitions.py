@@ -1,0 +1,105 @@
+"""Day partitions of the per-minute tables on PostgreSQL (:data:`sql.tables.PARTITIONED`).
+
+One partition per table and UTC day, named ``<table>_pYYYYMMDD`` and holding ``[day 00:00, next day
+00:00)`` UTC; the indexes declared on the table (sql.tables) are created on each partition by
+PostgreSQL itself. Partitions are made ahead by the Recorder (:class:`PartitionsAhead`: at start and
+at the first minute of each new UTC day, today's and the next ``days_ahead`` days'), and the writer
+makes the one a minute needs if it is missing (:func:`ensure_partitions` before it writes), so a row
+never finds no partition: there is no default partition (a default partition holding rows would
+make every later partition's creation scan it, and refuse when it holds rows of that day).
+
+SQLite has no partitions: every function here does nothing there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+import structlog
+from sqlalchemy import Connection, text
+
+from sql.tables import PARTITIONED
+
+UTC = dt.UTC
+#: PostgreSQL advisory lock held while partitions are created: two writers never race to create one.
+PARTITION_LOCK = 0x70617274  # "part"
+
+
+def utc_day(seconds: float) -> dt.date:
+    return dt.datetime.fromtimestamp(seconds, UTC).date()
+
+
+def partition_name(table: str, day: dt.date) -> str:
+    return f"{table}_p{day:%Y%m%d}"
+
+
+def days_from(first: dt.date, count: int) -> list[dt.date]:
+    return [first + dt.timedelta(days=n) for n in range(count)]
+
+
+def _bound(day: dt.date) -> str:
+    return f"{day.isoformat()} 00:00:00+00"
+
+
+def missing_partitions(conn: Connection, days: Iterable[dt.date]) -> list[tuple[str, dt.date]]:
+    """The (table, day) partitions that do not exist yet (in the session's schema)."""
+    wanted = [(table, day) for day in sorted(set(days)) for table in PARTITIONED]
+    if not wanted:
+        return []
+    names = [partition_name(table, day) for table, day in wanted]
+    found = conn.execute(text("SELECT n FROM unnest(CAST(:names AS text[])) AS n WHERE to_regclass(n) IS NULL"),
+                         {"names": names}).scalars().all()
+    absent = set(found)
+    return [(table, day) for (table, day), name in zip(wanted, names, strict=True) if name in absent]
+
+
+def ensure_partitions(conn: Connection, days: Iterable[dt.date]) -> list[str]:
+    """Create the partitions of ``days`` that are missing, in the caller's transaction; returns the
+    names created. A no-op on SQLite and when all exist (one catalog query)."""
+    if conn.dialect.name != "postgresql":
+        return []
+    days = list(days)
+    if not missing_partitions(conn, days):
+        return []
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PARTITION_LOCK})
+    created = []
+    for table, day in missing_partitions(conn, days):  # again: another writer may have made them meanwhile
+        name = partition_name(table, day)
+        conn.exec_driver_sql(
+            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} "
+            f"FOR VALUES FROM ('{_bound(day)}') TO ('{_bound(day + dt.timedelta(days=1))}')")
+        created.append(name)
+    if created:
+        structlog.get_logger().info("partitions_created", partitions=created)
+    return created
+
+
+def existing_partitions(conn: Connection, table: str) -> list[str]:
+    """The partitions of ``table`` (in the session's schema), by name."""
+    if conn.dialect.name != "postgresql":
+        return []
+    rows = conn.execute(text(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = to_regclass(:table) ORDER BY c.relname"), {"table": table})
+    return list(rows.scalars())
+
+
+class PartitionsAhead:
+    """When the Recorder should make partitions ahead: at the first call, then at the first call of
+    each new UTC day (``now`` in unix seconds); :meth:`done` once they were made (a database that did
+    not answer is asked again at the next call)."""
+
+    def __init__(self, days_ahead: int) -> None:
+        self.days_ahead = days_ahead
+        self._done_for: dt.date | None = None
+
+    def due(self, now: float) -> list[dt.date]:
+        """The days to make sure of now (today and the next ``days_ahead``), or [] when done today."""
+        today = utc_day(now)
+        if self._done_for == today:
+            return []
+        return days_from(today, self.days_ahead + 1)
+
+    def done(self, now: float) -> None:
+        self._done_for = utc_day(now)
