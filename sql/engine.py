@@ -27,8 +27,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from runtime.secrets import mask_url
-from sql.migrations import migrate
 from sql.inserts import insert_ignoring_conflicts
+from sql.migrations import migrate
 from sql.tables import SCHEMA_VERSION, metadata, schema_version
 from sql.views import create_views
 

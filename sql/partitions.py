@@ -14,6 +14,7 @@ SQLite has no partitions: every function here does nothing there.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable
 
 import structlog
@@ -24,6 +25,7 @@ from sql.tables import PARTITIONED
 UTC = dt.UTC
 #: PostgreSQL advisory lock held while partitions are created: two writers never race to create one.
 PARTITION_LOCK = 0x70617274  # "part"
+_PARTITION = re.compile(r"_p\d{8}$")
 
 
 def utc_day(seconds: float) -> dt.date:
@@ -32,6 +34,11 @@ def utc_day(seconds: float) -> dt.date:
 
 def partition_name(table: str, day: dt.date) -> str:
     return f"{table}_p{day:%Y%m%d}"
+
+
+def is_partition(name: str) -> bool:
+    """Whether a table name is one of :func:`partition_name`'s."""
+    return bool(_PARTITION.search(name)) and name.rsplit("_p", 1)[0] in PARTITIONED
 
 
 def days_from(first: dt.date, count: int) -> list[dt.date]:

@@ -33,8 +33,9 @@ and columns (:mod:`sql.views`) over
   (float4: 7 significant digits, more than a Deribit price, amount or vol has), the option's
   underlying price as its difference from the expiry's (0 for nearly every row) and two flags in a
   smallint. A missing value is NaN, not NULL, on PostgreSQL: a row without NULLs has no null bitmap,
-  so its header is 24 bytes, not 32 (the view gives NULL back; SQLite stores NULL). No primary key: a 1,500-row minute is unique by
-  ``chain_minutes``' key, and a unique (instrument, minute) btree would cost 28 bytes a row.
+  so its header is 24 bytes, not 32 (the view gives NULL back; SQLite stores NULL). No primary key:
+  a 1,500-row minute is unique by ``chain_minutes``' key, and a unique (instrument, minute) btree
+  would cost 28 bytes a row.
   Deribit's greeks are not stored: they are Black-76 at the mark vol, the forward and the time to
   expiry (Deribit's ticker delta matches within 1e-5), and the view computes them.
 
