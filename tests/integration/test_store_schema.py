@@ -47,7 +47,7 @@ def _snapshots() -> list[SurfaceSnapshot]:
     quotes = list(btc.quotes)
     # One option whose ticker had another underlying price than its expiry's others, and one with
     # nothing but its amounts (a book without prices, no vols).
-    quotes[0] = msgspec.structs.replace(quotes[0], underlying_price=quotes[0].underlying_price + 3.25)
+    quotes[0] = msgspec.structs.replace(quotes[0], underlying_price=(quotes[0].underlying_price or 0.0) + 3.25)
     quotes[1] = msgspec.structs.replace(quotes[1], bid=None, ask=None, bid_iv=None, ask_iv=None, mid_iv=None,
                                         mark_price=None, mark_iv=None, open_interest=None, stale=True,
                                         in_surface=False)
@@ -92,7 +92,7 @@ def _listed(values: np.ndarray) -> list[Any]:
 def reads(engine: Engine, snapshots: list[SurfaceSnapshot]) -> list[Any]:
     """What the readers take of each minute: the smile plot's quotes (float4-rounded arrays) and the
     option_quotes rows as version 5 keeps them."""
-    found = []
+    found: list[Any] = []
     for snap in snapshots:
         minute = dt.datetime.fromtimestamp(snap.at, dt.UTC)
         quotes = _read_quotes(engine, snap.currency, minute)
@@ -151,7 +151,7 @@ def test_a_version_4_database_is_migrated_and_the_readers_answer_as_before(
         with engine.connect() as conn:
             assert set(existing_partitions(conn, "option_minutes")) == {
                 partition_name("option_minutes", d) for d in (DAY, DAY + dt.timedelta(days=1))}
-            per_partition = dict(conn.execute(text(
+            per_partition: dict[str, int] = dict(conn.execute(text(
                 "SELECT tableoid::regclass::text, count(*) FROM option_minutes GROUP BY 1")).all())
         assert per_partition == {
             partition_name("option_minutes", DAY): sum(len(s.quotes) for s in snapshots if s.at < NEXT_DAY),
@@ -298,7 +298,7 @@ def test_a_minute_whose_partition_is_missing_makes_it_and_lands_in_it(pg: str) -
             write_surface_snapshot(conn, small_snapshot(at=far))
             write_surface_snapshot(conn, small_snapshot(at=AT))
         with eng.connect() as conn:
-            per_partition = dict(conn.execute(text(
+            per_partition: dict[str, int] = dict(conn.execute(text(
                 "SELECT tableoid::regclass::text, count(*) FROM option_minutes GROUP BY 1")).all())
             total = conn.execute(select(func.count()).select_from(option_quotes)).scalar_one()
     finally:
