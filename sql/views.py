@@ -75,6 +75,14 @@ def _cdf(x: ColumnElement[Any], postgres: bool) -> ColumnElement[Any]:
     return case((x >= 0, _number(1.0) - _number(0.5) * tail), else_=_number(0.5) * tail)
 
 
+def _kept_apart(postgres: bool) -> list[ColumnElement[Any]]:
+    """On PostgreSQL, a volatile column (never read) that keeps a level of the view from being merged
+    into the next: merged, each level's expressions would be copied into every use (the CDF uses its
+    argument a dozen times), a thousand-fold larger expression to plan and evaluate per row. Filters
+    on the minute, currency or instrument still reach the tables (they do not touch this column)."""
+    return [func.random().label("kept_apart")] if postgres else []
+
+
 def option_quotes_select(dialect_name: str) -> Any:
     """The view's SELECT for ``dialect_name`` (postgresql or sqlite)."""
     postgres = dialect_name == "postgresql"
@@ -103,15 +111,17 @@ def option_quotes_select(dialect_name: str) -> Any:
     sigma = b.mark_iv / _number(100.0)
     shaped = select(
         *b, func.sqrt(years).label("sqrt_t"), (sigma * func.sqrt(years)).label("s"), sigma.label("sigma"),
+        *_kept_apart(postgres),
     ).subquery("s1")
     s1 = shaped.c
     live = and_(s1.s > 0, s1.underlying_price > 0, s1.strike > 0)
     d1 = case((live, func.ln(s1.underlying_price / s1.strike) / s1.s + _number(0.5) * s1.s))
-    with_d = select(*s1, d1.label("d1")).subquery("s2")
+    with_d = select(*(c for c in s1 if c.name != "kept_apart"), d1.label("d1"), *_kept_apart(postgres)
+                    ).subquery("s2")
     s2 = with_d.c
     d2 = s2.d1 - s2.s
     normal = select(
-        *s2,
+        *(c for c in s2 if c.name != "kept_apart"), *_kept_apart(postgres),
         _cdf(s2.d1, postgres).label("n_d1"), _cdf(-s2.d1, postgres).label("n_md1"),
         _cdf(d2, postgres).label("n_d2"), _cdf(-d2, postgres).label("n_md2"),
         (_number(1.0 / math.sqrt(2.0 * math.pi)) * _exp(_number(-0.5) * s2.d1 * s2.d1, postgres)).label("pdf"),
