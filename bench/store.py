@@ -176,8 +176,8 @@ def run(argv: list[str]) -> dict[str, Any]:
             sizes = {
                 "bytes_per_option_minute": _size(store.engine, OPTION_TABLES_5) / rows,
                 "present_bytes_per_option_minute": _size(present.engine, ("option_quotes",)) / rows,
-                "record_bytes_per_option_minute": _size(store.engine, OPTION_TABLES_5 + SURFACE_TABLES) / rows,
-                "present_record_bytes_per_option_minute": _size(present.engine, ("option_quotes",) + SURFACE_TABLES)
+                "record_bytes_per_option_minute": _size(store.engine, (*OPTION_TABLES_5, *SURFACE_TABLES)) / rows,
+                "present_record_bytes_per_option_minute": _size(present.engine, ("option_quotes", *SURFACE_TABLES))
                 / rows,
                 "option_minutes_heap_bytes_per_row": _heap(store.engine) / rows,
             }

@@ -27,6 +27,7 @@ from sql.inserts import insert_ignoring_conflicts
 from sql.partitions import ensure_partitions
 from sql.tables import (
     FLAG_IN_SURFACE,
+    FLAG_SPAN,
     FLAG_STALE,
     SCHEMA_VERSION,
     chain_minutes,
@@ -160,9 +161,9 @@ def _to_5(conn: Connection) -> None:
         flags = (case((q.stale, FLAG_STALE), else_=0) + case((q.in_surface, FLAG_IN_SURFACE), else_=0))
         rows = conn.execute(option_minutes.insert().from_select(
             [c.name for c in option_minutes.columns],
-            select(q.minute, i.id, *(value(q[name]) for name in (
+            select(q.minute, i.id * FLAG_SPAN + flags, *(value(q[name]) for name in (
                 "bid", "bid_amount", "bid_iv", "ask", "ask_amount", "ask_iv", "mid_iv", "mark_price", "mark_iv",
-                "open_interest")), value(q.underlying_price - e.underlying_price), flags)
+                "open_interest")), value(q.underlying_price - e.underlying_price))
             .select_from(option_quotes.join(instruments, i.name == q.instrument)
                          .join(expiry_minutes, (e.minute == q.minute) & (e.currency == q.currency)
                                & (e.expiry == q.expiry)))

@@ -12,7 +12,7 @@ with a snapshot's quotes, inside the minute's transaction:
    (the others keep their difference from it) and the years to expiry;
 5. the option rows: COPY on PostgreSQL (straight into the partitioned table: no conflict is possible
    after step 2), executemany on SQLite. A missing value is NaN on PostgreSQL (no null bitmap), NULL
-   on SQLite (which stores NaN as NULL anyway).
+   on SQLite (which stores NaN as NULL anyway); the flags ride in ``instrument_ref`` (id * 4 + flags).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from sql.inserts import insert_ignoring_conflicts
 from sql.partitions import ensure_partitions
 from sql.tables import (
     FLAG_IN_SURFACE,
+    FLAG_SPAN,
     FLAG_STALE,
     chain_minutes,
     expiry_minutes,
@@ -45,10 +46,10 @@ SECONDS_PER_YEAR = 365.0 * 86_400.0
 #: 1,500 updated rows a minute for a figure that is wanted to the hour).
 LAST_SEEN_STEP_S = 3600.0
 NAN = float("nan")
-#: option_minutes' value columns, in QuoteIV's names, after minute and instrument_id.
+#: option_minutes' value columns, in QuoteIV's names, after minute and instrument_ref.
 VALUE_FIELDS = ("bid", "bid_amount", "bid_iv", "ask", "ask_amount", "ask_iv", "mid_iv", "mark_price", "mark_iv",
                 "open_interest")
-COLUMNS = ("minute", "instrument_id", *VALUE_FIELDS, "underlying_offset", "flags")
+COLUMNS = ("minute", "instrument_ref", *VALUE_FIELDS, "underlying_offset")
 assert tuple(c.name for c in option_minutes.columns) == COLUMNS, "option_minutes vs COLUMNS"
 
 
@@ -102,8 +103,8 @@ def write_option_minute(conn: Connection, snapshot: SurfaceSnapshot) -> int:
         offset = (q.underlying_price - reference if q.underlying_price is not None and reference is not None
                   else None)
         flags = (FLAG_STALE if q.stale else 0) | (FLAG_IN_SURFACE if q.in_surface else 0)
-        rows.append((minute, ids[q.instrument_name],
-                     *(v if v is not None and math.isfinite(v) else missing for v in (*values, offset)), flags))
+        rows.append((minute, ids[q.instrument_name] * FLAG_SPAN + flags,
+                     *(v if v is not None and math.isfinite(v) else missing for v in (*values, offset))))
     if postgres:
         _copy(conn, rows)
     else:

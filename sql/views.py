@@ -33,6 +33,7 @@ from sqlalchemy.types import Text
 
 from sql.tables import (
     FLAG_IN_SURFACE,
+    FLAG_SPAN,
     FLAG_STALE,
     chain_minutes,
     expiry_minutes,
@@ -87,7 +88,7 @@ def option_quotes_select(dialect_name: str) -> Any:
     """The view's SELECT for ``dialect_name`` (postgresql or sqlite)."""
     postgres = dialect_name == "postgresql"
     o, i, e, c = option_minutes.c, instruments.c, expiry_minutes.c, chain_minutes.c
-    flags = o.flags
+    ref = o.instrument_ref
     base = (
         select(
             o.minute.label("minute"), i.name.label("instrument"), i.currency.label("currency"),
@@ -97,11 +98,11 @@ def option_quotes_select(dialect_name: str) -> Any:
             *(_real(o[name], postgres).label(name) for name in (
                 "bid", "bid_amount", "bid_iv", "ask", "ask_amount", "ask_iv", "mid_iv", "mark_price", "mark_iv",
                 "open_interest")),
-            ((flags.op("&")(FLAG_STALE)) != 0).label("stale"),
-            ((flags.op("&")(FLAG_IN_SURFACE)) != 0).label("in_surface"),
+            ((ref.op("&")(literal_column(str(FLAG_STALE)))) != 0).label("stale"),
+            ((ref.op("&")(literal_column(str(FLAG_IN_SURFACE)))) != 0).label("in_surface"),
             e.years.label("years"),
         )
-        .select_from(option_minutes.join(instruments, i.id == o.instrument_id)
+        .select_from(option_minutes.join(instruments, i.id == ref.op("/")(literal_column(str(FLAG_SPAN))))
                      .join(expiry_minutes, and_(e.minute == o.minute, e.currency == i.currency,
                                                 e.expiry == i.expiry))
                      .join(chain_minutes, and_(c.minute == o.minute, c.currency == i.currency)))
