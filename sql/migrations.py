@@ -124,7 +124,8 @@ def _to_5(conn: Connection) -> None:
     first, last = conn.execute(select(func.min(q.minute), func.max(q.minute))).one()
     started = time.monotonic()
     log.info("schema_migration_copying", table="option_quotes", rows=total,
-             note="the table is read and its copy written in this transaction, one day a statement")
+             note="one day a statement, in one transaction that holds the table until it ends; the Recorder "
+                  "allows 120 s: run `python -m sql.migrate --db URL` first for tens of millions of rows")
     settlement = case((q.instrument.like("%USDC%"), literal("USDC")), else_=func.min(q.currency))
     conn.execute(insert_ignoring_conflicts(instruments, conn.dialect.name).from_select(
         ["name", "currency", "kind", "expiry", "strike", "option_type", "settlement_currency", "first_seen",
