@@ -84,6 +84,15 @@ def _kept_apart(postgres: bool) -> list[ColumnElement[Any]]:
     return [func.random().label("kept_apart")] if postgres else []
 
 
+def _of_instrument(ref: Any, instrument_id: Any) -> ColumnElement[Any]:
+    """``ref`` (option_minutes.instrument_ref) is the instrument's: its id by division (a hash join or a
+    primary-key lookup from the rows) and the range of its refs (an index range scan from the
+    instrument: SQLite uses no expression index in a join)."""
+    span = literal_column(str(FLAG_SPAN))
+    return and_(instrument_id == ref.op("/")(span), ref >= instrument_id * span,
+                ref < instrument_id * span + span)
+
+
 def option_quotes_select(dialect_name: str) -> Any:
     """The view's SELECT for ``dialect_name`` (postgresql or sqlite)."""
     postgres = dialect_name == "postgresql"
@@ -102,7 +111,7 @@ def option_quotes_select(dialect_name: str) -> Any:
             ((ref.op("&")(literal_column(str(FLAG_IN_SURFACE)))) != 0).label("in_surface"),
             e.years.label("years"),
         )
-        .select_from(option_minutes.join(instruments, i.id == ref.op("/")(literal_column(str(FLAG_SPAN))))
+        .select_from(option_minutes.join(instruments, _of_instrument(ref, i.id))
                      .join(expiry_minutes, and_(e.minute == o.minute, e.currency == i.currency,
                                                 e.expiry == i.expiry))
                      .join(chain_minutes, and_(c.minute == o.minute, c.currency == i.currency)))
