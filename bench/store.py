@@ -14,7 +14,8 @@ each, 700 and 500 by default: Deribit's about 1,200), written at each minute of 
 
 Prints, for each: bytes per option-minute (``pg_total_relation_size``, indexes included, after
 VACUUM ANALYZE) of the option tables alone and of the whole record (surface, fits, index and
-coverage too), insert ms per minute (both currencies) over the first and the last hour written,
+coverage too; schema 5's by table), insert ms per minute (both currencies) on the first and the last
+day written,
 the median ms of a whole chain at one minute (``option_quotes`` at a minute and currency) and of
 one instrument over the whole fill (``option_quotes`` of one name, ordered by minute), through the
 view that readers use. PostgreSQL: ``--pg-url``, else ``TEST_DATABASE_URL``, else 127.0.0.1:5432,
@@ -188,21 +189,24 @@ def run(argv: list[str]) -> dict[str, Any]:
             chain_sql = "SELECT * FROM option_quotes WHERE minute = CAST(:m AS timestamptz) AND currency = :c"
             instrument_sql = ("SELECT minute, bid, ask, mark_iv, underlying_price FROM option_quotes "
                               "WHERE instrument = :n ORDER BY minute")
-            hour = min(60, len(minutes))
+            per_day = args.minutes_per_day
+            last = args.days
             result = {
                 **{k: round(v, 1) for k, v in sizes.items()},
+                "bytes_by_table": {t: round(_size(store.engine, (t,)) / rows, 2)
+                                   for t in (*OPTION_TABLES_5, *SURFACE_TABLES)},
                 "option_minutes": rows,
                 "options_per_minute": per_minute,
                 "days": args.days,
-                "minutes_per_day": args.minutes_per_day,
-                "insert_ms_per_minute_first_hour": round(statistics.mean(new_ms[:hour]), 2),
-                "insert_ms_per_minute_last_hour": round(statistics.mean(new_ms[-hour:]), 2),
-                "present_insert_ms_per_minute_first_hour": round(statistics.mean(old_ms[:hour]), 2),
-                "present_insert_ms_per_minute_last_hour": round(statistics.mean(old_ms[-hour:]), 2),
+                "minutes_per_day": per_day,
+                "insert_ms_per_minute_day1": round(statistics.mean(new_ms[:per_day]), 2),
+                f"insert_ms_per_minute_day{last}": round(statistics.mean(new_ms[-per_day:]), 2),
+                "present_insert_ms_per_minute_day1": round(statistics.mean(old_ms[:per_day]), 2),
+                f"present_insert_ms_per_minute_day{last}": round(statistics.mean(old_ms[-per_day:]), 2),
                 "chain_at_minute_ms": _timed(store.engine, chain_sql, chain),
                 "present_chain_at_minute_ms": _timed(present.engine, chain_sql, chain),
-                "instrument_all_days_ms": _timed(store.engine, instrument_sql, one),
-                "present_instrument_all_days_ms": _timed(present.engine, instrument_sql, one),
+                f"instrument_{last}d_ms": _timed(store.engine, instrument_sql, one),
+                f"present_instrument_{last}d_ms": _timed(present.engine, instrument_sql, one),
             }
             store.close()
             present.engine.dispose()
