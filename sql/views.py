@@ -88,7 +88,7 @@ def _of_instrument(ref: Any, instrument_id: Any) -> ColumnElement[Any]:
     """``ref`` (option_minutes.instrument_ref) is the instrument's: its id by division (a hash join or a
     primary-key lookup from the rows) and the range of its refs (an index range scan from the
     instrument: SQLite uses no expression index in a join)."""
-    span = literal_column(str(FLAG_SPAN))
+    span: ColumnElement[Any] = literal_column(str(FLAG_SPAN))
     return and_(instrument_id == ref.op("/")(span), ref >= instrument_id * span,
                 ref < instrument_id * span + span)
 
