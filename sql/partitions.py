@@ -1,8 +1,8 @@
 """Day partitions of the per-minute tables on PostgreSQL (:data:`sql.tables.PARTITIONED`).
 
 One partition per table and UTC day, named ``<table>_pYYYYMMDD`` and holding ``[day 00:00, next day
-00:00)`` UTC; the indexes declared on the table (sql.tables) are created on each partition by
-PostgreSQL itself. Partitions are made ahead by the Recorder (:class:`PartitionsAhead`: at start and
+00:00)`` UTC, made beside the table and attached (readers are not blocked); the indexes declared on
+the table (sql.tables) are created on each partition by PostgreSQL itself. Partitions are made ahead by the Recorder (:class:`PartitionsAhead`: at start and
 at the first minute of each new UTC day, today's and the next ``days_ahead`` days'), and the writer
 makes the one a minute needs if it is missing (:func:`ensure_partitions` before it writes), so a row
 never finds no partition: there is no default partition (a default partition holding rows would
@@ -73,8 +73,12 @@ def ensure_partitions(conn: Connection, days: Iterable[dt.date]) -> list[str]:
     created = []
     for table, day in missing_partitions(conn, days):  # again: another writer may have made them meanwhile
         name = partition_name(table, day)
+        # Made beside the table and then attached: ATTACH PARTITION takes a SHARE UPDATE EXCLUSIVE lock on
+        # the table (readers go on), CREATE TABLE ... PARTITION OF an ACCESS EXCLUSIVE one. Its indexes
+        # are made as it is attached (the table's own); it is empty, so the range check is instant.
+        conn.exec_driver_sql(f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
         conn.exec_driver_sql(
-            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} "
+            f"ALTER TABLE {table} ATTACH PARTITION {name} "
             f"FOR VALUES FROM ('{_bound(day)}') TO ('{_bound(day + dt.timedelta(days=1))}')")
         created.append(name)
     if created:
