@@ -2,8 +2,9 @@
 
 One partition per table and UTC day, named ``<table>_pYYYYMMDD`` and holding ``[day 00:00, next day
 00:00)`` UTC, made beside the table and attached (readers are not blocked); the indexes declared on
-the table (sql.tables) are created on each partition by PostgreSQL itself. Partitions are made ahead by the Recorder (:class:`PartitionsAhead`: at start and
-at the first minute of each new UTC day, today's and the next ``days_ahead`` days'), and the writer
+the table (sql.tables) are created on each partition by PostgreSQL itself. Partitions are made
+ahead by the Recorder (:class:`PartitionsAhead`: at start and at the first minute of each new UTC
+day, today's and the next ``days_ahead`` days'), and the writer
 makes the one a minute needs if it is missing (:func:`ensure_partitions` before it writes), so a row
 never finds no partition: there is no default partition (a default partition holding rows would
 make every later partition's creation scan it, and refuse when it holds rows of that day).
