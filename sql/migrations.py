@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Double, Table, case, extract, func, inspect, literal, literal_column, select
+from sqlalchemy import Connection, Double, Table, case, extract, func, inspect, literal, literal_column, select, text
 from sqlalchemy.schema import CreateColumn
 
 from sql.inserts import insert_ignoring_conflicts
@@ -33,6 +33,7 @@ from sql.tables import (
     chain_minutes,
     expiry_minutes,
     instruments,
+    minute_coverage,
     option_minutes,
     option_quotes,
     orders_audit,
@@ -104,6 +105,47 @@ def _as_utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+def _partition(conn: Connection, table: Table) -> None:
+    """PostgreSQL: ``table`` as a table partitioned by day (sql.partitions), its rows copied one UTC day
+    a statement (a log line each) into it, the old table dropped once the counts match (else
+    :class:`MigrationCheckFailed`). Nothing when it is partitioned already (or on SQLite)."""
+    if conn.dialect.name != "postgresql":
+        return
+    kind = conn.execute(text("SELECT relkind FROM pg_class WHERE oid = to_regclass(:t)"), {"t": table.name}).scalar()
+    if kind != "r":
+        return
+    log = structlog.get_logger()
+    old = f"{table.name}_v4"
+    conn.exec_driver_sql(f"ALTER TABLE {table.name} RENAME TO {old}")
+    indexes = conn.execute(text("SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                                "WHERE i.indrelid = to_regclass(:t)"), {"t": old}).scalars().all()
+    for index in indexes:  # their names are the new table's (a primary key's constraint follows its index)
+        conn.exec_driver_sql(f"ALTER INDEX {index} RENAME TO {index[:56]}_v4")
+    table.create(conn)
+    first, last = conn.execute(text(f"SELECT min(minute), max(minute) FROM {old}")).one()
+    total = int(conn.execute(text(f"SELECT count(*) FROM {old}")).scalar_one())
+    columns = ", ".join(c.name for c in table.columns)
+    started = time.monotonic()
+    copied = 0
+    day = _as_utc(first).date() if first is not None else None
+    while day is not None and day <= _as_utc(last).date():
+        start = dt.datetime.combine(day, dt.time(), dt.UTC)
+        ensure_partitions(conn, [day], [table.name])
+        rows = conn.execute(text(f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {old} "
+                                 "WHERE minute >= :start AND minute < :end ORDER BY minute"),
+                            {"start": start, "end": start + dt.timedelta(days=1)}).rowcount
+        copied += max(rows, 0)
+        log.info("schema_migration_progress", table=table.name, day=day.isoformat(), rows=rows, copied=copied,
+                 of=total, elapsed_s=round(time.monotonic() - started, 1))
+        day += dt.timedelta(days=1)
+    now = int(conn.execute(text(f"SELECT count(*) FROM {table.name}")).scalar_one())
+    if now != total:
+        raise MigrationCheckFailed(f"{old} not dropped: {table.name} holds {now} rows, expected {total}")
+    conn.exec_driver_sql(f"DROP TABLE {old}")
+    log.info("schema_migration_partitioned", table=table.name, rows=total,
+             elapsed_s=round(time.monotonic() - started, 1))
+
+
 def _to_5(conn: Connection) -> None:
     """Compact option rows: schema 4's ``option_quotes`` table into ``instruments`` (from its distinct
     options), ``chain_minutes`` and ``expiry_minutes`` (each currency's and expiry's minutes, with the
@@ -111,7 +153,10 @@ def _to_5(conn: Connection) -> None:
     underlying price as the difference from its expiry's, NaN for NULL on PostgreSQL). Greeks are
     not copied: the ``option_quotes`` view computes them (sql.views). One UTC day a statement, a log
     line each; the old table is dropped when the copies' counts match it, else
-    :class:`MigrationCheckFailed` leaves it (the transaction rolls back on PostgreSQL)."""
+    :class:`MigrationCheckFailed` leaves it (the transaction rolls back on PostgreSQL). On PostgreSQL
+    the other per-minute tables become partitioned by day the same way (:func:`_partition`)."""
+    for table in (minute_coverage, surface_points, surface_fits, volatility_index):
+        _partition(conn, table)
     if "option_quotes" not in inspect(conn).get_table_names():
         return  # a new database, or the step done before its version was recorded
     log = structlog.get_logger()
@@ -150,7 +195,7 @@ def _to_5(conn: Connection) -> None:
         start = dt.datetime.combine(day, dt.time(), dt.UTC)
         end = start + dt.timedelta(days=1)
         in_day = (q.minute >= start, q.minute < end)
-        ensure_partitions(conn, [day])
+        ensure_partitions(conn, [day], [chain_minutes.name, expiry_minutes.name, option_minutes.name])
         conn.execute(insert_ignoring_conflicts(chain_minutes, conn.dialect.name).from_select(
             ["minute", "currency", "index_price"],
             select(q.minute, q.currency, common(q.index_price)).where(*in_day).group_by(q.minute, q.currency)))

@@ -50,9 +50,10 @@ def _bound(day: dt.date) -> str:
     return f"{day.isoformat()} 00:00:00+00"
 
 
-def missing_partitions(conn: Connection, days: Iterable[dt.date]) -> list[tuple[str, dt.date]]:
+def missing_partitions(conn: Connection, days: Iterable[dt.date],
+                       tables: Iterable[str] = PARTITIONED) -> list[tuple[str, dt.date]]:
     """The (table, day) partitions that do not exist yet (in the session's schema)."""
-    wanted = [(table, day) for day in sorted(set(days)) for table in PARTITIONED]
+    wanted = [(table, day) for day in sorted(set(days)) for table in tables]
     if not wanted:
         return []
     names = [partition_name(table, day) for table, day in wanted]
@@ -62,17 +63,19 @@ def missing_partitions(conn: Connection, days: Iterable[dt.date]) -> list[tuple[
     return [(table, day) for (table, day), name in zip(wanted, names, strict=True) if name in absent]
 
 
-def ensure_partitions(conn: Connection, days: Iterable[dt.date]) -> list[str]:
-    """Create the partitions of ``days`` that are missing, in the caller's transaction; returns the
-    names created. A no-op on SQLite and when all exist (one catalog query)."""
+def ensure_partitions(conn: Connection, days: Iterable[dt.date], tables: Iterable[str] = PARTITIONED) -> list[str]:
+    """Create the partitions of ``tables`` (all the partitioned ones by default) for ``days`` that are
+    missing, in the caller's transaction; returns the names created. A no-op on SQLite and when all
+    exist (one catalog query)."""
     if conn.dialect.name != "postgresql":
         return []
     days = list(days)
-    if not missing_partitions(conn, days):
+    tables = list(tables)
+    if not missing_partitions(conn, days, tables):
         return []
     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PARTITION_LOCK})
     created = []
-    for table, day in missing_partitions(conn, days):  # again: another writer may have made them meanwhile
+    for table, day in missing_partitions(conn, days, tables):  # again: another writer may have made them meanwhile
         name = partition_name(table, day)
         # Made beside the table and then attached: ATTACH PARTITION takes a SHARE UPDATE EXCLUSIVE lock on
         # the table (readers go on), CREATE TABLE ... PARTITION OF an ACCESS EXCLUSIVE one. Its indexes

@@ -40,7 +40,8 @@ and columns (:mod:`sql.views`) over
   cost 28 bytes a row. Deribit's greeks are not stored: they are Black-76 at the mark vol, the forward and the time to
   expiry (Deribit's ticker delta matches within 1e-5), and the view computes them.
 
-On PostgreSQL the three per-minute tables above are partitioned by day (``RANGE (minute)``, one partition
+On PostgreSQL every per-minute table (those above, ``minute_coverage``, ``surface_points``,
+``surface_fits`` and ``volatility_index``) is partitioned by day (``RANGE (minute)``, one partition
 per UTC day, :mod:`sql.partitions`): the Recorder creates today's and the next days' partitions
 at start and at each new day, and the writer creates a missing one before it writes into it. SQLite
 has the same tables, unpartitioned.
@@ -88,7 +89,8 @@ FLAG_STALE = 1
 FLAG_IN_SURFACE = 2
 FLAG_SPAN = 4
 #: Tables partitioned by day on PostgreSQL (sql.partitions), in the order a minute writes them.
-PARTITIONED = ("chain_minutes", "expiry_minutes", "option_minutes")
+PARTITIONED = ("chain_minutes", "expiry_minutes", "option_minutes", "minute_coverage", "surface_points", "surface_fits",
+               "volatility_index")
 
 instruments = Table(
     "instruments",
@@ -170,7 +172,12 @@ surface_points = Table(
     # the node lies outside the data (tenor outside the fitted expiries, or k outside the quoted
     # strikes' range interpolated in time): quant.coverage. NULL on rows before version 4: unknown.
     Column("extrapolated", Boolean),
+    postgresql_partition_by="RANGE (minute)",
 )
+# One grid point over time (the primary key, minute first, serves a whole grid at one minute); its
+# entries deduplicated into posting lists of the day's minutes.
+Index("ix_surface_points_node", surface_points.c.currency, surface_points.c.tenor_days,
+      surface_points.c.log_moneyness)
 
 surface_fits = Table(
     "surface_fits",
@@ -193,6 +200,7 @@ surface_fits = Table(
     # the ln(K/F) range the butterfly check covered (NULL: not said, or a row before version 4)
     Column("check_k_min", Double),
     Column("check_k_max", Double),
+    postgresql_partition_by="RANGE (minute)",
 )
 
 volatility_index = Table(
@@ -211,6 +219,7 @@ volatility_index = Table(
     Column("dvol_at", _utc()),
     # DVOL minus our 30-day variance index (``value``), vol points; NULL when either is missing.
     Column("dvol_minus_index", Double),
+    postgresql_partition_by="RANGE (minute)",
 )
 
 # One row per currency-minute the SurfaceBuilder published (version 4): ``listed`` options in the
@@ -226,6 +235,7 @@ minute_coverage = Table(
     Column("complete", Boolean, nullable=False),
     Column("listed", Integer, nullable=False),
     Column("usable", Integer, nullable=False),
+    postgresql_partition_by="RANGE (minute)",
 )
 
 settlements = Table(

@@ -44,6 +44,7 @@ from messages.commands import (
 from messages.surface import QuoteIV, SurfaceSnapshot
 from sql.inserts import insert_ignoring_conflicts
 from sql.option_rows import write_option_minute
+from sql.partitions import ensure_partitions
 from sql.tables import MINUTE_TABLES, option_quotes, orders_audit, settlements
 
 UTC = dt.UTC
@@ -149,6 +150,7 @@ def write_surface_snapshot(conn: Connection, snapshot: SurfaceSnapshot,
     :func:`sql.option_rows.write_option_minute`."""
     postgres = conn.dialect.name == "postgresql"
     counts: dict[str, int] = {}
+    ensure_partitions(conn, [utc(snapshot.at).date()])
     for part in minute_rows(snapshot, dvol, times_as_text=postgres, with_quotes=False):
         counts[part.table.name] = len(part.rows)
         if part.table is option_quotes:

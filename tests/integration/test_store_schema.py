@@ -28,9 +28,12 @@ from sql.tables import (
     chain_minutes,
     expiry_minutes,
     instruments,
+    minute_coverage,
     option_minutes,
     option_quotes,
+    surface_fits,
     surface_points,
+    volatility_index,
 )
 from sql.writers import minute_rows, write_surface_snapshot
 from tests.support import schema_v4
@@ -82,6 +85,13 @@ def v4_database(engine: Engine, snapshots: list[SurfaceSnapshot]) -> None:
                     conn.execute(table.insert(), [dict(zip(part.columns, row, strict=True)) for row in part.rows])
 
 
+def _rows(engine: Engine, table: Any) -> list[tuple[Any, ...]]:
+    """A table's rows, times as naive UTC (SQLite reads them naive)."""
+    with engine.connect() as conn:
+        return [tuple(v.astimezone(dt.UTC).replace(tzinfo=None) if isinstance(v, dt.datetime) and v.tzinfo else v
+                      for v in row) for row in conn.execute(select(table))]
+
+
 def _listed(values: np.ndarray) -> list[Any]:
     """An array as a list to compare: floats as float4 (version 5 stores reals), NaN as None."""
     if values.dtype == bool:
@@ -112,8 +122,20 @@ def test_a_version_4_database_is_migrated_and_the_readers_answer_as_before(
     v4_database(engine, snapshots)
     before = reads(engine, snapshots)
     assert all(before)
+    others = (minute_coverage, surface_points, surface_fits, volatility_index)
+    rows_before = {t.name: sorted(map(repr, _rows(engine, t))) for t in others}
+    assert all(rows_before.values())
     assert create_schema(engine) == SCHEMA_VERSION == 5
     assert reads(engine, snapshots) == before
+    assert {t.name: sorted(map(repr, _rows(engine, t))) for t in others} == rows_before
+    if engine.dialect.name == "postgresql":  # the other per-minute tables are partitioned by day too
+        with engine.connect() as conn:
+            kinds = dict(conn.execute(text("SELECT relname, relkind FROM pg_class WHERE relname = ANY(:n) "
+                                           "AND relnamespace = to_regnamespace(current_schema())"),
+                                      {"n": list(PARTITIONED)}).all())
+            assert kinds == dict.fromkeys(PARTITIONED, "p")
+            assert existing_partitions(conn, "surface_points") == [
+                partition_name("surface_points", d) for d in (DAY, DAY + dt.timedelta(days=1))]
     with engine.connect() as conn:
         inspector = inspect(conn)
         assert "option_quotes" not in inspector.get_table_names()  # copied, verified, dropped
