@@ -2,8 +2,9 @@
 ``python -m bench store [--json] [--days N] [--minutes-per-day M] [--btc N] [--eth N] [--pg-url URL]``.
 
 A first version of issue 21's benchmark (no archive yet). Input: one synthetic BTC and one ETH
-SurfaceSnapshot (bench.snapshot: the full synthetic chain, 20 expiries; ``--btc``/``--eth`` options
-each, 700 and 500 by default: Deribit's about 1,200), written at each minute of ``--days`` days
+SurfaceSnapshot (bench.snapshot: the full synthetic chain; ``--btc``/``--eth`` options, 700 and 500
+by default: Deribit's about 1,200; ``--expiries`` 12 each: the real capture of 2021-07-22 listed 10
+per currency, more daily expiries are listed now), written at each minute of ``--days`` days
 (``--minutes-per-day`` of each day, 1,440 by default), both currencies each minute:
 
 - schema 5 with the Recorder's own code (:class:`sql.store.MinuteStore`, ``record``), into its own
@@ -142,10 +143,12 @@ def run(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--minutes-per-day", type=int, default=1440)
     parser.add_argument("--btc", type=int, default=700)
     parser.add_argument("--eth", type=int, default=500)
+    parser.add_argument("--expiries", type=int, default=12)
     parser.add_argument("--pg-url")
     args = parser.parse_args(argv)
     server, cluster = _server(args.pg_url)
-    chains = {c: build_surface_snapshot(synthetic_chain_snapshot(currency=c, at=START, n_quotes=n))
+    chains = {c: build_surface_snapshot(synthetic_chain_snapshot(currency=c, at=START, n_quotes=n,
+                                                                 n_expiries=args.expiries))
               for c, n in (("BTC", args.btc), ("ETH", args.eth))}
     per_minute = sum(len(s.quotes) for s in chains.values())
     try:
