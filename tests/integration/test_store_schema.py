@@ -130,9 +130,9 @@ def test_a_version_4_database_is_migrated_and_the_readers_answer_as_before(
     assert {t.name: sorted(map(repr, _rows(engine, t))) for t in others} == rows_before
     if engine.dialect.name == "postgresql":  # the other per-minute tables are partitioned by day too
         with engine.connect() as conn:
-            kinds: dict[str, str] = dict(conn.execute(text("SELECT relname, relkind FROM pg_class WHERE relname = ANY(:n) "
-                                           "AND relnamespace = to_regnamespace(current_schema())"),
-                                      {"n": list(PARTITIONED)}).all())
+            query = text("SELECT relname, relkind FROM pg_class WHERE relname = ANY(:n) "
+                         "AND relnamespace = to_regnamespace(current_schema())")
+            kinds: dict[str, str] = dict(conn.execute(query, {"n": list(PARTITIONED)}).all())
             assert kinds == dict.fromkeys(PARTITIONED, "p")
             assert existing_partitions(conn, "surface_points") == [
                 partition_name("surface_points", d) for d in (DAY, DAY + dt.timedelta(days=1))]
