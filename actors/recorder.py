@@ -86,8 +86,7 @@ class Recorder(Actor):
         self.log.info("recorder_starting", database=self.store.database, spool=str(self.store.spool.directory),
                       backlog=self.store.backlog)
         self._alarm = Alarm(self._ring, name=f"{self.context.name}-retry")
-        self.store.open()
-        self.store.make_partitions(self.context.clock.now())
+        self.store.open(now=self.context.clock.now())  # with the day partitions due now (PostgreSQL)
         self._publish_status(force=True)
 
     def on_stop(self) -> None:

@@ -140,6 +140,7 @@ class MinuteStore:
         self.written_batches = 0
         self.rejected = 0
         self.partitions = PartitionsAhead(partition_days_ahead)
+        self._opened_at: float | None = None
 
     # -- what the Recorder calls -------------------------------------------------------------------
     @property
@@ -154,8 +155,10 @@ class MinuteStore:
         """Whether trying the database now is allowed by the backoff."""
         return self._monotonic() >= self.retry_at
 
-    def open(self) -> None:
-        """Create the schema if the database answers, then write back what a previous run spooled."""
+    def open(self, now: float | None = None) -> None:
+        """Create the schema if the database answers (and on PostgreSQL the day partitions due at
+        ``now``, unix seconds: :meth:`make_partitions`), then write back what a previous run spooled."""
+        self._opened_at = now
         if self._try(self._ensure_schema):
             self.catch_up()
 
@@ -254,11 +257,24 @@ class MinuteStore:
 
     # -- inside ----------------------------------------------------------------------------------------
     def _ensure_schema(self) -> float:
-        """Create the schema if not done yet; returns the seconds it took."""
+        """Create the schema if not done yet, with the partitions due at the time :meth:`open` was
+        given (in the same call: nothing of the start reaches the database after it said it answers);
+        returns the seconds it took."""
         if self.schema_ready:
             return 0.0
-        _, elapsed = self._guarded(lambda: create_schema(self.engine), max(SCHEMA_DEADLINE_S, self.write_deadline_s))
+        at = self._opened_at
+        days = self.partitions.due(at) if at is not None and self.engine.dialect.name == "postgresql" else []
+
+        def create() -> None:
+            create_schema(self.engine)
+            if days:
+                with self.engine.begin() as conn:
+                    ensure_partitions(conn, days)
+
+        _, elapsed = self._guarded(create, max(SCHEMA_DEADLINE_S, self.write_deadline_s))
         self.schema_ready = True
+        if at is not None and days:
+            self.partitions.done(at)
         return elapsed
 
     def _guarded(self, call: Callable[[], Any], deadline_s: float) -> tuple[Any, float]:
