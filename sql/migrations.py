@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Double, Table, case, extract, func, inspect, 
 from sqlalchemy.schema import CreateColumn
 
 from sql.inserts import insert_ignoring_conflicts
+from sql.option_rows import REAL_MAX, REAL_TINY
 from sql.partitions import ensure_partitions
 from sql.tables import (
     FLAG_IN_SURFACE,
@@ -187,7 +188,11 @@ def _to_5(conn: Connection) -> None:
     nan = literal_column("CAST('NaN' AS double precision)", Double)
 
     def value(column: Any) -> Any:
-        return func.coalesce(column, nan) if postgres else column
+        """A double as a real: missing (NaN on PostgreSQL, NULL on SQLite) for NULL and past float4's
+        range, 0 below its normal range (sql.option_rows.as_real, the writer's rule)."""
+        missing = nan if postgres else literal(None)
+        return case((column.is_(None), missing), (func.abs(column) > REAL_MAX, missing),
+                    (func.abs(column) < REAL_TINY, 0.0), else_=column)
 
     copied = 0
     day = _as_utc(first).date() if first is not None else None

@@ -57,6 +57,20 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+#: The largest finite float4 and the smallest normal one: past the first a value is not stored (NaN),
+#: below the second it is 0 (PostgreSQL refuses a real out of its range, and with it the minute).
+REAL_MAX = 3.4028234e38
+REAL_TINY = 1.1754944e-38
+
+
+def as_real(value: float | None) -> float | None:
+    """``value`` as a ``real`` column can hold it: None when missing, not finite or too large; 0 for
+    a magnitude below float4's normal range."""
+    if value is None or not math.isfinite(value) or abs(value) > REAL_MAX:
+        return None
+    return 0.0 if abs(value) < REAL_TINY else value
+
+
 def most_common(values: Sequence[float | None]) -> float | None:
     """The finite value most of ``values`` hold (the first of equally common ones); None if none."""
     counts = Counter(v for v in values if v is not None and math.isfinite(v))
@@ -104,7 +118,7 @@ def write_option_minute(conn: Connection, snapshot: SurfaceSnapshot) -> int:
                   else None)
         flags = (FLAG_STALE if q.stale else 0) | (FLAG_IN_SURFACE if q.in_surface else 0)
         rows.append((minute, ids[q.instrument_name] * FLAG_SPAN + flags,
-                     *(v if v is not None and math.isfinite(v) else missing for v in (*values, offset))))
+                     *(missing if (r := as_real(v)) is None else r for v in (*values, offset))))
     if postgres:
         _copy(conn, rows)
     else:

@@ -353,3 +353,23 @@ def test_a_copy_that_does_not_match_keeps_the_old_table_and_version_and_the_next
     assert create_schema(engine) == SCHEMA_VERSION
     assert reads(engine, snapshots[:3]) == before
     assert count(engine, option_minutes) == sum(len(s.quotes) for s in snapshots[:3])
+
+
+def test_values_a_real_cannot_hold_neither_refuse_the_minute_nor_its_migration(engine: Engine) -> None:
+    """Past float4's range a value is missing, below its normal range 0: a minute (or an old row)
+    holding one is still written, never refused."""
+    snap = small_snapshot()
+    odd = msgspec.structs.replace(snap.quotes[0], bid_iv=1e39, mid_iv=1e-45, ask_iv=float("inf"),
+                                  open_interest=-1e40)
+    snap = msgspec.structs.replace(snap, quotes=(odd, *snap.quotes[1:]))
+    later = msgspec.structs.replace(snap, at=AT + 60)
+    v4_database(engine, [snap])
+    create_schema(engine)
+    with engine.begin() as conn:
+        write_surface_snapshot(conn, later)
+    q = option_quotes.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(q.minute, q.bid_iv, q.mid_iv, q.ask_iv, q.open_interest)
+                            .where(q.instrument == odd.instrument_name).order_by(q.minute)).all()
+    assert [tuple(r)[1:] for r in rows] == [(None, 0.0, None, None)] * 2
+    assert count(engine, option_quotes) == 2 * len(snap.quotes)
