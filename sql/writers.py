@@ -1,7 +1,8 @@
 """Batched inserts that ignore conflicts: a minute, an order-audit entry or a settlement written twice
 adds nothing.
 
-``write_surface_snapshot(conn, snapshot, dvol)`` puts one currency-minute into ``option_quotes``,
+``write_surface_snapshot(conn, snapshot, dvol)`` puts one currency-minute into ``option_quotes``
+(since version 5 a view: the compact tables, :mod:`sql.option_rows`),
 ``minute_coverage``, ``surface_points``, ``surface_fits`` and ``volatility_index`` (one batch per
 table; Deribit's DVOL at the minute beside the variance index, and their difference) inside the
 caller's transaction. An incomplete minute writes its quotes and its ``minute_coverage`` row only: no
