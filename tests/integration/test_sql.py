@@ -141,11 +141,11 @@ def test_rows_hold_exactly_what_the_snapshot_says(engine: Engine) -> None:
                 field
         assert r.index_price == snap.index_price  # the chain's index at the minute
         # Greeks: Black-76 at the recorded mark vol (Deribit's own rounds it to 0.01 vol points, so the
-        # ticker's figures agree to that rounding); what quant.black76 computes, to 1e-6.
+        # ticker's figures agree to that rounding); what quant.black76 computes, to 1e-9.
         years = (q.expiry_ms / 1000 - AT) / (365 * 86_400)
         greeks = black76_greeks(r.underlying_price, r.strike, years, r.mark_iv / 100, q.option_type == "call")
         for field in ("delta", "gamma", "vega", "theta"):
-            assert getattr(r, field) == pytest.approx(float(getattr(greeks, field)), rel=1e-6, abs=1e-9), field
+            assert getattr(r, field) == pytest.approx(float(getattr(greeks, field)), rel=1e-9, abs=1e-9), field
         assert r.delta == pytest.approx(q.delta, abs=1e-4)
     for p in snap.points:
         assert points[(p.tenor_days, p.log_moneyness)].iv == p.iv

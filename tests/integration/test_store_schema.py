@@ -373,3 +373,30 @@ def test_values_a_real_cannot_hold_neither_refuse_the_minute_nor_its_migration(e
                             .where(q.instrument == odd.instrument_name).order_by(q.minute)).all()
     assert [tuple(r)[1:] for r in rows] == [(None, 0.0, None, None)] * 2
     assert count(engine, option_quotes) == 2 * len(snap.quotes)
+
+
+def test_the_views_greeks_are_black76_at_the_mark_vol_also_on_the_last_day_at_expiry_and_at_zero_vol(
+        engine: Engine) -> None:
+    from quant.black76 import black76_greeks
+
+    base = small_snapshot().quotes[10]
+    cases = []
+    for n, (hours, vol) in enumerate([(24 * 30, 60.0), (24 * 30, 250.0), (12, 80.0), (0.5, 150.0), (0, 80.0),
+                                      (-3, 80.0), (24 * 7, 0.0), (24 * 300, 45.5)]):
+        for strike in (20_000.0, 32_000.0, 45_000.0):
+            for kind in ("call", "put"):
+                cases.append(msgspec.structs.replace(
+                    base, instrument_name=f"BTC-X{n}-{strike:.0f}-{kind[0].upper()}", strike=strike, option_type=kind,
+                    expiry_ms=int((AT + hours * 3600) * 1000), mark_iv=vol))
+    create_schema(engine)
+    with engine.begin() as conn:
+        write_surface_snapshot(conn, msgspec.structs.replace(small_snapshot(), quotes=tuple(cases)))
+    with engine.connect() as conn:
+        rows = {r.instrument: r for r in conn.execute(select(option_quotes))}
+    for q in cases:
+        r = rows[q.instrument_name]
+        years = (q.expiry_ms / 1000 - AT) / (365 * 86_400)
+        want = black76_greeks(r.underlying_price, q.strike, years, q.mark_iv / 100, q.option_type == "call")
+        for name in ("delta", "gamma", "vega", "theta"):
+            assert getattr(r, name) == pytest.approx(float(getattr(want, name)), rel=1e-9, abs=1e-9), (
+                q.instrument_name, name)
