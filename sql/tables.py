@@ -109,6 +109,8 @@ instruments = Table(
     Column("first_seen", _utc(), nullable=False),
     Column("last_seen", _utc(), nullable=False),
 )
+# A chain's instruments by their expiries at a minute (a year lists tens of thousands of options).
+Index("ix_instruments_expiry", instruments.c.currency, instruments.c.expiry)
 
 chain_minutes = Table(
     "chain_minutes",
