@@ -87,8 +87,12 @@ def write_option_minute(conn: Connection, snapshot: SurfaceSnapshot) -> int:
     postgres = conn.dialect.name == "postgresql"
     minute = dt.datetime.fromtimestamp(snapshot.at, UTC)
     currency = snapshot.currency
-    quotes = snapshot.quotes
-    ensure_partitions(conn, [minute.date()])
+    ensure_partitions(conn, [minute.date()])  # one catalog query when they are there
+    # An option listed twice in one minute is written once, as schema 4's key did: the first.
+    first: dict[str, QuoteIV] = {}
+    for q in snapshot.quotes:
+        first.setdefault(q.instrument_name, q)
+    quotes = tuple(first.values())
     index_price = _finite(snapshot.index_price)
     if index_price is None:
         index_price = most_common([q.index_price for q in quotes])
@@ -145,8 +149,6 @@ def _utc(value: dt.datetime) -> dt.datetime:
 def instrument_ids(conn: Connection, snapshot: SurfaceSnapshot, minute: dt.datetime) -> dict[str, int]:
     """Each quote's instrument id, the instruments new at this minute added; first and last seen
     kept up to date (:data:`LAST_SEEN_STEP_S`)."""
-
-
     i = instruments.c
     names = [q.instrument_name for q in snapshot.quotes]
 

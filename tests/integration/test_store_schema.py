@@ -223,7 +223,8 @@ def test_a_minute_written_twice_adds_nothing_and_instruments_keep_first_and_last
     create_schema(engine)
     btc = snapshots[0]
     later = msgspec.structs.replace(btc, at=AT + 2 * 3600)
-    for snap in (later, btc, btc, msgspec.structs.replace(btc, quotes=btc.quotes[:5])):
+    twice = msgspec.structs.replace(btc, quotes=(*btc.quotes, btc.quotes[7]))  # one option listed twice
+    for snap in (later, twice, btc, msgspec.structs.replace(btc, quotes=btc.quotes[:5])):
         with engine.begin() as conn:
             write_surface_snapshot(conn, snap)
     assert count(engine, option_minutes) == 2 * len(btc.quotes)
