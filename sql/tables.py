@@ -58,6 +58,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -124,12 +125,15 @@ chain_minutes = Table(
 expiry_minutes = Table(
     "expiry_minutes",
     metadata,
-    Column("minute", _utc(), primary_key=True),
-    Column("currency", String(16), primary_key=True),
-    Column("expiry", _utc(), primary_key=True),
+    Column("minute", _utc(), nullable=False),
+    Column("currency", String(16), nullable=False),
+    Column("expiry", _utc(), nullable=False),
     Column("underlying_price", Double),
     # (expiry - minute) in years of 365 days: the T of the view's greeks
     Column("years", Double, nullable=False),
+    # expiry first: one option over time finds its expiry's minutes in one range; a chain at a
+    # minute probes its dozen expiries
+    PrimaryKeyConstraint("currency", "expiry", "minute", name="expiry_minutes_pkey"),
     postgresql_partition_by="RANGE (minute)",
 )
 
