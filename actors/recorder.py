@@ -9,7 +9,9 @@ database is unreachable the batch goes to the spool on disk and an :class:`~runt
 wakes the actor when the backoff allows a retry, in real time (also in replay), writing the spool
 back in order once the database answers. Every write has a deadline (``recorder.write_deadline_s``):
 a hung database costs the actor that long once, then the batches are spooled and the status says
-``HUNG``. A stop (``stopping``, set by the program as it stops, from any thread) cuts a write in
+``HUNG``. On PostgreSQL it makes the per-minute tables' day partitions ahead (today's and the next
+``recorder.partition_days_ahead`` days') at start and at the first tick of each UTC day. A stop
+(``stopping``, set by the program as it stops, from any thread) cuts a write in
 flight short, spools what is in memory and leaves the rest spooled for the next start; the actor's
 thread is a daemon, so nothing it waits on holds the exit. The logic is
 :class:`sql.store.MinuteStore`; this actor receives, calls it and publishes :class:`RecorderStatus`
@@ -39,7 +41,7 @@ from messages.commands import (
 )
 from messages.market import VolatilityIndex
 from messages.surface import RecorderStatus, SurfaceSnapshot
-from messages.system import MinuteTick, Shutdown
+from messages.system import DailyRollover, MinuteTick, Shutdown
 from runtime.actor import Actor, ActorContext, handles
 from runtime.alarm import Alarm
 from sql.recording import DvolAtMinute, FillsSeen, SettlementsSeen
@@ -71,7 +73,7 @@ class Recorder(Actor):
         self.store = MinuteStore(url or s.database_url, spool_directory(s), retry_initial_s=r.retry_initial_s,
                                  retry_max_s=r.retry_max_s, busy_timeout_s=r.sqlite_busy_timeout_s,
                                  connect_timeout_s=r.connect_timeout_s, write_deadline_s=r.write_deadline_s,
-                                 stopping=stopping)
+                                 stopping=stopping, partition_days_ahead=r.partition_days_ahead)
         self.dvol = DvolAtMinute()
         self.settlements_seen = SettlementsSeen()
         self.fills_seen = FillsSeen()
@@ -84,7 +86,7 @@ class Recorder(Actor):
         self.log.info("recorder_starting", database=self.store.database, spool=str(self.store.spool.directory),
                       backlog=self.store.backlog)
         self._alarm = Alarm(self._ring, name=f"{self.context.name}-retry")
-        self.store.open()
+        self.store.open(now=self.context.clock.now())  # with the day partitions due now (PostgreSQL)
         self._publish_status(force=True)
 
     def on_stop(self) -> None:
@@ -170,8 +172,10 @@ class Recorder(Actor):
         else:
             self._arm()
 
-    @handles(MinuteTick)
-    def on_minute(self, _tick: MinuteTick) -> None:
+    @handles(MinuteTick, DailyRollover)
+    def on_minute(self, _tick: MinuteTick | DailyRollover) -> None:
+        # PostgreSQL's day partitions, today's and the next days': made at the first tick of a new day.
+        self.store.make_partitions(self.context.clock.now())
         self._publish_status(force=True)
 
     @handles(Shutdown)

@@ -306,6 +306,8 @@ class RecorderSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields
     sqlite_busy_timeout_s: NonNegative
     connect_timeout_s: Positive
     write_deadline_s: Positive
+    # PostgreSQL: days of partitions the Recorder makes ahead beyond today (at start, at each new day)
+    partition_days_ahead: Annotated[int, Meta(ge=0, le=366)] = 3
 
     def __post_init__(self) -> None:
         if self.spool_dir:

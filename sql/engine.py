@@ -15,8 +15,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import socket
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,10 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from runtime.secrets import mask_url
+from sql.inserts import insert_ignoring_conflicts
 from sql.migrations import migrate
 from sql.tables import SCHEMA_VERSION, metadata, schema_version
-from sql.writers import insert_ignoring_conflicts
+from sql.views import create_views
 
 URL_HELP = "expected sqlite:///path/to/file.sqlite3 or postgresql+psycopg2://user[:password]@host[:port]/database"
 
@@ -131,6 +134,11 @@ def _sqlite_engine(parsed: URL, busy_timeout_s: float) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        try:
+            cursor.execute("SELECT exp(0), ln(1), sqrt(1)")
+        except sqlite3.OperationalError:  # a SQLite built without its math functions: the view needs them
+            for name, function in (("exp", math.exp), ("ln", math.log), ("sqrt", math.sqrt)):
+                dbapi_connection.create_function(name, 1, function, deterministic=True)
         cursor.close()
 
     return engine
@@ -160,10 +168,12 @@ def create_schema(engine: Engine) -> int:
             # Two programs starting at once may both get here: the second insert is ignored.
             conn.execute(insert_ignoring_conflicts(schema_version, conn.dialect.name),
                          [{"version": SCHEMA_VERSION, "applied_at": dt.datetime.now(dt.UTC)}])
+            create_views(conn)
             return SCHEMA_VERSION
         if recorded > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"the database's schema is version {recorded}, this program knows version {SCHEMA_VERSION}: "
                 "run a newer version of the program, or point --db at another database")
         migrate(conn, int(recorded))
+        create_views(conn)
         return SCHEMA_VERSION

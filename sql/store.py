@@ -48,6 +48,7 @@ from messages.surface import DatabaseHealth, RecorderStatus, SurfaceSnapshot
 from runtime.throttle import Backoff
 from sql.deadline import DeadlineExceeded, call_with_deadline, classify
 from sql.engine import SchemaVersionError, abort_connections, create_schema, make_engine, mask_url, track_connections
+from sql.partitions import PartitionsAhead, ensure_partitions
 from sql.spool import Spool, SpoolError, SpoolRecord
 from sql.writers import DvolReading, OrderAuditEvent, write_audit, write_settlements, write_surface_snapshot
 
@@ -60,6 +61,8 @@ class _Refused(Exception):
     """The database will never take this batch."""
 
 
+#: Days of partitions made ahead beyond today (settings: recorder.partition_days_ahead).
+DEFAULT_PARTITION_DAYS_AHEAD = 3
 #: Creating or migrating the schema may take longer than a minute's write; still not for ever.
 SCHEMA_DEADLINE_S = 120.0
 #: What a stop spends writing the backlog to a database that answers, however many times it
@@ -107,6 +110,7 @@ class MinuteStore:
         stopping: threading.Event | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         engine: Engine | None = None,
+        partition_days_ahead: int = DEFAULT_PARTITION_DAYS_AHEAD,
     ) -> None:
         self.url = url
         # SQLite's busy wait cannot be interrupted: it ends before the write's deadline.
@@ -135,6 +139,8 @@ class MinuteStore:
         self.written_minutes = 0
         self.written_batches = 0
         self.rejected = 0
+        self.partitions = PartitionsAhead(partition_days_ahead)
+        self._opened_at: float | None = None
 
     # -- what the Recorder calls -------------------------------------------------------------------
     @property
@@ -149,8 +155,10 @@ class MinuteStore:
         """Whether trying the database now is allowed by the backoff."""
         return self._monotonic() >= self.retry_at
 
-    def open(self) -> None:
-        """Create the schema if the database answers, then write back what a previous run spooled."""
+    def open(self, now: float | None = None) -> None:
+        """Create the schema if the database answers (and on PostgreSQL the day partitions due at
+        ``now``, unix seconds: :meth:`make_partitions`), then write back what a previous run spooled."""
+        self._opened_at = now
         if self._try(self._ensure_schema):
             self.catch_up()
 
@@ -215,6 +223,29 @@ class MinuteStore:
                              spool=str(self.spool.directory))
         return written
 
+    def make_partitions(self, now: float) -> list[str]:
+        """On PostgreSQL, make sure today's and the next days' partitions exist (once per UTC day of
+        ``now``; :class:`sql.partitions.PartitionsAhead`); returns those created. A database that
+        does not answer is asked again at the next call (the writer makes a missing one anyway)."""
+        days = self.partitions.due(now)
+        if not days or self.engine.dialect.name != "postgresql":
+            return []
+
+        def ensure() -> list[str]:
+            with self.engine.begin() as conn:
+                return ensure_partitions(conn, days)
+
+        try:
+            self._ensure_schema()
+            created, _ = self._guarded(ensure, self.write_deadline_s)
+        except Exception as exc:
+            if not _is_outage(exc) and not isinstance(exc, DBAPIError):
+                raise
+            self.log.warning("partitions_not_made", error=_short(exc), days=[d.isoformat() for d in days])
+            return []
+        self.partitions.done(now)
+        return list(created)
+
     def status(self, at: float) -> RecorderStatus:
         return RecorderStatus(at=at, database=self.database, reachable=bool(self.reachable),
                               backlog_minutes=self.backlog_minutes, backlog_batches=self.backlog,
@@ -226,11 +257,24 @@ class MinuteStore:
 
     # -- inside ----------------------------------------------------------------------------------------
     def _ensure_schema(self) -> float:
-        """Create the schema if not done yet; returns the seconds it took."""
+        """Create the schema if not done yet, with the partitions due at the time :meth:`open` was
+        given (in the same call: nothing of the start reaches the database after it said it answers);
+        returns the seconds it took."""
         if self.schema_ready:
             return 0.0
-        _, elapsed = self._guarded(lambda: create_schema(self.engine), max(SCHEMA_DEADLINE_S, self.write_deadline_s))
+        at = self._opened_at
+        days = self.partitions.due(at) if at is not None and self.engine.dialect.name == "postgresql" else []
+
+        def create() -> None:
+            create_schema(self.engine)
+            if days:
+                with self.engine.begin() as conn:
+                    ensure_partitions(conn, days)
+
+        _, elapsed = self._guarded(create, max(SCHEMA_DEADLINE_S, self.write_deadline_s))
         self.schema_ready = True
+        if at is not None and days:
+            self.partitions.done(at)
         return elapsed
 
     def _guarded(self, call: Callable[[], Any], deadline_s: float) -> tuple[Any, float]:

@@ -1,7 +1,8 @@
 """Batched inserts that ignore conflicts: a minute, an order-audit entry or a settlement written twice
 adds nothing.
 
-``write_surface_snapshot(conn, snapshot, dvol)`` puts one currency-minute into ``option_quotes``,
+``write_surface_snapshot(conn, snapshot, dvol)`` puts one currency-minute into ``option_quotes``
+(since version 5 a view: the compact tables, :mod:`sql.option_rows`),
 ``minute_coverage``, ``surface_points``, ``surface_fits`` and ``volatility_index`` (one batch per
 table; Deribit's DVOL at the minute beside the variance index, and their difference) inside the
 caller's transaction. An incomplete minute writes its quotes and its ``minute_coverage`` row only: no
@@ -24,8 +25,7 @@ from typing import Any, Literal, NamedTuple
 
 import msgspec
 from sqlalchemy import Column, Connection, MetaData, Table, and_, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.dialects import postgresql
 
 from deribit.codec import command_method
 from deribit.order_outcome import answer_outcome
@@ -43,19 +43,13 @@ from messages.commands import (
     PlaceOrder,
 )
 from messages.surface import QuoteIV, SurfaceSnapshot
+from sql.inserts import insert_ignoring_conflicts
+from sql.option_rows import write_option_minute
+from sql.partitions import ensure_partitions
 from sql.tables import MINUTE_TABLES, option_quotes, orders_audit, settlements
 
 UTC = dt.UTC
 SVI_NAMES = ("a", "b", "rho", "m", "sigma")
-
-
-def insert_ignoring_conflicts(table: Table, dialect_name: str) -> Insert:
-    """``INSERT ... ON CONFLICT DO NOTHING`` on PostgreSQL and SQLite."""
-    if dialect_name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    if dialect_name == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    raise ValueError(f"unsupported database dialect {dialect_name!r}: only sqlite and postgresql")
 
 
 def utc(seconds: float) -> dt.datetime:
@@ -90,11 +84,12 @@ class MinuteRows(NamedTuple):
 
 
 def minute_rows(snapshot: SurfaceSnapshot, dvol: DvolReading | None = None, *,
-                times_as_text: bool = False) -> list[MinuteRows]:
+                times_as_text: bool = False, with_quotes: bool = True) -> list[MinuteRows]:
     """The rows of one currency-minute, per table (:data:`sql.tables.MINUTE_TABLES`' order); ``dvol``
     the DVOL at the minute (None: missing). Times are UTC datetimes, or ISO-8601 text with the offset
     when ``times_as_text`` (for COPY). A snapshot from a producer that predates coverage (``coverage``
-    None: a spooled batch of an older version) has no ``minute_coverage`` row."""
+    None: a spooled batch of an older version) has no ``minute_coverage`` row. The ``option_quotes``
+    rows are in their logical layout (the view's columns); ``with_quotes`` False leaves them out."""
     cache: dict[float, Any] = {}
 
     def when(seconds: float) -> Any:
@@ -110,7 +105,7 @@ def minute_rows(snapshot: SurfaceSnapshot, dvol: DvolReading | None = None, *,
     currency = snapshot.currency
     astuple = msgspec.structs.astuple
     quotes: Rows = []
-    for q in snapshot.quotes:
+    for q in snapshot.quotes if with_quotes else ():
         t = astuple(q)
         quotes.append((minute, t[0], currency, when(t[1] / 1000.0), *t[2:]))
     coverage_rows: Rows = []
@@ -151,11 +146,18 @@ def write_surface_snapshot(conn: Connection, snapshot: SurfaceSnapshot,
 
     PostgreSQL: COPY into a session-private staging table, then one
     ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` per table (psycopg2's executemany is a round
-    trip per row). SQLite: one executemany of ``INSERT ... ON CONFLICT DO NOTHING`` per table."""
+    trip per row). SQLite: one executemany of ``INSERT ... ON CONFLICT DO NOTHING`` per table.
+    The quotes (``option_quotes``, a view since version 5) go into the compact tables:
+    :func:`sql.option_rows.write_option_minute`."""
     postgres = conn.dialect.name == "postgresql"
     counts: dict[str, int] = {}
-    for part in minute_rows(snapshot, dvol, times_as_text=postgres):
+    ensure_partitions(conn, [utc(snapshot.at).date()])
+    for part in minute_rows(snapshot, dvol, times_as_text=postgres, with_quotes=False):
         counts[part.table.name] = len(part.rows)
+        if part.table is option_quotes:
+            write_option_minute(conn, snapshot)
+            counts[part.table.name] = len(snapshot.quotes)
+            continue
         if not part.rows:
             continue
         if postgres:

@@ -16,6 +16,7 @@ from bench.snapshot import synthetic_chain_snapshot
 from desk.surface_snapshot import build_surface_snapshot
 from messages.account import Settlement, SettlementHistory
 from messages.commands import CancelAll, CancelOrder, CommandFailed, CommandResult, EditOrder, PlaceOrder
+from quant.black76 import black76_greeks
 from sql.engine import DatabaseURLError, SchemaVersionError, create_schema, make_engine, mask_url
 from sql.queries import IndexMinute, read_minute_coverage, read_settlements, read_volatility_index
 from sql.spool import Spool, SpoolError, SpoolRecord
@@ -130,10 +131,22 @@ def test_rows_hold_exactly_what_the_snapshot_says(engine: Engine) -> None:
         assert r.minute.replace(tzinfo=dt.UTC) == minute
         assert r.expiry.replace(tzinfo=dt.UTC) == dt.datetime.fromtimestamp(q.expiry_ms / 1000, dt.UTC)
         assert r.currency == "BTC"
-        for field in ("strike", "option_type", "underlying_price", "index_price", "bid", "bid_amount", "bid_iv",
-                      "ask", "ask_amount", "ask_iv", "mid_iv", "mark_price", "mark_iv", "open_interest", "delta",
-                      "gamma", "vega", "theta", "stale", "in_surface"):
+        for field in ("strike", "option_type", "underlying_price", "stale", "in_surface"):
             assert getattr(r, field) == getattr(q, field), field
+        # Stored as real (float4) since version 5: the 7 significant digits a Deribit figure has.
+        for field in ("bid", "bid_amount", "bid_iv", "ask", "ask_amount", "ask_iv", "mid_iv", "mark_price", "mark_iv",
+                      "open_interest"):
+            stored, sent = getattr(r, field), getattr(q, field)
+            assert (stored is None) == (sent is None) and (sent is None or stored == pytest.approx(sent, rel=1e-6)), \
+                field
+        assert r.index_price == snap.index_price  # the chain's index at the minute
+        # Greeks: Black-76 at the recorded mark vol (Deribit's own rounds it to 0.01 vol points, so the
+        # ticker's figures agree to that rounding); what quant.black76 computes, to 1e-9.
+        years = (q.expiry_ms / 1000 - AT) / (365 * 86_400)
+        greeks = black76_greeks(r.underlying_price, r.strike, years, r.mark_iv / 100, q.option_type == "call")
+        for field in ("delta", "gamma", "vega", "theta"):
+            assert getattr(r, field) == pytest.approx(float(getattr(greeks, field)), rel=1e-9, abs=1e-9), field
+        assert r.delta == pytest.approx(q.delta, abs=1e-4)
     for p in snap.points:
         assert points[(p.tenor_days, p.log_moneyness)].iv == p.iv
         assert points[(p.tenor_days, p.log_moneyness)].method == snap.method

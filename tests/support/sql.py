@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 
+import numpy as np
 from sqlalchemy import Engine, Table, func, select, text
 
 from bench.snapshot import synthetic_chain_snapshot
@@ -41,6 +42,26 @@ def count(engine: Engine, table: Table, **where: object) -> int:
         query = query.where(table.c[column] == value)
     with engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
+
+
+#: What version 5 does not keep of an option quote as it was: the index price of the option's own
+#: ticker (the currency's at the minute is kept) and the greeks (the view computes them).
+NOT_KEPT = ("index_price", "delta", "gamma", "vega", "theta")
+
+
+def option_row_kept(columns: list[str], row: tuple[object, ...]) -> tuple[object, ...]:
+    """An ``option_quotes`` row as far as version 5 keeps it: without :data:`NOT_KEPT`, numbers as the
+    float4 nearest to them (version 5 stores ``real``s), times naive UTC (SQLite reads them naive)."""
+    kept: list[object] = []
+    for name, value in zip(columns, row, strict=True):
+        if name in NOT_KEPT:
+            continue
+        if isinstance(value, float):
+            value = float(np.float32(value))
+        elif isinstance(value, dt.datetime) and value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        kept.append(value)
+    return tuple(kept)
 
 
 def small_snapshot(at: float = AT, currency: str = "BTC") -> SurfaceSnapshot:
