@@ -820,7 +820,7 @@ def _parse_scenario(line: str, args: str, command: str = "scenario") -> Scenario
                 return _value_error(line, command, accepted, args, _SCENARIO_EXAMPLE, "two currencies")
             currency = word.upper()
             continue
-        if word[:1].isalpha():
+        if word[:1].isalpha() and not any(c in word for c in ":,"):  # a range or list: its own reason
             return _value_error(line, command, accepted, args, _SCENARIO_EXAMPLE,
                                 f"{word!r} is none of sticky-strike, sticky-moneyness, expiry or a currency")
         if numbers == 0:

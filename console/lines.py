@@ -52,6 +52,7 @@ from console.risk_view import (
     scenario_of,
     scenario_paths,
     scenario_spec,
+    scenario_summary,
     scenario_table,
 )
 from console.terminal import LineOutcome, RunLine, start_plot
@@ -299,11 +300,12 @@ class LineRunner:
                 self.say(f"scenario: {grid}", "yellow")
                 return
             index = self.desk.index_price(currency)
-            self.say(scenario_table(grid, index, currency in self.desk.surfaces))
-            if plot:
+            if not plot:
+                self.say(scenario_table(grid, index, currency in self.desk.surfaces))
+            else:
                 grid_file, out = scenario_paths(currency, Path(self.settings.data_dir) / PLOTS_DIR, now)
                 write_scenario_file(scenario_file(grid, index, positions_of(self.desk, currency)), grid_file)
-                self.say(f"plotting the {currency} scenario grid ({grid_file.name}) into {out} (in the background)")
+                self.say(f"{scenario_summary(grid)}; plotting it into {out} (in the background)")
                 start_plot(("--what", "scenario", "--grid", str(grid_file), "--out", str(out)), self.settings,
                            self.out)
 

@@ -44,16 +44,16 @@ def held_options(desk: DeskState, currency: str) -> list[str]:
 
 
 def live_marks(desk: DeskState, currency: str, now: float) -> tuple[dict[str, OptionMark], tuple[str, ...]]:
-    """The held options' marks from their live quotes, and the held options without a live quote."""
+    """The held options' marks from their live quotes, and the held options without one (no live
+    quote, or one without a usable mark yet: its first ticker not in)."""
     marks: dict[str, OptionMark] = {}
     waiting: list[str] = []
     for name in held_options(desk, currency):
         quote = desk.option_quote(name, now)
-        if quote is None:
+        mark = None if quote is None else mark_of(quote, desk.instrument(name))
+        if mark is None:
             waiting.append(name)
-            continue
-        mark = mark_of(quote, desk.instrument(name))
-        if mark is not None:
+        else:
             marks[name] = mark
     return marks, tuple(waiting)
 
@@ -103,7 +103,7 @@ class LiveMarksWait:
 
     def missing(self, desk: DeskState) -> list[str]:
         now = self.now()
-        return [f"a live quote of {name}" for c in self.currencies for name in live_marks(desk, c, now)[1]]
+        return [f"a live mark of {name}" for c in self.currencies for name in live_marks(desk, c, now)[1]]
 
     def finish(self) -> None:
         self.then()
@@ -203,6 +203,17 @@ def scenario_table(grid: ScenarioGrid, index: float | None = None, surface: bool
     if grid.missing:
         parts.append(Text(f"left out: {'; '.join(grid.missing)}", style="yellow"))
     return Group(*parts)
+
+
+def scenario_summary(grid: ScenarioGrid) -> str:
+    """One line: the grid's size, its step and its worst and best PnL."""
+    flat = [(v, shift, move) for shift, row in zip(grid.spec.vol_shifts, grid.pnl_usd, strict=True)
+            for move, v in zip(grid.spec.spot_moves_pct, row, strict=True)]
+    worst, best = min(flat), max(flat)
+    return (f"{grid.currency} scenario grid, {len(grid.spec.vol_shifts)} vol shifts x {len(grid.spec.spot_moves_pct)} "
+            f"moves after {days_text(grid.days)}, sticky {grid.spec.sticky.value}: worst "
+            f"{usd_text(worst[0], signed=True)} USD (move {worst[2]:+g}%, vol {worst[1]:+g}), best "
+            f"{usd_text(best[0], signed=True)} USD (move {best[2]:+g}%, vol {best[1]:+g})")
 
 
 def scenario_file(grid: ScenarioGrid, index: float | None, positions: int) -> ScenarioFile:

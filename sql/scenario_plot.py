@@ -4,7 +4,8 @@ The console computes the grid from the live book (desk/scenarios.py) and writes 
 (:class:`ScenarioFile`, msgspec) under ``DATA_DIR/plots/``; this module reads it back and draws
 it (matplotlib, Agg): on the left the PnL in USD as a heatmap over the underlying's move (x, %)
 and the vol shift (y, vol points), a diverging colour scale centred on 0 (losses red, gains blue),
-contour lines labelled in USD and the base cell (no move, no shift) marked; on the right the PnL
+contour lines labelled in USD and the base cell (no move, no shift) marked (each side of 0 on its own
+scale: the worst loss is full red and the best gain full blue); on the right the PnL
 against the move, one line per vol shift (the unshifted one thick and black). The title says the
 currency, when, the time step, how vols move, the book's value now and what was left out.
 
@@ -82,7 +83,9 @@ def read_scenario_file(path: str | Path) -> ScenarioFile:
 
 
 def days_text(days: float) -> str:
-    return f"{days:g} day" + ("" if days == 1 else "s")
+    """``1 day``, ``0.92 days``, ``30 days``."""
+    shown = f"{days:.2f}".rstrip("0").rstrip(".")
+    return f"{shown} day" + ("" if shown == "1" else "s")
 
 
 def _nice_levels(low: float, high: float, most: int) -> list[float]:
@@ -113,8 +116,9 @@ def _title(grid: ScenarioFile) -> str:
     when = dt.datetime.fromtimestamp(grid.at, tz=dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     index = f", index {grid.index_price:,.2f}" if grid.index_price else ""
     left = f"; left out: {', '.join(grid.missing)}" if grid.missing else ""
+    positions = f"{grid.positions} position{'' if grid.positions == 1 else 's'}"
     return (f"{grid.currency} scenario PnL (USD) after {days_text(grid.days)}, vols sticky to {grid.sticky}: "
-            f"{grid.positions} positions worth {grid.value_usd:,.0f} USD now{index}, {when}{left}")
+            f"{positions} worth {grid.value_usd:,.0f} USD now{index}, {when}{left}")
 
 
 def build_scenario_figure(grid: ScenarioFile, size: tuple[int, int] = DEFAULT_SIZE) -> Figure:
@@ -129,8 +133,10 @@ def build_scenario_figure(grid: ScenarioFile, size: tuple[int, int] = DEFAULT_SI
     x = np.asarray(grid.spot_moves_pct, dtype=float)
     y = np.asarray(grid.vol_shifts, dtype=float)
     z = np.asarray(grid.pnl_usd, dtype=float)
-    bound = float(np.max(np.abs(z))) or 1.0
-    norm = TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound)
+    # White at 0, the worst loss full red and the best gain full blue (each side its own scale, so
+    # that a loss region shows even beside a much larger gain; the colour bar gives the amounts).
+    floor = max(float(np.max(np.abs(z))) * 0.01, 1e-6)
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=min(float(z.min()), -floor), vmax=max(float(z.max()), floor))
     mesh = heat.pcolormesh(x, y, z, cmap="RdBu", norm=norm, shading="nearest")
     colourbar = fig.colorbar(mesh, ax=heat, shrink=0.9)
     colourbar.set_label("PnL (USD)")
