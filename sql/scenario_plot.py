@@ -4,9 +4,10 @@ The console computes the grid from the live book (desk/scenarios.py) and writes 
 (:class:`ScenarioFile`, msgspec) under ``DATA_DIR/plots/``; this module reads it back and draws
 it (matplotlib, Agg): on the left the PnL in USD as a heatmap over the underlying's move (x, %)
 and the vol shift (y, vol points), a diverging colour scale centred on 0 (losses red, gains blue),
-contour lines labelled in USD and the base cell (no move, no shift) marked (each side of 0 on its own
-scale: the worst loss is full red and the best gain full blue); on the right the PnL
-against the move, one line per vol shift (the unshifted one thick and black). The title says the
+contour lines labelled in USD (dashed where the PnL is a loss) and the base cell (no move, no shift)
+marked (each side of 0 on its own scale: the worst loss is full red and the best gain full blue); on the right the PnL
+against the move, one line per vol shift (coloured from dark, the lowest, to yellow, the highest;
+the unshifted one thick and black). The title says the
 currency, when, the time step, how vols move, the book's value now and what was left out.
 
 matplotlib is imported when a figure is drawn, not when the console writes a file.
@@ -124,6 +125,7 @@ def _title(grid: ScenarioFile) -> str:
 def build_scenario_figure(grid: ScenarioFile, size: tuple[int, int] = DEFAULT_SIZE) -> Figure:
     """The figure (see the module doc); its first axes hold the heatmap (``QuadMesh``), its second
     one line per drawn vol shift (labelled ``vol +5``)."""
+    import matplotlib
     import numpy as np
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.figure import Figure
@@ -136,10 +138,14 @@ def build_scenario_figure(grid: ScenarioFile, size: tuple[int, int] = DEFAULT_SI
     # White at 0, the worst loss full red and the best gain full blue (each side its own scale, so
     # that a loss region shows even beside a much larger gain; the colour bar gives the amounts).
     floor = max(float(np.max(np.abs(z))) * 0.01, 1e-6)
-    norm = TwoSlopeNorm(vcenter=0.0, vmin=min(float(z.min()), -floor), vmax=max(float(z.max()), floor))
+    low, high = min(float(z.min()), -floor), max(float(z.max()), floor)
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=low, vmax=high)
     mesh = heat.pcolormesh(x, y, z, cmap="RdBu", norm=norm, shading="nearest")
     colourbar = fig.colorbar(mesh, ax=heat, shrink=0.9)
     colourbar.set_label("PnL (USD)")
+    # Each half of the bar has its own scale: round amounts on both sides, 0 between them.
+    colourbar.set_ticks([*_nice_levels(low, 0.0, 4), 0.0, *_nice_levels(0.0, high, 4)])
+    colourbar.ax.yaxis.set_major_formatter(lambda v, _pos: _usd(v))
     if len(x) > 1 and len(y) > 1:
         levels = _nice_levels(float(z.min()), float(z.max()), MAX_CONTOURS)
         if levels:
@@ -158,7 +164,9 @@ def build_scenario_figure(grid: ScenarioFile, size: tuple[int, int] = DEFAULT_SI
         k = math.ceil(len(rows) / MAX_LINES)
         base = list(y).index(0.0) if 0.0 in grid.vol_shifts else 0
         rows = [i for i in rows if (i - base) % k == 0]
-    colours = [mesh.cmap(i / max(1, len(rows) - 1)) for i in range(len(rows))]
+    # The vol shifts in a colour scale of their own (low vol dark, high vol yellow), not the PnL's.
+    shades = matplotlib.colormaps["viridis"]
+    colours = [shades(0.9 * i / max(1, len(rows) - 1)) for i in range(len(rows))]
     for colour, i in zip(colours, rows, strict=True):
         shift = y[i]
         unshifted = shift == 0.0
