@@ -126,14 +126,15 @@ RISK_COLUMNS = ("expiry", "pos", "delta", "delta$", "delta PA", "deltaPA$", "gam
 _ACCOUNT_DIGITS = {"options_gamma": 6, "options_vega": 2, "options_theta": 2}
 
 
-def risk_table(risk: CurrencyRisk) -> RenderableType:
+def risk_table(risk: CurrencyRisk, titled: bool = True) -> RenderableType:
     """One currency's risk: a row per expiry bucket, the options' total and the total with the
-    futures; the exchange's account figures beside ours with the difference; what was left out."""
+    futures; the exchange's account figures beside ours with the difference (``titled`` False,
+    the screen's pane: no title, the account figures on one line); what was left out."""
     index = _finite(risk.index_price)
     when = dt.datetime.fromtimestamp(risk.at, tz=dt.UTC).strftime("%H:%M:%S UTC")
     title = (f"{risk.currency} risk at {when}, index {usd_text(index)} (delta in coin, $: USD at the index; PA: "
              "premium-adjusted; vega per vol point)")
-    table = compact_table(title)
+    table = compact_table(title if titled else None)
     for header in RISK_COLUMNS:
         table.add_column(header, justify="left" if header == "expiry" else "right", no_wrap=header == "expiry")
     for bucket in risk.buckets:
@@ -146,7 +147,11 @@ def risk_table(risk: CurrencyRisk) -> RenderableType:
     table.add_row(Text("total", style="bold"), str(sum(b.positions for b in risk.buckets)),
                   *_exposure_cells(risk.total, index), style="bold")
     parts: list[RenderableType] = [table]
-    if risk.account:
+    if risk.account and not titled:
+        parts.append(Text("exchange (difference ours - exchange): " + ",  ".join(
+            f"{c.name} {greek_text(c.exchange, _ACCOUNT_DIGITS.get(c.name, 4))} "
+            f"({greek_text(c.difference, _ACCOUNT_DIGITS.get(c.name, 4))})" for c in risk.account)))
+    elif risk.account:
         checks = compact_table(f"{risk.currency} against the exchange's account figures")
         for header in ("figure", "ours", "exchange", "difference"):
             checks.add_column(header, justify="left" if header == "figure" else "right")
@@ -160,12 +165,12 @@ def risk_table(risk: CurrencyRisk) -> RenderableType:
     return Group(*parts)
 
 
-def risk_view(desk: DeskState, currencies: Iterable[str], now: float) -> RenderableType:
+def risk_view(desk: DeskState, currencies: Iterable[str], now: float, titled: bool = True) -> RenderableType:
     """``risk``'s output: each currency's :func:`risk_table` (or why there is none)."""
     parts: list[RenderableType] = []
     for currency in currencies:
         risk = risk_of(desk, currency, now)
-        parts.append(Text(risk, style="yellow") if isinstance(risk, str) else risk_table(risk))
+        parts.append(Text(risk, style="yellow") if isinstance(risk, str) else risk_table(risk, titled))
     return Group(*parts)
 
 

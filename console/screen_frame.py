@@ -25,6 +25,7 @@ from rich.text import Text
 from console import tables
 from console.chain_focus import ChainFocus
 from console.desk_state import DeskState
+from console.numbers import usd_text
 from console.risk_view import held_options, risk_view
 
 #: Lines the messages pane keeps (scrolled with PageUp/PageDown).
@@ -147,8 +148,9 @@ def _chain(desk: DeskState, focus: ChainFocus, expiry_ms: int | None, lines: int
 
 
 def _risk(desk: DeskState, currency: str, now: float) -> RenderableType:
-    """The chain pane's risk view (F9): the focused currency's :func:`~console.risk_view.risk_view`."""
-    return compact(risk_view(desk, (currency,), now))
+    """The chain pane's risk view (F9): the focused currency's :func:`~console.risk_view.risk_view`,
+    its title on the pane's bar."""
+    return risk_view(desk, (currency,), now, titled=False)
 
 
 def render_frame(desk: DeskState, focus: ChainFocus, venue: str, width: int, height: int, now: float,
@@ -163,7 +165,8 @@ def render_frame(desk: DeskState, focus: ChainFocus, venue: str, width: int, hei
     chain_title = f"CHAIN {tables.chain_title(desk, focus.currency, expiry, now)}" if expiry is not None \
         else f"CHAIN {focus.currency}"
     if focus.risk:
-        chain_title = f"RISK {focus.currency} (F9: the chain; F7: next currency)"
+        chain_title = (f"RISK {focus.currency}  index {usd_text(desk.index_price(focus.currency))}  (delta in coin, "
+                       "$: USD; PA: premium-adjusted; vega per vol point)  F9: the chain")
         held = tuple(desk.live_options.get(name) for name in held_options(desk, focus.currency))
         chain_key: tuple[object, ...] = ("risk", focus.currency, desk.portfolios.get(focus.currency), held,
                                          desk.index.get(focus.currency), second)
