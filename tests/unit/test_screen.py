@@ -234,8 +234,8 @@ def test_f9_shows_the_currencys_risk_in_the_chain_pane_and_back(desk: Desk, monk
     desk.wait_for("CHAIN BTC 23JUL21")
     press(desk, "f9")
     desk.wait_for("RISK BTC  index 32,000  (delta in coin")
-    desk.wait(lambda: desk.shows("gamma$/1%", "RISK") and desk.shows("exchange (difference ours - exchange): delta_total -", "RISK"),
-              "the risk view")
+    desk.wait(lambda: desk.shows("gamma$/1%", "RISK")
+              and desk.shows("exchange (difference ours - exchange): delta_total -", "RISK"), "the risk view")
     perpetual = next(row for row in pane(desk.rows(), "RISK") if row.startswith("PERPETUAL"))
     assert perpetual.split()[:4] == ["PERPETUAL", "1", "0.0063", "200.00"], perpetual  # 200 USD long at 32,000
     press(desk, "f9")
