@@ -374,18 +374,18 @@ COMMANDS: tuple[CommandHelp, ...] = (
     CommandHelp("Options", "buyOption:0.05,1 / sellOption:0.06,1",
                 "GTC limit buy / sell of the chosen option; price and amount in coin",
                 completes=("buyOption:", "sellOption:")),
-    CommandHelp("Risk", "risk [CURRENCY]", "the book's greeks per expiry and in total: delta (plain and "
-                "premium-adjusted) in coin and USD, gamma USD per 1% move, vega USD per vol point and 30-day "
-                "equivalent, theta USD per day, beside the exchange's account figures; positions left out named",
+    CommandHelp("Risk", "risk [CURRENCY]", "greeks per expiry and in total: delta plain and premium-adjusted "
+                "(coin, USD), gamma USD per 1% move, vega USD per vol point and 30-day equivalent, theta USD per "
+                "day, beside the exchange's account figures; positions left out named",
                 ("risk",), ShowRisk(), ("risk ",), example="risk BTC"),
-    CommandHelp("Risk", "scenario [SPOT] [VOL] [DAYS|expiry] [sticky-strike|sticky-moneyness] [CURRENCY]",
-                "the book's PnL in USD, every position repriced (Black-76), over underlying moves in % (rows: "
-                "vol shifts in vol points) after DAYS (or to the next expiry); SPOT and VOL as LOW:HIGH:STEP "
-                "or a comma list; defaults in the [risk] settings (-20:20:5 -20:20:5 1 sticky-moneyness)",
+    CommandHelp("Risk", "scenario [SPOT] [VOL] [DAYS] [STICKY] [CURRENCY]",
+                "PnL in USD of every position repriced, rows vol shifts (vol points), columns underlying moves "
+                "(%); SPOT, VOL: LOW:HIGH:STEP or a comma list; DAYS: a number or expiry (the next one); STICKY: "
+                "sticky-strike or sticky-moneyness; defaults in [risk] (-20:20:5 -20:20:5 1 sticky-moneyness)",
                 ("scenario",), Scenario(), ("scenario ",), example="scenario -10:10:2 -5,0,5 expiry sticky-strike"),
-    CommandHelp("Risk", "plot scenario [SPOT] [VOL] [DAYS|expiry] [sticky-...] [CURRENCY]",
-                "draws the scenario grid (a PnL heatmap over spot move and vol shift, and PnL against the move "
-                "per vol shift) into a PNG under the data directory", completes=("plot scenario",),
+    CommandHelp("Risk", "plot scenario [SPOT] [VOL] [DAYS] [STICKY]",
+                "draws the scenario grid (PnL heatmap over move and vol shift, PnL against the move per vol "
+                "shift) into a PNG under the data directory", completes=("plot scenario",),
                 example="plot scenario -30:30:2 -20:20:5 expiry"),
 )
 
