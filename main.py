@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "wrote (under DATA_DIR/plots/)")
     plot.add_argument("--at", metavar="TIME", help="UTC time, ISO 8601 (2021-07-22T22:43) or unix seconds")
     plot.add_argument("--out", required=True, metavar="FILE.png", help="the PNG to write")
-    plot.add_argument("--size", default="1200x800", metavar="WxH", help="pixels (default 1200x800)")
+    plot.add_argument("--size", metavar="WxH", help="pixels (default 1200x800; a scenario 1400x700)")
     plot.add_argument("--expiry", metavar="DDMMMYY", help="smile only: that expiry alone (26DEC26)")
     _add_settings_options(plot)
 
@@ -519,8 +519,8 @@ def command_plot(args: argparse.Namespace) -> int:
         return 2
     try:
         path, minute = plot_from_database(settings.database_url, what=args.what, currency=args.currency, out=args.out,
-                                          at=parse_time(args.at) if args.at else None, size=parse_size(args.size),
-                                          expiry=expiry)
+                                          at=parse_time(args.at) if args.at else None,
+                                          size=parse_size(args.size or "1200x800"), expiry=expiry)
     except PlotError as exc:
         print(f"cannot plot: {exc}", file=sys.stderr)
         return 2
@@ -531,14 +531,14 @@ def command_plot(args: argparse.Namespace) -> int:
 def _plot_scenario(args: argparse.Namespace) -> int:
     """``plot --what scenario --grid FILE``: the grid the console wrote, from the file alone."""
     from sql.plots import PlotError, parse_size
-    from sql.scenario_plot import ScenarioFileError, plot_scenario_file, read_scenario_file
+    from sql.scenario_plot import DEFAULT_SIZE, ScenarioFileError, plot_scenario_file, read_scenario_file
 
     if args.what != "scenario" or not args.grid:
         print("cannot plot: --grid goes with --what scenario, and --what scenario needs --grid FILE.json",
               file=sys.stderr)
         return 2
     try:
-        size = parse_size(args.size) if args.size != "1200x800" else (1400, 700)
+        size = parse_size(args.size) if args.size else DEFAULT_SIZE
         path = plot_scenario_file(args.grid, args.out, size)
         grid = read_scenario_file(args.grid)
     except (PlotError, ScenarioFileError) as exc:
