@@ -167,7 +167,9 @@ def render_frame(desk: DeskState, focus: ChainFocus, venue: str, width: int, hei
     if focus.risk:
         chain_title = (f"RISK {focus.currency}  index {usd_text(desk.index_price(focus.currency))}  (delta in coin, "
                        "$: USD; PA: premium-adjusted; vega per vol point)  F9: the chain")
-        held = tuple(desk.live_options.get(name) for name in held_options(desk, focus.currency))
+        # The held options' quotes (not when each answer came: a pane redrawn 4 times a second for
+        # nothing), with the second for their freshness.
+        held = tuple(desk.live_options.get(name, (None,))[0] for name in held_options(desk, focus.currency))
         chain_key: tuple[object, ...] = ("risk", focus.currency, desk.portfolios.get(focus.currency), held,
                                          desk.index.get(focus.currency), second)
     else:
