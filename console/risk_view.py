@@ -110,14 +110,23 @@ class LiveMarksWait:
 
 
 # -- risk ------------------------------------------------------------------------------------------------
+def _cents(value: float | None) -> float | None:
+    """A USD figure that rounds to 0.00 as 0 (no ``-0.00``)."""
+    return 0.0 if value is not None and abs(value) < 0.005 else value
+
+
+def _usd(value: float | None, signed: bool = False) -> str:
+    return usd_text(_cents(value), signed=signed)
+
+
 def _usd_of(coin: float, index: float | None) -> float | None:
     return None if index is None else coin * index
 
 
 def _exposure_cells(e: Exposure, index: float | None) -> list[str]:
-    return [greek_text(e.delta, 4), usd_text(_usd_of(e.delta, index)), greek_text(e.delta_pa, 4),
-            usd_text(_usd_of(e.delta_pa, index)), usd_text(e.gamma_usd_1pct), usd_text(e.vega_usd),
-            usd_text(e.vega_30d_usd), usd_text(e.theta_usd)]
+    return [greek_text(e.delta, 4), _usd(_usd_of(e.delta, index)), greek_text(e.delta_pa, 4),
+            _usd(_usd_of(e.delta_pa, index)), _usd(e.gamma_usd_1pct), _usd(e.vega_usd), _usd(e.vega_30d_usd),
+            _usd(e.theta_usd)]
 
 
 RISK_COLUMNS = ("expiry", "pos", "delta", "delta$", "delta PA", "deltaPA$", "gamma$/1%", "vega$", "vega30d$",
@@ -176,8 +185,8 @@ def risk_view(desk: DeskState, currencies: Iterable[str], now: float, titled: bo
 
 # -- scenarios ---------------------------------------------------------------------------------------------
 def _pnl_cell(value: float, base: bool) -> Text:
-    style = GAIN_STYLE if value > 0 else LOSS_STYLE if value < 0 else ""
-    return Text(usd_text(value, signed=True), style=f"{style} bold" if base else style)
+    style = GAIN_STYLE if value >= 0.005 else LOSS_STYLE if value <= -0.005 else ""
+    return Text(_usd(value, signed=True), style=f"{style} bold" if base else style)
 
 
 def scenario_title(grid: ScenarioGrid, index: float | None, surface: bool) -> str:

@@ -110,7 +110,9 @@ def _usd(value: float) -> str:
         return f"{value / 1e6:,.3g}M"
     if size >= 1e3:
         return f"{value / 1e3:,.3g}k"
-    return f"{value:,.0f}" if size >= 10 else f"{value:,.3g}"
+    if size < 0.005:
+        return "0"
+    return f"{value:,.0f}" if size >= 10 else f"{value:,.2f}"
 
 
 def _title(grid: ScenarioFile) -> str:
