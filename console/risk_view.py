@@ -194,7 +194,7 @@ def scenario_title(grid: ScenarioGrid, index: float | None, surface: bool) -> st
                                                    else " (no surface yet)")
     step = days_text(grid.days) + (" (to the next expiry)" if grid.spec.days is None else "")
     return (f"{grid.currency} scenario PnL in USD after {step}, vols {sticky}; book value now "
-            f"{usd_text(grid.value_usd)} USD, index {usd_text(index)}; rows: vol shift (vol points), "
+            f"{_usd(grid.value_usd)} USD, index {usd_text(index)}; rows: vol shift (vol points), "
             "columns: underlying move (%)")
 
 
@@ -226,8 +226,8 @@ def scenario_summary(grid: ScenarioGrid) -> str:
     worst, best = min(flat), max(flat)
     return (f"{grid.currency} scenario grid, {len(grid.spec.vol_shifts)} vol shifts x {len(grid.spec.spot_moves_pct)} "
             f"moves after {days_text(grid.days)}, sticky {grid.spec.sticky.value}: worst "
-            f"{usd_text(worst[0], signed=True)} USD (move {worst[2]:+g}%, vol {worst[1]:+g}), best "
-            f"{usd_text(best[0], signed=True)} USD (move {best[2]:+g}%, vol {best[1]:+g})")
+            f"{_usd(worst[0], signed=True)} USD (move {worst[2]:+g}%, vol {worst[1]:+g}), best "
+            f"{_usd(best[0], signed=True)} USD (move {best[2]:+g}%, vol {best[1]:+g})")
 
 
 def scenario_file(grid: ScenarioGrid, index: float | None, positions: int) -> ScenarioFile:

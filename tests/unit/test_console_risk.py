@@ -211,6 +211,14 @@ def test_the_scenario_table_rows_are_vol_shifts_and_columns_moves() -> None:
     assert "after 0.92 days (to the next expiry)" in to_expiry
 
 
+def test_a_pnl_that_rounds_to_nothing_is_shown_as_zero() -> None:
+    tiny = ScenarioGrid(currency="BTC", at=NOW, spec=ScenarioSpec((0.0, 1.0), (0.0,), 0.0), days=0.0,
+                        pnl_usd=((-0.001, 0.004),), value_usd=-0.002)
+    text = text_of(risk_view.scenario_table(tiny))
+    assert row(text, "+0") == ["+0", "+0.00", "+0.00"] and "-0.00" not in text
+    assert "worst +0.00 USD" in risk_view.scenario_summary(tiny)
+
+
 def test_a_wide_scenario_grid_is_printed_in_parts_with_every_move() -> None:
     moves = tuple(float(m) for m in range(-30, 31, 2))
     text = text_of(risk_view.scenario_table(grid(moves=moves), columns=11), width=120)
