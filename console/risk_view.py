@@ -216,6 +216,9 @@ def scenario_table(grid: ScenarioGrid, index: float | None = None, surface: bool
         parts.append(table)
     if grid.missing:
         parts.append(Text(f"left out: {'; '.join(grid.missing)}", style="yellow"))
+    notes = getattr(grid, "notes", ())  # what the revaluation says of itself (a newer ScenarioGrid's field)
+    if notes:
+        parts.append(Text(f"notes: {'; '.join(notes)}", style="dim"))
     return Group(*parts)
 
 
