@@ -22,9 +22,9 @@ from rich.text import Text
 from config.settings import RiskSettings
 from console.desk_state import DeskState
 from console.grammar import Scenario
-from console.numbers import _finite, greek_text, usd_text
+from console.numbers import MISSING, _finite, greek_text, usd_text
 from console.tables import compact_table
-from desk.risk import CurrencyRisk, Exposure, OptionMark, currency_risk, mark_of
+from desk.risk import AccountCheck, CurrencyRisk, Exposure, OptionMark, currency_risk, mark_of
 from desk.scenarios import ScenarioGrid, ScenarioSpec, Sticky, scenario_grid
 from sql.scenario_plot import ScenarioFile, days_text
 
@@ -135,6 +135,17 @@ RISK_COLUMNS = ("expiry", "pos", "delta", "delta$", "delta PA", "deltaPA$", "gam
 _ACCOUNT_DIGITS = {"options_gamma": 6, "options_vega": 2, "options_theta": 2}
 
 
+def _agreement(check: AccountCheck, digits: int) -> Text:
+    """Whether our figure is within the stated tolerance of the exchange's (``-``: nothing to
+    compare, or no tolerance stated: an AccountCheck before desk/risk.py gave one)."""
+    agrees = getattr(check, "agrees", None)
+    tolerance = getattr(check, "tolerance", None)
+    if agrees is None or tolerance is None:
+        return Text(MISSING)
+    within = f"within {greek_text(tolerance, digits)}"
+    return Text(f"yes, {within}", style=GAIN_STYLE) if agrees else Text(f"NO, not {within}", style="bold red")
+
+
 def risk_table(risk: CurrencyRisk, titled: bool = True) -> RenderableType:
     """One currency's risk: a row per expiry bucket, the options' total and the total with the
     futures; the exchange's account figures beside ours with the difference (``titled`` False,
@@ -159,15 +170,16 @@ def risk_table(risk: CurrencyRisk, titled: bool = True) -> RenderableType:
     if risk.account and not titled:
         parts.append(Text("exchange (difference ours - exchange): " + ",  ".join(
             f"{c.name} {greek_text(c.exchange, _ACCOUNT_DIGITS.get(c.name, 4))} "
-            f"({greek_text(c.difference, _ACCOUNT_DIGITS.get(c.name, 4))})" for c in risk.account)))
+            f"({greek_text(c.difference, _ACCOUNT_DIGITS.get(c.name, 4))}"
+            f"{', OFF' if getattr(c, 'agrees', None) is False else ''})" for c in risk.account)))
     elif risk.account:
         checks = compact_table(f"{risk.currency} against the exchange's account figures")
-        for header in ("figure", "ours", "exchange", "difference"):
-            checks.add_column(header, justify="left" if header == "figure" else "right")
+        for header in ("figure", "ours", "exchange", "difference", "agrees"):
+            checks.add_column(header, justify="left" if header in ("figure", "agrees") else "right")
         for check in risk.account:
             digits = _ACCOUNT_DIGITS.get(check.name, 4)
             checks.add_row(check.name, greek_text(check.ours, digits), greek_text(check.exchange, digits),
-                           greek_text(check.difference, digits))
+                           greek_text(check.difference, digits), _agreement(check, digits))
         parts.append(checks)
     if risk.missing:
         parts.append(Text(f"left out of every figure: {'; '.join(risk.missing)}", style="yellow"))

@@ -10,6 +10,7 @@ import io
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -186,10 +187,21 @@ def test_the_risk_table_shows_each_bucket_the_totals_and_the_exchanges_figures()
     assert row(text, "options")[2:4] == ["0.5000", "20,000"]
     assert row(text, "total") == ["total", "2", "0.2500", "10,000", "0.2000", "8,000", "1,500", "20.00", "27.50",
                                   "-10.00"]
-    assert row(text, "delta_total") == ["delta_total", "0.2000", "0.2100", "-0.0100"]
-    assert row(text, "options_gamma") == ["options_gamma", "0.000005", "-", "-"]  # the exchange did not send it
-    assert row(text, "options_vega") == ["options_vega", "20.00", "19.50", "0.50"]
+    assert row(text, "delta_total") == ["delta_total", "0.2000", "0.2100", "-0.0100", "-"]
+    assert row(text, "options_gamma") == ["options_gamma", "0.000005", "-", "-", "-"]  # the exchange sent none
+    assert row(text, "options_vega") == ["options_vega", "20.00", "19.50", "0.50", "-"]
     assert "left out of every figure: BTC-24SEP21-50000-C (no live mark)" in text
+
+
+def test_agreement_with_the_exchange_is_said_when_a_tolerance_is_given() -> None:
+    def check(agrees: bool | None, tolerance: float | None) -> str:
+        fake = SimpleNamespace(agrees=agrees, tolerance=tolerance)  # an AccountCheck with desk/risk.py's tolerance
+        return risk_view._agreement(fake, 4).plain  # type: ignore[arg-type]
+
+    assert check(True, 0.002) == "yes, within 0.0020"
+    assert check(False, 0.002) == "NO, not within 0.0020"
+    assert check(None, 0.002) == check(True, None) == "-"
+    assert risk_view._agreement(AccountCheck("options_delta", 1.0, 1.0), 4).plain == "-"  # no tolerance known
 
 
 def grid(moves: tuple[float, ...] = (-10.0, 0.0, 10.0), shifts: tuple[float, ...] = (-5.0, 0.0, 5.0),
@@ -329,7 +341,7 @@ def test_a_piped_risk_line_waits_for_the_held_options_live_mark(tmp_path: Path) 
     assert lines.runner.wait_done(outcome.wait_key)
     text = lines.output()
     assert row(text, "24SEP21")[:4] == ["24SEP21", "1", "0.1500", "4,800"]  # 0.3 x 0.5, at the 32,000 index
-    assert row(text, "options_delta") == ["options_delta", "0.1500", "0.1600", "-0.0100"]
+    assert row(text, "options_delta") == ["options_delta", "0.1500", "0.1600", "-0.0100", "-"]
     assert "left out" not in text
     assert not lines.published  # risk sends nothing
 
