@@ -389,8 +389,8 @@ class Console(Actor):
                 self.focus.previous_expiry(self.desk, now)
             case FocusMove.NEXT_CURRENCY:
                 self.focus.next_currency(self.desk)
-            case FocusMove.OTHER_COLUMNS:
-                self.focus.toggle_view()
+            case FocusMove.OTHER_COLUMNS | FocusMove.RISK:
+                self.focus.toggle_view(risk=request.move is FocusMove.RISK)
         self._refresh_now()
 
     # -- executing a line -------------------------------------------------------------------------------

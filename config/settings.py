@@ -11,6 +11,7 @@ refuse the same values.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import stat
@@ -438,6 +439,73 @@ class ConsoleSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     plain: bool = False
 
 
+#: The scenario grid's bounds (``scenario`` and ``plot scenario``): points on each axis, the
+#: underlying's move in percent, the vol shift in vol points and the time step in days.
+MAX_SPOT_POINTS = 101
+MAX_VOL_POINTS = 41
+SPOT_MOVE_RANGE_PCT = (-95.0, 500.0)
+VOL_SHIFT_RANGE = (-100.0, 300.0)
+MAX_SCENARIO_DAYS = 3650.0
+
+
+def grid_points(low: float, high: float, step: float) -> tuple[float, ...]:
+    """``low``, ``low + step``, ... up to ``high`` (included when the step lands on it), each
+    rounded to 8 decimals. The caller checked ``low <= high`` and ``step > 0``."""
+    count = math.floor((high - low) / step + 1e-9)
+    return tuple(round(low + i * step, 8) for i in range(count + 1))
+
+
+def scenario_range_refusal(what: str, low: float, high: float, step: float, bounds: tuple[float, float],
+                           most: int) -> str | None:
+    """Why ``low:high:step`` is not a usable axis of the scenario grid, or None."""
+    values = (low, high, step)
+    if not all(math.isfinite(v) for v in values):
+        return f"{what}: the bounds and the step must be finite numbers"
+    if low > high:
+        return f"{what}: the low bound {low:g} is above the high bound {high:g}"
+    if step <= 0:
+        return f"{what}: the step must be above 0, got {step:g}"
+    if low < bounds[0] or high > bounds[1]:
+        return f"{what}: bounds from {bounds[0]:g} to {bounds[1]:g}, got {low:g} to {high:g}"
+    if (high - low) / step + 1 > most + 1e-9:
+        return f"{what}: at most {most} points, got {int((high - low) / step + 1e-9) + 1}"
+    return None
+
+
+class RiskSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The console's ``risk`` and ``scenario`` (console/risk_view.py): the scenario grid a bare
+    ``scenario`` computes: underlying moves in percent and vol shifts in vol points, each from
+    low to high by step, the time step in days (``days_to_expiry``: to the next expiry of a held
+    option instead) and how vols move with the underlying (sticky ``moneyness`` or ``strike``)."""
+
+    spot_low_pct: Finite
+    spot_high_pct: Finite
+    spot_step_pct: Positive
+    vol_low: Finite
+    vol_high: Finite
+    vol_step: Positive
+    days: Annotated[float, Meta(ge=0, le=MAX_SCENARIO_DAYS, description=f"0 to {MAX_SCENARIO_DAYS:g} days")]
+    days_to_expiry: bool = False
+    sticky: Literal["moneyness", "strike"] = "moneyness"
+
+    def __post_init__(self) -> None:
+        for key, args in (("spot", (self.spot_low_pct, self.spot_high_pct, self.spot_step_pct, SPOT_MOVE_RANGE_PCT,
+                                    MAX_SPOT_POINTS)),
+                          ("vol", (self.vol_low, self.vol_high, self.vol_step, VOL_SHIFT_RANGE, MAX_VOL_POINTS))):
+            refusal = scenario_range_refusal(f"the {key} axis", *args)
+            if refusal is not None:
+                names = ("low_pct", "high_pct", "step_pct") if key == "spot" else ("low", "high", "step")
+                raise _refuse(", ".join(f"{key}_{n}" for n in names), refusal)
+
+    @property
+    def spot_moves_pct(self) -> tuple[float, ...]:
+        return grid_points(self.spot_low_pct, self.spot_high_pct, self.spot_step_pct)
+
+    @property
+    def vol_shifts(self) -> tuple[float, ...]:
+        return grid_points(self.vol_low, self.vol_high, self.vol_step)
+
+
 class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     venue: Literal["simulator", "testnet", "mainnet"]
     live: bool
@@ -455,6 +523,7 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     portfolio: PortfolioSettings
     hedger: HedgerSettings
     console: ConsoleSettings
+    risk: RiskSettings
 
     def __post_init__(self) -> None:
         refusal = _family_refusal(self.currencies)

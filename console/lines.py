@@ -34,16 +34,29 @@ from console.grammar import (
     Plot,
     Quit,
     ResetSizeMultiplier,
+    Scenario,
     SetContractType,
     SetHedgeStep,
     SetVegaHedge,
     Show,
     ShowChain,
+    ShowRisk,
     Topic,
     VegaHedging,
     parse_line,
 )
 from console.orders import Refusal, Trading, describe_cancel, describe_order, typo_warning
+from console.risk_view import (
+    LiveMarksWait,
+    positions_of,
+    risk_view,
+    scenario_file,
+    scenario_of,
+    scenario_paths,
+    scenario_spec,
+    scenario_summary,
+    scenario_table,
+)
 from console.terminal import LineOutcome, RunLine, start_plot
 from console.views import alert_lines, describe_vega_hedger, help_view, topic_view
 from messages.commands import CommandFailed, CommandResult, ExchangeCommand, PlaceOrder
@@ -51,6 +64,7 @@ from messages.exposure import SetVegaBand, VegaHedgerControl, VegaHedgerStatus
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
 from messages.system import StopRequested
 from runtime.logs import run_id
+from sql.scenario_plot import write_scenario_file
 
 #: Where the console's plots go, under the data directory.
 PLOTS_DIR = "plots"
@@ -93,7 +107,7 @@ class LineRunner:
         self.now = now
         self.out = out
         self.pending: dict[str, ExchangeCommand] = {}  # request key -> command sent, not answered yet
-        self.waits: dict[str, ScriptWait | HedgerWait | ChainWait] = {}
+        self.waits: dict[str, ScriptWait | HedgerWait | ChainWait | LiveMarksWait] = {}
         self.focus = focus or ChainFocus(tuple(settings.currencies), settings.console.chain_strikes)
         self._vega_said: dict[str, str] = {}  # the last vega hedger line said, by currency
 
@@ -135,11 +149,15 @@ class LineRunner:
         missing = wait.missing(self.desk)
         if not missing:
             del self.waits[key]
+            if isinstance(wait, LiveMarksWait):
+                wait.finish()
             return True
         if time.monotonic() > wait.deadline:
             del self.waits[key]
             self.say(f"still waiting for {', '.join(missing)}; going on with the next line", "yellow")
             self.log.warning("console_wait_timeout", missing=missing)
+            if isinstance(wait, LiveMarksWait):
+                wait.finish()
             return True
         return False
 
@@ -191,8 +209,14 @@ class LineRunner:
                 return self._show(topic, request.wait)
             case ShowChain(expiry=expiry, currency=currency):
                 return self._chain(currency, expiry, request.wait)
+            case Plot(what="scenario"):
+                return self._scenario(command.scenario or Scenario(), request.wait, plot=True)
             case Plot():
                 return self._plot(command)
+            case ShowRisk(currency=currency):
+                return self._risk(currency, request.wait)
+            case Scenario():
+                return self._scenario(command, request.wait)
             case HelpOn(typed=typed):
                 self.say(help_view(self.desk, self._currency(), typed, self.now()))
             case Hedging(action="acknowledge") if not self.desk.alerts():
@@ -252,6 +276,64 @@ class LineRunner:
         self.say(f"plotting the {currency} {what} of the last recorded minute into {out} (in the background)")
         start_plot(args, self.settings, self.out)
         return LineOutcome()
+
+    # -- risk and scenarios (console/risk_view.py) ---------------------------------------------------
+    def _desk_currency(self, currency: str | None, what: str) -> str | None:
+        """``currency`` (None: the chosen instrument's) if it is one of the desk's; else says so."""
+        chosen = currency or self._currency()
+        if chosen in self.settings.currencies:
+            return chosen
+        self.say(f"{what}: {chosen} is not one of the desk's currencies ({', '.join(self.settings.currencies)})",
+                 "red")
+        return None
+
+    def _after_live_marks(self, currencies: tuple[str, ...], wait: bool, show: Callable[[], None]) -> LineOutcome:
+        """``show`` now, or, for a piped line while a held option has no live quote yet, once
+        they came (the console asks for them at every refresh) or it waited long enough."""
+        waiting = LiveMarksWait(currencies, self.now, time.monotonic() + LIVE_ANSWER_WAIT_S + 2.0, show)
+        if not wait or not waiting.missing(self.desk):
+            show()
+            return LineOutcome()
+        key = self.trading.key("risk")
+        self.waits[key] = waiting
+        return LineOutcome(wait_key=key)
+
+    def _risk(self, currency: str | None, wait: bool) -> LineOutcome:
+        if currency is not None and self._desk_currency(currency, "risk") is None:
+            return LineOutcome(error=True)
+        currencies = (currency,) if currency else tuple(self.settings.currencies)
+        return self._after_live_marks(currencies, wait, lambda: self.say(risk_view(self.desk, currencies,
+                                                                                   self.now())))
+
+    def _scenario(self, command: Scenario, wait: bool, plot: bool = False) -> LineOutcome:
+        """``scenario``: the grid printed; ``plot scenario``: also written as a file that ``main.py
+        plot --what scenario`` draws in the background."""
+        currency = self._desk_currency(command.currency, "scenario")
+        if currency is None:
+            return LineOutcome(error=True)
+        spec = scenario_spec(command, self.settings.risk)
+        portfolio = self.desk.portfolios.get(currency)
+        if portfolio is None or not any(p.size for p in portfolio.positions):
+            self.say(f"scenario: no {currency} positions, nothing to reprice", "yellow")
+            return LineOutcome()
+
+        def show() -> None:
+            now = self.now()
+            grid = scenario_of(self.desk, currency, spec, now)
+            if isinstance(grid, str):
+                self.say(f"scenario: {grid}", "yellow")
+                return
+            index = self.desk.index_price(currency)
+            if not plot:
+                self.say(scenario_table(grid, index, currency in self.desk.surfaces))
+            else:
+                grid_file, out = scenario_paths(currency, Path(self.settings.data_dir) / PLOTS_DIR, now)
+                write_scenario_file(scenario_file(grid, index, positions_of(self.desk, currency)), grid_file)
+                self.say(f"{scenario_summary(grid)}; plotting it into {out} (in the background)")
+                start_plot(("--what", "scenario", "--grid", str(grid_file), "--out", str(out)), self.settings,
+                           self.out)
+
+        return self._after_live_marks((currency,), wait, show)
 
     def _describe_order(self, order: PlaceOrder) -> str:
         return describe_order(order, self.desk.instrument(order.instrument_name))
