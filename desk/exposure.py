@@ -59,6 +59,8 @@ DELTA_AGREEMENT = 0.05
 UNBOUNDED_LOTS = 100_000
 #: The solver's relative optimality gap (the plan is this close to the cheapest).
 MIP_GAP = 1e-7
+#: The greeks' default bands (coin; USD per 1% move; USD per vol point; USD per day).
+DEFAULT_BANDS = GreekFigures(delta=0.5, gamma=1000.0, vega=100.0, theta=100.0)
 _GREEKS = (Greek.DELTA, Greek.GAMMA, Greek.VEGA, Greek.THETA)
 
 
@@ -73,7 +75,7 @@ class ExposureLimits:
     max_notional_usd: float = 10_000_000.0
     max_premium_usd: float = 1_000_000.0
     tolerance_pct: float = 5.0
-    bands: GreekFigures = GreekFigures(delta=0.5, gamma=1000.0, vega=100.0, theta=100.0)
+    bands: GreekFigures = DEFAULT_BANDS
     tenor_window_pct: float = 35.0
     max_spread_pct: float = 15.0
     max_quote_age_s: float = 60.0
@@ -294,7 +296,7 @@ def _lots(c: Candidate, side: str, limits: ExposureLimits, relax: _Relax) -> int
 
 
 def _solve(cands: Sequence[Candidate], request: TargetRequest, before: GreekFigures, tolerance: float,
-           limits: ExposureLimits, relax: _Relax, deadline: float) -> _Solution | None | str:
+           limits: ExposureLimits, relax: _Relax, deadline: float) -> _Solution | str | None:
     """The cheapest plan (None: none exists; a text: the solver gave up, and why)."""
     n = len(cands)
     lot = np.array([c.lot for c in cands])
@@ -400,20 +402,26 @@ def _why_not(cands: Sequence[Candidate], request: TargetRequest, before: GreekFi
         return None if isinstance(found, str) else found is not None
 
     how = f"{request.greek.value} {request.target:,.6g} (now {before.of(request.greek):,.6g})"
+    legs = f"at most {limits.max_legs} leg{'s' if limits.max_legs != 1 else ''}"
+    names = {"legs": legs, "leg_size": f"{limits.max_leg_notional_usd:,.0f} USD notional a leg",
+             "notional": f"{limits.max_notional_usd:,.0f} USD notional in all",
+             "premium": f"{limits.max_premium_usd:,.0f} USD premium in all"}
     limits_off = _Relax(legs=True, leg_size=True, notional=True, premium=True)
-    if feasible(_Relax(display=True)):
+    liquidity = feasible(_Relax(display=True))
+    alone = [text for key, text in names.items() if feasible(_Relax(**{key: True}))]
+    if liquidity and alone:
+        return (f"not enough liquidity or limits: {how} needs more displayed size than {len(cands)} candidates "
+                f"show, or more than the limits allow ({', '.join(alone)})")
+    if liquidity:
         return (f"not enough liquidity: the displayed sizes of {len(cands)} candidates cannot reach {how}; "
                 "a smaller target or another tenor may")
+    if alone:
+        return f"limits: {how} needs more than the exposure limits allow ({', '.join(alone)})"
     if feasible(limits_off):
-        names = {"legs": f"at most {limits.max_legs} legs",
-                 "leg_size": f"{limits.max_leg_notional_usd:,.0f} USD notional a leg",
-                 "notional": f"{limits.max_notional_usd:,.0f} USD notional in all",
-                 "premium": f"{limits.max_premium_usd:,.0f} USD premium in all"}
-        alone = [text for key, text in names.items() if feasible(_Relax(**{key: True}))]
-        which = ", ".join(alone) if alone else "several of: " + ", ".join(names.values())
-        return f"limits: {how} needs more than the exposure limits allow ({which})"
+        return f"limits: {how} needs more than the exposure limits allow (several of: {', '.join(names.values())})"
     if feasible(replace(limits_off, display=True)):
-        return f"not enough liquidity within the limits: neither the displayed sizes nor the limits let {how} be reached"
+        return (f"not enough liquidity within the limits: neither the displayed sizes nor the limits let {how} "
+                "be reached")
     if request.holds and feasible(replace(limits_off, display=True, holds=True)):
         held = ", ".join(g.value for g in request.holds)
         return f"cannot hold {held} within their bands while reaching {how} with these {len(cands)} candidates"
