@@ -56,6 +56,7 @@ from console.views import (
 from deribit.instruments import currency_of
 from messages.account import UserTrade
 from messages.commands import CommandFailed, CommandResult, ReconcilePortfolio, RefreshInstruments
+from messages.exposure import PlanStatus
 from messages.hedging import HedgerStatus
 from messages.market import IndexPrice, Instrument, InstrumentsLoaded, PlatformState, VolatilityIndex
 from messages.state import ChainSnapshot, ChainView, PortfolioChanged, TopOfBook
@@ -176,7 +177,7 @@ class Console(Actor):
 
     @handles(ChainView)
     def on_chain_view(self, view: ChainView) -> None:
-        self.desk.on_chain_view(view)
+        self.lines.on_chain_view(view)  # the desk's picture, or a target line's candidates
         self._print_due_chain()
 
     def _print_due_chain(self) -> None:
@@ -271,6 +272,10 @@ class Console(Actor):
             for line in alert_lines([status]):
                 self.say(line)
         self.lines.on_hedger(status)
+
+    @handles(PlanStatus)
+    def on_plan_status(self, status: PlanStatus) -> None:
+        self.lines.on_plan_status(status)
 
     @handles(UserTrade)
     def on_fill(self, trade: UserTrade) -> None:

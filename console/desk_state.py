@@ -23,6 +23,7 @@ from messages.commands import (
     ExchangeCommand,
     PlaceOrder,
 )
+from messages.exposure import PlanStatus
 from messages.hedging import HedgeActivation, HedgerStatus
 from messages.market import IndexPrice, Instrument, InstrumentsLoaded, PlatformState, VolatilityIndex
 from messages.state import ChainSnapshot, ChainView, OptionQuote, PortfolioChanged, TopOfBook
@@ -57,6 +58,7 @@ class DeskState:
         self.views: dict[str, ChainView] = {}
         self.live_options: dict[str, tuple[OptionQuote, float]] = {}
         self._expiries: dict[str, tuple[int, ...]] = {}  # listed option expiries by currency
+        self.plan_status: PlanStatus | None = None  # the Assistant's latest news of the plan it works
 
     # Each ``on_*`` takes one message type; the actor dispatches by type.
     def on_connection(self, status: ConnectionStatus) -> None:
@@ -107,6 +109,11 @@ class DeskState:
             # An answer under way when the instrument list dropped the option does not bring it back.
             if listing is None or quote.instrument_name in listing:
                 self.live_options[quote.instrument_name] = (quote, view.at)
+
+    def on_plan_status(self, status: PlanStatus) -> None:
+        """The Assistant's latest (an older one than held is dropped)."""
+        if self.plan_status is None or status.at >= self.plan_status.at:
+            self.plan_status = status
 
     def on_surface(self, surface: SurfaceSnapshot) -> None:
         self.surfaces[surface.currency] = surface
