@@ -80,18 +80,19 @@ def plan_text(plan: ExposurePlan, now: float) -> str:
         return f"{head}\n  no plan: {plan.reason}; nothing sent"
     if not plan.legs:
         return f"{head}\n  {plan.reason}"
-    lines = [head, f"  {'leg':<4}{'option':<24}{'side':<6}{'amount':>9}{'bid':>10}{'ask':>10}{'mid':>10}"
-                   f"{'cost USD':>11}{'delta':>9}{'gamma':>11}{'vega':>10}{'theta':>10}"]
+    lines = [head, f"  {'leg':<4}{'option':<23}{'side':<5}{'amount':>8}{'bid':>9}{'ask':>9}{'mid':>9}"
+                   f"{'cost USD':>10}{'delta':>8}{'gamma':>10}{'vega':>9}{'theta':>9}"]
     for leg in plan.legs:
         g = leg.greeks
-        lines.append(f"  {leg.leg:<4}{leg.instrument_name:<24}{leg.side:<6}{fmt(leg.amount):>9}{fmt(leg.bid):>10}"
-                     f"{fmt(leg.ask):>10}{fmt(leg.mid):>10}{fmt(leg.cost_usd, 2):>11}{fmt(g.delta, 3):>9}"
-                     f"{fmt(g.gamma, 0):>11}{fmt(g.vega, 1):>10}{fmt(g.theta, 1):>10}")
+        lines.append(f"  {leg.leg:<4}{leg.instrument_name:<23}{leg.side:<5}{fmt(leg.amount):>8}{fmt(leg.bid):>9}"
+                     f"{fmt(leg.ask):>9}{fmt(leg.mid):>9}{fmt(leg.cost_usd, 2):>10}{fmt(g.delta, 3):>8}"
+                     f"{fmt(g.gamma, 0):>10}{fmt(g.vega, 1):>9}{fmt(g.theta, 1):>9}")
     lines.append(f"  {'greeks':<8}" + "".join(f"{g.value + ' (' + GREEK_UNITS[g] + ')':>19}" for g in _ORDER))
     lines += [_figures_row("before", plan.before), _figures_row("after", plan.after)]
     paid = "paid" if plan.premium_usd >= 0 else "received"
     lines.append(f"  expected cost {fmt(plan.cost_usd, 2)} USD (half the spreads and the fees); premium "
-                 f"{fmt(abs(plan.premium_usd), 2)} USD {paid} at the mids; delta is left to the hedger")
+                 f"{fmt(abs(plan.premium_usd), 2)} USD {paid} at the mids")
+    lines.append("  delta is left to the hedger" + (f"; {plan.reason}" if plan.reason else ""))
     if now < plan.expires_at:
         lines.append(f"  nothing sent: confirm before {_clock(plan.expires_at)} to have it worked")
     return "\n".join(lines)
@@ -235,17 +236,15 @@ class ExposureLines:
                           self.settings.exposure.quotes_wait_s + self.settings.exposure.solve_time_s * 6 + 2.0)
 
     def on_chain_view(self, view: ChainView) -> bool:
-        """A keeper's answer: True when it answers the pending ``target`` (planned and printed now);
-        any answer also times out a target that waited too long."""
+        """A keeper's answer: True when it is a ``target``'s (negative request ids; the pending one's
+        is planned and printed now); any answer also times out a target that waited too long."""
         pending = self.pending
-        if pending is None:
-            return False
-        if view.request_id == pending.request_id and view.currency == pending.command.currency:
+        if pending is not None and view.request_id == pending.request_id and view.currency == pending.command.currency:
             self.pending = None
             self._plan(pending, view)
             return True
         self.due()
-        return False
+        return view.request_id < 0  # an earlier target's late answer: nobody's now
 
     def due(self) -> None:
         """A ``target`` whose live quotes did not come in time: said once."""

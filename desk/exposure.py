@@ -286,6 +286,7 @@ class _Relax:
 class _Solution:
     buys: tuple[int, ...]
     sells: tuple[int, ...]
+    optimal: bool = True  # False: the solver's time ran out with this plan in hand
 
 
 def _lots(c: Candidate, side: str, limits: ExposureLimits, relax: _Relax) -> int:
@@ -354,7 +355,7 @@ def _solve(cands: Sequence[Candidate], request: TargetRequest, before: GreekFigu
     if result.x is None:
         return f"the solver found no plan in time ({result.message})"
     x = np.rint(result.x).astype(int)
-    return _Solution(tuple(int(v) for v in x[:n]), tuple(int(v) for v in x[n:2 * n]))
+    return _Solution(tuple(int(v) for v in x[:n]), tuple(int(v) for v in x[n:2 * n]), optimal=result.status == 0)
 
 
 # -- the plan -------------------------------------------------------------------------------------
@@ -397,9 +398,13 @@ def _why_not(cands: Sequence[Candidate], request: TargetRequest, before: GreekFi
              limits: ExposureLimits, deadline: float) -> str:
     """Why no plan fits: each relaxed programme that has a solution points at what is short."""
 
-    def feasible(relax: _Relax) -> bool | None:
+    timed_out = []
+
+    def feasible(relax: _Relax) -> bool:
         found = _solve(cands, request, before, tolerance, limits, relax, deadline)
-        return None if isinstance(found, str) else found is not None
+        if isinstance(found, str):
+            timed_out.append(found)
+        return isinstance(found, _Solution)
 
     how = f"{request.greek.value} {request.target:,.6g} (now {before.of(request.greek):,.6g})"
     legs = f"at most {limits.max_legs} leg{'s' if limits.max_legs != 1 else ''}"
@@ -425,6 +430,9 @@ def _why_not(cands: Sequence[Candidate], request: TargetRequest, before: GreekFi
     if request.holds and feasible(replace(limits_off, display=True, holds=True)):
         held = ", ".join(g.value for g in request.holds)
         return f"cannot hold {held} within their bands while reaching {how} with these {len(cands)} candidates"
+    if timed_out:
+        return (f"no plan reaches {how} within the limits and displayed sizes; why could not be told within "
+                f"{limits.time_limit_s:g} s")
     return (f"the minimum trade amounts are too coarse: no whole number of them reaches {how} within "
             f"{tolerance:,.4g}")
 
@@ -468,4 +476,5 @@ def _plan_of(base: ExposurePlan, cands: Sequence[Candidate], found: _Solution, r
     if not ok:
         return None
     return amend(base, legs=tuple(out), after=GreekFigures(**{g.value: v for g, v in after.items()}),
-                   cost_usd=cost, premium_usd=premium)
+                 cost_usd=cost, premium_usd=premium,
+                 reason="" if found.optimal else "the solver's time ran out: a cheaper plan may exist")
