@@ -94,7 +94,8 @@ def plan_text(plan: ExposurePlan, now: float) -> str:
                  f"{fmt(abs(plan.premium_usd), 2)} USD {paid} at the mids")
     lines.append("  delta is left to the hedger" + (f"; {plan.reason}" if plan.reason else ""))
     if now < plan.expires_at:
-        lines.append(f"  nothing sent: confirm before {_clock(plan.expires_at)} to have it worked")
+        lines.append(f"  nothing sent: confirm (or confirm {plan.plan_id}) before {_clock(plan.expires_at)} to have "
+                     "it worked")
     return "\n".join(lines)
 
 
@@ -282,16 +283,18 @@ class ExposureLines:
     def act(self, command: PlanAction, wait: bool) -> LineOutcome:
         match command.action:
             case "confirm":
-                return self._confirm(wait)
+                return self._confirm(wait, command.plan_id)
             case "cancel":
                 return self._cancel(wait)
         self.say(self.show())
         return LineOutcome()
 
-    def _confirm(self, wait: bool) -> LineOutcome:
+    def _confirm(self, wait: bool, plan_id: int | None = None) -> LineOutcome:
         plan, now = self.shown, self.now()
         if plan is None:
             return self._refuse("no plan to confirm: target prints one first")
+        if plan_id is not None and plan_id != plan.plan_id:
+            return self._refuse(f"plan {plan_id} is not the plan shown ({plan.plan_id}); nothing confirmed")
         refusal = self._confirm_refusal(plan, now)
         if refusal:
             return self._refuse(f"plan {plan.plan_id} not confirmed: {refusal}")

@@ -235,10 +235,11 @@ class SetTarget:
 
 @dataclass(frozen=True)
 class PlanAction:
-    """``confirm`` (hand the plan shown to the Assistant), ``cancel plan`` (stop working it and
-    cancel its orders), ``plan`` (where it stands)."""
+    """``confirm [PLAN]`` (hand the plan shown to the Assistant; a plan number typed must be the
+    shown plan's), ``cancel plan`` (stop working it and cancel its orders), ``plan`` (where it stands)."""
 
     action: Literal["confirm", "cancel", "show"]
+    plan_id: int | None = None
 
 
 OrderCommand = MarketOrder | TouchOrder | LimitOrder | StopOrder | LadderOrder | OptionOrder
@@ -364,9 +365,10 @@ COMMANDS: tuple[CommandHelp, ...] = (
                 "1% move, USD per vol point, USD per day; may be negative) near the tenor, holding the greeks "
                 "named; prints the legs, prices, cost and greeks before and after, and sends nothing",
                 completes=("target ",), example="target vega 5000 BTC 30d hold gamma"),
-    _word("Exposure", "confirm", "hands the plan shown to the assistant, which works its legs with post-only "
-                                 "limits (refused once the plan expired, or while the link is down or the "
-                                 "portfolio unreconciled)", PlanAction("confirm")),
+    CommandHelp("Exposure", "confirm [PLAN]", "hands the plan shown (its number, if typed, must be the one shown) "
+                "to the assistant, which works its legs with post-only limits; refused once the plan expired, "
+                "or while the link is down or the portfolio unreconciled", ("confirm",), PlanAction("confirm"),
+                ("confirm ",), example="confirm"),
     _word("Exposure", "cancel plan", "stops the plan being worked and cancels its orders", PlanAction("cancel")),
     _word("Exposure", "plan", "the plan being worked: each leg's progress and the greeks reached", PlanAction("show")),
 )
@@ -497,6 +499,10 @@ def parse_line(text: str) -> Command | ParseError | None:
         return _parse_help(line, args)
     if first.lower() == "target":
         return _parse_target(line, args)
+    if first.lower() == "confirm" and args:
+        if not re.fullmatch(r"[1-9][0-9]{0,11}", args, re.ASCII):
+            return _value_error(line, "confirm", "nothing or the number of the plan shown", args, "confirm 1796637175")
+        return PlanAction("confirm", int(args))
     if line.endswith("c") and _would_run(line[:-1]):
         return _typo(line)
     if colon and " " not in head:

@@ -59,6 +59,7 @@ STRIKES = (80_000.0, 90_000.0, 100_000.0, 110_000.0, 120_000.0)
                                                                     (Greek.GAMMA, Greek.THETA))),
     ("target delta 0 BTC", SetTarget(Greek.DELTA, 0.0, "BTC")),
     ("confirm", PlanAction("confirm")),
+    ("confirm 1800000000", PlanAction("confirm", 1800000000)),
     ("Cancel Plan", PlanAction("cancel")),
     ("plan", PlanAction("show")),
 ])
@@ -83,6 +84,8 @@ def test_exposure_lines_parse(line: str, command: object) -> None:
     ("target vega 5000 BTC 30d hold gama", "hold needs greeks (delta, gamma, vega or theta) separated by commas"),
     ("target vega 5000 BTC hold vega", "target cannot hold vega, the greek it changes"),
     ("confirmc", "last letter is c"),
+    ("confirm plan 7", "confirm needs nothing or the number of the plan shown"),
+    ("confirm -7", "confirm needs nothing or the number of the plan shown"),
     ("plans", "unknown command"),
 ])
 def test_garbage_exposure_lines_are_parse_errors_that_say_why(line: str, says: str) -> None:
@@ -216,7 +219,8 @@ def test_target_asks_for_the_candidates_plans_and_prints_sending_nothing(stated_
     assert plan.before.vega == 100.0 and abs(plan.after.vega - 5000.0) <= plan.tolerance
     assert all("-D28-" in leg.instrument_name or "-D35-" in leg.instrument_name for leg in plan.legs)
     text = rig.text()
-    for word in ("plan", "before", "after", "expected cost", "confirm before", plan.legs[0].instrument_name):
+    for word in ("plan", "before", "after", "expected cost", f"confirm {plan.plan_id}) before",
+                 plan.legs[0].instrument_name):
         assert word in text
     assert rig.published == [request]  # nothing but the question
     assert stated_risk and stated_risk[-1][3] == NOW
@@ -226,7 +230,7 @@ def test_confirm_hands_the_plan_shown_to_the_assistant_once() -> None:
     rig = Rig()
     plan = planned(rig)
     rig.published.clear()
-    outcome = rig.run("confirm", wait=True)
+    outcome = rig.run(f"confirm {plan.plan_id}", wait=True)
     assert not outcome.error and outcome.wait_key is not None
     [work] = rig.published
     assert isinstance(work, WorkPlan) and work.plan == plan and work.origin == "console" and work.request_key
@@ -239,7 +243,8 @@ def test_confirm_hands_the_plan_shown_to_the_assistant_once() -> None:
     assert "no plan to confirm" in rig.text()
 
 
-@pytest.mark.parametrize("spoil", ["expired", "link down", "unreconciled", "another plan", "new target"])
+@pytest.mark.parametrize("spoil", ["expired", "link down", "unreconciled", "another plan", "new target",
+                                   "other number"])
 def test_confirm_refuses_a_plan_that_is_no_longer_valid(spoil: str) -> None:
     rig = Rig()
     plan = planned(rig)
@@ -251,12 +256,12 @@ def test_confirm_refuses_a_plan_that_is_no_longer_valid(spoil: str) -> None:
         rig.portfolio(False)
     elif spoil == "another plan":
         rig.runner.on_plan_status(PlanStatus(plan_id=3, currency="BTC", state=PlanState.WORKING, at=NOW))
-    else:
+    elif spoil == "new target":
         rig.run("target vega 6000 BTC 30d")  # its answer has not come: the plan shown was replaced
     rig.published.clear()
-    assert rig.run("confirm").error
+    assert rig.run(f"confirm {plan.plan_id + 1}" if spoil == "other number" else "confirm").error
     assert rig.published == []
-    assert "not confirmed" in rig.text() or "no plan to confirm" in rig.text()
+    assert any(why in rig.text() for why in ("not confirmed", "no plan to confirm", "is not the plan shown"))
 
 
 def test_paper_sends_nothing() -> None:
