@@ -163,8 +163,11 @@ def screen(quotes: Iterable[OptionQuote], instruments: Mapping[str, Instrument],
     """The options fit to plan with (see the module doc), and why the others are not."""
     excluded: Counter[str] = Counter()
     kept: list[tuple[OptionQuote, Instrument, float]] = []
+    seen: set[str] = set()
     for quote in quotes:
-        why = _quote_fault(quote, instruments.get(quote.instrument_name), now, tenor_days, limits, index_price)
+        why = "quoted twice" if quote.instrument_name in seen else _quote_fault(
+            quote, instruments.get(quote.instrument_name), now, tenor_days, limits, index_price)
+        seen.add(quote.instrument_name)
         if why:
             excluded[why] += 1
             continue

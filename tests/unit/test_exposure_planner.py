@@ -229,7 +229,9 @@ def test_hostile_quotes_are_each_left_out_with_their_reason() -> None:
         screened = screen([OptionQuote(**q)], listing, NOW, None, limits, forward)
         assert screened.candidates == (), hostile
         assert sum(screened.excluded.values()) == 1, hostile
-    # Not listed at all, and a tenor far from its expiry.
+    # Quoted twice (the second is left out), not listed at all, and a tenor far from its expiry.
+    twice = screen([base, base], {inst.instrument_name: inst}, NOW, None, limits, forward)
+    assert len(twice.candidates) == 1 and twice.excluded == {"quoted twice": 1}
     assert screen([base], {}, NOW, None, limits, forward).excluded == {"not listed": 1}
     assert screen([base], {inst.instrument_name: inst}, NOW, 90.0, limits, forward).excluded == {
         "not near the tenor": 1}
