@@ -69,11 +69,13 @@ def chains(draw: st.DrawFn) -> tuple[list[Option], float]:
             call = draw(st.booleans())
             iv = draw(st.floats(30.0, 150.0))
             price_usd, greeks = closed_form(forward, strike, days, iv, call)
-            mid = max(price_usd / forward, 1e-4)
+            mid = price_usd / forward  # the book around the mark (below a tick far out of the money: consistent)
             half = mid * draw(st.floats(0.002, 0.05))
             bid, ask = mid - half, mid + half
             name = f"BTC-E{e}-{int(strike)}-{'C' if call else 'P'}"
             hostile = draw(st.sampled_from(HOSTILE)) if draw(st.integers(0, 5)) == 0 else ""
+            if not bid > 0:  # so far out of the money that Black-76 gives nothing: no price to trade at
+                hostile = "zero bid"
             quote = dict(instrument_name=name, expiry_ms=expiry, strike=strike, option_type="call" if call else "put",
                          bid=bid, bid_amount=draw(st.sampled_from([0.5, 2.0, 10.0, 40.0])), ask=ask,
                          ask_amount=draw(st.sampled_from([0.5, 2.0, 10.0, 40.0])), mark_price=price_usd / forward,
