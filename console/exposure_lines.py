@@ -367,7 +367,8 @@ class ExposureLines:
         """The Assistant's news: printed when it answers this console or its plan's progress changes."""
         if status.request_key:
             self.answered.add(status.request_key)
-        progress = (status.state, status.message, tuple((p.leg, p.filled, p.state) for p in status.legs))
+        # Fills and the plan's state, not each reprice (a leg resting, amending, resting again).
+        progress = (status.state, status.message, tuple((p.leg, p.filled) for p in status.legs))
         ours = bool(status.request_key) and status.request_key.startswith(self.key_prefix)
         if ours or self._said.get(status.plan_id) != progress:
             self._said[status.plan_id] = progress

@@ -303,8 +303,13 @@ def test_plan_shows_progress_and_the_greeks_reached() -> None:
                                          legs=(LegProgress(leg=1, instrument_name=leg.instrument_name, side=leg.side,
                                                            amount=leg.amount, filled=half, state=LegState.RESTING,
                                                            price=leg.bid),)))
-    assert rig.said  # progress is printed as it comes
+    assert rig.said  # progress is printed as it comes, a reprice alone is not
     rig.said.clear()
+    rig.runner.on_plan_status(PlanStatus(plan_id=plan.plan_id, currency="BTC", state=PlanState.WORKING, at=NOW + 6,
+                                         legs=(LegProgress(leg=1, instrument_name=leg.instrument_name, side=leg.side,
+                                                           amount=leg.amount, filled=half, state=LegState.AMENDING,
+                                                           price=leg.bid, reprices=1),)))
+    assert rig.said == []
     rig.run("plan")
     text = rig.text()
     assert f"plan {plan.plan_id} BTC: working" in text and f"{leg.instrument_name}" in text and "reached" in text
