@@ -242,7 +242,12 @@ class ExposureLines:
         pending = self.pending
         if pending is not None and view.request_id == pending.request_id and view.currency == pending.command.currency:
             self.pending = None
-            self._plan(pending, view)
+            try:
+                self._plan(pending, view)
+            except Exception as exc:  # a failure is said and logged; the console (actor) goes on
+                self.log.exception("console_plan_failed", target=describe_target(pending.command))
+                self.say(f"no plan for {describe_target(pending.command)}: {type(exc).__name__}: {exc} (traceback "
+                         "in the log); nothing sent", "bold red")
             return True
         self.due()
         return view.request_id < 0  # an earlier target's late answer: nobody's now

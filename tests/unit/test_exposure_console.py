@@ -378,3 +378,16 @@ def test_an_unreachable_target_says_why() -> None:
     assert rig.runner.exposure.shown is None
     assert "no plan:" in rig.text() and "nothing sent" in rig.text()
     assert rig.run("confirm").error
+
+
+def test_a_failure_while_planning_is_said_and_the_console_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    rig = Rig()
+    rig.run("target vega 5000 BTC 30d")
+
+    def broken(*_args: Any) -> Any:
+        raise RuntimeError("risk is broken")
+
+    monkeypatch.setattr(risk, "currency_risk", broken)
+    rig.runner.on_chain_view(rig.answer(rig.requests()[-1]))  # raises nothing
+    assert "RuntimeError: risk is broken" in rig.text() and rig.runner.exposure.shown is None
+    assert rig.run("confirm").error
