@@ -26,6 +26,7 @@ from console.desk_state import DeskState
 from console.grammar import PlanAction, SetTarget
 from console.terminal import LineOutcome
 from console.views import fmt
+from deribit.instruments import currency_of
 from desk.exposure import ExposureLimits, TargetRequest, candidate_names, plan_exposure
 from messages.exposure import (
     CancelPlan,
@@ -218,9 +219,7 @@ class ExposureLines:
             near = f" within {self.limits.tenor_window_pct:g}% of {command.tenor_days:g} days" if (
                 command.tenor_days is not None) else ""
             return self._refuse(f"no {currency} option expires{near} (at least a day out)")
-        held = tuple(n for n in self.state.option_names() if self.state.instrument(n) is not None
-                     and self.state.instrument(n).base_currency == currency  # type: ignore[union-attr]
-                     and n not in names)
+        held = tuple(n for n in self.state.option_names() if currency_of(n) == currency and n not in names)
         self._requests += 1
         key = self.key("target")
         request_id = -self._requests
