@@ -23,6 +23,7 @@ from console.grammar import PlanAction, SetTarget, parse_line
 from console.lines import LineRunner
 from console.orders import Trading
 from console.terminal import RunLine
+from desk.book_family import BookFamily
 from messages.account import Position
 from messages.exposure import (
     CancelPlan,
@@ -34,7 +35,7 @@ from messages.exposure import (
     PlanStatus,
     WorkPlan,
 )
-from messages.market import Instrument, InstrumentsLoaded
+from messages.market import BookSnapshot, Greeks, Instrument, InstrumentsLoaded, Ticker
 from messages.state import ChainView, ChainViewRequest, OptionQuote, PortfolioChanged
 from messages.system import ConnectionState, ConnectionStatus
 from quant.black76 import black76_greeks
@@ -44,6 +45,7 @@ from tests.support.settings import make_settings
 NOW = 1_800_000_000.0  # 2027-01-15 08:00 UTC
 FORWARD = 100_000.0
 DAYS = (7.0, 28.0, 35.0, 91.0)
+LABEL = {7.0: "22JAN27", 28.0: "12FEB27", 35.0: "19FEB27", 91.0: "16APR27"}  # NOW + DAYS at 08:00 UTC
 STRIKES = (80_000.0, 90_000.0, 100_000.0, 110_000.0, 120_000.0)
 
 
@@ -108,7 +110,7 @@ def listing() -> tuple[Instrument, ...]:
         expiry = int((NOW + days * 86_400) * 1000)
         for strike in STRIKES:
             for call in (True, False):
-                out.append(_instrument(f"BTC-D{int(days)}-{int(strike)}-{'C' if call else 'P'}", expiry, strike, call))
+                out.append(_instrument(f"BTC-{LABEL[days]}-{int(strike)}-{'C' if call else 'P'}", expiry, strike, call))
     return tuple(out)
 
 
@@ -207,8 +209,8 @@ def test_target_asks_for_the_candidates_plans_and_prints_sending_nothing(stated_
     assert isinstance(request, ChainViewRequest) and request.currency == "BTC" and request.expiry_ms is None
     assert request.request_id < 0  # never one of the refresh's
     # Only the expiries near 30 days (28 and 35 of 7, 28, 35, 91), every strike and type.
-    assert set(request.names) == {i.instrument_name for i in listing() if "-D28-" in i.instrument_name
-                                  or "-D35-" in i.instrument_name}
+    assert set(request.names) == {i.instrument_name for i in listing() if "-12FEB27-" in i.instrument_name
+                                  or "-19FEB27-" in i.instrument_name}
     assert "planning target vega 5000 BTC 30d" in rig.text() and "nothing is sent" in rig.text()
     assert not rig.runner.wait_done(outcome.wait_key)
     rig.runner.on_chain_view(rig.answer(request))
@@ -217,7 +219,7 @@ def test_target_asks_for_the_candidates_plans_and_prints_sending_nothing(stated_
     plan = rig.runner.exposure.shown
     assert plan is not None and plan.reachable and plan.legs
     assert plan.before.vega == 100.0 and abs(plan.after.vega - 5000.0) <= plan.tolerance
-    assert all("-D28-" in leg.instrument_name or "-D35-" in leg.instrument_name for leg in plan.legs)
+    assert all("-12FEB27-" in leg.instrument_name or "-19FEB27-" in leg.instrument_name for leg in plan.legs)
     text = rig.text()
     for word in ("plan", "before", "after", "expected cost", f"confirm {plan.plan_id}) before",
                  plan.legs[0].instrument_name):
@@ -327,11 +329,11 @@ def test_target_refuses_what_it_cannot_plan_for() -> None:
 
 
 def test_positions_that_cannot_be_valued_give_no_plan() -> None:
-    held = Position(instrument_name="BTC-D7-100000-C", kind="option", direction="buy", size=1.0)
+    held = Position(instrument_name="BTC-22JAN27-100000-C", kind="option", direction="buy", size=1.0)
     rig = Rig(positions=(held,))
     rig.run("target vega 5000 BTC 30d")
     request = rig.requests()[-1]
-    assert "BTC-D7-100000-C" in request.names  # asked for, to value the book
+    assert "BTC-22JAN27-100000-C" in request.names  # asked for, to value the book
     rig.runner.on_chain_view(rig.answer(request, mutate=lambda q: q))
     assert rig.runner.exposure.shown is not None
     rig.said.clear()
@@ -391,3 +393,30 @@ def test_a_failure_while_planning_is_said_and_the_console_goes_on(monkeypatch: p
     rig.runner.on_chain_view(rig.answer(rig.requests()[-1]))  # raises nothing
     assert "RuntimeError: risk is broken" in rig.text() and rig.runner.exposure.shown is None
     assert rig.run("confirm").error
+
+
+def test_the_option_keeper_answers_the_planners_request_and_the_chain_shown_is_untouched() -> None:
+    """The real keeper's family (desk.book_family) answers the target's question: every candidate,
+    whatever its expiry, with the request's own id; the plan comes from those quotes."""
+    rig = Rig()
+    family = BookFamily("BTC", "option", publish_top=False)
+    family.listed(listing(), NOW)
+    for n, inst in enumerate(listing()):
+        q = live_quote(inst, NOW)
+        family.on_snapshot(BookSnapshot(instrument_name=inst.instrument_name, timestamp=int(NOW * 1000),
+                                        change_id=n + 1, bids=(("new", q.bid, q.bid_amount),),
+                                        asks=(("new", q.ask, q.ask_amount),)), NOW)
+        family.on_ticker(Ticker(instrument_name=inst.instrument_name, timestamp=int(NOW * 1000), state="open",
+                                mark_price=q.mark_price or 0.0, index_price=FORWARD, underlying_price=FORWARD,
+                                mark_iv=q.mark_iv, greeks=Greeks(delta=q.delta or 0.0, gamma=0.0, vega=0.0,
+                                                                 theta=0.0)), NOW)
+    rig.run("target vega -2000 BTC 30d")
+    request = rig.requests()[-1]
+    view = family.chain_view(request, NOW + 0.1)
+    assert view.request_id == request.request_id and {q.instrument_name for q in view.options} == set(request.names)
+    rig.clock[0] = NOW + 0.1
+    rig.runner.on_chain_view(view)
+    plan = rig.runner.exposure.shown
+    assert plan is not None and plan.legs and all(leg.side == "sell" for leg in plan.legs)
+    assert abs(plan.after.vega + 2000.0) <= plan.tolerance
+    assert "BTC" not in rig.desk.views and not rig.desk.live_options
