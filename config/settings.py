@@ -422,6 +422,7 @@ class ExposureSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields
     plan_valid_s: Annotated[float, Meta(gt=0, le=600, description="seconds, at most 600")]
     solve_time_s: Annotated[float, Meta(gt=0, le=60, description="seconds, at most 60")]
     quotes_wait_s: Annotated[float, Meta(gt=0, le=30, description="seconds, at most 30")]
+    leg_penalty_usd: NonNegative
 
 
 class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -53,7 +53,8 @@ def limits_of(settings: Settings) -> ExposureLimits:
                            theta=ex.theta_band_usd),
         tenor_window_pct=ex.tenor_window_pct, max_spread_pct=ex.max_spread_pct, max_quote_age_s=ex.max_quote_age_s,
         max_iv_pct=settings.hedger.max_iv_pct, max_index_deviation_pct=settings.hedger.max_index_deviation_pct,
-        max_candidates=ex.max_candidates, valid_s=ex.plan_valid_s, time_limit_s=ex.solve_time_s)
+        max_candidates=ex.max_candidates, valid_s=ex.plan_valid_s, time_limit_s=ex.solve_time_s,
+        leg_penalty_usd=ex.leg_penalty_usd)
 
 
 def describe_target(command: SetTarget) -> str:

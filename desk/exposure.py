@@ -18,7 +18,8 @@ The choice is a mixed-integer programme (:func:`scipy.optimize.milp`, HiGHS): pe
 integer number of minimum trade amounts bought and one sold, and a binary "this option is a leg";
 the target greek within the tolerance of the target, each held greek within its band of where it
 is, at most ``max_legs`` legs, each leg within the displayed size on its side and the per-leg
-notional limit, the plan's gross notional and gross premium within their limits. The cost of a
+notional limit, the plan's gross notional and gross premium within their limits; the least cost plus
+``leg_penalty_usd`` a leg (so never more than any single-option plan that reaches it). The cost of a
 coin of option is half the spread (against the mid) plus the fee (Deribit's: the commission times
 the forward, at most 12.5% of the option's price). When nothing fits, relaxed programmes say why:
 not enough displayed liquidity, which limit, the holds, or minimum trade amounts too coarse.
@@ -84,6 +85,9 @@ class ExposureLimits:
     max_candidates: int = 300
     valid_s: float = 60.0
     time_limit_s: float = 5.0
+    #: What each leg weighs in the choice besides its cost (USD; not in the cost shown): a leg is
+    #: one more order to work. A plan still never costs more than a single-option plan.
+    leg_penalty_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +349,7 @@ def _solve(cands: Sequence[Candidate], request: TargetRequest, before: GreekFigu
         ubs.append(np.array([float(limits.max_legs)]))
     cost_buy = lot * np.array([c.half_spread_usd + c.fee_buy_usd for c in cands])
     cost_sell = lot * np.array([c.half_spread_usd + c.fee_sell_usd for c in cands])
-    objective = np.concatenate([cost_buy, cost_sell, np.zeros(n)])
+    objective = np.concatenate([cost_buy, cost_sell, np.full(n, max(limits.leg_penalty_usd, 0.0))])
     left = deadline - time.monotonic()
     if left <= 0:
         return "the time allowed for planning ran out"
