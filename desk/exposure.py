@@ -56,8 +56,9 @@ MAX_COMMISSION = 0.01
 MODEL_OUTSIDE_BOOK = 0.5
 #: The ticker's delta (when sent) and ours at the mark IV may differ by this much.
 DELTA_AGREEMENT = 0.05
-#: A leg's amount bound where neither displayed size nor a limit bounds it (relaxed re-solves only).
-UNBOUNDED_LOTS = 100_000
+#: A leg's amount bound where neither displayed size nor a limit bounds it (relaxed re-solves only;
+#: HiGHS let a 100,000 bound run past its time limit on a thin slab of held greeks).
+UNBOUNDED_LOTS = 10_000
 #: The solver's relative optimality gap (the plan is this close to the cheapest).
 MIP_GAP = 1e-7
 #: The greeks' default bands (coin; USD per 1% move; USD per vol point; USD per day).
@@ -87,7 +88,7 @@ class ExposureLimits:
     time_limit_s: float = 5.0
     #: What each leg weighs in the choice besides its cost (USD; not in the cost shown): a leg is
     #: one more order to work. A plan still never costs more than a single-option plan.
-    leg_penalty_usd: float = 0.0
+    leg_penalty_usd: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +392,12 @@ def plan_exposure(quotes: Iterable[OptionQuote], instruments: Mapping[str, Instr
                               f"{screened.describe_excluded()})")
     deadline = time.monotonic() + limits.time_limit_s
     found = _solve(cands, request, before, tolerance, limits, _Relax(), deadline)
+    # The best plan of one option, in closed form: what the solver must beat, and what is proposed
+    # should the solver give up (or fail to beat it).
+    single = _best_single(cands, request, before, tolerance, limits)
+    if single is not None and (not isinstance(found, _Solution)
+                               or _weight(cands, single, limits) < _weight(cands, found, limits)):
+        found = replace(single, optimal=isinstance(found, _Solution) and found.optimal)
     if isinstance(found, str):
         return amend(base, reachable=False, reason=found)
     if found is None:
@@ -399,6 +406,50 @@ def plan_exposure(quotes: Iterable[OptionQuote], instruments: Mapping[str, Instr
     if plan is None:  # the solver's answer does not hold in exact arithmetic: nothing is proposed
         return amend(base, reachable=False, reason="the solver's plan misses the target or a limit after rounding")
     return plan
+
+
+def _weight(cands: Sequence[Candidate], plan: _Solution, limits: ExposureLimits) -> float:
+    """The solver's objective of ``plan``: its expected cost plus the legs' weight."""
+    total = 0.0
+    for c, b, s in zip(cands, plan.buys, plan.sells, strict=True):
+        total += c.lot * (b * (c.half_spread_usd + c.fee_buy_usd) + s * (c.half_spread_usd + c.fee_sell_usd))
+        total += limits.leg_penalty_usd if b or s else 0.0
+    return total
+
+
+def _best_single(cands: Sequence[Candidate], request: TargetRequest, before: GreekFigures, tolerance: float,
+                 limits: ExposureLimits) -> _Solution | None:
+    """The cheapest plan of one option (the fewest lots of it that reach the target within every
+    limit and hold), or None."""
+    if limits.max_legs < 1:
+        return None
+    need = request.target - before.of(request.greek)
+    best: tuple[float, int, str, int] | None = None
+    for i, c in enumerate(cands):
+        per_lot = c.greeks.of(request.greek) * c.lot
+        for side, most, fee in (("buy", c.buy_lots, c.fee_buy_usd), ("sell", c.sell_lots, c.fee_sell_usd)):
+            signed = per_lot if side == "buy" else -per_lot
+            if signed == 0 or most < 1:
+                continue
+            low, high = sorted(((need - tolerance) / signed, (need + tolerance) / signed))
+            fewest = max(1, math.ceil(low - 1e-9))
+            limit = min(most, math.floor(high + 1e-9),
+                        math.floor(limits.max_notional_usd / (c.lot * c.forward) + 1e-9),
+                        math.floor(limits.max_premium_usd / (c.lot * c.mid_usd) + 1e-9) if c.mid_usd > 0 else most)
+            for g in request.holds:
+                moved = abs(c.greeks.of(g) * c.lot)
+                if moved > 0:
+                    limit = min(limit, math.floor(limits.bands.of(g) / moved + 1e-9))
+            if fewest <= limit:
+                cost = fewest * c.lot * (c.half_spread_usd + fee)
+                if best is None or cost < best[0]:
+                    best = (cost, i, side, fewest)
+    if best is None:
+        return None
+    _, at, side, lots = best
+    buys = tuple(lots if k == at and side == "buy" else 0 for k in range(len(cands)))
+    sells = tuple(lots if k == at and side == "sell" else 0 for k in range(len(cands)))
+    return _Solution(buys, sells)
 
 
 def _why_not(cands: Sequence[Candidate], request: TargetRequest, before: GreekFigures, tolerance: float,
