@@ -505,6 +505,27 @@ class RiskSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     def vol_shifts(self) -> tuple[float, ...]:
         return grid_points(self.vol_low, self.vol_high, self.vol_step)
 
+class ExposureSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The exposure planner (``target``; desk/exposure.py): its limits, tolerances and candidates."""
+
+    max_legs: Annotated[int, Meta(ge=1, le=20, description="1 to 20 legs")]
+    max_leg_notional_usd: Positive
+    max_notional_usd: Positive
+    max_premium_usd: Positive
+    tolerance_pct: Annotated[float, Meta(ge=0, le=100, description="0 to 100 (percent of the change asked for)")]
+    delta_band: Positive
+    gamma_band_usd: Positive
+    vega_band_usd: Positive
+    theta_band_usd: Positive
+    tenor_window_pct: Annotated[float, Meta(gt=0, le=1000, description="above 0, at most 1000 (percent)")]
+    max_spread_pct: Annotated[float, Meta(gt=0, le=200, description="above 0, at most 200 (percent of the mid)")]
+    max_quote_age_s: Positive
+    max_candidates: Annotated[int, Meta(ge=1, le=2000, description="1 to 2000 options")]
+    plan_valid_s: Annotated[float, Meta(gt=0, le=600, description="seconds, at most 600")]
+    solve_time_s: Annotated[float, Meta(gt=0, le=60, description="seconds, at most 60")]
+    quotes_wait_s: Annotated[float, Meta(gt=0, le=30, description="seconds, at most 30")]
+    leg_penalty_usd: NonNegative
+
 
 class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     venue: Literal["simulator", "testnet", "mainnet"]
@@ -524,6 +545,7 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     hedger: HedgerSettings
     console: ConsoleSettings
     risk: RiskSettings
+    exposure: ExposureSettings
 
     def __post_init__(self) -> None:
         refusal = _family_refusal(self.currencies)

@@ -49,6 +49,7 @@ from config.settings import (
 from deribit.instruments import InstrumentNameError, parse_expiry, parse_instrument_name
 from desk.scenarios import Sticky
 from messages.commands import Side
+from messages.exposure import Greek
 from messages.market import Instrument
 
 #: The most a shortcut may type as its amount, before the size multiplier (the seed's limit).
@@ -275,10 +276,33 @@ class SetContractType:
     instrument_name: str
 
 
+@dataclass(frozen=True)
+class SetTarget:
+    """``target <delta|gamma|vega|theta> <amount> <currency> [<tenor>] [hold <greek>,...]``: plan
+    options that take the currency's ``greek`` to ``amount`` (in the risk units: coin, USD per 1%
+    move, USD per vol point, USD per day) near ``tenor_days`` (None: any expiry) while ``holds``
+    stay where they are. Prints the plan; nothing is sent until ``confirm``."""
+
+    greek: Greek
+    amount: float
+    currency: str
+    tenor_days: float | None = None
+    holds: tuple[Greek, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlanAction:
+    """``confirm [PLAN]`` (hand the plan shown to the Assistant; a plan number typed must be the
+    shown plan's), ``cancel plan`` (stop working it and cancel its orders), ``plan`` (where it stands)."""
+
+    action: Literal["confirm", "cancel", "show"]
+    plan_id: int | None = None
+
+
 OrderCommand = MarketOrder | TouchOrder | LimitOrder | StopOrder | LadderOrder | OptionOrder
 Command = (OrderCommand | Override | Cancel | Show | ShowChain | Plot | HelpOn | ResetSizeMultiplier
            | ChangeInstrument | Quit | Hedging | SetHedgeStep | SetContractType | VegaHedging | SetVegaHedge
-           | ShowRisk | Scenario)
+           | ShowRisk | Scenario | SetTarget | PlanAction)
 ORDER_COMMANDS = (MarketOrder, TouchOrder, LimitOrder, StopOrder, LadderOrder, OptionOrder)
 #: The last word of an order line that sends it although the console held it back: on the hedge
 #: instrument of an active hedger, or when it looks like a typo (see :mod:`console.orders`).
@@ -286,7 +310,7 @@ OVERRIDE = "override"
 
 
 # -- the commands, described once ------------------------------------------------------------------
-Group = Literal["Trading", "Cancels", "Information", "Hedging", "Options", "Risk"]
+Group = Literal["Trading", "Cancels", "Information", "Hedging", "Options", "Risk", "Exposure"]
 #: Each group's heading in :data:`HELP`.
 GROUP_TITLES: dict[Group, str] = {
     "Trading": "Trading (a buys, d sells; amount at most 10,000, times the size multiplier)",
@@ -295,6 +319,7 @@ GROUP_TITLES: dict[Group, str] = {
     "Hedging": "Hedging (the hedger of the chosen instrument's currency)",
     "Options": "Options (the size multiplier does not apply)",
     "Risk": "Risk (the book's greeks and scenarios from live marks; prints, sends nothing)",
+    "Exposure": "Exposure (a plan of option legs; nothing is sent until confirm)",
 }
 
 
@@ -417,6 +442,17 @@ COMMANDS: tuple[CommandHelp, ...] = (
                 "draws the scenario grid (PnL heatmap over move and vol shift, PnL against the move per vol "
                 "shift) into a PNG under the data directory", completes=("plot scenario",),
                 example="plot scenario -30:30:2 -20:20:5 expiry"),
+    CommandHelp("Exposure", "target vega 5000 BTC [30d] [hold gamma,theta]",
+                "plans options that take the currency's delta, gamma, vega or theta to the amount (coin, USD per "
+                "1% move, USD per vol point, USD per day; may be negative) near the tenor, holding the greeks "
+                "named; prints the legs, prices, cost and greeks before and after, and sends nothing",
+                completes=("target ",), example="target vega 5000 BTC 30d hold gamma"),
+    CommandHelp("Exposure", "confirm [PLAN]", "hands the plan shown (its number, if typed, must be the one shown) "
+                "to the assistant, which works its legs with post-only limits; refused once the plan expired, "
+                "or while the link is down or the portfolio unreconciled", ("confirm",), PlanAction("confirm"),
+                ("confirm ",), example="confirm"),
+    _word("Exposure", "cancel plan", "stops the plan being worked and cancels its orders", PlanAction("cancel")),
+    _word("Exposure", "plan", "the plan being worked: each leg's progress and the greeks reached", PlanAction("show")),
 )
 
 _WORDS: dict[str, Command] = {word: c.command for c in COMMANDS if c.command is not None for word in c.words}
@@ -547,6 +583,12 @@ def parse_line(text: str) -> Command | ParseError | None:
         return _parse_scenario(line, args)
     if first.lower() == "help":
         return _parse_help(line, args)
+    if first.lower() == "target":
+        return _parse_target(line, args)
+    if first.lower() == "confirm" and args:
+        if not re.fullmatch(r"[1-9][0-9]{0,11}", args, re.ASCII):
+            return _value_error(line, "confirm", "nothing or the number of the plan shown", args, "confirm 1796637175")
+        return PlanAction("confirm", int(args))
     if line.endswith("c") and _would_run(line[:-1]):
         return _typo(line)
     if colon and " " not in head:
@@ -612,6 +654,62 @@ def _parse_chain(line: str, args: str) -> Command | ParseError:
     if parts:
         return ParseError(line, "the currency comes before the expiry", _CHAIN_HINT)
     return ShowChain(expiry, currency)
+
+
+_TARGET_HINT = "e.g. target vega 5000 BTC 30d, target gamma -20000 ETH, target vega 5000 BTC 30d hold gamma,theta"
+_GREEK_WORDS = "delta, gamma, vega or theta"
+_TENOR = re.compile(r"(?P<days>[1-9][0-9]{0,3})d", re.ASCII)
+
+
+def _greek(word: str) -> Greek | None:
+    return next((g for g in Greek if g.value == word.lower()), None)
+
+
+def _parse_target(line: str, args: str) -> SetTarget | ParseError:
+    """``target <greek> <amount> <currency> [<tenor>] [hold <greek>,...]``."""
+    words = args.split()
+    if len(words) < 3:
+        return ParseError(line, "target needs a greek, an amount and a currency", _TARGET_HINT)
+    greek = _greek(words[0])
+    if greek is None:
+        return _value_error(line, "target", f"a greek ({_GREEK_WORDS})", words[0], _TARGET_HINT[5:])
+    typed = words[1]
+    sign = -1.0 if typed.startswith("-") else 1.0
+    magnitude = _number(typed[1:] if typed[:1] in "+-" else typed)
+    if magnitude is None:
+        why = _not_a_number(typed[1:] if typed[:1] in "+-" else typed)
+        return _value_error(line, "target's amount", "a number (a leading - for a negative one)", typed,
+                            _TARGET_HINT[5:], "" if why.startswith("no sign") else why)
+    currency = words[2].upper()
+    if not _CHAIN_CURRENCY.fullmatch(currency):
+        return _value_error(line, "target's currency", "a currency (BTC, ETH)", words[2], _TARGET_HINT[5:])
+    rest = words[3:]
+    tenor: float | None = None
+    if rest and rest[0].lower() != "hold":
+        match = _TENOR.fullmatch(rest[0].lower())
+        if match is None:
+            return _value_error(line, "target's tenor", "a number of days from 1 to 9999 followed by d (30d)",
+                                rest[0], _TARGET_HINT[5:])
+        tenor = float(match["days"])
+        rest = rest[1:]
+    holds: tuple[Greek, ...] = ()
+    if rest:
+        if rest[0].lower() != "hold":
+            return ParseError(line, f"after the currency and tenor only hold GREEKS may follow, got {' '.join(rest)!r}",
+                              _TARGET_HINT)
+        if len(rest) < 2:
+            return ParseError(line, "hold needs the greeks to hold", "e.g. target vega 5000 BTC 30d hold gamma,theta")
+        named = " ".join(rest[1:]).replace(",", " ").split()
+        found = [_greek(w) for w in named]
+        bad = [w for w, g in zip(named, found, strict=True) if g is None]
+        if bad:
+            return _value_error(line, "hold", f"greeks ({_GREEK_WORDS}) separated by commas", bad[0],
+                                "target vega 5000 BTC 30d hold gamma,theta")
+        holds = tuple(dict.fromkeys(g for g in found if g is not None))
+        if greek in holds:
+            return ParseError(line, f"target cannot hold {greek.value}, the greek it changes",
+                              "hold the other greeks: target vega 5000 BTC 30d hold gamma,theta")
+    return SetTarget(greek, sign * magnitude, currency, tenor, holds)
 
 
 def _not_a_number(text: str) -> str:

@@ -21,6 +21,7 @@ from rich.console import RenderableType
 from config.settings import Settings
 from console.chain_focus import LIVE_ANSWER_WAIT_S, ChainFocus, focus_is_live, focused_chain, live_requests
 from console.desk_state import ChainWait, DeskState, HedgerWait, ScriptWait
+from console.exposure_lines import ExposureLines, ExposureWait
 from console.grammar import (
     ORDER_COMMANDS,
     Cancel,
@@ -31,12 +32,14 @@ from console.grammar import (
     OrderCommand,
     Override,
     ParseError,
+    PlanAction,
     Plot,
     Quit,
     ResetSizeMultiplier,
     Scenario,
     SetContractType,
     SetHedgeStep,
+    SetTarget,
     SetVegaHedge,
     Show,
     ShowChain,
@@ -60,8 +63,9 @@ from console.risk_view import (
 from console.terminal import LineOutcome, RunLine, start_plot
 from console.views import alert_lines, describe_vega_hedger, help_view, topic_view
 from messages.commands import CommandFailed, CommandResult, ExchangeCommand, PlaceOrder
-from messages.exposure import SetVegaBand, VegaHedgerControl, VegaHedgerStatus
+from messages.exposure import PlanStatus, SetVegaBand, VegaHedgerControl, VegaHedgerStatus
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
+from messages.state import ChainView
 from messages.system import StopRequested
 from runtime.logs import run_id
 from sql.scenario_plot import write_scenario_file
@@ -107,9 +111,11 @@ class LineRunner:
         self.now = now
         self.out = out
         self.pending: dict[str, ExchangeCommand] = {}  # request key -> command sent, not answered yet
-        self.waits: dict[str, ScriptWait | HedgerWait | ChainWait | LiveMarksWait] = {}
+        self.waits: dict[str, ScriptWait | HedgerWait | ChainWait | LiveMarksWait | ExposureWait] = {}
         self.focus = focus or ChainFocus(tuple(settings.currencies), settings.console.chain_strikes)
         self._vega_said: dict[str, str] = {}  # the last vega hedger line said, by currency
+        self.exposure = ExposureLines(settings, desk, origin=origin, say=say, publish=publish, log=log, now=now,
+                                      key=trading.key, key_prefix=trading.key_prefix, waits=self.waits)
 
     # -- what comes back ---------------------------------------------------------------------------------
     def on_answer(self, answer: CommandResult | CommandFailed) -> None:
@@ -140,12 +146,21 @@ class LineRunner:
         for wait in self.waits.values():
             if isinstance(wait, HedgerWait):
                 wait.on_status(status)
+    def on_chain_view(self, view: ChainView) -> None:
+        """A keeper's live answer: a ``target`` line's is the planner's alone, any other the desk's picture."""
+        if not self.exposure.on_chain_view(view):
+            self.desk.on_chain_view(view)
+
+    def on_plan_status(self, status: PlanStatus) -> None:
+        self.desk.on_plan_status(status)
+        self.exposure.on_plan_status(status)
 
     def wait_done(self, key: str) -> bool:
         """Whether what the piped line ``key`` waits for happened (or waited too long: said)."""
         wait = self.waits.get(key)
         if wait is None:
             return True
+        self.exposure.due()
         missing = wait.missing(self.desk)
         if not missing:
             del self.waits[key]
@@ -233,6 +248,10 @@ class LineRunner:
                 self.say(f"options: buyOption/sellOption trade {name}")
             case Cancel():
                 return self._cancel(command, request.wait)
+            case SetTarget():
+                return self.exposure.target(command, request.wait)
+            case PlanAction():
+                return self.exposure.act(command, request.wait)
             case Override(order=order):
                 return self._order(order, request.wait, override=True)
             case _ if isinstance(command, ORDER_COMMANDS):
