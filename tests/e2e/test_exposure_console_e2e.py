@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tests.support.terminal import PseudoTerminal, program_args, simulator_state, simulator_url
 
+
 def plan_orders(url: str) -> list[dict]:
     return [o for o in simulator_state(url)[1] if re.fullmatch(r"plan-\d+-\d+", o.get("label", ""))]
 
