@@ -118,6 +118,7 @@ class LegOrder(msgspec.Struct):
     traded: float = 0.0
     paid: float = 0.0  # sum of trade price x amount
     trade_ids: set[str] = msgspec.field(default_factory=set)
+    shown_at: set[float] = msgspec.field(default_factory=set)  # every price it had (a book may lag)
     average_price: float | None = None
     reprices: int = 0
     edits: int = 0
@@ -141,6 +142,7 @@ class LegOrder(msgspec.Struct):
         self.filled = max(self.filled, update.filled_amount)
         if isinstance(update.price, float) and update.order_state == "open":
             self.price = float(update.price)  # the exchange may have moved a post-only
+            self.shown_at.add(self.price)
         if update.average_price:
             self.average_price = update.average_price
 
@@ -659,7 +661,7 @@ class PlanWorker:
         leg.placed += 1
         key = f"{leg.label}/o{leg.placed}"
         order = LegOrder(leg=plan_leg.leg, label=leg.label, request_key=key, side=plan_leg.side, amount=amount,
-                         price=price, placed_at=now, due=now + self.limits.answer_wait_s)
+                         price=price, placed_at=now, due=now + self.limits.answer_wait_s, shown_at={price})
         leg.orders.append(order)
         self._count(now)
         self.log.info("plan_order", label=leg.label, instrument=plan_leg.instrument_name, side=plan_leg.side,
@@ -691,6 +693,7 @@ class PlanWorker:
         order.pending_key = f"{order.request_key}/e{order.edits}"
         order.due = now + self.limits.answer_wait_s
         order.price = price
+        order.shown_at.add(price)
         self._count(now)
         self.log.info("plan_reprice", label=order.label, order_id=order.order_id, price=price, reprices=order.reprices,
                       book=self._book_seen(leg.plan_leg.instrument_name))
@@ -947,7 +950,10 @@ class PlanWorker:
 
     @staticmethod
     def _only_ours(price: float, amount: float, mine: list[LegOrder], side: Side) -> bool:
-        ours = sum(o.open_amount for o in mine if o.side == side and abs(o.price - price) < _EPS)
+        """Whether a touch at ``price`` for ``amount`` may be nothing but our own orders: the
+        book lags their answers and fills, so any price they had and their whole amount count
+        (taken as the others' touch, each reprice would chase a mid that includes our own order)."""
+        ours = sum(o.amount for o in mine if o.side == side and any(abs(p - price) < _EPS for p in o.shown_at))
         return ours > 0 and amount <= ours + _EPS
 
     def watch_tops(self) -> None:

@@ -636,3 +636,51 @@ def test_cancel_plan_with_none_worked_cancels_what_plans_left_open_and_nothing_e
     assert rig.status().state is PlanState.CANCELLED and rig.status().request_key == "k1"
     rig.worker.cancel(CancelPlan(origin="console", request_key="k2"), rig.now)
     assert [c.order_id for c in rig.sent(CancelOrder)] == ["old-1", "old-2"]
+
+
+# -- our own order is never the others' touch ---------------------------------------------------------
+def test_a_top_that_still_shows_our_order_before_its_edit_is_not_taken_as_the_others_bid() -> None:
+    # Book notifications lag the order's own answers: a top showing our order at its price before
+    # the edit (or its amount before a fill) is still our order. Taken as the others' bid, each
+    # reprice would chase a mid that includes our own bid, up past the market's mid.
+    rig = Rig()
+    rig.ready(top(CALL, 0.0100, 0.0200))
+    rig.start(leg(1, CALL, "buy", 1.0, 0.0100, 0.0200))
+    place = rig.sent()[0]
+    rig.accept(place)
+    rig.worker.on_top(top(CALL, place.price, 0.0200, bid_amount=place.amount), rig.now)
+    shown = place.price
+    for _ in range(LIMITS.max_reprices + 3):
+        rig.advance(LIMITS.reprice_after_s)
+        for edit in rig.sent(EditOrder)[-1:]:
+            # A lagging top: our order still at its former price, the ask's size changed.
+            rig.worker.on_top(top(CALL, shown, 0.0200, bid_amount=place.amount, ask_amount=4.0), rig.now)
+            rig.answer_edit(edit, place)
+            rig.worker.on_top(top(CALL, edit.price, 0.0200, bid_amount=place.amount), rig.now)
+            shown = edit.price
+    prices = [e.price for e in rig.sent(EditOrder)]
+    assert prices and max(prices) <= (0.0100 + 0.0200) / 2 + 1e-12
+
+
+def test_a_top_that_shows_our_order_before_its_fill_is_not_taken_as_the_others_bid() -> None:
+    rig = Rig()
+    rig.ready(top(CALL, 0.0100, 0.0200))
+    rig.start(leg(1, CALL, "buy", 1.0, 0.0100, 0.0200))
+    place = rig.sent()[0]
+    rig.accept(place)
+    w = rig.worker
+    w.on_top(top(CALL, place.price, 0.0200, bid_amount=place.amount), rig.now)
+    filled, price = 0.0, place.price
+    for n in range(LIMITS.max_reprices + 3):
+        # A small fill whose notification comes before the book's change: the top still shows
+        # our order's size before it.
+        w.on_user_trade(trade(place, 0.1, f"t{n}", price=price), rig.now)
+        w.on_top(top(CALL, price, 0.0200, bid_amount=round(place.amount - filled, 8)), rig.now)
+        filled = round(filled + 0.1, 8)
+        rig.advance(LIMITS.reprice_after_s)
+        for edit in rig.sent(EditOrder)[-1:]:
+            rig.answer_edit(edit, place, filled=filled)
+            price = edit.price
+            w.on_top(top(CALL, price, 0.0200, bid_amount=round(place.amount - filled, 8)), rig.now)
+    prices = [e.price for e in rig.sent(EditOrder)]
+    assert prices and max(prices) <= (0.0100 + 0.0200) / 2 + 1e-12
