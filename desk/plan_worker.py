@@ -299,6 +299,11 @@ class PlanWorker:
                 return f"leg {leg.leg}: {leg.instrument_name} is not an option"
             if currency_of(leg.instrument_name) != plan.currency:
                 return f"leg {leg.leg}: {leg.instrument_name} is not a {plan.currency} option"
+        labels = {plan_label(plan.plan_id, leg.leg) for leg in plan.legs}
+        taken = sorted({o.label for p in self.portfolios.values() for o in p.open_orders
+                        if o.label in labels and o.order_state not in CLOSED_STATES})
+        if taken:
+            return f"orders under its labels are open ({', '.join(taken)}): cancel plan first"
         return None
 
     def start(self, work: WorkPlan, now: float) -> None:
@@ -608,6 +613,10 @@ class PlanWorker:
             return "portfolio reconciling"
         if name not in self.instruments:
             return "no instrument metadata"
+        ours = {o.order_id for o in leg.orders if o.order_id}
+        if any(o.label == leg.label and o.order_state not in CLOSED_STATES and o.order_id not in ours
+               for o in portfolio.open_orders):
+            return f"an order under {leg.label} not known to be ours is open"
         touch = self.books.get(name)
         return book_fault(touch.top if touch else None, leg.plan_leg, self.limits)
 

@@ -684,3 +684,41 @@ def test_a_top_that_shows_our_order_before_its_fill_is_not_taken_as_the_others_b
             w.on_top(top(CALL, price, 0.0200, bid_amount=round(place.amount - filled, 8)), rig.now)
     prices = [e.price for e in rig.sent(EditOrder)]
     assert prices and max(prices) <= (0.0100 + 0.0200) / 2 + 1e-12
+
+
+def test_a_plan_whose_labels_have_orders_open_is_refused() -> None:
+    # An Assistant restarted mid-plan knows no plan: the old order rests under plan-7-1. Working
+    # plan 7 again (or any plan with that label) would put a second order of the leg on the book,
+    # and the old order's updates would be taken for the new one's by their label.
+    rig = Rig()
+    rig.ready(top(CALL, 0.0100, 0.0120))
+    old = PlaceOrder(instrument_name=CALL, side="buy", amount=1.0, origin=ORIGIN, request_key="x", price=0.0105,
+                     label="plan-7-1")
+    rig.worker.on_portfolio(portfolio(open_orders=(update(old, order_id="old-1"),)), rig.now)
+    rig.start(BUY_CALL)
+    assert rig.sent() == []
+    status = rig.status()
+    assert status.state is PlanState.STOPPED and "plan-7-1" in status.message and "cancel plan" in status.message
+    # Once the exchange shows it gone, the plan may be worked.
+    rig.worker.on_portfolio(portfolio(), rig.now)
+    rig.start(BUY_CALL)
+    assert len(rig.sent()) == 1
+
+
+def test_a_leg_waits_while_an_order_under_its_label_that_is_not_ours_is_open() -> None:
+    # A restarted Assistant confirmed before the Portfolio's first picture came: the picture then
+    # shows the old order under the leg's label; nothing is placed beside it.
+    rig = Rig()
+    rig.worker.on_connection(True, rig.now)
+    rig.worker.on_instruments(InstrumentsLoaded(currency="BTC", instruments=(instrument(CALL),)), rig.now)
+    rig.worker.on_top(top(CALL, 0.0100, 0.0120), rig.now)
+    rig.start(BUY_CALL)
+    assert rig.sent() == []
+    old = PlaceOrder(instrument_name=CALL, side="buy", amount=1.0, origin=ORIGIN, request_key="x", price=0.0105,
+                     label="plan-7-1")
+    rig.worker.on_portfolio(portfolio(open_orders=(update(old, order_id="old-1"),)), rig.now)
+    rig.advance(LIMITS.reprice_after_s)
+    assert rig.sent() == []
+    assert "plan-7-1 not known to be ours" in rig.status().message
+    rig.worker.on_portfolio(portfolio(), rig.now)
+    assert len(rig.sent()) == 1
