@@ -722,3 +722,16 @@ def test_a_leg_waits_while_an_order_under_its_label_that_is_not_ours_is_open() -
     assert "plan-7-1 not known to be ours" in rig.status().message
     rig.worker.on_portfolio(portfolio(), rig.now)
     assert len(rig.sent()) == 1
+
+
+def test_an_order_whose_label_only_looks_like_a_plans_does_not_fail_the_worker() -> None:
+    # "²".isdigit() is True but int("²") raises: another program's order labelled so must not fail
+    # the Assistant at each portfolio picture (the supervisor's restart limit would end the desk).
+    rig = working_rig(BUY_CALL)
+    place = rig.sent()[0]
+    rig.accept(place)
+    rig.worker.on_user_trade(trade(place, 1.0, "t1", state="filled"), rig.now)  # the plan ended
+    odd = (update(place, order_id="x-1", label="plan-²-1"), update(place, order_id="x-2", label="plan-7-²"))
+    rig.worker.on_portfolio(portfolio(open_orders=odd), rig.now)
+    rig.worker.cancel(CancelPlan(origin="console", request_key="k1"), rig.now)
+    assert rig.sent(CancelOrder) == []
