@@ -155,6 +155,8 @@ class LegOrder(msgspec.Struct):
         self.traded += trade.amount
         self.paid += trade.price * trade.amount
         self.filled = max(self.filled, self.traded)
+        if trade.state == "filled":  # the order's state after it: whatever trades are still to come
+            self.filled = max(self.filled, self.amount)
         return True
 
 

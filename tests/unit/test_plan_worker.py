@@ -735,3 +735,16 @@ def test_an_order_whose_label_only_looks_like_a_plans_does_not_fail_the_worker()
     rig.worker.on_portfolio(portfolio(open_orders=odd), rig.now)
     rig.worker.cancel(CancelPlan(origin="console", request_key="k1"), rig.now)
     assert rig.sent(CancelOrder) == []
+
+
+def test_a_trade_that_says_its_order_filled_counts_the_whole_order_before_the_other_trades_come() -> None:
+    # The order filled in two trades; the one that says "filled" is seen first (the other's
+    # notification late or lost): the leg is done, never a second order for what already filled.
+    rig = working_rig(BUY_CALL)
+    place = rig.sent()[0]
+    rig.accept(place)
+    rig.worker.on_user_trade(trade(place, 0.4, "t2", state="filled"), rig.now)
+    assert len(rig.sent()) == 1
+    assert rig.status().state is PlanState.DONE and rig.status().legs[0].filled == pytest.approx(1.0)
+    rig.worker.on_user_trade(trade(place, 0.6, "t1"), rig.now)
+    assert rig.status().legs[0].filled == pytest.approx(1.0) and len(rig.sent()) == 1
