@@ -748,3 +748,207 @@ def test_a_trade_that_says_its_order_filled_counts_the_whole_order_before_the_ot
     assert rig.status().state is PlanState.DONE and rig.status().legs[0].filled == pytest.approx(1.0)
     rig.worker.on_user_trade(trade(place, 0.6, "t1"), rig.now)
     assert rig.status().legs[0].filled == pytest.approx(1.0) and len(rig.sent()) == 1
+
+
+# -- a fault injector: a small exchange that fills, reorders, duplicates and loses ------------------------
+class FaultyExchange:
+    """One leg's orders at a small exchange: fills at random, answers late, out of order with the
+    notifications, duplicated or lost, drops the link; what the worker is told, it is told the way
+    the Connection and the Portfolio would."""
+
+    def __init__(self, rig: Rig, rnd: Any) -> None:
+        self.rig, self.rnd = rig, rnd
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.conn: list[object] = []  # the Connection's messages, in the order sent (nearly)
+        self.pictures: list[PortfolioChanged] = []
+        self.up = True
+        self.seen = 0
+        self.trades = 0
+
+    def _snapshot(self, oid: str) -> OrderUpdate:
+        o = self.orders[oid]
+        return OrderUpdate(order_id=oid, instrument_name=CALL, order_state=o["state"], order_type="limit",
+                           direction=o["side"], amount=o["amount"], price=o["price"], filled_amount=o["filled"],
+                           label=o["label"], post_only=True)
+
+    def _answer(self, command: Any, method: str, apply: Any) -> None:
+        fate = self.rnd.random()
+        if not self.up:
+            self.conn.append(CommandFailed(request_key=command.request_key, origin=ORIGIN, method=method, code=-1,
+                                           message="not connected"))
+            return
+        if fate < 0.08:  # lost: applied or not, nobody knows
+            if self.rnd.random() < 0.5:
+                apply()
+            self.conn.append(CommandFailed(request_key=command.request_key, origin=ORIGIN, method=method,
+                                           code=ANSWER_LOST, message="answer lost"))
+            return
+        if fate < 0.12:  # never answered at all
+            if self.rnd.random() < 0.5:
+                apply()
+            return
+        self.conn.append(apply())
+
+    def take(self, command: object) -> None:
+        if isinstance(command, PlaceOrder):
+            assert command.label == "plan-7-1" and command.post_only
+            def place() -> object:
+                oid = f"x{len(self.orders) + 1}"
+                self.orders[oid] = dict(label=command.label, side=command.side, amount=command.amount,
+                                        price=command.price, filled=0.0, state="open")
+                self.conn.append(self._snapshot(oid))
+                return CommandResult(request_key=command.request_key, origin=ORIGIN, method="private/buy",
+                                     result="{}", order=self._snapshot(oid))
+            self._answer(command, "private/buy", place)
+        elif isinstance(command, EditOrder | CancelOrder):
+            oid = command.order_id
+            assert oid in self.orders, "an order not the plan's was touched"
+            method = "private/edit" if isinstance(command, EditOrder) else "private/cancel"
+            def change(command: Any = command, oid: str = oid, method: str = method) -> object:
+                o = self.orders[oid]
+                if o["state"] != "open":
+                    return CommandFailed(request_key=command.request_key, origin=ORIGIN, method=method, code=11044,
+                                         message="not_open_order")
+                if isinstance(command, EditOrder):
+                    assert command.amount >= o["filled"] - 1e-9
+                    o["price"], o["amount"] = command.price, command.amount
+                else:
+                    o["state"] = "cancelled"
+                self.conn.append(self._snapshot(oid))
+                return CommandResult(request_key=command.request_key, origin=ORIGIN, method=method, result="{}",
+                                     order=self._snapshot(oid))
+            self._answer(command, method, change)
+        elif isinstance(command, CancelByLabel):
+            def by_label(command: Any = command) -> object:
+                for oid, o in self.orders.items():
+                    if o["label"] == command.label and o["state"] == "open":
+                        o["state"] = "cancelled"
+                        self.conn.append(self._snapshot(oid))
+                return CommandResult(request_key=command.request_key, origin=ORIGIN,
+                                     method="private/cancel_by_label", result="1")
+            self._answer(command, "private/cancel_by_label", by_label)
+        elif isinstance(command, ReconcilePortfolio) and self.up:
+            self.pictures.append(self.picture())
+
+    def picture(self) -> PortfolioChanged:
+        now = self.rig.now
+        return PortfolioChanged(currency="BTC", at=now, positions=(), reconciled=True, reconciled_at=now,
+                                reconcile_requested_at=now,
+                                open_orders=tuple(self._snapshot(i) for i, o in self.orders.items()
+                                                  if o["state"] == "open"))
+
+    def fill(self) -> None:
+        live = [i for i, o in self.orders.items() if o["state"] == "open"]
+        if not live:
+            return
+        oid = self.rnd.choice(live)
+        o = self.orders[oid]
+        lots = round((o["amount"] - o["filled"]) / 0.1)
+        amount = round(self.rnd.randint(1, max(min(lots, 3), 1)) * 0.1, 8)
+        o["filled"] = round(o["filled"] + amount, 8)
+        if o["filled"] >= o["amount"] - 1e-9:
+            o["state"] = "filled"
+        self.trades += 1
+        t = UserTrade(trade_id=f"t{self.trades}", order_id=oid, instrument_name=CALL, timestamp=int(T0 * 1000),
+                      direction=o["side"], price=o["price"], amount=amount, fee=0.0, fee_currency="BTC",
+                      state=o["state"], label=o["label"], liquidity="M")
+        if self.up:
+            self.conn += [t, self._snapshot(oid)]
+            if self.rnd.random() < 0.2:
+                self.conn.append(t)  # the same trade again
+
+    def cancel_one(self) -> None:
+        """The exchange (or the trader's cancel all) cancels an open order."""
+        live = [i for i, o in self.orders.items() if o["state"] == "open"]
+        if live:
+            oid = self.rnd.choice(live)
+            self.orders[oid]["state"] = "cancelled"
+            if self.up:
+                self.conn.append(self._snapshot(oid))
+
+    def deliver(self) -> None:
+        w, now = self.rig.worker, self.rig.now
+        if self.pictures and (not self.conn or self.rnd.random() < 0.3):
+            w.on_portfolio(self.pictures.pop(0), now)
+            return
+        if not self.conn:
+            return
+        message = self.conn.pop(self.rnd.randrange(min(2, len(self.conn))))  # answers and notifications cross
+        if isinstance(message, CommandResult):
+            w.on_result(message, now)
+        elif isinstance(message, CommandFailed):
+            w.on_failed(message, now)
+        elif isinstance(message, OrderUpdate):
+            w.on_order_update(message, now)
+        elif isinstance(message, UserTrade):
+            w.on_user_trade(message, now)
+
+    def drop_link(self) -> None:
+        self.up = False
+        self.conn.clear()
+        self.pictures.clear()
+        self.rig.worker.on_connection(False, self.rig.now)
+
+    def restore_link(self) -> None:
+        self.up = True
+        self.rig.worker.on_connection(True, self.rig.now)
+        self.pictures.append(self.picture())
+
+    def exposure(self) -> float:
+        """The leg's fills plus what is still open at the exchange: never above the leg."""
+        return sum(o["amount"] if o["state"] == "open" else o["filled"] for o in self.orders.values())
+
+    def filled(self) -> float:
+        return sum(o["filled"] for o in self.orders.values())
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_no_fault_of_the_link_or_the_exchange_makes_a_leg_trade_more_than_its_amount(seed: int) -> None:
+    import random
+    rnd = random.Random(seed)
+    rig = Rig(WorkLimits(reprice_after_s=3.0, steps_to_mid=3, max_reprices=5, answer_wait_s=10.0,
+                         unknown_wait_s=30.0, max_orders=400, max_orders_per_minute=400, max_rejections=50,
+                         retry_after_reject_s=2.0))
+    rig.ready(top(CALL, 0.0100, 0.0200))
+    amount = 1.0
+    exchange = FaultyExchange(rig, rnd)
+    rig.start(leg(1, CALL, "buy", amount, 0.0100, 0.0200))
+    done = 0
+    for _ in range(400):
+        for command in rig.out[done:]:
+            exchange.take(command)
+        done = len(rig.out)
+        r = rnd.random()
+        if r < 0.45:
+            exchange.deliver()
+        elif r < 0.65:
+            exchange.fill()
+        elif r < 0.85:
+            rig.advance(rnd.choice((0.5, 3.0, 11.0, 31.0)))
+        elif r < 0.9:
+            bid = round(0.0100 + rnd.randint(-4, 4) * TICK, 6)
+            rig.worker.on_top(top(CALL, bid, round(bid + rnd.randint(2, 20) * TICK, 6)), rig.now)
+        elif r < 0.93 and exchange.up:
+            exchange.drop_link()
+        elif r < 0.97 and not exchange.up:
+            exchange.restore_link()
+        elif r < 0.99:
+            exchange.cancel_one()
+        elif r < 0.992 and rig.worker.working:
+            rig.worker.cancel(CancelPlan(origin="console", request_key="k", plan_id=7), rig.now)
+        assert exchange.exposure() <= amount + 1e-9, (seed, exchange.orders)
+    # Quiet: everything said, the link up: what the worker says it filled is what filled.
+    if not exchange.up:
+        exchange.restore_link()
+    for _ in range(200):
+        for command in rig.out[done:]:
+            exchange.take(command)
+        done = len(rig.out)
+        if exchange.conn or exchange.pictures:
+            exchange.deliver()
+        else:
+            rig.advance(31.0)
+        assert exchange.exposure() <= amount + 1e-9, (seed, exchange.orders)
+    status = rig.worker.status(rig.now)
+    if status.state is PlanState.DONE:
+        assert status.legs[0].filled == pytest.approx(exchange.filled())
