@@ -76,6 +76,10 @@ CLOSED_STATES = frozenset({"filled", "cancelled", "rejected"})
 #: The Connection will send no order at all (mainnet without --live, paper, replay): stop at once.
 _NEVER_SENT = frozenset({TRADING_DISABLED, PAPER_ONLY, REPLAY_ONLY})
 _EPS = 1e-9
+#: Deribit's cancel reasons after which a plan order is placed again (the link's own loss, our
+#: own edit's post-only refusal); any other (``user_request``: the trader's cancel all or the web
+#: interface; a risk or liquidation action) stops the plan rather than fight it.
+_REPLACE_AFTER = frozenset({"cancel_on_disconnect", "edit_post_only_reject"})
 
 Side = Literal["buy", "sell"]
 
@@ -759,6 +763,10 @@ class PlanWorker:
                 self._rejected("the exchange rejected the order", now)
             else:
                 self._close(order, now)
+                reason = update.cancel_reason
+                if (update.order_state == "cancelled" and reason and reason not in _REPLACE_AFTER
+                        and not order.cancelling and self.state is PlanState.WORKING and not self.cancelling):
+                    self._stop(f"{order.label} ({order.order_id}) was cancelled outside the plan ({reason})", now)
         elif update.order_state == "open" and self.cancelling and not order.cancelling:
             self._cancel_order(order, now)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -952,3 +953,17 @@ def test_no_fault_of_the_link_or_the_exchange_makes_a_leg_trade_more_than_its_am
     status = rig.worker.status(rig.now)
     if status.state is PlanState.DONE:
         assert status.legs[0].filled == pytest.approx(exchange.filled())
+
+
+def test_a_plan_order_cancelled_by_the_traders_request_stops_the_plan_not_placed_again() -> None:
+    # The console's "ca" (cancel every order of the account), or the web interface: Deribit says
+    # cancel_reason "user_request". Placing the leg again at once would defeat the trader's stop.
+    rig = working_rig(BUY_CALL)
+    place = rig.sent()[0]
+    rig.accept(place)
+    rig.worker.on_order_update(msgspec.structs.replace(update(place, state="cancelled", filled=0.3),
+                                                       cancel_reason="user_request"), rig.now)
+    assert len(rig.sent()) == 1
+    status = rig.status()
+    assert status.state is PlanState.STOPPED and "cancelled" in status.message
+    assert status.legs[0].filled == pytest.approx(0.3)
