@@ -973,7 +973,7 @@ class PlanWorker:
         book lags their answers and fills, so any price they had and their whole amount count
         (taken as the others' touch, each reprice would chase a mid that includes our own order)."""
         ours = sum(o.amount for o in mine if o.side == side and any(abs(p - price) < _EPS for p in o.shown_at))
-        return ours > 0 and amount <= ours + _EPS
+        return ours > 0 and not (math.isfinite(amount) and amount > ours + _EPS)  # an absurd size: ours
 
     def watch_tops(self) -> None:
         """Ask the option BookKeepers for the live tops of the legs' options while the plan is

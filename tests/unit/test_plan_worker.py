@@ -967,3 +967,14 @@ def test_a_plan_order_cancelled_by_the_traders_request_stops_the_plan_not_placed
     status = rig.status()
     assert status.state is PlanState.STOPPED and "cancelled" in status.message
     assert status.legs[0].filled == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("amount", [math.nan, math.inf, -1.0])
+def test_a_top_at_our_price_with_an_absurd_size_is_not_taken_as_the_others_bid(amount: float) -> None:
+    rig = Rig()
+    rig.ready(top(CALL, 0.0100, 0.0200))
+    rig.start(leg(1, CALL, "buy", 1.0, 0.0100, 0.0200))
+    place = rig.sent()[0]
+    rig.accept(place)
+    rig.worker.on_top(top(CALL, place.price, 0.0200, bid_amount=amount), rig.now)
+    assert rig.worker.books[CALL].others_bid == 0.0100
