@@ -478,6 +478,11 @@ class PlanWorker:
     def on_failed(self, failed: CommandFailed, now: float) -> None:
         if failed.origin != ORIGIN:
             return  # another sender's: never ours, whatever its key
+        orphan = failed.request_key.removeprefix(f"{ORIGIN}-orphan-")
+        if orphan != failed.request_key:
+            self.orphans_cancelled.discard(orphan)  # not cancelled: asked again at the next picture
+            self.log.warning("plan_orphan_cancel_failed", order_id=orphan, code=failed.code, message=failed.message)
+            return
         order, kind = self._by_key(failed.request_key)
         if order is None:
             return

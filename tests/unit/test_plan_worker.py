@@ -978,3 +978,19 @@ def test_a_top_at_our_price_with_an_absurd_size_is_not_taken_as_the_others_bid(a
     rig.accept(place)
     rig.worker.on_top(top(CALL, place.price, 0.0200, bid_amount=amount), rig.now)
     assert rig.worker.books[CALL].others_bid == 0.0100
+
+
+def test_a_cancel_of_an_order_its_plan_left_open_that_failed_is_sent_again_at_the_next_picture() -> None:
+    rig = working_rig(BUY_CALL)
+    place = rig.sent()[0]
+    rig.accept(place)
+    rig.worker.on_user_trade(trade(place, 1.0, "t1", state="filled"), rig.now)  # plan 7 done
+    left = (update(place, order_id="mine-2"),)
+    rig.worker.on_portfolio(portfolio(open_orders=left), rig.now)
+    (cancel,) = rig.sent(CancelOrder)
+    rig.worker.on_failed(CommandFailed(request_key=cancel.request_key, origin=ORIGIN, method="private/cancel",
+                                       code=-1, message="not connected"), rig.now)
+    rig.worker.on_portfolio(portfolio(open_orders=left), rig.now)
+    assert [c.order_id for c in rig.sent(CancelOrder)] == ["mine-2", "mine-2"]
+    rig.worker.on_portfolio(portfolio(open_orders=left), rig.now)  # asked again, not answered yet: once
+    assert len(rig.sent(CancelOrder)) == 2
