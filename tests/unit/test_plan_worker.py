@@ -953,6 +953,8 @@ def test_no_fault_of_the_link_or_the_exchange_makes_a_leg_trade_more_than_its_am
     status = rig.worker.status(rig.now)
     if status.state is PlanState.DONE:
         assert status.legs[0].filled == pytest.approx(exchange.filled())
+    if not rig.worker.working:  # a plan that ended (done, cancelled, stopped) left nothing open
+        assert not [o for o in exchange.orders.values() if o["state"] == "open"], (seed, exchange.orders)
 
 
 def test_a_plan_order_cancelled_by_the_traders_request_stops_the_plan_not_placed_again() -> None:
