@@ -966,7 +966,9 @@ class PlanWorker:
                 return order
         for leg in self.legs:
             if label and label == leg.label:
-                return next((o for o in leg.orders if not o.order_id and o.open), None)
+                # ...else one whose fate was unknown and that closed before its id was known.
+                return (next((o for o in leg.orders if not o.order_id and o.open), None)
+                        or next((o for o in reversed(leg.orders) if not o.order_id and o.lost_why), None))
         return None
 
     def _own_open(self, name: str) -> list[LegOrder]:

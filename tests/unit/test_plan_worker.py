@@ -996,3 +996,18 @@ def test_a_cancel_of_an_order_its_plan_left_open_that_failed_is_sent_again_at_th
     assert [c.order_id for c in rig.sent(CancelOrder)] == ["mine-2", "mine-2"]
     rig.worker.on_portfolio(portfolio(open_orders=left), rig.now)  # asked again, not answered yet: once
     assert len(rig.sent(CancelOrder)) == 2
+
+
+def test_a_fill_of_a_lost_order_seen_after_it_was_closed_unknown_is_counted() -> None:
+    # The place's answer was lost, the exchange's picture showed no such order (it had filled), the
+    # plan stopped; the fill's notification then comes: the status must not say less than filled.
+    rig = working_rig(BUY_CALL)
+    place = rig.sent()[0]
+    rig.worker.on_failed(CommandFailed(request_key=place.request_key, origin=ORIGIN, method="private/buy",
+                                       code=ANSWER_LOST, message="lost"), rig.now)
+    rig.now += 1.0
+    rig.worker.on_portfolio(portfolio(at=rig.now), rig.now)
+    assert rig.status().state is PlanState.STOPPED
+    rig.worker.on_user_trade(trade(place, 1.0, "t1", order_id="x-9", state="filled"), rig.now)
+    assert rig.worker.status(rig.now).legs[0].filled == pytest.approx(1.0)
+    assert len(rig.sent()) == 1
