@@ -161,7 +161,9 @@ def risk_table(risk: CurrencyRisk, titled: bool = True) -> RenderableType:
         table.add_row(bucket.label, str(bucket.positions), *_exposure_cells(bucket.exposure, index))
     if not risk.buckets:
         table.add_row("(no positions)", *[""] * (len(RISK_COLUMNS) - 1))
-    options = sum(b.positions for b in risk.buckets if b.expiry_ms is not None)
+    options = risk.option_positions
+    if options is None:  # a CurrencyRisk that does not say: the dated buckets' count
+        options = sum(b.positions for b in risk.buckets if b.expiry_ms is not None)
     table.add_row(Text("options", style="bold"), str(options), *_exposure_cells(risk.options, index),
                   style="bold", end_section=False)
     table.add_row(Text("total", style="bold"), str(sum(b.positions for b in risk.buckets)),

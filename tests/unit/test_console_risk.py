@@ -426,3 +426,22 @@ def test_f9_shows_the_focused_currencys_risk_in_the_chain_pane_and_back(tmp_path
     focus.toggle_view()  # F8 from the risk view: the chain as it was
     assert not focus.risk and focus.view.value == "book"
     assert FocusMove.RISK.value == "risk"
+
+
+def test_the_options_row_counts_options_not_a_dated_future_of_the_same_expiry() -> None:
+    from desk.risk import currency_risk
+    expiry_ms = int((NOW + 30 * 86_400) * 1000)
+    when = risk_view.dt.datetime.fromtimestamp(expiry_ms / 1000, tz=risk_view.dt.UTC)
+    stamp = f"{when.day}{when.strftime('%b').upper()}{when.strftime('%y')}"
+    call, future = f"BTC-{stamp}-40000-C", f"BTC-{stamp}"
+    mark = OptionMark(instrument_name=call, expiry_ms=expiry_ms, strike=40000.0, is_call=True, forward=40000.0,
+                      mark_iv=0.6, mark_price=0.07, index_price=40000.0)
+    portfolio = PortfolioChanged(currency="BTC", at=NOW, open_orders=(), reconciled=True, positions=(
+        Position(instrument_name=call, kind="option", direction="buy", size=1.0),
+        Position(instrument_name=future, kind="future", direction="buy", size=4000.0, mark_price=40000.0,
+                 size_currency=0.1)))
+    risk = currency_risk(portfolio, {call: mark}, 40000.0, NOW)
+    assert not risk.missing and [b.positions for b in risk.buckets] == [2]
+    text = text_of(risk_view.risk_table(risk))
+    assert row(text, "options")[:2] == ["options", "1"]
+    assert row(text, "total")[:2] == ["total", "2"]
