@@ -343,7 +343,8 @@ def start_embedded_simulator(settings: Settings) -> tuple[Simulator, Settings]:
     sim = settings.simulator
     sim_settings = SimSettings.for_account(sim.client_id, sim.client_secret,
                                            {"BTC": sim.initial_btc, "ETH": sim.initial_eth},
-                                           updates_per_s=sim.updates_per_s)
+                                           updates_per_s=sim.updates_per_s,
+                                           option_taker_hits_per_s=sim.option_taker_hits_per_s)
     simulator = Simulator(seed=sim.seed, settings=sim_settings)
     simulator.start_in_thread(port=sim.port)
     return simulator, with_simulator_account(settings)

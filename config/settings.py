@@ -138,6 +138,7 @@ class SimulatorSettings(Section, frozen=True, kw_only=True, forbid_unknown_field
     initial_btc: NonNegative
     initial_eth: NonNegative
     updates_per_s: NonNegative
+    option_taker_hits_per_s: NonNegative = 0.2
 
 
 class DatabaseSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -430,6 +431,8 @@ class ConsoleSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     startup_timeout_s: Positive
     order_wait_s: Positive
     hedger_wait_s: Positive
+    #: A piped ``plan`` line, while a plan is being worked, waits this long at most for it to end.
+    plan_wait_s: Positive = 600.0
     #: How often a second the console asks the option BookKeepers for its live chain, traded
     #: option and option positions (each keeper answers in its own thread: kept modest).
     refresh_hz: Annotated[float, Meta(ge=0.5, le=20.0, description="0.5 to 20 times a second")]

@@ -8,7 +8,8 @@ taken from :mod:`desk.risk`, :func:`desk.exposure.plan_exposure` plans, and the 
 nothing is sent. ``confirm`` publishes a :class:`~messages.exposure.WorkPlan` for the plan shown
 while it is valid (not expired, the link up, the portfolio reconciled, no other plan being worked);
 ``cancel plan`` a :class:`~messages.exposure.CancelPlan`; ``plan`` shows the Assistant's latest
-:class:`~messages.exposure.PlanStatus` with the greeks the fills reached. With ``--paper`` nothing is
+:class:`~messages.exposure.PlanStatus` with the greeks the fills reached (piped, while a plan is
+worked, it then waits for the plan to end: a script's way to wait). With ``--paper`` nothing is
 published.
 """
 
@@ -166,7 +167,7 @@ class PendingTarget:
 @dataclass
 class ExposureWait:
     """A piped exposure line: ``target`` waits for its plan to be printed, ``confirm`` and
-    ``cancel plan`` for the Assistant's answer."""
+    ``cancel plan`` for the Assistant's answer, ``plan`` for the plan worked to end."""
 
     done: Callable[[], bool]
     what: str
@@ -292,7 +293,22 @@ class ExposureLines:
             case "cancel":
                 return self._cancel(wait)
         self.say(self.show())
-        return LineOutcome()
+        return self._wait_for_plan_end() if wait else LineOutcome()
+
+    def _wait_for_plan_end(self) -> LineOutcome:
+        """A piped ``plan`` while a plan is worked waits for it to end (done, cancelled or stopped:
+        the Assistant's status says so), at most ``console.plan_wait_s``: a script's way to wait."""
+        working = self.state.plan_status
+        if working is None or working.state is not PlanState.WORKING:
+            return LineOutcome()
+        seconds = self.settings.console.plan_wait_s
+        self.say(f"waiting for plan {working.plan_id} to end (at most {seconds:g} s)")
+
+        def ended() -> bool:
+            status = self.state.plan_status
+            return status is None or status.plan_id != working.plan_id or status.state is not PlanState.WORKING
+
+        return self._wait(self.key("plan-end"), ended, f"plan {working.plan_id}'s end", seconds)
 
     def _confirm(self, wait: bool, plan_id: int | None = None) -> LineOutcome:
         plan, now = self.shown, self.now()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from typing import Any
 
 import pytest
@@ -127,11 +128,12 @@ def live_quote(inst: Instrument, now: float, size: float = 30.0) -> OptionQuote:
 
 
 class Rig:
-    def __init__(self, *, paper: bool = False, reconciled: bool = True, positions: tuple[Position, ...] = ()) -> None:
+    def __init__(self, *, paper: bool = False, reconciled: bool = True, positions: tuple[Position, ...] = (),
+                 values: dict[str, Any] | None = None) -> None:
         self.clock = [NOW]
         self.said: list[Any] = []
         self.published: list[Any] = []
-        self.settings = make_settings({}, currencies=["BTC"], paper=paper)
+        self.settings = make_settings(values or {}, currencies=["BTC"], paper=paper)
         self.desk = DeskState(["BTC"])
         self.desk.on_instruments(InstrumentsLoaded(currency="BTC", instruments=listing(), at=NOW))
         self.desk.on_connection(ConnectionStatus(state=ConnectionState.SUBSCRIBED, venue="simulator", at=NOW,
@@ -420,3 +422,47 @@ def test_the_option_keeper_answers_the_planners_request_and_the_chain_shown_is_u
     assert plan is not None and plan.legs and all(leg.side == "sell" for leg in plan.legs)
     assert abs(plan.after.vega + 2000.0) <= plan.tolerance
     assert "BTC" not in rig.desk.views and not rig.desk.live_options
+
+
+def test_a_piped_plan_line_waits_for_the_plan_worked_to_end() -> None:
+    """``plan`` in a script waits while a plan is worked (a script's way to wait for its fills),
+    until the Assistant says it ended or ``console.plan_wait_s`` passed; with none worked it waits
+    for nothing, and on a terminal it never waits."""
+    rig = Rig()
+    assert rig.run("plan", wait=True).wait_key is None  # nothing worked: nothing to wait for
+    plan = planned(rig)
+    rig.run("confirm")
+    leg = plan.legs[0]
+
+    def status(state: PlanState, filled: float, at: float) -> PlanStatus:
+        return PlanStatus(plan_id=plan.plan_id, currency="BTC", state=state, at=at,
+                          legs=(LegProgress(leg=1, instrument_name=leg.instrument_name, side=leg.side,
+                                            amount=leg.amount, filled=filled, state=LegState.RESTING,
+                                            price=leg.bid),))
+
+    rig.runner.on_plan_status(status(PlanState.WORKING, 0.0, NOW + 1))
+    assert rig.run("plan").wait_key is None  # a terminal's plan line shows and returns
+    outcome = rig.run("plan", wait=True)
+    assert outcome.wait_key is not None and not outcome.error
+    assert f"waiting for plan {plan.plan_id} to end (at most 600 s)" in rig.text()
+    assert not rig.runner.wait_done(outcome.wait_key)
+    rig.runner.on_plan_status(status(PlanState.WORKING, leg.amount / 2, NOW + 2))  # progress: still working
+    assert not rig.runner.wait_done(outcome.wait_key)
+    rig.runner.on_plan_status(status(PlanState.DONE, leg.amount, NOW + 3))
+    assert rig.runner.wait_done(outcome.wait_key)
+    assert "still waiting" not in rig.text()
+    assert rig.run("plan", wait=True).wait_key is None  # the plan ended: nothing to wait for
+
+
+def test_a_piped_plan_line_stops_waiting_after_plan_wait_s() -> None:
+    rig = Rig(values={"console.plan_wait_s": 30.0})
+    plan = planned(rig)
+    rig.run("confirm")
+    rig.runner.on_plan_status(PlanStatus(plan_id=plan.plan_id, currency="BTC", state=PlanState.WORKING, at=NOW + 1))
+    outcome = rig.run("plan", wait=True)
+    assert outcome.wait_key is not None and not rig.runner.wait_done(outcome.wait_key)
+    wait = rig.runner.waits[outcome.wait_key]
+    assert 0 < wait.deadline - time.monotonic() <= 30.0
+    wait.deadline = time.monotonic() - 1.0  # as if plan_wait_s had passed
+    assert rig.runner.wait_done(outcome.wait_key)
+    assert f"still waiting for plan {plan.plan_id}'s end; going on with the next line" in rig.text()
