@@ -1,6 +1,7 @@
 """The program in a pseudo-terminal or a pipe, for the console's end-to-end tests: its command line
-on the embedded simulator, its JSON log, the simulator's URL and state, and :class:`PseudoTerminal`
-(type keys, wait for text with the ANSI codes removed).
+on the embedded simulator, its JSON log, the simulator's URL, state and account, :class:`PseudoTerminal`
+(type keys, wait for text with the ANSI codes removed) and :class:`PipedProgram` (a script on its
+standard input).
 
 A test that must change the program's own code (a failure injected into one line's handling) runs
 it through :func:`program_with_patch`: a module of ``tests/support`` that patches and then calls
@@ -62,6 +63,78 @@ def simulator_state(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     finally:
         client.close()
     return [p for p in positions if p["size"]], orders
+
+
+def simulator_account(url: str, currency: str = "BTC") -> dict[str, Any]:
+    """The desk's account summary (greeks, equity) as the simulator itself says."""
+    client = RpcClient(url)
+    try:
+        client.result("public/auth", {"grant_type": "client_credentials", "client_id": "desk",
+                                      "client_secret": "desk-simulator-secret"})
+        summary: dict[str, Any] = client.result("private/get_account_summary", {"currency": currency})
+    finally:
+        client.close()
+    return summary
+
+
+class PipedProgram:
+    """The program with its standard input a pipe (a script, line by line: each piped line waits
+    for its answers before the next is read); its standard output read as it comes, standard error
+    into ``stderr.txt``. ``expect`` as :class:`PseudoTerminal`'s; ``end`` closes the input (the end
+    of the script stops the program) and gives the exit status."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        self.stderr = (cwd / "stderr.txt").open("w")
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                     cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+                                     start_new_session=True, text=True)
+        self.out = ""
+        self.seen = 0
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self.lock:
+                self.out += line
+
+    @property
+    def text(self) -> str:
+        with self.lock:
+            return self.out
+
+    def send(self, *lines: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("".join(line + "\n" for line in lines))
+        self.proc.stdin.flush()
+
+    def expect(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.compile(pattern, re.MULTILINE).search(self.text, self.seen)
+            if match:
+                self.seen = match.end()
+                return match
+            if self.proc.poll() is not None and not self.reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} in the output; it shows:\n{self.text[self.seen:][-6000:]}")
+
+    def end(self, timeout: float = 30.0) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        return self.proc.wait(timeout=timeout)
+
+    def close(self) -> None:
+        if os.environ.get("CONSOLE_E2E_TRANSCRIPT"):
+            Path(os.environ["CONSOLE_E2E_TRANSCRIPT"]).write_text(self.text)
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.reader.join(timeout=10)
+        self.stderr.close()
 
 
 class PseudoTerminal:
