@@ -1,7 +1,8 @@
 """The exposure assistant end to end from the console: ``python main.py`` on its embedded simulator
 in a pseudo-terminal; ``target`` plans, ``confirm`` hands the plan to the Assistant, whose post-only
-orders the simulator's takers fill; ``cancel plan`` half-way leaves no plan order open. The
-simulator's own state (positions, open orders) is checked over its API.
+orders the simulator's takers fill; ``cancel plan`` half-way leaves no plan order open and leaves the delta
+hedger's resting order alone. The simulator's own state (positions, open orders) is checked over its
+API.
 """
 
 from __future__ import annotations
@@ -9,16 +10,24 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.support.terminal import PseudoTerminal, program_args, simulator_state, simulator_url
+from tests.support.terminal import (
+    PseudoTerminal,
+    log_lines,
+    program_args,
+    simulator_call,
+    simulator_state,
+    simulator_url,
+)
+from tests.support.waiting import wait_until
 
 
 def plan_orders(url: str) -> list[dict]:
     return [o for o in simulator_state(url)[1] if re.fullmatch(r"plan-\d+-\d+", o.get("label", ""))]
 
 
-def start(tmp_path: Path) -> tuple[PseudoTerminal, str]:
-    term = PseudoTerminal(program_args(tmp_path, "--instrument", "BTC-PERPETUAL", "--size-multiplier", "1"),
-                          tmp_path)
+def start(tmp_path: Path, *settings: str) -> tuple[PseudoTerminal, str]:
+    term = PseudoTerminal(program_args(tmp_path, "--instrument", "BTC-PERPETUAL", "--size-multiplier", "1",
+                                       *settings), tmp_path)
     try:
         # Start-up shows its progress (the portfolio reconciled among it), then what is traded.
         term.expect(r"trading BTC-PERPETUAL, size multiplier 1 \(a1 = 1 USD\)", timeout=90)
@@ -50,15 +59,32 @@ def test_target_confirm_and_the_legs_fill(tmp_path: Path) -> None:
 
 
 def test_cancel_plan_half_way_leaves_no_plan_order_open(tmp_path: Path) -> None:
-    term, url = start(tmp_path)
+    """With delta hedging active and its limit order resting on the perpetual (post-only at the touch,
+    left there: repriced only after 300 s), ``cancel plan`` half-way cancels the plan's orders and
+    never the hedger's: the hedge order is still open (or filled) afterwards, and every cancel the
+    Assistant logged names a label of the plan."""
+    term, url = start(tmp_path, "--set", "hedger.order_type=limit", "--set", "hedger.reprice_after_s=300",
+                      "--set", "hedger.max_delta_mismatch=0.2")
     try:
+        term.type("activate delta hedging\r")
+        term.expect(r"hedger BTC: active on BTC-PERPETUAL", timeout=30)
         term.type("target vega 5000 BTC 30d\r")
         term.expect(r"nothing sent: confirm", timeout=60)
         term.type("confirm\r")
         plan_id = term.expect(r"sent: plan (\d+) to the assistant").group(1)
         term.expect(rf"filled: buy [\d.]+ \S+ @ [\d.]+ \[plan-{plan_id}-\d+\]", timeout=120)
+        # The hedger answers the fills' delta with a limit order that rests on the perpetual.
+        hedges = wait_until(lambda: [o for o in simulator_state(url)[1] if o.get("label", "").startswith("hedge-")],
+                            90, "a hedge order resting on the perpetual", interval=0.5)
+        assert plan_orders(url)  # half-way: the plan still has orders open
         term.type("cancel plan\r")
         term.expect(rf"plan {plan_id} BTC: cancelled", timeout=30)
         assert plan_orders(url) == []
+        for hedge in hedges:
+            state = simulator_call(url, "private/get_order_state", {"order_id": hedge["order_id"]})
+            assert state["order_state"] in ("open", "filled"), state
     finally:
         term.close()
+    cancels = [e for e in log_lines(tmp_path) if e["event"] in ("plan_cancel_order", "plan_cancel_label",
+                                                                  "plan_orphan_cancelled")]
+    assert cancels and all(re.fullmatch(rf"plan-{plan_id}-\d+", e["label"]) for e in cancels), cancels

@@ -65,15 +65,20 @@ def simulator_state(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     return [p for p in positions if p["size"]], orders
 
 
-def simulator_account(url: str, currency: str = "BTC") -> dict[str, Any]:
-    """The desk's account summary (greeks, equity) as the simulator itself says."""
+def simulator_call(url: str, method: str, params: dict[str, Any]) -> Any:
+    """One private call to the simulator as the desk's account (``private/get_order_state``, ...)."""
     client = RpcClient(url)
     try:
         client.result("public/auth", {"grant_type": "client_credentials", "client_id": "desk",
                                       "client_secret": "desk-simulator-secret"})
-        summary: dict[str, Any] = client.result("private/get_account_summary", {"currency": currency})
+        return client.result(method, params)
     finally:
         client.close()
+
+
+def simulator_account(url: str, currency: str = "BTC") -> dict[str, Any]:
+    """The desk's account summary (greeks, equity) as the simulator itself says."""
+    summary: dict[str, Any] = simulator_call(url, "private/get_account_summary", {"currency": currency})
     return summary
 
 
