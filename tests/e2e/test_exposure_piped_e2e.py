@@ -8,13 +8,8 @@ risk table's total ``delta``) within its band. The simulator's own account and p
 same. The end of the script stops the program with status 0 (no line refused or failed) and no
 plan order open.
 
-Test settings: the simulator's takers hit resting option orders once a second (0.2 by default) so
-that ~80 BTC of options fill in tens of seconds. The hedger's band is 0.2 BTC (its default, 0.0025,
-is 150 USD: this book's gamma moves its delta more than that on each index tick of a few dollars);
-it may send up to 60 orders a minute and 20 M USD a day. Its market orders of up to 100,000 USD
-sweep the simulator's perpetual book (about 63,000 USD on five levels), which refills only at its
-next requote (about once a second): an order that finds one side empty closes unfilled, which the
-hedger counts as a rejection; 20 in a row are allowed here instead of 3.
+Test settings: tests.support.terminal.EXPOSURE_SETTINGS (takers hitting resting option orders
+faster, the hedger's band, rate and rejection limits for this book on the simulator).
 """
 
 from __future__ import annotations
@@ -25,13 +20,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.terminal import PipedProgram, program_args, simulator_account, simulator_state, simulator_url
+from tests.support.terminal import (
+    EXPOSURE_BAND,
+    EXPOSURE_SETTINGS,
+    PipedProgram,
+    program_args,
+    simulator_account,
+    simulator_state,
+    simulator_url,
+)
 
 TARGET = 5000.0
-BAND = 0.2
-SETTINGS = ("--set", "simulator.option_taker_hits_per_s=1.0", "--set", f"hedger.max_delta_mismatch={BAND}",
-            "--set", "hedger.max_orders_per_minute=60", "--set", "hedger.max_daily_volume_usd=20000000",
-            "--set", "hedger.max_rejections=20")
+BAND = EXPOSURE_BAND
 #: How far the live vega may be from the vega the plan's fills reached (at the plan's marks): the
 #: market moves between the plan and ``risk`` (index and vols a minute on).
 DRIFT_USD = 0.01 * TARGET
@@ -51,7 +51,7 @@ def risk_rows(program: PipedProgram) -> dict[str, list[str]]:
 
 def test_target_confirm_fills_then_risk_shows_the_vega_and_the_hedged_delta(tmp_path: Path) -> None:
     program = PipedProgram(program_args(tmp_path, "--instrument", "BTC-PERPETUAL", "--size-multiplier", "1",
-                                        *SETTINGS), tmp_path)
+                                        *EXPOSURE_SETTINGS), tmp_path)
     try:
         program.expect(r"trading BTC-PERPETUAL, size multiplier 1 \(a1 = 1 USD\)", timeout=90)
         url = simulator_url(tmp_path)

@@ -11,9 +11,7 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,40 +20,10 @@ import pytest
 from tests.support.paths import REPO
 from tests.support.screen import pane
 from tests.support.terminal import program_args
+from tests.support.tmux import Tmux
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None and not os.environ.get("CI"),
                                 reason="tmux is not installed (on CI it must be)")
-
-
-class Tmux:
-    """One tmux server of its own (``-L``), one 120x40 window running ``command``."""
-
-    def __init__(self, command: str, cwd: Path) -> None:
-        self.socket = f"desk-screen-{uuid.uuid4().hex[:8]}"
-        self.tmux("new-session", "-d", "-s", "desk", "-x", "120", "-y", "40", "-c", str(cwd), command)
-
-    def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True,
-                              timeout=10).stdout
-
-    def rows(self) -> list[str]:
-        return self.tmux("capture-pane", "-p", "-t", "desk").splitlines()
-
-    def send(self, *keys: str) -> None:
-        self.tmux("send-keys", "-t", "desk", *keys)
-
-    def wait(self, pattern: str, timeout: float = 30.0) -> list[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            rows = self.rows()
-            if re.search(pattern, "\n".join(rows), re.MULTILINE):
-                return rows
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {pattern!r} on the screen within {timeout:g} s:\n" + "\n".join(rows))
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10, check=False)
 
 
 @pytest.fixture

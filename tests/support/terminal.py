@@ -37,6 +37,20 @@ def program_args(tmp_path: Path, *args: str) -> list[str]:
             "--set", f"logging.dir={tmp_path / 'logs'}", "--set", f"data_dir={tmp_path / 'data'}"]
 
 
+#: The exposure end-to-end runs' settings (``--set``): the simulator's takers hit resting option
+#: orders once a second (0.2 by default), so that ~80 BTC of options fill in tens of seconds; the
+#: hedger's band is 0.2 BTC (its default, 0.0025, is 150 USD: such a book's gamma moves its delta
+#: more than that on each index tick of a few dollars), up to 60 orders a minute and 20 M USD a
+#: day. Its market orders of up to 100,000 USD sweep the simulator's perpetual book (about 63,000
+#: USD on five levels), which refills only at its next requote (about once a second): an order
+#: that finds one side empty closes unfilled, which the hedger counts as a rejection; 20 in a row
+#: are allowed instead of 3.
+EXPOSURE_SETTINGS = ("--set", "simulator.option_taker_hits_per_s=1.0", "--set", "hedger.max_delta_mismatch=0.2",
+                     "--set", "hedger.max_orders_per_minute=60", "--set", "hedger.max_daily_volume_usd=20000000",
+                     "--set", "hedger.max_rejections=20")
+EXPOSURE_BAND = 0.2
+
+
 def log_lines(tmp_path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for f in (tmp_path / "logs").glob("*.jsonl") for line in f.read_text().splitlines()]
 
