@@ -39,7 +39,7 @@ def start(tmp_path: Path, *settings: str) -> tuple[PseudoTerminal, str]:
 
 
 def test_target_confirm_and_the_legs_fill(tmp_path: Path) -> None:
-    term, url = start(tmp_path)
+    term, url = start(tmp_path, "--set", "simulator.option_taker_hits_per_s=1.0")  # fills in seconds, not minutes
     try:
         term.type("target vega 5000 BTC 30d\r")
         tolerance = float(term.expect(r"-> 5,000\.00 USD/vol pt \(within ([\d,.]+)\)", timeout=60).group(1)
