@@ -83,8 +83,9 @@ def test_target_confirm_fills_then_risk_shows_the_vega_and_the_hedged_delta(tmp_
         vega = number(total[7])
         assert number(options[7]) == vega  # the perpetual has no vega
         assert abs(vega - TARGET) <= tolerance + DRIFT_USD and abs(vega - reached) <= DRIFT_USD, (total, reached)
-        # The options' delta (coins of it, either sign as the plan chose) was hedged by the perpetual.
-        assert abs(number(options[2])) > 1.0 and abs(number(perpetual[2]) + number(options[2])) <= BAND + 1e-4
+        # The options' delta (whatever the plan's legs left: any sign, near 0 for a straddle) is
+        # hedged by the perpetual.
+        assert abs(number(perpetual[2]) + number(options[2])) <= BAND + 1e-4, (options, perpetual)
         # Beside the exchange's own account figures: vega, gamma and theta agree within the risk's
         # stated tolerance. The deltas are compared allowing for the index's move since the account
         # summary (sent every few seconds): this book's gamma (0.003 BTC a dollar) moves its delta
