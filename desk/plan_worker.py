@@ -14,7 +14,9 @@ it keeps at most one order on the book, labelled ``plan-<n>-<leg>`` and sent wit
 
 Gates (no order, edit, while any holds; cancels always go): the link cannot trade, the leg's
 currency's portfolio is not reconciled or is reconciling, the leg's book is stale, one-sided,
-crossed or implausible (non-finite, non-positive, far from the plan's prices), no instrument
+crossed or implausible (non-finite, non-positive, far from the plan's prices), its top not received
+or confirmed by its BookKeeper within ``max_top_age_s`` (a quiet book's top is asked to be confirmed
+once half of that has passed; a keeper restarted since has no book and confirms nothing), no instrument
 metadata (tick size, minimum amount), the plan's order count or per-minute rate is spent, a safe
 shutdown happened. The worker edits and cancels only orders under plan labels: those it placed
 (by order id, or ``CancelByLabel`` of its own plan's leg labels when an id is not known); one
@@ -104,6 +106,9 @@ class WorkLimits(msgspec.Struct, frozen=True, kw_only=True):
     retry_after_reject_s: float = 2.0
     max_price_drift: float = 0.5  # the live mid within this fraction of the planned mid
     max_slippage: float = 0.25  # a buy never above ask x (1 + this) as planned; a sell never below bid x (1 - this)
+    #: A top not received (or confirmed by its BookKeeper) within this many seconds is not traded
+    #: on; one older than half of it is asked to be confirmed (``WatchOptionTops(refresh=True)``).
+    max_top_age_s: float = 5.0
 
 
 class LegOrder(msgspec.Struct):
@@ -195,19 +200,25 @@ class LegWork(msgspec.Struct):
 
 
 class Touch(msgspec.Struct):
-    """The last top of book of one option, and the last bid / ask that was not our own order."""
+    """The last top of book of one option, when it came (the worker's clock), and the last bid /
+    ask that was not our own order."""
 
     top: TopOfBook
+    seen_at: float
     others_bid: float | None = None
     others_ask: float | None = None
 
 
-def book_fault(top: TopOfBook | None, leg: PlanLeg, limits: WorkLimits) -> str | None:
-    """Why this top of book is not fit to price ``leg``'s order from, or None."""
+def book_fault(top: TopOfBook | None, leg: PlanLeg, limits: WorkLimits, age: float = 0.0) -> str | None:
+    """Why this top of book, received ``age`` seconds ago, is not fit to price ``leg``'s order
+    from, or None. A top older than ``max_top_age_s`` is not (a BookKeeper restarted since keeps
+    no book of it and sends nothing: the last top would be frozen)."""
     if top is None:
         return "no live book yet"
     if top.stale:
         return "book stale"
+    if not age <= limits.max_top_age_s:
+        return f"top not confirmed for {age:.1f} s (more than {limits.max_top_age_s:g} s)"
     bid, ask = top.bid, top.ask
     if bid is None or ask is None:
         return "one-sided book"
@@ -268,6 +279,7 @@ class PlanWorker:
         self.refresh_asked: set[str] = set()
         self.orphans_cancelled: set[str] = set()
         self._left_said: frozenset[str] = frozenset()
+        self._confirm_at: dict[str, float] = {}  # per currency: no top confirmation asked before then
         self._last_status: tuple[Any, ...] = ()
 
     # -- what it works ----------------------------------------------------------------------------
@@ -387,8 +399,9 @@ class PlanWorker:
             return
         touch = self.books.get(name)
         if touch is None:
-            touch = self.books[name] = Touch(top=top)
+            touch = self.books[name] = Touch(top=top, seen_at=now)
         touch.top = top
+        touch.seen_at = now
         mine = self._own_open(name)
         if top.bid is not None and not self._only_ours(top.bid, top.bid_amount, mine, "buy"):
             touch.others_bid = top.bid
@@ -586,7 +599,8 @@ class PlanWorker:
                 self._finish(PlanState.DONE, "every leg filled", now)
                 return
             for leg in self.legs:
-                leg.gate = self._leg_gate(leg, now) or ""
+                # A resting order's gate is its last reprice's (said until a reprice passes).
+                leg.gate = self._leg_gate(leg, now) or (leg.gate if leg.current is not None else "")
                 if not leg.gate:
                     self._place(leg, now)
                 elif (leg.current is None and not self._leg_done(leg)
@@ -628,8 +642,7 @@ class PlanWorker:
         if any(o.label == leg.label and o.order_state not in CLOSED_STATES and o.order_id not in ours
                for o in portfolio.open_orders):
             return f"an order under {leg.label} not known to be ours is open"
-        touch = self.books.get(name)
-        return book_fault(touch.top if touch else None, leg.plan_leg, self.limits)
+        return self._leg_book_gate(leg, now)
 
     def _leg_done(self, leg: LegWork) -> bool:
         if leg.current is not None:
@@ -641,13 +654,13 @@ class PlanWorker:
         instrument = self.instruments.get(name)
         return instrument.min_trade_amount if instrument is not None and instrument.min_trade_amount > 0 else 1e-8
 
-    def _price(self, leg: LegWork, step: int) -> float | None:
+    def _price(self, leg: LegWork, step: int, now: float) -> float | None:
         """The leg's limit price at ``step`` reprices from the live book (None: not fit)."""
         plan_leg = leg.plan_leg
         name = plan_leg.instrument_name
         touch = self.books.get(name)
         instrument = self.instruments.get(name)
-        if touch is None or instrument is None or book_fault(touch.top, plan_leg, self.limits) is not None:
+        if touch is None or instrument is None or self._leg_book_gate(leg, now) is not None:
             return None
         bid = touch.others_bid if touch.others_bid is not None else touch.top.bid
         ask = touch.others_ask if touch.others_ask is not None else touch.top.ask
@@ -674,7 +687,7 @@ class PlanWorker:
         amount = round_to_contract(max(left, 0.0), step, "down") if step > 1e-8 else left
         if amount < step - _EPS or amount <= 0:
             return
-        price = self._price(leg, 0)
+        price = self._price(leg, 0, now)
         if price is None:
             leg.gate = "no sane price"
             return
@@ -698,12 +711,13 @@ class PlanWorker:
             return
         if order.reprices >= self.limits.max_reprices:
             return  # rests where it is
-        gate = self._gate(now) or self._leg_book_gate(leg)
+        gate = self._gate(now) or self._leg_book_gate(leg, now)
         if gate is not None:
             leg.gate = gate
             order.due = wait
             return
-        price = self._price(leg, order.reprices + 1)
+        leg.gate = ""
+        price = self._price(leg, order.reprices + 1, now)
         order.reprices += 1
         if price is None or abs(price - order.price) < _EPS:
             order.due = wait
@@ -728,9 +742,24 @@ class PlanWorker:
         top = touch.top
         return f"{top.bid} / {top.ask} (others {touch.others_bid} / {touch.others_ask})"
 
-    def _leg_book_gate(self, leg: LegWork) -> str | None:
-        touch = self.books.get(leg.plan_leg.instrument_name)
-        return book_fault(touch.top if touch else None, leg.plan_leg, self.limits)
+    def _leg_book_gate(self, leg: LegWork, now: float) -> str | None:
+        name = leg.plan_leg.instrument_name
+        touch = self.books.get(name)
+        age = now - touch.seen_at if touch is not None else 0.0
+        if touch is not None and not age <= self.limits.max_top_age_s / 2.0:
+            self._confirm_tops(currency_of(name), now)
+        return book_fault(touch.top if touch else None, leg.plan_leg, self.limits, age)
+
+    def _confirm_tops(self, currency: str, now: float) -> None:
+        """Ask the BookKeeper of ``currency`` to send the legs' current tops again (a quiet book's
+        top is confirmed so; a keeper restarted since learns what is watched and sends nothing
+        until it has a book again). At most once per half the top age bound."""
+        if not self.working or now < self._confirm_at.get(currency, -math.inf):
+            return
+        self._confirm_at[currency] = now + self.limits.max_top_age_s / 2.0
+        names = tuple(sorted({leg.plan_leg.instrument_name for leg in self.legs
+                              if currency_of(leg.plan_leg.instrument_name) == currency}))
+        self._publish(WatchOptionTops(currency=currency, names=names, origin=ORIGIN, refresh=True))
 
     def _count(self, now: float) -> None:
         self.orders_sent += 1

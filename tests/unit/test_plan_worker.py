@@ -46,7 +46,7 @@ from messages.exposure import (
     WorkPlan,
 )
 from messages.market import Instrument, InstrumentsLoaded
-from messages.state import PortfolioChanged, TopOfBook
+from messages.state import PortfolioChanged, TopOfBook, WatchOptionTops
 
 T0 = 1_800_000_000.0
 CALL = "BTC-25DEC26-70000-C"
@@ -119,6 +119,8 @@ class Rig:
         self.log = Log()
         self.worker = PlanWorker(self.out.append, self.log, limits)
         self.now = T0
+        self.keeper = True
+        self._confirmed = 0
 
     def ready(self, *books: TopOfBook) -> None:
         w = self.worker
@@ -134,6 +136,18 @@ class Rig:
     def advance(self, seconds: float) -> None:
         self.now += seconds
         self.worker.on_time(self.now)
+        self.confirm_tops()
+
+    def confirm_tops(self) -> None:
+        """A live BookKeeper answers a refresh with the tops it holds (``keeper`` False: one that
+        restarted and has no book yet says nothing)."""
+        asked = [m for m in self.out[self._confirmed:] if isinstance(m, WatchOptionTops) and m.refresh]
+        self._confirmed = len(self.out)
+        for request in asked if self.keeper else ():
+            for name in request.names:
+                touch = self.worker.books.get(name)
+                if touch is not None:
+                    self.worker.on_top(msgspec.structs.replace(touch.top, at=self.now), self.now)
 
     def sent(self, kind: type = PlaceOrder) -> list[Any]:
         return [m for m in self.out if type(m) is kind]
@@ -423,6 +437,7 @@ def test_a_lost_answer_sends_nothing_for_its_leg_until_the_exchange_says() -> No
     rig.worker.on_resolved(OrderResolved(request_key=place.request_key, origin=ORIGIN, method="private/buy",
                                          outcome=AuditOutcome.SENT, message="found", order=resolved), rig.now)
     assert rig.status().legs[0].state is LegState.RESTING and rig.status().legs[0].order_id == "o-9"
+    rig.advance(LIMITS.reprice_after_s)  # the top, 8 s old, is confirmed first; then the reprice
     rig.advance(LIMITS.reprice_after_s)
     assert rig.sent(EditOrder)[0].order_id == "o-9"
 
@@ -510,6 +525,7 @@ def test_the_per_minute_rate_holds_orders_until_the_window_moves() -> None:
     assert rig.worker.next_due() == pytest.approx(T0 + 60.0)
     rig.now = T0 + 60.0
     rig.worker.on_time(rig.now)
+    rig.confirm_tops()  # the quiet book's top, a minute old, confirmed by its keeper
     assert len(rig.sent()) == 3
 
 
@@ -1011,3 +1027,38 @@ def test_a_fill_of_a_lost_order_seen_after_it_was_closed_unknown_is_counted() ->
     rig.worker.on_user_trade(trade(place, 1.0, "t1", order_id="x-9", state="filled"), rig.now)
     assert rig.worker.status(rig.now).legs[0].filled == pytest.approx(1.0)
     assert len(rig.sent()) == 1
+
+
+# -- old tops -----------------------------------------------------------------------------------------
+def test_a_top_not_confirmed_within_the_bound_is_not_traded_on() -> None:
+    """A BookKeeper restarted since holds no book and sends nothing: the last top it sent is
+    frozen. A top older than max_top_age_s is refused; one older than half of it is asked to be
+    confirmed; once confirmed, the leg goes on."""
+    rig = Rig()
+    rig.ready(top(CALL, 0.0100, 0.0120))
+    rig.keeper = False
+    rig.now += LIMITS.max_top_age_s + 1.0
+    rig.start(BUY_CALL)
+    assert rig.sent() == [] and "top not confirmed" in rig.status().message
+    asked = [m for m in rig.out if isinstance(m, WatchOptionTops) and m.refresh]
+    assert [(m.currency, m.names) for m in asked] == [("BTC", (CALL,))]
+    rig.keeper = True
+    rig.confirm_tops()
+    assert [p.price for p in rig.sent()] == [0.0105]
+
+
+def test_a_resting_order_is_not_repriced_from_a_frozen_top() -> None:
+    rig = working_rig(BUY_CALL)
+    place = rig.sent()[0]
+    rig.accept(place)
+    rig.keeper = False  # restarted: it sends nothing any more
+    for _ in range(5):
+        rig.advance(LIMITS.reprice_after_s)
+        for edit in rig.sent(EditOrder)[-1:]:
+            rig.answer_edit(edit, place)
+    assert len(rig.sent(EditOrder)) == 1  # at 3 s, the top still young enough; never from one 6 s old or more
+    assert "top not confirmed" in rig.status().message
+    # The keeper's book is back: its top comes, and the reprices go on.
+    rig.worker.on_top(top(CALL, 0.0100, 0.0140), rig.now)
+    rig.advance(LIMITS.reprice_after_s)
+    assert [e.price for e in rig.sent(EditOrder)] == [0.0110, 0.0115]
