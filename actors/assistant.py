@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 import pykka
 
-from desk.plan_worker import PlanWorker, WorkLimits
+from desk.plan_worker import PlanCaps, PlanWorker, WorkLimits
 from messages.account import OrderUpdate, UserTrade
 from messages.commands import CommandFailed, CommandResult, OrderResolved
 from messages.exposure import CancelPlan, PlanStatus, WorkPlan
@@ -43,7 +43,7 @@ class PlanStatusRequest(msgspec.Struct, frozen=True):
 class Assistant(Actor):
     def __init__(self, context: ActorContext, limits: WorkLimits | None = None) -> None:
         super().__init__(context)
-        self.worker = PlanWorker(self.publish, self.log, limits)
+        self.worker = PlanWorker(self.publish, self.log, limits, PlanCaps.of(context.settings.exposure))
         self._alarm = Alarm(self._ring, name=f"{context.name}-alarm")
         self._alarm_due: float | None = None
 

@@ -25,6 +25,12 @@ trader's ``cancel plan`` while no plan is worked (an Assistant restarted since),
 open (by id). A hedge order (``hedge-<n>``) or a trader's order is never edited or cancelled, nor
 another program's plan order unless the trader's ``cancel plan`` says so.
 
+A plan is refused (``STOPPED``, its message says why) beyond the ``[exposure]`` limits
+(:class:`PlanCaps`: legs, a leg's notional, the gross notional and premium) or with an amount that
+is not a positive multiple of its option's minimum trade amount: the planner keeps them, and the
+worker checks them again, since the plan came over the bus (an option whose metadata comes after
+the plan: before its first order).
+
 A lost answer (``ANSWER_LOST``, an edit or place with no answer within ``answer_wait_s``, the
 link dropped while an order was open) makes that order's fate unknown: nothing more is sent for
 its leg until the exchange says (the Connection's ``OrderResolved``, the order's own updates,
@@ -37,12 +43,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol
 
 import msgspec
 
-from deribit.instruments import currency_of, round_to_contract, round_to_tick, tick_size_at
+from config.settings import ExposureSettings
+from deribit.instruments import currency_of, identity_of, round_to_contract, round_to_tick, tick_size_at
 from messages.account import OrderUpdate, UserTrade
 from messages.commands import (
     ANSWER_LOST,
@@ -109,6 +116,58 @@ class WorkLimits(msgspec.Struct, frozen=True, kw_only=True):
     #: A top not received (or confirmed by its BookKeeper) within this many seconds is not traded
     #: on; one older than half of it is asked to be confirmed (``WatchOptionTops(refresh=True)``).
     max_top_age_s: float = 5.0
+
+
+class PlanCaps(msgspec.Struct, frozen=True, kw_only=True):
+    """The absolute bounds of a plan the worker takes (``[exposure]``: the planner's own limits,
+    checked again because the plan came over the bus): legs, each leg's notional (amount x its
+    forward, USD), the plan's gross notional and gross premium (amount x mid, USD)."""
+
+    max_legs: int = 4
+    max_leg_notional_usd: float = 2_500_000.0
+    max_notional_usd: float = 10_000_000.0
+    max_premium_usd: float = 1_000_000.0
+
+    @classmethod
+    def of(cls, settings: ExposureSettings) -> PlanCaps:
+        return cls(max_legs=settings.max_legs, max_leg_notional_usd=settings.max_leg_notional_usd,
+                   max_notional_usd=settings.max_notional_usd, max_premium_usd=settings.max_premium_usd)
+
+
+#: The planner's own bounds hold to 1e-9 of each figure; this much room is left for rounding.
+_CAP_ROOM = 1.0 + 1e-6
+
+
+def caps_fault(legs: Iterable[PlanLeg], caps: PlanCaps, instruments: Mapping[str, Instrument]) -> str | None:
+    """Why ``legs`` break ``caps`` or their instruments' minimum trade amounts (None: they do not).
+    What needs an instrument's metadata (its minimum amount, whether it is linear) is checked for
+    those known only."""
+    legs = tuple(legs)
+    if len(legs) > caps.max_legs:
+        return f"{len(legs)} legs, more than exposure.max_legs {caps.max_legs}"
+    notional = premium = 0.0
+    for leg in legs:
+        forward = leg.underlying_price
+        if not (math.isfinite(forward) and forward > 0):
+            return f"leg {leg.leg}: forward {forward!r} is not a price"
+        leg_notional = leg.amount * forward
+        if not leg_notional <= caps.max_leg_notional_usd * _CAP_ROOM:
+            return (f"leg {leg.leg}: {leg_notional:,.0f} USD notional, more than exposure.max_leg_notional_usd "
+                    f"{caps.max_leg_notional_usd:,.0f}")
+        notional += leg_notional
+        instrument = instruments.get(leg.instrument_name)
+        if instrument is None:
+            continue
+        step = instrument.min_trade_amount
+        lots = leg.amount / step if math.isfinite(step) and step > 0 else math.nan
+        if not (lots >= 1.0 - 1e-9 and abs(lots - round(lots)) <= 1e-6 * max(1.0, lots)):
+            return f"leg {leg.leg}: {leg.amount:g} is not a positive multiple of the minimum trade amount {step:g}"
+        premium += leg.amount * leg.mid * (1.0 if identity_of(instrument).is_linear else forward)
+    if not notional <= caps.max_notional_usd * _CAP_ROOM:
+        return f"{notional:,.0f} USD notional in all, more than exposure.max_notional_usd {caps.max_notional_usd:,.0f}"
+    if not premium <= caps.max_premium_usd * _CAP_ROOM:
+        return f"{premium:,.0f} USD premium in all, more than exposure.max_premium_usd {caps.max_premium_usd:,.0f}"
+    return None
 
 
 class LegOrder(msgspec.Struct):
@@ -256,10 +315,12 @@ def target_price(side: Side, bid: float, ask: float, tick: float, step: int, ste
 class PlanWorker:
     """Works at most one plan at a time (see the module doc)."""
 
-    def __init__(self, publish: Callable[[object], None], log: EventLog, limits: WorkLimits | None = None) -> None:
+    def __init__(self, publish: Callable[[object], None], log: EventLog, limits: WorkLimits | None = None,
+                 caps: PlanCaps | None = None) -> None:
         self._publish = publish
         self.log = log
         self.limits = limits or WorkLimits()
+        self.caps = caps or PlanCaps()
         self.work: WorkPlan | None = None
         self.legs: list[LegWork] = []
         self.state = PlanState.WORKING
@@ -317,6 +378,9 @@ class PlanWorker:
                 return f"leg {leg.leg}: {leg.instrument_name} is not an option"
             if currency_of(leg.instrument_name) != plan.currency:
                 return f"leg {leg.leg}: {leg.instrument_name} is not a {plan.currency} option"
+        fault = caps_fault(plan.legs, self.caps, self.instruments)
+        if fault is not None:
+            return fault
         labels = {plan_label(plan.plan_id, leg.leg) for leg in plan.legs}
         taken = sorted({o.label for p in self.portfolios.values() for o in p.open_orders
                         if o.label in labels and o.order_state not in CLOSED_STATES})
@@ -595,6 +659,11 @@ class PlanWorker:
         if self.work is None:
             return
         if self.state is PlanState.WORKING and not self.cancelling:
+            # The metadata of an option not known at the start: checked before its first order.
+            fault = caps_fault(self.work.plan.legs, self.caps, self.instruments)
+            if fault is not None:
+                self._stop(f"refused: {fault}", now)
+                return
             if all(self._leg_done(leg) for leg in self.legs):
                 self._finish(PlanState.DONE, "every leg filled", now)
                 return

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from desk.plan_worker import ORIGIN, PlanWorker, WorkLimits, target_price
+from desk.plan_worker import ORIGIN, PlanCaps, PlanWorker, WorkLimits, target_price
 from messages.account import OrderUpdate, UserTrade
 from messages.commands import (
     ANSWER_LOST,
@@ -47,6 +47,7 @@ from messages.exposure import (
 )
 from messages.market import Instrument, InstrumentsLoaded
 from messages.state import PortfolioChanged, TopOfBook, WatchOptionTops
+from tests.support.settings import make_settings
 
 T0 = 1_800_000_000.0
 CALL = "BTC-25DEC26-70000-C"
@@ -1062,3 +1063,49 @@ def test_a_resting_order_is_not_repriced_from_a_frozen_top() -> None:
     rig.worker.on_top(top(CALL, 0.0100, 0.0140), rig.now)
     rig.advance(LIMITS.reprice_after_s)
     assert [e.price for e in rig.sent(EditOrder)] == [0.0110, 0.0115]
+
+
+# -- absolute caps ------------------------------------------------------------------------------------
+CAPS = PlanCaps(max_legs=2, max_leg_notional_usd=100_000.0, max_notional_usd=150_000.0, max_premium_usd=1_500.0)
+
+
+@pytest.mark.parametrize(("legs", "why"), [
+    ((leg(1, CALL, "buy", 1.0, 0.0100, 0.0120), leg(2, PUT, "sell", 0.5, 0.0200, 0.0230),
+      leg(3, "BTC-25DEC26-80000-C", "buy", 0.1, 0.0010, 0.0012)), "more than exposure.max_legs 2"),
+    ((leg(1, CALL, "buy", 2.0, 0.0100, 0.0120),), "more than exposure.max_leg_notional_usd"),
+    ((leg(1, CALL, "buy", 1.5, 0.0100, 0.0120), leg(2, PUT, "sell", 1.5, 0.0001, 0.0002)),
+     "more than exposure.max_notional_usd"),
+    ((leg(1, CALL, "buy", 1.5, 0.0200, 0.0220),), "more than exposure.max_premium_usd"),
+    ((leg(1, CALL, "buy", 0.15, 0.0100, 0.0120),), "not a positive multiple of the minimum trade amount 0.1"),
+    ((leg(1, CALL, "buy", 0.05, 0.0100, 0.0120),), "not a positive multiple of the minimum trade amount 0.1"),
+    ((msgspec.structs.replace(leg(1, CALL, "buy", 1.0, 0.0100, 0.0120), underlying_price=math.nan),),
+     "forward nan is not a price"),
+])
+def test_a_plan_beyond_the_exposure_limits_is_refused_at_work_plan(legs: tuple[PlanLeg, ...], why: str) -> None:
+    """The plan came over the bus: the worker checks the [exposure] limits itself (defence in depth)."""
+    rig = Rig()
+    rig.worker = PlanWorker(rig.out.append, rig.log, LIMITS, CAPS)
+    rig.ready(top(CALL, 0.0100, 0.0120), top(PUT, 0.0200, 0.0230))
+    rig.start(*legs)
+    assert rig.orders() == []
+    status = rig.status()
+    assert status.state is PlanState.STOPPED and status.message.startswith("refused: ") and why in status.message
+
+
+def test_a_leg_whose_metadata_comes_later_is_checked_before_its_first_order() -> None:
+    rig = Rig()
+    rig.worker.on_connection(True, rig.now)
+    rig.worker.on_portfolio(portfolio(at=rig.now), rig.now)
+    rig.start(leg(1, CALL, "buy", 0.15, 0.0100, 0.0120))
+    rig.worker.on_top(top(CALL, 0.0100, 0.0120), rig.now)
+    assert rig.status().state is PlanState.WORKING and rig.orders() == []
+    rig.worker.on_instruments(InstrumentsLoaded(currency="BTC", instruments=(instrument(CALL),)), rig.now)
+    assert rig.orders() == []
+    assert rig.status().state is PlanState.STOPPED and "minimum trade amount" in rig.status().message
+
+
+def test_the_assistant_takes_its_caps_from_the_exposure_settings() -> None:
+    exposure = make_settings().exposure
+    caps = PlanCaps.of(exposure)
+    assert (caps.max_legs, caps.max_leg_notional_usd, caps.max_notional_usd, caps.max_premium_usd) == (
+        exposure.max_legs, exposure.max_leg_notional_usd, exposure.max_notional_usd, exposure.max_premium_usd)
