@@ -316,7 +316,7 @@ class PlanWorker:
     """Works at most one plan at a time (see the module doc)."""
 
     def __init__(self, publish: Callable[[object], None], log: EventLog, limits: WorkLimits | None = None,
-                 caps: PlanCaps | None = None) -> None:
+                 caps: PlanCaps | None = None, currencies: Iterable[str] = ()) -> None:
         self._publish = publish
         self.log = log
         self.limits = limits or WorkLimits()
@@ -341,6 +341,11 @@ class PlanWorker:
         self.orphans_cancelled: set[str] = set()
         self._left_said: frozenset[str] = frozenset()
         self._confirm_at: dict[str, float] = {}  # per currency: no top confirmation asked before then
+        self._swept: set[str] = set()  # currencies whose plan orders left open at the start were cancelled
+        self._swept_ids: set[str] = set()
+        self.currencies = tuple(currencies)
+        self._picture_due: float | None = None  # no reconciled picture by then: ask for a reconcile
+        self._picture_asked = False
         self._last_status: tuple[Any, ...] = ()
 
     # -- what it works ----------------------------------------------------------------------------
@@ -483,6 +488,8 @@ class PlanWorker:
         self.can_trade = can_trade
         if can_trade and self.working:
             self.watch_tops()  # a keeper restarted meanwhile has forgotten
+        if can_trade and not self._picture_asked:
+            self._picture_due = now + self.limits.answer_wait_s
         if not can_trade:
             self.books.clear()  # what comes after the reconnect must be fresh
             for order in self._orders():
@@ -628,11 +635,29 @@ class PlanWorker:
             dues.append(self.retry_at)
         if self.working and self.sent_times and len(self.sent_times) >= self.limits.max_orders_per_minute:
             dues.append(self.sent_times[0] + 60.0)
+        if self._picture_due is not None:
+            dues.append(self._picture_due)
         return min(dues) if dues else None
+
+    def _ask_pictures(self, now: float) -> None:
+        """A restarted Assistant on a quiet account: the Portfolio published its reconciled
+        picture before this worker was on the bus and says nothing until something changes. Once
+        connected for ``answer_wait_s`` without one, a reconcile is asked for (once)."""
+        self._picture_due = None
+        if not self.can_trade:
+            return
+        missing = tuple(c for c in self.currencies if not (c in self.portfolios and self.portfolios[c].reconciled))
+        if missing:
+            self._picture_asked = True
+            self.log.info("plan_worker_asks_reconcile", currencies=list(missing))
+            self._publish(ReconcilePortfolio(origin=ORIGIN, currencies=missing,
+                                             reason="assistant start-up: no reconciled portfolio picture"))
 
     def on_time(self, now: float) -> None:
         if self.retry_at and now >= self.retry_at:
             self.retry_at = 0.0
+        if self._picture_due is not None and now >= self._picture_due:
+            self._ask_pictures(now)
         for order in self._orders():
             if order.open and order.due is not None and now >= order.due:
                 order.due = None
@@ -968,6 +993,7 @@ class PlanWorker:
         ended |= self.worked_ids - {self.plan_id}
         for order in self.left_open(portfolio, ended):
             self._cancel_left(order, "its plan ended")
+        self._sweep(portfolio)
         # Those of plans it never worked (an Assistant that restarted since, another program):
         # said once, cancelled only by the trader's cancel plan.
         left = [o for o in self.left_open(portfolio, None) if o.label not in {leg.label for leg in self.legs}]
@@ -981,6 +1007,34 @@ class PlanWorker:
                                      at=portfolio.at, legs=self.status(portfolio.at).legs,
                                      message=f"{len(left)} orders of no plan being worked are open ({labels}): "
                                              "cancel plan cancels them"))
+
+    def _sweep(self, portfolio: PortfolioChanged) -> None:
+        """The first reconciled picture of a currency since this worker (the Assistant) started:
+        every open order labelled like a plan's that it does not work is cancelled, by id (left by
+        an earlier run, nobody reprices or stops it), and said (log and PlanStatus). A cancel of
+        one that failed is sent again at the next picture."""
+        currency = portfolio.currency
+        if portfolio.reconciling:
+            return
+        if currency in self._swept:
+            for order in self.left_open(portfolio, None):
+                if order.order_id in self._swept_ids:
+                    self._cancel_left(order, "left open before the Assistant started (again: its cancel failed)")
+            return
+        self._swept.add(currency)
+        left = self.left_open(portfolio, None)
+        if not left:
+            return
+        for order in left:
+            self._swept_ids.add(order.order_id)
+            self._cancel_left(order, "left open before the Assistant started; it works no plan of it")
+        labels = ", ".join(sorted({o.label for o in left}))
+        self.log.warning("plan_orders_left_open_cancelled", currency=currency, labels=labels, orders=len(left))
+        self._publish(PlanStatus(plan_id=self.plan_id, currency=currency,
+                                 state=self.state if self.work is not None else PlanState.STOPPED,
+                                 at=portfolio.at, legs=self.status(portfolio.at).legs,
+                                 message=f"the assistant (re)started: cancelled {len(left)} {currency} plan orders "
+                                         f"it does not work ({labels})"))
 
     def left_open(self, portfolio: PortfolioChanged, plans: set[int] | None) -> list[OrderUpdate]:
         """The open orders of ``portfolio`` labelled for ``plans`` (None: any plan), not being

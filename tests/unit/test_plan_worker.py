@@ -1109,3 +1109,59 @@ def test_the_assistant_takes_its_caps_from_the_exposure_settings() -> None:
     caps = PlanCaps.of(exposure)
     assert (caps.max_legs, caps.max_leg_notional_usd, caps.max_notional_usd, caps.max_premium_usd) == (
         exposure.max_legs, exposure.max_leg_notional_usd, exposure.max_notional_usd, exposure.max_premium_usd)
+
+
+# -- a (re)started Assistant ----------------------------------------------------------------------------
+def test_a_started_assistant_cancels_the_plan_orders_it_does_not_work_once_reconciled_and_says_so() -> None:
+    """Plan orders left open by an earlier run rest unmanaged (nobody reprices or stops them):
+    at the currency's first reconciled picture they are cancelled by id, never another label's."""
+    rig = Rig()
+    w = rig.worker
+    place = PlaceOrder(instrument_name=CALL, side="buy", amount=1.0, origin=ORIGIN, request_key="x", price=0.0105,
+                       label="plan-3-1")
+    left = (update(place, order_id="old-1"), update(place, order_id="old-2", label="plan-4-2"),
+            update(place, order_id="h-1", label="hedge-1765000000000"), update(place, order_id="m-1", label="x"),
+            update(place, order_id="v-1", label="vega-1765000000000"))
+    # Not while the picture is not reconciled, is reconciling, or the link cannot trade.
+    w.on_portfolio(portfolio(reconciled=False, open_orders=left), rig.now)
+    w.on_connection(True, rig.now)
+    w.on_portfolio(portfolio(reconciled=False, open_orders=left), rig.now)
+    w.on_portfolio(portfolio(reconciling=True, open_orders=left), rig.now)
+    assert rig.sent(CancelOrder) == []
+    w.on_portfolio(portfolio(open_orders=left), rig.now)
+    assert [(c.order_id, c.origin) for c in rig.sent(CancelOrder)] == [("old-1", ORIGIN), ("old-2", ORIGIN)]
+    said = rig.status()
+    assert said.currency == "BTC" and said.message == (
+        "the assistant (re)started: cancelled 2 BTC plan orders it does not work (plan-3-1, plan-4-2)")
+    assert [e for _, e, _ in rig.log.lines if e == "plan_orders_left_open_cancelled"]
+    # Once: the next picture (the cancels' answers not in yet) sends nothing again...
+    w.on_portfolio(portfolio(open_orders=left), rig.now)
+    assert len(rig.sent(CancelOrder)) == 2
+    # ...unless a cancel failed: then it is sent again.
+    w.on_failed(CommandFailed(request_key=f"{ORIGIN}-orphan-old-2", origin=ORIGIN, method="private/cancel",
+                              code=10028, message="too many requests"), rig.now)
+    w.on_portfolio(portfolio(open_orders=left), rig.now)
+    assert [c.order_id for c in rig.sent(CancelOrder)] == ["old-1", "old-2", "old-2"]
+
+
+def test_a_started_assistant_without_a_portfolio_picture_asks_for_a_reconcile() -> None:
+    """On a quiet account the Portfolio says nothing until something changes: a restarted
+    Assistant connected for answer_wait_s without a reconciled picture asks for a reconcile, once."""
+    rig = Rig()
+    rig.worker = PlanWorker(rig.out.append, rig.log, LIMITS, currencies=("BTC", "ETH"))
+    rig.worker.on_connection(True, rig.now)
+    rig.worker.on_portfolio(portfolio(), rig.now)  # BTC's came; ETH's did not
+    assert rig.sent(ReconcilePortfolio) == []
+    assert rig.worker.next_due() == pytest.approx(T0 + LIMITS.answer_wait_s)
+    rig.advance(LIMITS.answer_wait_s)
+    (asked,) = rig.sent(ReconcilePortfolio)
+    assert asked.currencies == ("ETH",) and asked.origin == ORIGIN
+    rig.advance(LIMITS.answer_wait_s)
+    assert len(rig.sent(ReconcilePortfolio)) == 1 and rig.worker.next_due() is None
+    # With every picture in, nothing is asked.
+    rig = Rig()
+    rig.worker = PlanWorker(rig.out.append, rig.log, LIMITS, currencies=("BTC",))
+    rig.worker.on_connection(True, rig.now)
+    rig.worker.on_portfolio(portfolio(), rig.now)
+    rig.advance(LIMITS.answer_wait_s)
+    assert rig.sent(ReconcilePortfolio) == []
