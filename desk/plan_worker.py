@@ -421,8 +421,11 @@ class PlanWorker:
                       legs=[f"{leg.side} {leg.amount:g} {leg.instrument_name}" for leg in plan.legs])
         self._ask_instruments()
         self.watch_tops()
-        self.evaluate(now)
+        # Said before any order goes: a vega hedger of the currency holds from then on (an IOC of
+        # its own never meets a plan order), the console has its answer.
         self.publish_status(now, force=True, request_key=work.request_key)
+        self.evaluate(now)
+        self.publish_status(now)
 
     def cancel(self, request: CancelPlan, now: float) -> None:
         if not self.working:
