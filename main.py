@@ -539,6 +539,7 @@ def _say_bad_lines(path: str, summary: Mapping[str, Any]) -> None:
 
 def command_plot(args: argparse.Namespace) -> int:
     from deribit.instruments import InstrumentNameError, parse_expiry
+    from sql.archive import default_archive_dir
     from sql.plots import PlotError, parse_size, parse_time, plot_from_database
 
     settings = settings_from_args(args)
@@ -550,7 +551,8 @@ def command_plot(args: argparse.Namespace) -> int:
     try:
         path, minute = plot_from_database(settings.database_url, what=args.what, currency=args.currency, out=args.out,
                                           at=parse_time(args.at) if args.at else None, size=parse_size(args.size),
-                                          expiry=expiry)
+                                          expiry=expiry, archive_dir=default_archive_dir(
+                                              settings.data_dir, settings.recorder.archive_dir))
     except PlotError as exc:
         print(f"cannot plot: {exc}", file=sys.stderr)
         return 2
