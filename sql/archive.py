@@ -57,7 +57,6 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.sql import ColumnElement
 from sqlalchemy.types import BigInteger, Double, Text
 
 from sql.engine import mask_url
@@ -65,7 +64,6 @@ from sql.option_rows import VALUE_FIELDS
 from sql.partitions import existing_partitions, partition_name
 from sql.tables import (
     FLAG_IN_SURFACE,
-    FLAG_SPAN,
     FLAG_STALE,
     PARTITIONED,
     SCHEMA_VERSION,

@@ -676,7 +676,8 @@ def build_figure(engine: Engine, *, what: str, currency: str, at: dt.datetime | 
 
 def plot_from_database(url: str, *, what: str, currency: str, out: str | Path, at: dt.datetime | None = None,
                        size: tuple[int, int] = DEFAULT_SIZE,
-                       expiry: dt.date | None = None, archive_dir: str | Path | None = None) -> tuple[Path, dt.datetime]:
+                       expiry: dt.date | None = None,
+                       archive_dir: str | Path | None = None) -> tuple[Path, dt.datetime]:
     """Draw ``what`` for ``currency`` into the PNG ``out``; returns the file and the minute drawn.
     ``expiry``: a smile of that expiry only. A day no longer in the database is read from the Parquet
     archive at ``archive_dir`` (:func:`sql.record.minute_engine`)."""

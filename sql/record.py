@@ -92,7 +92,8 @@ def _minutes(table: pa.Table) -> list[dt.datetime]:
     return [as_utc(m) for m in table.column("minute").to_pylist()] if table.num_rows else []
 
 
-def _archived_minutes(archive: Archive, currency: str, at: dt.datetime | None) -> tuple[dt.datetime, dt.datetime | None]:
+def _archived_minutes(archive: Archive, currency: str,
+                      at: dt.datetime | None) -> tuple[dt.datetime, dt.datetime | None]:
     """The minute a plot at ``at`` draws from the archive (the latest recorded at or before it) and the
     nearest complete minute (a finite grid point, not marked incomplete) of the days around it."""
     days = sorted(set(archive.days("surface_points", currency)) | set(archive.days("minute_coverage", currency)))
