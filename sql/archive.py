@@ -8,8 +8,10 @@ Layout (Hive-partitioned, what DuckDB, Polars, pyarrow, Spark and Trino read as 
     <out>/surface_fits/...   <out>/volatility_index/...   <out>/minute_coverage/...
 
 ``--what quotes`` is the option-minutes, ``surface`` the grid points and the fits, ``index`` the
-variance index (with DVOL) and each minute's coverage. Each file is zstd-compressed, its rows in
-minute order; ``currency`` and ``date`` are the directory's (not repeated in the file). The quotes
+variance index (with DVOL) and each minute's coverage. Each file is zstd-compressed (floats
+byte-stream-split), the quotes' rows by instrument then minute (an option's minutes together: they
+compress best and one instrument over a day is one run), the others' by minute; ``currency`` and
+``date`` are the directory's (not repeated in the file). The quotes
 are self-describing: the instrument's name, expiry, strike and type beside the minute's values, the
 underlying (the option's ticker's) and index price. Deribit's greeks are not in the file: they are
 Black-76 at ``mark_iv`` / 100, F = ``underlying_price``, K = ``strike``, T = (expiry - minute) in years
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import structlog
@@ -86,7 +89,7 @@ WHAT = {"quotes": ("quotes",), "surface": ("surface_points", "surface_fits"),
 DATASETS = ("quotes", "surface_points", "surface_fits", "volatility_index", "minute_coverage")
 PART = "part-0.parquet"
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
-#: Rows gathered before a row group is written (a BTC day is about a million quote rows).
+#: Rows of a row group (a BTC day is about a million quote rows).
 ROW_GROUP = 262_144
 ZSTD_LEVEL = 9
 #: PostgreSQL: how long the archive waits for the day's tables before it gives up (and tries again,
@@ -135,7 +138,8 @@ class Dataset:
     columns: Callable[[bool], list[Column_]]
     #: the FROM and WHERE of a currency-day: (from clause, conditions)
     scope: Callable[[str, dt.datetime, dt.datetime], tuple[Any, list[Any]]]
-    order: Callable[[], list[Any]]
+    #: the file's row order (column names): an instrument's minutes together compress best
+    order: tuple[str, ...]
     #: the database table whose rows the dataset's rows are (counted before removal)
     table: str
     descriptions: dict[str, str] = field(default_factory=dict)
@@ -196,12 +200,11 @@ def _table_dataset(table: Any, order: Sequence[str]) -> Dataset:
     def scope(currency: str, start: dt.datetime, end: dt.datetime) -> tuple[Any, list[Any]]:
         return table, [table.c.currency == currency, table.c.minute >= start, table.c.minute < end]
 
-    return Dataset(table.name, columns, scope, lambda: [table.c[name] for name in order], table.name)
+    return Dataset(table.name, columns, scope, tuple(order), table.name)
 
 
 DATASET = {
-    "quotes": Dataset("quotes", _quote_columns, _quote_scope,
-                      lambda: [option_minutes.c.minute, option_minutes.c.instrument_ref], "option_minutes",
+    "quotes": Dataset("quotes", _quote_columns, _quote_scope, ("instrument", "minute"), "option_minutes",
                       QUOTE_DESCRIPTIONS),
     "surface_points": _table_dataset(surface_points, ("minute", "method", "tenor_days", "log_moneyness")),
     "surface_fits": _table_dataset(surface_fits, ("minute", "expiry")),
@@ -299,7 +302,7 @@ def _batches_postgres(conn: Connection, dataset: Dataset, currency: str, start: 
                       end: dt.datetime, spill: Path) -> Iterator[pa.Table]:
     columns = dataset.columns(True)
     from_, where = dataset.scope(currency, start, end)
-    query = select(*(_pg_expression(c) for c in columns)).select_from(from_).where(*where).order_by(*dataset.order())
+    query = select(*(_pg_expression(c) for c in columns)).select_from(from_).where(*where)
     body = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -307,6 +310,8 @@ def _batches_postgres(conn: Connection, dataset: Dataset, currency: str, start: 
             cursor.copy_expert(f"COPY ({body}) TO STDOUT WITH (FORMAT csv)", sink)
     finally:
         cursor.close()
+    if spill.stat().st_size == 0:
+        return
     schema = arrow_schema(dataset)
     convert = pacsv.ConvertOptions(column_types={c.name: _csv_type(c.type) for c in columns}, null_values=[""],
                                    strings_can_be_null=True, quoted_strings_can_be_null=False)
@@ -322,7 +327,7 @@ def _batches_sqlite(conn: Connection, dataset: Dataset, currency: str, start: dt
     columns = dataset.columns(False)
     from_, where = dataset.scope(currency, start, end)
     query = select(*(c.expression.label(c.name) for c in columns)).select_from(from_).where(*where)
-    result = conn.execute(query.order_by(*dataset.order()))
+    result = conn.execute(query)
     schema = arrow_schema(dataset)
     while rows := result.fetchmany(50_000):
         values = list(zip(*rows, strict=True))
@@ -391,28 +396,20 @@ def write_day(conn: Connection, dataset: Dataset, currency: str, day: dt.date, o
     postgres = conn.dialect.name == "postgresql"
     batches = (_batches_postgres(conn, dataset, currency, start, end, spill) if postgres
                else _batches_sqlite(conn, dataset, currency, start, end))
-    rows = 0
-    first = last = None
-    pending: list[pa.Table] = []
-    pending_rows = 0
     try:
-        # The footer's metadata is known only at the end: the rows go to a first writer's file...
+        # The day's rows sorted in memory (a currency-day of quotes is about a million rows, some 60 MB):
+        # the database is spared an ORDER BY that would spill to disk.
+        parts = list(batches)
+        table = pa.concat_tables(parts) if parts else schema.empty_table()
+        table = table.sort_by([(name, "ascending") for name in dataset.order])
+        rows = table.num_rows
+        minutes = table.column("minute")
+        first = pc.min(minutes).as_py() if rows else None
+        last = pc.max(minutes).as_py() if rows else None
         with pq.ParquetWriter(temporary, schema, **_writer_options(schema)) as writer:
-            for table in batches:
-                if table.num_rows == 0:
-                    continue
-                if first is None:
-                    first = table.column("minute")[0].as_py()
-                last = table.column("minute")[-1].as_py()
-                pending.append(table)
-                pending_rows += table.num_rows
-                rows += table.num_rows
-                if pending_rows >= ROW_GROUP:
-                    writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP)
-                    pending, pending_rows = [], 0
-            if pending:
-                writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP)
+            writer.write_table(table, row_group_size=ROW_GROUP)
             writer.add_key_value_metadata(_file_metadata(dataset.name, currency, day, rows, first, last, source))
+        del table, minutes
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
         if rows != expected:
