@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine, inspect, select
 from sqlalchemy.pool import StaticPool
 
 from quant.black76 import black76_greeks
@@ -79,7 +79,10 @@ class Archive:
 def _database_has(engine: Engine, currency: str, start: dt.datetime | None, end: dt.datetime | None) -> bool:
     """Whether the database holds a minute of ``currency`` from ``start`` to ``end`` (any when None)."""
     with engine.connect() as conn:
+        inspector = inspect(conn)
         for table in (chain_minutes, minute_coverage, surface_points):
+            if not inspector.has_table(table.name):  # a database of an older schema: read as it is
+                continue
             query = select(table.c.minute).where(table.c.currency == currency).limit(1)
             if start is not None and end is not None:
                 query = query.where(table.c.minute >= start, table.c.minute <= end)
