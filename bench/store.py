@@ -24,8 +24,11 @@ coverage too; schema 5's by table), insert ms per minute (both currencies) on th
 day written, the median ms of a whole chain at one minute (``option_quotes`` at a minute and currency)
 and of one instrument over the whole fill (``option_quotes`` of one name, ordered by minute), through
 the view that readers use (with the minutes sampled, an instrument has ``minutes_per_day`` rows a day,
-not 1,440: ``instrument_30d_ms_projected`` scales the measured time by the rows a full day would have,
-the time being proportional to the rows read). Then schema 5's whole fill is archived
+not 1,440: ``instrument_30d_ms_projected`` is the fixed part of the time plus its part per row read,
+both from the last day alone against the whole fill, at the rows full days would have). Insert times
+on a shared machine move with its load: ``insert_ms_per_minute_day30_over_day1_same_time`` compares the
+last day's minutes with a second, empty schema 5 store's first day written in alternation with them.
+Then schema 5's whole fill is archived
 (:func:`sql.archive.archive`, every day, every currency, the partitions dropped): Parquet bytes per
 option-minute (the quotes; ``parquet_record_bytes_per_option_minute`` with the surface, fits, index and
 coverage) and option-minute rows archived per second. PostgreSQL: ``--pg-url``, else a throwaway
@@ -224,11 +227,18 @@ def run(argv: list[str]) -> dict[str, Any]:
     moving = {c: MovingChain(s, seed) for seed, (c, s) in enumerate(chains.items())}
     spacing = max(1, 1440 // args.minutes_per_day)
     try:
-        with _schema(server) as new_url, _schema(server) as old_url, tempfile.TemporaryDirectory() as spool:
+        with _schema(server) as new_url, _schema(server) as old_url, _schema(server) as fresh_url, \
+                tempfile.TemporaryDirectory() as spool, tempfile.TemporaryDirectory() as fresh_spool:
             store = MinuteStore(new_url, spool, write_deadline_s=60.0, partition_days_ahead=args.days)
             store.open()
             store.make_partitions(START)
             present = PresentWriter(old_url)
+            # A second schema 5, empty when the last day begins: its first day written in alternation
+            # with the 30-day store's last day, so both see the same load of a shared machine.
+            fresh = MinuteStore(fresh_url, fresh_spool, write_deadline_s=60.0, partition_days_ahead=1)
+            fresh.open()
+            fresh.make_partitions(START)
+            fresh_ms: list[float] = []
             new_ms: list[float] = []
             old_ms: list[float] = []
             minutes = [START + d * 86_400 + m * spacing * 60 for d in range(args.days)
@@ -244,6 +254,12 @@ def run(argv: list[str]) -> dict[str, Any]:
                 t2 = time.perf_counter()
                 new_ms.append((t1 - t0) * 1000)
                 old_ms.append((t2 - t1) * 1000)
+                if n >= len(minutes) - args.minutes_per_day:
+                    day1 = [msgspec.structs.replace(s, at=at - (args.days - 1) * 86_400) for s in snaps]
+                    t3 = time.perf_counter()
+                    for s in day1:
+                        assert fresh.record(snapshot_record(s))
+                    fresh_ms.append((time.perf_counter() - t3) * 1000)
                 if n % 60 == 59:
                     _log(f"{n + 1}/{len(minutes)} minutes: schema 5 {statistics.mean(new_ms[-60:]):.1f} ms, "
                          f"present {statistics.mean(old_ms[-60:]):.1f} ms a minute")
@@ -265,8 +281,11 @@ def run(argv: list[str]) -> dict[str, Any]:
             chain_sql = "SELECT * FROM option_quotes WHERE minute = CAST(:m AS timestamptz) AND currency = :c"
             instrument_sql = ("SELECT minute, bid, ask, mark_iv, underlying_price FROM option_quotes "
                               "WHERE instrument = :n ORDER BY minute")
+            instrument_day_sql = ("SELECT minute, bid, ask, mark_iv, underlying_price FROM option_quotes "
+                                  "WHERE instrument = :n AND minute >= CAST(:a AS timestamptz) ORDER BY minute")
             per_day = args.minutes_per_day
             last = args.days
+            fresh.close()
             result = {
                 **{k: round(v, 1) for k, v in sizes.items()},
                 "bytes_by_table": {t: round(_size(store.engine, (t,)) / rows, 2)
@@ -281,7 +300,12 @@ def run(argv: list[str]) -> dict[str, Any]:
                 f"present_insert_ms_per_minute_day{last}": round(statistics.mean(old_ms[-per_day:]), 2),
                 "chain_at_minute_ms": _timed(store.engine, chain_sql, chain),
                 "present_chain_at_minute_ms": _timed(present.engine, chain_sql, chain),
+                f"insert_ms_per_minute_day{last}_over_day1_same_time": round(
+                    statistics.mean(new_ms[-per_day:]) / statistics.mean(fresh_ms), 3),
+                "insert_ms_per_minute_day1_same_time": round(statistics.mean(fresh_ms), 2),
                 f"instrument_{last}d_ms": _timed(store.engine, instrument_sql, one),
+                "instrument_1d_ms": _timed(store.engine, instrument_day_sql,
+                                           [{**p, "a": _iso(minutes[-per_day])} for p in one]),
                 f"present_instrument_{last}d_ms": _timed(present.engine, instrument_sql, one),
             }
             # A finished day's indexes rebuilt (REINDEX: packed and deduplicated at once, where a day of
@@ -293,7 +317,14 @@ def run(argv: list[str]) -> dict[str, Any]:
             result["sampling"] = (f"{per_day} of each day's 1440 minutes, every {spacing} minutes" if per_day < 1440
                                   else "every minute")
             result[f"instrument_{last}d_rows"] = per_day * last
-            result[f"instrument_{last}d_ms_projected"] = round(result[f"instrument_{last}d_ms"] * 1440 / per_day, 1)
+            # The time is a fixed part (planning, the instrument) plus a part per row read: from the last
+            # day alone and the whole fill, projected to 1,440 rows a day.
+            whole, one_day = result[f"instrument_{last}d_ms"], result["instrument_1d_ms"]
+            per_row = max(0.0, (whole - one_day) / (per_day * (last - 1))) if last > 1 else whole / per_day
+            fixed = max(0.0, one_day - per_row * per_day)
+            result[f"instrument_{last}d_ms_projected"] = round(fixed + per_row * 1440 * last, 1)
+            result["instrument_ms_fixed"] = round(fixed, 2)
+            result["instrument_us_per_row"] = round(per_row * 1000, 2)
             present.engine.dispose()
             result.update(_archive_figures(store.engine, rows))
             return result
