@@ -136,14 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Draw one recorded minute (the latest, or the latest at or before --at) "
                                       "from the database into a PNG. A minute that is incomplete or has no "
                                       "surface is refused (status 2) with the nearest complete minute named.")
-    plot.add_argument("--what", required=True, choices=("smile", "surface", "term"),
+    plot.add_argument("--what", required=True, choices=("smile", "surface", "term", "scenario"),
                       help="smile: bid, ask and mark vols and the fit against strike and delta, per expiry; "
                            "surface: the grid as a heatmap, extrapolated cells hatched; term: ATM term "
-                           "structure per expiry and on the grid, the 30-day variance index and DVOL")
-    plot.add_argument("--currency", required=True, type=str.upper, help="BTC or ETH")
+                           "structure per expiry and on the grid, the 30-day variance index and DVOL; "
+                           "scenario: the console's scenario grid in --grid (PnL over move and vol shift)")
+    plot.add_argument("--currency", type=str.upper, help="BTC or ETH (every kind but scenario)")
+    plot.add_argument("--grid", metavar="FILE.json", help="scenario only: the grid the console's plot scenario "
+                                                          "wrote (under DATA_DIR/plots/)")
     plot.add_argument("--at", metavar="TIME", help="UTC time, ISO 8601 (2021-07-22T22:43) or unix seconds")
     plot.add_argument("--out", required=True, metavar="FILE.png", help="the PNG to write")
-    plot.add_argument("--size", default="1200x800", metavar="WxH", help="pixels (default 1200x800)")
+    plot.add_argument("--size", metavar="WxH", help="pixels (default 1200x800; a scenario 1400x700)")
     plot.add_argument("--expiry", metavar="DDMMMYY", help="smile only: that expiry alone (26DEC26)")
     _add_settings_options(plot)
 
@@ -542,6 +545,11 @@ def command_plot(args: argparse.Namespace) -> int:
     from sql.archive import default_archive_dir
     from sql.plots import PlotError, parse_size, parse_time, plot_from_database
 
+    if args.what == "scenario" or args.grid:
+        return _plot_scenario(args)
+    if not args.currency:
+        print("cannot plot: --currency is needed (BTC or ETH)", file=sys.stderr)
+        return 2
     settings = settings_from_args(args)
     try:
         expiry = parse_expiry(args.expiry.upper()) if args.expiry else None
@@ -550,9 +558,10 @@ def command_plot(args: argparse.Namespace) -> int:
         return 2
     try:
         path, minute = plot_from_database(settings.database_url, what=args.what, currency=args.currency, out=args.out,
-                                          at=parse_time(args.at) if args.at else None, size=parse_size(args.size),
-                                          expiry=expiry, archive_dir=default_archive_dir(
-                                              settings.data_dir, settings.recorder.archive_dir))
+                                          at=parse_time(args.at) if args.at else None,
+                                          size=parse_size(args.size or "1200x800"), expiry=expiry,
+                                          archive_dir=default_archive_dir(settings.data_dir,
+                                                                          settings.recorder.archive_dir))
     except PlotError as exc:
         print(f"cannot plot: {exc}", file=sys.stderr)
         return 2
@@ -630,6 +639,27 @@ def command_export(args: argparse.Namespace) -> int:
         return 1
     if not written:
         print(f"nothing of {args.currency} recorded from {first} to {last}")
+    return 0
+
+
+def _plot_scenario(args: argparse.Namespace) -> int:
+    """``plot --what scenario --grid FILE``: the grid the console wrote, from the file alone."""
+    from sql.plots import PlotError, parse_size
+    from sql.scenario_plot import DEFAULT_SIZE, ScenarioFileError, plot_scenario_file, read_scenario_file
+
+    if args.what != "scenario" or not args.grid:
+        print("cannot plot: --grid goes with --what scenario, and --what scenario needs --grid FILE.json",
+              file=sys.stderr)
+        return 2
+    try:
+        size = parse_size(args.size) if args.size else DEFAULT_SIZE
+        path = plot_scenario_file(args.grid, args.out, size)
+        grid = read_scenario_file(args.grid)
+    except (PlotError, ScenarioFileError) as exc:
+        print(f"cannot plot: {exc}", file=sys.stderr)
+        return 2
+    print(f"{path}: scenario of {grid.currency} ({len(grid.vol_shifts)} vol shifts x {len(grid.spot_moves_pct)} "
+          f"moves)")
     return 0
 
 

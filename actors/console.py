@@ -53,7 +53,7 @@ from console.views import (
 from deribit.instruments import currency_of
 from messages.account import UserTrade
 from messages.commands import CommandFailed, CommandResult, ReconcilePortfolio, RefreshInstruments
-from messages.exposure import VegaHedgerStatus
+from messages.exposure import PlanStatus, VegaHedgerStatus
 from messages.hedging import HedgerStatus
 from messages.market import IndexPrice, Instrument, InstrumentsLoaded, PlatformState, VolatilityIndex
 from messages.state import ChainSnapshot, ChainView, PortfolioChanged, TopOfBook
@@ -174,7 +174,7 @@ class Console(Actor):
 
     @handles(ChainView)
     def on_chain_view(self, view: ChainView) -> None:
-        self.desk.on_chain_view(view)
+        self.lines.on_chain_view(view)  # the desk's picture, or a target line's candidates
         self._print_due_chain()
 
     def _print_due_chain(self) -> None:
@@ -214,13 +214,10 @@ class Console(Actor):
     def on_top(self, top: TopOfBook) -> None:
         self.desk.tops[top.instrument_name] = top
 
-    @handles(IndexPrice)
-    def on_index(self, index: IndexPrice) -> None:
-        self.desk.on_index(index)
-
-    @handles(VolatilityIndex)
-    def on_dvol(self, dvol: VolatilityIndex) -> None:
-        self.desk.on_volatility_index(dvol)
+    @handles(IndexPrice, VolatilityIndex, PortfolioChanged, ChainSnapshot, SurfaceSnapshot)
+    def on_picture(self, message: IndexPrice | VolatilityIndex | PortfolioChanged | ChainSnapshot | SurfaceSnapshot
+                   ) -> None:
+        self.desk.take(message)
 
     @handles(PlatformState)
     def on_platform_state(self, state: PlatformState) -> None:
@@ -230,18 +227,6 @@ class Console(Actor):
                          "the hedger holds until it is unlocked", "bold red")
             else:
                 self.say(f"Deribit unlocked trading on {state.price_index}", "green")
-
-    @handles(PortfolioChanged)
-    def on_portfolio(self, portfolio: PortfolioChanged) -> None:
-        self.desk.on_portfolio(portfolio)
-
-    @handles(ChainSnapshot)
-    def on_chain(self, chain: ChainSnapshot) -> None:
-        self.desk.on_chain(chain)
-
-    @handles(SurfaceSnapshot)
-    def on_surface(self, surface: SurfaceSnapshot) -> None:
-        self.desk.on_surface(surface)
 
     @handles(RecorderStatus)
     def on_recorder(self, status: RecorderStatus) -> None:
@@ -271,6 +256,10 @@ class Console(Actor):
             for line in alert_lines([status]):
                 self.say(line)
         self.lines.on_hedger(status)
+
+    @handles(PlanStatus)
+    def on_plan_status(self, status: PlanStatus) -> None:
+        self.lines.on_plan_status(status)
 
     @handles(UserTrade)
     def on_fill(self, trade: UserTrade) -> None:
@@ -389,8 +378,8 @@ class Console(Actor):
                 self.focus.previous_expiry(self.desk, now)
             case FocusMove.NEXT_CURRENCY:
                 self.focus.next_currency(self.desk)
-            case FocusMove.OTHER_COLUMNS:
-                self.focus.toggle_view()
+            case FocusMove.OTHER_COLUMNS | FocusMove.RISK:
+                self.focus.toggle_view(risk=request.move is FocusMove.RISK)
         self._refresh_now()
 
     # -- executing a line -------------------------------------------------------------------------------

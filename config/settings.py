@@ -11,6 +11,7 @@ refuse the same values.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import stat
@@ -446,6 +447,94 @@ class ConsoleSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     plain: bool = False
 
 
+#: The scenario grid's bounds (``scenario`` and ``plot scenario``): points on each axis, the
+#: underlying's move in percent, the vol shift in vol points and the time step in days.
+MAX_SPOT_POINTS = 101
+MAX_VOL_POINTS = 41
+SPOT_MOVE_RANGE_PCT = (-95.0, 500.0)
+VOL_SHIFT_RANGE = (-100.0, 300.0)
+MAX_SCENARIO_DAYS = 3650.0
+
+
+def grid_points(low: float, high: float, step: float) -> tuple[float, ...]:
+    """``low``, ``low + step``, ... up to ``high`` (included when the step lands on it), each
+    rounded to 8 decimals. The caller checked ``low <= high`` and ``step > 0``."""
+    count = math.floor((high - low) / step + 1e-9)
+    return tuple(round(low + i * step, 8) for i in range(count + 1))
+
+
+def scenario_range_refusal(what: str, low: float, high: float, step: float, bounds: tuple[float, float],
+                           most: int) -> str | None:
+    """Why ``low:high:step`` is not a usable axis of the scenario grid, or None."""
+    values = (low, high, step)
+    if not all(math.isfinite(v) for v in values):
+        return f"{what}: the bounds and the step must be finite numbers"
+    if low > high:
+        return f"{what}: the low bound {low:g} is above the high bound {high:g}"
+    if step <= 0:
+        return f"{what}: the step must be above 0, got {step:g}"
+    if low < bounds[0] or high > bounds[1]:
+        return f"{what}: bounds from {bounds[0]:g} to {bounds[1]:g}, got {low:g} to {high:g}"
+    if (high - low) / step + 1 > most + 1e-9:
+        return f"{what}: at most {most} points, got {int((high - low) / step + 1e-9) + 1}"
+    return None
+
+
+class RiskSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The console's ``risk`` and ``scenario`` (console/risk_view.py): the scenario grid a bare
+    ``scenario`` computes: underlying moves in percent and vol shifts in vol points, each from
+    low to high by step, the time step in days (``days_to_expiry``: to the next expiry of a held
+    option instead) and how vols move with the underlying (sticky ``moneyness`` or ``strike``)."""
+
+    spot_low_pct: Finite
+    spot_high_pct: Finite
+    spot_step_pct: Positive
+    vol_low: Finite
+    vol_high: Finite
+    vol_step: Positive
+    days: Annotated[float, Meta(ge=0, le=MAX_SCENARIO_DAYS, description=f"0 to {MAX_SCENARIO_DAYS:g} days")]
+    days_to_expiry: bool = False
+    sticky: Literal["moneyness", "strike"] = "moneyness"
+
+    def __post_init__(self) -> None:
+        for key, args in (("spot", (self.spot_low_pct, self.spot_high_pct, self.spot_step_pct, SPOT_MOVE_RANGE_PCT,
+                                    MAX_SPOT_POINTS)),
+                          ("vol", (self.vol_low, self.vol_high, self.vol_step, VOL_SHIFT_RANGE, MAX_VOL_POINTS))):
+            refusal = scenario_range_refusal(f"the {key} axis", *args)
+            if refusal is not None:
+                names = ("low_pct", "high_pct", "step_pct") if key == "spot" else ("low", "high", "step")
+                raise _refuse(", ".join(f"{key}_{n}" for n in names), refusal)
+
+    @property
+    def spot_moves_pct(self) -> tuple[float, ...]:
+        return grid_points(self.spot_low_pct, self.spot_high_pct, self.spot_step_pct)
+
+    @property
+    def vol_shifts(self) -> tuple[float, ...]:
+        return grid_points(self.vol_low, self.vol_high, self.vol_step)
+
+class ExposureSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The exposure planner (``target``; desk/exposure.py): its limits, tolerances and candidates."""
+
+    max_legs: Annotated[int, Meta(ge=1, le=20, description="1 to 20 legs")]
+    max_leg_notional_usd: Positive
+    max_notional_usd: Positive
+    max_premium_usd: Positive
+    tolerance_pct: Annotated[float, Meta(ge=0, le=100, description="0 to 100 (percent of the change asked for)")]
+    delta_band: Positive
+    gamma_band_usd: Positive
+    vega_band_usd: Positive
+    theta_band_usd: Positive
+    tenor_window_pct: Annotated[float, Meta(gt=0, le=1000, description="above 0, at most 1000 (percent)")]
+    max_spread_pct: Annotated[float, Meta(gt=0, le=200, description="above 0, at most 200 (percent of the mid)")]
+    max_quote_age_s: Positive
+    max_candidates: Annotated[int, Meta(ge=1, le=2000, description="1 to 2000 options")]
+    plan_valid_s: Annotated[float, Meta(gt=0, le=600, description="seconds, at most 600")]
+    solve_time_s: Annotated[float, Meta(gt=0, le=60, description="seconds, at most 60")]
+    quotes_wait_s: Annotated[float, Meta(gt=0, le=30, description="seconds, at most 30")]
+    leg_penalty_usd: NonNegative
+
+
 class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     venue: Literal["simulator", "testnet", "mainnet"]
     live: bool
@@ -463,6 +552,8 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     portfolio: PortfolioSettings
     hedger: HedgerSettings
     console: ConsoleSettings
+    risk: RiskSettings
+    exposure: ExposureSettings
 
     def __post_init__(self) -> None:
         refusal = _family_refusal(self.currencies)

@@ -47,9 +47,18 @@ class ChainFocus:
     pending_until: float | None = None
     #: Below the full width, the book or the activity (greeks, open interest, volume) of each option.
     view: ChainColumns = ChainColumns.BOOK
+    #: The screen's chain pane shows the focused currency's risk (console/risk_view.py) instead.
+    risk: bool = False
 
-    def toggle_view(self) -> ChainColumns:
-        self.view = ChainColumns.ACTIVITY if self.view is ChainColumns.BOOK else ChainColumns.BOOK
+    def toggle_view(self, risk: bool = False) -> ChainColumns:
+        """The other columns (``risk``: the risk view on or off); from the risk view, the other
+        columns key brings the chain back as it was."""
+        if risk:
+            self.risk = not self.risk
+        elif self.risk:
+            self.risk = False
+        else:
+            self.view = ChainColumns.ACTIVITY if self.view is ChainColumns.BOOK else ChainColumns.BOOK
         return self.view
 
     def __post_init__(self) -> None:

@@ -23,7 +23,7 @@ from messages.commands import (
     ExchangeCommand,
     PlaceOrder,
 )
-from messages.exposure import VegaHedgerStatus
+from messages.exposure import PlanStatus, VegaHedgerStatus
 from messages.hedging import HedgeActivation, HedgerStatus
 from messages.market import IndexPrice, Instrument, InstrumentsLoaded, PlatformState, VolatilityIndex
 from messages.state import ChainSnapshot, ChainView, OptionQuote, PortfolioChanged, TopOfBook
@@ -59,6 +59,7 @@ class DeskState:
         self.views: dict[str, ChainView] = {}
         self.live_options: dict[str, tuple[OptionQuote, float]] = {}
         self._expiries: dict[str, tuple[int, ...]] = {}  # listed option expiries by currency
+        self.plan_status: PlanStatus | None = None  # the Assistant's latest news of the plan it works
 
     # Each ``on_*`` takes one message type; the actor dispatches by type.
     def on_connection(self, status: ConnectionStatus) -> None:
@@ -113,8 +114,28 @@ class DeskState:
             if listing is None or quote.instrument_name in listing:
                 self.live_options[quote.instrument_name] = (quote, view.at)
 
+    def on_plan_status(self, status: PlanStatus) -> None:
+        """The Assistant's latest (an older one than held is dropped)."""
+        if self.plan_status is None or status.at >= self.plan_status.at:
+            self.plan_status = status
+
     def on_surface(self, surface: SurfaceSnapshot) -> None:
         self.surfaces[surface.currency] = surface
+
+    def take(self, message: IndexPrice | VolatilityIndex | PortfolioChanged | ChainSnapshot | SurfaceSnapshot
+             ) -> None:
+        """One of the messages that only update the picture (the actor hands them over as they come)."""
+        match message:
+            case IndexPrice():
+                self.on_index(message)
+            case VolatilityIndex():
+                self.on_volatility_index(message)
+            case PortfolioChanged():
+                self.on_portfolio(message)
+            case ChainSnapshot():
+                self.on_chain(message)
+            case SurfaceSnapshot():
+                self.on_surface(message)
 
     def on_recorder(self, status: RecorderStatus) -> None:
         self.recorder = status

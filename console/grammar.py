@@ -33,14 +33,23 @@ from typing import Literal
 
 from config.settings import (
     MAX_DELTA_MISMATCH,
+    MAX_SCENARIO_DAYS,
     MAX_SIZE_MULTIPLIER,
+    MAX_SPOT_POINTS,
     MAX_VEGA_BAND_USD,
     MAX_VEGA_TENOR_DAYS,
+    MAX_VOL_POINTS,
     MIN_VEGA_TENOR_DAYS,
+    SPOT_MOVE_RANGE_PCT,
+    VOL_SHIFT_RANGE,
     HedgerSettings,
+    grid_points,
+    scenario_range_refusal,
 )
 from deribit.instruments import InstrumentNameError, parse_expiry, parse_instrument_name
+from desk.scenarios import Sticky
 from messages.commands import Side
+from messages.exposure import Greek
 from messages.market import Instrument
 
 #: The most a shortcut may type as its amount, before the size multiplier (the seed's limit).
@@ -152,9 +161,10 @@ class ShowChain:
     currency: str | None = None
 
 
-PlotWhat = Literal["smile", "term", "heatmap"]
-#: What ``plot`` draws, in the words the console reads (``heatmap``: the surface's grid).
-PLOT_WHATS: tuple[PlotWhat, ...] = ("smile", "term", "heatmap")
+PlotWhat = Literal["smile", "term", "heatmap", "scenario"]
+#: What ``plot`` draws, in the words the console reads (``heatmap``: the surface's grid;
+#: ``scenario``: the book's scenario grid, see :class:`Scenario`).
+PLOT_WHATS: tuple[PlotWhat, ...] = ("smile", "term", "heatmap", "scenario")
 
 
 #: Other words for a kind of plot (the command line's ``--what surface`` is the heatmap).
@@ -163,14 +173,39 @@ _CURRENCY_WORD = re.compile(r"[A-Za-z]{3,5}", re.ASCII)
 
 
 @dataclass(frozen=True)
+class ShowRisk:
+    """``risk [CURRENCY]``: the book's greeks per expiry and in total beside the exchange's
+    account figures, of one currency (None: each of the desk's)."""
+
+    currency: str | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """``scenario [SPOT] [VOL] [DAYS|expiry] [sticky-strike|sticky-moneyness] [CURRENCY]``: the
+    book's PnL (USD) over underlying moves (percent) and vol shifts (vol points) after a time step.
+    Each of them None: the ``[risk]`` settings' (``to_expiry``: the step runs to the next expiry);
+    ``currency`` None: the chosen instrument's."""
+
+    spot_moves_pct: tuple[float, ...] | None = None
+    vol_shifts: tuple[float, ...] | None = None
+    days: float | None = None
+    to_expiry: bool = False
+    sticky: Sticky | None = None
+    currency: str | None = None
+
+
+@dataclass(frozen=True)
 class Plot:
     """``plot [smile|term|heatmap] [EXPIRY] [CURRENCY]``: a plot of the last recorded minute of
     ``currency`` (None: the chosen instrument's); a smile by default, ``expiry`` (as 26DEC26)
-    narrows a smile to one expiry."""
+    narrows a smile to one expiry. ``plot scenario ...``: the scenario grid (``scenario``) drawn
+    from the live book, not the database."""
 
     what: PlotWhat = "smile"
     expiry: str | None = None
     currency: str | None = None
+    scenario: Scenario | None = None
 
 
 @dataclass(frozen=True)
@@ -241,9 +276,33 @@ class SetContractType:
     instrument_name: str
 
 
+@dataclass(frozen=True)
+class SetTarget:
+    """``target <delta|gamma|vega|theta> <amount> <currency> [<tenor>] [hold <greek>,...]``: plan
+    options that take the currency's ``greek`` to ``amount`` (in the risk units: coin, USD per 1%
+    move, USD per vol point, USD per day) near ``tenor_days`` (None: any expiry) while ``holds``
+    stay where they are. Prints the plan; nothing is sent until ``confirm``."""
+
+    greek: Greek
+    amount: float
+    currency: str
+    tenor_days: float | None = None
+    holds: tuple[Greek, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlanAction:
+    """``confirm [PLAN]`` (hand the plan shown to the Assistant; a plan number typed must be the
+    shown plan's), ``cancel plan`` (stop working it and cancel its orders), ``plan`` (where it stands)."""
+
+    action: Literal["confirm", "cancel", "show"]
+    plan_id: int | None = None
+
+
 OrderCommand = MarketOrder | TouchOrder | LimitOrder | StopOrder | LadderOrder | OptionOrder
 Command = (OrderCommand | Override | Cancel | Show | ShowChain | Plot | HelpOn | ResetSizeMultiplier
-           | ChangeInstrument | Quit | Hedging | SetHedgeStep | SetContractType | VegaHedging | SetVegaHedge)
+           | ChangeInstrument | Quit | Hedging | SetHedgeStep | SetContractType | VegaHedging | SetVegaHedge
+           | ShowRisk | Scenario | SetTarget | PlanAction)
 ORDER_COMMANDS = (MarketOrder, TouchOrder, LimitOrder, StopOrder, LadderOrder, OptionOrder)
 #: The last word of an order line that sends it although the console held it back: on the hedge
 #: instrument of an active hedger, or when it looks like a typo (see :mod:`console.orders`).
@@ -251,7 +310,7 @@ OVERRIDE = "override"
 
 
 # -- the commands, described once ------------------------------------------------------------------
-Group = Literal["Trading", "Cancels", "Information", "Hedging", "Options"]
+Group = Literal["Trading", "Cancels", "Information", "Hedging", "Options", "Risk", "Exposure"]
 #: Each group's heading in :data:`HELP`.
 GROUP_TITLES: dict[Group, str] = {
     "Trading": "Trading (a buys, d sells; amount at most 10,000, times the size multiplier)",
@@ -259,6 +318,8 @@ GROUP_TITLES: dict[Group, str] = {
     "Information": "Information (prints, sends nothing)",
     "Hedging": "Hedging (the hedger of the chosen instrument's currency)",
     "Options": "Options (the size multiplier does not apply)",
+    "Risk": "Risk (the book's greeks and scenarios from live marks; prints, sends nothing)",
+    "Exposure": "Exposure (a plan of option legs; nothing is sent until confirm)",
 }
 
 
@@ -368,6 +429,30 @@ COMMANDS: tuple[CommandHelp, ...] = (
     CommandHelp("Options", "buyOption:0.05,1 / sellOption:0.06,1",
                 "GTC limit buy / sell of the chosen option; price and amount in coin",
                 completes=("buyOption:", "sellOption:")),
+    CommandHelp("Risk", "risk [CURRENCY]", "greeks per expiry and in total: delta plain and premium-adjusted "
+                "(coin, USD), gamma USD per 1% move, vega USD per vol point and 30-day equivalent, theta USD per "
+                "day, beside the exchange's account figures; positions left out named",
+                ("risk",), ShowRisk(), ("risk ",), example="risk BTC"),
+    CommandHelp("Risk", "scenario [SPOT] [VOL] [DAYS] [STICKY] [CURRENCY]",
+                "PnL in USD of every position repriced, rows vol shifts (vol points), columns underlying moves "
+                "(%); SPOT, VOL: LOW:HIGH:STEP or a comma list; DAYS: a number or expiry (the next one); STICKY: "
+                "sticky-strike or sticky-moneyness; defaults in [risk] (-20:20:5 -20:20:5 1 sticky-moneyness)",
+                ("scenario",), Scenario(), ("scenario ",), example="scenario -10:10:2 -5,0,5 expiry sticky-strike"),
+    CommandHelp("Risk", "plot scenario [SPOT] [VOL] [DAYS] [STICKY]",
+                "draws the scenario grid (PnL heatmap over move and vol shift, PnL against the move per vol "
+                "shift) into a PNG under the data directory", completes=("plot scenario",),
+                example="plot scenario -30:30:2 -20:20:5 expiry"),
+    CommandHelp("Exposure", "target vega 5000 BTC [30d] [hold gamma,theta]",
+                "plans options that take the currency's delta, gamma, vega or theta to the amount (coin, USD per "
+                "1% move, USD per vol point, USD per day; may be negative) near the tenor, holding the greeks "
+                "named; prints the legs, prices, cost and greeks before and after, and sends nothing",
+                completes=("target ",), example="target vega 5000 BTC 30d hold gamma"),
+    CommandHelp("Exposure", "confirm [PLAN]", "hands the plan shown (its number, if typed, must be the one shown) "
+                "to the assistant, which works its legs with post-only limits; refused once the plan expired, "
+                "or while the link is down or the portfolio unreconciled", ("confirm",), PlanAction("confirm"),
+                ("confirm ",), example="confirm"),
+    _word("Exposure", "cancel plan", "stops the plan being worked and cancels its orders", PlanAction("cancel")),
+    _word("Exposure", "plan", "the plan being worked: each leg's progress and the greeks reached", PlanAction("show")),
 )
 
 _WORDS: dict[str, Command] = {word: c.command for c in COMMANDS if c.command is not None for word in c.words}
@@ -492,8 +577,18 @@ def parse_line(text: str) -> Command | ParseError | None:
         return _parse_chain(line, args)
     if first.lower() == "plot":
         return _parse_plot(line, args)
+    if first.lower() == "risk":
+        return _parse_risk(line, args)
+    if first.lower() == "scenario":
+        return _parse_scenario(line, args)
     if first.lower() == "help":
         return _parse_help(line, args)
+    if first.lower() == "target":
+        return _parse_target(line, args)
+    if first.lower() == "confirm" and args:
+        if not re.fullmatch(r"[1-9][0-9]{0,11}", args, re.ASCII):
+            return _value_error(line, "confirm", "nothing or the number of the plan shown", args, "confirm 1796637175")
+        return PlanAction("confirm", int(args))
     if line.endswith("c") and _would_run(line[:-1]):
         return _typo(line)
     if colon and " " not in head:
@@ -559,6 +654,62 @@ def _parse_chain(line: str, args: str) -> Command | ParseError:
     if parts:
         return ParseError(line, "the currency comes before the expiry", _CHAIN_HINT)
     return ShowChain(expiry, currency)
+
+
+_TARGET_HINT = "e.g. target vega 5000 BTC 30d, target gamma -20000 ETH, target vega 5000 BTC 30d hold gamma,theta"
+_GREEK_WORDS = "delta, gamma, vega or theta"
+_TENOR = re.compile(r"(?P<days>[1-9][0-9]{0,3})d", re.ASCII)
+
+
+def _greek(word: str) -> Greek | None:
+    return next((g for g in Greek if g.value == word.lower()), None)
+
+
+def _parse_target(line: str, args: str) -> SetTarget | ParseError:
+    """``target <greek> <amount> <currency> [<tenor>] [hold <greek>,...]``."""
+    words = args.split()
+    if len(words) < 3:
+        return ParseError(line, "target needs a greek, an amount and a currency", _TARGET_HINT)
+    greek = _greek(words[0])
+    if greek is None:
+        return _value_error(line, "target", f"a greek ({_GREEK_WORDS})", words[0], _TARGET_HINT[5:])
+    typed = words[1]
+    sign = -1.0 if typed.startswith("-") else 1.0
+    magnitude = _number(typed[1:] if typed[:1] in "+-" else typed)
+    if magnitude is None:
+        why = _not_a_number(typed[1:] if typed[:1] in "+-" else typed)
+        return _value_error(line, "target's amount", "a number (a leading - for a negative one)", typed,
+                            _TARGET_HINT[5:], "" if why.startswith("no sign") else why)
+    currency = words[2].upper()
+    if not _CHAIN_CURRENCY.fullmatch(currency):
+        return _value_error(line, "target's currency", "a currency (BTC, ETH)", words[2], _TARGET_HINT[5:])
+    rest = words[3:]
+    tenor: float | None = None
+    if rest and rest[0].lower() != "hold":
+        match = _TENOR.fullmatch(rest[0].lower())
+        if match is None:
+            return _value_error(line, "target's tenor", "a number of days from 1 to 9999 followed by d (30d)",
+                                rest[0], _TARGET_HINT[5:])
+        tenor = float(match["days"])
+        rest = rest[1:]
+    holds: tuple[Greek, ...] = ()
+    if rest:
+        if rest[0].lower() != "hold":
+            return ParseError(line, f"after the currency and tenor only hold GREEKS may follow, got {' '.join(rest)!r}",
+                              _TARGET_HINT)
+        if len(rest) < 2:
+            return ParseError(line, "hold needs the greeks to hold", "e.g. target vega 5000 BTC 30d hold gamma,theta")
+        named = " ".join(rest[1:]).replace(",", " ").split()
+        found = [_greek(w) for w in named]
+        bad = [w for w, g in zip(named, found, strict=True) if g is None]
+        if bad:
+            return _value_error(line, "hold", f"greeks ({_GREEK_WORDS}) separated by commas", bad[0],
+                                "target vega 5000 BTC 30d hold gamma,theta")
+        holds = tuple(dict.fromkeys(g for g in found if g is not None))
+        if greek in holds:
+            return ParseError(line, f"target cannot hold {greek.value}, the greek it changes",
+                              "hold the other greeks: target vega 5000 BTC 30d hold gamma,theta")
+    return SetTarget(greek, sign * magnitude, currency, tenor, holds)
 
 
 def _not_a_number(text: str) -> str:
@@ -661,6 +812,13 @@ def _parse_plot(line: str, args: str) -> Plot | ParseError:
     what: PlotWhat | None = None
     expiry: str | None = None
     currency: str | None = None
+    first, _, rest = args.partition(" ")
+    if first.lower() == "scenario":
+        scenario = _parse_scenario(line, rest, "plot scenario")
+        return scenario if isinstance(scenario, ParseError) else Plot("scenario", scenario=scenario)
+    if "scenario" in args.lower().split():
+        return _value_error(line, "plot", accepted, args, "plot scenario -20:20:5 -10,0,10",
+                            "the scenario's own words come after plot scenario")
     for word in args.split():
         lower = word.lower()
         kind = _PLOT_ALIASES.get(lower) or next((w for w in PLOT_WHATS if w == lower), None)
@@ -712,6 +870,140 @@ def _parse_help(line: str, args: str) -> HelpOn | Show | ParseError:
     guess = difflib.get_close_matches(wanted, every, n=1, cutoff=0.6)
     hint = f"did you mean help {guess[0]}? help lists every command" if guess else "help lists every command"
     return ParseError(line, f"help knows no command {args.strip()!r}", hint)
+
+
+_RISK_HINT = "e.g. risk, risk BTC"
+
+
+def _parse_risk(line: str, args: str) -> ShowRisk | ParseError:
+    """``risk [CURRENCY]``."""
+    parts = args.split()
+    if len(parts) > 1:
+        return _value_error(line, "risk", "at most one currency", args, _RISK_HINT[5:], "more than one word")
+    if parts and not _CURRENCY_WORD.fullmatch(parts[0]):
+        return _value_error(line, "risk", "a currency (BTC, ETH)", args, _RISK_HINT[5:])
+    return ShowRisk(parts[0].upper() if parts else None)
+
+
+# A signed decimal in ASCII digits (no exponent, no separators): a scenario's move or shift.
+_SIGNED = re.compile(r"[+-]?(?:0|[1-9][0-9]{0,5})(?:\.[0-9]{1,4})?", re.ASCII)
+_NOT_NUMBERS = frozenset({"nan", "inf", "infinity", "+inf", "-inf", "-nan", "+nan"})
+_STICKY_WORDS = {"sticky-strike": Sticky.STRIKE, "sticky-moneyness": Sticky.MONEYNESS, "strike": Sticky.STRIKE,
+                 "moneyness": Sticky.MONEYNESS, "sticky_strike": Sticky.STRIKE,
+                 "sticky_moneyness": Sticky.MONEYNESS}
+_SCENARIO_EXAMPLE = "scenario -20:20:5 -10,0,10 1 sticky-strike BTC (SPOT in %, VOL in vol points, DAYS)"
+#: What a scenario axis is called, its unit, its bounds and its most points.
+_AXES = {"spot": ("the underlying's moves", "%", SPOT_MOVE_RANGE_PCT, MAX_SPOT_POINTS),
+         "vol": ("the vol shifts", " vol points", VOL_SHIFT_RANGE, MAX_VOL_POINTS)}
+
+
+def _signed(text: str) -> float | None:
+    """A signed plain decimal (``-20``, ``+2.5``), or None."""
+    if not _SIGNED.fullmatch(text):
+        return None
+    value = float(Decimal(text))
+    return value if math.isfinite(value) else None
+
+
+def _scenario_axis(line: str, axis: str, typed: str, command: str) -> tuple[float, ...] | ParseError:
+    """``LOW:HIGH:STEP``, a comma list or one number, checked against the axis's bounds."""
+    what, unit, bounds, most = _AXES[axis]
+    accepted = (f"LOW:HIGH:STEP or a comma list of numbers from {bounds[0]:g} to {bounds[1]:g}{unit}, "
+                f"at most {most} of them")
+    example = f"{command} -20:20:5 -10,0,10" if axis == "spot" else f"{command} -20:20:5 -10:10:2"
+    if typed.lower().strip("+-") in {w.strip("+-") for w in _NOT_NUMBERS}:
+        return _value_error(line, what, accepted, typed, example, "not a number")
+    if ":" in typed:
+        parts = typed.split(":")
+        if len(parts) != 3:
+            return _value_error(line, what, accepted, typed, example, "a range is LOW:HIGH:STEP, three numbers")
+        numbers = [_signed(p) for p in parts]
+        bad = next((p for p, n in zip(parts, numbers, strict=True) if n is None), None)
+        if bad is not None:
+            return _value_error(line, what, accepted, typed, example,
+                                f"{bad!r} is not a number (digits 0-9, a sign, at most 4 decimals)")
+        low, high, step = (n for n in numbers if n is not None)
+        if low > high:
+            swapped = f"{high:g}:{low:g}:{abs(step):g}"
+            fixed = f"{command} {swapped}" if axis == "spot" else f"{command} -20:20:5 {swapped}"
+            return _value_error(line, what, accepted, typed, fixed,
+                                f"the low bound {low:g} is above the high bound {high:g}")
+        refusal = scenario_range_refusal(what, low, high, step, bounds, most)
+        if refusal is not None:
+            return _value_error(line, what, accepted, typed, example, refusal.partition(": ")[2])
+        return grid_points(low, high, step)
+    parts = typed.split(",")
+    values = [_signed(p) for p in parts]
+    bad = next((p for p, n in zip(parts, values, strict=True) if n is None), None)
+    if bad is not None:
+        return _value_error(line, what, accepted, typed, example,
+                            f"{bad!r} is not a number (digits 0-9, a sign, at most 4 decimals)" if bad else
+                            "an empty item in the list")
+    points = tuple(sorted({v for v in values if v is not None}))
+    if len(points) > most:
+        return _value_error(line, what, accepted, typed, example, f"{len(points)} points")
+    outside = [v for v in points if not bounds[0] <= v <= bounds[1]]
+    if outside:
+        return _value_error(line, what, accepted, typed, example, f"{outside[0]:g} is out of bounds")
+    return points
+
+
+def _parse_scenario(line: str, args: str, command: str = "scenario") -> Scenario | ParseError:
+    """``scenario [SPOT] [VOL] [DAYS|expiry] [sticky-strike|sticky-moneyness] [CURRENCY]``: the
+    numbers in that order (SPOT, then VOL, then DAYS); the words anywhere."""
+    accepted = "SPOT and VOL (LOW:HIGH:STEP or a comma list), DAYS (a number or expiry), sticky-strike or " \
+               "sticky-moneyness, a currency"
+    spot: tuple[float, ...] | None = None
+    vol: tuple[float, ...] | None = None
+    days: float | None = None
+    to_expiry = False
+    sticky: Sticky | None = None
+    currency: str | None = None
+    numbers = 0
+    for word in args.split():
+        lower = word.lower()
+        if lower in _STICKY_WORDS:
+            if sticky is not None:
+                return _value_error(line, command, accepted, args, _SCENARIO_EXAMPLE, "two sticky words")
+            sticky = _STICKY_WORDS[lower]
+            continue
+        if lower in ("expiry", "expiries", "to-expiry"):
+            if to_expiry or numbers >= 3:
+                return _value_error(line, command, accepted, args, _SCENARIO_EXAMPLE, "two time steps")
+            to_expiry = True
+            numbers = max(numbers, 2)  # the step is given: no number after it
+            continue
+        if lower in _NOT_NUMBERS:
+            return _value_error(line, command, accepted, args, _SCENARIO_EXAMPLE, f"{word!r} is not a number")
+        if _CURRENCY_WORD.fullmatch(word) and not word.lower().startswith("sticky"):
+            if currency is not None:
+                return _value_error(line, command, accepted, args, _SCENARIO_EXAMPLE, "two currencies")
+            currency = word.upper()
+            continue
+        if word[:1].isalpha() and not any(c in word for c in ":,"):  # a range or list: its own reason
+            return _value_error(line, command, accepted, args, _SCENARIO_EXAMPLE,
+                                f"{word!r} is none of sticky-strike, sticky-moneyness, expiry or a currency")
+        if numbers == 0:
+            axis = _scenario_axis(line, "spot", word, command)
+            if isinstance(axis, ParseError):
+                return axis
+            spot, numbers = axis, 1
+        elif numbers == 1:
+            axis = _scenario_axis(line, "vol", word, command)
+            if isinstance(axis, ParseError):
+                return axis
+            vol, numbers = axis, 2
+        elif numbers == 2 and not to_expiry:
+            value = _number(word)
+            if value is None or value > MAX_SCENARIO_DAYS:
+                why = _not_a_number(word) if value is None else f"above {MAX_SCENARIO_DAYS:g}"
+                return _value_error(line, "the time step", f"a number of days from 0 to {MAX_SCENARIO_DAYS:g} "
+                                    "or expiry (to the next expiry)", word, f"{command} -20:20:5 -10:10:5 1", why)
+            days, numbers = value, 3
+        else:
+            return _value_error(line, command, accepted, args, _SCENARIO_EXAMPLE,
+                                f"{word!r} after SPOT, VOL and DAYS: too many numbers")
+    return Scenario(spot, vol, days, to_expiry, sticky, currency)
 
 
 _AMOUNT = f"a number above 0 and at most {MAX_QUANTITY:,.0f}"

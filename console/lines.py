@@ -21,6 +21,7 @@ from rich.console import RenderableType
 from config.settings import Settings
 from console.chain_focus import LIVE_ANSWER_WAIT_S, ChainFocus, focus_is_live, focused_chain, live_requests
 from console.desk_state import ChainWait, DeskState, HedgerWait, ScriptWait
+from console.exposure_lines import ExposureLines, ExposureWait
 from console.grammar import (
     ORDER_COMMANDS,
     Cancel,
@@ -31,26 +32,43 @@ from console.grammar import (
     OrderCommand,
     Override,
     ParseError,
+    PlanAction,
     Plot,
     Quit,
     ResetSizeMultiplier,
+    Scenario,
     SetContractType,
     SetHedgeStep,
+    SetTarget,
     SetVegaHedge,
     Show,
     ShowChain,
+    ShowRisk,
     Topic,
     VegaHedging,
     parse_line,
 )
 from console.orders import Refusal, Trading, describe_cancel, describe_order, typo_warning
+from console.risk_view import (
+    LiveMarksWait,
+    positions_of,
+    risk_view,
+    scenario_file,
+    scenario_of,
+    scenario_paths,
+    scenario_spec,
+    scenario_summary,
+    scenario_table,
+)
 from console.terminal import LineOutcome, RunLine, start_plot
 from console.views import alert_lines, describe_vega_hedger, help_view, topic_view
 from messages.commands import CommandFailed, CommandResult, ExchangeCommand, PlaceOrder
-from messages.exposure import SetVegaBand, VegaHedgerControl, VegaHedgerStatus
+from messages.exposure import PlanStatus, SetVegaBand, VegaHedgerControl, VegaHedgerStatus
 from messages.hedging import HedgerControl, HedgerStatus, SetHedgeBand
+from messages.state import ChainView
 from messages.system import StopRequested
 from runtime.logs import run_id
+from sql.scenario_plot import write_scenario_file
 
 #: Where the console's plots go, under the data directory.
 PLOTS_DIR = "plots"
@@ -93,9 +111,11 @@ class LineRunner:
         self.now = now
         self.out = out
         self.pending: dict[str, ExchangeCommand] = {}  # request key -> command sent, not answered yet
-        self.waits: dict[str, ScriptWait | HedgerWait | ChainWait] = {}
+        self.waits: dict[str, ScriptWait | HedgerWait | ChainWait | LiveMarksWait | ExposureWait] = {}
         self.focus = focus or ChainFocus(tuple(settings.currencies), settings.console.chain_strikes)
         self._vega_said: dict[str, str] = {}  # the last vega hedger line said, by currency
+        self.exposure = ExposureLines(settings, desk, origin=origin, say=say, publish=publish, log=log, now=now,
+                                      key=trading.key, key_prefix=trading.key_prefix, waits=self.waits)
 
     # -- what comes back ---------------------------------------------------------------------------------
     def on_answer(self, answer: CommandResult | CommandFailed) -> None:
@@ -126,20 +146,33 @@ class LineRunner:
         for wait in self.waits.values():
             if isinstance(wait, HedgerWait):
                 wait.on_status(status)
+    def on_chain_view(self, view: ChainView) -> None:
+        """A keeper's live answer: a ``target`` line's is the planner's alone, any other the desk's picture."""
+        if not self.exposure.on_chain_view(view):
+            self.desk.on_chain_view(view)
+
+    def on_plan_status(self, status: PlanStatus) -> None:
+        self.desk.on_plan_status(status)
+        self.exposure.on_plan_status(status)
 
     def wait_done(self, key: str) -> bool:
         """Whether what the piped line ``key`` waits for happened (or waited too long: said)."""
         wait = self.waits.get(key)
         if wait is None:
             return True
+        self.exposure.due()
         missing = wait.missing(self.desk)
         if not missing:
             del self.waits[key]
+            if isinstance(wait, LiveMarksWait):
+                wait.finish()
             return True
         if time.monotonic() > wait.deadline:
             del self.waits[key]
             self.say(f"still waiting for {', '.join(missing)}; going on with the next line", "yellow")
             self.log.warning("console_wait_timeout", missing=missing)
+            if isinstance(wait, LiveMarksWait):
+                wait.finish()
             return True
         return False
 
@@ -191,8 +224,14 @@ class LineRunner:
                 return self._show(topic, request.wait)
             case ShowChain(expiry=expiry, currency=currency):
                 return self._chain(currency, expiry, request.wait)
+            case Plot(what="scenario"):
+                return self._scenario(command.scenario or Scenario(), request.wait, plot=True)
             case Plot():
                 return self._plot(command)
+            case ShowRisk(currency=currency):
+                return self._risk(currency, request.wait)
+            case Scenario():
+                return self._scenario(command, request.wait)
             case HelpOn(typed=typed):
                 self.say(help_view(self.desk, self._currency(), typed, self.now()))
             case Hedging(action="acknowledge") if not self.desk.alerts():
@@ -209,6 +248,10 @@ class LineRunner:
                 self.say(f"options: buyOption/sellOption trade {name}")
             case Cancel():
                 return self._cancel(command, request.wait)
+            case SetTarget():
+                return self.exposure.target(command, request.wait)
+            case PlanAction():
+                return self.exposure.act(command, request.wait)
             case Override(order=order):
                 return self._order(order, request.wait, override=True)
             case _ if isinstance(command, ORDER_COMMANDS):
@@ -252,6 +295,64 @@ class LineRunner:
         self.say(f"plotting the {currency} {what} of the last recorded minute into {out} (in the background)")
         start_plot(args, self.settings, self.out)
         return LineOutcome()
+
+    # -- risk and scenarios (console/risk_view.py) ---------------------------------------------------
+    def _desk_currency(self, currency: str | None, what: str) -> str | None:
+        """``currency`` (None: the chosen instrument's) if it is one of the desk's; else says so."""
+        chosen = currency or self._currency()
+        if chosen in self.settings.currencies:
+            return chosen
+        self.say(f"{what}: {chosen} is not one of the desk's currencies ({', '.join(self.settings.currencies)})",
+                 "red")
+        return None
+
+    def _after_live_marks(self, currencies: tuple[str, ...], wait: bool, show: Callable[[], None]) -> LineOutcome:
+        """``show`` now, or, for a piped line while a held option has no live quote yet, once
+        they came (the console asks for them at every refresh) or it waited long enough."""
+        waiting = LiveMarksWait(currencies, self.now, time.monotonic() + LIVE_ANSWER_WAIT_S + 2.0, show)
+        if not wait or not waiting.missing(self.desk):
+            show()
+            return LineOutcome()
+        key = self.trading.key("risk")
+        self.waits[key] = waiting
+        return LineOutcome(wait_key=key)
+
+    def _risk(self, currency: str | None, wait: bool) -> LineOutcome:
+        if currency is not None and self._desk_currency(currency, "risk") is None:
+            return LineOutcome(error=True)
+        currencies = (currency,) if currency else tuple(self.settings.currencies)
+        return self._after_live_marks(currencies, wait, lambda: self.say(risk_view(self.desk, currencies,
+                                                                                   self.now())))
+
+    def _scenario(self, command: Scenario, wait: bool, plot: bool = False) -> LineOutcome:
+        """``scenario``: the grid printed; ``plot scenario``: also written as a file that ``main.py
+        plot --what scenario`` draws in the background."""
+        currency = self._desk_currency(command.currency, "scenario")
+        if currency is None:
+            return LineOutcome(error=True)
+        spec = scenario_spec(command, self.settings.risk)
+        portfolio = self.desk.portfolios.get(currency)
+        if portfolio is None or not any(p.size for p in portfolio.positions):
+            self.say(f"scenario: no {currency} positions, nothing to reprice", "yellow")
+            return LineOutcome()
+
+        def show() -> None:
+            now = self.now()
+            grid = scenario_of(self.desk, currency, spec, now)
+            if isinstance(grid, str):
+                self.say(f"scenario: {grid}", "yellow")
+                return
+            index = self.desk.index_price(currency)
+            if not plot:
+                self.say(scenario_table(grid, index, currency in self.desk.surfaces))
+            else:
+                grid_file, out = scenario_paths(currency, Path(self.settings.data_dir) / PLOTS_DIR, now)
+                write_scenario_file(scenario_file(grid, index, positions_of(self.desk, currency)), grid_file)
+                self.say(f"{scenario_summary(grid)}; plotting it into {out} (in the background)")
+                start_plot(("--what", "scenario", "--grid", str(grid_file), "--out", str(out)), self.settings,
+                           self.out)
+
+        return self._after_live_marks((currency,), wait, show)
 
     def _describe_order(self, order: PlaceOrder) -> str:
         return describe_order(order, self.desk.instrument(order.instrument_name))

@@ -11,7 +11,7 @@ actor.
 
 Keys: Enter runs the line; Tab completes; Up/Down history; Ctrl-C clears the line; Ctrl-D (on an
 empty line) quits; F5/F6 previous/next expiry, F7 next currency, F8 the chain's other columns
-(greeks, open interest, volume); PageUp/PageDown
+(greeks, open interest, volume), F9 the currency's risk in the chain's pane (and back); PageUp/PageDown
 scroll the messages, End back to the newest.
 """
 
@@ -42,8 +42,8 @@ from console.screen_frame import PANES, FocusMove, MessageLog, ScreenFrame, pane
 
 #: What the footer says the keys do: how to stop first, all of it within 120 columns (it was cut
 #: after "Ctrl-D" there).
-KEYS_TEXT = ("Ctrl-D/quit stop  F5/F6 expiry  F7 currency  F8 columns  PgUp/PgDn/End msgs  Tab complete  "
-             "Up/Dn history  Ctrl-C clear")
+KEYS_TEXT = ("Ctrl-D/quit stop  F5/F6 expiry  F7 currency  F8 columns  F9 risk  PgUp/Dn/End msgs  Tab complete  "
+             "Up/Dn hist  ^C clear")
 #: The panes under a title bar (the header has none), top to bottom.
 TITLED = ("positions", "hedger", "chain", "orders", "messages")
 TITLES = {"positions": "POSITIONS", "hedger": "HEDGER", "chain": "CHAIN", "orders": "OPEN ORDERS",
@@ -51,7 +51,7 @@ TITLES = {"positions": "POSITIONS", "hedger": "HEDGER", "chain": "CHAIN", "order
 STYLE = Style.from_dict({"title": "reverse bold", "footer": "reverse", "prompt": "bold",
                          "completion-menu": "bg:#444444 #ffffff"})
 _FOCUS_KEYS = {"f5": FocusMove.PREVIOUS_EXPIRY, "f6": FocusMove.NEXT_EXPIRY, "f7": FocusMove.NEXT_CURRENCY,
-               "f8": FocusMove.OTHER_COLUMNS}
+               "f8": FocusMove.OTHER_COLUMNS, "f9": FocusMove.RISK}
 
 
 def fragments(text: str) -> StyleAndTextTuples:

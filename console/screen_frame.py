@@ -25,6 +25,8 @@ from rich.text import Text
 from console import tables
 from console.chain_focus import ChainFocus
 from console.desk_state import DeskState
+from console.numbers import usd_text
+from console.risk_view import held_options, risk_view
 
 #: Lines the messages pane keeps (scrolled with PageUp/PageDown).
 MESSAGE_LINES = 1000
@@ -33,13 +35,15 @@ PANES = ("header", "positions", "hedger", "chain", "orders", "messages")
 
 
 class FocusMove(enum.Enum):
-    """The chain pane's keys: another expiry of the same currency, the next currency, or the
-    other columns (book or activity: greeks, open interest, 24 h volume)."""
+    """The chain pane's keys: another expiry of the same currency, the next currency, the
+    other columns (book or activity: greeks, open interest, 24 h volume), or the focused
+    currency's risk instead of its chain."""
 
     PREVIOUS_EXPIRY = "previous expiry"
     NEXT_EXPIRY = "next expiry"
     NEXT_CURRENCY = "next currency"
     OTHER_COLUMNS = "other columns"
+    RISK = "risk"
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,12 @@ def _chain(desk: DeskState, focus: ChainFocus, expiry_ms: int | None, lines: int
                               view=focus.view)
 
 
+def _risk(desk: DeskState, currency: str, now: float) -> RenderableType:
+    """The chain pane's risk view (F9): the focused currency's :func:`~console.risk_view.risk_view`,
+    its title on the pane's bar."""
+    return risk_view(desk, (currency,), now, titled=False)
+
+
 def render_frame(desk: DeskState, focus: ChainFocus, venue: str, width: int, height: int, now: float,
                  renderer: Renderer) -> ScreenFrame:
     """Every pane but the messages at ``width``, each in its share of ``height`` (see
@@ -154,6 +164,16 @@ def render_frame(desk: DeskState, focus: ChainFocus, venue: str, width: int, hei
     expiry = focus.expiry(desk, now)
     chain_title = f"CHAIN {tables.chain_title(desk, focus.currency, expiry, now)}" if expiry is not None \
         else f"CHAIN {focus.currency}"
+    if focus.risk:
+        chain_title = (f"RISK {focus.currency}  index {usd_text(desk.index_price(focus.currency))}  (delta in coin, "
+                       "$: USD; PA: premium-adjusted; vega per vol point)  F9: the chain")
+        # The held options' quotes (not when each answer came: a pane redrawn 4 times a second for
+        # nothing), with the second for their freshness.
+        held = tuple(desk.live_options.get(name, (None,))[0] for name in held_options(desk, focus.currency))
+        chain_key: tuple[object, ...] = ("risk", focus.currency, desk.portfolios.get(focus.currency), held,
+                                         desk.index.get(focus.currency), second)
+    else:
+        chain_key = (focus.currency, expiry, focus.strikes, focus.view, desk.views.get(focus.currency), second)
     # Each pane is rendered again only when what it shows changed (rich tables cost milliseconds
     # each, in the Console actor's thread, several times a second): its key is everything it reads.
     texts = {
@@ -164,9 +184,9 @@ def render_frame(desk: DeskState, focus: ChainFocus, venue: str, width: int, hei
                                    lambda: compact(tables.positions_table(desk, now))),
         "hedger": renderer.pane("hedger", (tuple(desk.hedgers.values()), second), width, lines["hedger"],
                                 lambda: compact(tables.hedger_panel(desk, now))),
-        "chain": renderer.pane("chain", (focus.currency, expiry, focus.strikes, focus.view,
-                                         desk.views.get(focus.currency), second), width, lines["chain"],
-                               lambda: _chain(desk, focus, expiry, lines["chain"], width, now)),
+        "chain": renderer.pane("chain", chain_key, width, lines["chain"],
+                               lambda: _risk(desk, focus.currency, now) if focus.risk
+                               else _chain(desk, focus, expiry, lines["chain"], width, now)),
         "orders": renderer.pane("orders", (portfolios, second), width, lines["orders"],
                                 lambda: compact(tables.orders_table(desk, now))),
     }

@@ -76,6 +76,10 @@ CLOSED_STATES = frozenset({"filled", "cancelled", "rejected"})
 #: The Connection will send no order at all (mainnet without --live, paper, replay): stop at once.
 _NEVER_SENT = frozenset({TRADING_DISABLED, PAPER_ONLY, REPLAY_ONLY})
 _EPS = 1e-9
+#: Deribit's cancel reasons after which a plan order is placed again (the link's own loss, our
+#: own edit's post-only refusal); any other (``user_request``: the trader's cancel all or the web
+#: interface; a risk or liquidation action) stops the plan rather than fight it.
+_REPLACE_AFTER = frozenset({"cancel_on_disconnect", "edit_post_only_reject"})
 
 Side = Literal["buy", "sell"]
 
@@ -118,6 +122,7 @@ class LegOrder(msgspec.Struct):
     traded: float = 0.0
     paid: float = 0.0  # sum of trade price x amount
     trade_ids: set[str] = msgspec.field(default_factory=set)
+    shown_at: set[float] = msgspec.field(default_factory=set)  # every price it had (a book may lag)
     average_price: float | None = None
     reprices: int = 0
     edits: int = 0
@@ -141,6 +146,7 @@ class LegOrder(msgspec.Struct):
         self.filled = max(self.filled, update.filled_amount)
         if isinstance(update.price, float) and update.order_state == "open":
             self.price = float(update.price)  # the exchange may have moved a post-only
+            self.shown_at.add(self.price)
         if update.average_price:
             self.average_price = update.average_price
 
@@ -153,6 +159,8 @@ class LegOrder(msgspec.Struct):
         self.traded += trade.amount
         self.paid += trade.price * trade.amount
         self.filled = max(self.filled, self.traded)
+        if trade.state == "filled":  # the order's state after it: whatever trades are still to come
+            self.filled = max(self.filled, self.amount)
         return True
 
 
@@ -297,6 +305,11 @@ class PlanWorker:
                 return f"leg {leg.leg}: {leg.instrument_name} is not an option"
             if currency_of(leg.instrument_name) != plan.currency:
                 return f"leg {leg.leg}: {leg.instrument_name} is not a {plan.currency} option"
+        labels = {plan_label(plan.plan_id, leg.leg) for leg in plan.legs}
+        taken = sorted({o.label for p in self.portfolios.values() for o in p.open_orders
+                        if o.label in labels and o.order_state not in CLOSED_STATES})
+        if taken:
+            return f"orders under its labels are open ({', '.join(taken)}): cancel plan first"
         return None
 
     def start(self, work: WorkPlan, now: float) -> None:
@@ -465,6 +478,11 @@ class PlanWorker:
     def on_failed(self, failed: CommandFailed, now: float) -> None:
         if failed.origin != ORIGIN:
             return  # another sender's: never ours, whatever its key
+        orphan = failed.request_key.removeprefix(f"{ORIGIN}-orphan-")
+        if orphan != failed.request_key:
+            self.orphans_cancelled.discard(orphan)  # not cancelled: asked again at the next picture
+            self.log.warning("plan_orphan_cancel_failed", order_id=orphan, code=failed.code, message=failed.message)
+            return
         order, kind = self._by_key(failed.request_key)
         if order is None:
             return
@@ -606,6 +624,10 @@ class PlanWorker:
             return "portfolio reconciling"
         if name not in self.instruments:
             return "no instrument metadata"
+        ours = {o.order_id for o in leg.orders if o.order_id}
+        if any(o.label == leg.label and o.order_state not in CLOSED_STATES and o.order_id not in ours
+               for o in portfolio.open_orders):
+            return f"an order under {leg.label} not known to be ours is open"
         touch = self.books.get(name)
         return book_fault(touch.top if touch else None, leg.plan_leg, self.limits)
 
@@ -659,7 +681,7 @@ class PlanWorker:
         leg.placed += 1
         key = f"{leg.label}/o{leg.placed}"
         order = LegOrder(leg=plan_leg.leg, label=leg.label, request_key=key, side=plan_leg.side, amount=amount,
-                         price=price, placed_at=now, due=now + self.limits.answer_wait_s)
+                         price=price, placed_at=now, due=now + self.limits.answer_wait_s, shown_at={price})
         leg.orders.append(order)
         self._count(now)
         self.log.info("plan_order", label=leg.label, instrument=plan_leg.instrument_name, side=plan_leg.side,
@@ -691,6 +713,7 @@ class PlanWorker:
         order.pending_key = f"{order.request_key}/e{order.edits}"
         order.due = now + self.limits.answer_wait_s
         order.price = price
+        order.shown_at.add(price)
         self._count(now)
         self.log.info("plan_reprice", label=order.label, order_id=order.order_id, price=price, reprices=order.reprices,
                       book=self._book_seen(leg.plan_leg.instrument_name))
@@ -745,6 +768,10 @@ class PlanWorker:
                 self._rejected("the exchange rejected the order", now)
             else:
                 self._close(order, now)
+                reason = update.cancel_reason
+                if (update.order_state == "cancelled" and reason and reason not in _REPLACE_AFTER
+                        and not order.cancelling and self.state is PlanState.WORKING and not self.cancelling):
+                    self._stop(f"{order.label} ({order.order_id}) was cancelled outside the plan ({reason})", now)
         elif update.order_state == "open" and self.cancelling and not order.cancelling:
             self._cancel_order(order, now)
 
@@ -939,7 +966,9 @@ class PlanWorker:
                 return order
         for leg in self.legs:
             if label and label == leg.label:
-                return next((o for o in leg.orders if not o.order_id and o.open), None)
+                # ...else one whose fate was unknown and that closed before its id was known.
+                return (next((o for o in leg.orders if not o.order_id and o.open), None)
+                        or next((o for o in reversed(leg.orders) if not o.order_id and o.lost_why), None))
         return None
 
     def _own_open(self, name: str) -> list[LegOrder]:
@@ -947,8 +976,11 @@ class PlanWorker:
 
     @staticmethod
     def _only_ours(price: float, amount: float, mine: list[LegOrder], side: Side) -> bool:
-        ours = sum(o.open_amount for o in mine if o.side == side and abs(o.price - price) < _EPS)
-        return ours > 0 and amount <= ours + _EPS
+        """Whether a touch at ``price`` for ``amount`` may be nothing but our own orders: the
+        book lags their answers and fills, so any price they had and their whole amount count
+        (taken as the others' touch, each reprice would chase a mid that includes our own order)."""
+        ours = sum(o.amount for o in mine if o.side == side and any(abs(p - price) < _EPS for p in o.shown_at))
+        return ours > 0 and not (math.isfinite(amount) and amount > ours + _EPS)  # an absurd size: ours
 
     def watch_tops(self) -> None:
         """Ask the option BookKeepers for the live tops of the legs' options while the plan is

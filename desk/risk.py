@@ -140,6 +140,8 @@ class CurrencyRisk:
     total: Exposure
     account: tuple[AccountCheck, ...] = ()
     missing: tuple[str, ...] = ()
+    #: How many of the buckets' positions are options (a dated future shares its expiry's bucket).
+    option_positions: int | None = None
 
 
 #: The agreement bound of each account figure: ``absolute + relative * gross``, where ``gross`` is
@@ -469,4 +471,5 @@ def currency_risk(portfolio: PortfolioChanged, marks: Mapping[str, OptionMark], 
                      ACCOUNT_TOLERANCE[name][0] + ACCOUNT_TOLERANCE[name][1] * gross[name])
         for name in ("options_delta", "delta_total", "options_gamma", "options_vega", "options_theta"))
     return CurrencyRisk(currency=portfolio.currency, at=now, index_price=index_price, buckets=tuple(buckets),
-                        options=options, total=total, account=account, missing=tuple(missing))
+                        options=options, total=total, account=account, missing=tuple(missing),
+                        option_positions=int((keep & is_option).sum()))

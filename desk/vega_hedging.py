@@ -51,6 +51,7 @@ from messages.exposure import SetVegaBand, VegaHedgeCode, VegaHedgerControl, Veg
 from messages.hedging import HedgePhase
 from messages.market import DataFault, Instrument, InstrumentsLoaded, PlatformState, Ticker
 from messages.state import PortfolioChanged
+from quant.black76 import DAYS_PER_YEAR, black76_greeks
 
 ORIGIN = "vega-hedger"
 #: The vega hedger's orders: origin ``vega-hedger``, labels ``vega-<n>``.
@@ -151,6 +152,23 @@ def book_fault(ticker: Ticker) -> Implausible | None:
     return None
 
 
+#: How far (a factor) the hedge option's ticker vega may be from Black-76's at its mark IV (Deribit's
+#: is within 0.1% of it on the real capture): an order is sized by it.
+MAX_VEGA_RATIO = 2.0
+
+
+def model_vega(option: Instrument, ticker: Ticker, now: float) -> float | None:
+    """Black-76's vega (USD per vol point, one coin) of ``option`` at the ticker's mark IV and
+    forward, or None without them or at expiry."""
+    forward, iv, strike = ticker.underlying_price, ticker.mark_iv, option.strike
+    years = (option.expiration_timestamp / 1000.0 - now) / (DAYS_PER_YEAR * 86_400.0)
+    if forward is None or iv is None or strike is None or not (
+            0 < forward < math.inf and 0 < iv < math.inf and 0 < strike < math.inf and years > 0):
+        return None
+    vega = float(black76_greeks(forward, strike, years, iv / 100.0, option.option_type == "call").vega)
+    return vega if 0 < vega < math.inf else None
+
+
 def decide_vega(vega: float, target: float, band: float, option: Instrument, seen: SeenTicker | None, now: float,
                 stale_after_s: float, max_order_coins: float, max_deviation: float) -> VegaDecision:
     """Whether and what to trade in ``option`` to bring ``vega`` back within ``band`` of
@@ -169,6 +187,11 @@ def decide_vega(vega: float, target: float, band: float, option: Instrument, see
     per_coin = ticker.greeks.vega if ticker.greeks is not None else None
     if per_coin is None or not 0 < per_coin < math.inf:
         return VegaDecision(Code.NO_VEGA, f"the hedge option {name} has no usable vega ({per_coin!r})", vega)
+    model = model_vega(option, ticker, now)
+    if model is None or not model / MAX_VEGA_RATIO <= per_coin <= model * MAX_VEGA_RATIO:
+        return VegaDecision(Code.NO_VEGA, f"the hedge option {name}'s vega {per_coin:g} is not Black-76's "
+                            f"{model if model is not None else 'unknown'} at its mark IV (within x{MAX_VEGA_RATIO:g})",
+                            vega)
     side: Side = "sell" if gap > 0 else "buy"
     price = ticker.best_bid_price if side == "sell" else ticker.best_ask_price
     mark = ticker.mark_price

@@ -94,7 +94,8 @@ def is_plan_label(label: str) -> bool:
     """Whether an order's label is an exposure plan's (never a hedge order's)."""
     head, _, rest = label.partition("-")
     number, _, leg = rest.partition("-")
-    return head == "plan" and number.isdigit() and leg.isdigit()
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    return head == "plan" and number.isdecimal() and leg.isdecimal()
 
 
 class WorkPlan(Message, frozen=True, kw_only=True):

@@ -997,13 +997,14 @@ class Exchange:
             self.events.append(("ticker", book.name))
         return order.to_json()
 
-    def cancel_where(self, client_id: str, pred: Callable[[Order, InstrumentSpec], bool]) -> int:
+    def cancel_where(self, client_id: str, pred: Callable[[Order, InstrumentSpec], bool],
+                     reason: str = "user_request") -> int:
         n = 0
         books: set[str] = set()
         for order in list(self.open_orders[client_id].values()):
             spec = self.instruments.get(order.instrument)
             if spec is not None and pred(order, spec):
-                self._close_order(order, "cancelled", "user_request")
+                self._close_order(order, "cancelled", reason)
                 books.add(spec.name)
                 n += 1
         for name in sorted(books):

@@ -475,7 +475,7 @@ class SimulatorServer:
         if c.heartbeat is not None:
             c.heartbeat.cancel()
         if c.cancel_on_disconnect and c.client_id is not None:
-            self.exchange.cancel_where(c.client_id, lambda o, s: True)
+            self.exchange.cancel_where(c.client_id, lambda o, s: True, reason="cancel_on_disconnect")
             self.route_events()
 
     async def _on_message(self, c: Client, message: str | bytes) -> None:

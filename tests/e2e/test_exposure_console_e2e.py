@@ -2,8 +2,6 @@
 in a pseudo-terminal; ``target`` plans, ``confirm`` hands the plan to the Assistant, whose post-only
 orders the simulator's takers fill; ``cancel plan`` half-way leaves no plan order open. The
 simulator's own state (positions, open orders) is checked over its API.
-
-Runs once the console has the exposure commands (``console/exposure_lines.py``, the planner's).
 """
 
 from __future__ import annotations
@@ -11,11 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 from tests.support.terminal import PseudoTerminal, program_args, simulator_state, simulator_url
-
-pytest.importorskip("console.exposure_lines", reason="the console's exposure commands are not here yet")
 
 
 def plan_orders(url: str) -> list[dict]:

@@ -261,7 +261,7 @@ def test_fault_rpc_and_cancel_on_disconnect(sim: Simulator) -> None:
     a.login("other", "other-secret")
     assert a.result("private/enable_cancel_on_disconnect", {"scope": "connection"}) == "ok"
     bid = sim.book("BTC-PERPETUAL")[0][0][0]
-    a.result("private/buy", {"instrument_name": "BTC-PERPETUAL", "amount": 10, "price": bid - 100.0})
+    placed = a.result("private/buy", {"instrument_name": "BTC-PERPETUAL", "amount": 10, "price": bid - 100.0})
     assert len(sim.open_orders("other")) == 1
     assert a.fault("rate_limit_next", n=1) == "ok"
     assert a.call("public/test")["error"]["code"] == 10028
@@ -271,6 +271,12 @@ def test_fault_rpc_and_cancel_on_disconnect(sim: Simulator) -> None:
     while sim.open_orders("other") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sim.open_orders("other") == []
+    # Deribit names why (a plan worker places again after this, never after the trader's cancel).
+    b = RpcClient(sim.url)
+    b.login("other", "other-secret")
+    state = b.result("private/get_order_state", {"order_id": placed["order"]["order_id"]})
+    assert (state["order_state"], state["cancel_reason"]) == ("cancelled", "cancel_on_disconnect")
+    b.close()
 
 
 def test_heartbeat(sim: Simulator, client: RpcClient) -> None:

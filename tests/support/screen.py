@@ -12,7 +12,7 @@ from prompt_toolkit.data_structures import Size
 from prompt_toolkit.output.vt100 import Vt100_Output
 
 #: Keys as a VT100 terminal sends them.
-KEYS = {"f5": "\x1b[15~", "f6": "\x1b[17~", "f7": "\x1b[18~", "f8": "\x1b[19~", "pageup": "\x1b[5~",
+KEYS = {"f5": "\x1b[15~", "f6": "\x1b[17~", "f7": "\x1b[18~", "f8": "\x1b[19~", "f9": "\x1b[20~", "pageup": "\x1b[5~",
         "pagedown": "\x1b[6~", "end": "\x1b[F", "c-c": "\x03", "c-d": "\x04", "enter": "\r"}
 
 
@@ -40,7 +40,7 @@ def pane(rows: list[str], title: str) -> list[str]:
     start = next(n for n, row in enumerate(rows) if row.startswith(f" {title}"))
     out = []
     for row in rows[start + 1:]:
-        if re.match(r"^ (POSITIONS|HEDGER|CHAIN|OPEN ORDERS|MESSAGES|F5/F6)", row):
+        if re.match(r"^ (POSITIONS|HEDGER|CHAIN|RISK|OPEN ORDERS|MESSAGES|F5/F6)", row):
             break
         out.append(row)
     return out

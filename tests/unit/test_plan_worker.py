@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -636,3 +637,377 @@ def test_cancel_plan_with_none_worked_cancels_what_plans_left_open_and_nothing_e
     assert rig.status().state is PlanState.CANCELLED and rig.status().request_key == "k1"
     rig.worker.cancel(CancelPlan(origin="console", request_key="k2"), rig.now)
     assert [c.order_id for c in rig.sent(CancelOrder)] == ["old-1", "old-2"]
+
+
+# -- our own order is never the others' touch ---------------------------------------------------------
+def test_a_top_that_still_shows_our_order_before_its_edit_is_not_taken_as_the_others_bid() -> None:
+    # Book notifications lag the order's own answers: a top showing our order at its price before
+    # the edit (or its amount before a fill) is still our order. Taken as the others' bid, each
+    # reprice would chase a mid that includes our own bid, up past the market's mid.
+    rig = Rig()
+    rig.ready(top(CALL, 0.0100, 0.0200))
+    rig.start(leg(1, CALL, "buy", 1.0, 0.0100, 0.0200))
+    place = rig.sent()[0]
+    rig.accept(place)
+    rig.worker.on_top(top(CALL, place.price, 0.0200, bid_amount=place.amount), rig.now)
+    shown = place.price
+    for _ in range(LIMITS.max_reprices + 3):
+        rig.advance(LIMITS.reprice_after_s)
+        for edit in rig.sent(EditOrder)[-1:]:
+            # A lagging top: our order still at its former price, the ask's size changed.
+            rig.worker.on_top(top(CALL, shown, 0.0200, bid_amount=place.amount, ask_amount=4.0), rig.now)
+            rig.answer_edit(edit, place)
+            rig.worker.on_top(top(CALL, edit.price, 0.0200, bid_amount=place.amount), rig.now)
+            shown = edit.price
+    prices = [e.price for e in rig.sent(EditOrder)]
+    assert prices and max(prices) <= (0.0100 + 0.0200) / 2 + 1e-12
+
+
+def test_a_top_that_shows_our_order_before_its_fill_is_not_taken_as_the_others_bid() -> None:
+    rig = Rig()
+    rig.ready(top(CALL, 0.0100, 0.0200))
+    rig.start(leg(1, CALL, "buy", 1.0, 0.0100, 0.0200))
+    place = rig.sent()[0]
+    rig.accept(place)
+    w = rig.worker
+    w.on_top(top(CALL, place.price, 0.0200, bid_amount=place.amount), rig.now)
+    filled, price = 0.0, place.price
+    for n in range(LIMITS.max_reprices + 3):
+        # A small fill whose notification comes before the book's change: the top still shows
+        # our order's size before it.
+        w.on_user_trade(trade(place, 0.1, f"t{n}", price=price), rig.now)
+        w.on_top(top(CALL, price, 0.0200, bid_amount=round(place.amount - filled, 8)), rig.now)
+        filled = round(filled + 0.1, 8)
+        rig.advance(LIMITS.reprice_after_s)
+        for edit in rig.sent(EditOrder)[-1:]:
+            rig.answer_edit(edit, place, filled=filled)
+            price = edit.price
+            w.on_top(top(CALL, price, 0.0200, bid_amount=round(place.amount - filled, 8)), rig.now)
+    prices = [e.price for e in rig.sent(EditOrder)]
+    assert prices and max(prices) <= (0.0100 + 0.0200) / 2 + 1e-12
+
+
+def test_a_plan_whose_labels_have_orders_open_is_refused() -> None:
+    # An Assistant restarted mid-plan knows no plan: the old order rests under plan-7-1. Working
+    # plan 7 again (or any plan with that label) would put a second order of the leg on the book,
+    # and the old order's updates would be taken for the new one's by their label.
+    rig = Rig()
+    rig.ready(top(CALL, 0.0100, 0.0120))
+    old = PlaceOrder(instrument_name=CALL, side="buy", amount=1.0, origin=ORIGIN, request_key="x", price=0.0105,
+                     label="plan-7-1")
+    rig.worker.on_portfolio(portfolio(open_orders=(update(old, order_id="old-1"),)), rig.now)
+    rig.start(BUY_CALL)
+    assert rig.sent() == []
+    status = rig.status()
+    assert status.state is PlanState.STOPPED and "plan-7-1" in status.message and "cancel plan" in status.message
+    # Once the exchange shows it gone, the plan may be worked.
+    rig.worker.on_portfolio(portfolio(), rig.now)
+    rig.start(BUY_CALL)
+    assert len(rig.sent()) == 1
+
+
+def test_a_leg_waits_while_an_order_under_its_label_that_is_not_ours_is_open() -> None:
+    # A restarted Assistant confirmed before the Portfolio's first picture came: the picture then
+    # shows the old order under the leg's label; nothing is placed beside it.
+    rig = Rig()
+    rig.worker.on_connection(True, rig.now)
+    rig.worker.on_instruments(InstrumentsLoaded(currency="BTC", instruments=(instrument(CALL),)), rig.now)
+    rig.worker.on_top(top(CALL, 0.0100, 0.0120), rig.now)
+    rig.start(BUY_CALL)
+    assert rig.sent() == []
+    old = PlaceOrder(instrument_name=CALL, side="buy", amount=1.0, origin=ORIGIN, request_key="x", price=0.0105,
+                     label="plan-7-1")
+    rig.worker.on_portfolio(portfolio(open_orders=(update(old, order_id="old-1"),)), rig.now)
+    rig.advance(LIMITS.reprice_after_s)
+    assert rig.sent() == []
+    assert "plan-7-1 not known to be ours" in rig.status().message
+    rig.worker.on_portfolio(portfolio(), rig.now)
+    assert len(rig.sent()) == 1
+
+
+def test_an_order_whose_label_only_looks_like_a_plans_does_not_fail_the_worker() -> None:
+    # "²".isdigit() is True but int("²") raises: another program's order labelled so must not fail
+    # the Assistant at each portfolio picture (the supervisor's restart limit would end the desk).
+    rig = working_rig(BUY_CALL)
+    place = rig.sent()[0]
+    rig.accept(place)
+    rig.worker.on_user_trade(trade(place, 1.0, "t1", state="filled"), rig.now)  # the plan ended
+    odd = (update(place, order_id="x-1", label="plan-²-1"), update(place, order_id="x-2", label="plan-7-²"))
+    rig.worker.on_portfolio(portfolio(open_orders=odd), rig.now)
+    rig.worker.cancel(CancelPlan(origin="console", request_key="k1"), rig.now)
+    assert rig.sent(CancelOrder) == []
+
+
+def test_a_trade_that_says_its_order_filled_counts_the_whole_order_before_the_other_trades_come() -> None:
+    # The order filled in two trades; the one that says "filled" is seen first (the other's
+    # notification late or lost): the leg is done, never a second order for what already filled.
+    rig = working_rig(BUY_CALL)
+    place = rig.sent()[0]
+    rig.accept(place)
+    rig.worker.on_user_trade(trade(place, 0.4, "t2", state="filled"), rig.now)
+    assert len(rig.sent()) == 1
+    assert rig.status().state is PlanState.DONE and rig.status().legs[0].filled == pytest.approx(1.0)
+    rig.worker.on_user_trade(trade(place, 0.6, "t1"), rig.now)
+    assert rig.status().legs[0].filled == pytest.approx(1.0) and len(rig.sent()) == 1
+
+
+# -- a fault injector: a small exchange that fills, reorders, duplicates and loses ------------------------
+class FaultyExchange:
+    """One leg's orders at a small exchange: fills at random, answers late, out of order with the
+    notifications, duplicated or lost, drops the link; what the worker is told, it is told the way
+    the Connection and the Portfolio would."""
+
+    def __init__(self, rig: Rig, rnd: Any) -> None:
+        self.rig, self.rnd = rig, rnd
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.conn: list[object] = []  # the Connection's messages, in the order sent (nearly)
+        self.pictures: list[PortfolioChanged] = []
+        self.up = True
+        self.seen = 0
+        self.trades = 0
+
+    def _snapshot(self, oid: str) -> OrderUpdate:
+        o = self.orders[oid]
+        return OrderUpdate(order_id=oid, instrument_name=CALL, order_state=o["state"], order_type="limit",
+                           direction=o["side"], amount=o["amount"], price=o["price"], filled_amount=o["filled"],
+                           label=o["label"], post_only=True)
+
+    def _answer(self, command: Any, method: str, apply: Any) -> None:
+        fate = self.rnd.random()
+        if not self.up:
+            self.conn.append(CommandFailed(request_key=command.request_key, origin=ORIGIN, method=method, code=-1,
+                                           message="not connected"))
+            return
+        if fate < 0.08:  # lost: applied or not, nobody knows
+            if self.rnd.random() < 0.5:
+                apply()
+            self.conn.append(CommandFailed(request_key=command.request_key, origin=ORIGIN, method=method,
+                                           code=ANSWER_LOST, message="answer lost"))
+            return
+        if fate < 0.12:  # never answered at all
+            if self.rnd.random() < 0.5:
+                apply()
+            return
+        self.conn.append(apply())
+
+    def take(self, command: object) -> None:
+        if isinstance(command, PlaceOrder):
+            assert command.label == "plan-7-1" and command.post_only
+            def place() -> object:
+                oid = f"x{len(self.orders) + 1}"
+                self.orders[oid] = dict(label=command.label, side=command.side, amount=command.amount,
+                                        price=command.price, filled=0.0, state="open")
+                self.conn.append(self._snapshot(oid))
+                return CommandResult(request_key=command.request_key, origin=ORIGIN, method="private/buy",
+                                     result="{}", order=self._snapshot(oid))
+            self._answer(command, "private/buy", place)
+        elif isinstance(command, EditOrder | CancelOrder):
+            oid = command.order_id
+            assert oid in self.orders, "an order not the plan's was touched"
+            method = "private/edit" if isinstance(command, EditOrder) else "private/cancel"
+            def change(command: Any = command, oid: str = oid, method: str = method) -> object:
+                o = self.orders[oid]
+                if o["state"] != "open":
+                    return CommandFailed(request_key=command.request_key, origin=ORIGIN, method=method, code=11044,
+                                         message="not_open_order")
+                if isinstance(command, EditOrder):
+                    assert command.amount >= o["filled"] - 1e-9
+                    o["price"], o["amount"] = command.price, command.amount
+                else:
+                    o["state"] = "cancelled"
+                self.conn.append(self._snapshot(oid))
+                return CommandResult(request_key=command.request_key, origin=ORIGIN, method=method, result="{}",
+                                     order=self._snapshot(oid))
+            self._answer(command, method, change)
+        elif isinstance(command, CancelByLabel):
+            def by_label(command: Any = command) -> object:
+                for oid, o in self.orders.items():
+                    if o["label"] == command.label and o["state"] == "open":
+                        o["state"] = "cancelled"
+                        self.conn.append(self._snapshot(oid))
+                return CommandResult(request_key=command.request_key, origin=ORIGIN,
+                                     method="private/cancel_by_label", result="1")
+            self._answer(command, "private/cancel_by_label", by_label)
+        elif isinstance(command, ReconcilePortfolio) and self.up:
+            self.pictures.append(self.picture())
+
+    def picture(self) -> PortfolioChanged:
+        now = self.rig.now
+        return PortfolioChanged(currency="BTC", at=now, positions=(), reconciled=True, reconciled_at=now,
+                                reconcile_requested_at=now,
+                                open_orders=tuple(self._snapshot(i) for i, o in self.orders.items()
+                                                  if o["state"] == "open"))
+
+    def fill(self) -> None:
+        live = [i for i, o in self.orders.items() if o["state"] == "open"]
+        if not live:
+            return
+        oid = self.rnd.choice(live)
+        o = self.orders[oid]
+        lots = round((o["amount"] - o["filled"]) / 0.1)
+        amount = round(self.rnd.randint(1, max(min(lots, 3), 1)) * 0.1, 8)
+        o["filled"] = round(o["filled"] + amount, 8)
+        if o["filled"] >= o["amount"] - 1e-9:
+            o["state"] = "filled"
+        self.trades += 1
+        t = UserTrade(trade_id=f"t{self.trades}", order_id=oid, instrument_name=CALL, timestamp=int(T0 * 1000),
+                      direction=o["side"], price=o["price"], amount=amount, fee=0.0, fee_currency="BTC",
+                      state=o["state"], label=o["label"], liquidity="M")
+        if self.up:
+            self.conn += [t, self._snapshot(oid)]
+            if self.rnd.random() < 0.2:
+                self.conn.append(t)  # the same trade again
+
+    def cancel_one(self) -> None:
+        """The exchange (or the trader's cancel all) cancels an open order."""
+        live = [i for i, o in self.orders.items() if o["state"] == "open"]
+        if live:
+            oid = self.rnd.choice(live)
+            self.orders[oid]["state"] = "cancelled"
+            if self.up:
+                self.conn.append(self._snapshot(oid))
+
+    def deliver(self) -> None:
+        w, now = self.rig.worker, self.rig.now
+        if self.pictures and (not self.conn or self.rnd.random() < 0.3):
+            w.on_portfolio(self.pictures.pop(0), now)
+            return
+        if not self.conn:
+            return
+        message = self.conn.pop(self.rnd.randrange(min(2, len(self.conn))))  # answers and notifications cross
+        if isinstance(message, CommandResult):
+            w.on_result(message, now)
+        elif isinstance(message, CommandFailed):
+            w.on_failed(message, now)
+        elif isinstance(message, OrderUpdate):
+            w.on_order_update(message, now)
+        elif isinstance(message, UserTrade):
+            w.on_user_trade(message, now)
+
+    def drop_link(self) -> None:
+        self.up = False
+        self.conn.clear()
+        self.pictures.clear()
+        self.rig.worker.on_connection(False, self.rig.now)
+
+    def restore_link(self) -> None:
+        self.up = True
+        self.rig.worker.on_connection(True, self.rig.now)
+        self.pictures.append(self.picture())
+
+    def exposure(self) -> float:
+        """The leg's fills plus what is still open at the exchange: never above the leg."""
+        return sum(o["amount"] if o["state"] == "open" else o["filled"] for o in self.orders.values())
+
+    def filled(self) -> float:
+        return sum(o["filled"] for o in self.orders.values())
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_no_fault_of_the_link_or_the_exchange_makes_a_leg_trade_more_than_its_amount(seed: int) -> None:
+    import random
+    rnd = random.Random(seed)
+    rig = Rig(WorkLimits(reprice_after_s=3.0, steps_to_mid=3, max_reprices=5, answer_wait_s=10.0,
+                         unknown_wait_s=30.0, max_orders=400, max_orders_per_minute=400, max_rejections=50,
+                         retry_after_reject_s=2.0))
+    rig.ready(top(CALL, 0.0100, 0.0200))
+    amount = 1.0
+    exchange = FaultyExchange(rig, rnd)
+    rig.start(leg(1, CALL, "buy", amount, 0.0100, 0.0200))
+    done = 0
+    for _ in range(400):
+        for command in rig.out[done:]:
+            exchange.take(command)
+        done = len(rig.out)
+        r = rnd.random()
+        if r < 0.45:
+            exchange.deliver()
+        elif r < 0.65:
+            exchange.fill()
+        elif r < 0.85:
+            rig.advance(rnd.choice((0.5, 3.0, 11.0, 31.0)))
+        elif r < 0.9:
+            bid = round(0.0100 + rnd.randint(-4, 4) * TICK, 6)
+            rig.worker.on_top(top(CALL, bid, round(bid + rnd.randint(2, 20) * TICK, 6)), rig.now)
+        elif r < 0.93 and exchange.up:
+            exchange.drop_link()
+        elif r < 0.97 and not exchange.up:
+            exchange.restore_link()
+        elif r < 0.99:
+            exchange.cancel_one()
+        elif r < 0.992 and rig.worker.working:
+            rig.worker.cancel(CancelPlan(origin="console", request_key="k", plan_id=7), rig.now)
+        assert exchange.exposure() <= amount + 1e-9, (seed, exchange.orders)
+    # Quiet: everything said, the link up: what the worker says it filled is what filled.
+    if not exchange.up:
+        exchange.restore_link()
+    for _ in range(200):
+        for command in rig.out[done:]:
+            exchange.take(command)
+        done = len(rig.out)
+        if exchange.conn or exchange.pictures:
+            exchange.deliver()
+        else:
+            rig.advance(31.0)
+        assert exchange.exposure() <= amount + 1e-9, (seed, exchange.orders)
+    status = rig.worker.status(rig.now)
+    if status.state is PlanState.DONE:
+        assert status.legs[0].filled == pytest.approx(exchange.filled())
+    if not rig.worker.working:  # a plan that ended (done, cancelled, stopped) left nothing open
+        assert not [o for o in exchange.orders.values() if o["state"] == "open"], (seed, exchange.orders)
+
+
+def test_a_plan_order_cancelled_by_the_traders_request_stops_the_plan_not_placed_again() -> None:
+    # The console's "ca" (cancel every order of the account), or the web interface: Deribit says
+    # cancel_reason "user_request". Placing the leg again at once would defeat the trader's stop.
+    rig = working_rig(BUY_CALL)
+    place = rig.sent()[0]
+    rig.accept(place)
+    rig.worker.on_order_update(msgspec.structs.replace(update(place, state="cancelled", filled=0.3),
+                                                       cancel_reason="user_request"), rig.now)
+    assert len(rig.sent()) == 1
+    status = rig.status()
+    assert status.state is PlanState.STOPPED and "cancelled" in status.message
+    assert status.legs[0].filled == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("amount", [math.nan, math.inf, -1.0])
+def test_a_top_at_our_price_with_an_absurd_size_is_not_taken_as_the_others_bid(amount: float) -> None:
+    rig = Rig()
+    rig.ready(top(CALL, 0.0100, 0.0200))
+    rig.start(leg(1, CALL, "buy", 1.0, 0.0100, 0.0200))
+    place = rig.sent()[0]
+    rig.accept(place)
+    rig.worker.on_top(top(CALL, place.price, 0.0200, bid_amount=amount), rig.now)
+    assert rig.worker.books[CALL].others_bid == 0.0100
+
+
+def test_a_cancel_of_an_order_its_plan_left_open_that_failed_is_sent_again_at_the_next_picture() -> None:
+    rig = working_rig(BUY_CALL)
+    place = rig.sent()[0]
+    rig.accept(place)
+    rig.worker.on_user_trade(trade(place, 1.0, "t1", state="filled"), rig.now)  # plan 7 done
+    left = (update(place, order_id="mine-2"),)
+    rig.worker.on_portfolio(portfolio(open_orders=left), rig.now)
+    (cancel,) = rig.sent(CancelOrder)
+    rig.worker.on_failed(CommandFailed(request_key=cancel.request_key, origin=ORIGIN, method="private/cancel",
+                                       code=-1, message="not connected"), rig.now)
+    rig.worker.on_portfolio(portfolio(open_orders=left), rig.now)
+    assert [c.order_id for c in rig.sent(CancelOrder)] == ["mine-2", "mine-2"]
+    rig.worker.on_portfolio(portfolio(open_orders=left), rig.now)  # asked again, not answered yet: once
+    assert len(rig.sent(CancelOrder)) == 2
+
+
+def test_a_fill_of_a_lost_order_seen_after_it_was_closed_unknown_is_counted() -> None:
+    # The place's answer was lost, the exchange's picture showed no such order (it had filled), the
+    # plan stopped; the fill's notification then comes: the status must not say less than filled.
+    rig = working_rig(BUY_CALL)
+    place = rig.sent()[0]
+    rig.worker.on_failed(CommandFailed(request_key=place.request_key, origin=ORIGIN, method="private/buy",
+                                       code=ANSWER_LOST, message="lost"), rig.now)
+    rig.now += 1.0
+    rig.worker.on_portfolio(portfolio(at=rig.now), rig.now)
+    assert rig.status().state is PlanState.STOPPED
+    rig.worker.on_user_trade(trade(place, 1.0, "t1", order_id="x-9", state="filled"), rig.now)
+    assert rig.worker.status(rig.now).legs[0].filled == pytest.approx(1.0)
+    assert len(rig.sent()) == 1

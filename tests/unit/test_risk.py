@@ -233,7 +233,8 @@ def test_buckets_sum_to_the_totals_and_the_premium_identity_holds(
     marks, positions = {}, []
     for i, (days, moneyness, call, iv, size, mark_fraction) in enumerate(rows):
         name = f"BTC-X{i}-{moneyness * f:.0f}-{'C' if call else 'P'}"
-        model = b76(f, moneyness * f, days / 365.0, iv, call) / f
+        # The closed form's cancellation can leave a worthless option a hair below 0: a price is never negative.
+        model = max(b76(f, moneyness * f, days / 365.0, iv, call) / f, 0.0)
         marks[name] = _mark(name, days=days, k=moneyness * f, call=call, f=f, iv=iv, index=f,
                             mark_price=model if mark_fraction > 0.5 else None)
         positions.append(_option(name, size))

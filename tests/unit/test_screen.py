@@ -25,6 +25,7 @@ from console.desk_state import DeskState
 from console.screen import KEYS_TEXT
 from console.screen_frame import MessageLog, Renderer, pane_heights, render_frame
 from console.terminal import GetStartup, Terminal
+from desk.risk import AccountCheck, CurrencyRisk, Exposure, RiskBucket
 from messages.account import Position
 from messages.commands import PlaceOrder
 from messages.hedging import HedgerStatus
@@ -217,6 +218,28 @@ def test_keys_move_the_chain_between_expiries_and_currencies(desk: Desk) -> None
     assert any(">32,000<" in row and "81.2" in row for row in pane(desk.rows(), "CHAIN"))  # mark IV 81.25
     press(desk, "f8")
     desk.wait(lambda: desk.shows("bsz", "CHAIN"), "the book columns")
+    assert desk.rows()[-1] == "BTC-PERPETUAL x10>"  # the keys typed nothing on the command line
+
+
+def test_f9_shows_the_currencys_risk_in_the_chain_pane_and_back(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_risk(portfolio: Any, marks: Any, index_price: float | None, now: float) -> CurrencyRisk:
+        """The book's futures' delta alone (desk/risk.py is tested on its own)."""
+        delta = sum(p.size / 32000.0 for p in portfolio.positions if p.kind == "future")
+        futures = Exposure(delta=delta, delta_pa=delta)
+        return CurrencyRisk(currency=portfolio.currency, at=now, index_price=index_price,
+                            buckets=(RiskBucket("PERPETUAL", None, futures, 1),), options=Exposure(), total=futures,
+                            account=(AccountCheck("delta_total", delta, portfolio.delta_total),))
+
+    monkeypatch.setattr("console.risk_view.currency_risk", fake_risk)
+    desk.wait_for("CHAIN BTC 23JUL21")
+    press(desk, "f9")
+    desk.wait_for("RISK BTC  index 32,000  (delta in coin")
+    desk.wait(lambda: desk.shows("gamma$/1%", "RISK")
+              and desk.shows("exchange (difference ours - exchange): delta_total -", "RISK"), "the risk view")
+    perpetual = next(row for row in pane(desk.rows(), "RISK") if row.startswith("PERPETUAL"))
+    assert perpetual.split()[:4] == ["PERPETUAL", "1", "0.0063", "200.00"], perpetual  # 200 USD long at 32,000
+    press(desk, "f9")
+    desk.wait_for("CHAIN BTC 23JUL21")
     assert desk.rows()[-1] == "BTC-PERPETUAL x10>"  # the keys typed nothing on the command line
 
 

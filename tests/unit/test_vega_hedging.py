@@ -200,6 +200,14 @@ def test_order_sizing_and_the_band() -> None:
     assert decide(-260.0, band=200.0, instrument=lots).code is Code.TRADE  # 10 coins: -260 -> +240, smaller
 
 
+@pytest.mark.parametrize("vega", [5e-324, 1e-12, 1.0, 200.0, 1e6])
+def test_a_hedge_option_vega_far_from_black76_at_its_mark_iv_is_refused(vega: float) -> None:
+    # Its Black-76 vega at 60% is 45.9 USD/vol pt: a ticker's vega of 1e-12 sized the order at the
+    # cap for no change of the book's vega; 5e-324 overflowed the sizing (the Hedger failed).
+    decision = decide(-600.0, ticker(HEDGE, vega=vega))
+    assert decision.code is Code.NO_VEGA and decision.amount == 0.0 and "Black-76" in decision.reason
+
+
 @pytest.mark.parametrize(
     ("hedge", "code"),
     [
