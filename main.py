@@ -4,6 +4,8 @@
     python main.py replay FILE [options]   drive the actors from a wire log on the replay clock
     python main.py simulator [options]     serve the local Deribit alone, or --generate a wire log
     python main.py config show             the effective settings, secrets masked
+    python main.py archive --before DATE   old days to Parquet, then out of the database
+    python main.py export --from D --to D --currency C --what quotes|surface|index --out DIR
 
 Exit status: 0 a clean session; 1 a piped session with refused or rejected lines, an unreachable
 venue at start-up, or a stop on a failure; 2 bad settings or arguments (an unlisted --instrument).
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     from runtime.supervisor import ActorFactory, ActorSpec, Supervisor, TooManyRestarts
     from simulator import Simulator
 
-COMMANDS = ("run", "replay", "simulator", "plot", "config")
+COMMANDS = ("run", "replay", "simulator", "plot", "config", "archive", "export")
 #: What ``--help`` says of the exit statuses (the README's table says the same).
 EXIT_STATUSES = """exit status:
   0  a clean session (quit, end of piped input, a signal)
@@ -46,6 +48,12 @@ EXIT_STATUSES = """exit status:
      exchange rejected, a line that failed); the venue was not reachable within the start-up
      timeout (console.startup_timeout_s); the desk stopped on a failure; a replay with bad lines
   2  bad settings or arguments, an unlisted --instrument among them"""
+ARCHIVE_EXIT_STATUSES = """exit status:
+  0  done (also when there was nothing to write)
+  1  the database cannot be read, holds another schema version, or a file's rows differ from the
+     database's (nothing removed)
+  2  bad arguments or settings: a date that is not YYYY-MM-DD, --before after today, --to before
+     --from, a database file that does not exist, an --out directory that cannot be written"""
 BOOK_KINDS: tuple[Literal["option", "future"], ...] = ("option", "future")
 
 
@@ -141,6 +149,33 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--size", metavar="WxH", help="pixels (default 1200x800; a scenario 1400x700)")
     plot.add_argument("--expiry", metavar="DDMMMYY", help="smile only: that expiry alone (26DEC26)")
     _add_settings_options(plot)
+
+    archive = sub.add_parser(
+        "archive", help="write the days before a date to Parquet, verify, then remove them from the database",
+        description="Write every recorded day before --before (UTC), every currency, to Parquet (zstd, "
+                    "<out>/<dataset>/currency=C/date=D/part-0.parquet: quotes, surface_points, surface_fits, "
+                    "volatility_index, minute_coverage), check each file's rows against the database, then "
+                    "remove the day from the database (PostgreSQL: its partitions are detached and dropped). "
+                    "Interrupted, it leaves the database whole; run it again.",
+        epilog=ARCHIVE_EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    archive.add_argument("--before", required=True, metavar="DATE", help="UTC date (2026-12-01): days before it go")
+    archive.add_argument("--out", metavar="DIR", help="the archive (default: recorder.archive_dir, "
+                                                      "else <data_dir>/archive)")
+    _add_settings_options(archive)
+
+    export = sub.add_parser(
+        "export", help="write days of the record to Parquet (nothing removed)",
+        description="Write --what of --currency for each recorded day from --from to --to (UTC dates, both "
+                    "included) to Parquet in the archive's layout, from SQLite or PostgreSQL; nothing is removed.",
+        epilog=ARCHIVE_EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    export.add_argument("--from", dest="first", required=True, metavar="DATE", help="first UTC date (2026-12-01)")
+    export.add_argument("--to", dest="last", required=True, metavar="DATE", help="last UTC date, included")
+    export.add_argument("--currency", required=True, type=str.upper, help="BTC or ETH")
+    export.add_argument("--what", required=True, choices=("quotes", "surface", "index"),
+                        help="quotes: the option-minutes; surface: grid points and fits; index: the variance "
+                             "index with DVOL, and each minute's coverage")
+    export.add_argument("--out", required=True, metavar="DIR", help="where the files go")
+    _add_settings_options(export)
 
     config = sub.add_parser("config", help="settings", description="Inspect the settings.")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -508,6 +543,7 @@ def _say_bad_lines(path: str, summary: Mapping[str, Any]) -> None:
 
 def command_plot(args: argparse.Namespace) -> int:
     from deribit.instruments import InstrumentNameError, parse_expiry
+    from sql.archive import default_archive_dir
     from sql.plots import PlotError, parse_size, parse_time, plot_from_database
 
     if args.what == "scenario" or args.grid:
@@ -524,11 +560,86 @@ def command_plot(args: argparse.Namespace) -> int:
     try:
         path, minute = plot_from_database(settings.database_url, what=args.what, currency=args.currency, out=args.out,
                                           at=parse_time(args.at) if args.at else None,
-                                          size=parse_size(args.size or "1200x800"), expiry=expiry)
+                                          size=parse_size(args.size or "1200x800"), expiry=expiry,
+                                          archive_dir=default_archive_dir(settings.data_dir,
+                                                                          settings.recorder.archive_dir))
     except PlotError as exc:
         print(f"cannot plot: {exc}", file=sys.stderr)
         return 2
     print(f"{path}: {args.what} of {args.currency} at {minute:%Y-%m-%d %H:%M} UTC")
+    return 0
+
+
+def _archive_engine(settings: Settings) -> Any:
+    """The database's engine for archive and export; ArgumentError for a SQLite file that is not there."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    from sql.archive import ArgumentError
+    from sql.engine import make_engine
+
+    url = settings.database_url
+    if url.startswith("sqlite"):
+        database = make_url(url).database
+        if not database or database == ":memory:" or not Path(database).exists():
+            raise ArgumentError(f"database file {database} does not exist; give the desk's database with --db")
+    return make_engine(url, connect_timeout_s=settings.recorder.connect_timeout_s)
+
+
+def _say_written(item: Any) -> None:
+    print(f"{item.path}: {item.rows} rows, {item.bytes} bytes")
+
+
+def command_archive(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sql.archive import ArchiveError, ArgumentError, archive, default_archive_dir, parse_day
+
+    settings = settings_from_args(args)
+    try:
+        before = parse_day(args.before, "--before")
+        out = Path(args.out) if args.out else default_archive_dir(settings.data_dir, settings.recorder.archive_dir)
+        engine = _archive_engine(settings)
+        try:
+            days = archive(engine, out, before=before, progress=_say_written)
+        finally:
+            engine.dispose()
+    except ArgumentError as exc:
+        print(f"cannot archive: {exc}", file=sys.stderr)
+        return 2
+    except ArchiveError as exc:
+        print(f"cannot archive: {exc}", file=sys.stderr)
+        return 1
+    for day in days:
+        print(f"{day.day}: {len(day.files)} files, {day.removed_rows} rows removed from the database")
+    if not days:
+        print(f"nothing recorded before {before}")
+    return 0
+
+
+def command_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sql.archive import ArchiveError, ArgumentError, export, parse_day
+
+    settings = settings_from_args(args)
+    try:
+        first, last = parse_day(args.first, "--from"), parse_day(args.last, "--to")
+        engine = _archive_engine(settings)
+        try:
+            written = export(engine, Path(args.out), first=first, last=last, currency=args.currency,
+                             what=args.what, progress=_say_written)
+        finally:
+            engine.dispose()
+    except ArgumentError as exc:
+        print(f"cannot export: {exc}", file=sys.stderr)
+        return 2
+    except ArchiveError as exc:
+        print(f"cannot export: {exc}", file=sys.stderr)
+        return 1
+    if not written:
+        print(f"nothing of {args.currency} recorded from {first} to {last}")
     return 0
 
 
@@ -568,7 +679,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_simulator_cli(argv[1:])
     parser = build_parser()
     args = parser.parse_args(normalise_argv(argv))
-    handlers = {"run": command_run, "replay": command_replay, "plot": command_plot, "config": command_config}
+    handlers = {"run": command_run, "replay": command_replay, "plot": command_plot, "config": command_config,
+                "archive": command_archive, "export": command_export}
     try:
         return handlers[args.command](args)
     except SettingsError as exc:

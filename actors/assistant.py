@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 import pykka
 
-from desk.plan_worker import PlanWorker, WorkLimits
+from desk.plan_worker import PlanCaps, PlanWorker, WorkLimits
 from messages.account import OrderUpdate, UserTrade
 from messages.commands import CommandFailed, CommandResult, OrderResolved
 from messages.exposure import CancelPlan, PlanStatus, WorkPlan
@@ -43,13 +43,15 @@ class PlanStatusRequest(msgspec.Struct, frozen=True):
 class Assistant(Actor):
     def __init__(self, context: ActorContext, limits: WorkLimits | None = None) -> None:
         super().__init__(context)
-        self.worker = PlanWorker(self.publish, self.log, limits)
+        self.worker = PlanWorker(self.publish, self.log, limits, PlanCaps.of(context.settings.exposure),
+                                 currencies=context.settings.currencies)
         self._alarm = Alarm(self._ring, name=f"{context.name}-alarm")
         self._alarm_due: float | None = None
 
     def on_start(self) -> None:
-        # A restarted assistant missed the link's last status: ask for it (the portfolio's
-        # picture comes with its next change, the books' with theirs).
+        # A restarted assistant missed the link's last status: ask for it (the books' tops come
+        # with their next change or on request; the portfolio's picture with its next change, or
+        # the worker asks for a reconcile when none came within a while of the connection).
         self.publish(ConnectionStatusRequest(origin=ORIGIN))
 
     def on_stop(self) -> None:

@@ -186,7 +186,7 @@ class BookKeeper(Actor):
     def on_watch_tops(self, request: WatchOptionTops) -> None:
         # An actor that works orders on a few options (the Assistant) wants their live tops.
         if self.family.kind == "option" and request.currency == self.family.currency:
-            self._send(self.family.watch(request.origin, request.names, self._clock.now()))
+            self._send(self.family.watch(request.origin, request.names, self._clock.now(), request.refresh))
 
     # -- inspection -------------------------------------------------------------------------------
     @handles(GetBooks)

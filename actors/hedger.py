@@ -44,7 +44,7 @@ from desk.vega_hedging import ORIGIN as VEGA_ORIGIN
 from desk.vega_hedging import VegaHedger
 from messages.account import ExchangeState, OrderUpdate, UserTrade
 from messages.commands import CommandFailed, CommandResult, PlaceOrder, RefreshInstruments
-from messages.exposure import SetVegaBand, VegaHedgerControl, VegaHedgerStatus
+from messages.exposure import PlanStatus, SetVegaBand, VegaHedgerControl, VegaHedgerStatus
 from messages.hedging import HedgeMode, HedgerControl, HedgerStatus, SetHedgeBand
 from messages.market import IndexPrice, InstrumentsLoaded, PlatformState, Quote, Ticker
 from messages.state import PortfolioChanged, TopOfBook
@@ -288,6 +288,13 @@ class Hedger(Actor):
         for hedger in (self.hedgers.get(state.currency), self.vega.get(state.currency)):
             if hedger is not None:
                 hedger.on_exchange_state(state, self.context.clock.now())
+        self._arm()
+
+    @handles(PlanStatus, immediate=True)
+    def on_plan_status(self, status: PlanStatus) -> None:
+        # The vega hedger holds while a plan of its currency is worked (see desk.vega_hedging).
+        for vega in (self.vega.values() if not status.currency else filter(None, [self.vega.get(status.currency)])):
+            vega.on_plan_status(status, self.context.clock.now())
         self._arm()
 
     # -- controls -------------------------------------------------------------------------------------

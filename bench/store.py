@@ -1,11 +1,16 @@
-"""The record's size and speed on PostgreSQL, schema 5 against the present (version 4) layout:
-``python -m bench store [--json] [--days N] [--minutes-per-day M] [--btc N] [--eth N] [--pg-url URL]``.
+"""The record's size and speed on PostgreSQL, schema 5 against the present (version 4) layout, and its
+Parquet archive: ``python -m bench store [--json] [--days N] [--minutes-per-day M] [--btc N] [--eth N]
+[--pg-url URL]``.
 
-A first version of issue 21's benchmark (no archive yet). Input: one synthetic BTC and one ETH
-SurfaceSnapshot (bench.snapshot: the full synthetic chain; ``--btc``/``--eth`` options, 700 and 500
-by default: Deribit's about 1,200; ``--expiries`` 12 each: the real capture of 2021-07-22 listed 10
-per currency, more daily expiries are listed now), written at each minute of ``--days`` days
-(``--minutes-per-day`` of each day, 1,440 by default), both currencies each minute:
+Issue 21's benchmark. Input: one synthetic BTC and one ETH SurfaceSnapshot (bench.snapshot: the full
+synthetic chain; ``--btc``/``--eth`` options, 700 and 500 by default: Deribit's about 1,200;
+``--expiries`` 12 each), moved each minute as a market moves (:class:`MovingChain`: the forward a random
+walk, the vols a common random walk plus noise, mark vols rounded to 0.01 as Deribit's, books on the
+tick and changing some minutes, amounts some minutes, open interest rarely: identical minutes would
+make the Parquet figure meaningless), written at ``--minutes-per-day`` minutes of each of ``--days``
+days (30 by default; the minutes spread evenly over the day: 144 by default, every 10 minutes, so that
+a run finishes in about ten minutes on a shared machine; 1,440 is every minute), both currencies each
+minute:
 
 - schema 5 with the Recorder's own code (:class:`sql.store.MinuteStore`, ``record``), into its own
   PostgreSQL schema (partitions made ahead by ``make_partitions`` as the Recorder does);
@@ -16,18 +21,26 @@ per currency, more daily expiries are listed now), written at each minute of ``-
 Prints, for each: bytes per option-minute (``pg_total_relation_size``, indexes included, after
 VACUUM ANALYZE) of the option tables alone and of the whole record (surface, fits, index and
 coverage too; schema 5's by table), insert ms per minute (both currencies) on the first and the last
-day written,
-the median ms of a whole chain at one minute (``option_quotes`` at a minute and currency) and of
-one instrument over the whole fill (``option_quotes`` of one name, ordered by minute), through the
-view that readers use. PostgreSQL: ``--pg-url``, else ``TEST_DATABASE_URL``, else 127.0.0.1:5432,
-else a throwaway cluster; the schemas are dropped at the end.
+day written, the median ms of a whole chain at one minute (``option_quotes`` at a minute and currency)
+and of one instrument over the whole fill (``option_quotes`` of one name, ordered by minute), through
+the view that readers use (with the minutes sampled, an instrument has ``minutes_per_day`` rows a day,
+not 1,440: ``instrument_30d_ms_projected`` is the fixed part of the time plus its part per row read,
+both from the last day alone against the whole fill, at the rows full days would have). Insert times
+on a shared machine move with its load: ``insert_ms_per_minute_day30_over_day1_same_time`` compares the
+last day's minutes with a second, empty schema 5 store's first day written in alternation with them.
+Then schema 5's whole fill is archived
+(:func:`sql.archive.archive`, every day, every currency, the partitions dropped): Parquet bytes per
+option-minute (the quotes; ``parquet_record_bytes_per_option_minute`` with the surface, fits, index and
+coverage) and option-minute rows archived per second. PostgreSQL: ``--pg-url``, else a throwaway
+cluster of its own (tests.support.postgres.ThrowawayCluster: initdb and pg_ctl, as the postgres user
+when run as root, fsync off), removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
+import datetime as dt
 import statistics
 import sys
 import tempfile
@@ -37,11 +50,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import msgspec
+import numpy as np
 from sqlalchemy import Engine, text
 
 from bench.snapshot import synthetic_chain_snapshot
 from desk.surface_snapshot import build_surface_snapshot
 from messages.surface import SurfaceSnapshot
+from sql.archive import archive
 from sql.engine import make_engine
 from sql.store import MinuteStore, snapshot_record
 from sql.writers import MinuteRows, _copy_ignoring_conflicts, minute_rows
@@ -73,16 +88,74 @@ def _schema(server: str) -> Iterator[str]:
 def _server(given: str | None) -> tuple[str, Any]:
     if given:
         return given, None
-    url = os.environ.get("TEST_DATABASE_URL")
-    if url:
-        return url, None
-    from tests.support.postgres import DEFAULT_URL, ThrowawayCluster, can_connect
+    from tests.support.postgres import ThrowawayCluster
 
-    if can_connect(DEFAULT_URL):
-        return DEFAULT_URL, None
     cluster = ThrowawayCluster()
     cluster.start()
     return cluster.url, cluster
+
+
+class MovingChain:
+    """A currency's snapshot moved minute by minute (seeded): the forward a random walk (0.08% a
+    minute), the vols a common random walk (0.05 vol points a minute) plus each quote's noise, mark vols
+    rounded to 0.01, mark prices moving with the forward, bids and asks on the 0.0001 tick changing at
+    about half the minutes, amounts at a third, open interest at 2%."""
+
+    def __init__(self, snapshot: SurfaceSnapshot, seed: int) -> None:
+        self.base = snapshot
+        self.rng = np.random.default_rng(seed)
+        self.log_f = 0.0
+        self.shift = 0.0
+        q = snapshot.quotes
+        self.n = len(q)
+
+        def arr(name: str) -> np.ndarray:
+            return np.array([np.nan if getattr(x, name) is None else getattr(x, name) for x in q], dtype=float)
+
+        self.bid, self.ask, self.mark = arr("bid"), arr("ask"), arr("mark_price")
+        self.bid_amount, self.ask_amount, self.oi = arr("bid_amount"), arr("ask_amount"), arr("open_interest")
+
+    def at(self, at: float) -> SurfaceSnapshot:
+        rng, n = self.rng, self.n
+        self.log_f += rng.normal(0.0, 0.0008)
+        self.shift += rng.normal(0.0, 0.05)
+        f = float(np.exp(self.log_f))
+        move = rng.random(n) < 0.5
+        self.bid = np.where(move, np.round(self.bid * (1 + rng.normal(0, 0.004, n)), 4), self.bid)
+        self.ask = np.where(move, np.round(self.ask * (1 + rng.normal(0, 0.004, n)), 4), self.ask)
+        new_amount = rng.random(n) < 0.33
+        self.bid_amount = np.where(new_amount, np.round(rng.lognormal(2.0, 1.0, n), 1), self.bid_amount)
+        self.ask_amount = np.where(new_amount, np.round(rng.lognormal(2.0, 1.0, n), 1), self.ask_amount)
+        self.oi = np.where(rng.random(n) < 0.02, self.oi + np.round(rng.uniform(-5, 5, n), 1), self.oi)
+        mark = self.mark * (1 + rng.normal(0, 0.003, n)) * f
+        noise = rng.normal(0, 0.03, (3, n))
+
+        def vol(value: float | None, k: int, i: int, digits: int | None = None) -> float | None:
+            if value is None:
+                return None
+            moved = value + self.shift + (0.0 if k < 0 else noise[k, i])
+            return round(moved, digits) if digits is not None else moved
+
+        def num(a: np.ndarray, i: int) -> float | None:
+            return None if np.isnan(a[i]) else float(a[i])
+
+        quotes = []
+        for i, q in enumerate(self.base.quotes):
+            quotes.append(msgspec.structs.replace(
+                q, underlying_price=None if q.underlying_price is None else q.underlying_price * f,
+                index_price=None if q.index_price is None else q.index_price * f,
+                bid=None if q.bid is None else num(self.bid, i), ask=None if q.ask is None else num(self.ask, i),
+                bid_amount=float(self.bid_amount[i]), ask_amount=float(self.ask_amount[i]),
+                open_interest=num(self.oi, i), mark_price=None if q.mark_price is None else float(mark[i]),
+                bid_iv=vol(q.bid_iv, 0, i), ask_iv=vol(q.ask_iv, 1, i), mid_iv=vol(q.mid_iv, 2, i),
+                mark_iv=vol(q.mark_iv, -1, i, 2)))
+        points = tuple(msgspec.structs.replace(p, iv=None if p.iv is None else p.iv + self.shift)
+                       for p in self.base.points)
+        index = self.base.variance_index
+        return msgspec.structs.replace(
+            self.base, at=at, quotes=tuple(quotes), points=points,
+            index_price=None if self.base.index_price is None else self.base.index_price * f,
+            variance_index=None if index is None else index + self.shift)
 
 
 def _size(engine: Engine, tables: tuple[str, ...]) -> int:
@@ -139,8 +212,8 @@ class PresentWriter:
 
 def run(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench store")
-    parser.add_argument("--days", type=int, default=1)
-    parser.add_argument("--minutes-per-day", type=int, default=1440)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--minutes-per-day", type=int, default=144)
     parser.add_argument("--btc", type=int, default=700)
     parser.add_argument("--eth", type=int, default=500)
     parser.add_argument("--expiries", type=int, default=12)
@@ -151,17 +224,27 @@ def run(argv: list[str]) -> dict[str, Any]:
                                                                  n_expiries=args.expiries))
               for c, n in (("BTC", args.btc), ("ETH", args.eth))}
     per_minute = sum(len(s.quotes) for s in chains.values())
+    moving = {c: MovingChain(s, seed) for seed, (c, s) in enumerate(chains.items())}
+    spacing = max(1, 1440 // args.minutes_per_day)
     try:
-        with _schema(server) as new_url, _schema(server) as old_url, tempfile.TemporaryDirectory() as spool:
+        with _schema(server) as new_url, _schema(server) as old_url, _schema(server) as fresh_url, \
+                tempfile.TemporaryDirectory() as spool, tempfile.TemporaryDirectory() as fresh_spool:
             store = MinuteStore(new_url, spool, write_deadline_s=60.0, partition_days_ahead=args.days)
             store.open()
             store.make_partitions(START)
             present = PresentWriter(old_url)
+            # A second schema 5, empty when the last day begins: its first day written in alternation
+            # with the 30-day store's last day, so both see the same load of a shared machine.
+            fresh = MinuteStore(fresh_url, fresh_spool, write_deadline_s=60.0, partition_days_ahead=1)
+            fresh.open()
+            fresh.make_partitions(START)
+            fresh_ms: list[float] = []
             new_ms: list[float] = []
             old_ms: list[float] = []
-            minutes = [START + d * 86_400 + m * 60 for d in range(args.days) for m in range(args.minutes_per_day)]
+            minutes = [START + d * 86_400 + m * spacing * 60 for d in range(args.days)
+                       for m in range(args.minutes_per_day)]
             for n, at in enumerate(minutes):
-                snaps = [msgspec.structs.replace(s, at=at) for s in chains.values()]
+                snaps = [m.at(at) for m in moving.values()]
                 t0 = time.perf_counter()
                 for s in snaps:
                     assert store.record(snapshot_record(s))
@@ -171,6 +254,12 @@ def run(argv: list[str]) -> dict[str, Any]:
                 t2 = time.perf_counter()
                 new_ms.append((t1 - t0) * 1000)
                 old_ms.append((t2 - t1) * 1000)
+                if n >= len(minutes) - args.minutes_per_day:
+                    day1 = [msgspec.structs.replace(s, at=at - (args.days - 1) * 86_400) for s in snaps]
+                    t3 = time.perf_counter()
+                    for s in day1:
+                        assert fresh.record(snapshot_record(s))
+                    fresh_ms.append((time.perf_counter() - t3) * 1000)
                 if n % 60 == 59:
                     _log(f"{n + 1}/{len(minutes)} minutes: schema 5 {statistics.mean(new_ms[-60:]):.1f} ms, "
                          f"present {statistics.mean(old_ms[-60:]):.1f} ms a minute")
@@ -192,8 +281,11 @@ def run(argv: list[str]) -> dict[str, Any]:
             chain_sql = "SELECT * FROM option_quotes WHERE minute = CAST(:m AS timestamptz) AND currency = :c"
             instrument_sql = ("SELECT minute, bid, ask, mark_iv, underlying_price FROM option_quotes "
                               "WHERE instrument = :n ORDER BY minute")
+            instrument_day_sql = ("SELECT minute, bid, ask, mark_iv, underlying_price FROM option_quotes "
+                                  "WHERE instrument = :n AND minute >= CAST(:a AS timestamptz) ORDER BY minute")
             per_day = args.minutes_per_day
             last = args.days
+            fresh.close()
             result = {
                 **{k: round(v, 1) for k, v in sizes.items()},
                 "bytes_by_table": {t: round(_size(store.engine, (t,)) / rows, 2)
@@ -208,7 +300,12 @@ def run(argv: list[str]) -> dict[str, Any]:
                 f"present_insert_ms_per_minute_day{last}": round(statistics.mean(old_ms[-per_day:]), 2),
                 "chain_at_minute_ms": _timed(store.engine, chain_sql, chain),
                 "present_chain_at_minute_ms": _timed(present.engine, chain_sql, chain),
+                f"insert_ms_per_minute_day{last}_over_day1_same_time": round(
+                    statistics.mean(new_ms[-per_day:]) / statistics.mean(fresh_ms), 3),
+                "insert_ms_per_minute_day1_same_time": round(statistics.mean(fresh_ms), 2),
                 f"instrument_{last}d_ms": _timed(store.engine, instrument_sql, one),
+                "instrument_1d_ms": _timed(store.engine, instrument_day_sql,
+                                           [{**p, "a": _iso(minutes[-per_day])} for p in one]),
                 f"present_instrument_{last}d_ms": _timed(present.engine, instrument_sql, one),
             }
             # A finished day's indexes rebuilt (REINDEX: packed and deduplicated at once, where a day of
@@ -217,12 +314,23 @@ def run(argv: list[str]) -> dict[str, Any]:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 conn.exec_driver_sql("REINDEX TABLE option_minutes")
             result["bytes_per_option_minute_reindexed"] = round(_size(store.engine, OPTION_TABLES_5) / rows, 1)
-            store.close()
+            result["sampling"] = (f"{per_day} of each day's 1440 minutes, every {spacing} minutes" if per_day < 1440
+                                  else "every minute")
+            result[f"instrument_{last}d_rows"] = per_day * last
+            # The time is a fixed part (planning, the instrument) plus a part per row read: from the last
+            # day alone and the whole fill, projected to 1,440 rows a day.
+            whole, one_day = result[f"instrument_{last}d_ms"], result["instrument_1d_ms"]
+            per_row = max(0.0, (whole - one_day) / (per_day * (last - 1))) if last > 1 else whole / per_day
+            fixed = max(0.0, one_day - per_row * per_day)
+            result[f"instrument_{last}d_ms_projected"] = round(fixed + per_row * 1440 * last, 1)
+            result["instrument_ms_fixed"] = round(fixed, 2)
+            result["instrument_us_per_row"] = round(per_row * 1000, 2)
             present.engine.dispose()
+            result.update(_archive_figures(store.engine, rows))
             return result
     finally:
         if cluster is not None:
-            cluster.stop()
+            cluster.destroy()
 
 
 def _heap(engine: Engine) -> int:
@@ -233,6 +341,25 @@ def _heap(engine: Engine) -> int:
 
 
 def _iso(at: float) -> str:
-    import datetime as dt
-
     return dt.datetime.fromtimestamp(at, dt.UTC).isoformat()
+
+
+def _archive_figures(engine: Engine, rows: int) -> dict[str, Any]:
+    """Archive every day of the fill (the partitions dropped); Parquet bytes and rows a second."""
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        days = archive(engine, Path(out), before=dt.date(2100, 1, 1), today=dt.date(2100, 1, 1))
+        seconds = time.perf_counter() - t0
+        files = [f for d in days for f in d.files]
+        quotes = sum(f.bytes for f in files if f.dataset == "quotes")
+        archived = sum(f.rows for f in files if f.dataset == "quotes")
+        assert archived == rows, (archived, rows)
+        return {
+            "parquet_bytes_per_option_minute": round(quotes / rows, 2),
+            "parquet_record_bytes_per_option_minute": round(sum(f.bytes for f in files) / rows, 2),
+            "archive_rows_per_s": round(rows / seconds),
+            "archive_seconds": round(seconds, 1),
+            "archive_lock_ms_max": round(max(d.lock_ms for d in days), 1),
+        }

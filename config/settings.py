@@ -310,10 +310,18 @@ class RecorderSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields
     write_deadline_s: Positive
     # PostgreSQL: days of partitions the Recorder makes ahead beyond today (at start, at each new day)
     partition_days_ahead: Annotated[int, Meta(ge=0, le=366)] = 3
+    # The Parquet archive (sql/archive.py): where it is (empty: <data_dir>/archive), what is kept in the
+    # database (days before today minus archive_keep_days are archived daily by the Recorder; 0: off)
+    # and how long one daily run may go on before it stops at a day's end
+    archive_dir: str = ""
+    archive_keep_days: Annotated[int, Meta(ge=0, le=36_500)] = 0
+    archive_budget_s: Positive = 1800.0
 
     def __post_init__(self) -> None:
         if self.spool_dir:
             _check_place("spool_dir", self.spool_dir, directory=True)
+        if self.archive_dir:
+            _check_place("archive_dir", self.archive_dir, directory=True)
         if self.retry_max_s < self.retry_initial_s:
             raise _refuse("retry_max_s, retry_initial_s",
                           f"must not be below retry_initial_s ({self.retry_initial_s!r}), got {self.retry_max_s!r}")

@@ -348,6 +348,10 @@ class ExposureLines:
         working = self.state.plan_status
         if working is not None and working.state is PlanState.WORKING and working.plan_id != plan.plan_id:
             return f"plan {working.plan_id} is still being worked: cancel plan first"
+        vega = self.state.vega_hedgers.get(plan.currency)
+        if vega is not None and vega.active:
+            return (f"{plan.currency} vega hedging is active and would trade the plan's fills back to its target: "
+                    "deactivate vega hedging first")
         return ""
 
     def _cancel(self, wait: bool) -> LineOutcome:

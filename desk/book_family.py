@@ -437,10 +437,11 @@ class BookFamily:
                 out.append(self._ask_resubscribe(entry, "retry", now))
         return tuple(out)
 
-    def watch(self, origin: str, names: tuple[str, ...], now: float) -> tuple[TopOfBook, ...]:
+    def watch(self, origin: str, names: tuple[str, ...], now: float, refresh: bool = False) -> tuple[TopOfBook, ...]:
         """``origin`` watches the tops of ``names`` (replacing what it watched): each top change of
-        a watched instrument is published. Returns the current tops of those newly watched that
-        have a book or quote (the watcher need not wait for their next change)."""
+        a watched instrument is published. Returns the current tops of those newly watched (with
+        ``refresh``, of all of ``names``) that have a book or quote (the watcher need not wait for
+        their next change)."""
         before = {name for name, entry in self.entries.items() if entry.watched}
         if names:
             self.watchers[origin] = frozenset(names)
@@ -450,7 +451,8 @@ class BookFamily:
         out: list[TopOfBook] = []
         for name, entry in self.entries.items():
             entry.watched = name in wanted
-            if entry.watched and name not in before and (entry.book is not None or entry.quote is not None):
+            if entry.watched and (name not in before or (refresh and name in names)) and (
+                    entry.book is not None or entry.quote is not None):
                 out.append(self._top_message(entry, now))
         return tuple(out)
 

@@ -9,10 +9,10 @@ positive prices with bid below ask, a plausible forward and mark IV whose Black-
 with the book and the ticker's delta, a narrow spread, a positive minimum trade amount and sane
 commissions. Everything else is counted, by why, and never planned.
 
-Greeks are the risk units (:mod:`desk.risk`, :class:`~messages.exposure.GreekFigures`): delta in
-coin (plain Black-76), gamma in USD per 1% move (``gamma * F * 0.01 * F``), vega in USD per vol
-point, theta in USD per day, each from Black-76 at the option's mark IV and forward (the ticker's
-``underlying_price``), T = (expiry - now) in 365-day years.
+Greeks are the risk units, computed by :func:`desk.risk.per_coin_exposures` (the one place for
+them; :class:`~messages.exposure.GreekFigures`): delta in coin (plain Black-76), gamma in USD per 1%
+move, vega in USD per vol point, theta in USD per day, each from Black-76 at the option's mark IV
+and forward (the ticker's ``underlying_price``), T = (expiry - now) in 365-day years.
 
 The choice is a mixed-integer programme (:func:`scipy.optimize.milp`, HiGHS): per option an
 integer number of minimum trade amounts bought and one sold, and a binary "this option is a leg";
@@ -39,10 +39,10 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import csr_array, hstack, vstack
 from scipy.sparse import diags_array as diags
 
+from desk.risk import Exposure, per_coin_exposures
 from messages.exposure import ExposurePlan, Greek, GreekFigures, PlanLeg
 from messages.market import Instrument
 from messages.state import OptionQuote
-from quant.black76 import DAYS_PER_YEAR, black76_greeks
 
 #: No option expiring within this many days is planned (its greeks change by the hour).
 MIN_DAYS_TO_EXPIRY = 1.0
@@ -181,17 +181,18 @@ def screen(quotes: Iterable[OptionQuote], instruments: Mapping[str, Instrument],
     if not kept:
         return Screened((), excluded)
     forward = np.array([q.underlying_price for q, _, _ in kept], dtype=float)
-    strike = np.array([q.strike for q, _, _ in kept], dtype=float)
-    years = np.array([d / DAYS_PER_YEAR for _, _, d in kept], dtype=float)
-    vol = np.array([(q.mark_iv or 0.0) / 100.0 for q, _, _ in kept], dtype=float)
-    calls = np.array([q.option_type == "call" for q, _, _ in kept])
-    g = black76_greeks(forward, strike, years, vol, calls)
+    # One coin of each in the risk units, by desk.risk (the one place for them).
+    rows = per_coin_exposures(
+        forward, np.array([q.strike for q, _, _ in kept], dtype=float),
+        np.array([q.expiry_ms for q, _, _ in kept], dtype=np.int64),
+        np.array([(q.mark_iv or 0.0) / 100.0 for q, _, _ in kept], dtype=float),
+        np.array([q.option_type == "call" for q, _, _ in kept]), linear, now)
     out: list[Candidate] = []
     for k, (quote, instrument, _) in enumerate(kept):
         f = float(forward[k])
-        figures = GreekFigures(delta=float(g.delta[k]), gamma=float(g.gamma[k]) * f * f * 0.01,
-                               vega=float(g.vega[k]), theta=float(g.theta[k]))
-        why = _model_fault(quote, figures, float(g.price[k]), f, linear)
+        unit = Exposure(*(float(x) for x in rows[k]))
+        figures = GreekFigures(delta=unit.delta, gamma=unit.gamma_usd_1pct, vega=unit.vega_usd, theta=unit.theta_usd)
+        why = _model_fault(quote, figures, unit.value_usd, f, linear)
         if why:
             excluded[why] += 1
             continue

@@ -14,7 +14,9 @@ it keeps at most one order on the book, labelled ``plan-<n>-<leg>`` and sent wit
 
 Gates (no order, edit, while any holds; cancels always go): the link cannot trade, the leg's
 currency's portfolio is not reconciled or is reconciling, the leg's book is stale, one-sided,
-crossed or implausible (non-finite, non-positive, far from the plan's prices), no instrument
+crossed or implausible (non-finite, non-positive, far from the plan's prices), its top not received
+or confirmed by its BookKeeper within ``max_top_age_s`` (a quiet book's top is asked to be confirmed
+once half of that has passed; a keeper restarted since has no book and confirms nothing), no instrument
 metadata (tick size, minimum amount), the plan's order count or per-minute rate is spent, a safe
 shutdown happened. The worker edits and cancels only orders under plan labels: those it placed
 (by order id, or ``CancelByLabel`` of its own plan's leg labels when an id is not known); one
@@ -22,6 +24,12 @@ still open under the label of a plan it worked after that plan ended (by id); an
 trader's ``cancel plan`` while no plan is worked (an Assistant restarted since), what plans left
 open (by id). A hedge order (``hedge-<n>``) or a trader's order is never edited or cancelled, nor
 another program's plan order unless the trader's ``cancel plan`` says so.
+
+A plan is refused (``STOPPED``, its message says why) beyond the ``[exposure]`` limits
+(:class:`PlanCaps`: legs, a leg's notional, the gross notional and premium) or with an amount that
+is not a positive multiple of its option's minimum trade amount: the planner keeps them, and the
+worker checks them again, since the plan came over the bus (an option whose metadata comes after
+the plan: before its first order).
 
 A lost answer (``ANSWER_LOST``, an edit or place with no answer within ``answer_wait_s``, the
 link dropped while an order was open) makes that order's fate unknown: nothing more is sent for
@@ -35,12 +43,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol
 
 import msgspec
 
-from deribit.instruments import currency_of, round_to_contract, round_to_tick, tick_size_at
+from config.settings import ExposureSettings
+from deribit.instruments import currency_of, identity_of, round_to_contract, round_to_tick, tick_size_at
 from messages.account import OrderUpdate, UserTrade
 from messages.commands import (
     ANSWER_LOST,
@@ -104,6 +113,61 @@ class WorkLimits(msgspec.Struct, frozen=True, kw_only=True):
     retry_after_reject_s: float = 2.0
     max_price_drift: float = 0.5  # the live mid within this fraction of the planned mid
     max_slippage: float = 0.25  # a buy never above ask x (1 + this) as planned; a sell never below bid x (1 - this)
+    #: A top not received (or confirmed by its BookKeeper) within this many seconds is not traded
+    #: on; one older than half of it is asked to be confirmed (``WatchOptionTops(refresh=True)``).
+    max_top_age_s: float = 5.0
+
+
+class PlanCaps(msgspec.Struct, frozen=True, kw_only=True):
+    """The absolute bounds of a plan the worker takes (``[exposure]``: the planner's own limits,
+    checked again because the plan came over the bus): legs, each leg's notional (amount x its
+    forward, USD), the plan's gross notional and gross premium (amount x mid, USD)."""
+
+    max_legs: int = 4
+    max_leg_notional_usd: float = 2_500_000.0
+    max_notional_usd: float = 10_000_000.0
+    max_premium_usd: float = 1_000_000.0
+
+    @classmethod
+    def of(cls, settings: ExposureSettings) -> PlanCaps:
+        return cls(max_legs=settings.max_legs, max_leg_notional_usd=settings.max_leg_notional_usd,
+                   max_notional_usd=settings.max_notional_usd, max_premium_usd=settings.max_premium_usd)
+
+
+#: The planner's own bounds hold to 1e-9 of each figure; this much room is left for rounding.
+_CAP_ROOM = 1.0 + 1e-6
+
+
+def caps_fault(legs: Iterable[PlanLeg], caps: PlanCaps, instruments: Mapping[str, Instrument]) -> str | None:
+    """Why ``legs`` break ``caps`` or their instruments' minimum trade amounts (None: they do not).
+    What needs an instrument's metadata (its minimum amount, whether it is linear) is checked for
+    those known only."""
+    legs = tuple(legs)
+    if len(legs) > caps.max_legs:
+        return f"{len(legs)} legs, more than exposure.max_legs {caps.max_legs}"
+    notional = premium = 0.0
+    for leg in legs:
+        forward = leg.underlying_price
+        if not (math.isfinite(forward) and forward > 0):
+            return f"leg {leg.leg}: forward {forward!r} is not a price"
+        leg_notional = leg.amount * forward
+        if not leg_notional <= caps.max_leg_notional_usd * _CAP_ROOM:
+            return (f"leg {leg.leg}: {leg_notional:,.0f} USD notional, more than exposure.max_leg_notional_usd "
+                    f"{caps.max_leg_notional_usd:,.0f}")
+        notional += leg_notional
+        instrument = instruments.get(leg.instrument_name)
+        if instrument is None:
+            continue
+        step = instrument.min_trade_amount
+        lots = leg.amount / step if math.isfinite(step) and step > 0 else math.nan
+        if not (lots >= 1.0 - 1e-9 and abs(lots - round(lots)) <= 1e-6 * max(1.0, lots)):
+            return f"leg {leg.leg}: {leg.amount:g} is not a positive multiple of the minimum trade amount {step:g}"
+        premium += leg.amount * leg.mid * (1.0 if identity_of(instrument).is_linear else forward)
+    if not notional <= caps.max_notional_usd * _CAP_ROOM:
+        return f"{notional:,.0f} USD notional in all, more than exposure.max_notional_usd {caps.max_notional_usd:,.0f}"
+    if not premium <= caps.max_premium_usd * _CAP_ROOM:
+        return f"{premium:,.0f} USD premium in all, more than exposure.max_premium_usd {caps.max_premium_usd:,.0f}"
+    return None
 
 
 class LegOrder(msgspec.Struct):
@@ -195,19 +259,25 @@ class LegWork(msgspec.Struct):
 
 
 class Touch(msgspec.Struct):
-    """The last top of book of one option, and the last bid / ask that was not our own order."""
+    """The last top of book of one option, when it came (the worker's clock), and the last bid /
+    ask that was not our own order."""
 
     top: TopOfBook
+    seen_at: float
     others_bid: float | None = None
     others_ask: float | None = None
 
 
-def book_fault(top: TopOfBook | None, leg: PlanLeg, limits: WorkLimits) -> str | None:
-    """Why this top of book is not fit to price ``leg``'s order from, or None."""
+def book_fault(top: TopOfBook | None, leg: PlanLeg, limits: WorkLimits, age: float = 0.0) -> str | None:
+    """Why this top of book, received ``age`` seconds ago, is not fit to price ``leg``'s order
+    from, or None. A top older than ``max_top_age_s`` is not (a BookKeeper restarted since keeps
+    no book of it and sends nothing: the last top would be frozen)."""
     if top is None:
         return "no live book yet"
     if top.stale:
         return "book stale"
+    if not age <= limits.max_top_age_s:
+        return f"top not confirmed for {age:.1f} s (more than {limits.max_top_age_s:g} s)"
     bid, ask = top.bid, top.ask
     if bid is None or ask is None:
         return "one-sided book"
@@ -245,10 +315,12 @@ def target_price(side: Side, bid: float, ask: float, tick: float, step: int, ste
 class PlanWorker:
     """Works at most one plan at a time (see the module doc)."""
 
-    def __init__(self, publish: Callable[[object], None], log: EventLog, limits: WorkLimits | None = None) -> None:
+    def __init__(self, publish: Callable[[object], None], log: EventLog, limits: WorkLimits | None = None,
+                 caps: PlanCaps | None = None, currencies: Iterable[str] = ()) -> None:
         self._publish = publish
         self.log = log
         self.limits = limits or WorkLimits()
+        self.caps = caps or PlanCaps()
         self.work: WorkPlan | None = None
         self.legs: list[LegWork] = []
         self.state = PlanState.WORKING
@@ -268,6 +340,12 @@ class PlanWorker:
         self.refresh_asked: set[str] = set()
         self.orphans_cancelled: set[str] = set()
         self._left_said: frozenset[str] = frozenset()
+        self._confirm_at: dict[str, float] = {}  # per currency: no top confirmation asked before then
+        self._swept: set[str] = set()  # currencies whose plan orders left open at the start were cancelled
+        self._swept_ids: set[str] = set()
+        self.currencies = tuple(currencies)
+        self._picture_due: float | None = None  # no reconciled picture by then: ask for a reconcile
+        self._picture_asked = False
         self._last_status: tuple[Any, ...] = ()
 
     # -- what it works ----------------------------------------------------------------------------
@@ -305,6 +383,9 @@ class PlanWorker:
                 return f"leg {leg.leg}: {leg.instrument_name} is not an option"
             if currency_of(leg.instrument_name) != plan.currency:
                 return f"leg {leg.leg}: {leg.instrument_name} is not a {plan.currency} option"
+        fault = caps_fault(plan.legs, self.caps, self.instruments)
+        if fault is not None:
+            return fault
         labels = {plan_label(plan.plan_id, leg.leg) for leg in plan.legs}
         taken = sorted({o.label for p in self.portfolios.values() for o in p.open_orders
                         if o.label in labels and o.order_state not in CLOSED_STATES})
@@ -340,8 +421,11 @@ class PlanWorker:
                       legs=[f"{leg.side} {leg.amount:g} {leg.instrument_name}" for leg in plan.legs])
         self._ask_instruments()
         self.watch_tops()
-        self.evaluate(now)
+        # Said before any order goes: a vega hedger of the currency holds from then on (an IOC of
+        # its own never meets a plan order), the console has its answer.
         self.publish_status(now, force=True, request_key=work.request_key)
+        self.evaluate(now)
+        self.publish_status(now)
 
     def cancel(self, request: CancelPlan, now: float) -> None:
         if not self.working:
@@ -387,8 +471,9 @@ class PlanWorker:
             return
         touch = self.books.get(name)
         if touch is None:
-            touch = self.books[name] = Touch(top=top)
+            touch = self.books[name] = Touch(top=top, seen_at=now)
         touch.top = top
+        touch.seen_at = now
         mine = self._own_open(name)
         if top.bid is not None and not self._only_ours(top.bid, top.bid_amount, mine, "buy"):
             touch.others_bid = top.bid
@@ -406,6 +491,8 @@ class PlanWorker:
         self.can_trade = can_trade
         if can_trade and self.working:
             self.watch_tops()  # a keeper restarted meanwhile has forgotten
+        if can_trade and not self._picture_asked:
+            self._picture_due = now + self.limits.answer_wait_s
         if not can_trade:
             self.books.clear()  # what comes after the reconnect must be fresh
             for order in self._orders():
@@ -551,11 +638,29 @@ class PlanWorker:
             dues.append(self.retry_at)
         if self.working and self.sent_times and len(self.sent_times) >= self.limits.max_orders_per_minute:
             dues.append(self.sent_times[0] + 60.0)
+        if self._picture_due is not None:
+            dues.append(self._picture_due)
         return min(dues) if dues else None
+
+    def _ask_pictures(self, now: float) -> None:
+        """A restarted Assistant on a quiet account: the Portfolio published its reconciled
+        picture before this worker was on the bus and says nothing until something changes. Once
+        connected for ``answer_wait_s`` without one, a reconcile is asked for (once)."""
+        self._picture_due = None
+        if not self.can_trade:
+            return
+        missing = tuple(c for c in self.currencies if not (c in self.portfolios and self.portfolios[c].reconciled))
+        if missing:
+            self._picture_asked = True
+            self.log.info("plan_worker_asks_reconcile", currencies=list(missing))
+            self._publish(ReconcilePortfolio(origin=ORIGIN, currencies=missing,
+                                             reason="assistant start-up: no reconciled portfolio picture"))
 
     def on_time(self, now: float) -> None:
         if self.retry_at and now >= self.retry_at:
             self.retry_at = 0.0
+        if self._picture_due is not None and now >= self._picture_due:
+            self._ask_pictures(now)
         for order in self._orders():
             if order.open and order.due is not None and now >= order.due:
                 order.due = None
@@ -582,11 +687,17 @@ class PlanWorker:
         if self.work is None:
             return
         if self.state is PlanState.WORKING and not self.cancelling:
+            # The metadata of an option not known at the start: checked before its first order.
+            fault = caps_fault(self.work.plan.legs, self.caps, self.instruments)
+            if fault is not None:
+                self._stop(f"refused: {fault}", now)
+                return
             if all(self._leg_done(leg) for leg in self.legs):
                 self._finish(PlanState.DONE, "every leg filled", now)
                 return
             for leg in self.legs:
-                leg.gate = self._leg_gate(leg, now) or ""
+                # A resting order's gate is its last reprice's (said until a reprice passes).
+                leg.gate = self._leg_gate(leg, now) or (leg.gate if leg.current is not None else "")
                 if not leg.gate:
                     self._place(leg, now)
                 elif (leg.current is None and not self._leg_done(leg)
@@ -628,8 +739,7 @@ class PlanWorker:
         if any(o.label == leg.label and o.order_state not in CLOSED_STATES and o.order_id not in ours
                for o in portfolio.open_orders):
             return f"an order under {leg.label} not known to be ours is open"
-        touch = self.books.get(name)
-        return book_fault(touch.top if touch else None, leg.plan_leg, self.limits)
+        return self._leg_book_gate(leg, now)
 
     def _leg_done(self, leg: LegWork) -> bool:
         if leg.current is not None:
@@ -641,13 +751,13 @@ class PlanWorker:
         instrument = self.instruments.get(name)
         return instrument.min_trade_amount if instrument is not None and instrument.min_trade_amount > 0 else 1e-8
 
-    def _price(self, leg: LegWork, step: int) -> float | None:
+    def _price(self, leg: LegWork, step: int, now: float) -> float | None:
         """The leg's limit price at ``step`` reprices from the live book (None: not fit)."""
         plan_leg = leg.plan_leg
         name = plan_leg.instrument_name
         touch = self.books.get(name)
         instrument = self.instruments.get(name)
-        if touch is None or instrument is None or book_fault(touch.top, plan_leg, self.limits) is not None:
+        if touch is None or instrument is None or self._leg_book_gate(leg, now) is not None:
             return None
         bid = touch.others_bid if touch.others_bid is not None else touch.top.bid
         ask = touch.others_ask if touch.others_ask is not None else touch.top.ask
@@ -674,7 +784,7 @@ class PlanWorker:
         amount = round_to_contract(max(left, 0.0), step, "down") if step > 1e-8 else left
         if amount < step - _EPS or amount <= 0:
             return
-        price = self._price(leg, 0)
+        price = self._price(leg, 0, now)
         if price is None:
             leg.gate = "no sane price"
             return
@@ -698,12 +808,13 @@ class PlanWorker:
             return
         if order.reprices >= self.limits.max_reprices:
             return  # rests where it is
-        gate = self._gate(now) or self._leg_book_gate(leg)
+        gate = self._gate(now) or self._leg_book_gate(leg, now)
         if gate is not None:
             leg.gate = gate
             order.due = wait
             return
-        price = self._price(leg, order.reprices + 1)
+        leg.gate = ""
+        price = self._price(leg, order.reprices + 1, now)
         order.reprices += 1
         if price is None or abs(price - order.price) < _EPS:
             order.due = wait
@@ -728,9 +839,24 @@ class PlanWorker:
         top = touch.top
         return f"{top.bid} / {top.ask} (others {touch.others_bid} / {touch.others_ask})"
 
-    def _leg_book_gate(self, leg: LegWork) -> str | None:
-        touch = self.books.get(leg.plan_leg.instrument_name)
-        return book_fault(touch.top if touch else None, leg.plan_leg, self.limits)
+    def _leg_book_gate(self, leg: LegWork, now: float) -> str | None:
+        name = leg.plan_leg.instrument_name
+        touch = self.books.get(name)
+        age = now - touch.seen_at if touch is not None else 0.0
+        if touch is not None and not age <= self.limits.max_top_age_s / 2.0:
+            self._confirm_tops(currency_of(name), now)
+        return book_fault(touch.top if touch else None, leg.plan_leg, self.limits, age)
+
+    def _confirm_tops(self, currency: str, now: float) -> None:
+        """Ask the BookKeeper of ``currency`` to send the legs' current tops again (a quiet book's
+        top is confirmed so; a keeper restarted since learns what is watched and sends nothing
+        until it has a book again). At most once per half the top age bound."""
+        if not self.working or now < self._confirm_at.get(currency, -math.inf):
+            return
+        self._confirm_at[currency] = now + self.limits.max_top_age_s / 2.0
+        names = tuple(sorted({leg.plan_leg.instrument_name for leg in self.legs
+                              if currency_of(leg.plan_leg.instrument_name) == currency}))
+        self._publish(WatchOptionTops(currency=currency, names=names, origin=ORIGIN, refresh=True))
 
     def _count(self, now: float) -> None:
         self.orders_sent += 1
@@ -870,6 +996,7 @@ class PlanWorker:
         ended |= self.worked_ids - {self.plan_id}
         for order in self.left_open(portfolio, ended):
             self._cancel_left(order, "its plan ended")
+        self._sweep(portfolio)
         # Those of plans it never worked (an Assistant that restarted since, another program):
         # said once, cancelled only by the trader's cancel plan.
         left = [o for o in self.left_open(portfolio, None) if o.label not in {leg.label for leg in self.legs}]
@@ -883,6 +1010,34 @@ class PlanWorker:
                                      at=portfolio.at, legs=self.status(portfolio.at).legs,
                                      message=f"{len(left)} orders of no plan being worked are open ({labels}): "
                                              "cancel plan cancels them"))
+
+    def _sweep(self, portfolio: PortfolioChanged) -> None:
+        """The first reconciled picture of a currency since this worker (the Assistant) started:
+        every open order labelled like a plan's that it does not work is cancelled, by id (left by
+        an earlier run, nobody reprices or stops it), and said (log and PlanStatus). A cancel of
+        one that failed is sent again at the next picture."""
+        currency = portfolio.currency
+        if portfolio.reconciling:
+            return
+        if currency in self._swept:
+            for order in self.left_open(portfolio, None):
+                if order.order_id in self._swept_ids:
+                    self._cancel_left(order, "left open before the Assistant started (again: its cancel failed)")
+            return
+        self._swept.add(currency)
+        left = self.left_open(portfolio, None)
+        if not left:
+            return
+        for order in left:
+            self._swept_ids.add(order.order_id)
+            self._cancel_left(order, "left open before the Assistant started; it works no plan of it")
+        labels = ", ".join(sorted({o.label for o in left}))
+        self.log.warning("plan_orders_left_open_cancelled", currency=currency, labels=labels, orders=len(left))
+        self._publish(PlanStatus(plan_id=self.plan_id, currency=currency,
+                                 state=self.state if self.work is not None else PlanState.STOPPED,
+                                 at=portfolio.at, legs=self.status(portfolio.at).legs,
+                                 message=f"the assistant (re)started: cancelled {len(left)} {currency} plan orders "
+                                         f"it does not work ({labels})"))
 
     def left_open(self, portfolio: PortfolioChanged, plans: set[int] | None) -> list[OrderUpdate]:
         """The open orders of ``portfolio`` labelled for ``plans`` (None: any plan), not being

@@ -273,6 +273,21 @@ def exposures(options: OptionArrays, now: float) -> FloatArray:
     return out
 
 
+def per_coin_exposures(forward: FloatArray, strike: FloatArray, expiry_ms: NDArray[np.int64], iv: FloatArray,
+                       is_call: NDArray[np.bool_], linear: NDArray[np.bool_] | bool, now: float) -> FloatArray:
+    """One coin of each option at Black-76's price (no exchange mark; valued at its own forward): the
+    rows of :func:`exposures`, in the module's units (``iv`` a fraction). What the exposure planner
+    weighs its candidates with, so that the units are this module's alone."""
+    forward = np.asarray(forward, dtype=np.float64)
+    n = forward.size
+    options = OptionArrays(
+        names=("",) * n, expiry_ms=np.asarray(expiry_ms, dtype=np.int64), strike=np.asarray(strike, dtype=np.float64),
+        is_call=np.asarray(is_call, dtype=bool), forward=forward, iv=np.asarray(iv, dtype=np.float64),
+        size=np.ones(n), mark_price=np.full(n, np.nan), index=forward.copy(),
+        linear=np.broadcast_to(np.asarray(linear, dtype=bool), (n,)))
+    return exposures(options, now)
+
+
 def option_exposure(mark: OptionMark, size: float, now: float) -> Exposure:
     """``size`` coins of the option at ``now``. Raises ``ValueError`` for a mark that cannot value
     it (:func:`mark_problem`) or a size that is not a finite number."""

@@ -29,6 +29,13 @@ day and size limits; every ticker an order is computed from checked (:mod:`desk.
 a crossed or locked book of the hedge option, a ticker older than ``stale_after_s``);
 ``max_rejections`` rejections (or orders that closed unfilled) in a row, a fill never shown, and
 a safe shutdown switch it off with an alert.
+
+Beside the exposure assistant: while a plan of the currency is being worked (its ``PlanStatus``
+says ``working``) or any order under a plan label (``plan-<n>-<leg>``) is open in the currency, it
+holds (``PLAN_WORKING``): it would trade the plan's fills back toward its target, and its IOC could
+trade against a resting plan order. Activated meanwhile, it holds likewise; it goes on once the plan
+has ended and no plan order is open (toward its own target: the console refuses ``confirm`` while
+vega hedging is active, so a trader who activates it during a plan chooses that).
 """
 
 from __future__ import annotations
@@ -47,7 +54,15 @@ from desk.hedging import EventLog
 from desk.plausibility import Implausible, PlausibilityLimits, option_ticker_fault, timestamp_fault
 from messages.account import ExchangeState, OrderUpdate, Position, UserTrade
 from messages.commands import ANSWER_LOST, CancelOrder, CommandFailed, CommandResult, PlaceOrder, ReconcilePortfolio
-from messages.exposure import SetVegaBand, VegaHedgeCode, VegaHedgerControl, VegaHedgerStatus
+from messages.exposure import (
+    PlanState,
+    PlanStatus,
+    SetVegaBand,
+    VegaHedgeCode,
+    VegaHedgerControl,
+    VegaHedgerStatus,
+    is_plan_label,
+)
 from messages.hedging import HedgePhase
 from messages.market import DataFault, Instrument, InstrumentsLoaded, PlatformState, Ticker
 from messages.state import PortfolioChanged
@@ -261,6 +276,8 @@ class VegaHedger:
         self.alert = ""
         self._status_key: tuple[Any, ...] = ()
         self._order_instrument = ""  # the option of the order in flight
+        self.plan_id = 0  # the exposure plan of this currency being worked (0: none)
+        self.plan_orders: tuple[OrderUpdate, ...] = ()  # open orders under plan labels
 
     # -- inputs --------------------------------------------------------------------------------------
     def instruments_loaded(self, loaded: InstrumentsLoaded, now: float) -> None:
@@ -329,6 +346,8 @@ class VegaHedger:
         owns = self.tag.owns
         self.orphans = tuple(o for o in portfolio.open_orders if owns(o.label) and o.label not in self.own_labels
                              and o.order_state not in CLOSED_STATES)
+        self.plan_orders = tuple(o for o in portfolio.open_orders
+                                 if is_plan_label(o.label) and o.order_state not in CLOSED_STATES)
         order = self.order
         if order is not None and order.phase == SETTLING and self._reflected(order):
             self._settled(order, now)
@@ -355,6 +374,20 @@ class VegaHedger:
         elif order is not None and order.phase == SETTLING and order.due is None:
             order.due = now + self.settings.fill_wait_s  # the portfolio reconciles on every connect
         self._evaluate(now)
+
+    def on_plan_status(self, status: PlanStatus, now: float) -> None:
+        """The exposure assistant's picture: a plan of this currency working holds the hedger; that
+        plan ended, or no plan worked at all (``plan_id`` 0), releases it."""
+        if status.state is PlanState.WORKING and status.plan_id and status.currency == self.currency:
+            if self.plan_id != status.plan_id:
+                self.plan_id = status.plan_id
+                self.log.info("vega_hedge_plan_working", currency=self.currency, plan_id=status.plan_id)
+                self._evaluate(now)
+        elif self.plan_id and (status.plan_id in (0, self.plan_id)) and status.state is not PlanState.WORKING:
+            self.log.info("vega_hedge_plan_ended", currency=self.currency, plan_id=self.plan_id,
+                          state=status.state.value)
+            self.plan_id = 0
+            self._evaluate(now)
 
     # -- our order's answers, updates and fills ---------------------------------------------------------
     def on_result(self, result: CommandResult, now: float) -> None:
@@ -552,6 +585,13 @@ class VegaHedger:
         if self.orphans:
             self._cancel_orphans()
             return Code.ORPHAN_ORDERS, f"{len(self.orphans)} vega order(s) of an earlier run are open: cancelling"
+        if self.plan_id:
+            return Code.PLAN_WORKING, (f"holding while exposure plan {self.plan_id} of {self.currency} is worked "
+                                       "(its fills would be traded back toward the vega target)")
+        if self.plan_orders:
+            labels = ", ".join(sorted({o.label for o in self.plan_orders}))
+            return Code.PLAN_WORKING, (f"holding while {len(self.plan_orders)} plan order(s) are open ({labels}): "
+                                       "a vega order could trade against them")
         if now < self.retry_at:
             return Code.COOLDOWN, f"pausing {self.retry_at - now:.1f} s after a rejection"
         self._prune(now)

@@ -208,6 +208,9 @@ class VegaHedgeCode(StrEnum):
     NO_BOOK = "no_book"  # the side to trade against is empty
     PRICE_DEVIATION = "price_deviation"  # the touch is too far from the mark
     SWITCHED_OFF = "switched_off"  # by itself: ``alert`` says why
+    #: An exposure plan of the currency is being worked, or plan orders are open: its fills would be
+    #: traded back toward the vega target, and an IOC could trade against a resting plan order.
+    PLAN_WORKING = "plan_working"
 
 
 class VegaHedgerStatus(Message, frozen=True, kw_only=True):

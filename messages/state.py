@@ -129,11 +129,13 @@ class WatchOptionTops(Message, frozen=True, kw_only=True):
     """Ask the option BookKeeper of ``currency`` to publish :class:`TopOfBook` for every top
     change of the options ``names`` (and their current tops at once), also when option tops are
     not published (``books.publish_option_top`` off). Replaces what ``origin`` watched before;
-    empty ``names``: nothing any more."""
+    empty ``names``: nothing any more. ``refresh``: the current tops of all of ``names`` are sent
+    again (a watcher whose tops of a quiet book have grown old has them confirmed)."""
 
     currency: str
     names: tuple[str, ...]
     origin: str
+    refresh: bool = False
 
 
 class PortfolioChanged(Message, frozen=True, kw_only=True):

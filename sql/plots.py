@@ -47,7 +47,7 @@ from sqlalchemy.sql import ColumnElement
 
 from quant.black76 import black76_greeks
 from quant.coverage import inside_data
-from sql.engine import make_engine, mask_url
+from sql.engine import mask_url
 from sql.queries import as_utc, read_volatility_index
 from sql.tables import minute_coverage, option_quotes, surface_fits, surface_points
 
@@ -676,9 +676,11 @@ def build_figure(engine: Engine, *, what: str, currency: str, at: dt.datetime | 
 
 def plot_from_database(url: str, *, what: str, currency: str, out: str | Path, at: dt.datetime | None = None,
                        size: tuple[int, int] = DEFAULT_SIZE,
-                       expiry: dt.date | None = None) -> tuple[Path, dt.datetime]:
+                       expiry: dt.date | None = None,
+                       archive_dir: str | Path | None = None) -> tuple[Path, dt.datetime]:
     """Draw ``what`` for ``currency`` into the PNG ``out``; returns the file and the minute drawn.
-    ``expiry``: a smile of that expiry only."""
+    ``expiry``: a smile of that expiry only. A day no longer in the database is read from the Parquet
+    archive at ``archive_dir`` (:func:`sql.record.minute_engine`)."""
     if what not in PLOTTERS:
         raise PlotError(f"--what {what!r}: choose one of {', '.join(WHAT)}")
     out = Path(out)
@@ -688,13 +690,13 @@ def plot_from_database(url: str, *, what: str, currency: str, out: str | Path, a
     if database and database != ":memory:" and not Path(database).exists():
         raise PlotError(f"database file {database} does not exist; give the desk's database with --db "
                         "(default: data/deribit.sqlite3)")
-    engine = make_engine(url)
+    from sql.record import minute_engine
+
     try:
-        fig, minute = build_figure(engine, what=what, currency=currency, at=at, size=size, expiry=expiry)
+        with minute_engine(url, archive_dir, currency, at) as engine:
+            fig, minute = build_figure(engine, what=what, currency=currency, at=at, size=size, expiry=expiry)
     except SQLAlchemyError as exc:
         raise PlotError(f"cannot read {mask_url(url)}: {str(getattr(exc, 'orig', exc)).strip()}") from None
-    finally:
-        engine.dispose()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=DPI, format="png")
     return out, minute

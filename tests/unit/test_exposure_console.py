@@ -34,6 +34,7 @@ from messages.exposure import (
     LegState,
     PlanState,
     PlanStatus,
+    VegaHedgerStatus,
     WorkPlan,
 )
 from messages.market import BookSnapshot, Greeks, Instrument, InstrumentsLoaded, Ticker
@@ -266,6 +267,22 @@ def test_confirm_refuses_a_plan_that_is_no_longer_valid(spoil: str) -> None:
     assert rig.run(f"confirm {plan.plan_id + 1}" if spoil == "other number" else "confirm").error
     assert rig.published == []
     assert any(why in rig.text() for why in ("not confirmed", "no plan to confirm", "is not the plan shown"))
+
+
+def test_confirm_is_refused_while_the_currency_s_vega_hedger_is_active() -> None:
+    """The vega hedger keeps the currency's vega at its target: a plan's fills would be traded back.
+    Vega hedging must be deactivated first; an inactive (or another currency's) hedger is no bar."""
+    rig = Rig()
+    planned(rig)
+    rig.desk.on_vega_hedger(VegaHedgerStatus(currency="BTC", active=True, band_usd=500.0, tenor_days=30.0, at=NOW))
+    rig.published.clear()
+    assert rig.run("confirm").error and rig.published == []
+    assert ("not confirmed: BTC vega hedging is active and would trade the plan's fills back to its target: "
+            "deactivate vega hedging first") in rig.text()
+    rig.desk.on_vega_hedger(VegaHedgerStatus(currency="ETH", active=True, band_usd=500.0, tenor_days=30.0, at=NOW))
+    rig.desk.on_vega_hedger(VegaHedgerStatus(currency="BTC", active=False, band_usd=500.0, tenor_days=30.0, at=NOW))
+    assert not rig.run("confirm").error
+    assert [type(m) for m in rig.published] == [WorkPlan]
 
 
 def test_paper_sends_nothing() -> None:

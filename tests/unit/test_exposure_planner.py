@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -290,3 +291,39 @@ def test_candidate_names_are_near_the_tenor_and_nearest_the_money_first() -> Non
     names = candidate_names(listing, NOW, 30.0, 100_000.0, limits)
     assert set(names) == {"BTC-300-100000-C", "BTC-450-100000-C", "BTC-450-150000-C", "BTC-300-150000-C"}
     assert len(candidate_names(listing, NOW, None, 100_000.0, ExposureLimits())) == 12  # the half-day expiry never
+
+
+def test_the_candidates_greeks_are_desk_risk_s_one_coin_figures() -> None:
+    """The risk units live in desk/risk.py alone: the planner asks it for one coin's greeks (it
+    repeated the conversions before: gamma x F^2 x 0.01, Black-76 of its own)."""
+    import ast
+    from pathlib import Path
+
+    import desk.exposure
+    from desk.risk import OptionMark, option_exposure
+
+    tree = ast.parse(Path(desk.exposure.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "quant.black76" not in imported and "desk.risk" in imported
+    forward, days = 30_000.0, 20.0
+    expiry = int((NOW + days * 86_400) * 1000)
+    for strike, call in ((27_000.0, False), (33_000.0, True)):
+        price, greeks = closed_form(forward, strike, days, 80.0, call)
+        name = f"BTC-X-{int(strike)}-{'C' if call else 'P'}"
+        kind: Literal["call", "put"] = "call" if call else "put"
+        quote = OptionQuote(instrument_name=name, expiry_ms=expiry, strike=strike, option_type=kind,
+                            bid=price / forward * 0.99, bid_amount=10.0, ask=price / forward * 1.01, ask_amount=10.0,
+                            mark_price=price / forward, mark_iv=80.0, underlying_price=forward, index_price=forward,
+                            open_interest=None, delta=greeks.delta, gamma=None, vega=None, theta=None, age_s=1.0,
+                            stale=False)
+        inst = Instrument(instrument_name=name, kind="option", base_currency="BTC", quote_currency="BTC",
+                          tick_size=0.0001, contract_size=1.0, min_trade_amount=0.1, expiration_timestamp=expiry,
+                          creation_timestamp=0, maker_commission=0.0003, taker_commission=0.0003, strike=strike,
+                          option_type=quote.option_type)
+        (candidate,) = screen([quote], {name: inst}, NOW, None, ExposureLimits(), forward).candidates
+        risk = option_exposure(OptionMark(instrument_name=name, expiry_ms=expiry, strike=strike, is_call=call,
+                                          forward=forward, mark_iv=0.8), 1.0, NOW)
+        assert candidate.greeks == GreekFigures(delta=risk.delta, gamma=risk.gamma_usd_1pct, vega=risk.vega_usd,
+                                                theta=risk.theta_usd)
+        for g in GREEKS:
+            assert candidate.greeks.of(g) == pytest.approx(greeks.of(g), rel=1e-6)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from desk.plan_worker import ORIGIN, PlanWorker, WorkLimits, target_price
+from desk.plan_worker import ORIGIN, PlanCaps, PlanWorker, WorkLimits, target_price
 from messages.account import OrderUpdate, UserTrade
 from messages.commands import (
     ANSWER_LOST,
@@ -46,7 +46,8 @@ from messages.exposure import (
     WorkPlan,
 )
 from messages.market import Instrument, InstrumentsLoaded
-from messages.state import PortfolioChanged, TopOfBook
+from messages.state import PortfolioChanged, TopOfBook, WatchOptionTops
+from tests.support.settings import make_settings
 
 T0 = 1_800_000_000.0
 CALL = "BTC-25DEC26-70000-C"
@@ -119,6 +120,8 @@ class Rig:
         self.log = Log()
         self.worker = PlanWorker(self.out.append, self.log, limits)
         self.now = T0
+        self.keeper = True
+        self._confirmed = 0
 
     def ready(self, *books: TopOfBook) -> None:
         w = self.worker
@@ -134,6 +137,18 @@ class Rig:
     def advance(self, seconds: float) -> None:
         self.now += seconds
         self.worker.on_time(self.now)
+        self.confirm_tops()
+
+    def confirm_tops(self) -> None:
+        """A live BookKeeper answers a refresh with the tops it holds (``keeper`` False: one that
+        restarted and has no book yet says nothing)."""
+        asked = [m for m in self.out[self._confirmed:] if isinstance(m, WatchOptionTops) and m.refresh]
+        self._confirmed = len(self.out)
+        for request in asked if self.keeper else ():
+            for name in request.names:
+                touch = self.worker.books.get(name)
+                if touch is not None:
+                    self.worker.on_top(msgspec.structs.replace(touch.top, at=self.now), self.now)
 
     def sent(self, kind: type = PlaceOrder) -> list[Any]:
         return [m for m in self.out if type(m) is kind]
@@ -423,6 +438,7 @@ def test_a_lost_answer_sends_nothing_for_its_leg_until_the_exchange_says() -> No
     rig.worker.on_resolved(OrderResolved(request_key=place.request_key, origin=ORIGIN, method="private/buy",
                                          outcome=AuditOutcome.SENT, message="found", order=resolved), rig.now)
     assert rig.status().legs[0].state is LegState.RESTING and rig.status().legs[0].order_id == "o-9"
+    rig.advance(LIMITS.reprice_after_s)  # the top, 8 s old, is confirmed first; then the reprice
     rig.advance(LIMITS.reprice_after_s)
     assert rig.sent(EditOrder)[0].order_id == "o-9"
 
@@ -510,6 +526,7 @@ def test_the_per_minute_rate_holds_orders_until_the_window_moves() -> None:
     assert rig.worker.next_due() == pytest.approx(T0 + 60.0)
     rig.now = T0 + 60.0
     rig.worker.on_time(rig.now)
+    rig.confirm_tops()  # the quiet book's top, a minute old, confirmed by its keeper
     assert len(rig.sent()) == 3
 
 
@@ -1011,3 +1028,140 @@ def test_a_fill_of_a_lost_order_seen_after_it_was_closed_unknown_is_counted() ->
     rig.worker.on_user_trade(trade(place, 1.0, "t1", order_id="x-9", state="filled"), rig.now)
     assert rig.worker.status(rig.now).legs[0].filled == pytest.approx(1.0)
     assert len(rig.sent()) == 1
+
+
+# -- old tops -----------------------------------------------------------------------------------------
+def test_a_top_not_confirmed_within_the_bound_is_not_traded_on() -> None:
+    """A BookKeeper restarted since holds no book and sends nothing: the last top it sent is
+    frozen. A top older than max_top_age_s is refused; one older than half of it is asked to be
+    confirmed; once confirmed, the leg goes on."""
+    rig = Rig()
+    rig.ready(top(CALL, 0.0100, 0.0120))
+    rig.keeper = False
+    rig.now += LIMITS.max_top_age_s + 1.0
+    rig.start(BUY_CALL)
+    assert rig.sent() == [] and "top not confirmed" in rig.status().message
+    asked = [m for m in rig.out if isinstance(m, WatchOptionTops) and m.refresh]
+    assert [(m.currency, m.names) for m in asked] == [("BTC", (CALL,))]
+    rig.keeper = True
+    rig.confirm_tops()
+    assert [p.price for p in rig.sent()] == [0.0105]
+
+
+def test_a_resting_order_is_not_repriced_from_a_frozen_top() -> None:
+    rig = working_rig(BUY_CALL)
+    place = rig.sent()[0]
+    rig.accept(place)
+    rig.keeper = False  # restarted: it sends nothing any more
+    for _ in range(5):
+        rig.advance(LIMITS.reprice_after_s)
+        for edit in rig.sent(EditOrder)[-1:]:
+            rig.answer_edit(edit, place)
+    assert len(rig.sent(EditOrder)) == 1  # at 3 s, the top still young enough; never from one 6 s old or more
+    assert "top not confirmed" in rig.status().message
+    # The keeper's book is back: its top comes, and the reprices go on.
+    rig.worker.on_top(top(CALL, 0.0100, 0.0140), rig.now)
+    rig.advance(LIMITS.reprice_after_s)
+    assert [e.price for e in rig.sent(EditOrder)] == [0.0110, 0.0115]
+
+
+# -- absolute caps ------------------------------------------------------------------------------------
+CAPS = PlanCaps(max_legs=2, max_leg_notional_usd=100_000.0, max_notional_usd=150_000.0, max_premium_usd=1_500.0)
+
+
+@pytest.mark.parametrize(("legs", "why"), [
+    ((leg(1, CALL, "buy", 1.0, 0.0100, 0.0120), leg(2, PUT, "sell", 0.5, 0.0200, 0.0230),
+      leg(3, "BTC-25DEC26-80000-C", "buy", 0.1, 0.0010, 0.0012)), "more than exposure.max_legs 2"),
+    ((leg(1, CALL, "buy", 2.0, 0.0100, 0.0120),), "more than exposure.max_leg_notional_usd"),
+    ((leg(1, CALL, "buy", 1.5, 0.0100, 0.0120), leg(2, PUT, "sell", 1.5, 0.0001, 0.0002)),
+     "more than exposure.max_notional_usd"),
+    ((leg(1, CALL, "buy", 1.5, 0.0200, 0.0220),), "more than exposure.max_premium_usd"),
+    ((leg(1, CALL, "buy", 0.15, 0.0100, 0.0120),), "not a positive multiple of the minimum trade amount 0.1"),
+    ((leg(1, CALL, "buy", 0.05, 0.0100, 0.0120),), "not a positive multiple of the minimum trade amount 0.1"),
+    ((msgspec.structs.replace(leg(1, CALL, "buy", 1.0, 0.0100, 0.0120), underlying_price=math.nan),),
+     "forward nan is not a price"),
+])
+def test_a_plan_beyond_the_exposure_limits_is_refused_at_work_plan(legs: tuple[PlanLeg, ...], why: str) -> None:
+    """The plan came over the bus: the worker checks the [exposure] limits itself (defence in depth)."""
+    rig = Rig()
+    rig.worker = PlanWorker(rig.out.append, rig.log, LIMITS, CAPS)
+    rig.ready(top(CALL, 0.0100, 0.0120), top(PUT, 0.0200, 0.0230))
+    rig.start(*legs)
+    assert rig.orders() == []
+    status = rig.status()
+    assert status.state is PlanState.STOPPED and status.message.startswith("refused: ") and why in status.message
+
+
+def test_a_leg_whose_metadata_comes_later_is_checked_before_its_first_order() -> None:
+    rig = Rig()
+    rig.worker.on_connection(True, rig.now)
+    rig.worker.on_portfolio(portfolio(at=rig.now), rig.now)
+    rig.start(leg(1, CALL, "buy", 0.15, 0.0100, 0.0120))
+    rig.worker.on_top(top(CALL, 0.0100, 0.0120), rig.now)
+    assert rig.status().state is PlanState.WORKING and rig.orders() == []
+    rig.worker.on_instruments(InstrumentsLoaded(currency="BTC", instruments=(instrument(CALL),)), rig.now)
+    assert rig.orders() == []
+    assert rig.status().state is PlanState.STOPPED and "minimum trade amount" in rig.status().message
+
+
+def test_the_assistant_takes_its_caps_from_the_exposure_settings() -> None:
+    exposure = make_settings().exposure
+    caps = PlanCaps.of(exposure)
+    assert (caps.max_legs, caps.max_leg_notional_usd, caps.max_notional_usd, caps.max_premium_usd) == (
+        exposure.max_legs, exposure.max_leg_notional_usd, exposure.max_notional_usd, exposure.max_premium_usd)
+
+
+# -- a (re)started Assistant ----------------------------------------------------------------------------
+def test_a_started_assistant_cancels_the_plan_orders_it_does_not_work_once_reconciled_and_says_so() -> None:
+    """Plan orders left open by an earlier run rest unmanaged (nobody reprices or stops them):
+    at the currency's first reconciled picture they are cancelled by id, never another label's."""
+    rig = Rig()
+    w = rig.worker
+    place = PlaceOrder(instrument_name=CALL, side="buy", amount=1.0, origin=ORIGIN, request_key="x", price=0.0105,
+                       label="plan-3-1")
+    left = (update(place, order_id="old-1"), update(place, order_id="old-2", label="plan-4-2"),
+            update(place, order_id="h-1", label="hedge-1765000000000"), update(place, order_id="m-1", label="x"),
+            update(place, order_id="v-1", label="vega-1765000000000"))
+    # Not while the picture is not reconciled, is reconciling, or the link cannot trade.
+    w.on_portfolio(portfolio(reconciled=False, open_orders=left), rig.now)
+    w.on_connection(True, rig.now)
+    w.on_portfolio(portfolio(reconciled=False, open_orders=left), rig.now)
+    w.on_portfolio(portfolio(reconciling=True, open_orders=left), rig.now)
+    assert rig.sent(CancelOrder) == []
+    w.on_portfolio(portfolio(open_orders=left), rig.now)
+    assert [(c.order_id, c.origin) for c in rig.sent(CancelOrder)] == [("old-1", ORIGIN), ("old-2", ORIGIN)]
+    said = rig.status()
+    assert said.currency == "BTC" and said.message == (
+        "the assistant (re)started: cancelled 2 BTC plan orders it does not work (plan-3-1, plan-4-2)")
+    assert [e for _, e, _ in rig.log.lines if e == "plan_orders_left_open_cancelled"]
+    # Once: the next picture (the cancels' answers not in yet) sends nothing again...
+    w.on_portfolio(portfolio(open_orders=left), rig.now)
+    assert len(rig.sent(CancelOrder)) == 2
+    # ...unless a cancel failed: then it is sent again.
+    w.on_failed(CommandFailed(request_key=f"{ORIGIN}-orphan-old-2", origin=ORIGIN, method="private/cancel",
+                              code=10028, message="too many requests"), rig.now)
+    w.on_portfolio(portfolio(open_orders=left), rig.now)
+    assert [c.order_id for c in rig.sent(CancelOrder)] == ["old-1", "old-2", "old-2"]
+
+
+def test_a_started_assistant_without_a_portfolio_picture_asks_for_a_reconcile() -> None:
+    """On a quiet account the Portfolio says nothing until something changes: a restarted
+    Assistant connected for answer_wait_s without a reconciled picture asks for a reconcile, once."""
+    rig = Rig()
+    rig.worker = PlanWorker(rig.out.append, rig.log, LIMITS, currencies=("BTC", "ETH"))
+    rig.worker.on_connection(True, rig.now)
+    rig.worker.on_portfolio(portfolio(), rig.now)  # BTC's came; ETH's did not
+    assert rig.sent(ReconcilePortfolio) == []
+    assert rig.worker.next_due() == pytest.approx(T0 + LIMITS.answer_wait_s)
+    rig.advance(LIMITS.answer_wait_s)
+    (asked,) = rig.sent(ReconcilePortfolio)
+    assert asked.currencies == ("ETH",) and asked.origin == ORIGIN
+    rig.advance(LIMITS.answer_wait_s)
+    assert len(rig.sent(ReconcilePortfolio)) == 1 and rig.worker.next_due() is None
+    # With every picture in, nothing is asked.
+    rig = Rig()
+    rig.worker = PlanWorker(rig.out.append, rig.log, LIMITS, currencies=("BTC",))
+    rig.worker.on_connection(True, rig.now)
+    rig.worker.on_portfolio(portfolio(), rig.now)
+    rig.advance(LIMITS.answer_wait_s)
+    assert rig.sent(ReconcilePortfolio) == []

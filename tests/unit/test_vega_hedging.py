@@ -23,7 +23,14 @@ from desk.vega_hedging import (
 )
 from messages.account import ExchangeState, OrderUpdate, Position, UserTrade
 from messages.commands import CancelOrder, CommandFailed, CommandResult, PlaceOrder, ReconcilePortfolio
-from messages.exposure import SetVegaBand, VegaHedgeCode, VegaHedgerControl, VegaHedgerStatus
+from messages.exposure import (
+    PlanState,
+    PlanStatus,
+    SetVegaBand,
+    VegaHedgeCode,
+    VegaHedgerControl,
+    VegaHedgerStatus,
+)
 from messages.market import Greeks, Instrument, InstrumentsLoaded, PlatformState, Ticker
 from messages.state import PortfolioChanged
 from tests.support.hedge_rig import CALL, Log, Rig, option_ticker
@@ -511,6 +518,87 @@ def test_orphans_of_an_earlier_run_are_cancelled_never_anyone_elses() -> None:
     rig.h.on_control(VegaHedgerControl(action="activate", origin="test"), rig.now)
     assert [c.order_id for c in rig.sent(CancelOrder)] == ["old-1"]
     assert rig.sent() == [] and rig.h.code is Code.ORPHAN_ORDERS
+
+
+# -- beside the exposure assistant -------------------------------------------------------------------
+def plan_status(state: PlanState, plan_id: int = 7, currency: str = "BTC") -> PlanStatus:
+    return PlanStatus(plan_id=plan_id, currency=currency, state=state, at=T0)
+
+
+def test_it_holds_while_a_plan_of_its_currency_is_worked_and_goes_on_once_it_ended() -> None:
+    """Its orders would trade a plan's fills back toward its target: it holds (PLAN_WORKING) while
+    the assistant works a plan of its currency; another currency's plan is no bar."""
+    rig = VegaRig()
+    rig.ready(activate=False)
+    rig.h.on_plan_status(plan_status(PlanState.WORKING), rig.now)
+    rig.h.on_plan_status(plan_status(PlanState.WORKING, plan_id=8, currency="ETH"), rig.now)
+    # Activated meanwhile: held likewise, and its status says why.
+    rig.h.on_control(VegaHedgerControl(action="activate", origin="test"), rig.now)
+    assert rig.sent() == [] and rig.h.active
+    status = rig.last_status()
+    assert status.code is Code.PLAN_WORKING and "exposure plan 7 of BTC is worked" in status.reason
+    for vega in (70.0, 90.0):  # the plan's fills move the book's vega: nothing is traded back
+        rig.tick()
+        rig.tickers(held_vega=vega)
+        rig.portfolio()
+    assert rig.sent() == []
+    rig.h.on_plan_status(plan_status(PlanState.STOPPED, plan_id=8, currency="ETH"), rig.now)
+    assert rig.sent() == []
+    rig.h.on_plan_status(plan_status(PlanState.DONE), rig.now)
+    assert [c.instrument_name for c in rig.sent()] == [HEDGE]
+
+
+def test_an_assistant_that_works_no_plan_releases_it() -> None:
+    rig = VegaRig()
+    rig.ready(activate=False)
+    rig.h.on_plan_status(plan_status(PlanState.WORKING), rig.now)
+    rig.h.on_control(VegaHedgerControl(action="activate", origin="test"), rig.now)
+    assert rig.sent() == []
+    rig.h.on_plan_status(plan_status(PlanState.STOPPED, plan_id=0, currency=""), rig.now)
+    assert len(rig.sent()) == 1
+
+
+def test_the_hedger_takes_plan_status_in_the_publishers_thread_before_any_plan_order_goes() -> None:
+    """The Assistant says a plan works before it places its first order, and the Hedger takes that
+    at once (immediate): its vega hedger holds before a plan order can rest."""
+    from actors.hedger import Hedger
+    from desk.plan_worker import PlanWorker
+    from messages.exposure import ExposurePlan, Greek, GreekFigures, PlanLeg, WorkPlan
+    from messages.state import TopOfBook
+
+    assert Hedger.handles_immediately(PlanStatus)
+    out: list[object] = []
+    worker = PlanWorker(out.append, Log())
+    worker.on_connection(True, T0)
+    worker.on_portfolio(PortfolioChanged(currency="BTC", at=T0, positions=(), open_orders=(), reconciled=True,
+                                         reconciled_at=T0, reconcile_requested_at=T0), T0)
+    worker.on_instruments(InstrumentsLoaded(currency="BTC", instruments=CHAIN, at=T0), T0)
+    worker.on_top(TopOfBook(instrument_name=HEDGE, kind="option", bid=0.049, bid_amount=5.0, ask=0.051,
+                            ask_amount=5.0, timestamp=int(T0 * 1000), at=T0), T0)
+    leg = PlanLeg(leg=1, instrument_name=HEDGE, side="sell", amount=1.0, bid=0.049, ask=0.051, mid=0.05,
+                  underlying_price=FORWARD, greeks=GreekFigures(vega=-50.0), cost_usd=1.0)
+    worker.start(WorkPlan(plan=ExposurePlan(plan_id=7, currency="BTC", greek=Greek.VEGA, target=0.0, at=T0,
+                                            expires_at=T0 + 60, legs=(leg,)), origin="console"), T0)
+    kinds = [type(m) for m in out if isinstance(m, PlanStatus | PlaceOrder)]
+    assert kinds[:2] == [PlanStatus, PlaceOrder]
+    first = next(m for m in out if isinstance(m, PlanStatus))
+    assert first.state is PlanState.WORKING and first.currency == "BTC" and first.plan_id == 7
+
+
+@pytest.mark.parametrize("instrument", [HEDGE, HELD])
+def test_an_open_plan_order_holds_it_so_that_its_ioc_never_trades_against_one(instrument: str) -> None:
+    """A plan order resting (its plan's status not seen, or left by an earlier run): no IOC could
+    meet it on the hedge option, nor anything traded while a plan's order rests on another."""
+    rig = VegaRig()
+    resting = OrderUpdate(order_id="p-1", instrument_name=instrument, order_state="open", order_type="limit",
+                          direction="sell", amount=1.0, price=0.051, label="plan-3-1", post_only=True)
+    rig.ready(activate=False)
+    rig.portfolio(open_orders=(resting,))
+    rig.h.on_control(VegaHedgerControl(action="activate", origin="test"), rig.now)
+    assert rig.sent() == [] and rig.h.code is Code.PLAN_WORKING and "plan-3-1" in rig.h.reason
+    assert rig.sent(CancelOrder) == []  # never its to cancel
+    rig.portfolio(open_orders=(msgspec.structs.replace(resting, order_state="cancelled"),))
+    assert len(rig.sent()) == 1
 
 
 # -- controls ----------------------------------------------------------------------------------------

@@ -78,3 +78,16 @@ def test_the_worker_watches_its_legs_while_it_works_and_nothing_after() -> None:
     assert len([m for m in out if isinstance(m, WatchOptionTops)]) == 2  # again: a keeper may have restarted
     worker.cancel(CancelPlan(origin="console", request_key="k"), T0 + 61)  # nothing open: cancelled at once
     assert [m for m in out if isinstance(m, WatchOptionTops)][-1].names == ()
+
+
+def test_a_refresh_confirms_the_current_tops_of_what_is_already_watched() -> None:
+    family = BookFamily("BTC", "option", publish_top=False)
+    family.on_snapshot(snap(CALL, 10), T0)
+    family.on_snapshot(snap(PUT, 20), T0)
+    assert tops(family.watch("assistant", (CALL, PUT), T0)) == [(CALL, 0.01), (PUT, 0.01)]
+    assert family.watch("assistant", (CALL, PUT), T0 + 9) == ()
+    # A quiet book's top is confirmed on request, stamped now.
+    again = family.watch("assistant", (CALL,), T0 + 9, refresh=True)
+    assert [(m.instrument_name, m.at) for m in again if isinstance(m, TopOfBook)] == [(CALL, T0 + 9)]
+    # A keeper restarted since holds no book yet: nothing to confirm.
+    assert BookFamily("BTC", "option", publish_top=False).watch("assistant", (CALL,), T0 + 9, refresh=True) == ()
