@@ -85,6 +85,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         out[f"{name}_ms"] = round(best * 1000, 1)
         out[f"{name}_legs"] = len(plan.legs)
         out[f"{name}_cost_usd"] = round(plan.cost_usd, 2)
+        out[f"{name}_after"] = round(plan.after.of(request.greek), 1)
         if not plan.reachable:
             out[f"{name}_reason"] = plan.reason.partition(":")[0]
     return out

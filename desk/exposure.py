@@ -19,7 +19,11 @@ integer number of minimum trade amounts bought and one sold, and a binary "this 
 the target greek within the tolerance of the target, each held greek within its band of where it
 is, at most ``max_legs`` legs, each leg within the displayed size on its side and the per-leg
 notional limit, the plan's gross notional and gross premium within their limits; the least cost plus
-``leg_penalty_usd`` a leg (so never more than any single-option plan that reaches it). The cost of a
+``leg_penalty_usd`` a leg (so never more than any single-option plan that reaches it). The cheapest
+plan lands at the tolerance's near edge; a second solve (``aim``) then takes, under every same
+constraint and a weight at most the cheapest's scaled to the whole change asked plus a small slack
+(never above the cheapest single-option plan's), the plan nearest the target, so ``after`` is the
+target within lot rounding in the common case. The cost of a
 coin of option is half the spread (against the mid) plus the fee (Deribit's: the commission times
 the forward, at most 12.5% of the option's price). When nothing fits, relaxed programmes say why:
 not enough displayed liquidity, which limit, the holds, or minimum trade amounts too coarse.
@@ -61,6 +65,10 @@ DELTA_AGREEMENT = 0.05
 UNBOUNDED_LOTS = 10_000
 #: The solver's relative optimality gap (the plan is this close to the cheapest).
 MIP_GAP = 1e-7
+#: The second (aiming) solve: a deviation below this share of the tolerance is on target, and the
+#: deviation found is within this relative gap of the least.
+AIM_FLOOR = 0.01
+AIM_GAP = 0.01
 #: The greeks' default bands (coin; USD per 1% move; USD per vol point; USD per day).
 DEFAULT_BANDS = GreekFigures(delta=0.5, gamma=1000.0, vega=100.0, theta=100.0)
 _GREEKS = (Greek.DELTA, Greek.GAMMA, Greek.VEGA, Greek.THETA)
@@ -89,6 +97,16 @@ class ExposureLimits:
     #: What each leg weighs in the choice besides its cost (USD; not in the cost shown): a leg is
     #: one more order to work. A plan still never costs more than a single-option plan.
     leg_penalty_usd: float = 10.0
+    #: Aim at the target: a second solve takes, of the plans costing (with the legs' weight) at most
+    #: the cheapest's scaled to the whole change asked (it stops short by up to the tolerance) x (1 +
+    #: ``aim_slack_pct`` %) + ``aim_slack_usd``, and never more than the cheapest single-option plan,
+    #: the one nearest the target (False: the cheapest, at the tolerance's near edge).
+    aim: bool = True
+    aim_slack_pct: float = 2.0
+    aim_slack_usd: float = 5.0
+    #: The second solve's own time (within ``time_limit_s`` overall); past it the cheapest plan, or
+    #: the nearest found so far, is proposed.
+    aim_time_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,8 +324,9 @@ def _lots(c: Candidate, side: str, limits: ExposureLimits, relax: _Relax) -> int
 
 
 def _solve(cands: Sequence[Candidate], request: TargetRequest, before: GreekFigures, tolerance: float,
-           limits: ExposureLimits, relax: _Relax, deadline: float) -> _Solution | str | None:
-    """The cheapest plan (None: none exists; a text: the solver gave up, and why)."""
+           limits: ExposureLimits, relax: _Relax, deadline: float, cap: float | None = None) -> _Solution | str | None:
+    """The cheapest plan (None: none exists; a text: the solver gave up, and why); with ``cap``,
+    the plan nearest the target among those whose weight (cost plus the legs') is at most ``cap``."""
     n = len(cands)
     lot = np.array([c.lot for c in cands])
     rows, lower, upper = [], [], []
@@ -352,13 +371,32 @@ def _solve(cands: Sequence[Candidate], request: TargetRequest, before: GreekFigu
     cost_buy = lot * np.array([c.half_spread_usd + c.fee_buy_usd for c in cands])
     cost_sell = lot * np.array([c.half_spread_usd + c.fee_sell_usd for c in cands])
     objective = np.concatenate([cost_buy, cost_sell, np.full(n, max(limits.leg_penalty_usd, 0.0))])
+    integrality = np.ones(3 * n)
+    low_x, high_x = np.zeros(3 * n), np.concatenate([buy_ub, sell_ub, np.ones(n)])
+    matrix = vstack(blocks, format="csr")
+    if cap is not None:
+        # One more, continuous variable: the deviation |change - need| >= either signed difference;
+        # the weight at most ``cap``; the least deviation (the cost breaks ties, at a weight far
+        # below any lot's worth of the greek).
+        target_row = greek_rows.tocsr()[[0], :]
+        matrix = vstack([hstack([matrix, csr_array((matrix.shape[0], 1))]),
+                         hstack([target_row, csr_array(np.array([[-1.0]]))]),
+                         hstack([target_row, csr_array(np.array([[1.0]]))]),
+                         csr_array(np.concatenate([objective, [0.0]])[None, :])], format="csr")
+        lbs += [np.array([-np.inf, need, -np.inf])]
+        ubs += [np.array([need, np.inf, cap])]
+        objective = np.concatenate([objective * (1e-6 * tolerance / max(cap, 1.0)), [1.0]])
+        integrality = np.concatenate([integrality, [0.0]])
+        # Nearer than AIM_FLOOR of the tolerance counts as on target: without a floor the solver
+        # spends its whole time proving a deviation of 0.0001 beats 0.0002.
+        low_x, high_x = np.concatenate([low_x, [AIM_FLOOR * tolerance]]), np.concatenate([high_x, [np.inf]])
     left = deadline - time.monotonic()
     if left <= 0:
         return "the time allowed for planning ran out"
-    result = milp(objective, integrality=np.ones(3 * n),
-                  bounds=Bounds(np.zeros(3 * n), np.concatenate([buy_ub, sell_ub, np.ones(n)])),
-                  constraints=LinearConstraint(vstack(blocks, format="csr"), np.concatenate(lbs), np.concatenate(ubs)),
-                  options={"time_limit": left, "mip_rel_gap": MIP_GAP, "presolve": True})
+    result = milp(objective, integrality=integrality, bounds=Bounds(low_x, high_x),
+                  constraints=LinearConstraint(matrix, np.concatenate(lbs), np.concatenate(ubs)),
+                  options={"time_limit": left, "mip_rel_gap": MIP_GAP if cap is None else AIM_GAP,
+                           "presolve": True})
     if result.status == 2:  # infeasible
         return None
     if result.x is None:
@@ -406,6 +444,36 @@ def plan_exposure(quotes: Iterable[OptionQuote], instruments: Mapping[str, Instr
     plan = _plan_of(base, cands, found, request, tolerance, limits)
     if plan is None:  # the solver's answer does not hold in exact arithmetic: nothing is proposed
         return amend(base, reachable=False, reason="the solver's plan misses the target or a limit after rounding")
+    if limits.aim and plan.legs:
+        plan = _aimed(plan, base, cands, found, request, before, tolerance, limits, single, deadline)
+    return plan
+
+
+def _aimed(cheapest: ExposurePlan, base: ExposurePlan, cands: Sequence[Candidate], found: _Solution,
+           request: TargetRequest, before: GreekFigures, tolerance: float, limits: ExposureLimits,
+           single: _Solution | None, deadline: float) -> ExposurePlan:
+    """The plan nearest the target whose weight is at most the cheapest's, scaled to the whole change
+    asked, x (1 + slack) + a few USD, and never above the cheapest single-option plan's (so no plan
+    costs more than one of a single option that also reaches the target); ``cheapest`` itself when
+    the second solve fails, runs out of time or does not get nearer in exact arithmetic."""
+    weight = _weight(cands, found, limits)
+    # The cheapest plan's weight per unit of the greek, paid on the whole change asked (it stops
+    # short by up to the tolerance), plus the slack.
+    asked = abs(request.target - before.of(request.greek))
+    reached = abs(cheapest.after.of(request.greek) - before.of(request.greek))
+    scale = max(1.0, asked / reached) if reached > 0 else 1.0
+    cap = weight * scale * (1.0 + max(limits.aim_slack_pct, 0.0) / 100.0) + max(limits.aim_slack_usd, 0.0)
+    if single is not None:
+        cap = min(cap, _weight(cands, single, limits))
+    cap = max(cap, weight)  # the cheapest is always within it
+    aimed = _solve(cands, request, before, tolerance, limits, _Relax(),
+                   min(deadline, time.monotonic() + max(limits.aim_time_s, 0.0)), cap=cap)
+    if not isinstance(aimed, _Solution) or _weight(cands, aimed, limits) > cap * (1 + 1e-12) + 1e-9:
+        return cheapest
+    plan = _plan_of(base, cands, replace(aimed, optimal=found.optimal), request, tolerance, limits)
+    if plan is None or not (abs(plan.after.of(request.greek) - request.target)
+                            <= abs(cheapest.after.of(request.greek) - request.target)):
+        return cheapest
     return plan
 
 

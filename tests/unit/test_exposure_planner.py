@@ -6,12 +6,14 @@ displayed size, leg and total notional, premium); its amounts are whole multiple
 trade amount; the held greeks stay in their bands; no hostile quote is ever a leg; and it costs no
 more than any plan of a single option (enumerated here from closed-form Black-76, not the
 planner's code) that also reaches the target. When it says why not, no single-option plan exists.
+It aims at the target: its deviation from it is never larger than the cheapest plan's (``aim`` off),
+the cheapest plan's weight being within the aiming solve's cap.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import pytest
@@ -208,6 +210,43 @@ def test_the_plan_reaches_the_target_within_the_limits_or_says_why_not(
     if singles:
         # The solver's optimality gap (1e-7 of its objective: cost plus the legs' weight) is the only slack.
         assert plan.cost_usd <= min(singles) + 1e-6 * (min(singles) + limits.leg_penalty_usd) + 1e-9
+    # Aiming never leaves the plan farther from the target than the cheapest plan (the first solve).
+    cheapest = plan_exposure([o.quote for o in options], instruments, before, request, replace(limits, aim=False),
+                             NOW, plan_id=7, index_price=forward)
+    assert cheapest.reachable
+    deviation = abs(plan.after.of(request.greek) - request.target)
+    event(f"aimed nearer than the cheapest: {deviation < abs(cheapest.after.of(request.greek) - request.target)}")
+    assert deviation <= abs(cheapest.after.of(request.greek) - request.target) + 1e-9 * tolerance
+
+
+def test_the_plan_aims_at_the_target_not_the_tolerance_edge() -> None:
+    """Vega +5,000 with 5% tolerance: the cheapest plan stops near 4,750; the aimed one lands within
+    a lot of 5,000, at a cost within the cheapest's scaled to the whole change plus the slack."""
+    forward, days = 100_000.0, 30.0
+    expiry = int((NOW + days * 86_400) * 1000)
+    quotes, listing = [], {}
+    for strike in (90_000.0, 95_000.0, 100_000.0, 105_000.0, 110_000.0):
+        price, greeks = closed_form(forward, strike, days, 60.0, True)
+        name = f"BTC-X-{int(strike)}-C"
+        quotes.append(OptionQuote(instrument_name=name, expiry_ms=expiry, strike=strike, option_type="call",
+                                  bid=price / forward * 0.99, bid_amount=30.0, ask=price / forward * 1.01,
+                                  ask_amount=30.0, mark_price=price / forward, mark_iv=60.0, underlying_price=forward,
+                                  index_price=forward, open_interest=None, delta=greeks.delta, gamma=None, vega=None,
+                                  theta=None, age_s=1.0, stale=False))
+        listing[name] = Instrument(instrument_name=name, kind="option", base_currency="BTC", quote_currency="BTC",
+                                   tick_size=0.0001, contract_size=1.0, min_trade_amount=0.1,
+                                   expiration_timestamp=expiry, creation_timestamp=0, maker_commission=0.0003,
+                                   taker_commission=0.0003, strike=strike, option_type="call")
+    request = TargetRequest("BTC", Greek.VEGA, 5000.0, 30.0)
+    cheapest = plan_exposure(quotes, listing, GreekFigures(), request, ExposureLimits(aim=False), NOW, 1, forward)
+    aimed = plan_exposure(quotes, listing, GreekFigures(), request, ExposureLimits(), NOW, 1, forward)
+    assert cheapest.reachable and aimed.reachable
+    assert cheapest.after.vega == pytest.approx(4750.0, abs=15.0)  # a lot of 0.1 is about 11.4 vega
+    lot_vega = max(abs(leg.greeks.vega / leg.amount) * 0.1 for leg in aimed.legs)
+    assert abs(aimed.after.vega - 5000.0) <= lot_vega
+    legs = ExposureLimits().leg_penalty_usd
+    weight = cheapest.cost_usd + legs * len(cheapest.legs)
+    assert aimed.cost_usd + legs * len(aimed.legs) <= weight * 5000.0 / cheapest.after.vega * 1.02 + 5.0 + 1e-6
 
 
 def test_hostile_quotes_are_each_left_out_with_their_reason() -> None:
