@@ -57,6 +57,7 @@ class Exchange:
         self.market = MarketModel(seed, settings, now_s)
         self.instruments: dict[str, InstrumentSpec] = {}
         self.books: dict[str, Book] = {}
+        self._refill: set[str] = set()  # futures books a user's order took the market maker's size from
         self.events: list[Event] = []
         self.accounts: dict[str, Account] = {}
         for acc in settings.accounts:
@@ -331,6 +332,18 @@ class Exchange:
                 self.events.append(("vol_index", cur))
         self._check_stops()
         if requote and dt > 0:
+            if self._refill:
+                # The market maker refills a futures book a user's order took from at the next
+                # market step (on Deribit its ladder is back within milliseconds).
+                names, self._refill = sorted(self._refill), set()
+                for name in names:
+                    book = self.books.get(name)
+                    if book is not None:
+                        fills = book.requote(self.fair(book.spec), self._half_spread(book.spec), mutate=False)
+                        if fills:
+                            self._apply_fills(book.spec, book, fills)
+                        self._flush(book, self.now_ms)
+                        self.events.append(("ticker", name))
             self._requote_some(dt)
             self._public_trades(dt)
             self._taker_hits(dt)
@@ -767,6 +780,8 @@ class Exchange:
             self._flush(book, self.now_ms)
             return []
         fills = book.match(order, limit)
+        if not spec.is_option and any(f.maker is None for f in fills):
+            self._refill.add(spec.name)
         trades = self._apply_fills(spec, book, fills)
         if order.state == "open":
             if limit is None or order.time_in_force in ("immediate_or_cancel", "fill_or_kill"):

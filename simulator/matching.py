@@ -20,6 +20,13 @@ from simulator.listing import InstrumentSpec
 AMOUNT_DECIMALS = 8
 
 
+#: The median USD of the first level of a perpetual's book (the n-th holds n times it), by currency.
+FUTURE_LEVEL_USD = {"BTC": 200_000.0, "ETH": 70_000.0}
+#: A dated future's levels against its perpetual's, and a USDC linear perpetual's.
+DATED_FUTURE_SHARE = 0.2
+LINEAR_PERPETUAL_SHARE = 0.1
+
+
 def clean(x: float) -> float:
     """Amounts are sums of grid multiples; round away the float dust so they stay exact."""
     return round(x, AMOUNT_DECIMALS) + 0.0
@@ -162,14 +169,33 @@ class Book:
 
     # --- market maker ladder -------------------------------------------------------------------
 
-    def _size(self) -> float:
+    def _size(self, level: int) -> float:
+        """A level's size: coins for options, USD for futures (turned into coins for the linear
+        ones when quoted, see :meth:`_amount`)."""
         if self.spec.is_option:
             # Median 9 coins a level with a fat upper tail, as the real capture's option tops
             # (BTC: median 9, upper quartile 95): a planner's leg of tens of coins finds its size.
             coins = math.exp(self.rng.gauss(math.log(9.0 if self.spec.currency == "BTC" else 90.0), 1.6))
             return max(self.step, round(coins / self.step) * self.step)
-        usd = math.exp(self.rng.gauss(math.log(20000.0 if self.spec.currency == "BTC" else 5000.0), 1.2))
+        # Deeper levels hold more, as on Deribit's futures books: BTC-PERPETUAL's top is some
+        # 100,000 to 200,000 USD a side (a real ticker: 117,660 bid, 186,520 ask) and the five
+        # levels hold about 3 million (median; a hedger's 100,000 USD market order walks a level or
+        # two). Dated futures, ETH and the USDC perpetuals are thinner.
+        base = FUTURE_LEVEL_USD.get(self.spec.currency, FUTURE_LEVEL_USD["ETH"])
+        if not self.spec.is_perpetual:
+            base *= DATED_FUTURE_SHARE
+        if self.spec.is_linear:
+            base *= LINEAR_PERPETUAL_SHARE
+        usd = math.exp(self.rng.gauss(math.log(base * (1 + level)), 0.7))
+        if self.spec.is_linear:
+            return clean(max(usd, 1.0))
         return max(self.step, round(usd / self.step) * self.step)
+
+    def _amount(self, size: float, fair: float) -> float:
+        """What a profile's ``size`` shows at ``fair``: a linear future's USD in coins, on its step."""
+        if self.spec.is_option or not self.spec.is_linear or not fair > 0:
+            return size
+        return clean(max(self.step, round(size / fair / self.step) * self.step))
 
     def _gap(self) -> int:
         if self.spec.is_option:
@@ -178,13 +204,13 @@ class Book:
 
     def _profile(self, levels: int) -> QuoteProfile:
         gaps = [0] + [self._gap() for _ in range(max(levels, 1) - 1)]
-        return QuoteProfile(gaps, [clean(self._size()) for _ in range(max(levels, 1))])
+        return QuoteProfile(gaps, [clean(self._size(i)) for i in range(max(levels, 1))])
 
     def _mutate(self, p: QuoteProfile) -> None:
         r = self.rng.random()
         i = self.rng.randrange(len(p.sizes))
         if r < 0.5:
-            p.sizes[i] = clean(self._size())
+            p.sizes[i] = clean(self._size(i))
         elif r < 0.6 and i > 0:
             p.gaps[i] = self._gap()
 
@@ -213,7 +239,7 @@ class Book:
             for gap, size in zip(prof.gaps, prof.sizes, strict=True):
                 t += sign * gap
                 if t >= 1:
-                    want[t] = size
+                    want[t] = self._amount(size, fair)
             cur = self.mm[side]
             if cur != want:
                 touched = self.touched[side]
