@@ -219,6 +219,38 @@ def test_aggressive_order_walks_the_book() -> None:
     assert book.best(1) is not None and book.best(1) >= asks[2][0]
 
 
+def test_futures_books_are_deep_refill_after_a_take_and_follow_the_seed() -> None:
+    """BTC-PERPETUAL holds millions of USD within its five levels (Deribit's does, a few ticks
+    deep), ETH's less; a hedger's 100,000 USD market orders, one per market step, all fill near the
+    touch (the book the last one took from is refilled at the next step); same seed, same book."""
+    depth = []
+    for seed in range(1, 8):
+        ex = new_exchange(seed)
+        for name in ("BTC-PERPETUAL", "ETH-PERPETUAL"):
+            bids, asks = ex.books[name].depth(5)
+            depth.append((name, sum(a for _, a in bids), sum(a for _, a in asks)))
+    btc = sorted(x for name, *sides in depth if name == "BTC-PERPETUAL" for x in sides)
+    eth = sorted(x for name, *sides in depth if name == "ETH-PERPETUAL" for x in sides)
+    assert btc[0] >= 1_000_000 and btc[len(btc) // 2] >= 2_000_000, btc
+    assert eth[len(eth) // 2] < btc[len(btc) // 2]
+    assert new_exchange(5).books["BTC-PERPETUAL"].depth(5) == new_exchange(5).books["BTC-PERPETUAL"].depth(5)
+    assert new_exchange(5).books["BTC-PERPETUAL"].depth(5) != new_exchange(6).books["BTC-PERPETUAL"].depth(5)
+
+    ex = new_exchange()
+    book = ex.books["BTC-PERPETUAL"]
+    now = START
+    for _ in range(10):
+        best = book.best(1)
+        assert best is not None
+        res = ex.place("alice", "buy", {"instrument_name": "BTC-PERPETUAL", "amount": 100_000, "type": "market"})
+        assert res["order"]["order_state"] == "filled"
+        assert max(book.ticks_of(t["price"]) for t in res["trades"]) - best <= 10
+        now += 0.1
+        ex.step(now)
+        # Refilled: the market maker's ladder is its whole profile again.
+        assert [a for _, a in book.sorted_levels(1)] == book.profiles[1].sizes
+
+
 def test_resting_order_fills_when_market_moves_through_it() -> None:
     ex = new_exchange()
     book = ex.books["BTC-PERPETUAL"]
