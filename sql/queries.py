@@ -171,57 +171,115 @@ class InstrumentHistory:
         return [dt.datetime.fromtimestamp(float(s), dt.UTC) for s in self.columns["minute"]]
 
 
-def _history_sql(postgres: bool) -> str:
-    """The option rows of one instrument (its refs' range: the instrument_ref index of each day partition
-    the minute range leaves) with its expiry's minutes (one range of expiry_minutes' key), in minute order."""
-    epoch = "extract(epoch FROM o.minute)" if postgres else "CAST(strftime('%s', o.minute) AS INTEGER)"
+def _sqlite_history_sql() -> str:
+    """SQLite: the option rows of one instrument with its expiry's minutes, in minute order."""
     values = ", ".join(f"o.{name}" for name in HISTORY_VALUES)
-    p = {name: f"%({name})s" if postgres else f":{name}" for name in ("lo", "hi", "currency", "expiry", "start", "end")}
-    where = [f"o.instrument_ref >= {p['lo']}", f"o.instrument_ref < {p['hi']}", f"e.currency = {p['currency']}",
-             f"e.expiry = {p['expiry']}"]
-    for column in ("o.minute", "e.minute"):  # both: each table's day partitions pruned
-        where += [f"{column} >= {p['start']}", f"{column} <= {p['end']}"]
-    # the real offset as the decimal it holds (as the view gives it), not float4's binary widened
-    offset = "CAST(CAST(o.underlying_offset AS text) AS double precision)" if postgres else "o.underlying_offset"
-    return (f"SELECT {epoch} AS minute, o.instrument_ref & {FLAG_SPAN - 1} AS flags, {values}, "
-            f"e.underlying_price + {offset} AS underlying_price, e.years AS years "
+    return ("SELECT CAST(strftime('%s', o.minute) AS INTEGER) AS minute, o.instrument_ref AS ref, "
+            f"{values}, e.underlying_price + o.underlying_offset AS underlying_price, e.years AS years "
             "FROM option_minutes o JOIN expiry_minutes e ON e.minute = o.minute "
-            f"WHERE {' AND '.join(where)} ORDER BY o.minute")
+            "WHERE o.instrument_ref >= :lo AND o.instrument_ref < :hi AND e.currency = :currency "
+            "AND e.expiry = :expiry AND o.minute >= :start AND o.minute <= :end ORDER BY o.minute")
 
 
-_HISTORY_NAMES = ("minute", "flags", *HISTORY_VALUES, "underlying_price", "years")
+_SQLITE_NAMES = ("minute", "ref", *HISTORY_VALUES, "underlying_price", "years")
 
 
-def _fetch_postgres(conn: Connection, sql: str, params: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The rows through COPY as CSV, parsed by pyarrow (a Python object per value would cost more than
-    the query)."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+def _fetch_sqlite(conn: Connection, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    params = {**params, **{k: params[k].astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ",
+                                                                                        timespec="microseconds")
+                           for k in ("expiry", "start", "end")}}  # SQLite keeps the times as naive UTC text
+    rows = conn.execute(text(_sqlite_history_sql()), params).all()
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in _SQLITE_NAMES]
+    out = {name: np.array([np.nan if v is None else v for v in values], dtype=float)
+           for name, values in zip(_SQLITE_NAMES, columns, strict=True)}
+    out["ref"] = out["ref"].astype(np.int64)
+    return out
 
+
+#: PostgreSQL's binary COPY: the file header (signature, flags, header extension length) and a row's
+#: field count; a timestamptz is int8 microseconds since 2000-01-01 UTC.
+_COPY_HEADER = 19
+_PG_EPOCH_S = 946_684_800
+
+
+def _copy_binary(conn: Connection, sql: str, params: dict[str, Any], fields: list[tuple[str, str]]) -> np.ndarray:
+    """``sql``'s rows by binary COPY, as a numpy record array of ``fields`` (name, big-endian fixed-width
+    type): no value is formatted as text nor made a Python object. Every field must be non-NULL (the
+    queries coalesce: NaN stands for NULL)."""
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        body = cursor.mogrify(sql, params).decode()
         sink = io.BytesIO()
-        cursor.copy_expert(f"COPY ({body}) TO STDOUT WITH (FORMAT csv)", sink)
+        cursor.copy_expert(f"COPY ({cursor.mogrify(sql, params).decode()}) TO STDOUT WITH (FORMAT binary)", sink)
     finally:
         cursor.close()
-    if not sink.tell():
-        return {name: np.empty(0) for name in _HISTORY_NAMES}
-    sink.seek(0)
-    types = {name: pa.float64() for name in _HISTORY_NAMES}
-    types["flags"] = pa.int32()
-    table = pacsv.read_csv(sink, read_options=pacsv.ReadOptions(column_names=list(_HISTORY_NAMES)),
-                           convert_options=pacsv.ConvertOptions(column_types=types, null_values=[""],
-                                                                strings_can_be_null=True))
-    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in _HISTORY_NAMES}
+    layout: list[tuple[str, str]] = [("n", ">i2")]
+    for name, kind in fields:
+        layout += [(f"{name}_length", ">i4"), (name, kind)]
+    dtype = np.dtype(layout)
+    data = sink.getbuffer()[_COPY_HEADER:-2]  # the header, and the trailer (-1 as int2)
+    if len(data) % dtype.itemsize:
+        raise ValueError(f"binary COPY of {len(data)} bytes is not rows of {dtype.itemsize}: a NULL?")
+    rows = np.frombuffer(data, dtype=dtype)
+    for name, kind in fields:
+        if rows.size and not np.all(rows[f"{name}_length"] == np.dtype(kind).itemsize):
+            raise ValueError(f"binary COPY: {name} is not {kind} in every row (a NULL?)")
+    return rows
 
 
-def _fetch_sqlite(conn: Connection, sql: str, params: dict[str, Any]) -> dict[str, np.ndarray]:
-    rows = conn.execute(text(sql), params).all()
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in _HISTORY_NAMES]
-    out = {name: np.array([np.nan if v is None else v for v in values], dtype=float)
-           for name, values in zip(_HISTORY_NAMES, columns, strict=True)}
-    out["flags"] = out["flags"].astype(np.int32)
+def as_decimal(values: np.ndarray) -> np.ndarray:
+    """float4 values as the doubles of their shortest decimals (what PostgreSQL's ``real::text::float8``,
+    the view's reading of a real, gives: 0.1 rather than float4's 0.100000001490116): each value rounded
+    to the fewest significant digits (6 to 9) that give the float4 back. NaN and inf stay."""
+    single = np.asarray(values, dtype=np.float32)
+    wide = single.astype(np.float64)
+    out = wide.copy()
+    finite = np.isfinite(wide) & (wide != 0.0)
+    # halfway to a neighbouring float4 reads back as this one by ties-to-even, but is not its decimal
+    # (PostgreSQL's shortest output excludes the bounds)
+    above = (wide + np.nextafter(single, np.float32(np.inf)).astype(np.float64)) / 2.0
+    below = (wide + np.nextafter(single, np.float32(-np.inf)).astype(np.float64)) / 2.0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        exponent = np.floor(np.log10(np.abs(np.where(finite, wide, 1.0)))).astype(np.int64)
+        todo = finite.copy()
+        for digits in (6, 7, 8, 9):
+            shift = digits - 1 - exponent  # decimal places: 10**shift scales to an integer of `digits` digits
+            scale = np.power(10.0, np.abs(shift).astype(np.float64))
+            scaled = np.where(shift >= 0, np.round(wide * scale) / scale, np.round(wide / scale) * scale)
+            fits = todo & (scaled.astype(np.float32) == single) & (scaled != above) & (scaled != below)
+            out = np.where(fits, scaled, out)
+            todo &= ~fits
+    return out
+
+
+def _fetch_postgres(conn: Connection, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Two reads, then joined in numpy by minute: the instrument's option rows (each day partition's
+    instrument_ref index, a bitmap heap scan in minute order: no join, no sort in the database) and its
+    expiry's minutes (one range of expiry_minutes' key). In this order under READ COMMITTED: a minute
+    committed between the two has its expiry row seen by the second (one committed with its option rows)."""
+    values = ", ".join(f"coalesce(o.{name}, 'NaN')" for name in (*HISTORY_VALUES, "underlying_offset"))
+    options = _copy_binary(
+        conn, f"SELECT o.minute, o.instrument_ref, {values} FROM option_minutes o WHERE o.instrument_ref >= %(lo)s "
+        "AND o.instrument_ref < %(hi)s AND o.minute >= %(start)s AND o.minute <= %(end)s", params,
+        [("minute", ">i8"), ("ref", ">i4"), *((name, ">f4") for name in (*HISTORY_VALUES, "underlying_offset"))])
+    expiry = _copy_binary(
+        conn, "SELECT e.minute, coalesce(e.underlying_price, 'NaN'), e.years FROM expiry_minutes e "
+        "WHERE e.currency = %(currency)s AND e.expiry = %(expiry)s AND e.minute >= %(start)s "
+        "AND e.minute <= %(end)s ORDER BY e.minute", params,
+        [("minute", ">i8"), ("underlying_price", ">f8"), ("years", ">f8")])
+    minute = options["minute"].astype(np.int64)
+    order = np.argsort(minute, kind="stable")
+    options, minute = options[order], minute[order]
+    expiry_minute = expiry["minute"].astype(np.int64)
+    at = np.clip(np.searchsorted(expiry_minute, minute), 0, max(len(expiry_minute) - 1, 0))
+    # an option row without its expiry-minute (never written so) is left out, as the view's join does
+    matched = (expiry_minute[at] == minute) if len(expiry_minute) else np.zeros(len(minute), dtype=bool)
+    options, minute, at = options[matched], minute[matched], at[matched]
+    out = {"minute": minute / 1e6 + _PG_EPOCH_S, "ref": options["ref"].astype(np.int64)}
+    for name in HISTORY_VALUES:
+        out[name] = as_decimal(options[name])
+    out["underlying_price"] = expiry["underlying_price"].astype(np.float64)[at] + as_decimal(
+        options["underlying_offset"])
+    out["years"] = expiry["years"].astype(np.float64)[at]
     return out
 
 
@@ -245,17 +303,10 @@ def read_instrument_history(engine: Engine, instrument: str, start: dt.datetime 
         seen_to = as_utc(found.last_seen) + dt.timedelta(seconds=LAST_SEEN_STEP_S)
         first = as_utc(found.first_seen) if start is None else max(as_utc(start), as_utc(found.first_seen))
         last = seen_to if end is None else min(as_utc(end), seen_to)
-        postgres = conn.dialect.name == "postgresql"
         params: dict[str, Any] = {"lo": found.id * FLAG_SPAN, "hi": (found.id + 1) * FLAG_SPAN,
                                   "currency": found.currency, "expiry": expiry, "start": first, "end": last}
-        sql = _history_sql(postgres)
-        if postgres:
-            columns = _fetch_postgres(conn, sql, params)
-        else:  # SQLite keeps the minutes as naive UTC text
-            params.update({k: params[k].astimezone(dt.UTC).replace(tzinfo=None) for k in ("expiry", "start", "end")})
-            params.update({k: params[k].isoformat(sep=" ", timespec="microseconds") for k in ("expiry", "start", "end")})
-            columns = _fetch_sqlite(conn, sql, params)
-    flags = columns.pop("flags")
+        columns = (_fetch_postgres if conn.dialect.name == "postgresql" else _fetch_sqlite)(conn, params)
+    flags = columns.pop("ref")
     columns["stale"] = (flags & FLAG_STALE) != 0
     columns["in_surface"] = (flags & FLAG_IN_SURFACE) != 0
     columns["years"] = np.maximum(columns["years"], 0.0)
