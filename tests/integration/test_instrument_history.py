@@ -18,6 +18,8 @@ from sql.engine import create_schema, make_engine
 from sql.queries import HISTORY_VALUES, as_decimal, read_instrument_history
 from sql.store import MinuteStore, snapshot_record
 from sql.tables import option_quotes
+from sql.writers import minute_rows
+from tests.support import schema_v4
 from tests.support.sql import AT, small_snapshot
 
 UTC = dt.UTC
@@ -120,11 +122,17 @@ def test_a_range_reads_the_minutes_in_it_across_day_partitions(engine: Engine) -
 
 
 def test_a_migrated_version_4_database_reads_the_same(db_url: str) -> None:
-    from tests.integration.test_store_schema import v4_database
-
     eng = make_engine(db_url)
     try:
-        v4_database(eng, _snapshots()[:3])
+        with eng.begin() as conn:  # what version 4 of the program left: its tables, versions and rows
+            schema_v4.metadata.create_all(conn)
+            conn.execute(schema_v4.schema_version.insert(), [
+                {"version": v, "applied_at": dt.datetime.fromtimestamp(AT - 86_400, UTC)} for v in (1, 2, 3, 4)])
+            for snapshot in _snapshots()[:3]:
+                for part in minute_rows(snapshot):
+                    if part.rows:
+                        conn.execute(schema_v4.metadata.tables[part.table.name].insert(),
+                                     [dict(zip(part.columns, row, strict=True)) for row in part.rows])
         assert create_schema(eng) == 5
         name = _snapshots()[0].quotes[0].instrument_name
         assert _assert_same(eng, name) == 3
