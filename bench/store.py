@@ -22,10 +22,13 @@ Prints, for each: bytes per option-minute (``pg_total_relation_size``, indexes i
 VACUUM ANALYZE) of the option tables alone and of the whole record (surface, fits, index and
 coverage too; schema 5's by table), insert ms per minute (both currencies) on the first and the last
 day written, the median ms of a whole chain at one minute (``option_quotes`` at a minute and currency)
-and of one instrument over the whole fill (``option_quotes`` of one name, ordered by minute), through
-the view that readers use (with the minutes sampled, an instrument has ``minutes_per_day`` rows a day,
-not 1,440: ``instrument_30d_ms_projected`` is the fixed part of the time plus its part per row read,
-both from the last day alone against the whole fill, at the rows full days would have). Insert times
+and of one instrument over the whole fill on the sampled chain (``instrument_30d_ms_sampled``:
+:func:`sql.queries.read_instrument_history` with greeks; ``instrument_30d_view_ms_sampled``: the
+``option_quotes`` view, and ``instrument_30d_view_ms_projected`` its fixed part plus its part per row,
+from the last day alone against the whole fill, at the rows full days would have). One instrument at
+full density is measured, not projected (``instrument_30d_ms``, ``_no_greeks``, ``instrument_30d_view_ms``,
+``full_density`` says what was written): a store of its own written every minute of every day by the
+Recorder's code, its chain two expiries of BTC options (:func:`_full_density_figures`). Insert times
 on a shared machine move with its load: ``insert_ms_per_minute_day30_over_day1_same_time`` compares the
 last day's minutes with a second, empty schema 5 store's first day written in alternation with them.
 Then schema 5's whole fill is archived
