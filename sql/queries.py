@@ -231,23 +231,25 @@ def as_decimal(values: np.ndarray) -> np.ndarray:
     the view's reading of a real, gives: 0.1 rather than float4's 0.100000001490116): each value rounded
     to the fewest significant digits (6 to 9) that give the float4 back. NaN and inf stay."""
     single = np.asarray(values, dtype=np.float32)
-    wide = single.astype(np.float64)
-    out = wide.copy()
-    finite = np.isfinite(wide) & (wide != 0.0)
-    # halfway to a neighbouring float4 reads back as this one by ties-to-even, but is not its decimal
-    # (PostgreSQL's shortest output excludes the bounds)
-    above = (wide + np.nextafter(single, np.float32(np.inf)).astype(np.float64)) / 2.0
-    below = (wide + np.nextafter(single, np.float32(-np.inf)).astype(np.float64)) / 2.0
+    out = single.astype(np.float64)
+    # only the values still without their decimal are worked on at each number of digits (most prices,
+    # amounts and vols have 6 or fewer)
+    todo = np.flatnonzero(np.isfinite(out) & (out != 0.0))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        exponent = np.floor(np.log10(np.abs(np.where(finite, wide, 1.0)))).astype(np.int64)
-        todo = finite.copy()
         for digits in (6, 7, 8, 9):
-            shift = digits - 1 - exponent  # decimal places: 10**shift scales to an integer of `digits` digits
+            if not todo.size:
+                break
+            wide, one = out[todo], single[todo]
+            # halfway to a neighbouring float4 reads back as this one by ties-to-even, but is not its
+            # decimal (PostgreSQL's shortest output excludes the bounds)
+            above = (wide + np.nextafter(one, np.float32(np.inf)).astype(np.float64)) / 2.0
+            below = (wide + np.nextafter(one, np.float32(-np.inf)).astype(np.float64)) / 2.0
+            shift = digits - 1 - np.floor(np.log10(np.abs(wide))).astype(np.int64)
             scale = np.power(10.0, np.abs(shift).astype(np.float64))
             scaled = np.where(shift >= 0, np.round(wide * scale) / scale, np.round(wide / scale) * scale)
-            fits = todo & (scaled.astype(np.float32) == single) & (scaled != above) & (scaled != below)
-            out = np.where(fits, scaled, out)
-            todo &= ~fits
+            fits = (scaled.astype(np.float32) == one) & (scaled != above) & (scaled != below)
+            out[todo[fits]] = scaled[fits]
+            todo = todo[~fits]
     return out
 
 
