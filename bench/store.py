@@ -22,10 +22,13 @@ Prints, for each: bytes per option-minute (``pg_total_relation_size``, indexes i
 VACUUM ANALYZE) of the option tables alone and of the whole record (surface, fits, index and
 coverage too; schema 5's by table), insert ms per minute (both currencies) on the first and the last
 day written, the median ms of a whole chain at one minute (``option_quotes`` at a minute and currency)
-and of one instrument over the whole fill (``option_quotes`` of one name, ordered by minute), through
-the view that readers use (with the minutes sampled, an instrument has ``minutes_per_day`` rows a day,
-not 1,440: ``instrument_30d_ms_projected`` is the fixed part of the time plus its part per row read,
-both from the last day alone against the whole fill, at the rows full days would have). Insert times
+and of one instrument over the whole fill on the sampled chain (``instrument_30d_ms_sampled``:
+:func:`sql.queries.read_instrument_history` with greeks; ``instrument_30d_view_ms_sampled``: the
+``option_quotes`` view, and ``instrument_30d_view_ms_projected`` its fixed part plus its part per row,
+from the last day alone against the whole fill, at the rows full days would have). One instrument at
+full density is measured, not projected (``instrument_30d_ms``, ``_no_greeks``, ``instrument_30d_view_ms``,
+``full_density`` says what was written): a store of its own written every minute of every day by the
+Recorder's code, its chain two expiries of BTC options (:func:`_full_density_figures`). Insert times
 on a shared machine move with its load: ``insert_ms_per_minute_day30_over_day1_same_time`` compares the
 last day's minutes with a second, empty schema 5 store's first day written in alternation with them.
 Then schema 5's whole fill is archived
@@ -58,6 +61,7 @@ from desk.surface_snapshot import build_surface_snapshot
 from messages.surface import SurfaceSnapshot
 from sql.archive import archive
 from sql.engine import make_engine
+from sql.queries import read_instrument_history
 from sql.store import MinuteStore, snapshot_record
 from sql.writers import MinuteRows, _copy_ignoring_conflicts, minute_rows
 
@@ -303,9 +307,10 @@ def run(argv: list[str]) -> dict[str, Any]:
                 f"insert_ms_per_minute_day{last}_over_day1_same_time": round(
                     statistics.mean(new_ms[-per_day:]) / statistics.mean(fresh_ms), 3),
                 "insert_ms_per_minute_day1_same_time": round(statistics.mean(fresh_ms), 2),
-                f"instrument_{last}d_ms": _timed(store.engine, instrument_sql, one),
-                "instrument_1d_ms": _timed(store.engine, instrument_day_sql,
-                                           [{**p, "a": _iso(minutes[-per_day])} for p in one]),
+                f"instrument_{last}d_view_ms_sampled": _timed(store.engine, instrument_sql, one),
+                "instrument_1d_view_ms_sampled": _timed(store.engine, instrument_day_sql,
+                                                        [{**p, "a": _iso(minutes[-per_day])} for p in one]),
+                f"instrument_{last}d_ms_sampled": _timed_history(store.engine, names, per_day * last),
                 f"present_instrument_{last}d_ms": _timed(present.engine, instrument_sql, one),
             }
             # A finished day's indexes rebuilt (REINDEX: packed and deduplicated at once, where a day of
@@ -316,17 +321,18 @@ def run(argv: list[str]) -> dict[str, Any]:
             result["bytes_per_option_minute_reindexed"] = round(_size(store.engine, OPTION_TABLES_5) / rows, 1)
             result["sampling"] = (f"{per_day} of each day's 1440 minutes, every {spacing} minutes" if per_day < 1440
                                   else "every minute")
-            result[f"instrument_{last}d_rows"] = per_day * last
-            # The time is a fixed part (planning, the instrument) plus a part per row read: from the last
-            # day alone and the whole fill, projected to 1,440 rows a day.
-            whole, one_day = result[f"instrument_{last}d_ms"], result["instrument_1d_ms"]
+            result[f"instrument_{last}d_rows_sampled"] = per_day * last
+            # The view's time is a fixed part (planning, the instrument) plus a part per row read: from the
+            # last day alone and the whole fill, projected to 1,440 rows a day (measured below, at full density).
+            whole, one_day = result[f"instrument_{last}d_view_ms_sampled"], result["instrument_1d_view_ms_sampled"]
             per_row = max(0.0, (whole - one_day) / (per_day * (last - 1))) if last > 1 else whole / per_day
             fixed = max(0.0, one_day - per_row * per_day)
-            result[f"instrument_{last}d_ms_projected"] = round(fixed + per_row * 1440 * last, 1)
-            result["instrument_ms_fixed"] = round(fixed, 2)
-            result["instrument_us_per_row"] = round(per_row * 1000, 2)
+            result[f"instrument_{last}d_view_ms_projected"] = round(fixed + per_row * 1440 * last, 1)
+            result["instrument_view_us_per_row"] = round(per_row * 1000, 2)
             present.engine.dispose()
             result.update(_archive_figures(store.engine, rows))
+            store.close()
+            result.update(_full_density_figures(server, chains["BTC"], args.days))
             return result
     finally:
         if cluster is not None:
@@ -363,3 +369,65 @@ def _archive_figures(engine: Engine, rows: int) -> dict[str, Any]:
             "archive_seconds": round(seconds, 1),
             "archive_lock_ms_max": round(max(d.lock_ms for d in days), 1),
         }
+
+
+def _timed_history(engine: Engine, names: list[str], rows: int, *, greeks: bool = True) -> float:
+    """Median ms of :func:`sql.queries.read_instrument_history` over ``names`` (each run once first),
+    each holding ``rows`` rows."""
+    times = []
+    for name in names:
+        read_instrument_history(engine, name, greeks=greeks)
+    for name in names:
+        t0 = time.perf_counter()
+        history = read_instrument_history(engine, name, greeks=greeks)
+        times.append((time.perf_counter() - t0) * 1000)
+        assert history is not None and len(history) == rows, (name, None if history is None else len(history), rows)
+    return round(statistics.median(times), 2)
+
+
+#: The full-density fill: the BTC options of the expiries from 40 to 80 days out at the start (two of the
+#: synthetic chain's: 116 options), alive all month.
+DENSE_EXPIRY_DAYS = (40.0, 80.0)
+
+
+def _full_density_figures(server: str, btc: SurfaceSnapshot, days: int) -> dict[str, Any]:
+    """One instrument over ``days`` days at full density, measured: a store of its own written every
+    minute of every day (1,440 a day) with the Recorder's code (MinuteStore.record), its chain the BTC
+    options of two expiries (:data:`DENSE_EXPIRY_DAYS`; the surface points and fits left out: they are
+    not read). More than a heap page of rows a minute (about 97 rows fill an 8 kB page), so each of an
+    instrument's minutes lies on a page of its own as in the full chain: the reads per row are the full
+    chain's."""
+    low, high = (START + d * 86_400 for d in DENSE_EXPIRY_DAYS)
+    quotes = tuple(q for q in btc.quotes if low * 1000 <= q.expiry_ms <= high * 1000)
+    dense = msgspec.structs.replace(btc, quotes=quotes, points=(), fits=())
+    moving = MovingChain(dense, 7)
+    per_day = 1440
+    with _schema(server) as url, tempfile.TemporaryDirectory() as spool:
+        store = MinuteStore(url, spool, write_deadline_s=60.0, partition_days_ahead=days)
+        store.open()
+        store.make_partitions(START)
+        t0 = time.perf_counter()
+        for n in range(days * per_day):
+            assert store.record(snapshot_record(moving.at(START + n * 60)))
+            if n % 7200 == 7199:
+                _log(f"full density: {n + 1}/{days * per_day} minutes, {time.perf_counter() - t0:.0f} s")
+        _vacuum(store.engine)
+        names = [q.instrument_name for q in quotes[:: max(1, len(quotes) // 5)]][:5]
+        rows = days * per_day
+        view_sql = ("SELECT minute, bid, ask, mark_iv, underlying_price, delta, vega FROM option_quotes "
+                    "WHERE instrument = :n ORDER BY minute")
+        figures: dict[str, Any] = {
+            "full_density": (f"a store of its own: {len(quotes)} BTC options (2 expiries, {DENSE_EXPIRY_DAYS[0]:.0f} "
+                             f"to {DENSE_EXPIRY_DAYS[1]:.0f} days out at the start) every minute of {days} days "
+                             f"({per_day} a day: {rows} minutes, {rows * len(quotes)} option rows) by "
+                             "MinuteStore.record, no surface points or fits; the queried instruments have "
+                             f"{rows} rows each"),
+            f"instrument_{days}d_ms": _timed_history(store.engine, names, rows),
+            f"instrument_{days}d_rows": rows,
+            f"instrument_{days}d_ms_no_greeks": _timed_history(store.engine, names, rows, greeks=False),
+            f"instrument_{days}d_view_ms": _timed(store.engine, view_sql, [{"n": n} for n in names[:3]]),
+            "full_density_option_minutes_bytes_per_row": round(
+                _size(store.engine, ("option_minutes",)) / (rows * len(quotes)), 1),
+        }
+        store.close()
+        return figures

@@ -28,6 +28,12 @@ IMMEDIATE``), counts the rows again and compares them with the files' own counts
 detaches and drops the day partitions, SQLite deletes the day's rows. A run killed at any point
 leaves the database whole (the removal is one transaction) and at most a temporary file, which the
 next run removes; run it again and it writes the same files and finishes.
+
+A day archived before that has rows in the database again (a late minute, spooled while the database
+was away and written back after the day's partitions were dropped, goes into a new partition) is
+archived again into the same files: the files already there merged with the database's rows, each row's
+natural key once, so an archive never holds a minute twice (:func:`write_day`). ``export`` into a
+directory that holds the day merges the same way.
 """
 
 from __future__ import annotations
@@ -143,6 +149,8 @@ class Dataset:
     order: tuple[str, ...]
     #: the database table whose rows the dataset's rows are (counted before removal)
     table: str
+    #: the natural key of a row (columns): a day's file holds each key once
+    key: tuple[str, ...]
     descriptions: dict[str, str] = field(default_factory=dict)
 
 
@@ -194,23 +202,24 @@ def _arrow_type(column: Any) -> pa.DataType:
     return pa.string()
 
 
-def _table_dataset(table: Any, order: Sequence[str]) -> Dataset:
+def _table_dataset(table: Any, order: Sequence[str], key: Sequence[str]) -> Dataset:
     def columns(_postgres: bool) -> list[Column_]:
         return [Column_(c.name, _arrow_type(c), c) for c in table.columns if c.name != "currency"]
 
     def scope(currency: str, start: dt.datetime, end: dt.datetime) -> tuple[Any, list[Any]]:
         return table, [table.c.currency == currency, table.c.minute >= start, table.c.minute < end]
 
-    return Dataset(table.name, columns, scope, tuple(order), table.name)
+    return Dataset(table.name, columns, scope, tuple(order), table.name, tuple(key))
 
 
 DATASET = {
     "quotes": Dataset("quotes", _quote_columns, _quote_scope, ("instrument", "minute"), "option_minutes",
-                      QUOTE_DESCRIPTIONS),
-    "surface_points": _table_dataset(surface_points, ("minute", "method", "tenor_days", "log_moneyness")),
-    "surface_fits": _table_dataset(surface_fits, ("minute", "expiry")),
-    "volatility_index": _table_dataset(volatility_index, ("minute",)),
-    "minute_coverage": _table_dataset(minute_coverage, ("minute",)),
+                      ("instrument", "minute"), QUOTE_DESCRIPTIONS),
+    "surface_points": _table_dataset(surface_points, ("minute", "method", "tenor_days", "log_moneyness"),
+                                     ("minute", "method", "tenor_days", "log_moneyness")),
+    "surface_fits": _table_dataset(surface_fits, ("minute", "expiry"), ("minute", "expiry")),
+    "volatility_index": _table_dataset(volatility_index, ("minute",), ("minute",)),
+    "minute_coverage": _table_dataset(minute_coverage, ("minute",), ("minute",)),
 }
 
 
@@ -350,8 +359,16 @@ class Written:
     currency: str
     day: dt.date
     path: Path
+    #: the database's rows written (what the day's removal counts again)
     rows: int
     bytes: int
+    #: the rows the file holds: ``rows`` and those of the day's files already there that the database no
+    #: longer holds (a day archived before, a late minute of it written since), each key once
+    file_rows: int = -1
+
+    def __post_init__(self) -> None:
+        if self.file_rows < 0:
+            self.file_rows = self.rows
 
 
 def _file_metadata(dataset: str, currency: str, day: dt.date, rows: int, first: Any, last: Any,
@@ -382,9 +399,44 @@ def _writer_options(schema: pa.Schema) -> dict[str, Any]:
             "use_byte_stream_split": floats, "write_statistics": True}
 
 
+def _unique_first(table: pa.Table, key: Sequence[str]) -> pa.Table:
+    """``table``'s rows with each ``key`` once: the first of each (in no particular order)."""
+    numbered = table.select(list(key)).append_column("_row", pa.array(range(table.num_rows), type=pa.int64()))
+    first = numbered.group_by(list(key), use_threads=False).aggregate([("_row", "min")]).column("_row_min")
+    return table.take(first)
+
+
+def _read_parts(parts: list[Path], schema: pa.Schema) -> pa.Table:
+    try:
+        return pa.concat_tables([_as_schema(pq.read_table(path), schema) for path in parts])
+    except (OSError, KeyError, pa.ArrowException) as exc:
+        raise ArchiveError(f"{parts[0].parent}: the day's files already there cannot be read as this version's "
+                           f"({exc}); nothing removed") from None
+
+
+def _check_merged(path: Path, database: pa.Table, key: Sequence[str], rows: int) -> None:
+    """The file at ``path`` (read back) holds ``rows`` rows, each key once, every one of the database's."""
+    keys = pq.read_table(path, columns=list(key))
+    if keys.num_rows != rows:
+        raise ArchiveError(f"{path}: reads back {keys.num_rows} rows, {rows} were written; nothing removed")
+    if keys.group_by(list(key), use_threads=False).aggregate([]).num_rows != rows:
+        raise ArchiveError(f"{path}: a key is there twice; nothing removed")
+    missing = database.select(list(key)).join(keys, keys=list(key), join_type="left anti", use_threads=False)
+    if missing.num_rows:
+        raise ArchiveError(f"{path}: {missing.num_rows} of the database's rows are not in it; nothing removed")
+
+
 def write_day(conn: Connection, dataset: Dataset, currency: str, day: dt.date, out: Path, source: str) -> Written:
     """Write one dataset's currency-day (the rows the connection's transaction sees) to its place,
-    atomically; its row count checked against the database's in the same snapshot."""
+    atomically; its row count checked against the database's in the same snapshot.
+
+    A day that already has files (archived before: a late minute of it, spooled and written back after
+    its partitions were dropped, came into a new partition) keeps them: the file written is their rows
+    merged with the database's, each natural key (:attr:`Dataset.key`) once (the file's row where both
+    hold it: the first written, as the database keeps the first of a minute written twice), checked when
+    read back (its rows, no key twice, every database row there) before it replaces them (renamed into
+    part-0, then any other part file of the day removed: a run killed between leaves rows twice, which
+    the next run of the day merges away)."""
     start, end = day_bounds(day)
     expected = int(conn.execute(_count_query(dataset, currency, start, end)).scalar_one())
     directory = day_dir(out, dataset.name, currency, day)
@@ -397,11 +449,18 @@ def write_day(conn: Connection, dataset: Dataset, currency: str, day: dt.date, o
     postgres = conn.dialect.name == "postgresql"
     batches = (_batches_postgres(conn, dataset, currency, start, end, spill) if postgres
                else _batches_sqlite(conn, dataset, currency, start, end))
+    earlier = sorted(directory.glob("part-*.parquet"))
     try:
         # The day's rows sorted in memory (a currency-day of quotes is about a million rows, some 60 MB):
         # the database is spared an ORDER BY that would spill to disk.
         parts = list(batches)
-        table = pa.concat_tables(parts) if parts else schema.empty_table()
+        database = pa.concat_tables(parts) if parts else schema.empty_table()
+        del parts
+        if database.num_rows != expected:
+            raise ArchiveError(f"{dataset.name} {currency} {day}: read {database.num_rows} rows, the database holds "
+                               f"{expected}; nothing removed")
+        table = _unique_first(pa.concat_tables([_read_parts(earlier, schema), database]), dataset.key) \
+            if earlier else database
         table = table.sort_by([(name, "ascending") for name in dataset.order])
         rows = table.num_rows
         minutes = table.column("minute")
@@ -413,18 +472,21 @@ def write_day(conn: Connection, dataset: Dataset, currency: str, day: dt.date, o
         del table, minutes
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
-        if rows != expected:
-            raise ArchiveError(f"{dataset.name} {currency} {day}: wrote {rows} rows, the database holds {expected}; "
-                               "nothing removed")
         written = file_rows(temporary)
-        if written != expected:
+        if earlier:
+            _check_merged(temporary, database, dataset.key, rows)
+        elif written != expected:
             raise ArchiveError(f"{temporary}: reads back {written} rows, the database holds {expected}")
+        del database
         os.replace(temporary, final)
+        for other in earlier:
+            if other != final:
+                other.unlink()
         _fsync_dir(directory)
     finally:
         temporary.unlink(missing_ok=True)
         spill.unlink(missing_ok=True)
-    return Written(dataset.name, currency, day, final, rows, final.stat().st_size)
+    return Written(dataset.name, currency, day, final, expected, final.stat().st_size, rows)
 
 
 # -- export and archive ---------------------------------------------------------------------------
@@ -554,11 +616,15 @@ def archive(engine: Engine, out: Path, *, before: dt.date, today: dt.date | None
 
 
 def _expected(files: list[Written]) -> dict[str, int]:
-    """Rows per database table the day's files hold (read back from each file's footer)."""
+    """Rows per database table the day's files took from it, each file checked to be the one written
+    (its footer's rows, read back)."""
     totals: dict[str, int] = {}
     for item in files:
+        if file_rows(item.path) != item.file_rows:
+            raise ArchiveError(f"{item.path}: holds {file_rows(item.path)} rows, {item.file_rows} were written "
+                               "(replaced meanwhile?); nothing removed")
         table = DATASET[item.dataset].table
-        totals[table] = totals.get(table, 0) + file_rows(item.path)
+        totals[table] = totals.get(table, 0) + item.rows
     return totals
 
 

@@ -211,6 +211,85 @@ def test_a_day_changed_after_its_files_were_written_is_not_removed(filled: str, 
         engine.dispose()
 
 
+def _duckdb(out: Path, dataset: str, sql: str) -> list[tuple[Any, ...]]:
+    return duckdb.sql(sql.replace("DATA", f"read_parquet('{out}/{dataset}/**/*.parquet', hive_partitioning = true)")
+                      ).fetchall()
+
+
+def test_a_late_minute_of_an_archived_day_is_merged_into_its_files_never_twice(filled: str, tmp_path: Path) -> None:
+    engine = make_engine(filled)
+    out = tmp_path / "archive"
+    n = len(small_snapshot().quotes)
+    try:
+        archived = {c: _database_quotes(engine, c, DAY1) for c in ("BTC", "ETH")}
+        archive(engine, out, before=DAY2)
+        assert _database_quotes(engine, "BTC", DAY1) == []
+        # Late minutes of the archived day, spooled and written back after its partitions were dropped:
+        # 23:02 never written before, and 23:01 again (a spool written back twice), into new partitions.
+        store = MinuteStore(filled, tmp_path / "spool-late")
+        store.open(now=AT)
+        late = msgspec.structs.replace(small_snapshot(AT, "BTC"), at=AT + 120)
+        late = msgspec.structs.replace(late, quotes=tuple(msgspec.structs.replace(q, bid_amount=q.bid_amount + 1.0)
+                                                          for q in late.quotes))
+        assert store.record(snapshot_record(late))
+        assert store.record(snapshot_record(msgspec.structs.replace(small_snapshot(AT, "BTC"), at=AT + 60)))
+        store.close()
+        in_database = _database_quotes(engine, "BTC", DAY1)
+        assert len(in_database) == 2 * n
+        archive(engine, out, before=DAY2)
+        assert _database_quotes(engine, "BTC", DAY1) == []
+        # Each minute once, the late one there with its own values, the archived ones as they were.
+        late_rows = [r for r in in_database if _seconds(r[0]) == AT + 120]
+        expected = sorted(archived["BTC"] + late_rows, key=lambda r: (_seconds(r[0]), r[1]))
+        assert_quotes_equal(expected, _parquet_quotes(out, "BTC", DAY1))
+        counts = _duckdb(out, "quotes", "SELECT count(*), count(DISTINCT (instrument, minute)), count(DISTINCT minute) "
+                                        f"FROM DATA WHERE currency = 'BTC' AND date = DATE '{DAY1}'")
+        assert counts == [(3 * n, 3 * n, 3)]
+        for dataset, key in (("surface_points", "(minute, method, tenor_days, log_moneyness)"),
+                             ("volatility_index", "minute"), ("minute_coverage", "minute"),
+                             ("surface_fits", "(minute, expiry)")):
+            [(rows, keys, minutes)] = _duckdb(out, dataset, f"SELECT count(*), count(DISTINCT {key}), "
+                                                            "count(DISTINCT minute) FROM DATA WHERE currency = 'BTC'")
+            assert rows == keys and minutes == 3, dataset
+        assert _duckdb(out, "volatility_index", "SELECT count(*) FROM DATA WHERE currency = 'BTC'") == [(3,)]
+        # One file a day; the other currency's day untouched.
+        assert [p.name for p in (out / "quotes" / "currency=BTC" / f"date={DAY1}").iterdir()] == ["part-0.parquet"]
+        assert_quotes_equal(archived["ETH"], _parquet_quotes(out, "ETH", DAY1))
+        meta = describe(out / "quotes" / "currency=BTC" / f"date={DAY1}" / "part-0.parquet")
+        assert int(meta["rows"]) == 3 * n
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as conn:
+                assert "option_minutes_p20210722" not in existing_partitions(conn, "option_minutes")
+    finally:
+        engine.dispose()
+
+
+def test_rows_twice_in_a_days_files_are_merged_away_by_its_next_archive(filled: str, tmp_path: Path) -> None:
+    """A run killed between renaming the merged file into place and removing the day's other part files
+    leaves rows twice; the next archive of the day (a late minute came) writes each once."""
+    engine = make_engine(filled)
+    out = tmp_path / "archive"
+    n = len(small_snapshot().quotes)
+    try:
+        archive(engine, out, before=DAY2)
+        day = out / "quotes" / "currency=BTC" / f"date={DAY1}"
+        (day / "part-1.parquet").write_bytes((day / "part-0.parquet").read_bytes())
+        assert _duckdb(out, "quotes", f"SELECT count(*) FROM DATA WHERE currency = 'BTC' AND date = DATE '{DAY1}'"
+                       ) == [(4 * n,)]
+        store = MinuteStore(filled, tmp_path / "spool-late")
+        store.open(now=AT)
+        assert store.record(snapshot_record(small_snapshot(AT + 120, "BTC")))
+        store.close()
+        days = archive(engine, out, before=DAY2)
+        assert [f.rows for f in days[0].files if f.dataset == "quotes"] == [n]
+        assert [f.file_rows for f in days[0].files if f.dataset == "quotes"] == [3 * n]
+        assert sorted(p.name for p in day.iterdir()) == ["part-0.parquet"]
+        assert _duckdb(out, "quotes", f"SELECT count(*), count(DISTINCT (instrument, minute)) FROM DATA "
+                                      f"WHERE currency = 'BTC' AND date = DATE '{DAY1}'") == [(3 * n, 3 * n)]
+    finally:
+        engine.dispose()
+
+
 KILLED_RUN = textwrap.dedent("""
     import sys, time, datetime as dt
     from pathlib import Path
