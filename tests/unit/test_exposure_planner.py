@@ -162,7 +162,7 @@ def single_option_costs(options: list[Option], forward: float, before: GreekFigu
     return out
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_the_plan_reaches_the_target_within_the_limits_or_says_why_not(
         case: tuple[list[Option], float, GreekFigures, TargetRequest, ExposureLimits]) -> None:
