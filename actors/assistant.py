@@ -22,7 +22,7 @@ import pykka
 from desk.plan_worker import PlanCaps, PlanWorker, WorkLimits
 from messages.account import OrderUpdate, UserTrade
 from messages.commands import CommandFailed, CommandResult, OrderResolved
-from messages.exposure import CancelPlan, PlanStatus, WorkPlan
+from messages.exposure import CancelPlan, PlanStatus, PlanStatusRequest, WorkPlan
 from messages.market import InstrumentsLoaded
 from messages.state import PortfolioChanged, TopOfBook
 from messages.system import ConnectionStatus, ConnectionStatusRequest, MinuteTick, SafeShutdown
@@ -34,10 +34,6 @@ ORIGIN = "assistant"
 
 class _Wake(msgspec.Struct, frozen=True):
     """A deadline of the plan being worked is due (sent by the Assistant's own alarm)."""
-
-
-class PlanStatusRequest(msgspec.Struct, frozen=True):
-    """Ask the Assistant (``ask``) for its current PlanStatus (tests, the console)."""
 
 
 class Assistant(Actor):
@@ -100,7 +96,9 @@ class Assistant(Actor):
 
     @handles(PlanStatusRequest)
     def on_status_request(self, _request: PlanStatusRequest) -> PlanStatus:
-        return self.worker.status(self.context.clock.now())
+        status = self.worker.status(self.context.clock.now())
+        self.publish(status)  # for who asked over the bus (a restarted Hedger)
+        return status
 
     # -- market, account, link ----------------------------------------------------------------------
     @handles(TopOfBook)

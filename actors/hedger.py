@@ -44,7 +44,7 @@ from desk.vega_hedging import ORIGIN as VEGA_ORIGIN
 from desk.vega_hedging import VegaHedger
 from messages.account import ExchangeState, OrderUpdate, UserTrade
 from messages.commands import CommandFailed, CommandResult, PlaceOrder, RefreshInstruments
-from messages.exposure import PlanStatus, SetVegaBand, VegaHedgerControl, VegaHedgerStatus
+from messages.exposure import PlanStatus, PlanStatusRequest, SetVegaBand, VegaHedgerControl, VegaHedgerStatus
 from messages.hedging import HedgeMode, HedgerControl, HedgerStatus, SetHedgeBand
 from messages.market import IndexPrice, InstrumentsLoaded, PlatformState, Quote, Ticker
 from messages.state import PortfolioChanged, TopOfBook
@@ -121,6 +121,8 @@ class Hedger(Actor):
             self.publish(RefreshInstruments(origin=ORIGIN, reason="hedger started", currencies=tuple(self.hedgers)))
             # ...and the link's state, which a restarted hedger would otherwise learn only at the next change.
             self.publish(ConnectionStatusRequest(origin=ORIGIN))
+        if self.vega:  # ...and whether a plan is worked, which holds the vega hedgers
+            self.publish(PlanStatusRequest(origin=ORIGIN))
         for hedger in self.hedgers.values():
             hedger.publish_status(now, force=True)
         for vega in self.vega.values():

@@ -159,6 +159,13 @@ class PlanStatus(Message, frozen=True, kw_only=True):
     request_key: str = ""
 
 
+class PlanStatusRequest(Message, frozen=True, kw_only=True):
+    """Ask the Assistant for its current PlanStatus: answered to an ``ask`` and published on the bus
+    (a restarted Hedger asks, so that its vega hedger holds while a plan is worked)."""
+
+    origin: str = ""
+
+
 # -- vega hedging ---------------------------------------------------------------------------------
 class VegaHedgerControl(Message, frozen=True, kw_only=True):
     """Switch vega hedging of ``currency`` (empty: every hedged currency) on or off, or ask for

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from actors.assistant import PlanStatusRequest
 from actors.portfolio import GetPortfolio
 from deribit.instruments import parse_instrument_name
 from messages.commands import CancelByLabel, CancelOrder, CommandFailed, CommandResult, EditOrder, PlaceOrder
@@ -28,6 +27,7 @@ from messages.exposure import (
     PlanLeg,
     PlanState,
     PlanStatus,
+    PlanStatusRequest,
     WorkPlan,
     is_plan_label,
 )
