@@ -13,7 +13,6 @@ leg rests for seconds), and the order of each publisher's messages is kept by th
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgspec
@@ -27,7 +26,7 @@ from messages.market import InstrumentsLoaded
 from messages.state import PortfolioChanged, TopOfBook
 from messages.system import ConnectionStatus, ConnectionStatusRequest, MinuteTick, SafeShutdown
 from runtime.actor import Actor, ActorContext, handles
-from runtime.alarm import Alarm
+from runtime.alarm import ClockAlarm
 
 ORIGIN = "assistant"
 
@@ -41,8 +40,7 @@ class Assistant(Actor):
         super().__init__(context)
         self.worker = PlanWorker(self.publish, self.log, limits, PlanCaps.of(context.settings.exposure),
                                  currencies=context.settings.currencies)
-        self._alarm = Alarm(self._ring, name=f"{context.name}-alarm")
-        self._alarm_due: float | None = None
+        self._alarm = ClockAlarm(self._ring, name=f"{context.name}-alarm")
 
     def on_start(self) -> None:
         # A restarted assistant missed the link's last status: ask for it (the books' tops come
@@ -62,10 +60,7 @@ class Assistant(Actor):
         due = self.worker.next_due()
         if due is None:
             return
-        if self._alarm_due is not None and self._alarm_due <= due:
-            return
-        self._alarm_due = due
-        self._alarm.set(time.monotonic() + max(0.0, due - self.context.clock.now()))
+        self._alarm.arm(due, self.context.clock.now())
 
     def _ring(self) -> None:
         try:
@@ -75,7 +70,7 @@ class Assistant(Actor):
 
     @handles(_Wake)
     def on_wake(self, _wake: _Wake) -> None:
-        self._alarm_due = None
+        self._alarm.rang()
         self.worker.on_time(self.context.clock.now())
         self._arm()
 

@@ -30,7 +30,6 @@ order updates and fills go to both, and each takes only its own order's.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from traceback import format_exc
 from typing import Any
@@ -57,7 +56,7 @@ from messages.system import (
     WarmUp,
 )
 from runtime.actor import Actor, ActorContext, handles
-from runtime.alarm import Alarm
+from runtime.alarm import ClockAlarm
 
 #: Benchmarks and tests only: called with (order, the message that triggered it) right after a
 #: hedge order is published. None in the program.
@@ -89,8 +88,7 @@ class Hedger(Actor):
         }
         # One thread for every deadline (a limit order to reprice, a fill to see settled): arming
         # it from a hot handler is a notify, not a thread start.
-        self._alarm = Alarm(self._wake, name=f"{context.name}-alarm")
-        self._alarm_due: float | None = None  # clock time of the deadline set
+        self._alarm = ClockAlarm(self._wake, name=f"{context.name}-alarm")
         self._warm_ups = True  # off after one failed
 
     def _probe_later(self, order: PlaceOrder, trigger: object) -> None:
@@ -144,10 +142,7 @@ class Hedger(Actor):
         if not dues:
             return
         due = min(dues)
-        if self._alarm_due is not None and self._alarm_due <= due:
-            return
-        self._alarm_due = due
-        self._alarm.set(time.monotonic() + max(0.0, due - self.context.clock.now()))
+        self._alarm.arm(due, self.context.clock.now())
 
     def _wake(self) -> None:
         try:
@@ -157,7 +152,7 @@ class Hedger(Actor):
 
     @handles(_Wake)
     def on_wake(self, _wake: _Wake) -> None:
-        self._alarm_due = None
+        self._alarm.rang()
         now = self.context.clock.now()
         for hedger in self._both():
             hedger.on_time(now)

@@ -23,7 +23,7 @@ import msgspec
 import pykka
 
 from deribit.constants import GONE_STATES
-from deribit.instruments import InstrumentNameError, parse_instrument_name
+from deribit.instruments import InstrumentNameError, expiry_of
 from desk.portfolio import Difference, PortfolioBook
 from messages.account import (
     AccountFigures,
@@ -317,14 +317,10 @@ class Portfolio(Actor):
     def on_rollover(self, event: DailyRollover) -> None:
         expired = set()
         for name in self.book.held_instruments():
-            identity = self.book.identities.get(name)
-            if identity is not None:
-                expiry = identity.expiration_timestamp
-            else:
-                try:
-                    expiry = parse_instrument_name(name).expiry_ms
-                except InstrumentNameError:
-                    continue
+            try:
+                expiry = expiry_of(name, self.book.identities.get(name))
+            except InstrumentNameError:
+                continue
             if expiry is not None and expiry <= event.at * 1000:
                 expired.add(name)
         self._drop(expired, f"rollover {event.day}")

@@ -47,6 +47,7 @@ __all__ = [
     "decode_instrument_list",
     "decode_instruments",
     "expiry_ms",
+    "expiry_of",
     "family_name_of",
     "family_of",
     "format_expiry",
@@ -314,6 +315,14 @@ class InstrumentIdentity(msgspec.Struct, frozen=True, kw_only=True):
     def is_future(self) -> bool:
         """A future or a perpetual (Deribit's position ``kind`` ``future``)."""
         return self.instrument_class in (InstrumentClass.FUTURE, InstrumentClass.PERPETUAL)
+
+
+def expiry_of(name: str, identity: InstrumentIdentity | None) -> int | None:
+    """An instrument's expiry (ms; None: a perpetual or spot): its metadata's, else its name's.
+    Raises :class:`InstrumentNameError` when neither is there to read."""
+    if identity is not None:
+        return identity.expiration_timestamp
+    return parse_instrument_name(name).expiry_ms
 
 
 _CLASS_OF_KIND = {

@@ -36,9 +36,9 @@ from deribit import contracts
 from deribit.instruments import (
     InstrumentIdentity,
     InstrumentNameError,
+    expiry_of,
     format_expiry,
     identity_of,
-    parse_instrument_name,
 )
 from desk.plausibility import PlausibilityLimits
 from messages.account import Position
@@ -325,13 +325,10 @@ def future_leg(position: Position, instruments: Mapping[str, Instrument] | None 
     name = position.instrument_name
     identity = _identity(name, instruments)
     money = contracts.money_of(identity) if identity is not None else None
-    if identity is not None:
-        expiry = identity.expiration_timestamp
-    else:
-        try:
-            expiry = parse_instrument_name(name).expiry_ms
-        except InstrumentNameError:
-            return "not an instrument name this desk reads"
+    try:
+        expiry = expiry_of(name, identity)
+    except InstrumentNameError:
+        return "not an instrument name this desk reads"
     mark = position.mark_price
     mark_ok = mark is not None and math.isfinite(mark) and mark > 0
     if not math.isfinite(position.size):

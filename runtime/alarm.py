@@ -63,3 +63,25 @@ class Alarm:
                 if self._closed:
                     return
             self._ring()  # outside the lock: it may set the next deadline
+
+
+class ClockAlarm:
+    """An :class:`Alarm` armed in the program's clock time for the earliest of an actor's deadlines:
+    :meth:`arm` sets it unless a deadline at or before ``due`` is already set; the actor calls
+    :meth:`rang` when it handles the wake-up (then anything due is looked at and armed again)."""
+
+    def __init__(self, ring: Callable[[], None], name: str = "alarm") -> None:
+        self._alarm = Alarm(ring, name)
+        self.due: float | None = None  # clock time of the deadline set
+
+    def arm(self, due: float, now: float) -> None:
+        if self.due is not None and self.due <= due:
+            return
+        self.due = due
+        self._alarm.set(time.monotonic() + max(0.0, due - now))
+
+    def rang(self) -> None:
+        self.due = None
+
+    def close(self) -> None:
+        self._alarm.close()

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from runtime.alarm import Alarm
+from runtime.alarm import Alarm, ClockAlarm
 
 LATE = 0.5  # generous: how late a ring may be on a loaded machine
 
@@ -156,3 +156,19 @@ def test_ring_may_set_the_next_deadline(alarms: list[Alarm]) -> None:
     time.sleep(0.15)
     assert len(rings.times) == 3
     assert alarm.due is None
+
+
+def test_a_clock_alarm_keeps_the_earliest_deadline_until_it_rang() -> None:
+    rang = threading.Event()
+    alarm = ClockAlarm(rang.set, name="test-clock-alarm")
+    try:
+        alarm.arm(100.5, now=100.0)
+        alarm.arm(200.0, now=100.0)  # later: the earlier deadline stands
+        assert alarm.due == 100.5
+        assert rang.wait(5.0)
+        alarm.rang()
+        assert alarm.due is None
+        alarm.arm(300.0, now=100.0)  # after the wake-up any deadline is set again
+        assert alarm.due == 300.0
+    finally:
+        alarm.close()
