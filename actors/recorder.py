@@ -10,9 +10,10 @@ wakes the actor when the backoff allows a retry, in real time (also in replay), 
 back in order once the database answers. Every write has a deadline (``recorder.write_deadline_s``):
 a hung database costs the actor that long once, then the batches are spooled and the status says
 ``HUNG``. On PostgreSQL it makes the per-minute tables' day partitions ahead (today's and the next
-``recorder.partition_days_ahead`` days') at start and at the first tick of each UTC day; with
-``recorder.archive_keep_days`` it archives the older days to Parquet once a day in a thread of its own
-(:class:`sql.archive.DailyArchive`). A stop
+``recorder.partition_days_ahead`` days') at start and at the first tick of each UTC day. Once a day,
+in a thread of its own (:class:`sql.maintenance.DailyMaintenance`), it puts the finished days' option
+rows in the order that serves one instrument over time (PostgreSQL) and, with
+``recorder.archive_keep_days``, archives the older days to Parquet. A stop
 (``stopping``, set by the program as it stops, from any thread) cuts a write in
 flight short, spools what is in memory and leaves the rest spooled for the next start; the actor's
 thread is a daemon, so nothing it waits on holds the exit. The logic is
@@ -46,7 +47,8 @@ from messages.surface import RecorderStatus, SurfaceSnapshot
 from messages.system import DailyRollover, MinuteTick, Shutdown
 from runtime.actor import Actor, ActorContext, handles
 from runtime.alarm import Alarm
-from sql.archive import DailyArchive, default_archive_dir
+from sql.archive import default_archive_dir
+from sql.maintenance import DailyMaintenance
 from sql.recording import DvolAtMinute, FillsSeen, SettlementsSeen
 from sql.store import MinuteStore, audit_record, settlements_record, snapshot_record
 from sql.writers import audit_answer, audit_fill, audit_request, audit_resolution
@@ -77,9 +79,9 @@ class Recorder(Actor):
                                  retry_max_s=r.retry_max_s, busy_timeout_s=r.sqlite_busy_timeout_s,
                                  connect_timeout_s=r.connect_timeout_s, write_deadline_s=r.write_deadline_s,
                                  stopping=stopping, partition_days_ahead=r.partition_days_ahead)
-        # recorder.archive_keep_days > 0: once a day, old days to Parquet and out of the database, in a
-        # thread and on a connection of its own (sql.archive.DailyArchive)
-        self.archiver = DailyArchive(url or s.database_url, default_archive_dir(s.data_dir, r.archive_dir),
+        # once a day, in a thread and on a connection of its own: finished days ordered, and with
+        # recorder.archive_keep_days > 0 old days to Parquet and out of the database
+        self.maintenance = DailyMaintenance(url or s.database_url, default_archive_dir(s.data_dir, r.archive_dir),
                                      keep_days=r.archive_keep_days, budget_s=r.archive_budget_s,
                                      connect_timeout_s=r.connect_timeout_s)
         self.dvol = DvolAtMinute()
@@ -184,7 +186,7 @@ class Recorder(Actor):
     def on_minute(self, _tick: MinuteTick | DailyRollover) -> None:
         # PostgreSQL's day partitions, today's and the next days': made at the first tick of a new day.
         self.store.make_partitions(self.context.clock.now())
-        self.archiver.tick(self.context.clock.now())
+        self.maintenance.tick(self.context.clock.now())
         self._publish_status(force=True)
 
     @handles(Shutdown)

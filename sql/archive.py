@@ -42,7 +42,6 @@ import contextlib
 import datetime as dt
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -722,77 +721,3 @@ def _drop_empty_partitions(engine: Engine, before: dt.date) -> None:
 
 def default_archive_dir(data_dir: str, configured: str = "") -> Path:
     return Path(configured) if configured else Path(data_dir) / "archive"
-
-
-class ArchiveSchedule:
-    """When the daily archive runs (``recorder.archive_keep_days`` > 0): at the first call of each UTC
-    day (``now`` in unix seconds), for the days before today minus ``keep_days``. Pure."""
-
-    def __init__(self, keep_days: int) -> None:
-        self.keep_days = keep_days
-        self._done_for: dt.date | None = None
-
-    def due(self, now: float) -> dt.date | None:
-        """The ``before`` date of a run due now, or None (off, or done today)."""
-        today = dt.datetime.fromtimestamp(now, UTC).date()
-        if self.keep_days <= 0 or self._done_for == today:
-            return None
-        self._done_for = today
-        return today - dt.timedelta(days=self.keep_days)
-
-
-class DailyArchive:
-    """The Recorder's daily archive: :meth:`tick` (each minute) starts :func:`archive` in a daemon
-    thread of its own with a connection of its own when :class:`ArchiveSchedule` says so and no run is
-    going; the Recorder's minutes are never waited on (a PostgreSQL day is removed under a short lock:
-    :data:`LOCK_TIMEOUT_MS`; on SQLite a minute written meanwhile waits its busy timeout, or is
-    spooled). A run stops starting new days after ``budget_s``; a failed run is logged and tried again
-    the next day (nothing is removed unless verified)."""
-
-    def __init__(self, url: str, out: Path, *, keep_days: int, budget_s: float,
-                 connect_timeout_s: float = 3.0) -> None:
-        self.url = url
-        self.out = out
-        self.budget_s = budget_s
-        self.connect_timeout_s = connect_timeout_s
-        self.schedule = ArchiveSchedule(keep_days)
-        self._thread: threading.Thread | None = None
-        self.last_result: list[ArchivedDay] | None = None
-        self.last_error: str = ""
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def tick(self, now: float) -> bool:
-        """Start a run if one is due at ``now``; True when started."""
-        if self.running:
-            return False
-        before = self.schedule.due(now)
-        if before is None:
-            return False
-        today = dt.datetime.fromtimestamp(now, UTC).date()
-        self._thread = threading.Thread(target=self._run, args=(before, today), name="daily-archive", daemon=True)
-        self._thread.start()
-        return True
-
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self, before: dt.date, today: dt.date) -> None:
-        from sql.engine import make_engine
-
-        log = structlog.get_logger(actor="recorder")
-        log.info("archive_started", before=before.isoformat(), out=str(self.out))
-        engine = make_engine(self.url, connect_timeout_s=self.connect_timeout_s)
-        try:
-            self.last_result = archive(engine, self.out, before=before, today=today,
-                                       deadline=time.monotonic() + self.budget_s)
-            self.last_error = ""
-            log.info("archive_finished", before=before.isoformat(), days=[d.day.isoformat() for d in self.last_result])
-        except Exception as exc:  # logged; the next day tries again, nothing was removed unverified
-            self.last_error = str(exc)
-            log.warning("archive_failed", before=before.isoformat(), error=str(exc))
-        finally:
-            engine.dispose()

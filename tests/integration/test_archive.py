@@ -422,13 +422,13 @@ def test_partitions_dropped_only_for_archived_days(pg_url: str, tmp_path: Path) 
 
 
 def test_the_recorders_daily_archive_runs_in_a_thread_of_its_own(tmp_path: Path) -> None:
-    from sql.archive import DailyArchive
+    from sql.maintenance import DailyMaintenance
 
     url = f"sqlite:///{tmp_path / 'desk.sqlite3'}"
     _fill(url, tmp_path / "spool")
     out = tmp_path / "archive"
-    daily = DailyArchive(url, out, keep_days=1, budget_s=60.0)
-    now = dt.datetime(2021, 7, 24, 0, 5, tzinfo=dt.UTC).timestamp()  # keep 2021-07-23, archive the 22nd
+    daily = DailyMaintenance(url, out, keep_days=1, budget_s=60.0)
+    now = dt.datetime(2021, 7, 24, 0, 20, tzinfo=dt.UTC).timestamp()  # keep 2021-07-23, archive the 22nd
     assert daily.tick(now)
     daily.join(timeout=120)
     assert not daily.running and daily.last_error == ""
