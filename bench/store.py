@@ -60,12 +60,15 @@ from bench.snapshot import synthetic_chain_snapshot
 from desk.surface_snapshot import build_surface_snapshot
 from messages.surface import SurfaceSnapshot
 from sql.archive import archive
+from sql.day_order import order_finished_days
 from sql.engine import make_engine
 from sql.queries import read_instrument_history
 from sql.store import MinuteStore, snapshot_record
 from sql.writers import MinuteRows, _copy_ignoring_conflicts, minute_rows
 
 START = 1_764_547_200.0  # 2025-12-01 00:00 UTC
+#: "Now" for the daily maintenance once the fill is over: every day written is a finished day.
+LATER = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 OPTION_TABLES_5 = ("option_minutes", "instruments", "expiry_minutes", "chain_minutes")
 SURFACE_TABLES = ("surface_points", "surface_fits", "volatility_index", "minute_coverage")
 
@@ -270,8 +273,15 @@ def run(argv: list[str]) -> dict[str, Any]:
             rows = per_minute * len(minutes)
             _vacuum(store.engine)
             _vacuum(present.engine)
+            as_written = _size(store.engine, OPTION_TABLES_5) / rows
+            # Every finished day in block order, as the Recorder's daily maintenance keeps them (all of them:
+            # the fill's days are over): the steady state of the record.
+            ordered = order_finished_days(store.engine, LATER)
+            assert len(ordered) == args.days, [d.day for d in ordered]
+            _vacuum(store.engine)
             sizes = {
                 "bytes_per_option_minute": _size(store.engine, OPTION_TABLES_5) / rows,
+                "bytes_per_option_minute_as_written": as_written,
                 "present_bytes_per_option_minute": _size(present.engine, ("option_quotes",)) / rows,
                 "record_bytes_per_option_minute": _size(store.engine, (*OPTION_TABLES_5, *SURFACE_TABLES)) / rows,
                 "present_record_bytes_per_option_minute": _size(present.engine, ("option_quotes", *SURFACE_TABLES))
@@ -302,8 +312,9 @@ def run(argv: list[str]) -> dict[str, Any]:
                 f"insert_ms_per_minute_day{last}": round(statistics.mean(new_ms[-per_day:]), 2),
                 "present_insert_ms_per_minute_day1": round(statistics.mean(old_ms[:per_day]), 2),
                 f"present_insert_ms_per_minute_day{last}": round(statistics.mean(old_ms[-per_day:]), 2),
-                "chain_at_minute_ms": _timed(store.engine, chain_sql, chain),
+                f"chain_at_minute_ms_{last}d_sampled": _timed(store.engine, chain_sql, chain),
                 "present_chain_at_minute_ms": _timed(present.engine, chain_sql, chain),
+                "order_seconds_per_sampled_day": round(statistics.mean(d.seconds for d in ordered), 2),
                 f"insert_ms_per_minute_day{last}_over_day1_same_time": round(
                     statistics.mean(new_ms[-per_day:]) / statistics.mean(fresh_ms), 3),
                 "insert_ms_per_minute_day1_same_time": round(statistics.mean(fresh_ms), 2),
@@ -313,12 +324,6 @@ def run(argv: list[str]) -> dict[str, Any]:
                 f"instrument_{last}d_ms_sampled": _timed_history(store.engine, names, per_day * last),
                 f"present_instrument_{last}d_ms": _timed(present.engine, instrument_sql, one),
             }
-            # A finished day's indexes rebuilt (REINDEX: packed and deduplicated at once, where a day of
-            # inserts in a thousand places leaves its pages part-filled): what a daily job would keep.
-            with store.engine.connect() as conn:
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                conn.exec_driver_sql("REINDEX TABLE option_minutes")
-            result["bytes_per_option_minute_reindexed"] = round(_size(store.engine, OPTION_TABLES_5) / rows, 1)
             result["sampling"] = (f"{per_day} of each day's 1440 minutes, every {spacing} minutes" if per_day < 1440
                                   else "every minute")
             result[f"instrument_{last}d_rows_sampled"] = per_day * last
@@ -333,6 +338,8 @@ def run(argv: list[str]) -> dict[str, Any]:
             result.update(_archive_figures(store.engine, rows))
             store.close()
             result.update(_full_density_figures(server, chains["BTC"], args.days))
+            result.update(_full_chain_day_figures(server, chains))
+            result["chain_at_minute_ms"] = result["chain_at_minute_ms_full_day"]
             return result
     finally:
         if cluster is not None:
@@ -414,6 +421,10 @@ def _full_density_figures(server: str, btc: SurfaceSnapshot, days: int) -> dict[
         _vacuum(store.engine)
         names = [q.instrument_name for q in quotes[:: max(1, len(quotes) // 5)]][:5]
         rows = days * per_day
+        as_written = _timed_history(store.engine, names, rows)
+        ordered = order_finished_days(store.engine, LATER)  # as the daily maintenance leaves finished days
+        assert len(ordered) == days, [d.day for d in ordered]
+        _vacuum(store.engine)
         view_sql = ("SELECT minute, bid, ask, mark_iv, underlying_price, delta, vega FROM option_quotes "
                     "WHERE instrument = :n ORDER BY minute")
         figures: dict[str, Any] = {
@@ -421,13 +432,53 @@ def _full_density_figures(server: str, btc: SurfaceSnapshot, days: int) -> dict[
                              f"to {DENSE_EXPIRY_DAYS[1]:.0f} days out at the start) every minute of {days} days "
                              f"({per_day} a day: {rows} minutes, {rows * len(quotes)} option rows) by "
                              "MinuteStore.record, no surface points or fits; the queried instruments have "
-                             f"{rows} rows each"),
+                             f"{rows} rows each; every day ordered (sql.day_order) as the Recorder's daily "
+                             "maintenance leaves a finished day (_as_written: before)"),
             f"instrument_{days}d_ms": _timed_history(store.engine, names, rows),
+            f"instrument_{days}d_ms_as_written": as_written,
             f"instrument_{days}d_rows": rows,
             f"instrument_{days}d_ms_no_greeks": _timed_history(store.engine, names, rows, greeks=False),
             f"instrument_{days}d_view_ms": _timed(store.engine, view_sql, [{"n": n} for n in names[:3]]),
             "full_density_option_minutes_bytes_per_row": round(
                 _size(store.engine, ("option_minutes",)) / (rows * len(quotes)), 1),
+        }
+        store.close()
+        return figures
+
+
+def _full_chain_day_figures(server: str, chains: dict[str, SurfaceSnapshot]) -> dict[str, Any]:
+    """A whole chain at one minute on a day written every minute for the full chain of both currencies
+    (1,440 minutes: the rows a real day holds), as written (today's partition, in minute order) and once
+    ordered (any finished day: sql.day_order); what ordering the day costs and holds it locked."""
+    moving = {c: MovingChain(s, 11 + n) for n, (c, s) in enumerate(chains.items())}
+    day = START + 40 * 86_400  # a day of its own, past the 30-day fill's
+    with _schema(server) as url, tempfile.TemporaryDirectory() as spool:
+        store = MinuteStore(url, spool, write_deadline_s=60.0, partition_days_ahead=1)
+        store.open()
+        store.make_partitions(day)
+        t0 = time.perf_counter()
+        for n in range(1440):
+            for m in moving.values():
+                assert store.record(snapshot_record(m.at(day + n * 60)))
+            if n % 240 == 239:
+                _log(f"full chain day: {n + 1}/1440 minutes, {time.perf_counter() - t0:.0f} s")
+        _vacuum(store.engine)
+        rows = 1440 * sum(len(s.quotes) for s in chains.values())
+        sql = "SELECT * FROM option_quotes WHERE minute = CAST(:m AS timestamptz) AND currency = :c"
+        params = [{"m": _iso(day + n * 60), "c": c} for n in range(7, 1440, 1440 // 12) for c in chains]
+        live = _timed(store.engine, sql, params)
+        live_size = _size(store.engine, ("option_minutes",)) / rows
+        ordered = order_finished_days(store.engine, LATER)
+        assert len(ordered) == 1 and ordered[0].rows == rows, ordered
+        _vacuum(store.engine)
+        figures = {
+            "chain_at_minute_ms_full_day": _timed(store.engine, sql, params),
+            "chain_at_minute_ms_live_day": live,
+            "full_day_option_rows": rows,
+            "order_seconds_full_day": round(ordered[0].seconds, 2),
+            "order_lock_ms_full_day": round(ordered[0].lock_ms, 1),
+            "full_day_option_minutes_bytes_per_row": round(_size(store.engine, ("option_minutes",)) / rows, 1),
+            "full_day_option_minutes_bytes_per_row_as_written": round(live_size, 1),
         }
         store.close()
         return figures

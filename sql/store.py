@@ -24,6 +24,7 @@ order-audit entry, or the new entries of one settlement history (``settlements``
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import traceback
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import (
@@ -70,9 +72,15 @@ SCHEMA_DEADLINE_S = 120.0
 STOP_FLUSH_BUDGET_S = 1.0
 
 
+_OUTAGES = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout, SchemaVersionError, DeadlineExceeded)
+#: The drivers' own errors of the moment (a driver call made outside SQLAlchemy, as COPY is, raises them
+#: unwrapped): a lost connection, a lock or statement timeout, a deadlock, a full disk, the server shutting
+#: down; never a batch the database will refuse for ever.
+_DRIVER_OUTAGES = (psycopg2.OperationalError, psycopg2.InterfaceError, sqlite3.OperationalError)
+
+
 def _is_outage(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout | SchemaVersionError
-                  | DeadlineExceeded):
+    if isinstance(exc, _OUTAGES + _DRIVER_OUTAGES):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
@@ -85,7 +93,7 @@ def _timed_out(exc: BaseException) -> bool:
     """Whether ``exc`` is a deadline that passed: ours, the server's, or SQLite's busy timeout."""
     if isinstance(exc, DeadlineExceeded):
         return True
-    orig = getattr(exc, "orig", None)
+    orig = getattr(exc, "orig", None) or exc
     if getattr(orig, "pgcode", None) in _PG_TIMEOUT_CODES:
         return True
     return isinstance(exc, OperationalError) and "database is locked" in str(orig)

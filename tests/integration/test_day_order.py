@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,6 +155,47 @@ def test_a_busy_table_leaves_the_day_as_it_was(filled: Engine, monkeypatch: pyte
         reader.close()
     assert _quotes(filled) == quotes and _state(filled) == state
     assert order_day(filled, DAY1) is not None  # once the reader is gone
+
+
+def test_todays_minutes_never_wait_and_a_late_minute_of_the_day_is_kept(filled: Engine, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a day's rows are being copied in order (held here once copied, before the swap), a minute of
+    today is written at once; a late minute of the day being ordered waits past its deadline, is
+    spooled, and is written once the ordering is over."""
+    url = filled.url.render_as_string(hide_password=False)
+    copy, held, release = day_order._copy_ordered, threading.Event(), threading.Event()
+
+    def stalled(conn: Any, day: dt.date, name: str, staged: str) -> int:
+        rows = copy(conn, day, name, staged)
+        held.set()
+        release.wait(60)
+        return rows
+
+    monkeypatch.setattr(day_order, "_copy_ordered", stalled)
+    result: list[Any] = []
+    ordering = threading.Thread(target=lambda: result.append(order_day(filled, DAY1)), daemon=True)
+    ordering.start()
+    try:
+        assert held.wait(60)
+        store = MinuteStore(url, tmp_path / "during", write_deadline_s=1.0)
+        store.open(now=MINUTES[-1])
+        today = small_snapshot(MINUTES[-1] + 60, "BTC")
+        t0 = time.monotonic()
+        assert store.record(snapshot_record(today))  # day 2's partition: not held
+        assert time.monotonic() - t0 < 1.0
+        late = msgspec.structs.replace(today, at=START + 3 * 3600)  # day 1, 03:00: held
+        assert not store.record(snapshot_record(late))
+        assert store.backlog == 1 and store.rejected == 0  # spooled, never moved aside
+    finally:
+        release.set()
+        ordering.join(60)
+    assert result and result[0] is not None and result[0].rows == 12 * 240
+    wait_until(lambda: store.due() and (store.catch_up() or not store.backlog), timeout=60, what="the late minute")
+    store.close()
+    with filled.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM option_quotes WHERE minute = to_timestamp(:t)"),
+                            {"t": START + 3 * 3600}).scalar() == 120
+    assert _state(filled)[2] == ORDERED
 
 
 KILLED_RUN = textwrap.dedent("""

@@ -176,6 +176,29 @@ def test_backoff_doubles_up_to_the_maximum_and_resets_when_back(dead: str, tmp_p
     store.close()
 
 
+def test_a_lock_timeout_in_the_option_copy_is_spooled_never_moved_aside(
+        pg_url: str, snapshots: list[SurfaceSnapshot], tmp_path: Path) -> None:
+    """The option rows go by COPY, a driver call whose errors come unwrapped: a lock held past the
+    write's lock_timeout (the daily ordering or archive holding the day) is a moment's outage."""
+    with private_schema(pg_url) as url:
+        store = MinuteStore(url, tmp_path / "spool", write_deadline_s=1.0)
+        store.open(now=snapshots[0].at)
+        engine = make_engine(url)
+        holder = engine.connect()
+        try:
+            holder.begin()
+            holder.exec_driver_sql("LOCK TABLE option_minutes IN SHARE MODE")
+            assert store.record(snapshot_record(snapshots[0])) is False
+            assert store.rejected == 0 and store.backlog == 1
+            assert not list((tmp_path / "spool" / "rejected").glob("*.msgpack"))
+        finally:
+            holder.close()
+            engine.dispose()
+        wait_until(lambda: store.due() and (store.catch_up() or not store.backlog), timeout=30)
+        assert_each_minute_once(url, [snapshots[0]])
+        store.close()
+
+
 def test_a_batch_the_database_refuses_is_moved_aside_and_the_rest_go_on(
         pg_url: str, snapshots: list[SurfaceSnapshot], tmp_path: Path) -> None:
     bad_quote = msgspec.structs.replace(snapshots[1].quotes[0], instrument_name="X" * 100)  # > String(64)
