@@ -1,5 +1,5 @@
 """Finished days' option rows put in block order on PostgreSQL (sql.day_order): every row and every read
-(option_quotes, one instrument's history) the same after as before, the rows on disk by 30-minute block,
+(option_quotes, one instrument's history) the same after as before, the rows on disk by 15-minute block,
 instrument and minute, the day's partition attached in its place with the table's indexes under their
 names, a day ordered once, today's never, a late minute still written and read; a busy table or a run
 killed half-way (SIGKILL) leaves the day as it was, and a second run orders it. SQLite has nothing to do."""
@@ -35,7 +35,7 @@ from tests.support.waiting import wait_until
 
 DAY1 = dt.date(2021, 7, 22)
 START = dt.datetime(2021, 7, 22, tzinfo=dt.UTC).timestamp()
-#: Every 10 minutes from 00:00 to 01:50 of day 1 (four 30-minute blocks), and two minutes of day 2.
+#: Every 10 minutes from 00:00 to 01:50 of day 1 (eight 15-minute blocks), and two minutes of day 2.
 MINUTES = [START + n * 600 for n in range(12)] + [START + 86_400, START + 86_460]
 PARTITION = "option_minutes_p20210722"
 NOW = dt.datetime(2021, 7, 23, 12, 0, tzinfo=dt.UTC)  # day 1 over, day 2 not
@@ -99,7 +99,7 @@ def _state(engine: Engine) -> tuple[Any, ...]:
 
 def _disk_order(engine: Engine) -> list[tuple[int, int, float]]:
     with engine.connect() as conn:
-        return [(int(m // 1800), int(r) // 4, float(m)) for m, r in conn.execute(text(
+        return [(int(m // (60 * day_order.BLOCK_MINUTES)), int(r) // 4, float(m)) for m, r in conn.execute(text(
             f"SELECT extract(epoch FROM minute), instrument_ref FROM {PARTITION} ORDER BY ctid"))]
 
 
