@@ -82,8 +82,8 @@ class Recorder(Actor):
         # once a day, in a thread and on a connection of its own: finished days ordered, and with
         # recorder.archive_keep_days > 0 old days to Parquet and out of the database
         self.maintenance = DailyMaintenance(url or s.database_url, default_archive_dir(s.data_dir, r.archive_dir),
-                                     keep_days=r.archive_keep_days, budget_s=r.archive_budget_s,
-                                     connect_timeout_s=r.connect_timeout_s)
+                                            keep_days=r.archive_keep_days, budget_s=r.archive_budget_s,
+                                            connect_timeout_s=r.connect_timeout_s)
         self.dvol = DvolAtMinute()
         self.settlements_seen = SettlementsSeen()
         self.fills_seen = FillsSeen()

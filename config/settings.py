@@ -312,7 +312,8 @@ class RecorderSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields
     partition_days_ahead: Annotated[int, Meta(ge=0, le=366)] = 3
     # The Parquet archive (sql/archive.py): where it is (empty: <data_dir>/archive), what is kept in the
     # database (days before today minus archive_keep_days are archived daily by the Recorder; 0: off)
-    # and how long one daily run may go on before it stops at a day's end
+    # and how long one daily run (finished days ordered, then archived: sql/maintenance.py) may go on
+    # before it stops at a day's end
     archive_dir: str = ""
     archive_keep_days: Annotated[int, Meta(ge=0, le=36_500)] = 0
     archive_budget_s: Positive = 1800.0
