@@ -59,7 +59,8 @@ class OrderedDay:
 
 
 class OrderingError(Exception):
-    """A day could not be ordered (the table stayed busy); it is as it was, and tried again later."""
+    """A day could not be ordered (the table stayed busy, or the database refused); it is as it was, and
+    is tried again at the next daily run."""
 
 
 def is_ordered(conn: Connection, partition: str) -> bool:
@@ -142,7 +143,7 @@ def _swap(conn: Connection, day: dt.date, name: str, staged: str) -> None:
 def order_day(engine: Engine, day: dt.date) -> OrderedDay | None:
     """Rewrite ``day``'s ``option_minutes`` partition in block order (see the module); None when there
     is nothing to do (SQLite, no such partition, already ordered). :class:`OrderingError` when the table
-    stayed busy :data:`LOCK_TRIES` times: nothing changed."""
+    stayed busy :data:`LOCK_TRIES` times or the database refused: nothing changed."""
     if engine.dialect.name != "postgresql":
         return None
     name = partition_name(TABLE, day)
