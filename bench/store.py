@@ -48,14 +48,11 @@ when run as root, fsync off), removed at the end.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -71,6 +68,7 @@ from sql.engine import make_engine
 from sql.queries import read_instrument_history
 from sql.store import MinuteStore, snapshot_record
 from sql.writers import MinuteRows, _copy_ignoring_conflicts, minute_rows
+from tests.support.sql import private_schema
 
 START = 1_764_547_200.0  # 2025-12-01 00:00 UTC
 #: "Now" for the daily maintenance once the fill is over: every day written is a finished day.
@@ -81,21 +79,6 @@ SURFACE_TABLES = ("surface_points", "surface_fits", "volatility_index", "minute_
 
 def _log(*parts: object) -> None:
     print(*parts, file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def _schema(server: str) -> Iterator[str]:
-    name = f"bench_store_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(server)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    sep = "&" if "?" in server else "?"
-    try:
-        yield f"{server}{sep}options=-csearch_path%3D{name}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        admin.dispose()
 
 
 def _server(given: str | None) -> tuple[str, Any]:
@@ -240,8 +223,9 @@ def run(argv: list[str]) -> dict[str, Any]:
     moving = {c: MovingChain(s, seed) for seed, (c, s) in enumerate(chains.items())}
     spacing = max(1, 1440 // args.minutes_per_day)
     try:
-        with _schema(server) as new_url, _schema(server) as old_url, _schema(server) as fresh_url, \
-                tempfile.TemporaryDirectory() as spool, tempfile.TemporaryDirectory() as fresh_spool:
+        with private_schema(server) as new_url, private_schema(server) as old_url, \
+                private_schema(server) as fresh_url, tempfile.TemporaryDirectory() as spool, \
+                tempfile.TemporaryDirectory() as fresh_spool:
             store = MinuteStore(new_url, spool, write_deadline_s=60.0, partition_days_ahead=args.days)
             store.open()
             store.make_partitions(START)
@@ -418,7 +402,7 @@ def _full_density_figures(server: str, btc: SurfaceSnapshot, days: int) -> dict[
     dense = msgspec.structs.replace(btc, quotes=quotes, points=(), fits=())
     moving = MovingChain(dense, 7)
     per_day = 1440
-    with _schema(server) as url, tempfile.TemporaryDirectory() as spool:
+    with private_schema(server) as url, tempfile.TemporaryDirectory() as spool:
         store = MinuteStore(url, spool, write_deadline_s=60.0, partition_days_ahead=days)
         store.open()
         store.make_partitions(START)
@@ -461,7 +445,7 @@ def _full_chain_day_figures(server: str, chains: dict[str, SurfaceSnapshot]) -> 
     ordered (any finished day: sql.day_order); what ordering the day costs and holds it locked."""
     moving = {c: MovingChain(s, 11 + n) for n, (c, s) in enumerate(chains.items())}
     day = START + 40 * 86_400  # a day of its own, past the 30-day fill's
-    with _schema(server) as url, tempfile.TemporaryDirectory() as spool:
+    with private_schema(server) as url, tempfile.TemporaryDirectory() as spool:
         store = MinuteStore(url, spool, write_deadline_s=60.0, partition_days_ahead=1)
         store.open()
         store.make_partitions(day)
